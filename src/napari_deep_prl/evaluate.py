@@ -1,0 +1,125 @@
+"""Classification metrics of the Deep-PRL report, from counts or from per-lesion predictions.
+
+The paper reports, per outer fold, the confusion counts (TP, FP, FN, TN), F1, specificity,
+sensitivity, PPV and ROC AUC, then their mean and *sample* standard deviation (``ddof=1``) across
+folds. These functions compute exactly those numbers so that every method of the harness
+(:mod:`napari_deep_prl.crossval`) is scored the same way.
+
+Zero denominators: a ratio whose denominator is zero (e.g. sensitivity of a fold without any PRL,
+PPV of a model that predicts no PRL) is ``zero_division``, ``0.0`` by default as in
+scikit-learn's ``zero_division`` default; pass ``float("nan")`` to mark it undefined instead. ROC
+AUC of a fold whose lesions are all of one class is ``nan`` (it has no definition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, roc_auc_score
+
+from napari_deep_prl.errors import InputError
+
+#: Count keys, in the report's row order.
+COUNT_KEYS = ("tp", "fp", "fn", "tn")
+#: Rate keys returned by :func:`metrics_from_counts`.
+RATE_KEYS = ("f1", "sensitivity", "specificity", "ppv")
+#: Every key of :func:`metrics_from_predictions`, in the paper's row order.
+REPORT_KEYS = ("tp", "fp", "fn", "tn", "f1", "specificity", "sensitivity", "ppv", "roc_auc")
+
+
+def _ratio(num: float, den: float, zero_division: float) -> float:
+    return float(num) / float(den) if den else float(zero_division)
+
+
+def metrics_from_counts(tp: int, fp: int, fn: int, tn: int, *,
+                        zero_division: float = 0.0) -> dict[str, float]:
+    """F1, sensitivity (recall), specificity and PPV (precision) of one confusion matrix.
+
+    A rate whose denominator is zero is ``zero_division`` (see the module docstring); F1 is
+    computed as ``2 TP / (2 TP + FP + FN)``, which equals the harmonic mean of PPV and
+    sensitivity whenever both are defined.
+    """
+    counts = {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
+    for name, value in counts.items():
+        if int(value) != value or value < 0:
+            raise InputError(f"confusion count {name}={value!r} must be a non-negative integer")
+    return {
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn, zero_division),
+        "sensitivity": _ratio(tp, tp + fn, zero_division),
+        "specificity": _ratio(tn, tn + fp, zero_division),
+        "ppv": _ratio(tp, tp + fp, zero_division),
+    }
+
+
+def metrics_from_predictions(y_true: Sequence[int] | np.ndarray,
+                             probability: Sequence[float] | np.ndarray, *,
+                             threshold: float = 0.5,
+                             zero_division: float = 0.0) -> dict[str, float]:
+    """All report metrics (:data:`REPORT_KEYS`) of per-lesion truth and PRL probabilities.
+
+    A lesion is called PRL when its probability is at least ``threshold``. Counts are ints in
+    the same flat dict, so one fold's result serialises to JSON as it is.
+    """
+    truth = np.asarray(y_true).astype(bool).ravel()
+    prob = np.asarray(probability, dtype=float).ravel()
+    if truth.shape != prob.shape:
+        raise InputError(f"{truth.size} labels but {prob.size} probabilities: they must pair up")
+    if not np.isfinite(prob).all():
+        raise InputError("probabilities contain NaN or infinity; check the model's output")
+    (tn, fp), (fn, tp) = confusion_matrix(truth, prob >= threshold, labels=[False, True])
+    out: dict[str, float] = {"tp": int(tp), "fp": int(fp), "fn": int(fn), "tn": int(tn)}
+    out.update(metrics_from_counts(int(tp), int(fp), int(fn), int(tn),
+                                   zero_division=zero_division))
+    out["roc_auc"] = roc_auc(truth, prob)
+    return out
+
+
+def roc_auc(y_true: Sequence[int] | np.ndarray, probability: Sequence[float] | np.ndarray) -> float:
+    """ROC AUC (scikit-learn), ``nan`` when only one class is present."""
+    truth = np.asarray(y_true).astype(bool).ravel()
+    if truth.all() or not truth.any():
+        return float("nan")
+    return float(roc_auc_score(truth, np.asarray(probability, dtype=float).ravel()))
+
+
+def best_f1_threshold(y_true: Sequence[int] | np.ndarray,
+                      probability: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Decision threshold maximising F1 on validation data, and that F1.
+
+    Only cuts between distinct predicted probabilities change the decisions, so each candidate
+    is such a cut; the threshold returned is the midpoint between the lowest probability called
+    PRL and the next lower one, so that it does not sit on a validation lesion. Ties keep the
+    fewest PRL calls. Without any positive lesion the F1 is 0 and the threshold 0.5.
+    """
+    truth = np.asarray(y_true).astype(bool).ravel()
+    prob = np.asarray(probability, dtype=float).ravel()
+    if not truth.any():
+        return 0.5, 0.0
+    order = np.argsort(-prob, kind="stable")
+    prob_sorted, truth_sorted = prob[order], truth[order]
+    tp = np.cumsum(truth_sorted)
+    fp = np.cumsum(~truth_sorted)
+    last_of_value = np.r_[prob_sorted[1:] != prob_sorted[:-1], True]
+    tp, fp, cuts = tp[last_of_value], fp[last_of_value], prob_sorted[last_of_value]
+    f1 = 2 * tp / (2 * tp + fp + (truth.sum() - tp))
+    best = int(np.argmax(f1))  # cuts descend, so the first maximum calls the fewest PRLs
+    lower = cuts[best + 1] if best + 1 < cuts.size else cuts[best]
+    return float((cuts[best] + lower) / 2), float(f1[best])
+
+
+def summarise(folds: Sequence[Mapping[str, float]],
+              keys: Sequence[str] = REPORT_KEYS) -> dict[str, dict[str, float]]:
+    """Mean and sample standard deviation (``ddof=1``) of each metric across folds.
+
+    Returns ``{key: {"mean": m, "std": s}}``; the SD of a single fold is ``nan``. A fold whose
+    metric is ``nan`` makes the mean ``nan`` too: an undefined fold is shown, not hidden.
+    """
+    if not folds:
+        raise InputError("no fold results to summarise; run at least one fold first")
+    out = {}
+    for key in keys:
+        values = np.array([float(fold[key]) for fold in folds])
+        std = float(np.std(values, ddof=1)) if values.size > 1 else float("nan")
+        out[key] = {"mean": float(np.mean(values)), "std": std}
+    return out

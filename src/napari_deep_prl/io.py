@@ -1,0 +1,418 @@
+"""Loading and validating subjects and cohorts.
+
+A *subject* is four co-registered NIfTI images on the grid of the phase image: ``phase``
+(unwrapped, filtered; paramagnetic = dark), ``mp2rage`` (MP2RAGE UNI or any T1-weighted image),
+``mask`` (white-matter lesions: binary, or integer instance labels kept as given) and optionally
+``prl_mask`` (binary, voxels of lesions that are PRLs). A *cohort* is a list of subjects from a
+manifest CSV or a discovered folder; it holds only paths, so hundreds of subjects cost nothing
+until one is loaded.
+
+Arrays keep the voxel order of the files; orientation is carried by the affine, never assumed.
+Every problem a user can fix raises :class:`~napari_deep_prl.errors.InputError` naming the file
+(or manifest row), the problem and the remedy.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from napari_deep_prl.errors import InputError, InputWarning, file_error
+
+#: Manifest columns, required then optional.
+REQUIRED_COLUMNS = ("subject", "phase", "mp2rage", "mask")
+OPTIONAL_COLUMNS = ("prl_mask",)
+IMAGE_ROLES = ("phase", "mp2rage", "mask", "prl_mask")
+
+#: Largest difference (mm) tolerated between the affines of a subject's images.
+AFFINE_TOLERANCE_MM = 1e-3
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+
+
+@dataclass(frozen=True)
+class SubjectPaths:
+    """Where a subject's images are; cheap to hold for a whole cohort."""
+
+    subject: str
+    phase: Path
+    mp2rage: Path
+    mask: Path
+    prl_mask: Path | None = None
+
+    def load(self, *, flip_phase: bool = False) -> Subject:
+        return load_subject(self.phase, self.mp2rage, self.mask, self.prl_mask,
+                            subject=self.subject, flip_phase=flip_phase)
+
+    def load_mask(self) -> tuple[np.ndarray, np.ndarray]:
+        """Only the lesion mask and its affine: what registering lesions needs."""
+        data, img = _read_image(self.mask, "mask")
+        return _as_label_mask(data, self.mask), img.affine
+
+
+@dataclass
+class Subject:
+    """One subject's images as arrays on the phase grid."""
+
+    subject: str
+    phase: np.ndarray
+    mp2rage: np.ndarray
+    mask: np.ndarray
+    affine: np.ndarray
+    prl_mask: np.ndarray | None = None
+    paths: SubjectPaths | None = field(default=None, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.phase.shape)  # type: ignore[return-value]
+
+    @property
+    def zooms(self) -> tuple[float, float, float]:
+        """Voxel size in mm along each array axis (from the affine)."""
+        return tuple(float(z) for z in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+
+def load_subject(
+    phase: str | Path,
+    mp2rage: str | Path,
+    mask: str | Path,
+    prl_mask: str | Path | None = None,
+    *,
+    subject: str | None = None,
+    flip_phase: bool = False,
+) -> Subject:
+    """Load and validate one subject; ``flip_phase`` negates the phase (paramagnetic → dark)."""
+    paths = SubjectPaths(subject or _subject_id_from(Path(phase)), Path(phase), Path(mp2rage),
+                         Path(mask), Path(prl_mask) if prl_mask is not None else None)
+    phase_data, phase_img = _read_image(paths.phase, "phase")
+    images = {"phase": (paths.phase, phase_data, phase_img)}
+    for role in ("mp2rage", "mask", "prl_mask"):
+        path = getattr(paths, role)
+        if path is not None:
+            data, img = _read_image(path, role)
+            _check_same_grid(paths.phase, phase_img, path, img)
+            images[role] = (path, data, img)
+    prl = None
+    if "prl_mask" in images:
+        prl = _as_label_mask(images["prl_mask"][1], paths.prl_mask) > 0
+    phase_array = _as_float(phase_data, paths.phase)
+    return Subject(
+        subject=paths.subject,
+        phase=-phase_array if flip_phase else phase_array,
+        mp2rage=_as_float(images["mp2rage"][1], paths.mp2rage),
+        mask=_as_label_mask(images["mask"][1], paths.mask),
+        affine=np.asarray(phase_img.affine, dtype=np.float64),
+        prl_mask=prl,
+        paths=paths,
+    )
+
+
+def _subject_id_from(path: Path) -> str:
+    match = re.search(r"sub-[A-Za-z0-9]+", path.name)
+    return match.group(0) if match else _strip_nifti_suffix(path.name)
+
+
+def _strip_nifti_suffix(name: str) -> str:
+    for suffix in NIFTI_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+# --------------------------------------------------------------------------- images
+
+def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Read a NIfTI image's data as a 3D array; every failure becomes an InputError."""
+    if not path.exists():
+        raise file_error(path, f"{role} image not found",
+                         "Check the path (manifest paths are relative to the manifest's folder).")
+    if path.is_dir():
+        raise file_error(path, f"{role} path is a folder, not a NIfTI file",
+                         "Give the .nii or .nii.gz file inside it.")
+    try:
+        img = nib.load(str(path))
+    except Exception as err:  # nibabel raises many types for broken headers
+        raise file_error(path, f"cannot be read as a NIfTI image ({_describe(err)})",
+                         "Check that it is a .nii/.nii.gz file and re-export it if it is damaged.") from err
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise file_error(path, f"is a {type(img).__name__}, not a NIfTI image",
+                         "Convert it to NIfTI (.nii or .nii.gz), e.g. with dcm2niix.")
+    shape = tuple(int(s) for s in img.shape)
+    spatial = _spatial_shape(shape, path, role)
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise file_error(path, "has an invalid affine (not finite or singular)",
+                         "Fix the qform/sform of the header so voxel sizes and orientation are defined.")
+    try:
+        data = np.asanyarray(img.dataobj)
+    except MemoryError:
+        raise
+    except Exception as err:  # truncated gzip, short file, bad scaling...
+        raise file_error(path, f"image data cannot be read ({_describe(err)}); the file may be truncated",
+                         "Re-export or re-copy the file.") from err
+    if np.iscomplexobj(data):
+        raise file_error(path, f"{role} image is complex-valued",
+                         "Give the unwrapped phase (real-valued), not the complex signal.")
+    if data.dtype.kind not in "biuf":
+        raise file_error(path, f"{role} image has an unsupported data type ({data.dtype})",
+                         "Save it as an integer or floating-point NIfTI.")
+    return data.reshape(spatial), img
+
+
+def _spatial_shape(shape: tuple[int, ...], path: Path, role: str) -> tuple[int, int, int]:
+    if len(shape) < 3:
+        raise file_error(path, f"{role} image is {len(shape)}D with shape {shape}, not a 3D volume",
+                         "Give a 3D image.")
+    extra = shape[3:]
+    if any(s != 1 for s in extra):
+        raise file_error(path, f"{role} image has shape {shape}: {int(np.prod(extra))} volumes, not one",
+                         "Extract the single 3D volume to use (e.g. with fslroi or nibabel).")
+    if min(shape[:3]) < 1:
+        raise file_error(path, f"{role} image is empty (shape {shape})", "Re-export the image.")
+    return shape[:3]  # type: ignore[return-value]
+
+
+def _check_same_grid(ref_path: Path, ref: nib.Nifti1Image, path: Path, img: nib.Nifti1Image) -> None:
+    ref_shape, shape = tuple(ref.shape[:3]), tuple(img.shape[:3])
+    if ref_shape != shape:
+        raise InputError(
+            f"{path}: shape {shape} differs from the phase image {ref_path} with shape {ref_shape}. "
+            "All inputs of a subject must be on the phase grid: resample them to the phase image first."
+        )
+    diff = float(np.max(np.abs(np.asarray(img.affine) - np.asarray(ref.affine))))
+    if diff > AFFINE_TOLERANCE_MM:
+        raise InputError(
+            f"{path}: affine differs from the phase image {ref_path} by up to {diff:.4g} mm "
+            f"(tolerance {AFFINE_TOLERANCE_MM} mm). All inputs of a subject must share the phase grid: "
+            "register and resample them to the phase image first."
+        )
+
+
+def _as_float(data: np.ndarray, path: Path) -> np.ndarray:
+    out = np.asarray(data, dtype=np.float32)
+    bad = ~np.isfinite(out)
+    n_bad = int(bad.sum())
+    if n_bad:
+        out = np.where(bad, np.float32(0), out)
+        warnings.warn(f"{path}: {n_bad} NaN/Inf voxels replaced with 0.", InputWarning, stacklevel=3)
+    return out
+
+
+def _as_label_mask(data: np.ndarray, path: Path) -> np.ndarray:
+    """A mask as int32 labels: binary or instance labels, kept as given."""
+    if data.dtype.kind == "f":
+        finite = np.isfinite(data)
+        if not finite.all():
+            warnings.warn(f"{path}: {int((~finite).sum())} NaN/Inf voxels replaced with 0.",
+                          InputWarning, stacklevel=3)
+            data = np.where(finite, data, 0)
+        fractional = data != np.round(data)
+        if fractional.any():
+            example = float(data[fractional].flat[0])
+            raise file_error(path, f"mask has non-integer values (e.g. {example:.3g})",
+                             "Give a binary or integer-labelled mask; threshold a probability map first.")
+    if data.size and data.min() < 0:
+        raise file_error(path, f"mask has negative values (minimum {data.min()})",
+                         "Give a binary or non-negative integer-labelled mask.")
+    if data.size and data.max() > np.iinfo(np.int32).max:
+        raise file_error(path, "mask labels exceed the int32 range", "Relabel the lesions from 1.")
+    return np.asarray(data, dtype=np.int32)
+
+
+def _describe(err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+# --------------------------------------------------------------------------- cohorts
+
+class Cohort(Sequence[SubjectPaths]):
+    """An ordered, lazily loaded set of subjects with unique ids."""
+
+    def __init__(self, subjects: Sequence[SubjectPaths], *, source: Path | None = None) -> None:
+        self._subjects = list(subjects)
+        self._index = {s.subject: i for i, s in enumerate(self._subjects)}
+        self.source = source
+
+    @property
+    def ids(self) -> list[str]:
+        return [s.subject for s in self._subjects]
+
+    def __len__(self) -> int:
+        return len(self._subjects)
+
+    def __getitem__(self, key):  # type: ignore[override]
+        if isinstance(key, str):
+            try:
+                return self._subjects[self._index[key]]
+            except KeyError:
+                where = f" in {self.source}" if self.source else ""
+                raise InputError(f"unknown subject '{key}'{where}. Known subjects: "
+                                 f"{', '.join(self.ids[:10])}{' ...' if len(self) > 10 else ''}.") from None
+        return self._subjects[key]
+
+    def __iter__(self) -> Iterator[SubjectPaths]:
+        return iter(self._subjects)
+
+    def load(self, subject: str, *, flip_phase: bool = False) -> Subject:
+        return self[subject].load(flip_phase=flip_phase)
+
+    @property
+    def has_prl_masks(self) -> bool:
+        return bool(self._subjects) and all(s.prl_mask is not None for s in self._subjects)
+
+
+def read_manifest(path: str | Path) -> Cohort:
+    """Read a cohort manifest CSV (``subject,phase,mp2rage,mask[,prl_mask]``).
+
+    Relative paths are relative to the manifest's folder. Errors name the manifest row (as the
+    line number in the file, the header being line 1).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise file_error(path, "manifest not found", "Give the path of a CSV with columns "
+                         + ",".join(REQUIRED_COLUMNS) + "[,prl_mask].")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+                            sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except Exception as err:
+        raise file_error(path, f"manifest cannot be read as CSV ({_describe(err)})",
+                         "Save it as a comma-separated file with a header row.") from err
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise file_error(path, f"manifest lacks column(s) {', '.join(missing)} (has: {', '.join(table.columns)})",
+                         "The header must read subject,phase,mp2rage,mask and optionally prl_mask.")
+    if table.empty:
+        raise file_error(path, "manifest has no subjects", "Add one row per subject.")
+    root = path.parent
+    has_prl = "prl_mask" in table.columns
+    rows: list[SubjectPaths] = []
+    seen: dict[str, int] = {}
+    for i, row in enumerate(table.itertuples(index=False)):
+        line = i + 2
+        values = {c: str(getattr(row, c)).strip() for c in REQUIRED_COLUMNS}
+        for column, value in values.items():
+            if not value:
+                raise file_error(path, f"row {line} has an empty '{column}'", "Fill in every required column.")
+        subject = values["subject"]
+        if subject in seen:
+            raise file_error(path, f"subject '{subject}' appears twice (rows {seen[subject]} and {line})",
+                             "Subject ids must be unique.")
+        seen[subject] = line
+        images = {c: _resolve(root, values[c]) for c in ("phase", "mp2rage", "mask")}
+        prl_value = str(row.prl_mask).strip() if has_prl else ""
+        prl = _resolve(root, prl_value) if prl_value else None
+        for column, image in {**images, "prl_mask": prl}.items():
+            if image is not None and not image.is_file():
+                raise file_error(path, f"row {line} ({subject}): {column} file {image} not found",
+                                 "Fix the path; relative paths are relative to the manifest's folder.")
+        rows.append(SubjectPaths(subject, images["phase"], images["mp2rage"], images["mask"], prl))
+    return Cohort(rows, source=path)
+
+
+def _resolve(root: Path, value: str) -> Path:
+    candidate = Path(os.path.expanduser(value))
+    return candidate if candidate.is_absolute() else root / candidate
+
+
+def write_manifest(subjects: Sequence[SubjectPaths], path: str | Path) -> Path:
+    """Write a manifest whose paths are relative to its folder where possible (atomic write)."""
+    path = Path(path)
+    root = path.parent.resolve()
+    with_prl = any(s.prl_mask is not None for s in subjects)
+    columns = list(REQUIRED_COLUMNS) + (["prl_mask"] if with_prl else [])
+
+    def rel(p: Path | None) -> str:
+        if p is None:
+            return ""
+        p = Path(p).resolve()
+        try:
+            return p.relative_to(root).as_posix()
+        except ValueError:
+            return str(p)
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(columns)
+        for s in subjects:
+            writer.writerow([s.subject] + [rel(getattr(s, c)) for c in columns[1:]])
+    os.replace(tmp, path)
+    return path
+
+
+# --------------------------------------------------------------------------- folder layout
+
+#: How a file name (lower case, NIfTI suffix removed) tells its role; checked in this order.
+ROLE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("prl_mask", re.compile(r"(desc-prl_mask|_prl_?mask)$")),
+    ("mask", re.compile(r"(desc-lesions?_mask|_lesions?_?mask|_mask)$")),
+    ("phase", re.compile(r"(_phase|part-phase.*)$")),
+    ("mp2rage", re.compile(r"(_mp2rage|_unit1|_uni|_t1w)$")),
+)
+
+
+def classify_file(name: str) -> str | None:
+    """The role of a NIfTI file from its name in the documented layout, or ``None``."""
+    lower = name.lower()
+    if not lower.endswith(NIFTI_SUFFIXES):
+        return None
+    stem = _strip_nifti_suffix(lower)
+    for role, pattern in ROLE_PATTERNS:
+        if pattern.search(stem):
+            return role
+    return None
+
+
+def discover(folder: str | Path) -> Cohort:
+    """Find subjects in a BIDS-derivative-like folder.
+
+    Each ``sub-<label>`` folder (searched recursively, e.g. ``sub-01/anat/``) must hold one file
+    per role, recognised by the end of its name: ``*_phase`` (or ``part-phase``),
+    ``*_mp2rage``/``*_UNIT1``/``*_T1w``, ``*_mask`` (or ``desc-lesion_mask``) and optionally
+    ``*_prlmask`` (or ``desc-prl_mask``).
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise file_error(folder, "folder not found", "Give a folder holding sub-<label> folders or a manifest CSV.")
+    subject_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("sub-"))
+    if not subject_dirs:
+        raise file_error(folder, "no sub-<label> folders found",
+                         "Arrange the data as documented (docs/data.md) or give a manifest CSV.")
+    rows = []
+    for sub_dir in subject_dirs:
+        found: dict[str, Path] = {}
+        for file in sorted(sub_dir.rglob("*")):
+            role = classify_file(file.name) if file.is_file() else None
+            if role is None:
+                continue
+            if role in found:
+                raise file_error(sub_dir, f"two {role} images: {found[role].name} and {file.name}",
+                                 "Keep one per subject or list the subject in a manifest CSV instead.")
+            found[role] = file
+        missing = [r for r in ("phase", "mp2rage", "mask") if r not in found]
+        if missing:
+            raise file_error(sub_dir, f"no {', '.join(missing)} image found",
+                             "Name the files *_phase.nii.gz, *_mp2rage.nii.gz and *_mask.nii.gz (docs/data.md).")
+        rows.append(SubjectPaths(sub_dir.name, found["phase"], found["mp2rage"], found["mask"],
+                                 found.get("prl_mask")))
+    return Cohort(rows, source=folder)
+
+
+def open_cohort(path: str | Path) -> Cohort:
+    """A cohort from a manifest CSV/TSV or a folder (its ``manifest.csv`` if present, else discovery)."""
+    path = Path(path)
+    if path.is_dir():
+        manifest = path / "manifest.csv"
+        return read_manifest(manifest) if manifest.is_file() else discover(path)
+    return read_manifest(path)

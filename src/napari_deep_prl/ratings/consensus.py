@@ -1,0 +1,93 @@
+"""Consensus: automatic where the raters agree enough, adjudicated everywhere else.
+
+Automatic consensus is computed from the current ratings every time it is asked for, so it
+follows the raters' latest labels; only adjudicated decisions are stored (append-only, the
+latest per lesion wins) and they take precedence over the automatic rule.
+
+``unsure`` never becomes consensus automatically: under ``unanimous`` any ``unsure`` sends
+the lesion to adjudication; under ``majority`` an ``unsure`` counts as a rating that does not
+vote for either label (it is in the denominator, not in the numerator).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from napari_deep_prl.errors import InputError
+
+RULES = ("unanimous", "majority")
+
+
+@dataclass(frozen=True)
+class ConsensusRule:
+    """How many raters must agree, and how, before a label is consensus without adjudication.
+
+    ``raters`` limits the vote to those rater ids (e.g. to leave out an imported reference);
+    ``None`` lets every rater vote.
+    """
+
+    method: str = "unanimous"
+    min_raters: int = 2
+    raters: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in RULES:
+            raise InputError(f"consensus method '{self.method}' is not one of "
+                             f"{', '.join(RULES)}; fix it in the project config.")
+        if self.min_raters < 1:
+            raise InputError(f"consensus min_raters must be at least 1, not {self.min_raters}; "
+                             "fix it in the project config.")
+
+    def decide(self, labels: Sequence[str]) -> str | None:
+        """The automatic consensus label of one lesion's ratings, or ``None``."""
+        if len(labels) < self.min_raters:
+            return None
+        (label, votes), = Counter(labels).most_common(1)
+        if label == "unsure":
+            return None
+        if self.method == "unanimous":
+            return label if votes == len(labels) else None
+        return label if 2 * votes > len(labels) else None
+
+
+def consensus_table(lesions: pd.DataFrame, current: pd.DataFrame, decisions: pd.DataFrame,
+                    rule: ConsensusRule) -> pd.DataFrame:
+    """One row per lesion: ``subject, lesion, n_ratings, consensus, consensus_method, ...``.
+
+    ``consensus`` is the adjudicated label when there is one, else the rule's automatic
+    label; lesions with neither have ``consensus`` ``None`` and ``pending`` ``True`` when
+    they have at least ``min_raters`` ratings (they are in the adjudication queue).
+    """
+    votes = current if rule.raters is None else current[current["rater"].isin(rule.raters)]
+    grouped = votes.groupby("lesion_key")["label"].agg(list)
+    table = lesions[["lesion_key", "subject", "lesion"]].copy()
+    labels = table["lesion_key"].map(grouped).map(lambda v: v if isinstance(v, list) else [])
+    table["n_ratings"] = labels.map(len).astype(int)
+    auto = [rule.decide(v) for v in labels]
+    table["consensus"] = auto
+    table["consensus_method"] = [
+        None if label is None else "unanimous" if len(set(v)) == 1 else "majority"
+        for label, v in zip(auto, labels)]
+    table["decided_by"] = None
+    table["note"] = None
+    if not decisions.empty:
+        adjudicated = decisions.set_index("lesion_key")
+        hit = table["lesion_key"].isin(adjudicated.index)
+        keys = table.loc[hit, "lesion_key"]
+        table.loc[hit, "consensus"] = keys.map(adjudicated["label"]).to_numpy()
+        table.loc[hit, "consensus_method"] = keys.map(adjudicated["method"]).to_numpy()
+        table.loc[hit, "decided_by"] = keys.map(adjudicated["decided_by"]).to_numpy()
+        table.loc[hit, "note"] = keys.map(adjudicated["note"]).to_numpy()
+    table["pending"] = table["consensus"].isna() & (table["n_ratings"] >= rule.min_raters)
+    return table.reset_index(drop=True)
+
+
+def adjudication_queue(table: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
+    """Pending lesions with every rater's label side by side (columns named by rater id)."""
+    pending = table[table["pending"]][["lesion_key", "subject", "lesion", "n_ratings"]]
+    wide = current.pivot(index="lesion_key", columns="rater", values="label")
+    return pending.join(wide, on="lesion_key").reset_index(drop=True)

@@ -1,0 +1,491 @@
+"""The rating store: one SQLite file per project, safe against crashes and concurrent raters.
+
+Why it is built this way:
+
+* **Durable before return.** WAL journal with ``synchronous=FULL``: a commit is fsynced to the
+  write-ahead log before :meth:`RatingStore.add_rating` returns, so a kill or power cut after
+  the call never loses the label.
+* **Several writers.** Each write is one ``BEGIN IMMEDIATE`` transaction; a busy database is
+  waited for (SQLite's busy timeout) and the whole transaction retried with back-off until
+  :attr:`RatingStore.busy_deadline_s`; only then does the caller see a :class:`StoreError`.
+* **Never damage a file we do not own.** Before anything is written the file's header,
+  ``application_id``, schema version and ``quick_check`` are verified; a corrupt or foreign
+  file raises :class:`StoreError` and is left byte-identical.
+* **Append-only history.** Ratings are never updated or deleted: a changed label is a new row,
+  an undo is a row retracting an earlier one (see :mod:`.schema`).
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pandas as pd
+
+from napari_deep_prl import __version__
+from napari_deep_prl.errors import InputError, StoreError
+from napari_deep_prl.ratings import schema
+
+T = TypeVar("T")
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+_LESION_COLUMNS = ("lesion", "x", "y", "z", "volume_voxels", "volume_mm3", "confluent")
+
+
+def utc_now() -> str:
+    """Timestamp stored with every row: UTC, ISO 8601, milliseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a rating came from: the queue that served the lesion and the model behind it."""
+
+    strategy: str | None = None
+    position: int | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class Rating:
+    """One rater's judgement of one lesion, as handed to :meth:`RatingStore.add_ratings`."""
+
+    rater: str
+    subject: str
+    lesion: int
+    label: str
+    confidence: int | None = None
+    reason: str | None = None
+    comment: str | None = None
+    seconds: float | None = None
+    session: str | None = None
+    provenance: Provenance = Provenance()
+    repeat: bool = False
+
+
+def _is_busy(err: sqlite3.OperationalError) -> bool:
+    text = str(err).lower()
+    return "locked" in text or "busy" in text
+
+
+class RatingStore:
+    """Read and append ratings, consensus decisions and predictions of one project."""
+
+    #: Total seconds a write keeps retrying a busy database before giving up.
+    busy_deadline_s = 120.0
+
+    def __init__(self, conn: sqlite3.Connection, path: Path,
+                 exclusion_reasons: Sequence[str]) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self._keys: dict[tuple[str, int], int] = {}
+        self.path = path
+        self.exclusion_reasons = tuple(exclusion_reasons)
+
+    # -- opening -------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = False,
+             exclusion_reasons: Sequence[str] = schema.DEFAULT_EXCLUSION_REASONS,
+             busy_timeout_s: float = 5.0) -> RatingStore:
+        """Open (or with ``create`` make) a rating database, migrating an older schema.
+
+        Raises :class:`StoreError` for a missing, corrupt, foreign or too-new file; such a
+        file is not written to.
+        """
+        path = Path(path)
+        fresh = _check_header(path, create)
+        try:
+            conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
+                                   check_same_thread=False)
+        except sqlite3.Error as err:
+            raise StoreError(f"{path}: cannot open the rating database ({err}). Check the "
+                             "folder exists and is writable.") from err
+        try:
+            version = _verify(conn, path, fresh)
+            store = cls(conn, path, exclusion_reasons)
+            store._prepare(version)
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    def _prepare(self, version: int) -> None:
+        conn = self._conn
+        self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+        conn.execute("PRAGMA synchronous=FULL")
+        if version < schema.SCHEMA_VERSION:
+            if version > 0:
+                backup = self.path.with_name(f"{self.path.name}.v{version}.bak")
+                with sqlite3.connect(backup) as dest:
+                    conn.backup(dest)
+                dest.close()
+            self._write(self._migrate)
+        conn.execute("PRAGMA foreign_keys=ON")
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create or upgrade the schema; re-read the version under the write lock."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.execute(f"PRAGMA application_id={schema.APPLICATION_ID}")
+            for statement in schema.SCHEMA_V1:
+                conn.execute(statement)
+            version = 1
+        for step in range(version, schema.SCHEMA_VERSION):
+            for statement in schema.MIGRATIONS[step]:
+                conn.execute(statement)
+        if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+            raise StoreError(f"{self.path}: the database has rows pointing at missing raters "
+                             "or lesions; migration stopped and nothing was changed. Restore "
+                             "a backup or report the file.")
+        conn.execute(f"PRAGMA user_version={schema.SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        """Close the connection (every committed row is already on disk)."""
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> RatingStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions --------------------------------------------------------------------
+
+    def _retry(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` until it is not refused for a busy database or the deadline passes."""
+        deadline = time.monotonic() + self.busy_deadline_s
+        delay = 0.005
+        while True:
+            try:
+                return fn()
+            except sqlite3.OperationalError as err:
+                if not _is_busy(err) or time.monotonic() > deadline:
+                    raise StoreError(f"{self.path}: {err}. Another program may hold the "
+                                     "database; close it and try again.") from err
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.5)
+
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one durable write transaction, retried as a whole while busy."""
+        def attempt() -> T:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            return result
+
+        with self._lock:
+            return self._retry(attempt)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        with self._lock:
+            return self._retry(lambda: pd.read_sql_query(sql, self._conn, params=params))
+
+    # -- raters and lesions --------------------------------------------------------------
+
+    def add_rater(self, rater: str, display_name: str | None = None) -> None:
+        """Register a rater (a no-op when known; a given display name replaces the old one)."""
+        _check_rater(rater)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT OR IGNORE INTO raters VALUES (?, ?, ?)",
+                         (rater, display_name, utc_now()))
+            if display_name is not None:
+                conn.execute("UPDATE raters SET display_name = ? WHERE rater = ?",
+                             (display_name, rater))
+        self._write(insert)
+
+    def raters(self) -> pd.DataFrame:
+        """Registered raters: ``rater, display_name, created_at``."""
+        return self._query("SELECT * FROM raters ORDER BY rater")
+
+    def register_subject(self, subject: str, fingerprint: str, lesions: pd.DataFrame) -> bool:
+        """Record a subject's lesions once; ``False`` when already registered unchanged.
+
+        A subject registered with a different mask fingerprint raises :class:`StoreError`:
+        its ratings would otherwise be matched to the wrong lesions.
+        """
+        rows = [(subject, *(_plain(row[c]) for c in _LESION_COLUMNS))
+                for _, row in lesions.iterrows()]
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            known = conn.execute("SELECT mask_fingerprint FROM subjects WHERE subject = ?",
+                                 (subject,)).fetchone()
+            if known is not None:
+                if known[0] != fingerprint:
+                    raise self.mask_changed(subject)
+                return False
+            conn.execute("INSERT INTO subjects VALUES (?, ?, ?, ?)",
+                         (subject, fingerprint, len(rows), utc_now()))
+            conn.executemany(
+                "INSERT INTO lesions (subject, lesion, x, y, z, volume_voxels, volume_mm3, "
+                "confluent) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            return True
+        return self._write(insert)
+
+    def mask_changed(self, subject: str) -> StoreError:
+        """The error for a subject whose mask no longer matches the registered lesions."""
+        return StoreError(
+            f"{self.path}: the lesion mask of subject '{subject}' differs from the one its "
+            "lesions were registered with, so ratings could be matched to the wrong lesions. "
+            "Restore the original mask, or start a new project for the new mask.")
+
+    def fingerprints(self) -> dict[str, str]:
+        """Mask fingerprint of every registered subject."""
+        frame = self._query("SELECT subject, mask_fingerprint FROM subjects")
+        return dict(zip(frame["subject"], frame["mask_fingerprint"]))
+
+    def lesions(self) -> pd.DataFrame:
+        """Registered lesions: ``lesion_key, subject, lesion, x, y, z, volume_voxels, ...``."""
+        frame = self._query("SELECT * FROM lesions ORDER BY subject, lesion")
+        frame["confluent"] = frame["confluent"].astype(bool)
+        return frame
+
+    def lesion_key(self, subject: str, lesion: int) -> int:
+        """Internal key of a lesion; :class:`InputError` naming what is unknown."""
+        key = self._keys.get((subject, int(lesion)))
+        if key is None:
+            frame = self._query("SELECT lesion_key, subject, lesion FROM lesions")
+            self._keys = {(s, int(n)): int(k) for k, s, n in frame.itertuples(index=False)}
+            key = self._keys.get((subject, int(lesion)))
+        if key is None:
+            subjects = sorted({s for s, _ in self._keys})
+            if subject not in subjects:
+                shown = ", ".join(subjects[:5]) + (", ..." if len(subjects) > 5 else "")
+                raise InputError(f"{self.path}: subject '{subject}' is not in this project "
+                                 f"(known: {shown or 'none'}). Check the subject id.")
+            ids = sorted(n for s, n in self._keys if s == subject)
+            raise InputError(f"{self.path}: subject '{subject}' has no lesion {lesion} (ids "
+                             f"{ids[0]}..{ids[-1]}). Check the lesion id.")
+        return key
+
+    # -- ratings -------------------------------------------------------------------------
+
+    def add_rating(self, rater: str, subject: str, lesion: int, label: str,
+                   **fields: Any) -> int:
+        """Append one rating and return its row id once it is durable on disk.
+
+        ``fields`` are the optional :class:`Rating` fields (confidence, reason, comment,
+        seconds, session, provenance, repeat). A new rater id is registered on first use.
+        """
+        return self.add_ratings([Rating(rater, subject, lesion, label, **fields)])[0]
+
+    def add_ratings(self, ratings: Iterable[Rating]) -> list[int]:
+        """Append many ratings in one transaction (all or none); return their row ids."""
+        rows = [self._rating_row(r) for r in ratings]
+        now = utc_now()
+
+        def insert(conn: sqlite3.Connection) -> list[int]:
+            conn.executemany("INSERT OR IGNORE INTO raters VALUES (?, NULL, ?)",
+                             [(rater, now) for rater in {row[0] for row in rows}])
+            ids = []
+            for row in rows:
+                cursor = conn.execute(
+                    "INSERT INTO ratings (rater, lesion_key, label, confidence, reason, "
+                    "comment, seconds, session, queue_strategy, queue_position, "
+                    "model_version, repeat, package_version, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*row, __version__, now))
+                ids.append(int(cursor.lastrowid))
+            return ids
+        return self._write(insert)
+
+    def _rating_row(self, r: Rating) -> tuple[Any, ...]:
+        _check_rater(r.rater)
+        if r.label not in schema.LABELS:
+            raise InputError(f"label '{r.label}' of rater '{r.rater}' on {r.subject} lesion "
+                             f"{r.lesion} is not one of {', '.join(schema.LABELS)}.")
+        if r.confidence is not None and not 1 <= int(r.confidence) <= 5:
+            raise InputError(f"confidence {r.confidence} of rater '{r.rater}' on {r.subject} "
+                             f"lesion {r.lesion} must be an integer from 1 to 5.")
+        if r.reason is not None and r.reason not in self.exclusion_reasons:
+            raise InputError(f"exclusion reason '{r.reason}' is not in this project's list "
+                             f"({', '.join(self.exclusion_reasons)}); pick one of those or "
+                             "add it to exclusion_reasons in the project config.")
+        p = r.provenance
+        return (r.rater, self.lesion_key(r.subject, r.lesion), r.label,
+                None if r.confidence is None else int(r.confidence), r.reason, r.comment,
+                r.seconds, r.session, p.strategy, p.position, p.model_version, int(r.repeat))
+
+    def undo(self, rater: str, subject: str, lesion: int, *, repeat: bool = False,
+             session: str | None = None) -> int | None:
+        """Retract the rater's current rating of a lesion; return the retracted row id.
+
+        The rater's previous live rating of that lesion (if any) becomes current again, so
+        repeated undos walk back through the history. ``None`` when there is nothing to undo.
+        """
+        key = self.lesion_key(subject, lesion)
+        return self._retract(
+            "SELECT id FROM live_ratings WHERE rater = ? AND lesion_key = ? AND repeat = ? "
+            "ORDER BY id DESC LIMIT 1", (rater, key, int(repeat)), rater, session)
+
+    def undo_last(self, rater: str, *, session: str | None = None) -> int | None:
+        """Retract the rater's most recent live rating (of any lesion; within ``session``)."""
+        where, params = "rater = ?", [rater]
+        if session is not None:
+            where, params = where + " AND session = ?", [rater, session]
+        return self._retract(f"SELECT id FROM live_ratings WHERE {where} "
+                             "ORDER BY id DESC LIMIT 1", params, rater, session)
+
+    def _retract(self, select: str, params: Sequence[Any], rater: str,
+                 session: str | None) -> int | None:
+        def insert(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(select, params).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "INSERT INTO ratings (rater, lesion_key, action, retracts, repeat, session, "
+                "package_version, created_at) SELECT rater, lesion_key, 'undo', id, repeat, "
+                "?, ?, ? FROM ratings WHERE id = ?", (session, __version__, utc_now(), row[0]))
+            return int(row[0])
+        return self._write(insert)
+
+    def rating(self, rating_id: int) -> dict[str, Any]:
+        """One row of the history by id (e.g. the one :meth:`undo_last` retracted)."""
+        frame = self._query(_JOINED.format(source="ratings") + " WHERE r.id = ?", (rating_id,))
+        if frame.empty:
+            raise InputError(f"{self.path}: no rating with id {rating_id}.")
+        return frame.iloc[0].to_dict()
+
+    def current(self, *, repeat: bool = False) -> pd.DataFrame:
+        """Each rater's current rating per lesion (first presentations, or the repeats)."""
+        return self._query(_JOINED.format(source="current_ratings")
+                           + " WHERE r.repeat = ? ORDER BY l.subject, l.lesion, r.rater",
+                           (int(repeat),))
+
+    def history(self) -> pd.DataFrame:
+        """Every row ever written, undo rows included, in the order written."""
+        return self._query(_JOINED.format(source="ratings") + " ORDER BY r.id")
+
+    # -- consensus and predictions --------------------------------------------------------
+
+    def record_consensus(self, subject: str, lesion: int, label: str, *, by: str,
+                         note: str | None = None, method: str = "adjudicated") -> int:
+        """Append a consensus decision (the latest per lesion wins); durable on return."""
+        if label not in schema.LABELS:
+            raise InputError(f"consensus label '{label}' for {subject} lesion {lesion} is not "
+                             f"one of {', '.join(schema.LABELS)}.")
+        if method not in schema.CONSENSUS_METHODS:
+            raise InputError(f"consensus method '{method}' is not one of "
+                             f"{', '.join(schema.CONSENSUS_METHODS)}.")
+        key = self.lesion_key(subject, lesion)
+        return self._write(lambda conn: int(conn.execute(
+            "INSERT INTO consensus (lesion_key, label, method, decided_by, created_at, note) "
+            "VALUES (?, ?, ?, ?, ?, ?)", (key, label, method, by, utc_now(), note)).lastrowid))
+
+    def consensus_decisions(self) -> pd.DataFrame:
+        """The latest recorded decision per lesion."""
+        return self._query(
+            "SELECT c.lesion_key, l.subject, l.lesion, c.label, c.method, c.decided_by, "
+            "c.created_at, c.note FROM consensus c JOIN lesions l USING (lesion_key) "
+            "WHERE c.id = (SELECT MAX(id) FROM consensus d WHERE d.lesion_key = c.lesion_key)"
+            " ORDER BY l.subject, l.lesion")
+
+    def add_predictions(self, model_id: str, predictions: pd.DataFrame) -> int:
+        """Store a model's predictions (``subject, lesion, probability[, uncertainty]``)."""
+        now = utc_now()
+        has_u = "uncertainty" in predictions
+        rows = [(self.lesion_key(s, n), model_id, float(p), _plain(u) if has_u else None, now)
+                for s, n, p, u in zip(predictions["subject"], predictions["lesion"],
+                                      predictions["probability"],
+                                      predictions["uncertainty"] if has_u
+                                      else [None] * len(predictions))]
+        self._write(lambda conn: conn.executemany(
+            "INSERT INTO predictions (lesion_key, model_id, probability, uncertainty, "
+            "created_at) VALUES (?, ?, ?, ?, ?)", rows))
+        return len(rows)
+
+    def predictions(self, model_id: str | None = None) -> pd.DataFrame:
+        """Latest prediction per lesion and model (of one model when ``model_id`` is given)."""
+        where = "" if model_id is None else "AND p.model_id = ?"
+        return self._query(
+            "SELECT p.lesion_key, l.subject, l.lesion, p.model_id, p.probability, "
+            "p.uncertainty, p.created_at FROM predictions p JOIN lesions l USING (lesion_key) "
+            "WHERE p.id = (SELECT MAX(id) FROM predictions q WHERE q.lesion_key = p.lesion_key"
+            f" AND q.model_id = p.model_id) {where} ORDER BY l.subject, l.lesion",
+            () if model_id is None else (model_id,))
+
+    def integrity_check(self) -> str:
+        """SQLite's full ``integrity_check`` result (``"ok"`` when healthy)."""
+        return self._retry(lambda: self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+_JOINED = (
+    "SELECT r.id, r.rater, l.subject, l.lesion, r.lesion_key, r.action, r.label, r.retracts, "
+    "r.repeat, r.confidence, r.reason, r.comment, r.created_at, r.seconds, r.session, "
+    "r.package_version, r.queue_strategy, r.queue_position, r.model_version "
+    "FROM {source} r JOIN lesions l USING (lesion_key)"
+)
+
+
+#: Column names of the wide export, so not usable as rater ids.
+RESERVED_RATER_IDS = frozenset({"subject", "lesion", "lesion_key", "consensus",
+                                "consensus_method", "n_ratings"})
+
+
+def _check_rater(rater: str) -> None:
+    if not isinstance(rater, str) or not rater.strip() or rater != rater.strip():
+        raise InputError(f"rater id {rater!r} must be a non-empty name without surrounding "
+                         "spaces, e.g. 'rater1' or 'jdoe'.")
+    if rater in RESERVED_RATER_IDS:
+        raise InputError(f"rater id '{rater}' is reserved for a column of the exports; "
+                         "choose another id.")
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python numbers for sqlite3; NaN -> NULL."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _check_header(path: Path, create: bool) -> bool:
+    """Refuse a missing (unless ``create``) or non-SQLite file; ``True`` when it is new."""
+    if not path.exists() or path.stat().st_size == 0:
+        if create:
+            return True
+        raise StoreError(f"{path}: no rating database here. Create the project with "
+                         "`deep-prl project init` or check the path.")
+    with open(path, "rb") as handle:
+        header = handle.read(len(_SQLITE_HEADER))
+    if header != _SQLITE_HEADER:
+        raise StoreError(f"{path}: not a rating database (the file is corrupt or of another "
+                         "kind); it was left untouched. Restore it from a backup or move it "
+                         "aside.")
+    return False
+
+
+def _verify(conn: sqlite3.Connection, path: Path, fresh: bool) -> int:
+    """Check ownership, version and integrity without writing; return the schema version."""
+    try:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        n_objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    except sqlite3.DatabaseError as err:
+        raise StoreError(f"{path}: the rating database is corrupt ({err}); it was left "
+                         "untouched. Restore it from a backup.") from err
+    if check != "ok":
+        raise StoreError(f"{path}: the rating database is corrupt ({check}); it was left "
+                         "untouched. Restore it from a backup.")
+    if app_id != schema.APPLICATION_ID and not (fresh and app_id == 0 and n_objects == 0):
+        raise StoreError(f"{path}: this SQLite file is not a napari-deep-prl rating database; "
+                         "it was left untouched. Point to the project's ratings.sqlite.")
+    if version > schema.SCHEMA_VERSION:
+        raise StoreError(f"{path}: written by a newer napari-deep-prl (schema {version}, this "
+                         f"version reads up to {schema.SCHEMA_VERSION}). Upgrade the package.")
+    return version
