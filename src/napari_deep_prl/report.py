@@ -31,12 +31,18 @@ ROW_LABELS = {
 }
 
 
-def fold_table(fold_metrics: Sequence[Mapping[str, float]]) -> pd.DataFrame:
-    """Paper-layout table: a row per metric, a column per fold, then Average and STD."""
+def fold_table(fold_metrics: Sequence[Mapping[str, float]],
+               folds: Sequence[int] | None = None) -> pd.DataFrame:
+    """Paper-layout table: a row per metric, a column per fold, then Average and STD.
+
+    ``folds`` numbers the fold columns (1..k by default), so a partial merge names the right
+    folds.
+    """
     summary = summarise(fold_metrics)
+    folds = range(1, len(fold_metrics) + 1) if folds is None else folds
     table = pd.DataFrame(
         {f"Fold {i}": [float(m[key]) for key in REPORT_KEYS] for i, m in
-         enumerate(fold_metrics, start=1)},
+         zip(folds, fold_metrics, strict=True)},
         index=[ROW_LABELS[key] for key in REPORT_KEYS],
     )
     table["Average"] = [summary[key]["mean"] for key in REPORT_KEYS]
@@ -47,8 +53,9 @@ def fold_table(fold_metrics: Sequence[Mapping[str, float]]) -> pd.DataFrame:
 def _cell(value: float, count: bool) -> str:
     if math.isnan(value):
         return "n/a"
-    return f"{value:.0f}" if count and float(value).is_integer() else f"{value:.3f}" if not count \
-        else f"{value:.1f}"
+    if count:
+        return f"{value:.0f}" if value.is_integer() else f"{value:.1f}"
+    return f"{value:.3f}"
 
 
 def to_markdown(table: pd.DataFrame, *, count_rows: Sequence[str] = ()) -> str:
@@ -96,8 +103,7 @@ def write_method_report(out_dir: Path, method: str, folds: Sequence[Mapping],
     folder = Path(out_dir) / method
     folder.mkdir(parents=True, exist_ok=True)
     metrics = [fold["metrics"] for fold in folds]
-    table = fold_table(metrics)
-    table.columns = [f"Fold {fold['fold']}" for fold in folds] + ["Average", "STD"]
+    table = fold_table(metrics, [fold["fold"] for fold in folds])
     table.to_csv(folder / "report.csv", index_label="metric")
     counts = [ROW_LABELS[key] for key in COUNT_KEYS]
     (folder / "report.md").write_text(
@@ -106,8 +112,8 @@ def write_method_report(out_dir: Path, method: str, folds: Sequence[Mapping],
     predictions.to_csv(folder / "predictions.tsv", sep="\t", index=False)
     plot_roc(predictions, folder / "roc.png", title=f"{method}: ROC per outer fold")
     (folder / "metrics.json").write_text(json.dumps(
-        {"method": method, "folds": list(folds), "summary": summarise(metrics)},
-        indent=2, default=_json_default))
+        json_ready({"method": method, "folds": list(folds), "summary": summarise(metrics)}),
+        indent=2))
     return table
 
 
@@ -133,7 +139,14 @@ def write_comparison(out_dir: Path, tables: Mapping[str, pd.DataFrame]) -> pd.Da
     return table
 
 
-def _json_default(value: object) -> object:
+def json_ready(value: object) -> object:
+    """``value`` with NumPy scalars made Python and NaN made ``null`` (strict JSON)."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_ready(v) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
-    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

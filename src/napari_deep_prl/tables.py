@@ -1,0 +1,35 @@
+"""Writing tables: CSV or TSV by suffix, atomically.
+
+A table is written to a temporary file beside its destination and moved into place with
+``os.replace``, so a crash never leaves a half-written export where a complete one was.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+
+def separator_for(path: str | Path) -> str:
+    """Tab for ``.tsv``/``.tab``/``.txt``, comma otherwise."""
+    return "\t" if Path(path).suffix.lower() in (".tsv", ".tab", ".txt") else ","
+
+
+def write_table(table: pd.DataFrame, path: str | Path, *, float_format: str = "%.6g") -> Path:
+    """Write ``table`` without its index, atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as fh:
+            table.to_csv(fh, sep=separator_for(path), index=False, float_format=float_format)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
