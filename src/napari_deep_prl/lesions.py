@@ -15,13 +15,15 @@ deep), i.e. blobs joined by a neck.
 
 from __future__ import annotations
 
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from napari_deep_prl.io import Subject
+from napari_deep_prl.io import Subject, SubjectPaths
+from napari_deep_prl.progress import Progress
 
 #: 26-connectivity structuring element.
 FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
@@ -178,3 +180,13 @@ def _necked_ids(labels: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndar
         if n_cores >= 2:
             necked.append(lesion)
     return np.asarray(necked, dtype=ids.dtype)
+
+
+def cohort_lesion_table(cohort: Sequence[SubjectPaths]) -> Generator[Progress, None, pd.DataFrame]:
+    """Lesion tables of every subject, loading one subject at a time (a progress generator)."""
+    tables = []
+    for i, paths in enumerate(cohort):
+        tables.append(lesion_table(paths.load()))
+        yield Progress(i + 1, len(cohort), "subjects", paths.subject)
+    non_empty = [t for t in tables if len(t)]
+    return pd.concat(non_empty, ignore_index=True) if non_empty else tables[0] if tables else pd.DataFrame()
