@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny NIfTI subjects written on the fly (no simulator needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_deep_prl.io import SubjectPaths, write_manifest
+
+
+def blob_mask(shape=(32, 32, 24), centres=((8, 8, 8), (20, 20, 12), (10, 24, 16)), radius=2.5) -> np.ndarray:
+    """A binary mask of spheres (one lesion each)."""
+    grid = np.indices(shape)
+    mask = np.zeros(shape, dtype=np.uint8)
+    for c in centres:
+        d2 = sum((g - ci) ** 2 for g, ci in zip(grid, c))
+        mask[d2 <= radius**2] = 1
+    return mask
+
+
+def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -> Path:
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 1.5, 1.0]) if affine is None else affine), str(path))
+    return path
+
+
+@pytest.fixture
+def write_subject(tmp_path):
+    """Factory writing a small subject's NIfTI files; returns its :class:`SubjectPaths`."""
+
+    def write(name: str = "sub-01", *, mask: np.ndarray | None = None, prl_lesions=(0,), seed: int = 0,
+              folder: Path | None = None, affine: np.ndarray | None = None) -> SubjectPaths:
+        rng = np.random.default_rng(seed)
+        mask = blob_mask() if mask is None else mask
+        shape = mask.shape
+        folder = (folder or tmp_path) / name
+        folder.mkdir(parents=True, exist_ok=True)
+        phase = rng.normal(0, 0.02, shape).astype(np.float32)
+        mp2rage = (0.8 + rng.normal(0, 0.02, shape)).astype(np.float32)
+        mp2rage[mask > 0] = 0.4
+        from scipy import ndimage
+
+        labels, _ = ndimage.label(mask > 0, structure=np.ones((3, 3, 3)))
+        prl = np.isin(labels, [i + 1 for i in prl_lesions]).astype(np.uint8)
+        paths = SubjectPaths(
+            name,
+            save_nifti(folder / f"{name}_phase.nii.gz", phase, affine),
+            save_nifti(folder / f"{name}_mp2rage.nii.gz", mp2rage, affine),
+            save_nifti(folder / f"{name}_mask.nii.gz", mask, affine),
+            save_nifti(folder / f"{name}_prlmask.nii.gz", prl, affine),
+        )
+        return paths
+
+    return write
+
+
+@pytest.fixture
+def manifest(tmp_path, write_subject) -> Path:
+    """A manifest of three small subjects with relative paths."""
+    subjects = [write_subject(f"sub-0{i}", seed=i) for i in (1, 2, 3)]
+    return write_manifest(subjects, tmp_path / "manifest.csv")
