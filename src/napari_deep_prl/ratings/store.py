@@ -361,11 +361,17 @@ class RatingStore:
             raise InputError(f"{self.path}: no rating with id {rating_id}.")
         return frame.iloc[0].to_dict()
 
-    def current(self, *, repeat: bool = False) -> pd.DataFrame:
-        """Each rater's current rating per lesion (first presentations, or the repeats)."""
-        return self._query(_JOINED.format(source="current_ratings")
-                           + " WHERE r.repeat = ? ORDER BY l.subject, l.lesion, r.rater",
-                           (int(repeat),))
+    def current(self, *, repeat: bool | None = False, rater: str | None = None) -> pd.DataFrame:
+        """Each rater's current rating per lesion.
+
+        ``repeat`` selects first presentations (``False``), the unannounced repeats (``True``)
+        or both (``None``); ``rater`` keeps one rater's rows.
+        """
+        conditions = {"r.repeat = ?": None if repeat is None else int(repeat), "r.rater = ?": rater}
+        kept = {k: v for k, v in conditions.items() if v is not None}
+        where = " WHERE " + " AND ".join(kept) if kept else ""
+        return self._query(_JOINED.format(source="current_ratings") + where
+                           + " ORDER BY l.subject, l.lesion, r.rater", tuple(kept.values()))
 
     def history(self) -> pd.DataFrame:
         """Every row ever written, undo rows included, in the order written."""

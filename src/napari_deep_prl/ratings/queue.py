@@ -1,0 +1,243 @@
+"""A rater's queue: which lesion to show next, blinded, with the study design built in.
+
+The order is pluggable: a :class:`Strategy` is a name plus a callable ranking candidate
+lesions (``subject_order``, ``seeded_shuffle`` here; active-learning strategies elsewhere).
+The queue serves, in this order of priority:
+
+1. **repeats that are due** – a seeded fraction of lesions is shown a second time, unannounced,
+   a seeded number of items (``repeat_gap`` to ``2 * repeat_gap``) after the first rating, to
+   measure intra-rater agreement; they are stored with ``repeat = 1`` and never replace the
+   first rating;
+2. **the calibration set** – the same seeded sample of lesions for every rater, in a seeded
+   per-rater order, kept out of the strategy's ranking so that model-ordered queues cannot
+   bias the agreement measured on it;
+3. **the rest**, in the strategy's order.
+
+Every rating records the strategy name (``calibration``, ``repeat`` or the strategy's), the
+position the lesion had in that ordering and the model version behind it.
+
+Blinding: a :class:`QueueItem` carries no other rater's label and no prediction; the queue
+gives those only when the project's :class:`Blinding` allows it.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from napari_deep_prl.errors import StoreError
+from napari_deep_prl.ratings.store import Provenance, RatingStore
+
+Ranker = Callable[[pd.DataFrame], Sequence[int]]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A named ordering: ``rank(candidates)`` returns the ``lesion_key`` s, first to show first.
+
+    ``candidates`` has the store's lesion columns (``lesion_key, subject, lesion, x, y, z,
+    volume_voxels, volume_mm3, confluent``). ``model_version`` names the model whose output
+    the ranking uses (``None`` for model-free orders); it is recorded with each rating.
+    """
+
+    name: str
+    rank: Ranker
+    model_version: str | None = None
+
+
+def subject_order() -> Strategy:
+    """Subjects and lesions in id order: predictable, good for a single reader."""
+    return Strategy("subject_order", lambda c: c.sort_values(["subject", "lesion"])["lesion_key"]
+                    .tolist())
+
+
+def seeded_shuffle(seed: int = 0) -> Strategy:
+    """A reproducible random order, so reading order does not follow subjects."""
+    def rank(candidates: pd.DataFrame) -> list[int]:
+        keys = np.sort(candidates["lesion_key"].to_numpy())
+        return np.random.default_rng(seed).permutation(keys).tolist()
+    return Strategy(f"seeded_shuffle:{seed}", rank)
+
+
+@dataclass(frozen=True)
+class StudyDesign:
+    """Calibration set and unannounced repeats, all seeded by ``seed``."""
+
+    seed: int = 0
+    calibration_size: int = 0
+    repeat_fraction: float = 0.0
+    repeat_gap: int = 20
+
+
+@dataclass(frozen=True)
+class Blinding:
+    """What a rater may see while rating; both off by default (a blind study)."""
+
+    show_other_raters: bool = False
+    show_predictions: bool = False
+
+
+@dataclass(frozen=True)
+class QueueItem:
+    """A lesion to show. ``repeat`` is for recording only: do not show it to the rater."""
+
+    lesion_key: int
+    subject: str
+    lesion: int
+    x: float
+    y: float
+    z: float
+    volume_mm3: float
+    strategy: str
+    position: int
+    model_version: str | None = None
+    repeat: bool = False
+
+
+@dataclass(frozen=True)
+class QueueProgress:
+    """How far a rater is: lesions rated once of all, and repeats done of those planned."""
+
+    done: int
+    total: int
+    repeats_done: int
+    repeats_planned: int
+
+
+def _rng(seed: int, rater: str, purpose: int) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32(rater.encode()), purpose])
+
+
+def calibration_keys(lesions: pd.DataFrame, design: StudyDesign) -> list[int]:
+    """The calibration sample (the same for every rater), in lesion key order."""
+    keys = np.sort(lesions["lesion_key"].to_numpy())
+    size = min(design.calibration_size, len(keys))
+    chosen = np.random.default_rng([design.seed, 0]).choice(keys, size=size, replace=False)
+    return sorted(int(k) for k in chosen)
+
+
+class RaterQueue:
+    """One rater's queue over a project's lesions; each call reads the store afresh."""
+
+    def __init__(self, store: RatingStore, rater: str, strategy: Strategy | None = None,
+                 design: StudyDesign = StudyDesign(), blinding: Blinding = Blinding(),
+                 session: str | None = None) -> None:
+        self.store = store
+        self.rater = rater
+        self.strategy = strategy or subject_order()
+        self.design = design
+        self.blinding = blinding
+        self.session = session
+
+    @cached_property
+    def _lesions(self) -> pd.DataFrame:
+        return self.store.lesions().set_index("lesion_key", drop=False)
+
+    @cached_property
+    def _plan(self) -> tuple[list[int], list[int], dict[int, int]]:
+        """Calibration order, strategy order of the rest, and each repeat's gap."""
+        lesions, design = self._lesions, self.design
+        calibration = calibration_keys(lesions, design)
+        calibration = _rng(design.seed, self.rater, 1).permutation(calibration).tolist()
+        rest = lesions[~lesions["lesion_key"].isin(calibration)]
+        ranked = [int(k) for k in self.strategy.rank(rest.reset_index(drop=True))]
+        keys = np.sort(lesions["lesion_key"].to_numpy())
+        rng = _rng(design.seed, self.rater, 2)
+        n_repeats = int(round(design.repeat_fraction * len(keys)))
+        repeats = rng.choice(keys, size=n_repeats, replace=False)
+        gaps = rng.integers(design.repeat_gap, 2 * design.repeat_gap + 1, size=n_repeats)
+        return calibration, ranked, {int(k): int(g) for k, g in zip(repeats, gaps)}
+
+    def refresh(self) -> None:
+        """Re-read the lesions and re-rank (e.g. after a model wrote new predictions)."""
+        self.__dict__.pop("_lesions", None)
+        self.__dict__.pop("_plan", None)
+
+    def remaining(self) -> list[QueueItem]:
+        """Items still to rate, in the order they will be served (due repeats first)."""
+        calibration, ranked, gaps = self._plan
+        mine = self.store.current(repeat=None, rater=self.rater)
+        first = mine[mine["repeat"] == 0].sort_values("id")
+        rated = set(first["lesion_key"])
+        repeated = set(mine.loc[mine["repeat"] == 1, "lesion_key"])
+        order = {k: i for i, k in enumerate(first["lesion_key"])}
+        unrated = [k for k in calibration + ranked if k not in rated]
+        due = [k for k in sorted(gaps, key=lambda k: order.get(k, len(order)))
+               if k in rated and k not in repeated
+               and (len(order) - 1 - order[k] >= gaps[k] or not unrated)]
+        items = [self._item(k, "repeat", i, None, True) for i, k in enumerate(due)]
+        positions = {k: i for i, k in enumerate(calibration)}
+        items += [self._item(k, "calibration", positions[k], None, False)
+                  for k in calibration if k not in rated]
+        positions = {k: i for i, k in enumerate(ranked)}
+        items += [self._item(k, self.strategy.name, positions[k], self.strategy.model_version,
+                             False) for k in ranked if k not in rated]
+        return items
+
+    def next(self) -> QueueItem | None:
+        """The lesion to show now, or ``None`` when the rater is done."""
+        items = self.remaining()
+        return items[0] if items else None
+
+    def _item(self, key: int, strategy: str, position: int, model: str | None,
+              repeat: bool) -> QueueItem:
+        row = self._lesions.loc[key]
+        return QueueItem(int(key), str(row["subject"]), int(row["lesion"]), float(row["x"]),
+                         float(row["y"]), float(row["z"]), float(row["volume_mm3"]), strategy,
+                         int(position), model, repeat)
+
+    def record(self, item: QueueItem, label: str, *, confidence: int | None = None,
+               reason: str | None = None, comment: str | None = None,
+               seconds: float | None = None) -> int:
+        """Save the rater's label for ``item`` with its provenance; durable on return."""
+        return self.store.add_rating(
+            self.rater, item.subject, item.lesion, label, confidence=confidence, reason=reason,
+            comment=comment, seconds=seconds, session=self.session, repeat=item.repeat,
+            provenance=Provenance(item.strategy, item.position, item.model_version))
+
+    def undo(self) -> QueueItem | None:
+        """Retract the rater's latest rating; return that lesion (to show it again)."""
+        retracted = self.store.undo_last(self.rater)
+        if retracted is None:
+            return None
+        row = self.store.rating(retracted)
+        return self._item(int(row["lesion_key"]), row["queue_strategy"] or "undo",
+                          int(row["queue_position"]) if pd.notna(row["queue_position"]) else 0,
+                          row["model_version"], bool(row["repeat"]))
+
+    def own_label(self, subject: str, lesion: int) -> str | None:
+        """The rater's own current label of a lesion (to go back and change it)."""
+        mine = self.store.current(rater=self.rater)
+        hit = mine[(mine["subject"] == subject) & (mine["lesion"] == int(lesion))]
+        return None if hit.empty else str(hit["label"].iloc[0])
+
+    def progress(self) -> QueueProgress:
+        """Counts for a progress bar."""
+        _, _, gaps = self._plan
+        mine = self.store.current(repeat=None, rater=self.rater)
+        return QueueProgress(int((mine["repeat"] == 0).sum()), len(self._lesions),
+                             int((mine["repeat"] == 1).sum()), len(gaps))
+
+    def other_raters(self, item: QueueItem) -> pd.DataFrame:
+        """Other raters' current labels of the item's lesion, if the project unblinds them."""
+        if not self.blinding.show_other_raters:
+            raise StoreError("this project is blinded: raters do not see each other's labels. "
+                             "Set blinding.show_other_raters to true in project.json to allow "
+                             "it, or use the adjudication view.")
+        current = self.store.current()
+        return current[(current["lesion_key"] == item.lesion_key)
+                       & (current["rater"] != self.rater)][["rater", "label", "confidence"]]
+
+    def predictions(self, item: QueueItem) -> pd.DataFrame:
+        """Model predictions for the item's lesion, if the project unblinds them."""
+        if not self.blinding.show_predictions:
+            raise StoreError("this project is blinded: raters do not see model predictions. "
+                             "Set blinding.show_predictions to true in project.json to allow "
+                             "it.")
+        predictions = self.store.predictions()
+        return predictions[predictions["lesion_key"] == item.lesion_key]
