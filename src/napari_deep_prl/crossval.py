@@ -1,0 +1,243 @@
+"""Nested cross-validation harness: every method, the same patient folds, the same metrics.
+
+Protocol (Spagnolo et al.): patients are split into ``outer`` folds (5) stratified by PRL-count
+group (:mod:`napari_deep_prl.splits`). For each outer fold, its training patients are split again
+into ``inner`` folds (3); a model is trained on each inner training part and validated on its
+inner validation part, which also fixes its decision threshold (best validation F1). The inner
+model with the best validation F1 is kept and tested once on the outer fold's patients, which it
+has never seen. Every lesion is thus tested exactly once, by a model chosen without it.
+
+A *method* is anything with ``name``, ``options()`` and ``fit(train_subjects, val_subjects,
+seed=...)`` (a progress generator returning a :class:`Fitted`): Deep-PRL, its ablations and the
+baselines (:mod:`napari_deep_prl.methods`) plug in alike.
+
+Fold runs are independent files (``folds/<method>/fold-<i>.json`` and ``.tsv`` in the report
+folder), so a cluster job array can run ``--fold i`` jobs in parallel and :func:`merge` builds the
+report once they are all there. The split is recomputed identically by every job (it depends
+only on the lesion truth, the fold counts and the seed) and checked against ``splits.tsv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import pandas as pd
+
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.evaluate import metrics_from_predictions
+from napari_deep_prl.progress import Progress
+from napari_deep_prl.report import json_ready, write_comparison, write_method_report
+from napari_deep_prl.splits import fold_subjects, nested_splits
+
+PREDICTION_COLUMNS = ("subject", "lesion", "fold", "prl_truth", "prl_probability",
+                      "prl_prediction")
+
+
+class Fitted(Protocol):
+    """A trained model with its validation F1 and the threshold chosen on validation."""
+
+    threshold: float
+    val_f1: float
+
+    def predict(self, subjects: Sequence[str]) -> pd.DataFrame:
+        """``subject, lesion, prl_probability`` for every lesion of ``subjects``."""
+
+
+class Method(Protocol):
+    """A classifier the harness can train and test on patient subsets."""
+
+    name: str
+
+    def options(self) -> dict:
+        """JSON-serialisable settings, recorded with each fold (runs with others don't merge)."""
+
+    def fit(self, train: Sequence[str], val: Sequence[str], *, seed: int
+            ) -> Generator[Progress, None, Fitted]:
+        """Train on ``train`` subjects, validate (and pick the threshold) on ``val``."""
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    """Fold counts and seed of the nested cross-validation."""
+
+    outer: int = 5
+    inner: int = 3
+    seed: int = 0
+
+
+def lesion_truth(cohort: Sequence, *, exclude_confluent: bool = True
+                 ) -> Generator[Progress, None, pd.DataFrame]:
+    """``subject, lesion, prl`` of every lesion of a cohort with PRL masks: what is tested.
+
+    Confluent lesions are left out by default, as in the paper (a lesion mask defines each
+    target; grown-together lesions have no single answer).
+    """
+    from napari_deep_prl.lesions import lesion_table
+
+    tables = []
+    for step, paths in enumerate(cohort, start=1):
+        if paths.prl_mask is None:
+            raise InputError(f"subject {paths.subject} has no prl_mask: cross-validation needs "
+                             "the ground truth of every subject (prl_mask column of the manifest)")
+        table = lesion_table(paths.load())
+        if exclude_confluent:
+            table = table[~table["confluent"]]
+        tables.append(table[["subject", "lesion", "prl"]])
+        yield Progress(step, len(cohort), "subject", paths.subject)
+    return pd.concat(tables, ignore_index=True)
+
+
+def plan(truth: pd.DataFrame, config: CVConfig = CVConfig()) -> pd.DataFrame:
+    """The nested split of the patients in ``truth`` (see :func:`splits.nested_splits`)."""
+    counts = truth.groupby("subject", sort=False)["prl"].sum()
+    return nested_splits(counts.index, counts.to_numpy(), outer=config.outer,
+                         inner=config.inner, seed=config.seed)
+
+
+def split_digest(splits: pd.DataFrame) -> str:
+    """Short fingerprint of a split, stored with every fold so only matching folds merge."""
+    return hashlib.sha256(splits.to_csv(sep="\t", index=False).encode()).hexdigest()[:16]
+
+
+def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: int, *,
+             seed: int = 0) -> Generator[Progress, None, tuple[dict, pd.DataFrame]]:
+    """Inner model selection and outer test of one fold; returns (record, predictions)."""
+    start = time.perf_counter()
+    inner_folds = sorted(set(splits[f"inner_{fold}"]) - {0})
+    records, best = [], None
+    for inner in inner_folds:
+        train, val = fold_subjects(splits, fold, inner)
+        fitted = yield from method.fit(train, val, seed=seed + 100 * fold + inner)
+        records.append({"inner": inner, "val_f1": float(fitted.val_f1),
+                        "threshold": float(fitted.threshold),
+                        "train_subjects": len(train), "val_subjects": len(val)})
+        if best is None or fitted.val_f1 > best[1].val_f1:
+            best = (inner, fitted)
+        yield Progress(inner, len(inner_folds), "inner fit", f"{method.name} fold {fold}",
+                       {"val_f1": float(fitted.val_f1)})
+    selected, model = best
+    _, test = fold_subjects(splits, fold)
+    predictions = _test_predictions(model, truth, test, fold, method.name)
+    record = {
+        "method": method.name, "fold": fold, "outer": int(splits["outer"].max()),
+        "inner": len(inner_folds), "seed": seed, "options": method.options(),
+        "split": split_digest(splits), "inner_folds": records, "selected_inner": selected,
+        "threshold": float(model.threshold), "test_subjects": test,
+        "metrics": metrics_from_predictions(predictions["prl_truth"],
+                                            predictions["prl_probability"],
+                                            threshold=model.threshold),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    return record, predictions
+
+
+def _test_predictions(model: Fitted, truth: pd.DataFrame, test: list[str], fold: int,
+                      method: str) -> pd.DataFrame:
+    expected = truth[truth["subject"].isin(test)]
+    got = model.predict(test)[["subject", "lesion", "prl_probability"]]
+    table = expected.merge(got, on=["subject", "lesion"], how="left", validate="one_to_one")
+    if table["prl_probability"].isna().any():
+        missing = table.loc[table["prl_probability"].isna(), ["subject", "lesion"]]
+        raise RuntimeError(f"{method} gave no probability for {len(missing)} test lesions, "
+                           f"e.g. {missing.iloc[0].tolist()}")
+    table["fold"] = fold
+    table["prl_truth"] = table.pop("prl").astype(int)
+    table["prl_prediction"] = (table["prl_probability"] >= model.threshold).astype(int)
+    return table[list(PREDICTION_COLUMNS)]
+
+
+def fold_paths(out_dir: Path, method: str, fold: int) -> tuple[Path, Path]:
+    """Record (JSON) and predictions (TSV) file of one method's fold."""
+    folder = Path(out_dir) / "folds" / method
+    return folder / f"fold-{fold}.json", folder / f"fold-{fold}.tsv"
+
+
+def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
+    """Write ``splits.tsv``, or check that the one already there is the same split."""
+    path = Path(out_dir) / "splits.tsv"
+    if path.exists():
+        if path.read_text() != splits.to_csv(sep="\t", index=False):
+            raise InputError(f"{path}: this report folder holds folds of another split (other "
+                             "subjects, labels, fold counts or seed). Use a new report folder.")
+    else:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(splits.to_csv(sep="\t", index=False))
+    return path
+
+
+def _done(method: Method, out_dir: Path, fold: int, splits: pd.DataFrame) -> bool:
+    record_path, _ = fold_paths(out_dir, method.name, fold)
+    if not record_path.exists():
+        return False
+    record = json.loads(record_path.read_text())
+    if record["options"] != json_ready(method.options()) or record["split"] != split_digest(splits):
+        raise InputError(f"{record_path}: fold {fold} of {method.name} was run with other "
+                         "settings or another split. Delete that folder or use a new report "
+                         "folder.")
+    return True
+
+
+def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
+           config: CVConfig = CVConfig(), *, folds: Sequence[int] | None = None
+           ) -> Generator[Progress, None, pd.DataFrame]:
+    """Run (or resume) the given outer folds of every method; return the split table.
+
+    Each finished fold is written at once, so an interrupted run loses at most the fold in
+    progress and a rerun skips the folds already done.
+    """
+    out_dir = Path(out_dir)
+    splits = plan(truth, config)
+    save_splits(out_dir, splits)
+    folds = list(range(1, config.outer + 1)) if folds is None else list(folds)
+    bad = [f for f in folds if not 1 <= f <= config.outer]
+    if bad:
+        raise InputError(f"fold {bad[0]} does not exist: folds are numbered 1..{config.outer}")
+    jobs = [(m, f) for m in methods for f in folds if not _done(m, out_dir, f, splits)]
+    for step, (method, fold) in enumerate(jobs, start=1):
+        record, predictions = yield from run_fold(method, truth, splits, fold, seed=config.seed)
+        record_path, tsv_path = fold_paths(out_dir, method.name, fold)
+        record_path.parent.mkdir(parents=True, exist_ok=True)
+        predictions.to_csv(tsv_path, sep="\t", index=False)
+        record_path.write_text(json.dumps(json_ready(record), indent=2))
+        yield Progress(step, len(jobs), "cv", f"{method.name} fold {fold}",
+                       {"f1": record["metrics"]["f1"], "roc_auc": record["metrics"]["roc_auc"]})
+    return splits
+
+
+def merge(out_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """Build every method's report and the comparison from the fold files in ``out_dir``.
+
+    Returns ``{method: paper-layout table}``. Methods with missing folds are reported over the
+    folds present (their table's columns name them); :func:`missing_folds` lists the gaps.
+    """
+    out_dir = Path(out_dir)
+    tables = {}
+    for method_dir in sorted((out_dir / "folds").glob("*")):
+        records = sorted((json.loads(p.read_text()) for p in method_dir.glob("fold-*.json")),
+                         key=lambda r: r["fold"])
+        if not records:
+            continue
+        if len({(r["split"], json.dumps(r["options"], sort_keys=True)) for r in records}) > 1:
+            raise InputError(f"{method_dir}: its folds were run with different settings or "
+                             "splits; rerun the odd ones into a clean folder")
+        predictions = pd.concat(
+            [pd.read_csv(fold_paths(out_dir, method_dir.name, r["fold"])[1], sep="\t",
+                         dtype={"subject": str}) for r in records], ignore_index=True)
+        tables[method_dir.name] = write_method_report(out_dir, method_dir.name, records,
+                                                      predictions)
+    if not tables:
+        raise InputError(f"{out_dir}: no fold results to merge; run `deep-prl cv` first")
+    write_comparison(out_dir, tables)
+    return tables
+
+
+def missing_folds(out_dir: str | Path, methods: Sequence[str], outer: int) -> dict[str, list[int]]:
+    """Outer folds without a result, per method (empty lists when complete)."""
+    return {m: [f for f in range(1, outer + 1) if not fold_paths(out_dir, m, f)[0].exists()]
+            for m in methods}

@@ -1,0 +1,111 @@
+"""Nested cross-validation end to end with a cheap method: folds, merge, report layout."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_deep_prl.crossval import CVConfig, lesion_truth, merge, missing_folds, run_cv
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.evaluate import best_f1_threshold
+from napari_deep_prl.progress import Progress, run_to_end
+
+
+def _truth(n_subjects=20, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for s in range(n_subjects):
+        n_prl = int(rng.choice([0, 1, 2, 5, 9]))
+        for lesion in range(1, n_prl + rng.integers(5, 12) + 1):
+            rows.append((f"sub-{s:02d}", lesion, lesion <= n_prl))
+    truth = pd.DataFrame(rows, columns=["subject", "lesion", "prl"])
+    truth["score"] = np.clip(truth["prl"] * 0.4 + rng.random(len(truth)) * 0.6, 0, 1)
+    return truth
+
+
+class ScoreMethod:
+    """Reads a precomputed score; 'training' only picks the validation threshold."""
+
+    def __init__(self, truth, name="score"):
+        self.truth, self.name = truth, name
+
+    def options(self):
+        return {"kind": "score"}
+
+    def fit(self, train, val, *, seed):
+        assert not set(train) & set(val)
+        rows = self.truth[self.truth["subject"].isin(val)]
+        threshold, f1 = best_f1_threshold(rows["prl"], rows["score"])
+        yield Progress(1, 1, "epoch")
+        return SimpleNamespace(threshold=threshold, val_f1=f1, predict=self.predict)
+
+    def predict(self, subjects):
+        rows = self.truth[self.truth["subject"].isin(subjects)]
+        return rows.rename(columns={"score": "prl_probability"})
+
+
+ROWS = ["TP", "FP", "FN", "TN", "F1", "Specificity", "Sensitivity", "PPV", "ROC AUC"]
+
+
+def test_full_run_writes_the_paper_report(tmp_path):
+    truth = _truth()
+    methods = [ScoreMethod(truth), ScoreMethod(truth, "score_copy")]
+    splits = run_to_end(run_cv(methods, truth, tmp_path, CVConfig(outer=5, inner=3, seed=1)))
+    assert len(splits) == 20 and (tmp_path / "splits.tsv").exists()
+    tables = merge(tmp_path)
+    report = pd.read_csv(tmp_path / "score" / "report.csv", index_col="metric")
+    assert report.index.tolist() == ROWS
+    assert report.columns.tolist() == [f"Fold {i}" for i in range(1, 6)] + ["Average", "STD"]
+    assert report.loc["TP":"TN", "Fold 1":"Fold 5"].to_numpy().sum() == len(truth)
+    assert report.at["F1", "STD"] == pytest.approx(np.std(report.loc["F1", "Fold 1":"Fold 5"], ddof=1))
+    assert tables["score"].equals(tables["score_copy"])
+    md = (tmp_path / "score" / "report.md").read_text()
+    assert "| Fold 1 | Fold 2 | Fold 3 | Fold 4 | Fold 5 | Average | STD |" in md
+    predictions = pd.read_csv(tmp_path / "score" / "predictions.tsv", sep="\t")
+    assert len(predictions) == len(truth)
+    assert not predictions.duplicated(["subject", "lesion"]).any()
+    assert predictions.groupby("subject")["fold"].nunique().max() == 1
+    assert (tmp_path / "score" / "roc.png").read_bytes()[:4] == b"\x89PNG"
+    metrics = json.loads((tmp_path / "score" / "metrics.json").read_text())
+    for fold in metrics["folds"]:
+        best = max(fold["inner_folds"], key=lambda r: r["val_f1"])
+        assert fold["selected_inner"] == best["inner"] and fold["threshold"] == best["threshold"]
+    comparison = (tmp_path / "comparison.md").read_text()
+    assert "score_copy" in comparison and " ± " in comparison
+
+
+def test_fold_by_fold_then_merge_equals_full_run(tmp_path):
+    truth = _truth(seed=4)
+    config = CVConfig(outer=4, inner=3, seed=3)
+    run_to_end(run_cv([ScoreMethod(truth)], truth, tmp_path / "all", config))
+    for fold in (3, 1, 4):
+        run_to_end(run_cv([ScoreMethod(truth)], truth, tmp_path / "jobs", config, folds=[fold]))
+    assert missing_folds(tmp_path / "jobs", ["score"], 4) == {"score": [2]}
+    run_to_end(run_cv([ScoreMethod(truth)], truth, tmp_path / "jobs", config, folds=[2]))
+    merge(tmp_path / "all")
+    merge(tmp_path / "jobs")
+    for name in ("score/report.csv", "score/predictions.tsv", "comparison.csv", "splits.tsv"):
+        assert (tmp_path / "all" / name).read_text() == (tmp_path / "jobs" / name).read_text()
+
+
+def test_finished_folds_are_skipped_and_mismatches_refused(tmp_path):
+    truth = _truth()
+    config = CVConfig(outer=5, inner=3)
+    run_to_end(run_cv([ScoreMethod(truth)], truth, tmp_path, config, folds=[1]))
+    events = list(run_cv([ScoreMethod(truth)], truth, tmp_path, config, folds=[1]))
+    assert events == []
+    with pytest.raises(InputError, match="another split"):
+        run_to_end(run_cv([ScoreMethod(truth)], truth, tmp_path, CVConfig(seed=9), folds=[1]))
+    with pytest.raises(InputError, match="folds are numbered 1..5"):
+        run_to_end(run_cv([ScoreMethod(truth)], truth, tmp_path / "x", config, folds=[6]))
+    with pytest.raises(InputError, match="no fold results"):
+        merge(tmp_path / "empty")
+
+
+def test_lesion_truth_reads_prl_masks_and_drops_confluent(write_subject):
+    cohort = [write_subject("sub-01", prl_lesions=(0,)), write_subject("sub-02", prl_lesions=())]
+    truth = run_to_end(lesion_truth(cohort))
+    assert truth.columns.tolist() == ["subject", "lesion", "prl"]
+    assert truth.groupby("subject")["prl"].sum().to_dict() == {"sub-01": 1, "sub-02": 0}

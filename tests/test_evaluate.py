@@ -1,0 +1,72 @@
+"""Metrics against hand-computed counts and scikit-learn."""
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.evaluate import (
+    best_f1_threshold,
+    metrics_from_counts,
+    metrics_from_predictions,
+    summarise,
+)
+
+
+def test_metrics_from_counts_by_hand():
+    m = metrics_from_counts(tp=8, fp=2, fn=1, tn=89)
+    assert set(m) == {"f1", "sensitivity", "specificity", "ppv"}
+    assert m["sensitivity"] == pytest.approx(8 / 9)
+    assert m["specificity"] == pytest.approx(89 / 91)
+    assert m["ppv"] == pytest.approx(8 / 10)
+    assert m["f1"] == pytest.approx(2 * (0.8 * 8 / 9) / (0.8 + 8 / 9))
+
+
+def test_zero_denominators_are_zero_by_default_or_nan_on_request():
+    assert metrics_from_counts(0, 0, 0, 10) == {
+        "f1": 0.0, "sensitivity": 0.0, "specificity": 1.0, "ppv": 0.0}
+    m = metrics_from_counts(0, 0, 0, 0, zero_division=float("nan"))
+    assert all(math.isnan(v) for v in m.values())
+
+
+@pytest.mark.parametrize("bad", [(-1, 0, 0, 0), (1.5, 0, 0, 0)])
+def test_bad_counts_are_input_errors(bad):
+    with pytest.raises(InputError, match="non-negative integer"):
+        metrics_from_counts(*bad)
+
+
+def test_metrics_from_predictions_match_scikit_learn():
+    rng = np.random.default_rng(3)
+    truth = rng.random(200) < 0.1
+    prob = np.clip(truth * 0.5 + rng.random(200) * 0.6, 0, 1)
+    m = metrics_from_predictions(truth, prob, threshold=0.5)
+    pred = prob >= 0.5
+    assert m["tp"] == int((pred & truth).sum()) and m["tn"] == int((~pred & ~truth).sum())
+    assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == 200
+    assert m["f1"] == pytest.approx(f1_score(truth, pred))
+    assert m["sensitivity"] == pytest.approx(recall_score(truth, pred))
+    assert m["specificity"] == pytest.approx(recall_score(~truth, ~pred))
+    assert m["ppv"] == pytest.approx(precision_score(truth, pred))
+    assert m["roc_auc"] == pytest.approx(roc_auc_score(truth, prob))
+
+
+def test_auc_of_one_class_is_nan_and_lengths_must_match():
+    assert math.isnan(metrics_from_predictions([0, 0], [0.1, 0.9])["roc_auc"])
+    with pytest.raises(InputError, match="pair up"):
+        metrics_from_predictions([0, 1], [0.5])
+
+
+def test_best_f1_threshold_separates_and_sits_between_lesions():
+    threshold, f1 = best_f1_threshold([0, 0, 1, 1, 0], [0.1, 0.3, 0.7, 0.9, 0.5])
+    assert f1 == 1.0 and threshold == pytest.approx(0.6)
+    assert best_f1_threshold([0, 0], [0.2, 0.4]) == (0.5, 0.0)
+
+
+def test_summary_uses_sample_standard_deviation():
+    folds = [{"f1": v} for v in (0.8, 0.9, 1.0)]
+    s = summarise(folds, keys=["f1"])
+    assert s["f1"]["mean"] == pytest.approx(0.9)
+    assert s["f1"]["std"] == pytest.approx(np.std([0.8, 0.9, 1.0], ddof=1)) == pytest.approx(0.1)
+    assert math.isnan(summarise([{"f1": 1.0}], keys=["f1"])["f1"]["std"])
