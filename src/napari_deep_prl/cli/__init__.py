@@ -21,6 +21,8 @@ from napari_deep_prl.errors import DeepPRLError, InputWarning
 COMMAND_MODULES = (
     "simulate",
     "lesions",
+    "project",
+    "ratings",
 )
 
 

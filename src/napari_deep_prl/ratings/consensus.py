@@ -35,6 +35,8 @@ class ConsensusRule:
     raters: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.raters is not None:
+            object.__setattr__(self, "raters", tuple(self.raters))
         if self.method not in RULES:
             raise InputError(f"consensus method '{self.method}' is not one of "
                              f"{', '.join(RULES)}; fix it in the project config.")

@@ -1,0 +1,41 @@
+"""``deep-prl project``: create a project folder (cohort, lesions, rating store)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from napari_deep_prl.progress import run_with_tqdm
+from napari_deep_prl.project import CONFIG_NAME, create_project
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("project", help="create a rating project",
+                       description="A project folder holds a reference to the cohort manifest, "
+                                   "the rating database, models and exports.")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = actions.add_parser(
+        "init", help="create a project and register every subject's lesions",
+        description=f"Create DIR with {CONFIG_NAME} (edit it for the consensus rule, exclusion "
+                    "reasons, blinding and study design), ratings.sqlite, models/ and "
+                    "exports/, and register the lesions of every subject of the manifest.")
+    init.add_argument("dir", help="project folder to create")
+    init.add_argument("--manifest", required=True,
+                      help="cohort manifest CSV, or a folder in the documented layout")
+    init.add_argument("--consensus", choices=("unanimous", "majority"), default="unanimous",
+                      help="automatic consensus rule (default: unanimous)")
+    init.add_argument("--min-raters", type=int, default=2,
+                      help="ratings a lesion needs before automatic consensus (default: 2)")
+    init.add_argument("--quiet", action="store_true", help="no progress bar")
+    init.set_defaults(func=run_init)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    config = {"consensus": {"method": args.consensus, "min_raters": args.min_raters}}
+    project = run_with_tqdm(create_project(args.dir, args.manifest, config),
+                            desc="registering lesions", disable=args.quiet)
+    with project:
+        lesions = project.lesions()
+    print(f"project {args.dir}: {lesions['subject'].nunique()} subjects, {len(lesions)} lesions",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,320 @@
+"""A project folder: a cohort, its lesions, every rater's judgement, models and exports.
+
+Layout::
+
+    project/
+      project.json      # manifest reference, consensus rule, exclusion reasons, blinding,
+                        # study design (edit it by hand; unknown keys are refused)
+      ratings.sqlite    # the rating store (see napari_deep_prl.ratings.store)
+      models/           # checkpoints trained on the project's labels
+      exports/          # tables written by ``deep-prl ratings export``
+
+Lesions are registered once, at creation, with a fingerprint of each subject's lesion labels
+(shape, affine and label bytes): a mask edited afterwards is reported by :meth:`load_subject`
+instead of silently pairing old ratings with new lesions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, fields
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from napari_deep_prl.errors import InputError, StoreError
+from napari_deep_prl.io import Cohort, Subject, open_cohort
+from napari_deep_prl.lesions import (
+    find_lesions, is_instance_mask, label_lesions, lesion_table_from_labels,
+)
+from napari_deep_prl.progress import Progress, ProgressGenerator, run_to_end
+from napari_deep_prl.ratings import agreement, consensus, export
+from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
+from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
+from napari_deep_prl.ratings.store import Rating, RatingStore
+
+CONFIG_NAME = "project.json"
+DB_NAME = "ratings.sqlite"
+FORMAT = "napari-deep-prl project"
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    """The editable settings of a project (``project.json``)."""
+
+    manifest: str
+    consensus: consensus.ConsensusRule = consensus.ConsensusRule()
+    exclusion_reasons: tuple[str, ...] = DEFAULT_EXCLUSION_REASONS
+    blinding: Blinding = Blinding()
+    study_design: StudyDesign = StudyDesign()
+    format: str = FORMAT
+    version: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exclusion_reasons", tuple(self.exclusion_reasons))
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["exclusion_reasons"] = list(self.exclusion_reasons)
+        return json.dumps(data, indent=2) + "\n"
+
+    @classmethod
+    def read(cls, path: Path) -> ProjectConfig:
+        """Parse and validate ``project.json``; every problem names the file and the key."""
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise StoreError(f"{path.parent}: not a napari-deep-prl project (no {CONFIG_NAME}). "
+                             "Create one with `deep-prl project init`.") from None
+        except (OSError, ValueError) as err:
+            raise InputError(f"{path}: unreadable project config ({err}). Fix the JSON.") from err
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise InputError(f"{path}: not a napari-deep-prl project config. Check the folder.")
+        nested = {"consensus": consensus.ConsensusRule, "blinding": Blinding,
+                  "study_design": StudyDesign}
+        try:
+            return cls(**{k: _build(nested[k], v, f"{path}: {k}") if k in nested else v
+                          for k, v in _known(cls, data, str(path)).items()})
+        except TypeError as err:
+            raise InputError(f"{path}: {err}. Fix the project config.") from err
+
+
+def _known(kind: type, data: dict[str, Any], where: str) -> dict[str, Any]:
+    names = {f.name for f in fields(kind)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(f"{where}: unknown setting(s) {', '.join(unknown)} (known: "
+                         f"{', '.join(sorted(names))}). Fix the project config.")
+    return data
+
+
+def _build(kind: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise InputError(f"{where} must be a JSON object. Fix the project config.")
+    return kind(**_known(kind, data, where))
+
+
+def mask_fingerprint(labels: np.ndarray, affine: np.ndarray) -> str:
+    """sha256 of a lesion label volume's shape, affine (to 1e-4 mm) and label bytes."""
+    digest = hashlib.sha256()
+    digest.update(repr(tuple(labels.shape)).encode())
+    digest.update(np.round(np.asarray(affine, dtype=np.float64), 4).tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype="<i4").tobytes())
+    return digest.hexdigest()
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def create_project(root: str | Path, manifest: str | Path,
+                   config: dict[str, Any] | None = None) -> ProgressGenerator[Project]:
+    """Create a project: register every subject's lesions (one mask loaded at a time).
+
+    ``config`` overrides settings of ``project.json`` (same keys). Re-running on a folder
+    whose creation was interrupted resumes it; a finished project is refused.
+    """
+    root = Path(root)
+    config_path = root / CONFIG_NAME
+    if config_path.exists():
+        raise InputError(f"{root}: already a napari-deep-prl project. Open it, or choose an "
+                         "empty folder.")
+    cohort = open_cohort(manifest)
+    root.mkdir(parents=True, exist_ok=True)
+    for sub in ("models", "exports"):
+        (root / sub).mkdir(exist_ok=True)
+    reference = os.path.relpath(Path(manifest).resolve(), root.resolve())
+    data = {**json.loads(ProjectConfig(manifest=reference).to_json()), **(config or {})}
+    staged = root / f"{CONFIG_NAME}.new"
+    _write_text_atomic(staged, json.dumps(data, indent=2) + "\n")
+    settings = ProjectConfig.read(staged)
+    with RatingStore.open(root / DB_NAME, create=True,
+                          exclusion_reasons=settings.exclusion_reasons) as store:
+        for i, paths in enumerate(cohort):
+            mask, affine = paths.load_mask()
+            labels = label_lesions(mask)
+            table = lesion_table_from_labels(labels, affine, paths.subject,
+                                             instance=is_instance_mask(mask))
+            store.register_subject(paths.subject, mask_fingerprint(labels, affine), table)
+            yield Progress(i + 1, len(cohort), "subjects", paths.subject)
+    os.replace(staged, config_path)
+    return Project.open(root)
+
+
+class Project:
+    """An open project: cohort, lesions, store, and the study's rules applied to them."""
+
+    def __init__(self, root: Path, config: ProjectConfig, store: RatingStore) -> None:
+        self.root = root
+        self.config = config
+        self.store = store
+
+    @classmethod
+    def init(cls, root: str | Path, manifest: str | Path,
+             config: dict[str, Any] | None = None) -> Project:
+        """:func:`create_project` without progress reporting."""
+        return run_to_end(create_project(root, manifest, config))
+
+    @classmethod
+    def open(cls, root: str | Path) -> Project:
+        """Open a project folder; :class:`StoreError` if it is not one or its store is bad."""
+        root = Path(root)
+        config = ProjectConfig.read(root / CONFIG_NAME)
+        store = RatingStore.open(root / DB_NAME, exclusion_reasons=config.exclusion_reasons)
+        return cls(root, config, store)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- data ----------------------------------------------------------------------------
+
+    @cached_property
+    def cohort(self) -> Cohort:
+        """The cohort of the project's manifest (paths only; nothing loaded)."""
+        return open_cohort(self.root / self.config.manifest)
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.root / "exports"
+
+    def lesions(self) -> pd.DataFrame:
+        """Registered lesions of every subject."""
+        return self.store.lesions()
+
+    def load_subject(self, subject: str) -> Subject:
+        """Load a subject's images, refusing a mask changed since its lesions were registered."""
+        loaded = self.cohort.load(subject)
+        self._check_mask(subject, label_lesions(loaded.mask), loaded.affine)
+        return loaded
+
+    def _check_mask(self, subject: str, labels: np.ndarray, affine: np.ndarray) -> None:
+        known = self.store.fingerprints().get(subject)
+        if known is None:
+            raise InputError(f"{self.root}: subject '{subject}' has no registered lesions. "
+                             "It was added to the manifest after `project init`; start a new "
+                             "project to include it.")
+        if known != mask_fingerprint(labels, affine):
+            raise self.store.mask_changed(subject)
+
+    # -- rating --------------------------------------------------------------------------
+
+    def queue(self, rater: str, strategy: Strategy | None = None,
+              session: str | None = None) -> RaterQueue:
+        """The blinded queue of one rater, with the project's study design."""
+        return RaterQueue(self.store, rater, strategy, self.config.study_design,
+                          self.config.blinding, session)
+
+    def import_ratings(self, table: pd.DataFrame, source: str = "table") -> int:
+        """Append ratings from a table with ``subject, lesion, rater, label`` (+ optional
+        ``confidence, reason, comment``) in one transaction; return how many."""
+        missing = [c for c in ("subject", "lesion", "rater", "label") if c not in table]
+        if missing:
+            raise InputError(f"{source}: missing column(s) {', '.join(missing)}. The table "
+                             "needs subject, lesion, rater, label.")
+        optional = [c for c in ("confidence", "reason", "comment") if c in table]
+        rows = []
+        for number, row in enumerate(table.to_dict("records"), start=2):
+            extra = {c: row[c] for c in optional if pd.notna(row[c])}
+            try:
+                rows.append(Rating(str(row["rater"]), str(row["subject"]), int(row["lesion"]),
+                                   str(row["label"]), **extra))
+            except (TypeError, ValueError) as err:
+                raise InputError(f"{source}, line {number}: {err}. Fix that row.") from err
+        return len(self.store.add_ratings(rows))
+
+    def import_prl_masks(self, rater: str = "prl_mask") -> ProgressGenerator[int]:
+        """Rate every lesion from the manifest's ``prl_mask`` as rater ``rater``: ``prl`` when
+        most of its voxels lie in the PRL mask (one subject loaded at a time)."""
+        if not self.cohort.has_prl_masks:
+            raise InputError(f"{self.cohort.source}: not every subject has a prl_mask. Add the "
+                             "prl_mask column to the manifest.")
+        ratings = []
+        for i, paths in enumerate(self.cohort):
+            loaded = paths.load()
+            found = find_lesions(loaded)
+            self._check_mask(paths.subject, found.labels, loaded.affine)
+            table = found.table
+            ratings += [Rating(rater, paths.subject, int(n), "prl" if prl else "not_prl",
+                               comment=f"imported from {paths.prl_mask.name}")
+                        for n, prl in zip(table["lesion"], table["prl"])]
+            yield Progress(i + 1, len(self.cohort), "subjects", paths.subject)
+        return len(self.store.add_ratings(ratings))
+
+    # -- consensus and statistics --------------------------------------------------------
+
+    def consensus(self) -> pd.DataFrame:
+        """Consensus per lesion under the project's rule (see :mod:`.ratings.consensus`)."""
+        return consensus.consensus_table(self.lesions(), self.store.current(),
+                                         self.store.consensus_decisions(),
+                                         self.config.consensus)
+
+    def adjudication_queue(self) -> pd.DataFrame:
+        """Lesions awaiting adjudication, every rater's label side by side (not blinded)."""
+        return consensus.adjudication_queue(self.consensus(), self.store.current())
+
+    def record_consensus(self, subject: str, lesion: int, label: str, *, by: str,
+                         note: str | None = None) -> int:
+        """The adjudicator's decision; durable on return; it overrides the automatic rule."""
+        return self.store.record_consensus(subject, lesion, label, by=by, note=note)
+
+    def training_labels(self, source: str = "consensus") -> pd.DataFrame:
+        """``subject, lesion, prl`` for training, from consensus or one rater's labels;
+        lesions without a definite label are left out."""
+        if source == "consensus":
+            labels = self.consensus().rename(columns={"consensus": "label"})
+        else:
+            labels = self.store.current(rater=source)
+            if labels.empty:
+                raise InputError(f"{self.root}: rater '{source}' has no ratings. Use "
+                                 "'consensus' or one of the project's raters.")
+        definite = labels[labels["label"].isin(LABELS[:2])]
+        return pd.DataFrame({"subject": definite["subject"], "lesion": definite["lesion"],
+                             "prl": definite["label"] == "prl"}).reset_index(drop=True)
+
+    def agreement(self, *, unsure: str = "category", n_boot: int = 1000,
+                  seed: int = 0) -> agreement.AgreementSummary:
+        """Every agreement statistic of the current ratings."""
+        current, lesions = self.store.current(), self.lesions()
+        icc, icc_n = agreement.prl_count_icc(current, lesions)
+        return agreement.AgreementSummary(
+            pairs=agreement.agreement_table(current, unsure=unsure, n_boot=n_boot, seed=seed),
+            per_subject=agreement.per_subject_agreement(current, lesions, unsure=unsure),
+            vs_consensus=agreement.rater_vs_consensus(current, self.consensus()),
+            intra_rater=agreement.intra_rater_agreement(current, self.store.current(repeat=True),
+                                                        unsure=unsure),
+            prl_count_icc=icc, prl_count_icc_n=icc_n)
+
+    def export(self, kind: str = "wide") -> pd.DataFrame:
+        """``wide`` (a row per lesion), ``long`` (a row per current rating) or ``history``."""
+        if kind == "wide":
+            return export.wide_table(self.lesions(), self.store.current(), self.consensus())
+        if kind == "long":
+            return export.long_table(self.store.current(repeat=None))
+        if kind == "history":
+            return export.history_table(self.store.history())
+        raise InputError(f"export kind '{kind}' is not one of wide, long, history.")
