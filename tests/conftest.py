@@ -26,6 +26,12 @@ def save_nifti(path: Path, data: np.ndarray, affine: np.ndarray | None = None) -
     return path
 
 
+@pytest.fixture(name="save_nifti")
+def save_nifti_fixture():
+    """The :func:`save_nifti` helper, for tests that write broken or odd images."""
+    return save_nifti
+
+
 @pytest.fixture
 def write_subject(tmp_path):
     """Factory writing a small subject's NIfTI files; returns its :class:`SubjectPaths`."""

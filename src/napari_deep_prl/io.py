@@ -389,24 +389,26 @@ def discover(folder: str | Path) -> Cohort:
     if not subject_dirs:
         raise file_error(folder, "no sub-<label> folders found",
                          "Arrange the data as documented (docs/data.md) or give a manifest CSV.")
-    rows = []
-    for sub_dir in subject_dirs:
-        found: dict[str, Path] = {}
-        for file in sorted(sub_dir.rglob("*")):
-            role = classify_file(file.name) if file.is_file() else None
-            if role is None:
-                continue
-            if role in found:
-                raise file_error(sub_dir, f"two {role} images: {found[role].name} and {file.name}",
-                                 "Keep one per subject or list the subject in a manifest CSV instead.")
-            found[role] = file
-        missing = [r for r in ("phase", "mp2rage", "mask") if r not in found]
-        if missing:
-            raise file_error(sub_dir, f"no {', '.join(missing)} image found",
-                             "Name the files *_phase.nii.gz, *_mp2rage.nii.gz and *_mask.nii.gz (docs/data.md).")
-        rows.append(SubjectPaths(sub_dir.name, found["phase"], found["mp2rage"], found["mask"],
-                                 found.get("prl_mask")))
-    return Cohort(rows, source=folder)
+    return Cohort([discover_subject(d) for d in subject_dirs], source=folder)
+
+
+def discover_subject(sub_dir: str | Path) -> SubjectPaths:
+    """One ``sub-<label>`` folder of the documented layout (see :func:`discover`)."""
+    sub_dir = Path(sub_dir)
+    found: dict[str, Path] = {}
+    for file in sorted(sub_dir.rglob("*")):
+        role = classify_file(file.name) if file.is_file() else None
+        if role is None:
+            continue
+        if role in found:
+            raise file_error(sub_dir, f"two {role} images: {found[role].name} and {file.name}",
+                             "Keep one per subject or list the subject in a manifest CSV instead.")
+        found[role] = file
+    missing = [r for r in ("phase", "mp2rage", "mask") if r not in found]
+    if missing:
+        raise file_error(sub_dir, f"no {', '.join(missing)} image found",
+                         "Name the files *_phase.nii.gz, *_mp2rage.nii.gz and *_mask.nii.gz (docs/data.md).")
+    return SubjectPaths(sub_dir.name, found["phase"], found["mp2rage"], found["mask"], found.get("prl_mask"))
 
 
 def open_cohort(path: str | Path) -> Cohort:

@@ -8,9 +8,9 @@ its labels are kept as given.
 
 ``confluent`` flags a lesion that is probably several lesions grown together, which the paper
 excluded and raters often set aside: in an instance mask, a lesion touching another one; in a
-binary mask (where touching lesions have merged into one component), a component whose distance
-map has two or more separate cores (``h``-maxima at least :data:`CONFLUENT_CORE_DEPTH` voxels
-deep), i.e. blobs joined by a neck.
+binary mask (where touching lesions have merged into one component), a component whose deep
+interior falls apart into two or more cores: the voxels at least ``max(CONFLUENT_CORE_DEPTH,
+half the largest depth)`` voxels from the lesion edge, i.e. blobs joined by a narrow neck.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from napari_deep_prl.progress import Progress
 #: 26-connectivity structuring element.
 FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
-#: How deep (in voxels of the distance map) a separate core must be to call a binary component confluent.
-CONFLUENT_CORE_DEPTH = 1.5
+#: Least depth (voxels from the edge) of the cores that make a binary component confluent.
+CONFLUENT_CORE_DEPTH = 2.0
 
 TABLE_COLUMNS = (
     "subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_voxels", "volume_mm3",
@@ -164,29 +164,15 @@ def _span(d: int, first: bool) -> slice:
 
 
 def _necked_ids(labels: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Ids of binary components whose distance map has several separate cores."""
-    from skimage.morphology import h_maxima
-
+    """Ids of binary components whose interior splits into several cores (see module docstring)."""
     necked = []
     for lesion, start, stop in zip(ids, lo, hi):
-        # Tiny lesions cannot hold two cores deeper than the threshold: skip the work.
-        if np.min(stop - start) < 2 * CONFLUENT_CORE_DEPTH + 1:
+        # Lesions too thin to hold a core cannot hold two: skip the work.
+        if np.min(stop - start) < 2 * CONFLUENT_CORE_DEPTH:
             continue
         box = tuple(slice(a, b) for a, b in zip(start, stop))
-        inside = np.pad(labels[box] == lesion, 1)
-        depth = ndimage.distance_transform_edt(inside)
-        cores = h_maxima(depth, CONFLUENT_CORE_DEPTH)
-        n_cores = ndimage.label(cores, structure=FULL_CONNECTIVITY)[1]
-        if n_cores >= 2:
+        depth = ndimage.distance_transform_edt(np.pad(labels[box] == lesion, 1))
+        cores = depth >= max(CONFLUENT_CORE_DEPTH, 0.5 * depth.max())
+        if ndimage.label(cores, structure=FULL_CONNECTIVITY)[1] >= 2:
             necked.append(lesion)
     return np.asarray(necked, dtype=ids.dtype)
-
-
-def cohort_lesion_table(cohort: Sequence[SubjectPaths]) -> Generator[Progress, None, pd.DataFrame]:
-    """Lesion tables of every subject, loading one subject at a time (a progress generator)."""
-    tables = []
-    for i, paths in enumerate(cohort):
-        tables.append(lesion_table(paths.load()))
-        yield Progress(i + 1, len(cohort), "subjects", paths.subject)
-    non_empty = [t for t in tables if len(t)]
-    return pd.concat(non_empty, ignore_index=True) if non_empty else tables[0] if tables else pd.DataFrame()

@@ -121,7 +121,7 @@ def extract_patches(
         mp2rage, phase = _patchwise_minmax(mp2rage), _patchwise_minmax(phase)
     mask = _mask_channel(labels, ids, config)
     out = np.stack([mp2rage, phase, mask], axis=1).astype(np.float32, copy=False)
-    out[:, :2] *= inside[:, None]  # zero padding after normalisation
+    out *= inside[:, None]  # zero padding, also where the dilated mask spills out of the volume
     return out
 
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "lesions",
     "project",
     "ratings",
+    "cv",
 )
 
 

@@ -1,0 +1,56 @@
+"""npe2 reader: a subject folder, a cohort folder or a manifest CSV opens one subject's layers.
+
+A cohort (manifest or folder of ``sub-*``) opens its first subject; the review widget navigates
+the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from napari_deep_prl.io import REQUIRED_COLUMNS, SubjectPaths, classify_file, discover_subject, open_cohort
+
+from .layers import LayerData, subject_layers
+
+
+def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:
+    """Return a reader when ``path`` looks like ours, else ``None`` so napari tries others."""
+    if isinstance(path, list):
+        if len(path) != 1:
+            return None
+        path = path[0]
+    target = Path(path)
+    if target.is_dir():
+        return read_path if _is_subject_folder(target) or any(target.glob("sub-*")) \
+            or (target / "manifest.csv").is_file() else None
+    if target.suffix.lower() in (".csv", ".tsv") and _has_manifest_header(target):
+        return read_path
+    return None
+
+
+def read_path(path: str | list[str]) -> list[LayerData]:
+    """Load the subject's layers; napari shows our errors (which say what to do) as notifications."""
+    if isinstance(path, list):
+        path = path[0]
+    subject_paths = _subject_at(Path(path))
+    return subject_layers(subject_paths.load())
+
+
+def _subject_at(path: Path) -> SubjectPaths:
+    if path.is_dir() and _is_subject_folder(path):
+        return discover_subject(path)
+    return open_cohort(path)[0]
+
+
+def _is_subject_folder(path: Path) -> bool:
+    return path.name.startswith("sub-") and any(classify_file(f.name) == "phase" for f in path.rglob("*"))
+
+
+def _has_manifest_header(path: Path) -> bool:
+    try:
+        header = path.open().readline()
+    except OSError:
+        return False
+    columns = {c.strip() for c in header.replace("\t", ",").split(",")}
+    return set(REQUIRED_COLUMNS) <= columns

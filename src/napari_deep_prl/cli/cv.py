@@ -1,0 +1,110 @@
+"""``deep-prl cv``: nested cross-validation of Deep-PRL and the baselines, with the paper's report."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from napari_deep_prl.errors import InputError
+
+CLUSTER_HOWTO = """\
+On a cluster, run one outer fold per job into the same report folder, then merge:
+
+  deep-prl cv cohort.csv -o report --fold $SLURM_ARRAY_TASK_ID --cache report/cache
+  deep-prl cv --merge report
+
+A run that completes the last missing fold merges by itself.
+"""
+
+
+def _methods(text: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one method")
+    return names
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from napari_deep_prl.methods import DEFAULT_METHODS, METHOD_NAMES
+
+    p = sub.add_parser(
+        "cv",
+        help="nested cross-validation with the paper's per-fold report",
+        description="Patients are split into outer folds stratified by PRL count (0, 1-3, 4-7, "
+                    ">7); inside each, inner folds train models and the best validation F1 is "
+                    "tested on the outer fold. Writes per method report.md/.csv (TP, FP, FN, "
+                    "TN, F1, specificity, sensitivity, PPV, ROC AUC per fold, average, sample "
+                    "SD), roc.png, predictions.tsv and metrics.json, plus comparison.md.",
+        epilog=CLUSTER_HOWTO,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("manifest", nargs="?", help="cohort manifest CSV (with prl_mask) or folder")
+    p.add_argument("-o", "--output", type=Path, help="report folder")
+    p.add_argument("--merge", type=Path, metavar="REPORT_DIR",
+                   help="only merge the fold results already in REPORT_DIR into the report")
+    p.add_argument("--outer", type=int, default=5, help="outer folds (default 5)")
+    p.add_argument("--inner", type=int, default=3, help="inner folds (default 3)")
+    p.add_argument("--fold", type=int, action="append",
+                   help="run only this outer fold (1-based; repeatable); default all")
+    p.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
+                   help=f"comma-separated, from {', '.join(METHOD_NAMES)} "
+                        f"(default {','.join(DEFAULT_METHODS)})")
+    p.add_argument("--epochs", type=int, default=100, help="training epochs per model (100)")
+    p.add_argument("--preset", default="default", help="network size preset: default or paper")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--keep-confluent", action="store_true",
+                   help="also test confluent lesions (the paper excluded them)")
+    p.add_argument("--cache", type=Path, help="folder keeping the cohort's patches between jobs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from napari_deep_prl.crossval import CVConfig, lesion_truth, merge, missing_folds, run_cv
+    from napari_deep_prl.io import open_cohort
+    from napari_deep_prl.methods import MethodSettings, build_methods
+    from napari_deep_prl.progress import run_with_tqdm
+
+    if args.merge:
+        if args.manifest or args.output:
+            raise InputError("--merge REPORT_DIR takes no manifest and no -o")
+        return _merge(args.merge)
+    if not args.manifest or not args.output:
+        raise InputError("give a manifest and -o REPORT_DIR (or --merge REPORT_DIR)")
+    if args.epochs < 1:
+        raise InputError(f"--epochs {args.epochs}: train at least one epoch")
+    cohort = open_cohort(args.manifest)
+    config = CVConfig(outer=args.outer, inner=args.inner, seed=args.seed)
+    settings = MethodSettings(epochs=args.epochs, preset=args.preset, device=args.device,
+                              exclude_confluent=not args.keep_confluent, cache=args.cache)
+    truth = run_with_tqdm(lesion_truth(cohort, exclude_confluent=settings.exclude_confluent),
+                          desc="lesions", disable=args.quiet)
+    methods = run_with_tqdm(build_methods(args.methods, cohort, settings), desc="inputs",
+                            disable=args.quiet)
+    run_with_tqdm(run_cv(methods, truth, args.output, config, folds=args.fold),
+                  disable=args.quiet)
+    missing = {m: f for m, f in missing_folds(args.output, args.methods, args.outer).items() if f}
+    if missing:
+        todo = "; ".join(f"{m}: {', '.join(map(str, f))}" for m, f in missing.items())
+        print(f"folds still to run ({todo}); then `deep-prl cv --merge {args.output}`",
+              file=sys.stderr)
+        return 0
+    return _merge(args.output)
+
+
+def _merge(report_dir: Path) -> int:
+    from napari_deep_prl.crossval import merge
+
+    import pandas as pd
+
+    tables = merge(report_dir)
+    outer = int(pd.read_csv(report_dir / "splits.tsv", sep="\t")["outer"].max())
+    for method, table in tables.items():
+        if table.shape[1] - 2 < outer:
+            print(f"note: {method} has {table.shape[1] - 2} of {outer} folds so far",
+                  file=sys.stderr)
+    print((report_dir / "comparison.md").read_text())
+    print(f"report written to {report_dir}", file=sys.stderr)
+    return 0

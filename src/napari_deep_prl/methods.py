@@ -1,0 +1,172 @@
+"""The methods compared by the cross-validation harness, built by name.
+
+========================  =======================================================================
+``deep_prl``              Deep-PRL (mask attention by concatenation), per-subject normalisation
+``deep_prl_patchnorm``    the same with the paper's per-patch min–max normalisation
+``no_attention``          ablation: Deep-PRL without the mask fusion (``fusion="none"``)
+``rimnet``                RimNet-like baseline (:mod:`napari_deep_prl.baselines`)
+``radiomics``             APRL-like radiomics + logistic regression (:mod:`~.baselines`)
+========================  =======================================================================
+
+Every CNN method trains with :func:`napari_deep_prl.train.train` on the same patches, epochs and
+seeds, so the table isolates what each variant changes. Patch sets are built once per patch
+configuration and shared by the methods that use it; with ``cache`` they are also kept on disk
+(``.npz``) so fold jobs of one cohort cut them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_deep_prl.crossval import Fitted, Method
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.progress import Progress
+
+
+@dataclass(frozen=True)
+class MethodSettings:
+    """What the user chooses for all methods of one cross-validation run."""
+
+    epochs: int = 100
+    preset: str = "default"
+    device: str = "auto"
+    exclude_confluent: bool = True
+    cache: Path | None = None
+    train_overrides: dict = field(default_factory=dict)
+
+
+@dataclass
+class _FittedCNN:
+    checkpoint: object
+    threshold: float
+    val_f1: float
+    patches: object
+    device: str
+
+    def predict(self, subjects: Sequence[str]) -> pd.DataFrame:
+        from napari_deep_prl.score import predict_patches
+
+        test = self.patches.select(list(subjects)).originals()
+        probability, _ = predict_patches([self.checkpoint], test.x, device=self.device)
+        return pd.DataFrame({"subject": test.subject, "lesion": test.lesion,
+                             "prl_probability": probability})
+
+
+@dataclass
+class CNNMethod:
+    """A network of :mod:`napari_deep_prl.model` trained by :func:`napari_deep_prl.train.train`.
+
+    ``blank_mask`` zeroes the lesion-mask channel, leaving the network the two image branches
+    and the patch centring to find the lesion (the RimNet-like baseline).
+    """
+
+    name: str
+    patches: object
+    train_config: object
+    blank_mask: bool = False
+
+    def options(self) -> dict:
+        config = asdict(self.train_config)
+        for key in ("seed", "device"):  # chosen per fit / per machine, not a method setting
+            config.pop(key, None)
+        return {"kind": "cnn", "train": config, "patch": self.patches.config.to_dict(),
+                "blank_mask": self.blank_mask}
+
+    def fit(self, train: Sequence[str], val: Sequence[str], *, seed: int
+            ) -> Generator[Progress, None, Fitted]:
+        from napari_deep_prl.train import train as train_model
+
+        patches = self.patches.select([*train, *val])
+        result = yield from train_model(patches, replace(self.train_config, seed=seed),
+                                        val_subjects=list(val))
+        best = result.history[result.best_epoch]
+        return _FittedCNN(result.checkpoint, result.checkpoint.threshold, best["val_f1"],
+                          self.patches, self.train_config.device)
+
+
+def _blank_mask_channel(patches: object) -> object:
+    from napari_deep_prl.model import MASK
+
+    x = patches.x.copy()
+    x[:, MASK] = 0.0
+    return replace(patches, x=x)
+
+
+def patch_set(cohort: Sequence, config: PatchConfig, settings: MethodSettings
+              ) -> Generator[Progress, None, object]:
+    """The cohort's training patches (with positive shifts), from the cache when there."""
+    from napari_deep_prl.dataset import build_patchset
+
+    path = None
+    if settings.cache is not None:
+        key = json.dumps([config.to_dict(), settings.exclude_confluent,
+                          [[str(v) for v in asdict(s).values()] for s in cohort]])
+        path = Path(settings.cache) / f"patches-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+        if path.exists():
+            return _load_patchset(path, config)
+    patches = yield from build_patchset(cohort, config,
+                                        exclude_confluent=settings.exclude_confluent)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, x=patches.x, y=patches.y, subject=patches.subject.astype(str),
+                 lesion=patches.lesion, shifted=patches.shifted)
+    return patches
+
+
+def _load_patchset(path: Path, config: PatchConfig) -> object:
+    from napari_deep_prl.dataset import PatchSet
+
+    with np.load(path) as data:
+        return PatchSet(data["x"], data["y"], data["subject"].astype(object), data["lesion"],
+                        data["shifted"], config)
+
+
+#: CNN variants: (model overrides, patch normalisation, blank mask channel).
+CNN_VARIANTS: dict[str, tuple[dict, str, bool]] = {
+    "deep_prl": ({"fusion": "concat"}, "subject", False),
+    "deep_prl_patchnorm": ({"fusion": "concat"}, "patch", False),
+    "no_attention": ({"fusion": "none"}, "subject", False),
+    "rimnet": ({"fusion": "none"}, "subject", True),
+}
+
+
+def build_methods(names: Sequence[str], cohort: Sequence, settings: MethodSettings
+                  ) -> Generator[Progress, None, list[Method]]:
+    """The named methods, ready to fit; patch sets are built once per configuration."""
+    from napari_deep_prl.baselines import RadiomicsMethod
+    from napari_deep_prl.model import model_config
+    from napari_deep_prl.train import TrainConfig
+
+    unknown = [n for n in names if n not in METHOD_NAMES]
+    if unknown:
+        raise InputError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHOD_NAMES)}")
+    patch_sets: dict[str, object] = {}
+    methods: list[Method] = []
+    for name in names:
+        if name == "radiomics":
+            method = yield from RadiomicsMethod.build(cohort, settings.exclude_confluent)
+            methods.append(method)
+            continue
+        overrides, normalisation, blank = CNN_VARIANTS[name]
+        if normalisation not in patch_sets:
+            patch_sets[normalisation] = yield from patch_set(
+                cohort, PatchConfig(normalisation=normalisation), settings)
+        patches = patch_sets[normalisation]
+        config = TrainConfig(epochs=settings.epochs, device=settings.device,
+                             model=model_config(settings.preset, **overrides),
+                             **settings.train_overrides)
+        methods.append(CNNMethod(name, _blank_mask_channel(patches) if blank else patches,
+                                 config, blank))
+    return methods
+
+
+METHOD_NAMES: tuple[str, ...] = (*CNN_VARIANTS, "radiomics")
+DEFAULT_METHODS: tuple[str, ...] = ("deep_prl", "no_attention", "radiomics", "rimnet")

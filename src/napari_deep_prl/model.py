@@ -1,0 +1,184 @@
+"""The Deep-PRL network: three 3D branches with a mask attention branch.
+
+Input: patches ``(n, 3, s, s, s)`` in :data:`napari_deep_prl.patches.CHANNELS` order
+(MP2RAGE, phase, dilated lesion mask). Output: one logit per patch (PRL vs not).
+
+Each branch (mask, MP2RAGE, phase) is a stack of blocks; a block is ``convs_per_block``
+3×3×3 convolutions (batch norm, ReLU) followed by 2× max-pooling. The *attention branch* of the
+paper is the fusion of the mask branch's first-block features into the two image branches
+before their second block, so the deeper image layers see where the lesion (and its rim) is:
+
+- ``fusion="concat"`` (the paper): mask features are concatenated to the image features;
+- ``fusion="none"``: no fusion (the ablation);
+- ``fusion="gate"``: the mask features, through a 1×1×1 convolution and a sigmoid, multiply
+  the image features channel-wise (a multiplicative gating variant).
+
+Each branch ends in a 1×1×1 reduction to ``reduction`` channels; the three flattened outputs
+are concatenated and go through fully connected layers ``fc`` to one logit.
+
+Presets (patch 28³, forward cost; run ``python -m napari_deep_prl.model`` to print them):
+
+- ``paper``: widths 32/64/128, reduction 32, fc 128→32, about 8.8 GFLOP per patch: a GPU model.
+- ``default``: widths 4/12/32, reduction 8, fc 32→8, about 0.25 GFLOP per patch: the same
+  structure sized for CPU training (≈ 35× cheaper). The first block, at full resolution, is
+  kept narrow because on a CPU it is the slowest per FLOP; width goes to the coarse blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from napari_deep_prl.errors import InputError
+
+FUSIONS = ("concat", "none", "gate")
+#: Index of each input channel in a patch (matches ``patches.CHANNELS``).
+MP2RAGE, PHASE, MASK = 0, 1, 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture hyper-parameters; stored in every checkpoint."""
+
+    widths: tuple[int, ...] = (4, 12, 32)
+    convs_per_block: int = 2
+    fusion: str = "concat"
+    reduction: int = 8
+    fc: tuple[int, ...] = (32, 8)
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "fc", tuple(int(f) for f in self.fc))
+        if self.fusion not in FUSIONS:
+            raise InputError(f"fusion {self.fusion!r} is unknown; use one of {', '.join(FUSIONS)}")
+        if len(self.widths) < 2 or min(self.widths) < 1:
+            raise InputError(f"widths {self.widths}: need at least two positive block widths "
+                             "(the mask fusion enters before the second block)")
+        if self.convs_per_block < 1 or self.reduction < 1 or not 0 <= self.dropout < 1:
+            raise InputError("convs_per_block and reduction must be >= 1 and dropout in [0, 1)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "default": ModelConfig(),
+    "paper": ModelConfig(widths=(32, 64, 128), reduction=32, fc=(128, 32)),
+}
+
+
+def model_config(preset: str = "default", **overrides: Any) -> ModelConfig:
+    """A preset's configuration with some fields replaced (e.g. ``fusion="none"``)."""
+    if preset not in PRESETS:
+        raise InputError(f"model preset {preset!r} is unknown; use one of {', '.join(PRESETS)}")
+    return replace(PRESETS[preset], **overrides)
+
+
+def _block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(n_convs):
+        layers += [nn.Conv3d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
+                   nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers, nn.MaxPool3d(2))
+
+
+class _Branch(nn.Module):
+    """One input's blocks and its 1×1×1 reduction; ``fused`` extra channels enter block 2."""
+
+    def __init__(self, config: ModelConfig, fused: int) -> None:
+        super().__init__()
+        w, n = config.widths, config.convs_per_block
+        inputs = [1, w[0] + fused, *w[1:-1]]
+        self.blocks = nn.ModuleList(_block(c_in, c_out, n) for c_in, c_out in zip(inputs, w))
+        self.reduce = nn.Sequential(nn.Conv3d(w[-1], config.reduction, 1, bias=False),
+                                    nn.BatchNorm3d(config.reduction), nn.ReLU(inplace=True))
+
+    def forward(self, x: torch.Tensor, mask_features: torch.Tensor | None = None,
+                gate: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flattened reduced features, and the first block's output (the mask features)."""
+        first = self.blocks[0](x)
+        h = first
+        if gate is not None:
+            h = h * torch.sigmoid(gate(mask_features))
+        elif mask_features is not None:
+            h = torch.cat([h, mask_features], dim=1)
+        for block in self.blocks[1:]:
+            h = block(h)
+        return self.reduce(h).flatten(1), first
+
+
+class DeepPRL(nn.Module):
+    """Deep-PRL classifier: ``forward(x)`` maps ``(n, 3, s, s, s)`` patches to ``(n,)`` logits."""
+
+    def __init__(self, config: ModelConfig = PRESETS["default"], patch_size: int = 28) -> None:
+        super().__init__()
+        side = patch_size // 2 ** len(config.widths)
+        if side < 1:
+            raise InputError(f"patch size {patch_size} is too small for {len(config.widths)} "
+                             f"pooling blocks; use at least {2 ** len(config.widths)}")
+        self.config, self.patch_size = config, patch_size
+        fused = config.widths[0] if config.fusion == "concat" else 0
+        self.mask_branch = _Branch(config, 0)
+        self.mp2rage_branch = _Branch(config, fused)
+        self.phase_branch = _Branch(config, fused)
+        self.gates = (nn.ModuleList(nn.Conv3d(config.widths[0], config.widths[0], 1) for _ in range(2))
+                      if config.fusion == "gate" else None)
+        sizes = [3 * config.reduction * side ** 3, *config.fc]
+        head: list[nn.Module] = []
+        for a, b in zip(sizes, sizes[1:]):
+            head += [nn.Dropout(config.dropout), nn.Linear(a, b), nn.ReLU(inplace=True)]
+        self.head = nn.Sequential(*head, nn.Dropout(config.dropout), nn.Linear(sizes[-1], 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask_out, mask_first = self.mask_branch(x[:, MASK:MASK + 1])
+        fuse = None if self.config.fusion == "none" else mask_first
+        gates = self.gates if self.gates is not None else (None, None)
+        mp2rage_out, _ = self.mp2rage_branch(x[:, MP2RAGE:MP2RAGE + 1], fuse, gates[0])
+        phase_out, _ = self.phase_branch(x[:, PHASE:PHASE + 1], fuse, gates[1])
+        return self.head(torch.cat([mask_out, mp2rage_out, phase_out], dim=1)).squeeze(1)
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad)
+
+
+def flops_per_patch(config: ModelConfig, patch_size: int = 28, *, training: bool = False) -> int:
+    """FLOPs of one patch through the convolutions and linear layers (2 per multiply-add).
+
+    ``training=True`` adds the backward pass: weight gradients cost as much as the forward
+    pass; input gradients too, except for the layers fed by the raw input, which need none.
+    Batch norm, activations and pooling (memory-bound, a few % of the FLOPs) are not counted.
+    """
+    model = DeepPRL(config, patch_size)
+    total = 0
+
+    def count(layer: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
+        nonlocal total
+        weight = layer.weight
+        macs = output[0].numel() * weight[0].numel() if isinstance(layer, nn.Conv3d) else weight.numel()
+        factor = (3 if inputs[0].requires_grad else 2) if training else 1
+        total += 2 * macs * factor
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, (nn.Conv3d, nn.Linear))]
+    model.eval()  # autograd stays on: it tells which layers' inputs need gradients
+    model(torch.zeros(1, 3, patch_size, patch_size, patch_size))
+    for hook in hooks:
+        hook.remove()
+    return total
+
+
+if __name__ == "__main__":  # pragma: no cover - prints the preset table for the docs
+    for name, cfg in PRESETS.items():
+        print(f"{name}: {count_parameters(DeepPRL(cfg)):,} parameters, "
+              f"{flops_per_patch(cfg) / 1e9:.3f} GFLOP forward, "
+              f"{flops_per_patch(cfg, training=True) / 1e9:.3f} GFLOP training per 28³ patch")

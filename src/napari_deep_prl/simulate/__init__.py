@@ -1,0 +1,1 @@
+"""Physics-based synthetic PRL cohort (placeholder exports, completed below)."""

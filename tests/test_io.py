@@ -1,0 +1,255 @@
+"""Subject and cohort loading: every validation error names the file and the remedy."""
+
+from __future__ import annotations
+
+import gzip
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_deep_prl.errors import InputError, InputWarning
+from napari_deep_prl.io import (
+    SubjectPaths, classify_file, discover, load_subject, open_cohort, read_manifest, write_manifest,
+)
+
+
+def test_loads_subject_as_float_and_int_arrays(write_subject):
+    paths = write_subject()
+    subject = paths.load()
+    assert subject.subject == "sub-01"
+    assert subject.phase.dtype == np.float32 and subject.mp2rage.dtype == np.float32
+    assert subject.mask.dtype == np.int32
+    assert subject.prl_mask.dtype == bool and subject.prl_mask.any()
+    assert subject.zooms == pytest.approx((1.0, 1.0, 1.5))
+
+
+def test_flip_phase_negates(write_subject):
+    paths = write_subject()
+    assert np.array_equal(paths.load(flip_phase=True).phase, -paths.load().phase)
+
+
+def test_missing_file_names_path_and_role(write_subject, tmp_path):
+    paths = write_subject()
+    with pytest.raises(InputError, match=r"nope\.nii\.gz: mp2rage image not found"):
+        load_subject(paths.phase, tmp_path / "nope.nii.gz", paths.mask)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a nifti at all" * 20])
+def test_garbage_file_is_a_clear_error(write_subject, tmp_path, content):
+    paths = write_subject()
+    bad = tmp_path / "bad_phase.nii"
+    bad.write_bytes(content)
+    with pytest.raises(InputError, match="cannot be read as a NIfTI image"):
+        load_subject(bad, paths.mp2rage, paths.mask)
+
+
+def test_truncated_gzip_is_a_clear_error(write_subject, tmp_path):
+    paths = write_subject()
+    raw = gzip.decompress(paths.phase.read_bytes())
+    bad = tmp_path / "trunc_phase.nii.gz"
+    bad.write_bytes(gzip.compress(raw)[: len(gzip.compress(raw)) // 2])
+    with pytest.raises(InputError, match="trunc_phase.nii.gz"):
+        load_subject(bad, paths.mp2rage, paths.mask)
+
+
+def test_four_d_single_volume_accepted_multi_volume_refused(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    phase = nib.load(paths.phase).get_fdata()
+    one = save_nifti(tmp_path / "one_phase.nii.gz", phase[..., None].astype(np.float32),
+                     nib.load(paths.phase).affine)
+    assert load_subject(one, paths.mp2rage, paths.mask).phase.shape == phase.shape
+    two = save_nifti(tmp_path / "two_phase.nii.gz", np.stack([phase, phase], -1).astype(np.float32),
+                     nib.load(paths.phase).affine)
+    with pytest.raises(InputError, match="2 volumes, not one"):
+        load_subject(two, paths.mp2rage, paths.mask)
+
+
+def test_two_d_image_refused(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    flat = save_nifti(tmp_path / "flat_mp2rage.nii.gz", np.zeros((10, 10), np.float32))
+    with pytest.raises(InputError, match="2D .* not a 3D volume"):
+        load_subject(paths.phase, flat, paths.mask)
+
+
+def test_shape_mismatch_names_both_files_and_shapes(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    small = save_nifti(tmp_path / "small_mask.nii.gz", np.zeros((8, 8, 8), np.uint8))
+    with pytest.raises(InputError) as err:
+        load_subject(paths.phase, paths.mp2rage, small)
+    message = str(err.value)
+    assert "small_mask.nii.gz" in message and str(paths.phase) in message
+    assert "(8, 8, 8)" in message and "(32, 32, 24)" in message
+
+
+def test_affine_mismatch_reports_max_difference(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    data = nib.load(paths.mp2rage).get_fdata().astype(np.float32)
+    shifted = np.diag([1.0, 1.0, 1.5, 1.0])
+    shifted[0, 3] = 2.5
+    moved = save_nifti(tmp_path / "moved_mp2rage.nii.gz", data, shifted)
+    with pytest.raises(InputError, match=r"affine differs .* by up to 2\.5 mm"):
+        load_subject(paths.phase, moved, paths.mask)
+
+
+def test_small_affine_difference_tolerated(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    data = nib.load(paths.mp2rage).get_fdata().astype(np.float32)
+    nudged = np.diag([1.0, 1.0, 1.5, 1.0])
+    nudged[0, 3] = 1e-5
+    ok = save_nifti(tmp_path / "ok_mp2rage.nii.gz", data, nudged)
+    assert load_subject(paths.phase, ok, paths.mask).mp2rage.shape == data.shape
+
+
+def test_nan_and_inf_replaced_with_warning_naming_file_and_count(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    phase = nib.load(paths.phase).get_fdata().astype(np.float32)
+    phase[0, 0, :3] = np.nan
+    phase[1, 1, 1] = np.inf
+    bad = save_nifti(tmp_path / "nan_phase.nii.gz", phase)
+    with pytest.warns(InputWarning, match=r"nan_phase\.nii\.gz: 4 NaN/Inf voxels replaced with 0"):
+        subject = load_subject(bad, paths.mp2rage, paths.mask)
+    assert np.isfinite(subject.phase).all() and subject.phase[0, 0, 0] == 0
+
+
+def test_empty_mask_is_a_valid_subject(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    empty = save_nifti(tmp_path / "empty_mask.nii.gz", np.zeros((32, 32, 24), np.uint8))
+    subject = load_subject(paths.phase, paths.mp2rage, empty)
+    assert not subject.mask.any()
+
+
+def test_non_integer_mask_refused(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    prob = save_nifti(tmp_path / "prob_mask.nii.gz", np.full((32, 32, 24), 0.37, np.float32))
+    with pytest.raises(InputError, match=r"prob_mask\.nii\.gz: mask has non-integer values \(e\.g\. 0\.37\)"):
+        load_subject(paths.phase, paths.mp2rage, prob)
+
+
+def test_float_mask_with_integer_values_accepted(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    labels = nib.load(paths.mask).get_fdata().astype(np.float32) * 3
+    as_float = save_nifti(tmp_path / "float_mask.nii.gz", labels)
+    assert set(np.unique(load_subject(paths.phase, paths.mp2rage, as_float).mask)) == {0, 3}
+
+
+def test_negative_mask_refused(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    neg = save_nifti(tmp_path / "neg_mask.nii.gz", -np.ones((32, 32, 24), np.int16))
+    with pytest.raises(InputError, match="negative values"):
+        load_subject(paths.phase, paths.mp2rage, neg)
+
+
+def test_complex_phase_refused(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    cplx = save_nifti(tmp_path / "cplx_phase.nii.gz", np.ones((32, 32, 24), np.complex64))
+    with pytest.raises(InputError, match="complex-valued"):
+        load_subject(cplx, paths.mp2rage, paths.mask)
+
+
+def test_singular_affine_refused(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    bad = save_nifti(tmp_path / "flat_affine_phase.nii", np.zeros((32, 32, 24), np.float32))
+    raw = bytearray(bad.read_bytes())
+    raw[252:256] = np.array([0, 1], "<i2").tobytes()  # qform_code 0, sform_code 1
+    raw[280:328] = bytes(48)  # srow_x, srow_y, srow_z all zero: a singular affine
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="invalid affine"):
+        load_subject(bad, paths.mp2rage, paths.mask)
+
+
+# ----------------------------------------------------------------------------- manifests
+
+def test_manifest_paths_relative_to_manifest(manifest, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path.parent)  # relative paths must not depend on the working directory
+    cohort = read_manifest(manifest)
+    assert cohort.ids == ["sub-01", "sub-02", "sub-03"]
+    assert "sub-01/sub-01_phase.nii.gz" in manifest.read_text()
+    assert cohort["sub-02"].phase == tmp_path / "sub-02" / "sub-02_phase.nii.gz"
+    assert cohort.has_prl_masks
+    assert cohort.load("sub-03").mask.any()
+
+
+def test_manifest_missing_column_is_named(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("subject,phase,mask\nsub-01,a.nii,b.nii\n")
+    with pytest.raises(InputError, match="lacks column\\(s\\) mp2rage"):
+        read_manifest(path)
+
+
+def test_manifest_duplicate_subject_names_rows(manifest):
+    lines = manifest.read_text().splitlines()
+    manifest.write_text("\n".join(lines + [lines[1]]) + "\n")
+    with pytest.raises(InputError, match=r"subject 'sub-01' appears twice \(rows 2 and 5\)"):
+        read_manifest(manifest)
+
+
+def test_manifest_missing_file_names_row(manifest):
+    text = manifest.read_text().replace("sub-02/sub-02_mask.nii.gz", "sub-02/gone.nii.gz")
+    manifest.write_text(text)
+    with pytest.raises(InputError, match=r"row 3 \(sub-02\): mask file .*gone\.nii\.gz not found"):
+        read_manifest(manifest)
+
+
+def test_manifest_empty_cell_names_row(manifest):
+    lines = manifest.read_text().splitlines()
+    first = lines[2].split(",")
+    first[2] = ""
+    lines[2] = ",".join(first)
+    manifest.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InputError, match="row 3 has an empty 'mp2rage'"):
+        read_manifest(manifest)
+
+
+def test_manifest_without_prl_column(tmp_path, write_subject):
+    s = write_subject()
+    write_manifest([SubjectPaths(s.subject, s.phase, s.mp2rage, s.mask)], tmp_path / "m.csv")
+    cohort = read_manifest(tmp_path / "m.csv")
+    assert cohort[0].prl_mask is None and cohort.load("sub-01").prl_mask is None
+
+
+def test_unknown_subject_is_a_clear_error(manifest):
+    with pytest.raises(InputError, match="unknown subject 'sub-99'"):
+        read_manifest(manifest)["sub-99"]
+
+
+def test_cohort_holds_only_paths(manifest):
+    cohort = read_manifest(manifest)
+    assert all(isinstance(s, SubjectPaths) for s in cohort)
+
+
+# ----------------------------------------------------------------------------- folder layout
+
+@pytest.mark.parametrize("name, role", [
+    ("sub-01_phase.nii.gz", "phase"), ("sub-01_part-phase_T2starw.nii.gz", "phase"),
+    ("sub-01_UNIT1.nii.gz", "mp2rage"), ("sub-01_T1w.nii", "mp2rage"), ("sub-01_mp2rage.nii.gz", "mp2rage"),
+    ("sub-01_desc-lesion_mask.nii.gz", "mask"), ("sub-01_mask.nii.gz", "mask"),
+    ("sub-01_desc-prl_mask.nii.gz", "prl_mask"), ("sub-01_prlmask.nii.gz", "prl_mask"),
+    ("sub-01_phase.json", None), ("notes.txt", None),
+])
+def test_classify_file(name, role):
+    assert classify_file(name) == role
+
+
+def test_discover_folder_layout(tmp_path, write_subject):
+    root = tmp_path / "derivatives"
+    for i in (2, 1):
+        write_subject(f"sub-0{i}", folder=root)
+    cohort = discover(root)
+    assert cohort.ids == ["sub-01", "sub-02"]
+    assert cohort["sub-01"].prl_mask is not None
+    assert open_cohort(root).ids == cohort.ids
+
+
+def test_discover_reports_missing_role(tmp_path, write_subject):
+    paths = write_subject("sub-07", folder=tmp_path / "d")
+    paths.mp2rage.unlink()
+    with pytest.raises(InputError, match="sub-07: no mp2rage image found"):
+        discover(tmp_path / "d")
+
+
+def test_loading_emits_no_warning_on_clean_data(write_subject):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_subject().load()

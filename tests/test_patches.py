@@ -1,0 +1,127 @@
+"""Patch extraction: centring, borders, normalisation, mask channel, shifts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.io import Subject
+from napari_deep_prl.lesions import find_lesions
+from napari_deep_prl.patches import CHANNELS, PatchConfig, extract_patches, subject_scaling
+
+MP, PH, MK = (CHANNELS.index(c) for c in ("mp2rage", "phase", "mask"))
+
+
+def ball(shape, centre, radius):
+    grid = np.indices(shape)
+    return sum((g - c) ** 2 for g, c in zip(grid, centre)) <= radius**2
+
+
+@pytest.fixture
+def subject():
+    rng = np.random.default_rng(0)
+    shape = (48, 48, 40)
+    mask = (ball(shape, (20, 20, 20), 3) | ball(shape, (2, 24, 20), 2) | ball(shape, (27, 20, 20), 2))
+    phase = rng.normal(0, 1.0, shape).astype(np.float32)
+    mp2rage = (100 + rng.normal(0, 5, shape)).astype(np.float32)
+    mp2rage[mask] = 60
+    return Subject("s", phase, mp2rage, mask.astype(np.int32), np.eye(4))
+
+
+def test_shape_dtype_range_and_channel_order(subject):
+    lesions = find_lesions(subject)
+    patches = extract_patches(subject, lesions)
+    assert patches.shape == (3, 3, 28, 28, 28) and patches.dtype == np.float32
+    assert patches.min() >= 0 and patches.max() <= 1
+    assert CHANNELS == ("mp2rage", "phase", "mask")
+    # the lesion sits at the centre of its patch in the mask channel, dark in MP2RAGE
+    centre = patches[0, :, 14, 14, 14]
+    assert centre[MK] == 1 and centre[MP] < patches[0, MP].mean()
+
+
+def test_border_patch_zero_padded(subject):
+    lesions = find_lesions(subject)
+    border_id = lesions.table.loc[lesions.table["x"] < 5, "lesion"].item()
+    patch = extract_patches(subject, lesions, ids=[border_id])[0]
+    # centre x = 2, so the first 12 planes along x lie outside the volume
+    assert np.all(patch[:, :12] == 0)
+    assert patch[MP, 12:].max() > 0
+
+
+def test_mask_channel_excludes_other_lesions_and_is_dilated(subject):
+    lesions = find_lesions(subject)
+    big = lesions.table.sort_values("volume_voxels").iloc[-1]["lesion"]
+    undilated = extract_patches(subject, lesions, PatchConfig(mask_dilation=0), ids=[big])[0, MK]
+    dilated = extract_patches(subject, lesions, PatchConfig(mask_dilation=1), ids=[big])[0, MK]
+    assert undilated.sum() == (lesions.labels == big).sum()
+    assert dilated.sum() > undilated.sum() and np.all(dilated >= undilated)
+    # the neighbour 7 voxels away along x is left out by default, kept with "include"
+    assert undilated[14 + 7, 14, 14] == 0
+    included = extract_patches(subject, lesions, PatchConfig(mask_dilation=0, other_lesions="include"), ids=[big])
+    assert included[0, MK, 14 + 7, 14, 14] == 1
+    downweighted = extract_patches(subject, lesions, PatchConfig(mask_dilation=0, other_lesions="downweight"),
+                                   ids=[big])
+    assert downweighted[0, MK, 14 + 7, 14, 14] == 0.5
+
+
+def test_shift_moves_the_centre(subject):
+    lesions = find_lesions(subject)
+    big = lesions.table.sort_values("volume_voxels").iloc[-1]["lesion"]
+    plain = extract_patches(subject, lesions, PatchConfig(mask_dilation=0), ids=[big])[0, MK]
+    moved = extract_patches(subject, lesions, PatchConfig(mask_dilation=0), ids=[big], shift=(5, 0, 0))[0, MK]
+    assert np.array_equal(moved[:-5], plain[5:])
+    per_lesion = extract_patches(subject, lesions, PatchConfig(mask_dilation=0), ids=[big, big],
+                                 shift=np.array([[0, 0, 0], [5, 0, 0]]))
+    assert np.array_equal(per_lesion[1, MK], moved)
+
+
+def test_patch_normalisation_spans_unit_range_per_patch(subject):
+    lesions = find_lesions(subject)
+    patches = extract_patches(subject, lesions, PatchConfig(normalisation="patch"), ids=lesions.ids[1:])
+    for p in patches:
+        assert p[PH].min() == 0 and p[PH].max() == 1
+
+
+def test_subject_normalisation_keeps_contrast_between_lesions(subject):
+    """A stronger phase rim must stay stronger after per-subject scaling, unlike per-patch."""
+    lesions = find_lesions(subject)
+    strong, weak = subject.phase.copy(), subject.phase.copy()
+    for lesion, factor in zip(lesions.ids, (8.0, 2.0, 1.0)):
+        strong[lesions.labels == lesion] -= factor
+    subject.phase = strong
+    patches = extract_patches(subject, lesions)
+    centre_phase = patches[:, PH, 14, 14, 14]
+    assert centre_phase[0] < centre_phase[2]
+    scaling = subject_scaling(subject, lesions)
+    assert scaling.phase_scale == pytest.approx(4 * 1.4826 * 0.6745, rel=0.15)  # 4 robust SDs of N(0, 1)
+    # phase 0 maps to 0.5
+    subject.phase = np.zeros_like(weak)
+    assert extract_patches(subject, lesions, scaling=scaling)[0, PH, 14, 14, 14] == pytest.approx(0.5)
+
+
+def test_scale_invariance_of_subject_normalisation(subject):
+    """Phase scales with field strength × echo time; normalised patches must not."""
+    lesions = find_lesions(subject)
+    base = extract_patches(subject, lesions)
+    subject.phase = subject.phase * 2.3
+    subject.mp2rage = subject.mp2rage * 4.0 + 7
+    assert np.allclose(extract_patches(subject, lesions), base, atol=1e-4)
+
+
+def test_unknown_lesion_id_is_an_error(subject):
+    with pytest.raises(InputError, match=r"no lesion with id\(s\) \[42\]"):
+        extract_patches(subject, find_lesions(subject), ids=[42])
+
+
+def test_empty_selection_and_bad_config():
+    with pytest.raises(InputError, match="unknown normalisation"):
+        PatchConfig(normalisation="zscore")
+    subject = Subject("e", np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.float32),
+                      np.zeros((8, 8, 8), np.int32), np.eye(4))
+    assert extract_patches(subject, find_lesions(subject)).shape == (0, 3, 28, 28, 28)
+
+
+def test_config_round_trip():
+    config = PatchConfig(size=24, normalisation="patch", mask_dilation=2, other_lesions="include")
+    assert PatchConfig.from_dict(config.to_dict()) == config
