@@ -49,8 +49,9 @@ def _is_subject_folder(path: Path) -> bool:
 
 def _has_manifest_header(path: Path) -> bool:
     try:
-        header = path.open().readline()
-    except OSError:
+        with path.open() as fh:
+            header = fh.readline()
+    except (OSError, UnicodeDecodeError):
         return False
     columns = {c.strip() for c in header.replace("\t", ",").split(",")}
     return set(REQUIRED_COLUMNS) <= columns
