@@ -109,3 +109,27 @@ def test_lesion_truth_reads_prl_masks_and_drops_confluent(write_subject):
     truth = run_to_end(lesion_truth(cohort))
     assert truth.columns.tolist() == ["subject", "lesion", "prl"]
     assert truth.groupby("subject")["prl"].sum().to_dict() == {"sub-01": 1, "sub-02": 0}
+
+
+def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, monkeypatch):
+    from napari_deep_prl import cli
+    from napari_deep_prl.io import write_manifest
+
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ("cv",))  # this command alone
+    main = cli.main
+    prl_sets = [(0,), (), (0, 1), (2,), (), (1,), (0, 2), ()]
+    subjects = [write_subject(f"sub-{i:02d}", prl_lesions=prl, seed=i)
+                for i, prl in enumerate(prl_sets)]
+    manifest = write_manifest(subjects, tmp_path / "cohort.csv")
+    out = tmp_path / "report"
+    common = [str(manifest), "-o", str(out), "--outer", "2", "--inner", "2",
+              "--methods", "radiomics", "--quiet"]
+    assert main(["cv", *common, "--fold", "2"]) == 0
+    assert not (out / "comparison.md").exists()
+    assert main(["cv", *common]) == 0
+    assert (out / "radiomics" / "report.md").exists()
+    predictions = pd.read_csv(out / "radiomics" / "predictions.tsv", sep="\t")
+    assert len(predictions) == 3 * len(prl_sets)
+    assert predictions["prl_truth"].sum() == sum(map(len, prl_sets))
+    assert main(["cv", "--merge", str(out)]) == 0
+    assert main(["cv", str(manifest), "-o", str(out), "--methods", "nope"]) == 2

@@ -64,8 +64,8 @@ class _FittedCNN:
 class CNNMethod:
     """A network of :mod:`napari_deep_prl.model` trained by :func:`napari_deep_prl.train.train`.
 
-    ``blank_mask`` zeroes the lesion-mask channel, leaving the network the two image branches
-    and the patch centring to find the lesion (the RimNet-like baseline).
+    ``blank_mask`` records that the patches' mask channel was zeroed (the RimNet-like
+    baseline, :func:`napari_deep_prl.baselines.rimnet_patches`).
     """
 
     name: str
@@ -90,14 +90,6 @@ class CNNMethod:
         best = result.history[result.best_epoch]
         return _FittedCNN(result.checkpoint, result.checkpoint.threshold, best["val_f1"],
                           self.patches, self.train_config.device)
-
-
-def _blank_mask_channel(patches: object) -> object:
-    from napari_deep_prl.model import MASK
-
-    x = patches.x.copy()
-    x[:, MASK] = 0.0
-    return replace(patches, x=x)
 
 
 def patch_set(cohort: Sequence, config: PatchConfig, settings: MethodSettings
@@ -138,12 +130,11 @@ CNN_VARIANTS: dict[str, tuple[dict, str, bool]] = {
 }
 
 
-def build_methods(names: Sequence[str], cohort: Sequence, settings: MethodSettings
-                  ) -> Generator[Progress, None, list[Method]]:
-    """The named methods, ready to fit; patch sets are built once per configuration."""
+def build_methods(names: Sequence[str], cohort: Sequence, settings: MethodSettings,
+                  lesions: pd.DataFrame) -> Generator[Progress, None, list[Method]]:
+    """The named methods, ready to fit on the cohort's ``lesions`` (``subject, lesion``: those
+    the harness tests); patch sets are built once per configuration."""
     from napari_deep_prl.baselines import RadiomicsMethod
-    from napari_deep_prl.model import model_config
-    from napari_deep_prl.train import TrainConfig
 
     unknown = [n for n in names if n not in METHOD_NAMES]
     if unknown:
@@ -152,20 +143,26 @@ def build_methods(names: Sequence[str], cohort: Sequence, settings: MethodSettin
     methods: list[Method] = []
     for name in names:
         if name == "radiomics":
-            method = yield from RadiomicsMethod.build(cohort, settings.exclude_confluent)
-            methods.append(method)
+            methods.append((yield from RadiomicsMethod.build(cohort, lesions)))
             continue
-        overrides, normalisation, blank = CNN_VARIANTS[name]
+        normalisation = CNN_VARIANTS[name][1]
         if normalisation not in patch_sets:
             patch_sets[normalisation] = yield from patch_set(
                 cohort, PatchConfig(normalisation=normalisation), settings)
-        patches = patch_sets[normalisation]
-        config = TrainConfig(epochs=settings.epochs, device=settings.device,
-                             model=model_config(settings.preset, **overrides),
-                             **settings.train_overrides)
-        methods.append(CNNMethod(name, _blank_mask_channel(patches) if blank else patches,
-                                 config, blank))
+        methods.append(_cnn_method(name, patch_sets[normalisation], settings))
     return methods
+
+
+def _cnn_method(name: str, patches: object, settings: MethodSettings) -> CNNMethod:
+    from napari_deep_prl.baselines import rimnet_patches
+    from napari_deep_prl.model import model_config
+    from napari_deep_prl.train import TrainConfig
+
+    overrides, _, blank = CNN_VARIANTS[name]
+    config = TrainConfig(epochs=settings.epochs, device=settings.device,
+                         model=model_config(settings.preset, **overrides),
+                         **settings.train_overrides)
+    return CNNMethod(name, rimnet_patches(patches) if blank else patches, config, blank)
 
 
 METHOD_NAMES: tuple[str, ...] = (*CNN_VARIANTS, "radiomics")

@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
                               exclude_confluent=not args.keep_confluent, cache=args.cache)
     truth = run_with_tqdm(lesion_truth(cohort, exclude_confluent=settings.exclude_confluent),
                           desc="lesions", disable=args.quiet)
-    methods = run_with_tqdm(build_methods(args.methods, cohort, settings), desc="inputs",
-                            disable=args.quiet)
+    methods = run_with_tqdm(build_methods(args.methods, cohort, settings, truth),
+                            desc="inputs", disable=args.quiet)
     run_with_tqdm(run_cv(methods, truth, args.output, config, folds=args.fold),
                   disable=args.quiet)
     missing = {m: f for m, f in missing_folds(args.output, args.methods, args.outer).items() if f}
