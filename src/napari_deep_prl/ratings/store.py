@@ -119,14 +119,13 @@ class RatingStore:
 
     def _prepare(self, version: int) -> None:
         conn = self._conn
+        if 0 < version < schema.SCHEMA_VERSION:
+            backup = sqlite3.connect(self.path.with_name(f"{self.path.name}.v{version}.bak"))
+            conn.backup(backup)
+            backup.close()
         self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
         conn.execute("PRAGMA synchronous=FULL")
         if version < schema.SCHEMA_VERSION:
-            if version > 0:
-                backup = self.path.with_name(f"{self.path.name}.v{version}.bak")
-                with sqlite3.connect(backup) as dest:
-                    conn.backup(dest)
-                dest.close()
             self._write(self._migrate)
         conn.execute("PRAGMA foreign_keys=ON")
 
@@ -486,7 +485,8 @@ def _verify(conn: sqlite3.Connection, path: Path, fresh: bool) -> int:
         raise StoreError(f"{path}: the rating database is corrupt ({err}); it was left "
                          "untouched. Restore it from a backup.") from err
     if check != "ok":
-        raise StoreError(f"{path}: the rating database is corrupt ({check}); it was left "
+        detail = " ".join(check.split())[:200]
+        raise StoreError(f"{path}: the rating database is corrupt ({detail}); it was left "
                          "untouched. Restore it from a backup.")
     if app_id != schema.APPLICATION_ID and not (fresh and app_id == 0 and n_objects == 0):
         raise StoreError(f"{path}: this SQLite file is not a napari-deep-prl rating database; "

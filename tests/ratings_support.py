@@ -1,0 +1,26 @@
+"""Helpers shared by the rating tests: a store with synthetic lesions (no images needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from napari_deep_prl.ratings.store import RatingStore
+
+
+def lesion_rows(n: int) -> pd.DataFrame:
+    """``n`` lesions with plausible centres and volumes."""
+    ids = range(1, n + 1)
+    return pd.DataFrame({"lesion": list(ids), "x": [float(i) for i in ids],
+                         "y": [2.0 * i for i in ids], "z": [3.0] * n,
+                         "volume_voxels": [10 + i for i in ids],
+                         "volume_mm3": [15.0 + i for i in ids], "confluent": [i == 2 for i in ids]})
+
+
+def make_store(path: Path, subjects: int = 3, lesions: int = 4, **kwargs) -> RatingStore:
+    """A new store at ``path`` with ``subjects`` x ``lesions`` registered lesions."""
+    store = RatingStore.open(path, create=True, **kwargs)
+    for s in range(subjects):
+        store.register_subject(f"sub-{s:02d}", f"fingerprint-{s}", lesion_rows(lesions))
+    return store

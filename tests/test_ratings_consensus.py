@@ -1,0 +1,82 @@
+"""Consensus rules, adjudication overriding them, and the adjudication queue."""
+
+from __future__ import annotations
+
+import pytest
+from ratings_support import make_store
+
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.ratings.consensus import ConsensusRule, adjudication_queue, consensus_table
+
+
+@pytest.mark.parametrize("method, min_raters, labels, expected", [
+    ("unanimous", 2, ["prl", "prl"], "prl"),
+    ("unanimous", 2, ["prl", "prl", "not_prl"], None),
+    ("unanimous", 2, ["prl"], None),                       # too few raters
+    ("unanimous", 1, ["not_prl"], "not_prl"),
+    ("unanimous", 2, ["unsure", "unsure"], None),          # unsure is never consensus
+    ("unanimous", 2, ["prl", "unsure"], None),
+    ("majority", 3, ["prl", "prl", "not_prl"], "prl"),
+    ("majority", 3, ["prl", "not_prl"], None),
+    ("majority", 2, ["prl", "not_prl"], None),             # a tie is no majority
+    ("majority", 2, ["prl", "prl", "unsure"], "prl"),
+    ("majority", 2, ["prl", "unsure", "unsure", "not_prl"], None),  # unsure in the denominator
+    ("majority", 2, ["not_prl", "not_prl", "unsure", "prl"], None),
+    ("majority", 2, ["unsure", "unsure", "prl"], None),
+])
+def test_rules(method, min_raters, labels, expected):
+    assert ConsensusRule(method, min_raters).decide(labels) == expected
+
+
+def test_bad_rules_are_refused():
+    with pytest.raises(InputError, match="not one of unanimous, majority"):
+        ConsensusRule("vote")
+    with pytest.raises(InputError, match="at least 1"):
+        ConsensusRule("majority", 0)
+
+
+def _table(store, rule):
+    return consensus_table(store.lesions(), store.current(), store.consensus_decisions(), rule)
+
+
+def test_table_queue_and_adjudication(tmp_path):
+    with make_store(tmp_path / "r.sqlite", subjects=1, lesions=4) as store:
+        for rater, labels in {"a": ["prl", "prl", "not_prl", "prl"],
+                              "b": ["prl", "not_prl", "not_prl", "prl"],
+                              "c": ["prl", "prl", "unsure", "not_prl"]}.items():
+            for lesion, label in enumerate(labels, start=1):
+                store.add_rating(rater, "sub-00", lesion, label)
+        majority = _table(store, ConsensusRule("majority", 3)).set_index("lesion")
+        assert majority["consensus"].tolist() == ["prl", "prl", "not_prl", "prl"]
+        assert majority["consensus_method"].tolist() == ["unanimous", "majority", "majority",
+                                                         "majority"]
+        table = _table(store, ConsensusRule("unanimous", 2))
+        assert table["pending"].tolist() == [False, True, True, True]
+        queue = adjudication_queue(table, store.current())
+        assert queue["lesion"].tolist() == [2, 3, 4]
+        assert queue.loc[0, ["a", "b", "c"]].tolist() == ["prl", "not_prl", "prl"]
+
+        store.record_consensus("sub-00", 3, "not_prl", by="judge", note="no rim")
+        table = _table(store, ConsensusRule("unanimous", 2)).set_index("lesion")
+        assert table.loc[3, ["consensus", "consensus_method", "decided_by", "note", "pending"]
+                         ].tolist() == ["not_prl", "adjudicated", "judge", "no rim", False]
+        assert adjudication_queue(table.reset_index(), store.current())["lesion"].tolist() == [2, 4]
+
+
+def test_rule_can_restrict_voters(tmp_path):
+    with make_store(tmp_path / "r.sqlite", subjects=1, lesions=1) as store:
+        store.add_rating("a", "sub-00", 1, "prl")
+        store.add_rating("b", "sub-00", 1, "prl")
+        store.add_rating("prl_mask", "sub-00", 1, "not_prl")
+        assert _table(store, ConsensusRule())["consensus"].tolist() == [None]
+        voters = ConsensusRule(raters=["a", "b"])
+        assert _table(store, voters)["consensus"].tolist() == ["prl"]
+
+
+def test_consensus_follows_changed_labels(tmp_path):
+    with make_store(tmp_path / "r.sqlite", subjects=1, lesions=1) as store:
+        store.add_rating("a", "sub-00", 1, "prl")
+        store.add_rating("b", "sub-00", 1, "prl")
+        assert _table(store, ConsensusRule())["consensus"].tolist() == ["prl"]
+        store.add_rating("b", "sub-00", 1, "not_prl")
+        assert _table(store, ConsensusRule())["pending"].tolist() == [True]
