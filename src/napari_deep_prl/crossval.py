@@ -208,6 +208,8 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     if bad:
         raise InputError(f"fold {bad[0]} does not exist: folds are numbered 1..{config.outer}")
     jobs = [(m, f) for m in methods for f in folds if not _done(m, out_dir, f, splits)]
+    if jobs:
+        yield Progress(0, len(jobs), "cv", f"{jobs[0][0].name} fold {jobs[0][1]}")
     for step, (method, fold) in enumerate(jobs, start=1):
         record, predictions = yield from run_fold(method, truth, splits, fold, seed=config.seed)
         record_path, tsv_path = fold_paths(out_dir, method.name, fold)
