@@ -16,9 +16,10 @@ Public API:
 Phase convention: paramagnetic = dark (negative phase). See ``docs/simulator.md``.
 """
 
+from napari_deep_prl.simulate.cohort import simulate_cohort
 from napari_deep_prl.simulate.lesion_kinds import KINDS, PRL_KINDS
 from napari_deep_prl.simulate.params import SubjectParams
 from napari_deep_prl.simulate.subject import Simulated, sample_subject, simulate_subject
 
 __all__ = ["KINDS", "PRL_KINDS", "Simulated", "SubjectParams", "sample_subject",
-           "simulate_subject"]
+           "simulate_cohort", "simulate_subject"]

@@ -166,7 +166,8 @@ def _place(spec: LesionSpec, anatomy: Anatomy, cells: np.ndarray, placed: list[L
     shape = np.array(anatomy.shape)
     vox = np.array(anatomy.voxel_size)
     short = float(spec.radii_mm.min())
-    gap = 2.5 * vox.max()
+    others = np.array([o.centre_mm for o in placed]).reshape(-1, 3)
+    clearance = np.array([o.extent_mm for o in placed]) + spec.extent_mm + 2.5 * vox.max()
     for _ in range(tries):
         cell = cells[rng.integers(len(cells))]
         idx = np.minimum(cell * COARSE + rng.integers(0, COARSE, 3), shape - 1)
@@ -180,8 +181,7 @@ def _place(spec: LesionSpec, anatomy: Anatomy, cells: np.ndarray, placed: list[L
         elif depth < 0.8 * spec.radii_mm.max() + 0.5:
             continue
         centre = (idx - (shape - 1) / 2) * vox
-        if all(np.linalg.norm(centre - o.centre_mm) > spec.extent_mm + o.extent_mm + gap
-               for o in placed):
+        if np.all(np.sqrt(((others - centre) ** 2).sum(axis=1)) > clearance):
             return centre
     return None
 

@@ -1,0 +1,200 @@
+"""The synthetic cohort: determinism, physics sign, truth consistency, cohort files and CLI."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_deep_prl.cli import main
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.io import read_manifest
+from napari_deep_prl.lesions import find_lesions, label_lesions
+from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.simulate import KINDS, SubjectParams, sample_subject, simulate_cohort, simulate_subject
+from napari_deep_prl.simulate.params import draw_params
+from napari_deep_prl.simulate.physics import field_ppm
+
+#: A small brain on a coarse grid: each subject takes well under a second.
+SMALL = {"fov_mm": (80.0, 96.0, 80.0), "voxel_size": (1.25, 1.25, 1.25)}
+
+
+@pytest.fixture(scope="module")
+def small_cohort():
+    """Six small subjects with a fixed 8 % PRL rate and many lesions each."""
+    params = SubjectParams(**SMALL, n_lesions=45, prl_rate=0.08, noise=0.05)
+    return [simulate_subject(7, params, index=i) for i in range(6)]
+
+
+def test_same_seed_gives_identical_arrays():
+    a = simulate_subject(3, index=1, **SMALL)
+    b = simulate_subject(3, index=1, **SMALL)
+    for name in ("phase", "mp2rage", "mask", "prl_mask"):
+        assert np.array_equal(getattr(a.subject, name), getattr(b.subject, name)), name
+    pd.testing.assert_frame_equal(a.truth, b.truth)
+    assert a.params == b.params
+    other = simulate_subject(4, index=1, **SMALL)
+    assert not np.array_equal(a.subject.phase, other.subject.phase)
+
+
+def test_cohort_prl_fraction_is_near_the_target(small_cohort):
+    truth = pd.concat([s.truth for s in small_cohort])
+    assert len(truth) > 150
+    assert 0.03 <= truth["prl"].mean() <= 0.14
+    # Subjects differ around the cohort fraction (Beta-distributed rates), centred on it.
+    rng = np.random.default_rng(0)
+    rates = [draw_params(rng, 0.08, fov_mm=SMALL["fov_mm"]).prl_rate for _ in range(3000)]
+    assert abs(np.mean(rates) - 0.08) < 0.01
+    assert np.mean(np.array(rates) < 0.01) > 0.3
+
+
+def test_every_kind_is_present_and_prl_follows_kind(small_cohort):
+    truth = pd.concat([s.truth for s in small_cohort])
+    assert set(truth["kind"]) == set(KINDS)
+    rims = truth["kind"].isin(["full_rim", "partial_rim"])
+    assert truth.loc[rims, "prl"].all()
+    assert not truth.loc[truth["kind"].isin(["plain", "vein_adjacent", "homogeneous",
+                                             "central_vein"]), "prl"].any()
+    partial = truth[truth["kind"] == "partial_rim"]["rim_coverage"]
+    assert ((partial >= 0.4) & (partial < 1.0)).all()
+
+
+def test_truth_ids_match_the_mask_labels(small_cohort):
+    sim = small_cohort[0]
+    labels = label_lesions(sim.subject.mask)
+    assert list(sim.truth["lesion"]) == list(range(1, labels.max() + 1))
+    volumes = np.bincount(labels.ravel())[1:]
+    assert np.array_equal(sim.truth["volume_voxels"].to_numpy(), volumes)
+    prl_fraction = np.bincount(labels.ravel(), weights=sim.subject.prl_mask.ravel())[1:] / volumes
+    assert np.array_equal(sim.truth["prl"].to_numpy(), prl_fraction > 0.5)
+    assert sim.truth["volume_voxels"].min() >= 3
+
+
+def _shell(radius: float, width: float, n: int = 48) -> np.ndarray:
+    r = np.sqrt(sum((g - (n - 1) / 2) ** 2 for g in np.indices((n, n, n))))
+    return ((r <= radius) & (r > radius - width)).astype(np.float32), r
+
+
+def test_paramagnetic_rim_is_dark_in_the_axial_view():
+    """A paramagnetic shell: negative phase along its equator (the axial slices raters read)."""
+    chi, r = _shell(10.0, 2.0)
+    phase = -SubjectParams().rad_per_ppm * field_ppm(0.05 * chi, (1.0, 1.0, 1.0))
+    n = chi.shape[0]
+    z = np.abs(np.arange(n) - (n - 1) / 2)[None, None, :]
+    equator = (z < 3) & np.ones_like(chi, bool)
+    rim = (chi > 0) & equator
+    around = (r > 11) & (r < 14) & equator
+    assert phase[rim].mean() < 0
+    assert phase[rim].mean() < phase[around].mean() - 0.1
+
+
+def test_vein_phase_depends_on_its_orientation_to_b0():
+    """A paramagnetic cylinder is dark inside when parallel to B0, bright when perpendicular."""
+    n = 40
+    x, y, _ = np.indices((n, n, n)) - (n - 1) / 2
+    along_b0 = ((x ** 2 + y ** 2) < 4).astype(np.float32)
+    across = np.moveaxis(along_b0, 2, 0)
+    centre = (n // 2, n // 2, n // 2)
+    assert field_ppm(along_b0, (1.0, 1.0, 1.0))[centre] > 0  # + field -> negative (dark) phase
+    assert field_ppm(across, (1.0, 1.0, 1.0))[centre] < 0
+
+
+def test_simulated_rims_are_darker_than_their_surroundings():
+    sim = simulate_subject(11, SubjectParams(**SMALL, n_lesions=40, prl_rate=0.6, noise=0.03,
+                                             b0_direction=(0.0, 0.0, 1.0)))
+    labels = label_lesions(sim.subject.mask)
+    full = sim.truth[(sim.truth["kind"] == "full_rim") & (sim.truth["volume_voxels"] > 60)]
+    assert len(full) >= 2
+    contrasts = []
+    for row in full.itertuples():
+        zc = int(round(row.z))
+        slab = np.zeros(labels.shape, bool)
+        slab[:, :, zc - 1:zc + 2] = True
+        lesion = labels == row.lesion
+        edge = lesion & ~_erode(lesion) & slab
+        ring = _dilate(lesion, 2) & ~_dilate(lesion, 1) & slab & (labels == 0)
+        contrasts.append(sim.subject.phase[edge].mean() - sim.subject.phase[ring].mean())
+    assert np.mean(contrasts) < 0
+
+
+def _erode(mask: np.ndarray) -> np.ndarray:
+    from scipy import ndimage
+    return ndimage.binary_erosion(mask)
+
+
+def _dilate(mask: np.ndarray, n: int) -> np.ndarray:
+    from scipy import ndimage
+    return ndimage.binary_dilation(mask, iterations=n)
+
+
+def test_grid_and_affine_follow_the_voxel_size():
+    sim = simulate_subject(0, fov_mm=(60.0, 72.0, 60.0), voxel_size=(1.0, 1.0, 1.5))
+    assert sim.subject.shape == (60, 72, 40)
+    assert np.allclose(sim.subject.zooms, (1.0, 1.0, 1.5))
+    assert np.isfinite(sim.subject.phase).all() and np.isfinite(sim.subject.mp2rage).all()
+
+
+def test_unknown_or_bad_options_are_input_errors():
+    with pytest.raises(InputError, match="unknown simulation option"):
+        simulate_subject(0, bogus=1)
+    with pytest.raises(InputError, match="voxel size"):
+        simulate_subject(0, voxel_size=(1.0, -1.0, 1.0))
+
+
+def test_sample_subject_is_small_and_labelled():
+    sim = sample_subject()
+    assert np.prod(sim.subject.shape) < 2_000_000
+    assert sim.truth["prl"].any() and (~sim.truth["prl"]).any()
+    assert sim.subject.phase[0, 0, 0] == 0  # outside the brain
+
+
+def test_cohort_is_written_and_readable(tmp_path):
+    manifest = run_to_end(simulate_cohort(tmp_path / "out", 2, 5, **SMALL))
+    cohort = read_manifest(manifest)
+    assert cohort.ids == ["sub-001", "sub-002"]
+    subject = cohort[0].load()
+    again = simulate_subject(5, index=0, **SMALL).subject
+    assert np.array_equal(subject.phase, again.phase)
+    assert np.allclose(subject.affine, again.affine)
+    truth = pd.read_csv(tmp_path / "out" / "lesions_truth.tsv", sep="\t")
+    mine = truth[truth["subject"] == "sub-001"]
+    assert list(mine["lesion"]) == list(find_lesions(subject).table["lesion"])
+    assert set(truth.columns) >= {"subject", "lesion", "kind", "prl", "x", "y", "z", "volume_mm3"}
+    params = pd.read_csv(tmp_path / "out" / "subjects.tsv", sep="\t")
+    assert list(params["subject"]) == cohort.ids
+    description = nib.load(cohort[0].phase).header["descrip"].item().decode()
+    assert "paramagnetic = negative" in description
+    with pytest.raises(InputError, match="already holds a cohort"):
+        run_to_end(simulate_cohort(tmp_path / "out", 1, 5, **SMALL))
+
+
+def test_cli_simulate_writes_a_cohort(tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = main(["simulate", str(out), "--subjects", "1", "--seed", "2", "--fov", "80", "96", "80",
+                 "--voxel-size", "1.25", "--field-strength", "7", "--quiet"])
+    assert code == 0
+    cohort = read_manifest(out / "manifest.csv")
+    assert cohort[0].prl_mask is not None
+    params = pd.read_csv(out / "subjects.tsv", sep="\t")
+    assert params.loc[0, "field_strength_t"] == 7
+    assert params.loc[0, "voxel_size"] == "1.25x1.25x1.25"
+    assert "manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--subjects", "0"], "at least 1"),
+    (["--voxel-size", "1", "2"], "one or three"),
+    (["--prl-fraction", "1.5"], "PRL fraction"),
+])
+def test_cli_simulate_bad_values_exit_2_with_one_line(tmp_path, capsys, args, message):
+    assert main(["simulate", str(tmp_path / "x"), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+    assert not (tmp_path / "x" / "manifest.csv").exists()
+
+
+def test_cli_simulate_unparsable_argument_exits_2(tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", str(tmp_path), "--subjects", "many"])
+    assert exit_info.value.code == 2
