@@ -149,19 +149,21 @@ def subject_scaling(subject: Subject, lesions: Lesions, size: int = 28) -> Subje
 
 
 def _patch_index(centres: np.ndarray, size: int, shape: tuple[int, ...], stride: int = 1):
-    """Per-axis voxel indices (clipped into the volume) and the in-volume mask, for each patch."""
+    """Flat voxel indices (clipped into the volume) and the in-volume mask, ``(n, k, k, k)`` each."""
     offsets = np.arange(size)[::stride] - size // 2
     axes = [centres[:, a, None] + offsets[None, :] for a in range(3)]  # (n, k) per axis
     valid = [(ax >= 0) & (ax < shape[a]) for a, ax in enumerate(axes)]
-    clipped = [np.clip(ax, 0, shape[a] - 1) for a, ax in enumerate(axes)]
-    index = (clipped[0][:, :, None, None], clipped[1][:, None, :, None], clipped[2][:, None, None, :])
+    x, y, z = (np.clip(ax, 0, shape[a] - 1) for a, ax in enumerate(axes))
+    flat = (x[:, :, None, None] * shape[1] + y[:, None, :, None]) * shape[2] + z[:, None, None, :]
     inside = valid[0][:, :, None, None] & valid[1][:, None, :, None] & valid[2][:, None, None, :]
-    return index, inside
+    return flat, inside
 
 
-def _gather(volume: np.ndarray, index: tuple[np.ndarray, ...], inside: np.ndarray) -> np.ndarray:
-    return np.where(inside, volume[index], 0).astype(np.float32 if volume.dtype.kind == "f" else volume.dtype,
-                                                      copy=False)
+def _gather(volume: np.ndarray, flat: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """One ``take`` per channel for all patches at once; outside voxels are 0."""
+    values = np.ravel(volume).take(flat)
+    values[~inside] = 0
+    return values.astype(np.float32, copy=False) if values.dtype.kind == "f" else values
 
 
 def _patchwise_minmax(x: np.ndarray) -> np.ndarray:
