@@ -19,6 +19,7 @@ from napari_deep_prl.errors import DeepPRLError, InputWarning
 
 #: Subcommand modules, in the order ``deep-prl --help`` lists them.
 COMMAND_MODULES = (
+    "demo",
     "simulate",
     "lesions",
     "project",
