@@ -154,3 +154,20 @@ def test_intra_rater_agreement_from_repeats():
     assert row.n == 3
     assert row.cohen_kappa == pytest.approx(cohen_kappa_score(["prl", "not_prl", "prl"],
                                                               ["prl", "not_prl", "not_prl"]))
+
+
+def test_per_subject_fleiss_matches_statsmodels():
+    rng = np.random.default_rng(9)
+    subjects = [f"s{i % 4}" for i in range(80)]
+    truth = rng.choice(LABELS, 80, p=[0.2, 0.7, 0.1])
+    labels = {r: [t if rng.random() < 0.7 else rng.choice(LABELS) for t in truth]
+              for r in ("a", "b", "c", "d")}
+    lesions = pd.DataFrame({"subject": subjects, "lesion": range(80)})
+    table = ag.per_subject_agreement(_current(labels, subjects), lesions).set_index("subject")
+    for subject in ("s0", "s3"):
+        rows = [i for i in range(80) if subjects[i] == subject]
+        counts = np.array([[sum(labels[r][i] == c for r in labels) for c in LABELS]
+                           for i in rows])
+        assert table.loc[subject, "fleiss_kappa"] == pytest.approx(sm_fleiss_kappa(counts))
+        assert table.loc[subject, "n"] == table.loc[subject, "n_lesions"] == 20
+        assert table.loc[subject, "prl_count_b"] == sum(labels["b"][i] == "prl" for i in rows)

@@ -267,15 +267,17 @@ class Project:
 
     # -- consensus and statistics --------------------------------------------------------
 
-    def consensus(self) -> pd.DataFrame:
-        """Consensus per lesion under the project's rule (see :mod:`.ratings.consensus`)."""
-        return consensus.consensus_table(self.lesions(), self.store.current(),
-                                         self.store.consensus_decisions(),
-                                         self.config.consensus)
+    def consensus(self, current: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Consensus per lesion under the project's rule (see :mod:`.ratings.consensus`);
+        ``current`` saves re-reading the current ratings when the caller has them."""
+        return consensus.consensus_table(
+            self.lesions(), self.store.current() if current is None else current,
+            self.store.consensus_decisions(), self.config.consensus)
 
     def adjudication_queue(self) -> pd.DataFrame:
         """Lesions awaiting adjudication, every rater's label side by side (not blinded)."""
-        return consensus.adjudication_queue(self.consensus(), self.store.current())
+        current = self.store.current()
+        return consensus.adjudication_queue(self.consensus(current), current)
 
     def record_consensus(self, subject: str, lesion: int, label: str, *, by: str,
                          note: str | None = None) -> int:
@@ -304,7 +306,7 @@ class Project:
         return agreement.AgreementSummary(
             pairs=agreement.agreement_table(current, unsure=unsure, n_boot=n_boot, seed=seed),
             per_subject=agreement.per_subject_agreement(current, lesions, unsure=unsure),
-            vs_consensus=agreement.rater_vs_consensus(current, self.consensus()),
+            vs_consensus=agreement.rater_vs_consensus(current, self.consensus(current)),
             intra_rater=agreement.intra_rater_agreement(current, self.store.current(repeat=True),
                                                         unsure=unsure),
             prl_count_icc=icc, prl_count_icc_n=icc_n)
@@ -312,7 +314,8 @@ class Project:
     def export(self, kind: str = "wide") -> pd.DataFrame:
         """``wide`` (a row per lesion), ``long`` (a row per current rating) or ``history``."""
         if kind == "wide":
-            return export.wide_table(self.lesions(), self.store.current(), self.consensus())
+            current = self.store.current()
+            return export.wide_table(self.lesions(), current, self.consensus(current))
         if kind == "long":
             return export.long_table(self.store.current(repeat=None))
         if kind == "history":

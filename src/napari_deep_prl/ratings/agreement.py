@@ -100,13 +100,7 @@ def fleiss_kappa(counts: np.ndarray) -> float:
     if n_items == 0 or np.any(raters != raters[0]) or raters[0] < 2:
         raise InputError("Fleiss' kappa needs at least one item and the same number (>= 2) "
                          "of ratings for every item.")
-    n = raters[0]
-    p_category = counts.sum(axis=0) / (n_items * n)
-    p_item = (np.sum(counts**2, axis=1) - n) / (n * (n - 1))
-    expected = np.sum(p_category**2)
-    if expected >= 1:
-        return float("nan")
-    return float((p_item.mean() - expected) / (1 - expected))
+    return float(_fleiss_by_group(counts, np.zeros(n_items))["fleiss_kappa"].iloc[0])
 
 
 def icc_agreement(scores: np.ndarray) -> float:
@@ -182,21 +176,39 @@ def pairwise_agreement(current: pd.DataFrame, *, unsure: str = "category", n_boo
                                        "cohen_kappa_ci_high"])
 
 
-def _fleiss_of(values: pd.DataFrame) -> float:
-    if len(values) == 0 or values.shape[1] < 2:
-        return float("nan")
-    counts = np.stack([(values == label).sum(axis=1).to_numpy() for label in LABELS], axis=1)
-    return fleiss_kappa(counts)
+def label_counts(values: pd.DataFrame) -> np.ndarray:
+    """Lesions x LABELS counts of a lesions x raters table of labels."""
+    return (values.to_numpy()[:, :, None] == np.asarray(LABELS)).sum(axis=1)
+
+
+def _fleiss_by_group(counts: np.ndarray, groups: np.ndarray) -> pd.DataFrame:
+    """Fleiss' kappa and unanimous fraction per group, vectorised (same raters per row)."""
+    m = counts.sum(axis=1)
+    columns = [f"p{j}" for j in range(counts.shape[1])]
+    frame = pd.DataFrame(counts / m[:, None], columns=columns)
+    frame["p_item"] = (np.sum(counts**2, axis=1) - m) / (m * (m - 1))
+    frame["unanimous"] = counts.max(axis=1) == m
+    frame["group"] = groups
+    means = frame.groupby("group", sort=False).mean()
+    expected = np.sum(means[columns].to_numpy() ** 2, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kappa = np.where(expected < 1, (means["p_item"] - expected) / (1 - expected), np.nan)
+    return pd.DataFrame({"n": frame.groupby("group", sort=False).size(),
+                         "percent_agreement": means["unanimous"].astype(float),
+                         "fleiss_kappa": kappa}, index=means.index)
 
 
 def all_raters_agreement(current: pd.DataFrame, *, unsure: str = "category") -> dict[str, object]:
     """The all-raters row: lesions every rater rated, unanimous fraction, Fleiss' kappa."""
     raters = sorted(current["rater"].unique())
     complete = _complete(wide_labels(current), raters, unsure)[raters]
-    return {"rater_a": "all", "rater_b": "all", "n": len(complete),
-            "percent_agreement": float((complete.nunique(axis=1) == 1).mean())
-            if len(complete) else float("nan"),
-            "fleiss_kappa": _fleiss_of(complete)}
+    row: dict[str, object] = {"rater_a": "all", "rater_b": "all", "n": len(complete),
+                              "percent_agreement": np.nan, "fleiss_kappa": np.nan}
+    if len(complete) and len(raters) >= 2:
+        stats = _fleiss_by_group(label_counts(complete), np.zeros(len(complete)))
+        row.update(percent_agreement=float(stats["percent_agreement"].iloc[0]),
+                   fleiss_kappa=float(stats["fleiss_kappa"].iloc[0]))
+    return row
 
 
 def agreement_table(current: pd.DataFrame, *, unsure: str = "category", n_boot: int = 1000,
@@ -214,17 +226,16 @@ def per_subject_agreement(current: pd.DataFrame, lesions: pd.DataFrame, *,
     and each rater's PRL count (``prl_count_<rater>``, on the lesions that rater rated)."""
     raters = sorted(current["rater"].unique())
     complete = _complete(wide_labels(current, raters), raters, unsure)
-    prl = current[current["label"] == "prl"].groupby(["subject", "rater"]).size()
-    rows = []
-    for subject, n_lesions in lesions.groupby("subject").size().items():
-        part = complete[complete["subject"] == subject][raters]
-        row = {"subject": subject, "n_lesions": int(n_lesions), "n": len(part),
-               "percent_agreement": float((part.nunique(axis=1) == 1).mean())
-               if len(part) else float("nan"),
-               "fleiss_kappa": _fleiss_of(part)}
-        row.update({f"prl_count_{r}": int(prl.get((subject, r), 0)) for r in raters})
-        rows.append(row)
-    return pd.DataFrame(rows)
+    table = lesions.groupby("subject").size().rename("n_lesions").to_frame()
+    if len(complete) and len(raters) >= 2:
+        stats = _fleiss_by_group(label_counts(complete[raters]), complete["subject"].to_numpy())
+        table = table.join(stats)
+    table = table.reindex(columns=["n_lesions", "n", "percent_agreement", "fleiss_kappa"])
+    table["n"] = table["n"].fillna(0).astype(int)
+    prl = (current[current["label"] == "prl"].groupby(["subject", "rater"]).size()
+           .unstack(fill_value=0).reindex(index=table.index, columns=raters, fill_value=0))
+    table = table.join(prl.fillna(0).astype(int).add_prefix("prl_count_"))
+    return table.rename_axis("subject").reset_index()
 
 
 def prl_count_icc(current: pd.DataFrame, lesions: pd.DataFrame) -> tuple[float, int]:

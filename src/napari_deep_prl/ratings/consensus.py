@@ -11,13 +11,14 @@ vote for either label (it is in the denominator, not in the numerator).
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from napari_deep_prl.errors import InputError
+from napari_deep_prl.ratings.schema import LABELS
 
 RULES = ("unanimous", "majority")
 
@@ -46,14 +47,17 @@ class ConsensusRule:
 
     def decide(self, labels: Sequence[str]) -> str | None:
         """The automatic consensus label of one lesion's ratings, or ``None``."""
-        if len(labels) < self.min_raters:
-            return None
-        (label, votes), = Counter(labels).most_common(1)
-        if label == "unsure":
-            return None
-        if self.method == "unanimous":
-            return label if votes == len(labels) else None
-        return label if 2 * votes > len(labels) else None
+        counts = np.array([[list(labels).count(label) for label in LABELS]])
+        return self.decide_counts(counts)[0]
+
+    def decide_counts(self, counts: np.ndarray) -> np.ndarray:
+        """Automatic consensus of many lesions from their label counts (columns: LABELS)."""
+        counts = np.asarray(counts)
+        n = counts.sum(axis=1)
+        votes = counts.max(axis=1)
+        label = np.asarray(LABELS, dtype=object)[counts.argmax(axis=1)]
+        agreed = votes == n if self.method == "unanimous" else 2 * votes > n
+        return np.where(agreed & (n >= self.min_raters) & (label != "unsure"), label, None)
 
 
 def consensus_table(lesions: pd.DataFrame, current: pd.DataFrame, decisions: pd.DataFrame,
@@ -65,15 +69,16 @@ def consensus_table(lesions: pd.DataFrame, current: pd.DataFrame, decisions: pd.
     they have at least ``min_raters`` ratings (they are in the adjudication queue).
     """
     votes = current if rule.raters is None else current[current["rater"].isin(rule.raters)]
-    grouped = votes.groupby("lesion_key")["label"].agg(list)
+    counts = (votes.groupby(["lesion_key", "label"]).size().unstack(fill_value=0)
+              .reindex(index=lesions["lesion_key"], columns=list(LABELS), fill_value=0)
+              .to_numpy())
     table = lesions[["lesion_key", "subject", "lesion"]].copy()
-    labels = table["lesion_key"].map(grouped).map(lambda v: v if isinstance(v, list) else [])
-    table["n_ratings"] = labels.map(len).astype(int)
-    auto = [rule.decide(v) for v in labels]
+    table["n_ratings"] = counts.sum(axis=1)
+    auto = rule.decide_counts(counts)
     table["consensus"] = auto
-    table["consensus_method"] = [
-        None if label is None else "unanimous" if len(set(v)) == 1 else "majority"
-        for label, v in zip(auto, labels)]
+    unanimous = counts.max(axis=1) == table["n_ratings"].to_numpy()
+    table["consensus_method"] = np.where(pd.isna(auto), None,
+                                         np.where(unanimous, "unanimous", "majority"))
     table["decided_by"] = None
     table["note"] = None
     if not decisions.empty:

@@ -158,7 +158,7 @@ class RaterQueue:
         self.__dict__.pop("_lesions", None)
         self.__dict__.pop("_plan", None)
 
-    def remaining(self) -> list[QueueItem]:
+    def remaining(self, limit: int | None = None) -> list[QueueItem]:
         """Items still to rate, in the order they will be served (due repeats first)."""
         calibration, ranked, gaps = self._plan
         mine = self.store.current(repeat=None, rater=self.rater)
@@ -170,18 +170,16 @@ class RaterQueue:
         due = [k for k in sorted(gaps, key=lambda k: order.get(k, len(order)))
                if k in rated and k not in repeated
                and (len(order) - 1 - order[k] >= gaps[k] or not unrated)]
-        items = [self._item(k, "repeat", i, None, True) for i, k in enumerate(due)]
-        positions = {k: i for i, k in enumerate(calibration)}
-        items += [self._item(k, "calibration", positions[k], None, False)
-                  for k in calibration if k not in rated]
-        positions = {k: i for i, k in enumerate(ranked)}
-        items += [self._item(k, self.strategy.name, positions[k], self.strategy.model_version,
-                             False) for k in ranked if k not in rated]
-        return items
+        plan = [(k, "repeat", i, None, True) for i, k in enumerate(due)]
+        plan += [(k, "calibration", i, None, False)
+                 for i, k in enumerate(calibration) if k not in rated]
+        plan += [(k, self.strategy.name, i, self.strategy.model_version, False)
+                 for i, k in enumerate(ranked) if k not in rated]
+        return [self._item(*entry) for entry in plan[:limit]]
 
     def next(self) -> QueueItem | None:
         """The lesion to show now, or ``None`` when the rater is done."""
-        items = self.remaining()
+        items = self.remaining(limit=1)
         return items[0] if items else None
 
     def _item(self, key: int, strategy: str, position: int, model: str | None,

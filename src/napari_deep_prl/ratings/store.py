@@ -218,8 +218,8 @@ class RatingStore:
         A subject registered with a different mask fingerprint raises :class:`StoreError`:
         its ratings would otherwise be matched to the wrong lesions.
         """
-        rows = [(subject, *(_plain(row[c]) for c in _LESION_COLUMNS))
-                for _, row in lesions.iterrows()]
+        rows = [(subject, *map(_plain, row))
+                for row in lesions[list(_LESION_COLUMNS)].itertuples(index=False)]
 
         def insert(conn: sqlite3.Connection) -> bool:
             known = conn.execute("SELECT mask_fingerprint FROM subjects WHERE subject = ?",
