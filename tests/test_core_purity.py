@@ -10,7 +10,7 @@ import napari_deep_prl
 
 CORE_MODULES = sorted(
     m.name for m in pkgutil.walk_packages(napari_deep_prl.__path__, "napari_deep_prl.")
-    if "._napari" not in m.name and not m.name.endswith("._napari")
+    if "._napari" not in m.name and not m.name.endswith(("._napari", ".__main__"))
 )
 GUI_PACKAGES = ("qtpy", "napari", "magicgui", "PyQt5", "PyQt6", "PySide2", "PySide6", "vispy")
 
