@@ -191,8 +191,13 @@ class RatingStore:
             return self._retry(attempt)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        def run() -> pd.DataFrame:
+            cursor = self._conn.execute(sql, params)
+            columns = [d[0] for d in cursor.description]
+            return pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
+
         with self._lock:
-            return self._retry(lambda: pd.read_sql_query(sql, self._conn, params=params))
+            return self._retry(run)
 
     # -- raters and lesions --------------------------------------------------------------
 
