@@ -86,6 +86,7 @@ def main() -> None:
         queue = RaterQueue(store, "newcomer", seeded_shuffle(1))
         timed(f"queue.next() over {n_lesions} lesions (first)", queue.next)
         timed("queue.next() (plan cached)", queue.next)
+        timed("queue.remaining() (every item)", queue.remaining)
 
         total = 0.0
         summary, elapsed = timed(f"agreement ({args.raters} raters, {args.n_boot} boots)",

@@ -80,6 +80,8 @@ class Blinding:
 
     show_other_raters: bool = False
     show_predictions: bool = False
+    #: The review widget shows stable pseudonyms instead of subject ids.
+    pseudonymise_subjects: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,14 @@ class RaterQueue:
 
     @cached_property
     def _lesions(self) -> pd.DataFrame:
-        return self.store.lesions().set_index("lesion_key", drop=False)
+        return self.store.lesions()
+
+    @cached_property
+    def _rows(self) -> dict[int, tuple[str, int, float, float, float, float]]:
+        """What an item shows of each lesion, by key (built once: items are made often)."""
+        columns = ["lesion_key", "subject", "lesion", "x", "y", "z", "volume_mm3"]
+        return {int(k): (str(s), int(n), float(x), float(y), float(z), float(v))
+                for k, s, n, x, y, z, v in self._lesions[columns].itertuples(index=False)}
 
     @cached_property
     def _plan(self) -> tuple[list[int], list[int], dict[int, int]]:
@@ -155,8 +164,8 @@ class RaterQueue:
 
     def refresh(self) -> None:
         """Re-read the lesions and re-rank (e.g. after a model wrote new predictions)."""
-        self.__dict__.pop("_lesions", None)
-        self.__dict__.pop("_plan", None)
+        for cached in ("_lesions", "_rows", "_plan"):
+            self.__dict__.pop(cached, None)
 
     def remaining(self, limit: int | None = None) -> list[QueueItem]:
         """Items still to rate, in the order they will be served (due repeats first)."""
@@ -184,10 +193,7 @@ class RaterQueue:
 
     def _item(self, key: int, strategy: str, position: int, model: str | None,
               repeat: bool) -> QueueItem:
-        row = self._lesions.loc[key]
-        return QueueItem(int(key), str(row["subject"]), int(row["lesion"]), float(row["x"]),
-                         float(row["y"]), float(row["z"]), float(row["volume_mm3"]), strategy,
-                         int(position), model, repeat)
+        return QueueItem(int(key), *self._rows[int(key)], strategy, int(position), model, repeat)
 
     def record(self, item: QueueItem, label: str, *, confidence: int | None = None,
                reason: str | None = None, comment: str | None = None,
