@@ -35,7 +35,8 @@ def test_init_registers_every_lesion(project, manifest):
     assert len(lesions) == 9 and sorted(lesions["subject"].unique()) == project.cohort.ids
     assert lesions.groupby("subject")["lesion"].apply(list).tolist() == [[1, 2, 3]] * 3
     assert (lesions["volume_voxels"] > 0).all()
-    assert json.loads((project.root / CONFIG_NAME).read_text())["consensus"]["method"] == "unanimous"
+    config = json.loads((project.root / CONFIG_NAME).read_text())
+    assert config["consensus"]["method"] == "unanimous"
     with Project.open(project.root) as again:
         assert again.cohort.ids == open_cohort(manifest).ids
 
@@ -127,7 +128,11 @@ def test_cli_round_trip(tmp_path, manifest, deep_prl, capsys):
                     "--quiet") == 0
 
     agreement = tmp_path / "agreement.tsv"
-    assert deep_prl("ratings", "agreement", study, "-o", agreement, "--n-boot", 20) == 0
+    details = tmp_path / "details"
+    assert deep_prl("ratings", "agreement", study, "-o", agreement, "--n-boot", 20,
+                    "--details", details) == 0
+    assert sorted(p.name for p in details.iterdir()) == [
+        "intra_rater.tsv", "per_subject.tsv", "vs_consensus.tsv"]
     pairs = pd.read_csv(agreement, sep="\t")
     assert pairs[["rater_a", "rater_b"]].values.tolist() == [
         ["ann", "ben"], ["ann", "truth"], ["ben", "truth"], ["all", "all"]]

@@ -38,6 +38,7 @@ def test_rating_is_visible_to_a_fresh_connection_with_all_fields(store):
 @pytest.mark.parametrize("kwargs, message", [
     ({"label": "maybe"}, "not one of prl, not_prl, unsure"),
     ({"confidence": 6}, "from 1 to 5"),
+    ({"confidence": 2.5}, "from 1 to 5"),
     ({"reason": "looks odd"}, "exclusion reason 'looks odd'"),
     ({"subject": "sub-99"}, "subject 'sub-99' is not in this project"),
     ({"lesion": 40}, "has no lesion 40"),

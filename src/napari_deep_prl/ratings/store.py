@@ -313,7 +313,7 @@ class RatingStore:
         if r.label not in schema.LABELS:
             raise InputError(f"label '{r.label}' of rater '{r.rater}' on {r.subject} lesion "
                              f"{r.lesion} is not one of {', '.join(schema.LABELS)}.")
-        if r.confidence is not None and not 1 <= int(r.confidence) <= 5:
+        if r.confidence is not None and r.confidence not in range(1, 6):
             raise InputError(f"confidence {r.confidence} of rater '{r.rater}' on {r.subject} "
                              f"lesion {r.lesion} must be an integer from 1 to 5.")
         if r.reason is not None and r.reason not in self.exclusion_reasons:
