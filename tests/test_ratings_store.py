@@ -121,6 +121,22 @@ def test_predictions_latest_per_model(store):
     assert len(store.predictions()) == 4
 
 
+def test_bad_predictions_are_refused(store):
+    table = pd.DataFrame({"subject": ["sub-00"], "lesion": [1], "probability": [1.2]})
+    with pytest.raises(InputError, match=r"must lie in \[0, 1\]"):
+        store.add_predictions("m1", table)
+    assert store.predictions().empty
+
+
+def test_numpy_values_are_stored_as_numbers(store):
+    import numpy as np
+
+    store.add_rating("bob", "sub-00", np.int64(1), "prl", confidence=np.int64(2),
+                     seconds=np.float32(1.5), provenance=Provenance("s", np.int64(3)))
+    row = store.current().iloc[0]
+    assert (row.confidence, row.seconds, row.queue_position) == (2, 1.5, 3)
+
+
 def test_changed_mask_is_refused(store):
     assert not store.register_subject("sub-00", "fingerprint-0", lesion_rows(4))
     with pytest.raises(StoreError, match="differs from the one its lesions were registered"):

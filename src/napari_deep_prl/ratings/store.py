@@ -119,8 +119,9 @@ class RatingStore:
 
     def _prepare(self, version: int) -> None:
         conn = self._conn
-        if 0 < version < schema.SCHEMA_VERSION:
-            backup = sqlite3.connect(self.path.with_name(f"{self.path.name}.v{version}.bak"))
+        backup_path = self.path.with_name(f"{self.path.name}.v{version}.bak")
+        if 0 < version < schema.SCHEMA_VERSION and not backup_path.exists():
+            backup = sqlite3.connect(backup_path)
             conn.backup(backup)
             backup.close()
         self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
@@ -167,11 +168,22 @@ class RatingStore:
             try:
                 return fn()
             except sqlite3.OperationalError as err:
-                if not _is_busy(err) or time.monotonic() > deadline:
-                    raise StoreError(f"{self.path}: {err}. Another program may hold the "
-                                     "database; close it and try again.") from err
+                if not _is_busy(err):
+                    raise self._failed(err) from err
+                if time.monotonic() > deadline:
+                    raise StoreError(
+                        f"{self.path}: the database stayed locked for {self.busy_deadline_s:.0f}"
+                        " s; another program holds it. Close that program and try again; "
+                        "nothing was written.") from err
+            except sqlite3.DatabaseError as err:
+                raise self._failed(err) from err
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.5)
+
+    def _failed(self, err: sqlite3.DatabaseError) -> StoreError:
+        return StoreError(f"{self.path}: database error ({err}); the failed change was not "
+                          "written. Check free disk space and write permission, and run "
+                          "PRAGMA integrity_check if it persists.")
 
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one durable write transaction, retried as a whole while busy."""
@@ -321,9 +333,10 @@ class RatingStore:
                              f"({', '.join(self.exclusion_reasons)}); pick one of those or "
                              "add it to exclusion_reasons in the project config.")
         p = r.provenance
-        return (r.rater, self.lesion_key(r.subject, r.lesion), r.label,
-                None if r.confidence is None else int(r.confidence), r.reason, r.comment,
-                r.seconds, r.session, p.strategy, p.position, p.model_version, int(r.repeat))
+        return tuple(map(_plain, (
+            r.rater, self.lesion_key(r.subject, r.lesion), r.label,
+            None if r.confidence is None else int(r.confidence), r.reason, r.comment,
+            r.seconds, r.session, p.strategy, p.position, p.model_version, int(r.repeat))))
 
     def undo(self, rater: str, subject: str, lesion: int, *, repeat: bool = False,
              session: str | None = None) -> int | None:
@@ -408,12 +421,14 @@ class RatingStore:
     def add_predictions(self, model_id: str, predictions: pd.DataFrame) -> int:
         """Store a model's predictions (``subject, lesion, probability[, uncertainty]``)."""
         now = utc_now()
-        has_u = "uncertainty" in predictions
-        rows = [(self.lesion_key(s, n), model_id, float(p), _plain(u) if has_u else None, now)
+        probability = predictions["probability"].astype(float)
+        if not probability.between(0, 1).all():
+            raise InputError(f"predictions of model '{model_id}': probabilities must lie in "
+                             "[0, 1] (NaN is not allowed). Fix the model output.")
+        uncertainty = predictions.get("uncertainty", pd.Series(None, index=predictions.index))
+        rows = [(self.lesion_key(s, n), model_id, p, _plain(u), now)
                 for s, n, p, u in zip(predictions["subject"], predictions["lesion"],
-                                      predictions["probability"],
-                                      predictions["uncertainty"] if has_u
-                                      else [None] * len(predictions))]
+                                      probability, uncertainty)]
         self._write(lambda conn: conn.executemany(
             "INSERT INTO predictions (lesion_key, model_id, probability, uncertainty, "
             "created_at) VALUES (?, ?, ?, ?, ?)", rows))
