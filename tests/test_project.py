@@ -158,3 +158,17 @@ def test_cli_import_reports_bad_table(project, tmp_path, deep_prl, capsys):
     assert deep_prl("ratings", "import", project.root, bad) == 2
     assert "missing column(s) rater" in capsys.readouterr().err
     assert project.store.history().empty
+
+
+def test_core_modules_import_no_gui():
+    import subprocess
+    import sys
+
+    modules = ["napari_deep_prl.project", "napari_deep_prl.cli.project",
+               "napari_deep_prl.cli.ratings", "napari_deep_prl.ratings.agreement",
+               "napari_deep_prl.ratings.queue", "napari_deep_prl.ratings.export"]
+    code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
+            "print(sorted(m for m in ('qtpy', 'napari', 'magicgui') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"

@@ -76,6 +76,9 @@ class ProjectConfig:
             raise InputError(f"{path}: unreadable project config ({err}). Fix the JSON.") from err
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InputError(f"{path}: not a napari-deep-prl project config. Check the folder.")
+        if data.get("version", 1) != ProjectConfig.version:
+            raise InputError(f"{path}: project config version {data.get('version')} is not "
+                             f"{ProjectConfig.version}. Upgrade napari-deep-prl.")
         nested = {"consensus": consensus.ConsensusRule, "blinding": Blinding,
                   "study_design": StudyDesign}
         try:
