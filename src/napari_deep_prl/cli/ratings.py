@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     agr = actions.add_parser(
         "agreement", help="percent agreement, Cohen's kappa per pair, Fleiss' kappa",
         description="One row per rater pair (rater_a, rater_b, n, percent_agreement, "
-                    "cohen_kappa with a subject-bootstrap 95%% CI) and a row 'all' with "
+                    "cohen_kappa with a subject-bootstrap 95% CI) and a row 'all' with "
                     "fleiss_kappa.")
     agr.add_argument("project", help="project folder")
     agr.add_argument("-o", "--output", help="output table; default: TSV on stdout")
@@ -70,8 +70,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     exp.add_argument("project", help="project folder")
     exp.add_argument("-o", "--output", required=True, help="output .tsv or .csv")
     kind = exp.add_mutually_exclusive_group()
-    kind.add_argument("--long", dest="kind", action="store_const", const="long")
-    kind.add_argument("--history", dest="kind", action="store_const", const="history")
+    kind.add_argument("--long", dest="kind", action="store_const", const="long",
+                      help="one row per current rating, with every field")
+    kind.add_argument("--history", dest="kind", action="store_const", const="history",
+                      help="every row ever written, undo rows included")
     exp.set_defaults(func=run_export, kind="wide")
 
 
