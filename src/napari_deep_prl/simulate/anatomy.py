@@ -67,18 +67,19 @@ def make_anatomy(params: SubjectParams, rng: np.random.Generator) -> Anatomy:
     radius = np.sqrt((xn * narrowing) ** 2 + yn ** 2 + zn ** 2)
     radius = radius + 0.035 * smooth_noise(shape, vox, 30.0, rng)
 
-    folds = smooth_noise(shape, vox, 7.0, rng)
-    thickness = 2.8 / float(semi.mean())
+    # Sulci are sheets where a smooth random field crosses zero, down to ~12 mm below the
+    # surface; cortical grey matter lines the surface and both banks of every sulcus.
+    depth_mm = (1.0 - radius) * float(semi.mean())
+    folds = smooth_noise(shape, vox, 9.0, rng)
     tissue = np.full(shape, OUTSIDE, np.uint8)
     tissue[radius < 1.16] = SCALP
     tissue[radius < 1.10] = SKULL
     tissue[radius < 1.04] = CSF
     brain = radius < 1.0
-    tissue[brain] = GM
-    wm_edge = 1.0 - thickness * (1.0 + 0.6 * folds.clip(-1.2, None)) - 0.05 * folds.clip(0, None)
-    tissue[radius < wm_edge] = WM
-    sulci = brain & (folds < -1.1) & (radius > 1.0 - 2.5 * thickness)
-    tissue[sulci] = CSF
+    tissue[brain] = WM
+    sulcal_depth = 12.0 + 3.0 * folds
+    tissue[brain & ((depth_mm < 2.8) | ((np.abs(folds) < 0.5) & (depth_mm < sulcal_depth)))] = GM
+    tissue[brain & (np.abs(folds) < 0.1) & (depth_mm < sulcal_depth - 2.5)] = CSF
     fissure = brain & (np.abs(x - centre[0]) < 0.9 * max(vox[0], 1.0)) & (zn > -0.25)
     tissue[fissure] = CSF
 
@@ -147,18 +148,18 @@ def _veins(anatomy: Anatomy, ventricles: np.ndarray, semi: np.ndarray, centre: n
     vent_idx = np.argwhere(ventricles)
     volume_scale = float(np.prod(semi) / (62.0 * 79.0 * 58.0))
     if len(vent_idx):
-        for _ in range(int(90 * volume_scale) + 4):
+        for _ in range(int(70 * volume_scale) + 4):
             start = (vent_idx[rng.integers(len(vent_idx))] - (shape - 1) / 2) * vox
             outward = start - centre
             outward = outward / (np.linalg.norm(outward) + 1e-9) + 0.6 * random_unit(rng)
             pts = wandering_line(start, outward, rng.uniform(15, 45) * volume_scale ** (1 / 3),
                                  2.0, 0.25, rng)
-            draw_tube(anatomy.vein_fraction, pts, rng.uniform(0.25, 0.7), vox)
+            draw_tube(anatomy.vein_fraction, pts, rng.uniform(0.2, 0.45), vox)
     for _ in range(int(25 * volume_scale) + 2):
         direction = random_unit(rng)
         on_surface = centre + semi * 0.97 * direction
         tangent = np.cross(direction, random_unit(rng))
         pts = wandering_line(on_surface, tangent, rng.uniform(20, 60) * volume_scale ** (1 / 3),
                              2.5, 0.15, rng)
-        draw_tube(anatomy.vein_fraction, pts, rng.uniform(0.7, 1.5), vox)
+        draw_tube(anatomy.vein_fraction, pts, rng.uniform(0.5, 1.2), vox)
     anatomy.vein_fraction[~anatomy.brain & (anatomy.tissue != CSF)] = 0.0

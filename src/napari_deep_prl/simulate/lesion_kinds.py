@@ -142,8 +142,8 @@ def _draw_contrast(spec: LesionSpec, rng: np.random.Generator) -> None:
     spec.t1_hypo = float(rng.uniform(0.08, 0.45))
     if kind in PRL_KINDS:
         spec.chi_core_ppm = float(rng.uniform(-0.008, 0.006))
-        spec.chi_rim_ppm = float(rng.uniform(0.015, 0.06))
-        spec.rim_width_mm = float(rng.uniform(0.8, 2.0))
+        spec.chi_rim_ppm = float(rng.uniform(0.04, 0.11))
+        spec.rim_width_mm = float(rng.uniform(1.0, 2.2))
         spec.rim_coverage = 1.0 if kind == "full_rim" else float(rng.uniform(0.4, 0.9))
         spec.rim_axis = random_unit(rng)
         spec.t1_hypo = float(rng.uniform(0.15, 0.5))
@@ -280,14 +280,14 @@ def _lesion_veins(spec: LesionSpec, anatomy: Anatomy, rng: np.random.Generator) 
         axis = spec.rotation[:, 0] if spec.shape == "elongated" else random_unit(rng)
         half = spec.radii_mm.max() + rng.uniform(3.0, 10.0)
         pts = wandering_line(spec.centre_mm - half * axis, axis, 2 * half, 1.5, 0.05, rng)
-        draw_tube(anatomy.vein_fraction, pts, rng.uniform(0.3, 0.6), anatomy.voxel_size)
+        draw_tube(anatomy.vein_fraction, pts, rng.uniform(0.2, 0.45), anatomy.voxel_size)
     if spec.adjacent_vein:
         along = random_unit(rng)
         out = np.cross(along, random_unit(rng))
         out /= np.linalg.norm(out)
         local = spec.rotation.T @ out
         reach = 1.0 / np.linalg.norm(local / spec.radii_mm)  # ellipsoid radius along ``out``
-        radius = rng.uniform(0.4, 0.9)
+        radius = rng.uniform(0.3, 0.7)
         touch = spec.centre_mm + out * (reach + rng.uniform(-0.5, 0.8) * radius)
         half = spec.radii_mm.max() + rng.uniform(4.0, 10.0)
         pts = wandering_line(touch - half * along, along, 2 * half, 1.5, 0.05, rng)

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import fft
 
 from napari_deep_prl.simulate.anatomy import MAGNITUDE, OUTSIDE, T1_VALUE, WM, Anatomy
-from napari_deep_prl.simulate.geometry import grid_axes, smooth_noise
+from napari_deep_prl.simulate.geometry import separable_linear, grid_axes, smooth_noise
 
 _WORKERS = min(4, os.cpu_count() or 1)
 
@@ -87,21 +87,28 @@ def highpass(phase: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float
 
 def background_field(shape: tuple[int, int, int], voxel_size: tuple[float, float, float],
                      amplitude_rad: float, rng: np.random.Generator) -> np.ndarray:
-    """Smooth background phase: a random low-order polynomial plus 'sinus' bumps near the base."""
-    x, y, z = grid_axes(shape, voxel_size)
-    half = np.array(shape) * np.array(voxel_size) / 2
+    """Smooth background phase: a random low-order polynomial plus air-cavity bumps at the base.
+
+    It is smooth, so it is evaluated on a 4x coarser grid and interpolated.
+    """
+    step = 4
+    coarse = tuple(n // step + 2 for n in shape)
+    x, y, z = grid_axes(coarse, tuple(step * v for v in voxel_size))
+    half = np.array(coarse) * step * np.array(voxel_size) / 2
     xn, yn, zn = x / half[0], y / half[1], z / half[2]
     c = rng.standard_normal(9)
     poly = (c[0] * xn + c[1] * yn + c[2] * zn + c[3] * xn * yn + c[4] * yn * zn + c[5] * xn * zn
             + c[6] * xn ** 2 + c[7] * yn ** 2 + c[8] * zn ** 2)
-    bumps = np.zeros(shape, np.float32)
-    for _ in range(rng.integers(1, 4)):  # frontal sinus / mastoid air: sharp, near the base
-        centre = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.2, 0.9), rng.uniform(-0.9, -0.4)])
-        width = rng.uniform(0.12, 0.25)
-        bumps += rng.choice([-1, 1]) * 3.0 * np.exp(
+    bumps = np.zeros(coarse, np.float32)
+    for _ in range(rng.integers(1, 4)):  # sinuses / mastoids: below and in front of the brain
+        centre = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.2, 0.9), rng.uniform(-1.1, -0.8)])
+        width = rng.uniform(0.25, 0.4)
+        bumps += rng.choice([-1, 1]) * 2.0 * np.exp(
             -((xn - centre[0]) ** 2 + (yn - centre[1]) ** 2 + (zn - centre[2]) ** 2) / width ** 2)
-    total = (poly / 3.0 + bumps).astype(np.float32)
-    return amplitude_rad * total
+    total = (amplitude_rad * (poly / 3.0 + bumps)).astype(np.float32)
+    offset = (np.array(coarse) - 1) / 2 - (np.array(shape) - 1) / (2 * step)
+    return separable_linear(total, [offset[ax] + np.arange(shape[ax], dtype=np.float32) / step
+                                     for ax in range(3)])
 
 
 def phase_noise(magnitude: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:

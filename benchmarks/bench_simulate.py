@@ -1,0 +1,107 @@
+"""Time to simulate one brain-sized subject (1 mm isotropic, 160 x 192 x 160); target <= 10 s.
+
+    python benchmarks/bench_simulate.py [--repeats 3] [--gallery docs/images]
+
+``--gallery DIR`` also writes the simulator's documentation pictures: a subject overview and
+patch galleries of PRLs and of each non-PRL kind (central axial slices, lesion outlined).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from napari_deep_prl.figures import patch_gallery
+from napari_deep_prl.lesions import find_lesions
+from napari_deep_prl.patches import extract_patches
+from napari_deep_prl.simulate import Simulated, simulate_subject
+from napari_deep_prl.simulate.cohort import write_subject
+
+BRAIN = {"voxel_size": (1.0, 1.0, 1.0), "fov_mm": (160.0, 192.0, 160.0)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--gallery", type=Path, help="write the docs pictures into this folder")
+    args = parser.parse_args()
+
+    simulate_subject(0, **BRAIN)  # warm-up: imports, FFT plans
+    times = []
+    for seed in range(1, args.repeats + 1):
+        start = time.perf_counter()
+        sim = simulate_subject(seed, **BRAIN)
+        times.append(time.perf_counter() - start)
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        write_subject(sim, Path(tmp))
+        write_s = time.perf_counter() - start
+    print(f"simulate one subject {sim.subject.shape} at 1 mm ({len(sim.truth)} lesions, "
+          f"{os.cpu_count()} CPUs): median {np.median(times):.2f} s "
+          f"(min {min(times):.2f}, max {max(times):.2f}; target <= 10 s); "
+          f"writing its 4 NIfTI files: {write_s:.2f} s")
+    if args.gallery:
+        write_gallery(args.gallery)
+
+
+def write_gallery(folder: Path) -> None:
+    """Pictures for docs/simulator.md, from 3 T subjects with many PRLs (typical noise)."""
+    sims = [simulate_subject(21, index=i, prl_rate=0.35, n_lesions=45, field_strength_t=3.0,
+                             noise=0.065, **BRAIN) for i in range(3)]
+    _overview(sims[0], folder / "sim_subject.png")
+    groups = {"sim_prl.png": ("full_rim", "partial_rim"),
+              "sim_non_prl.png": ("plain", "vein_adjacent", "homogeneous", "central_vein",
+                                  "confluent")}
+    for name, kinds in groups.items():
+        per_kind = 4 if len(kinds) == 2 else 2
+        patches, titles = [], []
+        for kind in kinds:
+            picked = 0
+            for sim in sims:
+                lesions = find_lesions(sim.subject)
+                rows = sim.truth[(sim.truth["kind"] == kind)
+                                 & sim.truth["volume_voxels"].between(60, 1500)]
+                for row in rows.head(per_kind - picked).itertuples():
+                    patches.append(extract_patches(sim.subject, lesions, ids=[row.lesion])[0])
+                    titles.append(f"{kind}\n{row.volume_mm3:.0f} mm3")
+                    picked += 1
+        patch_gallery(np.stack(patches), titles, folder / name,
+                      suptitle="synthetic lesions, central axial slice (phase: dark = paramagnetic)")
+        print(f"wrote {folder / name}")
+
+
+def _overview(sim: Simulated, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    s = sim.subject
+    scale = 1.4826 * np.median(np.abs(s.phase[s.phase != 0]))
+    z = int(np.median(sim.truth["z"]))
+    y = s.shape[1] // 2
+    views = [("phase, axial", s.phase[:, :, z], (-4 * scale, 4 * scale)),
+             ("MP2RAGE, axial", s.mp2rage[:, :, z], (0, 1)),
+             ("lesions (PRL bright)", s.mask[:, :, z] + s.prl_mask[:, :, z], (0, 2)),
+             ("phase, coronal", s.phase[:, y, :], (-4 * scale, 4 * scale))]
+    fig, axes = plt.subplots(1, 4, figsize=(13, 4.2))
+    for ax, (title, image, (lo, hi)) in zip(axes, views):
+        ax.imshow(image.T, cmap="gray", vmin=lo, vmax=hi, origin="lower", interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.suptitle(f"synthetic subject: {sim.params.field_strength_t:g} T, TE "
+                 f"{sim.params.te_ms:g} ms, B0 along z", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
