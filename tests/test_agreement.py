@@ -171,3 +171,17 @@ def test_per_subject_fleiss_matches_statsmodels():
         assert table.loc[subject, "fleiss_kappa"] == pytest.approx(sm_fleiss_kappa(counts))
         assert table.loc[subject, "n"] == table.loc[subject, "n_lesions"] == 20
         assert table.loc[subject, "prl_count_b"] == sum(labels["b"][i] == "prl" for i in rows)
+
+
+def test_rater_vs_consensus_overall_and_per_subject():
+    current = _current({"a": ["prl", "not_prl", "prl", "unsure"],
+                        "b": ["prl", "prl", "not_prl", "not_prl"]}, ["s1", "s1", "s2", "s2"])
+    consensus = pd.DataFrame({"subject": ["s1", "s1", "s2", "s2"], "lesion": [0, 1, 2, 3],
+                              "consensus": ["prl", "not_prl", "prl", "not_prl"]})
+    overall = ag.rater_vs_consensus(current, consensus).set_index("rater")
+    assert overall.loc["a", ["tp", "fp", "fn", "tn", "n_unsure"]].tolist() == [2, 0, 0, 1, 1]
+    assert overall.loc["b", "sensitivity"] == 0.5 and overall.loc["b", "specificity"] == 0.5
+    per = ag.rater_vs_consensus(current, consensus, per_subject=True).set_index(
+        ["rater", "subject"])
+    assert per.loc[("b", "s2"), ["tp", "fp", "fn", "tn"]].tolist() == [0, 0, 1, 1]
+    assert per["n"].sum() == overall["n"].sum()

@@ -306,10 +306,13 @@ class Project:
         """Every agreement statistic of the current ratings."""
         current, lesions = self.store.current(), self.lesions()
         icc, icc_n = agreement.prl_count_icc(current, lesions)
+        agreed = self.consensus(current)
         return agreement.AgreementSummary(
             pairs=agreement.agreement_table(current, unsure=unsure, n_boot=n_boot, seed=seed),
             per_subject=agreement.per_subject_agreement(current, lesions, unsure=unsure),
-            vs_consensus=agreement.rater_vs_consensus(current, self.consensus(current)),
+            vs_consensus=agreement.rater_vs_consensus(current, agreed),
+            vs_consensus_per_subject=agreement.rater_vs_consensus(current, agreed,
+                                                                  per_subject=True),
             intra_rater=agreement.intra_rater_agreement(current, self.store.current(repeat=True),
                                                         unsure=unsure),
             prl_count_icc=icc, prl_count_icc_n=icc_n)

@@ -58,8 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     agr.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
     agr.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     agr.add_argument("--details", metavar="DIR",
-                     help="also write per_subject.tsv, vs_consensus.tsv and intra_rater.tsv "
-                          "into DIR")
+                     help="also write per_subject.tsv, vs_consensus.tsv, "
+                          "vs_consensus_per_subject.tsv and intra_rater.tsv into DIR")
     agr.set_defaults(func=run_agreement)
 
     exp = actions.add_parser(
@@ -121,7 +121,7 @@ def run_agreement(args: argparse.Namespace) -> int:
         summary.pairs.to_csv(sys.stdout, sep="\t", index=False, float_format="%.4g")
     if args.details:
         folder = Path(args.details)
-        for name in ("per_subject", "vs_consensus", "intra_rater"):
+        for name in ("per_subject", "vs_consensus", "vs_consensus_per_subject", "intra_rater"):
             write_table(getattr(summary, name), folder / f"{name}.tsv")
     print(f"PRL count ICC(2,1): {summary.prl_count_icc:.3f} over {summary.prl_count_icc_n} "
           "subjects every rater finished", file=sys.stderr)

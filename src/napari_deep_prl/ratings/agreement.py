@@ -250,17 +250,21 @@ def prl_count_icc(current: pd.DataFrame, lesions: pd.DataFrame) -> tuple[float, 
     return icc_agreement(counts.to_numpy()), len(finished)
 
 
-def rater_vs_consensus(current: pd.DataFrame, consensus: pd.DataFrame) -> pd.DataFrame:
-    """Each rater's counts, sensitivity and specificity against definite consensus labels.
+def rater_vs_consensus(current: pd.DataFrame, consensus: pd.DataFrame, *,
+                       per_subject: bool = False) -> pd.DataFrame:
+    """Each rater's counts, sensitivity and specificity against definite consensus labels
+    (overall, or per rater and subject).
 
     The rater's own label contributed to the consensus, so these figures are optimistic;
     they are meant to spot a rater who diverges, not to rate the raters.
     """
+    keys = ["rater", "subject"] if per_subject else ["rater"]
     definite = consensus[consensus["consensus"].isin(["prl", "not_prl"])]
     merged = current.merge(definite[["subject", "lesion", "consensus"]], on=["subject", "lesion"])
-    rows = [{"rater": rater, **sensitivity_specificity(part["label"], part["consensus"])}
-            for rater, part in merged.groupby("rater")]
-    return pd.DataFrame(rows, columns=["rater", "n", "n_unsure", "tp", "fp", "fn", "tn",
+    rows = [{**dict(zip(keys, group if per_subject else (group,))),
+             **sensitivity_specificity(part["label"], part["consensus"])}
+            for group, part in merged.groupby(keys if per_subject else "rater")]
+    return pd.DataFrame(rows, columns=[*keys, "n", "n_unsure", "tp", "fp", "fn", "tn",
                                        "sensitivity", "specificity"])
 
 
@@ -286,6 +290,7 @@ class AgreementSummary:
     pairs: pd.DataFrame
     per_subject: pd.DataFrame
     vs_consensus: pd.DataFrame
+    vs_consensus_per_subject: pd.DataFrame
     intra_rater: pd.DataFrame
     prl_count_icc: float
     prl_count_icc_n: int
