@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from ratings_support import make_store
 
-from napari_deep_prl.errors import StoreError
+from napari_deep_prl.errors import InputError, StoreError
 from napari_deep_prl.ratings.queue import (
     Blinding, RaterQueue, Strategy, StudyDesign, calibration_keys, seeded_shuffle, subject_order,
 )
@@ -125,3 +125,11 @@ def test_blinding(store):
                             blinding=Blinding(show_other_raters=True, show_predictions=True))
     assert open_queue.other_raters(item)["label"].tolist() == ["prl"]
     assert open_queue.predictions(item)["probability"].tolist() == [0.9]
+
+
+def test_strategy_output_is_deduplicated_and_bad_designs_refused(store):
+    twice = Strategy("twice", lambda c: list(c["lesion_key"]) * 2)
+    keys = [i.lesion_key for i in RaterQueue(store, "a", twice).remaining()]
+    assert sorted(keys) == sorted(store.lesions()["lesion_key"])
+    with pytest.raises(InputError, match="repeat_fraction must lie in"):
+        StudyDesign(repeat_fraction=1.5)

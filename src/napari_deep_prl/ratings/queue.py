@@ -30,7 +30,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import StoreError
+from napari_deep_prl.errors import InputError, StoreError
 from napari_deep_prl.ratings.store import Provenance, RatingStore
 
 Ranker = Callable[[pd.DataFrame], Sequence[int]]
@@ -72,6 +72,12 @@ class StudyDesign:
     calibration_size: int = 0
     repeat_fraction: float = 0.0
     repeat_gap: int = 20
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.repeat_fraction <= 1 or self.calibration_size < 0 or self.repeat_gap < 0:
+            raise InputError(f"study design {self}: repeat_fraction must lie in [0, 1], "
+                             "calibration_size and repeat_gap must not be negative; fix "
+                             "study_design in project.json.")
 
 
 @dataclass(frozen=True)
@@ -154,7 +160,8 @@ class RaterQueue:
         calibration = calibration_keys(lesions, design)
         calibration = _rng(design.seed, self.rater, 1).permutation(calibration).tolist()
         rest = lesions[~lesions["lesion_key"].isin(calibration)]
-        ranked = [int(k) for k in self.strategy.rank(rest.reset_index(drop=True))]
+        ranked = list(dict.fromkeys(int(k) for k in self.strategy.rank(
+            rest.reset_index(drop=True)) if k not in calibration))
         keys = np.sort(lesions["lesion_key"].to_numpy())
         rng = _rng(design.seed, self.rater, 2)
         n_repeats = int(round(design.repeat_fraction * len(keys)))
