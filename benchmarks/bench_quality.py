@@ -24,11 +24,14 @@ from pathlib import Path
 import pandas as pd
 
 from napari_deep_prl.crossval import CVConfig, lesion_truth, merge, run_cv
+from napari_deep_prl.evaluate import summarise
 from napari_deep_prl.io import open_cohort
 from napari_deep_prl.methods import METHOD_NAMES, MethodSettings, build_methods
 from napari_deep_prl.progress import run_with_tqdm
 
 BASELINES = ("no_attention", "rimnet", "radiomics")
+COLUMNS = {"f1": "F1", "sensitivity": "Sens", "specificity": "Spec", "ppv": "PPV",
+           "roc_auc": "ROC AUC"}
 
 
 def cohort_manifest(work: Path, subjects: int, seed: int) -> Path:
@@ -42,28 +45,34 @@ def cohort_manifest(work: Path, subjects: int, seed: int) -> Path:
 
 
 def print_table(report: Path, config: dict) -> None:
-    """The comparison with fold counts, run time and the targets."""
-    tables = merge(report)
-    rows = []
-    for method, table in tables.items():
-        record = json.loads((report / method / "metrics.json").read_text())
-        row = {"method": method, "folds": table.shape[1] - 2,
-               "train+test min": sum(f["seconds"] for f in record["folds"]) / 60}
-        for label in ("F1", "Sensitivity", "Specificity", "PPV", "ROC AUC"):
-            row[label] = f"{table.at[label, 'Average']:.3f} ± {table.at[label, 'STD']:.3f}"
-        rows.append(row)
-    lesions = len(pd.read_csv(report / next(iter(tables)) / "predictions.tsv", sep="\t"))
-    print(f"\ncohort {config['cohort']}, {lesions} lesions tested; {config['cv']}; CNN epochs {config['epochs']} "
-          f"(preset {config['preset']}); mean ± sample SD over outer test folds\n")
+    """Methods side by side on the outer folds they all finished, run time and the targets."""
+    records = {}
+    for method in merge(report):
+        folds = json.loads((report / method / "metrics.json").read_text())["folds"]
+        records[method] = {f["fold"]: f for f in folds}
+    common = sorted(set.intersection(*(set(r) for r in records.values())))
+    if not common:
+        raise SystemExit(f"no outer fold finished by every method yet: {records.keys()}")
+    rows, means = [], {}
+    for method, folds in records.items():
+        summary = summarise([folds[f]["metrics"] for f in common])
+        means[method] = {k: v["mean"] for k, v in summary.items()}
+        rows.append({"method": method, **{
+            label: f"{summary[key]['mean']:.3f} ± {summary[key]['std']:.3f}"
+            for key, label in COLUMNS.items()},
+            "min/fold": sum(folds[f]["seconds"] for f in common) / 60 / len(common)})
+    tested = sum(len(records[next(iter(records))][f]["test_subjects"]) for f in common)
+    print(f"\ncohort {config['cohort']}; {config['cv']}; outer folds {common} "
+          f"({tested} test subjects); CNN epochs {config['epochs']} (preset {config['preset']});"
+          " mean ± sample SD over those folds\n")
     print(pd.DataFrame(rows).to_string(index=False, float_format="%.1f"))
-    if "deep_prl" in tables:
-        dp = tables["deep_prl"]
-        auc, f1 = dp.at["ROC AUC", "Average"], dp.at["F1", "Average"]
-        ahead = all(dp.at[m, "Average"] > tables[b].at[m, "Average"]
-                    for b in BASELINES if b in tables for m in ("F1", "ROC AUC"))
-        print(f"\ntargets: Deep-PRL ROC AUC {auc:.3f} (>= 0.97: {auc >= 0.97}), F1 {f1:.3f} "
-              f"(>= 0.85: {f1 >= 0.85}), ahead of {', '.join(b for b in BASELINES if b in tables)}"
-              f" on F1 and AUC: {ahead}")
+    if "deep_prl" in means:
+        dp = means["deep_prl"]
+        rivals = [b for b in BASELINES if b in means]
+        ahead = all(dp[k] > means[b][k] for b in rivals for k in ("f1", "roc_auc"))
+        print(f"\ntargets: Deep-PRL ROC AUC {dp['roc_auc']:.3f} (>= 0.97: {dp['roc_auc'] >= 0.97})"
+              f", F1 {dp['f1']:.3f} (>= 0.85: {dp['f1'] >= 0.85}); ahead of "
+              f"{', '.join(rivals) or 'no baseline run yet'} on F1 and AUC: {ahead}")
 
 
 def main() -> None:

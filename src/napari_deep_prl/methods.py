@@ -52,10 +52,13 @@ class _FittedCNN:
     device: str
 
     def predict(self, subjects: Sequence[str]) -> pd.DataFrame:
-        from napari_deep_prl.score import predict_patches
+        import torch
+
+        from napari_deep_prl.train import predict_logits, resolve_device
 
         test = self.patches.select(list(subjects)).originals()
-        probability, _ = predict_patches([self.checkpoint], test.x, device=self.device)
+        logits = predict_logits(self.checkpoint.model, test.x, resolve_device(self.device))
+        probability = torch.sigmoid(logits).numpy()
         return pd.DataFrame({"subject": test.subject, "lesion": test.lesion,
                              "prl_probability": probability})
 
@@ -87,9 +90,9 @@ class CNNMethod:
         patches = self.patches.select([*train, *val])
         result = yield from train_model(patches, replace(self.train_config, seed=seed),
                                         val_subjects=list(val))
-        best = result.history[result.best_epoch]
-        return _FittedCNN(result.checkpoint, result.checkpoint.threshold, best["val_f1"],
-                          self.patches, self.train_config.device)
+        return _FittedCNN(result.checkpoint, result.checkpoint.threshold,
+                          result.checkpoint.metadata["validation"]["val_f1"], self.patches,
+                          self.train_config.device)
 
 
 def patch_set(cohort: Sequence, config: PatchConfig, settings: MethodSettings
