@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import Subject
 from napari_deep_prl.lesions import label_lesions, lesion_table_from_labels
 from napari_deep_prl.simulate.anatomy import VEIN_CHI_PPM, make_anatomy
@@ -55,6 +56,8 @@ def simulate_subject(seed: int, params: SubjectParams | None = None, *, index: i
     params_seq, phantom_seq = np.random.SeedSequence([int(seed), int(index)]).spawn(2)
     if params is None:
         params = draw_params(np.random.default_rng(params_seq), prl_fraction, **options)
+    elif options:
+        raise InputError(f"give either params or options ({', '.join(options)}), not both")
     else:
         params = validate(params)
     rng = np.random.default_rng(phantom_seq)
