@@ -253,3 +253,18 @@ def test_loading_emits_no_warning_on_clean_data(write_subject):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         write_subject().load()
+
+
+def test_header_with_implausible_dimensions_refused(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    bad = save_nifti(tmp_path / "huge_phase.nii", np.zeros((4, 4, 4), np.float32))
+    raw = bytearray(bad.read_bytes())
+    raw[40:56] = np.array([3, 30000, 30000, 30000, 1, 1, 1, 1], "<i2").tobytes()
+    bad.write_bytes(bytes(raw))
+    with pytest.raises(InputError, match="implausibly large"):
+        load_subject(bad, paths.mp2rage, paths.mask)
+
+
+def test_manifest_with_byte_order_mark(manifest):
+    manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())
+    assert read_manifest(manifest).ids == ["sub-01", "sub-02", "sub-03"]

@@ -38,6 +38,9 @@ AFFINE_TOLERANCE_MM = 1e-3
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
+#: Images with more voxels than this are refused as damaged headers (a 0.3 mm whole head has ~1e8).
+MAX_VOXELS = 1_000_000_000
+
 
 @dataclass(frozen=True)
 class SubjectPaths:
@@ -152,10 +155,14 @@ def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise file_error(path, "has an invalid affine (not finite or singular)",
                          "Fix the qform/sform of the header so voxel sizes and orientation are defined.")
+    if int(np.prod(spatial)) > MAX_VOXELS:
+        raise file_error(path, f"{role} image header claims {spatial} voxels, which is implausibly large",
+                         "The header is probably damaged: re-export the image.")
     try:
         data = np.asanyarray(img.dataobj)
-    except MemoryError:
-        raise
+    except MemoryError as err:
+        raise file_error(path, f"not enough memory to read the {role} image of shape {spatial}",
+                         "Check the header's dimensions or free memory.") from err
     except Exception as err:  # truncated gzip, short file, bad scaling...
         raise file_error(path, f"image data cannot be read ({_describe(err)}); the file may be truncated",
                          "Re-export or re-copy the file.") from err
@@ -282,7 +289,7 @@ def read_manifest(path: str | Path) -> Cohort:
         raise file_error(path, "manifest not found", "Give the path of a CSV with columns "
                          + ",".join(REQUIRED_COLUMNS) + "[,prl_mask].")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True,
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True, encoding="utf-8-sig",
                             sep="\t" if path.suffix.lower() == ".tsv" else ",")
     except Exception as err:
         raise file_error(path, f"manifest cannot be read as CSV ({_describe(err)})",
