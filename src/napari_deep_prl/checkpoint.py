@@ -1,0 +1,111 @@
+"""Model checkpoints: weights plus the metadata needed to use them correctly.
+
+A checkpoint file is ``torch.save`` of a plain dict: ``format`` and ``format_version`` (what
+the file is), ``state_dict`` (tensors) and ``metadata`` (a JSON string: architecture, patch
+settings, decision threshold, training summary, validation metrics, package version, parent
+checkpoint). Only tensors, strings and ints, so it loads with ``torch.load(weights_only=True)``
+— a checkpoint from elsewhere can never run code — and the metadata reads without torch
+(``json.loads``). Scoring cuts patches with the stored :class:`PatchConfig`, so a model is never
+fed patches normalised differently from those it learnt on.
+
+A checkpoint's :attr:`Checkpoint.id` is a hash of its weights: the same training gives the same
+id, and a fine-tuned model records its parent's id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from napari_deep_prl import __version__
+from napari_deep_prl.errors import CheckpointError, DeepPRLError
+from napari_deep_prl.model import DeepPRL, ModelConfig
+from napari_deep_prl.patches import CHANNELS, PatchConfig
+
+FORMAT = "napari-deep-prl checkpoint"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Checkpoint:
+    """A trained network, its decision threshold and the patch settings it expects."""
+
+    model: DeepPRL
+    threshold: float
+    patch_config: PatchConfig
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def id(self) -> str:
+        """Content hash (16 hex digits) of the weights."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.model.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    def describe(self) -> dict[str, Any]:
+        """Everything but the weights, as JSON-serialisable data (what the file's metadata holds)."""
+        return {
+            **self.metadata,
+            "id": self.id,
+            "model": self.model_config.to_dict(),
+            "patch_size": self.model.patch_size,
+            "patch": self.patch_config.to_dict(),
+            "channels": list(CHANNELS),
+            "threshold": float(self.threshold),
+            "package_version": __version__,
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        metadata = {**self.describe(), "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION,
+                    "metadata": json.dumps(metadata), "state_dict": state}, path)
+        return path
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint safely (``weights_only=True``); any problem is a :class:`CheckpointError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such model file. Train one with `deep-prl train` "
+                              "or give the path of an existing .pt checkpoint")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:  # torch raises many types for foreign or damaged files
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__}); "
+                              "the file is damaged, truncated or of another kind") from err
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a napari-deep-prl checkpoint (no '{FORMAT}' marker); "
+                              "only models saved by `deep-prl train` or the plugin can be used")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')!r}, "
+                              f"this napari-deep-prl ({__version__}) reads version {FORMAT_VERSION}; "
+                              "use a matching napari-deep-prl version")
+    try:
+        metadata = json.loads(payload["metadata"])
+        config = ModelConfig.from_dict(metadata["model"])
+        patch_config = PatchConfig.from_dict(metadata["patch"])
+        model = DeepPRL(config, int(metadata["patch_size"]))
+        model.load_state_dict(payload["state_dict"])
+        threshold = float(metadata["threshold"])
+    except (KeyError, TypeError, ValueError, RuntimeError, DeepPRLError) as err:
+        raise CheckpointError(f"{path}: checkpoint metadata and weights do not match this version's "
+                              f"Deep-PRL network ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+                              "retrain the model or use the napari-deep-prl version that wrote it") from err
+    model.to(device).eval()
+    derived = {"id", "model", "patch_size", "patch", "channels", "threshold"}  # rebuilt by describe()
+    return Checkpoint(model, threshold, patch_config, {k: v for k, v in metadata.items() if k not in derived})

@@ -1,0 +1,159 @@
+"""Scoring lesions: PRL probability, decision and uncertainty per lesion; PRL counts per subject.
+
+Each subject is loaded once, its lesions found and cut into patches with the patch settings
+stored in the checkpoint (once per distinct setting), and all patches go through the network in
+batches. Several checkpoints (an ensemble, e.g. the inner-fold models of a cross-validation)
+and/or test-time augmentation (TTA: the 8 combinations of flips along the three axes, which
+keep the phase's dipole pattern) give several probabilities per lesion: their mean is
+``prl_probability`` and their standard deviation ``uncertainty`` (``n/a`` with a single model
+and no TTA). The decision ``prl`` is ``prl_probability >= `` the mean of the checkpoints'
+validation thresholds.
+
+Per subject: the number of lesions, the PRL count, and the ``prl_ge1`` / ``prl_ge4`` flags (at
+least one / at least four PRLs) used as diagnostic and prognostic markers in the literature.
+
+Outputs follow BIDS derivative conventions: one TSV row per lesion (:data:`SCORE_COLUMNS`),
+and on request ``<subject>_space-phase_desc-PRL_probseg.nii.gz`` in the phase grid, each
+lesion's voxels holding its PRL probability.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.io import Subject, SubjectPaths
+from napari_deep_prl.lesions import Lesions, find_lesions
+from napari_deep_prl.patches import extract_patches
+from napari_deep_prl.progress import Progress
+from napari_deep_prl.train import predict_views, resolve_device
+
+SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
+                 "prl_probability", "prl", "uncertainty", "confluent")
+SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
+#: TTA views: the spatial dims of a (n, c, x, y, z) batch to flip, identity first.
+TTA_VIEWS: tuple[tuple[int, ...], ...] = tuple(
+    dims for r in range(4) for dims in itertools.combinations((2, 3, 4), r))
+
+
+@dataclass
+class Scores:
+    """Per-lesion scores and per-subject summaries of a cohort."""
+
+    lesions: pd.DataFrame
+    subjects: pd.DataFrame
+
+
+def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool = False,
+                    batch_size: int = 64, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Mean PRL probability and its SD over checkpoints × TTA views (SD NaN for one view)."""
+    if not checkpoints:
+        raise InputError("no model given; pass at least one checkpoint")
+    torch_device = resolve_device(device)
+    views = TTA_VIEWS if tta else ((),)
+    logits = np.concatenate([predict_views(c.model, x, torch_device, views, batch_size).numpy()
+                             for c in checkpoints])
+    probability = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    spread = probability.std(axis=0, ddof=1) if len(probability) > 1 else np.full(len(x), np.nan)
+    return probability.mean(axis=0), spread
+
+
+def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, tta: bool = False,
+                  batch_size: int = 64, device: str = "auto") -> pd.DataFrame:
+    """One row per lesion of the subject (:data:`SCORE_COLUMNS`)."""
+    return _score(subject, find_lesions(subject), checkpoints, tta, batch_size, device)
+
+
+def score_cohort(cohort: Sequence[SubjectPaths], checkpoints: Sequence[Checkpoint], *,
+                 tta: bool = False, nifti_dir: str | Path | None = None, batch_size: int = 64,
+                 device: str = "auto") -> Generator[Progress, None, Scores]:
+    """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``."""
+    tables = []
+    for step, paths in enumerate(cohort):
+        subject = paths.load()
+        lesions = find_lesions(subject)
+        table = _score(subject, lesions, checkpoints, tta, batch_size, device)
+        if nifti_dir is not None:
+            write_probability_map(lesions.labels, table, subject.affine,
+                                  Path(nifti_dir) / f"{subject.subject}_space-phase_desc-PRL_probseg.nii.gz")
+        tables.append(table)
+        yield Progress(step + 1, len(cohort), "subject", subject.subject,
+                       {"prl_count": float(table["prl"].sum())})
+    lesions_table = pd.concat(tables, ignore_index=True) if tables else _empty_scores()
+    return Scores(lesions_table, subject_summary(lesions_table, [p.subject for p in cohort]))
+
+
+def subject_summary(scores: pd.DataFrame, subjects: Sequence[str]) -> pd.DataFrame:
+    """Lesion and PRL counts per subject, with the ≥ 1 and ≥ 4 PRL flags (subjects kept in order)."""
+    grouped = scores.groupby("subject", sort=False)
+    counts = pd.DataFrame({"subject": list(subjects)})
+    counts["lesions"] = counts["subject"].map(grouped.size()).fillna(0).astype(int)
+    counts["prl_count"] = counts["subject"].map(grouped["prl"].sum()).fillna(0).astype(int)
+    counts["prl_ge1"] = counts["prl_count"] >= 1
+    counts["prl_ge4"] = counts["prl_count"] >= 4
+    return counts
+
+
+def probability_volume(labels: np.ndarray, scores: pd.DataFrame, column: str = "prl_probability") -> np.ndarray:
+    """A float32 volume where each lesion's voxels hold its ``column`` value (0 elsewhere)."""
+    lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.float32)
+    lookup[scores["lesion"].to_numpy(dtype=np.int64)] = scores[column].to_numpy(dtype=np.float32)
+    return lookup[labels]
+
+
+def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.ndarray, path: Path) -> Path:
+    """Save :func:`probability_volume` as NIfTI in the phase grid."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = nib.Nifti1Image(probability_volume(labels, scores), affine)
+    image.header.set_intent("estimate", name="PRL probability")
+    nib.save(image, path)
+    return path
+
+
+def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint], tta: bool,
+           batch_size: int, device: str) -> pd.DataFrame:
+    if not checkpoints:
+        raise InputError("no model given; pass at least one checkpoint")
+    table = lesions.table
+    if len(table) == 0:
+        return _empty_scores()
+    members, spreads = [], []
+    for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
+        x = extract_patches(subject, lesions, config)
+        group = [c for c in checkpoints if c.patch_config == config]
+        probability, spread = predict_patches(group, x, tta=tta, batch_size=batch_size, device=device)
+        members.append((probability, len(group) * (len(TTA_VIEWS) if tta else 1)))
+        spreads.append(spread)
+    probability, uncertainty = _pool(members, spreads)
+    threshold = float(np.mean([c.threshold for c in checkpoints]))
+    out = table[["subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3"]].copy()
+    out["prl_probability"] = probability
+    out["prl"] = (probability >= threshold).astype(int)
+    out["uncertainty"] = uncertainty
+    out["confluent"] = table["confluent"].to_numpy()
+    return out.reset_index(drop=True)
+
+
+def _pool(members: list[tuple[np.ndarray, int]], spreads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SD over all views when checkpoints with different patch settings were grouped."""
+    if len(members) == 1:
+        return members[0][0], spreads[0]
+    weights = np.array([n for _, n in members], dtype=float)
+    means = np.stack([m for m, _ in members])
+    mean = (weights[:, None] * means).sum(0) / weights.sum()
+    # Total sum of squares = within-group (n-1)·SD² + between-group n·(mean_g - mean)².
+    within = sum((n - 1) * np.nan_to_num(s) ** 2 for (_, n), s in zip(members, spreads))
+    between = (weights[:, None] * (means - mean) ** 2).sum(0)
+    return mean, np.sqrt((within + between) / (weights.sum() - 1))
+
+
+def _empty_scores() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object" if c == "subject" else "float64") for c in SCORE_COLUMNS})

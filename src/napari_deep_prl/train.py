@@ -1,0 +1,277 @@
+"""Training Deep-PRL: the paper's recipe as a stoppable generator of progress events.
+
+Recipe (all in :class:`TrainConfig`): Adam (lr 1e-4, weight decay 3e-5), learning rate decayed
+per step as ``lr · (1 - t/T)^0.9`` (polynomial, power 0.9), batches of 32 drawn class-balanced
+(each sample is a PRL with probability 1/2, then a uniform patch of that class, with
+replacement; ``samples_per_epoch`` of them per epoch), the paper's augmentation on every batch
+(:mod:`napari_deep_prl.augment`), focal loss (γ 2, α 0.2 on PRLs).
+
+Validation: the patients in ``val_subjects`` (by default a seeded ``val_fraction`` of them,
+stratified by PRL-count group like the cross-validation folds) are held out of training; after
+every epoch their lesions (original patches only) are scored, the decision threshold that
+maximises F1 is found, and the model with the best validation F1 is kept (ties: higher ROC AUC,
+then lower loss) together with that threshold. ``history[0]`` is the model before training (the
+parent model when fine-tuning), so training never returns a model worse on validation than
+where it started.
+
+Reproducible: the seed fixes the initial weights, the batches and the augmentation (random
+numbers drawn on the CPU), so the same seed gives the same model on the same machine and thread
+count. Stopping (``stop.set()``, e.g. a GUI's cancel button or Ctrl-C in the CLI) ends training
+after the current step; the partial epoch is validated and the best model so far returned.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from napari_deep_prl.augment import AugmentConfig, augment_batch
+from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.dataset import PatchSet
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.evaluate import best_f1_threshold, roc_auc
+from napari_deep_prl.losses import focal_loss
+from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig
+from napari_deep_prl.progress import Progress
+from napari_deep_prl.splits import assign_folds
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters (defaults: the paper's, except ``epochs`` budgets)."""
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 3e-5
+    poly_power: float = 0.9
+    samples_per_epoch: int | None = None
+    gamma: float = 2.0
+    alpha: float = 0.2
+    augment: AugmentConfig = AugmentConfig()
+    val_fraction: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    model: ModelConfig = field(default_factory=lambda: PRESETS["default"])
+
+    def __post_init__(self) -> None:
+        if self.epochs < 0 or self.batch_size < 1 or not 0 < self.val_fraction < 1:
+            raise InputError("epochs must be >= 0, batch_size >= 1 and val_fraction in (0, 1)")
+
+
+@dataclass
+class TrainResult:
+    """The best checkpoint, the per-epoch history (``history[0]``: before training)."""
+
+    checkpoint: Checkpoint
+    history: list[dict[str, float]]
+    best_epoch: int
+    stopped: bool
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` is CUDA when available, else CPU; asking for missing CUDA is an error."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but this PyTorch sees no CUDA GPU; "
+                         "use --device cpu (or auto)")
+    if str(device) not in ("cpu",) and not str(device).startswith("cuda"):
+        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
+    return torch.device(device)
+
+
+def split_validation(patches: PatchSet, fraction: float, seed: int) -> list[str]:
+    """A seeded patient-level validation split, stratified by PRL-count group."""
+    counts = patches.prl_counts()
+    if len(counts) < 2:
+        raise InputError(f"{len(counts)} subject(s): training needs at least 2, "
+                         "one of them held out for validation")
+    k = min(max(2, round(1 / fraction)), len(counts))
+    folds = assign_folds(list(counts.values()), k, seed)
+    return [s for s, fold in zip(counts, folds) if fold == 0]
+
+
+def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
+          val_subjects: Sequence[str] | None = None, init: Checkpoint | None = None,
+          stop: threading.Event | None = None) -> Generator[Progress, None, TrainResult]:
+    """Train on ``patches`` (less ``val_subjects``), yielding progress; return the best model.
+
+    ``init`` fine-tunes an existing checkpoint (its architecture and patch settings are kept;
+    ``config.model`` is then ignored).
+    """
+    started = time.perf_counter()
+    device = resolve_device(config.device)
+    if val_subjects is None:
+        val_subjects = split_validation(patches, config.val_fraction, config.seed)
+    train_ids = [s for s in patches.subjects if s not in set(val_subjects)]
+    if not train_ids:
+        raise InputError("every subject is in the validation set; nothing is left to train on")
+    training, validation = patches.select(train_ids), patches.select(val_subjects).originals()
+    positives, negatives = np.flatnonzero(training.y == 1), np.flatnonzero(training.y == 0)
+    if positives.size == 0 or negatives.size == 0:
+        raise InputError(f"the training subjects have {positives.size} PRL and {negatives.size} "
+                         "non-PRL lesions; both classes are needed")
+
+    torch.manual_seed(config.seed)
+    model = _initial_model(patches, config, init).to(device)
+    if device.type == "cpu":  # as the batches (see _for_device)
+        model = model.to(memory_format=torch.channels_last_3d)
+    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = max(1, -(-(config.samples_per_epoch or len(training)) // config.batch_size))
+    total_steps = config.epochs * steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda t: max(0.0, 1 - t / max(total_steps, 1)) ** config.poly_power)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+
+    history = [{"epoch": 0, "loss": float("nan"), **_validate(model, validation, config, device)}]
+    best = _Best(history[0], model)
+    yield Progress(0, config.epochs, "epoch", "before training", _shown(history[0]))
+    stopped = False
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        losses: list[float] = []
+        for step in range(steps_per_epoch):
+            if stop is not None and stop.is_set():
+                stopped = True
+                break
+            rows = _balanced_rows(rng, positives, negatives, config.batch_size)
+            losses.append(_step(model, optimiser, training, rows, config, generator, device))
+            scheduler.step()
+            yield Progress(step + 1, steps_per_epoch, "batch", f"epoch {epoch}", {"loss": losses[-1]})
+        if not losses:
+            break
+        record = {"epoch": epoch, "loss": float(np.mean(losses)),
+                  **_validate(model, validation, config, device)}
+        if stopped:
+            record["partial"] = True
+        history.append(record)
+        best.offer(record, model)
+        yield Progress(epoch, config.epochs, "epoch", "stopped" if stopped else "", _shown(record))
+        if stopped:
+            break
+
+    model.load_state_dict(best.state)
+    model.eval()
+    summary = {
+        "train_subjects": train_ids, "val_subjects": list(val_subjects),
+        "train_patches": len(training), "train_prl_patches": int(positives.size),
+        "train_lesions": int((~training.shifted).sum()), "val_lesions": len(validation),
+        "val_prl_lesions": int(validation.y.sum()), "epochs_run": len(history) - 1,
+        "steps_per_epoch": steps_per_epoch, "best_epoch": best.record["epoch"], "stopped": stopped,
+        "seconds": round(time.perf_counter() - started, 1), "device": str(device),
+        "config": _jsonable(asdict(config)),
+    }
+    metadata: dict[str, Any] = {"training": summary, "validation": best.record}
+    if init is not None:
+        metadata["parent"] = init.id
+    checkpoint = Checkpoint(model.to(memory_format=torch.contiguous_format),
+                            best.record["threshold"], patches.config, metadata)
+    return TrainResult(checkpoint, history, best.record["epoch"], stopped)
+
+
+def _initial_model(patches: PatchSet, config: TrainConfig, init: Checkpoint | None) -> DeepPRL:
+    if init is None:
+        return DeepPRL(config.model, patches.config.size)
+    if init.patch_config != patches.config:
+        raise InputError(f"the model to fine-tune was trained on patches {init.patch_config}, "
+                         f"these are {patches.config}; cut the patches with the model's settings")
+    return copy.deepcopy(init.model)
+
+
+def _balanced_rows(rng: np.random.Generator, positives: np.ndarray, negatives: np.ndarray,
+                   n: int) -> np.ndarray:
+    """Class-balanced draw with replacement: each row is a PRL with probability 1/2."""
+    is_positive = rng.random(n) < 0.5
+    rows = negatives[rng.integers(negatives.size, size=n)]
+    rows[is_positive] = positives[rng.integers(positives.size, size=int(is_positive.sum()))]
+    return np.sort(rows)  # sorted rows read the patch array in order
+
+
+def _for_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``; channels-last on the CPU, where oneDNN's 3D convolutions want it."""
+    x = x.to(device)
+    return x.contiguous(memory_format=torch.channels_last_3d) if device.type == "cpu" else x
+
+
+def _step(model: DeepPRL, optimiser: torch.optim.Optimizer, patches: PatchSet, rows: np.ndarray,
+          config: TrainConfig, generator: torch.Generator, device: torch.device) -> float:
+    x = _for_device(augment_batch(torch.from_numpy(patches.x[rows]).to(device), config.augment, generator), device)
+    y = torch.from_numpy(patches.y[rows]).to(device)
+    loss = focal_loss(model(x), y, gamma=config.gamma, alpha=config.alpha)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    optimiser.step()
+    return float(loss.detach())
+
+
+def predict_logits(model: DeepPRL, x: np.ndarray, device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """Logits ``(n,)`` of patches ``x`` in eval mode, in batches (returned on the CPU)."""
+    return predict_views(model, x, device, ((),), batch_size)[0]
+
+
+@torch.inference_mode()
+def predict_views(model: DeepPRL, x: np.ndarray, device: torch.device,
+                  views: Sequence[tuple[int, ...]], batch_size: int = 64) -> torch.Tensor:
+    """Logits ``(len(views), n)``: one row per view, a view being the spatial dims to flip."""
+    model.eval().to(device)
+    if device.type == "cpu":
+        model.to(memory_format=torch.channels_last_3d)
+    out = torch.zeros(len(views), len(x))
+    for i in range(0, len(x), batch_size):
+        batch = _for_device(torch.from_numpy(x[i:i + batch_size]), device)
+        for v, dims in enumerate(views):
+            out[v, i:i + len(batch)] = model(batch.flip(dims) if dims else batch).float().cpu()
+    return out
+
+
+def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device: torch.device) -> dict[str, float]:
+    logits = predict_logits(model, validation.x, device)
+    truth = torch.from_numpy(validation.y.astype(np.float32))
+    probability = torch.sigmoid(logits).numpy()
+    threshold, f1 = best_f1_threshold(validation.y, probability)
+    loss = float(focal_loss(logits, truth, gamma=config.gamma, alpha=config.alpha)) if len(truth) else float("nan")
+    return {"val_loss": loss, "val_f1": f1, "val_auc": roc_auc(validation.y, probability),
+            "threshold": threshold}
+
+
+class _Best:
+    """The best validation record so far and a copy of its weights."""
+
+    def __init__(self, record: dict[str, float], model: DeepPRL) -> None:
+        self.record, self.state = record, _copy_state(model)
+
+    def offer(self, record: dict[str, float], model: DeepPRL) -> None:
+        if _rank(record) > _rank(self.record):
+            self.record, self.state = record, _copy_state(model)
+
+
+def _rank(record: dict[str, float]) -> tuple[float, float, float]:
+    def finite(v: float, default: float) -> float:
+        return v if np.isfinite(v) else default
+
+    return (record["val_f1"], finite(record["val_auc"], -1.0), -finite(record["val_loss"], np.inf))
+
+
+def _copy_state(model: DeepPRL) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _shown(record: dict[str, float]) -> dict[str, float]:
+    return {k: record[k] for k in ("loss", "val_loss", "val_f1", "val_auc") if np.isfinite(record[k])}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
