@@ -14,7 +14,6 @@ Every problem a user can fix raises :class:`~napari_deep_prl.errors.InputError` 
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import warnings
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.errors import InputError, InputWarning, file_error
+from napari_deep_prl.tables import write_table
 
 #: Manifest columns, required then optional.
 REQUIRED_COLUMNS = ("subject", "phase", "mp2rage", "mask")
@@ -348,14 +348,9 @@ def write_manifest(subjects: Sequence[SubjectPaths], path: str | Path) -> Path:
         except ValueError:
             return str(p)
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(columns)
-        for s in subjects:
-            writer.writerow([s.subject] + [rel(getattr(s, c)) for c in columns[1:]])
-    os.replace(tmp, path)
-    return path
+    table = pd.DataFrame([[s.subject] + [rel(getattr(s, c)) for c in columns[1:]] for s in subjects],
+                         columns=columns)
+    return write_table(table, path)
 
 
 # --------------------------------------------------------------------------- folder layout

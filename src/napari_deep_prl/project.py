@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -38,6 +37,7 @@ from napari_deep_prl.ratings import agreement, consensus, export
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
 from napari_deep_prl.ratings.store import Rating, RatingStore
+from napari_deep_prl.tables import write_text
 
 CONFIG_NAME = "project.json"
 DB_NAME = "ratings.sqlite"
@@ -112,19 +112,6 @@ def mask_fingerprint(labels: np.ndarray, affine: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def create_project(root: str | Path, manifest: str | Path,
                    config: dict[str, Any] | None = None) -> ProgressGenerator[Project]:
     """Create a project: register every subject's lesions (one mask loaded at a time).
@@ -144,7 +131,7 @@ def create_project(root: str | Path, manifest: str | Path,
     reference = os.path.relpath(Path(manifest).resolve(), root.resolve())
     data = {**json.loads(ProjectConfig(manifest=reference).to_json()), **(config or {})}
     staged = root / f"{CONFIG_NAME}.new"
-    _write_text_atomic(staged, json.dumps(data, indent=2) + "\n")
+    write_text(staged, json.dumps(data, indent=2) + "\n")
     settings = ProjectConfig.read(staged)
     with RatingStore.open(root / DB_NAME, create=True,
                           exclusion_reasons=settings.exclusion_reasons) as store:

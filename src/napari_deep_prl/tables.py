@@ -1,4 +1,4 @@
-"""Writing tables: CSV or TSV by suffix, atomically.
+"""Writing tables and text files atomically (tables as CSV or TSV by suffix).
 
 A table is written to a temporary file beside its destination and moved into place with
 ``os.replace``, so a crash never leaves a half-written export where a complete one was.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 
@@ -20,12 +22,23 @@ def separator_for(path: str | Path) -> str:
 
 def write_table(table: pd.DataFrame, path: str | Path, *, float_format: str = "%.6g") -> Path:
     """Write ``table`` without its index, atomically."""
+    return write_atomic(path, lambda fh: table.to_csv(fh, sep=separator_for(path), index=False,
+                                                      float_format=float_format))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write a text file atomically."""
+    return write_atomic(path, lambda fh: fh.write(text))
+
+
+def write_atomic(path: str | Path, write: Callable[[TextIO], object]) -> Path:
+    """Call ``write`` on a temporary file beside ``path``, fsync it, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", newline="") as fh:
-            table.to_csv(fh, sep=separator_for(path), index=False, float_format=float_format)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
