@@ -133,3 +133,21 @@ def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, m
     assert predictions["prl_truth"].sum() == sum(map(len, prl_sets))
     assert main(["cv", "--merge", str(out)]) == 0
     assert main(["cv", str(manifest), "-o", str(out), "--methods", "nope"]) == 2
+
+
+def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_mask():
+    from napari_deep_prl.dataset import PatchSet
+    from napari_deep_prl.methods import CNNMethod, MethodSettings, _cnn_method
+    from napari_deep_prl.patches import PatchConfig
+    from napari_deep_prl.report import json_ready
+
+    x = np.random.default_rng(0).random((4, 3, 8, 8, 8), dtype=np.float32)
+    patches = PatchSet(x, np.array([1, 0, 0, 1], np.int8), np.array(["a", "a", "b", "b"]),
+                       np.arange(1, 5), np.zeros(4, bool), PatchConfig(size=8))
+    rimnet = _cnn_method("rimnet", patches, MethodSettings(epochs=2, device="cpu"))
+    assert isinstance(rimnet, CNNMethod) and rimnet.blank_mask
+    assert not rimnet.patches.x[:, 2].any() and rimnet.patches.x[:, :2].tolist() == x[:, :2].tolist()
+    assert patches.x[:, 2].any()  # the shared patch set is untouched
+    options = json.loads(json.dumps(json_ready(rimnet.options())))
+    assert options["train"]["epochs"] == 2 and options["train"]["model"]["fusion"] == "none"
+    assert "seed" not in options["train"] and "device" not in options["train"]
