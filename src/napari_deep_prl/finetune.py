@@ -1,0 +1,129 @@
+"""Training on a project's own labels, versioned checkpoints, and retraining every K labels.
+
+The labels come from the rating store (consensus, one rater's, or imported PRL masks stored as
+a rater), not from a ``prl_mask``: that is what lets a lab teach the model while it reviews.
+Each fine-tuned model is saved as the next version in the project's ``models/`` folder
+(``deep-prl-v001.pt``, ``-v002`` …) with its parent's id and the labels it used (source, counts,
+subjects and a digest of the exact labels), so any model can be traced to the ratings behind it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from napari_deep_prl.active import model_version, score_project
+from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.dataset import PatchSet, _subject_patches
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.lesions import find_lesions
+from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.progress import Progress
+from napari_deep_prl.project import Project
+from napari_deep_prl.train import TrainConfig, TrainResult, train
+
+STEM = "deep-prl"
+_VERSION = re.compile(rf"^{STEM}-v(\d+)\.pt$")
+
+
+@dataclass
+class FinetuneResult:
+    """The training result and where its checkpoint was saved."""
+
+    train: TrainResult
+    path: Path
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        return self.train.checkpoint
+
+
+def labels_summary(labels: pd.DataFrame, source: str) -> dict:
+    """What a checkpoint records about the labels it learnt from."""
+    rows = labels.sort_values(["subject", "lesion"])
+    text = "\n".join(f"{s}\t{int(n)}\t{int(p)}" for s, n, p in
+                     zip(rows["subject"], rows["lesion"], rows["prl"]))
+    return {"source": source, "n": len(labels), "n_prl": int(labels["prl"].sum()),
+            "subjects": sorted(labels["subject"].unique().tolist()),
+            "digest": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+def labelled_patchset(project: Project, labels: pd.DataFrame, config: PatchConfig, *,
+                      oversample_shift: int = 5) -> Generator[Progress, None, PatchSet]:
+    """Patches of the labelled lesions (``subject, lesion, prl``), one subject loaded at a time."""
+    parts = []
+    subjects = sorted(labels["subject"].unique())
+    for step, subject_id in enumerate(subjects, start=1):
+        subject = project.load_subject(subject_id)
+        lesions = find_lesions(subject)
+        mine = labels[labels["subject"] == subject_id][["lesion", "prl"]]
+        table = lesions.table.drop(columns=["prl"], errors="ignore").merge(mine, on="lesion")
+        parts.append(_subject_patches(subject, lesions, table, config, oversample_shift))
+        yield Progress(step, len(subjects), "patches", subject_id)
+    if not parts:
+        raise InputError(f"{project.root}: no labelled lesions to train on; rate some lesions "
+                         "(or import PRL masks) first")
+    x, y, subject_ids, lesion_ids, shifted = (np.concatenate(c) for c in zip(*parts))
+    return PatchSet(x, y, subject_ids, lesion_ids, shifted, config)
+
+
+def next_version_path(models_dir: Path) -> Path:
+    """``models/deep-prl-vNNN.pt`` one above the highest version there."""
+    found = [int(m.group(1)) for p in models_dir.glob(f"{STEM}-v*.pt")
+             if (m := _VERSION.match(p.name))]
+    return models_dir / f"{STEM}-v{max(found, default=0) + 1:03d}.pt"
+
+
+def finetune(project: Project, init: Checkpoint | None, config: TrainConfig = TrainConfig(), *,
+             source: str = "consensus", val_subjects: Sequence[str] | None = None,
+             patch_config: PatchConfig = PatchConfig(), stop: threading.Event | None = None
+             ) -> Generator[Progress, None, FinetuneResult]:
+    """Train (from ``init`` or from scratch) on the project's ``source`` labels; save a version.
+
+    Cancelling with ``stop`` still saves the best model so far (training keeps it).
+    """
+    labels = project.training_labels(source)
+    config_used = init.patch_config if init is not None else patch_config
+    patches = yield from labelled_patchset(project, labels, config_used)
+    result = yield from train(patches, config, val_subjects=val_subjects, init=init, stop=stop)
+    checkpoint = result.checkpoint
+    checkpoint.metadata["labels"] = labels_summary(labels, source)
+    checkpoint.metadata["project"] = str(project.root)
+    path = checkpoint.save(next_version_path(project.models_dir))
+    return FinetuneResult(result, path)
+
+
+def labels_since(project: Project, checkpoint: Checkpoint | None,
+                 source: str = "consensus") -> int:
+    """Definite labels gained since ``checkpoint`` was trained (all of them without a model)."""
+    used = 0 if checkpoint is None else int(checkpoint.metadata.get("labels", {}).get("n", 0))
+    return len(project.training_labels(source)) - used
+
+
+def should_retrain(project: Project, checkpoint: Checkpoint | None, every: int,
+                   source: str = "consensus") -> bool:
+    """True once ``every`` new labels have come in since the model was trained."""
+    if every < 1:
+        raise InputError(f"retrain every {every} labels: give a positive number")
+    return labels_since(project, checkpoint, source) >= every
+
+
+def retrain_and_rescore(project: Project, checkpoint: Checkpoint | None, config: TrainConfig, *,
+                        source: str = "consensus", method: str = "auto",
+                        stop: threading.Event | None = None
+                        ) -> Generator[Progress, None, tuple[FinetuneResult, str]]:
+    """Fine-tune on the labels so far, then score the project with the new model.
+
+    Returns the result and the new model version, whose stored scores a re-ranked queue uses
+    (:func:`napari_deep_prl.active.project_strategy`).
+    """
+    result = yield from finetune(project, checkpoint, config, source=source, stop=stop)
+    yield from score_project(project, [result.checkpoint], method, stop=stop)
+    return result, model_version([result.checkpoint], method)

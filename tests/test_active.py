@@ -1,0 +1,208 @@
+"""Active learning core: uncertainty measures, strategies, cached scores, serving, retraining."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from active_support import (  # noqa: F401
+    SIZE,
+    TINY_TRAIN,
+    one_torch_thread,
+    tiny_checkpoint,
+    tiny_project,
+)
+
+from napari_deep_prl import active
+from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.finetune import (
+    finetune,
+    labels_since,
+    next_version_path,
+    should_retrain,
+)
+from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.serving import ServingLog, serve_next, spread_among_raters
+
+
+def test_entropy_and_mutual_information_definitions():
+    assert active.binary_entropy(np.array([0.5]))[0] == pytest.approx(1.0)
+    assert active.binary_entropy(np.array([0.0, 1.0])) == pytest.approx([0.0, 0.0], abs=1e-9)
+    agree = np.array([[0.5], [0.5]])  # unsure, but every view says the same: no disagreement
+    split = np.array([[0.0], [1.0]])  # confident views that contradict each other
+    assert active.mutual_information(agree)[0] == pytest.approx(0.0)
+    assert active.mutual_information(split)[0] == pytest.approx(1.0, abs=1e-6)
+    both = active.from_samples(split)
+    assert both.entropy[0] == pytest.approx(1.0) and both.spread[0] == pytest.approx(np.sqrt(0.5))
+
+
+SCORES = pd.DataFrame({"lesion_key": [1, 2, 3, 4], "subject": ["a", "a", "b", "b"],
+                       "lesion": [1, 2, 1, 2], "probability": [0.05, 0.55, 0.9, 0.3],
+                       "uncertainty": [0.01, 0.2, 0.05, 0.4]})
+CANDIDATES = SCORES[["lesion_key", "subject", "lesion"]].iloc[::-1]
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("entropy", [2, 4, 3, 1]),        # closest to 0.5 first
+    ("disagreement", [4, 2, 3, 1]),   # highest stored mutual information first
+    ("likely_prl", [3, 2, 4, 1]),     # highest probability first
+    ("subject_order", [1, 2, 3, 4]),
+])
+def test_strategies_order_lesions_as_defined(name, expected):
+    strategy = active.make_strategy(name, SCORES, version="m1")
+    assert strategy.rank(CANDIDATES) == expected
+    assert strategy.name == name
+    assert strategy.model_version == ("m1" if name in active.MODEL_STRATEGIES else None)
+
+
+def test_unscored_lesions_come_last_and_random_is_seeded():
+    candidates = pd.concat([CANDIDATES, pd.DataFrame({"lesion_key": [9], "subject": ["a"],
+                                                      "lesion": [9]})])
+    assert active.make_strategy("likely_prl", SCORES, version="m1").rank(candidates)[-1] == 9
+    first = active.make_strategy("random", seed=3).rank(CANDIDATES)
+    assert first == active.make_strategy("random", seed=3).rank(CANDIDATES)
+    assert sorted(first) == [1, 2, 3, 4]
+
+
+def test_model_strategy_without_scores_says_what_to_do():
+    with pytest.raises(InputError, match="score the project"):
+        active.make_strategy("entropy")
+    with pytest.raises(InputError, match="unknown"):
+        active.make_strategy("cleverest")
+
+
+def _clear_and_ambiguous(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patches whose phase channel is 0 (non-PRL) or 1 (PRL): a trivially separable task."""
+    y = torch.arange(n) % 2
+    x = torch.full((n, 3, SIZE, SIZE, SIZE), 0.5)
+    x[:, 1] = y.float()[:, None, None, None]
+    return x, y.float()
+
+
+def _trained(seed: int, dropout: float) -> Checkpoint:
+    checkpoint = tiny_checkpoint(seed, dropout)
+    model, (x, y) = checkpoint.model, _clear_and_ambiguous(8)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-2)
+    model.train()
+    for _ in range(100):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    return checkpoint
+
+
+def _probe() -> np.ndarray:
+    clear, _ = _clear_and_ambiguous(2)
+    ambiguous = clear[:1].clone()
+    ambiguous[:, 1] = 0.5  # half-way between the two classes
+    return torch.cat([clear, ambiguous]).numpy()
+
+
+def test_mc_dropout_uncertainty_is_higher_for_ambiguous_input():
+    checkpoint = _trained(0, dropout=0.5)
+    samples = active.mc_dropout_samples(checkpoint, _probe(), n_samples=32, seed=1)
+    assert samples[:, 0].mean() < 0.3 and samples[:, 1].mean() > 0.7  # learnt the task
+    bald = active.mutual_information(samples)
+    assert bald[2] > 1.5 * max(bald[0], bald[1])
+    again = active.mc_dropout_samples(checkpoint, _probe(), n_samples=32, seed=1)
+    np.testing.assert_array_equal(samples, again)
+    assert checkpoint.model.training is False  # dropout switched back off
+
+
+def test_ensemble_spread_is_higher_for_ambiguous_input():
+    members = [_trained(seed, dropout=0.0) for seed in range(3)]
+    scores = active.estimate(members, _probe(), "ensemble", device="cpu")
+    assert scores.mutual_information[2] > 1.5 * max(scores.mutual_information[:2])
+    assert scores.entropy[2] > max(scores.entropy[:2])
+
+
+def test_mc_dropout_refuses_a_model_without_dropout():
+    with pytest.raises(InputError, match="dropout"):
+        active.mc_dropout_samples(tiny_checkpoint(dropout=0.0), _probe())
+    assert active.resolve_method([tiny_checkpoint(dropout=0.0)]) == "tta"
+    assert active.resolve_method([tiny_checkpoint()]) == "mc_dropout"
+    assert active.resolve_method([tiny_checkpoint(), tiny_checkpoint(1)]) == "ensemble"
+
+
+@pytest.fixture
+def project(tmp_path, manifest):
+    with tiny_project(tmp_path / "project", manifest) as opened:
+        yield opened
+
+
+def test_scores_are_stored_per_model_version_and_not_recomputed(project):
+    checkpoint = tiny_checkpoint()
+    events = []
+    gen = active.score_project(project, [checkpoint], "mc_dropout", n_samples=4, device="cpu")
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            scores = stop.value
+            break
+    version = active.model_version([checkpoint], "mc_dropout", n_samples=4)
+    assert version == f"{checkpoint.id}/mc4"
+    assert len(scores) == len(project.lesions()) == 9
+    assert set(scores["model_id"]) == {version}
+    assert [e.metrics["cached"] for e in events] == [0.0, 0.0, 0.0]
+    again = active.score_project(project, [checkpoint], "mc_dropout", n_samples=4, device="cpu")
+    assert all(e.metrics["cached"] == 1.0 for e in _events(again))
+
+    strategy = active.project_strategy(project, "disagreement", version)
+    queue = project.queue("alice", strategy)
+    item = queue.next()
+    assert item.model_version == version and item.strategy == "disagreement"
+    top = scores.sort_values("uncertainty", ascending=False)["lesion_key"].iloc[0]
+    assert item.lesion_key == top
+    queue.record(item, "prl")
+    assert project.store.current()["model_version"].tolist() == [version]
+
+
+def _events(gen) -> list:
+    out = []
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration:
+            return out
+
+
+def test_concurrent_raters_get_different_top_lesions(project):
+    scores = project.lesions().assign(probability=np.linspace(0.9, 0.1, 9), uncertainty=0.0)
+    base = active.make_strategy("likely_prl", scores, version="m")
+    log = ServingLog.for_project(project)
+    queues = {r: project.queue(r, spread_among_raters(base, log, project, r, window=3))
+              for r in ("ann", "bob", "cat")}
+    served = [serve_next(queues[r], log).lesion_key for r in ("ann", "bob", "cat")]
+    assert sorted(served) == sorted(scores["lesion_key"].iloc[:3].tolist())
+    first = serve_next(queues["ann"], log)  # ann's next: the least recently served of the top 3
+    assert first.lesion_key == served[0] and first.model_version == "m"
+    log.close()
+
+
+def test_finetune_saves_a_versioned_checkpoint_with_parent_and_labels(project):
+    run_to_end(project.import_prl_masks())
+    parent = tiny_checkpoint()
+    assert labels_since(project, parent, "prl_mask") == 9
+    assert should_retrain(project, parent, every=5, source="prl_mask")
+    result = run_to_end(finetune(project, parent, TINY_TRAIN, source="prl_mask"))
+    assert result.path.name == "deep-prl-v001.pt"
+    loaded = load_checkpoint(result.path)
+    assert loaded.metadata["parent"] == parent.id
+    assert loaded.metadata["labels"]["source"] == "prl_mask"
+    assert loaded.metadata["labels"]["n"] == 9 and loaded.metadata["labels"]["n_prl"] == 3
+    assert not should_retrain(project, loaded, every=1, source="prl_mask")
+    assert next_version_path(project.models_dir).name == "deep-prl-v002.pt"
+
+
+def test_tta_and_single_pass_methods():
+    checkpoint, x = tiny_checkpoint(dropout=0.0), _probe()
+    tta = active.estimate([checkpoint], x, "tta", device="cpu")
+    assert np.isfinite(tta.mutual_information).all() and (tta.spread >= 0).all()
+    plain = active.estimate([checkpoint], x, "none", device="cpu")
+    assert np.isnan(plain.mutual_information).all()
+    assert ((plain.probability >= 0) & (plain.probability <= 1)).all()
