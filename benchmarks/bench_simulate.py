@@ -32,18 +32,20 @@ def main() -> None:
     args = parser.parse_args()
 
     simulate_subject(0, **BRAIN)  # warm-up: imports, FFT plans
-    times = []
+    times, cpu = [], []
     for seed in range(1, args.repeats + 1):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         sim = simulate_subject(seed, **BRAIN)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         write_subject(sim, Path(tmp))
         write_s = time.perf_counter() - start
     print(f"simulate one subject {sim.subject.shape} at 1 mm ({len(sim.truth)} lesions, "
           f"{os.cpu_count()} CPUs): median {np.median(times):.2f} s "
-          f"(min {min(times):.2f}, max {max(times):.2f}; target <= 10 s); "
+          f"(min {min(times):.2f}, max {max(times):.2f}; target <= 10 s), "
+          f"CPU time {np.median(cpu):.2f} s; load average {os.getloadavg()[0]:.1f}; "
           f"writing its 4 NIfTI files: {write_s:.2f} s")
     if args.gallery:
         write_gallery(args.gallery)

@@ -11,7 +11,10 @@ from napari_deep_prl.io import Subject, read_manifest
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.progress import run_to_end
 from napari_deep_prl.radiomics import (
-    cohort_features, feature_names, grouped_cv_auc, radiomics_features,
+    cohort_features,
+    feature_names,
+    grouped_cv_auc,
+    radiomics_features,
 )
 from napari_deep_prl.simulate import simulate_cohort
 

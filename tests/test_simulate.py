@@ -12,7 +12,13 @@ from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.lesions import find_lesions, label_lesions
 from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.simulate import KINDS, SubjectParams, sample_subject, simulate_cohort, simulate_subject
+from napari_deep_prl.simulate import (
+    KINDS,
+    SubjectParams,
+    sample_subject,
+    simulate_cohort,
+    simulate_subject,
+)
 from napari_deep_prl.simulate.params import draw_params
 from napari_deep_prl.simulate.physics import field_ppm
 
@@ -108,7 +114,7 @@ def test_simulated_rims_are_darker_than_their_surroundings():
     assert len(full) >= 2
     contrasts = []
     for row in full.itertuples():
-        zc = int(round(row.z))
+        zc = round(row.z)
         slab = np.zeros(labels.shape, bool)
         slab[:, :, zc - 1:zc + 2] = True
         lesion = labels == row.lesion

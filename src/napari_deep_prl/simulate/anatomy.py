@@ -16,7 +16,11 @@ import numpy as np
 from scipy import ndimage
 
 from napari_deep_prl.simulate.geometry import (
-    draw_tube, grid_axes, random_unit, smooth_noise, wandering_line,
+    draw_tube,
+    grid_axes,
+    random_unit,
+    smooth_noise,
+    wandering_line,
 )
 from napari_deep_prl.simulate.params import SubjectParams
 
@@ -94,13 +98,21 @@ def make_anatomy(params: SubjectParams, rng: np.random.Generator) -> Anatomy:
     chi[tissue == WM] += 0.004 * smooth_noise(shape, vox, 20.0, rng)[tissue == WM]
 
     coarse_vox = tuple(COARSE * v for v in vox)
-    sub = (slice(None, None, COARSE),) * 3
-    vent_dist = ndimage.distance_transform_edt(~ventricles[sub], sampling=coarse_vox)
-    wm_depth = ndimage.distance_transform_edt((tissue == WM)[sub], sampling=coarse_vox)
+    vent_dist = ndimage.distance_transform_edt(~_any_in_cell(ventricles), sampling=coarse_vox)
+    wm_depth = ndimage.distance_transform_edt(~_any_in_cell(tissue != WM), sampling=coarse_vox)
     anatomy = Anatomy(tissue, chi, np.zeros(shape, np.float32), brain,
                       wm_depth.astype(np.float32), vent_dist.astype(np.float32), vox)
     _veins(anatomy, ventricles, semi, centre, rng)
     return anatomy
+
+
+def _any_in_cell(mask: np.ndarray) -> np.ndarray:
+    """Max-pool a mask over COARSE^3 cells, so a one-voxel sheet (the fissure) is not skipped."""
+    shape = tuple(n // COARSE for n in mask.shape)
+    pooled = np.zeros(shape, bool)
+    for offset in np.ndindex(*(COARSE,) * 3):
+        pooled |= mask[tuple(slice(o, o + COARSE * n, COARSE) for o, n in zip(offset, shape))]
+    return pooled
 
 
 def _deep_grey(tissue: np.ndarray, norm: tuple[np.ndarray, ...],

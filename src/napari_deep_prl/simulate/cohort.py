@@ -24,7 +24,11 @@ from napari_deep_prl.errors import InputError, file_error
 from napari_deep_prl.io import SubjectPaths, write_manifest
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.simulate.params import draw_params
-from napari_deep_prl.simulate.subject import PHASE_DESCRIPTION, Simulated, simulate_subject
+from napari_deep_prl.simulate.subject import (
+    PHASE_DESCRIPTION,
+    Simulated,
+    simulate_subject,
+)
 from napari_deep_prl.tables import write_table
 
 #: Leading truth-table columns (the rest follow in the lesion table's order).

@@ -7,6 +7,8 @@ change with resolution.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 from scipy import ndimage
 
@@ -108,7 +110,7 @@ def draw_tube(fraction: np.ndarray, points_mm: np.ndarray, radius_mm: float,
     """
     vox = float(np.mean(voxel_size))
     thin = radius_mm < vox / 2
-    for a, b in zip(points_mm[:-1], points_mm[1:]):
+    for a, b in pairwise(points_mm):
         mid, half = (a + b) / 2, np.linalg.norm(b - a) / 2 + radius_mm + vox
         box = box_around(mid, half, fraction.shape, voxel_size)
         if box is None:

@@ -27,7 +27,13 @@ from scipy import ndimage
 
 from napari_deep_prl.simulate.anatomy import COARSE, CSF, OUTSIDE, SCALP, SKULL, Anatomy
 from napari_deep_prl.simulate.geometry import (
-    box_around, box_axes, draw_tube, random_rotation, random_unit, smooth_noise, wandering_line,
+    box_around,
+    box_axes,
+    draw_tube,
+    random_rotation,
+    random_unit,
+    smooth_noise,
+    wandering_line,
 )
 
 KINDS = ("full_rim", "partial_rim", "plain", "vein_adjacent", "homogeneous", "central_vein",
@@ -161,29 +167,32 @@ def _place(spec: LesionSpec, anatomy: Anatomy, cells: np.ndarray, placed: list[L
            rng: np.random.Generator, tries: int = 300) -> np.ndarray | None:
     """A white-matter centre far enough from other lesions (elongated ones by the ventricles).
 
-    ``cells`` are the white-matter cells of the coarse distance maps to draw from.
+    ``cells`` are the white-matter cells of the coarse distance maps to draw from; all
+    ``tries`` candidates are drawn and tested at once, the first acceptable one wins.
     """
     shape = np.array(anatomy.shape)
     vox = np.array(anatomy.voxel_size)
     short = float(spec.radii_mm.min())
-    others = np.array([o.centre_mm for o in placed]).reshape(-1, 3)
-    clearance = np.array([o.extent_mm for o in placed]) + spec.extent_mm + 2.5 * vox.max()
-    for _ in range(tries):
-        cell = cells[rng.integers(len(cells))]
-        idx = np.minimum(cell * COARSE + rng.integers(0, COARSE, 3), shape - 1)
-        coarse = tuple(cell)
-        depth = anatomy.wm_depth_mm[coarse]
-        if spec.shape == "elongated":
-            vent = anatomy.ventricle_mm[coarse]
-            if not (short + 0.5 < vent < short + 4.0 and depth > 0.6 * short):
-                continue
-            spec.rotation = _align_x(_gradient(anatomy.ventricle_mm, np.array(coarse)), rng)
-        elif depth < 0.8 * spec.radii_mm.max() + 0.5:
-            continue
-        centre = (idx - (shape - 1) / 2) * vox
-        if np.all(np.sqrt(((others - centre) ** 2).sum(axis=1)) > clearance):
-            return centre
-    return None
+    chosen = cells[rng.integers(len(cells), size=tries)]
+    idx = np.minimum(chosen * COARSE + rng.integers(0, COARSE, (tries, 3)), shape - 1)
+    depth = anatomy.wm_depth_mm[tuple(chosen.T)]
+    if spec.shape == "elongated":
+        vent = anatomy.ventricle_mm[tuple(chosen.T)]
+        ok = (vent > short + 0.5) & (vent < short + 4.0) & (depth > 0.6 * short)
+    else:
+        ok = depth >= 0.8 * spec.radii_mm.max() + 0.5
+    centres = (idx - (shape - 1) / 2) * vox
+    if placed:
+        others = np.array([o.centre_mm for o in placed])
+        clearance = np.array([o.extent_mm for o in placed]) + spec.extent_mm + 2.5 * vox.max()
+        gaps = np.sqrt(((centres[:, None, :] - others[None]) ** 2).sum(axis=2))
+        ok &= (gaps > clearance).all(axis=1)
+    if not ok.any():
+        return None
+    first = int(np.argmax(ok))
+    if spec.shape == "elongated":
+        spec.rotation = _align_x(_gradient(anatomy.ventricle_mm, chosen[first]), rng)
+    return centres[first]
 
 
 def _gradient(volume: np.ndarray, idx: np.ndarray) -> np.ndarray:

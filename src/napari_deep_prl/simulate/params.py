@@ -45,7 +45,7 @@ class SubjectParams:
     @property
     def shape(self) -> tuple[int, int, int]:
         """Grid shape: the field of view divided by the voxel size."""
-        return tuple(max(8, int(round(f / v))) for f, v in zip(self.fov_mm, self.voxel_size))
+        return tuple(max(8, round(f / v)) for f, v in zip(self.fov_mm, self.voxel_size))
 
     @property
     def rad_per_ppm(self) -> float:
@@ -80,7 +80,9 @@ def draw_params(rng: np.random.Generator, prl_fraction: float = 0.08,
         raise InputError(f"PRL fraction {prl_fraction} is not in [0, 1]. Give a fraction such "
                          "as 0.08")
     field = 7.0 if rng.random() < 0.3 else 3.0
-    te = rng.uniform(20.0, 35.0) if field == 3.0 else rng.uniform(15.0, 25.0)
+    if fixed.get("field_strength_t") is not None:
+        field = float(fixed["field_strength_t"])
+    te = rng.uniform(20.0, 35.0) if field < 5.0 else rng.uniform(15.0, 25.0)
     inplane = round(rng.uniform(0.85, 1.05) / 0.05) * 0.05
     slice_mm = inplane * (1.2 if rng.random() < 0.25 else 1.0)
     tilt = np.deg2rad(rng.uniform(0.0, 15.0))
@@ -99,7 +101,7 @@ def draw_params(rng: np.random.Generator, prl_fraction: float = 0.08,
         t1_noise=float(rng.uniform(0.02, 0.05)),
         bias=float(rng.uniform(0.03, 0.12)),
         highpass_sigma_mm=float(rng.uniform(3.5, 7.0)),
-        background_rad=float(rng.uniform(2.0, 12.0)),
+        background_rad=float(rng.uniform(1.0, 6.0)),
         n_lesions=int(np.clip(rng.negative_binomial(4, 4 / (4 + 30)), 4, 90)),
         prl_rate=float(prl_rate),
     )

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import fft
 
 from napari_deep_prl.simulate.anatomy import MAGNITUDE, OUTSIDE, T1_VALUE, WM, Anatomy
-from napari_deep_prl.simulate.geometry import separable_linear, grid_axes, smooth_noise
+from napari_deep_prl.simulate.geometry import grid_axes, separable_linear, smooth_noise
 
 _WORKERS = min(4, os.cpu_count() or 1)
 

@@ -20,7 +20,12 @@ from napari_deep_prl.simulate.anatomy import VEIN_CHI_PPM, make_anatomy
 from napari_deep_prl.simulate.lesion_kinds import LesionSpec, draw_specs, paint_lesions
 from napari_deep_prl.simulate.params import SubjectParams, draw_params, validate
 from napari_deep_prl.simulate.physics import (
-    background_field, field_ppm, highpass, magnitude_image, mp2rage_image, phase_noise,
+    background_field,
+    field_ppm,
+    highpass,
+    magnitude_image,
+    mp2rage_image,
+    phase_noise,
 )
 
 #: Truth-table columns added to the lesion table's (see ``lesions.TABLE_COLUMNS``).
