@@ -71,19 +71,20 @@ def oversampling_shifts(distance: int) -> np.ndarray:
 
 
 def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchConfig(), *,
-                   oversample_shift: int = 5, exclude_confluent: bool = False
-                   ) -> Generator[Progress, None, PatchSet]:
+                   oversample_shift: int = 5, exclude_confluent: bool = False,
+                   flip_phase: bool = False) -> Generator[Progress, None, PatchSet]:
     """Patches and labels of every lesion of the cohort (subjects need a ``prl_mask``).
 
     ``exclude_confluent`` leaves out lesions flagged confluent, as the paper did.
-    ``oversample_shift=0`` turns positive oversampling off.
+    ``oversample_shift=0`` turns positive oversampling off. ``flip_phase`` negates the phase of
+    data whose paramagnetic shifts are bright (the package's convention is dark).
     """
     parts: list[tuple[np.ndarray, ...]] = []
     for step, paths in enumerate(cohort):
         if paths.prl_mask is None:
             raise InputError(f"subject {paths.subject} has no prl_mask: training needs the PRL "
                              "ground truth; add a prl_mask column to the manifest")
-        subject = paths.load()
+        subject = paths.load(flip_phase=flip_phase)
         lesions = find_lesions(subject)
         table = lesions.table
         if exclude_confluent:

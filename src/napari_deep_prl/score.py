@@ -72,13 +72,16 @@ def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, tta: b
     return _score(subject, find_lesions(subject), checkpoints, tta, batch_size, device)
 
 
-def score_cohort(cohort: Sequence[SubjectPaths], checkpoints: Sequence[Checkpoint], *,
+def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence[Checkpoint], *,
                  tta: bool = False, nifti_dir: str | Path | None = None, batch_size: int = 64,
-                 device: str = "auto") -> Generator[Progress, None, Scores]:
-    """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``."""
+                 device: str = "auto", flip_phase: bool = False) -> Generator[Progress, None, Scores]:
+    """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``.
+
+    Items of ``cohort`` already loaded (:class:`Subject`) are used as they are.
+    """
     tables = []
-    for step, paths in enumerate(cohort):
-        subject = paths.load()
+    for step, item in enumerate(cohort):
+        subject = item if isinstance(item, Subject) else item.load(flip_phase=flip_phase)
         lesions = find_lesions(subject)
         table = _score(subject, lesions, checkpoints, tta, batch_size, device)
         if nifti_dir is not None:

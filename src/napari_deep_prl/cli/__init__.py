@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "project",
     "ratings",
     "cv",
+    "train",
+    "score",
 )
 
 

@@ -1,0 +1,97 @@
+"""``deep-prl train``: train Deep-PRL on a labelled cohort and save a checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from napari_deep_prl.augment import AugmentConfig
+from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.dataset import build_patchset
+from napari_deep_prl.io import open_cohort
+from napari_deep_prl.model import FUSIONS, PRESETS, model_config
+from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.progress import run_with_tqdm
+from napari_deep_prl.tables import write_table
+from napari_deep_prl.train import TrainConfig, train
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train Deep-PRL on a cohort with PRL masks; save a checkpoint",
+        description="Train the Deep-PRL network on every lesion of a cohort (manifest with a "
+                    "prl_mask column): Adam, polynomial LR decay, class-balanced batches, "
+                    "augmentation, focal loss; a patient-level validation split picks the best "
+                    "epoch and the decision threshold. Ctrl-C stops after the current step and "
+                    "still saves the best model so far. Writes MODEL.pt and MODEL_history.tsv.",
+    )
+    d = TrainConfig()
+    p.add_argument("manifest", metavar="MANIFEST", help="cohort manifest CSV or subject folder layout")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="checkpoint to write")
+    p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs ({d.epochs}, as the paper)")
+    p.add_argument("--seed", type=int, default=d.seed, help=f"seed of split, weights, batches ({d.seed})")
+    p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"), help="torch device (auto)")
+    p.add_argument("--preset", default="default", choices=tuple(PRESETS),
+                   help="network width: default (CPU-sized) or paper (GPU)")
+    p.add_argument("--fusion", choices=FUSIONS, help="mask attention: concat (paper), none (ablation), gate")
+    p.add_argument("--normalisation", default=PatchConfig.normalisation, choices=("subject", "patch"),
+                   help="patch intensity scaling: per subject (default) or per patch (paper's min-max)")
+    p.add_argument("--patch-size", type=int, default=PatchConfig.size, help=f"patch side in voxels ({PatchConfig.size})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
+    p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr:g})")
+    p.add_argument("--samples-per-epoch", type=int, metavar="N",
+                   help="class-balanced samples per epoch (default: the number of training patches)")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction,
+                   help=f"fraction of patients held out for validation ({d.val_fraction})")
+    p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
+    p.add_argument("--exclude-confluent", action="store_true", help="leave confluent lesions out (as the paper)")
+    p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
+    p.add_argument("--init", metavar="MODEL.pt", help="fine-tune this checkpoint instead of starting afresh")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    init = load_checkpoint(args.init) if args.init else None
+    patch_config = init.patch_config if init else PatchConfig(size=args.patch_size, normalisation=args.normalisation)
+    overrides = {"fusion": args.fusion} if args.fusion else {}
+    config = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device,
+        model=model_config(args.preset, **overrides),
+        augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
+    )
+    cohort = open_cohort(args.manifest)
+    patches = run_with_tqdm(build_patchset(cohort, patch_config, exclude_confluent=args.exclude_confluent,
+                                           flip_phase=args.flip_phase), desc="patches", disable=args.quiet)
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, _stop_on_first_interrupt(stop))
+    try:
+        result = run_with_tqdm(train(patches, config, init=init, stop=stop), disable=args.quiet)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    path = result.checkpoint.save(args.output)
+    history = write_table(pd.DataFrame(result.history), Path(path).with_name(Path(path).stem + "_history.tsv"))
+    best = result.checkpoint.metadata["validation"]
+    print(f"{'stopped; ' if result.stopped else ''}best epoch {result.best_epoch}: validation F1 "
+          f"{best['val_f1']:.3f}, ROC AUC {best['val_auc']:.3f}, threshold {best['threshold']:.3f}; "
+          f"model {path} (id {result.checkpoint.id}), history {history}", file=sys.stderr)
+    return 0
+
+
+def _stop_on_first_interrupt(stop: threading.Event):  # noqa: ANN202
+    """SIGINT handler: the first Ctrl-C asks training to stop cleanly, the second interrupts."""
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        print("\nstopping after this step (Ctrl-C again to abort)...", file=sys.stderr)
+        stop.set()
+
+    return handler

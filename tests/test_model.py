@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.losses import focal_loss
+from napari_deep_prl.model import FUSIONS, PRESETS, DeepPRL, ModelConfig, count_parameters, flops_per_patch, model_config
+
+from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_forward_gives_one_logit_per_patch(fusion):
+    model = DeepPRL(model_config("default", widths=(2, 4), fusion=fusion), SIZE)
+    assert model(torch.rand(3, 3, SIZE, SIZE, SIZE)).shape == (3,)
+
+
+def test_presets_meet_their_flop_targets():
+    default, paper = flops_per_patch(PRESETS["default"]), flops_per_patch(PRESETS["paper"])
+    assert default <= 0.3e9
+    assert 7e9 <= paper <= 10e9  # "about 8 GFLOP per patch"
+    assert 2 * default < flops_per_patch(PRESETS["default"], training=True) < 3 * default
+    assert count_parameters(DeepPRL(PRESETS["paper"])) > count_parameters(DeepPRL(PRESETS["default"]))
+
+
+def test_concat_fusion_feeds_mask_features_to_the_image_branches():
+    concat, none = DeepPRL(TINY, SIZE), DeepPRL(model_config("default", widths=(2, 4), reduction=2,
+                                                              fc=(8,), fusion="none"), SIZE)
+    assert concat.phase_branch.blocks[1][0].in_channels == 4
+    assert none.phase_branch.blocks[1][0].in_channels == 2
+
+
+def test_config_round_trip_and_errors():
+    assert ModelConfig.from_dict(PRESETS["paper"].to_dict()) == PRESETS["paper"]
+    with pytest.raises(InputError, match="fusion"):
+        ModelConfig(fusion="add")
+    with pytest.raises(InputError, match="preset"):
+        model_config("huge")
+    with pytest.raises(InputError, match="too small"):
+        DeepPRL(PRESETS["default"], patch_size=4)
+
+
+def test_focal_loss_weights_positives_with_alpha():
+    logits, pos, neg = torch.zeros(4), torch.ones(4), torch.zeros(4)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, pos)
+    assert torch.isclose(focal_loss(logits, pos, gamma=0, alpha=0.2), 0.2 * bce)
+    assert torch.isclose(focal_loss(logits, neg, gamma=0, alpha=0.2), 0.8 * bce)
+    # gamma shrinks the loss of confident, correct predictions far more than of wrong ones
+    confident = torch.full((4,), 4.0)
+    assert focal_loss(confident, pos) < 1e-3 * focal_loss(-confident, pos)

@@ -1,0 +1,75 @@
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.cli import main
+from napari_deep_prl.io import read_manifest
+from napari_deep_prl.lesions import find_lesions
+from napari_deep_prl.model import DeepPRL
+from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.score import SCORE_COLUMNS, SUBJECT_COLUMNS, predict_patches, score_cohort, score_subject
+
+from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
+
+
+def _checkpoint(seed=0, normalisation="subject"):
+    torch.manual_seed(seed)
+    return Checkpoint(DeepPRL(TINY, SIZE).eval(), 0.5, PatchConfig(size=SIZE, normalisation=normalisation))
+
+
+def test_cohort_scores_columns_counts_and_probability_maps(manifest, tmp_path):
+    cohort = read_manifest(manifest)
+    scores = run_to_end(score_cohort(cohort, [_checkpoint()], nifti_dir=tmp_path / "maps"))
+    table = scores.lesions
+    assert tuple(table.columns) == SCORE_COLUMNS
+    assert len(table) == 9 and set(table["subject"]) == set(cohort.ids)
+    assert table["prl_probability"].between(0, 1).all() and set(table["prl"]) <= {0, 1}
+    assert table["uncertainty"].isna().all()  # one model, no TTA: no spread to report
+    assert tuple(scores.subjects.columns) == SUBJECT_COLUMNS
+    assert (scores.subjects["prl_count"] == table.groupby("subject")["prl"].sum().to_numpy()).all()
+    subject = cohort[0].load()
+    image = nib.load(tmp_path / "maps" / "sub-01_space-phase_desc-PRL_probseg.nii.gz")
+    assert image.shape == subject.shape and np.allclose(image.affine, subject.affine)
+    labels = find_lesions(subject).labels
+    rows = table[table["subject"] == "sub-01"]
+    for lesion, probability in zip(rows["lesion"], rows["prl_probability"]):
+        assert np.allclose(np.asanyarray(image.dataobj)[labels == lesion], probability, atol=1e-6)
+
+
+def test_tta_and_ensembles_report_a_spread(manifest):
+    subject = read_manifest(manifest)[0].load()
+    single = score_subject(subject, [_checkpoint()])
+    tta = score_subject(subject, [_checkpoint()], tta=True)
+    assert (tta["uncertainty"] >= 0).all() and tta["uncertainty"].notna().all()
+    mixed = score_subject(subject, [_checkpoint(0), _checkpoint(1, normalisation="patch")])
+    assert mixed["uncertainty"].notna().all()
+    assert not np.allclose(mixed["prl_probability"], single["prl_probability"])
+
+
+def test_predict_patches_matches_the_model():
+    checkpoint = _checkpoint()
+    x = np.random.default_rng(0).random((5, 3, SIZE, SIZE, SIZE), dtype=np.float32)
+    probability, spread = predict_patches([checkpoint, checkpoint], x, device="cpu", batch_size=2)
+    with torch.no_grad():
+        expected = torch.sigmoid(checkpoint.model(torch.from_numpy(x))).numpy()
+    assert np.allclose(probability, expected, atol=1e-5) and np.allclose(spread, 0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_cli_train_then_score(manifest, tmp_path, capsys):
+    model = tmp_path / "model.pt"
+    assert main(["train", str(manifest), "-o", str(model), "--epochs", "1", "--patch-size", "12",
+                 "--samples-per-epoch", "8", "--batch-size", "8", "--device", "cpu", "--quiet"]) == 0
+    assert (tmp_path / "model_history.tsv").exists()
+    out = tmp_path / "scores.tsv"
+    assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet"]) == 0
+    table = pd.read_csv(out, sep="\t")
+    assert tuple(table.columns) == SCORE_COLUMNS and len(table) == 9
+    assert (open(out).read().count("n/a")) == 9
+    assert pd.read_csv(tmp_path / "scores_subjects.tsv", sep="\t")["lesions"].tolist() == [3, 3, 3]
+    assert main(["score", str(manifest), "--model", str(tmp_path / "nope.pt")]) == 2
+    assert "no such model file" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+import threading
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.dataset import build_patchset
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.io import read_manifest
+from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.train import resolve_device, split_validation, train
+
+from model_support import TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
+
+
+def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
+    patches = toy_patches()
+    events = []
+    gen = train(patches, TINY_TRAIN)
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            result = stop.value
+            break
+    history = result.history
+    assert [h["epoch"] for h in history] == [0, 1, 2, 3]
+    assert history[-1]["loss"] < history[1]["loss"]
+    assert {"epoch", "batch"} <= {e.stage for e in events}
+    assert result.history[result.best_epoch]["val_f1"] == max(h["val_f1"] for h in history)
+    assert result.checkpoint.threshold == result.history[result.best_epoch]["threshold"]
+    summary = result.checkpoint.metadata["training"]
+    assert not set(summary["train_subjects"]) & set(summary["val_subjects"])
+    loaded = load_checkpoint(result.checkpoint.save(tmp_path / "m.pt"))
+    x = torch.from_numpy(patches.x[:4])
+    with torch.no_grad():
+        assert torch.allclose(loaded.model(x), result.checkpoint.model.eval()(x))
+    assert loaded.metadata["validation"]["epoch"] == result.best_epoch
+
+
+def test_same_seed_same_model():
+    config = replace(TINY_TRAIN, epochs=1)
+    first = run_to_end(train(toy_patches(), config)).checkpoint.id
+    assert run_to_end(train(toy_patches(), config)).checkpoint.id == first
+    assert run_to_end(train(toy_patches(), replace(config, seed=1))).checkpoint.id != first
+
+
+def test_stop_keeps_the_best_model_so_far():
+    stop = threading.Event()
+    gen = train(toy_patches(), TINY_TRAIN, stop=stop)
+    while next(gen).stage != "batch":
+        pass
+    stop.set()
+    with pytest.raises(StopIteration) as end:
+        while True:
+            next(gen)
+    result = end.value.value
+    assert result.stopped
+    assert result.history[-1].get("partial") and len(result.history) == 2
+    assert result.checkpoint.metadata["training"]["stopped"]
+
+
+def test_validation_split_is_by_patient_and_explicit_split_is_used():
+    patches = toy_patches(n_subjects=10)
+    val = split_validation(patches, 0.2, seed=0)
+    assert 1 <= len(val) <= 3 and set(val) <= set(patches.subjects)
+    result = run_to_end(train(patches, replace(TINY_TRAIN, epochs=0), val_subjects=["sub-0", "sub-1"]))
+    assert result.checkpoint.metadata["training"]["val_subjects"] == ["sub-0", "sub-1"]
+    with pytest.raises(InputError, match="at least 2"):
+        split_validation(patches.select(["sub-0"]), 0.2, seed=0)
+
+
+def test_both_classes_are_needed():
+    patches = toy_patches()
+    patches.y[:] = 0
+    with pytest.raises(InputError, match="both classes"):
+        run_to_end(train(patches, TINY_TRAIN))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_gpu_is_a_clear_error():
+    assert resolve_device("auto").type == "cpu"
+    with pytest.raises(InputError, match="no CUDA"):
+        resolve_device("cuda")
+
+
+def test_patchset_oversamples_prls_and_selects_subjects(manifest):
+    cohort = read_manifest(manifest)
+    patches = run_to_end(build_patchset(cohort, PatchConfig(size=8)))
+    # 3 subjects x 3 lesions, lesion 1 of each a PRL with 6 shifted copies
+    assert patches.x.shape == (27, 3, 8, 8, 8)
+    assert int(patches.shifted.sum()) == 18 and (patches.y[patches.shifted] == 1).all()
+    originals = patches.originals()
+    assert len(originals) == 9 and originals.y.sum() == 3
+    assert patches.prl_counts() == {"sub-01": 1, "sub-02": 1, "sub-03": 1}
+    assert set(patches.select(["sub-02"]).subject) == {"sub-02"}
+    with pytest.raises(InputError, match="sub-99"):
+        patches.select(["sub-99"])
+    assert np.isfinite(patches.x).all()
