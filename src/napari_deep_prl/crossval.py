@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from napari_deep_prl.evaluate import metrics_from_predictions
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.report import json_ready, write_comparison, write_method_report
 from napari_deep_prl.splits import fold_subjects, nested_splits
-from napari_deep_prl.tables import write_table
+from napari_deep_prl.tables import write_atomic, write_table
 
 PREDICTION_COLUMNS = ("subject", "lesion", "fold", "prl_truth", "prl_probability",
                       "prl_prediction")
@@ -173,13 +172,6 @@ def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
     return path
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """The record is written last and whole: its presence means the fold is complete."""
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _done(method: Method, out_dir: Path, fold: int, splits: pd.DataFrame) -> bool:
     record_path, _ = fold_paths(out_dir, method.name, fold)
     if not record_path.exists():
@@ -213,8 +205,9 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     for step, (method, fold) in enumerate(jobs, start=1):
         record, predictions = yield from run_fold(method, truth, splits, fold, seed=config.seed)
         record_path, tsv_path = fold_paths(out_dir, method.name, fold)
-        write_table(predictions, tsv_path)
-        _write_atomic(record_path, json.dumps(json_ready(record), indent=2))
+        write_table(predictions, tsv_path)  # the record last: its presence marks the fold done
+        text = json.dumps(json_ready(record), indent=2)
+        write_atomic(record_path, lambda fh: fh.write(text))
         yield Progress(step, len(jobs), "cv", f"{method.name} fold {fold}",
                        {"f1": record["metrics"]["f1"], "roc_auc": record["metrics"]["roc_auc"]})
     return splits

@@ -52,13 +52,10 @@ class _FittedCNN:
     device: str
 
     def predict(self, subjects: Sequence[str]) -> pd.DataFrame:
-        import torch
-
-        from napari_deep_prl.train import predict_logits, resolve_device
+        from napari_deep_prl.score import predict_patches
 
         test = self.patches.select(list(subjects)).originals()
-        logits = predict_logits(self.checkpoint.model, test.x, resolve_device(self.device))
-        probability = torch.sigmoid(logits).numpy()
+        probability, _ = predict_patches([self.checkpoint], test.x, device=self.device)
         return pd.DataFrame({"subject": test.subject, "lesion": test.lesion,
                              "prl_probability": probability})
 
