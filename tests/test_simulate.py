@@ -173,6 +173,9 @@ def test_cohort_is_written_and_readable(tmp_path):
     assert "paramagnetic = negative" in description
     with pytest.raises(InputError, match="already holds a cohort"):
         run_to_end(simulate_cohort(tmp_path / "out", 1, 5, **SMALL))
+    run_to_end(simulate_cohort(tmp_path / "out", 1, 6, overwrite=True, **SMALL))
+    assert read_manifest(manifest).ids == ["sub-001"]
+    assert not (tmp_path / "out" / "sub-002").exists()  # no stale subject left to discover
 
 
 def test_cli_simulate_writes_a_cohort(tmp_path, capsys):

@@ -33,6 +33,8 @@ from napari_deep_prl.tables import write_table
 
 #: Leading truth-table columns (the rest follow in the lesion table's order).
 TRUTH_LEAD = ("subject", "lesion", "kind", "prl")
+#: Image roles written per subject, as ``<subject>_<role>.nii.gz``.
+ROLES = ("phase", "mp2rage", "mask", "prl_mask")
 
 
 def simulate_cohort(out_dir: str | Path, n_subjects: int, seed: int = 0, *,
@@ -54,6 +56,8 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int, seed: int = 0, *,
     if out.exists() and not out.is_dir():
         raise file_error(out, "is a file, not a folder", "Give a folder to write the cohort into")
     out.mkdir(parents=True, exist_ok=True)
+    if manifest.exists():
+        _remove_previous(out, manifest)
     rows: list[SubjectPaths] = []
     truths: list[pd.DataFrame] = []
     subjects: list[dict[str, object]] = []
@@ -72,6 +76,16 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int, seed: int = 0, *,
         yield Progress(index + 1, n_subjects, "subject", sim.subject.subject,
                        {"lesions": float(len(truth)), "prl": float(truth["prl"].sum())})
     return manifest
+
+
+def _remove_previous(out: Path, manifest: Path) -> None:
+    """Delete the images of the cohort being overwritten (only files this module names)."""
+    for subject in pd.read_csv(manifest, dtype=str)["subject"].dropna():
+        folder = out / subject
+        for role in ROLES:
+            (folder / f"{subject}_{role}.nii.gz").unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
 
 
 def write_subject(sim: Simulated, out_dir: Path) -> SubjectPaths:
