@@ -1,0 +1,230 @@
+"""Fine-tuning box of the model panel: train on the project's labels without freezing the viewer.
+
+Training runs in a worker (:class:`~.jobs.Job`); each epoch adds a point to the live loss and
+validation-F1 curve. Cancel stops after the current step and still saves the best model so far
+(training keeps it). The new checkpoint is the next version in the project's ``models/`` folder,
+recording its parent and the labels used, and becomes the panel's model. With *auto*, training
+restarts by itself after every K new labels and the project is re-scored, after which
+:attr:`FinetuneBox.model_updated` tells listeners (e.g. a review queue) to re-rank.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSpinBox,
+    QVBoxLayout,
+)
+
+from napari_deep_prl.finetune import (
+    FinetuneResult,
+    finetune,
+    retrain_and_rescore,
+    should_retrain,
+)
+from napari_deep_prl.progress import Progress
+from napari_deep_prl.project import Project
+from napari_deep_prl.train import TrainConfig
+
+from .jobs import Job
+from .model_text import TOOLTIPS
+
+if TYPE_CHECKING:
+    from .model_widget import ModelPanel
+
+#: How often (ms) the auto-retrain option checks the number of new labels.
+AUTO_CHECK_MS = 15_000
+
+
+class LossCurve(FigureCanvasQTAgg):
+    """Training loss and validation F1 per epoch, redrawn as epochs finish."""
+
+    def __init__(self) -> None:
+        self.figure = Figure(figsize=(3.2, 1.8), tight_layout=True)
+        super().__init__(self.figure)
+        self.axes = self.figure.add_subplot()
+        self.epochs: list[dict[str, float]] = []
+        self.redraw()
+
+    def reset(self) -> None:
+        self.epochs = []
+        self.redraw()
+
+    def add(self, metrics: dict[str, float], epoch: int) -> None:
+        self.epochs.append({"epoch": epoch, **metrics})
+        self.redraw()
+
+    def redraw(self) -> None:
+        ax = self.axes
+        ax.clear()
+        for key, style in (("loss", "-o"), ("val_f1", "-s")):
+            points = [(e["epoch"], e[key]) for e in self.epochs if key in e]
+            if points:
+                ax.plot(*zip(*points), style, markersize=3, label=key.replace("_", " "))
+        ax.set_xlabel("epoch", fontsize=7)
+        ax.tick_params(labelsize=7)
+        if self.epochs:
+            ax.legend(fontsize=7)
+        self.draw_idle()
+
+
+class FinetuneBox(QGroupBox):
+    """Fine-tune the panel's model (or train from scratch) on the project's labels."""
+
+    #: A new model version was trained (and, with auto, the project re-scored): its version.
+    model_updated = Signal(str)
+
+    def __init__(self, panel: ModelPanel) -> None:
+        super().__init__("Fine-tune on the project's labels")
+        self.panel = panel
+        self.project: Project | None = None
+        self.job: Job | None = None
+        self.result: FinetuneResult | None = None
+        #: Settings not shown in the box (batch size, model width, device ...).
+        self.base_config = TrainConfig(epochs=10, lr=1e-4)
+
+        self.source = QComboBox()
+        self.epochs = QSpinBox()
+        self.epochs.setRange(1, 1000)
+        self.epochs.setValue(self.base_config.epochs)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(6)
+        self.lr.setRange(1e-6, 1e-1)
+        self.lr.setSingleStep(1e-5)
+        self.lr.setValue(self.base_config.lr)
+        self.val_fraction = QDoubleSpinBox()
+        self.val_fraction.setRange(0.05, 0.5)
+        self.val_fraction.setSingleStep(0.05)
+        self.val_fraction.setValue(self.base_config.val_fraction)
+        self.from_model = QCheckBox("start from the loaded model")
+        self.from_model.setChecked(True)
+        self.start_button = QPushButton("Fine-tune")
+        self.cancel_button = QPushButton("Cancel")
+        self.auto = QCheckBox("retrain every")
+        self.auto_every = QSpinBox()
+        self.auto_every.setRange(1, 10_000)
+        self.auto_every.setValue(50)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.curve = LossCurve()
+        for name, widget in (("source", self.source), ("epochs", self.epochs), ("lr", self.lr),
+                             ("val", self.val_fraction), ("start", self.start_button),
+                             ("auto", self.auto)):
+            widget.setToolTip(TOOLTIPS[name])
+
+        form = QFormLayout()
+        form.addRow("Labels", self.source)
+        form.addRow("Epochs", self.epochs)
+        form.addRow("Learning rate", self.lr)
+        form.addRow("Validation subjects", self.val_fraction)
+        auto_row = QHBoxLayout()
+        auto_row.addWidget(self.auto)
+        auto_row.addWidget(self.auto_every)
+        auto_row.addWidget(QLabel("new labels"))
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.start_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.from_model)
+        layout.addLayout(auto_row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.curve)
+        layout.addWidget(self.status)
+
+        self.timer = QTimer(self)
+        self.timer.setInterval(AUTO_CHECK_MS)
+        self.timer.timeout.connect(self.maybe_retrain)
+        self.auto.toggled.connect(lambda on: self.timer.start() if on else self.timer.stop())
+        self.start_button.clicked.connect(self.start)
+        self.cancel_button.clicked.connect(panel.cancel)
+        self.set_enabled(True)
+
+    def set_project(self, project: Project) -> None:
+        """List the label sources of ``project``: consensus and each rater."""
+        self.project = project
+        self.source.clear()
+        self.source.addItems(["consensus", *project.store.raters()["rater"].tolist()])
+        self.set_enabled(True)
+
+    def config(self) -> TrainConfig:
+        return replace(self.base_config, epochs=self.epochs.value(), lr=self.lr.value(),
+                       val_fraction=self.val_fraction.value())
+
+    def start(self, *, rescore: bool = False) -> Job | None:
+        """Train in a worker; with ``rescore`` the project is scored by the new model after."""
+        if self.project is None:
+            show_error("Open a project first: fine-tuning learns from its labels.")
+            return None
+        project, config, source = self.project, self.config(), self.source.currentText()
+        init = self.panel.checkpoint if self.from_model.isChecked() else None
+        method = self.panel.method_name
+
+        def run(stop: threading.Event) -> Generator[Progress, None, Any]:
+            if rescore:
+                return (yield from retrain_and_rescore(project, init, config, source=source,
+                                                       method=method, stop=stop))
+            return (yield from finetune(project, init, config, source=source, stop=stop))
+
+        self.curve.reset()
+        self.status.setText("training…")
+        self.job = Job(run, description="Fine-tuning", bar=self.panel.bar, stages=("epoch",),
+                       on_progress=self._progress, on_result=self._done,
+                       on_finished=self._finished)
+        self.panel.set_busy(True)
+        return self.job.start()
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    def maybe_retrain(self) -> Job | None:
+        """Start training when ``K`` new labels have come in (the auto option)."""
+        if self.project is None or (self.job is not None and self.job.worker.is_running):
+            return None
+        if not should_retrain(self.project, self.panel.checkpoint, self.auto_every.value(),
+                              self.source.currentText()):
+            return None
+        return self.start(rescore=True)
+
+    def _progress(self, event: Progress) -> None:
+        if event.stage == "epoch":
+            self.curve.add(event.metrics, event.step)
+            self.status.setText(f"epoch {event.step}/{event.total} {event.message}".strip())
+
+    def _done(self, result: FinetuneResult | tuple[FinetuneResult, str]) -> None:
+        result, version = result if isinstance(result, tuple) else (result, result.checkpoint.id)
+        self.result = result
+        self.panel.use_model(result.checkpoint, result.path)
+        best = next(h for h in result.train.history if h["epoch"] == result.train.best_epoch)
+        stopped = " (cancelled: best model so far)" if result.train.stopped else ""
+        self.status.setText(f"saved {result.path.name}{stopped}; best epoch "
+                            f"{result.train.best_epoch}, val F1 {best['val_f1']:.3f}")
+        show_info(f"New model version saved: {result.path}")
+        self.model_updated.emit(version)
+
+    def _finished(self) -> None:
+        self.panel.set_busy(False)
+
+    def set_enabled(self, enabled: bool) -> None:
+        """Inputs usable when idle (with a project); Cancel usable while something runs."""
+        ready = enabled and self.project is not None
+        for widget in (self.start_button, self.source, self.epochs, self.lr, self.val_fraction):
+            widget.setEnabled(ready)
+        self.cancel_button.setEnabled(not enabled)

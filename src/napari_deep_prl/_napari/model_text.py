@@ -1,0 +1,64 @@
+"""User-facing text of the model panel and the fine-tuning box, kept in one place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from napari_deep_prl.checkpoint import Checkpoint
+
+TOOLTIPS = {
+    "open": "A project folder (made with `deep-prl project init`): its subjects can be scored "
+            "and the scores are stored as predictions.",
+    "load": "A Deep-PRL checkpoint (.pt). It is loaded with weights only: it cannot run code.",
+    "method": "How uncertainty is estimated: one pass (fastest, none), flips (TTA), MC dropout "
+              "(models trained with dropout) or the best available.",
+    "score": "Score the chosen subject (or the subject shown in the viewer) in the background.",
+    "score_all": "Score every subject of the project; scores already stored for this model are "
+                 "reused.",
+    "blind": "Raters must not see model scores while labelling: hides probabilities, colours "
+             "and the PRL count.",
+    "source": "Which labels to learn from: the consensus, or one rater's labels (imported PRL "
+              "masks appear as the rater 'prl_mask').",
+    "epochs": "Passes over the labelled lesions.",
+    "lr": "Learning rate (Adam). Fine-tuning a loaded model: keep it small.",
+    "val": "Fraction of subjects held out (whole subjects) to pick the best epoch by F1.",
+    "start": "Train in the background; the viewer stays usable. Cancel keeps the best model so "
+             "far. The result is saved as the next version in the project's models folder.",
+    "auto": "Retrain automatically after this many new labels, then re-score the project so "
+            "the review queue is re-ranked.",
+}
+
+
+def _metric(values: dict, key: str) -> str:
+    value = values.get(key)
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def describe_checkpoint(checkpoint: Checkpoint, path: Path | None = None) -> str:
+    """What a user needs to trust a model: what it learnt from, how it validated, its lineage."""
+    meta = checkpoint.metadata
+    labels = meta.get("labels", {})
+    training = meta.get("training", {})
+    validation = meta.get("validation", {})
+    if labels:
+        learnt = (f"{labels.get('n', '?')} labels ({labels.get('n_prl', '?')} PRL) from "
+                  f"{labels.get('source', '?')}, {len(labels.get('subjects', []))} subjects")
+    elif training:
+        learnt = (f"{training.get('train_lesions', '?')} lesions of "
+                  f"{len(training.get('train_subjects', []))} subjects")
+    else:
+        learnt = "not recorded"
+    lines = [
+        f"<b>{path.name if path else 'model'}</b> · id {checkpoint.id}",
+        f"trained on: {learnt}",
+        (f"validation: F1 {_metric(validation, 'val_f1')}, AUC {_metric(validation, 'val_auc')}, "
+         f"threshold {checkpoint.threshold:.2f}"),
+        (f"patches {checkpoint.patch_config.size}³, {checkpoint.patch_config.normalisation} "
+         f"normalisation; widths {list(checkpoint.model_config.widths)}, "
+         f"dropout {checkpoint.model_config.dropout}"),
+    ]
+    if meta.get("parent"):
+        lines.append(f"fine-tuned from {meta['parent']}")
+    if meta.get("package_version"):
+        lines.append(f"napari-deep-prl {meta['package_version']}")
+    return "<br>".join(lines)

@@ -1,0 +1,286 @@
+"""The model panel: load a checkpoint, score a subject or a whole project, see the scores.
+
+Scoring runs in a worker thread (:class:`~.jobs.Job`) with a progress bar and Cancel. A project's
+scores are stored as predictions under the model version (so nothing is scored twice); a
+subject opened without a project (files or the sample data) is scored from its layers and only
+shown. Results: a points layer at the lesion centres coloured by PRL probability (legend under
+the buttons), a sortable table whose rows move the viewer to the lesion, and the PRL count.
+In blind mode none of the scores is shown. The fine-tuning box below trains new versions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+import pandas as pd
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_deep_prl import active
+from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.errors import DeepPRLError
+from napari_deep_prl.io import Subject
+from napari_deep_prl.lesions import find_lesions
+from napari_deep_prl.progress import Progress
+from napari_deep_prl.project import Project
+
+from .finetune_widget import FinetuneBox
+from .jobs import Job
+from .layers import subject_layers
+from .model_text import TOOLTIPS, describe_checkpoint
+from .scoring_table import ColourBar, ScoringTable, go_to, show_points
+
+#: Subject-combo entry that scores the subject shown in the viewer (no project needed).
+FROM_VIEWER = "(subject in the viewer)"
+METHOD_NAMES = {"one pass": "none", "flip TTA": "tta", "MC dropout": "mc_dropout",
+                "auto (best available)": "auto"}
+
+
+def subject_from_layers(viewer: napari.Viewer) -> Subject:
+    """The subject whose phase, MP2RAGE and lesion layers are in the viewer (reader/sample)."""
+    by_role: dict[str, napari.layers.Layer] = {}
+    for layer in viewer.layers:
+        for role in ("phase", "mp2rage", "lesions"):
+            if layer.name.endswith(f" {role}") and "subject" in layer.metadata:
+                by_role.setdefault(role, layer)
+    missing = [r for r in ("phase", "mp2rage", "lesions") if r not in by_role]
+    if missing:
+        raise DeepPRLError(f"the viewer has no {', '.join(missing)} layer of a subject. Open a "
+                           "subject (File > Open, or File > Open Sample > Deep-PRL) first.")
+    phase = by_role["phase"]
+    return Subject(str(phase.metadata["subject"]), np.asarray(phase.data, np.float32),
+                   np.asarray(by_role["mp2rage"].data, np.float32),
+                   np.asarray(by_role["lesions"].data, np.int32), phase.affine.affine_matrix)
+
+
+class ModelPanel(QWidget):
+    """Dock widget: model, scoring, results, fine-tuning."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.project: Project | None = None
+        self.checkpoint: Checkpoint | None = None
+        self.scores = pd.DataFrame()
+        self.job: Job | None = None
+        self._affines: dict[str, np.ndarray] = {}
+
+        self.open_button = QPushButton("Open project…")
+        self.project_label = QLabel("no project: scoring the subject in the viewer")
+        self.load_button = QPushButton("Load model…")
+        self.model_info = QLabel("no model loaded")
+        self.model_info.setWordWrap(True)
+        self.method = QComboBox()
+        self.method.addItems(METHOD_NAMES)
+        self.subject = QComboBox()
+        self.subject.addItem(FROM_VIEWER)
+        self.score_button = QPushButton("Score subject")
+        self.score_all_button = QPushButton("Score project")
+        self.cancel_button = QPushButton("Cancel")
+        self.bar = QProgressBar()
+        self.bar.setVisible(False)
+        self.blind = QCheckBox("Blind rater mode (hide scores)")
+        self.count = QLabel("")
+        self.colour_bar = ColourBar()
+        self.table = ScoringTable()
+        self.finetune = FinetuneBox(self)
+        for name, widget in (("open", self.open_button), ("load", self.load_button),
+                             ("method", self.method), ("score", self.score_button),
+                             ("score_all", self.score_all_button), ("blind", self.blind)):
+            widget.setToolTip(TOOLTIPS[name])
+
+        form = QFormLayout()
+        form.addRow(self.open_button, self.project_label)
+        form.addRow(self.load_button, self.model_info)
+        form.addRow("Uncertainty", self.method)
+        form.addRow("Subject", self.subject)
+        buttons = QHBoxLayout()
+        for button in (self.score_button, self.score_all_button, self.cancel_button):
+            buttons.addWidget(button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        for widget in (self.bar, self.blind, self.count, self.colour_bar, self.table,
+                       self.finetune):
+            layout.addWidget(widget)
+
+        self.open_button.clicked.connect(self._choose_project)
+        self.load_button.clicked.connect(self._choose_model)
+        self.score_button.clicked.connect(self.score_subject)
+        self.score_all_button.clicked.connect(self.score_project)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.blind.toggled.connect(self.set_blind)
+        self.table.lesion_selected.connect(self._go_to_lesion)
+        self.set_busy(False)
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def _choose_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a Deep-PRL project")
+        if folder:
+            self.open_project(folder)
+
+    def _choose_model(self) -> None:
+        start = str(self.project.models_dir) if self.project else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Load a Deep-PRL model", start, "*.pt")
+        if path:
+            self.load_model(path)
+
+    def open_project(self, folder: str | Path) -> None:
+        """Open a project: its subjects become choosable and scores are stored in it."""
+        try:
+            project = Project.open(folder)
+        except DeepPRLError as err:
+            show_error(str(err))
+            return
+        if self.project is not None:
+            self.project.close()
+        self.project = project
+        self.project_label.setText(str(project.root))
+        self.subject.clear()
+        self.subject.addItems([FROM_VIEWER, *project.cohort.ids])
+        self.subject.setCurrentIndex(1 if project.cohort.ids else 0)
+        self.finetune.set_project(project)
+        self.set_busy(False)
+
+    def load_model(self, path: str | Path) -> None:
+        """Load a checkpoint (safely, weights only) and show what it was trained on."""
+        try:
+            self.use_model(load_checkpoint(path), Path(path))
+        except DeepPRLError as err:
+            show_error(str(err))
+
+    def use_model(self, checkpoint: Checkpoint, path: Path | None = None) -> None:
+        self.checkpoint = checkpoint
+        self.model_info.setText(describe_checkpoint(checkpoint, path))
+        self.set_busy(False)
+
+    @property
+    def method_name(self) -> str:
+        return METHOD_NAMES[self.method.currentText()]
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def score_subject(self) -> Job | None:
+        """Score the chosen subject in a worker (a project's subject is also stored)."""
+        name = self.subject.currentText()
+        if name == FROM_VIEWER or self.project is None:
+            try:
+                subject = subject_from_layers(self.viewer)
+            except DeepPRLError as err:
+                show_error(str(err))
+                return None
+            return self._start(lambda stop: self._score_loaded(subject), "Scoring "
+                               + subject.subject, self._show_subject_scores)
+        return self._score_stored([name], f"Scoring {name}")
+
+    def score_project(self) -> Job | None:
+        """Score every subject of the project (scores already stored are reused)."""
+        if self.project is None:
+            show_error("Open a project first to score all its subjects.")
+            return None
+        return self._score_stored(None, "Scoring the project")
+
+    def _score_loaded(self, subject: Subject) -> Generator[Progress, None, pd.DataFrame]:
+        yield Progress(0, 1, "subject", subject.subject)
+        table = active.score_lesions(subject, [self.checkpoint], self.method_name)
+        self._affines[subject.subject] = subject.affine
+        yield Progress(1, 1, "subject", subject.subject)
+        return table
+
+    def _score_stored(self, subjects: list[str] | None, description: str) -> Job | None:
+        project, checkpoints, method = self.project, [self.checkpoint], self.method_name
+        threshold = self.checkpoint.threshold if self.checkpoint else 0.5
+
+        def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, pd.DataFrame]]:
+            stored = yield from active.score_project(project, checkpoints, method,
+                                                     subjects=subjects, stop=stop)
+            shown = subjects[0] if subjects else project.cohort.ids[0]
+            loaded = project.load_subject(shown)
+            mine = stored.loc[stored["subject"] == shown,
+                              ["lesion", "probability", "entropy", "uncertainty"]]
+            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left").rename(
+                columns={"probability": "prl_probability"})
+            table["prl"] = table["prl_probability"] >= threshold
+            return loaded, table
+
+        return self._start(run, description, self._show_project_scores)
+
+    def _start(self, make: Callable[[threading.Event], Generator[Progress, None, Any]],
+               description: str, on_result: Callable[[Any], None]) -> Job | None:
+        if self.checkpoint is None:
+            show_error("Load a model first (Load model…).")
+            return None
+        self.job = Job(make, description=description, bar=self.bar, stages=("subjects", "subject"),
+                       on_result=on_result, on_finished=lambda: self.set_busy(False))
+        self.set_busy(True)
+        return self.job.start()
+
+    def cancel(self) -> None:
+        """Stop the running job after its current step; what is done is kept."""
+        if self.job is not None:
+            self.job.cancel()
+        self.finetune.cancel()
+
+    def _show_project_scores(self, result: tuple[Subject, pd.DataFrame]) -> None:
+        subject, table = result
+        if not any(layer.metadata.get("subject") == subject.subject for layer in self.viewer.layers
+                   if layer.name.endswith(" phase")):
+            for data, kwargs, kind in subject_layers(subject):
+                getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        self._affines[subject.subject] = subject.affine
+        self._show_subject_scores(table)
+
+    def _show_subject_scores(self, table: pd.DataFrame) -> None:
+        self.scores = table
+        subject = str(table["subject"].iloc[0]) if len(table) else ""
+        show_points(self.viewer, table, self._affines.get(subject, np.eye(4)),
+                    blind=self.blind.isChecked())
+        self.table.set_scores(table)
+        self.count.setText(f"{subject}: {int(table['prl'].sum())} PRL(s) of {len(table)} lesions")
+        self.set_blind(self.blind.isChecked())
+        show_info(f"Scored {len(table)} lesions of {subject}.")
+
+    # -- display --------------------------------------------------------------------------
+
+    def set_blind(self, blind: bool) -> None:
+        """Blind rater mode: no probability in the table, the layer or the PRL count."""
+        if self.blind.isChecked() != blind:
+            self.blind.setChecked(blind)  # re-enters through the toggled signal
+            return
+        self.table.set_blind(blind)
+        self.count.setVisible(not blind)
+        self.colour_bar.setVisible(not blind)
+        if len(self.scores):
+            subject = str(self.scores["subject"].iloc[0])
+            show_points(self.viewer, self.scores, self._affines.get(subject, np.eye(4)),
+                        blind=blind)
+
+    def _go_to_lesion(self, subject: str, lesion: int, world: np.ndarray) -> None:
+        go_to(self.viewer, world)
+
+    def set_busy(self, busy: bool) -> None:
+        """Buttons follow the state: one job at a time, Cancel only while one runs."""
+        ready = self.checkpoint is not None and not busy
+        self.score_button.setEnabled(ready)
+        self.score_all_button.setEnabled(ready and self.project is not None)
+        self.load_button.setEnabled(not busy)
+        self.open_button.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.finetune.set_enabled(not busy)

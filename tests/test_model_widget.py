@@ -1,0 +1,127 @@
+"""The model panel in a real headless viewer: scoring, table, blind mode, quick scoring."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from active_support import one_torch_thread, tiny_checkpoint, tiny_project  # noqa: F401
+
+from napari_deep_prl import active
+from napari_deep_prl._napari.layers import subject_layers
+from napari_deep_prl._napari.model_widget import FROM_VIEWER, ModelPanel
+from napari_deep_prl._napari.scoring_table import POINTS_NAME
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def setup(tmp_path, manifest):
+    """A project (3 subjects × 3 lesions) and a tiny model saved next to it."""
+    project = tiny_project(tmp_path / "project", manifest)
+    checkpoint = tiny_checkpoint()
+    path = checkpoint.save(tmp_path / "tiny.pt")
+    yield project, checkpoint, path
+    project.close()
+
+
+def run_job(qtbot, job, timeout=30_000):
+    """Wait for the job's worker; fail if it raised."""
+    errors = []
+    job.worker.errored.connect(errors.append)
+    with qtbot.waitSignal(job.worker.finished, timeout=timeout):
+        pass  # signals queued by the worker thread are delivered while waiting
+    assert errors == []
+    return job
+
+
+@pytest.fixture
+def panel(make_napari_viewer, setup, qtbot):
+    project, _, path = setup
+    widget = ModelPanel(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.open_project(project.root)
+    widget.load_model(path)
+    widget.method.setCurrentText("MC dropout")
+    return widget
+
+
+def test_scoring_a_subject_fills_layer_table_and_store(panel, setup, qtbot):
+    project, checkpoint, _ = setup
+    assert checkpoint.id in panel.model_info.text()
+    panel.subject.setCurrentText("sub-02")
+    run_job(qtbot, panel.score_subject())
+    layer = panel.viewer.layers[POINTS_NAME]
+    assert len(layer.data) == 3 and "prl_probability" in layer.features
+    assert layer.face_color.shape == (3, 4)
+    assert "sub-02 phase" in panel.viewer.layers
+    assert panel.table.rowCount() == 3
+    assert "PRL(s) of 3 lesions" in panel.count.text()
+    stored = project.store.predictions(active.model_version([checkpoint], "mc_dropout"))
+    assert sorted(stored["subject"].unique()) == ["sub-02"] and len(stored) == 3
+    np.testing.assert_allclose(sorted(stored["probability"]),
+                               sorted(layer.features["prl_probability"]))
+    assert panel.score_button.isEnabled() and not panel.cancel_button.isEnabled()
+
+
+def test_table_click_moves_the_viewer_to_the_lesion(panel, qtbot):
+    run_job(qtbot, panel.score_subject())
+    table = panel.table
+    table.sortItems(3)  # P(PRL), ascending
+    for row in (2, 0):
+        table.setCurrentCell(row, 0)
+        lesion = int(table.item(row, 1).text())
+        record = panel.scores.set_index("lesion").loc[lesion]
+        expected = record[["x_mm", "y_mm", "z_mm"]].to_numpy(float)
+        np.testing.assert_allclose(panel.viewer.dims.point, expected, atol=1.0)
+
+
+def test_blind_mode_hides_every_score(panel, qtbot):
+    run_job(qtbot, panel.score_subject())
+    panel.set_blind(True)
+    assert panel.blind.isChecked()
+    layer = panel.viewer.layers[POINTS_NAME]
+    assert "prl_probability" not in layer.features and len(layer.data) == 3
+    hidden = {panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())
+              if panel.table.isColumnHidden(c)}
+    assert hidden == {"P(PRL)", "PRL", "entropy", "BALD"}
+    assert panel.count.isHidden() and panel.colour_bar.isHidden()
+    panel.set_blind(False)
+    assert "prl_probability" in panel.viewer.layers[POINTS_NAME].features
+
+
+def test_scoring_the_project_stores_every_lesion_once(panel, setup, qtbot):
+    project, checkpoint, _ = setup
+    run_job(qtbot, panel.score_project(), timeout=60_000)
+    version = active.model_version([checkpoint], "mc_dropout")
+    assert len(project.store.predictions(version)) == 9
+    events = []
+    job = panel.score_project()
+    job.worker.yielded.connect(events.append)
+    run_job(qtbot, job)
+    assert events and all(e.metrics["cached"] == 1.0 for e in events)
+
+
+def test_cancel_keeps_the_subjects_already_scored(panel, setup, qtbot):
+    project, checkpoint, _ = setup
+    job = panel.score_project()
+    job.worker.yielded.connect(lambda event: job.cancel())
+    run_job(qtbot, job)
+    stored = project.store.predictions(active.model_version([checkpoint], "mc_dropout"))
+    assert 1 <= stored["subject"].nunique() < 3
+
+
+def test_quick_scoring_of_a_subject_without_a_project(make_napari_viewer, setup, write_subject,
+                                                      qtbot):
+    _, _, path = setup
+    viewer = make_napari_viewer()
+    subject = write_subject("sub-quick", seed=5).load()
+    for data, kwargs, kind in subject_layers(subject):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    widget = ModelPanel(viewer)
+    qtbot.addWidget(widget)
+    widget.load_model(path)
+    assert widget.subject.currentText() == FROM_VIEWER and not widget.score_all_button.isEnabled()
+    run_job(qtbot, widget.score_subject())
+    assert widget.table.rowCount() == 3
+    assert set(widget.scores["subject"]) == {"sub-quick"}
+    np.testing.assert_allclose(viewer.layers[POINTS_NAME].affine.affine_matrix, subject.affine)
