@@ -1,0 +1,189 @@
+"""Layers and camera of the review: phase and MP2RAGE side by side, zoomed on one lesion.
+
+Napari's grid mode puts the MP2RAGE and the phase in two viewboxes sharing one camera and one
+slice, so zoom, pan and slice stay in sync. Each image has one outline layer over it (both built
+on the same label array, no copy) whose colours make the current lesion bright and the others
+faint: switching lesions changes a colour table, not the data, and keeps the layer count (and
+so the redraw work per step) low. Contrast limits start from the package's windows (symmetric for the phase, robust
+percentiles for the MP2RAGE) and are kept for the session once the rater changes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import napari
+import numpy as np
+from napari.utils.colormaps import DirectLabelColormap
+
+from .layers import phase_window, robust_window
+
+#: Slicing axis name -> (dims order, camera orientation) for RAS-like voxel axes (x, y, z):
+#: the last two dims are shown (rows, columns); anterior and superior point up.
+AXES = {
+    "axial": ((2, 1, 0), ("up", "right")),
+    "coronal": ((1, 2, 0), ("up", "right")),
+    "sagittal": ((0, 2, 1), ("up", "right")),
+}
+CONTRASTS = ("mp2rage", "phase")
+#: Outline colours (RGBA): the current lesion bright yellow, the others faint cyan.
+CURRENT_COLOUR = (1.0, 0.83, 0.0, 0.85)
+OTHERS_COLOUR = (0.0, 0.78, 1.0, 0.35)
+#: The field of view never goes below this (mm), so tiny lesions keep some context.
+MIN_FOV_MM = 20.0
+
+
+@dataclass(frozen=True)
+class SubjectImages:
+    """What the view needs of a subject, prepared off the main thread."""
+
+    key: str
+    phase: np.ndarray
+    mp2rage: np.ndarray
+    labels: np.ndarray
+    affine: np.ndarray
+    windows: dict[str, tuple[float, float]]
+    extents_mm: dict[int, float]
+
+    @property
+    def zooms(self) -> np.ndarray:
+        return np.sqrt((self.affine[:3, :3] ** 2).sum(axis=0))
+
+    def world(self, voxel: tuple[float, float, float]) -> np.ndarray:
+        return (self.affine @ np.array([*voxel, 1.0]))[:3]
+
+
+def default_windows(phase: np.ndarray, mp2rage: np.ndarray) -> dict[str, tuple[float, float]]:
+    return {"phase": phase_window(phase), "mp2rage": robust_window(mp2rage)}
+
+
+def highlight(lesion: int) -> DirectLabelColormap:
+    """Outline colours with ``lesion`` bright and every other lesion faint."""
+    return DirectLabelColormap(color_dict={None: OTHERS_COLOUR, 0: (0, 0, 0, 0),
+                                           lesion: CURRENT_COLOUR})
+
+
+class ReviewView:
+    """Owns the review layers of one viewer; every method runs on the main thread."""
+
+    def __init__(self, viewer: napari.Viewer, fov_factor: float = 3.0, axis: str = "axial") -> None:
+        self.viewer = viewer
+        self.fov_factor = fov_factor
+        self.axis = axis
+        self.outlines = True
+        self.images: SubjectImages | None = None
+        self._auto: dict[str, tuple[float, float]] = {}
+        self._focus: tuple[np.ndarray, float] | None = None
+        self.layers: dict[str, napari.layers.Layer] = {}
+
+    # -- layers ---------------------------------------------------------------------------
+
+    def show_subject(self, images: SubjectImages) -> None:
+        """Put a subject's images in the layers (created on first use, reused afterwards)."""
+        if self.layers and not all(layer in self.viewer.layers for layer in self.layers.values()):
+            self.remove_layers()  # the user deleted some: rebuild them all
+        if not self.layers:
+            self._create(images)
+        else:
+            for name in CONTRASTS:
+                for layer, data in ((self.layers[name], getattr(images, name)),
+                                    (self.layers[f"{name} lesions"], images.labels)):
+                    layer.data = data
+                    layer.affine = images.affine
+        for name in CONTRASTS:
+            self._apply_window(name, images.windows[name])
+        self.images = images
+
+    def _create(self, images: SubjectImages) -> None:
+        viewer = self.viewer
+        for name in CONTRASTS:
+            self.layers[name] = viewer.add_image(
+                getattr(images, name), name=name, colormap="gray", affine=images.affine,
+                contrast_limits=images.windows[name])
+            outline = viewer.add_labels(images.labels, name=f"{name} lesions",
+                                        affine=images.affine)
+            outline.contour = 1
+            outline.editable = False
+            self.layers[f"{name} lesions"] = outline
+        viewer.layers.selection.active = self.layers["phase"]
+        viewer.canvas.grid.stride = 2
+        viewer.canvas.grid.enabled = True
+        self._auto = dict(images.windows)
+
+    def _apply_window(self, name: str, window: tuple[float, float]) -> None:
+        """Use the subject's automatic window unless the rater set their own this session."""
+        layer = self.layers[name]
+        adjusted = name in self._auto and not np.allclose(layer.contrast_limits, self._auto[name])
+        kept = tuple(layer.contrast_limits) if adjusted else window
+        layer.contrast_limits_range = (min(kept[0], window[0]), max(kept[1], window[1]))
+        layer.contrast_limits = kept
+        if not adjusted:
+            self._auto[name] = tuple(layer.contrast_limits)
+
+    def remove_layers(self) -> None:
+        for layer in self.layers.values():
+            if layer in self.viewer.layers:
+                self.viewer.layers.remove(layer)
+        self.layers.clear()
+        self.images = None
+        if not len(self.viewer.layers):
+            self.viewer.canvas.grid.enabled = False
+
+    # -- lesion ---------------------------------------------------------------------------
+
+    def show_lesion(self, lesion: int, voxel: tuple[float, float, float]) -> None:
+        """Highlight ``lesion``, slice through its centre, centre and zoom the camera on it."""
+        images = self.images
+        assert images is not None, "show_subject first"
+        colours = highlight(int(lesion))
+        for name in CONTRASTS:
+            self.layers[f"{name} lesions"].colormap = colours
+        extent = images.extents_mm.get(int(lesion), 0.0)
+        self._focus = (images.world(voxel), extent)
+        self.recentre()
+
+    @property
+    def fov_mm(self) -> float:
+        """Width of the field of view around the current lesion."""
+        extent = 0.0 if self._focus is None else self._focus[1]
+        return max(MIN_FOV_MM, self.fov_factor * extent)
+
+    def recentre(self) -> None:
+        """Slice, camera and zoom back on the current lesion (after the rater panned away)."""
+        if self._focus is None:
+            return
+        centre = self._focus[0]
+        viewer = self.viewer
+        order, orientation = AXES[self.axis]
+        if tuple(viewer.dims.order) != order:
+            viewer.dims.order = order
+        camera = self.camera
+        camera.orientation2d = orientation
+        viewer.dims.set_point(order[0], float(centre[order[0]]))
+        camera.center = (float(centre[order[1]]), float(centre[order[2]]))
+        camera.zoom = float(min(viewer.canvas.viewbox_size(viewer.layers))) / self.fov_mm
+
+    @property
+    def camera(self) -> napari.components.Camera:
+        """The viewer's camera (``viewer.scene.camera`` since napari 0.9)."""
+        return getattr(self.viewer, "scene", self.viewer).camera
+
+    def set_axis(self, axis: str) -> None:
+        if axis not in AXES:
+            raise ValueError(f"slicing axis '{axis}' is not one of {', '.join(AXES)}")
+        self.axis = axis
+        self.recentre()
+
+    def set_fov_factor(self, factor: float) -> None:
+        self.fov_factor = factor
+        self.recentre()
+
+    def set_outlines(self, visible: bool) -> None:
+        self.outlines = visible
+        for name in CONTRASTS:
+            if f"{name} lesions" in self.layers:
+                self.layers[f"{name} lesions"].visible = visible
+
+    @property
+    def keymap_layers(self) -> list[napari.layers.Layer]:
+        return list(self.layers.values())

@@ -1,0 +1,413 @@
+"""The rater's dock widget: open a project, then label lesions one key press at a time.
+
+Every control is kept as an attribute and wired to a named method (``label``, ``next_lesion``,
+``undo`` ...); the keys of :data:`~.keybindings.REVIEW_KEYS` call the same methods, and are bound
+on the viewer only while this widget exists. A label is written to the rating store (durable on
+return) before the widget says "saved" and moves on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QEvent, Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+    QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+)
+
+from napari_deep_prl.errors import DeepPRLError
+from napari_deep_prl.project import Project
+from napari_deep_prl.ratings.queue import QueueItem, Strategy, seeded_shuffle, subject_order
+
+from . import messages
+from .keybindings import REVIEW_KEYS, KeyBinder, key_table
+from .lesion_display import LesionDisplay, prepare_subject
+from .patch_panel import PatchPanel
+from .review_session import ReviewSession
+from .review_view import AXES
+
+ORDERS = {"by subject": subject_order, "random (seeded)": seeded_shuffle}
+LABEL_NAMES = {"prl": "PRL", "not_prl": "not PRL", "unsure": "unsure"}
+
+
+def open_project_dialog(parent: QWidget, line: QLineEdit) -> None:
+    """Let the user pick a project folder into ``line``."""
+    folder = QFileDialog.getExistingDirectory(parent, "Open a Deep-PRL project", line.text())
+    if folder:
+        line.setText(folder)
+
+
+def key_list(actions) -> QLabel:  # noqa: ANN001 - a sequence of KeyAction
+    """The widget's keys as a small two-column table."""
+    rows = "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{h}</td></tr>" for k, h in key_table(actions))
+    label = QLabel(f"<table>{rows}</table>")
+    label.setWordWrap(True)
+    return label
+
+
+class ReviewWidget(QWidget):
+    """Dock widget of a rating session (see the rater's guide, ``docs/rater_guide.md``)."""
+
+    #: The current lesion is on screen (after loading, when needed): subject, lesion.
+    lesion_shown = Signal(str, int)
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.project: Project | None = None
+        self.session: ReviewSession | None = None
+        self.confidence: int | None = None
+        self.panel = PatchPanel()
+        self.display = LesionDisplay(napari_viewer, self._load, self.panel, self)
+        self.display.shown.connect(self._on_shown)
+        self.keys = KeyBinder(self, REVIEW_KEYS)
+        self._build()
+        self.keys.bind([napari_viewer])
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _build(self) -> None:
+        tips = messages.TOOLTIPS
+        self.project_path = QLineEdit(toolTip=tips["project"])
+        browse = QPushButton("…", clicked=lambda: open_project_dialog(self, self.project_path))
+        self.rater = QComboBox(editable=True, toolTip=tips["rater"])
+        self.project_path.editingFinished.connect(self._list_raters)
+        self.role = QComboBox(toolTip=tips["role"])
+        self.role.addItems(["rater", "adjudicator"])
+        self.order = QComboBox(toolTip=tips["order"])
+        self.order.addItems(list(ORDERS))
+        self.pseudonyms = QCheckBox("hide subject ids", toolTip=tips["pseudonyms"])
+        self.open_button = QPushButton("Open", clicked=self.open_from_form)
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.project_path)
+        path_row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("project", path_row)
+        form.addRow("rater", self.rater)
+        form.addRow("role", self.role)
+        form.addRow("order", self.order)
+        form.addRow("", self.pseudonyms)
+        form.addRow("", self.open_button)
+        self.open_box = QGroupBox("Session")
+        self.open_box.setLayout(form)
+
+        self.where = QLabel("—")
+        self.own = QLabel("")
+        self.subject_bar = QProgressBar(format="subject: %v of %m")
+        self.overall_bar = QProgressBar(format="all: %v of %m")
+        self.subject = QComboBox(toolTip=tips["subject"])
+        self.subject.activated.connect(lambda _: self.switch_subject(self.subject.currentText()))
+        self.axis = QComboBox(toolTip=tips["axis"])
+        self.axis.addItems(list(AXES))
+        self.axis.currentTextChanged.connect(self.set_axis)
+        self.fov = QDoubleSpinBox(minimum=1.5, maximum=10.0, singleStep=0.5, value=3.0,
+                                  suffix=" × lesion", toolTip=tips["fov"])
+        self.fov.valueChanged.connect(self.set_fov)
+        self.reason = QComboBox(toolTip=tips["reason"])
+        self.comment = QLineEdit(toolTip=tips["comment"], placeholderText="comment (C)")
+        self.comment.returnPressed.connect(self._focus_canvas)
+        self.jump_box = QLineEdit(toolTip=tips["jump"], placeholderText="jump to subject:lesion (J)")
+        self.jump_box.returnPressed.connect(lambda: self.jump(self.jump_box.text()))
+        self.confidence_label = QLabel("confidence: –")
+        self.saved = QLabel("")
+        self.blind = QLabel(messages.BLIND)
+        self.others = QLabel("")
+        buttons = QHBoxLayout()
+        for text, slot in (("PRL (P)", lambda: self.label("prl")),
+                           ("not PRL (N)", lambda: self.label("not_prl")),
+                           ("unsure (U)", lambda: self.label("unsure"))):
+            buttons.addWidget(QPushButton(text, clicked=slot))
+        moves = QHBoxLayout()
+        for text, slot in (("← prev", self.previous_lesion), ("next →", self.next_lesion),
+                           ("later (L)", self.review_later), ("undo (Z)", self.undo)):
+            moves.addWidget(QPushButton(text, clicked=slot))
+        view_form = QFormLayout()
+        view_form.addRow("subject", self.subject)
+        view_form.addRow("plane", self.axis)
+        view_form.addRow("field of view", self.fov)
+        view_form.addRow("reason", self.reason)
+        self.review_box = QGroupBox("Lesion")
+        box = QVBoxLayout(self.review_box)
+        for widget in (self.where, self.own, self.subject_bar, self.overall_bar):
+            box.addWidget(widget)
+        box.addLayout(view_form)
+        for item in (self.panel, self.confidence_label, buttons, self.comment, moves,
+                     self.jump_box, self.saved, self.blind, self.others):
+            (box.addLayout if isinstance(item, QHBoxLayout) else box.addWidget)(item)
+        self.review_box.setEnabled(False)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.open_box)
+        layout.addWidget(self.review_box)
+        keys = QGroupBox("Keys")
+        QVBoxLayout(keys).addWidget(key_list(REVIEW_KEYS))
+        layout.addWidget(keys)
+        layout.addStretch()
+
+    def _list_raters(self) -> None:
+        """Offer the raters already in the project named in the path box."""
+        try:
+            with Project.open(self.project_path.text()) as project:
+                raters = project.store.raters()["rater"].tolist()
+        except (DeepPRLError, OSError):
+            return
+        typed = self.rater.currentText()
+        self.rater.clear()
+        self.rater.addItems(raters)
+        self.rater.setCurrentText(typed)
+
+    # -- opening --------------------------------------------------------------------------
+
+    def open_from_form(self) -> None:
+        if self.role.currentText() == "adjudicator":
+            from .adjudication_widget import dock_adjudication
+
+            dock_adjudication(self.viewer, self.project_path.text(), self.rater.currentText())
+            return
+        self.open_project(self.project_path.text(), self.rater.currentText(),
+                          strategy=ORDERS[self.order.currentText()](),
+                          pseudonymise=self.pseudonyms.isChecked())
+
+    def open_project(self, path: str | Path, rater: str, *, strategy: Strategy | None = None,
+                     pseudonymise: bool | None = None) -> bool:
+        """Open a project for ``rater`` and show their first unrated lesion (resume)."""
+        if not rater.strip():
+            show_error(messages.NO_RATER)
+            return False
+        self.close_project()
+        if pseudonymise is None:
+            pseudonymise = False
+        try:
+            project = Project.open(path)
+            self.session = ReviewSession(project, rater.strip(), strategy,
+                                         pseudonymise=pseudonymise or _project_pseudonymises(project))
+        except DeepPRLError as err:
+            show_error(messages.OPEN_FAILED.format(path=path, cause=err))
+            return False
+        self.project = project
+        self.project_path.setText(str(path))
+        self.rater.setCurrentText(rater)
+        self.pseudonyms.setChecked(self.session.names != {s: s for s in self.session.subjects})
+        self.subject.clear()
+        self.subject.addItems([self.session.name(s) for s in self.session.subjects])
+        self.reason.clear()
+        self.reason.addItems(["", *project.config.exclusion_reasons])
+        blinding = project.config.blinding
+        self.blind.setVisible(not (blinding.show_other_raters or blinding.show_predictions))
+        self.review_box.setEnabled(True)
+        self._show(self.session.start())
+        return True
+
+    def _load(self, subject: str):  # noqa: ANN202 - runs in a worker thread
+        assert self.project is not None
+        return prepare_subject(self.project, subject)
+
+    def close_project(self) -> None:
+        """Forget the session (every label is already saved) and remove its layers."""
+        self.display.clear()
+        if self.project is not None:
+            self.project.close()
+        self.project = self.session = None
+        self.review_box.setEnabled(False)
+
+    # -- showing --------------------------------------------------------------------------
+
+    def _show(self, item: QueueItem | None) -> None:
+        session = self.session
+        if session is None:
+            return
+        self._reset_inputs()
+        if item is None:
+            self.where.setText(messages.DONE)
+            self._update_progress(None)
+            return
+        self.where.setText(f"{session.name(item.subject)} · lesion {item.lesion} · "
+                           f"{item.volume_mm3:.0f} mm³")
+        own = session.own_label(item)
+        self.own.setText("" if own is None else f"your label: {LABEL_NAMES[own]}")
+        self._update_progress(item)
+        self._show_unblinded(item)
+        self.display.request(item.subject, item.lesion, (item.x, item.y, item.z))
+
+    def _on_shown(self, subject: str, lesion: int) -> None:
+        if self.session is not None:
+            self.session.mark_shown()
+            self.keys.bind(self.display.view.keymap_layers)
+            self._prefetch()
+        self.lesion_shown.emit(subject, lesion)
+
+    def _prefetch(self) -> None:
+        """Load the next subject of the queue while the rater works on this one."""
+        session = self.session
+        upcoming = session.upcoming(8) if session else []
+        current = session.current if session else None
+        for item in upcoming:
+            if current is not None and item.subject != current.subject:
+                self.display.prefetch(item.subject)
+                return
+
+    def _update_progress(self, item: QueueItem | None) -> None:
+        session = self.session
+        done, total = session.progress()
+        self.overall_bar.setRange(0, total)
+        self.overall_bar.setValue(done)
+        if item is not None:
+            counts = session.subject_progress(item.subject)
+            self.subject_bar.setRange(0, counts.total)
+            self.subject_bar.setValue(counts.done)
+            self.subject.setCurrentText(session.name(item.subject))
+
+    def _show_unblinded(self, item: QueueItem) -> None:
+        """Other raters' labels and model scores, only where the project allows it."""
+        session = self.session
+        parts = []
+        others = session.others(item)
+        if others is not None and not others.empty:
+            parts.append("others: " + ", ".join(f"{r}={l}" for r, l in zip(others["rater"], others["label"])))
+        predictions = session.predictions(item)
+        if predictions is not None and not predictions.empty:
+            parts.append("model: " + ", ".join(f"{p:.2f}" for p in predictions["probability"]))
+        self.others.setText(" · ".join(parts))
+
+    def _reset_inputs(self) -> None:
+        self.confidence = None
+        self.confidence_label.setText("confidence: –")
+        self.comment.clear()
+        self.reason.setCurrentIndex(0)
+
+    def _focus_canvas(self) -> None:
+        self.viewer.window._qt_viewer.canvas.native.setFocus()
+
+    # -- the actions the keys call --------------------------------------------------------
+
+    def label(self, label: str) -> bool:
+        """Save ``label`` for the current lesion, say so, and go to the next one."""
+        session = self.session
+        if session is None or session.current is None:
+            show_info(messages.NO_PROJECT if session is None else messages.DONE)
+            return False
+        item = session.current
+        try:
+            session.record(label, confidence=self.confidence,
+                           reason=self.reason.currentText() or None,
+                           comment=self.comment.text().strip() or None)
+        except DeepPRLError as err:
+            show_error(messages.SAVE_FAILED.format(cause=err))
+            return False
+        conf = "" if self.confidence is None else f", confidence {self.confidence}"
+        self.saved.setText("✓ " + messages.SAVED.format(
+            label=LABEL_NAMES[label], confidence=conf, subject=session.name(item.subject),
+            lesion=item.lesion))
+        self._show(session.advance())
+        return True
+
+    def set_confidence(self, value: int) -> None:
+        self.confidence = int(value)
+        self.confidence_label.setText(f"confidence: {value} / 5")
+
+    def next_lesion(self) -> None:
+        if self.session is not None:
+            self._show(self.session.next() or self.session.current)
+
+    def previous_lesion(self) -> None:
+        if self.session is not None and (item := self.session.previous()) is not None:
+            self._show(item)
+
+    def review_later(self) -> None:
+        session = self.session
+        if session is None or session.current is None:
+            return
+        item = session.current
+        self.saved.setText(messages.LATER.format(subject=session.name(item.subject),
+                                                 lesion=item.lesion))
+        self._show(session.later() or session.current)
+
+    def undo(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            item = session.undo()
+        except DeepPRLError as err:
+            show_error(messages.SAVE_FAILED.format(cause=err))
+            return
+        if item is None:
+            self.saved.setText(messages.NOTHING_TO_UNDO)
+            return
+        self.saved.setText(messages.UNDONE.format(subject=session.name(item.subject),
+                                                  lesion=item.lesion))
+        self._show(item)
+
+    def jump(self, text: str) -> bool:
+        """Go to ``subject:lesion`` or a lesion id of the current subject."""
+        session = self.session
+        if session is None:
+            return False
+        subject, _, lesion = text.strip().rpartition(":")
+        if not subject and session.current is not None:
+            subject = session.current.subject
+        try:
+            item = session.jump(subject, int(lesion))
+        except (ValueError, DeepPRLError):
+            show_error(messages.JUMP_UNKNOWN.format(text=text))
+            return False
+        self.jump_box.clear()
+        self._show(item)
+        self._focus_canvas()
+        return True
+
+    def switch_subject(self, name: str) -> None:
+        session = self.session
+        if session is not None:
+            real = {v: k for k, v in session.names.items()}.get(name, name)
+            self._show(session.first_of_subject(real))
+
+    def focus_jump(self) -> None:
+        self.jump_box.setFocus()
+
+    def focus_comment(self) -> None:
+        self.comment.setFocus()
+
+    def set_axis(self, axis: str) -> None:
+        if self.axis.currentText() != axis:
+            self.axis.setCurrentText(axis)  # calls back here through the signal
+            return
+        self.display.view.set_axis(axis)
+
+    def cycle_axis(self) -> None:
+        names = list(AXES)
+        self.set_axis(names[(names.index(self.axis.currentText()) + 1) % len(names)])
+
+    def set_fov(self, factor: float) -> None:
+        self.display.view.set_fov_factor(factor)
+        self.display.refresh_panel()
+
+    def toggle_outline(self) -> None:
+        self.display.view.set_outlines(not self.display.view.outlines)
+
+    def recentre(self) -> None:
+        self.display.view.recentre()
+
+    # -- releasing ------------------------------------------------------------------------
+
+    def release(self) -> None:
+        """Unbind the keys and stop listening to workers; saved labels need nothing."""
+        self.keys.release()
+        self.display.close()
+
+    def closeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
+        self.release()
+        super().closeEvent(event)
+
+    def event(self, event: QEvent) -> bool:
+        """Removing the dock widget only unparents this widget: release the keys then too."""
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.keys.bound:
+            self.release()
+        return super().event(event)
+
+
+def _project_pseudonymises(project: Project) -> bool:
+    """Whether the project's blinding asks for pseudonyms (a setting newer projects may carry)."""
+    return bool(getattr(project.config.blinding, "pseudonymise_subjects", False))

@@ -1,0 +1,222 @@
+"""The review widget in a real viewer: keys store the right rows, navigation, undo, resume,
+blinding, key release and error handling (tiny synthetic subjects from conftest)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_deep_prl._napari import lesion_display
+from napari_deep_prl._napari.keybindings import REVIEW_KEYS
+from napari_deep_prl._napari.review_widget import ReviewWidget
+from napari_deep_prl.project import Project
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def project_dir(tmp_path, manifest):
+    root = tmp_path / "project"
+    Project.init(root, manifest).close()
+    return root
+
+
+@pytest.fixture
+def dock(make_napari_viewer, qtbot):
+    """A factory docking a ReviewWidget; checks no worker errored and none is left running."""
+    docked = []
+
+    def make(viewer=None):
+        viewer = viewer or make_napari_viewer()
+        widget = ReviewWidget(viewer)
+        widget.errors = []
+        widget.display.worker_started.connect(lambda w: w.errored.connect(widget.errors.append))
+        viewer.window.add_dock_widget(widget, name="review")
+        docked.append(widget)
+        return viewer, widget
+
+    yield make
+    for widget in docked:
+        qtbot.waitUntil(lambda: not widget.display.busy, timeout=5000)
+        assert widget.errors == []
+
+
+def press(viewer, key):
+    """A key press through napari's own key handler (the path a real key takes)."""
+    assert viewer.window._qt_viewer._key_map_handler.press_key(key)
+
+
+def shown_after(qtbot, widget, action):
+    with qtbot.waitSignal(widget.lesion_shown, timeout=5000) as blocker:
+        action()
+    return tuple(blocker.args)
+
+
+def current_ratings(project_dir, rater="r1"):
+    with Project.open(project_dir) as project:
+        return project.store.current(rater=rater)
+
+
+def test_every_key_calls_a_widget_method():
+    methods = {a.method for a in REVIEW_KEYS}
+    assert methods <= set(dir(ReviewWidget))
+    keys = [k for a in REVIEW_KEYS for k in a.keys]
+    assert len(keys) == len(set(keys))
+    assert {"P", "N", "U", "1", "5", "Left", "Right", "L", "Z", "Control-Z", "J"} <= set(keys)
+
+
+def test_keys_store_labels_and_move_on(dock, qtbot, project_dir):
+    viewer, widget = dock()
+    assert shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1")) == ("sub-01", 1)
+    press(viewer, "4")
+    assert shown_after(qtbot, widget, lambda: press(viewer, "P")) == ("sub-01", 2)
+    assert "Saved" in widget.saved.text()
+    shown_after(qtbot, widget, lambda: press(viewer, "N"))
+    assert shown_after(qtbot, widget, lambda: press(viewer, "U")) == ("sub-02", 1)
+    rows = current_ratings(project_dir)
+    assert list(zip(rows["subject"], rows["lesion"], rows["label"])) == [
+        ("sub-01", 1, "prl"), ("sub-01", 2, "not_prl"), ("sub-01", 3, "unsure")]
+    assert rows["confidence"].iloc[0] == 4 and np.isnan(rows["confidence"].iloc[1])
+    assert (rows["seconds"] >= 0).all() and rows["session"].notna().all()
+    assert widget.overall_bar.value() == 3 and widget.overall_bar.maximum() == 9
+
+
+def test_view_centres_on_the_lesion(dock, qtbot, project_dir):
+    viewer, widget = dock()
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))
+    shown_after(qtbot, widget, lambda: widget.jump("sub-01:2"))
+    view = widget.display.view
+    assert viewer.canvas.grid.enabled
+    colours = view.layers["phase lesions"].colormap
+    assert colours.map(2)[3] > colours.map(1)[3] > 0 == colours.map(0)[3]
+    item = widget.session.current
+    centre = view.images.world((item.x, item.y, item.z))
+    assert viewer.dims.point[2] == pytest.approx(centre[2], abs=1.5)
+    assert view.camera.center[-2:] == pytest.approx((centre[1], centre[0]), abs=0.5)
+    low, high = view.layers["phase"].contrast_limits
+    assert low == pytest.approx(-high)
+    view.layers["phase"].contrast_limits = (-0.01, 0.01)  # the rater's own window is kept
+    shown_after(qtbot, widget, lambda: widget.jump("sub-02:1"))
+    assert view.layers["phase"].contrast_limits == pytest.approx((-0.01, 0.01))
+    widget.cycle_axis()
+    assert widget.axis.currentText() == "coronal" and tuple(viewer.dims.order)[0] == 1
+    assert set(widget.panel.images) == {(c, p) for c in ("phase", "mp2rage")
+                                        for p in ("axial", "coronal", "sagittal")}
+
+
+def test_navigation_later_and_undo(dock, qtbot, project_dir):
+    viewer, widget = dock()
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))
+    assert shown_after(qtbot, widget, lambda: press(viewer, "Right")) == ("sub-01", 2)
+    assert shown_after(qtbot, widget, lambda: press(viewer, "Left")) == ("sub-01", 1)
+    assert shown_after(qtbot, widget, lambda: press(viewer, "L")) == ("sub-01", 2)
+    assert current_ratings(project_dir).empty  # moving and deferring save nothing
+    shown_after(qtbot, widget, lambda: press(viewer, "P"))  # sub-01:2
+    assert shown_after(qtbot, widget, lambda: press(viewer, "Z")) == ("sub-01", 2)
+    assert current_ratings(project_dir).empty
+    shown_after(qtbot, widget, lambda: press(viewer, "N"))  # sub-01:2 again
+    for _ in range(7):  # sub-01:3, then sub-02 and sub-03
+        shown_after(qtbot, widget, lambda: press(viewer, "N"))
+    assert widget.session.current.lesion_key == 1  # the deferred lesion came back last
+    shown_after(qtbot, widget, lambda: press(viewer, "Left"))
+    shown_after(qtbot, widget, lambda: press(viewer, "P"))  # change a label: history kept
+    press(viewer, "P")  # the deferred one; nothing is left to show
+    assert widget.session.current is not None and "All lesions rated" in widget.where.text()
+    rows = current_ratings(project_dir)
+    assert len(rows) == 9 and rows.set_index(["subject", "lesion"]).loc[("sub-03", 3), "label"] == "prl"
+    with Project.open(project_dir) as project:
+        history = project.store.history()
+    assert (history["action"] == "undo").sum() == 1 and len(history) == 12
+    shown_after(qtbot, widget, lambda: press(viewer, "Control-Z"))
+    assert len(current_ratings(project_dir)) == 8
+
+
+def test_resume_after_reopening(dock, qtbot, project_dir):
+    viewer, widget = dock()
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))
+    for _ in range(4):
+        shown_after(qtbot, widget, lambda: press(viewer, "N"))
+    viewer.window.remove_dock_widget(widget)
+    _, again = dock(viewer)
+    assert shown_after(qtbot, again, lambda: again.open_project(project_dir, "r1")) == ("sub-02", 2)
+    assert again.subject_bar.value() == 1 and again.overall_bar.value() == 4
+
+
+def test_keys_bound_only_while_the_widget_lives(dock, qtbot, project_dir):
+    def mine(viewer):
+        return {str(k) for k, f in viewer.keymap.items() if f.__name__.startswith("deep_prl_")}
+
+    def user_key(viewer):
+        pass
+
+    from napari import Viewer
+
+    viewer, widget = dock()
+    assert "P" in mine(viewer)
+    viewer.window.remove_dock_widget(widget)
+    assert mine(viewer) == set()
+    viewer.bind_key("L", user_key)
+    _, widget = dock(viewer)
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))
+    layer = widget.display.view.layers["phase lesions"]
+    assert any(f.__name__ == "deep_prl_label" for f in layer.keymap.values())
+    widget.close()
+    assert mine(viewer) == set() and not layer.keymap
+    assert viewer.keymap[next(k for k in viewer.keymap if str(k) == "L")] is user_key
+    assert isinstance(viewer, Viewer)
+
+
+def test_blind_mode_hides_others_and_subject_ids(dock, qtbot, project_dir):
+    with Project.open(project_dir) as project:
+        project.store.add_rating("r2", "sub-01", 1, "prl", comment="clear rim")
+        project.store.add_predictions("m1", _predictions(project))
+    viewer, widget = dock()
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1", pseudonymise=True))
+    texts = _all_text(widget) + " ".join(layer.name for layer in viewer.layers)
+    assert "sub-0" not in texts and "r2" not in texts and "clear rim" not in texts
+    assert "S-" in widget.where.text() and widget.others.text() == ""
+    assert not widget.blind.isHidden()
+    name = widget.subject.itemText(1)
+    assert shown_after(qtbot, widget, lambda: widget.switch_subject(name)) == ("sub-02", 1)
+    assert shown_after(qtbot, widget, lambda: widget.jump(f"{name}:3")) == ("sub-02", 3)
+
+
+def test_unblinded_project_shows_other_raters(dock, qtbot, tmp_path, manifest):
+    root = tmp_path / "open-project"
+    with Project.init(root, manifest, {"blinding": {"show_other_raters": True}}) as project:
+        project.store.add_rating("r2", "sub-01", 1, "prl")
+    viewer, widget = dock()
+    shown_after(qtbot, widget, lambda: widget.open_project(root, "r1"))
+    assert "r2=prl" in widget.others.text() and widget.blind.isHidden()
+
+
+def test_unreadable_image_is_reported_and_nothing_lost(dock, qtbot, project_dir, tmp_path, monkeypatch):
+    shown = []
+    monkeypatch.setattr(lesion_display, "show_error", shown.append)
+    (tmp_path / "sub-02" / "sub-02_phase.nii.gz").write_bytes(b"not a nifti")
+    viewer, widget = dock()
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))
+    shown_after(qtbot, widget, lambda: press(viewer, "P"))
+    widget.jump("sub-02:1")
+    qtbot.waitUntil(lambda: bool(shown) and not widget.display.busy, timeout=5000)
+    assert len(widget.errors) >= 1
+    widget.errors.clear()  # these workers were meant to fail
+    assert len(shown) == 1 and "sub-02_phase" in shown[0] and "intact" in shown[0]
+    assert len(current_ratings(project_dir)) == 1
+    assert shown_after(qtbot, widget, lambda: widget.jump("sub-01:3")) == ("sub-01", 3)
+    assert not widget.display.busy  # the failed subject is not loaded ahead again
+
+
+def _predictions(project):
+    lesions = project.lesions()
+    return lesions.assign(probability=0.9)[["subject", "lesion", "probability"]]
+
+
+def _all_text(widget) -> str:
+    from qtpy.QtWidgets import QComboBox, QLabel, QLineEdit
+
+    parts = [w.text() for w in widget.findChildren((QLabel, QLineEdit))]
+    for combo in widget.findChildren(QComboBox):
+        parts += [combo.itemText(i) for i in range(combo.count())]
+    parts.append(widget.project_path.text().replace(str(widget.project_path.text()), ""))
+    return " ".join(parts)
