@@ -165,20 +165,19 @@ class ReviewWidget(QWidget):
             from .adjudication_widget import dock_adjudication
 
             dock_adjudication(self.viewer, self.project_path.text(), self.rater.currentText())
+            self.viewer.window.remove_dock_widget(self)  # one set of keys at a time
             return
         self.open_project(self.project_path.text(), self.rater.currentText(),
                           strategy=ORDERS[self.order.currentText()](),
                           pseudonymise=self.pseudonyms.isChecked())
 
     def open_project(self, path: str | Path, rater: str, *, strategy: Strategy | None = None,
-                     pseudonymise: bool | None = None) -> bool:
+                     pseudonymise: bool = False) -> bool:
         """Open a project for ``rater`` and show their first unrated lesion (resume)."""
         if not rater.strip():
             show_error(messages.NO_RATER)
             return False
         self.close_project()
-        if pseudonymise is None:
-            pseudonymise = False
         try:
             project = Project.open(path)
             self.session = ReviewSession(project, rater.strip(), strategy,
