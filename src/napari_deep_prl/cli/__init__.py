@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "lesions",
     "project",
     "ratings",
+    "review",
     "cv",
     "train",
     "score",

@@ -1,0 +1,56 @@
+"""``deep-prl review``: open napari with the review (or adjudication) widget on a project.
+
+napari is imported inside the handler, so ``deep-prl`` stays importable and fast without a
+display; the project is opened once before napari starts, so a wrong path fails on the command
+line with the usual one-line error instead of inside a window.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from napari_deep_prl.project import Project
+from napari_deep_prl.ratings.queue import seeded_shuffle, subject_order
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "review", help="rate lesions (or adjudicate) in napari",
+        description="Open napari with the lesion review widget docked on PROJECT and the "
+                    "rater's first unrated lesion on screen; every label is saved at once. "
+                    "With --adjudicator, the adjudication widget instead.")
+    p.add_argument("project", help="project folder (made with `deep-prl project init`)")
+    p.add_argument("--rater", required=True, help="your rater (or adjudicator) id")
+    p.add_argument("--adjudicator", action="store_true",
+                   help="adjudicate the raters' disagreements instead of rating")
+    p.add_argument("--order", choices=("subject", "random"), default="subject",
+                   help="order of the lesions to rate (default: by subject)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random order (default: 0)")
+    p.add_argument("--pseudonyms", action="store_true",
+                   help="show subjects under stable pseudonyms instead of their ids")
+    p.add_argument("--axis", choices=("axial", "coronal", "sagittal"), default="axial",
+                   help="slicing plane (default: axial; press A to change it)")
+    p.set_defaults(func=run_review)
+
+
+def run_review(args: argparse.Namespace) -> int:
+    Project.open(args.project).close()  # a bad folder fails here, before any window
+    import napari
+
+    from napari_deep_prl._napari.adjudication_widget import dock_adjudication
+    from napari_deep_prl._napari.review_widget import ReviewWidget
+
+    viewer = napari.Viewer(title="Deep-PRL review")
+    if args.adjudicator:
+        widget = dock_adjudication(viewer, args.project, args.rater)
+    else:
+        widget = ReviewWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="Deep-PRL review", area="right")
+        widget.axis.setCurrentText(args.axis)
+        strategy = seeded_shuffle(args.seed) if args.order == "random" else subject_order()
+        widget.open_project(args.project, args.rater, strategy=strategy,
+                            pseudonymise=args.pseudonyms)
+    if widget.project is None:
+        return 2
+    napari.run()
+    return 0
