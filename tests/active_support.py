@@ -39,3 +39,13 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def run_job(qtbot, job, timeout=30_000):
+    """Wait for the job's worker; fail if it raised."""
+    errors = []
+    job.worker.errored.connect(errors.append)
+    with qtbot.waitSignal(job.worker.finished, timeout=timeout):
+        pass  # signals queued by the worker thread are delivered while waiting
+    assert errors == []
+    return job

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from active_support import one_torch_thread, tiny_checkpoint, tiny_project  # noqa: F401
+from active_support import one_torch_thread, run_job, tiny_checkpoint, tiny_project  # noqa: F401
 
 from napari_deep_prl import active
 from napari_deep_prl._napari.layers import subject_layers
@@ -22,16 +22,6 @@ def setup(tmp_path, manifest):
     path = checkpoint.save(tmp_path / "tiny.pt")
     yield project, checkpoint, path
     project.close()
-
-
-def run_job(qtbot, job, timeout=30_000):
-    """Wait for the job's worker; fail if it raised."""
-    errors = []
-    job.worker.errored.connect(errors.append)
-    with qtbot.waitSignal(job.worker.finished, timeout=timeout):
-        pass  # signals queued by the worker thread are delivered while waiting
-    assert errors == []
-    return job
 
 
 @pytest.fixture
