@@ -1,0 +1,69 @@
+"""Scoring throughput: lesions per second, and one subject end to end versus loading it.
+
+* Network throughput: PRL probabilities of 512 random 28³ patches with the default preset (one
+  model, no TTA; then with the 8-view TTA), in batches of 64 — lesions/s.
+* End to end: one simulated brain-sized subject (1 mm, 50 lesions) scored from its NIfTI files
+  (load, find lesions, cut patches, predict, build the table) against only loading its three
+  images, median of repeated runs.
+
+Targets (issue 3): >= 200 lesions/s; end-to-end <= 2x the load time. A random-weight model is
+used: the cost does not depend on the weights. Run: ``python benchmarks/bench_score.py``.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.model import PRESETS, DeepPRL
+from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.score import predict_patches, score_cohort
+from napari_deep_prl.simulate import simulate_subject
+from napari_deep_prl.simulate.cohort import write_subject
+
+REPEATS = 3
+
+
+def median_seconds(fn, repeats: int = REPEATS) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    torch.manual_seed(0)
+    checkpoint = Checkpoint(DeepPRL(PRESETS["default"]).eval(), 0.5, PatchConfig())
+    x = np.random.default_rng(0).random((512, 3, 28, 28, 28), dtype=np.float32)
+    predict_patches([checkpoint], x[:64], device="cpu")  # warm-up
+    for tta in (False, True):
+        n = len(x) if not tta else 128
+        seconds = median_seconds(lambda: predict_patches([checkpoint], x[:n], tta=tta, device="cpu"))
+        print(f"network, {'8-view TTA' if tta else 'one view  '}: {n / seconds:7.1f} lesions/s")
+
+    sim = simulate_subject(0, n_lesions=50, voxel_size=(1.0, 1.0, 1.0), fov_mm=(160.0, 192.0, 160.0))
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = write_subject(sim, Path(tmp))
+        subject = paths.load()
+        load = median_seconds(lambda: paths.load())
+        scores = run_to_end(score_cohort([paths], [checkpoint], device="cpu"))
+        end_to_end = median_seconds(lambda: run_to_end(score_cohort([paths], [checkpoint], device="cpu")))
+    n = len(scores.lesions)
+    print(f"subject grid {subject.shape}, {n} lesions")
+    print(f"load 3 NIfTI files:        {load * 1000:7.1f} ms")
+    print(f"score end to end:          {end_to_end * 1000:7.1f} ms = {end_to_end / load:.2f} x load time "
+          f"({n / end_to_end:.0f} lesions/s including loading)")
+
+
+if __name__ == "__main__":
+    main()

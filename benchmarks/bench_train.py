@@ -1,0 +1,82 @@
+"""Training throughput of Deep-PRL on this machine, against its float32 matmul rate.
+
+Runs the real training loop (:func:`napari_deep_prl.train.train`: class-balanced batches of 32,
+augmentation, focal loss, Adam) on random 28³ patches and times the training steps only
+(between the first and the last batch of the epoch; the first steps warm up). Prints patches/s,
+the achieved GFLOP/s (the model's training FLOPs per patch, see
+:func:`napari_deep_prl.model.flops_per_patch`, times patches/s) and that rate as a fraction of
+the float32 matmul rate measured in the same run (2048² matrices, best of before/after).
+
+Target (issue 3): the default preset trains at >= 50 % of the matmul rate. The paper preset's
+figures are printed for the record. Run: ``python benchmarks/bench_train.py [--steps N]``.
+Timings taken while other processes use the cores are pessimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+
+from napari_deep_prl.dataset import PatchSet
+from napari_deep_prl.model import PRESETS, count_parameters, DeepPRL, flops_per_patch
+from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.train import TrainConfig, train
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def random_patches(n: int, size: int = 28, seed: int = 0) -> PatchSet:
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, 3, size, size, size), dtype=np.float32)
+    y = (np.arange(n) % 5 == 0).astype(np.int8)
+    subject = np.array([f"sub-{i % 8}" for i in range(n)], dtype=object)
+    return PatchSet(x, y, subject, np.arange(n), np.zeros(n, bool), PatchConfig(size=size))
+
+
+def training_rate(preset: str, steps: int, batch_size: int, warmup: int = 2) -> float:
+    """Patches per second over the timed training steps of one epoch."""
+    patches = random_patches(max(64, batch_size * 2))
+    config = TrainConfig(epochs=1, batch_size=batch_size, samples_per_epoch=(steps + warmup) * batch_size,
+                         device="cpu", model=PRESETS[preset])
+    stamps = []
+    for event in train(patches, config, val_subjects=["sub-0"]):
+        if event.stage == "batch":
+            stamps.append(time.perf_counter())
+    timed = stamps[warmup:]
+    return (len(timed) - 1) * batch_size / (timed[-1] - timed[0])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=12, help="timed steps of the default preset (12)")
+    parser.add_argument("--paper-steps", type=int, default=3, help="timed steps of the paper preset (3)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    before = matmul_gflops()
+    rates = {"default": training_rate("default", args.steps, args.batch_size)}
+    if args.paper_steps:
+        rates["paper"] = training_rate("paper", args.paper_steps, args.batch_size, warmup=1)
+    peak = max(before, matmul_gflops())
+    print(f"float32 matmul: {peak:.1f} GFLOP/s")
+    for preset, rate in rates.items():
+        config = PRESETS[preset]
+        flops = flops_per_patch(config, training=True)
+        achieved = rate * flops / 1e9
+        print(f"{preset:8s} {count_parameters(DeepPRL(config)):>10,} params  "
+              f"{flops_per_patch(config) / 1e9:6.3f} GFLOP fwd/patch  {flops / 1e9:6.3f} GFLOP train/patch  "
+              f"{rate:7.1f} patches/s  {achieved:6.1f} GFLOP/s = {achieved / peak:5.1%} of matmul")
+
+
+if __name__ == "__main__":
+    main()
