@@ -10,8 +10,11 @@ the cohort, the patches (cut once per normalisation) and each finished (method, 
 piecewise, e.g. one fold or one method per call, in parallel if cores allow; a call with
 ``--report-only`` prints the table from what has finished so far.
 
-    python benchmarks/bench_quality.py [--subjects 30] [--epochs 10] [--methods ...]
-        [--fold 1 --fold 2 ...] [--work out/bench_quality] [--report-only]
+    python benchmarks/bench_quality.py [--subjects 30] [--epochs 10] [--lr 1e-3]
+        [--methods ...] [--fold 1 --fold 2 ...] [--work out/bench_quality] [--report-only]
+
+The table is printed over the outer folds every method has finished. Each call must use the
+same settings for a method (a fold run with other epochs is refused, not mixed in).
 """
 
 from __future__ import annotations
@@ -81,6 +84,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--preset", default="default")
+    parser.add_argument("--patch-size", type=int, default=28)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate (default: the training default, 1e-4); a short "
+                             "CPU budget needs a larger one")
     parser.add_argument("--outer", type=int, default=5)
     parser.add_argument("--inner", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHOD_NAMES))
@@ -93,8 +100,10 @@ def main() -> None:
     if not args.report_only:
         start = time.perf_counter()
         cohort = open_cohort(cohort_manifest(args.work, args.subjects, args.seed))
+        overrides = {} if args.lr is None else {"lr": args.lr}
         settings = MethodSettings(epochs=args.epochs, preset=args.preset, device="cpu",
-                                  cache=args.work / "cache")
+                                  patch_size=args.patch_size,
+                                  cache=args.work / "cache", train_overrides=overrides)
         truth = run_with_tqdm(lesion_truth(cohort), desc="lesions")
         methods = run_with_tqdm(build_methods(args.methods.split(","), cohort, settings, truth),
                                 desc="inputs")
@@ -105,7 +114,8 @@ def main() -> None:
     print_table(report, {
         "cohort": f"{len(splits)} simulated subjects (seed {args.seed}), "
                   f"{int(splits['prl_lesions'].sum())} PRLs",
-        "cv": f"{args.outer} outer x {args.inner} inner folds", "epochs": args.epochs,
+        "cv": f"{args.outer} outer x {args.inner} inner folds",
+        "epochs": f"{args.epochs}, lr {args.lr or 'default'}, patch {args.patch_size}",
         "preset": args.preset,
     })
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -37,6 +38,7 @@ class MethodSettings:
 
     epochs: int = 100
     preset: str = "default"
+    patch_size: int = 28
     device: str = "auto"
     exclude_confluent: bool = True
     cache: Path | None = None
@@ -106,10 +108,12 @@ def patch_set(cohort: Sequence, config: PatchConfig, settings: MethodSettings
             return _load_patchset(path, config)
     patches = yield from build_patchset(cohort, config,
                                         exclude_confluent=settings.exclude_confluent)
-    if path is not None:
+    if path is not None:  # written aside then renamed: parallel jobs never read half a file
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, x=patches.x, y=patches.y, subject=patches.subject.astype(str),
+        partial = path.with_suffix(f".{os.getpid()}.npz")
+        np.savez(partial, x=patches.x, y=patches.y, subject=patches.subject.astype(str),
                  lesion=patches.lesion, shifted=patches.shifted)
+        os.replace(partial, path)
     return patches
 
 
@@ -148,7 +152,8 @@ def build_methods(names: Sequence[str], cohort: Sequence, settings: MethodSettin
         normalisation = CNN_VARIANTS[name][1]
         if normalisation not in patch_sets:
             patch_sets[normalisation] = yield from patch_set(
-                cohort, PatchConfig(normalisation=normalisation), settings)
+                cohort, PatchConfig(size=settings.patch_size, normalisation=normalisation),
+                settings)
         methods.append(_cnn_method(name, patch_sets[normalisation], settings))
     return methods
 

@@ -52,6 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         f"(default {','.join(DEFAULT_METHODS)})")
     p.add_argument("--epochs", type=int, default=100, help="training epochs per model (100)")
     p.add_argument("--preset", default="default", help="network size preset: default or paper")
+    p.add_argument("--patch-size", type=int, default=28, help="patch edge in voxels (28)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--keep-confluent", action="store_true",
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     cohort = open_cohort(args.manifest)
     config = CVConfig(outer=args.outer, inner=args.inner, seed=args.seed)
     settings = MethodSettings(epochs=args.epochs, preset=args.preset, device=args.device,
+                              patch_size=args.patch_size,
                               exclude_confluent=not args.keep_confluent, cache=args.cache)
     truth = run_with_tqdm(lesion_truth(cohort, exclude_confluent=settings.exclude_confluent),
                           desc="lesions", disable=args.quiet)
