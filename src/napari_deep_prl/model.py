@@ -26,6 +26,7 @@ Presets (patch 28³, forward cost; run ``python -m napari_deep_prl.model`` to pr
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -133,7 +134,7 @@ class DeepPRL(nn.Module):
                       if config.fusion == "gate" else None)
         sizes = [3 * config.reduction * side ** 3, *config.fc]
         head: list[nn.Module] = []
-        for a, b in zip(sizes, sizes[1:]):
+        for a, b in itertools.pairwise(sizes):
             head += [nn.Dropout(config.dropout), nn.Linear(a, b), nn.ReLU(inplace=True)]
         self.head = nn.Sequential(*head, nn.Dropout(config.dropout), nn.Linear(sizes[-1], 1))
 
