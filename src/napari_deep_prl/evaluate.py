@@ -9,6 +9,11 @@ Zero denominators: a ratio whose denominator is zero (e.g. sensitivity of a fold
 PPV of a model that predicts no PRL) is ``zero_division``, ``0.0`` by default as in
 scikit-learn's ``zero_division`` default; pass ``float("nan")`` to mark it undefined instead. ROC
 AUC of a fold whose lesions are all of one class is ``nan`` (it has no definition).
+
+The rest of the evaluation lives beside this module: patient-level stratified folds in
+:mod:`napari_deep_prl.splits`, the nested cross-validation harness in
+:mod:`napari_deep_prl.crossval`, the compared methods in :mod:`napari_deep_prl.methods` and
+:mod:`napari_deep_prl.baselines`, the paper-layout report in :mod:`napari_deep_prl.report`.
 """
 
 from __future__ import annotations
@@ -22,8 +27,6 @@ from napari_deep_prl.errors import InputError
 
 #: Count keys, in the report's row order.
 COUNT_KEYS = ("tp", "fp", "fn", "tn")
-#: Rate keys returned by :func:`metrics_from_counts`.
-RATE_KEYS = ("f1", "sensitivity", "specificity", "ppv")
 #: Every key of :func:`metrics_from_predictions`, in the paper's row order.
 REPORT_KEYS = ("tp", "fp", "fn", "tn", "f1", "specificity", "sensitivity", "ppv", "roc_auc")
 
