@@ -1,0 +1,247 @@
+"""Learning in the app: fine-tuning time, scoring in the viewer, and an active-learning simulation.
+
+``finetune``  fine-tune the default preset (28³ patches) on 300 labelled lesions (8 % PRLs, each
+              PRL oversampled ×7 as in training) for 10 epochs — target ≤ 2 min on 2 CPU cores.
+``viewer``    one simulated subject with 50 lesions open in napari (run under Xvfb): time from
+              the model panel's Score to the layer and table filled — target ≤ 3 s.
+``simulate``  a simulated rater answers from the synthetic truth. Subjects are split into a
+              labelling pool, 2 validation subjects (labelled for every strategy: best-epoch
+              choice) and test subjects. From a seed set of labelled pool lesions, each strategy
+              picks the next ``K`` lesions, the model is retrained from scratch on all labels so
+              far, and test ROC AUC / F1 are recorded; the curves go to
+              ``docs/images/active_learning.png``. Reported: pool labels each strategy needs to
+              reach 95 % of the AUC obtained with every pool label (target: the uncertainty
+              order ≤ 60 % of what random needs). Small settings (12³ patches, widths 4/8/16,
+              dropout 0.3) keep it CPU-sized; they are printed with the results.
+
+Run: ``python benchmarks/bench_active.py {finetune,simulate}``, ``xvfb-run -a python
+benchmarks/bench_active.py viewer``. Seconds measured while others share the cores are
+pessimistic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from napari_deep_prl import active
+from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.dataset import PatchSet, build_patchset
+from napari_deep_prl.evaluate import metrics_from_predictions, roc_auc
+from napari_deep_prl.io import read_manifest
+from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig
+from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.simulate import simulate_cohort, simulate_subject
+from napari_deep_prl.train import TrainConfig, train
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ModelConfig(widths=(4, 8, 16), reduction=4, fc=(16,), dropout=0.3)
+MC_SAMPLES = 4
+
+
+def take(patches: PatchSet, keep: np.ndarray) -> PatchSet:
+    """Rows ``keep`` (a boolean mask) of a patch set."""
+    return replace(patches, x=patches.x[keep], y=patches.y[keep], subject=patches.subject[keep],
+                   lesion=patches.lesion[keep], shifted=patches.shifted[keep])
+
+
+# -- fine-tuning time -----------------------------------------------------------------------
+
+def bench_finetune(lesions: int = 300, epochs: int = 10) -> None:
+    rng = np.random.default_rng(0)
+    y = (np.arange(lesions) % 12 == 0).astype(np.int8)  # 25 PRLs of 300 (8 %)
+    copies = np.concatenate([np.arange(lesions), np.repeat(np.flatnonzero(y), 6)])
+    n = copies.size
+    subjects = np.array([f"sub-{i % 10}" for i in copies], dtype=object)
+    patches = PatchSet(rng.random((n, 3, 28, 28, 28), dtype=np.float32), y[copies], subjects,
+                       copies.astype(np.int64), np.arange(n) >= lesions, PatchConfig())
+    parent = Checkpoint(DeepPRL(PRESETS["default"]), 0.5, PatchConfig(), {})
+    config = TrainConfig(epochs=epochs, device="cpu")
+    start = time.perf_counter()
+    result = run_to_end(train(patches, config, val_subjects=["sub-0", "sub-1"], init=parent))
+    seconds = time.perf_counter() - start
+    print(f"fine-tuning, default preset, 28³ patches: {lesions} labelled lesions ({int(y.sum())} "
+          f"PRLs, {n} patches with oversampling), {epochs} epochs of "
+          f"{result.checkpoint.metadata['training']['steps_per_epoch']} batches of 32, "
+          f"{torch.get_num_threads()} threads: {seconds:.1f} s (target <= 120 s)")
+
+
+# -- scoring in the viewer --------------------------------------------------------------------
+
+def bench_viewer(repeats: int = 3) -> None:
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_deep_prl._napari.layers import subject_layers
+    from napari_deep_prl._napari.model_widget import ModelPanel
+
+    subject = simulate_subject(0, voxel_size=(1.0, 1.0, 1.0), n_lesions=50).subject
+    viewer = napari.Viewer(show=False)
+    for data, kwargs, kind in subject_layers(subject):
+        getattr(viewer, f"add_{kind}")(data, **kwargs)
+    panel = ModelPanel(viewer)
+    panel.use_model(Checkpoint(DeepPRL(PRESETS["default"]), 0.5, PatchConfig(), {}))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        job = panel.score_subject()
+        while job.worker.is_running or panel.table.rowCount() == 0 or panel.bar.isVisible():
+            QApplication.processEvents()
+            time.sleep(0.005)
+        times.append(time.perf_counter() - start)
+        panel.table.setRowCount(0)
+    print(f"viewer scoring, {subject.shape} grid, {panel.scores.shape[0]} lesions, default "
+          f"preset, one pass: median {np.median(times):.2f} s of {repeats} "
+          f"(first {times[0]:.2f} s; target <= 3 s)")
+    viewer.close()
+
+
+# -- active-learning simulation -----------------------------------------------------------------
+
+def simulated_patches(folder: Path, subjects: int, size: int) -> PatchSet:
+    manifest = run_to_end(simulate_cohort(folder, subjects, seed=7, prl_fraction=0.15,
+                                          voxel_size=(1.5, 1.5, 1.5), n_lesions=24))
+    return run_to_end(build_patchset(read_manifest(manifest), PatchConfig(size=size),
+                                     oversample_shift=2))
+
+
+def fit(patches: PatchSet, val: PatchSet, labelled: set, config: TrainConfig) -> Checkpoint:
+    keys = list(zip(patches.subject, patches.lesion))
+    keep = np.array([k in labelled for k in keys])
+    both = take(patches, keep)
+    both = replace(both, **{f: np.concatenate([getattr(both, f), getattr(val, f)])
+                            for f in ("x", "y", "subject", "lesion", "shifted")})
+    return run_to_end(train(both, config, val_subjects=val.subjects)).checkpoint
+
+
+def evaluate(checkpoint: Checkpoint, test: PatchSet) -> dict[str, float]:
+    scores = active.estimate([checkpoint], test.x, "none", device="cpu")
+    f1 = metrics_from_predictions(test.y, scores.probability, threshold=checkpoint.threshold)["f1"]
+    return {"auc": roc_auc(test.y, scores.probability), "f1": f1}
+
+
+def choose(strategy: str, checkpoint: Checkpoint, pool: PatchSet, labelled: set, k: int,
+           seed: int) -> list[tuple[str, int]]:
+    """The next ``k`` lesions the strategy asks for (through the queue's Strategy objects)."""
+    candidates = pd.DataFrame({"subject": pool.subject, "lesion": pool.lesion})
+    candidates["lesion_key"] = np.arange(len(candidates))
+    open_rows = [i for i, key in enumerate(zip(pool.subject, pool.lesion)) if key not in labelled]
+    candidates = candidates.iloc[open_rows]
+    scores = None
+    if strategy in active.MODEL_STRATEGIES:
+        u = active.estimate([checkpoint], pool.x[open_rows], "mc_dropout", n_samples=MC_SAMPLES,
+                            seed=seed)
+        scores = candidates.assign(probability=u.probability, uncertainty=u.mutual_information)
+    ranked = active.make_strategy(strategy, scores, version=checkpoint.id, seed=seed
+                                  ).rank(candidates)[:k]
+    return [(pool.subject[i], int(pool.lesion[i])) for i in ranked]
+
+
+def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
+    hit = curve[curve["auc"] >= target]
+    return float(hit["labels"].iloc[0]) if len(hit) else float("nan")
+
+
+def bench_simulation(subjects: int, seed_labels: int, k: int, rounds: int, epochs: int,
+                     repeats: int, size: int, samples: int, out: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        patches = simulated_patches(Path(tmp) / "cohort", subjects, size)
+    ids = patches.subjects
+    val_ids, test_ids, pool_ids = ids[:2], ids[2:2 + subjects // 4], ids[2 + subjects // 4:]
+    val, test = patches.select(val_ids).originals(), patches.select(test_ids).originals()
+    pool_all = patches.select(pool_ids)
+    pool = pool_all.originals()
+    config = TrainConfig(epochs=epochs, batch_size=16, samples_per_epoch=samples, lr=1e-3,
+                         device="cpu", model=SMALL)
+    print(f"simulated cohort: {subjects} subjects (1.5 mm, 24 lesions, 15 % PRL); pool "
+          f"{len(pool)} lesions ({int(pool.y.sum())} PRLs), validation {len(val)}, test "
+          f"{len(test)} ({int(test.y.sum())} PRLs); {size}³ patches, widths {SMALL.widths}, "
+          f"dropout {SMALL.dropout}; {epochs} epochs × {samples} samples, retrained from scratch "
+          f"each round; seed {seed_labels} labels, rounds of {k}; MC dropout {MC_SAMPLES} samples; "
+          f"{repeats} seed set(s); {torch.get_num_threads()} thread(s)")
+    everything = {(s, int(n)) for s, n in zip(pool.subject, pool.lesion)}
+    full = np.mean([evaluate(fit(pool_all, val, everything, replace(config, seed=r)), test)["auc"]
+                    for r in range(repeats)])
+    rows = []
+    for repeat in range(repeats):
+        rng = np.random.default_rng(100 + repeat)
+        positives = np.flatnonzero(pool.y == 1)
+        first = set(rng.choice(positives, 2, replace=False)) | set(
+            rng.choice(len(pool), seed_labels - 2, replace=False))
+        seed_set = {(pool.subject[i], int(pool.lesion[i])) for i in first}
+        for strategy in ("random", "entropy", "disagreement", "likely_prl"):
+            labelled = set(seed_set)
+            for step in range(rounds + 1):
+                model = fit(pool_all, val, labelled, replace(config, seed=repeat))
+                rows.append({"strategy": strategy, "repeat": repeat, "labels": len(labelled),
+                             **evaluate(model, test)})
+                print(rows[-1], flush=True)
+                if step < rounds:
+                    labelled |= set(choose(strategy, model, pool, labelled, k, repeat + step))
+    curves = pd.DataFrame(rows).groupby(["strategy", "labels"], as_index=False)[["auc", "f1"]].mean()
+    report(curves, full, len(pool), out)
+
+
+def report(curves: pd.DataFrame, full: float, pool_size: int, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), tight_layout=True)
+    for strategy, curve in curves.groupby("strategy"):
+        for ax, metric in zip(axes, ("auc", "f1")):
+            ax.plot(curve["labels"], curve[metric], "-o", markersize=3, label=strategy)
+    axes[0].axhline(full, color="grey", ls="--", lw=1, label=f"all {pool_size} labels")
+    axes[0].axhline(0.95 * full, color="grey", ls=":", lw=1, label="95 % of that")
+    for ax, name in zip(axes, ("test ROC AUC", "test F1")):
+        ax.set_xlabel("labelled pool lesions")
+        ax.set_ylabel(name)
+    axes[0].legend(fontsize=7)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    print(curves.to_string(index=False))
+    print(f"all-label AUC {full:.3f}; labels needed to reach 95 % of it ({0.95 * full:.3f}):")
+    needed = {s: labels_to_reach(c, 0.95 * full) for s, c in curves.groupby("strategy")}
+    for strategy, n in needed.items():
+        ratio = n / needed["random"] if needed.get("random") else float("nan")
+        print(f"  {strategy:13s} {n:6.0f}  ({ratio:.0%} of random)")
+    print(f"curves: {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=("finetune", "viewer", "simulate"))
+    parser.add_argument("--subjects", type=int, default=20)
+    parser.add_argument("--seed-labels", type=int, default=20)
+    parser.add_argument("-k", type=int, default=20, help="labels per round (20)")
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--samples", type=int, default=128, help="training samples per epoch")
+    parser.add_argument("--size", type=int, default=12, help="patch side in voxels (12)")
+    parser.add_argument("--repeats", type=int, default=1, help="seed sets averaged (1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's; 1 when the cores are shared)")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/images/active_learning.png")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.part == "finetune":
+        bench_finetune()
+    elif args.part == "viewer":
+        bench_viewer()
+    else:
+        bench_simulation(args.subjects, args.seed_labels, args.k, args.rounds, args.epochs,
+                         args.repeats, args.size, args.samples, args.out)
+
+
+if __name__ == "__main__":
+    main()
