@@ -28,6 +28,7 @@ COMMAND_MODULES = (
     "cv",
     "train",
     "score",
+    "active",
 )
 
 

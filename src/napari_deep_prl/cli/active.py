@@ -1,0 +1,103 @@
+"""``deep-prl active``: score a project for active learning, rank its queue, fine-tune on labels.
+
+The same core as the model panel (:mod:`napari_deep_prl.active`, :mod:`napari_deep_prl.finetune`),
+so a session prepared on the command line (e.g. on a GPU machine) is picked up by the viewer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from napari_deep_prl import active
+from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.finetune import finetune
+from napari_deep_prl.progress import run_with_tqdm
+from napari_deep_prl.project import Project
+from napari_deep_prl.tables import write_table
+from napari_deep_prl.train import TrainConfig
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("active", help="uncertainty scores, queue order and fine-tuning",
+                       description="Active learning on a project (see docs/active_learning.md).")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+
+    def common(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("project", help="project folder")
+        parser.add_argument("--model", action="append", required=True,
+                            help="checkpoint (.pt); repeat for an ensemble")
+        parser.add_argument("--method", choices=active.METHODS, default="auto",
+                            help="uncertainty: auto (ensemble / MC dropout / TTA), none, ...")
+        parser.add_argument("--samples", type=int, default=16, help="MC dropout passes (16)")
+        parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    score = actions.add_parser("score", help="score every lesion and store the predictions")
+    common(score)
+    score.set_defaults(func=run_score)
+
+    rank = actions.add_parser("rank", help="write the queue order of a strategy",
+                              description="Scores missing for the model version are computed "
+                                          "and stored first.")
+    common(rank)
+    rank.add_argument("--strategy", choices=active.STRATEGIES, default="entropy")
+    rank.add_argument("--seed", type=int, default=0, help="seed of the random order")
+    rank.add_argument("-o", "--output", help="output table; default: TSV on stdout")
+    rank.set_defaults(func=run_rank)
+
+    tune = actions.add_parser("finetune", help="train on the project's labels; save a version")
+    tune.add_argument("project", help="project folder")
+    tune.add_argument("--model", help="checkpoint to start from (default: from scratch)")
+    tune.add_argument("--source", default="consensus",
+                      help="'consensus' or a rater id (imported PRL masks: 'prl_mask')")
+    tune.add_argument("--epochs", type=int, default=10)
+    tune.add_argument("--lr", type=float, default=1e-4)
+    tune.add_argument("--val-fraction", type=float, default=0.2)
+    tune.add_argument("--device", default="auto")
+    tune.add_argument("--quiet", action="store_true")
+    tune.set_defaults(func=run_finetune)
+
+
+def _scores(args: argparse.Namespace, project: Project) -> tuple[str, object]:
+    checkpoints = [load_checkpoint(path) for path in args.model]
+    gen = active.score_project(project, checkpoints, args.method, n_samples=args.samples,
+                               device=args.device)
+    scores = run_with_tqdm(gen, desc="scoring", disable=args.quiet)
+    return active.model_version(checkpoints, args.method, n_samples=args.samples), scores
+
+
+def run_score(args: argparse.Namespace) -> int:
+    with Project.open(args.project) as project:
+        version, scores = _scores(args, project)
+    print(f"{len(scores)} lesions scored by model version {version}", file=sys.stderr)
+    return 0
+
+
+def run_rank(args: argparse.Namespace) -> int:
+    with Project.open(args.project) as project:
+        version, scores = _scores(args, project)
+        strategy = active.make_strategy(args.strategy, scores, version=version, seed=args.seed)
+        order = strategy.rank(project.lesions())
+    table = scores.set_index("lesion_key").loc[order].reset_index()
+    table.insert(0, "position", range(len(table)))
+    table = table.assign(strategy=args.strategy, model_version=version)[
+        ["position", "subject", "lesion", "probability", "entropy", "uncertainty", "strategy",
+         "model_version"]]
+    if args.output:
+        write_table(table, args.output)
+    else:
+        table.to_csv(sys.stdout, sep="\t", index=False)
+    return 0
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    config = TrainConfig(epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction,
+                         device=args.device)
+    init = load_checkpoint(args.model) if args.model else None
+    with Project.open(args.project) as project:
+        result = run_with_tqdm(finetune(project, init, config, source=args.source),
+                               desc="fine-tuning", disable=args.quiet)
+    print(f"saved {result.path} (best epoch {result.train.best_epoch}"
+          f"{', stopped early' if result.train.stopped else ''})", file=sys.stderr)
+    return 0
