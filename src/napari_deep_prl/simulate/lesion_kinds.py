@@ -40,9 +40,11 @@ KINDS = ("full_rim", "partial_rim", "plain", "vein_adjacent", "homogeneous", "ce
          "confluent")
 PRL_KINDS = frozenset({"full_rim", "partial_rim"})
 #: Relative frequency of each non-PRL kind.
-NON_PRL_MIX = {"plain": 0.42, "central_vein": 0.18, "vein_adjacent": 0.14, "homogeneous": 0.14,
+NON_PRL_MIX = {"plain": 0.36, "central_vein": 0.22, "vein_adjacent": 0.16, "homogeneous": 0.14,
                "confluent": 0.12}
 SHAPES = ("ellipsoid", "blob", "elongated")
+#: Chance that a lesion of any kind has a vein grazing its edge (``vein_adjacent`` always has).
+INCIDENTAL_VEIN = 0.2
 #: Smallest lesion kept (voxels): segmentation masks rarely hold smaller components.
 MIN_VOXELS = 3
 
@@ -112,7 +114,7 @@ def draw_specs(anatomy: Anatomy, n_lesions: int, prl_rate: float,
 
 def _radius(kind: str, rng: np.random.Generator) -> float:
     if kind in PRL_KINDS or kind in ("vein_adjacent", "homogeneous"):
-        return float(np.clip(rng.lognormal(np.log(3.6), 0.35), 2.3, 9.0))
+        return float(np.clip(rng.lognormal(np.log(3.6), 0.35), 2.5, 9.0))
     return float(np.clip(rng.lognormal(np.log(2.3), 0.5), 0.8, 9.0))
 
 
@@ -148,19 +150,21 @@ def _draw_contrast(spec: LesionSpec, rng: np.random.Generator) -> None:
     spec.t1_hypo = float(rng.uniform(0.08, 0.45))
     if kind in PRL_KINDS:
         spec.chi_core_ppm = float(rng.uniform(-0.008, 0.006))
-        spec.chi_rim_ppm = float(rng.uniform(0.04, 0.11))
+        spec.chi_rim_ppm = float(rng.uniform(0.05, 0.12))
         spec.rim_width_mm = float(rng.uniform(1.0, 2.2))
         spec.rim_coverage = 1.0 if kind == "full_rim" else float(rng.uniform(0.4, 0.9))
         spec.rim_axis = random_unit(rng)
         spec.t1_hypo = float(rng.uniform(0.15, 0.5))
         spec.central_vein = bool(rng.random() < 0.3)
     elif kind == "homogeneous":
-        spec.chi_core_ppm = float(rng.uniform(0.012, 0.045))
+        spec.chi_core_ppm = float(rng.uniform(0.015, 0.06))
         spec.t1_hypo = float(rng.uniform(0.05, 0.35))
     elif kind == "central_vein":
         spec.central_vein = True
     elif kind == "vein_adjacent":
         spec.adjacent_vein = True
+    # MS lesions are perivenular: any lesion, PRLs included, may have a vein passing its edge.
+    spec.adjacent_vein = spec.adjacent_vein or bool(rng.random() < INCIDENTAL_VEIN)
 
 
 def _place(spec: LesionSpec, anatomy: Anatomy, cells: np.ndarray, placed: list[LesionSpec],
@@ -296,7 +300,7 @@ def _lesion_veins(spec: LesionSpec, anatomy: Anatomy, rng: np.random.Generator) 
         out /= np.linalg.norm(out)
         local = spec.rotation.T @ out
         reach = 1.0 / np.linalg.norm(local / spec.radii_mm)  # ellipsoid radius along ``out``
-        radius = rng.uniform(0.3, 0.7)
+        radius = rng.uniform(0.4, 0.9)
         touch = spec.centre_mm + out * (reach + rng.uniform(-0.5, 0.8) * radius)
         half = spec.radii_mm.max() + rng.uniform(4.0, 10.0)
         pts = wandering_line(touch - half * along, along, 2 * half, 1.5, 0.05, rng)
