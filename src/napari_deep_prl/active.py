@@ -182,7 +182,7 @@ def score_lesions(subject: Subject, checkpoints: Sequence[Checkpoint], method: s
 
     The decision threshold is the mean of the models' thresholds (as in ensemble scoring).
     """
-    lesions = lesions or find_lesions(subject)
+    lesions = find_lesions(subject) if lesions is None else lesions
     x = extract_patches(subject, lesions, _shared_patch_config(checkpoints))
     scores = estimate(checkpoints, x, method, n_samples=n_samples, seed=seed, device=device)
     threshold = float(np.mean([c.threshold for c in checkpoints]))
