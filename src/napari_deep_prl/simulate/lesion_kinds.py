@@ -44,7 +44,7 @@ NON_PRL_MIX = {"plain": 0.36, "central_vein": 0.22, "vein_adjacent": 0.16, "homo
                "confluent": 0.12}
 SHAPES = ("ellipsoid", "blob", "elongated")
 #: Chance that a lesion of any kind has a vein grazing its edge (``vein_adjacent`` always has).
-INCIDENTAL_VEIN = 0.2
+INCIDENTAL_VEIN = 0.15
 #: Smallest lesion kept (voxels): segmentation masks rarely hold smaller components.
 MIN_VOXELS = 3
 
