@@ -78,7 +78,8 @@ def test_keys_store_labels_and_move_on(dock, qtbot, project_dir):
         ("sub-01", 1, "prl"), ("sub-01", 2, "not_prl"), ("sub-01", 3, "unsure")]
     assert rows["confidence"].iloc[0] == 4 and np.isnan(rows["confidence"].iloc[1])
     assert (rows["seconds"] >= 0).all() and rows["session"].notna().all()
-    assert widget.overall_bar.value() == 3 and widget.overall_bar.maximum() == 9
+    qtbot.waitUntil(lambda: widget.overall_bar.value() == 3)  # bars update after the view
+    assert widget.overall_bar.maximum() == 9
 
 
 def test_view_centres_on_the_lesion(dock, qtbot, project_dir):
@@ -139,7 +140,7 @@ def test_resume_after_reopening(dock, qtbot, project_dir):
     viewer.window.remove_dock_widget(widget)
     _, again = dock(viewer)
     assert shown_after(qtbot, again, lambda: again.open_project(project_dir, "r1")) == ("sub-02", 2)
-    assert again.subject_bar.value() == 1 and again.overall_bar.value() == 4
+    qtbot.waitUntil(lambda: again.subject_bar.value() == 1 and again.overall_bar.value() == 4)
 
 
 def test_keys_bound_only_while_the_widget_lives(dock, qtbot, project_dir):
@@ -220,3 +221,15 @@ def _all_text(widget) -> str:
         parts += [combo.itemText(i) for i in range(combo.count())]
     parts.append(widget.project_path.text().replace(str(widget.project_path.text()), ""))
     return " ".join(parts)
+
+
+@pytest.mark.parametrize("guide, actions", [("rater_guide.md", "REVIEW_KEYS"),
+                                            ("adjudicator_guide.md", "ADJUDICATION_KEYS")])
+def test_guides_list_every_key(guide, actions):
+    from pathlib import Path
+
+    from napari_deep_prl._napari import keybindings
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / guide).read_text()
+    for keys, help_text in keybindings.key_table(getattr(keybindings, actions)):
+        assert f"| `{keys}` | {help_text} |" in text

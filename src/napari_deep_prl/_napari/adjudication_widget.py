@@ -14,8 +14,8 @@ import pandas as pd
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, Signal
 from qtpy.QtWidgets import (
-    QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QPushButton, QTableWidget,
-    QTableWidgetItem, QVBoxLayout, QWidget,
+    QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
+    QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
 from napari_deep_prl.errors import DeepPRLError
@@ -27,7 +27,7 @@ from .keybindings import ADJUDICATION_KEYS, KeyBinder
 from .lesion_display import LesionDisplay, prepare_subject
 from .patch_panel import PatchPanel
 from .review_view import AXES
-from .review_widget import LABEL_NAMES, key_list, open_project_dialog
+from .widget_parts import LABEL_NAMES, key_list, open_project_dialog
 
 RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
 
@@ -75,6 +75,9 @@ class AdjudicationWidget(QWidget):
         self.ratings = QTableWidget(0, len(RATING_COLUMNS))
         self.ratings.setHorizontalHeaderLabels(list(RATING_COLUMNS))
         self.ratings.setFixedHeight(120)
+        self.ratings.verticalHeader().hide()
+        self.ratings.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.ratings.horizontalHeader().setStretchLastSection(True)
         self.note = QLineEdit(toolTip=tips["note"], placeholderText="note (optional)")
         self.axis = QComboBox(toolTip=tips["axis"])
         self.axis.addItems(list(AXES))
@@ -96,6 +99,7 @@ class AdjudicationWidget(QWidget):
         QVBoxLayout(stats).addWidget(self.agreement)
         keys = QGroupBox("Keys")
         QVBoxLayout(keys).addWidget(key_list(ADJUDICATION_KEYS))
+        self.setMaximumWidth(440)
         layout = QVBoxLayout(self)
         for widget in (session, self.lesion_box, stats, keys):
             layout.addWidget(widget)

@@ -14,7 +14,7 @@ from qtpy.QtWidgets import QGridLayout, QLabel, QWidget
 
 PLANES = ("axial", "coronal", "sagittal")
 ROWS = (("mp2rage", "MP2RAGE"), ("phase", "phase"))
-TILE_PX = 120
+TILE_PX = 108
 OUTLINE_RGB = (255, 212, 0)
 
 

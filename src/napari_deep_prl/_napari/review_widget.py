@@ -12,9 +12,9 @@ from pathlib import Path
 
 import napari
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, Qt, Signal
+from qtpy.QtCore import QEvent, QTimer, Signal
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout,
+    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
     QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
@@ -23,29 +23,14 @@ from napari_deep_prl.project import Project
 from napari_deep_prl.ratings.queue import QueueItem, Strategy, seeded_shuffle, subject_order
 
 from . import messages
-from .keybindings import REVIEW_KEYS, KeyBinder, key_table
+from .keybindings import REVIEW_KEYS, KeyBinder
 from .lesion_display import LesionDisplay, prepare_subject
 from .patch_panel import PatchPanel
 from .review_session import ReviewSession
 from .review_view import AXES
+from .widget_parts import LABEL_NAMES, key_list, open_project_dialog
 
 ORDERS = {"by subject": subject_order, "random (seeded)": seeded_shuffle}
-LABEL_NAMES = {"prl": "PRL", "not_prl": "not PRL", "unsure": "unsure"}
-
-
-def open_project_dialog(parent: QWidget, line: QLineEdit) -> None:
-    """Let the user pick a project folder into ``line``."""
-    folder = QFileDialog.getExistingDirectory(parent, "Open a Deep-PRL project", line.text())
-    if folder:
-        line.setText(folder)
-
-
-def key_list(actions) -> QLabel:  # noqa: ANN001 - a sequence of KeyAction
-    """The widget's keys as a small two-column table."""
-    rows = "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{h}</td></tr>" for k, h in key_table(actions))
-    label = QLabel(f"<table>{rows}</table>")
-    label.setWordWrap(True)
-    return label
 
 
 class ReviewWidget(QWidget):
@@ -138,6 +123,7 @@ class ReviewWidget(QWidget):
                      self.jump_box, self.saved, self.blind, self.others):
             (box.addLayout if isinstance(item, QHBoxLayout) else box.addWidget)(item)
         self.review_box.setEnabled(False)
+        self.setMaximumWidth(440)  # leave the canvas its width: two panels side by side
         layout = QVBoxLayout(self)
         layout.addWidget(self.open_box)
         layout.addWidget(self.review_box)
@@ -180,8 +166,9 @@ class ReviewWidget(QWidget):
         self.close_project()
         try:
             project = Project.open(path)
-            self.session = ReviewSession(project, rater.strip(), strategy,
-                                         pseudonymise=pseudonymise or _project_pseudonymises(project))
+            self.session = ReviewSession(
+                project, rater.strip(), strategy,
+                pseudonymise=pseudonymise or project.config.blinding.pseudonymise_subjects)
         except DeepPRLError as err:
             show_error(messages.OPEN_FAILED.format(path=path, cause=err))
             return False
@@ -220,14 +207,14 @@ class ReviewWidget(QWidget):
         self._reset_inputs()
         if item is None:
             self.where.setText(messages.DONE)
-            self._update_progress(None)
+            QTimer.singleShot(0, lambda: self._update_progress(None))
             return
         self.where.setText(f"{session.name(item.subject)} · lesion {item.lesion} · "
                            f"{item.volume_mm3:.0f} mm³")
         own = session.own_label(item)
         self.own.setText("" if own is None else f"your label: {LABEL_NAMES[own]}")
-        self._update_progress(item)
-        self._show_unblinded(item)
+        QTimer.singleShot(0, lambda: self._update_progress(item))  # after the view: a bar
+        self._show_unblinded(item)                                 # repaints at once
         self.display.request(item.subject, item.lesion, (item.x, item.y, item.z))
 
     def _on_shown(self, subject: str, lesion: int) -> None:
@@ -249,6 +236,8 @@ class ReviewWidget(QWidget):
 
     def _update_progress(self, item: QueueItem | None) -> None:
         session = self.session
+        if session is None:
+            return
         done, total = session.progress()
         self.overall_bar.setRange(0, total)
         self.overall_bar.setValue(done)
@@ -264,7 +253,8 @@ class ReviewWidget(QWidget):
         parts = []
         others = session.others(item)
         if others is not None and not others.empty:
-            parts.append("others: " + ", ".join(f"{r}={l}" for r, l in zip(others["rater"], others["label"])))
+            parts.append("others: " + ", ".join(
+                f"{rater}={label}" for rater, label in zip(others["rater"], others["label"])))
         predictions = session.predictions(item)
         if predictions is not None and not predictions.empty:
             parts.append("model: " + ", ".join(f"{p:.2f}" for p in predictions["probability"]))
@@ -406,7 +396,3 @@ class ReviewWidget(QWidget):
             self.release()
         return super().event(event)
 
-
-def _project_pseudonymises(project: Project) -> bool:
-    """Whether the project's blinding asks for pseudonyms (a setting newer projects may carry)."""
-    return bool(getattr(project.config.blinding, "pseudonymise_subjects", False))
