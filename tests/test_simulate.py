@@ -141,6 +141,24 @@ def test_grid_and_affine_follow_the_voxel_size():
     assert np.isfinite(sim.subject.phase).all() and np.isfinite(sim.subject.mp2rage).all()
 
 
+def test_acquisition_varies_across_a_cohort_unless_fixed():
+    rng = np.random.default_rng(1)
+    drawn = [draw_params(rng) for _ in range(40)]
+    for name in ("field_strength_t", "te_ms", "voxel_size", "noise", "highpass_sigma_mm",
+                 "n_lesions", "b0_direction"):
+        assert len({getattr(p, name) for p in drawn}) > 1, name
+    assert {p.field_strength_t for p in drawn} == {3.0, 7.0}
+    fixed = [draw_params(rng, field_strength_t=3.0, voxel_size=[0.8]) for _ in range(10)]
+    assert {(p.field_strength_t, p.voxel_size) for p in fixed} == {(3.0, (0.8, 0.8, 0.8))}
+    assert all(20 <= p.te_ms <= 35 for p in fixed)  # a 3 T echo time for a fixed 3 T
+
+
+def test_a_subject_without_lesions_is_valid():
+    sim = simulate_subject(0, n_lesions=0, fov_mm=(64.0, 64.0, 64.0), voxel_size=(2.0, 2.0, 2.0))
+    assert sim.subject.mask.sum() == 0 and len(sim.truth) == 0
+    assert {"kind", "prl", "lesion"} <= set(sim.truth.columns)
+
+
 def test_unknown_or_bad_options_are_input_errors():
     with pytest.raises(InputError, match="unknown simulation option"):
         simulate_subject(0, bogus=1)
