@@ -13,6 +13,7 @@ leaves a smaller but consistent cohort.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator
 from pathlib import Path
 
@@ -80,7 +81,10 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int, seed: int = 0, *,
 
 def _remove_previous(out: Path, manifest: Path) -> None:
     """Delete the images of the cohort being overwritten (only files this module names)."""
-    for subject in pd.read_csv(manifest, dtype=str)["subject"].dropna():
+    listed = pd.read_csv(manifest, dtype=str).get("subject", pd.Series(dtype=str)).dropna()
+    for subject in listed:
+        if not re.fullmatch(r"sub-[A-Za-z0-9]+", subject):
+            continue
         folder = out / subject
         for role in ROLES:
             (folder / f"{subject}_{role}.nii.gz").unlink(missing_ok=True)
