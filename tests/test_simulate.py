@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import subprocess
+import sys
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -42,6 +46,18 @@ def test_same_seed_gives_identical_arrays():
     assert a.params == b.params
     other = simulate_subject(4, index=1, **SMALL)
     assert not np.array_equal(a.subject.phase, other.subject.phase)
+
+
+def test_same_seed_gives_identical_arrays_in_another_process():
+    """Byte-identical across processes too (no dependence on hashing, threads or state)."""
+    code = ("import hashlib; from napari_deep_prl.simulate import simulate_subject; "
+            f"s = simulate_subject(3, index=2, **{SMALL!r}).subject; "
+            "print(hashlib.sha256(s.phase.tobytes() + s.mp2rage.tobytes() + s.mask.tobytes())"
+            ".hexdigest())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    s = simulate_subject(3, index=2, **SMALL).subject
+    here = hashlib.sha256(s.phase.tobytes() + s.mp2rage.tobytes() + s.mask.tobytes()).hexdigest()
+    assert out.stdout.strip() == here
 
 
 def test_cohort_prl_fraction_is_near_the_target(small_cohort):
