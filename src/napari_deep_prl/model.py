@@ -159,7 +159,8 @@ def flops_per_patch(config: ModelConfig, patch_size: int = 28, *, training: bool
     pass; input gradients too, except for the layers fed by the raw input, which need none.
     Batch norm, activations and pooling (memory-bound, a few % of the FLOPs) are not counted.
     """
-    model = DeepPRL(config, patch_size)
+    with torch.device("meta"):  # shapes only: no memory, no arithmetic
+        model = DeepPRL(config, patch_size)
     total = 0
 
     def count(layer: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
@@ -172,7 +173,7 @@ def flops_per_patch(config: ModelConfig, patch_size: int = 28, *, training: bool
     hooks = [m.register_forward_hook(count) for m in model.modules()
              if isinstance(m, (nn.Conv3d, nn.Linear))]
     model.eval()  # autograd stays on: it tells which layers' inputs need gradients
-    model(torch.zeros(1, 3, patch_size, patch_size, patch_size))
+    model(torch.zeros(1, 3, patch_size, patch_size, patch_size, device="meta"))
     for hook in hooks:
         hook.remove()
     return total

@@ -53,7 +53,7 @@ class Scores:
 
 
 def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool = False,
-                    batch_size: int = 64, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                    batch_size: int = 16, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Mean PRL probability and its SD over checkpoints × TTA views (SD NaN for one view)."""
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
@@ -67,13 +67,13 @@ def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bo
 
 
 def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, tta: bool = False,
-                  batch_size: int = 64, device: str = "auto") -> pd.DataFrame:
+                  batch_size: int = 16, device: str = "auto") -> pd.DataFrame:
     """One row per lesion of the subject (:data:`SCORE_COLUMNS`)."""
     return _score(subject, find_lesions(subject), checkpoints, tta, batch_size, device)
 
 
 def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence[Checkpoint], *,
-                 tta: bool = False, nifti_dir: str | Path | None = None, batch_size: int = 64,
+                 tta: bool = False, nifti_dir: str | Path | None = None, batch_size: int = 16,
                  device: str = "auto", flip_phase: bool = False) -> Generator[Progress, None, Scores]:
     """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``.
 

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="SCORES.tsv", help="per-lesion table; default: TSV to stdout")
     p.add_argument("--nifti-dir", metavar="DIR", help="also write each subject's probability map (NIfTI) here")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")
-    p.add_argument("--batch-size", type=int, default=64, help="patches per forward pass (64)")
+    p.add_argument("--batch-size", type=int, default=16, help="patches per forward pass (16)")
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
