@@ -233,3 +233,33 @@ def test_guides_list_every_key(guide, actions):
     text = (Path(__file__).resolve().parents[1] / "docs" / guide).read_text()
     for keys, help_text in keybindings.key_table(getattr(keybindings, actions)):
         assert f"| `{keys}` | {help_text} |" in text
+
+
+@pytest.mark.parametrize("adjudicator", [False, True])
+def test_cli_opens_napari_with_the_widget_docked(make_napari_viewer, qtbot, project_dir,
+                                                 monkeypatch, adjudicator):
+    import napari
+
+    from napari_deep_prl.cli import main
+
+    viewers = []
+    monkeypatch.setattr(napari, "Viewer", lambda **kw: viewers.append(make_napari_viewer()) or viewers[-1])
+    monkeypatch.setattr(napari, "run", lambda: None)
+    argv = ["review", str(project_dir), "--rater", "r1", "--pseudonyms"]
+    assert main(argv + ["--adjudicator"] * adjudicator) == 0
+    docked = list(viewers[0].window._dock_widgets.values())
+    assert len(docked) == 1
+    widget = docked[0].widget()
+    assert widget.project is not None
+    qtbot.waitUntil(lambda: not widget.display.busy, timeout=5000)
+    if adjudicator:
+        qtbot.waitUntil(lambda: widget.agreement.worker is None, timeout=5000)
+    else:
+        assert widget.session.name("sub-01").startswith("S-")
+
+
+def test_cli_refuses_a_folder_that_is_not_a_project(tmp_path, capsys):
+    from napari_deep_prl.cli import main
+
+    assert main(["review", str(tmp_path), "--rater", "r1"]) == 2
+    assert "not a napari-deep-prl project" in capsys.readouterr().err

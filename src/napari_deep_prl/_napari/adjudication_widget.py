@@ -27,7 +27,7 @@ from .keybindings import ADJUDICATION_KEYS, KeyBinder
 from .lesion_display import LesionDisplay, prepare_subject
 from .patch_panel import PatchPanel
 from .review_view import AXES
-from .widget_parts import LABEL_NAMES, key_list, open_project_dialog
+from .widget_parts import LABEL_NAMES, keep_keys_on_canvas, key_list, open_project_dialog
 
 RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
 
@@ -104,6 +104,7 @@ class AdjudicationWidget(QWidget):
         for widget in (session, self.lesion_box, stats, keys):
             layout.addWidget(widget)
         layout.addStretch()
+        keep_keys_on_canvas(self)
 
     # -- session --------------------------------------------------------------------------
 

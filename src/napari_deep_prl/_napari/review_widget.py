@@ -28,7 +28,7 @@ from .lesion_display import LesionDisplay, prepare_subject
 from .patch_panel import PatchPanel
 from .review_session import ReviewSession
 from .review_view import AXES
-from .widget_parts import LABEL_NAMES, key_list, open_project_dialog
+from .widget_parts import LABEL_NAMES, keep_keys_on_canvas, key_list, open_project_dialog
 
 ORDERS = {"by subject": subject_order, "random (seeded)": seeded_shuffle}
 
@@ -45,6 +45,7 @@ class ReviewWidget(QWidget):
         self.project: Project | None = None
         self.session: ReviewSession | None = None
         self.confidence: int | None = None
+        self._prefetched_from: str | None = None
         self.panel = PatchPanel()
         self.display = LesionDisplay(napari_viewer, self._load, self.panel, self)
         self.display.shown.connect(self._on_shown)
@@ -131,6 +132,7 @@ class ReviewWidget(QWidget):
         QVBoxLayout(keys).addWidget(key_list(REVIEW_KEYS))
         layout.addWidget(keys)
         layout.addStretch()
+        keep_keys_on_canvas(self)
 
     def _list_raters(self) -> None:
         """Offer the raters already in the project named in the path box."""
@@ -225,12 +227,15 @@ class ReviewWidget(QWidget):
         self.lesion_shown.emit(subject, lesion)
 
     def _prefetch(self) -> None:
-        """Load the next subject of the queue while the rater works on this one."""
+        """Load the next subject of the queue while the rater works on this one (looked up
+        once per subject: the queue is read again only after the subject changes)."""
         session = self.session
-        upcoming = session.upcoming(8) if session else []
         current = session.current if session else None
-        for item in upcoming:
-            if current is not None and item.subject != current.subject:
+        if current is None or current.subject == self._prefetched_from:
+            return
+        self._prefetched_from = current.subject
+        for item in session.upcoming(8):
+            if item.subject != current.subject:
                 self.display.prefetch(item.subject)
                 return
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from qtpy.QtWidgets import QFileDialog, QLabel, QLineEdit, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QFileDialog, QLabel, QLineEdit, QPushButton, QWidget
 
 from .keybindings import KeyAction, key_table
 
@@ -25,3 +26,9 @@ def key_list(actions: Iterable[KeyAction]) -> QLabel:
     label = QLabel(f"<table>{rows}</table>")
     label.setWordWrap(True)
     return label
+
+
+def keep_keys_on_canvas(widget: QWidget) -> None:
+    """Buttons take no keyboard focus: after a click the keys still reach the viewer."""
+    for button in widget.findChildren(QPushButton):
+        button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
