@@ -39,8 +39,8 @@ def main() -> None:
     table = pd.concat(tables, ignore_index=True)
     elapsed = time.perf_counter() - start
     y = table["prl"].to_numpy()
-    spatial = grouped_cv_auc(table.drop(columns=["kind"]), y)
-    result = grouped_cv_auc(table.drop(columns=["kind", *SPATIAL]), y)
+    spatial = grouped_cv_auc(table, y)
+    result = grouped_cv_auc(table.drop(columns=list(SPATIAL)), y)
 
     print(f"cohort: {args.subjects} subjects (seed {args.seed}), {len(table)} lesions, "
           f"{int(y.sum())} PRLs ({y.mean():.1%}); simulated + features in {elapsed:.0f} s")

@@ -130,13 +130,15 @@ def grouped_cv_auc(features: pd.DataFrame, labels: Sequence[bool] | np.ndarray,
                    seed: int = 0, c: float = 1.0) -> CVResult:
     """ROC AUC of the classifier under cross-validation split by patient, stratified by label.
 
-    ``groups`` defaults to the ``subject`` column: no patient contributes to both the training and
-    the test folds, as in the paper's protocol.
+    The classifier uses every numeric column of ``features`` except ``lesion`` and ``prl`` (so
+    extra features can be appended to :func:`radiomics_features`' table). ``groups`` defaults to
+    the ``subject`` column: no patient contributes to both the training and the test folds, as
+    in the paper's protocol.
     """
     y = np.asarray(labels, dtype=bool)
     groups = np.asarray(features["subject"] if groups is None else groups)
-    columns = [c_ for c_ in features.columns if c_ not in (*ID_COLUMNS, "prl")]
-    x = features[columns].to_numpy(dtype=float)
+    numeric = features.drop(columns=[c for c in (*ID_COLUMNS, "prl") if c in features])
+    x = numeric.select_dtypes("number").to_numpy(dtype=float)
     if y.sum() < n_splits or (~y).sum() < n_splits or len(np.unique(groups)) < n_splits:
         raise InputError(f"cannot cross-validate: {int(y.sum())} PRLs, {int((~y).sum())} other "
                          f"lesions in {len(np.unique(groups))} subjects for {n_splits} folds. "
