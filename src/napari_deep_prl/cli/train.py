@@ -46,8 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=int, default=PatchConfig.size, help=f"patch side in voxels ({PatchConfig.size})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr:g})")
-    p.add_argument("--samples-per-epoch", type=int, metavar="N",
-                   help="class-balanced samples per epoch (default: the number of training patches)")
+    p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch, metavar="N",
+                   help=f"class-balanced samples per epoch ({d.samples_per_epoch})")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help=f"fraction of patients held out for validation ({d.val_fraction})")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
