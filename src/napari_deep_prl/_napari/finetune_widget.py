@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
@@ -78,6 +79,7 @@ class LossCurve(FigureCanvasQTAgg):
             if points:
                 ax.plot(*zip(*points), style, markersize=3, label=key.replace("_", " "))
         ax.set_xlabel("epoch", fontsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.tick_params(labelsize=7)
         if self.epochs:
             ax.legend(fontsize=7)

@@ -114,7 +114,8 @@ class ScoringTable(QTableWidget):
 
 def points_layer_kwargs(scores: pd.DataFrame, affine: np.ndarray, *, blind: bool) -> dict:
     """Arguments of the scores' points layer: coloured features, or bare positions when blind."""
-    kwargs: dict = {"name": POINTS_NAME, "affine": affine, "size": 4, "border_width": 0,
+    kwargs: dict = {"name": POINTS_NAME, "affine": affine, "size": 7, "symbol": "ring",
+                    "border_width": 0,
                     "metadata": {"subject": str(scores["subject"].iloc[0]) if len(scores) else ""}}
     if blind:
         return {**kwargs, "face_color": "white"}
