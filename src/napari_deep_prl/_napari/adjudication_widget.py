@@ -134,7 +134,7 @@ class AdjudicationWidget(QWidget):
 
     def _load(self, subject: str):  # noqa: ANN202 - runs in a worker thread
         assert self.project is not None
-        return prepare_subject(self.project, subject)
+        return prepare_subject(self.project, subject, self.display.view.axis)
 
     def close_project(self) -> None:
         self.display.clear()

@@ -30,15 +30,18 @@ from .review_view import ReviewView, SubjectImages, default_windows
 CACHE_SIZE = 3
 
 
-def prepare_subject(project: Project, subject: str, key: str | None = None) -> SubjectImages:
-    """Load a subject and everything the view needs of it (runs in a worker thread)."""
+def prepare_subject(project: Project, subject: str, axis: str = "axial") -> SubjectImages:
+    """Load a subject and everything the view needs of it, outlines for ``axis`` included
+    (runs in a worker thread)."""
     loaded = project.load_subject(subject)
     labels = label_lesions(loaded.mask)
     zooms = loaded.zooms
     extents = {index + 1: float(max((s.stop - s.start) * z for s, z in zip(box, zooms)))
                for index, box in enumerate(ndimage.find_objects(labels)) if box is not None}
-    return SubjectImages(key or subject, loaded.phase, loaded.mp2rage, labels, loaded.affine,
-                         default_windows(loaded.phase, loaded.mp2rage), extents)
+    images = SubjectImages(subject, loaded.phase, loaded.mp2rage, labels, loaded.affine,
+                           default_windows(loaded.phase, loaded.mp2rage), extents)
+    images.outline(axis)
+    return images
 
 
 class LesionDisplay(QObject):

@@ -11,7 +11,8 @@ changes them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 
 import napari
 import numpy as np
@@ -46,6 +47,13 @@ class SubjectImages:
     affine: np.ndarray
     windows: dict[str, tuple[float, float]]
     extents_mm: dict[int, float]
+    edges: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def outline(self, axis: str) -> np.ndarray:
+        """Lesion edges in the planes of ``axis`` (computed once per axis)."""
+        if axis not in self.edges:
+            self.edges[axis] = in_plane_edges(self.labels, AXES[axis][0][0])
+        return self.edges[axis]
 
     @property
     def zooms(self) -> np.ndarray:
@@ -53,6 +61,22 @@ class SubjectImages:
 
     def world(self, voxel: tuple[float, float, float]) -> np.ndarray:
         return (self.affine @ np.array([*voxel, 1.0]))[:3]
+
+
+def in_plane_edges(labels: np.ndarray, axis: int) -> np.ndarray:
+    """Each lesion's voxels that touch another label within the planes normal to ``axis``.
+
+    Shown with ``contour = 0`` this draws the same outline napari's ``contour`` would, without
+    napari recomputing it on every slice (a third of the time of a step to the next lesion).
+    """
+    edge = np.zeros(labels.shape, dtype=bool)
+    for along in (a for a in range(labels.ndim) if a != axis):
+        head = tuple(slice(1, None) if a == along else slice(None) for a in range(labels.ndim))
+        tail = tuple(slice(None, -1) if a == along else slice(None) for a in range(labels.ndim))
+        differs = labels[head] != labels[tail]
+        edge[head] |= differs
+        edge[tail] |= differs
+    return np.where(edge, labels, 0).astype(labels.dtype)
 
 
 def default_windows(phase: np.ndarray, mp2rage: np.ndarray) -> dict[str, tuple[float, float]]:
@@ -91,7 +115,7 @@ class ReviewView:
         else:
             for name in CONTRASTS:
                 for layer, data in ((self.layers[name], getattr(images, name)),
-                                    (self.layers[f"{name} lesions"], images.labels)):
+                                    (self.layers[f"{name} lesions"], images.outline(self.axis))):
                     layer.data = data
                     layer.affine = images.affine
         for name in CONTRASTS:
@@ -104,9 +128,8 @@ class ReviewView:
             self.layers[name] = viewer.add_image(
                 getattr(images, name), name=name, colormap="gray", affine=images.affine,
                 contrast_limits=images.windows[name])
-            outline = viewer.add_labels(images.labels, name=f"{name} lesions",
+            outline = viewer.add_labels(images.outline(self.axis), name=f"{name} lesions",
                                         affine=images.affine)
-            outline.contour = 1
             outline.editable = False
             self.layers[f"{name} lesions"] = outline
         viewer.layers.selection.active = self.layers["phase"]
@@ -140,11 +163,18 @@ class ReviewView:
         images = self.images
         assert images is not None, "show_subject first"
         colours = highlight(int(lesion))
-        for name in CONTRASTS:
-            self.layers[f"{name} lesions"].colormap = colours
+        outlines = [self.layers[f"{name} lesions"] for name in CONTRASTS]
+        point = tuple(self.viewer.dims.point)
+        with ExitStack() as blocked:  # one redraw of the outlines, not two: moving to the new
+            for layer in outlines:    # slice redraws them, or the explicit refresh below
+                blocked.enter_context(layer._block_refresh())
+                layer.colormap = colours
         extent = images.extents_mm.get(int(lesion), 0.0)
         self._focus = (images.world(voxel), extent)
         self.recentre()
+        if tuple(self.viewer.dims.point) == point:
+            for layer in outlines:
+                layer.refresh(extent=False)
 
     @property
     def fov_mm(self) -> float:
@@ -180,6 +210,9 @@ class ReviewView:
         if axis not in AXES:
             raise ValueError(f"slicing axis '{axis}' is not one of {', '.join(AXES)}")
         self.axis = axis
+        if self.images is not None:
+            for name in CONTRASTS:
+                self.layers[f"{name} lesions"].data = self.images.outline(axis)
         self.recentre()
 
     def set_fov_factor(self, factor: float) -> None:

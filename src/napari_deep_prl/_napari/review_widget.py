@@ -190,7 +190,7 @@ class ReviewWidget(QWidget):
 
     def _load(self, subject: str):  # noqa: ANN202 - runs in a worker thread
         assert self.project is not None
-        return prepare_subject(self.project, subject)
+        return prepare_subject(self.project, subject, self.display.view.axis)
 
     def close_project(self) -> None:
         """Forget the session (every label is already saved) and remove its layers."""
