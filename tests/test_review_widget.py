@@ -263,3 +263,15 @@ def test_cli_refuses_a_folder_that_is_not_a_project(tmp_path, capsys):
 
     assert main(["review", str(tmp_path), "--rater", "r1"]) == 2
     assert "not a napari-deep-prl project" in capsys.readouterr().err
+
+
+def test_in_plane_edges_outline_each_lesion_in_the_viewed_plane():
+    from napari_deep_prl._napari.review_view import in_plane_edges
+
+    labels = np.zeros((9, 9, 9), dtype=np.int32)
+    labels[2:7, 2:7, 2:7] = 3
+    edges = in_plane_edges(labels, axis=2)
+    assert set(np.unique(edges)) == {0, 3}
+    assert edges[4, 4, 4] == 0 and edges[2, 4, 4] == 3 and edges[4, 2, 4] == 3
+    assert edges[4, 4, 2] == 0  # the lesion's top face is no edge in an axial plane
+    assert (edges[:, :, 4] > 0).sum() == 16  # a 5 x 5 square's ring

@@ -59,6 +59,8 @@ LOAD_FAILED = ("Could not load the images of {subject}: {cause}. The session and
                "label are intact; fix the file and go to the lesion again.")
 SAVE_FAILED = ("The label was NOT saved ({cause}). Nothing else was lost; press the key again "
                "once the problem is fixed.")
+NEXT_FAILED = ("The label was saved, but the next lesion could not be read from the rating "
+               "store ({cause}). Press → to try again.")
 JUMP_UNKNOWN = ("No lesion '{text}'. Type subject:lesion (e.g. sub-001:12) or a lesion id of the "
                 "current subject.")
 STATS_FAILED = "Could not compute the agreement statistics: {cause}"

@@ -168,10 +168,15 @@ class ReviewWidget(QWidget):
         self.close_project()
         try:
             project = Project.open(path)
+        except DeepPRLError as err:
+            show_error(messages.OPEN_FAILED.format(path=path, cause=err))
+            return False
+        try:
             self.session = ReviewSession(
                 project, rater.strip(), strategy,
                 pseudonymise=pseudonymise or project.config.blinding.pseudonymise_subjects)
         except DeepPRLError as err:
+            project.close()
             show_error(messages.OPEN_FAILED.format(path=path, cause=err))
             return False
         self.project = project
@@ -294,7 +299,10 @@ class ReviewWidget(QWidget):
         self.saved.setText("✓ " + messages.SAVED.format(
             label=LABEL_NAMES[label], confidence=conf, subject=session.name(item.subject),
             lesion=item.lesion))
-        self._show(session.advance())
+        try:
+            self._show(session.advance())
+        except DeepPRLError as err:  # the label is saved; only finding the next one failed
+            show_error(messages.NEXT_FAILED.format(cause=err))
         return True
 
     def set_confidence(self, value: int) -> None:
