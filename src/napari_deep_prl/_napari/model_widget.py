@@ -69,6 +69,15 @@ def subject_from_layers(viewer: napari.Viewer) -> Subject:
                    np.asarray(by_role["lesions"].data, np.int32), phase.affine.affine_matrix)
 
 
+def score_loaded(subject: Subject, checkpoints: list[Checkpoint],
+                 method: str) -> Generator[Progress, None, pd.DataFrame]:
+    """Score a subject already in memory, as a (one-step) progress generator for a worker."""
+    yield Progress(0, 1, "subject", subject.subject)
+    table = active.score_lesions(subject, checkpoints, method)
+    yield Progress(1, 1, "subject", subject.subject)
+    return table
+
+
 class ModelPanel(QWidget):
     """Dock widget: model, scoring, results, fine-tuning."""
 
@@ -186,8 +195,10 @@ class ModelPanel(QWidget):
             except DeepPRLError as err:
                 show_error(str(err))
                 return None
-            return self._start(lambda stop: self._score_loaded(subject), "Scoring "
-                               + subject.subject, self._show_subject_scores)
+            self._affines[subject.subject] = subject.affine
+            checkpoints, method = [self.checkpoint], self.method_name
+            return self._start(lambda stop: score_loaded(subject, checkpoints, method),
+                               f"Scoring {subject.subject}", self._show_subject_scores)
         return self._score_stored([name], f"Scoring {name}")
 
     def score_project(self) -> Job | None:
@@ -196,13 +207,6 @@ class ModelPanel(QWidget):
             show_error("Open a project first to score all its subjects.")
             return None
         return self._score_stored(None, "Scoring the project")
-
-    def _score_loaded(self, subject: Subject) -> Generator[Progress, None, pd.DataFrame]:
-        yield Progress(0, 1, "subject", subject.subject)
-        table = active.score_lesions(subject, [self.checkpoint], self.method_name)
-        self._affines[subject.subject] = subject.affine
-        yield Progress(1, 1, "subject", subject.subject)
-        return table
 
     def _score_stored(self, subjects: list[str] | None, description: str) -> Job | None:
         project, checkpoints, method = self.project, [self.checkpoint], self.method_name
@@ -250,11 +254,9 @@ class ModelPanel(QWidget):
     def _show_subject_scores(self, table: pd.DataFrame) -> None:
         self.scores = table
         subject = str(table["subject"].iloc[0]) if len(table) else ""
-        show_points(self.viewer, table, self._affines.get(subject, np.eye(4)),
-                    blind=self.blind.isChecked())
         self.table.set_scores(table)
         self.count.setText(f"{subject}: {int(table['prl'].sum())} PRL(s) of {len(table)} lesions")
-        self.set_blind(self.blind.isChecked())
+        self.set_blind(self.blind.isChecked())  # draws the points layer, blind or not
         show_info(f"Scored {len(table)} lesions of {subject}.")
 
     # -- display --------------------------------------------------------------------------
