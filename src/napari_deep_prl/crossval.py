@@ -112,6 +112,7 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
     start = time.perf_counter()
     inner_folds = sorted(set(splits[f"inner_{fold}"]) - {0})
     records, best = [], None
+    yield Progress(0, len(inner_folds), "inner fit", f"{method.name} fold {fold}")
     for inner in inner_folds:
         train, val = fold_subjects(splits, fold, inner)
         fitted = yield from method.fit(train, val, seed=seed + 100 * fold + inner)
