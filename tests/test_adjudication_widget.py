@@ -39,8 +39,8 @@ def test_consensus_with_one_key_and_live_agreement(make_napari_viewer, qtbot, pr
     errors = []
     widget.display.worker_started.connect(lambda w: w.errored.connect(errors.append))
     viewer.window.add_dock_widget(widget)
-    with qtbot.waitSignal(widget.agreement.updated, timeout=10000), \
-            qtbot.waitSignal(widget.lesion_shown, timeout=5000) as shown:
+    with qtbot.waitSignal(widget.agreement.updated, timeout=20000), \
+            qtbot.waitSignal(widget.lesion_shown, timeout=20000) as shown:
         assert widget.open_project(project_dir, "boss")
     assert tuple(shown.args) == ("sub-01", 1) and len(widget.queue) == 2
     table = {widget.ratings.item(i, 0).text(): widget.ratings.item(i, 4).text() for i in range(2)}
@@ -52,8 +52,8 @@ def test_consensus_with_one_key_and_live_agreement(make_napari_viewer, qtbot, pr
 
     handler = viewer.window._qt_viewer._key_map_handler
     widget.note.setText("rim on 3 slices")
-    with qtbot.waitSignal(widget.agreement.updated, timeout=10000), \
-            qtbot.waitSignal(widget.lesion_shown, timeout=5000) as shown:
+    with qtbot.waitSignal(widget.agreement.updated, timeout=20000), \
+            qtbot.waitSignal(widget.lesion_shown, timeout=20000) as shown:
         assert handler.press_key("P")
     assert tuple(shown.args) == ("sub-02", 2) and len(widget.queue) == 1
     with Project.open(project_dir) as project:
@@ -69,5 +69,5 @@ def test_consensus_with_one_key_and_live_agreement(make_napari_viewer, qtbot, pr
     viewer.window.remove_dock_widget(widget)
     assert not any(f.__name__.startswith("deep_prl_") for f in viewer.keymap.values())
     qtbot.waitUntil(lambda: not widget.display.busy and widget.agreement.worker is None,
-                    timeout=10000)
+                    timeout=20000)
     assert errors == []

@@ -37,7 +37,7 @@ def dock(make_napari_viewer, qtbot):
 
     yield make
     for widget in docked:
-        qtbot.waitUntil(lambda: not widget.display.busy, timeout=5000)
+        qtbot.waitUntil(lambda: not widget.display.busy, timeout=20000)
         assert widget.errors == []
 
 
@@ -47,7 +47,7 @@ def press(viewer, key):
 
 
 def shown_after(qtbot, widget, action):
-    with qtbot.waitSignal(widget.lesion_shown, timeout=5000) as blocker:
+    with qtbot.waitSignal(widget.lesion_shown, timeout=20000) as blocker:
         action()
     return tuple(blocker.args)
 
@@ -199,7 +199,7 @@ def test_unreadable_image_is_reported_and_nothing_lost(dock, qtbot, project_dir,
     shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))
     shown_after(qtbot, widget, lambda: press(viewer, "P"))
     widget.jump("sub-02:1")
-    qtbot.waitUntil(lambda: bool(shown) and not widget.display.busy, timeout=5000)
+    qtbot.waitUntil(lambda: bool(shown) and not widget.display.busy, timeout=20000)
     assert len(widget.errors) >= 1
     widget.errors.clear()  # these workers were meant to fail
     assert len(shown) == 1 and "sub-02_phase" in shown[0] and "intact" in shown[0]
@@ -247,13 +247,13 @@ def test_cli_opens_napari_with_the_widget_docked(make_napari_viewer, qtbot, proj
     monkeypatch.setattr(napari, "run", lambda: None)
     argv = ["review", str(project_dir), "--rater", "r1", "--pseudonyms"]
     assert main(argv + ["--adjudicator"] * adjudicator) == 0
-    docked = list(viewers[0].window._dock_widgets.values())
+    docked = list(viewers[0].window.dock_widgets.values())
     assert len(docked) == 1
-    widget = docked[0].widget()
+    widget = docked[0]
     assert widget.project is not None
-    qtbot.waitUntil(lambda: not widget.display.busy, timeout=5000)
+    qtbot.waitUntil(lambda: not widget.display.busy, timeout=20000)
     if adjudicator:
-        qtbot.waitUntil(lambda: widget.agreement.worker is None, timeout=5000)
+        qtbot.waitUntil(lambda: widget.agreement.worker is None, timeout=20000)
     else:
         assert widget.session.name("sub-01").startswith("S-")
 
@@ -275,3 +275,18 @@ def test_in_plane_edges_outline_each_lesion_in_the_viewed_plane():
     assert edges[4, 4, 4] == 0 and edges[2, 4, 4] == 3 and edges[4, 2, 4] == 3
     assert edges[4, 4, 2] == 0  # the lesion's top face is no edge in an axial plane
     assert (edges[:, :, 4] > 0).sum() == 16  # a 5 x 5 square's ring
+
+
+def test_adjudicator_role_swaps_in_the_adjudication_widget(dock, qtbot, project_dir):
+    from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
+
+    viewer, widget = dock()
+    widget.project_path.setText(str(project_dir))
+    widget.rater.setCurrentText("chief")
+    widget.role.setCurrentText("adjudicator")
+    widget.open_from_form()
+    docked = list(viewer.window.dock_widgets.values())
+    assert len(docked) == 1 and isinstance(docked[0], AdjudicationWidget)
+    assert docked[0].adjudicator == "chief" and not widget.keys.bound
+    qtbot.waitUntil(lambda: docked[0].agreement.worker is None and not docked[0].display.busy,
+                    timeout=20000)
