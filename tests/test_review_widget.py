@@ -290,3 +290,24 @@ def test_adjudicator_role_swaps_in_the_adjudication_widget(dock, qtbot, project_
     assert docked[0].adjudicator == "chief" and not widget.keys.bound
     qtbot.waitUntil(lambda: docked[0].agreement.worker is None and not docked[0].display.busy,
                     timeout=20000)
+
+
+def test_a_database_failure_is_reported_and_the_lesion_stays(dock, qtbot, project_dir, monkeypatch):
+    from napari_deep_prl._napari import review_widget
+    from napari_deep_prl.errors import StoreError
+
+    errors = []
+    monkeypatch.setattr(review_widget, "show_error", errors.append)
+    viewer, widget = dock()
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))
+
+    def locked(*args, **kwargs):
+        raise StoreError("ratings.sqlite: database is locked")
+
+    monkeypatch.setattr(widget.session.queue.store, "add_rating", locked)
+    press(viewer, "P")
+    assert len(errors) == 1 and "NOT saved" in errors[0] and "locked" in errors[0]
+    assert widget.session.current.lesion == 1 and "Saved" not in widget.saved.text()
+    monkeypatch.undo()
+    assert shown_after(qtbot, widget, lambda: press(viewer, "P")) == ("sub-01", 2)
+    assert len(current_ratings(project_dir)) == 1
