@@ -7,12 +7,13 @@
   images, median of repeated runs.
 
 Targets (issue 3): >= 200 lesions/s; end-to-end <= 2x the load time. A random-weight model is
-used: the cost does not depend on the weights. Run: ``python benchmarks/bench_score.py``.
+used: the cost does not depend on the weights. Run: ``python benchmarks/bench_score.py [THREADS]``.
 """
 
 from __future__ import annotations
 
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,6 +42,8 @@ def median_seconds(fn, repeats: int = REPEATS) -> float:
 
 
 def main() -> None:
+    if len(sys.argv) > 1:  # optional: number of torch threads
+        torch.set_num_threads(int(sys.argv[1]))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     torch.manual_seed(0)
     checkpoint = Checkpoint(DeepPRL(PRESETS["default"]).eval(), 0.5, PatchConfig())

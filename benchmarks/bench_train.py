@@ -61,7 +61,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=12, help="timed steps of the default preset (12)")
     parser.add_argument("--paper-steps", type=int, default=3, help="timed steps of the paper preset (3)")
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     before = matmul_gflops()
     rates = {"default": training_rate("default", args.steps, args.batch_size)}

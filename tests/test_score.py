@@ -63,7 +63,8 @@ def test_predict_patches_matches_the_model():
 def test_cli_train_then_score(manifest, tmp_path, capsys):
     model = tmp_path / "model.pt"
     assert main(["train", str(manifest), "-o", str(model), "--epochs", "1", "--patch-size", "12",
-                 "--samples-per-epoch", "8", "--batch-size", "8", "--device", "cpu", "--quiet"]) == 0
+                 "--samples-per-epoch", "8", "--batch-size", "8", "--device", "cpu", "--threads", "1",
+                 "--quiet"]) == 0
     assert (tmp_path / "model_history.tsv").exists()
     out = tmp_path / "scores.tsv"
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet"]) == 0

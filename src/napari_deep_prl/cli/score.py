@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import torch
 
 from napari_deep_prl.checkpoint import load_checkpoint
 from napari_deep_prl.errors import InputError
@@ -38,12 +39,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nifti-dir", metavar="DIR", help="also write each subject's probability map (NIfTI) here")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")
     p.add_argument("--batch-size", type=int, default=16, help="patches per forward pass (16)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (default: one per core; on a busy shared machine 1 is often faster)")
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     single = [args.phase, args.mp2rage, args.mask]
     if args.manifest and any(single):
         raise InputError("give either a manifest or --phase/--mp2rage/--mask, not both.")
@@ -68,6 +72,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         scores.lesions.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6g", na_rep="n/a")
     return 0
+
+
+def set_threads(threads: int | None) -> None:
+    """Limit torch's CPU threads: OpenMP threads spin badly when cores are oversubscribed."""
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads {threads}: give 1 or more")
+        torch.set_num_threads(threads)
 
 
 def _write(table: pd.DataFrame, path: Path) -> Path:

@@ -13,6 +13,7 @@ import pandas as pd
 
 from napari_deep_prl.augment import AugmentConfig
 from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.cli.score import set_threads
 from napari_deep_prl.dataset import build_patchset
 from napari_deep_prl.io import open_cohort
 from napari_deep_prl.model import FUSIONS, PRESETS, model_config
@@ -53,12 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--exclude-confluent", action="store_true", help="leave confluent lesions out (as the paper)")
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads (default: one per core; on a busy shared machine 1 is often faster)")
     p.add_argument("--init", metavar="MODEL.pt", help="fine-tune this checkpoint instead of starting afresh")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     init = load_checkpoint(args.init) if args.init else None
     patch_config = init.patch_config if init else PatchConfig(size=args.patch_size, normalisation=args.normalisation)
     overrides = {"fusion": args.fusion} if args.fusion else {}
