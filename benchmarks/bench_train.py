@@ -43,7 +43,7 @@ def random_patches(n: int, size: int = 28, seed: int = 0) -> PatchSet:
     return PatchSet(x, y, subject, np.arange(n), np.zeros(n, bool), PatchConfig(size=size))
 
 
-def training_rate(preset: str, steps: int, batch_size: int, warmup: int = 2) -> float:
+def training_rate(preset: str, steps: int, batch_size: int, warmup: int = 2) -> float:  # warmup >= 1
     """Patches per second over the timed training steps of one epoch."""
     patches = random_patches(max(64, batch_size * 2))
     config = TrainConfig(epochs=1, batch_size=batch_size, samples_per_epoch=(steps + warmup) * batch_size,
@@ -52,8 +52,8 @@ def training_rate(preset: str, steps: int, batch_size: int, warmup: int = 2) -> 
     for event in train(patches, config, val_subjects=["sub-0"]):
         if event.stage == "batch":
             stamps.append(time.perf_counter())
-    timed = stamps[warmup:]
-    return (len(timed) - 1) * batch_size / (timed[-1] - timed[0])
+    # stamps[i] ends step i; the timed steps run from the end of the last warm-up step.
+    return steps * batch_size / (stamps[-1] - stamps[warmup - 1])
 
 
 def main() -> None:
