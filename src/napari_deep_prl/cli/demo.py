@@ -11,6 +11,7 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.figures import patch_gallery
@@ -21,6 +22,7 @@ from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.tables import write_table
 
 GALLERY_PER_CLASS = 6
+SHOWN_LESIONS = 12
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,10 +88,16 @@ def run(args: argparse.Namespace) -> int:
     shown = scores.lesions.merge(truth[["subject", "lesion", "kind", "prl"]].rename(columns={"prl": "truth"}),
                                  on=["subject", "lesion"], how="left")
     columns = ["subject", "lesion", "x", "y", "z", "volume_mm3", "prl_probability", "prl", "truth", "kind"]
-    print(shown.sort_values("prl_probability", ascending=False)[columns]
-          .to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    top = shown.sort_values("prl_probability", ascending=False).head(SHOWN_LESIONS)
+    print(f"\nThe {len(top)} lesions most likely to be PRLs (of {len(shown)}; all in scores.tsv):")
+    print(top[columns].to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    true_counts = shown.groupby("subject")["truth"].sum().rename("true_prl_count").astype(int)
     print()
-    print(scores.subjects.to_string(index=False))
+    print(scores.subjects.join(true_counts, on="subject").to_string(index=False))
+    if shown["truth"].nunique() == 2:
+        auc = roc_auc_score(shown["truth"].astype(int), shown["prl_probability"])
+        print(f"\nHeld-out ROC AUC against the simulator's truth: {auc:.3f} "
+              f"({len(train_ids)} training subjects, {args.epochs} epochs: a demo, not a benchmark)")
     say(f"Scores: {out / 'scores.tsv'}. Open a subject in napari: napari {cohort_dir / test_ids[0]}")
     return 0
 
