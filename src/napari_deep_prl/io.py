@@ -52,6 +52,13 @@ class SubjectPaths:
     mask: Path
     prl_mask: Path | None = None
 
+    @classmethod
+    def from_files(cls, phase: str | Path, mp2rage: str | Path, mask: str | Path,
+                   prl_mask: str | Path | None = None, *, subject: str | None = None) -> SubjectPaths:
+        """One subject's files; the id defaults to the ``sub-<label>`` in the phase file's name."""
+        return cls(subject or _subject_id_from(Path(phase)), Path(phase), Path(mp2rage), Path(mask),
+                   Path(prl_mask) if prl_mask is not None else None)
+
     def load(self, *, flip_phase: bool = False) -> Subject:
         return load_subject(self.phase, self.mp2rage, self.mask, self.prl_mask,
                             subject=self.subject, flip_phase=flip_phase)
@@ -94,8 +101,7 @@ def load_subject(
     flip_phase: bool = False,
 ) -> Subject:
     """Load and validate one subject; ``flip_phase`` negates the phase (paramagnetic → dark)."""
-    paths = SubjectPaths(subject or _subject_id_from(Path(phase)), Path(phase), Path(mp2rage),
-                         Path(mask), Path(prl_mask) if prl_mask is not None else None)
+    paths = SubjectPaths.from_files(phase, mp2rage, mask, prl_mask, subject=subject)
     phase_data, phase_img = _read_image(paths.phase, "phase")
     images = {"phase": (paths.phase, phase_data, phase_img)}
     for role in ("mp2rage", "mask", "prl_mask"):

@@ -20,10 +20,11 @@ def separator_for(path: str | Path) -> str:
     return "\t" if Path(path).suffix.lower() in (".tsv", ".tab", ".txt") else ","
 
 
-def write_table(table: pd.DataFrame, path: str | Path, *, float_format: str = "%.6g") -> Path:
-    """Write ``table`` without its index, atomically."""
+def write_table(table: pd.DataFrame, path: str | Path, *, float_format: str = "%.6g",
+                na_rep: str = "") -> Path:
+    """Write ``table`` without its index, atomically (``na_rep="n/a"`` for BIDS derivatives)."""
     return write_atomic(path, lambda fh: table.to_csv(fh, sep=separator_for(path), index=False,
-                                                      float_format=float_format))
+                                                      float_format=float_format, na_rep=na_rep))
 
 
 def write_text(path: str | Path, text: str) -> Path:

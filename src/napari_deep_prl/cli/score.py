@@ -6,15 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import pandas as pd
 import torch
 
 from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import load_subject, open_cohort
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.score import score_cohort
-from napari_deep_prl.tables import separator_for, write_atomic
+from napari_deep_prl.tables import write_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,11 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "confluent. Also writes SCORES_subjects.tsv: lesions, prl_count, prl_ge1, "
                     "prl_ge4 per subject.",
     )
-    p.add_argument("manifest", nargs="?", metavar="MANIFEST", help="cohort manifest CSV or subject folder layout")
-    p.add_argument("--phase", help="phase image of one subject (instead of a manifest)")
-    p.add_argument("--mp2rage", help="MP2RAGE / T1-weighted image of that subject")
-    p.add_argument("--mask", help="lesion mask of that subject")
-    p.add_argument("--subject", help="subject id for --phase/--mp2rage/--mask (default: from the file name)")
+    add_subject_arguments(p)
     p.add_argument("--model", action="append", required=True, metavar="MODEL.pt",
                    help="checkpoint; repeat for an ensemble (probabilities averaged)")
     p.add_argument("--tta", action="store_true", help="test-time augmentation: average over the 8 axis flips")
@@ -48,15 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    single = [args.phase, args.mp2rage, args.mask]
-    if args.manifest and any(single):
-        raise InputError("give either a manifest or --phase/--mp2rage/--mask, not both.")
-    if args.manifest:
-        cohort = list(open_cohort(args.manifest))
-    elif all(single):
-        cohort = [load_subject(*single, subject=args.subject, flip_phase=args.flip_phase)]
-    else:
-        raise InputError("give a manifest, or all of --phase, --mp2rage and --mask.")
+    cohort = subjects_from_args(args)
     checkpoints = [load_checkpoint(path) for path in args.model]
     scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, nifti_dir=args.nifti_dir,
                                         batch_size=args.batch_size, device=args.device,
@@ -64,8 +51,9 @@ def run(args: argparse.Namespace) -> int:
                            desc="score", disable=args.quiet)
     if args.output:
         out = Path(args.output)
-        _write(scores.lesions, out)
-        summary = _write(scores.subjects, out.with_name(out.stem + "_subjects" + (out.suffix or ".tsv")))
+        write_table(scores.lesions, out, na_rep="n/a")
+        summary = write_table(scores.subjects, out.with_name(out.stem + "_subjects" + (out.suffix or ".tsv")),
+                              na_rep="n/a")
         print(f"{len(scores.lesions)} lesions of {len(cohort)} subject(s), "
               f"{int(scores.subjects['prl_count'].sum())} scored PRL; table {out}, subjects {summary}",
               file=sys.stderr)
@@ -81,8 +69,3 @@ def set_threads(threads: int | None) -> None:
             raise InputError(f"--threads {threads}: give 1 or more")
         torch.set_num_threads(threads)
 
-
-def _write(table: pd.DataFrame, path: Path) -> Path:
-    """BIDS-style table: missing values as ``n/a``."""
-    return write_atomic(path, lambda fh: table.to_csv(fh, sep=separator_for(path), index=False,
-                                                      float_format="%.6g", na_rep="n/a"))

@@ -1,0 +1,32 @@
+"""Arguments of the commands that read either a cohort or one subject's files."""
+
+from __future__ import annotations
+
+import argparse
+
+from napari_deep_prl.errors import InputError
+from napari_deep_prl.io import SubjectPaths, open_cohort
+
+
+def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
+    """``MANIFEST`` (a manifest CSV or folder) or ``--phase/--mp2rage/--mask [--prl-mask]``."""
+    parser.add_argument("manifest", nargs="?", metavar="MANIFEST",
+                        help="cohort manifest CSV or folder (sub-<label> layout or holding manifest.csv)")
+    single = parser.add_argument_group("one subject instead of a manifest")
+    single.add_argument("--phase", help="phase image (paramagnetic = dark)")
+    single.add_argument("--mp2rage", help="MP2RAGE UNI or T1-weighted image on the phase grid")
+    single.add_argument("--mask", help="lesion mask on the phase grid (binary or instance labels)")
+    single.add_argument("--prl-mask", help="optional PRL mask (ground truth)")
+    single.add_argument("--subject", help="subject id (default: the sub-<label> of the phase file name)")
+
+
+def subjects_from_args(args: argparse.Namespace) -> list[SubjectPaths]:
+    """The subjects named on the command line, not loaded yet."""
+    single = [args.phase, args.mp2rage, args.mask]
+    if args.manifest and any(single):
+        raise InputError("give either a manifest or --phase/--mp2rage/--mask, not both.")
+    if args.manifest:
+        return list(open_cohort(args.manifest))
+    if all(single):
+        return [SubjectPaths.from_files(*single, args.prl_mask, subject=args.subject)]
+    raise InputError("give a manifest, or all of --phase, --mp2rage and --mask.")
