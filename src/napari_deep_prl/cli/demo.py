@@ -34,9 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "held-out subjects and print the table. Everything lands in OUT.",
     )
     p.add_argument("-o", "--out", default="demo-output", help="output folder (demo-output)")
-    p.add_argument("--subjects", type=int, default=14, help="subjects to simulate (14)")
+    p.add_argument("--subjects", type=int, default=12, help="subjects to simulate (12)")
     p.add_argument("--held-out", type=int, default=2, help="subjects kept out of training and scored (2)")
-    p.add_argument("--epochs", type=int, default=12, help="training epochs (12; the paper uses 100)")
+    p.add_argument("--epochs", type=int, default=10, help="training epochs (10; the paper uses 100)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulation and the training (0)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
