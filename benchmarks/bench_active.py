@@ -229,12 +229,12 @@ def report(curves: pd.DataFrame, full: float, pool_size: int, out: Path) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=("finetune", "viewer", "simulate"))
-    parser.add_argument("--subjects", type=int, default=20)
-    parser.add_argument("--seed-labels", type=int, default=20)
-    parser.add_argument("-k", type=int, default=20, help="labels per round (20)")
+    parser.add_argument("--subjects", type=int, default=16)
+    parser.add_argument("--seed-labels", type=int, default=10)
+    parser.add_argument("-k", type=int, default=10, help="labels per round (10)")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs per fit (finetune: 10; simulate: 4)")
+                        help="epochs per fit (10)")
     parser.add_argument("--samples", type=int, default=256, help="training samples per epoch")
     parser.add_argument("--size", type=int, default=12, help="patch side in voxels (12)")
     parser.add_argument("--repeats", type=int, default=1, help="seed sets averaged (1)")
@@ -249,7 +249,7 @@ def main() -> None:
     elif args.part == "viewer":
         bench_viewer()
     else:
-        bench_simulation(args.subjects, args.seed_labels, args.k, args.rounds, args.epochs or 4,
+        bench_simulation(args.subjects, args.seed_labels, args.k, args.rounds, args.epochs or 10,
                          args.repeats, args.size, args.samples, args.out)
 
 
