@@ -90,7 +90,7 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
         if exclude_confluent:
             table = table[~table["confluent"].to_numpy(bool)]
         if len(table):
-            parts.append(_subject_patches(subject, lesions, table, config, oversample_shift))
+            parts.append(subject_patches(subject, lesions, table, config, oversample_shift))
         yield Progress(step + 1, len(cohort), "patches", paths.subject)
     if not parts:
         raise InputError("the cohort has no lesions to train on; check the lesion masks")
@@ -98,7 +98,8 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
     return PatchSet(x, y, subject_ids, lesion_ids, shifted, config)
 
 
-def _subject_patches(subject, lesions, table, config: PatchConfig, shift: int) -> tuple[np.ndarray, ...]:
+def subject_patches(subject, lesions, table, config: PatchConfig, shift: int) -> tuple[np.ndarray, ...]:
+    """One subject's patches, labels from ``table["prl"]``, ids and shift flags (positives oversampled)."""
     ids = table["lesion"].to_numpy()
     labels = table["prl"].to_numpy(bool)
     scaling = subject_scaling(subject, lesions, config.size) if config.normalisation == "subject" else None

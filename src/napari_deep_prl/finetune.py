@@ -21,7 +21,7 @@ import pandas as pd
 
 from napari_deep_prl.active import model_version, score_project
 from napari_deep_prl.checkpoint import Checkpoint
-from napari_deep_prl.dataset import PatchSet, _subject_patches
+from napari_deep_prl.dataset import PatchSet, subject_patches
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.patches import PatchConfig
@@ -65,7 +65,7 @@ def labelled_patchset(project: Project, labels: pd.DataFrame, config: PatchConfi
         lesions = find_lesions(subject)
         mine = labels[labels["subject"] == subject_id][["lesion", "prl"]]
         table = lesions.table.drop(columns=["prl"], errors="ignore").merge(mine, on="lesion")
-        parts.append(_subject_patches(subject, lesions, table, config, oversample_shift))
+        parts.append(subject_patches(subject, lesions, table, config, oversample_shift))
         yield Progress(step, len(subjects), "patches", subject_id)
     if not parts:
         raise InputError(f"{project.root}: no labelled lesions to train on; rate some lesions "
