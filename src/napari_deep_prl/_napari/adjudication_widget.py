@@ -12,10 +12,19 @@ from pathlib import Path
 import napari
 import pandas as pd
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QEvent, Signal
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
-    QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QPushButton,
-    QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
 )
 
 from napari_deep_prl.errors import DeepPRLError
@@ -25,6 +34,7 @@ from . import messages
 from .agreement_panel import AgreementPanel
 from .keybindings import ADJUDICATION_KEYS, KeyBinder
 from .lesion_display import LesionDisplay, prepare_subject
+from .lesion_widget import LesionWidget
 from .patch_panel import PatchPanel
 from .review_view import AXES
 from .widget_parts import LABEL_NAMES, keep_keys_on_canvas, key_list, open_project_dialog
@@ -32,7 +42,7 @@ from .widget_parts import LABEL_NAMES, keep_keys_on_canvas, key_list, open_proje
 RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
 
 
-class AdjudicationWidget(QWidget):
+class AdjudicationWidget(LesionWidget):
     """Dock widget of an adjudication session (see ``docs/adjudicator_guide.md``)."""
 
     lesion_shown = Signal(str, int)
@@ -208,36 +218,7 @@ class AdjudicationWidget(QWidget):
             self.index -= 1
             self._show()
 
-    def set_axis(self, axis: str) -> None:
-        if self.axis.currentText() != axis:
-            self.axis.setCurrentText(axis)
-            return
-        self.display.view.set_axis(axis)
 
-    def cycle_axis(self) -> None:
-        names = list(AXES)
-        self.set_axis(names[(names.index(self.axis.currentText()) + 1) % len(names)])
-
-    def toggle_outline(self) -> None:
-        self.display.view.set_outlines(not self.display.view.outlines)
-
-    def recentre(self) -> None:
-        self.display.view.recentre()
-
-    # -- releasing ------------------------------------------------------------------------
-
-    def release(self) -> None:
-        self.keys.release()
-        self.display.close()
-
-    def closeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
-        self.release()
-        super().closeEvent(event)
-
-    def event(self, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.keys.bound:
-            self.release()
-        return super().event(event)
 
 
 def dock_adjudication(viewer: napari.Viewer, path: str | Path | None = None,

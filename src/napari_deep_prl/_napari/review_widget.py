@@ -12,10 +12,19 @@ from pathlib import Path
 
 import napari
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QEvent, QTimer, Signal
+from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QGroupBox, QHBoxLayout,
-    QLabel, QLineEdit, QProgressBar, QPushButton, QVBoxLayout, QWidget,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
 )
 
 from napari_deep_prl.errors import DeepPRLError
@@ -25,6 +34,7 @@ from napari_deep_prl.ratings.queue import QueueItem, Strategy, seeded_shuffle, s
 from . import messages
 from .keybindings import REVIEW_KEYS, KeyBinder
 from .lesion_display import LesionDisplay, prepare_subject
+from .lesion_widget import LesionWidget
 from .patch_panel import PatchPanel
 from .review_session import ReviewSession
 from .review_view import AXES
@@ -33,7 +43,7 @@ from .widget_parts import LABEL_NAMES, keep_keys_on_canvas, key_list, open_proje
 ORDERS = {"by subject": subject_order, "random (seeded)": seeded_shuffle}
 
 
-class ReviewWidget(QWidget):
+class ReviewWidget(LesionWidget):
     """Dock widget of a rating session (see the rater's guide, ``docs/rater_guide.md``)."""
 
     #: The current lesion is on screen (after loading, when needed): subject, lesion.
@@ -372,40 +382,7 @@ class ReviewWidget(QWidget):
     def focus_comment(self) -> None:
         self.comment.setFocus()
 
-    def set_axis(self, axis: str) -> None:
-        if self.axis.currentText() != axis:
-            self.axis.setCurrentText(axis)  # calls back here through the signal
-            return
-        self.display.view.set_axis(axis)
-
-    def cycle_axis(self) -> None:
-        names = list(AXES)
-        self.set_axis(names[(names.index(self.axis.currentText()) + 1) % len(names)])
-
     def set_fov(self, factor: float) -> None:
         self.display.view.set_fov_factor(factor)
         self.display.refresh_panel()
-
-    def toggle_outline(self) -> None:
-        self.display.view.set_outlines(not self.display.view.outlines)
-
-    def recentre(self) -> None:
-        self.display.view.recentre()
-
-    # -- releasing ------------------------------------------------------------------------
-
-    def release(self) -> None:
-        """Unbind the keys and stop listening to workers; saved labels need nothing."""
-        self.keys.release()
-        self.display.close()
-
-    def closeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
-        self.release()
-        super().closeEvent(event)
-
-    def event(self, event: QEvent) -> bool:
-        """Removing the dock widget only unparents this widget: release the keys then too."""
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.keys.bound:
-            self.release()
-        return super().event(event)
 
