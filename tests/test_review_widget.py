@@ -208,6 +208,23 @@ def test_unreadable_image_is_reported_and_nothing_lost(dock, qtbot, project_dir,
     assert not widget.display.busy  # the failed subject is not loaded ahead again
 
 
+def test_model_order_serves_the_most_likely_prl_first_and_records_the_model(dock, qtbot, project_dir):
+    with Project.open(project_dir) as project:
+        lesions = project.lesions()
+        scores = lesions.assign(probability=np.linspace(0.1, 0.9, len(lesions)))
+        project.store.add_predictions("model-v7", scores[["subject", "lesion", "probability"]])
+    most_likely = tuple(scores.sort_values("probability").iloc[-1][["subject", "lesion"]])
+    viewer, widget = dock()
+    widget.project_path.setText(str(project_dir))
+    widget.rater.setCurrentText("r1")
+    widget.order.setCurrentText("most likely PRL first (model)")
+    assert shown_after(qtbot, widget, widget.open_from_form) == most_likely
+    shown_after(qtbot, widget, lambda: press(viewer, "P"))
+    row = current_ratings(project_dir).iloc[0]
+    assert (row["subject"], row["lesion"]) == most_likely
+    assert (row["queue_strategy"], row["model_version"]) == ("likely_prl", "model-v7")
+    assert "0.9" not in _all_text(widget)  # blind: the order uses scores, the rater never sees them
+
 def _predictions(project):
     lesions = project.lesions()
     return lesions.assign(probability=0.9)[["subject", "lesion", "probability"]]

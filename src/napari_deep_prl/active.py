@@ -30,6 +30,7 @@ import threading
 from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -266,8 +267,27 @@ def make_strategy(name: str, scores: pd.DataFrame | None = None, *, version: str
     return _by_score(name, scores.assign(**{column: values}), column, version)
 
 
+def latest_scored_version(project: Project) -> str | None:
+    """The model version that stored predictions in the project last (``None``: never scored)."""
+    stored = project.store.predictions()
+    return None if stored.empty else str(stored.sort_values("created_at")["model_id"].iloc[-1])
+
+
 def project_strategy(project: Project, name: str, version: str | None = None, *,
                      seed: int = 0) -> Strategy:
-    """A strategy over the project's stored scores of ``version`` (what the review queue uses)."""
+    """A strategy over the project's stored scores of ``version`` (what the review queue uses).
+
+    For a model order, ``version`` defaults to the model that scored the project last.
+    """
+    if version is None and name in MODEL_STRATEGIES:
+        version = latest_scored_version(project)
     scores = stored_scores(project, version) if version is not None else None
     return make_strategy(name, scores, version=version, seed=seed)
+
+
+def open_strategy(project_dir: str | Path, name: str, *, seed: int = 0) -> Strategy:
+    """The queue strategy ``name`` for a project folder; a model order reads its latest stored scores."""
+    if name not in MODEL_STRATEGIES:
+        return make_strategy(name, seed=seed)
+    with Project.open(project_dir) as project:
+        return project_strategy(project, name, seed=seed)

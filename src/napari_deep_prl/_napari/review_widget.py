@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from napari_deep_prl.errors import DeepPRLError
 from napari_deep_prl.project import Project
-from napari_deep_prl.ratings.queue import QueueItem, Strategy, seeded_shuffle, subject_order
+from napari_deep_prl.ratings.queue import QueueItem, Strategy
 
 from . import messages
 from .keybindings import REVIEW_KEYS, KeyBinder
@@ -40,7 +40,15 @@ from .review_session import ReviewSession
 from .review_view import AXES
 from .widget_parts import LABEL_NAMES, keep_keys_on_canvas, key_list, open_project_dialog
 
-ORDERS = {"by subject": subject_order, "random (seeded)": seeded_shuffle}
+#: Queue orders offered in the form: menu text → :mod:`napari_deep_prl.active` strategy name.
+#: The model orders rank by the scores the project stored last (model panel → Score project).
+ORDERS = {
+    "by subject": "subject_order",
+    "random (seeded)": "random",
+    "most uncertain first (model)": "entropy",
+    "most disagreement (model)": "disagreement",
+    "most likely PRL first (model)": "likely_prl",
+}
 
 
 class ReviewWidget(LesionWidget):
@@ -159,14 +167,20 @@ class ReviewWidget(LesionWidget):
     # -- opening --------------------------------------------------------------------------
 
     def open_from_form(self) -> None:
+        from napari_deep_prl.active import open_strategy  # torch loads only when a session opens
+
         if self.role.currentText() == "adjudicator":
             from .adjudication_widget import dock_adjudication
 
             dock_adjudication(self.viewer, self.project_path.text(), self.rater.currentText())
             self.viewer.window.remove_dock_widget(self)  # one set of keys at a time
             return
-        self.open_project(self.project_path.text(), self.rater.currentText(),
-                          strategy=ORDERS[self.order.currentText()](),
+        try:
+            strategy = open_strategy(self.project_path.text(), ORDERS[self.order.currentText()])
+        except DeepPRLError as err:
+            show_error(messages.OPEN_FAILED.format(path=self.project_path.text(), cause=err))
+            return
+        self.open_project(self.project_path.text(), self.rater.currentText(), strategy=strategy,
                           pseudonymise=self.pseudonyms.isChecked())
 
     def open_project(self, path: str | Path, rater: str, *, strategy: Strategy | None = None,
@@ -385,4 +399,5 @@ class ReviewWidget(LesionWidget):
     def set_fov(self, factor: float) -> None:
         self.display.view.set_fov_factor(factor)
         self.display.refresh_panel()
+
 

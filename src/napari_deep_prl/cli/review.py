@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 
-from napari_deep_prl.project import Project
-from napari_deep_prl.ratings.queue import seeded_shuffle, subject_order
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -23,8 +20,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rater", required=True, help="your rater (or adjudicator) id")
     p.add_argument("--adjudicator", action="store_true",
                    help="adjudicate the raters' disagreements instead of rating")
-    p.add_argument("--order", choices=("subject", "random"), default="subject",
-                   help="order of the lesions to rate (default: by subject)")
+    p.add_argument("--order", choices=("subject_order", "random", "entropy", "disagreement", "likely_prl"),
+                   default="subject_order",
+                   help="order of the lesions to rate (default: subject_order). entropy (most uncertain "
+                        "first), disagreement and likely_prl use the scores the project stored last")
     p.add_argument("--seed", type=int, default=0, help="seed of the random order (default: 0)")
     p.add_argument("--pseudonyms", action="store_true",
                    help="show subjects under stable pseudonyms instead of their ids")
@@ -34,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_review(args: argparse.Namespace) -> int:
-    Project.open(args.project).close()  # a bad folder fails here, before any window
+    from napari_deep_prl.active import open_strategy
+
+    strategy = open_strategy(args.project, args.order, seed=args.seed)  # bad input fails before any window
     import napari
 
     from napari_deep_prl._napari.adjudication_widget import dock_adjudication
@@ -47,7 +48,6 @@ def run_review(args: argparse.Namespace) -> int:
         widget = ReviewWidget(viewer)
         viewer.window.add_dock_widget(widget, name="Deep-PRL review", area="right")
         widget.axis.setCurrentText(args.axis)
-        strategy = seeded_shuffle(args.seed) if args.order == "random" else subject_order()
         widget.open_project(args.project, args.rater, strategy=strategy,
                             pseudonymise=args.pseudonyms)
     if widget.project is None:
