@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from napari_deep_prl.project import Project
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -35,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_review(args: argparse.Namespace) -> int:
     from napari_deep_prl.active import open_strategy
 
-    strategy = open_strategy(args.project, args.order, seed=args.seed)  # bad input fails before any window
+    Project.open(args.project).close()  # a bad folder fails here, before any window
+    strategy = open_strategy(args.project, args.order, seed=args.seed)
     import napari
 
     from napari_deep_prl._napari.adjudication_widget import dock_adjudication
