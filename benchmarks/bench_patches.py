@@ -11,9 +11,7 @@ Target (issue 2): extraction takes no longer than the load. Run: ``python benchm
 
 from __future__ import annotations
 
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from napari_deep_prl.io import load_subject
@@ -21,17 +19,9 @@ from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.patches import PatchConfig, extract_patches
 from napari_deep_prl.simulate import simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject
+from timing import median_seconds
 
 REPEATS = 5
-
-
-def median_seconds(fn, repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -39,15 +29,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_subject(sim, Path(tmp))
         subject = load_subject(paths.phase, paths.mp2rage, paths.mask)
-        load = median_seconds(lambda: load_subject(paths.phase, paths.mp2rage, paths.mask))
+        load = median_seconds(lambda: load_subject(paths.phase, paths.mp2rage, paths.mask), REPEATS)
     lesions = find_lesions(subject)
     print(f"subject grid {subject.shape}, {len(lesions)} lesions")
-    label = median_seconds(lambda: find_lesions(subject))
+    label = median_seconds(lambda: find_lesions(subject), REPEATS)
     print(f"load 3 NIfTI files (.nii.gz):        {load * 1000:7.1f} ms")
     print(f"label lesions + table:               {label * 1000:7.1f} ms")
     for normalisation in ("subject", "patch"):
         config = PatchConfig(normalisation=normalisation)
-        extract = median_seconds(lambda: extract_patches(subject, lesions, config))
+        extract = median_seconds(lambda: extract_patches(subject, lesions, config), REPEATS)
         total = label + extract
         print(f"extract all patches ({normalisation:7s}):    {extract * 1000:7.1f} ms   "
               f"labelling + extraction = {total / load:.2f} x load time")

@@ -12,10 +12,8 @@ used: the cost does not depend on the weights. Run: ``python benchmarks/bench_sc
 
 from __future__ import annotations
 
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -28,17 +26,8 @@ from napari_deep_prl.progress import run_to_end
 from napari_deep_prl.score import predict_patches, score_cohort
 from napari_deep_prl.simulate import simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject
+from timing import median_seconds
 
-REPEATS = 3
-
-
-def median_seconds(fn, repeats: int = REPEATS) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:

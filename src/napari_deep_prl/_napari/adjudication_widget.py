@@ -33,7 +33,7 @@ from napari_deep_prl.project import Project
 from . import messages
 from .agreement_panel import AgreementPanel
 from .keybindings import ADJUDICATION_KEYS, KeyBinder
-from .lesion_display import LesionDisplay, prepare_subject
+from .lesion_display import LesionDisplay
 from .lesion_widget import LesionWidget
 from .patch_panel import PatchPanel
 from .review_view import AXES
@@ -141,10 +141,6 @@ class AdjudicationWidget(LesionWidget):
         self.index = 0
         self.refresh_queue()
         return True
-
-    def _load(self, subject: str):  # noqa: ANN202 - runs in a worker thread
-        assert self.project is not None
-        return prepare_subject(self.project, subject, self.display.view.axis)
 
     def close_project(self) -> None:
         self.display.clear()

@@ -1,7 +1,7 @@
 """What the review and adjudication widgets share: view controls and releasing their keys.
 
 Subclasses set ``self.axis`` (a combo box of :data:`AXES`), ``self.display`` (a
-:class:`LesionDisplay`) and ``self.keys`` (a :class:`KeyBinder`).
+:class:`LesionDisplay`), ``self.keys`` (a :class:`KeyBinder`) and ``self.project``.
 """
 
 from __future__ import annotations
@@ -9,11 +9,16 @@ from __future__ import annotations
 from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QWidget
 
+from .lesion_display import prepare_subject
 from .review_view import AXES
 
 
 class LesionWidget(QWidget):
     """A dock widget that shows one lesion at a time and owns keyboard shortcuts."""
+
+    def _load(self, subject: str):  # noqa: ANN202 - runs in a worker thread
+        assert self.project is not None
+        return prepare_subject(self.project, subject, self.display.view.axis)
 
     def set_axis(self, axis: str) -> None:
         if self.axis.currentText() != axis:

@@ -33,7 +33,7 @@ from napari_deep_prl.ratings.queue import QueueItem, Strategy
 
 from . import messages
 from .keybindings import REVIEW_KEYS, KeyBinder
-from .lesion_display import LesionDisplay, prepare_subject
+from .lesion_display import LesionDisplay
 from .lesion_widget import LesionWidget
 from .patch_panel import PatchPanel
 from .review_session import ReviewSession
@@ -216,10 +216,6 @@ class ReviewWidget(LesionWidget):
         self.review_box.setEnabled(True)
         self._show(self.session.start())
         return True
-
-    def _load(self, subject: str):  # noqa: ANN202 - runs in a worker thread
-        assert self.project is not None
-        return prepare_subject(self.project, subject, self.display.view.axis)
 
     def close_project(self) -> None:
         """Forget the session (every label is already saved) and remove its layers."""
