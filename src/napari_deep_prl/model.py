@@ -83,11 +83,24 @@ def model_config(preset: str = "default", **overrides: Any) -> ModelConfig:
     return replace(PRESETS[preset], **overrides)
 
 
+class BatchNorm3d(nn.BatchNorm3d):
+    """Batch norm computed on a contiguous (NCDHW) copy of channels-last input.
+
+    On the CPU the convolutions run channels-last (oneDNN's fast layout for 3D), but PyTorch's
+    channels-last 3D batch norm is several times slower than the contiguous one at these widths
+    (about 1.5 s vs 0.3 s of a 3.8 s default-preset training step): converting around it makes
+    training about 1.35 × faster. Elsewhere ``contiguous()`` is a no-op.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.contiguous())
+
+
 def _block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     for i in range(n_convs):
         layers += [nn.Conv3d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
-                   nn.BatchNorm3d(c_out), nn.ReLU(inplace=True)]
+                   BatchNorm3d(c_out), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers, nn.MaxPool3d(2))
 
 
@@ -100,7 +113,7 @@ class _Branch(nn.Module):
         inputs = [1, w[0] + fused, *w[1:-1]]
         self.blocks = nn.ModuleList(_block(c_in, c_out, n) for c_in, c_out in zip(inputs, w))
         self.reduce = nn.Sequential(nn.Conv3d(w[-1], config.reduction, 1, bias=False),
-                                    nn.BatchNorm3d(config.reduction), nn.ReLU(inplace=True))
+                                    BatchNorm3d(config.reduction), nn.ReLU(inplace=True))
 
     def forward(self, x: torch.Tensor, mask_features: torch.Tensor | None = None,
                 gate: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
