@@ -19,6 +19,7 @@ import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import nibabel as nib
@@ -89,6 +90,14 @@ class Subject:
     def zooms(self) -> tuple[float, float, float]:
         """Voxel size in mm along each array axis (from the affine)."""
         return tuple(float(z) for z in np.linalg.norm(self.affine[:3, :3], axis=0))  # type: ignore[return-value]
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """The mask's lesion labels (:func:`napari_deep_prl.lesions.label_lesions`), computed
+        once: checking, tabulating and showing a subject all need them."""
+        from napari_deep_prl.lesions import label_lesions
+
+        return label_lesions(self.mask)
 
 
 def load_subject(

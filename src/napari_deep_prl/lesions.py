@@ -68,7 +68,7 @@ def label_lesions(mask: np.ndarray) -> np.ndarray:
 
 def find_lesions(subject: Subject) -> Lesions:
     """Label the subject's mask and tabulate its lesions."""
-    labels = label_lesions(subject.mask)
+    labels = subject.labels
     return Lesions(labels, lesion_table_from_labels(labels, subject.affine, subject.subject,
                                                     subject.prl_mask,
                                                     instance=is_instance_mask(subject.mask)))

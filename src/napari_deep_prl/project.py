@@ -199,7 +199,7 @@ class Project:
     def load_subject(self, subject: str) -> Subject:
         """Load a subject's images, refusing a mask changed since its lesions were registered."""
         loaded = self.cohort.load(subject)
-        self._check_mask(subject, label_lesions(loaded.mask), loaded.affine)
+        self._check_mask(subject, loaded.labels, loaded.affine)
         return loaded
 
     def _check_mask(self, subject: str, labels: np.ndarray, affine: np.ndarray) -> None:

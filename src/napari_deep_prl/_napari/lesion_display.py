@@ -19,7 +19,6 @@ from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal
 from scipy import ndimage
 
-from napari_deep_prl.lesions import label_lesions
 from napari_deep_prl.project import Project
 
 from . import messages
@@ -34,7 +33,7 @@ def prepare_subject(project: Project, subject: str, axis: str = "axial") -> Subj
     """Load a subject and everything the view needs of it, outlines for ``axis`` included
     (runs in a worker thread)."""
     loaded = project.load_subject(subject)
-    labels = label_lesions(loaded.mask)
+    labels = loaded.labels
     zooms = loaded.zooms
     extents = {index + 1: float(max((s.stop - s.start) * z for s, z in zip(box, zooms)))
                for index, box in enumerate(ndimage.find_objects(labels)) if box is not None}
