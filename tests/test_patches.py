@@ -125,3 +125,16 @@ def test_empty_selection_and_bad_config():
 def test_config_round_trip():
     config = PatchConfig(size=24, normalisation="patch", mask_dilation=2, other_lesions="include")
     assert PatchConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize("normalisation", ["subject", "patch"])
+def test_memory_order_of_the_volumes_does_not_change_patches(subject, normalisation):
+    """NIfTI data arrive Fortran-ordered; views with odd strides must work too."""
+    config = PatchConfig(normalisation=normalisation)
+    expected = extract_patches(subject, find_lesions(subject), config)
+    fortran = Subject("s", np.asfortranarray(subject.phase), np.asfortranarray(subject.mp2rage),
+                      np.asfortranarray(subject.mask), subject.affine)
+    strided = Subject("s", subject.phase[::-1][::-1], subject.mp2rage.transpose(2, 1, 0).T,
+                      np.pad(subject.mask, 1)[1:-1, 1:-1, 1:-1], subject.affine)
+    for other in (fortran, strided):
+        np.testing.assert_array_equal(extract_patches(other, find_lesions(other), config), expected)
