@@ -151,8 +151,16 @@ def choose(strategy: str, checkpoint: Checkpoint, pool: PatchSet, labelled: set,
 
 
 def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
-    hit = curve[curve["auc"] >= target]
-    return float(hit["labels"].iloc[0]) if len(hit) else float("nan")
+    """Labels at which the (seed-averaged) curve first reaches ``target``, interpolated
+    linearly between the rounds around the crossing (rounds are K labels apart)."""
+    labels, auc = curve["labels"].to_numpy(float), curve["auc"].to_numpy(float)
+    hit = np.flatnonzero(auc >= target)
+    if not hit.size:
+        return float("nan")
+    i = hit[0]
+    if i == 0:
+        return labels[0]
+    return float(np.interp(target, auc[i - 1:i + 1], labels[i - 1:i + 1]))
 
 
 def bench_simulation(subjects: int, seed_labels: int, k: int, rounds: int, epochs: int,

@@ -11,7 +11,8 @@ from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.model import DeepPRL
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.score import SCORE_COLUMNS, SUBJECT_COLUMNS, predict_patches, score_cohort, score_subject
+from napari_deep_prl.score import (SCORE_COLUMNS, SUBJECT_COLUMNS, predict_patches, score_cohort,
+                                  score_subject, truth_metrics)
 
 from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
 
@@ -25,7 +26,7 @@ def test_cohort_scores_columns_counts_and_probability_maps(manifest, tmp_path):
     cohort = read_manifest(manifest)
     scores = run_to_end(score_cohort(cohort, [_checkpoint()], nifti_dir=tmp_path / "maps"))
     table = scores.lesions
-    assert tuple(table.columns) == SCORE_COLUMNS
+    assert tuple(table.columns) == (*SCORE_COLUMNS, "prl_truth")  # the manifest has PRL masks
     assert len(table) == 9 and set(table["subject"]) == set(cohort.ids)
     assert table["prl_probability"].between(0, 1).all() and set(table["prl"]) <= {0, 1}
     assert table["uncertainty"].isna().all()  # one model, no TTA: no spread to report
@@ -50,6 +51,30 @@ def test_tta_and_ensembles_report_a_spread(manifest):
     assert not np.allclose(mixed["prl_probability"], single["prl_probability"])
 
 
+def test_ground_truth_column_only_with_a_prl_mask(manifest):
+    subject = read_manifest(manifest)[0].load()
+    with_truth = score_subject(subject, [_checkpoint()])
+    assert with_truth["prl_truth"].tolist() == find_lesions(subject).table["prl"].astype(int).tolist()
+    subject = read_manifest(manifest)[0].load()
+    without = score_subject(type(subject)(subject.subject, subject.phase, subject.mp2rage,
+                                          subject.mask, subject.affine), [_checkpoint()])
+    assert tuple(without.columns) == SCORE_COLUMNS and truth_metrics(without) is None
+
+
+def test_truth_metrics_against_hand_counts():
+    scores = pd.DataFrame({
+        "prl_truth": [1, 1, 0, 0, 0, 1, np.nan],
+        "prl": [1, 0, 1, 0, 0, 1, 1],
+        "prl_probability": [0.9, 0.2, 0.6, 0.1, 0.3, 0.95, 0.99],
+        "confluent": [False, False, False, False, False, True, False],
+    })  # the confluent lesion and the one without truth are not counted
+    metrics = truth_metrics(scores)
+    assert (metrics["tp"], metrics["fp"], metrics["fn"], metrics["tn"]) == (1, 1, 1, 2)
+    assert metrics["f1"] == pytest.approx(0.5) and metrics["specificity"] == pytest.approx(2 / 3)
+    assert metrics["roc_auc"] == pytest.approx(4 / 6)  # 0.9 beats all 3 negatives, 0.2 beats 1
+    assert truth_metrics(scores, exclude_confluent=False)["tp"] == 2
+
+
 def test_predict_patches_matches_the_model():
     checkpoint = _checkpoint()
     x = np.random.default_rng(0).random((5, 3, SIZE, SIZE, SIZE), dtype=np.float32)
@@ -69,7 +94,8 @@ def test_cli_train_then_score(manifest, tmp_path, capsys):
     out = tmp_path / "scores.tsv"
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet"]) == 0
     table = pd.read_csv(out, sep="\t")
-    assert tuple(table.columns) == SCORE_COLUMNS and len(table) == 9
+    assert tuple(table.columns) == (*SCORE_COLUMNS, "prl_truth") and len(table) == 9
+    assert "against the PRL masks" in capsys.readouterr().err
     assert (open(out).read().count("n/a")) == 9
     assert pd.read_csv(tmp_path / "scores_subjects.tsv", sep="\t")["lesions"].tolist() == [3, 3, 3]
     assert main(["score", str(manifest), "--model", str(tmp_path / "nope.pt")]) == 2

@@ -9,6 +9,10 @@ keep the phase's dipole pattern) give several probabilities per lesion: their me
 and no TTA). The decision ``prl`` is ``prl_probability >= `` the mean of the checkpoints'
 validation thresholds.
 
+When a subject comes with a PRL mask (ground truth), its rows also carry ``prl_truth``
+(:func:`napari_deep_prl.lesions.lesion_table`'s ``prl``) and :func:`truth_metrics` scores the
+decisions against it: an independent test set is scored and evaluated in one call.
+
 Per subject: the number of lesions, the PRL count, and the ``prl_ge1`` / ``prl_ge4`` flags (at
 least one / at least four PRLs) used as diagnostic and prognostic markers in the literature.
 
@@ -142,7 +146,30 @@ def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint]
     out["prl"] = (probability >= threshold).astype(int)
     out["uncertainty"] = uncertainty
     out["confluent"] = table["confluent"].to_numpy()
+    if "prl" in table:
+        out["prl_truth"] = table["prl"].to_numpy(dtype=int)
     return out.reset_index(drop=True)
+
+
+def truth_metrics(scores: pd.DataFrame, *, exclude_confluent: bool = True) -> dict[str, float] | None:
+    """F1, sensitivity, specificity, PPV, ROC AUC and counts of the lesions with ground truth
+    (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. Confluent lesions
+    are left out by default, as in the cross-validation."""
+    from napari_deep_prl.evaluate import metrics_from_predictions
+
+    if "prl_truth" not in scores:
+        return None
+    known = scores[scores["prl_truth"].notna()]
+    if exclude_confluent:
+        known = known[~known["confluent"].astype(bool)]
+    if known.empty:
+        return None
+    # ``prl`` is already the decision at the models' threshold: score it at 0.5 and take the
+    # ROC AUC from the probabilities.
+    metrics = metrics_from_predictions(known["prl_truth"].astype(int), known["prl"].astype(float))
+    metrics["roc_auc"] = metrics_from_predictions(known["prl_truth"].astype(int),
+                                                  known["prl_probability"])["roc_auc"]
+    return metrics
 
 
 def _pool(members: list[tuple[np.ndarray, int]], spreads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,7 @@ from napari_deep_prl.checkpoint import load_checkpoint
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.score import score_cohort
+from napari_deep_prl.score import score_cohort, truth_metrics
 from napari_deep_prl.tables import write_table
 
 
@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="One row per lesion: subject, lesion, x, y, z (voxel centre), x_mm, y_mm, z_mm, "
                     "volume_mm3, prl_probability, prl (0/1 at the models' validation threshold), "
                     "uncertainty (SD over models x TTA views; n/a for one model without --tta), "
-                    "confluent. Also writes SCORES_subjects.tsv: lesions, prl_count, prl_ge1, "
+                    "confluent; with a PRL mask (ground truth) also prl_truth, and the "
+                    "decisions are scored against it (printed). Also writes SCORES_subjects.tsv: lesions, prl_count, prl_ge1, "
                     "prl_ge4 per subject.",
     )
     add_subject_arguments(p)
@@ -59,6 +60,13 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     else:
         scores.lesions.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6g", na_rep="n/a")
+    metrics = truth_metrics(scores.lesions)
+    if metrics is not None:
+        print(f"against the PRL masks ({metrics['tp'] + metrics['fn']} PRLs of "
+              f"{sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} non-confluent lesions): "
+              f"F1 {metrics['f1']:.3f}, sensitivity {metrics['sensitivity']:.3f}, specificity "
+              f"{metrics['specificity']:.3f}, PPV {metrics['ppv']:.3f}, ROC AUC {metrics['roc_auc']:.3f}",
+              file=sys.stderr)
     return 0
 
 
