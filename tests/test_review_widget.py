@@ -88,8 +88,15 @@ def test_view_centres_on_the_lesion(dock, qtbot, project_dir):
     shown_after(qtbot, widget, lambda: widget.jump("sub-01:2"))
     view = widget.display.view
     assert viewer.canvas.grid.enabled
-    colours = view.layers["phase lesions"].colormap
-    assert colours.map(2)[3] > colours.map(1)[3] > 0 == colours.map(0)[3]
+    from napari_deep_prl._napari.review_view import CURRENT, OTHER
+
+    outline = view.layers["phase lesions"]
+    assert outline.data is view.layers["mp2rage lesions"].data  # one array, no copy
+    colours = outline.colormap
+    assert colours.map(CURRENT)[3] > colours.map(OTHER)[3] > 0 == colours.map(0)[3]
+    labels = view.images.labels
+    assert set(np.unique(outline.data[labels == 2])) == {0, CURRENT}  # the lesion shown
+    assert set(np.unique(outline.data[(labels > 0) & (labels != 2)])) == {0, OTHER}
     item = widget.session.current
     centre = view.images.world((item.x, item.y, item.z))
     assert viewer.dims.point[2] == pytest.approx(centre[2], abs=1.5)
@@ -99,6 +106,9 @@ def test_view_centres_on_the_lesion(dock, qtbot, project_dir):
     view.layers["phase"].contrast_limits = (-0.01, 0.01)  # the rater's own window is kept
     shown_after(qtbot, widget, lambda: widget.jump("sub-02:1"))
     assert view.layers["phase"].contrast_limits == pytest.approx((-0.01, 0.01))
+    labels = view.images.labels
+    assert set(np.unique(outline.data[labels == 1])) == {0, CURRENT}
+    assert CURRENT not in outline.data[labels != 1]
     widget.cycle_axis()
     assert widget.axis.currentText() == "coronal" and tuple(viewer.dims.order)[0] == 1
     assert set(widget.panel.images) == {(c, p) for c in ("phase", "mp2rage")
@@ -283,13 +293,13 @@ def test_cli_refuses_a_folder_that_is_not_a_project(tmp_path, capsys):
 
 
 def test_in_plane_edges_outline_each_lesion_in_the_viewed_plane():
-    from napari_deep_prl._napari.review_view import in_plane_edges
+    from napari_deep_prl._napari.review_view import OTHER, in_plane_edges
 
     labels = np.zeros((9, 9, 9), dtype=np.int32)
     labels[2:7, 2:7, 2:7] = 3
     edges = in_plane_edges(labels, axis=2)
-    assert set(np.unique(edges)) == {0, 3}
-    assert edges[4, 4, 4] == 0 and edges[2, 4, 4] == 3 and edges[4, 2, 4] == 3
+    assert set(np.unique(edges)) == {0, OTHER}
+    assert edges[4, 4, 4] == 0 and edges[2, 4, 4] == OTHER and edges[4, 2, 4] == OTHER
     assert edges[4, 4, 2] == 0  # the lesion's top face is no edge in an axial plane
     assert (edges[:, :, 4] > 0).sum() == 16  # a 5 x 5 square's ring
 

@@ -35,10 +35,11 @@ def prepare_subject(project: Project, subject: str, axis: str = "axial") -> Subj
     loaded = project.load_subject(subject)
     labels = loaded.labels
     zooms = loaded.zooms
-    extents = {index + 1: float(max((s.stop - s.start) * z for s, z in zip(box, zooms)))
-               for index, box in enumerate(ndimage.find_objects(labels)) if box is not None}
+    boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels)) if box is not None}
+    extents = {lesion: float(max((s.stop - s.start) * z for s, z in zip(box, zooms)))
+               for lesion, box in boxes.items()}
     images = SubjectImages(subject, loaded.phase, loaded.mp2rage, labels, loaded.affine,
-                           default_windows(loaded.phase, loaded.mp2rage), extents)
+                           default_windows(loaded.phase, loaded.mp2rage), extents, boxes)
     images.outline(axis)
     return images
 
