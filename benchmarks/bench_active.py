@@ -111,8 +111,8 @@ def bench_viewer(repeats: int = 3) -> None:
 
 # -- active-learning simulation -----------------------------------------------------------------
 
-def simulated_patches(folder: Path, subjects: int, size: int) -> PatchSet:
-    manifest = run_to_end(simulate_cohort(folder, subjects, seed=7, prl_fraction=0.15,
+def simulated_patches(folder: Path, subjects: int, size: int, prl_fraction: float) -> PatchSet:
+    manifest = run_to_end(simulate_cohort(folder, subjects, seed=7, prl_fraction=prl_fraction,
                                           voxel_size=(1.5, 1.5, 1.5), n_lesions=24))
     return run_to_end(build_patchset(read_manifest(manifest), PatchConfig(size=size),
                                      oversample_shift=2))
@@ -164,9 +164,9 @@ def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
 
 
 def bench_simulation(subjects: int, seed_labels: int, k: int, rounds: int, epochs: int,
-                     repeats: int, size: int, samples: int, out: Path) -> None:
+                     repeats: int, size: int, samples: int, prl_fraction: float, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        patches = simulated_patches(Path(tmp) / "cohort", subjects, size)
+        patches = simulated_patches(Path(tmp) / "cohort", subjects, size, prl_fraction)
     ids = patches.subjects
     val_ids, test_ids, pool_ids = ids[:2], ids[2:2 + subjects // 4], ids[2 + subjects // 4:]
     val, test = patches.select(val_ids).originals(), patches.select(test_ids).originals()
@@ -174,7 +174,8 @@ def bench_simulation(subjects: int, seed_labels: int, k: int, rounds: int, epoch
     pool = pool_all.originals()
     config = TrainConfig(epochs=epochs, batch_size=16, samples_per_epoch=samples, lr=3e-3,
                          device="cpu", model=SMALL)
-    print(f"simulated cohort: {subjects} subjects (1.5 mm, 24 lesions, 15 % PRL); pool "
+    print(f"simulated cohort: {subjects} subjects (1.5 mm, 24 lesions, {prl_fraction:.0%} PRL "
+          "expected); pool "
           f"{len(pool)} lesions ({int(pool.y.sum())} PRLs), validation {len(val)}, test "
           f"{len(test)} ({int(test.y.sum())} PRLs); {size}³ patches, widths {SMALL.widths}, "
           f"dropout {SMALL.dropout}; {epochs} epochs × {samples} samples, retrained from scratch "
@@ -237,15 +238,17 @@ def report(curves: pd.DataFrame, full: float, pool_size: int, out: Path) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=("finetune", "viewer", "simulate"))
-    parser.add_argument("--subjects", type=int, default=16)
+    parser.add_argument("--subjects", type=int, default=20)
+    parser.add_argument("--prl-fraction", type=float, default=0.10,
+                        help="expected PRL fraction of the simulated lesions (0.10)")
     parser.add_argument("--seed-labels", type=int, default=10)
-    parser.add_argument("-k", type=int, default=10, help="labels per round (10)")
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("-k", type=int, default=5, help="labels per round (5)")
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs per fit (10)")
     parser.add_argument("--samples", type=int, default=256, help="training samples per epoch")
     parser.add_argument("--size", type=int, default=12, help="patch side in voxels (12)")
-    parser.add_argument("--repeats", type=int, default=1, help="seed sets averaged (1)")
+    parser.add_argument("--repeats", type=int, default=3, help="seed sets averaged (3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's; 1 when the cores are shared)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/images/active_learning.png")
@@ -258,7 +261,7 @@ def main() -> None:
         bench_viewer()
     else:
         bench_simulation(args.subjects, args.seed_labels, args.k, args.rounds, args.epochs or 10,
-                         args.repeats, args.size, args.samples, args.out)
+                         args.repeats, args.size, args.samples, args.prl_fraction, args.out)
 
 
 if __name__ == "__main__":

@@ -115,6 +115,22 @@ def test_view_centres_on_the_lesion(dock, qtbot, project_dir):
                                         for p in ("axial", "coronal", "sagittal")}
 
 
+def test_layers_are_built_before_a_project_opens_and_kept_across_projects(dock, qtbot, project_dir):
+    viewer, widget = dock()
+    view = widget.display.view
+    qtbot.waitUntil(lambda: len(view.layers) == 4)  # built, empty, once the widget is up
+    layers = dict(view.layers)
+    assert all(layer.data.size == 1 for layer in layers.values())
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))
+    assert view.layers == layers and view.layers["phase"].data is view.images.phase
+    widget.close_project()
+    assert view.layers == layers and all(layer.data.size == 1 for layer in layers.values())
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r2"))
+    assert view.layers == layers and view.layers["mp2rage"].data is view.images.mp2rage
+    widget.close()
+    assert not any(layer in viewer.layers for layer in layers.values())
+
+
 def test_navigation_later_and_undo(dock, qtbot, project_dir):
     viewer, widget = dock()
     shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))

@@ -16,7 +16,7 @@ import napari
 import numpy as np
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, Signal
+from qtpy.QtCore import QObject, QTimer, Signal
 from scipy import ndimage
 
 from napari_deep_prl.project import Project
@@ -67,6 +67,13 @@ class LesionDisplay(QObject):
         self.target: tuple[str, int, tuple[float, float, float]] | None = None
         self.failed: set[str] = set()
         self._closed = False
+        # Napari builds layers slowly (about a second for the four): build the review's, empty,
+        # as soon as the widget is up, so that opening a project only fills them.
+        QTimer.singleShot(0, self._prepare)
+
+    def _prepare(self) -> None:
+        if not self._closed:
+            self.view.prepare()
 
     @property
     def busy(self) -> bool:
@@ -80,6 +87,7 @@ class LesionDisplay(QObject):
             self._display()
         else:
             self._load(subject)
+            self.view.prepare()  # while the worker reads the files
 
     def prefetch(self, subject: str) -> None:
         """Load a subject ahead of time, in the background (not one that failed already)."""
@@ -143,8 +151,8 @@ class LesionDisplay(QObject):
                               target[1], np.asarray(target[2]), radius, windows)
 
     def clear(self) -> None:
-        """Remove the layers and forget the subjects (e.g. when another project is opened)."""
-        self.view.remove_layers()
+        """Empty the layers (kept for the next project) and forget the subjects."""
+        self.view.blank()
         self.cache.clear()
         self.panel.clear()
         self.target = None
@@ -153,6 +161,7 @@ class LesionDisplay(QObject):
         """Remove the layers; stop reacting to workers (they finish on their own: loads are
         short)."""
         self.clear()
+        self.view.remove_layers()
         self._closed = True
         for worker in list(self.workers.values()):
             worker.quit()

@@ -104,6 +104,11 @@ def default_windows(phase: np.ndarray, mp2rage: np.ndarray) -> dict[str, tuple[f
             "mp2rage": robust_window(mp2rage[::2, ::2, ::2])}
 
 
+#: What the layers hold before the first subject and between projects: one empty voxel.
+_EMPTY = np.zeros((1, 1, 1), np.float32)
+_BLANK = (_EMPTY, _EMPTY, np.zeros((1, 1, 1), np.uint8), np.eye(4))
+
+
 class ReviewView:
     """Owns the review layers of one viewer; every method runs on the main thread."""
 
@@ -120,37 +125,52 @@ class ReviewView:
 
     # -- layers ---------------------------------------------------------------------------
 
-    def show_subject(self, images: SubjectImages) -> None:
-        """Put a subject's images in the layers (created on first use, reused afterwards)."""
+    def prepare(self) -> None:
+        """Create the layers (empty) if they are missing.
+
+        Napari builds layers slowly (about a second for these four), so the widget creates them
+        as soon as it is up, not when the first subject has been read.
+        """
         if self.layers and not all(layer in self.viewer.layers for layer in self.layers.values()):
             self.remove_layers()  # the user deleted some: rebuild them all
         if not self.layers:
-            self._create(images)
-        else:
-            for name in CONTRASTS:
-                for layer, data in ((self.layers[name], getattr(images, name)),
-                                    (self.layers[f"{name} lesions"], images.outline(self.axis))):
-                    layer.data = data
-                    layer.affine = images.affine
+            self._create()
+
+    def show_subject(self, images: SubjectImages) -> None:
+        """Put a subject's images in the layers (created on first use, reused afterwards)."""
+        self.prepare()
+        self._fill(images.phase, images.mp2rage, images.outline(self.axis), images.affine)
         for name in CONTRASTS:
             self._apply_window(name, images.windows[name])
         self.images = images
 
-    def _create(self, images: SubjectImages) -> None:
+    def blank(self) -> None:
+        """Empty the layers (e.g. between projects), keeping them for the next subject."""
+        if self.layers and all(layer in self.viewer.layers for layer in self.layers.values()):
+            self._fill(*_BLANK)
+        self.images = None
+        self._focus = None
+
+    def _fill(self, phase: np.ndarray, mp2rage: np.ndarray, outline: np.ndarray,
+              affine: np.ndarray) -> None:
+        for name, data in (("phase", phase), ("mp2rage", mp2rage), ("phase lesions", outline),
+                           ("mp2rage lesions", outline)):
+            self.layers[name].data = data
+            self.layers[name].affine = affine
+
+    def _create(self) -> None:
         viewer = self.viewer
+        image, _, edges, _ = _BLANK
         for name in CONTRASTS:
-            self.layers[name] = viewer.add_image(
-                getattr(images, name), name=name, colormap="gray", affine=images.affine,
-                contrast_limits=images.windows[name])
-            outline = viewer.add_labels(images.outline(self.axis), name=f"{name} lesions",
-                                        affine=images.affine,
+            self.layers[name] = viewer.add_image(image, name=name, colormap="gray")
+            outline = viewer.add_labels(edges, name=f"{name} lesions",
                                         colormap=DirectLabelColormap(color_dict=OUTLINE_COLOURS))
             outline.editable = False
             self.layers[f"{name} lesions"] = outline
         viewer.layers.selection.active = self.layers["phase"]
         viewer.canvas.grid.stride = 2
         viewer.canvas.grid.enabled = True
-        self._auto = dict(images.windows)
+        self._auto = {}
 
     def _apply_window(self, name: str, window: tuple[float, float]) -> None:
         """Use the subject's automatic window unless the rater set their own this session."""
