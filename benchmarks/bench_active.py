@@ -35,6 +35,7 @@ from napari_deep_prl import active
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.dataset import PatchSet, build_patchset
 from napari_deep_prl.evaluate import metrics_from_predictions, roc_auc
+from napari_deep_prl.finetune import per_label_epochs
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig
 from napari_deep_prl.patches import PatchConfig
@@ -65,7 +66,7 @@ def bench_finetune(lesions: int = 300, epochs: int = 10) -> None:
     patches = PatchSet(rng.random((n, 3, 28, 28, 28), dtype=np.float32), y[copies], subjects,
                        copies.astype(np.int64), np.arange(n) >= lesions, PatchConfig())
     parent = Checkpoint(DeepPRL(PRESETS["default"]), 0.5, PatchConfig(), {})
-    config = TrainConfig(epochs=epochs, device="cpu")
+    config = per_label_epochs(TrainConfig(epochs=epochs, device="cpu"), lesions)  # as finetune()
     start, cpu = time.perf_counter(), time.process_time()
     result = run_to_end(train(patches, config, val_subjects=["sub-0", "sub-1"], init=parent))
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu

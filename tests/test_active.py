@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -189,12 +191,15 @@ def test_finetune_saves_a_versioned_checkpoint_with_parent_and_labels(project):
     parent = tiny_checkpoint()
     assert labels_since(project, parent, "prl_mask") == 9
     assert should_retrain(project, parent, every=5, source="prl_mask")
-    result = run_to_end(finetune(project, parent, TINY_TRAIN, source="prl_mask"))
+    config = replace(TINY_TRAIN, samples_per_epoch=64)  # from scratch: 8 steps of 8 per epoch
+    result = run_to_end(finetune(project, parent, config, source="prl_mask"))
     assert result.path.name == "deep-prl-v001.pt"
     loaded = load_checkpoint(result.path)
     assert loaded.metadata["parent"] == parent.id
     assert loaded.metadata["labels"]["source"] == "prl_mask"
     assert loaded.metadata["labels"]["n"] == 9 and loaded.metadata["labels"]["n_prl"] == 3
+    # an epoch of fine-tuning is one draw per label (9, in batches of 8: 2 steps)
+    assert loaded.metadata["training"]["steps_per_epoch"] == 2
     assert not should_retrain(project, loaded, every=1, source="prl_mask")
     assert next_version_path(project.models_dir).name == "deep-prl-v002.pt"
 

@@ -13,7 +13,7 @@ import hashlib
 import re
 import threading
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -81,18 +81,30 @@ def next_version_path(models_dir: Path) -> Path:
     return models_dir / f"{STEM}-v{max(found, default=0) + 1:03d}.pt"
 
 
+def per_label_epochs(config: TrainConfig, labelled: int) -> TrainConfig:
+    """``config`` with epochs of one draw per labelled lesion.
+
+    Training from scratch uses fixed epochs of 640 class-balanced draws; when fine-tuning, an
+    epoch means a pass over the labels, so its cost grows with them (300 labels, 10 epochs:
+    3,000 draws).
+    """
+    return replace(config, samples_per_epoch=max(int(labelled), config.batch_size))
+
+
 def finetune(project: Project, init: Checkpoint | None, config: TrainConfig = TrainConfig(), *,
              source: str = "consensus", val_subjects: Sequence[str] | None = None,
              patch_config: PatchConfig = PatchConfig(), stop: threading.Event | None = None
              ) -> Generator[Progress, None, FinetuneResult]:
     """Train (from ``init`` or from scratch) on the project's ``source`` labels; save a version.
 
-    Cancelling with ``stop`` still saves the best model so far (training keeps it).
+    An epoch is one draw per labelled lesion (:func:`per_label_epochs`). Cancelling with
+    ``stop`` still saves the best model so far (training keeps it).
     """
     labels = project.training_labels(source)
     config_used = init.patch_config if init is not None else patch_config
     patches = yield from labelled_patchset(project, labels, config_used)
-    result = yield from train(patches, config, val_subjects=val_subjects, init=init, stop=stop)
+    result = yield from train(patches, per_label_epochs(config, len(labels)),
+                              val_subjects=val_subjects, init=init, stop=stop)
     checkpoint = result.checkpoint
     checkpoint.metadata["labels"] = labels_summary(labels, source)
     checkpoint.metadata["project"] = str(project.root)
