@@ -206,6 +206,8 @@ class FinetuneBox(QGroupBox):
         return self.start(rescore=True)
 
     def _progress(self, event: Progress) -> None:
+        if self.job is None or self.job.delivered:  # a late event must not hide the result
+            return
         if event.stage == "epoch":
             self.curve.add(event.metrics, event.step)
             self.status.setText(f"epoch {event.step}/{event.total} {event.message}".strip())

@@ -35,6 +35,8 @@ class Job:
         self._on_progress, self._on_result = on_progress, on_result
         self._on_finished = on_finished
         self._napari_bar: progress | None = None
+        #: The result has been handed to ``on_result`` (progress events after it are stale).
+        self.delivered = False
 
         def run() -> Generator[Progress, None, Any]:
             return (yield from make(self.stop))
@@ -71,6 +73,7 @@ class Job:
             self._on_progress(event)
 
     def _returned(self, result: Any) -> None:
+        self.delivered = True
         if self._on_result is not None:
             self._on_result(result)
 
