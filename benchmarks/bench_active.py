@@ -1,7 +1,8 @@
 """Learning in the app: fine-tuning time, scoring in the viewer, and an active-learning simulation.
 
 ``finetune``  fine-tune the default preset (28³ patches) on 300 labelled lesions (8 % PRLs, each
-              PRL oversampled ×7 as in training) for 10 epochs — target ≤ 2 min on 2 CPU cores.
+              PRL oversampled ×7 as in training) for 10 epochs of one draw per label (as
+              :func:`napari_deep_prl.finetune.finetune`) — target ≤ 2 min on 2 CPU cores.
 ``viewer``    one simulated subject with 50 lesions open in napari (run under Xvfb): time from
               the model panel's Score to the layer and table filled — target ≤ 3 s.
 ``simulate``  a simulated rater answers from the synthetic truth. Subjects are split into a
@@ -11,8 +12,10 @@
               far, and test ROC AUC / F1 are recorded; the curves go to
               ``docs/images/active_learning.png``. Reported: pool labels each strategy needs to
               reach 95 % of the AUC obtained with every pool label (target: the uncertainty
-              order ≤ 60 % of what random needs). Small settings (12³ patches, widths 4/8,
-              dropout 0.3) keep it CPU-sized; they are printed with the results.
+              order ≤ 60 % of what random needs), read off the curves averaged over
+              ``--repeats`` seed sets and interpolated between rounds. Small settings (12³
+              patches, widths 4/8, dropout 0.3) keep it CPU-sized; they are printed with the
+              results.
 
 Run: ``python benchmarks/bench_active.py {finetune,simulate}``, ``xvfb-run -a python
 benchmarks/bench_active.py viewer``. Seconds measured while others share the cores are
@@ -239,12 +242,12 @@ def report(curves: pd.DataFrame, full: float, pool_size: int, out: Path) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=("finetune", "viewer", "simulate"))
-    parser.add_argument("--subjects", type=int, default=20)
+    parser.add_argument("--subjects", type=int, default=28)
     parser.add_argument("--prl-fraction", type=float, default=0.10,
                         help="expected PRL fraction of the simulated lesions (0.10)")
     parser.add_argument("--seed-labels", type=int, default=10)
     parser.add_argument("-k", type=int, default=5, help="labels per round (5)")
-    parser.add_argument("--rounds", type=int, default=12)
+    parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs per fit (10)")
     parser.add_argument("--samples", type=int, default=256, help="training samples per epoch")
