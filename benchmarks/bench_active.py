@@ -122,6 +122,20 @@ def simulated_patches(folder: Path, subjects: int, size: int, prl_fraction: floa
                                      oversample_shift=2))
 
 
+def split_subjects(patches: PatchSet, n_test: int) -> tuple[list[str], list[str], list[str]]:
+    """Validation (2), test (``n_test``) and pool subjects, dealt out in order of PRL count so
+    that each part gets its share of the PRL-rich subjects (a test set with a handful of PRLs
+    makes every AUC a coin toss)."""
+    originals = patches.originals()
+    counts = pd.Series(originals.y, index=originals.subject).groupby(level=0).sum()
+    ranked = counts.sort_values(ascending=False, kind="stable").index.tolist()
+    step = max(1, len(ranked) // n_test)
+    test = ranked[::step][:n_test]
+    rest = [s for s in ranked if s not in test]
+    val = rest[len(rest) // 3::len(rest) // 3][:2]
+    return val, test, [s for s in rest if s not in val]
+
+
 def fit(patches: PatchSet, val: PatchSet, labelled: set, config: TrainConfig) -> Checkpoint:
     keys = list(zip(patches.subject, patches.lesion))
     keep = np.array([k in labelled for k in keys])
@@ -171,8 +185,7 @@ def bench_simulation(subjects: int, seed_labels: int, k: int, rounds: int, epoch
                      repeats: int, size: int, samples: int, prl_fraction: float, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         patches = simulated_patches(Path(tmp) / "cohort", subjects, size, prl_fraction)
-    ids = patches.subjects
-    val_ids, test_ids, pool_ids = ids[:2], ids[2:2 + subjects // 4], ids[2 + subjects // 4:]
+    val_ids, test_ids, pool_ids = split_subjects(patches, subjects // 4)
     val, test = patches.select(val_ids).originals(), patches.select(test_ids).originals()
     pool_all = patches.select(pool_ids)
     pool = pool_all.originals()
