@@ -131,6 +131,26 @@ def test_layers_are_built_before_a_project_opens_and_kept_across_projects(dock, 
     assert not any(layer in viewer.layers for layer in layers.values())
 
 
+def test_reopening_while_the_old_load_winds_down_still_shows_the_lesion(dock, qtbot, project_dir,
+                                                                          tmp_path, manifest):
+    """A project opened between a load's result and its end (same subject ids) loads afresh."""
+    other = tmp_path / "other"
+    Project.init(other, manifest).close()
+    viewer, widget = dock()
+    reopened = []
+
+    def reopen_on_result(worker):
+        if not reopened:
+            reopened.append(worker)
+            worker.returned.connect(lambda _: widget.open_project(other, "r2"))
+
+    widget.display.worker_started.connect(reopen_on_result)
+    with qtbot.waitSignal(widget.lesion_shown, timeout=20000,
+                          check_params_cb=lambda *_: widget.session.rater == "r2"):
+        widget.open_project(project_dir, "r1")
+    assert widget.project.root == other and widget.display.view.images.key == "sub-01"
+
+
 def test_navigation_later_and_undo(dock, qtbot, project_dir):
     viewer, widget = dock()
     shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "r1"))

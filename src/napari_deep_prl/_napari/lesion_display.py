@@ -63,7 +63,11 @@ class LesionDisplay(QObject):
         self.panel = panel
         self.loader = loader
         self.cache: OrderedDict[str, SubjectImages] = OrderedDict()
+        #: Loads of the current project by subject; ``_running`` also holds those of a project
+        #: closed since (their results are ignored: ``_generation`` changed).
         self.workers: dict[str, FunctionWorker] = {}
+        self._running: set[FunctionWorker] = set()
+        self._generation = 0
         self.target: tuple[str, int, tuple[float, float, float]] | None = None
         self.failed: set[str] = set()
         self._closed = False
@@ -77,7 +81,7 @@ class LesionDisplay(QObject):
 
     @property
     def busy(self) -> bool:
-        return bool(self.workers)
+        return bool(self._running)
 
     def request(self, subject: str, lesion: int, voxel: tuple[float, float, float]) -> None:
         """Show a lesion now if its subject is in memory, else as soon as it is loaded."""
@@ -98,16 +102,18 @@ class LesionDisplay(QObject):
         if subject in self.workers or self._closed:
             return
         worker = create_worker(self.loader, subject, _start_thread=False, _ignore_errors=True)
-        worker.returned.connect(partial(self._loaded, subject))
-        worker.errored.connect(partial(self._failed, subject))
-        worker.finished.connect(partial(self._finished, subject))
+        worker.returned.connect(partial(self._loaded, self._generation, subject))
+        worker.errored.connect(partial(self._failed, self._generation, subject))
+        worker.finished.connect(partial(self._finished, worker))
         self.workers[subject] = worker
+        self._running.add(worker)
         self.worker_started.emit(worker)
         worker.start()
 
-    def _loaded(self, subject: str, images: SubjectImages) -> None:
-        if self._closed:
+    def _loaded(self, generation: int, subject: str, images: SubjectImages) -> None:
+        if self._closed or generation != self._generation:
             return
+        self.workers.pop(subject, None)  # done: a new request may load it again
         self.cache[subject] = images
         self.cache.move_to_end(subject)
         current = None if self.view.images is None else self.view.images.key
@@ -117,15 +123,18 @@ class LesionDisplay(QObject):
         if self.target is not None and self.target[0] == subject:
             self._display()
 
-    def _failed(self, subject: str, error: Exception) -> None:
+    def _failed(self, generation: int, subject: str, error: Exception) -> None:
         """Report a failed load of the subject on screen (a failed prefetch stays silent: the
         error shows when the rater gets there, with a fresh attempt)."""
+        if generation != self._generation:
+            return
+        self.workers.pop(subject, None)
         self.failed.add(subject)
         if not self._closed and self.target is not None and self.target[0] == subject:
             show_error(messages.LOAD_FAILED.format(subject=subject, cause=error))
 
-    def _finished(self, subject: str) -> None:
-        self.workers.pop(subject, None)
+    def _finished(self, worker: FunctionWorker) -> None:
+        self._running.discard(worker)
 
     def _display(self) -> None:
         assert self.target is not None
@@ -151,9 +160,13 @@ class LesionDisplay(QObject):
                               target[1], np.asarray(target[2]), radius, windows)
 
     def clear(self) -> None:
-        """Empty the layers (kept for the next project) and forget the subjects."""
+        """Empty the layers (kept for the next project) and forget the subjects; loads still
+        running for the old project finish unheeded."""
+        self._generation += 1
+        self.workers = {}
         self.view.blank()
         self.cache.clear()
+        self.failed.clear()
         self.panel.clear()
         self.target = None
 
@@ -163,5 +176,5 @@ class LesionDisplay(QObject):
         self.clear()
         self.view.remove_layers()
         self._closed = True
-        for worker in list(self.workers.values()):
+        for worker in list(self._running):
             worker.quit()
