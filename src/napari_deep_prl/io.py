@@ -18,7 +18,6 @@ import os
 import re
 import warnings
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -112,16 +111,12 @@ def load_subject(
 ) -> Subject:
     """Load and validate one subject; ``flip_phase`` negates the phase (paramagnetic → dark)."""
     paths = SubjectPaths.from_files(phase, mp2rage, mask, prl_mask, subject=subject)
-    roles = [role for role in ("phase", "mp2rage", "mask", "prl_mask") if getattr(paths, role) is not None]
-    # Decompressing .nii.gz releases the GIL: the files are read side by side, and checked in
-    # role order so the first problem reported is the same as when reading one by one.
-    with ThreadPoolExecutor(max_workers=len(roles)) as pool:
-        reads = {role: pool.submit(_read_image, getattr(paths, role), role) for role in roles}
-        phase_data, phase_img = reads["phase"].result()
-        images = {"phase": (paths.phase, phase_data, phase_img)}
-        for role in roles[1:]:
-            path = getattr(paths, role)
-            data, img = reads[role].result()
+    phase_data, phase_img = _read_image(paths.phase, "phase")
+    images = {"phase": (paths.phase, phase_data, phase_img)}
+    for role in ("mp2rage", "mask", "prl_mask"):
+        path = getattr(paths, role)
+        if path is not None:
+            data, img = _read_image(path, role)
             _check_same_grid(paths.phase, phase_img, path, img)
             images[role] = (path, data, img)
     prl = None
