@@ -170,6 +170,7 @@ class ReviewView:
         viewer.layers.selection.active = self.layers["phase"]
         viewer.canvas.grid.stride = 2
         viewer.canvas.grid.enabled = True
+        self._arrange()
         self._auto = {}
 
     def _apply_window(self, name: str, window: tuple[float, float]) -> None:
@@ -219,15 +220,8 @@ class ReviewView:
             return
         centre = self._focus[0]
         viewer = self.viewer
-        order, orientation = AXES[self.axis]
-        if tuple(viewer.dims.order) != order:
-            viewer.dims.order = order
-        height, width = viewer.canvas.size
-        shape = (2, 1) if height > width else (1, 2)  # panels stacked on a tall canvas
-        if tuple(viewer.canvas.grid.shape) != shape:
-            viewer.canvas.grid.shape = shape
-        camera = self.camera
-        camera.orientation2d = orientation
+        order, _ = AXES[self.axis]
+        self._arrange()
         # The viewer re-slices every layer on each ``point`` and ``current_step`` event. A point
         # off the slice grid is set, then snapped (two ``point`` events), and ``current_step``
         # follows: snapping here and letting the layers follow ``point`` only slices once per
@@ -238,8 +232,21 @@ class ReviewView:
         point = span.start + span.step * min(max(step, 0), round((span.stop - span.start) / span.step))
         with viewer.dims.events.current_step.blocker(viewer._update_layers):
             viewer.dims.set_point(axis, point)
-        camera.update({"center": (float(centre[order[1]]), float(centre[order[2]])),
-                       "zoom": float(min(viewer.canvas.viewbox_size(viewer.layers))) / self.fov_mm})
+        self.camera.update({"center": (float(centre[order[1]]), float(centre[order[2]])),
+                            "zoom": float(min(viewer.canvas.viewbox_size(viewer.layers))) / self.fov_mm})
+
+    def _arrange(self) -> None:
+        """Slicing axis, camera orientation and the panels' grid; also done on the empty layers,
+        so the first lesion shown does not pay for re-arranging full volumes."""
+        viewer = self.viewer
+        order, orientation = AXES[self.axis]
+        if tuple(viewer.dims.order) != order:
+            viewer.dims.order = order
+        height, width = viewer.canvas.size
+        shape = (2, 1) if height > width else (1, 2)  # panels stacked on a tall canvas
+        if tuple(viewer.canvas.grid.shape) != shape:
+            viewer.canvas.grid.shape = shape
+        self.camera.orientation2d = orientation
 
     @property
     def camera(self) -> napari.components.Camera:
