@@ -155,7 +155,7 @@ def truth_metrics(scores: pd.DataFrame, *, exclude_confluent: bool = True) -> di
     """F1, sensitivity, specificity, PPV, ROC AUC and counts of the lesions with ground truth
     (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. Confluent lesions
     are left out by default, as in the cross-validation."""
-    from napari_deep_prl.evaluate import metrics_from_predictions
+    from napari_deep_prl.evaluate import metrics_from_predictions, roc_auc
 
     if "prl_truth" not in scores:
         return None
@@ -166,9 +166,9 @@ def truth_metrics(scores: pd.DataFrame, *, exclude_confluent: bool = True) -> di
         return None
     # ``prl`` is already the decision at the models' threshold: score it at 0.5 and take the
     # ROC AUC from the probabilities.
-    metrics = metrics_from_predictions(known["prl_truth"].astype(int), known["prl"].astype(float))
-    metrics["roc_auc"] = metrics_from_predictions(known["prl_truth"].astype(int),
-                                                  known["prl_probability"])["roc_auc"]
+    truth = known["prl_truth"].astype(int)
+    metrics = metrics_from_predictions(truth, known["prl"].astype(float))
+    metrics["roc_auc"] = roc_auc(truth, known["prl_probability"])
     return metrics
 
 
