@@ -104,3 +104,19 @@ def test_find_lesions_labels_match_table():
     assert len(lesions) == 2
     for lesion, volume in zip(lesions.ids, lesions.table["volume_voxels"]):
         assert (lesions.labels == lesion).sum() == volume
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_labels_match_whole_volume_labelling_in_any_memory_order(order):
+    """Only the lesions' bounding box is labelled: ids, shapes and order must not change."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    mask = np.zeros((40, 50, 30), np.uint8)
+    mask[8:33, 12:41, 5:26] = rng.random((25, 29, 21)) > 0.9  # many small blobs, off-centre
+    mask = np.asarray(mask, order=order)
+    expected, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    labels = label_lesions(mask)
+    assert n > 20
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, expected)

@@ -52,7 +52,7 @@ class ReviewSession:
         self.project = project
         self.rater = rater
         self.queue = project.queue(rater, strategy, session=uuid.uuid4().hex[:12])
-        self.lesions = project.lesions().set_index("lesion_key", drop=False)
+        self.lesions = self.queue.lesions.set_index("lesion_key", drop=False)
         self.subjects = sorted(self.lesions["subject"].unique())
         self.names = (pseudonyms(project.store.fingerprints()) if pseudonymise
                       else {s: s for s in self.subjects})

@@ -12,6 +12,7 @@ changes them.
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import napari
@@ -104,9 +105,11 @@ def default_windows(phase: np.ndarray, mp2rage: np.ndarray) -> dict[str, tuple[f
             "mp2rage": robust_window(mp2rage[::2, ::2, ::2])}
 
 
-#: What the layers hold before the first subject and between projects: one empty voxel.
-_EMPTY = np.zeros((1, 1, 1), np.float32)
-_BLANK = (_EMPTY, _EMPTY, np.zeros((1, 1, 1), np.uint8), np.eye(4))
+#: What the layers hold before the first subject and between projects: a black 2³ block
+#: (not one voxel: a one-step axis hides napari's slider, and showing it again re-lays out the
+#: window, a sixth of a second, when the first subject fills the layers).
+_EMPTY = np.zeros((2, 2, 2), np.float32)
+_BLANK = (_EMPTY, _EMPTY, np.zeros((2, 2, 2), np.uint8), np.eye(4))
 
 
 class ReviewView:
@@ -146,17 +149,38 @@ class ReviewView:
 
     def blank(self) -> None:
         """Empty the layers (e.g. between projects), keeping them for the next subject."""
-        if self.layers and all(layer in self.viewer.layers for layer in self.layers.values()):
+        if self.images is not None and self.layers \
+                and all(layer in self.viewer.layers for layer in self.layers.values()):
             self._fill(*_BLANK)
         self.images = None
         self._focus = None
 
     def _fill(self, phase: np.ndarray, mp2rage: np.ndarray, outline: np.ndarray,
               affine: np.ndarray) -> None:
-        for name, data in (("phase", phase), ("mp2rage", mp2rage), ("phase lesions", outline),
-                           ("mp2rage lesions", outline)):
-            self.layers[name].data = data
-            self.layers[name].affine = affine
+        """Swap the four layers' data and affine, slicing each once.
+
+        Each data or affine assignment would re-slice its layer and make the viewer recompute
+        the dims and re-slice all four (eight times over, half a second): those reactions are
+        held back until every layer holds its new volume, then run once.
+        """
+        viewer = self.viewer
+        filled = [(self.layers[name], data) for name, data in (
+            ("phase", phase), ("mp2rage", mp2rage), ("phase lesions", outline),
+            ("mp2rage lesions", outline))]
+        with ExitStack() as held:
+            for layer, _ in filled:
+                held.enter_context(layer._block_refresh())
+                for emitter in (layer.events.data, layer.events.affine):
+                    held.enter_context(emitter.blocker(viewer._on_layers_change))
+            for layer, data in filled:
+                layer.data = data
+                layer.affine = affine
+        with ExitStack() as held:
+            for emitter in (viewer.dims.events.point, viewer.dims.events.current_step):
+                held.enter_context(emitter.blocker(viewer._update_layers))
+            viewer._on_layers_change()
+        for layer, _ in filled:
+            layer.refresh()
 
     def _create(self) -> None:
         viewer = self.viewer
@@ -170,6 +194,7 @@ class ReviewView:
         viewer.layers.selection.active = self.layers["phase"]
         viewer.canvas.grid.stride = 2
         viewer.canvas.grid.enabled = True
+        viewer.canvas.events.size.connect(self._fit_grid)
         self._arrange()
         self._auto = {}
 
@@ -184,6 +209,7 @@ class ReviewView:
             self._auto[name] = tuple(layer.contrast_limits)
 
     def remove_layers(self) -> None:
+        self.viewer.canvas.events.size.disconnect(self._fit_grid)
         for layer in self.layers.values():
             if layer in self.viewer.layers:
                 self.viewer.layers.remove(layer)
@@ -242,11 +268,17 @@ class ReviewView:
         order, orientation = AXES[self.axis]
         if tuple(viewer.dims.order) != order:
             viewer.dims.order = order
-        height, width = viewer.canvas.size
-        shape = (2, 1) if height > width else (1, 2)  # panels stacked on a tall canvas
-        if tuple(viewer.canvas.grid.shape) != shape:
-            viewer.canvas.grid.shape = shape
+        self._fit_grid()
         self.camera.orientation2d = orientation
+
+    def _fit_grid(self, event: object = None) -> None:
+        """Panels side by side, or stacked on a tall canvas; follows the canvas size, so the
+        layout is settled (a third of a second to rebuild) before the first lesion shows."""
+        canvas = self.viewer.canvas
+        height, width = canvas.size
+        shape = (2, 1) if height > width else (1, 2)
+        if tuple(canvas.grid.shape) != shape:
+            canvas.grid.shape = shape
 
     @property
     def camera(self) -> napari.components.Camera:

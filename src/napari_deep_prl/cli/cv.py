@@ -63,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_deep_prl.crossval import CVConfig, lesion_truth, merge, missing_folds, run_cv
+    from napari_deep_prl.crossval import CVConfig, lesion_truth, missing_folds, run_cv
     from napari_deep_prl.io import open_cohort
     from napari_deep_prl.methods import MethodSettings, build_methods
     from napari_deep_prl.progress import run_with_tqdm

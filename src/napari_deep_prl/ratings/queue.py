@@ -143,20 +143,21 @@ class RaterQueue:
         self.session = session
 
     @cached_property
-    def _lesions(self) -> pd.DataFrame:
+    def lesions(self) -> pd.DataFrame:
+        """The store's lesions, read once (until :meth:`refresh`); callers must not modify it."""
         return self.store.lesions()
 
     @cached_property
     def _rows(self) -> dict[int, tuple[str, int, float, float, float, float]]:
         """What an item shows of each lesion, by key (built once: items are made often)."""
-        columns = ["lesion_key", "subject", "lesion", "x", "y", "z", "volume_mm3"]
-        return {int(k): (str(s), int(n), float(x), float(y), float(z), float(v))
-                for k, s, n, x, y, z, v in self._lesions[columns].itertuples(index=False)}
+        lesions = self.lesions
+        columns = [lesions[c].tolist() for c in ("subject", "lesion", "x", "y", "z", "volume_mm3")]
+        return dict(zip(lesions["lesion_key"].tolist(), zip(*columns)))
 
     @cached_property
     def _plan(self) -> tuple[list[int], list[int], dict[int, int]]:
         """Calibration order, strategy order of the rest, and each repeat's gap."""
-        lesions, design = self._lesions, self.design
+        lesions, design = self.lesions, self.design
         calibration = calibration_keys(lesions, design)
         calibration = _rng(design.seed, self.rater, 1).permutation(calibration).tolist()
         rest = lesions[~lesions["lesion_key"].isin(calibration)]
@@ -171,7 +172,7 @@ class RaterQueue:
 
     def refresh(self) -> None:
         """Re-read the lesions and re-rank (e.g. after a model wrote new predictions)."""
-        for cached in ("_lesions", "_rows", "_plan"):
+        for cached in ("lesions", "_rows", "_plan"):
             self.__dict__.pop(cached, None)
 
     def remaining(self, limit: int | None = None) -> list[QueueItem]:
@@ -231,7 +232,7 @@ class RaterQueue:
         """Counts for a progress bar."""
         _, _, gaps = self._plan
         mine = self.store.current(repeat=None, rater=self.rater)
-        return QueueProgress(int((mine["repeat"] == 0).sum()), len(self._lesions),
+        return QueueProgress(int((mine["repeat"] == 0).sum()), len(self.lesions),
                              int((mine["repeat"] == 1).sum()), len(gaps))
 
     def other_raters(self, item: QueueItem) -> pd.DataFrame:
