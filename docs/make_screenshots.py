@@ -81,7 +81,7 @@ def main() -> None:
 
     app = QApplication.instance() or QApplication([])
     viewer = napari.Viewer(show=True, title="Deep-PRL review")
-    viewer.window.resize(1600, 1000)
+    viewer.window.resize(1920, 1040)  # a 1080p screen
     review = ReviewWidget(viewer)
     viewer.window.add_dock_widget(review, name="Deep-PRL review", area="right")
     shown_lesions: list = []

@@ -390,3 +390,18 @@ def test_panels_stack_on_a_tall_canvas_and_follow_its_resizing(dock, qtbot):
     widget.close()
     viewer.canvas.size = (900, 300)  # no longer followed once the review's layers are gone
     assert tuple(viewer.canvas.grid.shape) == (1, 2)
+
+
+@pytest.mark.parametrize("role", ["rater", "adjudicator"])
+def test_docked_widgets_scroll_so_the_window_fits_a_1080p_screen(make_napari_viewer, role):
+    from qtpy.QtWidgets import QScrollArea
+
+    from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
+
+    viewer = make_napari_viewer()
+    widget = (ReviewWidget if role == "rater" else AdjudicationWidget)(viewer)
+    viewer.window.add_dock_widget(widget)
+    needed = viewer.window._qt_window.minimumSizeHint().height()
+    content = widget.findChild(QScrollArea).widget().minimumSizeHint().height()
+    assert needed < 900 < content  # taller than the screen, yet the window is not
+    widget.close()

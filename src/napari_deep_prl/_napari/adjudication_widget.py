@@ -37,7 +37,13 @@ from .lesion_display import LesionDisplay
 from .lesion_widget import LesionWidget
 from .patch_panel import PatchPanel
 from .review_view import AXES
-from .widget_parts import LABEL_NAMES, keep_keys_on_canvas, key_list, open_project_dialog
+from .widget_parts import (
+    LABEL_NAMES,
+    keep_keys_on_canvas,
+    key_list,
+    open_project_dialog,
+    scrolling_column,
+)
 
 RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
 
@@ -110,10 +116,7 @@ class AdjudicationWidget(LesionWidget):
         keys = QGroupBox("Keys")
         QVBoxLayout(keys).addWidget(key_list(ADJUDICATION_KEYS))
         self.setMaximumWidth(440)
-        layout = QVBoxLayout(self)
-        for widget in (session, self.lesion_box, stats, keys):
-            layout.addWidget(widget)
-        layout.addStretch()
+        scrolling_column(self, (session, self.lesion_box, stats, keys))
         keep_keys_on_canvas(self)
 
     # -- session --------------------------------------------------------------------------

@@ -38,7 +38,13 @@ from .lesion_widget import LesionWidget
 from .patch_panel import PatchPanel
 from .review_session import ReviewSession
 from .review_view import AXES
-from .widget_parts import LABEL_NAMES, keep_keys_on_canvas, key_list, open_project_dialog
+from .widget_parts import (
+    LABEL_NAMES,
+    keep_keys_on_canvas,
+    key_list,
+    open_project_dialog,
+    scrolling_column,
+)
 
 #: Queue orders offered in the form: menu text → :mod:`napari_deep_prl.active` strategy name.
 #: The model orders rank by the scores the project stored last (model panel → Score project).
@@ -143,13 +149,9 @@ class ReviewWidget(LesionWidget):
             (box.addLayout if isinstance(item, QHBoxLayout) else box.addWidget)(item)
         self.review_box.setEnabled(False)
         self.setMaximumWidth(440)  # leave the canvas its width: two panels side by side
-        layout = QVBoxLayout(self)
-        layout.addWidget(self.open_box)
-        layout.addWidget(self.review_box)
         keys = QGroupBox("Keys")
         QVBoxLayout(keys).addWidget(key_list(REVIEW_KEYS))
-        layout.addWidget(keys)
-        layout.addStretch()
+        scrolling_column(self, (self.open_box, self.review_box, keys))
         keep_keys_on_canvas(self)
 
     def _list_raters(self) -> None:

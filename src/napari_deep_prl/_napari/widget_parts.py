@@ -1,11 +1,21 @@
-"""Small pieces both review widgets use: the key list, the project folder dialog, label names."""
+"""Small pieces both review widgets use: the key list, the project folder dialog, label names,
+a scrolling column."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QFileDialog, QLabel, QLineEdit, QPushButton, QWidget
+from qtpy.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .keybindings import KeyAction, key_table
 
@@ -26,6 +36,28 @@ def key_list(actions: Iterable[KeyAction]) -> QLabel:
     label = QLabel(f"<table>{rows}</table>")
     label.setWordWrap(True)
     return label
+
+
+def scrolling_column(owner: QWidget, parts: Iterable[QWidget]) -> None:
+    """Lay ``parts`` out top to bottom in a scroll area filling ``owner``.
+
+    Napari does not scroll dock widgets: a widget taller than the screen would make the whole
+    window taller than a laptop's 1080 pixels, with its bottom out of reach.
+    """
+    content = QWidget()
+    column = QVBoxLayout(content)
+    for part in parts:
+        column.addWidget(part)
+    column.addStretch()
+    scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrow keys go to the viewer, not the scroll
+    scroll.setWidget(content)
+    scroll.setMinimumWidth(content.minimumSizeHint().width()
+                           + scroll.verticalScrollBar().sizeHint().width())
+    layout = QVBoxLayout(owner)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(scroll)
 
 
 def keep_keys_on_canvas(widget: QWidget) -> None:
