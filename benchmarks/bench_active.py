@@ -6,16 +6,20 @@
 ``viewer``    one simulated subject with 50 lesions open in napari (run under Xvfb): time from
               the model panel's Score to the layer and table filled — target ≤ 3 s.
 ``simulate``  a simulated rater answers from the synthetic truth. Subjects are split into a
-              labelling pool, 2 validation subjects (labelled for every strategy: best-epoch
-              choice) and test subjects. From a seed set of labelled pool lesions, each strategy
-              picks the next ``K`` lesions, the model is retrained from scratch on all labels so
-              far, and test ROC AUC / F1 are recorded; the curves go to
-              ``docs/images/active_learning.png``. Reported: pool labels each strategy needs to
-              reach 95 % of the AUC obtained with every pool label (target: the uncertainty
-              order ≤ 60 % of what random needs), read off the curves averaged over
-              ``--repeats`` seed sets and interpolated between rounds. Small settings (12³
-              patches, widths 4/8, dropout 0.3) keep it CPU-sized; they are printed with the
-              results.
+              labelling pool, validation subjects (labelled for every strategy: best-epoch
+              choice) and test subjects, each dealt its share of the PRL-rich subjects. A model
+              is trained from scratch on a small seed set of pool labels; then, as in the app,
+              each strategy picks the next ``K`` lesions, the current model is fine-tuned on all
+              labels so far (a new version from the previous one), and test ROC AUC / F1 are
+              recorded. Every strategy of a seed set starts from the same seed-set model, so
+              their curves differ only by what they chose. The reference is the seed-set model
+              fine-tuned on every pool label for as many steps as a whole run of rounds. The
+              curves go to ``docs/images/active_learning.png``; reported: pool labels each
+              strategy needs to reach 95 % of the reference AUC (target: the uncertainty order
+              ≤ 60 % of what random needs), read off the curves averaged over ``--repeats`` seed
+              sets and interpolated between rounds. 16³ patches of 1.5 mm subjects and the
+              default preset with dropout 0.3 (for MC dropout) keep it CPU-sized; the settings
+              are printed with the results.
 
 Run: ``python benchmarks/bench_active.py {finetune,simulate}``, ``xvfb-run -a python
 benchmarks/bench_active.py viewer``. Seconds measured while others share the cores are
@@ -122,27 +126,29 @@ def simulated_patches(folder: Path, subjects: int, size: int, prl_fraction: floa
                                      oversample_shift=2))
 
 
-def split_subjects(patches: PatchSet, n_test: int) -> tuple[list[str], list[str], list[str]]:
-    """Validation (2), test (``n_test``) and pool subjects, dealt out in order of PRL count so
-    that each part gets its share of the PRL-rich subjects (a test set with a handful of PRLs
-    makes every AUC a coin toss)."""
+def split_subjects(patches: PatchSet, n_test: int, n_val: int
+                   ) -> tuple[list[str], list[str], list[str]]:
+    """Validation, test and pool subjects, dealt out in order of PRL count so that each part
+    gets its share of the PRL-rich subjects (a test or validation set with a handful of PRLs
+    makes every AUC, and every best-epoch choice, a coin toss)."""
     originals = patches.originals()
     counts = pd.Series(originals.y, index=originals.subject).groupby(level=0).sum()
     ranked = counts.sort_values(ascending=False, kind="stable").index.tolist()
-    step = max(1, len(ranked) // n_test)
-    test = ranked[::step][:n_test]
+    test = ranked[::max(1, len(ranked) // n_test)][:n_test]
     rest = [s for s in ranked if s not in test]
-    val = rest[len(rest) // 3::len(rest) // 3][:2]
+    val = rest[::max(1, len(rest) // n_val)][:n_val]
     return val, test, [s for s in rest if s not in val]
 
 
-def fit(patches: PatchSet, val: PatchSet, labelled: set, config: TrainConfig) -> Checkpoint:
+def fit(patches: PatchSet, val: PatchSet, labelled: set, config: TrainConfig,
+        init: Checkpoint | None = None) -> Checkpoint:
+    """Train (from ``init``, else from scratch) on the ``labelled`` lesions of ``patches``."""
     keys = list(zip(patches.subject, patches.lesion))
     keep = np.array([k in labelled for k in keys])
     both = take(patches, keep)
     both = replace(both, **{f: np.concatenate([getattr(both, f), getattr(val, f)])
                             for f in ("x", "y", "subject", "lesion", "shifted")})
-    return run_to_end(train(both, config, val_subjects=val.subjects)).checkpoint
+    return run_to_end(train(both, config, val_subjects=val.subjects, init=init)).checkpoint
 
 
 def evaluate(checkpoint: Checkpoint, test: PatchSet) -> dict[str, float]:
@@ -181,44 +187,72 @@ def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
     return float(np.interp(target, auc[i - 1:i + 1], labels[i - 1:i + 1]))
 
 
-def bench_simulation(subjects: int, seed_labels: int, k: int, rounds: int, epochs: int,
-                     repeats: int, size: int, samples: int, prl_fraction: float, out: Path) -> None:
+STRATEGIES = ("random", "entropy", "disagreement", "likely_prl")
+
+
+def cohort_patches(work: Path, subjects: int, size: int, prl_fraction: float) -> PatchSet:
+    """The simulated cohort's patches, kept under ``work`` for later runs."""
+    import pickle
+
+    cached = work / f"patches-{subjects}-{size}-{prl_fraction:g}.pkl"
+    if cached.exists():
+        with cached.open("rb") as f:
+            return pickle.load(f)  # noqa: S301 - our own file, written just below
     with tempfile.TemporaryDirectory() as tmp:
         patches = simulated_patches(Path(tmp) / "cohort", subjects, size, prl_fraction)
-    val_ids, test_ids, pool_ids = split_subjects(patches, subjects // 4)
+    work.mkdir(parents=True, exist_ok=True)
+    with cached.open("wb") as f:
+        pickle.dump(patches, f)
+    return patches
+
+
+def bench_simulation(args: argparse.Namespace) -> None:
+    patches = cohort_patches(args.work, args.subjects, args.size, args.prl_fraction)
+    val_ids, test_ids, pool_ids = split_subjects(patches, args.subjects // 4, args.val_subjects)
     val, test = patches.select(val_ids).originals(), patches.select(test_ids).originals()
     pool_all = patches.select(pool_ids)
     pool = pool_all.originals()
-    config = TrainConfig(epochs=epochs, batch_size=16, samples_per_epoch=samples, lr=3e-3,
-                         device="cpu", model=SMALL)
-    print(f"simulated cohort: {subjects} subjects (1.5 mm, 24 lesions, {prl_fraction:.0%} PRL "
-          "expected); pool "
-          f"{len(pool)} lesions ({int(pool.y.sum())} PRLs), validation {len(val)}, test "
-          f"{len(test)} ({int(test.y.sum())} PRLs); {size}³ patches, widths {SMALL.widths}, "
-          f"dropout {SMALL.dropout}; {epochs} epochs × {samples} samples, retrained from scratch "
-          f"each round; seed {seed_labels} labels, rounds of {k}; MC dropout {MC_SAMPLES} samples; "
-          f"{repeats} seed set(s); {torch.get_num_threads()} thread(s)")
+    model = replace(PRESETS["default"], dropout=0.3)
+    scratch = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples, lr=1e-3,
+                          device="cpu", model=model)
+    step = replace(scratch, epochs=args.round_epochs)
+    print(f"simulated cohort: {args.subjects} subjects (1.5 mm, 24 lesions, "
+          f"{args.prl_fraction:.0%} PRL expected); pool {len(pool)} lesions ({int(pool.y.sum())} "
+          f"PRLs), validation {len(val)} ({int(val.y.sum())} PRLs), test {len(test)} "
+          f"({int(test.y.sum())} PRLs); {args.size}³ patches, default preset, dropout 0.3; "
+          f"seed set {args.seed_labels} labels, model from scratch {args.epochs} epochs × "
+          f"{args.samples} samples; rounds of {args.k} labels, each fine-tuning the previous "
+          f"model {args.round_epochs} epochs × {args.samples} samples; MC dropout "
+          f"{MC_SAMPLES} samples; {args.repeats} seed set(s); {torch.get_num_threads()} "
+          "thread(s)", flush=True)
     everything = {(s, int(n)) for s, n in zip(pool.subject, pool.lesion)}
-    full = np.mean([evaluate(fit(pool_all, val, everything, replace(config, seed=r)), test)["auc"]
-                    for r in range(repeats)])
-    rows = []
-    for repeat in range(repeats):
+    rows, references = [], []
+    for repeat in range(args.repeats):
         rng = np.random.default_rng(100 + repeat)
         positives = np.flatnonzero(pool.y == 1)
         first = set(rng.choice(positives, 2, replace=False)) | set(
-            rng.choice(len(pool), seed_labels - 2, replace=False))
+            rng.choice(len(pool), args.seed_labels - 2, replace=False))
         seed_set = {(pool.subject[i], int(pool.lesion[i])) for i in first}
-        for strategy in ("random", "entropy", "disagreement", "likely_prl"):
-            labelled = set(seed_set)
-            for step in range(rounds + 1):
-                model = fit(pool_all, val, labelled, replace(config, seed=repeat))
+        base = fit(pool_all, val, seed_set, replace(scratch, seed=repeat))
+        whole_run = replace(step, epochs=args.round_epochs * args.rounds, seed=repeat)
+        references.append(evaluate(fit(pool_all, val, everything, whole_run, init=base), test))
+        print({"reference": repeat, **references[-1]}, flush=True)
+        for strategy in STRATEGIES:
+            labelled, current = set(seed_set), base
+            for round_ in range(args.rounds + 1):
+                if round_:
+                    labelled |= set(choose(strategy, current, pool, labelled, args.k,
+                                           repeat + round_))
+                    current = fit(pool_all, val, labelled,
+                                  replace(step, seed=1000 * repeat + round_), init=current)
+                picked = pool.y[[k in labelled for k in zip(pool.subject, pool.lesion)]]
                 rows.append({"strategy": strategy, "repeat": repeat, "labels": len(labelled),
-                             **evaluate(model, test)})
+                             "prl_labels": int(picked.sum()), **evaluate(current, test)})
                 print(rows[-1], flush=True)
-                if step < rounds:
-                    labelled |= set(choose(strategy, model, pool, labelled, k, repeat + step))
-    curves = pd.DataFrame(rows).groupby(["strategy", "labels"], as_index=False)[["auc", "f1"]].mean()
-    report(curves, full, len(pool), out)
+    table = pd.DataFrame(rows)
+    table.to_csv(args.work / "active_learning_rounds.csv", index=False)
+    curves = table.groupby(["strategy", "labels"], as_index=False)[["auc", "f1", "prl_labels"]].mean()
+    report(curves, float(np.mean([r["auc"] for r in references])), len(pool), args.out)
 
 
 def report(curves: pd.DataFrame, full: float, pool_size: int, out: Path) -> None:
@@ -255,19 +289,24 @@ def report(curves: pd.DataFrame, full: float, pool_size: int, out: Path) -> None
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=("finetune", "viewer", "simulate"))
-    parser.add_argument("--subjects", type=int, default=28)
+    parser.add_argument("--subjects", type=int, default=40)
+    parser.add_argument("--val-subjects", type=int, default=4)
     parser.add_argument("--prl-fraction", type=float, default=0.10,
                         help="expected PRL fraction of the simulated lesions (0.10)")
     parser.add_argument("--seed-labels", type=int, default=10)
-    parser.add_argument("-k", type=int, default=5, help="labels per round (5)")
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("-k", type=int, default=10, help="labels per round (10)")
+    parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--epochs", type=int, default=None,
-                        help="epochs per fit (10)")
-    parser.add_argument("--samples", type=int, default=256, help="training samples per epoch")
-    parser.add_argument("--size", type=int, default=12, help="patch side in voxels (12)")
+                        help="epochs: of fine-tuning time (10), of the seed-set model (12)")
+    parser.add_argument("--round-epochs", type=int, default=3,
+                        help="epochs of fine-tuning per round (3)")
+    parser.add_argument("--samples", type=int, default=320, help="training samples per epoch")
+    parser.add_argument("--size", type=int, default=16, help="patch side in voxels (16)")
     parser.add_argument("--repeats", type=int, default=3, help="seed sets averaged (3)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's; 1 when the cores are shared)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/deep-prl-bench-active"),
+                        help="simulated cohort (reused) and the per-round table")
     parser.add_argument("--out", type=Path, default=ROOT / "docs/images/active_learning.png")
     args = parser.parse_args()
     if args.threads:
@@ -277,9 +316,8 @@ def main() -> None:
     elif args.part == "viewer":
         bench_viewer()
     else:
-        bench_simulation(args.subjects, args.seed_labels, args.k, args.rounds, args.epochs or 10,
-                         args.repeats, args.size, args.samples, args.prl_fraction, args.out)
-
+        args.epochs = args.epochs or 12
+        bench_simulation(args)
 
 if __name__ == "__main__":
     main()
