@@ -21,7 +21,7 @@
               default preset with dropout 0.3 (for MC dropout) keep it CPU-sized; the settings
               are printed with the results.
 
-Run: ``python benchmarks/bench_active.py {finetune,simulate}``, ``xvfb-run -a python
+Run: ``python benchmarks/bench_active.py {finetune,simulate,report}``, ``xvfb-run -a python
 benchmarks/bench_active.py viewer``. Seconds measured while others share the cores are
 pessimistic.
 """
@@ -119,8 +119,9 @@ def bench_viewer(repeats: int = 3) -> None:
 
 # -- active-learning simulation -----------------------------------------------------------------
 
-def simulated_patches(folder: Path, subjects: int, size: int, prl_fraction: float) -> PatchSet:
-    manifest = run_to_end(simulate_cohort(folder, subjects, seed=7, prl_fraction=prl_fraction,
+def simulated_patches(folder: Path, subjects: int, size: int, prl_fraction: float,
+                      seed: int) -> PatchSet:
+    manifest = run_to_end(simulate_cohort(folder, subjects, seed=seed, prl_fraction=prl_fraction,
                                           voxel_size=(1.5, 1.5, 1.5), n_lesions=24))
     return run_to_end(build_patchset(read_manifest(manifest), PatchConfig(size=size),
                                      oversample_shift=2))
@@ -190,41 +191,54 @@ def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
 STRATEGIES = ("random", "entropy", "disagreement", "likely_prl")
 
 
-def cohort_patches(work: Path, subjects: int, size: int, prl_fraction: float) -> PatchSet:
-    """The simulated cohort's patches, kept under ``work`` for later runs."""
+def cohort_patches(work: Path, subjects: int, size: int, prl_fraction: float,
+                   seed: int) -> PatchSet:
+    """A simulated cohort's patches, kept under ``work`` for later runs."""
     import pickle
 
-    cached = work / f"patches-{subjects}-{size}-{prl_fraction:g}.pkl"
+    cached = work / f"patches-{subjects}-{size}-{prl_fraction:g}-seed{seed}.pkl"
     if cached.exists():
         with cached.open("rb") as f:
             return pickle.load(f)  # noqa: S301 - our own file, written just below
     with tempfile.TemporaryDirectory() as tmp:
-        patches = simulated_patches(Path(tmp) / "cohort", subjects, size, prl_fraction)
+        patches = simulated_patches(Path(tmp) / "cohort", subjects, size, prl_fraction, seed)
     work.mkdir(parents=True, exist_ok=True)
     with cached.open("wb") as f:
         pickle.dump(patches, f)
     return patches
 
 
+def source_model(args: argparse.Namespace, config: TrainConfig) -> Checkpoint:
+    """The model a lab starts from: trained on another (smaller) simulated cohort."""
+    source = cohort_patches(args.work, args.source_subjects, args.size, args.prl_fraction, 11)
+    val_ids, _, _ = split_subjects(source, 1, max(2, args.source_subjects // 6))
+    print(f"source cohort: {args.source_subjects} other subjects, {len(source.originals())} "
+          f"lesions ({int(source.originals().y.sum())} PRLs); model from scratch "
+          f"{config.epochs} epochs × {config.samples_per_epoch} samples", flush=True)
+    return run_to_end(train(source, config, val_subjects=val_ids)).checkpoint
+
+
 def bench_simulation(args: argparse.Namespace) -> None:
-    patches = cohort_patches(args.work, args.subjects, args.size, args.prl_fraction)
+    patches = cohort_patches(args.work, args.subjects, args.size, args.prl_fraction, 7)
     val_ids, test_ids, pool_ids = split_subjects(patches, args.subjects // 4, args.val_subjects)
     val, test = patches.select(val_ids).originals(), patches.select(test_ids).originals()
     pool_all = patches.select(pool_ids)
     pool = pool_all.originals()
-    model = replace(PRESETS["default"], dropout=0.3)
     scratch = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples, lr=1e-3,
-                          device="cpu", model=model)
-    step = replace(scratch, epochs=args.round_epochs)
-    print(f"simulated cohort: {args.subjects} subjects (1.5 mm, 24 lesions, "
+                          device="cpu", model=replace(PRESETS["default"], dropout=0.3))
+    # Each round's model moves on (keep_start=False): the previous model, kept last time as
+    # the luckiest of many noisy validation scores, would otherwise rarely be replaced.
+    step = replace(scratch, epochs=args.round_epochs, keep_start=False)
+    start = source_model(args, scratch)
+    print(f"target cohort: {args.subjects} subjects (1.5 mm, 24 lesions, "
           f"{args.prl_fraction:.0%} PRL expected); pool {len(pool)} lesions ({int(pool.y.sum())} "
           f"PRLs), validation {len(val)} ({int(val.y.sum())} PRLs), test {len(test)} "
           f"({int(test.y.sum())} PRLs); {args.size}³ patches, default preset, dropout 0.3; "
-          f"seed set {args.seed_labels} labels, model from scratch {args.epochs} epochs × "
-          f"{args.samples} samples; rounds of {args.k} labels, each fine-tuning the previous "
-          f"model {args.round_epochs} epochs × {args.samples} samples; MC dropout "
+          f"seed set {args.seed_labels} labels; rounds of {args.k} labels, each fine-tuning the "
+          f"previous model {args.round_epochs} epochs × {args.samples} samples; MC dropout "
           f"{MC_SAMPLES} samples; {args.repeats} seed set(s); {torch.get_num_threads()} "
           "thread(s)", flush=True)
+    print({"source model on the test subjects": evaluate(start, test)}, flush=True)
     everything = {(s, int(n)) for s, n in zip(pool.subject, pool.lesion)}
     rows, references = [], []
     for repeat in range(args.repeats):
@@ -233,7 +247,7 @@ def bench_simulation(args: argparse.Namespace) -> None:
         first = set(rng.choice(positives, 2, replace=False)) | set(
             rng.choice(len(pool), args.seed_labels - 2, replace=False))
         seed_set = {(pool.subject[i], int(pool.lesion[i])) for i in first}
-        base = fit(pool_all, val, seed_set, replace(scratch, seed=repeat))
+        base = fit(pool_all, val, seed_set, replace(step, seed=repeat), init=start)
         whole_run = replace(step, epochs=args.round_epochs * args.rounds, seed=repeat)
         references.append(evaluate(fit(pool_all, val, everything, whole_run, init=base), test))
         print({"reference": repeat, **references[-1]}, flush=True)
@@ -249,53 +263,68 @@ def bench_simulation(args: argparse.Namespace) -> None:
                 rows.append({"strategy": strategy, "repeat": repeat, "labels": len(labelled),
                              "prl_labels": int(picked.sum()), **evaluate(current, test)})
                 print(rows[-1], flush=True)
-    table = pd.DataFrame(rows)
-    table.to_csv(args.work / "active_learning_rounds.csv", index=False)
-    curves = table.groupby(["strategy", "labels"], as_index=False)[["auc", "f1", "prl_labels"]].mean()
-    report(curves, float(np.mean([r["auc"] for r in references])), len(pool), args.out)
+    pd.DataFrame(rows).to_csv(args.work / "active_learning_rounds.csv", index=False)
+    pd.DataFrame(references).assign(labels=len(pool)).to_csv(
+        args.work / "active_learning_reference.csv", index=False)
+    report(args.work, args.out)
 
 
-def report(curves: pd.DataFrame, full: float, pool_size: int, out: Path) -> None:
+def report(work: Path, out: Path) -> None:
+    """Curves (PNG) and the labels-to-95 % figures from the tables a simulation left in ``work``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), tight_layout=True)
+    rounds = pd.read_csv(work / "active_learning_rounds.csv")
+    full = float(pd.read_csv(work / "active_learning_reference.csv")["auc"].mean())
+    pool_size = int(pd.read_csv(work / "active_learning_reference.csv")["labels"].iloc[0])
+    curves = rounds.groupby(["strategy", "labels"], as_index=False)[["auc", "f1", "prl_labels"]].mean()
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), tight_layout=True)
     for strategy, curve in curves.groupby("strategy"):
-        for ax, metric in zip(axes, ("auc", "f1")):
+        for ax, metric in zip(axes, ("auc", "f1", "prl_labels")):
             ax.plot(curve["labels"], curve[metric], "-o", markersize=3, label=strategy)
     axes[0].axhline(full, color="grey", ls="--", lw=1, label=f"all {pool_size} labels")
     axes[0].axhline(0.95 * full, color="grey", ls=":", lw=1, label="95 % of that")
-    for ax, name in zip(axes, ("test ROC AUC", "test F1")):
+    for ax, name in zip(axes, ("test ROC AUC", "test F1", "PRLs among the labels")):
         ax.set_xlabel("labelled pool lesions")
         ax.set_ylabel(name)
     axes[0].legend(fontsize=7)
+    fig.suptitle(f"mean of {rounds['repeat'].nunique()} seed sets", fontsize=9)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     print(curves.to_string(index=False))
-    print(f"all-label AUC {full:.3f}; labels needed to reach 95 % of it ({0.95 * full:.3f}):")
+    target, most = 0.95 * full, int(curves["labels"].max())
+    print(f"all-label AUC {full:.3f}; labels needed to reach 95 % of it ({target:.3f}):")
     seed_auc = curves.loc[curves["labels"] == curves["labels"].min(), "auc"].mean()
-    if seed_auc >= 0.95 * full:
-        print(f"  (degenerate: the seed set alone reaches {seed_auc:.3f}; the training budget, not "
-              "the labels, limits the model — raise --epochs/--samples)")
-    needed = {s: labels_to_reach(c, 0.95 * full) for s, c in curves.groupby("strategy")}
+    if seed_auc >= target:
+        print(f"  (degenerate: the seed set alone reaches {seed_auc:.3f})")
+    needed = {s: labels_to_reach(c, target) for s, c in curves.groupby("strategy")}
+    random = needed.get("random", float("nan"))
     for strategy, n in needed.items():
-        ratio = n / needed["random"] if needed.get("random") else float("nan")
-        print(f"  {strategy:13s} {n:6.0f}  ({ratio:.0%} of random)")
+        if np.isnan(n):
+            print(f"  {strategy:13s} not within {most} labels")
+        elif not np.isnan(random):
+            print(f"  {strategy:13s} {n:6.0f}  ({n / random:.0%} of random)")
+        else:
+            print(f"  {strategy:13s} {n:6.0f}  (< {n / most:.0%} of random, which needs more "
+                  f"than {most})")
     print(f"curves: {out}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=("finetune", "viewer", "simulate"))
+    parser.add_argument("part", choices=("finetune", "viewer", "simulate", "report"),
+                        help="report: curves and figures again from the tables of a simulation")
     parser.add_argument("--subjects", type=int, default=40)
     parser.add_argument("--val-subjects", type=int, default=4)
+    parser.add_argument("--source-subjects", type=int, default=12,
+                        help="subjects of the cohort the starting model is trained on (12)")
     parser.add_argument("--prl-fraction", type=float, default=0.10,
                         help="expected PRL fraction of the simulated lesions (0.10)")
     parser.add_argument("--seed-labels", type=int, default=10)
     parser.add_argument("-k", type=int, default=10, help="labels per round (10)")
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs: of fine-tuning time (10), of the seed-set model (12)")
     parser.add_argument("--round-epochs", type=int, default=3,
@@ -315,6 +344,8 @@ def main() -> None:
         bench_finetune(epochs=args.epochs or 10)
     elif args.part == "viewer":
         bench_viewer()
+    elif args.part == "report":
+        report(args.work, args.out)
     else:
         args.epochs = args.epochs or 12
         bench_simulation(args)

@@ -48,6 +48,18 @@ def test_same_seed_same_model():
     assert run_to_end(train(toy_patches(), replace(config, seed=1))).checkpoint.id != first
 
 
+def test_a_fine_tune_keeps_its_parent_unless_told_to_move_on():
+    patches = toy_patches()
+    parent = run_to_end(train(patches, TINY_TRAIN)).checkpoint
+    start = run_to_end(train(patches, replace(TINY_TRAIN, epochs=0), init=parent)).history[0]
+    wrecking = replace(TINY_TRAIN, epochs=2, lr=50.0)  # epochs that can only do worse
+    kept = run_to_end(train(patches, wrecking, init=parent))
+    assert kept.best_epoch == 0 and kept.checkpoint.id == parent.id
+    moved = run_to_end(train(patches, replace(wrecking, keep_start=False), init=parent))
+    assert moved.best_epoch >= 1 and moved.checkpoint.id != parent.id
+    assert moved.history[moved.best_epoch]["val_loss"] > start["val_loss"]
+
+
 def test_stop_keeps_the_best_model_so_far():
     stop = threading.Event()
     gen = train(toy_patches(), TINY_TRAIN, stop=stop)

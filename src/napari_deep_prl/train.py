@@ -17,7 +17,9 @@ every epoch their lesions (original patches only) are scored, the decision thres
 maximises F1 is found, and the model with the best validation F1 is kept (ties: higher ROC AUC,
 then lower loss) together with that threshold. ``history[0]`` is the model before training (the
 parent model when fine-tuning), so training never returns a model worse on validation than
-where it started.
+where it started — unless ``keep_start=False``: fine-tuning round after round on one small
+validation set, the model kept last time was the luckiest of many noisy validation scores, and
+fresh epochs rarely beat it, so a loop of fine-tunes (e.g. active learning) would stop moving.
 
 Reproducible: the seed fixes the initial weights, the batches and the augmentation (random
 numbers drawn on the CPU), so the same seed gives the same model on the same machine and thread
@@ -67,6 +69,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     model: ModelConfig = field(default_factory=lambda: PRESETS["default"])
+    #: The model before training competes for the best validation score (see the module doc).
+    keep_start: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not 0 < self.val_fraction < 1:
@@ -140,7 +144,8 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     generator = torch.Generator().manual_seed(config.seed)
 
     history = [{"epoch": 0, "loss": float("nan"), **_validate(model, validation, config, device)}]
-    best = _Best(history[0], model)
+    start = _Best(history[0], model)
+    best = start if config.keep_start else None
     yield Progress(0, config.epochs, "epoch", "before training", _shown(history[0]))
     stopped = False
     for epoch in range(1, config.epochs + 1):
@@ -161,11 +166,15 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         if stopped:
             record["partial"] = True
         history.append(record)
-        best.offer(record, model)
+        if best is None:
+            best = _Best(record, model)
+        else:
+            best.offer(record, model)
         yield Progress(epoch, config.epochs, "epoch", "stopped" if stopped else "", _shown(record))
         if stopped:
             break
 
+    best = best or start  # stopped before the first step
     model.load_state_dict(best.state)
     model.eval()
     summary = {
