@@ -226,9 +226,9 @@ def bench_simulation(args: argparse.Namespace) -> None:
     pool = pool_all.originals()
     scratch = TrainConfig(epochs=args.epochs, samples_per_epoch=args.samples, lr=1e-3,
                           device="cpu", model=replace(PRESETS["default"], dropout=0.3))
-    # Each round's model moves on (keep_start=False): the previous model, kept last time as
-    # the luckiest of many noisy validation scores, would otherwise rarely be replaced.
-    step = replace(scratch, epochs=args.round_epochs, keep_start=False)
+    # As in the app, a round keeps the previous model unless an epoch beats it on validation;
+    # --move-on always takes the best fresh epoch (see TrainConfig.keep_start).
+    step = replace(scratch, epochs=args.round_epochs, keep_start=not args.move_on)
     start = source_model(args, scratch)
     print(f"target cohort: {args.subjects} subjects (1.5 mm, 24 lesions, "
           f"{args.prl_fraction:.0%} PRL expected); pool {len(pool)} lesions ({int(pool.y.sum())} "
@@ -330,6 +330,9 @@ def main() -> None:
     parser.add_argument("--round-epochs", type=int, default=3,
                         help="epochs of fine-tuning per round (3)")
     parser.add_argument("--samples", type=int, default=320, help="training samples per epoch")
+    parser.add_argument("--move-on", action="store_true",
+                        help="each round takes its best fresh epoch, even when the previous model "
+                             "scored higher on validation")
     parser.add_argument("--size", type=int, default=16, help="patch side in voxels (16)")
     parser.add_argument("--repeats", type=int, default=3, help="seed sets averaged (3)")
     parser.add_argument("--threads", type=int, default=None,
