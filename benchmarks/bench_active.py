@@ -309,6 +309,10 @@ def report(work: Path, out: Path) -> None:
         else:
             print(f"  {strategy:13s} {n:6.0f}  (< {n / most:.0%} of random, which needs more "
                   f"than {most})")
+    last = curves[curves["labels"] == most].set_index("strategy")
+    print(f"at {most} labels: " + "; ".join(
+        f"{name} AUC {row.auc:.3f}, {row.prl_labels:.1f} PRLs among the labels"
+        for name, row in last.iterrows()))
     print(f"curves: {out}")
 
 
