@@ -248,10 +248,11 @@ def bench_simulation(args: argparse.Namespace) -> None:
             rng.choice(len(pool), args.seed_labels - 2, replace=False))
         seed_set = {(pool.subject[i], int(pool.lesion[i])) for i in first}
         base = fit(pool_all, val, seed_set, replace(step, seed=repeat), init=start)
-        whole_run = replace(step, epochs=args.round_epochs * args.rounds, seed=repeat)
+        whole_run = replace(step, epochs=args.reference_epochs or args.round_epochs * args.rounds,
+                            seed=repeat)
         references.append(evaluate(fit(pool_all, val, everything, whole_run, init=base), test))
         print({"reference": repeat, **references[-1]}, flush=True)
-        for strategy in STRATEGIES:
+        for strategy in args.strategies:
             labelled, current = set(seed_set), base
             for round_ in range(args.rounds + 1):
                 if round_:
@@ -263,9 +264,14 @@ def bench_simulation(args: argparse.Namespace) -> None:
                 rows.append({"strategy": strategy, "repeat": repeat, "labels": len(labelled),
                              "prl_labels": int(picked.sum()), **evaluate(current, test)})
                 print(rows[-1], flush=True)
-    pd.DataFrame(rows).to_csv(args.work / "active_learning_rounds.csv", index=False)
-    pd.DataFrame(references).assign(labels=len(pool)).to_csv(
-        args.work / "active_learning_reference.csv", index=False)
+    table, reference = pd.DataFrame(rows), pd.DataFrame(references).assign(labels=len(pool))
+    saved = args.work / "active_learning_rounds.csv"
+    if args.append and saved.exists():  # replace only the strategies run now
+        earlier = pd.read_csv(saved)
+        table = pd.concat([earlier[~earlier["strategy"].isin(args.strategies)], table])
+        reference = pd.read_csv(args.work / "active_learning_reference.csv")
+    table.to_csv(saved, index=False)
+    reference.to_csv(args.work / "active_learning_reference.csv", index=False)
     report(args.work, args.out)
 
 
@@ -294,7 +300,8 @@ def report(work: Path, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=120)
     print(curves.to_string(index=False))
-    target, most = 0.95 * full, int(curves["labels"].max())
+    target = 0.95 * full
+    most = curves.groupby("strategy")["labels"].max()
     print(f"all-label AUC {full:.3f}; labels needed to reach 95 % of it ({target:.3f}):")
     seed_auc = curves.loc[curves["labels"] == curves["labels"].min(), "auc"].mean()
     if seed_auc >= target:
@@ -303,14 +310,15 @@ def report(work: Path, out: Path) -> None:
     random = needed.get("random", float("nan"))
     for strategy, n in needed.items():
         if np.isnan(n):
-            print(f"  {strategy:13s} not within {most} labels")
+            print(f"  {strategy:13s} not within {most[strategy]} labels")
         elif not np.isnan(random):
             print(f"  {strategy:13s} {n:6.0f}  ({n / random:.0%} of random)")
-        else:
-            print(f"  {strategy:13s} {n:6.0f}  (< {n / most:.0%} of random, which needs more "
-                  f"than {most})")
-    last = curves[curves["labels"] == most].set_index("strategy")
-    print(f"at {most} labels: " + "; ".join(
+        elif "random" in most:
+            print(f"  {strategy:13s} {n:6.0f}  (< {n / most['random']:.0%} of random, which "
+                  f"needs more than {most['random']})")
+    budget = int(most.min())  # the largest number of labels every strategy was run to
+    last = curves[curves["labels"] == budget].set_index("strategy")
+    print(f"at {budget} labels: " + "; ".join(
         f"{name} AUC {row.auc:.3f}, {row.prl_labels:.1f} PRLs among the labels"
         for name, row in last.iterrows()))
     print(f"curves: {out}")
@@ -329,6 +337,13 @@ def main() -> None:
     parser.add_argument("--seed-labels", type=int, default=10)
     parser.add_argument("-k", type=int, default=10, help="labels per round (10)")
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
+    parser.add_argument("--reference-epochs", type=int, default=None,
+                        help="fine-tuning epochs of the all-label reference (default: as many "
+                             "as a whole run of rounds)")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the other strategies' rows (and the reference) of the "
+                             "previous run in --work, e.g. to run random further")
     parser.add_argument("--epochs", type=int, default=None,
                         help="epochs: of fine-tuning time (10), of the seed-set model (12)")
     parser.add_argument("--round-epochs", type=int, default=3,
