@@ -44,21 +44,14 @@ from napari_deep_prl.dataset import PatchSet, build_patchset
 from napari_deep_prl.evaluate import metrics_from_predictions, roc_auc
 from napari_deep_prl.finetune import per_label_epochs
 from napari_deep_prl.io import read_manifest
-from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig
+from napari_deep_prl.model import PRESETS, DeepPRL
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_to_end
 from napari_deep_prl.simulate import simulate_cohort, simulate_subject
 from napari_deep_prl.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
-SMALL = ModelConfig(widths=(4, 8), reduction=4, fc=(16,), dropout=0.3)
 MC_SAMPLES = 4
-
-
-def take(patches: PatchSet, keep: np.ndarray) -> PatchSet:
-    """Rows ``keep`` (a boolean mask) of a patch set."""
-    return replace(patches, x=patches.x[keep], y=patches.y[keep], subject=patches.subject[keep],
-                   lesion=patches.lesion[keep], shifted=patches.shifted[keep])
 
 
 # -- fine-tuning time -----------------------------------------------------------------------
@@ -146,7 +139,7 @@ def fit(patches: PatchSet, val: PatchSet, labelled: set, config: TrainConfig,
     """Train (from ``init``, else from scratch) on the ``labelled`` lesions of ``patches``."""
     keys = list(zip(patches.subject, patches.lesion))
     keep = np.array([k in labelled for k in keys])
-    both = take(patches, keep)
+    both = patches.take(keep)
     both = replace(both, **{f: np.concatenate([getattr(both, f), getattr(val, f)])
                             for f in ("x", "y", "subject", "lesion", "shifted")})
     return run_to_end(train(both, config, val_subjects=val.subjects, init=init)).checkpoint
@@ -193,18 +186,17 @@ STRATEGIES = ("random", "entropy", "disagreement", "likely_prl")
 
 def cohort_patches(work: Path, subjects: int, size: int, prl_fraction: float,
                    seed: int) -> PatchSet:
-    """A simulated cohort's patches, kept under ``work`` for later runs."""
-    import pickle
-
-    cached = work / f"patches-{subjects}-{size}-{prl_fraction:g}-seed{seed}.pkl"
+    """A simulated cohort's patches, kept under ``work`` (plain arrays, no pickle) for later runs."""
+    cached = work / f"patches-{subjects}-{size}-{prl_fraction:g}-seed{seed}.npz"
     if cached.exists():
-        with cached.open("rb") as f:
-            return pickle.load(f)  # noqa: S301 - our own file, written just below
+        with np.load(cached, allow_pickle=False) as saved:
+            return PatchSet(saved["x"], saved["y"], saved["subject"].astype(object),
+                            saved["lesion"], saved["shifted"], PatchConfig(size=size))
     with tempfile.TemporaryDirectory() as tmp:
         patches = simulated_patches(Path(tmp) / "cohort", subjects, size, prl_fraction, seed)
     work.mkdir(parents=True, exist_ok=True)
-    with cached.open("wb") as f:
-        pickle.dump(patches, f)
+    np.savez(cached, x=patches.x, y=patches.y, subject=patches.subject.astype(str),
+             lesion=patches.lesion, shifted=patches.shifted)
     return patches
 
 

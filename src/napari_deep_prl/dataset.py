@@ -37,7 +37,8 @@ class PatchSet:
     def __len__(self) -> int:
         return len(self.y)
 
-    def _take(self, keep: np.ndarray) -> PatchSet:
+    def take(self, keep: np.ndarray) -> PatchSet:
+        """The patches where ``keep`` (a boolean mask or indices) selects them."""
         return replace(self, x=self.x[keep], y=self.y[keep], subject=self.subject[keep],
                        lesion=self.lesion[keep], shifted=self.shifted[keep])
 
@@ -47,11 +48,11 @@ class PatchSet:
         if unknown:
             raise InputError(f"no patches for subject(s) {', '.join(unknown[:5])}; "
                              "check the subject ids against the cohort manifest")
-        return self._take(np.isin(self.subject, list(subjects)))
+        return self.take(np.isin(self.subject, list(subjects)))
 
     def originals(self) -> PatchSet:
         """One patch per lesion, without the shifted copies: for validation and testing."""
-        return self._take(~self.shifted)
+        return self.take(~self.shifted)
 
     @property
     def subjects(self) -> list[str]:
