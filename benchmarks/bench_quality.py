@@ -11,7 +11,8 @@ piecewise, e.g. one fold or one method per call, in parallel if cores allow; a c
 ``--report-only`` prints the table from what has finished so far.
 
     python benchmarks/bench_quality.py [--subjects 30] [--epochs 10] [--lr 1e-3]
-        [--methods ...] [--fold 1 --fold 2 ...] [--work out/bench_quality] [--report-only]
+        [--methods ...] [--fold 1 --fold 2 ...] [--work out/bench_quality] [--ensemble]
+        [--report-only]
 
 The table is printed over the outer folds every method has finished. Each call must use the
 same settings for a method (a fold run with other epochs is refused, not mixed in).
@@ -86,13 +87,14 @@ def main() -> None:
     parser.add_argument("--preset", default="default")
     parser.add_argument("--patch-size", type=int, default=28)
     parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate (default: the training default, 1e-4); a short "
-                             "CPU budget needs a larger one")
+                        help="learning rate (default: the training default, 1e-3)")
     parser.add_argument("--outer", type=int, default=5)
     parser.add_argument("--inner", type=int, default=3)
     parser.add_argument("--methods", default=",".join(METHOD_NAMES))
     parser.add_argument("--fold", type=int, action="append")
     parser.add_argument("--work", type=Path, default=Path("out/bench_quality"))
+    parser.add_argument("--ensemble", action="store_true",
+                        help="also report each method's inner models averaged (METHOD_ensemble)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
 
@@ -108,7 +110,8 @@ def main() -> None:
         methods = run_with_tqdm(build_methods(args.methods.split(","), cohort, settings, truth),
                                 desc="inputs")
         run_with_tqdm(run_cv(methods, truth, report,
-                             CVConfig(args.outer, args.inner, args.seed), folds=args.fold))
+                             CVConfig(args.outer, args.inner, args.seed, args.ensemble),
+                             folds=args.fold))
         print(f"this call: {(time.perf_counter() - start) / 60:.1f} min wall")
     splits = pd.read_csv(report / "splits.tsv", sep="\t")
     print_table(report, {

@@ -76,6 +76,47 @@ def test_full_run_writes_the_paper_report(tmp_path):
     assert "score_copy" in comparison and " ± " in comparison
 
 
+class NoisyScoreMethod(ScoreMethod):
+    """Each fit sees the score plus its own noise: inner models that differ."""
+
+    def fit(self, train, val, *, seed):
+        noise = np.random.default_rng(seed).normal(0, 0.2, len(self.truth))
+        fitted = yield from ScoreMethod(self.truth.assign(score=self.truth["score"] + noise),
+                                        self.name).fit(train, val, seed=seed)
+        return fitted
+
+
+def test_ensemble_averages_the_inner_models_with_a_pooled_threshold(tmp_path):
+    truth = _truth(seed=2)
+    method = NoisyScoreMethod(truth)
+    config = CVConfig(outer=4, inner=3, seed=5, ensemble=True)
+    run_to_end(run_cv([method], truth, tmp_path, config))
+    merge(tmp_path)
+    splits = pd.read_csv(tmp_path / "splits.tsv", sep="\t")
+    selected = pd.read_csv(tmp_path / "score" / "predictions.tsv", sep="\t")
+    ensemble = pd.read_csv(tmp_path / "score_ensemble" / "predictions.tsv", sep="\t")
+    assert len(ensemble) == len(selected) == len(truth)
+    key = ["subject", "lesion"]
+    for fold in range(1, 5):
+        record = json.loads((tmp_path / "folds" / "score_ensemble" / f"fold-{fold}.json").read_text())
+        assert record["ensemble_of"] == 3
+        train = splits.loc[splits["outer"] != fold, "subject"]
+        inner_seeds = [5 + 100 * fold + inner for inner in (1, 2, 3)]
+        scores = [truth["score"] + np.random.default_rng(s).normal(0, 0.2, len(truth))
+                  for s in inner_seeds]
+        mean = truth[key].assign(expected=np.mean(scores, axis=0))
+        got = ensemble[ensemble["fold"] == fold].merge(mean, on=key)
+        np.testing.assert_allclose(got["prl_probability"], got["expected"], atol=1e-5)
+        # threshold: best F1 over every outer-training lesion, each scored by the inner model
+        # that held its patient out for validation
+        inner = splits.loc[splits["outer"] != fold, ["subject", f"inner_{fold}"]]
+        held_out = truth.reset_index().merge(inner, on="subject")
+        oof = [scores[i - 1][row] for row, i in zip(held_out["index"], held_out[f"inner_{fold}"])]
+        assert record["threshold"] == pytest.approx(best_f1_threshold(held_out["prl"], oof)[0])
+        assert set(got["subject"]).isdisjoint(train)
+    assert (tmp_path / "score_ensemble" / "report.md").exists()
+
+
 def test_fold_by_fold_then_merge_equals_full_run(tmp_path):
     truth = _truth(seed=4)
     config = CVConfig(outer=4, inner=3, seed=3)

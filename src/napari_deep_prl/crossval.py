@@ -7,6 +7,12 @@ inner validation part, which also fixes its decision threshold (best validation 
 model with the best validation F1 is kept and tested once on the outer fold's patients, which it
 has never seen. Every lesion is thus tested exactly once, by a model chosen without it.
 
+With ``CVConfig(ensemble=True)`` each method is also reported as ``<name>_ensemble``, from the
+same inner models at no extra training: the outer fold is scored by the mean probability of all
+inner models, cut at the threshold with the best F1 on their pooled inner-validation predictions
+(every outer-training patient, scored by the inner model that did not train on it: a threshold
+chosen on all of them rather than on one inner fold's few PRLs).
+
 A *method* is anything with ``name``, ``options()`` and ``fit(train_subjects, val_subjects,
 seed=...)`` (a progress generator returning a :class:`Fitted`): Deep-PRL, its ablations and the
 baselines (:mod:`napari_deep_prl.methods`) plug in alike.
@@ -30,7 +36,7 @@ from typing import Protocol
 import pandas as pd
 
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import metrics_from_predictions
+from napari_deep_prl.evaluate import best_f1_threshold, metrics_from_predictions
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.report import json_ready, write_comparison, write_method_report
 from napari_deep_prl.splits import fold_subjects, nested_splits
@@ -38,6 +44,8 @@ from napari_deep_prl.tables import write_atomic, write_table
 
 PREDICTION_COLUMNS = ("subject", "lesion", "fold", "prl_truth", "prl_probability",
                       "prl_prediction")
+#: Suffix of the method name under which the inner-model ensemble is reported.
+ENSEMBLE = "_ensemble"
 
 
 class Fitted(Protocol):
@@ -70,6 +78,7 @@ class CVConfig:
     outer: int = 5
     inner: int = 3
     seed: int = 0
+    ensemble: bool = False
 
 
 def lesion_truth(cohort: Sequence, *, exclude_confluent: bool = True
@@ -107,11 +116,13 @@ def split_digest(splits: pd.DataFrame) -> str:
 
 
 def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: int, *,
-             seed: int = 0) -> Generator[Progress, None, tuple[dict, pd.DataFrame]]:
-    """Inner model selection and outer test of one fold; returns (record, predictions)."""
+             seed: int = 0, ensemble: bool = False
+             ) -> Generator[Progress, None, list[tuple[dict, pd.DataFrame]]]:
+    """Inner model selection and outer test of one fold: ``[(record, predictions)]``, the
+    selected inner model's, then (``ensemble=True``) the inner-model ensemble's."""
     start = time.perf_counter()
     inner_folds = sorted(set(splits[f"inner_{fold}"]) - {0})
-    records, best = [], None
+    records, fits, validation = [], [], []
     yield Progress(0, len(inner_folds), "inner fit", f"{method.name} fold {fold}")
     for inner in inner_folds:
         train, val = fold_subjects(splits, fold, inner)
@@ -119,38 +130,59 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
         records.append({"inner": inner, "val_f1": float(fitted.val_f1),
                         "threshold": float(fitted.threshold),
                         "train_subjects": len(train), "val_subjects": len(val)})
-        if best is None or fitted.val_f1 > best[1].val_f1:
-            best = (inner, fitted)
+        fits.append(fitted)
+        if ensemble:
+            validation.append(_scored(fitted, truth, val, method.name))
         yield Progress(inner, len(inner_folds), "inner fit", f"{method.name} fold {fold}",
                        {"val_f1": float(fitted.val_f1)})
-    selected, model = best
+    best = max(range(len(fits)), key=lambda i: fits[i].val_f1)  # first of equals
     _, test = fold_subjects(splits, fold)
-    predictions = _test_predictions(model, truth, test, fold, method.name)
-    record = {
-        "method": method.name, "fold": fold, "outer": int(splits["outer"].max()),
-        "inner": len(inner_folds), "seed": seed, "options": method.options(),
-        "split": split_digest(splits), "inner_folds": records, "selected_inner": selected,
-        "threshold": float(model.threshold), "test_subjects": test,
-        "metrics": metrics_from_predictions(predictions["prl_truth"],
-                                            predictions["prl_probability"],
-                                            threshold=model.threshold),
-        "seconds": round(time.perf_counter() - start, 1),
+    tested = [_scored(fits[best], truth, test, method.name)]
+    common = {
+        "fold": fold, "outer": int(splits["outer"].max()), "inner": len(inner_folds),
+        "seed": seed, "options": method.options(), "split": split_digest(splits),
+        "inner_folds": records, "test_subjects": test,
     }
-    return record, predictions
+    variants = [(method.name, tested[0], float(fits[best].threshold),
+                 {"selected_inner": inner_folds[best]})]
+    if ensemble:
+        pooled = pd.concat(validation, ignore_index=True)
+        threshold, _ = best_f1_threshold(pooled["prl"], pooled["prl_probability"])
+        tested += [_scored(f, truth, test, method.name) for f in fits[:best] + fits[best + 1:]]
+        mean = pd.concat(tested).groupby(["subject", "lesion"], sort=False,
+                                         as_index=False)["prl_probability"].mean()
+        scored = tested[0].drop(columns="prl_probability").merge(mean, on=["subject", "lesion"])
+        variants.append((method.name + ENSEMBLE, scored, threshold,
+                         {"ensemble_of": len(fits)}))
+    seconds = round(time.perf_counter() - start, 1)
+    results = []
+    for name, scored, threshold, extra in variants:
+        predictions = _prediction_table(scored, fold, threshold)
+        record = {"method": name, **common, **extra, "threshold": threshold,
+                  "metrics": metrics_from_predictions(predictions["prl_truth"],
+                                                      predictions["prl_probability"],
+                                                      threshold=threshold),
+                  "seconds": seconds}
+        results.append((record, predictions))
+    return results
 
 
-def _test_predictions(model: Fitted, truth: pd.DataFrame, test: list[str], fold: int,
-                      method: str) -> pd.DataFrame:
-    expected = truth[truth["subject"].isin(test)]
-    got = model.predict(test)[["subject", "lesion", "prl_probability"]]
+def _scored(model: Fitted, truth: pd.DataFrame, subjects: list[str], method: str
+            ) -> pd.DataFrame:
+    """``subject, lesion, prl, prl_probability`` of every tested lesion of ``subjects``."""
+    expected = truth[truth["subject"].isin(subjects)]
+    got = model.predict(subjects)[["subject", "lesion", "prl_probability"]]
     table = expected.merge(got, on=["subject", "lesion"], how="left", validate="one_to_one")
     if table["prl_probability"].isna().any():
         missing = table.loc[table["prl_probability"].isna(), ["subject", "lesion"]]
-        raise RuntimeError(f"{method} gave no probability for {len(missing)} test lesions, "
+        raise RuntimeError(f"{method} gave no probability for {len(missing)} lesions, "
                            f"e.g. {missing.iloc[0].tolist()}")
-    table["fold"] = fold
-    table["prl_truth"] = table.pop("prl").astype(int)
-    table["prl_prediction"] = (table["prl_probability"] >= model.threshold).astype(int)
+    return table
+
+
+def _prediction_table(scored: pd.DataFrame, fold: int, threshold: float) -> pd.DataFrame:
+    table = scored.assign(fold=fold, prl_truth=scored["prl"].astype(int),
+                          prl_prediction=(scored["prl_probability"] >= threshold).astype(int))
     return table[list(PREDICTION_COLUMNS)]
 
 
@@ -173,16 +205,19 @@ def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
     return path
 
 
-def _done(method: Method, out_dir: Path, fold: int, splits: pd.DataFrame) -> bool:
-    record_path, _ = fold_paths(out_dir, method.name, fold)
-    if not record_path.exists():
-        return False
-    record = json.loads(record_path.read_text())
-    if record["options"] != json_ready(method.options()) or record["split"] != split_digest(splits):
-        raise InputError(f"{record_path}: fold {fold} of {method.name} was run with other "
-                         "settings or another split. Delete that folder or use a new report "
-                         "folder.")
-    return True
+def _done(method: Method, out_dir: Path, fold: int, splits: pd.DataFrame,
+          ensemble: bool) -> bool:
+    """Whether the fold's results are all there (refusing ones run with other settings)."""
+    names = [method.name, method.name + ENSEMBLE] if ensemble else [method.name]
+    records = [fold_paths(out_dir, name, fold)[0] for name in names]
+    for record_path in filter(Path.exists, records):
+        record = json.loads(record_path.read_text())
+        if (record["options"] != json_ready(method.options())
+                or record["split"] != split_digest(splits)):
+            raise InputError(f"{record_path}: fold {fold} of {method.name} was run with other "
+                             "settings or another split. Delete that folder or use a new "
+                             "report folder.")
+    return all(path.exists() for path in records)
 
 
 def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
@@ -200,15 +235,19 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     bad = [f for f in folds if not 1 <= f <= config.outer]
     if bad:
         raise InputError(f"fold {bad[0]} does not exist: folds are numbered 1..{config.outer}")
-    jobs = [(m, f) for m in methods for f in folds if not _done(m, out_dir, f, splits)]
+    jobs = [(m, f) for m in methods for f in folds
+            if not _done(m, out_dir, f, splits, config.ensemble)]
     if jobs:
         yield Progress(0, len(jobs), "cv", f"{jobs[0][0].name} fold {jobs[0][1]}")
     for step, (method, fold) in enumerate(jobs, start=1):
-        record, predictions = yield from run_fold(method, truth, splits, fold, seed=config.seed)
-        record_path, tsv_path = fold_paths(out_dir, method.name, fold)
-        write_table(predictions, tsv_path)  # the record last: its presence marks the fold done
-        text = json.dumps(json_ready(record), indent=2)
-        write_atomic(record_path, lambda fh: fh.write(text))
+        results = yield from run_fold(method, truth, splits, fold, seed=config.seed,
+                                      ensemble=config.ensemble)
+        for record, predictions in results:
+            record_path, tsv_path = fold_paths(out_dir, record["method"], fold)
+            write_table(predictions, tsv_path)  # the record last: it marks the fold done
+            text = json.dumps(json_ready(record), indent=2)
+            write_atomic(record_path, lambda fh: fh.write(text))
+        record = results[0][0]
         yield Progress(step, len(jobs), "cv", f"{method.name} fold {fold}",
                        {"f1": record["metrics"]["f1"], "roc_auc": record["metrics"]["roc_auc"]})
     return splits

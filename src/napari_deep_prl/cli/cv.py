@@ -57,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--keep-confluent", action="store_true",
                    help="also test confluent lesions (the paper excluded them)")
+    p.add_argument("--ensemble", action="store_true",
+                   help="also report each method's inner models averaged (as METHOD_ensemble)")
     p.add_argument("--cache", type=Path, help="folder keeping the cohort's patches between jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -77,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs < 1:
         raise InputError(f"--epochs {args.epochs}: train at least one epoch")
     cohort = open_cohort(args.manifest)
-    config = CVConfig(outer=args.outer, inner=args.inner, seed=args.seed)
+    config = CVConfig(outer=args.outer, inner=args.inner, seed=args.seed,
+                      ensemble=args.ensemble)
     settings = MethodSettings(epochs=args.epochs, preset=args.preset, device=args.device,
                               patch_size=args.patch_size,
                               exclude_confluent=not args.keep_confluent, cache=args.cache)
