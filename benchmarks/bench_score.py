@@ -7,7 +7,9 @@
   images, median of repeated runs.
 
 Targets (issue 3): >= 200 lesions/s; end-to-end <= 2x the load time. A random-weight model is
-used: the cost does not depend on the weights. Run: ``python benchmarks/bench_score.py [THREADS]``.
+used: the cost does not depend on the weights. Also printed: the bound that the convolutions set
+(each timed alone at its shape in the model, :func:`timing.convolution_seconds`). Run:
+``python benchmarks/bench_score.py [THREADS]``.
 """
 
 from __future__ import annotations
@@ -26,8 +28,7 @@ from napari_deep_prl.progress import run_to_end
 from napari_deep_prl.score import predict_patches, score_cohort
 from napari_deep_prl.simulate import simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject
-from timing import median_seconds
-
+from timing import convolution_seconds, median_seconds
 
 
 def main() -> None:
@@ -42,6 +43,9 @@ def main() -> None:
         n = len(x) if not tta else 128
         seconds = median_seconds(lambda: predict_patches([checkpoint], x[:n], tta=tta, device="cpu"))
         print(f"network, {'8-view TTA' if tta else 'one view  '}: {n / seconds:7.1f} lesions/s")
+    conv, first = convolution_seconds(checkpoint.model, torch.from_numpy(x[:64]), backward=False)
+    print(f"convolutions alone (each timed on its own): {64 / conv:7.1f} lesions/s at best; those "
+          f"at full resolution (the first block) take {first / conv:.0%} of it")
 
     sim = simulate_subject(0, n_lesions=50, voxel_size=(1.0, 1.0, 1.0), fov_mm=(160.0, 192.0, 160.0))
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,6 +6,9 @@ augmentation, focal loss, Adam) on random 28³ patches and times the training st
 the achieved GFLOP/s (the model's training FLOPs per patch, see
 :func:`napari_deep_prl.model.flops_per_patch`, times patches/s) and that rate as a fraction of
 the float32 matmul rate measured in the same run (2048² matrices, best of before/after).
+Then the bound that the convolutions set: each of the model's convolutions timed alone, forward
+and backward, at its shape in the model (:func:`timing.convolution_seconds`) — the rate the
+whole step could reach if batch norm, activations, pooling and the optimiser cost nothing.
 
 Target (issue 3): the default preset trains at >= 50 % of the matmul rate. The paper preset's
 figures are printed for the record. Run: ``python benchmarks/bench_train.py [--steps N]``.
@@ -24,6 +27,7 @@ from napari_deep_prl.dataset import PatchSet
 from napari_deep_prl.model import PRESETS, count_parameters, DeepPRL, flops_per_patch
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.train import TrainConfig, train
+from timing import convolution_seconds
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
@@ -79,6 +83,13 @@ def main() -> None:
         print(f"{preset:8s} {count_parameters(DeepPRL(config)):>10,} params  "
               f"{flops_per_patch(config) / 1e9:6.3f} GFLOP fwd/patch  {flops / 1e9:6.3f} GFLOP train/patch  "
               f"{rate:7.1f} patches/s  {achieved:6.1f} GFLOP/s = {achieved / peak:5.1%} of matmul")
+    batch = torch.rand(args.batch_size, 3, 28, 28, 28)
+    conv, first = convolution_seconds(DeepPRL(PRESETS["default"]), batch, backward=True)
+    flops = flops_per_patch(PRESETS["default"], training=True) * args.batch_size
+    print(f"default  convolutions alone (forward + backward, each timed on its own): "
+          f"{args.batch_size / conv:.1f} patches/s = {flops / conv / 1e9 / peak:.1%} of matmul at "
+          f"best; those at full resolution (the first block) take {first / conv:.0%} of it")
+
 
 
 if __name__ == "__main__":
