@@ -148,6 +148,15 @@ def test_complex_phase_refused(write_subject, tmp_path, save_nifti):
         load_subject(cplx, paths.mp2rage, paths.mask)
 
 
+@pytest.mark.parametrize("fill, message", [(np.nan, "no finite voxel"), (0.0, "blank: every voxel is 0")])
+def test_blank_images_refused_naming_the_file(write_subject, tmp_path, save_nifti, fill, message):
+    paths = write_subject()
+    blank = save_nifti(tmp_path / "blank_mp2rage.nii.gz", np.full((32, 32, 24), fill, np.float32))
+    with pytest.raises(InputError, match=message) as error:
+        load_subject(paths.phase, blank, paths.mask)
+    assert "blank_mp2rage.nii.gz" in str(error.value)
+
+
 def test_singular_affine_refused(write_subject, tmp_path, save_nifti):
     paths = write_subject()
     bad = save_nifti(tmp_path / "flat_affine_phase.nii", np.zeros((32, 32, 24), np.float32))

@@ -220,9 +220,17 @@ def _check_same_grid(ref_path: Path, ref: nib.Nifti1Image, path: Path, img: nib.
 
 
 def _as_float(data: np.ndarray, path: Path) -> np.ndarray:
+    """Float32 intensities; NaN/Inf become 0 (with a warning), a blank image is refused."""
     out = np.asarray(data, dtype=np.float32)
     bad = ~np.isfinite(out)
     n_bad = int(bad.sum())
+    if n_bad == out.size:
+        raise file_error(path, "the image has no finite voxel (every voxel is NaN or Inf)",
+                         "Check that the right file is given and re-export it.")
+    low, high = np.min(out, where=~bad, initial=np.inf), np.max(out, where=~bad, initial=-np.inf)
+    if low == high:
+        raise file_error(path, f"the image is blank: every voxel is {low:g}",
+                         "Check that the right file is given and re-export it.")
     if n_bad:
         out = np.where(bad, np.float32(0), out)
         warnings.warn(f"{path}: {n_bad} NaN/Inf voxels replaced with 0.", InputWarning, stacklevel=3)
