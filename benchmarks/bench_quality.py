@@ -14,7 +14,10 @@ piecewise, e.g. one fold or one method per call, in parallel if cores allow; a c
         [--methods ...] [--fold 1 --fold 2 ...] [--work out/bench_quality] [--ensemble]
         [--report-only]
 
-The table is printed over the outer folds every method has finished. Each call must use the
+The table is printed over the outer folds every method has finished, then what the simulator's
+truth says about the errors: each method's ROC AUC of the PRLs against each kind of non-PRL
+lesion (plain, central vein, vein-adjacent, homogeneously paramagnetic...) and its recall of
+full and partial rims, from the pooled out-of-fold predictions. Each call must use the
 same settings for a method (a fold run with other epochs is refused, not mixed in).
 """
 
@@ -123,6 +126,31 @@ def main() -> None:
         "epochs": f"{args.epochs}, lr {args.lr or 'default'}, patch {args.patch_size}",
         "preset": args.preset,
     })
+    print_by_kind(report, args.work / "cohort" / "lesions_truth.tsv")
+
+
+def print_by_kind(report: Path, truth_table: Path) -> None:
+    """Per lesion kind of the simulator: where each method's errors are (pooled folds)."""
+    from sklearn.metrics import roc_auc_score
+
+    kinds = pd.read_csv(truth_table, sep="\t", dtype={"subject": str})[["subject", "lesion", "kind"]]
+    tables = {p.name: pd.read_csv(p / "predictions.tsv", sep="\t", dtype={"subject": str})
+              for p in sorted(report.iterdir()) if (p / "predictions.tsv").exists()}
+    common = set.intersection(*(set(t["fold"]) for t in tables.values()))
+    columns = {}
+    for method, scored in tables.items():
+        scored = scored[scored["fold"].isin(common)].merge(kinds, on=["subject", "lesion"],
+                                                            validate="one_to_one")
+        prls, column = scored[scored["prl_truth"] == 1], {}
+        for kind, group in scored[scored["prl_truth"] == 0].groupby("kind"):
+            both = pd.concat([prls, group])
+            column[f"AUC vs {kind} (n={len(group)})"] = roc_auc_score(both["prl_truth"],
+                                                                     both["prl_probability"])
+        for kind, group in prls.groupby("kind"):
+            column[f"recall of {kind} (n={len(group)})"] = group["prl_prediction"].mean()
+        columns[method] = column
+    print(f"\nby lesion kind (pooled out-of-fold predictions, folds {sorted(common)}):\n")
+    print(pd.DataFrame(columns).to_string(float_format="%.3f"))
 
 
 if __name__ == "__main__":
