@@ -10,6 +10,8 @@ restarts by itself after every K new labels and the project is re-scored, after 
 
 from __future__ import annotations
 
+import math
+
 import threading
 from collections.abc import Generator
 from dataclasses import replace
@@ -69,6 +71,12 @@ class LossCurve(FigureCanvasQTAgg):
 
     def add(self, metrics: dict[str, float], epoch: int) -> None:
         self.epochs.append({"epoch": epoch, **metrics})
+        self.redraw()
+
+    def show_history(self, history: list[dict[str, float]]) -> None:
+        """The finished run's own record: every epoch, whatever progress events were missed."""
+        self.epochs = [{k: v for k, v in h.items() if k == "epoch" or math.isfinite(v)}
+                       for h in history]
         self.redraw()
 
     def redraw(self) -> None:
@@ -215,6 +223,7 @@ class FinetuneBox(QGroupBox):
     def _done(self, result: FinetuneResult | tuple[FinetuneResult, str]) -> None:
         result, version = result if isinstance(result, tuple) else (result, result.checkpoint.id)
         self.result = result
+        self.curve.show_history(result.train.history)
         self.panel.use_model(result.checkpoint, result.path)
         best = next(h for h in result.train.history if h["epoch"] == result.train.best_epoch)
         stopped = " (cancelled: best model so far)" if result.train.stopped else ""
