@@ -91,6 +91,5 @@ def main() -> None:
           f"best; those at full resolution (the first block) take {first / conv:.0%} of it")
 
 
-
 if __name__ == "__main__":
     main()

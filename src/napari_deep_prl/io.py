@@ -224,10 +224,11 @@ def _as_float(data: np.ndarray, path: Path) -> np.ndarray:
     out = np.asarray(data, dtype=np.float32)
     bad = ~np.isfinite(out)
     n_bad = int(bad.sum())
-    if n_bad == out.size:
+    finite = out[~bad] if n_bad else out  # a copy only in the rare case of NaN/Inf voxels
+    if finite.size == 0:
         raise file_error(path, "the image has no finite voxel (every voxel is NaN or Inf)",
                          "Check that the right file is given and re-export it.")
-    low, high = np.min(out, where=~bad, initial=np.inf), np.max(out, where=~bad, initial=-np.inf)
+    low, high = finite.min(), finite.max()
     if low == high:
         raise file_error(path, f"the image is blank: every voxel is {low:g}",
                          "Check that the right file is given and re-export it.")

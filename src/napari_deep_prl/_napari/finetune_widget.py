@@ -11,7 +11,6 @@ restarts by itself after every K new labels and the project is re-scored, after 
 from __future__ import annotations
 
 import math
-
 import threading
 from collections.abc import Generator
 from dataclasses import replace
