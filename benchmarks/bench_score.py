@@ -43,7 +43,8 @@ def main() -> None:
         n = len(x) if not tta else 128
         seconds = median_seconds(lambda: predict_patches([checkpoint], x[:n], tta=tta, device="cpu"))
         print(f"network, {'8-view TTA' if tta else 'one view  '}: {n / seconds:7.1f} lesions/s")
-    conv, first = convolution_seconds(checkpoint.model, torch.from_numpy(x[:64]), backward=False)
+    fast = checkpoint.inference_model(torch.device("cpu"))  # what predict_patches runs
+    conv, first = convolution_seconds(fast, torch.from_numpy(x[:64]), backward=False)
     print(f"convolutions alone (each timed on its own): {64 / conv:7.1f} lesions/s at best; those "
           f"at full resolution (the first block) take {first / conv:.0%} of it")
 

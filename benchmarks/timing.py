@@ -43,10 +43,10 @@ def convolution_seconds(model: torch.nn.Module, x: torch.Tensor, *, backward: bo
     total = full = 0.0
     for conv, shape in shapes:
         layer = torch.nn.Conv3d(conv.in_channels, conv.out_channels, conv.kernel_size,
-                                padding=conv.padding, bias=conv.bias is not None)
+                                padding=conv.padding, bias=conv.bias is not None, groups=conv.groups)
         layer = layer.to(memory_format=torch.channels_last_3d)
         inp = torch.rand(len(x), *shape[1:]).contiguous(memory_format=torch.channels_last_3d)
-        inp.requires_grad_(backward and conv.in_channels > 1)  # the raw input needs no gradient
+        inp.requires_grad_(backward and conv.in_channels > conv.groups)  # the raw input needs no gradient
 
         def run() -> None:
             if backward:  # a gradient in the output's layout (a broadcast one is much slower)

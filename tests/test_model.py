@@ -3,7 +3,8 @@ import torch
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.losses import focal_loss
-from napari_deep_prl.model import FUSIONS, PRESETS, DeepPRL, ModelConfig, count_parameters, flops_per_patch, model_config
+from napari_deep_prl.model import (FUSIONS, PRESETS, DeepPRL, ModelConfig, count_parameters, flops_per_patch,
+                                   inference_copy, model_config)
 
 from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
 
@@ -27,6 +28,26 @@ def test_concat_fusion_feeds_mask_features_to_the_image_branches():
                                                               fc=(8,), fusion="none"), SIZE)
     assert concat.phase_branch.blocks[1][0].in_channels == 4
     assert none.phase_branch.blocks[1][0].in_channels == 2
+
+
+@pytest.mark.parametrize("fusion", FUSIONS)
+def test_the_inference_copy_computes_the_same_logits(fusion):
+    """Batch norms folded into the convolutions, the three first blocks run as one grouped block."""
+    model = DeepPRL(model_config("default", widths=(2, 4), reduction=2, fc=(8,), fusion=fusion), SIZE)
+    for _ in range(3):  # batch-norm statistics away from their initial 0 / 1
+        model(torch.rand(4, 3, SIZE, SIZE, SIZE) * 3 - 1)
+    model.eval()
+    fast = inference_copy(model, torch.device("cpu"))
+    assert fast.grouped_first_blocks is not None and model.grouped_first_blocks is None
+    assert fast.grouped_first_blocks[0].groups == 3
+    x = torch.rand(5, 3, SIZE, SIZE, SIZE)
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-5)
+        grouped = fast.grouped_first_blocks(x).split(2, dim=1)
+        for channel, branch in enumerate((fast.mp2rage_branch, fast.phase_branch, fast.mask_branch)):
+            assert torch.allclose(grouped[channel], branch.blocks[0](x[:, channel:channel + 1]), atol=1e-5)
+    with pytest.raises(InputError, match="fold batch norms"):
+        DeepPRL(TINY, SIZE).group_first_blocks()
 
 
 def test_config_round_trip_and_errors():

@@ -141,7 +141,7 @@ def view_samples(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool 
     torch_device = resolve_device(device)
     views = TTA_VIEWS if tta else ((),)
     with torch.inference_mode():
-        logits = torch.cat([predict_views(c.model, x, torch_device, views) for c in checkpoints])
+        logits = torch.cat([predict_views(c.inference_model(torch_device), x, torch_device, views) for c in checkpoints])
     return torch.sigmoid(logits.double()).numpy()
 
 

@@ -25,7 +25,7 @@ import torch
 
 from napari_deep_prl import __version__
 from napari_deep_prl.errors import CheckpointError, DeepPRLError
-from napari_deep_prl.model import DeepPRL, ModelConfig
+from napari_deep_prl.model import DeepPRL, ModelConfig, inference_copy
 from napari_deep_prl.patches import CHANNELS, PatchConfig
 
 FORMAT = "napari-deep-prl checkpoint"
@@ -40,6 +40,8 @@ class Checkpoint:
     threshold: float
     patch_config: PatchConfig
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: Inference copies of ``model`` by device, built on first use (the weights never change).
+    _inference: dict[str, DeepPRL] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def model_config(self) -> ModelConfig:
@@ -53,6 +55,13 @@ class Checkpoint:
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
+
+    def inference_model(self, device: torch.device) -> DeepPRL:
+        """The model prepared for fast inference on ``device`` (:func:`inference_copy`), cached."""
+        key = str(device)
+        if key not in self._inference:
+            self._inference[key] = inference_copy(self.model, device)
+        return self._inference[key]
 
     def describe(self) -> dict[str, Any]:
         """Everything but the weights, as JSON-serialisable data (what the file's metadata holds)."""

@@ -26,12 +26,14 @@ Presets (patch 28³, forward cost; run ``python -m napari_deep_prl.model`` to pr
 
 from __future__ import annotations
 
+import copy
 import itertools
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from napari_deep_prl.errors import InputError
 
@@ -115,10 +117,9 @@ class _Branch(nn.Module):
         self.reduce = nn.Sequential(nn.Conv3d(w[-1], config.reduction, 1, bias=False),
                                     BatchNorm3d(config.reduction), nn.ReLU(inplace=True))
 
-    def forward(self, x: torch.Tensor, mask_features: torch.Tensor | None = None,
-                gate: nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flattened reduced features, and the first block's output (the mask features)."""
-        first = self.blocks[0](x)
+    def forward(self, first: torch.Tensor, mask_features: torch.Tensor | None = None,
+                gate: nn.Module | None = None) -> torch.Tensor:
+        """Flattened reduced features from the first block's output (and the mask's)."""
         h = first
         if gate is not None:
             h = h * torch.sigmoid(gate(mask_features))
@@ -126,7 +127,7 @@ class _Branch(nn.Module):
             h = torch.cat([h, mask_features], dim=1)
         for block in self.blocks[1:]:
             h = block(h)
-        return self.reduce(h).flatten(1), first
+        return self.reduce(h).flatten(1)
 
 
 class DeepPRL(nn.Module):
@@ -150,14 +151,76 @@ class DeepPRL(nn.Module):
         for a, b in itertools.pairwise(sizes):
             head += [nn.Dropout(config.dropout), nn.Linear(a, b), nn.ReLU(inplace=True)]
         self.head = nn.Sequential(*head, nn.Dropout(config.dropout), nn.Linear(sizes[-1], 1))
+        #: The three first blocks as one grouped block, on inference copies only (see below).
+        self.grouped_first_blocks: nn.Sequential | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask_out, mask_first = self.mask_branch(x[:, MASK:MASK + 1])
-        fuse = None if self.config.fusion == "none" else mask_first
+        mp2rage, phase, mask = self._first_blocks(x)
+        fuse = None if self.config.fusion == "none" else mask
         gates = self.gates if self.gates is not None else (None, None)
-        mp2rage_out, _ = self.mp2rage_branch(x[:, MP2RAGE:MP2RAGE + 1], fuse, gates[0])
-        phase_out, _ = self.phase_branch(x[:, PHASE:PHASE + 1], fuse, gates[1])
-        return self.head(torch.cat([mask_out, mp2rage_out, phase_out], dim=1)).squeeze(1)
+        features = [self.mask_branch(mask), self.mp2rage_branch(mp2rage, fuse, gates[0]),
+                    self.phase_branch(phase, fuse, gates[1])]
+        return self.head(torch.cat(features, dim=1)).squeeze(1)
+
+    def _first_blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The MP2RAGE, phase and mask branches' first-block outputs."""
+        if self.grouped_first_blocks is not None:
+            return self.grouped_first_blocks(x).split(self.config.widths[0], dim=1)
+        return tuple(branch.blocks[0](x[:, i:i + 1]) for i, branch in enumerate(self._branches()))
+
+    def _branches(self) -> tuple[_Branch, _Branch, _Branch]:
+        """The branches in input-channel order (:data:`MP2RAGE`, :data:`PHASE`, :data:`MASK`)."""
+        return self.mp2rage_branch, self.phase_branch, self.mask_branch
+
+    def group_first_blocks(self) -> None:
+        """Run the three first blocks as one convolution per layer over the whole patch.
+
+        Each group of the grouped convolutions sees one input channel and holds that branch's
+        weights, so the network computes the same function; at full resolution one grouped
+        convolution is cheaper on a CPU than three on single-channel copies of the patch
+        (inference about 1.25 × faster). Training keeps the separate blocks: their backward
+        pass is the faster one. Batch norms must be folded into the convolutions first
+        (:func:`inference_copy` does both).
+        """
+        blocks = [branch.blocks[0] for branch in self._branches()]
+        self.grouped_first_blocks = nn.Sequential(*(_grouped(layers) for layers in zip(*blocks)))
+
+
+def _grouped(layers: tuple[nn.Module, ...]) -> nn.Module:
+    """One layer doing the work of ``layers`` (one per branch) side by side on stacked channels."""
+    first = layers[0]
+    if isinstance(first, nn.Conv3d):
+        conv = nn.Conv3d(first.in_channels * len(layers), first.out_channels * len(layers),
+                         first.kernel_size, padding=first.padding, groups=len(layers),
+                         bias=first.bias is not None).to(first.weight.device)
+        with torch.no_grad():
+            conv.weight.copy_(torch.cat([layer.weight for layer in layers]))
+            if conv.bias is not None:
+                conv.bias.copy_(torch.cat([layer.bias for layer in layers]))
+        return conv
+    if isinstance(first, (nn.ReLU, nn.Identity, nn.MaxPool3d)):  # no parameters: shared
+        return first
+    raise InputError(f"cannot group a {type(first).__name__} layer; fold batch norms into the "
+                     "convolutions first (inference_copy)")
+
+
+def inference_copy(model: DeepPRL, device: torch.device) -> DeepPRL:
+    """An eval-mode copy on ``device``, the same function computed faster.
+
+    Each batch norm is folded into the preceding convolution (one pass less over every feature
+    map) and the three branches' first blocks run as one grouped block
+    (:meth:`DeepPRL.group_first_blocks`).
+    """
+    fused = copy.deepcopy(model).eval()
+    for module in fused.modules():
+        if isinstance(module, nn.Sequential):
+            for i in range(len(module) - 1):
+                if isinstance(module[i], nn.Conv3d) and isinstance(module[i + 1], nn.BatchNorm3d):
+                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
+                    module[i + 1] = nn.Identity()
+    fused.group_first_blocks()
+    fused.to(device)
+    return fused.to(memory_format=torch.channels_last_3d) if device.type == "cpu" else fused
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -63,7 +63,7 @@ def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bo
         raise InputError("no model given; pass at least one checkpoint")
     torch_device = resolve_device(device)
     views = TTA_VIEWS if tta else ((),)
-    logits = np.concatenate([predict_views(c.model, x, torch_device, views, batch_size).numpy()
+    logits = np.concatenate([predict_views(c.inference_model(torch_device), x, torch_device, views, batch_size).numpy()
                              for c in checkpoints])
     probability = 1 / (1 + np.exp(-logits.astype(np.float64)))
     spread = probability.std(axis=0, ddof=1) if len(probability) > 1 else np.full(len(x), np.nan)

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from napari_deep_prl.augment import AugmentConfig, augment_batch
 from napari_deep_prl.checkpoint import Checkpoint
@@ -47,7 +47,7 @@ from napari_deep_prl.dataset import PatchSet
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.evaluate import best_f1_threshold, roc_auc
 from napari_deep_prl.losses import focal_loss
-from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig
+from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig, inference_copy
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.splits import assign_folds
 
@@ -71,10 +71,15 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=lambda: PRESETS["default"])
     #: The model before training competes for the best validation score (see the module doc).
     keep_start: bool = True
+    #: Decay of the exponential moving average of the weights that is validated and kept
+    #: (0: the raw weights). Its time constant is capped at a tenth of the run's steps.
+    ema_decay: float = 0.99
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not 0 < self.val_fraction < 1:
             raise InputError("epochs must be >= 0, batch_size >= 1 and val_fraction in (0, 1)")
+        if not 0 <= self.ema_decay < 1:
+            raise InputError(f"ema_decay {self.ema_decay} must be in [0, 1) (0 turns the average off)")
 
 
 @dataclass
@@ -142,9 +147,11 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         optimiser, lambda t: max(0.0, 1 - t / max(total_steps, 1)) ** config.poly_power)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
+    average = _averaged(model, config.ema_decay, total_steps)
+    kept = average.module if average is not None else model  # the weights validated and kept
 
-    history = [{"epoch": 0, "loss": float("nan"), **_validate(model, validation, config, device)}]
-    start = _Best(history[0], model)
+    history = [{"epoch": 0, "loss": float("nan"), **_validate(kept, validation, config, device)}]
+    start = _Best(history[0], kept)
     best = start if config.keep_start else None
     yield Progress(0, config.epochs, "epoch", "before training", _shown(history[0]))
     stopped = False
@@ -158,18 +165,20 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
             rows = _balanced_rows(rng, positives, negatives, config.batch_size)
             losses.append(_step(model, optimiser, training, rows, config, generator, device))
             scheduler.step()
+            if average is not None:
+                average.update_parameters(model)
             yield Progress(step + 1, steps_per_epoch, "batch", f"epoch {epoch}", {"loss": losses[-1]})
         if not losses:
             break
         record = {"epoch": epoch, "loss": float(np.mean(losses)),
-                  **_validate(model, validation, config, device)}
+                  **_validate(kept, validation, config, device)}
         if stopped:
             record["partial"] = True
         history.append(record)
         if best is None:
-            best = _Best(record, model)
+            best = _Best(record, kept)
         else:
-            best.offer(record, model)
+            best.offer(record, kept)
         yield Progress(epoch, config.epochs, "epoch", "stopped" if stopped else "", _shown(record))
         if stopped:
             break
@@ -192,6 +201,20 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     checkpoint = Checkpoint(model.to(memory_format=torch.contiguous_format),
                             best.record["threshold"], patches.config, metadata)
     return TrainResult(checkpoint, history, best.record["epoch"], stopped)
+
+
+def _averaged(model: DeepPRL, decay: float, total_steps: int) -> AveragedModel | None:
+    """The exponential moving average of ``model``'s weights and batch-norm statistics.
+
+    Averaging the last steps' weights smooths out the noise of small class-balanced batches,
+    so the model kept (and its threshold) depends less on which step an epoch happened to end
+    on. The time constant ``1 / (1 - decay)`` steps is capped at a tenth of the run, so a short
+    fine-tune is not held back by its starting weights. ``decay`` 0: no average.
+    """
+    if decay == 0:
+        return None
+    decay = min(decay, 1 - 10 / max(total_steps, 20))
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _initial_model(patches: PatchSet, config: TrainConfig, init: Checkpoint | None) -> DeepPRL:
@@ -230,38 +253,28 @@ def _step(model: DeepPRL, optimiser: torch.optim.Optimizer, patches: PatchSet, r
 
 
 def predict_logits(model: DeepPRL, x: np.ndarray, device: torch.device, batch_size: int = 16) -> torch.Tensor:
-    """Logits ``(n,)`` of patches ``x`` in eval mode, in batches (returned on the CPU)."""
-    return predict_views(model, x, device, ((),), batch_size)[0]
+    """Logits ``(n,)`` of patches ``x`` in eval mode, in batches (returned on the CPU).
+
+    For a model still in training (a fresh inference copy each call); scoring uses each
+    checkpoint's cached one (:meth:`Checkpoint.inference_model`).
+    """
+    return predict_views(inference_copy(model, device), x, device, ((),), batch_size)[0]
 
 
 @torch.inference_mode()
-def predict_views(model: DeepPRL, x: np.ndarray, device: torch.device,
+def predict_views(fast: DeepPRL, x: np.ndarray, device: torch.device,
                   views: Sequence[tuple[int, ...]], batch_size: int = 16) -> torch.Tensor:
-    """Logits ``(len(views), n)``: one row per view, a view being the spatial dims to flip.
+    """Logits ``(len(views), n)`` of an inference copy (:func:`model.inference_copy`) on ``device``.
 
-    Runs an inference copy of the model with each batch norm folded into its convolution (one
-    pass less over every feature map); small batches keep the full-resolution maps in cache.
+    One row per view, a view being the spatial dims to flip; small batches keep the
+    full-resolution maps in cache.
     """
-    fused = inference_copy(model, device)
     out = torch.zeros(len(views), len(x))
     for i in range(0, len(x), batch_size):
         batch = _for_device(torch.from_numpy(x[i:i + batch_size]), device)
         for v, dims in enumerate(views):
-            out[v, i:i + len(batch)] = fused(batch.flip(dims) if dims else batch).float().cpu()
+            out[v, i:i + len(batch)] = fast(batch.flip(dims) if dims else batch).float().cpu()
     return out
-
-
-def inference_copy(model: DeepPRL, device: torch.device) -> DeepPRL:
-    """An eval-mode copy on ``device`` with batch norms folded into the preceding convolutions."""
-    fused = copy.deepcopy(model).eval()
-    for module in fused.modules():
-        if isinstance(module, nn.Sequential):
-            for i in range(len(module) - 1):
-                if isinstance(module[i], nn.Conv3d) and isinstance(module[i + 1], nn.BatchNorm3d):
-                    module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
-                    module[i + 1] = nn.Identity()
-    fused.to(device)
-    return fused.to(memory_format=torch.channels_last_3d) if device.type == "cpu" else fused
 
 
 def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device: torch.device) -> dict[str, float]:
