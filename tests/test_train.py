@@ -60,26 +60,6 @@ def test_a_fine_tune_keeps_its_parent_unless_told_to_move_on():
     assert moved.history[moved.best_epoch]["val_loss"] > start["val_loss"]
 
 
-def test_the_kept_weights_are_the_moving_average_of_the_trained_ones():
-    # Two steps of one epoch; the average's time constant is capped at a tenth of the run, so
-    # its decay is 0.5 here: the kept weights are the mean of the weights after steps 1 and 2.
-    patches, base = toy_patches(), replace(TINY_TRAIN, epochs=1, samples_per_epoch=8, keep_start=False)
-
-    def weights(steps: int, ema_decay: float) -> dict[str, torch.Tensor]:
-        config = replace(base, samples_per_epoch=8 * steps, ema_decay=ema_decay)
-        state = run_to_end(train(patches, config)).checkpoint.model.state_dict()
-        return {k: v for k, v in state.items() if v.is_floating_point()}
-
-    first, second, averaged = weights(1, 0.0), weights(2, 0.0), weights(2, 0.99)
-    for name, value in averaged.items():
-        assert torch.allclose(value, (first[name] + second[name]) / 2, atol=1e-6), name
-    assert any(not torch.allclose(averaged[k], second[k]) for k in averaged)
-    one_step = weights(1, 0.99)  # the average starts at the first step's weights
-    assert all(torch.allclose(one_step[k], first[k]) for k in first)
-    with pytest.raises(InputError, match="ema_decay"):
-        replace(base, ema_decay=1.0)
-
-
 def test_stop_keeps_the_best_model_so_far():
     stop = threading.Event()
     gen = train(toy_patches(), TINY_TRAIN, stop=stop)

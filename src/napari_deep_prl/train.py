@@ -38,8 +38,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from napari_deep_prl.augment import AugmentConfig, augment_batch
 from napari_deep_prl.checkpoint import Checkpoint
@@ -71,15 +69,10 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=lambda: PRESETS["default"])
     #: The model before training competes for the best validation score (see the module doc).
     keep_start: bool = True
-    #: Decay of the exponential moving average of the weights that is validated and kept
-    #: (0: the raw weights). Its time constant is capped at a tenth of the run's steps.
-    ema_decay: float = 0.99
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not 0 < self.val_fraction < 1:
             raise InputError("epochs must be >= 0, batch_size >= 1 and val_fraction in (0, 1)")
-        if not 0 <= self.ema_decay < 1:
-            raise InputError(f"ema_decay {self.ema_decay} must be in [0, 1) (0 turns the average off)")
 
 
 @dataclass
@@ -147,11 +140,9 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         optimiser, lambda t: max(0.0, 1 - t / max(total_steps, 1)) ** config.poly_power)
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
-    average = _averaged(model, config.ema_decay, total_steps)
-    kept = average.module if average is not None else model  # the weights validated and kept
 
-    history = [{"epoch": 0, "loss": float("nan"), **_validate(kept, validation, config, device)}]
-    start = _Best(history[0], kept)
+    history = [{"epoch": 0, "loss": float("nan"), **_validate(model, validation, config, device)}]
+    start = _Best(history[0], model)
     best = start if config.keep_start else None
     yield Progress(0, config.epochs, "epoch", "before training", _shown(history[0]))
     stopped = False
@@ -165,20 +156,18 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
             rows = _balanced_rows(rng, positives, negatives, config.batch_size)
             losses.append(_step(model, optimiser, training, rows, config, generator, device))
             scheduler.step()
-            if average is not None:
-                average.update_parameters(model)
             yield Progress(step + 1, steps_per_epoch, "batch", f"epoch {epoch}", {"loss": losses[-1]})
         if not losses:
             break
         record = {"epoch": epoch, "loss": float(np.mean(losses)),
-                  **_validate(kept, validation, config, device)}
+                  **_validate(model, validation, config, device)}
         if stopped:
             record["partial"] = True
         history.append(record)
         if best is None:
-            best = _Best(record, kept)
+            best = _Best(record, model)
         else:
-            best.offer(record, kept)
+            best.offer(record, model)
         yield Progress(epoch, config.epochs, "epoch", "stopped" if stopped else "", _shown(record))
         if stopped:
             break
@@ -201,20 +190,6 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     checkpoint = Checkpoint(model.to(memory_format=torch.contiguous_format),
                             best.record["threshold"], patches.config, metadata)
     return TrainResult(checkpoint, history, best.record["epoch"], stopped)
-
-
-def _averaged(model: DeepPRL, decay: float, total_steps: int) -> AveragedModel | None:
-    """The exponential moving average of ``model``'s weights and batch-norm statistics.
-
-    Averaging the last steps' weights smooths out the noise of small class-balanced batches,
-    so the model kept (and its threshold) depends less on which step an epoch happened to end
-    on. The time constant ``1 / (1 - decay)`` steps is capped at a tenth of the run, so a short
-    fine-tune is not held back by its starting weights. ``decay`` 0: no average.
-    """
-    if decay == 0:
-        return None
-    decay = min(decay, 1 - 10 / max(total_steps, 20))
-    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def _initial_model(patches: PatchSet, config: TrainConfig, init: Checkpoint | None) -> DeepPRL:

@@ -51,8 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"class-balanced samples per epoch ({d.samples_per_epoch})")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help=f"fraction of patients held out for validation ({d.val_fraction})")
-    p.add_argument("--ema-decay", type=float, default=d.ema_decay,
-                   help=f"decay of the weight average that is validated and kept ({d.ema_decay:g}; 0: off)")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--exclude-confluent", action="store_true", help="leave confluent lesions out (as the paper)")
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
@@ -70,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"fusion": args.fusion} if args.fusion else {}
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch,
-        val_fraction=args.val_fraction, seed=args.seed, device=args.device, ema_decay=args.ema_decay,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device,
         model=model_config(args.preset, **overrides),
         augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
     )
