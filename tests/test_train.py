@@ -8,10 +8,12 @@ import torch
 from napari_deep_prl.checkpoint import load_checkpoint
 from napari_deep_prl.dataset import build_patchset
 from napari_deep_prl.errors import InputError
+from napari_deep_prl.evaluate import best_f1_threshold
 from napari_deep_prl.io import read_manifest
+from napari_deep_prl.model import inference_copy
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.train import resolve_device, split_validation, train
+from napari_deep_prl.train import TTA_VIEWS, predict_views, resolve_device, split_validation, train
 
 from model_support import TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
 
@@ -31,7 +33,13 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     assert history[-1]["loss"] < history[1]["loss"]
     assert {"epoch", "batch"} <= {e.stage for e in events}
     assert result.history[result.best_epoch]["val_f1"] == max(h["val_f1"] for h in history)
-    assert result.checkpoint.threshold == result.history[result.best_epoch]["threshold"]
+    # the threshold is chosen again on the kept model's 8-flip averages of the validation lesions
+    validation = patches.select(result.checkpoint.metadata["training"]["val_subjects"])
+    views = torch.sigmoid(predict_views(inference_copy(result.checkpoint.model, torch.device("cpu")),
+                                        validation.x, torch.device("cpu"), TTA_VIEWS)).mean(0)
+    assert result.checkpoint.tta and len(TTA_VIEWS) == 8
+    assert result.checkpoint.threshold == pytest.approx(best_f1_threshold(validation.y, views.numpy())[0], abs=1e-6)
+    assert result.checkpoint.metadata["validation_tta"]["threshold"] == result.checkpoint.threshold
     summary = result.checkpoint.metadata["training"]
     assert not set(summary["train_subjects"]) & set(summary["val_subjects"])
     loaded = load_checkpoint(result.checkpoint.save(tmp_path / "m.pt"))
@@ -39,6 +47,12 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), result.checkpoint.model.eval()(x))
     assert loaded.metadata["validation"]["epoch"] == result.best_epoch
+
+
+def test_without_tta_the_best_epoch_threshold_is_kept():
+    result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, tta=False)))
+    assert not result.checkpoint.tta and "validation_tta" not in result.checkpoint.metadata
+    assert result.checkpoint.threshold == result.history[result.best_epoch]["threshold"]
 
 
 def test_same_seed_same_model():

@@ -45,8 +45,8 @@ from napari_deep_prl.patches import PatchConfig, extract_patches
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.project import Project
 from napari_deep_prl.ratings.queue import Strategy, seeded_shuffle, subject_order
-from napari_deep_prl.score import TTA_VIEWS
-from napari_deep_prl.train import predict_views, resolve_device
+from napari_deep_prl.score import view_probabilities
+from napari_deep_prl.train import resolve_device
 
 METHODS = ("auto", "none", "mc_dropout", "ensemble", "tta")
 #: Queue orders offered to raters; the last three need the project scored by a model.
@@ -138,11 +138,7 @@ def resolve_method(checkpoints: Sequence[Checkpoint], method: str = "auto") -> s
 def view_samples(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool = False,
                  device: str = "auto") -> np.ndarray:
     """PRL probabilities (views × lesions): each checkpoint, under each TTA view if ``tta``."""
-    torch_device = resolve_device(device)
-    views = TTA_VIEWS if tta else ((),)
-    with torch.inference_mode():
-        logits = torch.cat([predict_views(c.inference_model(torch_device), x, torch_device, views) for c in checkpoints])
-    return torch.sigmoid(logits.double()).numpy()
+    return view_probabilities(checkpoints, x, tta=tta, device=device)
 
 
 def estimate(checkpoints: Sequence[Checkpoint], x: np.ndarray, method: str = "auto", *,

@@ -48,6 +48,12 @@ class Checkpoint:
         return self.model.config
 
     @property
+    def tta(self) -> bool:
+        """Whether the threshold was chosen on TTA-averaged validation probabilities (scoring
+        then averages the same views by default); False for checkpoints of older versions."""
+        return bool(self.metadata.get("tta", False))
+
+    @property
     def id(self) -> str:
         """Content hash (16 hex digits) of the weights."""
         digest = hashlib.sha256()

@@ -9,6 +9,10 @@ keep the phase's dipole pattern) give several probabilities per lesion: their me
 and no TTA). The decision ``prl`` is ``prl_probability >= `` the mean of the checkpoints'
 validation thresholds.
 
+``tta=None`` (the default) scores each checkpoint as its threshold was chosen
+(:attr:`Checkpoint.tta`): with TTA for models trained by this version (``TrainConfig.tta``), with
+one view for older ones. ``tta=True`` / ``False`` overrides that for every checkpoint.
+
 When a subject comes with a PRL mask (ground truth), its rows also carry ``prl_truth``
 (:func:`napari_deep_prl.lesions.lesion_table`'s ``prl``) and :func:`truth_metrics` scores the
 decisions against it: an independent test set is scored and evaluated in one call.
@@ -23,7 +27,6 @@ lesion's voxels holding its PRL probability.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,14 +41,11 @@ from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.lesions import Lesions, find_lesions
 from napari_deep_prl.patches import extract_patches
 from napari_deep_prl.progress import Progress
-from napari_deep_prl.train import predict_views, resolve_device
+from napari_deep_prl.train import TTA_VIEWS, predict_views, resolve_device
 
 SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
                  "prl_probability", "prl", "uncertainty", "confluent")
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
-#: TTA views: the spatial dims of a (n, c, x, y, z) batch to flip, identity first.
-TTA_VIEWS: tuple[tuple[int, ...], ...] = tuple(
-    dims for r in range(4) for dims in itertools.combinations((2, 3, 4), r))
 
 
 @dataclass
@@ -56,28 +56,39 @@ class Scores:
     subjects: pd.DataFrame
 
 
-def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool = False,
-                    batch_size: int = 16, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Mean PRL probability and its SD over checkpoints × TTA views (SD NaN for one view)."""
+def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
+                       batch_size: int = 16, device: str = "auto") -> np.ndarray:
+    """PRL probabilities, one row per checkpoint × view (see the module doc for ``tta``)."""
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
     torch_device = resolve_device(device)
-    views = TTA_VIEWS if tta else ((),)
-    logits = np.concatenate([predict_views(c.inference_model(torch_device), x, torch_device, views, batch_size).numpy()
-                             for c in checkpoints])
-    probability = 1 / (1 + np.exp(-logits.astype(np.float64)))
-    spread = probability.std(axis=0, ddof=1) if len(probability) > 1 else np.full(len(x), np.nan)
+    rows = [predict_views(c.inference_model(torch_device), x, torch_device,
+                          TTA_VIEWS if (c.tta if tta is None else tta) else ((),), batch_size).numpy()
+            for c in checkpoints]
+    return 1 / (1 + np.exp(-np.concatenate(rows).astype(np.float64)))
+
+
+def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
+                    batch_size: int = 16, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Mean PRL probability and its SD over checkpoints × views (SD NaN for one view)."""
+    return _mean_and_spread(view_probabilities(checkpoints, x, tta=tta, batch_size=batch_size, device=device))
+
+
+def _mean_and_spread(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample SD over the rows (views); the SD is NaN for one view."""
+    n = probability.shape[1]
+    spread = probability.std(axis=0, ddof=1) if len(probability) > 1 else np.full(n, np.nan)
     return probability.mean(axis=0), spread
 
 
-def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, tta: bool = False,
+def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, tta: bool | None = None,
                   batch_size: int = 16, device: str = "auto") -> pd.DataFrame:
     """One row per lesion of the subject (:data:`SCORE_COLUMNS`)."""
     return _score(subject, find_lesions(subject), checkpoints, tta, batch_size, device)
 
 
 def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence[Checkpoint], *,
-                 tta: bool = False, nifti_dir: str | Path | None = None, batch_size: int = 16,
+                 tta: bool | None = None, nifti_dir: str | Path | None = None, batch_size: int = 16,
                  device: str = "auto", flip_phase: bool = False) -> Generator[Progress, None, Scores]:
     """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``.
 
@@ -125,7 +136,7 @@ def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.n
     return path
 
 
-def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint], tta: bool,
+def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint], tta: bool | None,
            batch_size: int, device: str) -> pd.DataFrame:
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
@@ -136,8 +147,9 @@ def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint]
     for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
         x = extract_patches(subject, lesions, config)
         group = [c for c in checkpoints if c.patch_config == config]
-        probability, spread = predict_patches(group, x, tta=tta, batch_size=batch_size, device=device)
-        members.append((probability, len(group) * (len(TTA_VIEWS) if tta else 1)))
+        views = view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device)
+        probability, spread = _mean_and_spread(views)
+        members.append((probability, len(views)))
         spreads.append(spread)
     probability, uncertainty = _pool(members, spreads)
     threshold = float(np.mean([c.threshold for c in checkpoints]))

@@ -30,6 +30,7 @@ after the current step; the partial epoch is validated and the best model so far
 from __future__ import annotations
 
 import copy
+import itertools
 import threading
 import time
 from collections.abc import Generator, Sequence
@@ -69,6 +70,9 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=lambda: PRESETS["default"])
     #: The model before training competes for the best validation score (see the module doc).
     keep_start: bool = True
+    #: Choose the kept model's threshold on its validation probabilities averaged over the
+    #: :data:`TTA_VIEWS`, the views that scoring then averages by default (see the module doc).
+    tta: bool = True
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not 0 < self.val_fraction < 1:
@@ -175,6 +179,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     best = best or start  # stopped before the first step
     model.load_state_dict(best.state)
     model.eval()
+    kept = _validate(model, validation, config, device, TTA_VIEWS) if config.tta else best.record
     summary = {
         "train_subjects": train_ids, "val_subjects": list(val_subjects),
         "train_patches": len(training), "train_prl_patches": int(positives.size),
@@ -184,11 +189,13 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         "seconds": round(time.perf_counter() - started, 1), "device": str(device),
         "config": _jsonable(asdict(config)),
     }
-    metadata: dict[str, Any] = {"training": summary, "validation": best.record}
+    metadata: dict[str, Any] = {"training": summary, "validation": best.record, "tta": config.tta}
+    if config.tta:
+        metadata["validation_tta"] = kept
     if init is not None:
         metadata["parent"] = init.id
     checkpoint = Checkpoint(model.to(memory_format=torch.contiguous_format),
-                            best.record["threshold"], patches.config, metadata)
+                            kept["threshold"], patches.config, metadata)
     return TrainResult(checkpoint, history, best.record["epoch"], stopped)
 
 
@@ -227,13 +234,11 @@ def _step(model: DeepPRL, optimiser: torch.optim.Optimizer, patches: PatchSet, r
     return float(loss.detach())
 
 
-def predict_logits(model: DeepPRL, x: np.ndarray, device: torch.device, batch_size: int = 16) -> torch.Tensor:
-    """Logits ``(n,)`` of patches ``x`` in eval mode, in batches (returned on the CPU).
-
-    For a model still in training (a fresh inference copy each call); scoring uses each
-    checkpoint's cached one (:meth:`Checkpoint.inference_model`).
-    """
-    return predict_views(inference_copy(model, device), x, device, ((),), batch_size)[0]
+#: Test-time augmentation views: the spatial dims of a ``(n, c, x, y, z)`` batch to flip, identity
+#: first. Flips keep the phase's dipole pattern; averaging over them makes a decision depend less
+#: on the patch's orientation (held-out ROC AUC 0.953 -> 0.973 for one model, see docs/model.md).
+TTA_VIEWS: tuple[tuple[int, ...], ...] = tuple(
+    dims for r in range(4) for dims in itertools.combinations((2, 3, 4), r))
 
 
 @torch.inference_mode()
@@ -252,8 +257,14 @@ def predict_views(fast: DeepPRL, x: np.ndarray, device: torch.device,
     return out
 
 
-def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device: torch.device) -> dict[str, float]:
-    logits = predict_logits(model, validation.x, device)
+def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device: torch.device,
+              views: Sequence[tuple[int, ...]] = ((),)) -> dict[str, float]:
+    """Loss, best F1 and its threshold, ROC AUC on the validation lesions, averaged over ``views``."""
+    logits = predict_views(inference_copy(model, device), validation.x, device, views)
+    if len(views) > 1:  # the logit of the mean probability
+        logits = torch.logit(torch.sigmoid(logits.double()).mean(0), eps=1e-12).float()
+    else:
+        logits = logits[0]
     truth = torch.from_numpy(validation.y.astype(np.float32))
     probability = torch.sigmoid(logits).numpy()
     threshold, f1 = best_f1_threshold(validation.y, probability)

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="score lesions with trained Deep-PRL model(s): PRL probability, decision, uncertainty",
         description="One row per lesion: subject, lesion, x, y, z (voxel centre), x_mm, y_mm, z_mm, "
                     "volume_mm3, prl_probability, prl (0/1 at the models' validation threshold), "
-                    "uncertainty (SD over models x TTA views; n/a for one model without --tta), "
+                    "uncertainty (SD over models x TTA views; n/a for one model and one view), "
                     "confluent; with a PRL mask (ground truth) also prl_truth, and the "
                     "decisions are scored against it (printed). Also writes SCORES_subjects.tsv: lesions, prl_count, prl_ge1, "
                     "prl_ge4 per subject.",
@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_subject_arguments(p)
     p.add_argument("--model", action="append", required=True, metavar="MODEL.pt",
                    help="checkpoint; repeat for an ensemble (probabilities averaged)")
-    p.add_argument("--tta", action="store_true", help="test-time augmentation: average over the 8 axis flips")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average over the 8 axis flips (default: as each model's "
+                        "threshold was chosen: on for models trained by this version; --no-tta: one view, 8x faster)")
     p.add_argument("-o", "--output", metavar="SCORES.tsv", help="per-lesion table; default: TSV to stdout")
     p.add_argument("--nifti-dir", metavar="DIR", help="also write each subject's probability map (NIfTI) here")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")
