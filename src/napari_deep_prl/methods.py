@@ -89,8 +89,9 @@ class CNNMethod:
         patches = self.patches.select([*train, *val])
         result = yield from train_model(patches, replace(self.train_config, seed=seed),
                                         val_subjects=list(val))
+        metadata = result.checkpoint.metadata  # validated as it predicts: with TTA when it uses it
         return _FittedCNN(result.checkpoint, result.checkpoint.threshold,
-                          result.checkpoint.metadata["validation"]["val_f1"], self.patches,
+                          metadata.get("validation_tta", metadata["validation"])["val_f1"], self.patches,
                           self.train_config.device)
 
 
