@@ -48,6 +48,15 @@ def test_instance_labels_kept_as_given():
     assert not table["confluent"].any()
 
 
+@pytest.mark.parametrize("value", [1, 2, 255])
+def test_a_mask_with_one_non_zero_value_is_binary_whatever_the_value(value):
+    mask = np.zeros((10, 10, 10), np.uint8)
+    mask[1:3, 1:3, 1:3] = value
+    mask[6:8, 6:8, 6:8] = value
+    table = lesion_table(make_subject(mask))
+    assert table["lesion"].tolist() == [1, 2] and table["volume_voxels"].tolist() == [8, 8]
+
+
 def test_touching_instances_flagged_confluent():
     mask = np.zeros((10, 10, 10), np.int32)
     mask[1:3, 1:3, 1:3] = 5

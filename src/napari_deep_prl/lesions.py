@@ -53,8 +53,16 @@ class Lesions:
 
 
 def is_instance_mask(mask: np.ndarray) -> bool:
-    """True when the mask holds labels other than 0 and 1."""
-    return bool(mask.size) and int(mask.max()) > 1
+    """True when the mask holds two or more distinct non-zero labels.
+
+    A mask with a single non-zero value is binary whatever that value is: masks saved as 0/255
+    (or 0/2, …) are common, and keeping such a value as one "instance" would make every lesion
+    of the subject one lesion.
+    """
+    if not mask.size:
+        return False
+    top = int(mask.max())
+    return top > 1 and bool(((mask > 0) & (mask != top)).any())
 
 
 def label_lesions(mask: np.ndarray) -> np.ndarray:
