@@ -100,6 +100,8 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("out/bench_quality"))
     parser.add_argument("--ensemble", action="store_true",
                         help="also report each method's inner models averaged (METHOD_ensemble)")
+    parser.add_argument("--no-tta", action="store_true",
+                        help="thresholds and test predictions from one view (the baseline of TTA)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
 
@@ -107,7 +109,7 @@ def main() -> None:
     if not args.report_only:
         start = time.perf_counter()
         cohort = open_cohort(cohort_manifest(args.work, args.subjects, args.seed))
-        overrides = {} if args.lr is None else {"lr": args.lr}
+        overrides = ({} if args.lr is None else {"lr": args.lr}) | ({"tta": False} if args.no_tta else {})
         settings = MethodSettings(epochs=args.epochs, preset=args.preset, device="cpu",
                                   patch_size=args.patch_size,
                                   cache=args.work / "cache", train_overrides=overrides)

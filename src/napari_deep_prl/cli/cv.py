@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also test confluent lesions (the paper excluded them)")
     p.add_argument("--ensemble", action="store_true",
                    help="also report each method's inner models averaged (as METHOD_ensemble)")
+    p.add_argument("--no-tta", action="store_true",
+                   help="CNN thresholds and test predictions from one view instead of the 8-flip average")
     p.add_argument("--cache", type=Path, help="folder keeping the cohort's patches between jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -83,7 +85,8 @@ def run(args: argparse.Namespace) -> int:
                       ensemble=args.ensemble)
     settings = MethodSettings(epochs=args.epochs, preset=args.preset, device=args.device,
                               patch_size=args.patch_size,
-                              exclude_confluent=not args.keep_confluent, cache=args.cache)
+                              exclude_confluent=not args.keep_confluent, cache=args.cache,
+                              train_overrides={"tta": False} if args.no_tta else {})
     truth = run_with_tqdm(lesion_truth(cohort, exclude_confluent=settings.exclude_confluent),
                           desc="lesions", disable=args.quiet)
     methods = run_with_tqdm(build_methods(args.methods, cohort, settings, truth),
