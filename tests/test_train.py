@@ -39,7 +39,8 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
                                         validation.x, torch.device("cpu"), TTA_VIEWS)).mean(0)
     assert result.checkpoint.tta and len(TTA_VIEWS) == 8
     assert result.checkpoint.threshold == pytest.approx(best_f1_threshold(validation.y, views.numpy())[0], abs=1e-6)
-    assert result.checkpoint.metadata["validation_tta"]["threshold"] == result.checkpoint.threshold
+    assert result.checkpoint.validation["threshold"] == result.checkpoint.threshold
+    assert result.checkpoint.validation == result.checkpoint.metadata["validation_tta"]
     summary = result.checkpoint.metadata["training"]
     assert not set(summary["train_subjects"]) & set(summary["val_subjects"])
     loaded = load_checkpoint(result.checkpoint.save(tmp_path / "m.pt"))
@@ -53,6 +54,7 @@ def test_without_tta_the_best_epoch_threshold_is_kept():
     result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, tta=False)))
     assert not result.checkpoint.tta and "validation_tta" not in result.checkpoint.metadata
     assert result.checkpoint.threshold == result.history[result.best_epoch]["threshold"]
+    assert result.checkpoint.validation == result.history[result.best_epoch]
 
 
 def test_same_seed_same_model():

@@ -54,6 +54,12 @@ class Checkpoint:
         return bool(self.metadata.get("tta", False))
 
     @property
+    def validation(self) -> dict[str, Any]:
+        """Validation metrics of the kept model as it scores by default (the 8-flip average
+        when :attr:`tta`, which its threshold maximises); empty when not recorded."""
+        return self.metadata.get("validation_tta") or self.metadata.get("validation", {})
+
+    @property
     def id(self) -> str:
         """Content hash (16 hex digits) of the weights."""
         digest = hashlib.sha256()

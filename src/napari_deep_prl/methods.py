@@ -89,10 +89,8 @@ class CNNMethod:
         patches = self.patches.select([*train, *val])
         result = yield from train_model(patches, replace(self.train_config, seed=seed),
                                         val_subjects=list(val))
-        metadata = result.checkpoint.metadata  # validated as it predicts: with TTA when it uses it
         return _FittedCNN(result.checkpoint, result.checkpoint.threshold,
-                          metadata.get("validation_tta", metadata["validation"])["val_f1"], self.patches,
-                          self.train_config.device)
+                          result.checkpoint.validation["val_f1"], self.patches, self.train_config.device)
 
 
 def patch_set(cohort: Sequence, config: PatchConfig, settings: MethodSettings

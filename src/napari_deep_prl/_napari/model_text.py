@@ -39,7 +39,7 @@ def describe_checkpoint(checkpoint: Checkpoint, path: Path | None = None) -> str
     meta = checkpoint.metadata
     labels = meta.get("labels", {})
     training = meta.get("training", {})
-    validation = meta.get("validation", {})
+    validation = checkpoint.validation
     if labels:
         learnt = (f"{labels.get('n', '?')} labels ({labels.get('n_prl', '?')} PRL) from "
                   f"{labels.get('source', '?')}, {len(labels.get('subjects', []))} subjects")
@@ -51,8 +51,8 @@ def describe_checkpoint(checkpoint: Checkpoint, path: Path | None = None) -> str
     lines = [
         f"<b>{path.name if path else 'model'}</b> · id {checkpoint.id}",
         f"trained on: {learnt}",
-        (f"validation: F1 {_metric(validation, 'val_f1')}, AUC {_metric(validation, 'val_auc')}, "
-         f"threshold {checkpoint.threshold:.2f}"),
+        (f"validation{' (8-flip TTA)' if checkpoint.tta else ''}: F1 {_metric(validation, 'val_f1')}, "
+         f"AUC {_metric(validation, 'val_auc')}, threshold {checkpoint.threshold:.2f}"),
         (f"patches {checkpoint.patch_config.size}³, {checkpoint.patch_config.normalisation} "
          f"normalisation; widths {list(checkpoint.model_config.widths)}, "
          f"dropout {checkpoint.model_config.dropout}"),

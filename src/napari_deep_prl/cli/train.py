@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     path = result.checkpoint.save(args.output)
     history = write_table(pd.DataFrame(result.history), Path(path).with_name(Path(path).stem + "_history.tsv"))
-    best = result.checkpoint.metadata.get("validation_tta", result.checkpoint.metadata["validation"])
+    best = result.checkpoint.validation
     print(f"{'stopped; ' if result.stopped else ''}best epoch {result.best_epoch}: validation F1 "
           f"{best['val_f1']:.3f}, ROC AUC {best['val_auc']:.3f}, threshold {best['threshold']:.3f}"
           f"{' (8-flip TTA)' if result.checkpoint.tta else ''}; "
