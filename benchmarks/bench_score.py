@@ -1,7 +1,8 @@
 """Scoring throughput: lesions per second, and one subject end to end versus loading it.
 
 * Network throughput: PRL probabilities of 512 random 28³ patches with the default preset (one
-  model, no TTA; then with the 8-view TTA), in batches of 64 — lesions/s.
+  model, no TTA; then with the 8-view TTA), in batches of :data:`train.INFERENCE_BATCH` (8) —
+  lesions/s, median of 5 passes after two warm-up passes.
 * End to end: one simulated brain-sized subject (1 mm, 50 lesions) scored from its NIfTI files
   (load, find lesions, cut patches, predict, build the table) against only loading its three
   images, median of repeated runs; with one view (the target's figure) and with the 8-view TTA
@@ -39,10 +40,11 @@ def main() -> None:
     torch.manual_seed(0)
     checkpoint = Checkpoint(DeepPRL(PRESETS["default"]).eval(), 0.5, PatchConfig())
     x = np.random.default_rng(0).random((512, 3, 28, 28, 28), dtype=np.float32)
-    predict_patches([checkpoint], x[:64], device="cpu")  # warm-up
+    for _ in range(2):  # warm-up: the allocator settles over the first passes (about 1.3x slower)
+        predict_patches([checkpoint], x, device="cpu")
     for tta in (False, True):
         n = len(x) if not tta else 128
-        seconds = median_seconds(lambda: predict_patches([checkpoint], x[:n], tta=tta, device="cpu"))
+        seconds = median_seconds(lambda: predict_patches([checkpoint], x[:n], tta=tta, device="cpu"), repeats=5)
         print(f"network, {'8-view TTA' if tta else 'one view  '}: {n / seconds:7.1f} lesions/s")
     fast = checkpoint.inference_model(torch.device("cpu"))  # what predict_patches runs
     conv, first = convolution_seconds(fast, torch.from_numpy(x[:64]), backward=False)

@@ -41,7 +41,7 @@ from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.lesions import Lesions, find_lesions
 from napari_deep_prl.patches import extract_patches
 from napari_deep_prl.progress import Progress
-from napari_deep_prl.train import TTA_VIEWS, predict_views, resolve_device
+from napari_deep_prl.train import INFERENCE_BATCH, TTA_VIEWS, predict_views, resolve_device
 
 SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
                  "prl_probability", "prl", "uncertainty", "confluent")
@@ -57,7 +57,7 @@ class Scores:
 
 
 def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
-                       batch_size: int = 16, device: str = "auto") -> np.ndarray:
+                       batch_size: int = INFERENCE_BATCH, device: str = "auto") -> np.ndarray:
     """PRL probabilities, one row per checkpoint × view (see the module doc for ``tta``)."""
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
@@ -69,7 +69,7 @@ def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta:
 
 
 def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
-                    batch_size: int = 16, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+                    batch_size: int = INFERENCE_BATCH, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Mean PRL probability and its SD over checkpoints × views (SD NaN for one view)."""
     return _mean_and_spread(view_probabilities(checkpoints, x, tta=tta, batch_size=batch_size, device=device))
 
@@ -82,14 +82,15 @@ def _mean_and_spread(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, tta: bool | None = None,
-                  batch_size: int = 16, device: str = "auto") -> pd.DataFrame:
+                  batch_size: int = INFERENCE_BATCH, device: str = "auto") -> pd.DataFrame:
     """One row per lesion of the subject (:data:`SCORE_COLUMNS`)."""
     return _score(subject, find_lesions(subject), checkpoints, tta, batch_size, device)
 
 
 def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence[Checkpoint], *,
-                 tta: bool | None = None, nifti_dir: str | Path | None = None, batch_size: int = 16,
-                 device: str = "auto", flip_phase: bool = False) -> Generator[Progress, None, Scores]:
+                 tta: bool | None = None, nifti_dir: str | Path | None = None,
+                 batch_size: int = INFERENCE_BATCH, device: str = "auto",
+                 flip_phase: bool = False) -> Generator[Progress, None, Scores]:
     """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``.
 
     Items of ``cohort`` already loaded (:class:`Subject`) are used as they are.

@@ -14,6 +14,7 @@ from napari_deep_prl.errors import InputError
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.score import score_cohort, truth_metrics
 from napari_deep_prl.tables import write_table
+from napari_deep_prl.train import INFERENCE_BATCH
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="SCORES.tsv", help="per-lesion table; default: TSV to stdout")
     p.add_argument("--nifti-dir", metavar="DIR", help="also write each subject's probability map (NIfTI) here")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")
-    p.add_argument("--batch-size", type=int, default=16, help="patches per forward pass (16)")
+    p.add_argument("--batch-size", type=int, default=INFERENCE_BATCH,
+                   help=f"patches per forward pass ({INFERENCE_BATCH}: fits a CPU's cache; larger on a GPU)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads (default: one per core; on a busy shared machine 1 is often faster)")
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
