@@ -48,6 +48,7 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), result.checkpoint.model.eval()(x))
     assert loaded.metadata["validation"]["epoch"] == result.best_epoch
+    assert loaded.tta and loaded.threshold == pytest.approx(result.checkpoint.threshold)
 
 
 def test_without_tta_the_best_epoch_threshold_is_kept():
