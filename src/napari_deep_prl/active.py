@@ -135,12 +135,6 @@ def resolve_method(checkpoints: Sequence[Checkpoint], method: str = "auto") -> s
     return "mc_dropout" if checkpoints[0].model_config.dropout > 0 else "tta"
 
 
-def view_samples(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool = False,
-                 device: str = "auto") -> np.ndarray:
-    """PRL probabilities (views × lesions): each checkpoint, under each TTA view if ``tta``."""
-    return view_probabilities(checkpoints, x, tta=tta, device=device)
-
-
 def estimate(checkpoints: Sequence[Checkpoint], x: np.ndarray, method: str = "auto", *,
              n_samples: int = 16, seed: int = 0, device: str = "auto") -> Uncertainty:
     """Mean probability and uncertainty of patches ``x`` under one method (see module doc)."""
@@ -150,7 +144,7 @@ def estimate(checkpoints: Sequence[Checkpoint], x: np.ndarray, method: str = "au
             mc_dropout_samples(c, x, n_samples=n_samples, seed=seed, device=device)
             for c in checkpoints])
     else:
-        samples = view_samples(checkpoints, x, tta=method == "tta", device=device)
+        samples = view_probabilities(checkpoints, x, tta=method == "tta", device=device)
     return from_samples(samples)
 
 
