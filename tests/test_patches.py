@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import Subject
 from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.patches import CHANNELS, PatchConfig, extract_patches, subject_scaling
+from napari_deep_prl.patches import CHANNELS, PatchConfig, extract_patches, mask_patches, subject_scaling
 
 MP, PH, MK = (CHANNELS.index(c) for c in ("mp2rage", "phase", "mask"))
 
@@ -63,6 +64,18 @@ def test_mask_channel_excludes_other_lesions_and_is_dilated(subject):
     downweighted = extract_patches(subject, lesions, PatchConfig(mask_dilation=0, other_lesions="downweight"),
                                    ids=[big])
     assert downweighted[0, MK, 14 + 7, 14, 14] == 0.5
+
+
+@pytest.mark.parametrize("steps", [1, 2])
+def test_mask_dilation_is_scipys_l1_ball_dilation_patch_by_patch(subject, steps):
+    lesions = find_lesions(subject)
+    inner = lesions.table.loc[lesions.table["x"] > 16, "lesion"].to_numpy()  # patches inside the volume
+    undilated = mask_patches(lesions, PatchConfig(mask_dilation=0), ids=inner) > 0
+    ball = ndimage.iterate_structure(ndimage.generate_binary_structure(3, 1), steps)
+    expected = np.stack([ndimage.binary_dilation(m, structure=ball) for m in undilated]).astype(np.float32)
+    config = PatchConfig(mask_dilation=steps)
+    assert np.array_equal(mask_patches(lesions, config, ids=inner), expected)
+    assert np.array_equal(extract_patches(subject, lesions, config)[:, MK], mask_patches(lesions, config))
 
 
 def test_shift_moves_the_centre(subject):

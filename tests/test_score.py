@@ -41,6 +41,15 @@ def test_cohort_scores_columns_counts_and_probability_maps(manifest, tmp_path):
         assert np.allclose(np.asanyarray(image.dataobj)[labels == lesion], probability, atol=1e-6)
 
 
+def test_cohort_scoring_from_files_matches_scoring_loaded_subjects(manifest):
+    # From files, the lesions are found on a second thread while the images load.
+    cohort = read_manifest(manifest)
+    checkpoints = [_checkpoint(0), _checkpoint(1, normalisation="patch")]
+    from_files = run_to_end(score_cohort(cohort, checkpoints)).lesions
+    loaded = pd.concat([score_subject(paths.load(), checkpoints) for paths in cohort], ignore_index=True)
+    pd.testing.assert_frame_equal(from_files, loaded)
+
+
 def test_tta_and_ensembles_report_a_spread(manifest):
     subject = read_manifest(manifest)[0].load()
     single = score_subject(subject, [_checkpoint()])

@@ -92,10 +92,16 @@ def _bounding_box(foreground: np.ndarray) -> tuple[slice, ...] | None:
 
 def find_lesions(subject: Subject) -> Lesions:
     """Label the subject's mask and tabulate its lesions."""
-    labels = subject.labels
-    return Lesions(labels, lesion_table_from_labels(labels, subject.affine, subject.subject,
-                                                    subject.prl_mask,
-                                                    instance=is_instance_mask(subject.mask)))
+    return lesions_in_mask(subject.mask, subject.affine, subject.subject, subject.prl_mask,
+                           labels=subject.labels)
+
+
+def lesions_in_mask(mask: np.ndarray, affine: np.ndarray, subject: str, prl_mask: np.ndarray | None = None,
+                    *, labels: np.ndarray | None = None) -> Lesions:
+    """Label a mask (unless its ``labels`` are given) and tabulate its lesions; needs no images."""
+    labels = label_lesions(mask) if labels is None else labels
+    return Lesions(labels, lesion_table_from_labels(labels, affine, subject, prl_mask,
+                                                    instance=is_instance_mask(mask)))
 
 
 def lesion_table(subject: Subject) -> pd.DataFrame:
@@ -111,24 +117,31 @@ def lesion_table_from_labels(
     *,
     instance: bool = False,
 ) -> pd.DataFrame:
-    """Tabulate lesions of a label volume; vectorised over voxels (one pass per statistic)."""
-    flat = labels.ravel()
+    """Tabulate lesions of a label volume; vectorised over voxels (one pass per statistic).
+
+    Works inside the lesions' bounding box only: on a brain-sized grid that is a fraction of the
+    voxels to scan."""
+    columns = list(TABLE_COLUMNS) + (["prl_fraction", "prl"] if prl_mask is not None else [])
+    box = _bounding_box(labels > 0)
+    if box is None:
+        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
+    inside = labels[box]
+    flat = inside.ravel()
     voxels = np.flatnonzero(flat)
     lesion_of_voxel = flat[voxels]
     ids = np.unique(lesion_of_voxel)
-    columns = list(TABLE_COLUMNS) + (["prl_fraction", "prl"] if prl_mask is not None else [])
-    if ids.size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in columns})
     # Dense index 0..n-1 for each lesion id, so bincount stays small for sparse instance labels.
     dense = np.searchsorted(ids, lesion_of_voxel)
     counts = np.bincount(dense, minlength=ids.size)
-    coords = np.unravel_index(voxels, labels.shape)
+    coords = np.unravel_index(voxels, inside.shape)
     centre = np.stack([np.bincount(dense, weights=c, minlength=ids.size) for c in coords], axis=1) / counts[:, None]
     lo = np.stack([_group_extreme(dense, c, ids.size, np.minimum) for c in coords], axis=1)
     hi = np.stack([_group_extreme(dense, c, ids.size, np.maximum) for c in coords], axis=1) + 1
+    touching = _touching_ids(inside) if instance else _necked_ids(inside, ids, lo, hi)
+    origin = np.array([s.start for s in box])
+    centre, lo, hi = centre + origin, lo + origin, hi + origin
     world = centre @ affine[:3, :3].T + affine[:3, 3]
     voxel_mm3 = float(abs(np.linalg.det(affine[:3, :3])))
-    touching = _touching_ids(labels) if instance else _necked_ids(labels, ids, lo, hi)
     table = pd.DataFrame({
         "subject": subject,
         "lesion": ids.astype(np.int64),
@@ -140,10 +153,21 @@ def lesion_table_from_labels(
         "bbox_x0": lo[:, 0], "bbox_y0": lo[:, 1], "bbox_z0": lo[:, 2],
         "bbox_x1": hi[:, 0], "bbox_y1": hi[:, 1], "bbox_z1": hi[:, 2],
     })
-    if prl_mask is not None:
-        in_prl = np.bincount(dense, weights=prl_mask.ravel()[voxels].astype(np.float64), minlength=ids.size)
-        table["prl_fraction"] = in_prl / counts
-        table["prl"] = table["prl_fraction"] > 0.5
+    return table if prl_mask is None else with_prl_truth(table, labels, prl_mask)
+
+
+def with_prl_truth(table: pd.DataFrame, labels: np.ndarray, prl_mask: np.ndarray) -> pd.DataFrame:
+    """The lesion table plus ``prl_fraction`` (of its voxels in the PRL mask) and ``prl`` (most)."""
+    table = table.copy()
+    if table.empty:
+        return table.assign(prl_fraction=pd.Series(dtype="float64"), prl=pd.Series(dtype="bool"))
+    box = tuple(slice(int(table[f"bbox_{a}0"].min()), int(table[f"bbox_{a}1"].max())) for a in "xyz")
+    ids = table["lesion"].to_numpy()
+    hits = labels[box][prl_mask[box] > 0]
+    hits = hits[hits > 0]
+    in_prl = np.bincount(np.searchsorted(ids, hits), minlength=ids.size)
+    table["prl_fraction"] = in_prl / table["volume_voxels"].to_numpy()
+    table["prl"] = table["prl_fraction"] > 0.5
     return table
 
 

@@ -30,7 +30,6 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import ndimage
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import Subject
@@ -96,33 +95,58 @@ def extract_patches(
     ids: np.ndarray | None = None,
     shift: np.ndarray | tuple[int, int, int] = (0, 0, 0),
     scaling: SubjectScaling | None = None,
+    mask: np.ndarray | None = None,
 ) -> np.ndarray:
     """Patches ``(n, 3, s, s, s)`` float32 in [0, 1] for the lesions ``ids`` (default all).
 
     ``shift`` (3,) or (n, 3) moves each patch centre by whole voxels (positive oversampling).
-    ``scaling`` reuses a subject scaling computed once (see :func:`subject_scaling`).
+    ``scaling`` reuses a subject scaling computed once (see :func:`subject_scaling`); ``mask``
+    the mask channel of the same lesions and shift computed beforehand (:func:`mask_patches`:
+    it needs no images, so it can run while they load).
     """
-    ids = lesions.ids if ids is None else np.asarray(ids)
+    ids = _checked_ids(lesions, ids)
     if ids.size == 0:
         return np.zeros((0, len(CHANNELS)) + (config.size,) * 3, dtype=np.float32)
-    unknown = np.setdiff1d(ids, lesions.ids)
-    if unknown.size:
-        raise InputError(f"subject {subject.subject}: no lesion with id(s) {unknown[:10].tolist()}.")
-    centres = centres_of(lesions, ids) + np.broadcast_to(np.asarray(shift, dtype=np.int64), (ids.size, 3))
-    index, inside = _patch_index(centres, config.size, subject.shape)
+    index, inside = _patch_index(_centres(lesions, ids, shift), config.size, subject.shape)
     mp2rage = _gather(subject.mp2rage, index, inside)
     phase = _gather(subject.phase, index, inside)
-    labels = _gather(lesions.labels, index, inside)
     if config.normalisation == "subject":
         scaling = scaling or subject_scaling(subject, lesions, config.size)
         mp2rage = np.clip((mp2rage - scaling.mp2rage_low) / (scaling.mp2rage_high - scaling.mp2rage_low), 0, 1)
         phase = np.clip(0.5 + phase / (2 * scaling.phase_scale), 0, 1)
     else:
         mp2rage, phase = _patchwise_minmax(mp2rage), _patchwise_minmax(phase)
-    mask = _mask_channel(labels, ids, config)
-    out = np.stack([mp2rage, phase, mask], axis=1).astype(np.float32, copy=False)
-    out *= inside[:, None]  # zero padding, also where the dilated mask spills out of the volume
-    return out
+    mp2rage *= inside  # zero padding
+    phase *= inside
+    if mask is None:
+        mask = mask_patches(lesions, config, ids=ids, shift=shift)
+    return np.stack([mp2rage, phase, mask], axis=1).astype(np.float32, copy=False)
+
+
+def mask_patches(lesions: Lesions, config: PatchConfig = PatchConfig(), *, ids: np.ndarray | None = None,
+                 shift: np.ndarray | tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
+    """The mask channel ``(n, s, s, s)`` of :func:`extract_patches` (this lesion dilated, the
+    others weighted by ``config.other_lesions``), from the lesion labels alone."""
+    ids = _checked_ids(lesions, ids)
+    if ids.size == 0:
+        return np.zeros((0,) + (config.size,) * 3, dtype=np.float32)
+    index, inside = _patch_index(_centres(lesions, ids, shift), config.size, lesions.labels.shape)
+    mask = _mask_channel(_gather(lesions.labels, index, inside), ids, config)
+    mask *= inside  # zero padding, also where the dilated mask spills out of the volume
+    return mask
+
+
+def _checked_ids(lesions: Lesions, ids: np.ndarray | None) -> np.ndarray:
+    ids = lesions.ids if ids is None else np.asarray(ids)
+    unknown = np.setdiff1d(ids, lesions.ids)
+    if unknown.size:
+        subject = lesions.table["subject"].iloc[0] if len(lesions) else "?"
+        raise InputError(f"subject {subject}: no lesion with id(s) {unknown[:10].tolist()}.")
+    return ids
+
+
+def _centres(lesions: Lesions, ids: np.ndarray, shift: np.ndarray | tuple[int, int, int]) -> np.ndarray:
+    return centres_of(lesions, ids) + np.broadcast_to(np.asarray(shift, dtype=np.int64), (ids.size, 3))
 
 
 def subject_scaling(subject: Subject, lesions: Lesions, size: int = 28) -> SubjectScaling:
@@ -183,14 +207,28 @@ def _patchwise_minmax(x: np.ndarray) -> np.ndarray:
 
 
 def _mask_channel(labels: np.ndarray, ids: np.ndarray, config: PatchConfig) -> np.ndarray:
-    own = labels == ids[:, None, None, None]
-    if config.mask_dilation:
-        ball = ndimage.generate_binary_structure(3, 1)
-        structure = ndimage.iterate_structure(ball, config.mask_dilation)[None]  # no dilation across patches
-        own = ndimage.binary_dilation(own, structure=structure)
+    own = _dilate_by_faces(labels == ids[:, None, None, None], config.mask_dilation)
     mask = own.astype(np.float32)
     weight = OTHER_LESION_WEIGHTS[config.other_lesions]
     if weight:
         others = (labels > 0) & ~own
         mask += weight * others
     return mask
+
+
+def _dilate_by_faces(masks: np.ndarray, steps: int) -> np.ndarray:
+    """Dilate each patch of ``masks`` (n, s, s, s) ``steps`` times by its 6 face neighbours (the
+    same as scipy's ``binary_dilation`` with the L1 ball of radius ``steps``, patch by patch).
+
+    Shifted in-place ORs: 8x faster than ``binary_dilation`` here, and numpy releases the GIL in
+    them, so cutting mask channels beside image loading (as scoring does) does not stall it.
+    """
+    for _ in range(steps):
+        grown = masks.copy()
+        for axis in (1, 2, 3):
+            head, tail = [slice(None)] * 4, [slice(None)] * 4
+            head[axis], tail[axis] = slice(None, -1), slice(1, None)
+            grown[tuple(tail)] |= masks[tuple(head)]
+            grown[tuple(head)] |= masks[tuple(tail)]
+        masks = grown
+    return masks

@@ -29,9 +29,7 @@ import pandas as pd
 
 from napari_deep_prl.errors import InputError, StoreError
 from napari_deep_prl.io import Cohort, Subject, open_cohort
-from napari_deep_prl.lesions import (
-    find_lesions, is_instance_mask, label_lesions, lesion_table_from_labels,
-)
+from napari_deep_prl.lesions import find_lesions, lesions_in_mask
 from napari_deep_prl.progress import Progress, ProgressGenerator, run_to_end
 from napari_deep_prl.ratings import agreement, consensus, export
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
@@ -137,10 +135,8 @@ def create_project(root: str | Path, manifest: str | Path,
                           exclusion_reasons=settings.exclusion_reasons) as store:
         for i, paths in enumerate(cohort):
             mask, affine = paths.load_mask()
-            labels = label_lesions(mask)
-            table = lesion_table_from_labels(labels, affine, paths.subject,
-                                             instance=is_instance_mask(mask))
-            store.register_subject(paths.subject, mask_fingerprint(labels, affine), table)
+            lesions = lesions_in_mask(mask, affine, paths.subject)
+            store.register_subject(paths.subject, mask_fingerprint(lesions.labels, affine), lesions.table)
             yield Progress(i + 1, len(cohort), "subjects", paths.subject)
     os.replace(staged, config_path)
     return Project.open(root)

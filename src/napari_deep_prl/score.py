@@ -28,6 +28,7 @@ lesion's voxels holding its PRL probability.
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,8 +39,8 @@ import pandas as pd
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import Subject, SubjectPaths
-from napari_deep_prl.lesions import Lesions, find_lesions
-from napari_deep_prl.patches import extract_patches
+from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_prl_truth
+from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.train import INFERENCE_BATCH, TTA_VIEWS, predict_views, resolve_device
 
@@ -95,19 +96,45 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
 
     Items of ``cohort`` already loaded (:class:`Subject`) are used as they are.
     """
+    if not checkpoints:
+        raise InputError("no model given; pass at least one checkpoint")
+    configs = list(dict.fromkeys(c.patch_config for c in checkpoints))
     tables = []
-    for step, item in enumerate(cohort):
-        subject = item if isinstance(item, Subject) else item.load(flip_phase=flip_phase)
-        lesions = find_lesions(subject)
-        table = _score(subject, lesions, checkpoints, tta, batch_size, device)
-        if nifti_dir is not None:
-            write_probability_map(lesions.labels, table, subject.affine,
-                                  Path(nifti_dir) / f"{subject.subject}_space-phase_desc-PRL_probseg.nii.gz")
-        tables.append(table)
-        yield Progress(step + 1, len(cohort), "subject", subject.subject,
-                       {"prl_count": float(table["prl"].sum())})
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deep-prl-lesions") as pool:
+        for step, item in enumerate(cohort):
+            if isinstance(item, Subject):
+                subject, lesions, masks = item, find_lesions(item), {}
+            else:
+                subject, lesions, masks = _load_and_find(item, configs, flip_phase, pool)
+            table = _score(subject, lesions, checkpoints, tta, batch_size, device, masks)
+            if nifti_dir is not None:
+                write_probability_map(lesions.labels, table, subject.affine,
+                                      Path(nifti_dir) / f"{subject.subject}_space-phase_desc-PRL_probseg.nii.gz")
+            tables.append(table)
+            yield Progress(step + 1, len(cohort), "subject", subject.subject,
+                           {"prl_count": float(table["prl"].sum())})
     lesions_table = pd.concat(tables, ignore_index=True) if tables else _empty_scores()
     return Scores(lesions_table, subject_summary(lesions_table, [p.subject for p in cohort]))
+
+
+def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_phase: bool,
+                   pool: ThreadPoolExecutor) -> tuple[Subject, Lesions, dict[PatchConfig, np.ndarray]]:
+    """Load a subject, find its lesions and cut their mask channels (one per patch setting).
+
+    The lesion work needs only the mask, so it runs on a second core while the images decompress
+    (zlib releases the GIL): that hides most of it. The small mask file is read twice for it.
+    """
+    def from_mask() -> tuple[Lesions, dict[PatchConfig, np.ndarray]]:
+        mask, affine = paths.load_mask()
+        lesions = lesions_in_mask(mask, affine, paths.subject)
+        return lesions, {config: mask_patches(lesions, config) for config in configs}
+
+    found = pool.submit(from_mask)
+    subject = paths.load(flip_phase=flip_phase)
+    lesions, masks = found.result()
+    if subject.prl_mask is not None:
+        lesions = Lesions(lesions.labels, with_prl_truth(lesions.table, lesions.labels, subject.prl_mask))
+    return subject, lesions, masks
 
 
 def subject_summary(scores: pd.DataFrame, subjects: Sequence[str]) -> pd.DataFrame:
@@ -138,7 +165,7 @@ def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.n
 
 
 def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint], tta: bool | None,
-           batch_size: int, device: str) -> pd.DataFrame:
+           batch_size: int, device: str, masks: dict[PatchConfig, np.ndarray] | None = None) -> pd.DataFrame:
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
     table = lesions.table
@@ -146,7 +173,7 @@ def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint]
         return _empty_scores()
     members, spreads = [], []
     for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
-        x = extract_patches(subject, lesions, config)
+        x = extract_patches(subject, lesions, config, mask=(masks or {}).get(config))
         group = [c for c in checkpoints if c.patch_config == config]
         views = view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device)
         probability, spread = _mean_and_spread(views)
