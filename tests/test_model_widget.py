@@ -79,15 +79,27 @@ def test_blind_mode_hides_every_score(panel, qtbot):
     assert "prl_probability" in panel.viewer.layers[POINTS_NAME].features
 
 
-def test_scoring_the_project_stores_every_lesion_once(panel, setup, qtbot):
+def test_scoring_the_project_stores_every_lesion_once(panel, setup, qtbot, monkeypatch):
     project, checkpoint, _ = setup
     run_job(qtbot, panel.score_project(), timeout=60_000)
     version = active.model_version([checkpoint], "mc_dropout")
     assert len(project.store.predictions(version)) == 9
-    events = []
-    job = panel.score_project()
-    job.worker.yielded.connect(events.append)
-    run_job(qtbot, job)
+    # Record the second run's events where they are made: connecting to the worker's signal
+    # after the job has started could miss the first ones.
+    events, score_project = [], active.score_project
+
+    def recording(*args, **kwargs):
+        scoring = score_project(*args, **kwargs)
+        while True:
+            try:
+                event = next(scoring)
+            except StopIteration as done:
+                return done.value
+            events.append(event)
+            yield event
+
+    monkeypatch.setattr(active, "score_project", recording)
+    run_job(qtbot, panel.score_project())
     assert events and all(e.metrics["cached"] == 1.0 for e in events)
 
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_deep_prl.errors import InputError
+from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.io import Subject
 from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.patches import CHANNELS, PatchConfig, extract_patches, mask_patches, subject_scaling
+from napari_deep_prl.patches import (CHANNELS, PatchConfig, extract_patches, mask_patches, outgrown, subject_scaling,
+                                     warn_if_outgrown)
 
 MP, PH, MK = (CHANNELS.index(c) for c in ("mp2rage", "phase", "mask"))
 
@@ -151,3 +154,17 @@ def test_memory_order_of_the_volumes_does_not_change_patches(subject, normalisat
                       np.pad(subject.mask, 1)[1:-1, 1:-1, 1:-1], subject.affine)
     for other in (fortran, strided):
         np.testing.assert_array_equal(extract_patches(other, find_lesions(other), config), expected)
+
+
+def test_lesions_too_large_for_the_patch_are_found_and_warned_about(subject):
+    table = find_lesions(subject).table  # radii 3, 2, 2: reaching 3 and 2 voxels from the centre
+    assert outgrown(table, 28).sum() == 0
+    # a 10-voxel patch spans -5..4 around the centre: 3 + 2 rim voxels do not fit, 2 + 2 do
+    assert outgrown(table, 10).tolist() == (table["volume_voxels"] > 50).tolist()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_if_outgrown([table], 28, "advice")  # nothing to say
+    with pytest.warns(InputWarning, match=r"1 of 3 lesions \(33%\) are too large for the 10-voxel patch.* "
+                                          r"Use more\. A patch of 12 voxels"):
+        warn_if_outgrown([table.iloc[:0], table], 10, "Use more.")
+    assert not outgrown(table, 12).any()

@@ -6,6 +6,7 @@ import torch
 
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.cli import main
+from napari_deep_prl.errors import InputWarning
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.model import DeepPRL
@@ -24,7 +25,8 @@ def _checkpoint(seed=0, normalisation="subject"):
 
 def test_cohort_scores_columns_counts_and_probability_maps(manifest, tmp_path):
     cohort = read_manifest(manifest)
-    scores = run_to_end(score_cohort(cohort, [_checkpoint()], nifti_dir=tmp_path / "maps"))
+    with pytest.warns(InputWarning, match=r"9 of 9 lesions .* too large for the 8-voxel patch"):
+        scores = run_to_end(score_cohort(cohort, [_checkpoint()], nifti_dir=tmp_path / "maps"))
     table = scores.lesions
     assert tuple(table.columns) == (*SCORE_COLUMNS, "prl_truth")  # the manifest has PRL masks
     assert len(table) == 9 and set(table["subject"]) == set(cohort.ids)
@@ -41,6 +43,7 @@ def test_cohort_scores_columns_counts_and_probability_maps(manifest, tmp_path):
         assert np.allclose(np.asanyarray(image.dataobj)[labels == lesion], probability, atol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
 def test_cohort_scoring_from_files_matches_scoring_loaded_subjects(manifest):
     # From files, the lesions are found on a second thread while the images load.
     cohort = read_manifest(manifest)

@@ -7,7 +7,7 @@ import torch
 
 from napari_deep_prl.checkpoint import load_checkpoint
 from napari_deep_prl.dataset import build_patchset
-from napari_deep_prl.errors import InputError
+from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.evaluate import best_f1_threshold
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.model import inference_copy
@@ -118,7 +118,8 @@ def test_cuda_without_gpu_is_a_clear_error():
 
 def test_patchset_oversamples_prls_and_selects_subjects(manifest):
     cohort = read_manifest(manifest)
-    patches = run_to_end(build_patchset(cohort, PatchConfig(size=8)))
+    with pytest.warns(InputWarning, match="larger --patch-size"):  # 8 voxels is too small for them
+        patches = run_to_end(build_patchset(cohort, PatchConfig(size=8)))
     # 3 subjects x 3 lesions, lesion 1 of each a PRL with 6 shifted copies
     assert patches.x.shape == (27, 3, 8, 8, 8)
     assert int(patches.shifted.sum()) == 18 and (patches.y[patches.shifted] == 1).all()

@@ -15,11 +15,12 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import SubjectPaths
 from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.patches import PatchConfig, extract_patches, subject_scaling
+from napari_deep_prl.patches import PatchConfig, extract_patches, subject_scaling, warn_if_outgrown
 from napari_deep_prl.progress import Progress
 
 
@@ -81,6 +82,7 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
     data whose paramagnetic shifts are bright (the package's convention is dark).
     """
     parts: list[tuple[np.ndarray, ...]] = []
+    tables: list[pd.DataFrame] = []
     for step, paths in enumerate(cohort):
         if paths.prl_mask is None:
             raise InputError(f"subject {paths.subject} has no prl_mask: training needs the PRL "
@@ -92,9 +94,12 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
             table = table[~table["confluent"].to_numpy(bool)]
         if len(table):
             parts.append(subject_patches(subject, lesions, table, config, oversample_shift))
+        tables.append(table)
         yield Progress(step + 1, len(cohort), "patches", paths.subject)
     if not parts:
         raise InputError("the cohort has no lesions to train on; check the lesion masks")
+    warn_if_outgrown(tables, config.size, "Train with a larger --patch-size (slower: the cost grows "
+                     "with its cube).")
     x, y, subject_ids, lesion_ids, shifted = (np.concatenate(column) for column in zip(*parts))
     return PatchSet(x, y, subject_ids, lesion_ids, shifted, config)
 

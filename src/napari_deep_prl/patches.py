@@ -26,17 +26,24 @@ Extraction is vectorised: one fancy-indexing gather per channel for all lesions 
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
-from napari_deep_prl.errors import InputError
+from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.io import Subject
 from napari_deep_prl.lesions import Lesions
 
 CHANNELS = ("mp2rage", "phase", "mask")
 PHASE_SIGMAS = 4.0
+#: Voxels of rim kept around a lesion when checking that it fits its patch.
+RIM_MARGIN = 2
+#: Share of lesions that may outgrow their patch before :func:`warn_if_outgrown` warns.
+OUTGROWN_SHARE = 0.05
 PERCENTILES = (1.0, 99.0)
 OTHER_LESION_WEIGHTS = {"exclude": 0.0, "downweight": 0.5, "include": 1.0}
 
@@ -147,6 +154,37 @@ def _checked_ids(lesions: Lesions, ids: np.ndarray | None) -> np.ndarray:
 
 def _centres(lesions: Lesions, ids: np.ndarray, shift: np.ndarray | tuple[int, int, int]) -> np.ndarray:
     return centres_of(lesions, ids) + np.broadcast_to(np.asarray(shift, dtype=np.int64), (ids.size, 3))
+
+
+def outgrown(table: pd.DataFrame, size: int, margin: int = RIM_MARGIN) -> np.ndarray:
+    """Per lesion row: does the lesion plus ``margin`` voxels of rim reach past its patch?
+
+    Data finer than the ~1 mm the default patch is sized for make lesions wider in voxels; the
+    network then never sees their rims whole."""
+    return _reach(table) + margin > size - 1 - size // 2  # the patch spans -size//2 .. size-1-size//2
+
+
+def warn_if_outgrown(tables: Sequence[pd.DataFrame], size: int, advice: str) -> None:
+    """Warn (:class:`InputWarning`) when more than :data:`OUTGROWN_SHARE` of the lesions in
+    ``tables`` outgrow a ``size``-voxel patch, suggesting a patch that holds 95 % of them."""
+    table = pd.concat([t for t in tables if len(t)]) if any(len(t) for t in tables) else None
+    if table is None:
+        return
+    n = int(outgrown(table, size).sum())
+    if n <= OUTGROWN_SHARE * len(table):
+        return
+    suggested = 4 * int(np.ceil((2 * (np.percentile(_reach(table), 95) + RIM_MARGIN + 1)) / 4))
+    warnings.warn(f"{n} of {len(table)} lesions ({n / len(table):.0%}) are too large for the {size}-voxel "
+                  f"patch: with {RIM_MARGIN} voxels of rim they reach past its edge, so part of their rim "
+                  f"is cut off (images finer than about 1 mm make lesions wider in voxels). {advice} "
+                  f"A patch of {suggested} voxels holds 95 % of them.", InputWarning, stacklevel=3)
+
+
+def _reach(table: pd.DataFrame) -> np.ndarray:
+    """Voxels from each lesion's (rounded) centre to its farthest bounding-box face."""
+    reach = [np.maximum(np.rint(table[a]) - table[f"bbox_{a}0"], table[f"bbox_{a}1"] - 1 - np.rint(table[a]))
+             for a in "xyz"]
+    return np.max(np.stack([r.to_numpy(dtype=float) for r in reach]), axis=0)
 
 
 def subject_scaling(subject: Subject, lesions: Lesions, size: int = 28) -> SubjectScaling:

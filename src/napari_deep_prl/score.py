@@ -40,7 +40,7 @@ from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_prl_truth
-from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches
+from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches, warn_if_outgrown
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.train import INFERENCE_BATCH, TTA_VIEWS, predict_views, resolve_device
 
@@ -99,7 +99,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
     configs = list(dict.fromkeys(c.patch_config for c in checkpoints))
-    tables = []
+    tables, found = [], []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deep-prl-lesions") as pool:
         for step, item in enumerate(cohort):
             if isinstance(item, Subject):
@@ -111,8 +111,12 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
                 write_probability_map(lesions.labels, table, subject.affine,
                                       Path(nifti_dir) / f"{subject.subject}_space-phase_desc-PRL_probseg.nii.gz")
             tables.append(table)
+            found.append(lesions.table)
             yield Progress(step + 1, len(cohort), "subject", subject.subject,
                            {"prl_count": float(table["prl"].sum())})
+    for config in configs:
+        warn_if_outgrown(found, config.size, "Their probabilities are less reliable; a model trained "
+                         "with a larger --patch-size would see them whole.")
     lesions_table = pd.concat(tables, ignore_index=True) if tables else _empty_scores()
     return Scores(lesions_table, subject_summary(lesions_table, [p.subject for p in cohort]))
 
