@@ -107,7 +107,7 @@ def test_cli_train_then_score(manifest, tmp_path, capsys):
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet"]) == 0
     table = pd.read_csv(out, sep="\t")
     assert tuple(table.columns) == (*SCORE_COLUMNS, "prl_truth") and len(table) == 9
-    assert "against the PRL masks" in capsys.readouterr().err
+    assert "against the ground truth (3 PRLs of 9 labelled" in capsys.readouterr().err
     # the model's threshold was chosen on 8-flip averages, so scoring averages them by default
     assert table["uncertainty"].notna().all() and (table["uncertainty"] >= 0).all()
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--no-tta", "--quiet"]) == 0

@@ -83,19 +83,19 @@ class CVConfig:
 
 def lesion_truth(cohort: Sequence, *, exclude_confluent: bool = True
                  ) -> Generator[Progress, None, pd.DataFrame]:
-    """``subject, lesion, prl`` of every lesion of a cohort with PRL masks: what is tested.
+    """``subject, lesion, prl`` of every labelled lesion of a cohort with ground truth: what is tested.
 
     Confluent lesions are left out by default, as in the paper (a lesion mask defines each
     target; grown-together lesions have no single answer).
     """
+    from napari_deep_prl.io import Cohort
     from napari_deep_prl.lesions import lesion_table
 
+    Cohort(cohort).require_truth("cross-validation")
     tables = []
     for step, paths in enumerate(cohort, start=1):
-        if paths.prl_mask is None:
-            raise InputError(f"subject {paths.subject} has no prl_mask: cross-validation needs "
-                             "the ground truth of every subject (prl_mask column of the manifest)")
         table = lesion_table(paths.load())
+        table = table[table["prl"].notna()]  # lesions a label table leaves out are not tested
         if exclude_confluent:
             table = table[~table["confluent"]]
         tables.append(table[["subject", "lesion", "prl"]])

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import SubjectPaths
+from napari_deep_prl.io import Cohort, SubjectPaths
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.patches import PatchConfig, extract_patches, subject_scaling, warn_if_outgrown
 from napari_deep_prl.progress import Progress
@@ -75,21 +75,20 @@ def oversampling_shifts(distance: int) -> np.ndarray:
 def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchConfig(), *,
                    oversample_shift: int = 5, exclude_confluent: bool = False,
                    flip_phase: bool = False) -> Generator[Progress, None, PatchSet]:
-    """Patches and labels of every lesion of the cohort (subjects need a ``prl_mask``).
+    """Patches and labels of every labelled lesion of the cohort (subjects need ground truth:
+    a ``prl_mask`` or a ``prl_labels`` table).
 
     ``exclude_confluent`` leaves out lesions flagged confluent, as the paper did.
     ``oversample_shift=0`` turns positive oversampling off. ``flip_phase`` negates the phase of
     data whose paramagnetic shifts are bright (the package's convention is dark).
     """
+    Cohort(cohort).require_truth("training")
     parts: list[tuple[np.ndarray, ...]] = []
     tables: list[pd.DataFrame] = []
     for step, paths in enumerate(cohort):
-        if paths.prl_mask is None:
-            raise InputError(f"subject {paths.subject} has no prl_mask: training needs the PRL "
-                             "ground truth; add a prl_mask column to the manifest")
         subject = paths.load(flip_phase=flip_phase)
         lesions = find_lesions(subject)
-        table = lesions.table
+        table = lesions.table[lesions.table["prl"].notna()]  # lesions a label table leaves out: not used
         if exclude_confluent:
             table = table[~table["confluent"].to_numpy(bool)]
         if len(table):

@@ -3,7 +3,9 @@
 A *subject* is four co-registered NIfTI images on the grid of the phase image: ``phase``
 (unwrapped, filtered; paramagnetic = dark), ``mp2rage`` (MP2RAGE UNI or any T1-weighted image),
 ``mask`` (white-matter lesions: binary, or integer instance labels kept as given) and optionally
-``prl_mask`` (binary, voxels of lesions that are PRLs). A *cohort* is a list of subjects from a
+the ground truth: ``prl_mask`` (binary, voxels of lesions that are PRLs) or ``prl_labels`` (a
+lesion label table, e.g. the consensus exported from a rating project; see
+:func:`read_prl_labels`). A *cohort* is a list of subjects from a
 manifest CSV or a discovered folder; it holds only paths, so hundreds of subjects cost nothing
 until one is loaded.
 
@@ -31,8 +33,15 @@ from napari_deep_prl.tables import write_table
 
 #: Manifest columns, required then optional.
 REQUIRED_COLUMNS = ("subject", "phase", "mp2rage", "mask")
-OPTIONAL_COLUMNS = ("prl_mask",)
+OPTIONAL_COLUMNS = ("prl_mask", "prl_labels")
 IMAGE_ROLES = ("phase", "mp2rage", "mask", "prl_mask")
+
+#: Columns of a lesion label table that may hold the label, in order of preference.
+LABEL_COLUMNS = ("prl", "consensus", "label")
+#: Label values (lower case) meaning PRL / not PRL; "unsure" and blanks leave a lesion unlabelled.
+PRL_VALUES = {"prl": True, "1": True, "true": True, "yes": True,
+              "not_prl": False, "0": False, "false": False, "no": False}
+UNLABELLED_VALUES = {"", "unsure", "na", "n/a", "nan", "none"}
 
 #: Largest difference (mm) tolerated between the affines of a subject's images.
 AFFINE_TOLERANCE_MM = 1e-3
@@ -52,17 +61,25 @@ class SubjectPaths:
     mp2rage: Path
     mask: Path
     prl_mask: Path | None = None
+    prl_labels: Path | None = None
 
     @classmethod
     def from_files(cls, phase: str | Path, mp2rage: str | Path, mask: str | Path,
-                   prl_mask: str | Path | None = None, *, subject: str | None = None) -> SubjectPaths:
+                   prl_mask: str | Path | None = None, *, subject: str | None = None,
+                   prl_labels: str | Path | None = None) -> SubjectPaths:
         """One subject's files; the id defaults to the ``sub-<label>`` in the phase file's name."""
         return cls(subject or _subject_id_from(Path(phase)), Path(phase), Path(mp2rage), Path(mask),
-                   Path(prl_mask) if prl_mask is not None else None)
+                   Path(prl_mask) if prl_mask is not None else None,
+                   Path(prl_labels) if prl_labels is not None else None)
+
+    @property
+    def has_truth(self) -> bool:
+        """Whether the subject comes with ground truth (a PRL mask or a lesion label table)."""
+        return self.prl_mask is not None or self.prl_labels is not None
 
     def load(self, *, flip_phase: bool = False) -> Subject:
         return load_subject(self.phase, self.mp2rage, self.mask, self.prl_mask,
-                            subject=self.subject, flip_phase=flip_phase)
+                            subject=self.subject, flip_phase=flip_phase, prl_labels=self.prl_labels)
 
     def load_mask(self) -> tuple[np.ndarray, np.ndarray]:
         """Only the lesion mask and its affine: what registering lesions needs."""
@@ -81,6 +98,9 @@ class Subject:
     affine: np.ndarray
     prl_mask: np.ndarray | None = None
     paths: SubjectPaths | None = field(default=None, repr=False)
+    #: PRL (True) / not PRL (False) by lesion id, from a lesion label table; unlisted lesions
+    #: are unlabelled.
+    prl_labels: pd.Series | None = field(default=None, repr=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -108,9 +128,13 @@ def load_subject(
     *,
     subject: str | None = None,
     flip_phase: bool = False,
+    prl_labels: str | Path | None = None,
 ) -> Subject:
     """Load and validate one subject; ``flip_phase`` negates the phase (paramagnetic → dark)."""
-    paths = SubjectPaths.from_files(phase, mp2rage, mask, prl_mask, subject=subject)
+    paths = SubjectPaths.from_files(phase, mp2rage, mask, prl_mask, subject=subject, prl_labels=prl_labels)
+    if paths.prl_mask is not None and paths.prl_labels is not None:
+        raise InputError(f"subject {paths.subject}: both a prl_mask ({paths.prl_mask}) and a prl_labels table "
+                         f"({paths.prl_labels}) are given. Give one ground truth per subject.")
     phase_data, phase_img = _read_image(paths.phase, "phase")
     images = {"phase": (paths.phase, phase_data, phase_img)}
     for role in ("mp2rage", "mask", "prl_mask"):
@@ -131,7 +155,54 @@ def load_subject(
         affine=np.asarray(phase_img.affine, dtype=np.float64),
         prl_mask=prl,
         paths=paths,
+        prl_labels=read_prl_labels(paths.prl_labels, paths.subject) if paths.prl_labels is not None else None,
     )
+
+
+def read_prl_labels(path: str | Path, subject: str) -> pd.Series:
+    """One subject's labels from a lesion label table (CSV, or TSV by its suffix).
+
+    Columns: ``lesion`` (the lesion ids of :mod:`napari_deep_prl.lesions`, as in ``deep-prl
+    lesions`` tables and project exports), the label in the first of :data:`LABEL_COLUMNS`
+    present (``prl``/``not_prl``, 1/0, true/false, yes/no; ``unsure`` or blank: unlabelled), and
+    optionally ``subject``: then only this subject's rows count, so one table (e.g. ``deep-prl
+    ratings export``'s consensus) can serve a whole cohort. Returns a boolean Series by lesion id.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise file_error(path, "lesion label table not found", "Fix the prl_labels path of the manifest.")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                            sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except Exception as err:
+        raise file_error(path, f"lesion label table cannot be read ({_describe(err)})",
+                         "Save it as CSV (or TSV with a .tsv suffix) with a header row.") from err
+    table.columns = [str(c).strip() for c in table.columns]
+    label = next((c for c in LABEL_COLUMNS if c in table.columns), None)
+    if "lesion" not in table.columns or label is None:
+        raise file_error(path, f"lesion label table needs a 'lesion' column and one of {', '.join(LABEL_COLUMNS)} "
+                         f"(has: {', '.join(table.columns)})",
+                         "Export the consensus of a project (deep-prl ratings export) or add the columns.")
+    if "subject" in table.columns:
+        table = table[table["subject"].str.strip() == subject]
+    ids = pd.to_numeric(table["lesion"].str.strip(), errors="coerce")
+    if ids.isna().any() or (ids != ids.round()).any():
+        bad = table.loc[ids.isna() | (ids != ids.round()), "lesion"].iloc[0]
+        raise file_error(path, f"lesion id '{bad}' is not a whole number", "Use the lesion ids of deep-prl lesions.")
+    values = table[label].str.strip().str.lower()
+    unknown = sorted(set(values) - set(PRL_VALUES) - UNLABELLED_VALUES)
+    if unknown:
+        raise file_error(path, f"unknown label(s) {', '.join(map(repr, unknown[:5]))} in column '{label}'",
+                         "Use prl / not_prl (or 1 / 0); unsure or blank leaves a lesion unlabelled.")
+    known = values.isin(list(PRL_VALUES)).to_numpy()
+    labels = pd.Series(values[known].map(PRL_VALUES).to_numpy(bool), index=ids[known].astype(np.int64).to_numpy(),
+                       name="prl")
+    labels.index.name = "lesion"
+    if labels.index.duplicated().any():
+        twice = sorted(set(labels.index[labels.index.duplicated()]))[:5]
+        raise file_error(path, f"subject {subject}: lesion(s) {twice} are labelled twice",
+                         "Keep one row per lesion (per subject).")
+    return labels
 
 
 def _subject_id_from(path: Path) -> str:
@@ -301,9 +372,17 @@ class Cohort(Sequence[SubjectPaths]):
     def has_prl_masks(self) -> bool:
         return bool(self._subjects) and all(s.prl_mask is not None for s in self._subjects)
 
+    def require_truth(self, purpose: str) -> None:
+        """Refuse, naming the first subject without one, unless every subject has ground truth."""
+        lacking = [s.subject for s in self._subjects if not s.has_truth]
+        if lacking:
+            raise InputError(f"subject {lacking[0]} has no ground truth ({len(lacking)} of {len(self)} lack one): "
+                             f"{purpose} needs it. Add a prl_mask (PRL voxels) or prl_labels (lesion label "
+                             "table) column to the manifest.")
+
 
 def read_manifest(path: str | Path) -> Cohort:
-    """Read a cohort manifest CSV (``subject,phase,mp2rage,mask[,prl_mask]``).
+    """Read a cohort manifest CSV (``subject,phase,mp2rage,mask[,prl_mask][,prl_labels]``).
 
     Relative paths are relative to the manifest's folder. Errors name the manifest row (as the
     line number in the file, the header being line 1).
@@ -322,11 +401,11 @@ def read_manifest(path: str | Path) -> Cohort:
     missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
     if missing:
         raise file_error(path, f"manifest lacks column(s) {', '.join(missing)} (has: {', '.join(table.columns)})",
-                         "The header must read subject,phase,mp2rage,mask and optionally prl_mask.")
+                         "The header must read subject,phase,mp2rage,mask and optionally prl_mask or prl_labels.")
     if table.empty:
         raise file_error(path, "manifest has no subjects", "Add one row per subject.")
     root = path.parent
-    has_prl = "prl_mask" in table.columns
+    optional = [c for c in OPTIONAL_COLUMNS if c in table.columns]
     rows: list[SubjectPaths] = []
     seen: dict[str, int] = {}
     for i, row in enumerate(table.itertuples(index=False)):
@@ -340,14 +419,19 @@ def read_manifest(path: str | Path) -> Cohort:
             raise file_error(path, f"subject '{subject}' appears twice (rows {seen[subject]} and {line})",
                              "Subject ids must be unique.")
         seen[subject] = line
-        images = {c: _resolve(root, values[c]) for c in ("phase", "mp2rage", "mask")}
-        prl_value = str(row.prl_mask).strip() if has_prl else ""
-        prl = _resolve(root, prl_value) if prl_value else None
-        for column, image in {**images, "prl_mask": prl}.items():
-            if image is not None and not image.is_file():
-                raise file_error(path, f"row {line} ({subject}): {column} file {image} not found",
+        files = {c: _resolve(root, values[c]) for c in ("phase", "mp2rage", "mask")}
+        for column in optional:
+            value = str(getattr(row, column)).strip()
+            files[column] = _resolve(root, value) if value else None
+        for column, file in files.items():
+            if file is not None and not file.is_file():
+                raise file_error(path, f"row {line} ({subject}): {column} file {file} not found",
                                  "Fix the path; relative paths are relative to the manifest's folder.")
-        rows.append(SubjectPaths(subject, images["phase"], images["mp2rage"], images["mask"], prl))
+        if files.get("prl_mask") is not None and files.get("prl_labels") is not None:
+            raise file_error(path, f"row {line} ({subject}) gives both a prl_mask and prl_labels",
+                             "Give one ground truth per subject.")
+        rows.append(SubjectPaths(subject, files["phase"], files["mp2rage"], files["mask"],
+                                 files.get("prl_mask"), files.get("prl_labels")))
     return Cohort(rows, source=path)
 
 
@@ -360,8 +444,7 @@ def write_manifest(subjects: Sequence[SubjectPaths], path: str | Path) -> Path:
     """Write a manifest whose paths are relative to its folder where possible (atomic write)."""
     path = Path(path)
     root = path.parent.resolve()
-    with_prl = any(s.prl_mask is not None for s in subjects)
-    columns = list(REQUIRED_COLUMNS) + (["prl_mask"] if with_prl else [])
+    columns = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if any(getattr(s, c) is not None for s in subjects)]
 
     def rel(p: Path | None) -> str:
         if p is None:

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
+from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.progress import Progress
 
@@ -91,9 +92,18 @@ def _bounding_box(foreground: np.ndarray) -> tuple[slice, ...] | None:
 
 
 def find_lesions(subject: Subject) -> Lesions:
-    """Label the subject's mask and tabulate its lesions."""
-    return lesions_in_mask(subject.mask, subject.affine, subject.subject, subject.prl_mask,
-                           labels=subject.labels)
+    """Label the subject's mask and tabulate its lesions, with its ground truth if it has one."""
+    return with_truth(lesions_in_mask(subject.mask, subject.affine, subject.subject, labels=subject.labels),
+                      subject)
+
+
+def with_truth(lesions: Lesions, subject: Subject) -> Lesions:
+    """The lesions with the ``prl`` truth of the subject's PRL mask or lesion label table."""
+    if subject.prl_mask is not None:
+        return Lesions(lesions.labels, with_prl_truth(lesions.table, lesions.labels, subject.prl_mask))
+    if subject.prl_labels is not None:
+        return Lesions(lesions.labels, with_prl_labels(lesions.table, subject.prl_labels))
+    return lesions
 
 
 def lesions_in_mask(mask: np.ndarray, affine: np.ndarray, subject: str, prl_mask: np.ndarray | None = None,
@@ -154,6 +164,21 @@ def lesion_table_from_labels(
         "bbox_x1": hi[:, 0], "bbox_y1": hi[:, 1], "bbox_z1": hi[:, 2],
     })
     return table if prl_mask is None else with_prl_truth(table, labels, prl_mask)
+
+
+def with_prl_labels(table: pd.DataFrame, prl_labels: pd.Series) -> pd.DataFrame:
+    """The lesion table plus ``prl`` from a label table (:func:`napari_deep_prl.io.read_prl_labels`):
+    a nullable boolean, NA for the lesions it does not label (they are neither trained on nor
+    tested)."""
+    subject = table["subject"].iloc[0] if len(table) else "?"
+    unknown = np.setdiff1d(prl_labels.index.to_numpy(), table["lesion"].to_numpy())
+    if unknown.size:
+        raise InputError(f"subject {subject}: the lesion label table names lesion(s) {unknown[:10].tolist()} that "
+                         f"its mask does not have (it has {len(table)}). The ids must come from this mask, e.g. "
+                         "from deep-prl lesions or a project made on the same masks.")
+    table = table.copy()
+    table["prl"] = table["lesion"].map(prl_labels).astype("boolean")
+    return table
 
 
 def with_prl_truth(table: pd.DataFrame, labels: np.ndarray, prl_mask: np.ndarray) -> pd.DataFrame:

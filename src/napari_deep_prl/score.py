@@ -13,9 +13,10 @@ validation thresholds.
 (:attr:`Checkpoint.tta`): with TTA for models trained by this version (``TrainConfig.tta``), with
 one view for older ones. ``tta=True`` / ``False`` overrides that for every checkpoint.
 
-When a subject comes with a PRL mask (ground truth), its rows also carry ``prl_truth``
-(:func:`napari_deep_prl.lesions.lesion_table`'s ``prl``) and :func:`truth_metrics` scores the
-decisions against it: an independent test set is scored and evaluated in one call.
+When a subject comes with ground truth (a PRL mask or a lesion label table), its rows also
+carry ``prl_truth`` (:func:`napari_deep_prl.lesions.lesion_table`'s ``prl``; blank for lesions a
+label table leaves out) and :func:`truth_metrics` scores the decisions against it: an
+independent test set is scored and evaluated in one call.
 
 Per subject: the number of lesions, the PRL count, and the ``prl_ge1`` / ``prl_ge4`` flags (at
 least one / at least four PRLs) used as diagnostic and prognostic markers in the literature.
@@ -39,7 +40,7 @@ import pandas as pd
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import Subject, SubjectPaths
-from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_prl_truth
+from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_truth
 from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches, warn_if_outgrown
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.train import INFERENCE_BATCH, TTA_VIEWS, predict_views, resolve_device
@@ -136,9 +137,7 @@ def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_pha
     found = pool.submit(from_mask)
     subject = paths.load(flip_phase=flip_phase)
     lesions, masks = found.result()
-    if subject.prl_mask is not None:
-        lesions = Lesions(lesions.labels, with_prl_truth(lesions.table, lesions.labels, subject.prl_mask))
-    return subject, lesions, masks
+    return subject, with_truth(lesions, subject), masks
 
 
 def subject_summary(scores: pd.DataFrame, subjects: Sequence[str]) -> pd.DataFrame:
@@ -191,7 +190,7 @@ def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint]
     out["uncertainty"] = uncertainty
     out["confluent"] = table["confluent"].to_numpy()
     if "prl" in table:
-        out["prl_truth"] = table["prl"].to_numpy(dtype=int)
+        out["prl_truth"] = table["prl"].astype("Int64")  # NA: a lesion the label table leaves out
     return out.reset_index(drop=True)
 
 

@@ -39,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=CLUSTER_HOWTO,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("manifest", nargs="?", help="cohort manifest CSV (with prl_mask) or folder")
+    p.add_argument("manifest", nargs="?", help="cohort manifest CSV (with prl_mask or prl_labels) or folder")
     p.add_argument("-o", "--output", type=Path, help="report folder")
     p.add_argument("--merge", type=Path, metavar="REPORT_DIR",
                    help="only merge the fold results already in REPORT_DIR into the report")

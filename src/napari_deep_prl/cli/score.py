@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
         scores.lesions.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6g", na_rep="n/a")
     metrics = truth_metrics(scores.lesions)
     if metrics is not None:
-        print(f"against the PRL masks ({metrics['tp'] + metrics['fn']} PRLs of "
-              f"{sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} non-confluent lesions): "
+        print(f"against the ground truth ({metrics['tp'] + metrics['fn']} PRLs of "
+              f"{sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} labelled non-confluent lesions): "
               f"F1 {metrics['f1']:.3f}, sensitivity {metrics['sensitivity']:.3f}, specificity "
               f"{metrics['specificity']:.3f}, PPV {metrics['ppv']:.3f}, ROC AUC {metrics['roc_auc']:.3f}",
               file=sys.stderr)

@@ -26,9 +26,9 @@ from napari_deep_prl.train import TrainConfig, train
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
-        help="train Deep-PRL on a cohort with PRL masks; save a checkpoint",
-        description="Train the Deep-PRL network on every lesion of a cohort (manifest with a "
-                    "prl_mask column): Adam, polynomial LR decay, class-balanced batches, "
+        help="train Deep-PRL on a cohort with ground truth; save a checkpoint",
+        description="Train the Deep-PRL network on every labelled lesion of a cohort (manifest "
+                    "with a prl_mask or prl_labels column): Adam, polynomial LR decay, class-balanced batches, "
                     "augmentation, focal loss; a patient-level validation split picks the best "
                     "epoch and the decision threshold. Ctrl-C stops after the current step and "
                     "still saves the best model so far. Writes MODEL.pt and MODEL_history.tsv.",
