@@ -9,14 +9,17 @@ from napari_deep_prl.io import SubjectPaths, open_cohort
 
 
 def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
-    """``MANIFEST`` (a manifest CSV or folder) or ``--phase/--mp2rage/--mask [--prl-mask]``."""
+    """``MANIFEST`` (a manifest CSV or folder) or ``--phase/--mp2rage/--mask [--prl-mask|--prl-labels]``."""
     parser.add_argument("manifest", nargs="?", metavar="MANIFEST",
                         help="cohort manifest CSV or folder (sub-<label> layout or holding manifest.csv)")
     single = parser.add_argument_group("one subject instead of a manifest")
     single.add_argument("--phase", help="phase image (paramagnetic = dark)")
     single.add_argument("--mp2rage", help="MP2RAGE UNI or T1-weighted image on the phase grid")
     single.add_argument("--mask", help="lesion mask on the phase grid (binary or instance labels)")
-    single.add_argument("--prl-mask", help="optional PRL mask (ground truth)")
+    truth = single.add_mutually_exclusive_group()
+    truth.add_argument("--prl-mask", help="optional PRL mask (ground truth)")
+    truth.add_argument("--prl-labels", metavar="TABLE",
+                       help="optional lesion label table (ground truth; see docs/data.md)")
     single.add_argument("--subject", help="subject id (default: the sub-<label> of the phase file name)")
 
 
@@ -28,5 +31,5 @@ def subjects_from_args(args: argparse.Namespace) -> list[SubjectPaths]:
     if args.manifest:
         return list(open_cohort(args.manifest))
     if all(single):
-        return [SubjectPaths.from_files(*single, args.prl_mask, subject=args.subject)]
+        return [SubjectPaths.from_files(*single, args.prl_mask, subject=args.subject, prl_labels=args.prl_labels)]
     raise InputError("give a manifest, or all of --phase, --mp2rage and --mask.")
