@@ -106,12 +106,11 @@ def with_truth(lesions: Lesions, subject: Subject) -> Lesions:
     return lesions
 
 
-def lesions_in_mask(mask: np.ndarray, affine: np.ndarray, subject: str, prl_mask: np.ndarray | None = None,
-                    *, labels: np.ndarray | None = None) -> Lesions:
+def lesions_in_mask(mask: np.ndarray, affine: np.ndarray, subject: str, *,
+                    labels: np.ndarray | None = None) -> Lesions:
     """Label a mask (unless its ``labels`` are given) and tabulate its lesions; needs no images."""
     labels = label_lesions(mask) if labels is None else labels
-    return Lesions(labels, lesion_table_from_labels(labels, affine, subject, prl_mask,
-                                                    instance=is_instance_mask(mask)))
+    return Lesions(labels, lesion_table_from_labels(labels, affine, subject, instance=is_instance_mask(mask)))
 
 
 def lesion_table(subject: Subject) -> pd.DataFrame:

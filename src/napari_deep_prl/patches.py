@@ -167,9 +167,10 @@ def outgrown(table: pd.DataFrame, size: int, margin: int = RIM_MARGIN) -> np.nda
 def warn_if_outgrown(tables: Sequence[pd.DataFrame], size: int, advice: str) -> None:
     """Warn (:class:`InputWarning`) when more than :data:`OUTGROWN_SHARE` of the lesions in
     ``tables`` outgrow a ``size``-voxel patch, suggesting a patch that holds 95 % of them."""
-    table = pd.concat([t for t in tables if len(t)]) if any(len(t) for t in tables) else None
-    if table is None:
+    tables = [t for t in tables if len(t)]
+    if not tables:
         return
+    table = pd.concat(tables)
     n = int(outgrown(table, size).sum())
     if n <= OUTGROWN_SHARE * len(table):
         return
