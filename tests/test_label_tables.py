@@ -10,7 +10,7 @@ from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.cli import main
 from napari_deep_prl.dataset import build_patchset
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import read_manifest, read_prl_labels, write_manifest
+from napari_deep_prl.io import SubjectPaths, read_manifest, read_prl_labels, write_manifest
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.model import DeepPRL
 from napari_deep_prl.patches import PatchConfig
@@ -25,7 +25,7 @@ def _labelled_manifest(manifest, tmp_path, rows) -> tuple:
     cohort = read_manifest(manifest)
     table = tmp_path / "consensus.tsv"
     pd.DataFrame(rows, columns=["subject", "lesion", "consensus"]).to_csv(table, sep="\t", index=False)
-    subjects = [type(p)(p.subject, p.phase, p.mp2rage, p.mask, None, table) for p in cohort]
+    subjects = [SubjectPaths(p.subject, p.phase, p.mp2rage, p.mask, None, table) for p in cohort]
     return cohort, write_manifest(subjects, tmp_path / "labelled.csv")
 
 
@@ -69,7 +69,7 @@ def test_a_project_consensus_export_trains_a_model_from_the_cli(manifest, tmp_pa
     assert main(["ratings", "import", str(project), str(ratings)]) == 0
     consensus = tmp_path / "consensus.tsv"
     assert main(["ratings", "export", str(project), "-o", str(consensus)]) == 0
-    subjects = [type(p)(p.subject, p.phase, p.mp2rage, p.mask, None, consensus) for p in cohort]
+    subjects = [SubjectPaths(p.subject, p.phase, p.mp2rage, p.mask, None, consensus) for p in cohort]
     labelled = write_manifest(subjects, tmp_path / "labelled.csv")
     model = tmp_path / "model.pt"
     assert main(["train", str(labelled), "-o", str(model), "--epochs", "1", "--patch-size", "12",
