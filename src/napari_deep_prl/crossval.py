@@ -88,10 +88,10 @@ def lesion_truth(cohort: Sequence, *, exclude_confluent: bool = True
     Confluent lesions are left out by default, as in the paper (a lesion mask defines each
     target; grown-together lesions have no single answer).
     """
-    from napari_deep_prl.io import Cohort
+    from napari_deep_prl.io import require_truth
     from napari_deep_prl.lesions import lesion_table
 
-    Cohort(cohort).require_truth("cross-validation")
+    require_truth(cohort, "cross-validation")
     tables = []
     for step, paths in enumerate(cohort, start=1):
         table = lesion_table(paths.load())

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import Cohort, SubjectPaths
+from napari_deep_prl.io import SubjectPaths, require_truth
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.patches import PatchConfig, extract_patches, subject_scaling, warn_if_outgrown
 from napari_deep_prl.progress import Progress
@@ -82,7 +82,7 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
     ``oversample_shift=0`` turns positive oversampling off. ``flip_phase`` negates the phase of
     data whose paramagnetic shifts are bright (the package's convention is dark).
     """
-    Cohort(cohort).require_truth("training")
+    require_truth(cohort, "training")
     parts: list[tuple[np.ndarray, ...]] = []
     tables: list[pd.DataFrame] = []
     for step, paths in enumerate(cohort):

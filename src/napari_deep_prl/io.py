@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.errors import InputError, InputWarning, file_error
-from napari_deep_prl.tables import write_table
+from napari_deep_prl.tables import separator_for, write_table
 
 #: Manifest columns, required then optional.
 REQUIRED_COLUMNS = ("subject", "phase", "mp2rage", "mask")
@@ -172,8 +172,7 @@ def read_prl_labels(path: str | Path, subject: str) -> pd.Series:
     if not path.is_file():
         raise file_error(path, "lesion label table not found", "Fix the prl_labels path of the manifest.")
     try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
-                            sep="\t" if path.suffix.lower() == ".tsv" else ",")
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig", sep=separator_for(path))
     except Exception as err:
         raise file_error(path, f"lesion label table cannot be read ({_describe(err)})",
                          "Save it as CSV (or TSV with a .tsv suffix) with a header row.") from err
@@ -372,13 +371,14 @@ class Cohort(Sequence[SubjectPaths]):
     def has_prl_masks(self) -> bool:
         return bool(self._subjects) and all(s.prl_mask is not None for s in self._subjects)
 
-    def require_truth(self, purpose: str) -> None:
-        """Refuse, naming the first subject without one, unless every subject has ground truth."""
-        lacking = [s.subject for s in self._subjects if not s.has_truth]
-        if lacking:
-            raise InputError(f"subject {lacking[0]} has no ground truth ({len(lacking)} of {len(self)} lack one): "
-                             f"{purpose} needs it. Add a prl_mask (PRL voxels) or prl_labels (lesion label "
-                             "table) column to the manifest.")
+
+def require_truth(subjects: Sequence[SubjectPaths], purpose: str) -> None:
+    """Refuse, naming the first subject without one, unless every subject has ground truth."""
+    lacking = [s.subject for s in subjects if not s.has_truth]
+    if lacking:
+        raise InputError(f"subject {lacking[0]} has no ground truth ({len(lacking)} of {len(subjects)} lack one): "
+                         f"{purpose} needs it. Add a prl_mask (PRL voxels) or prl_labels (lesion label "
+                         "table) column to the manifest.")
 
 
 def read_manifest(path: str | Path) -> Cohort:
