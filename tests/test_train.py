@@ -13,6 +13,7 @@ from napari_deep_prl.io import read_manifest
 from napari_deep_prl.model import inference_copy
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_to_end
+from napari_deep_prl import train as train_module
 from napari_deep_prl.train import TTA_VIEWS, predict_views, resolve_device, split_validation, train
 
 from model_support import TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
@@ -32,7 +33,7 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     assert [h["epoch"] for h in history] == [0, 1, 2, 3]
     assert history[-1]["loss"] < history[1]["loss"]
     assert {"epoch", "batch"} <= {e.stage for e in events}
-    assert result.history[result.best_epoch]["val_f1"] == max(h["val_f1"] for h in history)
+    assert result.kept_epoch == len(history) - 1  # keep="last", and training beat the untrained model
     # the threshold is chosen again on the kept model's 8-flip averages of the validation lesions
     validation = patches.select(result.checkpoint.metadata["training"]["val_subjects"])
     views = torch.sigmoid(predict_views(inference_copy(result.checkpoint.model, torch.device("cpu")),
@@ -47,15 +48,15 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     x = torch.from_numpy(patches.x[:4])
     with torch.no_grad():
         assert torch.allclose(loaded.model(x), result.checkpoint.model.eval()(x))
-    assert loaded.metadata["validation"]["epoch"] == result.best_epoch
+    assert loaded.metadata["validation"]["epoch"] == result.kept_epoch
     assert loaded.tta and loaded.threshold == pytest.approx(result.checkpoint.threshold)
 
 
-def test_without_tta_the_best_epoch_threshold_is_kept():
+def test_without_tta_the_kept_epoch_threshold_is_kept():
     result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, tta=False)))
     assert not result.checkpoint.tta and "validation_tta" not in result.checkpoint.metadata
-    assert result.checkpoint.threshold == result.history[result.best_epoch]["threshold"]
-    assert result.checkpoint.validation == result.history[result.best_epoch]
+    assert result.checkpoint.threshold == result.history[result.kept_epoch]["threshold"]
+    assert result.checkpoint.validation == result.history[result.kept_epoch]
 
 
 def test_same_seed_same_model():
@@ -71,10 +72,26 @@ def test_a_fine_tune_keeps_its_parent_unless_told_to_move_on():
     start = run_to_end(train(patches, replace(TINY_TRAIN, epochs=0), init=parent)).history[0]
     wrecking = replace(TINY_TRAIN, epochs=2, lr=50.0)  # epochs that can only do worse
     kept = run_to_end(train(patches, wrecking, init=parent))
-    assert kept.best_epoch == 0 and kept.checkpoint.id == parent.id
+    assert kept.kept_epoch == 0 and kept.checkpoint.id == parent.id
     moved = run_to_end(train(patches, replace(wrecking, keep_start=False), init=parent))
-    assert moved.best_epoch >= 1 and moved.checkpoint.id != parent.id
-    assert moved.history[moved.best_epoch]["val_loss"] > start["val_loss"]
+    assert moved.kept_epoch >= 1 and moved.checkpoint.id != parent.id
+    assert moved.history[moved.kept_epoch]["val_loss"] > start["val_loss"]
+
+
+@pytest.mark.parametrize(("keep", "start_f1", "kept"), [("last", 0.5, 3), ("best", 0.5, 1), ("last", 0.95, 0)])
+def test_the_kept_model_follows_the_keep_rule(monkeypatch, keep, start_f1, kept):
+    # scripted validation scores: epoch 1 is the best of the trained ones, epoch 3 the last
+    scores = iter([start_f1, 0.9, 0.6, 0.7])
+    monkeypatch.setattr(train_module, "_validate", lambda *args, **kwargs: {
+        "val_loss": 0.1, "val_f1": next(scores), "val_auc": 0.9, "threshold": 0.5})
+    result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, keep=keep, tta=False)))
+    assert result.kept_epoch == kept and result.checkpoint.validation == result.history[kept]
+    assert result.checkpoint.metadata["training"]["keep"] == keep
+
+
+def test_an_unknown_keep_rule_is_refused():
+    with pytest.raises(InputError, match="keep rule"):
+        replace(TINY_TRAIN, keep="first")
 
 
 def test_stop_keeps_the_best_model_so_far():

@@ -13,18 +13,29 @@ reproduces the paper).
 
 Validation: the patients in ``val_subjects`` (by default a seeded ``val_fraction`` of them,
 stratified by PRL-count group like the cross-validation folds) are held out of training; after
-every epoch their lesions (original patches only) are scored, the decision threshold that
-maximises F1 is found, and the model with the best validation F1 is kept (ties: higher ROC AUC,
-then lower loss) together with that threshold. ``history[0]`` is the model before training (the
-parent model when fine-tuning), so training never returns a model worse on validation than
-where it started — unless ``keep_start=False``: fine-tuning round after round on one small
-validation set, the model kept last time was the luckiest of many noisy validation scores, and
-fresh epochs rarely beat it, so a loop of fine-tunes (e.g. active learning) would stop moving.
+every epoch their lesions (original patches only) are scored and the decision threshold that
+maximises F1 is found. Which model is kept (``keep``):
+
+``"last"`` (default)
+    the model at the end of training, when the learning rate has decayed to zero. A validation
+    split of a few patients holds about ten PRLs, so its F1 moves by 0.05 per lesion and from
+    epoch to epoch; the epoch with the best of 30 such scores is mostly the luckiest one, often
+    an early, under-trained model (docs/model.md, "Which model is kept").
+``"best"`` (the paper's rule)
+    the epoch with the best validation F1 (ties: higher ROC AUC, then lower loss).
+
+Either way the threshold is the one that maximises the kept model's validation F1.
+``history[0]`` is the model before training (the parent model when fine-tuning), and it competes
+with the kept model, so training never returns a model worse on validation than where it started
+— unless ``keep_start=False``: fine-tuning round after round on one small validation set, the
+model kept last time was the luckiest of many noisy validation scores, and fresh epochs rarely
+beat it, so a loop of fine-tunes (e.g. active learning) would stop moving.
 
 Reproducible: the seed fixes the initial weights, the batches and the augmentation (random
 numbers drawn on the CPU), so the same seed gives the same model on the same machine and thread
 count. Stopping (``stop.set()``, e.g. a GUI's cancel button or Ctrl-C in the CLI) ends training
-after the current step; the partial epoch is validated and the best model so far returned.
+after the current step; the partial epoch is validated and the best model so far (by validation
+F1) returned, whatever ``keep`` says: a stopped run's last weights are not converged.
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ import threading
 import time
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -73,19 +84,23 @@ class TrainConfig:
     #: Choose the kept model's threshold on its validation probabilities averaged over the
     #: :data:`TTA_VIEWS`, the views that scoring then averages by default (see the module doc).
     tta: bool = True
+    #: Which model is kept: the last epoch's or the best-validation-F1 one (see the module doc).
+    keep: Literal["last", "best"] = "last"
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not 0 < self.val_fraction < 1:
             raise InputError("epochs must be >= 0, batch_size >= 1 and val_fraction in (0, 1)")
+        if self.keep not in ("last", "best"):
+            raise InputError(f"unknown keep rule '{self.keep}'; use 'last' or 'best'")
 
 
 @dataclass
 class TrainResult:
-    """The best checkpoint, the per-epoch history (``history[0]``: before training)."""
+    """The kept checkpoint, the per-epoch history (``history[0]``: before training)."""
 
     checkpoint: Checkpoint
     history: list[dict[str, float]]
-    best_epoch: int
+    kept_epoch: int
     stopped: bool
 
 
@@ -168,15 +183,16 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         if stopped:
             record["partial"] = True
         history.append(record)
-        if best is None:
+        if best is None or _rank(record) > _rank(best.record):
             best = _Best(record, model)
-        else:
-            best.offer(record, model)
         yield Progress(epoch, config.epochs, "epoch", "stopped" if stopped else "", _shown(record))
         if stopped:
             break
 
-    best = best or start  # stopped before the first step
+    if config.keep == "last" and not stopped and len(history) > 1:
+        last = _Best(history[-1], model)
+        best = start if config.keep_start and _rank(start.record) > _rank(last.record) else last
+    best = best or start  # stopped before the first step, with keep_start=False
     model.load_state_dict(best.state)
     model.eval()
     kept = _validate(model, validation, config, device, TTA_VIEWS) if config.tta else best.record
@@ -185,7 +201,8 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         "train_patches": len(training), "train_prl_patches": int(positives.size),
         "train_lesions": int((~training.shifted).sum()), "val_lesions": len(validation),
         "val_prl_lesions": int(validation.y.sum()), "epochs_run": len(history) - 1,
-        "steps_per_epoch": steps_per_epoch, "best_epoch": best.record["epoch"], "stopped": stopped,
+        "steps_per_epoch": steps_per_epoch, "kept_epoch": best.record["epoch"], "keep": config.keep,
+        "stopped": stopped,
         "seconds": round(time.perf_counter() - started, 1), "device": str(device),
         "config": _jsonable(asdict(config)),
     }
@@ -280,14 +297,10 @@ def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device:
 
 
 class _Best:
-    """The best validation record so far and a copy of its weights."""
+    """A validation record and a copy of the weights it was measured on."""
 
     def __init__(self, record: dict[str, float], model: DeepPRL) -> None:
         self.record, self.state = record, _copy_state(model)
-
-    def offer(self, record: dict[str, float], model: DeepPRL) -> None:
-        if _rank(record) > _rank(self.record):
-            self.record, self.state = record, _copy_state(model)
 
 
 def _rank(record: dict[str, float]) -> tuple[float, float, float]:

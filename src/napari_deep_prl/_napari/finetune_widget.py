@@ -224,10 +224,10 @@ class FinetuneBox(QGroupBox):
         self.result = result
         self.curve.show_history(result.train.history)
         self.panel.use_model(result.checkpoint, result.path)
-        best = next(h for h in result.train.history if h["epoch"] == result.train.best_epoch)
+        kept = next(h for h in result.train.history if h["epoch"] == result.train.kept_epoch)
         stopped = " (cancelled: best model so far)" if result.train.stopped else ""
-        self.status.setText(f"saved {result.path.name}{stopped}; best epoch "
-                            f"{result.train.best_epoch}, val F1 {best['val_f1']:.3f}")
+        self.status.setText(f"saved {result.path.name}{stopped}; kept epoch "
+                            f"{result.train.kept_epoch}, val F1 {kept['val_f1']:.3f}")
         show_info(f"New model version saved: {result.path}")
         self.model_updated.emit(version)
 

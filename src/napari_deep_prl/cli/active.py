@@ -98,6 +98,6 @@ def run_finetune(args: argparse.Namespace) -> int:
     with Project.open(args.project) as project:
         result = run_with_tqdm(finetune(project, init, config, source=args.source),
                                desc="fine-tuning", disable=args.quiet)
-    print(f"saved {result.path} (best epoch {result.train.best_epoch}"
+    print(f"saved {result.path} (kept epoch {result.train.kept_epoch}"
           f"{', stopped early' if result.train.stopped else ''})", file=sys.stderr)
     return 0

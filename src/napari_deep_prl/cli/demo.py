@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
                            desc="train", disable=args.quiet)
     model_path = out / "model.pt"
     result.checkpoint.save(model_path)
-    say(f"    best validation epoch {result.best_epoch}; model: {model_path}")
+    say(f"    kept epoch {result.kept_epoch}; model: {model_path}")
 
     say(f"5/5 Scoring the held-out subjects {', '.join(test_ids)}")
     scores = run_with_tqdm(score_cohort([cohort[s] for s in test_ids], [result.checkpoint]),

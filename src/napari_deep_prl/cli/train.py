@@ -29,8 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train Deep-PRL on a cohort with ground truth; save a checkpoint",
         description="Train the Deep-PRL network on every labelled lesion of a cohort (manifest "
                     "with a prl_mask or prl_labels column): Adam, polynomial LR decay, class-balanced batches, "
-                    "augmentation, focal loss; a patient-level validation split picks the best "
-                    "epoch and the decision threshold. Ctrl-C stops after the current step and "
+                    "augmentation, focal loss; a patient-level validation split picks the decision "
+                    "threshold (and, with --keep best, the epoch). Ctrl-C stops after the current step and "
                     "still saves the best model so far. Writes MODEL.pt and MODEL_history.tsv.",
     )
     d = TrainConfig()
@@ -51,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"class-balanced samples per epoch ({d.samples_per_epoch})")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction,
                    help=f"fraction of patients held out for validation ({d.val_fraction})")
+    p.add_argument("--keep", default=d.keep, choices=("last", "best"),
+                   help="model kept: the last epoch's (default; small validation sets make the best-F1 epoch "
+                        "a noisy pick) or the best validation F1 (the paper's rule)")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--no-tta", action="store_true",
                    help="choose the threshold on one-view validation predictions (scoring then uses one view "
@@ -71,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = {"fusion": args.fusion} if args.fusion else {}
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch,
-        val_fraction=args.val_fraction, seed=args.seed, device=args.device, tta=not args.no_tta,
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device, tta=not args.no_tta, keep=args.keep,
         model=model_config(args.preset, **overrides),
         augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
     )
@@ -86,9 +89,9 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, previous)
     path = result.checkpoint.save(args.output)
     history = write_table(pd.DataFrame(result.history), Path(path).with_name(Path(path).stem + "_history.tsv"))
-    best = result.checkpoint.validation
-    print(f"{'stopped; ' if result.stopped else ''}best epoch {result.best_epoch}: validation F1 "
-          f"{best['val_f1']:.3f}, ROC AUC {best['val_auc']:.3f}, threshold {best['threshold']:.3f}"
+    kept = result.checkpoint.validation
+    print(f"{'stopped; ' if result.stopped else ''}kept epoch {result.kept_epoch}: validation F1 "
+          f"{kept['val_f1']:.3f}, ROC AUC {kept['val_auc']:.3f}, threshold {kept['threshold']:.3f}"
           f"{' (8-flip TTA)' if result.checkpoint.tta else ''}; "
           f"model {path} (id {result.checkpoint.id}), history {history}", file=sys.stderr)
     return 0
