@@ -3,8 +3,8 @@
 Protocol (Spagnolo et al.): patients are split into ``outer`` folds (5) stratified by PRL-count
 group (:mod:`napari_deep_prl.splits`). For each outer fold, its training patients are split again
 into ``inner`` folds (3); a model is trained on each inner training part and validated on its
-inner validation part, which also fixes its decision threshold (best validation F1). The inner
-model with the best validation F1 is kept and tested once on the outer fold's patients, which it
+inner validation part, which fixes its decision threshold (best validation F1; the epoch kept
+follows ``TrainConfig.keep``). The inner model with the best validation F1 is kept and tested once on the outer fold's patients, which it
 has never seen. Every lesion is thus tested exactly once, by a model chosen without it.
 
 With ``CVConfig(ensemble=True)`` each method is also reported as ``<name>_ensemble``, from the
