@@ -4,8 +4,9 @@ Protocol (Spagnolo et al.): patients are split into ``outer`` folds (5) stratifi
 group (:mod:`napari_deep_prl.splits`). For each outer fold, its training patients are split again
 into ``inner`` folds (3); a model is trained on each inner training part and validated on its
 inner validation part, which fixes its decision threshold (best validation F1; the epoch kept
-follows ``TrainConfig.keep``). The inner model with the best validation F1 is kept and tested once on the outer fold's patients, which it
-has never seen. Every lesion is thus tested exactly once, by a model chosen without it.
+follows ``TrainConfig.keep``). The inner model with the best validation F1 is kept and tested
+once on the outer fold's patients, which it has never seen. Every lesion is thus tested exactly
+once, by a model chosen without it.
 
 With ``CVConfig(ensemble=True)`` each method is also reported as ``<name>_ensemble``, from the
 same inner models at no extra training: the outer fold is scored by the mean probability of all
