@@ -6,7 +6,7 @@ import torch
 
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.cli import main
-from napari_deep_prl.errors import InputWarning
+from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.model import DeepPRL
@@ -63,6 +63,21 @@ def test_tta_and_ensembles_report_a_spread(manifest):
     assert not np.allclose(mixed["prl_probability"], single["prl_probability"])
 
 
+def test_an_operating_point_overrides_the_models_threshold(manifest):
+    subject = read_manifest(manifest)[0].load()
+    checkpoints = [_checkpoint(0), _checkpoint(1)]
+    checkpoints[1].threshold = 0.7
+    default = score_subject(subject, checkpoints)
+    assert (default["prl"] == (default["prl_probability"] >= 0.6)).all()  # mean of 0.5 and 0.7
+    cut = float(default["prl_probability"].median())
+    chosen = score_subject(subject, checkpoints, threshold=cut)
+    assert chosen["prl"].tolist() == (chosen["prl_probability"] >= cut).astype(int).tolist()
+    assert 0 < chosen["prl"].sum() < len(chosen)  # the median splits this subject's lesions
+    pd.testing.assert_series_equal(chosen["prl_probability"], default["prl_probability"])
+    with pytest.raises(InputError, match="threshold 1.5 is not a probability"):
+        run_to_end(score_cohort(read_manifest(manifest), checkpoints, threshold=1.5))
+
+
 def test_ground_truth_column_only_with_a_prl_mask(manifest):
     subject = read_manifest(manifest)[0].load()
     with_truth = score_subject(subject, [_checkpoint()])
@@ -113,5 +128,10 @@ def test_cli_train_then_score(manifest, tmp_path, capsys):
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--no-tta", "--quiet"]) == 0
     assert (open(out).read().count("n/a")) == 9  # one model, one view: no spread
     assert pd.read_csv(tmp_path / "scores_subjects.tsv", sep="\t")["lesions"].tolist() == [3, 3, 3]
+    assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--threshold", "0",
+                 "--quiet"]) == 0
+    assert pd.read_csv(out, sep="\t")["prl"].tolist() == [1] * 9  # every lesion at threshold 0
+    assert main(["score", str(manifest), "--model", str(model), "--threshold", "-0.1"]) == 2
+    assert "threshold -0.1 is not a probability" in capsys.readouterr().err
     assert main(["score", str(manifest), "--model", str(tmp_path / "nope.pt")]) == 2
     assert "no such model file" in capsys.readouterr().err

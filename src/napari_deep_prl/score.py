@@ -7,7 +7,8 @@ and/or test-time augmentation (TTA: the 8 combinations of flips along the three 
 keep the phase's dipole pattern) give several probabilities per lesion: their mean is
 ``prl_probability`` and their standard deviation ``uncertainty`` (``n/a`` with a single model
 and no TTA). The decision ``prl`` is ``prl_probability >= `` the mean of the checkpoints'
-validation thresholds.
+validation thresholds, or the operating point given as ``threshold`` (e.g. a lower one for a
+more sensitive screen, read off the validation or cross-validation ROC curve).
 
 ``tta=None`` (the default) scores each checkpoint as its threshold was chosen
 (:attr:`Checkpoint.tta`): with TTA for models trained by this version (``TrainConfig.tta``), with
@@ -84,21 +85,34 @@ def _mean_and_spread(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, tta: bool | None = None,
-                  batch_size: int = INFERENCE_BATCH, device: str = "auto") -> pd.DataFrame:
+                  threshold: float | None = None, batch_size: int = INFERENCE_BATCH,
+                  device: str = "auto") -> pd.DataFrame:
     """One row per lesion of the subject (:data:`SCORE_COLUMNS`)."""
-    return _score(subject, find_lesions(subject), checkpoints, tta, batch_size, device)
+    return _score(subject, find_lesions(subject), checkpoints, tta,
+                  decision_threshold(checkpoints, threshold), batch_size, device)
+
+
+def decision_threshold(checkpoints: Sequence[Checkpoint], threshold: float | None = None) -> float:
+    """The operating point ``threshold`` if given, else the mean of the models' validation ones."""
+    if not checkpoints:
+        raise InputError("no model given; pass at least one checkpoint")
+    if threshold is None:
+        return float(np.mean([c.threshold for c in checkpoints]))
+    if not 0 <= threshold <= 1:
+        raise InputError(f"threshold {threshold:g} is not a probability: give a value from 0 to 1 "
+                         "(lower calls more lesions PRL)")
+    return float(threshold)
 
 
 def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence[Checkpoint], *,
-                 tta: bool | None = None, nifti_dir: str | Path | None = None,
-                 batch_size: int = INFERENCE_BATCH, device: str = "auto",
-                 flip_phase: bool = False) -> Generator[Progress, None, Scores]:
+                 tta: bool | None = None, threshold: float | None = None,
+                 nifti_dir: str | Path | None = None, batch_size: int = INFERENCE_BATCH,
+                 device: str = "auto", flip_phase: bool = False) -> Generator[Progress, None, Scores]:
     """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``.
 
     Items of ``cohort`` already loaded (:class:`Subject`) are used as they are.
     """
-    if not checkpoints:
-        raise InputError("no model given; pass at least one checkpoint")
+    threshold = decision_threshold(checkpoints, threshold)
     configs = list(dict.fromkeys(c.patch_config for c in checkpoints))
     tables, found = [], []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deep-prl-lesions") as pool:
@@ -107,7 +121,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
                 subject, lesions, masks = item, find_lesions(item), {}
             else:
                 subject, lesions, masks = _load_and_find(item, configs, flip_phase, pool)
-            table = _score(subject, lesions, checkpoints, tta, batch_size, device, masks)
+            table = _score(subject, lesions, checkpoints, tta, threshold, batch_size, device, masks)
             if nifti_dir is not None:
                 write_probability_map(lesions.labels, table, subject.affine,
                                       Path(nifti_dir) / f"{subject.subject}_space-phase_desc-PRL_probseg.nii.gz")
@@ -168,9 +182,8 @@ def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.n
 
 
 def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint], tta: bool | None,
-           batch_size: int, device: str, masks: dict[PatchConfig, np.ndarray] | None = None) -> pd.DataFrame:
-    if not checkpoints:
-        raise InputError("no model given; pass at least one checkpoint")
+           threshold: float, batch_size: int, device: str,
+           masks: dict[PatchConfig, np.ndarray] | None = None) -> pd.DataFrame:
     table = lesions.table
     if len(table) == 0:
         return _empty_scores()
@@ -183,7 +196,6 @@ def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint]
         members.append((probability, len(views)))
         spreads.append(spread)
     probability, uncertainty = _pool(members, spreads)
-    threshold = float(np.mean([c.threshold for c in checkpoints]))
     out = table[["subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3"]].copy()
     out["prl_probability"] = probability
     out["prl"] = (probability >= threshold).astype(int)

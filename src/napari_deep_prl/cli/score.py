@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "score",
         help="score lesions with trained Deep-PRL model(s): PRL probability, decision, uncertainty",
         description="One row per lesion: subject, lesion, x, y, z (voxel centre), x_mm, y_mm, z_mm, "
-                    "volume_mm3, prl_probability, prl (0/1 at the models' validation threshold), "
+                    "volume_mm3, prl_probability, prl (0/1 at the models' validation threshold or --threshold), "
                     "uncertainty (SD over models x TTA views; n/a for one model and one view), "
                     "confluent; with a PRL mask (ground truth) also prl_truth, and the "
                     "decisions are scored against it (printed). Also writes SCORES_subjects.tsv: lesions, prl_count, prl_ge1, "
@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="test-time augmentation: average over the 8 axis flips (default: as each model's "
                         "threshold was chosen: on for models trained by this version; --no-tta: one view, 8x faster)")
+    p.add_argument("--threshold", type=float, metavar="T",
+                   help="decision threshold on prl_probability (default: the mean of the models' validation "
+                        "thresholds); a lower one calls more lesions PRL, for a more sensitive screen")
     p.add_argument("-o", "--output", metavar="SCORES.tsv", help="per-lesion table; default: TSV to stdout")
     p.add_argument("--nifti-dir", metavar="DIR", help="also write each subject's probability map (NIfTI) here")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")
@@ -50,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     cohort = subjects_from_args(args)
     checkpoints = [load_checkpoint(path) for path in args.model]
-    scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, nifti_dir=args.nifti_dir,
+    scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, threshold=args.threshold,
+                                        nifti_dir=args.nifti_dir,
                                         batch_size=args.batch_size, device=args.device,
                                         flip_phase=args.flip_phase),
                            desc="score", disable=args.quiet)
