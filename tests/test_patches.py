@@ -125,6 +125,32 @@ def test_scale_invariance_of_subject_normalisation(subject):
     assert np.allclose(extract_patches(subject, lesions), base, atol=1e-4)
 
 
+def test_local_phase_centre_ignores_offsets_and_background_fields(subject):
+    """Phase filtering may leave an offset or a slow background field: patches must not shift."""
+    lesions = find_lesions(subject)
+    zero = PatchConfig(phase_centre="zero")
+    base, base_zero = extract_patches(subject, lesions), extract_patches(subject, lesions, zero)
+    phase = subject.phase
+    subject.phase = phase + 5.0  # five tissue SDs
+    assert np.allclose(extract_patches(subject, lesions), base, atol=1e-5)
+    assert np.abs(extract_patches(subject, lesions, zero)[:, PH] - base_zero[:, PH]).mean() > 0.3
+    # A background field varying over the brain: 3 SDs plus 0.01 SD per voxel along x.
+    subject.phase = phase + 3 + 0.01 * np.arange(phase.shape[0], dtype=np.float32)[:, None, None]
+    for config, before, most in ((PatchConfig(), base, 0.02), (zero, base_zero, None)):
+        error = np.abs(extract_patches(subject, lesions, config)[:, PH] - before[:, PH]).mean(axis=(1, 2, 3))
+        assert (error < most).all() if most else (error > 0.2).all()
+
+
+def test_patch_settings_of_older_checkpoints_keep_their_meaning():
+    assert PatchConfig().phase_centre == "local"
+    stored = PatchConfig(size=20).to_dict()
+    assert PatchConfig.from_dict(stored) == PatchConfig(size=20)
+    del stored["phase_centre"]  # written before the setting existed: phase 0 was the centre
+    assert PatchConfig.from_dict(stored).phase_centre == "zero"
+    with pytest.raises(InputError, match="unknown phase_centre 'mean'"):
+        PatchConfig(phase_centre="mean")
+
+
 def test_unknown_lesion_id_is_an_error(subject):
     with pytest.raises(InputError, match=r"no lesion with id\(s\) \[42\]"):
         extract_patches(subject, find_lesions(subject), ids=[42])

@@ -107,7 +107,7 @@ def subject_patches(subject, lesions, table, config: PatchConfig, shift: int) ->
     """One subject's patches, labels from ``table["prl"]``, ids and shift flags (positives oversampled)."""
     ids = table["lesion"].to_numpy()
     labels = table["prl"].to_numpy(bool)
-    scaling = subject_scaling(subject, lesions, config.size) if config.normalisation == "subject" else None
+    scaling = subject_scaling(subject, lesions, config) if config.normalisation == "subject" else None
     x = [extract_patches(subject, lesions, config, ids=ids, scaling=scaling)]
     y, lesion_ids, shifted = [labels], [ids], [np.zeros(ids.size, bool)]
     positives = ids[labels]

@@ -9,10 +9,14 @@ Normalisation maps intensities to [0, 1] robustly to outliers:
 ``"subject"``
     One scaling per subject, from the normal-appearing tissue around its lesions (the voxels of
     all lesion patches, lesions excluded): MP2RAGE from its 1st..99th percentiles, phase
-    symmetrically around 0 with ±:data:`PHASE_SIGMAS` robust standard deviations (1.4826 × median
-    absolute deviation) mapped to [0, 1], so phase 0 is 0.5. The contrast between a lesion and its
-    surroundings survives: a faint rim stays faint, a strong one strong. This needs no brain mask
-    and is insensitive to field strength and echo time, which scale the phase.
+    symmetrically around its centre with ±:data:`PHASE_SIGMAS` robust standard deviations
+    (1.4826 × median absolute deviation) mapped to [0, 1], the centre at 0.5. The contrast
+    between a lesion and its surroundings survives: a faint rim stays faint, a strong one strong.
+    This needs no brain mask and is insensitive to field strength and echo time, which scale the
+    phase. The phase centre (``phase_centre``) is by default each patch's own tissue median
+    (``"local"``): a constant offset or a slowly varying background field that phase filtering
+    left behind then shifts nothing, and the robust SD is taken around those local centres.
+    ``"zero"`` keeps phase 0 at 0.5 (checkpoints of versions before this setting).
 ``"patch"``
     The paper's wording: each patch and channel scaled from its own 1st..99th percentiles. Every
     patch then spans [0, 1], whatever its contrast.
@@ -46,9 +50,12 @@ RIM_MARGIN = 2
 OUTGROWN_SHARE = 0.05
 PERCENTILES = (1.0, 99.0)
 OTHER_LESION_WEIGHTS = {"exclude": 0.0, "downweight": 0.5, "include": 1.0}
+#: What a stored patch configuration meant by leaving out a setting added later.
+ABSENT_SETTINGS = {"phase_centre": "zero"}
 
 Normalisation = Literal["subject", "patch"]
 OtherLesions = Literal["exclude", "downweight", "include"]
+PhaseCentre = Literal["local", "zero"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class PatchConfig:
     normalisation: Normalisation = "subject"
     mask_dilation: int = 1
     other_lesions: OtherLesions = "exclude"
+    phase_centre: PhaseCentre = "local"
 
     def __post_init__(self) -> None:
         if self.size < 4:
@@ -70,13 +78,16 @@ class PatchConfig:
                              + ", ".join(OTHER_LESION_WEIGHTS) + ".")
         if self.mask_dilation < 0:
             raise InputError("mask_dilation must be 0 or more voxels.")
+        if self.phase_centre not in ("local", "zero"):
+            raise InputError(f"unknown phase_centre '{self.phase_centre}'; use 'local' or 'zero'.")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> PatchConfig:
-        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+        known = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
+        return cls(**{**ABSENT_SETTINGS, **known})
 
 
 @dataclass(frozen=True)
@@ -118,8 +129,11 @@ def extract_patches(
     mp2rage = _gather(subject.mp2rage, index, inside)
     phase = _gather(subject.phase, index, inside)
     if config.normalisation == "subject":
-        scaling = scaling or subject_scaling(subject, lesions, config.size)
+        scaling = scaling or subject_scaling(subject, lesions, config)
         mp2rage = np.clip((mp2rage - scaling.mp2rage_low) / (scaling.mp2rage_high - scaling.mp2rage_low), 0, 1)
+        if config.phase_centre == "local":
+            tissue = inside & (_gather(lesions.labels, index, inside) == 0)
+            phase -= _tissue_medians(phase, tissue, stride=2)[:, None, None, None]
         phase = np.clip(0.5 + phase / (2 * scaling.phase_scale), 0, 1)
     else:
         mp2rage, phase = _patchwise_minmax(mp2rage), _patchwise_minmax(phase)
@@ -188,16 +202,18 @@ def _reach(table: pd.DataFrame) -> np.ndarray:
     return np.max(np.stack([r.to_numpy(dtype=float) for r in reach]), axis=0)
 
 
-def subject_scaling(subject: Subject, lesions: Lesions, size: int = 28) -> SubjectScaling:
+def subject_scaling(subject: Subject, lesions: Lesions, config: PatchConfig = PatchConfig()) -> SubjectScaling:
     """Robust scaling from the tissue around all the subject's lesions (lesion voxels excluded)."""
     if len(lesions) == 0:
         raise InputError(f"subject {subject.subject}: no lesions, so no per-subject scaling can be computed.")
     centres = centres_of(lesions)
     # A stride of 2 samples the neighbourhood well enough at an eighth of the cost.
-    index, inside = _patch_index(centres, size, subject.shape, stride=2)
+    index, inside = _patch_index(centres, config.size, subject.shape, stride=2)
     tissue = inside & (_gather(lesions.labels, index, inside) == 0)
-    mp2rage = _gather(subject.mp2rage, index, inside)[tissue]
-    phase = _gather(subject.phase, index, inside)[tissue]
+    phase = _gather(subject.phase, index, inside)
+    if config.phase_centre == "local":
+        phase -= _tissue_medians(phase, tissue)[:, None, None, None]
+    mp2rage, phase = _gather(subject.mp2rage, index, inside)[tissue], phase[tissue]
     if mp2rage.size < 10:
         raise InputError(f"subject {subject.subject}: too little tissue around the lesions to scale intensities; "
                          "use normalisation='patch'.")
@@ -209,6 +225,18 @@ def subject_scaling(subject: Subject, lesions: Lesions, size: int = 28) -> Subje
     if phase_scale <= 0:
         phase_scale = float(np.max(np.abs(phase))) or 1.0
     return SubjectScaling(float(low), float(high), phase_scale)
+
+
+def _tissue_medians(phase: np.ndarray, tissue: np.ndarray, stride: int = 1) -> np.ndarray:
+    """Median phase of each patch's tissue voxels (every ``stride``-th along each axis); 0 for a
+    patch without any."""
+    sample = (slice(None),) + (slice(None, None, stride),) * 3
+    values = np.where(tissue[sample], phase[sample], np.nan).reshape(len(phase), -1)
+    known = ~np.isnan(values).all(axis=1)
+    medians = np.zeros(len(phase), dtype=phase.dtype)
+    if known.any():
+        medians[known] = np.nanmedian(values[known], axis=1)
+    return medians
 
 
 def _patch_index(centres: np.ndarray, size: int, shape: tuple[int, ...], stride: int = 1):
