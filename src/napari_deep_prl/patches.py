@@ -131,9 +131,10 @@ def extract_patches(
     if config.normalisation == "subject":
         scaling = scaling or subject_scaling(subject, lesions, config)
         mp2rage = np.clip((mp2rage - scaling.mp2rage_low) / (scaling.mp2rage_high - scaling.mp2rage_low), 0, 1)
-        if config.phase_centre == "local":
-            tissue = inside & (_gather(lesions.labels, index, inside) == 0)
-            phase -= _tissue_medians(phase, tissue, stride=2)[:, None, None, None]
+        if config.phase_centre == "local":  # sampled at every second voxel, as the scaling
+            sampled, sampled_inside = tuple(axis[:, ::2] for axis in index), inside[:, ::2, ::2, ::2]
+            tissue = sampled_inside & (_gather(lesions.labels, sampled, sampled_inside) == 0)
+            phase -= _tissue_medians(phase[:, ::2, ::2, ::2], tissue)[:, None, None, None]
         phase = np.clip(0.5 + phase / (2 * scaling.phase_scale), 0, 1)
     else:
         mp2rage, phase = _patchwise_minmax(mp2rage), _patchwise_minmax(phase)
@@ -227,16 +228,10 @@ def subject_scaling(subject: Subject, lesions: Lesions, config: PatchConfig = Pa
     return SubjectScaling(float(low), float(high), phase_scale)
 
 
-def _tissue_medians(phase: np.ndarray, tissue: np.ndarray, stride: int = 1) -> np.ndarray:
-    """Median phase of each patch's tissue voxels (every ``stride``-th along each axis); 0 for a
-    patch without any."""
-    sample = (slice(None),) + (slice(None, None, stride),) * 3
-    values = np.where(tissue[sample], phase[sample], np.nan).reshape(len(phase), -1)
-    known = ~np.isnan(values).all(axis=1)
-    medians = np.zeros(len(phase), dtype=phase.dtype)
-    if known.any():
-        medians[known] = np.nanmedian(values[known], axis=1)
-    return medians
+def _tissue_medians(phase: np.ndarray, tissue: np.ndarray) -> np.ndarray:
+    """Median phase of each patch's tissue voxels; 0 for a patch without any."""
+    return np.array([np.median(p[t]) if t.any() else 0.0 for p, t in zip(phase, tissue)],
+                    dtype=phase.dtype)
 
 
 def _patch_index(centres: np.ndarray, size: int, shape: tuple[int, ...], stride: int = 1):
