@@ -44,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fusion", choices=FUSIONS, help="mask attention: concat (paper), none (ablation), gate")
     p.add_argument("--normalisation", default=PatchConfig.normalisation, choices=("subject", "patch"),
                    help="patch intensity scaling: per subject (default) or per patch (paper's min-max)")
+    p.add_argument("--phase-centre", default=PatchConfig.phase_centre, choices=("subject", "local"),
+                   help="phase mapped to the middle of the scale: the median of the tissue around the "
+                        "subject's lesions (default), or of each patch's own tissue (local: also cancels "
+                        "slowly varying background fields left by phase filtering)")
     p.add_argument("--patch-size", type=int, default=PatchConfig.size, help=f"patch side in voxels ({PatchConfig.size})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr:g})")
@@ -70,7 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     init = load_checkpoint(args.init) if args.init else None
-    patch_config = init.patch_config if init else PatchConfig(size=args.patch_size, normalisation=args.normalisation)
+    patch_config = init.patch_config if init else PatchConfig(size=args.patch_size, normalisation=args.normalisation,
+                                                                 phase_centre=args.phase_centre)
     overrides = {"fusion": args.fusion} if args.fusion else {}
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch,
