@@ -13,12 +13,10 @@ Normalisation maps intensities to [0, 1] robustly to outliers:
     (1.4826 × median absolute deviation) mapped to [0, 1], the centre at 0.5. The contrast
     between a lesion and its surroundings survives: a faint rim stays faint, a strong one strong.
     This needs no brain mask and is insensitive to field strength and echo time, which scale the
-    phase. The phase centre (``phase_centre``) is by default the median of that tissue
-    (``"subject"``), so a phase image need not be centred on 0: an unwrapped phase's global
-    offset, or scanner units, shift nothing. ``"local"`` centres each patch on its own tissue
-    median, which also cancels slowly varying background fields that phase filtering left
-    behind (the robust SD is then taken around those local centres). ``"zero"`` keeps phase 0 at
-    0.5 (checkpoints of versions before this setting).
+    phase. The phase centre (``phase_centre``) is by default each patch's own tissue median
+    (``"local"``): a constant offset or a slowly varying background field that phase filtering
+    left behind then shifts nothing, and the robust SD is taken around those local centres.
+    ``"zero"`` keeps phase 0 at 0.5 (checkpoints of versions before this setting).
 ``"patch"``
     The paper's wording: each patch and channel scaled from its own 1st..99th percentiles. Every
     patch then spans [0, 1], whatever its contrast.
@@ -57,7 +55,7 @@ ABSENT_SETTINGS = {"phase_centre": "zero"}
 
 Normalisation = Literal["subject", "patch"]
 OtherLesions = Literal["exclude", "downweight", "include"]
-PhaseCentre = Literal["subject", "local", "zero"]
+PhaseCentre = Literal["local", "zero"]
 
 
 @dataclass(frozen=True)
@@ -68,7 +66,7 @@ class PatchConfig:
     normalisation: Normalisation = "subject"
     mask_dilation: int = 1
     other_lesions: OtherLesions = "exclude"
-    phase_centre: PhaseCentre = "subject"
+    phase_centre: PhaseCentre = "local"
 
     def __post_init__(self) -> None:
         if self.size < 4:
@@ -80,8 +78,8 @@ class PatchConfig:
                              + ", ".join(OTHER_LESION_WEIGHTS) + ".")
         if self.mask_dilation < 0:
             raise InputError("mask_dilation must be 0 or more voxels.")
-        if self.phase_centre not in ("subject", "local", "zero"):
-            raise InputError(f"unknown phase_centre '{self.phase_centre}'; use 'subject', 'local' or 'zero'.")
+        if self.phase_centre not in ("local", "zero"):
+            raise InputError(f"unknown phase_centre '{self.phase_centre}'; use 'local' or 'zero'.")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,8 +97,6 @@ class SubjectScaling:
     mp2rage_low: float
     mp2rage_high: float
     phase_scale: float
-    #: Phase mapped to 0.5: the tissue median for ``phase_centre="subject"``, else 0.
-    phase_centre: float = 0.0
 
 
 def centres_of(lesions: Lesions, ids: np.ndarray | None = None) -> np.ndarray:
@@ -139,7 +135,7 @@ def extract_patches(
             sampled, sampled_inside = tuple(axis[:, ::2] for axis in index), inside[:, ::2, ::2, ::2]
             tissue = sampled_inside & (_gather(lesions.labels, sampled, sampled_inside) == 0)
             phase -= _tissue_medians(phase[:, ::2, ::2, ::2], tissue)[:, None, None, None]
-        phase = np.clip(0.5 + (phase - scaling.phase_centre) / (2 * scaling.phase_scale), 0, 1)
+        phase = np.clip(0.5 + phase / (2 * scaling.phase_scale), 0, 1)
     else:
         mp2rage, phase = _patchwise_minmax(mp2rage), _patchwise_minmax(phase)
     mp2rage *= inside  # zero padding
@@ -225,12 +221,11 @@ def subject_scaling(subject: Subject, lesions: Lesions, config: PatchConfig = Pa
     low, high = np.percentile(mp2rage, PERCENTILES)
     if high - low <= 0:
         high = low + 1.0
-    centre = float(np.median(phase))
-    phase_scale = PHASE_SIGMAS * 1.4826 * float(np.median(np.abs(phase - centre)))
+    mad = float(np.median(np.abs(phase - np.median(phase))))
+    phase_scale = PHASE_SIGMAS * 1.4826 * mad
     if phase_scale <= 0:
-        phase_scale = float(np.max(np.abs(phase - centre))) or 1.0
-    return SubjectScaling(float(low), float(high), phase_scale,
-                          centre if config.phase_centre == "subject" else 0.0)
+        phase_scale = float(np.max(np.abs(phase))) or 1.0
+    return SubjectScaling(float(low), float(high), phase_scale)
 
 
 def _tissue_medians(phase: np.ndarray, tissue: np.ndarray) -> np.ndarray:

@@ -44,10 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--fusion", choices=FUSIONS, help="mask attention: concat (paper), none (ablation), gate")
     p.add_argument("--normalisation", default=PatchConfig.normalisation, choices=("subject", "patch"),
                    help="patch intensity scaling: per subject (default) or per patch (paper's min-max)")
-    p.add_argument("--phase-centre", default=PatchConfig.phase_centre, choices=("subject", "local"),
-                   help="phase mapped to the middle of the scale: the median of the tissue around the "
-                        "subject's lesions (default), or of each patch's own tissue (local: also cancels "
-                        "slowly varying background fields left by phase filtering)")
+    p.add_argument("--phase-centre", default=PatchConfig.phase_centre, choices=("local", "zero"),
+                   help="phase mapped to the middle of the scale: the median of each patch's own tissue "
+                        "(local, default: offsets and slow background fields left by phase filtering "
+                        "cancel) or phase 0 (zero: for phase images known to be centred on 0)")
     p.add_argument("--patch-size", type=int, default=PatchConfig.size, help=f"patch side in voxels ({PatchConfig.size})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr:g})")
