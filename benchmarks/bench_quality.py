@@ -78,7 +78,7 @@ def print_table(report: Path, config: dict) -> None:
             continue
         dp = means["deep_prl" + suffix]
         rivals = [b + suffix for b in BASELINES if b + suffix in means]
-        ahead = all(dp[k] > means[b][k] for b in rivals for k in ("f1", "roc_auc"))
+        ahead = bool(rivals) and all(dp[k] > means[b][k] for b in rivals for k in ("f1", "roc_auc"))
         print(f"\ntargets, deep_prl{suffix}: ROC AUC {dp['roc_auc']:.3f} (>= 0.97: "
               f"{dp['roc_auc'] >= 0.97}), F1 {dp['f1']:.3f} (>= 0.85: {dp['f1'] >= 0.85}); "
               f"ahead of {', '.join(rivals) or 'no baseline run yet'} on F1 and AUC: {ahead}")
