@@ -14,7 +14,8 @@ from napari_deep_prl.model import inference_copy
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_to_end
 from napari_deep_prl import train as train_module
-from napari_deep_prl.train import TTA_VIEWS, predict_views, resolve_device, split_validation, train
+from napari_deep_prl.train import (TTA_VIEWS, predict_views, resolve_device, resolve_precision, split_validation,
+                                  train)
 
 from model_support import TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
 
@@ -92,6 +93,27 @@ def test_the_kept_model_follows_the_keep_rule(monkeypatch, keep, start_f1, kept)
 def test_an_unknown_keep_rule_is_refused():
     with pytest.raises(InputError, match="keep rule"):
         replace(TINY_TRAIN, keep="first")
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_training_learns_in_either_precision_and_records_it(precision):
+    result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, precision=precision)))
+    assert result.history[-1]["loss"] < result.history[1]["loss"]
+    assert result.checkpoint.metadata["training"]["precision"] == precision
+    assert all(p.dtype == torch.float32 for p in result.checkpoint.model.parameters())  # weights stay float32
+
+
+def test_auto_precision_is_bfloat16_only_where_the_hardware_has_it(monkeypatch):
+    cpu = torch.device("cpu")
+    assert resolve_precision("float32", cpu) == torch.float32
+    assert resolve_precision("bfloat16", cpu) == torch.bfloat16
+    for avx512_bf16, amx, expected in [(False, False, torch.float32), (True, False, torch.bfloat16),
+                                       (False, True, torch.bfloat16)]:
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v, raising=False)
+        assert resolve_precision("auto", cpu) == expected
+    with pytest.raises(InputError, match="precision"):
+        replace(TINY_TRAIN, precision="float16")
 
 
 def test_stop_keeps_the_best_model_so_far():

@@ -158,9 +158,14 @@ class DeepPRL(nn.Module):
         mp2rage, phase, mask = self._first_blocks(x)
         fuse = None if self.config.fusion == "none" else mask
         gates = self.gates if self.gates is not None else (None, None)
-        features = [self.mask_branch(mask), self.mp2rage_branch(mp2rage, fuse, gates[0]),
-                    self.phase_branch(phase, fuse, gates[1])]
-        return self.head(torch.cat(features, dim=1)).squeeze(1)
+        features = torch.cat([self.mask_branch(mask), self.mp2rage_branch(mp2rage, fuse, gates[0]),
+                              self.phase_branch(phase, fuse, gates[1])], dim=1)
+        if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+            # The small head stays in float32: bfloat16's 8-bit mantissa would round close
+            # logits together (ties in rankings and in the TTA spread).
+            with torch.autocast(x.device.type, enabled=False):
+                return self.head(features.float()).squeeze(1)
+        return self.head(features).squeeze(1)
 
     def _first_blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The MP2RAGE, phase and mask branches' first-block outputs."""

@@ -62,6 +62,9 @@ from napari_deep_prl.progress import Progress
 from napari_deep_prl.splits import assign_folds
 
 
+PRECISIONS = ("auto", "float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Training hyper-parameters (the paper's, except ``lr`` and ``samples_per_epoch``: CPU budget)."""
@@ -86,12 +89,16 @@ class TrainConfig:
     tta: bool = True
     #: Which model is kept: the last epoch's or the best-validation-F1 one (see the module doc).
     keep: Literal["last", "best"] = "last"
+    #: Arithmetic of the training steps (see :func:`resolve_precision`); validation, and so the
+    #: threshold, always runs in float32.
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not 0 < self.val_fraction < 1:
             raise InputError("epochs must be >= 0, batch_size >= 1 and val_fraction in (0, 1)")
         if self.keep not in ("last", "best"):
             raise InputError(f"unknown keep rule '{self.keep}'; use 'last' or 'best'")
+        resolve_precision(self.precision, torch.device("cpu"))  # refuses unknown names
 
 
 @dataclass
@@ -116,6 +123,32 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """The dtype of the convolutions and linear layers in training steps and scoring (autocast).
+
+    ``"auto"`` is bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or
+    AMX, CUDA GPUs that support it) and float32 elsewhere: emulated bfloat16 is slower than
+    float32. On such a CPU the default preset trains about 1.5x and scores about 1.2x faster in
+    bfloat16; the weights, the loss and the probabilities stay float32 (docs/model.md,
+    "bfloat16").
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
+    if precision == "float32":
+        return torch.float32
+    if precision == "bfloat16" or (precision == "auto" and _native_bfloat16(device)):
+        return torch.bfloat16
+    return torch.float32
+
+
+def _native_bfloat16(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    # Private torch probes (torch 2.x); without them, stay in float32.
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(probe() for probe in probes if probe is not None)
+
+
 def split_validation(patches: PatchSet, fraction: float, seed: int) -> list[str]:
     """A seeded patient-level validation split, stratified by PRL-count group."""
     counts = patches.prl_counts()
@@ -137,6 +170,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     """
     started = time.perf_counter()
     device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
     if val_subjects is None:
         val_subjects = split_validation(patches, config.val_fraction, config.seed)
     train_ids = [s for s in patches.subjects if s not in set(val_subjects)]
@@ -173,7 +207,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
                 stopped = True
                 break
             rows = _balanced_rows(rng, positives, negatives, config.batch_size)
-            losses.append(_step(model, optimiser, training, rows, config, generator, device))
+            losses.append(_step(model, optimiser, training, rows, config, generator, device, dtype))
             scheduler.step()
             yield Progress(step + 1, steps_per_epoch, "batch", f"epoch {epoch}", {"loss": losses[-1]})
         if not losses:
@@ -204,6 +238,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         "steps_per_epoch": steps_per_epoch, "kept_epoch": best.record["epoch"], "keep": config.keep,
         "stopped": stopped,
         "seconds": round(time.perf_counter() - started, 1), "device": str(device),
+        "precision": str(dtype).removeprefix("torch."),
         "config": _jsonable(asdict(config)),
     }
     metadata: dict[str, Any] = {"training": summary, "validation": best.record, "tta": config.tta}
@@ -241,10 +276,13 @@ def _for_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _step(model: DeepPRL, optimiser: torch.optim.Optimizer, patches: PatchSet, rows: np.ndarray,
-          config: TrainConfig, generator: torch.Generator, device: torch.device) -> float:
+          config: TrainConfig, generator: torch.Generator, device: torch.device,
+          dtype: torch.dtype = torch.float32) -> float:
     x = _for_device(augment_batch(torch.from_numpy(patches.x[rows]).to(device), config.augment, generator), device)
     y = torch.from_numpy(patches.y[rows]).to(device)
-    loss = focal_loss(model(x), y, gamma=config.gamma, alpha=config.alpha)
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        logits = model(x)
+    loss = focal_loss(logits.float(), y, gamma=config.gamma, alpha=config.alpha)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()
@@ -266,17 +304,20 @@ INFERENCE_BATCH = 8
 
 @torch.inference_mode()
 def predict_views(fast: DeepPRL, x: np.ndarray, device: torch.device,
-                  views: Sequence[tuple[int, ...]], batch_size: int = INFERENCE_BATCH) -> torch.Tensor:
+                  views: Sequence[tuple[int, ...]], batch_size: int = INFERENCE_BATCH,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Logits ``(len(views), n)`` of an inference copy (:func:`model.inference_copy`) on ``device``.
 
     One row per view, a view being the spatial dims to flip; small batches keep the
-    full-resolution maps in cache (:data:`INFERENCE_BATCH`).
+    full-resolution maps in cache (:data:`INFERENCE_BATCH`). ``dtype`` bfloat16 runs the
+    convolutions and linear layers in it (torch autocast; see :func:`resolve_precision`).
     """
     out = torch.zeros(len(views), len(x))
-    for i in range(0, len(x), batch_size):
-        batch = _for_device(torch.from_numpy(x[i:i + batch_size]), device)
-        for v, dims in enumerate(views):
-            out[v, i:i + len(batch)] = fast(batch.flip(dims) if dims else batch).float().cpu()
+    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+        for i in range(0, len(x), batch_size):
+            batch = _for_device(torch.from_numpy(x[i:i + batch_size]), device)
+            for v, dims in enumerate(views):
+                out[v, i:i + len(batch)] = fast(batch.flip(dims) if dims else batch).float().cpu()
     return out
 
 

@@ -14,7 +14,7 @@ from napari_deep_prl.errors import InputError
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.score import score_cohort, truth_metrics
 from napari_deep_prl.tables import write_table
-from napari_deep_prl.train import INFERENCE_BATCH
+from napari_deep_prl.train import INFERENCE_BATCH, PRECISIONS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", metavar="SCORES.tsv", help="per-lesion table; default: TSV to stdout")
     p.add_argument("--nifti-dir", metavar="DIR", help="also write each subject's probability map (NIfTI) here")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="network arithmetic: auto (default) is bfloat16 where the CPU or GPU computes it natively "
+                        "(about 1.2x faster; probabilities within about 0.003), else float32; float32 gives the "
+                        "same numbers on every machine")
     p.add_argument("--batch-size", type=int, default=INFERENCE_BATCH,
                    help=f"patches per forward pass ({INFERENCE_BATCH}: fits a CPU's cache; larger on a GPU)")
     p.add_argument("--threads", type=int, metavar="N",
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, threshold=args.threshold,
                                         nifti_dir=args.nifti_dir,
                                         batch_size=args.batch_size, device=args.device,
-                                        flip_phase=args.flip_phase),
+                                        precision=args.precision, flip_phase=args.flip_phase),
                            desc="score", disable=args.quiet)
     if args.output:
         out = Path(args.output)

@@ -20,7 +20,7 @@ from napari_deep_prl.model import FUSIONS, PRESETS, model_config
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.tables import write_table
-from napari_deep_prl.train import TrainConfig, train
+from napari_deep_prl.train import PRECISIONS, TrainConfig, train
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs ({d.epochs}, as the paper)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of split, weights, batches ({d.seed})")
     p.add_argument("--device", default=d.device, choices=("auto", "cpu", "cuda"), help="torch device (auto)")
+    p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                   help="arithmetic of the training steps: auto (default) is bfloat16 where the CPU or GPU "
+                        "computes it natively (about 1.5x faster on such a CPU), else float32")
     p.add_argument("--preset", default="default", choices=tuple(PRESETS),
                    help="network width: default (CPU-sized) or paper (GPU)")
     p.add_argument("--fusion", choices=FUSIONS, help="mask attention: concat (paper), none (ablation), gate")
@@ -80,6 +83,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, tta=not args.no_tta, keep=args.keep,
+        precision=args.precision,
         model=model_config(args.preset, **overrides),
         augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
     )
