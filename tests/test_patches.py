@@ -156,6 +156,13 @@ def test_unknown_lesion_id_is_an_error(subject):
         extract_patches(subject, find_lesions(subject), ids=[42])
 
 
+def test_a_mask_that_leaves_no_tissue_gets_a_clear_error(subject):
+    brain_mask = Subject("s", subject.phase, subject.mp2rage, np.ones(subject.shape, np.int32), subject.affine)
+    with pytest.raises(InputError, match=r"subject s: too little tissue.*covers 100% .*not a brain mask"):
+        extract_patches(brain_mask, find_lesions(brain_mask))
+    assert extract_patches(brain_mask, find_lesions(brain_mask), PatchConfig(normalisation="patch")).shape[0] == 1
+
+
 def test_empty_selection_and_bad_config():
     with pytest.raises(InputError, match="unknown normalisation"):
         PatchConfig(normalisation="zscore")

@@ -216,8 +216,11 @@ def subject_scaling(subject: Subject, lesions: Lesions, config: PatchConfig = Pa
         phase -= _tissue_medians(phase, tissue)[:, None, None, None]
     mp2rage, phase = _gather(subject.mp2rage, index, inside)[tissue], phase[tissue]
     if mp2rage.size < 10:
-        raise InputError(f"subject {subject.subject}: too little tissue around the lesions to scale intensities; "
-                         "use normalisation='patch'.")
+        share = float(np.mean(lesions.labels > 0))
+        raise InputError(f"subject {subject.subject}: too little tissue around the lesions to scale intensities "
+                         f"(the lesion mask covers {share:.0%} of the image). Check that the mask is the "
+                         "white-matter lesion mask, not a brain mask; a model trained with per-patch "
+                         "normalisation (train --normalisation patch) needs no surrounding tissue.")
     low, high = np.percentile(mp2rage, PERCENTILES)
     if high - low <= 0:
         high = low + 1.0
