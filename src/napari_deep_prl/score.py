@@ -11,9 +11,9 @@ validation thresholds, or the operating point given as ``threshold`` (e.g. a low
 more sensitive screen, read off the validation or cross-validation ROC curve).
 
 ``precision="auto"`` (the default) runs the network in bfloat16 where the hardware computes it
-natively (:func:`napari_deep_prl.train.resolve_precision`): about 1.2x faster on such a CPU,
-with probabilities within 0.003 of float32 and the same decisions on 665 held-out lesions
-(docs/model.md); ``"float32"`` gives the same numbers on every machine.
+natively (:func:`napari_deep_prl.train.resolve_precision`): about 1.25x faster on such a CPU,
+with probabilities within 0.005 of float32 and the same decisions on 690 held-out lesions
+(docs/model.md, "bfloat16"); ``"float32"`` gives the same numbers on every machine.
 
 ``tta=None`` (the default) scores each checkpoint as its threshold was chosen
 (:attr:`Checkpoint.tta`): with TTA for models trained by this version (``TrainConfig.tta``), with

@@ -124,7 +124,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of the convolutions and linear layers in training steps and scoring (autocast).
+    """The dtype of the convolutions in training steps and scoring (torch autocast).
 
     ``"auto"`` is bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or
     AMX, CUDA GPUs that support it) and float32 elsewhere: emulated bfloat16 is slower than

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")
     p.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="network arithmetic: auto (default) is bfloat16 where the CPU or GPU computes it natively "
-                        "(about 1.2x faster; probabilities within about 0.003), else float32; float32 gives the "
+                        "(about 1.25x faster; probabilities within about 0.005), else float32; float32 gives the "
                         "same numbers on every machine")
     p.add_argument("--batch-size", type=int, default=INFERENCE_BATCH,
                    help=f"patches per forward pass ({INFERENCE_BATCH}: fits a CPU's cache; larger on a GPU)")
