@@ -4,7 +4,7 @@ import torch
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.losses import focal_loss
 from napari_deep_prl.model import (FUSIONS, PRESETS, DeepPRL, ModelConfig, count_parameters, flops_per_patch,
-                                   inference_copy, model_config)
+                                   _block, inference_copy, model_config)
 
 from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
 
@@ -68,3 +68,17 @@ def test_focal_loss_weights_positives_with_alpha():
     # gamma shrinks the loss of confident, correct predictions far more than of wrong ones
     confident = torch.full((4,), 4.0)
     assert focal_loss(confident, pos) < 1e-3 * focal_loss(-confident, pos)
+
+
+def test_blocks_pool_before_their_last_relu_with_the_same_outputs_and_gradients():
+    block = _block(2, 4, 2).train()
+    assert isinstance(block[-2], torch.nn.MaxPool3d) and isinstance(block[-1], torch.nn.ReLU)
+    as_drawn = torch.nn.Sequential(*block[:-2], block[-1], block[-2])  # ReLU, then pooling
+    x = torch.randn(3, 2, 8, 8, 8)
+    grads = []
+    for net in (block, as_drawn):
+        inp = x.clone().requires_grad_(True)
+        out = net(inp)
+        out.square().sum().backward()
+        grads.append((out.detach(), inp.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.allclose(grads[0][1], grads[1][1], atol=1e-6)

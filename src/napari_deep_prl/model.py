@@ -99,11 +99,18 @@ class BatchNorm3d(nn.BatchNorm3d):
 
 
 def _block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
+    """``n_convs`` × (convolution, batch norm, ReLU), then 2× max-pooling.
+
+    The last ReLU runs after the pooling: ReLU and max commute, so the block computes the same
+    function (and gradients), with the last ReLU and its backward pass on an eighth of the
+    voxels (training about 5 % faster). The parameter-free layers swap places only, so
+    checkpoints load either way.
+    """
     layers: list[nn.Module] = []
     for i in range(n_convs):
         layers += [nn.Conv3d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
                    BatchNorm3d(c_out), nn.ReLU(inplace=True)]
-    return nn.Sequential(*layers, nn.MaxPool3d(2))
+    return nn.Sequential(*layers[:-1], nn.MaxPool3d(2), layers[-1])
 
 
 class _Branch(nn.Module):
