@@ -94,12 +94,13 @@ def _symmetry(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator
         perm = torch.where(swap[:, None], swapped, perm)
         flip[rows, a] ^= rotate & (turns != 3)
         flip[rows, b] ^= rotate & (turns != 1)
+    # The flat input index is separable: output axis e reads input axis d = perm⁻¹[e], so it
+    # adds stride[d] · (o_e, or s-1-o_e when flip[d]); three (n, s) terms broadcast to (n, s³).
+    source = perm.argsort(dim=1)  # (n, 3): the input axis each output axis reads
     axis = torch.arange(s)
-    grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(-1, 3)
-    source = grid[:, perm]  # (s³, n, 3)
-    source = torch.where(flip[None], s - 1 - source, source)
-    index = (source[..., 0] * s + source[..., 1]) * s + source[..., 2]
-    index = index.T.to(x.device)[:, None, :].expand(n, x.shape[1], -1)
+    steps = torch.where(flip.gather(1, source)[..., None], s - 1 - axis, axis) * (s ** (2 - source))[..., None]
+    index = steps[:, 0, :, None, None] + steps[:, 1, None, :, None] + steps[:, 2, None, None, :]
+    index = index.reshape(n, 1, -1).to(x.device).expand(n, x.shape[1], -1)
     return x.reshape(n, x.shape[1], -1).gather(2, index).reshape(x.shape)
 
 
