@@ -192,3 +192,9 @@ def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_ma
     options = json.loads(json.dumps(json_ready(rimnet.options())))
     assert options["train"]["epochs"] == 2 and options["train"]["model"]["fusion"] == "none"
     assert "seed" not in options["train"] and "device" not in options["train"]
+    quick = {"precision": "float32", "samples_per_epoch": 8, "batch_size": 4, "tta": False}
+    exact = _cnn_method("deep_prl", patches, MethodSettings(epochs=1, device="cpu", train_overrides=quick))
+    assert exact.options()["train"]["precision"] == "float32"
+    fitted = run_to_end(exact.fit(["a"], ["b"], seed=0))
+    assert fitted.precision == "float32"  # the test folds are scored as the model was trained
+    assert fitted.checkpoint.metadata["training"]["precision"] == "float32"

@@ -52,12 +52,13 @@ class _FittedCNN:
     val_f1: float
     patches: object
     device: str
+    precision: str
 
     def predict(self, subjects: Sequence[str]) -> pd.DataFrame:
         from napari_deep_prl.score import predict_patches
 
         test = self.patches.select(list(subjects)).originals()
-        probability, _ = predict_patches([self.checkpoint], test.x, device=self.device)
+        probability, _ = predict_patches([self.checkpoint], test.x, device=self.device, precision=self.precision)
         return pd.DataFrame({"subject": test.subject, "lesion": test.lesion,
                              "prl_probability": probability})
 
@@ -90,7 +91,8 @@ class CNNMethod:
         result = yield from train_model(patches, replace(self.train_config, seed=seed),
                                         val_subjects=list(val))
         return _FittedCNN(result.checkpoint, result.checkpoint.threshold,
-                          result.checkpoint.validation["val_f1"], self.patches, self.train_config.device)
+                          result.checkpoint.validation["val_f1"], self.patches, self.train_config.device,
+                          self.train_config.precision)
 
 
 def patch_set(cohort: Sequence, config: PatchConfig, settings: MethodSettings

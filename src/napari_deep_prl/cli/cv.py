@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from napari_deep_prl.errors import InputError
+from napari_deep_prl.train import PRECISIONS
 
 CLUSTER_HOWTO = """\
 On a cluster, run one outer fold per job into the same report folder, then merge:
@@ -55,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--patch-size", type=int, default=28, help="patch edge in voxels (28)")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of training")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="network arithmetic in training and testing: auto (default: bfloat16 where the hardware "
+                        "computes it natively), float32 or bfloat16")
     p.add_argument("--keep-confluent", action="store_true",
                    help="also test confluent lesions (the paper excluded them)")
     p.add_argument("--ensemble", action="store_true",
@@ -86,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     settings = MethodSettings(epochs=args.epochs, preset=args.preset, device=args.device,
                               patch_size=args.patch_size,
                               exclude_confluent=not args.keep_confluent, cache=args.cache,
-                              train_overrides={"tta": False} if args.no_tta else {})
+                              train_overrides={"precision": args.precision, **({"tta": False} if args.no_tta else {})})
     truth = run_with_tqdm(lesion_truth(cohort, exclude_confluent=settings.exclude_confluent),
                           desc="lesions", disable=args.quiet)
     methods = run_with_tqdm(build_methods(args.methods, cohort, settings, truth),
