@@ -34,7 +34,7 @@ from napari_deep_prl.progress import run_to_end
 from napari_deep_prl.score import predict_patches, score_cohort
 from napari_deep_prl.simulate import simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject
-from napari_deep_prl.train import resolve_precision
+from napari_deep_prl.train import precision_name, resolve_precision
 from timing import convolution_seconds, median_seconds
 
 #: Rounds of (load, score one view) timings; the 8-view TTA is timed in the first three.
@@ -44,7 +44,7 @@ ROUNDS = 9
 def main() -> None:
     if len(sys.argv) > 1:  # optional: number of torch threads
         torch.set_num_threads(int(sys.argv[1]))
-    default = str(resolve_precision("auto", torch.device("cpu"))).removeprefix("torch.")
+    default = precision_name(resolve_precision("auto", torch.device("cpu")))
     precisions = ("float32",) if default == "float32" else (default, "float32")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; scoring's default precision here: {default}")
     torch.manual_seed(0)

@@ -28,7 +28,7 @@ import torch
 from napari_deep_prl.dataset import PatchSet
 from napari_deep_prl.model import PRESETS, count_parameters, DeepPRL, flops_per_patch
 from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.train import TrainConfig, resolve_precision, train
+from napari_deep_prl.train import TrainConfig, precision_name, resolve_precision, train
 from timing import convolution_seconds
 
 
@@ -72,7 +72,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    default = str(resolve_precision("auto", torch.device("cpu"))).removeprefix("torch.")
+    default = precision_name(resolve_precision("auto", torch.device("cpu")))
     precisions = ("float32",) if default == "float32" else ("float32", default)
     before = matmul_gflops()
     rates = {("default", p): training_rate("default", p, args.steps, args.batch_size) for p in precisions}

@@ -141,6 +141,16 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     return torch.float32
 
 
+def precision_name(dtype: torch.dtype) -> str:
+    """``"float32"`` or ``"bfloat16"``: the name a resolved precision is recorded and shown by."""
+    return str(dtype).removeprefix("torch.")
+
+
+def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
+    """Autocast to ``dtype`` on ``device``; a no-op for float32."""
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
+
+
 def _native_bfloat16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -238,7 +248,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         "steps_per_epoch": steps_per_epoch, "kept_epoch": best.record["epoch"], "keep": config.keep,
         "stopped": stopped,
         "seconds": round(time.perf_counter() - started, 1), "device": str(device),
-        "precision": str(dtype).removeprefix("torch."),
+        "precision": precision_name(dtype),
         "config": _jsonable(asdict(config)),
     }
     metadata: dict[str, Any] = {"training": summary, "validation": best.record, "tta": config.tta}
@@ -276,11 +286,10 @@ def _for_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def _step(model: DeepPRL, optimiser: torch.optim.Optimizer, patches: PatchSet, rows: np.ndarray,
-          config: TrainConfig, generator: torch.Generator, device: torch.device,
-          dtype: torch.dtype = torch.float32) -> float:
+          config: TrainConfig, generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> float:
     x = _for_device(augment_batch(torch.from_numpy(patches.x[rows]).to(device), config.augment, generator), device)
     y = torch.from_numpy(patches.y[rows]).to(device)
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+    with _autocast(device, dtype):
         logits = model(x)
     loss = focal_loss(logits.float(), y, gamma=config.gamma, alpha=config.alpha)
     optimiser.zero_grad(set_to_none=True)
@@ -310,10 +319,10 @@ def predict_views(fast: DeepPRL, x: np.ndarray, device: torch.device,
 
     One row per view, a view being the spatial dims to flip; small batches keep the
     full-resolution maps in cache (:data:`INFERENCE_BATCH`). ``dtype`` bfloat16 runs the
-    convolutions and linear layers in it (torch autocast; see :func:`resolve_precision`).
+    convolutions in it (see :func:`resolve_precision`); the head stays float32.
     """
     out = torch.zeros(len(views), len(x))
-    with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+    with _autocast(device, dtype):
         for i in range(0, len(x), batch_size):
             batch = _for_device(torch.from_numpy(x[i:i + batch_size]), device)
             for v, dims in enumerate(views):

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     settings = MethodSettings(epochs=args.epochs, preset=args.preset, device=args.device,
                               patch_size=args.patch_size,
                               exclude_confluent=not args.keep_confluent, cache=args.cache,
-                              train_overrides={"precision": args.precision, **({"tta": False} if args.no_tta else {})})
+                              train_overrides={"precision": args.precision} | ({"tta": False} if args.no_tta else {}))
     truth = run_with_tqdm(lesion_truth(cohort, exclude_confluent=settings.exclude_confluent),
                           desc="lesions", disable=args.quiet)
     methods = run_with_tqdm(build_methods(args.methods, cohort, settings, truth),
