@@ -10,6 +10,7 @@ from napari_deep_prl import active
 from napari_deep_prl._napari.layers import subject_layers
 from napari_deep_prl._napari.model_widget import FROM_VIEWER, ModelPanel
 from napari_deep_prl._napari.scoring_table import POINTS_NAME
+from napari_deep_prl.checkpoint import save_ensemble
 
 pytestmark = pytest.mark.gui
 
@@ -127,3 +128,22 @@ def test_quick_scoring_of_a_subject_without_a_project(make_napari_viewer, setup,
     assert widget.table.rowCount() == 3
     assert set(widget.scores["subject"]) == {"sub-quick"}
     np.testing.assert_allclose(viewer.layers[POINTS_NAME].affine.affine_matrix, subject.affine)
+
+
+def test_an_ensemble_file_is_described_and_scored_as_one_model(make_napari_viewer, setup, tmp_path, qtbot):
+    project, _, _ = setup
+    members = [tiny_checkpoint(seed) for seed in (1, 2)]
+    path = save_ensemble(members, tmp_path / "ensemble.pt")
+    widget = ModelPanel(make_napari_viewer())
+    qtbot.addWidget(widget)
+    widget.open_project(project.root)
+    widget.load_model(path)
+    assert "ensemble of 2 models" in widget.model_info.text()
+    assert all(m.id in widget.model_info.text() for m in members)
+    assert widget.checkpoint.id == members[0].id  # what fine-tuning starts from
+    widget.method.setCurrentText("auto (best available)")
+    widget.subject.setCurrentText("sub-01")
+    run_job(qtbot, widget.score_subject())
+    stored = project.store.predictions(active.model_version(members, "auto"))
+    assert active.model_version(members, "auto").endswith("/ensemble") and len(stored) == 3
+    assert widget.table.rowCount() == 3

@@ -45,7 +45,7 @@ from napari_deep_prl.patches import PatchConfig, extract_patches
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.project import Project
 from napari_deep_prl.ratings.queue import Strategy, seeded_shuffle, subject_order
-from napari_deep_prl.score import view_probabilities
+from napari_deep_prl.score import decision_threshold, view_probabilities
 from napari_deep_prl.train import resolve_device
 
 METHODS = ("auto", "none", "mc_dropout", "ensemble", "tta")
@@ -176,10 +176,9 @@ def score_lesions(subject: Subject, checkpoints: Sequence[Checkpoint], method: s
     lesions = find_lesions(subject) if lesions is None else lesions
     x = extract_patches(subject, lesions, _shared_patch_config(checkpoints))
     scores = estimate(checkpoints, x, method, n_samples=n_samples, seed=seed, device=device)
-    threshold = float(np.mean([c.threshold for c in checkpoints]))
     table = lesions.table.assign(subject=subject.subject, prl_probability=scores.probability,
-                                 prl=scores.probability >= threshold, entropy=scores.entropy,
-                                 uncertainty=scores.mutual_information)
+                                 prl=scores.probability >= decision_threshold(checkpoints),
+                                 entropy=scores.entropy, uncertainty=scores.mutual_information)
     return table[list(SCORE_COLUMNS)].reset_index(drop=True)
 
 

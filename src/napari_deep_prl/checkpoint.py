@@ -10,6 +10,11 @@ fed patches normalised differently from those it learnt on.
 
 A checkpoint's :attr:`Checkpoint.id` is a hash of its weights: the same training gives the same
 id, and a fine-tuned model records its parent's id.
+
+One file can also hold an *ensemble* (format version 2): ``members``, a list of such
+``metadata`` + ``state_dict`` pairs, e.g. the cross-fitted networks of ``deep-prl train
+--models K`` (:mod:`napari_deep_prl.crossfit`). :func:`load_models` reads either kind as a list;
+scoring averages the members. :func:`load_checkpoint` is for the places that need one network.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +33,12 @@ from napari_deep_prl import __version__
 from napari_deep_prl.errors import CheckpointError, DeepPRLError
 from napari_deep_prl.model import DeepPRL, ModelConfig, inference_copy
 from napari_deep_prl.patches import CHANNELS, PatchConfig
+from napari_deep_prl.tables import write_atomic
 
 FORMAT = "napari-deep-prl checkpoint"
 FORMAT_VERSION = 1
+#: The version of files holding several networks (older readers refuse them with a clear message).
+ENSEMBLE_FORMAT_VERSION = 2
 
 
 @dataclass
@@ -89,18 +98,46 @@ class Checkpoint:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        return _write(path, {"format_version": FORMAT_VERSION, **self._payload()})
+
+    def _payload(self) -> dict[str, Any]:
         metadata = {**self.describe(), "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        torch.save({"format": FORMAT, "format_version": FORMAT_VERSION,
-                    "metadata": json.dumps(metadata), "state_dict": state}, path)
-        return path
+        return {"metadata": json.dumps(metadata), "state_dict": state}
+
+
+def save_ensemble(members: Sequence[Checkpoint], path: str | Path) -> Path:
+    """Save several networks in one file; scoring it averages them (see the module doc)."""
+    if not members:
+        raise CheckpointError(f"{path}: an ensemble needs at least one model")
+    return _write(path, {"format_version": ENSEMBLE_FORMAT_VERSION,
+                         "members": [member._payload() for member in members]})
+
+
+def _write(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Save atomically: a crash never leaves half a model where a whole one was."""
+    return write_atomic(path, lambda fh: torch.save({"format": FORMAT, **payload}, fh), binary=True)
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint safely (``weights_only=True``); any problem is a :class:`CheckpointError`."""
-    path = Path(path)
+    """Load a one-network checkpoint safely; an ensemble file is refused with a clear message."""
+    members = load_models(path, device=device)
+    if len(members) > 1:
+        raise CheckpointError(f"{path}: an ensemble of {len(members)} models; this needs a single network "
+                              "(train one with `deep-prl train --models 1`); score ensembles with "
+                              "`deep-prl score` or the model panel")
+    return members[0]
+
+
+def load_models(*paths: str | Path, device: str | torch.device = "cpu") -> list[Checkpoint]:
+    """Every network of the checkpoint files, in order, loaded safely (``weights_only=True``).
+
+    Any problem is a :class:`CheckpointError`.
+    """
+    return [member for path in paths for member in _load_file(Path(path), device)]
+
+
+def _load_file(path: Path, device: str | torch.device) -> list[Checkpoint]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file. Train one with `deep-prl train` "
                               "or give the path of an existing .pt checkpoint")
@@ -112,10 +149,18 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a napari-deep-prl checkpoint (no '{FORMAT}' marker); "
                               "only models saved by `deep-prl train` or the plugin can be used")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format version {payload.get('format_version')!r}, "
-                              f"this napari-deep-prl ({__version__}) reads version {FORMAT_VERSION}; "
+    version = payload.get("format_version")
+    if version not in (FORMAT_VERSION, ENSEMBLE_FORMAT_VERSION):
+        raise CheckpointError(f"{path}: checkpoint format version {version!r}, this napari-deep-prl "
+                              f"({__version__}) reads versions {FORMAT_VERSION} and {ENSEMBLE_FORMAT_VERSION}; "
                               "use a matching napari-deep-prl version")
+    parts = payload.get("members") if version == ENSEMBLE_FORMAT_VERSION else [payload]
+    if not isinstance(parts, list) or not parts:
+        raise CheckpointError(f"{path}: an ensemble checkpoint without models; the file is damaged")
+    return [_member(part, path, device) for part in parts]
+
+
+def _member(payload: dict[str, Any], path: Path, device: str | torch.device) -> Checkpoint:
     try:
         metadata = json.loads(payload["metadata"])
         config = ModelConfig.from_dict(metadata["model"])

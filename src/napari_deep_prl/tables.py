@@ -1,4 +1,4 @@
-"""Writing tables and text files atomically (tables as CSV or TSV by suffix).
+"""Writing tables, text and other files atomically (tables as CSV or TSV by suffix).
 
 A table is written to a temporary file beside its destination and moved into place with
 ``os.replace``, so a crash never leaves a half-written export where a complete one was.
@@ -10,7 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import TextIO
+from typing import IO, Any
 
 import pandas as pd
 
@@ -32,13 +32,13 @@ def write_text(path: str | Path, text: str) -> Path:
     return write_atomic(path, lambda fh: fh.write(text))
 
 
-def write_atomic(path: str | Path, write: Callable[[TextIO], object]) -> Path:
+def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> Path:
     """Call ``write`` on a temporary file beside ``path``, fsync it, then move it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", newline="") as fh:
+        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.crossfit import ensemble_info
+from napari_deep_prl.score import decision_threshold
 
 TOOLTIPS = {
     "open": "A project folder (made with `deep-prl project init`): its subjects can be scored "
@@ -34,25 +37,41 @@ def _metric(values: dict, key: str) -> str:
     return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
 
 
-def describe_checkpoint(checkpoint: Checkpoint, path: Path | None = None) -> str:
-    """What a user needs to trust a model: what it learnt from, how it validated, its lineage."""
+def describe_checkpoint(checkpoints: Checkpoint | Sequence[Checkpoint], path: Path | None = None) -> str:
+    """What a user needs to trust a model: what it learnt from, how it validated, its lineage.
+
+    An ensemble file is described by its first member's training data (the members share the
+    patients, each validated on a different part) and the out-of-fold validation of all.
+    """
+    members = [checkpoints] if isinstance(checkpoints, Checkpoint) else list(checkpoints)
+    checkpoint = members[0]
     meta = checkpoint.metadata
     labels = meta.get("labels", {})
     training = meta.get("training", {})
-    validation = checkpoint.validation
+    ensemble = ensemble_info(members) if len(members) > 1 else None
     if labels:
         learnt = (f"{labels.get('n', '?')} labels ({labels.get('n_prl', '?')} PRL) from "
                   f"{labels.get('source', '?')}, {len(labels.get('subjects', []))} subjects")
+    elif ensemble:
+        learnt = f"{ensemble['out_of_fold'].get('lesions', '?')} lesions, each validated out of fold"
     elif training:
         learnt = (f"{training.get('train_lesions', '?')} lesions of "
                   f"{len(training.get('train_subjects', []))} subjects")
     else:
         learnt = "not recorded"
+    if ensemble:
+        validated = f"out-of-fold validation{' (8-flip TTA)' if checkpoint.tta else ''}"
+        validation = ensemble["out_of_fold"]
+    else:
+        validated = f"validation{' (8-flip TTA)' if checkpoint.tta else ''}"
+        validation = checkpoint.validation
+    kind = (f"ensemble of {len(members)} {'cross-fitted ' if ensemble else ''}models · ids "
+            f"{', '.join(m.id for m in members)}" if len(members) > 1 else f"id {checkpoint.id}")
     lines = [
-        f"<b>{path.name if path else 'model'}</b> · id {checkpoint.id}",
+        f"<b>{path.name if path else 'model'}</b> · {kind}",
         f"trained on: {learnt}",
-        (f"validation{' (8-flip TTA)' if checkpoint.tta else ''}: F1 {_metric(validation, 'val_f1')}, "
-         f"AUC {_metric(validation, 'val_auc')}, threshold {checkpoint.threshold:.2f}"),
+        (f"{validated}: F1 {_metric(validation, 'val_f1')}, "
+         f"AUC {_metric(validation, 'val_auc')}, threshold {decision_threshold(members):.2f}"),
         (f"patches {checkpoint.patch_config.size}³, {checkpoint.patch_config.normalisation} "
          f"normalisation; widths {list(checkpoint.model_config.widths)}, "
          f"dropout {checkpoint.model_config.dropout}"),

@@ -33,12 +33,13 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deep_prl import active
-from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.checkpoint import Checkpoint, load_models
 from napari_deep_prl.errors import DeepPRLError
 from napari_deep_prl.io import Subject
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.project import Project
+from napari_deep_prl.score import decision_threshold
 
 from .finetune_widget import FinetuneBox
 from .jobs import Job
@@ -85,7 +86,8 @@ class ModelPanel(QWidget):
         super().__init__()
         self.viewer = napari_viewer
         self.project: Project | None = None
-        self.checkpoint: Checkpoint | None = None
+        #: The loaded network(s): one, or the members of an ensemble file (scored together).
+        self.checkpoints: list[Checkpoint] = []
         self.scores = pd.DataFrame()
         self.job: Job | None = None
         self._affines: dict[str, np.ndarray] = {}
@@ -169,16 +171,21 @@ class ModelPanel(QWidget):
         self.set_busy(False)
 
     def load_model(self, path: str | Path) -> None:
-        """Load a checkpoint (safely, weights only) and show what it was trained on."""
+        """Load a checkpoint or ensemble (safely, weights only) and show what it was trained on."""
         try:
-            self.use_model(load_checkpoint(path), Path(path))
+            self.use_model(load_models(path), Path(path))
         except DeepPRLError as err:
             show_error(str(err))
 
-    def use_model(self, checkpoint: Checkpoint, path: Path | None = None) -> None:
-        self.checkpoint = checkpoint
-        self.model_info.setText(describe_checkpoint(checkpoint, path))
+    def use_model(self, checkpoints: Checkpoint | list[Checkpoint], path: Path | None = None) -> None:
+        self.checkpoints = [checkpoints] if isinstance(checkpoints, Checkpoint) else list(checkpoints)
+        self.model_info.setText(describe_checkpoint(self.checkpoints, path))
         self.set_busy(False)
+
+    @property
+    def checkpoint(self) -> Checkpoint | None:
+        """The network fine-tuning starts from: the model, or an ensemble's first member."""
+        return self.checkpoints[0] if self.checkpoints else None
 
     @property
     def method_name(self) -> str:
@@ -196,7 +203,7 @@ class ModelPanel(QWidget):
                 show_error(str(err))
                 return None
             self._affines[subject.subject] = subject.affine
-            checkpoints, method = [self.checkpoint], self.method_name
+            checkpoints, method = self.checkpoints, self.method_name
             return self._start(lambda stop: score_loaded(subject, checkpoints, method),
                                f"Scoring {subject.subject}", self._show_subject_scores)
         return self._score_stored([name], f"Scoring {name}")
@@ -209,8 +216,8 @@ class ModelPanel(QWidget):
         return self._score_stored(None, "Scoring the project")
 
     def _score_stored(self, subjects: list[str] | None, description: str) -> Job | None:
-        project, checkpoints, method = self.project, [self.checkpoint], self.method_name
-        threshold = self.checkpoint.threshold if self.checkpoint else 0.5
+        project, checkpoints, method = self.project, self.checkpoints, self.method_name
+        threshold = decision_threshold(checkpoints) if checkpoints else 0.5
 
         def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, pd.DataFrame]]:
             stored = yield from active.score_project(project, checkpoints, method,
@@ -228,7 +235,7 @@ class ModelPanel(QWidget):
 
     def _start(self, make: Callable[[threading.Event], Generator[Progress, None, Any]],
                description: str, on_result: Callable[[Any], None]) -> Job | None:
-        if self.checkpoint is None:
+        if not self.checkpoints:
             show_error("Load a model first (Load model…).")
             return None
         self.job = Job(make, description=description, bar=self.bar, stages=("subjects", "subject"),
@@ -279,7 +286,7 @@ class ModelPanel(QWidget):
 
     def set_busy(self, busy: bool) -> None:
         """Buttons follow the state: one job at a time, Cancel only while one runs."""
-        ready = self.checkpoint is not None and not busy
+        ready = bool(self.checkpoints) and not busy
         self.score_button.setEnabled(ready)
         self.score_all_button.setEnabled(ready and self.project is not None)
         self.load_button.setEnabled(not busy)

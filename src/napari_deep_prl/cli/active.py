@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from napari_deep_prl import active
-from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.checkpoint import load_checkpoint, load_models
 from napari_deep_prl.finetune import finetune
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.project import Project
@@ -60,7 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _scores(args: argparse.Namespace, project: Project) -> tuple[str, object]:
-    checkpoints = [load_checkpoint(path) for path in args.model]
+    checkpoints = load_models(*args.model)
     gen = active.score_project(project, checkpoints, args.method, n_samples=args.samples,
                                device=args.device)
     scores = run_with_tqdm(gen, desc="scoring", disable=args.quiet)

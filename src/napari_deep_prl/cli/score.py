@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.checkpoint import load_models
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.progress import run_with_tqdm
@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     cohort = subjects_from_args(args)
-    checkpoints = [load_checkpoint(path) for path in args.model]
+    checkpoints = load_models(*args.model)
     scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, threshold=args.threshold,
                                         nifti_dir=args.nifti_dir,
                                         batch_size=args.batch_size, device=args.device,

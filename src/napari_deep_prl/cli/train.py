@@ -12,9 +12,11 @@ from pathlib import Path
 import pandas as pd
 
 from napari_deep_prl.augment import AugmentConfig
-from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.checkpoint import load_checkpoint, save_ensemble
 from napari_deep_prl.cli.score import set_threads
+from napari_deep_prl.crossfit import EnsembleResult, history_table, train_crossfitted
 from napari_deep_prl.dataset import build_patchset
+from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import open_cohort
 from napari_deep_prl.model import FUSIONS, PRESETS, model_config
 from napari_deep_prl.patches import PatchConfig
@@ -31,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "with a prl_mask or prl_labels column): Adam, polynomial LR decay, class-balanced batches, "
                     "augmentation, focal loss; a patient-level validation split picks the decision "
                     "threshold (and, with --keep best, the epoch). Ctrl-C stops after the current step and "
-                    "still saves the best model so far. Writes MODEL.pt and MODEL_history.tsv.",
+                    "still saves the best model so far. Writes MODEL.pt and MODEL_history.tsv. With --models K, "
+                    "K networks are cross-fitted (each validated on a different K-th of the patients, the "
+                    "threshold chosen on all of them) and saved together in MODEL.pt; scoring averages them.",
     )
     d = TrainConfig()
     p.add_argument("manifest", metavar="MANIFEST", help="cohort manifest CSV or subject folder layout")
@@ -69,12 +73,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads (default: one per core; on a busy shared machine 1 is often faster)")
+    p.add_argument("--models", type=int, default=1, metavar="K",
+                   help="train a cross-fitted ensemble of K networks (K x the time; steadier threshold and "
+                        "ranking: see docs/model.md) instead of one (1)")
     p.add_argument("--init", metavar="MODEL.pt", help="fine-tune this checkpoint instead of starting afresh")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.models < 1 or (args.models > 1 and args.init):
+        raise InputError(f"--models {args.models}: give 1 (one network) or more (a cross-fitted ensemble); "
+                         "--init fine-tunes one network, so it takes --models 1")
     set_threads(args.threads)
     init = load_checkpoint(args.init) if args.init else None
     patch_config = init.patch_config if init else PatchConfig(size=args.patch_size, normalisation=args.normalisation,
@@ -93,17 +103,36 @@ def run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, _stop_on_first_interrupt(stop))
     try:
+        if args.models > 1:
+            return _save_ensemble(run_with_tqdm(train_crossfitted(patches, config, args.models, stop=stop),
+                                                disable=args.quiet), args.output)
         result = run_with_tqdm(train(patches, config, init=init, stop=stop), disable=args.quiet)
     finally:
         signal.signal(signal.SIGINT, previous)
     path = result.checkpoint.save(args.output)
-    history = write_table(pd.DataFrame(result.history), Path(path).with_name(Path(path).stem + "_history.tsv"))
+    history = write_table(pd.DataFrame(result.history), _history_path(path))
     kept = result.checkpoint.validation
     print(f"{'stopped; ' if result.stopped else ''}kept epoch {result.kept_epoch}: validation F1 "
           f"{kept['val_f1']:.3f}, ROC AUC {kept['val_auc']:.3f}, threshold {kept['threshold']:.3f}"
           f"{' (8-flip TTA)' if result.checkpoint.tta else ''}; "
           f"model {path} (id {result.checkpoint.id}), history {history}", file=sys.stderr)
     return 0
+
+
+def _save_ensemble(result: EnsembleResult, output: str) -> int:
+    path = save_ensemble(result.checkpoints, output)
+    history = write_table(history_table(result.runs), _history_path(path))
+    write_table(result.out_of_fold, Path(path).with_name(Path(path).stem + "_out_of_fold.tsv"))
+    oof = result.validation
+    print(f"{'stopped; ' if result.stopped else ''}{len(result.checkpoints)} cross-fitted models; out-of-fold "
+          f"({oof['lesions']} lesions, {oof['prl_lesions']} PRL): F1 {oof['val_f1']:.3f}, ROC AUC "
+          f"{oof['val_auc']:.3f}, threshold {result.threshold:.3f}; model {path}, history {history}",
+          file=sys.stderr)
+    return 0
+
+
+def _history_path(model: Path) -> Path:
+    return model.with_name(model.stem + "_history.tsv")
 
 
 def _stop_on_first_interrupt(stop: threading.Event):  # noqa: ANN202

@@ -1,0 +1,111 @@
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from napari_deep_prl.checkpoint import load_checkpoint, load_models, save_ensemble
+from napari_deep_prl.cli import main
+from napari_deep_prl.crossfit import ensemble_info, history_table, train_crossfitted
+from napari_deep_prl.errors import CheckpointError, InputError
+from napari_deep_prl.evaluate import best_f1_threshold
+from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.score import decision_threshold, predict_patches
+
+from model_support import TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def ensemble():
+    torch.set_num_threads(1)
+    return run_to_end(train_crossfitted(toy_patches(), TINY_TRAIN, 3))
+
+
+def test_every_training_patient_is_validated_once_by_a_model_that_did_not_train_on_it(ensemble):
+    patches = toy_patches()
+    val = [set(run.checkpoint.metadata["training"]["val_subjects"]) for run in ensemble.runs]
+    assert sum(len(v) for v in val) == len(set().union(*val)) == len(patches.subjects)
+    for run, held_out in zip(ensemble.runs, val):
+        assert not held_out & set(run.checkpoint.metadata["training"]["train_subjects"])
+    oof = ensemble.out_of_fold
+    assert len(oof) == len(patches.originals()) and not oof.duplicated(["subject", "lesion"]).any()
+    for member, held_out in enumerate(val):
+        assert set(oof.loc[oof["member"] == member, "subject"]) == held_out
+    # seeds differ per member, so the networks do
+    assert len({run.checkpoint.id for run in ensemble.runs}) == 3
+
+
+def test_the_threshold_is_chosen_on_all_out_of_fold_predictions_and_shared(ensemble):
+    oof = ensemble.out_of_fold
+    threshold, f1 = best_f1_threshold(oof["prl"].to_numpy(), oof["prl_probability"].to_numpy())
+    assert ensemble.threshold == pytest.approx(threshold) and ensemble.validation["val_f1"] == pytest.approx(f1)
+    assert [c.threshold for c in ensemble.checkpoints] == [threshold] * 3
+    assert decision_threshold(ensemble.checkpoints) == pytest.approx(threshold)
+    # each member keeps the threshold of its own validation fold in its record
+    own = [c.metadata["ensemble"]["member_threshold"] for c in ensemble.checkpoints]
+    assert own == [run.checkpoint.threshold for run in ensemble.runs]
+    info = ensemble_info(ensemble.checkpoints)
+    assert info["models"] == 3 and info["out_of_fold"]["lesions"] == len(oof) and not info["stopped"]
+
+
+def test_an_ensemble_file_round_trips_and_scores_as_the_average(ensemble, tmp_path):
+    path = save_ensemble(ensemble.checkpoints, tmp_path / "ens.pt")
+    loaded = load_models(path)
+    assert [c.id for c in loaded] == [c.id for c in ensemble.checkpoints]
+    assert ensemble_info(loaded) == ensemble_info(ensemble.checkpoints)
+    x = toy_patches().x[:6]
+    mean, spread = predict_patches(loaded, x, tta=False, device="cpu", precision="float32")
+    singles = [predict_patches([c], x, tta=False, device="cpu", precision="float32")[0] for c in loaded]
+    assert np.allclose(mean, np.mean(singles, axis=0), atol=1e-6) and (spread > 0).all()
+    with pytest.raises(CheckpointError, match="an ensemble of 3 models"):
+        load_checkpoint(path)
+    assert [c.id for c in load_models(path, ensemble.checkpoints[0].save(tmp_path / "one.pt"))] == \
+        [*(c.id for c in loaded), loaded[0].id]
+    assert not list(tmp_path.glob(".*"))  # written atomically: no temporary file left behind
+
+
+def test_stopping_keeps_the_models_finished_so_far():
+    stop = threading.Event()
+    gen = train_crossfitted(toy_patches(), TINY_TRAIN, 3, stop=stop)
+    while True:
+        try:
+            event = next(gen)
+        except StopIteration as done:
+            result = done.value
+            break
+        if event.stage == "model" and event.step == 1:  # the first model is done
+            stop.set()
+    assert result.stopped and len(result.checkpoints) == 1 and not result.runs[0].stopped
+    assert set(result.out_of_fold["member"]) == {0}
+    assert ensemble_info(result.checkpoints)["models"] == 1
+    history = history_table(result.runs)
+    assert set(history["model"]) == {1} and history["epoch"].tolist() == [0, 1, 2, 3]
+
+
+def test_impossible_ensembles_are_refused():
+    with pytest.raises(InputError, match="at least 2 models"):
+        run_to_end(train_crossfitted(toy_patches(), TINY_TRAIN, 1))
+    with pytest.raises(InputError, match="6 subject.*cannot be split into 7"):
+        run_to_end(train_crossfitted(toy_patches(), TINY_TRAIN, 7))
+
+
+@pytest.mark.slow
+def test_cli_trains_an_ensemble_that_score_and_the_history_read(manifest, tmp_path, capsys):
+    model = tmp_path / "ens.pt"
+    args = ["train", str(manifest), "-o", str(model), "--epochs", "1", "--patch-size", "12",
+            "--samples-per-epoch", "8", "--batch-size", "8", "--device", "cpu", "--threads", "1", "--quiet"]
+    assert main([*args, "--models", "3"]) == 0
+    assert "3 cross-fitted models; out-of-fold (9 lesions, 3 PRL)" in capsys.readouterr().err
+    assert len(load_models(model)) == 3
+    history = pd.read_csv(tmp_path / "ens_history.tsv", sep="\t")
+    assert history["model"].tolist() == [1, 1, 2, 2, 3, 3]
+    oof = pd.read_csv(tmp_path / "ens_out_of_fold.tsv", sep="\t")
+    assert sorted(oof["subject"]) == sorted(["sub-01", "sub-02", "sub-03"] * 3)
+    out = tmp_path / "scores.tsv"
+    assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet"]) == 0
+    assert len(pd.read_csv(out, sep="\t")) == 9
+    assert main([*args, "--models", "2", "--init", str(model)]) == 2
+    assert "--init fine-tunes one network" in capsys.readouterr().err
+    assert main(["train", str(manifest), "-o", str(tmp_path / "x.pt"), "--init", str(model), "--quiet"]) == 2
+    assert "an ensemble of 3 models" in capsys.readouterr().err
