@@ -74,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads (default: one per core; on a busy shared machine 1 is often faster)")
     p.add_argument("--models", type=int, default=1, metavar="K",
-                   help="train a cross-fitted ensemble of K networks (K x the time; steadier threshold and "
-                        "ranking: see docs/model.md) instead of one (1)")
+                   help="train a cross-fitted ensemble of K networks (K x the time; a steadier ranking and a "
+                        "threshold chosen on every patient: see docs/model.md) instead of one (1)")
     p.add_argument("--init", metavar="MODEL.pt", help="fine-tune this checkpoint instead of starting afresh")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
