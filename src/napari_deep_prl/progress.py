@@ -61,6 +61,8 @@ def run_with_tqdm(gen: Generator[Progress, None, T], *, desc: str | None = None,
                     total=event.total, desc=desc or event.stage, disable=disable,
                     leave=event.stage == next(iter(bars), event.stage),
                 )
+            if event.step < bar.n:  # the stage starts over (the next epoch, model or fold)
+                bar.reset(total=event.total)
             bar.n = event.step
             if event.total is not None and bar.total != event.total:
                 bar.total = event.total
