@@ -45,6 +45,22 @@ def test_garbage_file_is_a_clear_error(write_subject, tmp_path, content):
         load_subject(bad, paths.mp2rage, paths.mask)
 
 
+def test_uncompressed_nifti_named_gz_is_read_with_a_warning(write_subject, tmp_path):
+    paths = write_subject()
+    raw = gzip.decompress(paths.phase.read_bytes())
+    misnamed = tmp_path / "plain_phase.nii.gz"
+    misnamed.write_bytes(raw)
+    with pytest.warns(InputWarning, match="plain_phase.nii.gz: not gzip-compressed"):
+        subject = load_subject(misnamed, paths.mp2rage, paths.mask)
+    np.testing.assert_array_equal(subject.phase, load_subject(paths.phase, paths.mp2rage, paths.mask).phase)
+    misnamed.write_bytes(raw[: len(raw) // 2])  # and truncated as well: still a clear error
+    with pytest.raises(InputError, match="plain_phase.nii.gz.*truncated"), pytest.warns(InputWarning):
+        load_subject(misnamed, paths.mp2rage, paths.mask)
+    misnamed.write_bytes(b"hello, not an image")
+    with pytest.raises(InputError, match="cannot be read as a NIfTI image"):
+        load_subject(misnamed, paths.mp2rage, paths.mask)
+
+
 def test_truncated_gzip_is_a_clear_error(write_subject, tmp_path):
     paths = write_subject()
     raw = gzip.decompress(paths.phase.read_bytes())

@@ -229,8 +229,10 @@ def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
     try:
         img = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken headers
-        raise file_error(path, f"cannot be read as a NIfTI image ({_describe(err)})",
-                         "Check that it is a .nii/.nii.gz file and re-export it if it is damaged.") from err
+        img = _uncompressed_named_gz(path)
+        if img is None:
+            raise file_error(path, f"cannot be read as a NIfTI image ({_describe(err)})",
+                             "Check that it is a .nii/.nii.gz file and re-export it if it is damaged.") from err
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise file_error(path, f"is a {type(img).__name__}, not a NIfTI image",
                          "Convert it to NIfTI (.nii or .nii.gz), e.g. with dcm2niix.")
@@ -258,6 +260,25 @@ def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
         raise file_error(path, f"{role} image has an unsupported data type ({data.dtype})",
                          "Save it as an integer or floating-point NIfTI.")
     return data.reshape(spatial), img
+
+
+def _uncompressed_named_gz(path: Path) -> nib.Nifti1Image | None:
+    """An uncompressed NIfTI saved under a ``.gz`` name (renamed by hand, or by a tool that
+    forgot to compress), read with a warning; None when the file is something else."""
+    if path.suffix != ".gz":
+        return None
+    with path.open("rb") as fh:
+        if fh.read(2) == b"\x1f\x8b":  # really gzip: broken, not misnamed
+            return None
+    for kind in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            img = kind.from_bytes(path.read_bytes())
+        except Exception:  # not this kind of NIfTI: try the next
+            continue
+        warnings.warn(f"{path}: not gzip-compressed although named .gz; read as an uncompressed NIfTI "
+                      "(rename it to .nii to silence this).", InputWarning, stacklevel=4)
+        return img
+    return None
 
 
 def _spatial_shape(shape: tuple[int, ...], path: Path, role: str) -> tuple[int, int, int]:
