@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 

@@ -119,4 +119,3 @@ def history_table(runs: list[TrainResult]) -> pd.DataFrame:
     table = pd.concat([pd.DataFrame(run.history) for run in runs], keys=range(1, len(runs) + 1),
                       names=["model", None])
     return table.reset_index(level="model").reset_index(drop=True)
-

@@ -267,12 +267,12 @@ def _uncompressed_named_gz(path: Path) -> nib.Nifti1Image | None:
     forgot to compress), read with a warning; None when the file is something else."""
     if path.suffix != ".gz":
         return None
-    with path.open("rb") as fh:
-        if fh.read(2) == b"\x1f\x8b":  # really gzip: broken, not misnamed
-            return None
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":  # really gzip: broken, not misnamed
+        return None
     for kind in (nib.Nifti1Image, nib.Nifti2Image):
         try:
-            img = kind.from_bytes(path.read_bytes())
+            img = kind.from_bytes(raw)
         except Exception:  # not this kind of NIfTI: try the next
             continue
         warnings.warn(f"{path}: not gzip-compressed although named .gz; read as an uncompressed NIfTI "
