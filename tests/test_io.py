@@ -184,6 +184,22 @@ def test_singular_affine_refused(write_subject, tmp_path, save_nifti):
         load_subject(bad, paths.mp2rage, paths.mask)
 
 
+def test_header_fix_reported_as_warning_naming_the_file(write_subject, tmp_path, capfd):
+    paths = write_subject()
+    fixed = tmp_path / "zero_voxel_size_phase.nii"
+    raw = bytearray(nib.load(paths.phase).to_bytes())
+    raw[80:92] = bytes(12)  # pixdim[1..3] = 0; the sform still gives the geometry
+    fixed.write_bytes(bytes(raw))
+    with pytest.warns(InputWarning, match=r"zero_voxel_size_phase\.nii: header fixed on reading: pixdim"):
+        subject = load_subject(fixed, paths.mp2rage, paths.mask)
+    assert subject.phase.shape == (32, 32, 24)
+    assert "pixdim" not in capfd.readouterr().err  # not printed raw by nibabel as well
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_subject(paths.phase, paths.mp2rage, paths.mask)  # and nibabel's own logging is restored
+    assert nib.imageglobals.logger.handlers
+
+
 # ----------------------------------------------------------------------------- manifests
 
 def test_manifest_paths_relative_to_manifest(manifest, tmp_path, monkeypatch):

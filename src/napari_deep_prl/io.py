@@ -16,10 +16,13 @@ Every problem a user can fix raises :class:`~napari_deep_prl.errors.InputError` 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -227,7 +230,8 @@ def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
         raise file_error(path, f"{role} path is a folder, not a NIfTI file",
                          "Give the .nii or .nii.gz file inside it.")
     try:
-        img = nib.load(str(path))
+        with _header_fixes_as_warnings(path):
+            img = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken headers
         img = _uncompressed_named_gz(path)
         if img is None:
@@ -260,6 +264,32 @@ def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
         raise file_error(path, f"{role} image has an unsupported data type ({data.dtype})",
                          "Save it as an integer or floating-point NIfTI.")
     return data.reshape(spatial), img
+
+
+_NIBABEL_LOG_LOCK = threading.Lock()
+
+
+@contextmanager
+def _header_fixes_as_warnings(path: Path) -> Iterator[None]:
+    """nibabel prints the header fixes it makes on reading (e.g. a zero voxel size set to 1) to
+    stderr, without the file's name; report each as an InputWarning that names the file."""
+    records: list[logging.LogRecord] = []
+    collector = logging.Handler()
+    collector.emit = records.append  # type: ignore[method-assign]
+    logger = nib.imageglobals.logger
+    with _NIBABEL_LOG_LOCK:  # the logger is global; subjects may load in threads
+        saved = list(logger.handlers)
+        for handler in saved:
+            logger.removeHandler(handler)
+        logger.addHandler(collector)
+        try:
+            yield
+        finally:
+            logger.removeHandler(collector)
+            for handler in saved:
+                logger.addHandler(handler)
+    for record in records:
+        warnings.warn(f"{path}: header fixed on reading: {record.getMessage()}", InputWarning, stacklevel=5)
 
 
 def _uncompressed_named_gz(path: Path) -> nib.Nifti1Image | None:
