@@ -229,14 +229,14 @@ def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
     if path.is_dir():
         raise file_error(path, f"{role} path is a folder, not a NIfTI file",
                          "Give the .nii or .nii.gz file inside it.")
-    try:
-        with _header_fixes_as_warnings(path):
+    with _header_fixes_as_warnings(path):
+        try:
             img = nib.load(str(path))
-    except Exception as err:  # nibabel raises many types for broken headers
-        img = _uncompressed_named_gz(path)
-        if img is None:
-            raise file_error(path, f"cannot be read as a NIfTI image ({_describe(err)})",
-                             "Check that it is a .nii/.nii.gz file and re-export it if it is damaged.") from err
+        except Exception as err:  # nibabel raises many types for broken headers
+            img = _uncompressed_named_gz(path)
+            if img is None:
+                raise file_error(path, f"cannot be read as a NIfTI image ({_describe(err)})",
+                                 "Check that it is a .nii/.nii.gz file and re-export it if it is damaged.") from err
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise file_error(path, f"is a {type(img).__name__}, not a NIfTI image",
                          "Convert it to NIfTI (.nii or .nii.gz), e.g. with dcm2niix.")
