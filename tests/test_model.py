@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -82,3 +84,20 @@ def test_blocks_pool_before_their_last_relu_with_the_same_outputs_and_gradients(
         out.square().sum().backward()
         grads.append((out.detach(), inp.grad))
     assert torch.equal(grads[0][0], grads[1][0]) and torch.allclose(grads[0][1], grads[1][1], atol=1e-6)
+
+
+def test_a_channels_last_model_trains_as_a_contiguous_one_handing_back_contiguous_gradients():
+    torch.manual_seed(0)
+    model = DeepPRL(TINY, SIZE).train()
+    channels_last = copy.deepcopy(model).to(memory_format=torch.channels_last_3d)
+    x = torch.randn(4, 3, SIZE, SIZE, SIZE)
+    layouts = []  # of the gradients the convolutions hand back to the ReLU / batch norm before them
+    for net, layout in ((model, torch.contiguous_format), (channels_last, torch.channels_last_3d)):
+        hooks = [m.register_full_backward_hook(lambda m, g_in, g_out: layouts.append(g_in[0].is_contiguous()))
+                 for m in net.modules() if isinstance(m, torch.nn.Conv3d)]
+        net(x.contiguous(memory_format=layout).requires_grad_(True)).square().sum().backward()
+        for hook in hooks:
+            hook.remove()
+    assert len(layouts) > 10 and all(layouts)
+    for (name, a), b in zip(model.named_parameters(), channels_last.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-5), name

@@ -98,6 +98,38 @@ class BatchNorm3d(nn.BatchNorm3d):
         return super().forward(x.contiguous())
 
 
+class _ToChannelsLast(torch.autograd.Function):
+    """Channels-last copy whose backward hands the gradient back contiguous."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last_3d)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+class Conv3d(nn.Conv3d):
+    """A convolution that takes its input channels-last, and gives gradients back contiguous.
+
+    A channels-last model (the CPU, see :class:`BatchNorm3d`) copies each convolution's
+    contiguous input to channels-last anyway; doing it here also puts the input gradient back
+    in the layout the ReLU and batch norm before it saved theirs in. Left channels-last, it meets
+    their contiguous tensors in a mixed-layout backward pass that PyTorch runs about 25 × slower
+    than a same-layout one (ReLU's at full resolution: 7.8 ms against 0.3 ms per branch and
+    batch); training about 10 % faster. Elsewhere (a contiguous model, e.g. on a GPU) a plain
+    convolution, as are those whose weights look alike in both layouts (a single input
+    channel; 1×1×1 kernels). The parameters are nn.Conv3d's, so checkpoints load either way.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight
+        if w.is_contiguous(memory_format=torch.channels_last_3d) and not w.is_contiguous():
+            x = _ToChannelsLast.apply(x)
+        return super().forward(x)
+
+
 def _block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
     """``n_convs`` × (convolution, batch norm, ReLU), then 2× max-pooling.
 
@@ -108,7 +140,7 @@ def _block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
     """
     layers: list[nn.Module] = []
     for i in range(n_convs):
-        layers += [nn.Conv3d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
+        layers += [Conv3d(c_in if i == 0 else c_out, c_out, 3, padding=1, bias=False),
                    BatchNorm3d(c_out), nn.ReLU(inplace=True)]
     return nn.Sequential(*layers[:-1], nn.MaxPool3d(2), layers[-1])
 
@@ -121,7 +153,7 @@ class _Branch(nn.Module):
         w, n = config.widths, config.convs_per_block
         inputs = [1, w[0] + fused, *w[1:-1]]
         self.blocks = nn.ModuleList(_block(c_in, c_out, n) for c_in, c_out in zip(inputs, w))
-        self.reduce = nn.Sequential(nn.Conv3d(w[-1], config.reduction, 1, bias=False),
+        self.reduce = nn.Sequential(Conv3d(w[-1], config.reduction, 1, bias=False),
                                     BatchNorm3d(config.reduction), nn.ReLU(inplace=True))
 
     def forward(self, first: torch.Tensor, mask_features: torch.Tensor | None = None,
