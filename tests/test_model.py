@@ -6,7 +6,7 @@ import torch
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.losses import focal_loss
 from napari_deep_prl.model import (FUSIONS, PRESETS, DeepPRL, ModelConfig, count_parameters, flops_per_patch,
-                                   _block, inference_copy, model_config)
+                                   PairwiseMaxPool3d, _block, inference_copy, model_config)
 
 from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
 
@@ -42,6 +42,7 @@ def test_the_inference_copy_computes_the_same_logits(fusion):
     fast = inference_copy(model, torch.device("cpu"))
     assert fast.grouped_first_blocks is not None and model.grouped_first_blocks is None
     assert fast.grouped_first_blocks[0].groups == 3
+    assert not any(isinstance(m, torch.nn.MaxPool3d) for m in fast.modules())
     x = torch.rand(5, 3, SIZE, SIZE, SIZE)
     with torch.no_grad():
         assert torch.allclose(fast(x), model(x), atol=1e-5)
@@ -50,6 +51,17 @@ def test_the_inference_copy_computes_the_same_logits(fusion):
             assert torch.allclose(grouped[channel], branch.blocks[0](x[:, channel:channel + 1]), atol=1e-5)
     with pytest.raises(InputError, match="fold batch norms"):
         DeepPRL(TINY, SIZE).group_first_blocks()
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last_3d])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_pairwise_max_pooling_equals_max_pool3d_on_odd_sizes_and_nan(layout, dtype):
+    x = torch.randn(2, 3, 7, 8, 5).to(dtype).contiguous(memory_format=layout)
+    x[0, 1, 2, 3, 3] = float("nan")
+    x[1, 0, :2, :2, :2] = 1.0  # a window of ties
+    pooled = PairwiseMaxPool3d()(x)
+    assert torch.allclose(pooled, torch.nn.MaxPool3d(2)(x), rtol=0, atol=0, equal_nan=True)
+    assert pooled.shape == (2, 3, 3, 4, 2) and pooled[0, 1, 1, 1, 1].isnan()
 
 
 def test_config_round_trip_and_errors():

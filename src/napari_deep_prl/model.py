@@ -130,6 +130,22 @@ class Conv3d(nn.Conv3d):
         return super().forward(x)
 
 
+class PairwiseMaxPool3d(nn.Module):
+    """2× max-pooling as three pairwise maxima, one axis at a time; for inference copies.
+
+    The same values as ``nn.MaxPool3d(2)`` (odd sizes are floored alike, NaN propagates) about
+    5 × faster on a CPU (1.3 against 6.3 ms for 32 patches of 4 × 28³ in bfloat16), as PyTorch's
+    max-pooling computes the indices its backward pass needs even without gradients. Without
+    them a backward pass here is slower than the native one, so training keeps ``nn.MaxPool3d``.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for dim in (2, 3, 4):
+            pairs = x.narrow(dim, 0, x.shape[dim] // 2 * 2).unflatten(dim, (-1, 2))
+            x = torch.maximum(pairs.select(dim + 1, 0), pairs.select(dim + 1, 1))
+        return x
+
+
 def _block(c_in: int, c_out: int, n_convs: int) -> nn.Sequential:
     """``n_convs`` × (convolution, batch norm, ReLU), then 2× max-pooling.
 
@@ -242,7 +258,7 @@ def _grouped(layers: tuple[nn.Module, ...]) -> nn.Module:
             if conv.bias is not None:
                 conv.bias.copy_(torch.cat([layer.bias for layer in layers]))
         return conv
-    if isinstance(first, (nn.ReLU, nn.Identity, nn.MaxPool3d)):  # no parameters: shared
+    if isinstance(first, (nn.ReLU, nn.Identity, nn.MaxPool3d, PairwiseMaxPool3d)):  # no parameters: shared
         return first
     raise InputError(f"cannot group a {type(first).__name__} layer; fold batch norms into the "
                      "convolutions first (inference_copy)")
@@ -252,8 +268,8 @@ def inference_copy(model: DeepPRL, device: torch.device) -> DeepPRL:
     """An eval-mode copy on ``device``, the same function computed faster.
 
     Each batch norm is folded into the preceding convolution (one pass less over every feature
-    map) and the three branches' first blocks run as one grouped block
-    (:meth:`DeepPRL.group_first_blocks`).
+    map), max-pooling runs without indices (:class:`PairwiseMaxPool3d`) and the three branches'
+    first blocks run as one grouped block (:meth:`DeepPRL.group_first_blocks`).
     """
     fused = copy.deepcopy(model).eval()
     for module in fused.modules():
@@ -262,6 +278,9 @@ def inference_copy(model: DeepPRL, device: torch.device) -> DeepPRL:
                 if isinstance(module[i], nn.Conv3d) and isinstance(module[i + 1], nn.BatchNorm3d):
                     module[i] = fuse_conv_bn_eval(module[i], module[i + 1])
                     module[i + 1] = nn.Identity()
+            for i, layer in enumerate(module):
+                if isinstance(layer, nn.MaxPool3d):  # every pooling of the model is 2×
+                    module[i] = PairwiseMaxPool3d()
     fused.group_first_blocks()
     fused.to(device)
     return fused.to(memory_format=torch.channels_last_3d) if device.type == "cpu" else fused
