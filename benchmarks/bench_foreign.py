@@ -22,22 +22,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from bench_shift import scored
 from foreign_phantom import write_foreign_cohort
 from napari_deep_prl.cli import main as cli
-from napari_deep_prl.score import truth_metrics
 
 
 def cohort(folder: Path, subjects: int, seed: int) -> Path:
     manifest = folder / "manifest.csv"
     return manifest if manifest.exists() else write_foreign_cohort(folder, subjects, seed)
-
-
-def scored(manifest: Path, model: Path, out: Path, *options: str) -> dict[str, float]:
-    cli(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet", *options])
-    metrics = truth_metrics(pd.read_csv(out, sep="\t", na_values="n/a"))
-    if metrics is None:
-        raise SystemExit(f"{manifest}: no ground truth to score against")
-    return metrics
 
 
 def row(what: str, metrics: dict[str, float]) -> dict[str, object]:
@@ -64,13 +56,13 @@ def main() -> None:
         if not model.exists():
             cli(["train", str(train), "-o", str(model), "--epochs", str(args.epochs), "--seed", str(seed), "--quiet"])
         rows.append(row(f"trained here, {args.epochs} epochs, seed {seed}",
-                        scored(test, model, args.work / f"scores_{model.stem}.tsv")))
+                        scored(test, [model], args.work / f"scores_{model.stem}.tsv")))
     for model in args.transfer:
         for flip in (True, False):
             options = ("--flip-phase",) if flip else ()
             out = args.work / f"scores_transfer_{model.stem}{'_flipped' if flip else ''}.tsv"
             rows.append(row(f"{model.name} (simulator){' --flip-phase' if flip else ''}",
-                            scored(test, model, out, *options)))
+                            scored(test, [model], out, *options)))
     print(pd.DataFrame(rows).to_string(index=False))
 
 

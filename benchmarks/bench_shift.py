@@ -44,8 +44,10 @@ def simulated(folder: Path, subjects: int, seed: int, options: list[str]) -> Pat
     return manifest
 
 
-def scored(manifest: Path, models: list[Path], out: Path) -> dict[str, float]:
-    cli(["score", str(manifest), *(a for m in models for a in ("--model", str(m))), "-o", str(out), "--quiet"])
+def scored(manifest: Path, models: list[Path], out: Path, *options: str) -> dict[str, float]:
+    """Ground-truth metrics of ``deep-prl score`` (``options`` passed on) with ``models`` averaged."""
+    cli(["score", str(manifest), *(a for m in models for a in ("--model", str(m))), "-o", str(out), "--quiet",
+         *options])
     metrics = truth_metrics(pd.read_csv(out, sep="\t", na_values="n/a"))
     if metrics is None:
         raise SystemExit(f"{manifest}: no ground truth to score against")
