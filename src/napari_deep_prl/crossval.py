@@ -19,7 +19,8 @@ seed=...)`` (a progress generator returning a :class:`Fitted`): Deep-PRL, its ab
 baselines (:mod:`napari_deep_prl.methods`) plug in alike.
 
 Fold runs are independent files (``folds/<method>/fold-<i>.json`` and ``.tsv`` in the report
-folder), so a cluster job array can run ``--fold i`` jobs in parallel and :func:`merge` builds the
+folder; ``fold-<i>-validation.tsv`` holds every inner model's predictions on its own validation
+patients, so threshold rules can be studied without retraining), so a cluster job array can run ``--fold i`` jobs in parallel and :func:`merge` builds the
 report once they are all there. The split is recomputed identically by every job (it depends
 only on the lesion truth, the fold counts and the seed) and checked against ``splits.tsv``.
 """
@@ -118,9 +119,13 @@ def split_digest(splits: pd.DataFrame) -> str:
 
 def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: int, *,
              seed: int = 0, ensemble: bool = False
-             ) -> Generator[Progress, None, list[tuple[dict, pd.DataFrame]]]:
-    """Inner model selection and outer test of one fold: ``[(record, predictions)]``, the
-    selected inner model's, then (``ensemble=True``) the inner-model ensemble's."""
+             ) -> Generator[Progress, None, tuple[list[tuple[dict, pd.DataFrame]], pd.DataFrame]]:
+    """Inner model selection and outer test of one fold.
+
+    Returns ``[(record, predictions)]`` — the selected inner model's, then (``ensemble=True``)
+    the inner-model ensemble's — and the inner models' validation predictions
+    (``subject, lesion, inner, prl_truth, prl_probability``).
+    """
     start = time.perf_counter()
     inner_folds = sorted(set(splits[f"inner_{fold}"]) - {0})
     records, fits, validation = [], [], []
@@ -132,11 +137,12 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
                         "threshold": float(fitted.threshold),
                         "train_subjects": len(train), "val_subjects": len(val)})
         fits.append(fitted)
-        if ensemble:
-            validation.append(_scored(fitted, truth, val, method.name))
+        validation.append(_scored(fitted, truth, val, method.name).assign(inner=inner))
         yield Progress(inner, len(inner_folds), "inner fit", f"{method.name} fold {fold}",
                        {"val_f1": float(fitted.val_f1)})
     best = max(range(len(fits)), key=lambda i: fits[i].val_f1)  # first of equals
+    pooled = pd.concat(validation, ignore_index=True)
+    pooled["prl_truth"] = pooled["prl"].astype(int)
     _, test = fold_subjects(splits, fold)
     tested = [_scored(fits[best], truth, test, method.name)]
     common = {
@@ -147,7 +153,6 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
     variants = [(method.name, tested[0], float(fits[best].threshold),
                  {"selected_inner": inner_folds[best]})]
     if ensemble:
-        pooled = pd.concat(validation, ignore_index=True)
         threshold, _ = best_f1_threshold(pooled["prl"], pooled["prl_probability"])
         tested += [_scored(f, truth, test, method.name) for f in fits[:best] + fits[best + 1:]]
         mean = pd.concat(tested).groupby(["subject", "lesion"], sort=False,
@@ -165,7 +170,7 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
                                                       threshold=threshold),
                   "seconds": seconds}
         results.append((record, predictions))
-    return results
+    return results, pooled[["subject", "lesion", "inner", "prl_truth", "prl_probability"]]
 
 
 def _scored(model: Fitted, truth: pd.DataFrame, subjects: list[str], method: str
@@ -191,6 +196,11 @@ def fold_paths(out_dir: Path, method: str, fold: int) -> tuple[Path, Path]:
     """Record (JSON) and predictions (TSV) file of one method's fold."""
     folder = Path(out_dir) / "folds" / method
     return folder / f"fold-{fold}.json", folder / f"fold-{fold}.tsv"
+
+
+def validation_path(out_dir: Path, method: str, fold: int) -> Path:
+    """The inner models' predictions on their validation patients, for one outer fold."""
+    return Path(out_dir) / "folds" / method / f"fold-{fold}-validation.tsv"
 
 
 def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
@@ -241,8 +251,9 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     if jobs:
         yield Progress(0, len(jobs), "cv", f"{jobs[0][0].name} fold {jobs[0][1]}")
     for step, (method, fold) in enumerate(jobs, start=1):
-        results = yield from run_fold(method, truth, splits, fold, seed=config.seed,
-                                      ensemble=config.ensemble)
+        results, validation = yield from run_fold(method, truth, splits, fold,
+                                                  seed=config.seed, ensemble=config.ensemble)
+        write_table(validation, validation_path(out_dir, method.name, fold))
         for record, predictions in results:
             record_path, tsv_path = fold_paths(out_dir, record["method"], fold)
             write_table(predictions, tsv_path)  # the record last: it marks the fold done
