@@ -54,7 +54,8 @@ def main() -> None:
     for seed in args.seeds:
         model = args.work / f"model_e{args.epochs}_s{seed}.pt"
         if not model.exists():
-            cli(["train", str(train), "-o", str(model), "--epochs", str(args.epochs), "--seed", str(seed), "--quiet"])
+            cli(["train", str(train), "-o", str(model), "--epochs", str(args.epochs),
+                 "--seed", str(seed), "--quiet"])
         rows.append(row(f"trained here, {args.epochs} epochs, seed {seed}",
                         scored(test, [model], args.work / f"scores_{model.stem}.tsv")))
     for model in args.transfer:

@@ -20,9 +20,10 @@ baselines (:mod:`napari_deep_prl.methods`) plug in alike.
 
 Fold runs are independent files (``folds/<method>/fold-<i>.json`` and ``.tsv`` in the report
 folder; ``fold-<i>-validation.tsv`` holds every inner model's predictions on its own validation
-patients, so threshold rules can be studied without retraining), so a cluster job array can run ``--fold i`` jobs in parallel and :func:`merge` builds the
-report once they are all there. The split is recomputed identically by every job (it depends
-only on the lesion truth, the fold counts and the seed) and checked against ``splits.tsv``.
+patients, so threshold rules can be studied without retraining), so a cluster job array can run
+``--fold i`` jobs in parallel and :func:`merge` builds the report once they are all there. The
+split is recomputed identically by every job (it depends only on the lesion truth, the fold
+counts and the seed) and checked against ``splits.tsv``.
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def fold_paths(out_dir: Path, method: str, fold: int) -> tuple[Path, Path]:
 
 def validation_path(out_dir: Path, method: str, fold: int) -> Path:
     """The inner models' predictions on their validation patients, for one outer fold."""
-    return Path(out_dir) / "folds" / method / f"fold-{fold}-validation.tsv"
+    return fold_paths(out_dir, method, fold)[1].with_name(f"fold-{fold}-validation.tsv")
 
 
 def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
