@@ -117,23 +117,30 @@ def test_ensemble_averages_the_inner_models_with_a_pooled_threshold(tmp_path):
     assert (tmp_path / "score_ensemble" / "report.md").exists()
 
 
-def test_inner_validation_predictions_are_kept_for_every_outer_training_patient(tmp_path):
+def test_every_inner_model_s_validation_and_test_predictions_are_kept(tmp_path):
     truth = _truth(seed=3)
     method = NoisyScoreMethod(truth)
     run_to_end(run_cv([method], truth, tmp_path, CVConfig(outer=4, inner=3, seed=7)))
     splits = pd.read_csv(tmp_path / "splits.tsv", sep="\t")
+    scores = truth["score"].to_numpy()
     for fold in range(1, 5):
-        got = pd.read_csv(tmp_path / "folds" / "score" / f"fold-{fold}-validation.tsv", sep="\t")
-        assert got.columns.tolist() == ["subject", "lesion", "inner", "prl_truth",
+        got = pd.read_csv(tmp_path / "folds" / "score" / f"fold-{fold}-inner.tsv", sep="\t")
+        assert got.columns.tolist() == ["subject", "lesion", "inner", "part", "prl_truth",
                                         "prl_probability"]
         training = splits.loc[splits["outer"] != fold, ["subject", f"inner_{fold}"]]
         expected = truth.merge(training, on="subject").rename(columns={f"inner_{fold}": "inner"})
-        assert len(got) == len(expected) and not got.duplicated(["subject", "lesion"]).any()
-        both = got.merge(expected, on=["subject", "lesion", "inner"], validate="one_to_one")
+        validation = got[got["part"] == "validation"]
+        assert len(validation) == len(expected)
+        assert not validation.duplicated(["subject", "lesion"]).any()
+        both = validation.merge(expected, on=["subject", "lesion", "inner"], validate="one_to_one")
         assert len(both) == len(expected)  # each patient scored by the model it validated
+        test = got[got["part"] == "test"]
+        tested = truth[truth["subject"].isin(splits.loc[splits["outer"] == fold, "subject"])]
+        assert len(test) == 3 * len(tested)  # every inner model scores every test lesion
+        assert set(test["inner"]) == {1, 2, 3}
+        assert set(test["subject"]) == set(tested["subject"])
         noise = {i: np.random.default_rng(7 + 100 * fold + i).normal(0, 0.2, len(truth))
                  for i in (1, 2, 3)}
-        scores = truth["score"].to_numpy()
         index = truth.reset_index().merge(got, on=["subject", "lesion"])
         want = [scores[r] + noise[i][r] for r, i in zip(index["index"], index["inner"])]
         np.testing.assert_allclose(index["prl_probability"], want, atol=1e-5)

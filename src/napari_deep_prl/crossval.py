@@ -19,8 +19,9 @@ seed=...)`` (a progress generator returning a :class:`Fitted`): Deep-PRL, its ab
 baselines (:mod:`napari_deep_prl.methods`) plug in alike.
 
 Fold runs are independent files (``folds/<method>/fold-<i>.json`` and ``.tsv`` in the report
-folder; ``fold-<i>-validation.tsv`` holds every inner model's predictions on its own validation
-patients, so threshold rules can be studied without retraining), so a cluster job array can run
+folder; ``fold-<i>-inner.tsv`` holds every inner model's predictions on its own validation
+patients and on the outer test patients, so threshold and combination rules can be studied
+without retraining), so a cluster job array can run
 ``--fold i`` jobs in parallel and :func:`merge` builds the report once they are all there. The
 split is recomputed identically by every job (it depends only on the lesion truth, the fold
 counts and the seed) and checked against ``splits.tsv``.
@@ -124,12 +125,14 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
     """Inner model selection and outer test of one fold.
 
     Returns ``[(record, predictions)]`` — the selected inner model's, then (``ensemble=True``)
-    the inner-model ensemble's — and the inner models' validation predictions
-    (``subject, lesion, inner, prl_truth, prl_probability``).
+    the inner-model ensemble's — and every inner model's predictions on its own validation
+    patients and on the outer test patients (``subject, lesion, inner, part, prl_truth,
+    prl_probability``; ``part`` is ``validation`` or ``test``).
     """
     start = time.perf_counter()
     inner_folds = sorted(set(splits[f"inner_{fold}"]) - {0})
-    records, fits, validation = [], [], []
+    _, test = fold_subjects(splits, fold)
+    records, fits, members = [], [], []
     yield Progress(0, len(inner_folds), "inner fit", f"{method.name} fold {fold}")
     for inner in inner_folds:
         train, val = fold_subjects(splits, fold, inner)
@@ -138,29 +141,27 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
                         "threshold": float(fitted.threshold),
                         "train_subjects": len(train), "val_subjects": len(val)})
         fits.append(fitted)
-        validation.append(_scored(fitted, truth, val, method.name).assign(inner=inner))
+        members += [_scored(fitted, truth, subjects, method.name).assign(inner=inner, part=part)
+                    for part, subjects in (("validation", val), ("test", test))]
         yield Progress(inner, len(inner_folds), "inner fit", f"{method.name} fold {fold}",
                        {"val_f1": float(fitted.val_f1)})
     best = max(range(len(fits)), key=lambda i: fits[i].val_f1)  # first of equals
-    pooled = pd.concat(validation, ignore_index=True)
-    pooled["prl_truth"] = pooled["prl"].astype(int)
-    _, test = fold_subjects(splits, fold)
-    tested = [_scored(fits[best], truth, test, method.name)]
+    members = pd.concat(members, ignore_index=True)
+    members["prl_truth"] = members["prl"].astype(int)
+    tested = members[members["part"] == "test"]
     common = {
         "fold": fold, "outer": int(splits["outer"].max()), "inner": len(inner_folds),
         "seed": seed, "options": method.options(), "split": split_digest(splits),
         "inner_folds": records, "test_subjects": test,
     }
-    variants = [(method.name, tested[0], float(fits[best].threshold),
-                 {"selected_inner": inner_folds[best]})]
+    variants = [(method.name, tested[tested["inner"] == inner_folds[best]],
+                 float(fits[best].threshold), {"selected_inner": inner_folds[best]})]
     if ensemble:
+        pooled = members[members["part"] == "validation"]
         threshold, _ = best_f1_threshold(pooled["prl"], pooled["prl_probability"])
-        tested += [_scored(f, truth, test, method.name) for f in fits[:best] + fits[best + 1:]]
-        mean = pd.concat(tested).groupby(["subject", "lesion"], sort=False,
-                                         as_index=False)["prl_probability"].mean()
-        scored = tested[0].drop(columns="prl_probability").merge(mean, on=["subject", "lesion"])
-        variants.append((method.name + ENSEMBLE, scored, threshold,
-                         {"ensemble_of": len(fits)}))
+        mean = tested.groupby(["subject", "lesion"], sort=False, as_index=False).agg(
+            prl=("prl", "first"), prl_probability=("prl_probability", "mean"))
+        variants.append((method.name + ENSEMBLE, mean, threshold, {"ensemble_of": len(fits)}))
     seconds = round(time.perf_counter() - start, 1)
     results = []
     for name, scored, threshold, extra in variants:
@@ -171,7 +172,8 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
                                                       threshold=threshold),
                   "seconds": seconds}
         results.append((record, predictions))
-    return results, pooled[["subject", "lesion", "inner", "prl_truth", "prl_probability"]]
+    return results, members[["subject", "lesion", "inner", "part", "prl_truth",
+                             "prl_probability"]]
 
 
 def _scored(model: Fitted, truth: pd.DataFrame, subjects: list[str], method: str
@@ -199,9 +201,9 @@ def fold_paths(out_dir: Path, method: str, fold: int) -> tuple[Path, Path]:
     return folder / f"fold-{fold}.json", folder / f"fold-{fold}.tsv"
 
 
-def validation_path(out_dir: Path, method: str, fold: int) -> Path:
-    """The inner models' predictions on their validation patients, for one outer fold."""
-    return fold_paths(out_dir, method, fold)[1].with_name(f"fold-{fold}-validation.tsv")
+def members_path(out_dir: Path, method: str, fold: int) -> Path:
+    """Every inner model's predictions on its validation and the outer test patients."""
+    return fold_paths(out_dir, method, fold)[1].with_name(f"fold-{fold}-inner.tsv")
 
 
 def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
@@ -252,9 +254,9 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     if jobs:
         yield Progress(0, len(jobs), "cv", f"{jobs[0][0].name} fold {jobs[0][1]}")
     for step, (method, fold) in enumerate(jobs, start=1):
-        results, validation = yield from run_fold(method, truth, splits, fold,
-                                                  seed=config.seed, ensemble=config.ensemble)
-        write_table(validation, validation_path(out_dir, method.name, fold))
+        results, members = yield from run_fold(method, truth, splits, fold,
+                                               seed=config.seed, ensemble=config.ensemble)
+        write_table(members, members_path(out_dir, method.name, fold))
         for record, predictions in results:
             record_path, tsv_path = fold_paths(out_dir, record["method"], fold)
             write_table(predictions, tsv_path)  # the record last: it marks the fold done
