@@ -1,0 +1,139 @@
+"""Decision rules compared on a finished cross-validation, without retraining.
+
+A nested CV keeps every inner model's predictions on its own validation patients and on the
+outer test patients (``folds/<method>/fold-<i>-inner.tsv``). This script replays, on those
+files, several ways of turning them into decisions and prints the outer-test F1 of each, per
+fold and pooled, so that a rule is chosen on evidence:
+
+single inner model (each of the 3 x 5 inner models, tested on its outer fold)
+    ``best F1``    the threshold with the best validation F1 (what training does)
+    ``F2``         the threshold with the best validation F2 (recall weighted twice)
+    ``0.5``        a fixed 0.5
+ensemble of an outer fold's inner models
+    ``pooled``     mean probability, cut at the best-F1 threshold of the pooled validation
+                   predictions (what ``deep-prl cv --ensemble`` reports)
+    ``mean thr``   mean probability, cut at the mean of the models' thresholds (``deep-prl
+                   score`` with several checkpoints)
+    ``margin``     mean over models of logit(p) - logit(own threshold), cut at 0: each model
+                   judged against its own operating point
+    ``vote 2/3``   at least two models call it PRL at their own thresholds
+    ``pooled F2``  as ``pooled``, with the best-F2 threshold
+    ``best cut``   the best threshold on the test fold itself: an optimistic bound, not a rule
+
+    python benchmarks/bench_thresholds.py REPORT_DIR [--method deep_prl]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import logit
+
+from napari_deep_prl.evaluate import best_f1_threshold, metrics_from_predictions
+
+EPS = 1e-6
+
+
+def best_fbeta_threshold(truth: np.ndarray, probability: np.ndarray, beta: float) -> float:
+    """Midpoint cut with the best F-beta on validation (beta=1 is :func:`best_f1_threshold`)."""
+    order = np.argsort(-probability, kind="stable")
+    prob, hit = probability[order], truth[order].astype(bool)
+    last = np.r_[prob[1:] != prob[:-1], True]
+    tp, fp, cuts = np.cumsum(hit)[last], np.cumsum(~hit)[last], prob[last]
+    fn = hit.sum() - tp
+    b2 = beta ** 2
+    score = (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp)
+    best = int(np.argmax(score))
+    lower = cuts[best + 1] if best + 1 < cuts.size else cuts[best]
+    return float((cuts[best] + lower) / 2)
+
+
+def f1(truth: pd.Series, decision: np.ndarray) -> float:
+    """F1 of 0/1 decisions."""
+    return metrics_from_predictions(truth, decision.astype(float), threshold=0.5)["f1"]
+
+
+def counts(truth: pd.Series, decision: np.ndarray) -> tuple[int, int]:
+    """False negatives and false positives."""
+    truth = truth.to_numpy().astype(bool)
+    return int((truth & ~decision).sum()), int((~truth & decision).sum())
+
+
+def member_rules(validation: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Single-model decisions on ``test`` under each rule."""
+    y, p = validation["prl_truth"].to_numpy(), validation["prl_probability"].to_numpy()
+    t = test["prl_probability"].to_numpy()
+    return {"best F1": t >= best_f1_threshold(y, p)[0],
+            "F2": t >= best_fbeta_threshold(y, p, 2.0),
+            "0.5": t >= 0.5}
+
+
+def ensemble_rules(members: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Ensemble decisions on the outer test lesions under each rule."""
+    validation = members[members["part"] == "validation"]
+    test = members[members["part"] == "test"]
+    thresholds = {i: best_f1_threshold(v["prl_truth"], v["prl_probability"])[0]
+                  for i, v in validation.groupby("inner")}
+    wide = test.pivot_table(index=["subject", "lesion"], columns="inner",
+                            values="prl_probability")
+    truth = test.groupby(["subject", "lesion"])["prl_truth"].first().loc[wide.index]
+    prob = wide.to_numpy()
+    own = np.array([thresholds[i] for i in wide.columns])
+    mean = prob.mean(axis=1)
+    y, p = validation["prl_truth"].to_numpy(), validation["prl_probability"].to_numpy()
+    margin = (logit(np.clip(prob, EPS, 1 - EPS)) - logit(np.clip(own, EPS, 1 - EPS))).mean(1)
+    rules = {
+        "pooled": mean >= best_f1_threshold(y, p)[0],
+        "mean thr": mean >= own.mean(),
+        "margin": margin >= 0,
+        "vote 2/3": (prob >= own).sum(axis=1) >= 2,
+        "pooled F2": mean >= best_fbeta_threshold(y, p, 2.0),
+        "best cut": mean >= best_f1_threshold(truth, mean)[0],
+    }
+    return truth.reset_index(), rules
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--method", default="deep_prl")
+    args = parser.parse_args()
+    files = sorted((args.report / "folds" / args.method).glob("fold-*-inner.tsv"))
+    if not files:
+        raise SystemExit(f"no fold-*-inner.tsv under {args.report / 'folds' / args.method}")
+    per_fold, pooled = {}, {}
+    for path in files:
+        fold = int(path.name.split("-")[1])
+        members = pd.read_csv(path, sep="\t", dtype={"subject": str})
+        for inner, own in members.groupby("inner"):
+            validation, test = own[own["part"] == "validation"], own[own["part"] == "test"]
+            for rule, decision in member_rules(validation, test).items():
+                key = f"one model: {rule}"
+                per_fold.setdefault(key, {}).setdefault(fold, []).append(
+                    f1(test["prl_truth"], decision))
+                pooled.setdefault(key, []).append((test["prl_truth"], decision))
+        truth, rules = ensemble_rules(members)
+        for rule, decision in rules.items():
+            key = f"ensemble: {rule}"
+            per_fold.setdefault(key, {})[fold] = [f1(truth["prl_truth"], decision)]
+            pooled.setdefault(key, []).append((truth["prl_truth"], decision))
+    folds = sorted({f for by_fold in per_fold.values() for f in by_fold})
+    rows = []
+    for key, by_fold in per_fold.items():
+        means = [np.mean(by_fold[f]) for f in folds]
+        fn, fp = map(sum, zip(*(counts(t, d) for t, d in pooled[key])))
+        truth = pd.concat([t for t, _ in pooled[key]])
+        decision = np.concatenate([d for _, d in pooled[key]])
+        rows.append({"rule": key, **{f"fold {f}": m for f, m in zip(folds, means)},
+                     "mean": np.mean(means), "SD": np.std(means, ddof=1) if len(means) > 1
+                     else np.nan, "pooled F1": f1(truth, decision), "FN": fn, "FP": fp})
+    print(f"{args.report} / {args.method}: outer-test F1 by decision rule "
+          "(one model: mean over the fold's inner models; FN/FP summed over every model)\n")
+    print(pd.DataFrame(rows).to_string(index=False, float_format="%.3f"))
+
+
+if __name__ == "__main__":
+    main()
