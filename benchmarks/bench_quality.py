@@ -17,7 +17,8 @@ piecewise, e.g. one fold or one method per call, in parallel if cores allow; a c
 The table is printed over the outer folds every method has finished, then what the simulator's
 truth says about the errors: each method's ROC AUC of the PRLs against each kind of non-PRL
 lesion (plain, central vein, vein-adjacent, homogeneously paramagnetic...) and its recall of
-full and partial rims, from the pooled out-of-fold predictions. Each call must use the
+full and partial rims and of weak, medium and strong rims (thirds of the rim's
+susceptibility), from the pooled out-of-fold predictions. Each call must use the
 same settings for a method (a fold run with other epochs is refused, not mixed in).
 """
 
@@ -135,7 +136,8 @@ def print_by_kind(report: Path, truth_table: Path) -> None:
     """Per lesion kind of the simulator: where each method's errors are (pooled folds)."""
     from sklearn.metrics import roc_auc_score
 
-    kinds = pd.read_csv(truth_table, sep="\t", dtype={"subject": str})[["subject", "lesion", "kind"]]
+    kinds = pd.read_csv(truth_table, sep="\t", dtype={"subject": str})[
+        ["subject", "lesion", "kind", "chi_rim_ppm"]]
     tables = {p.name: pd.read_csv(p / "predictions.tsv", sep="\t", dtype={"subject": str})
               for p in sorted(report.iterdir()) if (p / "predictions.tsv").exists()}
     common = set.intersection(*(set(t["fold"]) for t in tables.values()))
@@ -150,6 +152,10 @@ def print_by_kind(report: Path, truth_table: Path) -> None:
                                                                      both["prl_probability"])
         for kind, group in prls.groupby("kind"):
             column[f"recall of {kind} (n={len(group)})"] = group["prl_prediction"].mean()
+        # the rim's susceptibility in thirds: how much a weak rim costs
+        for band, group in prls.groupby(pd.qcut(prls["chi_rim_ppm"], 3), observed=True):
+            column[f"recall, rim {band.left:.3f}-{band.right:.3f} ppm (n={len(group)})"] = \
+                group["prl_prediction"].mean()
         columns[method] = column
     print(f"\nby lesion kind (pooled out-of-fold predictions, folds {sorted(common)}):\n")
     print(pd.DataFrame(columns).to_string(float_format="%.3f"))

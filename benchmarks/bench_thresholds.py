@@ -7,6 +7,7 @@ fold and pooled, so that a rule is chosen on evidence:
 
 single inner model (each of the 3 x 5 inner models, tested on its outer fold)
     ``best F1``    the threshold with the best validation F1 (what training does)
+    ``ties low``   as ``best F1``, the lowest of equally good cuts rather than the highest
     ``F2``         the threshold with the best validation F2 (recall weighted twice)
     ``0.5``        a fixed 0.5
 ensemble of an outer fold's inner models
@@ -17,6 +18,7 @@ ensemble of an outer fold's inner models
     ``margin``     mean over models of logit(p) - logit(own threshold), cut at 0: each model
                    judged against its own operating point
     ``vote 2/3``   at least two models call it PRL at their own thresholds
+    ``pooled, ties low``  as ``pooled``, the lowest of equally good cuts
     ``pooled F2``  as ``pooled``, with the best-F2 threshold
     ``best cut``   the best threshold on the test fold itself: an optimistic bound, not a rule
 
@@ -37,8 +39,10 @@ from napari_deep_prl.evaluate import best_f1_threshold, metrics_from_predictions
 EPS = 1e-6
 
 
-def best_fbeta_threshold(truth: np.ndarray, probability: np.ndarray, beta: float) -> float:
-    """Midpoint cut with the best F-beta on validation (beta=1 is :func:`best_f1_threshold`)."""
+def best_fbeta_threshold(truth: np.ndarray, probability: np.ndarray, beta: float,
+                         most_calls: bool = False) -> float:
+    """Midpoint cut with the best F-beta on validation (beta=1 is :func:`best_f1_threshold`);
+    among equal scores the cut with the fewest PRL calls, or with ``most_calls`` the most."""
     order = np.argsort(-probability, kind="stable")
     prob, hit = probability[order], truth[order].astype(bool)
     last = np.r_[prob[1:] != prob[:-1], True]
@@ -46,7 +50,7 @@ def best_fbeta_threshold(truth: np.ndarray, probability: np.ndarray, beta: float
     fn = hit.sum() - tp
     b2 = beta ** 2
     score = (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp)
-    best = int(np.argmax(score))
+    best = score.size - 1 - int(np.argmax(score[::-1])) if most_calls else int(np.argmax(score))
     lower = cuts[best + 1] if best + 1 < cuts.size else cuts[best]
     return float((cuts[best] + lower) / 2)
 
@@ -67,6 +71,7 @@ def member_rules(validation: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.n
     y, p = validation["prl_truth"].to_numpy(), validation["prl_probability"].to_numpy()
     t = test["prl_probability"].to_numpy()
     return {"best F1": t >= best_f1_threshold(y, p)[0],
+            "best F1, ties low": t >= best_fbeta_threshold(y, p, 1.0, most_calls=True),
             "F2": t >= best_fbeta_threshold(y, p, 2.0),
             "0.5": t >= 0.5}
 
@@ -90,6 +95,7 @@ def ensemble_rules(members: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.nd
         "mean thr": mean >= own.mean(),
         "margin": margin >= 0,
         "vote 2/3": (prob >= own).sum(axis=1) >= 2,
+        "pooled, ties low": mean >= best_fbeta_threshold(y, p, 1.0, most_calls=True),
         "pooled F2": mean >= best_fbeta_threshold(y, p, 2.0),
         "best cut": mean >= best_f1_threshold(truth, mean)[0],
     }
