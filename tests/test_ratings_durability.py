@@ -47,12 +47,23 @@ def _fork(work, *args) -> tuple[int, int]:
     return pid, read_fd
 
 
-def _read_all(fd: int) -> str:
-    chunks = []
+def _read_all(fd: int, start: bytes = b"") -> str:
+    chunks = [start]
     while chunk := os.read(fd, 65536):
         chunks.append(chunk)
     os.close(fd)
     return b"".join(chunks).decode()
+
+
+def _read_lines(fd: int, count: int) -> bytes:
+    """Block until ``count`` whole lines have arrived (however loaded the machine); return all
+    bytes read so far."""
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = os.read(fd, 65536)
+        assert chunk, f"the child exited early: {data!r}"
+        data += chunk
+    return data
 
 
 def _rate_forever(write_line, path, rater):
@@ -71,20 +82,23 @@ def test_sigkill_never_loses_an_acknowledged_rating(tmp_path):
     make_store(path).close()
     rng = np.random.default_rng(0)
     acknowledged: dict[int, tuple[str, str]] = {}
+    total = 0
     for round_ in range(24):
         rater = f"r{round_}"
         pid, fd = _fork(_rate_forever, path, rater)
-        ready = os.read(fd, 6)
-        assert ready == b"ready\n", ready
-        time.sleep(rng.uniform(0.0, 0.08))
+        # kill after a random number of acknowledged ratings and a random moment into the next
+        seen = _read_lines(fd, 1 + int(rng.integers(1, 6)))
+        assert seen.startswith(b"ready\n"), seen
+        time.sleep(rng.uniform(0.0, 0.02))
         os.kill(pid, signal.SIGKILL)
         os.waitpid(pid, 0)
-        lines = _read_all(fd).split("\n")[:-1]  # the last piece may be a torn line
+        lines = _read_all(fd, seen).split("\n")[1:-1]  # the last piece may be a torn line
         assert not any(line.startswith("ERROR") for line in lines), lines
         for line in lines:
             _, rating_id, i = line.split()
             acknowledged[int(rating_id)] = (rater, i)
-    assert len(acknowledged) > 24
+        total += len(lines)
+    assert len(acknowledged) == total  # no rating id handed out twice
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     conn.close()
