@@ -34,25 +34,9 @@ import numpy as np
 import pandas as pd
 from scipy.special import logit
 
-from napari_deep_prl.evaluate import best_f1_threshold, metrics_from_predictions
+from napari_deep_prl.evaluate import best_f1_threshold, best_threshold, metrics_from_predictions
 
 EPS = 1e-6
-
-
-def best_fbeta_threshold(truth: np.ndarray, probability: np.ndarray, beta: float,
-                         most_calls: bool = False) -> float:
-    """Midpoint cut with the best F-beta on validation (beta=1 is :func:`best_f1_threshold`);
-    among equal scores the cut with the fewest PRL calls, or with ``most_calls`` the most."""
-    order = np.argsort(-probability, kind="stable")
-    prob, hit = probability[order], truth[order].astype(bool)
-    last = np.r_[prob[1:] != prob[:-1], True]
-    tp, fp, cuts = np.cumsum(hit)[last], np.cumsum(~hit)[last], prob[last]
-    fn = hit.sum() - tp
-    b2 = beta ** 2
-    score = (1 + b2) * tp / ((1 + b2) * tp + b2 * fn + fp)
-    best = score.size - 1 - int(np.argmax(score[::-1])) if most_calls else int(np.argmax(score))
-    lower = cuts[best + 1] if best + 1 < cuts.size else cuts[best]
-    return float((cuts[best] + lower) / 2)
 
 
 def f1(truth: pd.Series, decision: np.ndarray) -> float:
@@ -71,8 +55,8 @@ def member_rules(validation: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.n
     y, p = validation["prl_truth"].to_numpy(), validation["prl_probability"].to_numpy()
     t = test["prl_probability"].to_numpy()
     return {"best F1": t >= best_f1_threshold(y, p)[0],
-            "best F1, ties low": t >= best_fbeta_threshold(y, p, 1.0, most_calls=True),
-            "F2": t >= best_fbeta_threshold(y, p, 2.0),
+            "best F1, ties low": t >= best_threshold(y, p, most_calls=True)[0],
+            "F2": t >= best_threshold(y, p, beta=2.0)[0],
             "0.5": t >= 0.5}
 
 
@@ -95,8 +79,8 @@ def ensemble_rules(members: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.nd
         "mean thr": mean >= own.mean(),
         "margin": margin >= 0,
         "vote 2/3": (prob >= own).sum(axis=1) >= 2,
-        "pooled, ties low": mean >= best_fbeta_threshold(y, p, 1.0, most_calls=True),
-        "pooled F2": mean >= best_fbeta_threshold(y, p, 2.0),
+        "pooled, ties low": mean >= best_threshold(y, p, most_calls=True)[0],
+        "pooled F2": mean >= best_threshold(y, p, beta=2.0)[0],
         "best cut": mean >= best_f1_threshold(truth, mean)[0],
     }
     return truth.reset_index(), rules

@@ -4,11 +4,12 @@ import math
 
 import numpy as np
 import pytest
-from sklearn.metrics import f1_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import f1_score, fbeta_score, precision_score, recall_score, roc_auc_score
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.evaluate import (
     best_f1_threshold,
+    best_threshold,
     metrics_from_counts,
     metrics_from_predictions,
     summarise,
@@ -62,6 +63,16 @@ def test_best_f1_threshold_separates_and_sits_between_lesions():
     threshold, f1 = best_f1_threshold([0, 0, 1, 1, 0], [0.1, 0.3, 0.7, 0.9, 0.5])
     assert f1 == 1.0 and threshold == pytest.approx(0.6)
     assert best_f1_threshold([0, 0], [0.2, 0.4]) == (0.5, 0.0)
+
+
+def test_best_threshold_breaks_ties_either_way_and_weighs_recall_with_beta():
+    # F1 is 2/3 both when only 0.9 is called and when 0.9, 0.8, 0.7 and 0.6 are
+    truth, prob = [1, 0, 0, 1, 0], [0.9, 0.8, 0.7, 0.6, 0.2]
+    assert best_threshold(truth, prob) == pytest.approx((0.85, 2 / 3))
+    assert best_threshold(truth, prob, most_calls=True) == pytest.approx((0.4, 2 / 3))
+    threshold, f2 = best_threshold(truth, prob, beta=2.0)
+    assert threshold == pytest.approx(0.4)
+    assert f2 == pytest.approx(fbeta_score(truth, np.array(prob) >= threshold, beta=2.0))
 
 
 def test_summary_uses_sample_standard_deviation():

@@ -88,12 +88,20 @@ def roc_auc(y_true: Sequence[int] | np.ndarray, probability: Sequence[float] | n
 
 def best_f1_threshold(y_true: Sequence[int] | np.ndarray,
                       probability: Sequence[float] | np.ndarray) -> tuple[float, float]:
-    """Decision threshold maximising F1 on validation data, and that F1.
+    """Decision threshold maximising F1 on validation data, and that F1 (see
+    :func:`best_threshold`)."""
+    return best_threshold(y_true, probability)
+
+
+def best_threshold(y_true: Sequence[int] | np.ndarray, probability: Sequence[float] | np.ndarray,
+                   *, beta: float = 1.0, most_calls: bool = False) -> tuple[float, float]:
+    """Decision threshold maximising the F-beta score on validation data, and that score.
 
     Only cuts between distinct predicted probabilities change the decisions, so each candidate
     is such a cut; the threshold returned is the midpoint between the lowest probability called
     PRL and the next lower one, so that it does not sit on a validation lesion. Ties keep the
-    fewest PRL calls. Without any positive lesion the F1 is 0 and the threshold 0.5.
+    fewest PRL calls (``most_calls``: the most). ``beta`` > 1 weighs recall more. Without any
+    positive lesion the score is 0 and the threshold 0.5.
     """
     truth = np.asarray(y_true).astype(bool).ravel()
     prob = np.asarray(probability, dtype=float).ravel()
@@ -105,10 +113,12 @@ def best_f1_threshold(y_true: Sequence[int] | np.ndarray,
     fp = np.cumsum(~truth_sorted)
     last_of_value = np.r_[prob_sorted[1:] != prob_sorted[:-1], True]
     tp, fp, cuts = tp[last_of_value], fp[last_of_value], prob_sorted[last_of_value]
-    f1 = 2 * tp / (2 * tp + fp + (truth.sum() - tp))
-    best = int(np.argmax(f1))  # cuts descend, so the first maximum calls the fewest PRLs
+    b2 = beta ** 2
+    score = (1 + b2) * tp / ((1 + b2) * tp + fp + b2 * (truth.sum() - tp))
+    # cuts descend, so the first maximum calls the fewest PRLs and the last the most
+    best = score.size - 1 - int(np.argmax(score[::-1])) if most_calls else int(np.argmax(score))
     lower = cuts[best + 1] if best + 1 < cuts.size else cuts[best]
-    return float((cuts[best] + lower) / 2), float(f1[best])
+    return float((cuts[best] + lower) / 2), float(score[best])
 
 
 def summarise(folds: Sequence[Mapping[str, float]],
