@@ -23,6 +23,8 @@ from napari_deep_prl.simulate import (
     simulate_cohort,
     simulate_subject,
 )
+from napari_deep_prl.simulate.geometry import grid_axes, random_rotation
+from napari_deep_prl.simulate.lesion_kinds import LesionSpec, _inside
 from napari_deep_prl.simulate.params import draw_params
 from napari_deep_prl.simulate.physics import field_ppm
 
@@ -148,6 +150,23 @@ def _erode(mask: np.ndarray) -> np.ndarray:
 def _dilate(mask: np.ndarray, n: int) -> np.ndarray:
     from scipy import ndimage
     return ndimage.binary_dilation(mask, iterations=n)
+
+
+def test_an_irregular_blob_keeps_about_its_drawn_size():
+    """The noise pushes a blob's surface in and out; it must not shrink a PRL to a few voxels."""
+    vox = (0.5, 0.5, 0.5)
+    axes = grid_axes((48, 48, 48), vox, (0, 0, 0), (48, 48, 48))
+    ratios = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        radii = np.full(3, 3.0) * rng.uniform(0.75, 1.25, 3)
+        spec = LesionSpec(index=0, kind="full_rim", shape="blob", centre_mm=np.zeros(3),
+                          radii_mm=radii, rotation=random_rotation(rng), chi_core_ppm=0.0,
+                          irregularity=0.35)
+        painted = _inside(spec, tuple(axes), rng).sum() * np.prod(vox)
+        ratios.append(painted / (4 / 3 * np.pi * radii.prod()))
+    assert 0.5 < min(ratios) and max(ratios) < 2.0, (min(ratios), max(ratios))
+    assert 0.8 < np.median(ratios) < 1.25
 
 
 def test_grid_and_affine_follow_the_voxel_size():

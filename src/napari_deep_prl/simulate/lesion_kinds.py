@@ -14,8 +14,9 @@ Kinds (the ``kind`` column of the truth table):
 
 PRLs are drawn larger than the average lesion (as observed clinically), but the hard negatives
 (``vein_adjacent``, ``homogeneous``) share the PRL size distribution, so size alone does not
-give PRLs away. Shapes are ellipsoids, irregular blobs (an ellipsoid whose surface is pushed by
-smooth noise) or periventricular "Dawson's fingers" elongated away from the ventricles.
+give PRLs away. Shapes are ellipsoids, irregular blobs (an ellipsoid whose surface is pushed in
+and out by smooth noise, at the drawn volume) or periventricular "Dawson's fingers" elongated
+away from the ventricles.
 """
 
 from __future__ import annotations
@@ -254,13 +255,25 @@ def _inside(spec: LesionSpec, xyz: tuple[np.ndarray, ...], rng: np.random.Genera
         d = [xyz[i] - np.float32(centre[i]) for i in range(3)]
         r2 = sum(((d[0] * rot[0, k] + d[1] * rot[1, k] + d[2] * rot[2, k]) / radii[k]) ** 2
                  for k in range(3))
-        r = np.sqrt(r2)
-        if spec.irregularity:
+        blob = r2 < 1.0
+        if spec.irregularity and blob.any():
             box_shape = np.broadcast_shapes(*(a.shape for a in xyz))
-            r = r + spec.irregularity * smooth_noise(box_shape, _spacing(xyz),
-                                                     max(2.0, 0.9 * radii.mean()), rng)
-        result = r < 1.0 if result is None else result | (r < 1.0)
+            noise = smooth_noise(box_shape, _spacing(xyz), max(2.0, 0.9 * radii.mean()), rng)
+            blob = _same_size(np.sqrt(r2) + spec.irregularity * noise, int(blob.sum()))
+        result = blob if result is None else result | blob
     return result
+
+
+def _same_size(radius: np.ndarray, n_voxels: int) -> np.ndarray:
+    """The ``n_voxels`` voxels of smallest perturbed radius.
+
+    The noise reshapes a blob but must not resize it: its correlation length is about the blob's
+    size, so cutting at radius 1 would scale whole lesions (a drawn PRL could shrink to a handful
+    of voxels, a plain lesion swell threefold).
+    """
+    flat = radius.ravel()
+    cut = np.partition(flat, n_voxels - 1)[n_voxels - 1]
+    return radius <= cut
 
 
 def _spacing(xyz: tuple[np.ndarray, ...]) -> tuple[float, float, float]:
