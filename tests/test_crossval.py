@@ -202,7 +202,18 @@ def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, m
     predictions = pd.read_csv(out / "radiomics" / "predictions.tsv", sep="\t")
     assert len(predictions) == 3 * len(prl_sets)
     assert predictions["prl_truth"].sum() == sum(map(len, prl_sets))
+    # The completed run drew the error galleries: one picture per kind of error it made.
+    missed = (predictions["prl_truth"] == 1) & (predictions["prl_prediction"] == 0)
+    called = (predictions["prl_truth"] == 0) & (predictions["prl_prediction"] == 1)
+    assert missed.any() or called.any()
+    assert (out / "radiomics" / "missed.png").exists() == missed.any()
+    assert (out / "radiomics" / "false_positives.png").exists() == called.any()
+    for picture in (out / "radiomics").glob("*.png"):
+        picture.unlink()
     assert main(["cv", "--merge", str(out)]) == 0
+    assert not list((out / "radiomics").glob("[mf]*.png"))  # no manifest, no galleries
+    assert main(["cv", "--merge", str(out), str(manifest), "--errors", "1", "--quiet"]) == 0
+    assert (out / "radiomics" / "missed.png").exists() == missed.any()
     assert main(["cv", str(manifest), "-o", str(out), "--methods", "nope"]) == 2
 
 

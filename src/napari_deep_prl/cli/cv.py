@@ -5,17 +5,22 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.train import PRECISIONS
+
+if TYPE_CHECKING:
+    from napari_deep_prl.io import Cohort
 
 CLUSTER_HOWTO = """\
 On a cluster, run one outer fold per job into the same report folder, then merge:
 
   deep-prl cv cohort.csv -o report --fold $SLURM_ARRAY_TASK_ID --cache report/cache
-  deep-prl cv --merge report
+  deep-prl cv --merge report cohort.csv
 
-A run that completes the last missing fold merges by itself.
+A run that completes the last missing fold merges by itself. With the manifest, merging also
+draws each method's most confident errors (missed.png, false_positives.png).
 """
 
 
@@ -43,7 +48,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("manifest", nargs="?", help="cohort manifest CSV (with prl_mask or prl_labels) or folder")
     p.add_argument("-o", "--output", type=Path, help="report folder")
     p.add_argument("--merge", type=Path, metavar="REPORT_DIR",
-                   help="only merge the fold results already in REPORT_DIR into the report")
+                   help="only merge the fold results already in REPORT_DIR into the report "
+                        "(and, given the manifest, draw the error galleries)")
     p.add_argument("--outer", type=int, default=5, help="outer folds (default 5)")
     p.add_argument("--inner", type=int, default=3, help="inner folds (default 3)")
     p.add_argument("--fold", type=int, action="append",
@@ -65,6 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also report each method's inner models averaged (as METHOD_ensemble)")
     p.add_argument("--no-tta", action="store_true",
                    help="CNN thresholds and test predictions from one view instead of the 8-flip average")
+    p.add_argument("--errors", type=int, default=8, metavar="N",
+                   help="draw each method's N most confident missed PRLs and false positives "
+                        "into its report folder (missed.png, false_positives.png; default 8, "
+                        "0 for none)")
     p.add_argument("--cache", type=Path, help="folder keeping the cohort's patches between jobs")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -76,10 +86,13 @@ def run(args: argparse.Namespace) -> int:
     from napari_deep_prl.methods import MethodSettings, build_methods
     from napari_deep_prl.progress import run_with_tqdm
 
+    if args.errors < 0:
+        raise InputError(f"--errors {args.errors}: give a number of lesions, 0 for none")
     if args.merge:
-        if args.manifest or args.output:
-            raise InputError("--merge REPORT_DIR takes no manifest and no -o")
-        return _merge(args.merge)
+        if args.output:
+            raise InputError("--merge REPORT_DIR takes no -o: the report is written in place")
+        cohort = open_cohort(args.manifest) if args.manifest else None
+        return _merge(args.merge, cohort, errors=args.errors, quiet=args.quiet)
     if not args.manifest or not args.output:
         raise InputError("give a manifest and -o REPORT_DIR (or --merge REPORT_DIR)")
     if args.epochs < 1:
@@ -100,18 +113,26 @@ def run(args: argparse.Namespace) -> int:
     missing = {m: f for m, f in missing_folds(args.output, args.methods, args.outer).items() if f}
     if missing:
         todo = "; ".join(f"{m}: {', '.join(map(str, f))}" for m, f in missing.items())
-        print(f"folds still to run ({todo}); then `deep-prl cv --merge {args.output}`",
-              file=sys.stderr)
+        print(f"folds still to run ({todo}); then "
+              f"`deep-prl cv --merge {args.output} {args.manifest}`", file=sys.stderr)
         return 0
-    return _merge(args.output)
+    return _merge(args.output, cohort, errors=args.errors, quiet=args.quiet)
 
 
-def _merge(report_dir: Path) -> int:
+def _merge(report_dir: Path, cohort: Cohort | None = None, *, errors: int, quiet: bool) -> int:
+    """Merge the folds; with the cohort, also draw the error galleries."""
     from napari_deep_prl.crossval import merge
+    from napari_deep_prl.error_gallery import draw_error_galleries
+    from napari_deep_prl.progress import run_with_tqdm
 
     import pandas as pd
 
     tables = merge(report_dir)
+    if cohort is not None and errors:
+        written = run_with_tqdm(draw_error_galleries(report_dir, cohort, n=errors),
+                                desc="error galleries", disable=quiet)
+        print(f"error galleries: {len(written)} files (missed.png, false_positives.png per "
+              "method)", file=sys.stderr)
     outer = int(pd.read_csv(report_dir / "splits.tsv", sep="\t")["outer"].max())
     for method, table in tables.items():
         if table.shape[1] - 2 < outer:
