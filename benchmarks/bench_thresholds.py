@@ -10,6 +10,8 @@ single inner model (each of the 3 x 5 inner models, tested on its outer fold)
     ``ties low``   as ``best F1``, the lowest of equally good cuts rather than the highest
     ``F2``         the threshold with the best validation F2 (recall weighted twice)
     ``0.5``        a fixed 0.5
+    ``calibrated F*/2``  the model's probabilities calibrated on its validation patients (Platt,
+                   as below), cut at half its best validation F1
 ensemble of an outer fold's inner models
     ``pooled``     mean probability, cut at the best-F1 threshold of the pooled validation
                    predictions (what ``deep-prl cv --ensemble`` reports)
@@ -24,6 +26,9 @@ ensemble of an outer fold's inner models
                    (Platt: logistic regression on the logit), averaged; cut at half the best
                    validation F1, the F1-optimal cut of calibrated probabilities (Lipton et
                    al. 2014), which moves far less with a few validation lesions than an argmax
+    ``pooled calibrated F*/2``  mean probability, cut where one Platt fit to the pooled
+                   validation predictions reaches half their best F1: a single raw threshold,
+                   as ``pooled``, so it needs no calibration at scoring time
     ``expected F1``  the same calibrated mean; the number of PRL calls that maximises the
                    F1 expected from the test lesions' own calibrated probabilities (no labels)
     ``best cut``   the best threshold on the test fold itself: an optimistic bound, not a rule
@@ -38,10 +43,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit, logit
+from scipy.special import logit
 from sklearn.linear_model import LogisticRegression
 
-from napari_deep_prl.evaluate import best_f1_threshold, best_threshold, metrics_from_predictions
+from napari_deep_prl.evaluate import (
+    best_f1_threshold,
+    best_threshold,
+    calibrated_threshold,
+    metrics_from_predictions,
+)
 
 EPS = 1e-6
 
@@ -64,7 +74,8 @@ def member_rules(validation: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.n
     return {"best F1": t >= best_f1_threshold(y, p)[0],
             "best F1, ties low": t >= best_threshold(y, p, most_calls=True)[0],
             "F2": t >= best_threshold(y, p, beta=2.0)[0],
-            "0.5": t >= 0.5}
+            "0.5": t >= 0.5,
+            "calibrated F*/2": t >= calibrated_threshold(y, p)[0]}
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -111,6 +122,7 @@ def ensemble_rules(members: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.nd
     rules = {
         "pooled": mean >= best_f1_threshold(y, p)[0],
         "calibrated F*/2": q >= best_f1_threshold(y_val, q_val)[1] / 2,
+        "pooled calibrated F*/2": mean >= calibrated_threshold(y, p)[0],
         "expected F1": expected_f1_calls(q),
         "mean thr": mean >= own.mean(),
         "margin": margin >= 0,

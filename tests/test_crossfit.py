@@ -9,7 +9,7 @@ from napari_deep_prl.checkpoint import load_checkpoint, load_models, save_ensemb
 from napari_deep_prl.cli import main
 from napari_deep_prl.crossfit import ensemble_info, history_table, train_crossfitted
 from napari_deep_prl.errors import CheckpointError, InputError
-from napari_deep_prl.evaluate import best_f1_threshold
+from napari_deep_prl.evaluate import calibrated_threshold
 from napari_deep_prl.progress import run_to_end
 from napari_deep_prl.score import decision_threshold, predict_patches
 
@@ -38,7 +38,7 @@ def test_every_training_patient_is_validated_once_by_a_model_that_did_not_train_
 
 def test_the_threshold_is_chosen_on_all_out_of_fold_predictions_and_shared(ensemble):
     oof = ensemble.out_of_fold
-    threshold, f1 = best_f1_threshold(oof["prl"].to_numpy(), oof["prl_probability"].to_numpy())
+    threshold, f1 = calibrated_threshold(oof["prl"].to_numpy(), oof["prl_probability"].to_numpy())
     assert ensemble.threshold == pytest.approx(threshold) and ensemble.validation["val_f1"] == pytest.approx(f1)
     assert [c.threshold for c in ensemble.checkpoints] == [threshold] * 3
     assert decision_threshold(ensemble.checkpoints) == pytest.approx(threshold)

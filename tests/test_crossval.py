@@ -9,7 +9,7 @@ import pytest
 
 from napari_deep_prl.crossval import CVConfig, lesion_truth, merge, missing_folds, run_cv
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import best_f1_threshold
+from napari_deep_prl.evaluate import THRESHOLD_RULES, best_f1_threshold
 from napari_deep_prl.progress import Progress, run_to_end
 
 
@@ -27,6 +27,8 @@ def _truth(n_subjects=20, seed=0):
 
 class ScoreMethod:
     """Reads a precomputed score; 'training' only picks the validation threshold."""
+
+    threshold_rule = "best_f1"
 
     def __init__(self, truth, name="score"):
         self.truth, self.name = truth, name
@@ -86,9 +88,11 @@ class NoisyScoreMethod(ScoreMethod):
         return fitted
 
 
-def test_ensemble_averages_the_inner_models_with_a_pooled_threshold(tmp_path):
+@pytest.mark.parametrize("rule", ["best_f1", "calibrated"])
+def test_ensemble_averages_the_inner_models_with_a_pooled_threshold(tmp_path, rule):
     truth = _truth(seed=2)
     method = NoisyScoreMethod(truth)
+    method.threshold_rule = rule
     config = CVConfig(outer=4, inner=3, seed=5, ensemble=True)
     run_to_end(run_cv([method], truth, tmp_path, config))
     merge(tmp_path)
@@ -107,12 +111,12 @@ def test_ensemble_averages_the_inner_models_with_a_pooled_threshold(tmp_path):
         mean = truth[key].assign(expected=np.mean(scores, axis=0))
         got = ensemble[ensemble["fold"] == fold].merge(mean, on=key)
         np.testing.assert_allclose(got["prl_probability"], got["expected"], atol=1e-5)
-        # threshold: best F1 over every outer-training lesion, each scored by the inner model
-        # that held its patient out for validation
+        # threshold: the method's rule on every outer-training lesion, each scored by the inner
+        # model that held its patient out for validation
         inner = splits.loc[splits["outer"] != fold, ["subject", f"inner_{fold}"]]
         held_out = truth.reset_index().merge(inner, on="subject")
         oof = [scores[i - 1][row] for row, i in zip(held_out["index"], held_out[f"inner_{fold}"])]
-        assert record["threshold"] == pytest.approx(best_f1_threshold(held_out["prl"], oof)[0])
+        assert record["threshold"] == pytest.approx(THRESHOLD_RULES[rule](held_out["prl"], oof)[0])
         assert set(got["subject"]).isdisjoint(train)
     assert (tmp_path / "score_ensemble" / "report.md").exists()
 

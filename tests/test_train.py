@@ -8,7 +8,7 @@ import torch
 from napari_deep_prl.checkpoint import load_checkpoint
 from napari_deep_prl.dataset import build_patchset
 from napari_deep_prl.errors import InputError, InputWarning
-from napari_deep_prl.evaluate import best_f1_threshold
+from napari_deep_prl.evaluate import best_f1_threshold, calibrated_threshold
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.model import inference_copy
 from napari_deep_prl.patches import PatchConfig
@@ -40,7 +40,8 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     views = torch.sigmoid(predict_views(inference_copy(result.checkpoint.model, torch.device("cpu")),
                                         validation.x, torch.device("cpu"), TTA_VIEWS)).mean(0)
     assert result.checkpoint.tta and len(TTA_VIEWS) == 8
-    assert result.checkpoint.threshold == pytest.approx(best_f1_threshold(validation.y, views.numpy())[0], abs=1e-6)
+    assert result.checkpoint.threshold == pytest.approx(calibrated_threshold(validation.y, views.numpy())[0],
+                                                        abs=1e-6)
     assert result.checkpoint.validation["threshold"] == result.checkpoint.threshold
     assert result.checkpoint.validation == result.checkpoint.metadata["validation_tta"]
     summary = result.checkpoint.metadata["training"]
@@ -58,6 +59,18 @@ def test_without_tta_the_kept_epoch_threshold_is_kept():
     assert not result.checkpoint.tta and "validation_tta" not in result.checkpoint.metadata
     assert result.checkpoint.threshold == result.history[result.kept_epoch]["threshold"]
     assert result.checkpoint.validation == result.history[result.kept_epoch]
+
+
+def test_the_paper_threshold_rule_is_the_validation_argmax():
+    result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, tta=False, threshold_rule="best_f1")))
+    validation = toy_patches().select(result.checkpoint.metadata["training"]["val_subjects"])
+    one_view = torch.sigmoid(predict_views(inference_copy(result.checkpoint.model, torch.device("cpu")),
+                                           validation.x, torch.device("cpu"), ((),))[0])
+    assert result.checkpoint.threshold == pytest.approx(best_f1_threshold(validation.y, one_view.numpy())[0],
+                                                        abs=1e-6)
+    assert result.checkpoint.metadata["training"]["config"]["threshold_rule"] == "best_f1"
+    with pytest.raises(InputError, match="threshold rule"):
+        replace(TINY_TRAIN, threshold_rule="youden")
 
 
 def test_same_seed_same_model():

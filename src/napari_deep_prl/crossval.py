@@ -3,16 +3,17 @@
 Protocol (Spagnolo et al.): patients are split into ``outer`` folds (5) stratified by PRL-count
 group (:mod:`napari_deep_prl.splits`). For each outer fold, its training patients are split again
 into ``inner`` folds (3); a model is trained on each inner training part and validated on its
-inner validation part, which fixes its decision threshold (best validation F1; the epoch kept
-follows ``TrainConfig.keep``). The inner model with the best validation F1 is kept and tested
+inner validation part, which fixes its decision threshold (by the method's
+``threshold_rule``, :data:`~napari_deep_prl.evaluate.THRESHOLD_RULES`; the epoch kept follows
+``TrainConfig.keep``). The inner model with the best validation F1 is kept and tested
 once on the outer fold's patients, which it has never seen. Every lesion is thus tested exactly
 once, by a model chosen without it.
 
 With ``CVConfig(ensemble=True)`` each method is also reported as ``<name>_ensemble``, from the
 same inner models at no extra training: the outer fold is scored by the mean probability of all
-inner models, cut at the threshold with the best F1 on their pooled inner-validation predictions
-(every outer-training patient, scored by the inner model that did not train on it: a threshold
-chosen on all of them rather than on one inner fold's few PRLs).
+inner models, cut at the threshold the method's rule chooses on their pooled inner-validation
+predictions (every outer-training patient, scored by the inner model that did not train on it: a
+threshold chosen on all of them rather than on one inner fold's few PRLs).
 
 A *method* is anything with ``name``, ``options()`` and ``fit(train_subjects, val_subjects,
 seed=...)`` (a progress generator returning a :class:`Fitted`): Deep-PRL, its ablations and the
@@ -40,7 +41,7 @@ from typing import Protocol
 import pandas as pd
 
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import best_f1_threshold, metrics_from_predictions
+from napari_deep_prl.evaluate import THRESHOLD_RULES, metrics_from_predictions
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.report import json_ready, write_comparison, write_method_report
 from napari_deep_prl.splits import fold_subjects, nested_splits
@@ -66,6 +67,8 @@ class Method(Protocol):
     """A classifier the harness can train and test on patient subsets."""
 
     name: str
+    #: How thresholds are chosen on validation predictions: a key of ``THRESHOLD_RULES``.
+    threshold_rule: str
 
     def options(self) -> dict:
         """JSON-serialisable settings, recorded with each fold (runs with others don't merge)."""
@@ -158,7 +161,7 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
                  float(fits[best].threshold), {"selected_inner": inner_folds[best]})]
     if ensemble:
         pooled = members[members["part"] == "validation"]
-        threshold, _ = best_f1_threshold(pooled["prl"], pooled["prl_probability"])
+        threshold, _ = THRESHOLD_RULES[method.threshold_rule](pooled["prl"], pooled["prl_probability"])
         mean = tested.groupby(["subject", "lesion"], sort=False, as_index=False).agg(
             prl=("prl", "first"), prl_probability=("prl_probability", "mean"))
         variants.append((method.name + ENSEMBLE, mean, threshold, {"ensemble_of": len(fits)}))

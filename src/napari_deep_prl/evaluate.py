@@ -21,10 +21,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy.special import expit, logit
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from napari_deep_prl.errors import InputError
 
+#: Probabilities are clipped this far from 0 and 1 before taking logits.
+_EPS = 1e-6
 #: Count keys, in the report's row order.
 COUNT_KEYS = ("tp", "fp", "fn", "tn")
 #: Every key of :func:`metrics_from_predictions`, in the paper's row order.
@@ -91,6 +95,39 @@ def best_f1_threshold(y_true: Sequence[int] | np.ndarray,
     """Decision threshold maximising F1 on validation data, and that F1 (see
     :func:`best_threshold`)."""
     return best_threshold(y_true, probability)
+
+
+def calibrated_threshold(y_true: Sequence[int] | np.ndarray,
+                         probability: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Decision threshold from a calibration of the validation data, and the best F1 there.
+
+    For calibrated probabilities the F1-optimal threshold is half the best F1 (Lipton, Elkan and
+    Naryanaswamy, 2014). A Platt fit (logistic regression on the logit) calibrates the
+    validation probabilities; the threshold returned is the raw probability it maps to half the
+    best F1. All validation lesions place that cut, where the argmax of :func:`best_f1_threshold`
+    is set by the one or two lesions at the edge of a flat F1 plateau, so it moves far less
+    with a few validation PRLs. Falls back to :func:`best_f1_threshold`'s cut when the fit is
+    degenerate (one class, or probability not increasing with truth).
+    """
+    truth = np.asarray(y_true).astype(bool).ravel()
+    prob = np.asarray(probability, dtype=float).ravel()
+    cut, f1 = best_f1_threshold(truth, prob)
+    if truth.all() or not truth.any() or f1 <= 0:
+        return cut, f1
+    score = logit(np.clip(prob, _EPS, 1 - _EPS))
+    centre, scale = score.mean(), score.std()
+    if not scale > 0:
+        return cut, f1
+    # standardised, so the fit's weak penalty is the same on any spread of scores
+    fit = LogisticRegression(C=1e4).fit(((score - centre) / scale).reshape(-1, 1), truth)
+    slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if not slope > 0:
+        return cut, f1
+    return float(expit(centre + scale * (logit(f1 / 2) - intercept) / slope)), f1
+
+
+#: Ways to choose a decision threshold on validation data, by name (``TrainConfig.threshold_rule``).
+THRESHOLD_RULES = {"calibrated": calibrated_threshold, "best_f1": best_f1_threshold}
 
 
 def best_threshold(y_true: Sequence[int] | np.ndarray, probability: Sequence[float] | np.ndarray,

@@ -76,6 +76,10 @@ class CNNMethod:
     train_config: object
     blank_mask: bool = False
 
+    @property
+    def threshold_rule(self) -> str:
+        return self.train_config.threshold_rule
+
     def options(self) -> dict:
         config = asdict(self.train_config)
         for key in ("seed", "device"):  # chosen per fit / per machine, not a method setting

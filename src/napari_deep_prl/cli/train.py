@@ -17,6 +17,7 @@ from napari_deep_prl.cli.score import set_threads
 from napari_deep_prl.crossfit import EnsembleResult, history_table, train_crossfitted
 from napari_deep_prl.dataset import build_patchset
 from napari_deep_prl.errors import InputError
+from napari_deep_prl.evaluate import THRESHOLD_RULES
 from napari_deep_prl.io import open_cohort
 from napari_deep_prl.model import FUSIONS, PRESETS, model_config
 from napari_deep_prl.patches import PatchConfig
@@ -65,6 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", default=d.keep, choices=("last", "best"),
                    help="model kept: the last epoch's (default; small validation sets make the best-F1 epoch "
                         "a noisy pick) or the best validation F1 (the paper's rule)")
+    p.add_argument("--threshold-rule", default=d.threshold_rule, choices=tuple(THRESHOLD_RULES),
+                   help="decision threshold chosen on validation: calibrated (default: where Platt-calibrated "
+                        "probabilities reach half the best F1; steadier) or best_f1 (the paper's argmax)")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--no-tta", action="store_true",
                    help="choose the threshold on one-view validation predictions (scoring then uses one view "
@@ -93,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, tta=not args.no_tta, keep=args.keep,
-        precision=args.precision,
+        precision=args.precision, threshold_rule=args.threshold_rule,
         model=model_config(args.preset, **overrides),
         augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
     )
