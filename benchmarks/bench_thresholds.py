@@ -5,7 +5,8 @@ outer test patients (``folds/<method>/fold-<i>-inner.tsv``). This script replays
 files, several ways of turning them into decisions and prints the outer-test F1 of each, per
 fold and pooled, so that a rule is chosen on evidence:
 
-single inner model (each of the 3 x 5 inner models, tested on its outer fold)
+single inner model (each of the 3 x 5 inner models, tested on its outer fold; ``selected``:
+only the inner model the cross-validation selected, as its ``METHOD`` rows)
     ``best F1``    the threshold with the best validation F1 (what training does)
     ``ties low``   as ``best F1``, the lowest of equally good cuts rather than the highest
     ``F2``         the threshold with the best validation F2 (recall weighted twice)
@@ -39,6 +40,7 @@ ensemble of an outer fold's inner models
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -146,13 +148,14 @@ def main() -> None:
     for path in files:
         fold = int(path.name.split("-")[1])
         members = pd.read_csv(path, sep="\t", dtype={"subject": str})
+        selected = json.loads(path.with_name(f"fold-{fold}.json").read_text())["selected_inner"]
         for inner, own in members.groupby("inner"):
             validation, test = own[own["part"] == "validation"], own[own["part"] == "test"]
             for rule, decision in member_rules(validation, test).items():
-                key = f"one model: {rule}"
-                per_fold.setdefault(key, {}).setdefault(fold, []).append(
-                    f1(test["prl_truth"], decision))
-                pooled.setdefault(key, []).append((test["prl_truth"], decision))
+                for key in ["one model", "selected"] if inner == selected else ["one model"]:
+                    per_fold.setdefault(f"{key}: {rule}", {}).setdefault(fold, []).append(
+                        f1(test["prl_truth"], decision))
+                    pooled.setdefault(f"{key}: {rule}", []).append((test["prl_truth"], decision))
         truth, rules = ensemble_rules(members)
         for rule, decision in rules.items():
             key = f"ensemble: {rule}"
