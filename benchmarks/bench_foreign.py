@@ -10,7 +10,7 @@ trained on the package's simulator, unchanged, with ``--flip-phase`` (this phant
 paramagnetic-bright) and without: how far a model carries to another generator.
 
     python benchmarks/bench_foreign.py [--seeds 0 1] [--epochs 30] [--transfer A.pt ...]
-        [--work out/bench_foreign]
+        [--threshold-rule calibrated|best_f1] [--work out/bench_foreign]
 
 Cohorts and models are kept in ``--work``; scores are recomputed on every call.
 """
@@ -45,18 +45,20 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=30, help="training epochs (30)")
     parser.add_argument("--transfer", type=Path, nargs="+", default=[],
                         help="models trained on the package's simulator, scored unchanged")
+    parser.add_argument("--threshold-rule", help="passed to deep-prl train (default: its default)")
     parser.add_argument("--work", type=Path, default=Path("out/bench_foreign"))
     args = parser.parse_args()
+    rule = ("--threshold-rule", args.threshold_rule) if args.threshold_rule else ()
     train = cohort(args.work / "train", 28, 1)
     test = cohort(args.work / "test", 16, 2)
 
     rows = []
     for seed in args.seeds:
-        model = args.work / f"model_e{args.epochs}_s{seed}.pt"
+        model = args.work / f"model_e{args.epochs}_s{seed}{'_' + args.threshold_rule if rule else ''}.pt"
         if not model.exists():
             cli(["train", str(train), "-o", str(model), "--epochs", str(args.epochs),
-                 "--seed", str(seed), "--quiet"])
-        rows.append(row(f"trained here, {args.epochs} epochs, seed {seed}",
+                 "--seed", str(seed), "--quiet", *rule])
+        rows.append(row(f"trained here, {args.epochs} epochs, seed {seed} {' '.join(rule)}",
                         scored(test, [model], args.work / f"scores_{model.stem}.tsv")))
     for model in args.transfer:
         for flip in (True, False):
