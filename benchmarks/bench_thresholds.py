@@ -46,13 +46,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.special import logit
-from sklearn.linear_model import LogisticRegression
 
 from napari_deep_prl.evaluate import (
     best_f1_threshold,
     best_threshold,
     calibrated_threshold,
     metrics_from_predictions,
+    platt_fit,
 )
 
 EPS = 1e-6
@@ -80,14 +80,12 @@ def member_rules(validation: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.n
             "calibrated F*/2": t >= calibrated_threshold(y, p)[0]}
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    return logit(np.clip(np.asarray(p, dtype=float), EPS, 1 - EPS)).reshape(-1, 1)
-
-
 def platt(y: np.ndarray, p: np.ndarray):
     """A map from raw to calibrated probability, fitted on validation predictions."""
-    fit = LogisticRegression(C=1e4).fit(_logit(p), np.asarray(y).astype(int))
-    return lambda q: fit.predict_proba(_logit(q))[:, 1]
+    fit = platt_fit(y, p)
+    if fit is None:
+        raise SystemExit("an inner model's validation predictions cannot be calibrated")
+    return fit.calibrate
 
 
 def expected_f1_calls(q: np.ndarray) -> np.ndarray:

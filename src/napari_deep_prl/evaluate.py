@@ -19,6 +19,7 @@ The rest of the evaluation lives beside this module: patient-level stratified fo
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.special import expit, logit
@@ -97,33 +98,58 @@ def best_f1_threshold(y_true: Sequence[int] | np.ndarray,
     return best_threshold(y_true, probability)
 
 
+@dataclass(frozen=True)
+class PlattFit:
+    """Platt scaling: calibrated probability = sigmoid of a line in the standardised logit."""
+
+    centre: float
+    scale: float
+    slope: float
+    intercept: float
+
+    def calibrate(self, probability: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of raw ``probability``."""
+        score = (_logit(probability) - self.centre) / self.scale
+        return expit(self.slope * score + self.intercept)
+
+    def raw_at(self, calibrated: float) -> float:
+        """The raw probability that calibrates to ``calibrated``."""
+        return float(expit(self.centre + self.scale * (logit(calibrated) - self.intercept) / self.slope))
+
+
+def platt_fit(y_true: Sequence[int] | np.ndarray,
+              probability: Sequence[float] | np.ndarray) -> PlattFit | None:
+    """A Platt calibration of validation probabilities (logistic regression on their logit), or
+    ``None`` when it is degenerate: one class, no spread, or probability not rising with truth."""
+    truth = np.asarray(y_true).astype(bool).ravel()
+    score = _logit(probability)
+    centre, scale = float(score.mean()), float(score.std())
+    if truth.all() or not truth.any() or not scale > 0:
+        return None
+    # standardised, so the fit's weak penalty is the same on any spread of scores
+    fit = LogisticRegression(C=1e4).fit(((score - centre) / scale).reshape(-1, 1), truth)
+    slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    return PlattFit(centre, scale, slope, intercept) if slope > 0 else None
+
+
 def calibrated_threshold(y_true: Sequence[int] | np.ndarray,
                          probability: Sequence[float] | np.ndarray) -> tuple[float, float]:
     """Decision threshold from a calibration of the validation data, and the best F1 there.
 
     For calibrated probabilities the F1-optimal threshold is half the best F1 (Lipton, Elkan and
-    Naryanaswamy, 2014). A Platt fit (logistic regression on the logit) calibrates the
-    validation probabilities; the threshold returned is the raw probability it maps to half the
-    best F1. All validation lesions place that cut, where the argmax of :func:`best_f1_threshold`
-    is set by the one or two lesions at the edge of a flat F1 plateau, so it moves far less
-    with a few validation PRLs. Falls back to :func:`best_f1_threshold`'s cut when the fit is
-    degenerate (one class, or probability not increasing with truth).
+    Naryanaswamy, 2014). A :func:`platt_fit` calibrates the validation probabilities; the
+    threshold returned is the raw probability it maps to half the best F1. All validation
+    lesions place that cut, where the argmax of :func:`best_f1_threshold` is set by the one or
+    two lesions at the edge of a flat F1 plateau, so it moves far less with a few validation
+    PRLs. Falls back to :func:`best_f1_threshold`'s cut when the fit is degenerate.
     """
-    truth = np.asarray(y_true).astype(bool).ravel()
-    prob = np.asarray(probability, dtype=float).ravel()
-    cut, f1 = best_f1_threshold(truth, prob)
-    if truth.all() or not truth.any() or f1 <= 0:
-        return cut, f1
-    score = logit(np.clip(prob, _EPS, 1 - _EPS))
-    centre, scale = score.mean(), score.std()
-    if not scale > 0:
-        return cut, f1
-    # standardised, so the fit's weak penalty is the same on any spread of scores
-    fit = LogisticRegression(C=1e4).fit(((score - centre) / scale).reshape(-1, 1), truth)
-    slope, intercept = float(fit.coef_[0, 0]), float(fit.intercept_[0])
-    if not slope > 0:
-        return cut, f1
-    return float(expit(centre + scale * (logit(f1 / 2) - intercept) / slope)), f1
+    cut, f1 = best_f1_threshold(y_true, probability)
+    fit = platt_fit(y_true, probability) if f1 > 0 else None
+    return (cut, f1) if fit is None else (fit.raw_at(f1 / 2), f1)
+
+
+def _logit(probability: Sequence[float] | np.ndarray) -> np.ndarray:
+    return logit(np.clip(np.asarray(probability, dtype=float).ravel(), _EPS, 1 - _EPS))
 
 
 #: Ways to choose a decision threshold on validation data, by name (``TrainConfig.threshold_rule``).

@@ -13,8 +13,8 @@ reproduces the paper).
 
 Validation: the patients in ``val_subjects`` (by default a seeded ``val_fraction`` of them,
 stratified by PRL-count group like the cross-validation folds) are held out of training; after
-every epoch their lesions (original patches only) are scored and the decision threshold that
-maximises F1 is found. Which model is kept (``keep``):
+every epoch their lesions (original patches only) are scored: loss, best F1, ROC AUC and the
+decision threshold. Which model is kept (``keep``):
 
 ``"last"`` (default)
     the model at the end of training, when the learning rate has decayed to zero. A validation
@@ -35,6 +35,7 @@ Either way the decision threshold is chosen on the kept model's validation predi
     (docs/evaluation.md, "A calibrated threshold").
 ``"best_f1"`` (the paper's rule)
     the cut that maximises the validation F1, set by the one or two lesions at its edge.
+
 ``history[0]`` is the model before training (the parent model when fine-tuning), and it competes
 with the kept model, so training never returns a model worse on validation than where it started
 — unless ``keep_start=False``: fine-tuning round after round on one small validation set, the
