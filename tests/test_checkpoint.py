@@ -1,10 +1,13 @@
 import json
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
 from napari_deep_prl.errors import CheckpointError
+from napari_deep_prl.evaluate import PlattFit
 from napari_deep_prl.model import DeepPRL
 from napari_deep_prl.patches import PatchConfig
 
@@ -59,4 +62,27 @@ def test_weights_not_matching_the_architecture_are_refused(tmp_path, checkpoint)
     raw["format_version"] = 99
     torch.save(raw, path)
     with pytest.raises(CheckpointError, match="format version 99"):
+        load_checkpoint(path)
+
+
+def test_a_calibration_round_trips_and_shapes_the_output(tmp_path, checkpoint):
+    raw = np.array([[0.05, 0.3, 0.9]])
+    assert checkpoint.calibrate(raw) is raw  # no calibration: the output is the raw probability
+    fit = PlattFit(centre=-1.0, scale=2.0, slope=1.5, intercept=-0.3)
+    loaded = load_checkpoint(replace(checkpoint, calibration=fit).save(tmp_path / "m.pt"))
+    assert loaded.calibration == fit
+    assert loaded.calibrate(raw) == pytest.approx(fit.calibrate(raw))
+    assert loaded.calibrate(raw).shape == raw.shape
+
+
+@pytest.mark.parametrize("calibration", [{"centre": 0.0}, [1, 2],
+                                         {"centre": 0.0, "scale": 1.0, "slope": -2.0, "intercept": 0.0}])
+def test_a_damaged_calibration_is_refused(tmp_path, checkpoint, calibration):
+    path = checkpoint.save(tmp_path / "m.pt")
+    raw = torch.load(path, weights_only=True)
+    metadata = json.loads(raw["metadata"])
+    metadata["calibration"] = calibration
+    raw["metadata"] = json.dumps(metadata)
+    torch.save(raw, path)
+    with pytest.raises(CheckpointError, match="do not match"):
         load_checkpoint(path)

@@ -9,11 +9,14 @@ from sklearn.metrics import f1_score, fbeta_score, precision_score, recall_score
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.evaluate import (
+    OperatingPoint,
+    PlattFit,
     best_f1_threshold,
     best_threshold,
     calibrated_threshold,
     metrics_from_counts,
     metrics_from_predictions,
+    operating_point,
     summarise,
 )
 
@@ -125,3 +128,42 @@ def test_calibrated_threshold_separates_separable_classes_however_close(gap):
     prob = np.r_[np.linspace(0.2, 0.35, 50), 0.35 + gap * np.array([1.0, 1.5, 2.0])]
     threshold, f1 = calibrated_threshold(truth, prob)
     assert f1 == 1.0 and 0.35 < threshold < 0.35 + gap
+
+
+def test_an_operating_point_calibrates_views_and_cuts_the_calibrated_output_at_half_the_best_f1():
+    slope, intercept = 2.0, 1.0
+    truth, raw = _platt_family(1, 20000, slope, intercept)
+    # one view: the same decisions as the raw cut of calibrated_threshold
+    point = operating_point(truth, raw)
+    assert point.threshold == pytest.approx(point.f1 / 2)
+    assert np.array_equal(point.calibration.calibrate(raw) >= point.threshold,
+                          raw >= calibrated_threshold(truth, raw)[0])
+    # two views of each lesion through the same distortion: one fit of both undoes it
+    views = np.stack([raw, expit(logit(raw) + np.random.default_rng(2).normal(0, 0.2, raw.size))])
+    point = operating_point(truth, views)
+    assert point.calibration.slope / point.calibration.scale == pytest.approx(1 / slope, rel=0.1)
+    assert point.f1 == pytest.approx(best_f1_threshold(truth, point.calibration.calibrate(views).mean(0))[1])
+
+
+def test_calibrated_outputs_pooled_from_several_models_need_no_second_fit():
+    # two models, each calibrated on its own validation set: the pooled outputs' own Platt fit is
+    # the identity, so the pooled calibrated cut is half the pooled best F1
+    outputs, truths = [], []
+    for seed, (slope, intercept) in enumerate([(2.0, 1.0), (0.7, -0.5)]):
+        truth, raw = _platt_family(seed, 400, slope, intercept)
+        outputs.append(operating_point(truth, raw).calibration.calibrate(raw))
+        truths.append(truth)
+    truth, output = np.concatenate(truths), np.concatenate(outputs)
+    threshold, f1 = calibrated_threshold(truth, output)
+    assert threshold == pytest.approx(f1 / 2, abs=0.01)
+
+
+def test_the_best_f1_rule_and_degenerate_fits_leave_the_output_raw():
+    truth, raw = _platt_family(3, 300, 2.0, 1.0)
+    assert operating_point(truth, raw, "best_f1") == OperatingPoint(*best_f1_threshold(truth, raw))
+    anti = [1, 1, 0, 0, 0, 0], [0.1, 0.2, 0.6, 0.7, 0.8, 0.9]
+    assert operating_point(*anti).calibration is None
+    with pytest.raises(InputError, match="threshold rule"):
+        operating_point(truth, raw, "youden")
+    with pytest.raises(ValueError, match="increasing"):
+        PlattFit(0.0, 1.0, -1.0, 0.0)

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -7,6 +9,7 @@ import torch
 from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
 from napari_deep_prl.cli import main
 from napari_deep_prl.errors import InputError, InputWarning
+from napari_deep_prl.evaluate import PlattFit
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.model import DeepPRL
@@ -119,6 +122,18 @@ def test_predict_patches_matches_the_model():
     with torch.no_grad():
         expected = torch.sigmoid(checkpoint.model(torch.from_numpy(x))).numpy()
     assert np.allclose(probability, expected, atol=1e-5) and np.allclose(spread, 0, atol=1e-6)
+
+
+def test_each_model_is_calibrated_before_the_ensemble_averages():
+    x = np.random.default_rng(0).random((5, 3, SIZE, SIZE, SIZE), dtype=np.float32)
+    plain = _checkpoint()
+    sharp = replace(plain, calibration=PlattFit(centre=0.0, scale=1.0, slope=3.0, intercept=-1.0))
+    raw, _ = predict_patches([plain], x, tta=False, device="cpu", precision="float32")
+    alone, _ = predict_patches([sharp], x, tta=False, device="cpu", precision="float32")
+    assert alone == pytest.approx(sharp.calibration.calibrate(raw), abs=1e-6)
+    both, spread = predict_patches([plain, sharp], x, tta=False, device="cpu", precision="float32")
+    assert both == pytest.approx((raw + alone) / 2, abs=1e-6)
+    assert spread == pytest.approx(np.abs(raw - alone) / np.sqrt(2), abs=1e-6)
 
 
 @pytest.mark.slow

@@ -1,5 +1,5 @@
 import threading
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -8,11 +8,12 @@ import torch
 from napari_deep_prl.checkpoint import load_checkpoint
 from napari_deep_prl.dataset import build_patchset
 from napari_deep_prl.errors import InputError, InputWarning
-from napari_deep_prl.evaluate import best_f1_threshold, calibrated_threshold
+from napari_deep_prl.evaluate import OperatingPoint, best_f1_threshold, operating_point
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.model import inference_copy
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.score import predict_patches
 from napari_deep_prl import train as train_module
 from napari_deep_prl.train import (TTA_VIEWS, predict_views, resolve_device, resolve_precision, split_validation,
                                   train)
@@ -35,14 +36,20 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     assert history[-1]["loss"] < history[1]["loss"]
     assert {"epoch", "batch"} <= {e.stage for e in events}
     assert result.kept_epoch == len(history) - 1  # keep="last", and training beat the untrained model
-    # the threshold is chosen again on the kept model's 8-flip averages of the validation lesions
+    # calibration and threshold are chosen again on the kept model's 8 flips of the validation lesions
     validation = patches.select(result.checkpoint.metadata["training"]["val_subjects"])
     views = torch.sigmoid(predict_views(inference_copy(result.checkpoint.model, torch.device("cpu")),
-                                        validation.x, torch.device("cpu"), TTA_VIEWS)).mean(0)
+                                        validation.x, torch.device("cpu"), TTA_VIEWS))
     assert result.checkpoint.tta and len(TTA_VIEWS) == 8
-    assert result.checkpoint.threshold == pytest.approx(calibrated_threshold(validation.y, views.numpy())[0],
-                                                        abs=1e-6)
+    point = operating_point(validation.y, views.numpy(), "calibrated")
+    assert point.calibration is not None
+    assert asdict(result.checkpoint.calibration) == pytest.approx(asdict(point.calibration), rel=1e-4)
+    assert result.checkpoint.threshold == pytest.approx(point.threshold, abs=1e-6)
+    assert result.checkpoint.threshold == pytest.approx(result.checkpoint.validation["val_f1"] / 2)
     assert result.checkpoint.validation["threshold"] == result.checkpoint.threshold
+    # scoring the validation lesions gives the calibrated output the threshold was chosen on
+    scored, _ = predict_patches([result.checkpoint], validation.x, device="cpu", precision="float32")
+    assert scored == pytest.approx(point.calibration.calibrate(views.numpy()).mean(0), abs=1e-4)
     assert result.checkpoint.validation == result.checkpoint.metadata["validation_tta"]
     summary = result.checkpoint.metadata["training"]
     assert not set(summary["train_subjects"]) & set(summary["val_subjects"])
@@ -52,6 +59,7 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
         assert torch.allclose(loaded.model(x), result.checkpoint.model.eval()(x))
     assert loaded.metadata["validation"]["epoch"] == result.kept_epoch
     assert loaded.tta and loaded.threshold == pytest.approx(result.checkpoint.threshold)
+    assert loaded.calibration == result.checkpoint.calibration
 
 
 def test_without_tta_the_kept_epoch_threshold_is_kept():
@@ -69,6 +77,7 @@ def test_the_paper_threshold_rule_is_the_validation_argmax():
     assert result.checkpoint.threshold == pytest.approx(best_f1_threshold(validation.y, one_view.numpy())[0],
                                                         abs=1e-6)
     assert result.checkpoint.metadata["training"]["config"]["threshold_rule"] == "best_f1"
+    assert result.checkpoint.calibration is None  # the output stays the raw probability
     with pytest.raises(InputError, match="threshold rule"):
         replace(TINY_TRAIN, threshold_rule="youden")
 
@@ -96,8 +105,8 @@ def test_a_fine_tune_keeps_its_parent_unless_told_to_move_on():
 def test_the_kept_model_follows_the_keep_rule(monkeypatch, keep, start_f1, kept):
     # scripted validation scores: epoch 1 is the best of the trained ones, epoch 3 the last
     scores = iter([start_f1, 0.9, 0.6, 0.7])
-    monkeypatch.setattr(train_module, "_validate", lambda *args, **kwargs: {
-        "val_loss": 0.1, "val_f1": next(scores), "val_auc": 0.9, "threshold": 0.5})
+    monkeypatch.setattr(train_module, "_validate", lambda *args, **kwargs: (
+        {"val_loss": 0.1, "val_f1": next(scores), "val_auc": 0.9, "threshold": 0.5}, OperatingPoint(0.5, 0.5)))
     result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, keep=keep, tta=False)))
     assert result.kept_epoch == kept and result.checkpoint.validation == result.history[kept]
     assert result.checkpoint.metadata["training"]["keep"] == keep

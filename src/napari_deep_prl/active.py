@@ -106,7 +106,8 @@ def _dropout_on(model: nn.Module) -> Iterator[None]:
 
 def mc_dropout_samples(checkpoint: Checkpoint, x: np.ndarray, *, n_samples: int = 16,
                        seed: int = 0, batch_size: int = 64, device: str = "auto") -> np.ndarray:
-    """PRL probabilities (n_samples × lesions) with dropout sampling; seeded, reproducible."""
+    """The model's outputs (n_samples × lesions, calibrated like its scores) with dropout
+    sampling; seeded, reproducible."""
     if checkpoint.model_config.dropout <= 0:
         raise InputError(f"model {checkpoint.id} has no dropout (dropout=0): MC dropout needs a "
                          "model trained with dropout > 0; use the 'tta' or 'ensemble' method")
@@ -119,7 +120,7 @@ def mc_dropout_samples(checkpoint: Checkpoint, x: np.ndarray, *, n_samples: int 
             for i in range(0, len(x), batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(x[i:i + batch_size])).to(torch_device)
                 out[t, i:i + batch_size] = torch.sigmoid(model(batch)).double().cpu().numpy()
-    return out
+    return checkpoint.calibrate(out)
 
 
 def resolve_method(checkpoints: Sequence[Checkpoint], method: str = "auto") -> str:

@@ -2,8 +2,8 @@
 
 A checkpoint file is ``torch.save`` of a plain dict: ``format`` and ``format_version`` (what
 the file is), ``state_dict`` (tensors) and ``metadata`` (a JSON string: architecture, patch
-settings, decision threshold, training summary, validation metrics, package version, parent
-checkpoint). Only tensors, strings and ints, so it loads with ``torch.load(weights_only=True)``
+settings, decision threshold and the calibration it applies to, training summary, validation
+metrics, package version, parent checkpoint). Only tensors, strings and ints, so it loads with ``torch.load(weights_only=True)``
 — a checkpoint from elsewhere can never run code — and the metadata reads without torch
 (``json.loads``). Scoring cuts patches with the stored :class:`PatchConfig`, so a model is never
 fed patches normalised differently from those it learnt on.
@@ -22,15 +22,17 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from napari_deep_prl import __version__
 from napari_deep_prl.errors import CheckpointError, DeepPRLError
+from napari_deep_prl.evaluate import PlattFit
 from napari_deep_prl.model import DeepPRL, ModelConfig, inference_copy
 from napari_deep_prl.patches import CHANNELS, PatchConfig
 from napari_deep_prl.tables import write_atomic
@@ -43,12 +45,19 @@ ENSEMBLE_FORMAT_VERSION = 2
 
 @dataclass
 class Checkpoint:
-    """A trained network, its decision threshold and the patch settings it expects."""
+    """A trained network, its decision threshold and the patch settings it expects.
+
+    With a :attr:`calibration` (models trained with the ``"calibrated"`` threshold rule) the
+    model's output is the network's probability calibrated on its validation patients, and
+    :attr:`threshold` cuts that output; without one (older models, the ``"best_f1"`` rule) the
+    output is the raw probability.
+    """
 
     model: DeepPRL
     threshold: float
     patch_config: PatchConfig
     metadata: dict[str, Any] = field(default_factory=dict)
+    calibration: PlattFit | None = None
     #: Inference copies of ``model`` by device, built on first use (the weights never change).
     _inference: dict[str, DeepPRL] = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -77,6 +86,10 @@ class Checkpoint:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()[:16]
 
+    def calibrate(self, probability: np.ndarray) -> np.ndarray:
+        """The model's output for the network's raw probabilities (any shape)."""
+        return probability if self.calibration is None else self.calibration.calibrate(probability)
+
     def inference_model(self, device: torch.device) -> DeepPRL:
         """The model prepared for fast inference on ``device`` (:func:`inference_copy`), cached."""
         key = str(device)
@@ -94,6 +107,7 @@ class Checkpoint:
             "patch": self.patch_config.to_dict(),
             "channels": list(CHANNELS),
             "threshold": float(self.threshold),
+            "calibration": None if self.calibration is None else asdict(self.calibration),
             "package_version": __version__,
         }
 
@@ -168,10 +182,13 @@ def _member(payload: dict[str, Any], path: Path, device: str | torch.device) -> 
         model = DeepPRL(config, int(metadata["patch_size"]))
         model.load_state_dict(payload["state_dict"])
         threshold = float(metadata["threshold"])
-    except (KeyError, TypeError, ValueError, RuntimeError, DeepPRLError) as err:
+        calibration = metadata.get("calibration")
+        calibration = None if calibration is None else PlattFit(**{k: float(v) for k, v in calibration.items()})
+    except (AttributeError, KeyError, TypeError, ValueError, RuntimeError, DeepPRLError) as err:
         raise CheckpointError(f"{path}: checkpoint metadata and weights do not match this version's "
                               f"Deep-PRL network ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
                               "retrain the model or use the napari-deep-prl version that wrote it") from err
     model.to(device).eval()
-    derived = {"id", "model", "patch_size", "patch", "channels", "threshold"}  # rebuilt by describe()
-    return Checkpoint(model, threshold, patch_config, {k: v for k, v in metadata.items() if k not in derived})
+    derived = {"id", "model", "patch_size", "patch", "channels", "threshold", "calibration"}  # rebuilt by describe()
+    return Checkpoint(model, threshold, patch_config, {k: v for k, v in metadata.items() if k not in derived},
+                      calibration)

@@ -107,9 +107,15 @@ class PlattFit:
     slope: float
     intercept: float
 
+    def __post_init__(self) -> None:
+        values = (self.centre, self.scale, self.slope, self.intercept)
+        if not (np.isfinite(values).all() and self.scale > 0 and self.slope > 0):
+            raise ValueError(f"not an increasing calibration: {self}")
+
     def calibrate(self, probability: Sequence[float] | np.ndarray) -> np.ndarray:
-        """Calibrated probabilities of raw ``probability``."""
-        score = (_logit(probability) - self.centre) / self.scale
+        """Calibrated probabilities of raw ``probability`` (any shape, kept)."""
+        raw = np.asarray(probability, dtype=float)
+        score = (_logit(raw).reshape(raw.shape) - self.centre) / self.scale
         return expit(self.slope * score + self.intercept)
 
     def raw_at(self, calibrated: float) -> float:
@@ -154,6 +160,44 @@ def _logit(probability: Sequence[float] | np.ndarray) -> np.ndarray:
 
 #: Ways to choose a decision threshold on validation data, by name (``TrainConfig.threshold_rule``).
 THRESHOLD_RULES = {"calibrated": calibrated_threshold, "best_f1": best_f1_threshold}
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    """How a trained model's output becomes a decision, chosen on its validation lesions."""
+
+    #: Cut of the model's output: its calibrated probability when :attr:`calibration` is set.
+    threshold: float
+    #: Best validation F1 of that output.
+    f1: float
+    #: Map from the network's raw probability to the output; ``None``: the output is raw.
+    calibration: PlattFit | None = None
+
+
+def operating_point(y_true: Sequence[int] | np.ndarray, views: Sequence[float] | np.ndarray,
+                    rule: str = "calibrated") -> OperatingPoint:
+    """The decision rule of a model whose probabilities on the validation lesions are ``views``.
+
+    ``views`` is one probability per lesion or several (views × lesions, e.g. test-time flips),
+    the model's output being their mean. Under ``"best_f1"`` the output is the raw mean, cut
+    where validation F1 peaks. Under ``"calibrated"`` every view goes through one
+    :func:`platt_fit` of all of them, the output is the mean of the calibrated views, and it is
+    cut at half its best F1 — for one view, the same decisions as :func:`calibrated_threshold`.
+    The output is then a probability in the calibrated sense, so several such models average
+    on one scale, and their pooled validation outputs need no further fit (the fit of a union
+    of calibrated sets is the identity). A degenerate fit falls back to the raw mean and its
+    best-F1 cut.
+    """
+    if rule not in THRESHOLD_RULES:
+        raise InputError(f"unknown threshold rule '{rule}'; use one of {', '.join(THRESHOLD_RULES)}")
+    views = np.atleast_2d(np.asarray(views, dtype=float))
+    truth = np.asarray(y_true).astype(bool).ravel()
+    cut, f1 = best_f1_threshold(truth, views.mean(0))
+    fit = platt_fit(np.tile(truth, len(views)), views) if rule == "calibrated" and f1 > 0 else None
+    if fit is None:
+        return OperatingPoint(cut, f1)
+    f1 = best_f1_threshold(truth, fit.calibrate(views).mean(0))[1]
+    return OperatingPoint(f1 / 2, f1, fit)
 
 
 def best_threshold(y_true: Sequence[int] | np.ndarray, probability: Sequence[float] | np.ndarray,

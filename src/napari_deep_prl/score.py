@@ -6,7 +6,8 @@ batches. Several checkpoints (an ensemble, e.g. the inner-fold models of a cross
 and/or test-time augmentation (TTA: the 8 combinations of flips along the three axes, which
 keep the phase's dipole pattern) give several probabilities per lesion: their mean is
 ``prl_probability`` and their standard deviation ``uncertainty`` (``n/a`` with a single model
-and no TTA). The decision ``prl`` is ``prl_probability >= `` the mean of the checkpoints'
+and no TTA). Each view is first calibrated by its checkpoint (:meth:`Checkpoint.calibrate`), so
+models calibrated on different validation patients average on one scale. The decision ``prl`` is ``prl_probability >= `` the mean of the checkpoints'
 validation thresholds, or the operating point given as ``threshold`` (e.g. a lower one for a
 more sensitive screen, read off the validation or cross-validation ROC curve).
 
@@ -42,6 +43,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.errors import InputError
@@ -67,16 +69,17 @@ class Scores:
 def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
                        batch_size: int = INFERENCE_BATCH, device: str = "auto",
                        precision: str = "auto") -> np.ndarray:
-    """PRL probabilities, one row per checkpoint × view (see the module doc for ``tta`` and
-    ``precision``)."""
+    """PRL probabilities, one row per checkpoint × view, each calibrated as its checkpoint's
+    output (:meth:`Checkpoint.calibrate`; see the module doc for ``tta`` and ``precision``)."""
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
     torch_device = resolve_device(device)
     dtype = resolve_precision(precision, torch_device)
-    rows = [predict_views(c.inference_model(torch_device), x, torch_device,
-                          TTA_VIEWS if (c.tta if tta is None else tta) else ((),), batch_size, dtype).numpy()
+    rows = [c.calibrate(expit(predict_views(c.inference_model(torch_device), x, torch_device,
+                                            TTA_VIEWS if (c.tta if tta is None else tta) else ((),),
+                                            batch_size, dtype).numpy().astype(np.float64)))
             for c in checkpoints]
-    return 1 / (1 + np.exp(-np.concatenate(rows).astype(np.float64)))
+    return np.concatenate(rows)
 
 
 def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,

@@ -66,7 +66,7 @@ from napari_deep_prl.augment import AugmentConfig, augment_batch
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.dataset import PatchSet
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import THRESHOLD_RULES, roc_auc
+from napari_deep_prl.evaluate import THRESHOLD_RULES, OperatingPoint, operating_point, roc_auc
 from napari_deep_prl.losses import focal_loss
 from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig, inference_copy
 from napari_deep_prl.progress import Progress
@@ -220,8 +220,9 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     rng = np.random.default_rng(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
 
-    history = [{"epoch": 0, "loss": float("nan"), **_validate(model, validation, config, device)}]
-    start = _Best(history[0], model)
+    scores, point = _validate(model, validation, config, device)
+    history = [{"epoch": 0, "loss": float("nan"), **scores}]
+    start = _Best(history[0], model, point)
     best = start if config.keep_start else None
     yield Progress(0, config.epochs, "epoch", "before training", _shown(history[0]))
     stopped = False
@@ -238,24 +239,24 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
             yield Progress(step + 1, steps_per_epoch, "batch", f"epoch {epoch}", {"loss": losses[-1]})
         if not losses:
             break
-        record = {"epoch": epoch, "loss": float(np.mean(losses)),
-                  **_validate(model, validation, config, device)}
+        scores, point = _validate(model, validation, config, device)
+        record = {"epoch": epoch, "loss": float(np.mean(losses)), **scores}
         if stopped:
             record["partial"] = True
         history.append(record)
         if best is None or _rank(record) > _rank(best.record):
-            best = _Best(record, model)
+            best = _Best(record, model, point)
         yield Progress(epoch, config.epochs, "epoch", "stopped" if stopped else "", _shown(record))
         if stopped:
             break
 
     if config.keep == "last" and not stopped and len(history) > 1:
-        last = _Best(history[-1], model)
+        last = _Best(history[-1], model, point)
         best = start if config.keep_start and _rank(start.record) > _rank(last.record) else last
     best = best or start  # stopped before the first step, with keep_start=False
     model.load_state_dict(best.state)
     model.eval()
-    kept = _validate(model, validation, config, device, TTA_VIEWS) if config.tta else best.record
+    kept, point = _validate(model, validation, config, device, TTA_VIEWS) if config.tta else (best.record, best.point)
     summary = {
         "train_subjects": train_ids, "val_subjects": list(val_subjects),
         "train_patches": len(training), "train_prl_patches": int(positives.size),
@@ -273,7 +274,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     if init is not None:
         metadata["parent"] = init.id
     checkpoint = Checkpoint(model.to(memory_format=torch.contiguous_format),
-                            kept["threshold"], patches.config, metadata)
+                            point.threshold, patches.config, metadata, point.calibration)
     return TrainResult(checkpoint, history, best.record["epoch"], stopped)
 
 
@@ -347,26 +348,26 @@ def predict_views(fast: DeepPRL, x: np.ndarray, device: torch.device,
 
 
 def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device: torch.device,
-              views: Sequence[tuple[int, ...]] = ((),)) -> dict[str, float]:
-    """Loss, best F1 and its threshold, ROC AUC on the validation lesions, averaged over ``views``."""
+              views: Sequence[tuple[int, ...]] = ((),)) -> tuple[dict[str, float], OperatingPoint]:
+    """Loss, best F1 and threshold, ROC AUC of the model's output on the validation lesions
+    (``views`` averaged), and the operating point behind them (:func:`operating_point`)."""
     logits = predict_views(inference_copy(model, device), validation.x, device, views)
-    if len(views) > 1:  # the logit of the mean probability
-        logits = torch.logit(torch.sigmoid(logits.double()).mean(0), eps=1e-12).float()
-    else:
-        logits = logits[0]
+    raw = torch.sigmoid(logits.double())
     truth = torch.from_numpy(validation.y.astype(np.float32))
-    probability = torch.sigmoid(logits).numpy()
-    threshold, f1 = THRESHOLD_RULES[config.threshold_rule](validation.y, probability)
-    loss = float(focal_loss(logits, truth, gamma=config.gamma, alpha=config.alpha)) if len(truth) else float("nan")
-    return {"val_loss": loss, "val_f1": f1, "val_auc": roc_auc(validation.y, probability),
-            "threshold": threshold}
+    # the loss of the raw probability (of its mean over views), as the network is trained
+    mean_logit = logits[0] if len(views) == 1 else torch.logit(raw.mean(0), eps=1e-12).float()
+    loss = float(focal_loss(mean_logit, truth, gamma=config.gamma, alpha=config.alpha)) if len(truth) else float("nan")
+    point = operating_point(validation.y, raw.numpy(), config.threshold_rule)
+    output = raw.numpy() if point.calibration is None else point.calibration.calibrate(raw.numpy())
+    return ({"val_loss": loss, "val_f1": point.f1, "val_auc": roc_auc(validation.y, output.mean(0)),
+             "threshold": point.threshold}, point)
 
 
 class _Best:
-    """A validation record and a copy of the weights it was measured on."""
+    """A validation record, its operating point and a copy of the weights they were measured on."""
 
-    def __init__(self, record: dict[str, float], model: DeepPRL) -> None:
-        self.record, self.state = record, _copy_state(model)
+    def __init__(self, record: dict[str, float], model: DeepPRL, point: OperatingPoint) -> None:
+        self.record, self.point, self.state = record, point, _copy_state(model)
 
 
 def _rank(record: dict[str, float]) -> tuple[float, float, float]:
