@@ -24,17 +24,19 @@ decision threshold. Which model is kept (``keep``):
 ``"best"`` (the paper's rule)
     the epoch with the best validation F1 (ties: higher ROC AUC, then lower loss).
 
-Either way the decision threshold is chosen on the kept model's validation predictions
-(``threshold_rule``):
+Either way the decision rule is chosen on the kept model's validation predictions
+(``threshold_rule``, :func:`~napari_deep_prl.evaluate.operating_point`):
 
 ``"calibrated"`` (default)
-    where those predictions, calibrated by a Platt fit, reach half the best validation F1 — the
-    F1-optimal cut of calibrated probabilities (:func:`~napari_deep_prl.evaluate.calibrated_threshold`).
-    Every validation lesion places it, so it moves about half as much between validation splits
-    as the argmax below, and in replays of the nested CV it raised single-model test F1
-    (docs/evaluation.md, "A calibrated threshold").
+    a Platt fit to those predictions becomes part of the model (``Checkpoint.calibration``):
+    its output is the calibrated probability, cut at half the best validation F1 — the
+    F1-optimal cut of calibrated probabilities. Every validation lesion places it, so it moves
+    about half as much between validation splits as the argmax below, and models calibrated
+    on different patients average on one scale (docs/evaluation.md, "A calibrated threshold"
+    and "Each model calibrated").
 ``"best_f1"`` (the paper's rule)
-    the cut that maximises the validation F1, set by the one or two lesions at its edge.
+    the raw probability, cut where it maximises the validation F1, a cut set by the one or two
+    lesions at the edge of that maximum.
 
 ``history[0]`` is the model before training (the parent model when fine-tuning), and it competes
 with the kept model, so training never returns a model worse on validation than where it started

@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="test-time augmentation: average over the 8 axis flips (default: as each model's "
                         "threshold was chosen: on for models trained by this version; --no-tta: one view, 8x faster)")
     p.add_argument("--threshold", type=float, metavar="T",
-                   help="decision threshold on prl_probability (default: the mean of the models' validation "
-                        "thresholds); a lower one calls more lesions PRL, for a more sensitive screen")
+                   help="decision threshold on prl_probability (calibrated on each model's validation patients "
+                        "for models trained with the default threshold rule; default: the mean of the models' "
+                        "validation thresholds); a lower one calls more lesions PRL, for a more sensitive screen")
     p.add_argument("-o", "--output", metavar="SCORES.tsv", help="per-lesion table; default: TSV to stdout")
     p.add_argument("--nifti-dir", metavar="DIR", help="also write each subject's probability map (NIfTI) here")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")

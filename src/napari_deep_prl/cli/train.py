@@ -67,8 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="model kept: the last epoch's (default; small validation sets make the best-F1 epoch "
                         "a noisy pick) or the best validation F1 (the paper's rule)")
     p.add_argument("--threshold-rule", default=d.threshold_rule, choices=tuple(THRESHOLD_RULES),
-                   help="decision threshold chosen on validation: calibrated (default: where Platt-calibrated "
-                        "probabilities reach half the best F1; steadier) or best_f1 (the paper's argmax)")
+                   help="decision rule chosen on validation: calibrated (default: the model's probability is "
+                        "Platt-calibrated on its validation patients and cut at half the best F1; steadier, and "
+                        "models average on one scale) or best_f1 (raw probability, the paper's F1 argmax)")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--no-tta", action="store_true",
                    help="choose the threshold on one-view validation predictions (scoring then uses one view "
