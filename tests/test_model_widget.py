@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from active_support import one_torch_thread, run_job, tiny_checkpoint, tiny_project  # noqa: F401
@@ -11,6 +13,7 @@ from napari_deep_prl._napari.layers import subject_layers
 from napari_deep_prl._napari.model_widget import FROM_VIEWER, ModelPanel
 from napari_deep_prl._napari.scoring_table import POINTS_NAME
 from napari_deep_prl.checkpoint import save_ensemble
+from napari_deep_prl.evaluate import PlattFit
 
 pytestmark = pytest.mark.gui
 
@@ -38,7 +41,7 @@ def panel(make_napari_viewer, setup, qtbot):
 
 def test_scoring_a_subject_fills_layer_table_and_store(panel, setup, qtbot):
     project, checkpoint, _ = setup
-    assert checkpoint.id in panel.model_info.text()
+    assert checkpoint.id in panel.model_info.text() and "calibrated" not in panel.model_info.text()
     panel.subject.setCurrentText("sub-02")
     run_job(qtbot, panel.score_subject())
     layer = panel.viewer.layers[POINTS_NAME]
@@ -132,7 +135,8 @@ def test_quick_scoring_of_a_subject_without_a_project(make_napari_viewer, setup,
 
 def test_an_ensemble_file_is_described_and_scored_as_one_model(make_napari_viewer, setup, tmp_path, qtbot):
     project, _, _ = setup
-    members = [tiny_checkpoint(seed) for seed in (1, 2)]
+    calibration = PlattFit(centre=0.0, scale=1.0, slope=1.2, intercept=-0.3)
+    members = [replace(tiny_checkpoint(seed), calibration=calibration) for seed in (1, 2)]
     path = save_ensemble(members, tmp_path / "ensemble.pt")
     widget = ModelPanel(make_napari_viewer())
     qtbot.addWidget(widget)
@@ -140,6 +144,7 @@ def test_an_ensemble_file_is_described_and_scored_as_one_model(make_napari_viewe
     widget.load_model(path)
     assert "ensemble of 2 models" in widget.model_info.text()
     assert all(m.id in widget.model_info.text() for m in members)
+    assert "(calibrated probability)" in widget.model_info.text()
     assert widget.checkpoint.id == members[0].id  # what fine-tuning starts from
     widget.method.setCurrentText("auto (best available)")
     widget.subject.setCurrentText("sub-01")

@@ -71,7 +71,8 @@ def describe_checkpoint(checkpoints: Checkpoint | Sequence[Checkpoint], path: Pa
         f"<b>{path.name if path else 'model'}</b> · {kind}",
         f"trained on: {learnt}",
         (f"{validated}: F1 {_metric(validation, 'val_f1')}, "
-         f"AUC {_metric(validation, 'val_auc')}, threshold {decision_threshold(members):.2f}"),
+         f"AUC {_metric(validation, 'val_auc')}, threshold {decision_threshold(members):.2f}"
+         f"{' (calibrated probability)' if all(m.calibration for m in members) else ''}"),
         (f"patches {checkpoint.patch_config.size}³, {checkpoint.patch_config.normalisation} "
          f"normalisation; widths {list(checkpoint.model_config.widths)}, "
          f"dropout {checkpoint.model_config.dropout}"),
