@@ -69,8 +69,10 @@ def test_a_calibration_round_trips_and_shapes_the_output(tmp_path, checkpoint):
     raw = np.array([[0.05, 0.3, 0.9]])
     assert checkpoint.calibrate(raw) is raw  # no calibration: the output is the raw probability
     fit = PlattFit(centre=-1.0, scale=2.0, slope=1.5, intercept=-0.3)
-    loaded = load_checkpoint(replace(checkpoint, calibration=fit).save(tmp_path / "m.pt"))
-    assert loaded.calibration == fit
+    calibrated = replace(checkpoint, calibration=fit)
+    loaded = load_checkpoint(calibrated.save(tmp_path / "m.pt"))
+    assert loaded.calibration == fit and loaded.id == calibrated.id
+    assert loaded.id != checkpoint.id  # same weights, another output: stored scores are not shared
     assert loaded.calibrate(raw) == pytest.approx(fit.calibrate(raw))
     assert loaded.calibrate(raw).shape == raw.shape
 

@@ -8,8 +8,8 @@ metrics, package version, parent checkpoint). Only tensors, strings and ints, so
 (``json.loads``). Scoring cuts patches with the stored :class:`PatchConfig`, so a model is never
 fed patches normalised differently from those it learnt on.
 
-A checkpoint's :attr:`Checkpoint.id` is a hash of its weights: the same training gives the same
-id, and a fine-tuned model records its parent's id.
+A checkpoint's :attr:`Checkpoint.id` is a hash of its weights (and calibration): the same
+training gives the same id, and a fine-tuned model records its parent's id.
 
 One file can also hold an *ensemble* (format version 2): ``members``, a list of such
 ``metadata`` + ``state_dict`` pairs, e.g. the cross-fitted networks of ``deep-prl train
@@ -79,11 +79,14 @@ class Checkpoint:
 
     @property
     def id(self) -> str:
-        """Content hash (16 hex digits) of the weights."""
+        """Content hash (16 hex digits) of the weights and the calibration: of what the model
+        outputs, so scores stored under an id are never reused for another output scale."""
         digest = hashlib.sha256()
         for name, tensor in sorted(self.model.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        if self.calibration is not None:  # absent: the ids of uncalibrated models stay as they were
+            digest.update(json.dumps(asdict(self.calibration), sort_keys=True).encode())
         return digest.hexdigest()[:16]
 
     def calibrate(self, probability: np.ndarray) -> np.ndarray:
