@@ -34,6 +34,10 @@ ensemble of an outer fold's inner models
                    F1 expected from the test lesions' own calibrated probabilities (no labels)
     ``best cut``   the best threshold on the test fold itself: an optimistic bound, not a rule
 
+Models trained with the default ``calibrated`` rule save their calibrated outputs (each inner
+model's own Platt fit is part of it); the calibrated rules then fit again, which is about the
+identity, and ``pooled`` and ``mean thr`` already average calibrated models.
+
     python benchmarks/bench_thresholds.py REPORT_DIR [--method deep_prl]
 """
 
