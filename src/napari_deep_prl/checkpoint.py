@@ -3,9 +3,9 @@
 A checkpoint file is ``torch.save`` of a plain dict: ``format`` and ``format_version`` (what
 the file is), ``state_dict`` (tensors) and ``metadata`` (a JSON string: architecture, patch
 settings, decision threshold and the calibration it applies to, training summary, validation
-metrics, package version, parent checkpoint). Only tensors, strings and ints, so it loads with ``torch.load(weights_only=True)``
-— a checkpoint from elsewhere can never run code — and the metadata reads without torch
-(``json.loads``). Scoring cuts patches with the stored :class:`PatchConfig`, so a model is never
+metrics, package version, parent checkpoint). Only tensors, strings and ints, so it loads with
+``torch.load(weights_only=True)`` — a checkpoint from elsewhere can never run code — and the
+metadata reads without torch (``json.loads``). Scoring cuts patches with the stored :class:`PatchConfig`, so a model is never
 fed patches normalised differently from those it learnt on.
 
 A checkpoint's :attr:`Checkpoint.id` is a hash of its weights (and calibration): the same

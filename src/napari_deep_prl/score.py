@@ -7,9 +7,10 @@ and/or test-time augmentation (TTA: the 8 combinations of flips along the three 
 keep the phase's dipole pattern) give several probabilities per lesion: their mean is
 ``prl_probability`` and their standard deviation ``uncertainty`` (``n/a`` with a single model
 and no TTA). Each view is first calibrated by its checkpoint (:meth:`Checkpoint.calibrate`), so
-models calibrated on different validation patients average on one scale. The decision ``prl`` is ``prl_probability >= `` the mean of the checkpoints'
-validation thresholds, or the operating point given as ``threshold`` (e.g. a lower one for a
-more sensitive screen, read off the validation or cross-validation ROC curve).
+models calibrated on different validation patients average on one scale. The decision ``prl``
+is ``prl_probability >=`` the mean of the checkpoints' validation thresholds, or the operating
+point given as ``threshold`` (e.g. a lower one for a more sensitive screen, read off the
+validation or cross-validation ROC curve).
 
 ``precision="auto"`` (the default) runs the network in bfloat16 where the hardware computes it
 natively (:func:`napari_deep_prl.train.resolve_precision`): about 1.25x faster on such a CPU,
