@@ -45,6 +45,10 @@ def test_the_threshold_is_chosen_on_all_out_of_fold_predictions_and_shared(ensem
     # each member keeps the threshold of its own validation fold in its record
     own = [c.metadata["ensemble"]["member_threshold"] for c in ensemble.checkpoints]
     assert own == [run.checkpoint.threshold for run in ensemble.runs]
+    # each member keeps its own calibration (None where its fold's fit was degenerate, as for two
+    # of these tiny networks), so the ensemble averages each member's own output
+    calibrations = [c.calibration for c in ensemble.checkpoints]
+    assert calibrations == [run.checkpoint.calibration for run in ensemble.runs] and any(calibrations)
     info = ensemble_info(ensemble.checkpoints)
     assert info["models"] == 3 and info["out_of_fold"]["lesions"] == len(oof) and not info["stopped"]
 
