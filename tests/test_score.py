@@ -1,3 +1,4 @@
+import warnings
 from dataclasses import replace
 
 import nibabel as nib
@@ -129,9 +130,12 @@ def test_each_model_is_calibrated_before_the_ensemble_averages():
     plain = _checkpoint()
     sharp = replace(plain, calibration=PlattFit(centre=0.0, scale=1.0, slope=3.0, intercept=-1.0))
     raw, _ = predict_patches([plain], x, tta=False, device="cpu", precision="float32")
-    alone, _ = predict_patches([sharp], x, tta=False, device="cpu", precision="float32")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", InputWarning)  # one scale: nothing to warn about
+        alone, _ = predict_patches([sharp], x, tta=False, device="cpu", precision="float32")
     assert alone == pytest.approx(sharp.calibration.calibrate(raw), abs=1e-6)
-    both, spread = predict_patches([plain, sharp], x, tta=False, device="cpu", precision="float32")
+    with pytest.warns(InputWarning, match=f"model\\(s\\) {plain.id} output raw probabilities"):
+        both, spread = predict_patches([plain, sharp], x, tta=False, device="cpu", precision="float32")
     assert both == pytest.approx((raw + alone) / 2, abs=1e-6)
     assert spread == pytest.approx(np.abs(raw - alone) / np.sqrt(2), abs=1e-6)
 

@@ -36,6 +36,7 @@ lesion's voxels holding its PRL probability.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ import pandas as pd
 from scipy.special import expit
 
 from napari_deep_prl.checkpoint import Checkpoint
-from napari_deep_prl.errors import InputError
+from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_truth
 from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches, warn_if_outgrown
@@ -74,6 +75,13 @@ def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta:
     output (:meth:`Checkpoint.calibrate`; see the module doc for ``tta`` and ``precision``)."""
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
+    raw = [c.id for c in checkpoints if c.calibration is None]
+    if 0 < len(raw) < len(checkpoints):
+        warnings.warn(InputWarning(
+            f"model(s) {', '.join(raw)} output raw probabilities (trained by an older version, with "
+            "--threshold-rule best_f1, or on validation patients that could not calibrate them) and "
+            "the others calibrated ones, so their average mixes two scales; score them apart, or "
+            "retrain them with the default rule"), stacklevel=2)
     torch_device = resolve_device(device)
     dtype = resolve_precision(precision, torch_device)
     rows = [c.calibrate(expit(predict_views(c.inference_model(torch_device), x, torch_device,
