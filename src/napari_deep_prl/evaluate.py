@@ -192,12 +192,19 @@ def operating_point(y_true: Sequence[int] | np.ndarray, views: Sequence[float] |
         raise InputError(f"unknown threshold rule '{rule}'; use one of {', '.join(THRESHOLD_RULES)}")
     views = np.atleast_2d(np.asarray(views, dtype=float))
     truth = np.asarray(y_true).astype(bool).ravel()
-    cut, f1 = best_f1_threshold(truth, views.mean(0))
+    cut, f1 = best_f1_threshold(truth, model_output(views))
     fit = platt_fit(np.tile(truth, len(views)), views) if rule == "calibrated" and f1 > 0 else None
     if fit is None:
         return OperatingPoint(cut, f1)
-    f1 = best_f1_threshold(truth, fit.calibrate(views).mean(0))[1]
+    f1 = best_f1_threshold(truth, model_output(views, fit))[1]
     return OperatingPoint(f1 / 2, f1, fit)
+
+
+def model_output(views: Sequence[float] | np.ndarray, calibration: PlattFit | None = None) -> np.ndarray:
+    """A model's output per lesion: the mean of its views (views × lesions, or one per lesion),
+    each calibrated first when the model has a ``calibration``."""
+    views = np.atleast_2d(np.asarray(views, dtype=float))
+    return (views if calibration is None else calibration.calibrate(views)).mean(0)
 
 
 def best_threshold(y_true: Sequence[int] | np.ndarray, probability: Sequence[float] | np.ndarray,

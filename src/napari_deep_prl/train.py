@@ -68,7 +68,7 @@ from napari_deep_prl.augment import AugmentConfig, augment_batch
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.dataset import PatchSet
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import THRESHOLD_RULES, OperatingPoint, operating_point, roc_auc
+from napari_deep_prl.evaluate import THRESHOLD_RULES, OperatingPoint, model_output, operating_point, roc_auc
 from napari_deep_prl.losses import focal_loss
 from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig, inference_copy
 from napari_deep_prl.progress import Progress
@@ -360,8 +360,8 @@ def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device:
     mean_logit = logits[0] if len(views) == 1 else torch.logit(raw.mean(0), eps=1e-12).float()
     loss = float(focal_loss(mean_logit, truth, gamma=config.gamma, alpha=config.alpha)) if len(truth) else float("nan")
     point = operating_point(validation.y, raw.numpy(), config.threshold_rule)
-    output = raw.numpy() if point.calibration is None else point.calibration.calibrate(raw.numpy())
-    return ({"val_loss": loss, "val_f1": point.f1, "val_auc": roc_auc(validation.y, output.mean(0)),
+    output = model_output(raw.numpy(), point.calibration)
+    return ({"val_loss": loss, "val_f1": point.f1, "val_auc": roc_auc(validation.y, output),
              "threshold": point.threshold}, point)
 
 
