@@ -44,8 +44,9 @@ class ScoreMethod:
         return SimpleNamespace(threshold=threshold, val_f1=f1, predict=self.predict)
 
     def predict(self, subjects):
+        """The score as probability, and again as a column of the method's own (kept aside)."""
         rows = self.truth[self.truth["subject"].isin(subjects)]
-        return rows.rename(columns={"score": "prl_probability"})
+        return rows.assign(prl_probability=rows["score"]).rename(columns={"score": "own_score"})
 
 
 ROWS = ["TP", "FP", "FN", "TN", "F1", "Specificity", "Sensitivity", "PPV", "ROC AUC"]
@@ -130,7 +131,8 @@ def test_every_inner_model_s_validation_and_test_predictions_are_kept(tmp_path):
     for fold in range(1, 5):
         got = pd.read_csv(tmp_path / "folds" / "score" / f"fold-{fold}-inner.tsv", sep="\t")
         assert got.columns.tolist() == ["subject", "lesion", "inner", "part", "prl_truth",
-                                        "prl_probability"]
+                                        "prl_probability", "own_score"]
+        assert got["own_score"].tolist() == got["prl_probability"].tolist()
         training = splits.loc[splits["outer"] != fold, ["subject", f"inner_{fold}"]]
         expected = truth.merge(training, on="subject").rename(columns={f"inner_{fold}": "inner"})
         validation = got[got["part"] == "validation"]
@@ -223,7 +225,9 @@ def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, m
 
 def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_mask():
     from napari_deep_prl.dataset import PatchSet
-    from napari_deep_prl.methods import CNNMethod, MethodSettings, _cnn_method
+    from napari_deep_prl.evaluate import model_output
+    from napari_deep_prl.methods import RAW_VIEW, CNNMethod, MethodSettings, _cnn_method
+    from napari_deep_prl.score import predict_patches
     from napari_deep_prl.patches import PatchConfig
     from napari_deep_prl.report import json_ready
 
@@ -243,3 +247,10 @@ def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_ma
     fitted = run_to_end(exact.fit(["a"], ["b"], seed=0))
     assert fitted.precision == "float32"  # the test folds are scored as the model was trained
     assert fitted.checkpoint.metadata["training"]["precision"] == "float32"
+    # beside its output, the network's raw probability of each view, for calibration studies
+    predicted = fitted.predict(["a", "b"])
+    raw = predicted.filter(like=RAW_VIEW).to_numpy().T
+    assert raw.shape == (1, 4)
+    expected = predict_patches([fitted.checkpoint], patches.x, device="cpu", precision="float32")[0]
+    np.testing.assert_allclose(predicted["prl_probability"], expected, atol=1e-6)
+    np.testing.assert_allclose(predicted["prl_probability"], model_output(raw, fitted.checkpoint.calibration))

@@ -49,6 +49,9 @@ from napari_deep_prl.tables import write_atomic, write_table
 
 PREDICTION_COLUMNS = ("subject", "lesion", "fold", "prl_truth", "prl_probability",
                       "prl_prediction")
+#: Columns of every inner model's predictions (:func:`members_path`); a model's own extra
+#: columns follow them (a CNN's raw probability per test-time view, ``raw_view_<i>``).
+MEMBER_COLUMNS = ("subject", "lesion", "inner", "part", "prl_truth", "prl_probability")
 #: Suffix of the method name under which the inner-model ensemble is reported.
 ENSEMBLE = "_ensemble"
 
@@ -60,7 +63,8 @@ class Fitted(Protocol):
     val_f1: float
 
     def predict(self, subjects: Sequence[str]) -> pd.DataFrame:
-        """``subject, lesion, prl_probability`` for every lesion of ``subjects``."""
+        """``subject, lesion, prl_probability`` for every lesion of ``subjects``; any further
+        columns are kept in the inner models' predictions (:func:`members_path`)."""
 
 
 class Method(Protocol):
@@ -129,8 +133,8 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
 
     Returns ``[(record, predictions)]`` — the selected inner model's, then (``ensemble=True``)
     the inner-model ensemble's — and every inner model's predictions on its own validation
-    patients and on the outer test patients (``subject, lesion, inner, part, prl_truth,
-    prl_probability``; ``part`` is ``validation`` or ``test``).
+    patients and on the outer test patients (:data:`MEMBER_COLUMNS` and the model's extra
+    columns; ``part`` is ``validation`` or ``test``).
     """
     start = time.perf_counter()
     inner_folds = sorted(set(splits[f"inner_{fold}"]) - {0})
@@ -175,15 +179,16 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
                                                       threshold=threshold),
                   "seconds": seconds}
         results.append((record, predictions))
-    return results, members[["subject", "lesion", "inner", "part", "prl_truth",
-                             "prl_probability"]]
+    extra = [c for c in members if c not in (*MEMBER_COLUMNS, *truth.columns)]
+    return results, members[[*MEMBER_COLUMNS, *extra]]
 
 
 def _scored(model: Fitted, truth: pd.DataFrame, subjects: list[str], method: str
             ) -> pd.DataFrame:
     """``subject, lesion, prl, prl_probability`` of every tested lesion of ``subjects``."""
     expected = truth[truth["subject"].isin(subjects)]
-    got = model.predict(subjects)[["subject", "lesion", "prl_probability"]]
+    got = model.predict(subjects)
+    got = got[[c for c in got if c in ("subject", "lesion") or c not in truth]]
     table = expected.merge(got, on=["subject", "lesion"], how="left", validate="one_to_one")
     if table["prl_probability"].isna().any():
         missing = table.loc[table["prl_probability"].isna(), ["subject", "lesion"]]

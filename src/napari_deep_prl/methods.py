@@ -45,6 +45,10 @@ class MethodSettings:
     train_overrides: dict = field(default_factory=dict)
 
 
+#: Prefix of the columns holding a CNN's raw (uncalibrated) probability of each test-time view.
+RAW_VIEW = "raw_view_"
+
+
 @dataclass
 class _FittedCNN:
     checkpoint: object
@@ -55,12 +59,16 @@ class _FittedCNN:
     precision: str
 
     def predict(self, subjects: Sequence[str]) -> pd.DataFrame:
-        from napari_deep_prl.score import predict_patches
+        """The model's output, and the network's raw probability of each view (``raw_view_<i>``)."""
+        from napari_deep_prl.evaluate import model_output
+        from napari_deep_prl.score import view_probabilities
 
         test = self.patches.select(list(subjects)).originals()
-        probability, _ = predict_patches([self.checkpoint], test.x, device=self.device, precision=self.precision)
+        raw = view_probabilities([self.checkpoint], test.x, device=self.device, precision=self.precision,
+                                 calibrated=False)
         return pd.DataFrame({"subject": test.subject, "lesion": test.lesion,
-                             "prl_probability": probability})
+                             "prl_probability": model_output(raw, self.checkpoint.calibration),
+                             **{f"{RAW_VIEW}{i}": row for i, row in enumerate(raw)}})
 
 
 @dataclass

@@ -70,13 +70,17 @@ class Scores:
 
 def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
                        batch_size: int = INFERENCE_BATCH, device: str = "auto",
-                       precision: str = "auto") -> np.ndarray:
+                       precision: str = "auto", calibrated: bool = True) -> np.ndarray:
     """PRL probabilities, one row per checkpoint × view, each calibrated as its checkpoint's
-    output (:meth:`Checkpoint.calibrate`; see the module doc for ``tta`` and ``precision``)."""
+    output (:meth:`Checkpoint.calibrate`; see the module doc for ``tta`` and ``precision``).
+
+    ``calibrated=False`` gives the networks' raw probabilities instead, for studies of the
+    calibration itself (the cross-validation keeps them, :mod:`napari_deep_prl.crossval`).
+    """
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
     raw = [c.id for c in checkpoints if c.calibration is None]
-    if 0 < len(raw) < len(checkpoints):
+    if calibrated and 0 < len(raw) < len(checkpoints):
         warnings.warn(InputWarning(
             f"model(s) {', '.join(raw)} output raw probabilities (trained by an older version, with "
             "--threshold-rule best_f1, or on validation patients that could not calibrate them) and "
@@ -84,10 +88,12 @@ def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta:
             "retrain them with the default rule"), stacklevel=2)
     torch_device = resolve_device(device)
     dtype = resolve_precision(precision, torch_device)
-    rows = [c.calibrate(expit(predict_views(c.inference_model(torch_device), x, torch_device,
-                                            TTA_VIEWS if (c.tta if tta is None else tta) else ((),),
-                                            batch_size, dtype).numpy().astype(np.float64)))
-            for c in checkpoints]
+    rows = []
+    for c in checkpoints:
+        views = TTA_VIEWS if (c.tta if tta is None else tta) else ((),)
+        logits = predict_views(c.inference_model(torch_device), x, torch_device, views, batch_size, dtype)
+        probability = expit(logits.numpy().astype(np.float64))
+        rows.append(c.calibrate(probability) if calibrated else probability)
     return np.concatenate(rows)
 
 
