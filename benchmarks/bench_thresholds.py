@@ -33,6 +33,13 @@ ensemble of an outer fold's inner models
     ``expected F1``  the same calibrated mean; the number of PRL calls that maximises the
                    F1 expected from the test lesions' own calibrated probabilities (no labels)
     ``best cut``   the best threshold on the test fold itself: an optimistic bound, not a rule
+runs that kept each network's raw probability per test-time view (``raw_view_<i>``, since the
+twentieth session) also replay, for single models and ensembles:
+    ``raw flips: each calibrated, F*/2``  one Platt fit to every view, the views' calibrated
+                   mean cut at half the best validation F1 (what training does since session 19)
+    ``raw flips: mean calibrated, F*/2``  one Platt fit to the views' raw mean instead
+                   (session 18's rule), cut the same way; ``expected F1`` as above
+    ``raw flips: mean, best F1``  the raw mean at its best validation-F1 threshold (the paper's)
 
 Models trained with the default ``calibrated`` rule save their calibrated outputs (each inner
 model's own Platt fit is part of it); the calibrated rules then fit again, which is about the
@@ -55,9 +62,13 @@ from napari_deep_prl.evaluate import (
     best_f1_threshold,
     best_threshold,
     calibrated_threshold,
+    expected_f1_threshold,
     metrics_from_predictions,
+    model_output,
+    operating_point,
     platt_fit,
 )
+from napari_deep_prl.methods import RAW_VIEW
 
 EPS = 1e-6
 
@@ -77,11 +88,20 @@ def member_rules(validation: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.n
     """Single-model decisions on ``test`` under each rule."""
     y, p = validation["prl_truth"].to_numpy(), validation["prl_probability"].to_numpy()
     t = test["prl_probability"].to_numpy()
-    return {"best F1": t >= best_f1_threshold(y, p)[0],
-            "best F1, ties low": t >= best_threshold(y, p, most_calls=True)[0],
-            "F2": t >= best_threshold(y, p, beta=2.0)[0],
-            "0.5": t >= 0.5,
-            "calibrated F*/2": t >= calibrated_threshold(y, p)[0]}
+    rules = {"best F1": t >= best_f1_threshold(y, p)[0],
+             "best F1, ties low": t >= best_threshold(y, p, most_calls=True)[0],
+             "F2": t >= best_threshold(y, p, beta=2.0)[0],
+             "0.5": t >= 0.5,
+             "calibrated F*/2": t >= calibrated_threshold(y, p)[0]}
+    if raw_views(validation) is not None:
+        point = operating_point(y, raw_views(validation), "calibrated")
+        rules["raw flips: each calibrated, F*/2"] = (model_output(raw_views(test), point.calibration)
+                                                     >= point.threshold)
+        q_val, q = flip_mean_calibration(validation, test)
+        rules["raw flips: mean calibrated, F*/2"] = q >= best_f1_threshold(y, q_val)[1] / 2
+        raw_mean = raw_views(validation).mean(0)
+        rules["raw flips: mean, best F1"] = raw_views(test).mean(0) >= best_f1_threshold(y, raw_mean)[0]
+    return rules
 
 
 def platt(y: np.ndarray, p: np.ndarray):
@@ -92,14 +112,17 @@ def platt(y: np.ndarray, p: np.ndarray):
     return fit.calibrate
 
 
-def expected_f1_calls(q: np.ndarray) -> np.ndarray:
-    """Decisions calling the k most probable lesions, k maximising 2 sum(top k) / (sum + k)."""
-    order = np.argsort(-q)
-    k = np.arange(1, q.size + 1)
-    expected = 2 * np.cumsum(q[order]) / (q.sum() + k)
-    calls = np.zeros(q.size, bool)
-    calls[order[: int(np.argmax(expected)) + 1]] = True
-    return calls
+def raw_views(frame: pd.DataFrame) -> np.ndarray | None:
+    """The network's raw probability of each test-time view (views x lesions), where kept."""
+    columns = [c for c in frame if c.startswith(RAW_VIEW)]
+    return frame[columns].to_numpy().T if columns else None
+
+
+def flip_mean_calibration(validation: pd.DataFrame, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated outputs on validation and test when one Platt fit maps the raw flips' mean
+    (session 18's rule) instead of each flip (the default since session 19)."""
+    fit = platt(validation["prl_truth"].to_numpy(), raw_views(validation).mean(0))
+    return fit(raw_views(validation).mean(0)), fit(raw_views(test).mean(0))
 
 
 def ensemble_rules(members: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
@@ -127,7 +150,7 @@ def ensemble_rules(members: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.nd
         "pooled": mean >= best_f1_threshold(y, p)[0],
         "calibrated F*/2": q >= best_f1_threshold(y_val, q_val)[1] / 2,
         "pooled calibrated F*/2": mean >= calibrated_threshold(y, p)[0],
-        "expected F1": expected_f1_calls(q),
+        "expected F1": q >= expected_f1_threshold(q)[0],
         "mean thr": mean >= own.mean(),
         "margin": margin >= 0,
         "vote 2/3": (prob >= own).sum(axis=1) >= 2,
@@ -135,6 +158,14 @@ def ensemble_rules(members: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.nd
         "pooled F2": mean >= best_threshold(y, p, beta=2.0)[0],
         "best cut": mean >= best_f1_threshold(truth, mean)[0],
     }
+    if raw_views(validation) is not None:
+        by_model = {i: flip_mean_calibration(v, test[test["inner"] == i].set_index(["subject", "lesion"])
+                                             .loc[wide.index].reset_index())
+                    for i, v in validation.groupby("inner")}
+        q_flip_val = np.concatenate([by_model[i][0] for i, _ in validation.groupby("inner")])
+        q_flip = np.mean([by_model[i][1] for i in wide.columns], axis=0)
+        rules["raw flips: mean calibrated, F*/2"] = q_flip >= best_f1_threshold(y_val, q_flip_val)[1] / 2
+        rules["raw flips: mean calibrated, expected F1"] = q_flip >= expected_f1_threshold(q_flip)[0]
     return truth.reset_index(), rules
 
 

@@ -14,6 +14,7 @@ from napari_deep_prl.evaluate import (
     best_f1_threshold,
     best_threshold,
     calibrated_threshold,
+    expected_f1_threshold,
     metrics_from_counts,
     metrics_from_predictions,
     operating_point,
@@ -167,3 +168,23 @@ def test_the_best_f1_rule_and_degenerate_fits_leave_the_output_raw():
         operating_point(truth, raw, "youden")
     with pytest.raises(ValueError, match="increasing"):
         PlattFit(0.0, 1.0, -1.0, 0.0)
+
+
+def test_expected_f1_cut_by_hand_and_against_cohorts_drawn_from_the_probabilities():
+    # 2 calls: 2 (0.9 + 0.8) / (2 + 1.85) beats 1 call (0.63) and 3 calls (0.74)
+    cut, expected = expected_f1_threshold([0.9, 0.8, 0.1, 0.05, 0.0])
+    assert cut == pytest.approx(0.45) and expected == pytest.approx(3.4 / 3.85)
+    assert expected_f1_threshold([0.0, 0.0]) == (0.5, 0.0)  # no chance of a PRL: no call
+    with pytest.raises(InputError, match="probabilities from 0 to 1"):
+        expected_f1_threshold([0.2, 1.3])
+    rng = np.random.default_rng(0)
+    q = rng.beta(0.3, 3.0, 2000)  # calibrated probabilities, about 9 % PRLs
+    cut, expected = expected_f1_threshold(q)
+    labels = rng.random((300, q.size)) < q  # cohorts whose truth these probabilities describe
+
+    def mean_f1(threshold):
+        calls = q >= threshold
+        return np.mean(2 * (labels & calls).sum(1) / (calls.sum() + labels.sum(1)))
+
+    assert mean_f1(cut) == pytest.approx(expected, abs=0.01)
+    assert mean_f1(cut) > max(mean_f1(cut * 0.6), mean_f1(min(cut * 1.5, 0.99)), mean_f1(0.5))

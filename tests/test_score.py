@@ -10,7 +10,7 @@ import torch
 from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
 from napari_deep_prl.cli import main
 from napari_deep_prl.errors import InputError, InputWarning
-from napari_deep_prl.evaluate import PlattFit
+from napari_deep_prl.evaluate import PlattFit, expected_f1_threshold
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.model import DeepPRL
@@ -140,6 +140,29 @@ def test_each_model_is_calibrated_before_the_ensemble_averages():
     assert spread == pytest.approx(np.abs(raw - alone) / np.sqrt(2), abs=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+def test_the_cohort_decision_calls_as_many_lesions_as_maximise_the_expected_f1(manifest):
+    cohort = read_manifest(manifest)
+    plain = _checkpoint()
+    calibrated = replace(plain, calibration=PlattFit(centre=0.0, scale=1.0, slope=3.0, intercept=-1.0))
+    common = {"tta": False, "precision": "float32"}
+    per_lesion = run_to_end(score_cohort(cohort, [calibrated], **common))
+    assert per_lesion.threshold == 0.5  # the model's own
+    scores = run_to_end(score_cohort(cohort, [calibrated], decision="expected_f1", **common))
+    table = scores.lesions
+    pd.testing.assert_series_equal(table["prl_probability"], per_lesion.lesions["prl_probability"])
+    alone = ~table["confluent"].astype(bool)
+    assert scores.threshold == expected_f1_threshold(table.loc[alone, "prl_probability"])[0]
+    assert table["prl"].tolist() == (table["prl_probability"] >= scores.threshold).astype(int).tolist()
+    assert scores.subjects["prl_count"].tolist() == table.groupby("subject")["prl"].sum().tolist()
+    with pytest.raises(InputError, match="exclude each other"):
+        run_to_end(score_cohort(cohort, [calibrated], decision="expected_f1", threshold=0.3))
+    with pytest.raises(InputError, match=f"model\\(s\\) {plain.id} output raw ones"):
+        run_to_end(score_cohort(cohort, [plain, calibrated], decision="expected_f1"))
+    with pytest.raises(InputError, match="unknown decision 'vote'"):
+        run_to_end(score_cohort(cohort, [calibrated], decision="vote"))
+
+
 @pytest.mark.slow
 def test_cli_train_then_score(manifest, tmp_path, capsys):
     model = tmp_path / "model.pt"
@@ -161,6 +184,19 @@ def test_cli_train_then_score(manifest, tmp_path, capsys):
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--threshold", "0",
                  "--quiet"]) == 0
     assert pd.read_csv(out, sep="\t")["prl"].tolist() == [1] * 9  # every lesion at threshold 0
+    capsys.readouterr()
+    # one epoch on one validation PRL cannot calibrate: the cohort's decision says so
+    assert load_checkpoint(model).calibration is None
+    assert main(["score", str(manifest), "--model", str(model), "--cohort-decision", "--quiet"]) == 2
+    assert "the expected-F1 decision needs calibrated probabilities" in capsys.readouterr().err
+    calibrated = replace(load_checkpoint(model), calibration=PlattFit(centre=0.0, scale=1.0, slope=2.0,
+                                                                      intercept=-1.0)).save(tmp_path / "cal.pt")
+    assert main(["score", str(manifest), "--model", str(calibrated), "-o", str(out), "--cohort-decision",
+                 "--quiet"]) == 0
+    decided = pd.read_csv(out, sep="\t")
+    cut = expected_f1_threshold(decided["prl_probability"])[0]
+    assert decided["prl"].tolist() == (decided["prl_probability"] >= cut).astype(int).tolist()
+    assert f"cohort decision: {decided['prl'].sum()} of 9 lesions called PRL" in capsys.readouterr().err
     assert main(["score", str(manifest), "--model", str(model), "--threshold", "-0.1"]) == 2
     assert "threshold -0.1 is not a probability" in capsys.readouterr().err
     assert main(["score", str(manifest), "--model", str(tmp_path / "nope.pt")]) == 2

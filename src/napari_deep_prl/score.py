@@ -10,7 +10,9 @@ and no TTA). Each view is first calibrated by its checkpoint (:meth:`Checkpoint.
 models calibrated on different validation patients average on one scale. The decision ``prl``
 is ``prl_probability >=`` the mean of the checkpoints' validation thresholds, or the operating
 point given as ``threshold`` (e.g. a lower one for a more sensitive screen, read off the
-validation or cross-validation ROC curve).
+validation or cross-validation ROC curve). For a study's whole cohort, ``decision="expected_f1"``
+instead calls as many of the most probable lesions as maximise the F1 expected from their
+calibrated probabilities (:func:`score_cohort`).
 
 ``precision="auto"`` (the default) runs the network in bfloat16 where the hardware computes it
 natively (:func:`napari_deep_prl.train.resolve_precision`): about 1.25x faster on such a CPU,
@@ -41,6 +43,7 @@ from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import nibabel as nib
 import numpy as np
@@ -49,6 +52,7 @@ from scipy.special import expit
 
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.errors import InputError, InputWarning
+from napari_deep_prl.evaluate import expected_f1_threshold, metrics_from_predictions, roc_auc
 from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_truth
 from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches, warn_if_outgrown
@@ -60,12 +64,18 @@ SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "vo
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
 
+#: How lesions are called PRL (see :func:`score_cohort`).
+DECISIONS = ("validation", "expected_f1")
+Decision = Literal["validation", "expected_f1"]
+
+
 @dataclass
 class Scores:
-    """Per-lesion scores and per-subject summaries of a cohort."""
+    """Per-lesion scores and per-subject summaries of a cohort, and the cut the decisions used."""
 
     lesions: pd.DataFrame
     subjects: pd.DataFrame
+    threshold: float
 
 
 def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
@@ -135,13 +145,23 @@ def decision_threshold(checkpoints: Sequence[Checkpoint], threshold: float | Non
 def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence[Checkpoint], *,
                  tta: bool | None = None, threshold: float | None = None,
                  nifti_dir: str | Path | None = None, batch_size: int = INFERENCE_BATCH,
-                 device: str = "auto", precision: str = "auto",
-                 flip_phase: bool = False) -> Generator[Progress, None, Scores]:
+                 device: str = "auto", precision: str = "auto", flip_phase: bool = False,
+                 decision: Decision = "validation") -> Generator[Progress, None, Scores]:
     """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``.
 
-    Items of ``cohort`` already loaded (:class:`Subject`) are used as they are.
+    Items of ``cohort`` already loaded (:class:`Subject`) are used as they are. ``decision``:
+
+    ``"validation"`` (default)
+        each lesion on its own, at ``threshold`` (:func:`decision_threshold`).
+    ``"expected_f1"``
+        the whole cohort at once: the lesions called PRL are the most probable ones, as many as
+        maximise the F1 expected from their calibrated probabilities
+        (:func:`~napari_deep_prl.evaluate.expected_f1_threshold`, on the non-confluent lesions
+        as evaluation counts them). The cut then suits this cohort's share of likely PRLs, but
+        one lesion's call depends on the others scored with it: for a study's cohort, not for
+        one patient. Needs calibrated models.
     """
-    threshold = decision_threshold(checkpoints, threshold)
+    threshold = _checked_decision(checkpoints, threshold, decision)
     configs = list(dict.fromkeys(c.patch_config for c in checkpoints))
     tables, found = [], []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deep-prl-lesions") as pool:
@@ -156,13 +176,34 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
                                       Path(nifti_dir) / f"{subject.subject}_space-phase_desc-PRL_probseg.nii.gz")
             tables.append(table)
             found.append(lesions.table)
-            yield Progress(step + 1, len(cohort), "subject", subject.subject,
-                           {"prl_count": float(table["prl"].sum())})
+            # under the cohort's decision a subject's count is known only at the end
+            counts = {"prl_count": float(table["prl"].sum())} if decision == "validation" else {}
+            yield Progress(step + 1, len(cohort), "subject", subject.subject, counts)
     for config in configs:
         warn_if_outgrown(found, config.size, "Their probabilities are less reliable; a model trained "
                          "with a larger --patch-size would see them whole.")
     lesions_table = pd.concat(tables, ignore_index=True) if tables else _empty_scores()
-    return Scores(lesions_table, subject_summary(lesions_table, [p.subject for p in cohort]))
+    if decision == "expected_f1" and len(lesions_table):
+        alone = ~lesions_table["confluent"].astype(bool)
+        threshold, _ = expected_f1_threshold(lesions_table.loc[alone, "prl_probability"])
+        lesions_table["prl"] = (lesions_table["prl_probability"] >= threshold).astype(int)
+    return Scores(lesions_table, subject_summary(lesions_table, [p.subject for p in cohort]), threshold)
+
+
+def _checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None, decision: str) -> float:
+    """The per-lesion cut (:func:`decision_threshold`), after checking that ``decision`` can be made."""
+    if decision not in DECISIONS:
+        raise InputError(f"unknown decision '{decision}'; use {' or '.join(DECISIONS)}")
+    if decision == "expected_f1":
+        if threshold is not None:
+            raise InputError("a threshold and the cohort's expected-F1 decision exclude each other; give one")
+        raw = [c.id for c in checkpoints if c.calibration is None]
+        if raw:
+            raise InputError(f"the expected-F1 decision needs calibrated probabilities, and model(s) "
+                             f"{', '.join(raw)} output raw ones (trained by an older version, with "
+                             "--threshold-rule best_f1, or on too few validation PRLs); retrain them "
+                             "with the default rule, or decide at their threshold")
+    return decision_threshold(checkpoints, threshold)
 
 
 def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_phase: bool,
@@ -239,8 +280,6 @@ def truth_metrics(scores: pd.DataFrame, *, exclude_confluent: bool = True) -> di
     """F1, sensitivity, specificity, PPV, ROC AUC and counts of the lesions with ground truth
     (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. Confluent lesions
     are left out by default, as in the cross-validation."""
-    from napari_deep_prl.evaluate import metrics_from_predictions, roc_auc
-
     if "prl_truth" not in scores:
         return None
     known = scores[scores["prl_truth"].notna()]

@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "score",
         help="score lesions with trained Deep-PRL model(s): PRL probability, decision, uncertainty",
         description="One row per lesion: subject, lesion, x, y, z (voxel centre), x_mm, y_mm, z_mm, "
-                    "volume_mm3, prl_probability, prl (0/1 at the models' validation threshold or --threshold), "
+                    "volume_mm3, prl_probability, prl (0/1 at the models' validation threshold, --threshold, or for the whole cohort "
+                    "with --cohort-decision), "
                     "uncertainty (SD over models x TTA views; n/a for one model and one view), "
                     "confluent; with a PRL mask (ground truth) also prl_truth, and the "
                     "decisions are scored against it (printed). Also writes SCORES_subjects.tsv: lesions, prl_count, prl_ge1, "
@@ -38,6 +39,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="decision threshold on prl_probability (calibrated on each model's validation patients "
                         "for models trained with the default threshold rule; default: the mean of the models' "
                         "validation thresholds); a lower one calls more lesions PRL, for a more sensitive screen")
+    p.add_argument("--cohort-decision", action="store_true",
+                   help="decide for the whole cohort at once instead: call PRL the most probable lesions, as many "
+                        "as maximise the F1 expected from their calibrated probabilities (the cut then suits this "
+                        "cohort's share of PRLs, but a lesion's call depends on the others scored with it: for a "
+                        "study's cohort, not one patient; needs models trained with the default threshold rule)")
     p.add_argument("-o", "--output", metavar="SCORES.tsv", help="per-lesion table; default: TSV to stdout")
     p.add_argument("--nifti-dir", metavar="DIR", help="also write each subject's probability map (NIfTI) here")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="torch device (auto)")
@@ -61,8 +67,12 @@ def run(args: argparse.Namespace) -> int:
     scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, threshold=args.threshold,
                                         nifti_dir=args.nifti_dir,
                                         batch_size=args.batch_size, device=args.device,
-                                        precision=args.precision, flip_phase=args.flip_phase),
+                                        precision=args.precision, flip_phase=args.flip_phase,
+                                        decision="expected_f1" if args.cohort_decision else "validation"),
                            desc="score", disable=args.quiet)
+    if args.cohort_decision:
+        print(f"cohort decision: {int(scores.lesions['prl'].sum())} of {len(scores.lesions)} lesions called PRL "
+              f"(prl_probability >= {scores.threshold:.4g}, the most expected F1)", file=sys.stderr)
     if args.output:
         out = Path(args.output)
         write_table(scores.lesions, out, na_rep="n/a")
