@@ -12,7 +12,7 @@ piecewise, e.g. one fold or one method per call, in parallel if cores allow; a c
 
     python benchmarks/bench_quality.py [--subjects 30] [--epochs 10] [--lr 1e-3]
         [--methods ...] [--fold 1 --fold 2 ...] [--work out/bench_quality] [--ensemble]
-        [--report-only]
+        [--cohort-decision] [--report-only]
 
 The table is printed over the outer folds every method has finished, then what the simulator's
 truth says about the errors: each method's ROC AUC of the PRLs against each kind of non-PRL
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_deep_prl.crossval import ENSEMBLE, CVConfig, lesion_truth, merge, run_cv
+from napari_deep_prl.crossval import COHORT, ENSEMBLE, CVConfig, lesion_truth, merge, run_cv
 from napari_deep_prl.evaluate import summarise
 from napari_deep_prl.io import open_cohort
 from napari_deep_prl.methods import METHOD_NAMES, MethodSettings, build_methods
@@ -52,10 +52,10 @@ def cohort_manifest(work: Path, subjects: int, seed: int) -> Path:
     return manifest
 
 
-def print_table(report: Path, config: dict) -> None:
+def print_table(report: Path, config: dict, cohort_decision: bool = False) -> None:
     """Methods side by side on the outer folds they all finished, run time and the targets."""
     records = {}
-    for method in merge(report):
+    for method in merge(report, cohort_decision=cohort_decision):
         folds = json.loads((report / method / "metrics.json").read_text())["folds"]
         records[method] = {f["fold"]: f for f in folds}
     common = sorted(set.intersection(*(set(r) for r in records.values())))
@@ -74,7 +74,8 @@ def print_table(report: Path, config: dict) -> None:
           f"({tested} test subjects); CNN epochs {config['epochs']} (preset {config['preset']});"
           " mean ± sample SD over those folds\n")
     print(pd.DataFrame(rows).to_string(index=False, float_format="%.1f"))
-    for suffix in ("", ENSEMBLE):  # the paper's selected inner model; the inner-model ensemble
+    # the paper's selected inner model; the inner-model ensemble; each decided as a cohort
+    for suffix in ("", ENSEMBLE, COHORT, ENSEMBLE + COHORT):
         if "deep_prl" + suffix not in means:
             continue
         dp = means["deep_prl" + suffix]
@@ -103,6 +104,8 @@ def main() -> None:
                         help="also report each method's inner models averaged (METHOD_ensemble)")
     parser.add_argument("--no-tta", action="store_true",
                         help="thresholds and test predictions from one view (the baseline of TTA)")
+    parser.add_argument("--cohort-decision", action="store_true",
+                        help="also report each method with every outer fold decided as a cohort (METHOD_cohort)")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
 
@@ -128,7 +131,7 @@ def main() -> None:
         "cv": f"{args.outer} outer x {args.inner} inner folds",
         "epochs": f"{args.epochs}, lr {args.lr or 'default'}, patch {args.patch_size}",
         "preset": args.preset,
-    })
+    }, args.cohort_decision)
     print_by_kind(report, args.work / "cohort" / "lesions_truth.tsv")
 
 

@@ -31,7 +31,12 @@ ensemble of an outer fold's inner models
                    validation predictions reaches half their best F1: a single raw threshold,
                    as ``pooled``, so it needs no calibration at scoring time
     ``expected F1``  the same calibrated mean; the number of PRL calls that maximises the
-                   F1 expected from the test lesions' own calibrated probabilities (no labels)
+                   F1 expected from the test lesions' own calibrated probabilities (no labels;
+                   ``deep-prl score --cohort-decision``)
+    ``calibrated, validation expected F1``  the same calibrated mean, cut where the F1
+                   expected from the *validation* lesions' calibrated probabilities peaks: F*/2
+                   with F* the model's own estimate rather than the labelled argmax, which a
+                   few validation PRLs bias upwards (also for single models)
     ``best cut``   the best threshold on the test fold itself: an optimistic bound, not a rule
 runs that kept each network's raw probability per test-time view (``raw_view_<i>``, since the
 twentieth session) also replay, for single models and ensembles:
@@ -93,6 +98,8 @@ def member_rules(validation: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.n
              "F2": t >= best_threshold(y, p, beta=2.0)[0],
              "0.5": t >= 0.5,
              "calibrated F*/2": t >= calibrated_threshold(y, p)[0]}
+    fit = platt(y, p)
+    rules["calibrated, validation expected F1"] = fit(t) >= expected_f1_threshold(fit(p))[0]
     if raw_views(validation) is not None:
         point = operating_point(y, raw_views(validation), "calibrated")
         rules["raw flips: each calibrated, F*/2"] = (model_output(raw_views(test), point.calibration)
@@ -151,6 +158,7 @@ def ensemble_rules(members: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.nd
         "calibrated F*/2": q >= best_f1_threshold(y_val, q_val)[1] / 2,
         "pooled calibrated F*/2": mean >= calibrated_threshold(y, p)[0],
         "expected F1": q >= expected_f1_threshold(q)[0],
+        "calibrated, validation expected F1": q >= expected_f1_threshold(q_val)[0],
         "mean thr": mean >= own.mean(),
         "margin": margin >= 0,
         "vote 2/3": (prob >= own).sum(axis=1) >= 2,

@@ -9,7 +9,7 @@ import pytest
 
 from napari_deep_prl.crossval import CVConfig, lesion_truth, merge, missing_folds, run_cv
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import THRESHOLD_RULES, best_f1_threshold
+from napari_deep_prl.evaluate import THRESHOLD_RULES, best_f1_threshold, expected_f1_threshold
 from napari_deep_prl.progress import Progress, run_to_end
 
 
@@ -122,6 +122,25 @@ def test_ensemble_averages_the_inner_models_with_a_pooled_threshold(tmp_path, ru
     assert (tmp_path / "score_ensemble" / "report.md").exists()
 
 
+def test_a_cohort_decision_decides_each_outer_fold_by_its_expected_f1(tmp_path):
+    truth = _truth(seed=4)
+    run_to_end(run_cv([ScoreMethod(truth)], truth, tmp_path, CVConfig(outer=4, inner=3, seed=2)))
+    tables = merge(tmp_path, cohort_decision=True)
+    assert set(tables) == {"score", "score_cohort"}
+    plain = pd.read_csv(tmp_path / "score" / "predictions.tsv", sep="\t")
+    decided = pd.read_csv(tmp_path / "score_cohort" / "predictions.tsv", sep="\t")
+    pd.testing.assert_series_equal(plain["prl_probability"], decided["prl_probability"])
+    folds = json.loads((tmp_path / "score_cohort" / "metrics.json").read_text())["folds"]
+    for record in folds:
+        fold = decided[decided["fold"] == record["fold"]]
+        cut, expected = expected_f1_threshold(fold["prl_probability"])  # no labels involved
+        assert record["threshold"] == cut and record["expected_f1"] == expected
+        assert fold["prl_prediction"].tolist() == (fold["prl_probability"] >= cut).astype(int).tolist()
+        assert record["metrics"]["tp"] == int((fold["prl_prediction"] & fold["prl_truth"]).sum())
+    assert not (plain["prl_prediction"] == decided["prl_prediction"]).all()  # other cuts, other calls
+    assert set(merge(tmp_path)) == {"score"}  # only on request
+
+
 def test_every_inner_model_s_validation_and_test_predictions_are_kept(tmp_path):
     truth = _truth(seed=3)
     method = NoisyScoreMethod(truth)
@@ -216,7 +235,9 @@ def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, m
     assert (out / "radiomics" / "false_positives.png").exists() == called.any()
     for picture in (out / "radiomics").glob("*.png"):
         picture.unlink()
-    assert main(["cv", "--merge", str(out)]) == 0
+    assert main(["cv", "--merge", str(out), "--cohort-decision"]) == 0
+    assert (out / "radiomics_cohort" / "report.md").exists()
+    assert "radiomics_cohort" in (out / "comparison.md").read_text()
     assert not list((out / "radiomics").glob("[mf]*.png"))  # no manifest, no galleries
     assert main(["cv", "--merge", str(out), str(manifest), "--errors", "1", "--quiet"]) == 0
     assert (out / "radiomics" / "missed.png").exists() == missed.any()

@@ -13,7 +13,10 @@ With ``CVConfig(ensemble=True)`` each method is also reported as ``<name>_ensemb
 same inner models at no extra training: the outer fold is scored by the mean probability of all
 inner models, cut at the threshold the method's rule chooses on their pooled inner-validation
 predictions (every outer-training patient, scored by the inner model that did not train on it: a
-threshold chosen on all of them rather than on one inner fold's few PRLs).
+threshold chosen on all of them rather than on one inner fold's few PRLs). ``merge(...,
+cohort_decision=True)`` adds ``<name>_cohort`` rows: the same predictions, each outer fold's
+lesions decided together by their expected F1, as ``deep-prl score --cohort-decision`` decides a
+study's cohort.
 
 A *method* is anything with ``name``, ``options()`` and ``fit(train_subjects, val_subjects,
 seed=...)`` (a progress generator returning a :class:`Fitted`): Deep-PRL, its ablations and the
@@ -41,7 +44,7 @@ from typing import Protocol
 import pandas as pd
 
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import THRESHOLD_RULES, metrics_from_predictions
+from napari_deep_prl.evaluate import THRESHOLD_RULES, expected_f1_threshold, metrics_from_predictions
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.report import json_ready, write_comparison, write_method_report
 from napari_deep_prl.splits import fold_subjects, nested_splits
@@ -54,6 +57,8 @@ PREDICTION_COLUMNS = ("subject", "lesion", "fold", "prl_truth", "prl_probability
 MEMBER_COLUMNS = ("subject", "lesion", "inner", "part", "prl_truth", "prl_probability")
 #: Suffix of the method name under which the inner-model ensemble is reported.
 ENSEMBLE = "_ensemble"
+#: Suffix of a method reported with each outer fold decided as a cohort (:func:`decided_by_cohort`).
+COHORT = "_cohort"
 
 
 class Fitted(Protocol):
@@ -276,11 +281,13 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     return splits
 
 
-def merge(out_dir: str | Path) -> dict[str, pd.DataFrame]:
+def merge(out_dir: str | Path, *, cohort_decision: bool = False) -> dict[str, pd.DataFrame]:
     """Build every method's report and the comparison from the fold files in ``out_dir``.
 
     Returns ``{method: paper-layout table}``. Methods with missing folds are reported over the
     folds present (their table's columns name them); :func:`missing_folds` lists the gaps.
+    ``cohort_decision`` also reports each method as ``<name>_cohort``: the same predictions,
+    each outer fold decided as a cohort (:func:`decided_by_cohort`).
     """
     out_dir = Path(out_dir)
     tables = {}
@@ -297,10 +304,32 @@ def merge(out_dir: str | Path) -> dict[str, pd.DataFrame]:
                          dtype={"subject": str}) for r in records], ignore_index=True)
         tables[method_dir.name] = write_method_report(out_dir, method_dir.name, records,
                                                       predictions)
+        if cohort_decision:
+            tables[method_dir.name + COHORT] = write_method_report(
+                out_dir, method_dir.name + COHORT, *decided_by_cohort(records, predictions))
     if not tables:
         raise InputError(f"{out_dir}: no fold results to merge; run `deep-prl cv` first")
     write_comparison(out_dir, tables)
     return tables
+
+
+def decided_by_cohort(records: Sequence[dict], predictions: pd.DataFrame
+                      ) -> tuple[list[dict], pd.DataFrame]:
+    """Fold records and predictions with each outer fold's lesions decided together, as
+    ``deep-prl score --cohort-decision`` decides a study's cohort: called PRL as many of the
+    most probable as maximise the F1 expected from their probabilities
+    (:func:`~napari_deep_prl.evaluate.expected_f1_threshold`; no labels used). Meaningful for
+    calibrated outputs."""
+    decided, tables = [], []
+    for record in records:
+        fold = predictions[predictions["fold"] == record["fold"]]
+        threshold, expected = expected_f1_threshold(fold["prl_probability"])
+        fold = fold.assign(prl_prediction=(fold["prl_probability"] >= threshold).astype(int))
+        metrics = metrics_from_predictions(fold["prl_truth"], fold["prl_probability"], threshold=threshold)
+        decided.append({**record, "method": record["method"] + COHORT, "threshold": threshold,
+                        "decision": "expected_f1", "expected_f1": expected, "metrics": metrics})
+        tables.append(fold)
+    return decided, pd.concat(tables, ignore_index=True)
 
 
 def missing_folds(out_dir: str | Path, methods: Sequence[str], outer: int) -> dict[str, list[int]]:

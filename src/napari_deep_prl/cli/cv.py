@@ -69,6 +69,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also test confluent lesions (the paper excluded them)")
     p.add_argument("--ensemble", action="store_true",
                    help="also report each method's inner models averaged (as METHOD_ensemble)")
+    p.add_argument("--cohort-decision", action="store_true",
+                   help="also report each method with every outer fold's lesions decided together, as "
+                        "`score --cohort-decision` decides a study's cohort (as METHOD_cohort; works with --merge)")
     p.add_argument("--no-tta", action="store_true",
                    help="CNN thresholds and test predictions from one view instead of the 8-flip average")
     p.add_argument("--errors", type=int, default=8, metavar="N",
@@ -92,7 +95,8 @@ def run(args: argparse.Namespace) -> int:
         if args.output:
             raise InputError("--merge REPORT_DIR takes no -o: the report is written in place")
         cohort = open_cohort(args.manifest) if args.manifest else None
-        return _merge(args.merge, cohort, errors=args.errors, quiet=args.quiet)
+        return _merge(args.merge, cohort, errors=args.errors, quiet=args.quiet,
+                      cohort_decision=args.cohort_decision)
     if not args.manifest or not args.output:
         raise InputError("give a manifest and -o REPORT_DIR (or --merge REPORT_DIR)")
     if args.epochs < 1:
@@ -116,10 +120,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"folds still to run ({todo}); then "
               f"`deep-prl cv --merge {args.output} {args.manifest}`", file=sys.stderr)
         return 0
-    return _merge(args.output, cohort, errors=args.errors, quiet=args.quiet)
+    return _merge(args.output, cohort, errors=args.errors, quiet=args.quiet,
+                  cohort_decision=args.cohort_decision)
 
 
-def _merge(report_dir: Path, cohort: Cohort | None = None, *, errors: int, quiet: bool) -> int:
+def _merge(report_dir: Path, cohort: Cohort | None = None, *, errors: int, quiet: bool,
+           cohort_decision: bool = False) -> int:
     """Merge the folds; with the cohort, also draw the error galleries."""
     from napari_deep_prl.crossval import merge
     from napari_deep_prl.error_gallery import draw_error_galleries
@@ -127,7 +133,7 @@ def _merge(report_dir: Path, cohort: Cohort | None = None, *, errors: int, quiet
 
     import pandas as pd
 
-    tables = merge(report_dir)
+    tables = merge(report_dir, cohort_decision=cohort_decision)
     if cohort is not None and errors:
         written = run_with_tqdm(draw_error_galleries(report_dir, cohort, n=errors),
                                 desc="error galleries", disable=quiet)
