@@ -155,6 +155,8 @@ def test_the_cohort_decision_calls_as_many_lesions_as_maximise_the_expected_f1(m
     assert scores.threshold == expected_f1_threshold(table.loc[alone, "prl_probability"])[0]
     assert table["prl"].tolist() == (table["prl_probability"] >= scores.threshold).astype(int).tolist()
     assert scores.subjects["prl_count"].tolist() == table.groupby("subject")["prl"].sum().tolist()
+    with pytest.warns(InputWarning, match="cohort decision on a single subject"):
+        run_to_end(score_cohort(cohort[:1], [calibrated], decision="expected_f1", **common))
     with pytest.raises(InputError, match="exclude each other"):
         run_to_end(score_cohort(cohort, [calibrated], decision="expected_f1", threshold=0.3))
     with pytest.raises(InputError, match=f"model\\(s\\) {plain.id} output raw ones"):

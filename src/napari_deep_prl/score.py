@@ -184,6 +184,10 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
                          "with a larger --patch-size would see them whole.")
     lesions_table = pd.concat(tables, ignore_index=True) if tables else _empty_scores()
     if decision == "expected_f1" and len(lesions_table):
+        if len(cohort) == 1:
+            warnings.warn(InputWarning(
+                "the cohort decision on a single subject calls each of its lesions by the others it has; "
+                "it is meant for a study's cohort: decide one patient at the models' threshold"), stacklevel=2)
         alone = ~lesions_table["confluent"].astype(bool)
         threshold, _ = expected_f1_threshold(lesions_table.loc[alone, "prl_probability"])
         lesions_table["prl"] = (lesions_table["prl_probability"] >= threshold).astype(int)
