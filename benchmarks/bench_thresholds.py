@@ -100,14 +100,13 @@ def member_rules(validation: pd.DataFrame, test: pd.DataFrame) -> dict[str, np.n
              "calibrated F*/2": t >= calibrated_threshold(y, p)[0]}
     fit = platt(y, p)
     rules["calibrated, validation expected F1"] = fit(t) >= expected_f1_threshold(fit(p))[0]
-    if raw_views(validation) is not None:
-        point = operating_point(y, raw_views(validation), "calibrated")
-        rules["raw flips: each calibrated, F*/2"] = (model_output(raw_views(test), point.calibration)
-                                                     >= point.threshold)
+    views, test_views = raw_views(validation), raw_views(test)
+    if views is not None:
+        point = operating_point(y, views, "calibrated")
+        rules["raw flips: each calibrated, F*/2"] = model_output(test_views, point.calibration) >= point.threshold
         q_val, q = flip_mean_calibration(validation, test)
         rules["raw flips: mean calibrated, F*/2"] = q >= best_f1_threshold(y, q_val)[1] / 2
-        raw_mean = raw_views(validation).mean(0)
-        rules["raw flips: mean, best F1"] = raw_views(test).mean(0) >= best_f1_threshold(y, raw_mean)[0]
+        rules["raw flips: mean, best F1"] = test_views.mean(0) >= best_f1_threshold(y, views.mean(0))[0]
     return rules
 
 
@@ -128,8 +127,9 @@ def raw_views(frame: pd.DataFrame) -> np.ndarray | None:
 def flip_mean_calibration(validation: pd.DataFrame, test: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Calibrated outputs on validation and test when one Platt fit maps the raw flips' mean
     (session 18's rule) instead of each flip (the default since session 19)."""
-    fit = platt(validation["prl_truth"].to_numpy(), raw_views(validation).mean(0))
-    return fit(raw_views(validation).mean(0)), fit(raw_views(test).mean(0))
+    mean = raw_views(validation).mean(0)
+    fit = platt(validation["prl_truth"].to_numpy(), mean)
+    return fit(mean), fit(raw_views(test).mean(0))
 
 
 def ensemble_rules(members: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:

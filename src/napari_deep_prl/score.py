@@ -64,6 +64,9 @@ SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "vo
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
 
+#: Why a checkpoint may output raw rather than calibrated probabilities.
+UNCALIBRATED_BECAUSE = ("trained by an older version, with --threshold-rule best_f1, or on validation "
+                        "patients that could not calibrate them")
 #: How lesions are called PRL (see :func:`score_cohort`).
 DECISIONS = ("validation", "expected_f1")
 Decision = Literal["validation", "expected_f1"]
@@ -89,11 +92,10 @@ def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta:
     """
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint")
-    raw = [c.id for c in checkpoints if c.calibration is None]
+    raw = _uncalibrated(checkpoints)
     if calibrated and 0 < len(raw) < len(checkpoints):
         warnings.warn(InputWarning(
-            f"model(s) {', '.join(raw)} output raw probabilities (trained by an older version, with "
-            "--threshold-rule best_f1, or on validation patients that could not calibrate them) and "
+            f"model(s) {', '.join(raw)} output raw probabilities ({UNCALIBRATED_BECAUSE}) and "
             "the others calibrated ones, so their average mixes two scales; score them apart, or "
             "retrain them with the default rule"), stacklevel=2)
     torch_device = resolve_device(device)
@@ -105,6 +107,11 @@ def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta:
         probability = expit(logits.numpy().astype(np.float64))
         rows.append(c.calibrate(probability) if calibrated else probability)
     return np.concatenate(rows)
+
+
+def _uncalibrated(checkpoints: Sequence[Checkpoint]) -> list[str]:
+    """Ids of the checkpoints whose output is the network's raw probability."""
+    return [c.id for c in checkpoints if c.calibration is None]
 
 
 def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
@@ -201,11 +208,10 @@ def _checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None
     if decision == "expected_f1":
         if threshold is not None:
             raise InputError("a threshold and the cohort's expected-F1 decision exclude each other; give one")
-        raw = [c.id for c in checkpoints if c.calibration is None]
+        raw = _uncalibrated(checkpoints)
         if raw:
             raise InputError(f"the expected-F1 decision needs calibrated probabilities, and model(s) "
-                             f"{', '.join(raw)} output raw ones (trained by an older version, with "
-                             "--threshold-rule best_f1, or on too few validation PRLs); retrain them "
+                             f"{', '.join(raw)} output raw ones ({UNCALIBRATED_BECAUSE}); retrain them "
                              "with the default rule, or decide at their threshold")
     return decision_threshold(checkpoints, threshold)
 
