@@ -3,7 +3,8 @@
 Run under a display: ``xvfb-run -a -s "-screen 0 1600x1000x24" python
 docs/make_model_screenshots.py --model MODEL.pt`` (a default-preset checkpoint, e.g. from
 ``deep-prl train``). It simulates a 3-subject project with the PRL masks imported as rater
-``prl_mask``, scores one subject in the model panel (``docs/images/model_panel.png``), then
+``prl_mask``, scores the project in the model panel, its lesions decided together
+(``docs/images/model_panel.png``; the model must be calibrated, as default training makes it), then
 fine-tunes for two short epochs (``docs/images/finetune_box.png``).
 """
 
@@ -45,6 +46,7 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
     from skimage.io import imsave
 
+    from napari_deep_prl import active
     from napari_deep_prl._napari.model_widget import ModelPanel
     from napari_deep_prl.progress import run_to_end
     from napari_deep_prl.project import Project
@@ -63,7 +65,12 @@ def main() -> None:
     app = QApplication.instance()
     panel.open_project(work / "project")
     panel.load_model(args.model)
-    wait(app, panel.score_subject())
+    panel.decision.setCurrentIndex(1)  # the project's lesions together
+    wait(app, panel.score_project())
+    version = active.model_version(panel.checkpoints, panel.method_name)
+    counts = active.project_scores(panel.project, panel.checkpoints, version, "expected_f1").subjects
+    panel.subject.setCurrentText(counts.sort_values("prl_count")["subject"].iloc[-1])
+    wait(app, panel.score_subject())  # stored already: shows the subject with the most PRLs
     panel.table.sortItems(3, Qt.SortOrder.DescendingOrder)  # most likely PRL first
     panel.table.setCurrentCell(0, 0)
     settle(app)

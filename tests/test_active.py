@@ -19,6 +19,7 @@ from active_support import (  # noqa: F401
 from napari_deep_prl import active
 from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
 from napari_deep_prl.errors import InputError
+from napari_deep_prl.evaluate import PlattFit, expected_f1_threshold
 from napari_deep_prl.finetune import (
     finetune,
     labels_since,
@@ -164,6 +165,34 @@ def test_scores_are_stored_per_model_version_and_not_recomputed(project):
     assert item.lesion_key == top
     queue.record(item, "prl")
     assert project.store.current()["model_version"].tolist() == [version]
+
+
+def test_project_scores_decide_each_lesion_or_the_project_together(project, monkeypatch):
+    calibrated = replace(tiny_checkpoint(), threshold=0.6,
+                         calibration=PlattFit(centre=0.0, scale=1.0, slope=1.0, intercept=0.0))
+    lesions = project.lesions()
+    # sub-03 is not scored; one lesion of sub-01 is marked confluent
+    scored = lesions[lesions["subject"] != "sub-03"].assign(
+        probability=[0.9, 0.55, 0.05, 0.45, 0.4, 0.02])
+    project.store.add_predictions("m", scored)
+    confluent = lesions.assign(confluent=lesions["lesion_key"] == scored["lesion_key"].iloc[1])
+    monkeypatch.setattr(project, "lesions", lambda: confluent)
+
+    each = active.project_scores(project, [calibrated], "m")
+    assert each.threshold == 0.6
+    assert each.lesions["prl"].tolist() == [1, 0, 0, 0, 0, 0]
+    assert each.subjects[["subject", "lesions", "prl_count"]].values.tolist() == [
+        ["sub-01", 3, 1], ["sub-02", 3, 0]]
+
+    together = active.project_scores(project, [calibrated], "m", decision="expected_f1")
+    alone = [0.9, 0.05, 0.45, 0.4, 0.02]  # the confluent lesion does not place the cut
+    assert together.threshold == expected_f1_threshold(alone)[0]
+    assert 0.05 < together.threshold < 0.4
+    # ... but is decided at it, like every scored lesion
+    assert together.lesions["prl"].tolist() == [1, 1, 0, 1, 1, 0]
+    assert together.subjects["prl_ge1"].tolist() == [True, True]
+    with pytest.raises(InputError, match="calibrated"):
+        active.project_scores(project, [tiny_checkpoint()], "m", decision="expected_f1")
 
 
 def _events(gen) -> list:

@@ -27,3 +27,20 @@ def test_rank_writes_the_queue_order_and_finetune_saves_a_version(tmp_path, mani
                  "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
     saved = load_checkpoint(tmp_path / "project" / "models" / "deep-prl-v001.pt")
     assert saved.metadata["parent"] == parent.id and saved.metadata["labels"]["n"] == 9
+
+
+def test_score_prints_and_writes_the_project_counts(tmp_path, manifest, capsys):
+    tiny_project(tmp_path / "project", manifest).close()
+    model = tiny_checkpoint().save(tmp_path / "tiny.pt")  # threshold 0.5, raw probabilities
+    out = tmp_path / "subjects.tsv"
+    root = str(tmp_path / "project")
+    assert main(["active", "score", root, "--model", str(model), "--method", "none", "-o", str(out),
+                 "--quiet"]) == 0
+    counts = pd.read_csv(out, sep="\t")
+    assert counts["subject"].tolist() == ["sub-01", "sub-02", "sub-03"]
+    assert counts["lesions"].tolist() == [3, 3, 3]
+    message = capsys.readouterr().err
+    assert f"{counts['prl_count'].sum()} called PRL (prl_probability >= 0.5)" in message
+    assert main(["active", "score", root, "--model", str(model), "--method", "none",
+                 "--cohort-decision", "--quiet"]) == 2
+    assert "calibrated" in capsys.readouterr().err

@@ -10,10 +10,12 @@ from active_support import one_torch_thread, run_job, tiny_checkpoint, tiny_proj
 
 from napari_deep_prl import active
 from napari_deep_prl._napari.layers import subject_layers
-from napari_deep_prl._napari.model_widget import FROM_VIEWER, ModelPanel
+from napari_deep_prl._napari import model_widget
+from napari_deep_prl._napari.model_widget import DECISION_NAMES, FROM_VIEWER, ModelPanel
 from napari_deep_prl._napari.scoring_table import POINTS_NAME
 from napari_deep_prl.checkpoint import save_ensemble
 from napari_deep_prl.evaluate import PlattFit
+from napari_deep_prl.score import cohort_threshold
 
 pytestmark = pytest.mark.gui
 
@@ -152,3 +154,44 @@ def test_an_ensemble_file_is_described_and_scored_as_one_model(make_napari_viewe
     stored = project.store.predictions(active.model_version(members, "auto"))
     assert active.model_version(members, "auto").endswith("/ensemble") and len(stored) == 3
     assert widget.table.rowCount() == 3
+
+
+def test_project_counts_follow_the_decision_and_hide_when_blind(make_napari_viewer, setup, tmp_path,
+                                                                 qtbot, monkeypatch):
+    project, _, _ = setup
+    calibrated = replace(tiny_checkpoint(), threshold=0.99,
+                         calibration=PlattFit(centre=0.0, scale=1.0, slope=1.0, intercept=0.0))
+    widget = ModelPanel(make_napari_viewer())
+    qtbot.addWidget(widget)
+    assert not widget.decision.isEnabled()  # a project's decision needs a project
+    widget.open_project(project.root)
+    widget.use_model(calibrated)
+    widget.method.setCurrentText("one pass")
+    run_job(qtbot, widget.score_project())
+    version = active.model_version([calibrated], "none")
+    stored = active.project_scores(project, [calibrated], version).lesions
+    assert widget.summary.text().startswith("project, 3 of 3 subjects scored: 0 PRL(s) of 9 lesions")
+    assert not widget.scores["prl"].any()
+
+    widget.decision.setCurrentText(next(k for k, v in DECISION_NAMES.items() if v == "expected_f1"))
+    cut = cohort_threshold(stored)
+    called = int((stored["prl_probability"] >= cut).sum())
+    assert called >= 1 and f"{called} PRL(s) of 9 lesions" in widget.summary.text()
+    assert f"cut {cut:.2f}" in widget.summary.text()
+    shown = widget.scores
+    assert shown["prl"].tolist() == (shown["prl_probability"] >= cut).tolist()
+    assert f"{int(shown['prl'].sum())} PRL(s) of 3 lesions" in widget.count.text()
+    layer_calls = widget.viewer.layers[POINTS_NAME].features["prl"].astype(bool).tolist()
+    assert layer_calls == shown["prl"].tolist()
+
+    widget.set_blind(True)
+    assert widget.summary.isHidden()
+    widget.set_blind(False)
+
+    errors = []
+    monkeypatch.setattr(model_widget, "show_error", errors.append)
+    widget.use_model(tiny_checkpoint())  # raw probabilities: no cohort decision
+    assert widget.summary.text() == ""
+    run_job(qtbot, widget.score_project())
+    assert errors and "calibrated" in errors[0]
+    assert widget.decision_name == "validation" and "cut 0.50" in widget.summary.text()

@@ -45,7 +45,15 @@ from napari_deep_prl.patches import PatchConfig, extract_patches
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.project import Project
 from napari_deep_prl.ratings.queue import Strategy, seeded_shuffle, subject_order
-from napari_deep_prl.score import decision_threshold, view_probabilities
+from napari_deep_prl.score import (
+    Decision,
+    Scores,
+    checked_decision,
+    cohort_threshold,
+    decision_threshold,
+    subject_summary,
+    view_probabilities,
+)
 from napari_deep_prl.train import resolve_device
 
 METHODS = ("auto", "none", "mc_dropout", "ensemble", "tta")
@@ -215,6 +223,24 @@ def stored_scores(project: Project, version: str) -> pd.DataFrame:
     """The project's stored predictions of one model version, with their entropy."""
     stored = project.store.predictions(version)
     return stored.assign(entropy=binary_entropy(stored["probability"].to_numpy()))
+
+
+def project_scores(project: Project, checkpoints: Sequence[Checkpoint], version: str,
+                   decision: Decision = "validation") -> Scores:
+    """The project's stored predictions of a model version, decided, and counted per subject.
+
+    ``decision`` as in :func:`~napari_deep_prl.score.score_cohort`: each lesion at the models'
+    threshold, or (``"expected_f1"``) every scored lesion of the project together, so that the
+    project's PRL count suits a study rather than one patient. Only scored subjects are counted.
+    """
+    threshold = checked_decision(checkpoints, None, decision)
+    confluent = project.lesions().set_index("lesion_key")["confluent"]
+    table = stored_scores(project, version).rename(columns={"probability": "prl_probability"})
+    table["confluent"] = table["lesion_key"].map(confluent).fillna(0).astype(bool)
+    if decision == "expected_f1" and len(table):
+        threshold = cohort_threshold(table)
+    table["prl"] = (table["prl_probability"] >= threshold).astype(int)
+    return Scores(table, subject_summary(table, list(table["subject"].unique())), threshold)
 
 
 def _by_score(name: str, scores: pd.DataFrame, column: str, version: str) -> Strategy:

@@ -168,7 +168,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
         one lesion's call depends on the others scored with it: for a study's cohort, not for
         one patient. Needs calibrated models.
     """
-    threshold = _checked_decision(checkpoints, threshold, decision)
+    threshold = checked_decision(checkpoints, threshold, decision)
     configs = list(dict.fromkeys(c.patch_config for c in checkpoints))
     tables, found = [], []
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deep-prl-lesions") as pool:
@@ -195,13 +195,12 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
             warnings.warn(InputWarning(
                 "the cohort decision on a single subject calls each of its lesions by the others it has; "
                 "it is meant for a study's cohort: decide one patient at the models' threshold"), stacklevel=2)
-        alone = ~lesions_table["confluent"].astype(bool)
-        threshold, _ = expected_f1_threshold(lesions_table.loc[alone, "prl_probability"])
+        threshold = cohort_threshold(lesions_table)
         lesions_table["prl"] = (lesions_table["prl_probability"] >= threshold).astype(int)
     return Scores(lesions_table, subject_summary(lesions_table, [p.subject for p in cohort]), threshold)
 
 
-def _checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None, decision: str) -> float:
+def checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None, decision: str) -> float:
     """The per-lesion cut (:func:`decision_threshold`), after checking that ``decision`` can be made."""
     if decision not in DECISIONS:
         raise InputError(f"unknown decision '{decision}'; use {' or '.join(DECISIONS)}")
@@ -214,6 +213,16 @@ def _checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None
                              f"{', '.join(raw)} output raw ones ({UNCALIBRATED_BECAUSE}); retrain them "
                              "with the default rule, or decide at their threshold")
     return decision_threshold(checkpoints, threshold)
+
+
+def cohort_threshold(scores: pd.DataFrame) -> float:
+    """The expected-F1 cut of a cohort's scored lesions (``"expected_f1"`` of :func:`score_cohort`).
+
+    Confluent lesions are left out of the choice, as evaluation leaves them out; they are still
+    decided at the cut.
+    """
+    alone = ~scores["confluent"].astype(bool)
+    return expected_f1_threshold(scores.loc[alone, "prl_probability"])[0]
 
 
 def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_phase: bool,

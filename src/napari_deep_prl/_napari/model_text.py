@@ -18,6 +18,10 @@ TOOLTIPS = {
     "score": "Score the chosen subject (or the subject shown in the viewer) in the background.",
     "score_all": "Score every subject of the project; scores already stored for this model are "
                  "reused.",
+    "decision": "How a project's scored lesions are called PRL: each at the model's validation "
+                "threshold, or all together, as many of the most probable as maximise the F1 "
+                "their calibrated probabilities expect (for a study's PRL counts; calibrated "
+                "models only).",
     "blind": "Raters must not see model scores while labelling: hides probabilities, colours "
              "and the PRL count.",
     "source": "Which labels to learn from: the consensus, or one rater's labels (imported PRL "

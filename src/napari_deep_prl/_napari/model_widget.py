@@ -4,7 +4,9 @@ Scoring runs in a worker thread (:class:`~.jobs.Job`) with a progress bar and Ca
 scores are stored as predictions under the model version (so nothing is scored twice); a
 subject opened without a project (files or the sample data) is scored from its layers and only
 shown. Results: a points layer at the lesion centres coloured by PRL probability (legend under
-the buttons), a sortable table whose rows move the viewer to the lesion, and the PRL count.
+the buttons), a sortable table whose rows move the viewer to the lesion, the subject's PRL count
+and the project's counts. **Decide** calls a project's lesions PRL each at the model's
+threshold, or all scored lesions together (:func:`~napari_deep_prl.active.project_scores`).
 In blind mode none of the scores is shown. The fine-tuning box below trains new versions.
 """
 
@@ -39,7 +41,6 @@ from napari_deep_prl.io import Subject
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.project import Project
-from napari_deep_prl.score import decision_threshold
 
 from .finetune_widget import FinetuneBox
 from .jobs import Job
@@ -51,6 +52,8 @@ from .scoring_table import ColourBar, ScoringTable, go_to, show_points
 FROM_VIEWER = "(subject in the viewer)"
 METHOD_NAMES = {"one pass": "none", "flip TTA": "tta", "MC dropout": "mc_dropout",
                 "auto (best available)": "auto"}
+DECISION_NAMES = {"each lesion at the model's threshold": "validation",
+                  "the project's scored lesions together": "expected_f1"}
 
 
 def subject_from_layers(viewer: napari.Viewer) -> Subject:
@@ -91,6 +94,8 @@ class ModelPanel(QWidget):
         self.scores = pd.DataFrame()
         self.job: Job | None = None
         self._affines: dict[str, np.ndarray] = {}
+        #: Model version of the project's scores on show (None: no project scores shown).
+        self._version: str | None = None
 
         self.open_button = QPushButton("Open project…")
         self.project_label = QLabel("no project: scoring the subject in the viewer")
@@ -101,6 +106,8 @@ class ModelPanel(QWidget):
         self.method.addItems(METHOD_NAMES)
         self.subject = QComboBox()
         self.subject.addItem(FROM_VIEWER)
+        self.decision = QComboBox()
+        self.decision.addItems(DECISION_NAMES)
         self.score_button = QPushButton("Score subject")
         self.score_all_button = QPushButton("Score project")
         self.cancel_button = QPushButton("Cancel")
@@ -108,12 +115,15 @@ class ModelPanel(QWidget):
         self.bar.setVisible(False)
         self.blind = QCheckBox("Blind rater mode (hide scores)")
         self.count = QLabel("")
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
         self.colour_bar = ColourBar()
         self.table = ScoringTable()
         self.finetune = FinetuneBox(self)
         for name, widget in (("open", self.open_button), ("load", self.load_button),
                              ("method", self.method), ("score", self.score_button),
-                             ("score_all", self.score_all_button), ("blind", self.blind)):
+                             ("score_all", self.score_all_button), ("blind", self.blind),
+                             ("decision", self.decision)):
             widget.setToolTip(TOOLTIPS[name])
 
         form = QFormLayout()
@@ -121,14 +131,15 @@ class ModelPanel(QWidget):
         form.addRow(self.load_button, self.model_info)
         form.addRow("Uncertainty", self.method)
         form.addRow("Subject", self.subject)
+        form.addRow("Decide", self.decision)
         buttons = QHBoxLayout()
         for button in (self.score_button, self.score_all_button, self.cancel_button):
             buttons.addWidget(button)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
-        for widget in (self.bar, self.blind, self.count, self.colour_bar, self.table,
-                       self.finetune):
+        for widget in (self.bar, self.blind, self.count, self.summary, self.colour_bar,
+                       self.table, self.finetune):
             layout.addWidget(widget)
 
         self.open_button.clicked.connect(self._choose_project)
@@ -137,6 +148,7 @@ class ModelPanel(QWidget):
         self.score_all_button.clicked.connect(self.score_project)
         self.cancel_button.clicked.connect(self.cancel)
         self.blind.toggled.connect(self.set_blind)
+        self.decision.currentTextChanged.connect(self.decide)
         self.table.lesion_selected.connect(self._go_to_lesion)
         self.set_busy(False)
 
@@ -168,6 +180,7 @@ class ModelPanel(QWidget):
         self.subject.addItems([FROM_VIEWER, *project.cohort.ids])
         self.subject.setCurrentIndex(1 if project.cohort.ids else 0)
         self.finetune.set_project(project)
+        self._forget_project_scores()
         self.set_busy(False)
 
     def load_model(self, path: str | Path) -> None:
@@ -180,6 +193,7 @@ class ModelPanel(QWidget):
     def use_model(self, checkpoints: Checkpoint | list[Checkpoint], path: Path | None = None) -> None:
         self.checkpoints = [checkpoints] if isinstance(checkpoints, Checkpoint) else list(checkpoints)
         self.model_info.setText(describe_checkpoint(self.checkpoints, path))
+        self._forget_project_scores()
         self.set_busy(False)
 
     @property
@@ -190,6 +204,10 @@ class ModelPanel(QWidget):
     @property
     def method_name(self) -> str:
         return METHOD_NAMES[self.method.currentText()]
+
+    @property
+    def decision_name(self) -> str:
+        return DECISION_NAMES[self.decision.currentText()]
 
     # -- scoring --------------------------------------------------------------------------
 
@@ -205,7 +223,7 @@ class ModelPanel(QWidget):
             self._affines[subject.subject] = subject.affine
             checkpoints, method = self.checkpoints, self.method_name
             return self._start(lambda stop: score_loaded(subject, checkpoints, method),
-                               f"Scoring {subject.subject}", self._show_subject_scores)
+                               f"Scoring {subject.subject}", self._show_loaded_scores)
         return self._score_stored([name], f"Scoring {name}")
 
     def score_project(self) -> Job | None:
@@ -217,9 +235,8 @@ class ModelPanel(QWidget):
 
     def _score_stored(self, subjects: list[str] | None, description: str) -> Job | None:
         project, checkpoints, method = self.project, self.checkpoints, self.method_name
-        threshold = decision_threshold(checkpoints) if checkpoints else 0.5
 
-        def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, pd.DataFrame]]:
+        def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, pd.DataFrame, str]]:
             stored = yield from active.score_project(project, checkpoints, method,
                                                      subjects=subjects, stop=stop)
             shown = subjects[0] if subjects else project.cohort.ids[0]
@@ -228,8 +245,7 @@ class ModelPanel(QWidget):
                               ["lesion", "probability", "entropy", "uncertainty"]]
             table = find_lesions(loaded).table.merge(mine, on="lesion", how="left").rename(
                 columns={"probability": "prl_probability"})
-            table["prl"] = table["prl_probability"] >= threshold
-            return loaded, table
+            return loaded, table, active.model_version(checkpoints, method)
 
         return self._start(run, description, self._show_project_scores)
 
@@ -249,14 +265,44 @@ class ModelPanel(QWidget):
             self.job.cancel()
         self.finetune.cancel()
 
-    def _show_project_scores(self, result: tuple[Subject, pd.DataFrame]) -> None:
-        subject, table = result
+    def _show_loaded_scores(self, table: pd.DataFrame) -> None:
+        self._forget_project_scores()
+        self._show_subject_scores(table)
+        show_info(f"Scored {len(table)} lesions of {table['subject'].iloc[0] if len(table) else '?'}.")
+
+    def _show_project_scores(self, result: tuple[Subject, pd.DataFrame, str]) -> None:
+        subject, table, version = result
         if not any(layer.metadata.get("subject") == subject.subject for layer in self.viewer.layers
                    if layer.name.endswith(" phase")):
             for data, kwargs, kind in subject_layers(subject):
                 getattr(self.viewer, f"add_{kind}")(data, **kwargs)
         self._affines[subject.subject] = subject.affine
-        self._show_subject_scores(table)
+        self._version, self.scores = version, table
+        self.decide()
+        show_info(f"Scored {len(table)} lesions of {subject.subject}.")
+
+    def decide(self) -> None:
+        """Call the project's scored lesions PRL as **Decide** says; show the counts (no scoring)."""
+        if self.project is None or self._version is None:
+            return
+        try:
+            decided = active.project_scores(self.project, self.checkpoints, self._version,
+                                            self.decision_name)
+        except DeepPRLError as err:
+            show_error(str(err))
+            self.decision.setCurrentIndex(0)  # re-enters with the model's threshold
+            return
+        counts = decided.subjects
+        self.summary.setText(
+            f"project, {len(counts)} of {len(self.project.cohort.ids)} subjects scored: "
+            f"{int(counts['prl_count'].sum())} PRL(s) of {int(counts['lesions'].sum())} lesions; "
+            f"{int(counts['prl_ge1'].sum())} subject(s) with ≥ 1 PRL, {int(counts['prl_ge4'].sum())} "
+            f"with ≥ 4 · cut {decided.threshold:.2f}")
+        self._show_subject_scores(self.scores.assign(prl=self.scores["prl_probability"] >= decided.threshold))
+
+    def _forget_project_scores(self) -> None:
+        self._version = None
+        self.summary.setText("")
 
     def _show_subject_scores(self, table: pd.DataFrame) -> None:
         self.scores = table
@@ -264,7 +310,6 @@ class ModelPanel(QWidget):
         self.table.set_scores(table)
         self.count.setText(f"{subject}: {int(table['prl'].sum())} PRL(s) of {len(table)} lesions")
         self.set_blind(self.blind.isChecked())  # draws the points layer, blind or not
-        show_info(f"Scored {len(table)} lesions of {subject}.")
 
     # -- display --------------------------------------------------------------------------
 
@@ -275,6 +320,7 @@ class ModelPanel(QWidget):
             return
         self.table.set_blind(blind)
         self.count.setVisible(not blind)
+        self.summary.setVisible(not blind)
         self.colour_bar.setVisible(not blind)
         if len(self.scores):
             subject = str(self.scores["subject"].iloc[0])
@@ -291,5 +337,6 @@ class ModelPanel(QWidget):
         self.score_all_button.setEnabled(ready and self.project is not None)
         self.load_button.setEnabled(not busy)
         self.open_button.setEnabled(not busy)
+        self.decision.setEnabled(self.project is not None and not busy)
         self.cancel_button.setEnabled(busy)
         self.finetune.set_enabled(not busy)

@@ -10,10 +10,11 @@ import argparse
 import sys
 
 from napari_deep_prl import active
-from napari_deep_prl.checkpoint import load_checkpoint, load_models
+from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint, load_models
 from napari_deep_prl.finetune import finetune
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.project import Project
+from napari_deep_prl.score import checked_decision
 from napari_deep_prl.tables import write_table
 from napari_deep_prl.train import TrainConfig
 
@@ -33,8 +34,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    score = actions.add_parser("score", help="score every lesion and store the predictions")
+    score = actions.add_parser("score", help="score every lesion and store the predictions",
+                               description="Prints the project's PRL counts (as the model panel "
+                                           "shows them); -o writes them per subject.")
     common(score)
+    score.add_argument("--cohort-decision", action="store_true",
+                       help="call PRL the project's most probable lesions together, as many as "
+                            "maximise the F1 their calibrated probabilities expect (see "
+                            "`deep-prl score --help`); default: each at the model's threshold")
+    score.add_argument("-o", "--output", metavar="SUBJECTS.tsv",
+                       help="per-subject counts: lesions, prl_count, prl_ge1, prl_ge4")
     score.set_defaults(func=run_score)
 
     rank = actions.add_parser("rank", help="write the queue order of a strategy",
@@ -59,8 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune.set_defaults(func=run_finetune)
 
 
-def _scores(args: argparse.Namespace, project: Project) -> tuple[str, object]:
-    checkpoints = load_models(*args.model)
+def _scores(args: argparse.Namespace, project: Project,
+            checkpoints: list[Checkpoint]) -> tuple[str, object]:
     gen = active.score_project(project, checkpoints, args.method, n_samples=args.samples,
                                device=args.device)
     scores = run_with_tqdm(gen, desc="scoring", disable=args.quiet)
@@ -68,15 +77,25 @@ def _scores(args: argparse.Namespace, project: Project) -> tuple[str, object]:
 
 
 def run_score(args: argparse.Namespace) -> int:
+    checkpoints = load_models(*args.model)
+    decision = "expected_f1" if args.cohort_decision else "validation"
+    checked_decision(checkpoints, None, decision)  # before the work, not after it
     with Project.open(args.project) as project:
-        version, scores = _scores(args, project)
-    print(f"{len(scores)} lesions scored by model version {version}", file=sys.stderr)
+        version, _ = _scores(args, project, checkpoints)
+        decided = active.project_scores(project, checkpoints, version, decision)
+    counts = decided.subjects
+    print(f"{len(decided.lesions)} lesions scored by model version {version}: "
+          f"{int(counts['prl_count'].sum())} called PRL (prl_probability >= {decided.threshold:.4g}); "
+          f"{int(counts['prl_ge1'].sum())} of {len(counts)} subjects with >= 1 PRL, "
+          f"{int(counts['prl_ge4'].sum())} with >= 4", file=sys.stderr)
+    if args.output:
+        write_table(counts, args.output)
     return 0
 
 
 def run_rank(args: argparse.Namespace) -> int:
     with Project.open(args.project) as project:
-        version, scores = _scores(args, project)
+        version, scores = _scores(args, project, load_models(*args.model))
         strategy = active.make_strategy(args.strategy, scores, version=version, seed=args.seed)
         order = strategy.rank(project.lesions())
     table = scores.set_index("lesion_key").loc[order].reset_index()
