@@ -49,7 +49,7 @@ from napari_deep_prl.score import (
     Decision,
     Scores,
     checked_decision,
-    cohort_threshold,
+    decided,
     decision_threshold,
     subject_summary,
     view_probabilities,
@@ -237,9 +237,7 @@ def project_scores(project: Project, checkpoints: Sequence[Checkpoint], version:
     confluent = project.lesions().set_index("lesion_key")["confluent"]
     table = stored_scores(project, version).rename(columns={"probability": "prl_probability"})
     table["confluent"] = table["lesion_key"].map(confluent).fillna(0).astype(bool)
-    if decision == "expected_f1" and len(table):
-        threshold = cohort_threshold(table)
-    table["prl"] = (table["prl_probability"] >= threshold).astype(int)
+    table, threshold = decided(table, threshold, decision)
     return Scores(table, subject_summary(table, list(table["subject"].unique())), threshold)
 
 

@@ -195,8 +195,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
             warnings.warn(InputWarning(
                 "the cohort decision on a single subject calls each of its lesions by the others it has; "
                 "it is meant for a study's cohort: decide one patient at the models' threshold"), stacklevel=2)
-        threshold = cohort_threshold(lesions_table)
-        lesions_table["prl"] = (lesions_table["prl_probability"] >= threshold).astype(int)
+        lesions_table, threshold = decided(lesions_table, threshold, decision)
     return Scores(lesions_table, subject_summary(lesions_table, [p.subject for p in cohort]), threshold)
 
 
@@ -213,6 +212,14 @@ def checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None,
                              f"{', '.join(raw)} output raw ones ({UNCALIBRATED_BECAUSE}); retrain them "
                              "with the default rule, or decide at their threshold")
     return decision_threshold(checkpoints, threshold)
+
+
+def decided(scores: pd.DataFrame, threshold: float, decision: Decision) -> tuple[pd.DataFrame, float]:
+    """``scores`` with ``prl`` called at ``threshold``, or for ``"expected_f1"`` at the cut of
+    the lesions together (:func:`cohort_threshold`); and the cut used."""
+    if decision == "expected_f1" and len(scores):
+        threshold = cohort_threshold(scores)
+    return scores.assign(prl=(scores["prl_probability"] >= threshold).astype(int)), threshold
 
 
 def cohort_threshold(scores: pd.DataFrame) -> float:
