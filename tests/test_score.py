@@ -165,6 +165,46 @@ def test_the_cohort_decision_calls_as_many_lesions_as_maximise_the_expected_f1(m
         run_to_end(score_cohort(cohort, [calibrated], decision="vote"))
 
 
+def _damage(path):
+    """Cut a gzipped NIfTI in half, as an interrupted copy would."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+def test_an_unreadable_subject_stops_the_run_or_is_left_out_and_named(manifest):
+    cohort = read_manifest(manifest)
+    _damage(cohort[1].phase)
+    with pytest.raises(InputError, match="sub-02_phase.nii.gz: image data cannot be read"):
+        run_to_end(score_cohort(cohort, [_checkpoint()]))
+    with pytest.warns(InputWarning, match="sub-02 left out: .*sub-02_phase.nii.gz: image data cannot be read"):
+        scores = run_to_end(score_cohort(cohort, [_checkpoint()], skip_unreadable=True))
+    assert list(scores.unreadable) == ["sub-02"] and "truncated" in scores.unreadable["sub-02"]
+    assert scores.subjects["subject"].tolist() == ["sub-01", "sub-03"]
+    assert set(scores.lesions["subject"]) == {"sub-01", "sub-03"} and len(scores.lesions) == 6
+
+
+@pytest.mark.filterwarnings("always::napari_deep_prl.errors.InputWarning")  # printed by the CLI
+def test_cli_scores_the_readable_subjects_and_exits_1_naming_the_others(manifest, tmp_path, capsys):
+    model = _checkpoint().save(tmp_path / "model.pt")
+    cohort = read_manifest(manifest)
+    _damage(cohort[0].mask)
+    out = tmp_path / "scores.tsv"
+    assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "warning: sub-01 left out: " in err and "1 of 3 subject(s) left out" in err and ": sub-01." in err
+    assert pd.read_csv(out, sep="\t")["subject"].unique().tolist() == ["sub-02", "sub-03"]
+    assert pd.read_csv(tmp_path / "scores_subjects.tsv", sep="\t")["subject"].tolist() == ["sub-02", "sub-03"]
+    out.unlink()
+    assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--stop-on-error",
+                 "--quiet"]) == 2
+    assert "sub-01_mask.nii.gz" in capsys.readouterr().err and not out.exists()
+    for paths in cohort[1:]:
+        _damage(paths.phase)
+    assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet"]) == 2
+    assert "no subject could be read (3 tried" in capsys.readouterr().err and not out.exists()
+
+
 @pytest.mark.slow
 def test_cli_train_then_score(manifest, tmp_path, capsys):
     model = tmp_path / "model.pt"

@@ -41,7 +41,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -74,11 +74,13 @@ Decision = Literal["validation", "expected_f1"]
 
 @dataclass
 class Scores:
-    """Per-lesion scores and per-subject summaries of a cohort, and the cut the decisions used."""
+    """Per-lesion scores and per-subject summaries of a cohort, the cut the decisions used, and
+    the subjects left out because their files could not be read (subject → why)."""
 
     lesions: pd.DataFrame
     subjects: pd.DataFrame
     threshold: float
+    unreadable: dict[str, str] = field(default_factory=dict)
 
 
 def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
@@ -153,8 +155,13 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
                  tta: bool | None = None, threshold: float | None = None,
                  nifti_dir: str | Path | None = None, batch_size: int = INFERENCE_BATCH,
                  device: str = "auto", precision: str = "auto", flip_phase: bool = False,
-                 decision: Decision = "validation") -> Generator[Progress, None, Scores]:
+                 decision: Decision = "validation", skip_unreadable: bool = False,
+                 ) -> Generator[Progress, None, Scores]:
     """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``.
+
+    A subject whose files cannot be read stops the run, or with ``skip_unreadable`` is left out
+    with a warning and listed in :attr:`Scores.unreadable`, so that one damaged file does not
+    cost a long cohort run its other subjects.
 
     Items of ``cohort`` already loaded (:class:`Subject`) are used as they are. ``decision``:
 
@@ -170,13 +177,21 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
     """
     threshold = checked_decision(checkpoints, threshold, decision)
     configs = list(dict.fromkeys(c.patch_config for c in checkpoints))
-    tables, found = [], []
+    tables, found, unreadable = [], [], {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deep-prl-lesions") as pool:
         for step, item in enumerate(cohort):
-            if isinstance(item, Subject):
-                subject, lesions, masks = item, find_lesions(item), {}
-            else:
-                subject, lesions, masks = _load_and_find(item, configs, flip_phase, pool)
+            try:
+                if isinstance(item, Subject):
+                    subject, lesions, masks = item, find_lesions(item), {}
+                else:
+                    subject, lesions, masks = _load_and_find(item, configs, flip_phase, pool)
+            except InputError as err:
+                if not skip_unreadable:
+                    raise
+                unreadable[item.subject] = str(err)
+                warnings.warn(InputWarning(f"{item.subject} left out: {err}"), stacklevel=2)
+                yield Progress(step + 1, len(cohort), "subject", item.subject, {})
+                continue
             table = _score(subject, lesions, checkpoints, tta, threshold, batch_size, device, precision, masks)
             if nifti_dir is not None:
                 write_probability_map(lesions.labels, table, subject.affine,
@@ -196,7 +211,8 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
                 "the cohort decision on a single subject calls each of its lesions by the others it has; "
                 "it is meant for a study's cohort: decide one patient at the models' threshold"), stacklevel=2)
         lesions_table, threshold = decided(lesions_table, threshold, decision)
-    return Scores(lesions_table, subject_summary(lesions_table, [p.subject for p in cohort]), threshold)
+    scored = [p.subject for p in cohort if p.subject not in unreadable]
+    return Scores(lesions_table, subject_summary(lesions_table, scored), threshold, unreadable)
 
 
 def checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None, decision: str) -> float:

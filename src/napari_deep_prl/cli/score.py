@@ -56,6 +56,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N",
                    help="CPU threads (default: one per core; on a busy shared machine 1 is often faster)")
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
+    p.add_argument("--stop-on-error", action="store_true",
+                   help="stop at the first subject whose files cannot be read (default: leave it out, score "
+                        "the others, name it at the end and exit with status 1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -68,8 +71,12 @@ def run(args: argparse.Namespace) -> int:
                                         nifti_dir=args.nifti_dir,
                                         batch_size=args.batch_size, device=args.device,
                                         precision=args.precision, flip_phase=args.flip_phase,
-                                        decision="expected_f1" if args.cohort_decision else "validation"),
+                                        decision="expected_f1" if args.cohort_decision else "validation",
+                                        skip_unreadable=len(cohort) > 1 and not args.stop_on_error),
                            desc="score", disable=args.quiet)
+    if len(scores.unreadable) == len(cohort):
+        raise InputError(f"no subject could be read ({len(cohort)} tried; each is named above). "
+                         "Fix or re-export their files and score again.")
     if args.cohort_decision:
         print(f"cohort decision: {int(scores.lesions['prl'].sum())} of {len(scores.lesions)} lesions called PRL "
               f"(prl_probability >= {scores.threshold:.4g}, the most expected F1)", file=sys.stderr)
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         write_table(scores.lesions, out, na_rep="n/a")
         summary = write_table(scores.subjects, out.with_name(out.stem + "_subjects" + (out.suffix or ".tsv")),
                               na_rep="n/a")
-        print(f"{len(scores.lesions)} lesions of {len(cohort)} subject(s), "
+        print(f"{len(scores.lesions)} lesions of {len(scores.subjects)} subject(s), "
               f"{int(scores.subjects['prl_count'].sum())} scored PRL; table {out}, subjects {summary}",
               file=sys.stderr)
     else:
@@ -90,6 +97,11 @@ def run(args: argparse.Namespace) -> int:
               f"F1 {metrics['f1']:.3f}, sensitivity {metrics['sensitivity']:.3f}, specificity "
               f"{metrics['specificity']:.3f}, PPV {metrics['ppv']:.3f}, ROC AUC {metrics['roc_auc']:.3f}",
               file=sys.stderr)
+    if scores.unreadable:
+        print(f"{len(scores.unreadable)} of {len(cohort)} subject(s) left out, their files could not be read: "
+              f"{', '.join(scores.unreadable)}. Fix them (see the warnings above) and score them on their own "
+              "(--phase/--mp2rage/--mask, or a manifest of just them).", file=sys.stderr)
+        return 1
     return 0
 
 
