@@ -124,9 +124,11 @@ def test_ensemble_averages_the_inner_models_with_a_pooled_threshold(tmp_path, ru
 
 def test_a_cohort_decision_decides_each_outer_fold_by_its_expected_f1(tmp_path):
     truth = _truth(seed=4)
-    run_to_end(run_cv([ScoreMethod(truth)], truth, tmp_path, CVConfig(outer=4, inner=3, seed=2)))
+    calibrated, raw = ScoreMethod(truth), ScoreMethod(truth, "raw_score")
+    calibrated.threshold_rule = "calibrated"
+    run_to_end(run_cv([calibrated, raw], truth, tmp_path, CVConfig(outer=4, inner=3, seed=2)))
     tables = merge(tmp_path, cohort_decision=True)
-    assert set(tables) == {"score", "score_cohort"}
+    assert set(tables) == {"score", "score_cohort", "raw_score"}  # raw scores expect no F1
     plain = pd.read_csv(tmp_path / "score" / "predictions.tsv", sep="\t")
     decided = pd.read_csv(tmp_path / "score_cohort" / "predictions.tsv", sep="\t")
     pd.testing.assert_series_equal(plain["prl_probability"], decided["prl_probability"])
@@ -138,7 +140,7 @@ def test_a_cohort_decision_decides_each_outer_fold_by_its_expected_f1(tmp_path):
         assert fold["prl_prediction"].tolist() == (fold["prl_probability"] >= cut).astype(int).tolist()
         assert record["metrics"]["tp"] == int((fold["prl_prediction"] & fold["prl_truth"]).sum())
     assert not (plain["prl_prediction"] == decided["prl_prediction"]).all()  # other cuts, other calls
-    assert set(merge(tmp_path)) == {"score"}  # only on request
+    assert set(merge(tmp_path)) == {"score", "raw_score"}  # only on request
 
 
 def test_every_inner_model_s_validation_and_test_predictions_are_kept(tmp_path):
@@ -236,8 +238,8 @@ def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, m
     for picture in (out / "radiomics").glob("*.png"):
         picture.unlink()
     assert main(["cv", "--merge", str(out), "--cohort-decision"]) == 0
-    assert (out / "radiomics_cohort" / "report.md").exists()
-    assert "radiomics_cohort" in (out / "comparison.md").read_text()
+    # its class-balanced regression's scores are not calibrated: no cohort decision for it
+    assert not (out / "radiomics_cohort").exists() and (out / "comparison.md").exists()
     assert not list((out / "radiomics").glob("[mf]*.png"))  # no manifest, no galleries
     assert main(["cv", "--merge", str(out), str(manifest), "--errors", "1", "--quiet"]) == 0
     assert (out / "radiomics" / "missed.png").exists() == missed.any()

@@ -163,8 +163,8 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
     tested = members[members["part"] == "test"]
     common = {
         "fold": fold, "outer": int(splits["outer"].max()), "inner": len(inner_folds),
-        "seed": seed, "options": method.options(), "split": split_digest(splits),
-        "inner_folds": records, "test_subjects": test,
+        "seed": seed, "options": method.options(), "threshold_rule": method.threshold_rule,
+        "split": split_digest(splits), "inner_folds": records, "test_subjects": test,
     }
     variants = [(method.name, tested[tested["inner"] == inner_folds[best]],
                  float(fits[best].threshold), {"selected_inner": inner_folds[best]})]
@@ -286,8 +286,10 @@ def merge(out_dir: str | Path, *, cohort_decision: bool = False) -> dict[str, pd
 
     Returns ``{method: paper-layout table}``. Methods with missing folds are reported over the
     folds present (their table's columns name them); :func:`missing_folds` lists the gaps.
-    ``cohort_decision`` also reports each method as ``<name>_cohort``: the same predictions,
-    each outer fold decided as a cohort (:func:`decided_by_cohort`).
+    ``cohort_decision`` also reports each method whose probabilities are calibrated as
+    ``<name>_cohort``: the same predictions, each outer fold decided as a cohort
+    (:func:`decided_by_cohort`). Methods under the ``best_f1`` rule (e.g. the radiomics
+    baseline's class-balanced regression) output raw scores, whose expected F1 means nothing.
     """
     out_dir = Path(out_dir)
     tables = {}
@@ -304,7 +306,7 @@ def merge(out_dir: str | Path, *, cohort_decision: bool = False) -> dict[str, pd
                          dtype={"subject": str}) for r in records], ignore_index=True)
         tables[method_dir.name] = write_method_report(out_dir, method_dir.name, records,
                                                       predictions)
-        if cohort_decision:
+        if cohort_decision and records[0].get("threshold_rule", "calibrated") == "calibrated":
             tables[method_dir.name + COHORT] = write_method_report(
                 out_dir, method_dir.name + COHORT, *decided_by_cohort(records, predictions))
     if not tables:

@@ -71,7 +71,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also report each method's inner models averaged (as METHOD_ensemble)")
     p.add_argument("--cohort-decision", action="store_true",
                    help="also report each method with every outer fold's lesions decided together, as "
-                        "`score --cohort-decision` decides a study's cohort (as METHOD_cohort; works with --merge)")
+                        "`score --cohort-decision` decides a study's cohort (as METHOD_cohort; works with --merge; "
+                        "methods with calibrated probabilities only, so not the radiomics baseline)")
     p.add_argument("--no-tta", action="store_true",
                    help="CNN thresholds and test predictions from one view instead of the 8-flip average")
     p.add_argument("--errors", type=int, default=8, metavar="N",
