@@ -205,6 +205,18 @@ def test_cli_scores_the_readable_subjects_and_exits_1_naming_the_others(manifest
     assert "no subject could be read (3 tried" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+def test_cli_says_roc_auc_is_undefined_for_a_subject_without_prls(write_subject, tmp_path, capsys):
+    paths = write_subject("sub-09", prl_lesions=())
+    model = _checkpoint().save(tmp_path / "model.pt")
+    assert main(["score", "--phase", str(paths.phase), "--mp2rage", str(paths.mp2rage), "--mask", str(paths.mask),
+                 "--prl-mask", str(paths.prl_mask), "--model", str(model), "-o", str(tmp_path / "s.tsv"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "(0 PRLs of 3 labelled non-confluent lesions)" in err
+    assert err.rstrip().endswith("ROC AUC n/a (needs PRLs and other lesions)")
+
+
 @pytest.mark.slow
 def test_cli_train_then_score(manifest, tmp_path, capsys):
     model = tmp_path / "model.pt"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -92,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
         scores.lesions.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6g", na_rep="n/a")
     metrics = truth_metrics(scores.lesions)
     if metrics is not None:
+        auc = "n/a (needs PRLs and other lesions)" if math.isnan(metrics["roc_auc"]) else f"{metrics['roc_auc']:.3f}"
         print(f"against the ground truth ({metrics['tp'] + metrics['fn']} PRLs of "
               f"{sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} labelled non-confluent lesions): "
               f"F1 {metrics['f1']:.3f}, sensitivity {metrics['sensitivity']:.3f}, specificity "
-              f"{metrics['specificity']:.3f}, PPV {metrics['ppv']:.3f}, ROC AUC {metrics['roc_auc']:.3f}",
+              f"{metrics['specificity']:.3f}, PPV {metrics['ppv']:.3f}, ROC AUC {auc}",
               file=sys.stderr)
     if scores.unreadable:
         print(f"{len(scores.unreadable)} of {len(cohort)} subject(s) left out, their files could not be read: "
