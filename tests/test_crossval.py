@@ -141,6 +141,12 @@ def test_a_cohort_decision_decides_each_outer_fold_by_its_expected_f1(tmp_path):
         assert record["metrics"]["tp"] == int((fold["prl_prediction"] & fold["prl_truth"]).sum())
     assert not (plain["prl_prediction"] == decided["prl_prediction"]).all()  # other cuts, other calls
     assert set(merge(tmp_path)) == {"score", "raw_score"}  # only on request
+    # reports written before the rule was recorded in the fold: read from the method's options
+    for path in (tmp_path / "folds" / "raw_score").glob("fold-*.json"):
+        record = json.loads(path.read_text())
+        record["options"]["threshold_rule"] = record.pop("threshold_rule")
+        path.write_text(json.dumps(record))
+    assert "raw_score_cohort" not in merge(tmp_path, cohort_decision=True)
 
 
 def test_every_inner_model_s_validation_and_test_predictions_are_kept(tmp_path):

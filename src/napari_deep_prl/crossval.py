@@ -306,13 +306,21 @@ def merge(out_dir: str | Path, *, cohort_decision: bool = False) -> dict[str, pd
                          dtype={"subject": str}) for r in records], ignore_index=True)
         tables[method_dir.name] = write_method_report(out_dir, method_dir.name, records,
                                                       predictions)
-        if cohort_decision and records[0].get("threshold_rule", "calibrated") == "calibrated":
+        if cohort_decision and _threshold_rule(records[0]) == "calibrated":
             tables[method_dir.name + COHORT] = write_method_report(
                 out_dir, method_dir.name + COHORT, *decided_by_cohort(records, predictions))
     if not tables:
         raise InputError(f"{out_dir}: no fold results to merge; run `deep-prl cv` first")
     write_comparison(out_dir, tables)
     return tables
+
+
+def _threshold_rule(record: dict) -> str:
+    """The rule a fold's thresholds were chosen by; records written before it was recorded
+    carry it in the method's options (a CNN's under ``train``)."""
+    options = record["options"]
+    return (record.get("threshold_rule") or options.get("threshold_rule")
+            or options.get("train", {}).get("threshold_rule", "calibrated"))
 
 
 def decided_by_cohort(records: Sequence[dict], predictions: pd.DataFrame
