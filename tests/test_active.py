@@ -17,7 +17,7 @@ from active_support import (  # noqa: F401
 )
 
 from napari_deep_prl import active
-from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint, load_models
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.evaluate import PlattFit, expected_f1_threshold
 from napari_deep_prl.finetune import (
@@ -233,6 +233,25 @@ def test_finetune_saves_a_versioned_checkpoint_with_parent_and_labels(project):
     assert loaded.metadata["training"]["steps_per_epoch"] == 2
     assert not should_retrain(project, loaded, every=1, source="prl_mask")
     assert next_version_path(project.models_dir).name == "deep-prl-v002.pt"
+
+
+def test_finetuning_an_ensemble_keeps_it_one_cross_fitted_on_the_labelled_subjects(project):
+    run_to_end(project.import_prl_masks())
+    parents = [tiny_checkpoint(seed) for seed in (0, 1)]
+    config = replace(TINY_TRAIN, samples_per_epoch=64)
+    result = run_to_end(finetune(project, parents, config, source="prl_mask"))
+    members = load_models(result.path)
+    assert [m.metadata["parent"] for m in members] == [p.id for p in parents]
+    assert [m.id for m in members] == [c.id for c in result.checkpoints]
+    validated = [m.metadata["training"]["val_subjects"] for m in members]
+    assert set(validated[0]).isdisjoint(validated[1])  # each network validated on other subjects
+    assert all(m.metadata["labels"]["n"] == 9 for m in members)
+    assert {m.threshold for m in members} == {result.validation["threshold"]}  # one shared cut
+    assert "2 networks, out-of-fold F1" in result.summary() and not result.stopped
+    assert not should_retrain(project, members[0], every=1, source="prl_mask")
+    too_many = [tiny_checkpoint(seed) for seed in range(4)]  # 4 networks, labels in 3 subjects
+    with pytest.raises(InputError, match="ensemble of 4 networks.*at least 4 subjects \\(3 so far\\)"):
+        run_to_end(finetune(project, too_many, config, source="prl_mask"))
 
 
 def test_tta_and_single_pass_methods():

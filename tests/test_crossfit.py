@@ -102,9 +102,10 @@ def test_cli_trains_an_ensemble_that_score_and_the_history_read(manifest, tmp_pa
     model = tmp_path / "ens.pt"
     args = ["train", str(manifest), "-o", str(model), "--epochs", "1", "--patch-size", "12",
             "--samples-per-epoch", "8", "--batch-size", "8", "--device", "cpu", "--threads", "1", "--quiet"]
-    assert main([*args, "--models", "3"]) == 0
+    assert main(args) == 0  # three networks by default
     assert "3 cross-fitted models; out-of-fold (9 lesions, 3 PRL)" in capsys.readouterr().err
-    assert len(load_models(model)) == 3
+    members = load_models(model)
+    assert len(members) == 3
     history = pd.read_csv(tmp_path / "ens_history.tsv", sep="\t")
     assert history["model"].tolist() == [1, 1, 2, 2, 3, 3]
     oof = pd.read_csv(tmp_path / "ens_out_of_fold.tsv", sep="\t")
@@ -113,6 +114,7 @@ def test_cli_trains_an_ensemble_that_score_and_the_history_read(manifest, tmp_pa
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet"]) == 0
     assert len(pd.read_csv(out, sep="\t")) == 9
     assert main([*args, "--models", "2", "--init", str(model)]) == 2
-    assert "--init fine-tunes one network" in capsys.readouterr().err
-    assert main(["train", str(manifest), "-o", str(tmp_path / "x.pt"), "--init", str(model), "--quiet"]) == 2
-    assert "an ensemble of 3 models" in capsys.readouterr().err
+    assert "holds 3 network(s) and fine-tuning keeps them" in capsys.readouterr().err
+    tuned = tmp_path / "tuned.pt"
+    assert main([*args[:3], str(tuned), *args[4:], "--init", str(model)]) == 0  # member by member
+    assert [m.metadata["parent"] for m in load_models(tuned)] == [m.id for m in members]

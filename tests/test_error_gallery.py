@@ -1,6 +1,5 @@
 """Error galleries of a cross-validation report: which lesions are shown, in which order."""
 
-import numpy as np
 import pandas as pd
 import pytest
 

@@ -15,7 +15,7 @@ from active_support import (  # noqa: F401
 
 from napari_deep_prl import active
 from napari_deep_prl._napari.model_widget import ModelPanel
-from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.checkpoint import load_checkpoint, load_models
 from napari_deep_prl.progress import run_to_end
 
 pytestmark = pytest.mark.gui
@@ -45,7 +45,7 @@ def test_finetuning_runs_to_completion_and_saves_a_version(panel, qtbot):
     assert not box.start_button.isEnabled() and panel.cancel_button.isEnabled()
     run_job(qtbot, job, timeout=60_000)
     path = panel.project.models_dir / "deep-prl-v001.pt"
-    assert box.result.path == path and not box.result.train.stopped
+    assert box.result.path == path and not box.result.stopped
     saved = load_checkpoint(path)
     assert saved.metadata["parent"] == parent.id
     assert saved.metadata["labels"]["source"] == "prl_mask" and saved.metadata["labels"]["n"] == 9
@@ -55,6 +55,18 @@ def test_finetuning_runs_to_completion_and_saves_a_version(panel, qtbot):
     assert box.start_button.isEnabled() and not panel.cancel_button.isEnabled()
 
 
+def test_a_loaded_ensemble_is_fine_tuned_member_by_member(panel, qtbot):
+    parents = [tiny_checkpoint(seed) for seed in (0, 1)]
+    panel.use_model(parents)
+    box = panel.finetune
+    run_job(qtbot, box.start(), timeout=60_000)
+    saved = load_models(panel.project.models_dir / "deep-prl-v001.pt")
+    assert [m.metadata["parent"] for m in saved] == [p.id for p in parents]
+    assert [c.id for c in panel.checkpoints] == [m.id for m in saved]  # the panel scores the new pair
+    assert "2 networks, out-of-fold F1" in box.status.text()
+    assert [e["epoch"] for e in box.curve.epochs] == [0, 1, 2]  # the last network's curve
+
+
 def test_cancel_keeps_the_best_model_so_far(panel, qtbot):
     box = panel.finetune
     box.base_config = replace(TINY_TRAIN, samples_per_epoch=400)
@@ -62,9 +74,9 @@ def test_cancel_keeps_the_best_model_so_far(panel, qtbot):
     job = box.start()
     job.worker.yielded.connect(lambda event: event.stage == "batch" and panel.cancel())
     run_job(qtbot, job, timeout=60_000)
-    assert box.result.train.stopped
+    assert box.result.stopped
     assert load_checkpoint(box.result.path).metadata["training"]["stopped"] is True
-    assert "cancelled" in box.status.text()
+    assert "stopped early" in box.status.text()
 
 
 def test_automatic_retraining_rescores_and_reranks_the_queue(panel, qtbot):

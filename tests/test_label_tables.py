@@ -74,7 +74,7 @@ def test_a_project_consensus_export_trains_a_model_from_the_cli(manifest, tmp_pa
     model = tmp_path / "model.pt"
     assert main(["train", str(labelled), "-o", str(model), "--epochs", "1", "--patch-size", "12",
                  "--samples-per-epoch", "8", "--batch-size", "8", "--device", "cpu", "--threads", "1",
-                 "--quiet"]) == 0
+                 "--models", "1", "--quiet"]) == 0
     assert main(["score", str(labelled), "--model", str(model), "-o", str(tmp_path / "s.tsv"), "--quiet"]) == 0
     assert "against the ground truth (3 PRLs of 9 labelled" in capsys.readouterr().err
     one = cohort[0]

@@ -222,7 +222,7 @@ def test_cli_train_then_score(manifest, tmp_path, capsys):
     model = tmp_path / "model.pt"
     assert main(["train", str(manifest), "-o", str(model), "--epochs", "1", "--patch-size", "12",
                  "--samples-per-epoch", "8", "--batch-size", "8", "--device", "cpu", "--threads", "1",
-                 "--phase-centre", "zero", "--quiet"]) == 0
+                 "--phase-centre", "zero", "--models", "1", "--quiet"]) == 0
     assert (tmp_path / "model_history.tsv").exists()
     assert load_checkpoint(model).patch_config.phase_centre == "zero"  # replayed when scoring
     out = tmp_path / "scores.tsv"

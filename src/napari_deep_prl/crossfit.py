@@ -21,7 +21,7 @@ and the cut about half the pooled best F1.
 from __future__ import annotations
 
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -52,16 +52,21 @@ class EnsembleResult:
 
 
 def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), models: int = 3, *,
-                      stop: threading.Event | None = None) -> Generator[Progress, None, EnsembleResult]:
+                      init: Sequence[Checkpoint] = (), stop: threading.Event | None = None
+                      ) -> Generator[Progress, None, EnsembleResult]:
     """Train ``models`` networks on patient-level folds of ``patches``, yielding progress.
 
-    Member ``i`` is validated on fold ``i`` and seeded ``config.seed + i``. A stop keeps the
-    members finished so far (the interrupted one too when none has finished).
+    Member ``i`` is validated on fold ``i`` and seeded ``config.seed + i``; with ``init`` (one
+    checkpoint per member, e.g. an ensemble's members) it fine-tunes ``init[i]``. A stop keeps
+    the members finished so far (the interrupted one too when none has finished).
     """
     counts = patches.prl_counts()
     if models < 2:
         raise InputError(f"a cross-fitted ensemble needs at least 2 models, not {models}; "
                          "train a single model with --models 1")
+    if init and len(init) != models:
+        raise InputError(f"the ensemble to fine-tune has {len(init)} networks, not {models}; "
+                         f"fine-tune it as {len(init)} models")
     if len(counts) < models:
         raise InputError(f"{len(counts)} subject(s) cannot be split into {models} validation folds; "
                          f"use --models {max(2, len(counts))} or fewer, or add subjects")
@@ -71,7 +76,8 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
     for member in range(models):
         yield Progress(member, models, "model", f"model {member + 1}/{models}")
         val = [s for s, fold in zip(counts, folds) if fold == member]
-        run = yield from train(patches, replace(config, seed=config.seed + member), val_subjects=val, stop=stop)
+        run = yield from train(patches, replace(config, seed=config.seed + member), val_subjects=val,
+                               init=init[member] if init else None, stop=stop)
         if run.stopped and runs:
             break
         runs.append(run)

@@ -5,6 +5,7 @@ a rater), not from a ``prl_mask``: that is what lets a lab teach the model while
 Each fine-tuned model is saved as the next version in the project's ``models/`` folder
 (``deep-prl-v001.pt``, ``-v002`` …) with its parent's id and the labels it used (source, counts,
 subjects and a digest of the exact labels), so any model can be traced to the ratings behind it.
+An ensemble is fine-tuned member by member and saved as one file, so it stays an ensemble.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.active import model_version, score_project
-from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.checkpoint import Checkpoint, save_ensemble
+from napari_deep_prl.crossfit import train_crossfitted
 from napari_deep_prl.dataset import PatchSet, subject_patches
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.lesions import find_lesions
@@ -35,14 +37,29 @@ _VERSION = re.compile(rf"^{STEM}-v(\d+)\.pt$")
 
 @dataclass
 class FinetuneResult:
-    """The training result and where its checkpoint was saved."""
+    """The fine-tuned network(s), their training runs and where they were saved."""
 
-    train: TrainResult
+    checkpoints: list[Checkpoint]
+    runs: list[TrainResult]
     path: Path
+    #: The saved model's validation: the network's own, or an ensemble's out-of-fold
+    #: (``val_f1``, ``val_auc``, ``threshold``).
+    validation: dict[str, float]
+    stopped: bool
 
     @property
     def checkpoint(self) -> Checkpoint:
-        return self.train.checkpoint
+        """The network, or an ensemble's first member (each records the labels used)."""
+        return self.checkpoints[0]
+
+    def summary(self) -> str:
+        """One line on what was saved, for the CLI and the panel."""
+        stopped = " (stopped early: the best model so far)" if self.stopped else ""
+        if len(self.checkpoints) > 1:
+            kept = f"{len(self.checkpoints)} networks, out-of-fold F1 {self.validation['val_f1']:.3f}"
+        else:
+            kept = f"kept epoch {self.runs[0].kept_epoch}, validation F1 {self.validation['val_f1']:.3f}"
+        return f"saved {self.path.name}{stopped}; {kept}"
 
 
 def labels_summary(labels: pd.DataFrame, source: str) -> dict:
@@ -91,25 +108,43 @@ def per_label_epochs(config: TrainConfig, labelled: int) -> TrainConfig:
     return replace(config, samples_per_epoch=max(int(labelled), config.batch_size))
 
 
-def finetune(project: Project, init: Checkpoint | None, config: TrainConfig = TrainConfig(), *,
-             source: str = "consensus", val_subjects: Sequence[str] | None = None,
-             patch_config: PatchConfig = PatchConfig(), stop: threading.Event | None = None
-             ) -> Generator[Progress, None, FinetuneResult]:
+def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
+             config: TrainConfig = TrainConfig(), *, source: str = "consensus",
+             val_subjects: Sequence[str] | None = None, patch_config: PatchConfig = PatchConfig(),
+             stop: threading.Event | None = None) -> Generator[Progress, None, FinetuneResult]:
     """Train (from ``init`` or from scratch) on the project's ``source`` labels; save a version.
 
-    An epoch is one draw per labelled lesion (:func:`per_label_epochs`). Cancelling with
-    ``stop`` still saves the best model so far (training keeps it).
+    An ensemble (several checkpoints, e.g. of ``deep-prl train --models 3``) stays one: each
+    member is fine-tuned, cross-fitted on the labelled subjects as it was trained
+    (:func:`~napari_deep_prl.crossfit.train_crossfitted`; ``val_subjects`` and
+    ``config.val_fraction`` then do not apply). An epoch is one draw per labelled lesion
+    (:func:`per_label_epochs`). Cancelling with ``stop`` still saves the best model so far.
     """
+    members = [init] if isinstance(init, Checkpoint) else list(init or [])
     labels = project.training_labels(source)
-    config_used = init.patch_config if init is not None else patch_config
+    subjects = labels["subject"].nunique()
+    if len(members) > 1 and subjects < len(members):
+        raise InputError(f"{project.root}: the model is an ensemble of {len(members)} networks, each "
+                         f"validated on different subjects, so fine-tuning it needs labelled lesions in "
+                         f"at least {len(members)} subjects ({subjects} so far); rate lesions in more "
+                         "subjects, or fine-tune a single network")
+    config_used = members[0].patch_config if members else patch_config
     patches = yield from labelled_patchset(project, labels, config_used)
-    result = yield from train(patches, per_label_epochs(config, len(labels)),
-                              val_subjects=val_subjects, init=init, stop=stop)
-    checkpoint = result.checkpoint
-    checkpoint.metadata["labels"] = labels_summary(labels, source)
-    checkpoint.metadata["project"] = str(project.root)
-    path = checkpoint.save(next_version_path(project.models_dir))
-    return FinetuneResult(result, path)
+    config = per_label_epochs(config, len(labels))
+    if len(members) > 1:
+        ensemble = yield from train_crossfitted(patches, config, len(members), init=members, stop=stop)
+        checkpoints, runs = ensemble.checkpoints, ensemble.runs
+        validation, stopped = ensemble.validation, ensemble.stopped
+    else:
+        run = yield from train(patches, config, val_subjects=val_subjects,
+                               init=members[0] if members else None, stop=stop)
+        checkpoints, runs, validation, stopped = [run.checkpoint], [run], run.checkpoint.validation, run.stopped
+    for checkpoint in checkpoints:
+        checkpoint.metadata["labels"] = labels_summary(labels, source)
+        checkpoint.metadata["project"] = str(project.root)
+    path = next_version_path(project.models_dir)
+    path = save_ensemble(checkpoints, path) if len(checkpoints) > 1 else checkpoints[0].save(path)
+    return FinetuneResult(checkpoints, runs, path, validation, stopped)
 
 
 def labels_since(project: Project, checkpoint: Checkpoint | None,
@@ -127,7 +162,8 @@ def should_retrain(project: Project, checkpoint: Checkpoint | None, every: int,
     return labels_since(project, checkpoint, source) >= every
 
 
-def retrain_and_rescore(project: Project, checkpoint: Checkpoint | None, config: TrainConfig, *,
+def retrain_and_rescore(project: Project, checkpoint: Checkpoint | Sequence[Checkpoint] | None,
+                        config: TrainConfig, *,
                         source: str = "consensus", method: str = "auto",
                         stop: threading.Event | None = None
                         ) -> Generator[Progress, None, tuple[FinetuneResult, str]]:
@@ -137,5 +173,5 @@ def retrain_and_rescore(project: Project, checkpoint: Checkpoint | None, config:
     (:func:`napari_deep_prl.active.project_strategy`).
     """
     result = yield from finetune(project, checkpoint, config, source=source, stop=stop)
-    yield from score_project(project, [result.checkpoint], method, stop=stop)
-    return result, model_version([result.checkpoint], method)
+    yield from score_project(project, result.checkpoints, method, stop=stop)
+    return result, model_version(result.checkpoints, method)

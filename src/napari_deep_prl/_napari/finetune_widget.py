@@ -1,7 +1,7 @@
 """Fine-tuning box of the model panel: train on the project's labels without freezing the viewer.
 
 Training runs in a worker (:class:`~.jobs.Job`); each epoch adds a point to the live loss and
-validation-F1 curve. Cancel stops after the current step and still saves the best model so far
+validation-F1 curve (an ensemble's networks train one after the other, each on a fresh curve). Cancel stops after the current step and still saves the best model so far
 (training keeps it). The new checkpoint is the next version in the project's ``models/`` folder,
 recording its parent and the labels used, and becomes the panel's model. With *auto*, training
 restarts by itself after every K new labels and the project is re-scored, after which
@@ -34,6 +34,7 @@ from qtpy.QtWidgets import (
     QVBoxLayout,
 )
 
+from napari_deep_prl.active import model_version
 from napari_deep_prl.finetune import (
     FinetuneResult,
     finetune,
@@ -182,7 +183,7 @@ class FinetuneBox(QGroupBox):
             show_error("Open a project first: fine-tuning learns from its labels.")
             return None
         project, config, source = self.project, self.config(), self.source.currentText()
-        init = self.panel.checkpoint if self.from_model.isChecked() else None
+        init = self.panel.checkpoints if self.from_model.isChecked() else None
         method = self.panel.method_name
 
         def run(stop: threading.Event) -> Generator[Progress, None, Any]:
@@ -215,19 +216,19 @@ class FinetuneBox(QGroupBox):
     def _progress(self, event: Progress) -> None:
         if self.job is None or self.job.delivered:  # a late event must not hide the result
             return
-        if event.stage == "epoch":
+        if event.stage == "model" and event.step < event.total:  # an ensemble's next network
+            self.curve.reset()
+            self.status.setText(f"training network {event.step + 1} of {event.total}…")
+        elif event.stage == "epoch":
             self.curve.add(event.metrics, event.step)
             self.status.setText(f"epoch {event.step}/{event.total} {event.message}".strip())
 
     def _done(self, result: FinetuneResult | tuple[FinetuneResult, str]) -> None:
-        result, version = result if isinstance(result, tuple) else (result, result.checkpoint.id)
+        result, version = result if isinstance(result, tuple) else (result, model_version(result.checkpoints, "none"))
         self.result = result
-        self.curve.show_history(result.train.history)
-        self.panel.use_model(result.checkpoint, result.path)
-        kept = next(h for h in result.train.history if h["epoch"] == result.train.kept_epoch)
-        stopped = " (cancelled: best model so far)" if result.train.stopped else ""
-        self.status.setText(f"saved {result.path.name}{stopped}; kept epoch "
-                            f"{result.train.kept_epoch}, val F1 {kept['val_f1']:.3f}")
+        self.curve.show_history(result.runs[-1].history)
+        self.panel.use_model(result.checkpoints, result.path)
+        self.status.setText(result.summary())
         show_info(f"New model version saved: {result.path}")
         self.model_updated.emit(version)
 

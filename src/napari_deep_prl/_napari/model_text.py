@@ -28,7 +28,8 @@ TOOLTIPS = {
               "masks appear as the rater 'prl_mask').",
     "epochs": "Passes over the labelled lesions.",
     "lr": "Learning rate (Adam). Fine-tuning a loaded model: keep it small.",
-    "val": "Fraction of subjects held out (whole subjects) to pick the decision threshold by F1.",
+    "val": "Fraction of subjects held out (whole subjects) to pick the decision threshold by F1. "
+           "An ensemble validates each network on a different share of the subjects instead.",
     "start": "Train in the background; the viewer stays usable. Cancel keeps the best model so "
              "far. The result is saved as the next version in the project's models folder.",
     "auto": "Retrain automatically after this many new labels, then re-score the project so "

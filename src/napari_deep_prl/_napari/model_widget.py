@@ -198,7 +198,7 @@ class ModelPanel(QWidget):
 
     @property
     def checkpoint(self) -> Checkpoint | None:
-        """The network fine-tuning starts from: the model, or an ensemble's first member."""
+        """The model's network, or an ensemble's first member (whose label record all share)."""
         return self.checkpoints[0] if self.checkpoints else None
 
     @property

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from napari_deep_prl import active
-from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint, load_models
+from napari_deep_prl.checkpoint import Checkpoint, load_models
 from napari_deep_prl.finetune import finetune
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.project import Project
@@ -57,12 +57,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     tune = actions.add_parser("finetune", help="train on the project's labels; save a version")
     tune.add_argument("project", help="project folder")
-    tune.add_argument("--model", help="checkpoint to start from (default: from scratch)")
+    tune.add_argument("--model", help="checkpoint to start from (default: from scratch); an ensemble "
+                                       "is fine-tuned member by member, cross-fitted on the labelled subjects")
     tune.add_argument("--source", default="consensus",
                       help="'consensus' or a rater id (imported PRL masks: 'prl_mask')")
     tune.add_argument("--epochs", type=int, default=10)
     tune.add_argument("--lr", type=float, default=1e-4)
-    tune.add_argument("--val-fraction", type=float, default=0.2)
+    tune.add_argument("--val-fraction", type=float, default=0.2,
+                      help="patients held out to validate a single network (0.2)")
     tune.add_argument("--device", default="auto")
     tune.add_argument("--quiet", action="store_true")
     tune.set_defaults(func=run_finetune)
@@ -113,10 +115,9 @@ def run_rank(args: argparse.Namespace) -> int:
 def run_finetune(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction,
                          device=args.device)
-    init = load_checkpoint(args.model) if args.model else None
+    init = load_models(args.model) if args.model else None
     with Project.open(args.project) as project:
         result = run_with_tqdm(finetune(project, init, config, source=args.source),
                                desc="fine-tuning", disable=args.quiet)
-    print(f"saved {result.path} (kept epoch {result.train.kept_epoch}"
-          f"{', stopped early' if result.train.stopped else ''})", file=sys.stderr)
+    print(f"{result.summary()} ({result.path})", file=sys.stderr)
     return 0
