@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 from active_support import one_torch_thread, tiny_checkpoint, tiny_project  # noqa: F401
 
-from napari_deep_prl.checkpoint import load_checkpoint
+from napari_deep_prl.checkpoint import load_checkpoint, load_models
 from napari_deep_prl.cli import main
 from napari_deep_prl.progress import run_to_end
 
@@ -27,6 +27,10 @@ def test_rank_writes_the_queue_order_and_finetune_saves_a_version(tmp_path, mani
                  "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
     saved = load_checkpoint(tmp_path / "project" / "models" / "deep-prl-v001.pt")
     assert saved.metadata["parent"] == parent.id and saved.metadata["labels"]["n"] == 9
+    assert main(["active", "finetune", root, "--source", "prl_mask", "--epochs", "1", "--device", "cpu",
+                 "--quiet"]) == 0  # from scratch: the default ensemble, cross-fitted on 3 subjects
+    assert len(load_models(tmp_path / "project" / "models" / "deep-prl-v002.pt")) == 3
+    assert main(["active", "finetune", root, "--model", str(model), "--models", "2", "--quiet"]) == 2
 
 
 def test_score_prints_and_writes_the_project_counts(tmp_path, manifest, capsys):

@@ -67,6 +67,19 @@ def test_a_loaded_ensemble_is_fine_tuned_member_by_member(panel, qtbot):
     assert [e["epoch"] for e in box.curve.epochs] == [0, 1, 2]  # the last network's curve
 
 
+def test_from_scratch_the_networks_box_sets_the_ensemble_size(panel, qtbot):
+    box = panel.finetune
+    box.from_model.setChecked(False)
+    box.networks.setValue(2)
+    run_job(qtbot, box.start(), timeout=60_000)
+    saved = load_models(panel.project.models_dir / "deep-prl-v001.pt")
+    assert len(saved) == 2 and all("parent" not in m.metadata for m in saved)
+    assert saved[0].patch_config.size == 28  # the package's default patches, not the loaded model's
+    box.networks.setValue(1)
+    run_job(qtbot, box.start(), timeout=60_000)
+    assert len(load_models(panel.project.models_dir / "deep-prl-v002.pt")) == 1
+
+
 def test_cancel_keeps_the_best_model_so_far(panel, qtbot):
     box = panel.finetune
     box.base_config = replace(TINY_TRAIN, samples_per_epoch=400)

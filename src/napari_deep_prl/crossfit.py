@@ -36,6 +36,12 @@ from napari_deep_prl.score import predict_patches
 from napari_deep_prl.splits import assign_folds
 from napari_deep_prl.train import TrainConfig, TrainResult, train
 
+#: Networks trained by default (``deep-prl train``, training from scratch in the app): under the
+#: calibrated rule a cross-fitted three beat one network in every comparison measured (nested CV
+#: at 100 epochs, test F1 0.855 against 0.816; a foreign phantom, 0.947 against 0.897 and 0.938:
+#: docs/model.md, "Cross-fitted ensembles").
+DEFAULT_MODELS = 3
+
 
 @dataclass
 class EnsembleResult:

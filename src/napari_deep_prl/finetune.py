@@ -22,7 +22,7 @@ import pandas as pd
 
 from napari_deep_prl.active import model_version, score_project
 from napari_deep_prl.checkpoint import Checkpoint, save_ensemble
-from napari_deep_prl.crossfit import train_crossfitted
+from napari_deep_prl.crossfit import DEFAULT_MODELS, train_crossfitted
 from napari_deep_prl.dataset import PatchSet, subject_patches
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.lesions import find_lesions
@@ -109,30 +109,32 @@ def per_label_epochs(config: TrainConfig, labelled: int) -> TrainConfig:
 
 
 def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
-             config: TrainConfig = TrainConfig(), *, source: str = "consensus",
+             config: TrainConfig = TrainConfig(), *, models: int = DEFAULT_MODELS, source: str = "consensus",
              val_subjects: Sequence[str] | None = None, patch_config: PatchConfig = PatchConfig(),
              stop: threading.Event | None = None) -> Generator[Progress, None, FinetuneResult]:
-    """Train (from ``init`` or from scratch) on the project's ``source`` labels; save a version.
+    """Train (from ``init``, or ``models`` networks from scratch) on the project's ``source``
+    labels; save a version.
 
-    An ensemble (several checkpoints, e.g. of ``deep-prl train --models 3``) stays one: each
-    member is fine-tuned, cross-fitted on the labelled subjects as it was trained
+    An ensemble (several checkpoints, e.g. of ``deep-prl train``) stays one: each member is
+    fine-tuned, cross-fitted on the labelled subjects as it was trained
     (:func:`~napari_deep_prl.crossfit.train_crossfitted`; ``val_subjects`` and
-    ``config.val_fraction`` then do not apply). An epoch is one draw per labelled lesion
-    (:func:`per_label_epochs`). Cancelling with ``stop`` still saves the best model so far.
+    ``config.val_fraction`` then do not apply); so is a new ensemble (``models`` > 1, no
+    ``init``). An epoch is one draw per labelled lesion (:func:`per_label_epochs`). Cancelling
+    with ``stop`` still saves the best model so far.
     """
     members = [init] if isinstance(init, Checkpoint) else list(init or [])
+    networks = len(members) or models
     labels = project.training_labels(source)
     subjects = labels["subject"].nunique()
-    if len(members) > 1 and subjects < len(members):
-        raise InputError(f"{project.root}: the model is an ensemble of {len(members)} networks, each "
-                         f"validated on different subjects, so fine-tuning it needs labelled lesions in "
-                         f"at least {len(members)} subjects ({subjects} so far); rate lesions in more "
-                         "subjects, or fine-tune a single network")
+    if networks > 1 and subjects < networks:
+        raise InputError(f"{project.root}: an ensemble of {networks} networks, each validated on "
+                         f"different subjects, needs labelled lesions in at least {networks} subjects "
+                         f"({subjects} so far); rate lesions in more subjects, or train a single network")
     config_used = members[0].patch_config if members else patch_config
     patches = yield from labelled_patchset(project, labels, config_used)
     config = per_label_epochs(config, len(labels))
-    if len(members) > 1:
-        ensemble = yield from train_crossfitted(patches, config, len(members), init=members, stop=stop)
+    if networks > 1:
+        ensemble = yield from train_crossfitted(patches, config, networks, init=members, stop=stop)
         checkpoints, runs = ensemble.checkpoints, ensemble.runs
         validation, stopped = ensemble.validation, ensemble.stopped
     else:
@@ -163,7 +165,7 @@ def should_retrain(project: Project, checkpoint: Checkpoint | None, every: int,
 
 
 def retrain_and_rescore(project: Project, checkpoint: Checkpoint | Sequence[Checkpoint] | None,
-                        config: TrainConfig, *,
+                        config: TrainConfig, *, models: int = DEFAULT_MODELS,
                         source: str = "consensus", method: str = "auto",
                         stop: threading.Event | None = None
                         ) -> Generator[Progress, None, tuple[FinetuneResult, str]]:
@@ -172,6 +174,6 @@ def retrain_and_rescore(project: Project, checkpoint: Checkpoint | Sequence[Chec
     Returns the result and the new model version, whose stored scores a re-ranked queue uses
     (:func:`napari_deep_prl.active.project_strategy`).
     """
-    result = yield from finetune(project, checkpoint, config, source=source, stop=stop)
+    result = yield from finetune(project, checkpoint, config, models=models, source=source, stop=stop)
     yield from score_project(project, result.checkpoints, method, stop=stop)
     return result, model_version(result.checkpoints, method)

@@ -1,9 +1,11 @@
 """Fine-tuning box of the model panel: train on the project's labels without freezing the viewer.
 
 Training runs in a worker (:class:`~.jobs.Job`); each epoch adds a point to the live loss and
-validation-F1 curve (an ensemble's networks train one after the other, each on a fresh curve). Cancel stops after the current step and still saves the best model so far
-(training keeps it). The new checkpoint is the next version in the project's ``models/`` folder,
-recording its parent and the labels used, and becomes the panel's model. With *auto*, training
+validation-F1 curve (an ensemble's networks train one after the other, each on a fresh curve).
+Cancel stops after the current step and still saves the best model so far (training keeps it).
+The new checkpoint is the next version in the project's ``models/`` folder, recording its parent
+and the labels used, and becomes the panel's model. Without a model to start from, *Networks*
+sets how many are trained (a cross-fitted ensemble when more than one). With *auto*, training
 restarts by itself after every K new labels and the project is re-scored, after which
 :attr:`FinetuneBox.model_updated` tells listeners (e.g. a review queue) to re-rank.
 """
@@ -35,6 +37,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deep_prl.active import model_version
+from napari_deep_prl.crossfit import DEFAULT_MODELS
 from napari_deep_prl.finetune import (
     FinetuneResult,
     finetune,
@@ -124,6 +127,9 @@ class FinetuneBox(QGroupBox):
         self.val_fraction.setValue(self.base_config.val_fraction)
         self.from_model = QCheckBox("start from the loaded model")
         self.from_model.setChecked(True)
+        self.networks = QSpinBox()
+        self.networks.setRange(1, 10)
+        self.networks.setValue(DEFAULT_MODELS)
         self.start_button = QPushButton("Fine-tune")
         self.cancel_button = QPushButton("Cancel")
         self.auto = QCheckBox("retrain every")
@@ -134,7 +140,8 @@ class FinetuneBox(QGroupBox):
         self.status.setWordWrap(True)
         self.curve = LossCurve()
         for name, widget in (("source", self.source), ("epochs", self.epochs), ("lr", self.lr),
-                             ("val", self.val_fraction), ("start", self.start_button),
+                             ("val", self.val_fraction), ("networks", self.networks),
+                             ("start", self.start_button),
                              ("auto", self.auto)):
             widget.setToolTip(TOOLTIPS[name])
 
@@ -143,6 +150,7 @@ class FinetuneBox(QGroupBox):
         form.addRow("Epochs", self.epochs)
         form.addRow("Learning rate", self.lr)
         form.addRow("Validation subjects", self.val_fraction)
+        form.addRow("Networks (from scratch)", self.networks)
         auto_row = QHBoxLayout()
         auto_row.addWidget(self.auto)
         auto_row.addWidget(self.auto_every)
@@ -184,13 +192,13 @@ class FinetuneBox(QGroupBox):
             return None
         project, config, source = self.project, self.config(), self.source.currentText()
         init = self.panel.checkpoints if self.from_model.isChecked() else None
-        method = self.panel.method_name
+        method, models = self.panel.method_name, self.networks.value()
 
         def run(stop: threading.Event) -> Generator[Progress, None, Any]:
             if rescore:
-                return (yield from retrain_and_rescore(project, init, config, source=source,
+                return (yield from retrain_and_rescore(project, init, config, models=models, source=source,
                                                        method=method, stop=stop))
-            return (yield from finetune(project, init, config, source=source, stop=stop))
+            return (yield from finetune(project, init, config, models=models, source=source, stop=stop))
 
         self.curve.reset()
         self.status.setText("training…")
@@ -224,7 +232,9 @@ class FinetuneBox(QGroupBox):
             self.status.setText(f"epoch {event.step}/{event.total} {event.message}".strip())
 
     def _done(self, result: FinetuneResult | tuple[FinetuneResult, str]) -> None:
-        result, version = result if isinstance(result, tuple) else (result, model_version(result.checkpoints, "none"))
+        if not isinstance(result, tuple):
+            result = (result, model_version(result.checkpoints, "none"))
+        result, version = result
         self.result = result
         self.curve.show_history(result.runs[-1].history)
         self.panel.use_model(result.checkpoints, result.path)
@@ -238,6 +248,6 @@ class FinetuneBox(QGroupBox):
     def set_enabled(self, enabled: bool) -> None:
         """Inputs usable when idle (with a project); Cancel usable while something runs."""
         ready = enabled and self.project is not None
-        for widget in (self.start_button, self.source, self.epochs, self.lr, self.val_fraction):
+        for widget in (self.start_button, self.source, self.epochs, self.lr, self.val_fraction, self.networks):
             widget.setEnabled(ready)
         self.cancel_button.setEnabled(not enabled)

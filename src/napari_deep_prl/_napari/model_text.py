@@ -30,6 +30,10 @@ TOOLTIPS = {
     "lr": "Learning rate (Adam). Fine-tuning a loaded model: keep it small.",
     "val": "Fraction of subjects held out (whole subjects) to pick the decision threshold by F1. "
            "An ensemble validates each network on a different share of the subjects instead.",
+    "networks": "Networks trained when there is no model to start from: more than one trains a "
+                "cross-fitted ensemble (each validated on a different share of the subjects), which "
+                "scored better than one network but takes as many times longer. A loaded model keeps "
+                "its own number.",
     "start": "Train in the background; the viewer stays usable. Cancel keeps the best model so "
              "far. The result is saved as the next version in the project's models folder.",
     "auto": "Retrain automatically after this many new labels, then re-score the project so "

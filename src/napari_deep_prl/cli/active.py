@@ -11,6 +11,8 @@ import sys
 
 from napari_deep_prl import active
 from napari_deep_prl.checkpoint import Checkpoint, load_models
+from napari_deep_prl.cli.train import network_count
+from napari_deep_prl.crossfit import DEFAULT_MODELS
 from napari_deep_prl.finetune import finetune
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.project import Project
@@ -59,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("project", help="project folder")
     tune.add_argument("--model", help="checkpoint to start from (default: from scratch); an ensemble "
                                        "is fine-tuned member by member, cross-fitted on the labelled subjects")
+    tune.add_argument("--models", type=int, metavar="K",
+                      help=f"networks, cross-fitted on the labelled subjects ({DEFAULT_MODELS} from scratch; "
+                           "with --model, as many as it holds); 1 trains a single network")
     tune.add_argument("--source", default="consensus",
                       help="'consensus' or a rater id (imported PRL masks: 'prl_mask')")
     tune.add_argument("--epochs", type=int, default=10)
@@ -115,9 +120,10 @@ def run_rank(args: argparse.Namespace) -> int:
 def run_finetune(args: argparse.Namespace) -> int:
     config = TrainConfig(epochs=args.epochs, lr=args.lr, val_fraction=args.val_fraction,
                          device=args.device)
-    init = load_models(args.model) if args.model else None
+    init = load_models(args.model) if args.model else []
+    models = network_count(args.models, init, args.model)
     with Project.open(args.project) as project:
-        result = run_with_tqdm(finetune(project, init, config, source=args.source),
+        result = run_with_tqdm(finetune(project, init, config, models=models, source=args.source),
                                desc="fine-tuning", disable=args.quiet)
     print(f"{result.summary()} ({result.path})", file=sys.stderr)
     return 0

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from napari_deep_prl.augment import AugmentConfig
-from napari_deep_prl.checkpoint import load_models, save_ensemble
+from napari_deep_prl.checkpoint import Checkpoint, load_models, save_ensemble
 from napari_deep_prl.cli.score import set_threads
-from napari_deep_prl.crossfit import EnsembleResult, history_table, train_crossfitted
+from napari_deep_prl.crossfit import DEFAULT_MODELS, EnsembleResult, history_table, train_crossfitted
 from napari_deep_prl.dataset import build_patchset
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.evaluate import THRESHOLD_RULES
@@ -24,11 +24,6 @@ from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.tables import write_table
 from napari_deep_prl.train import PRECISIONS, TrainConfig, train
-
-#: Networks trained by default: under the calibrated rule a cross-fitted three beat one network in
-#: every comparison measured (nested CV at 100 epochs, test F1 0.855 against 0.816; a foreign
-#: phantom, 0.947 against 0.897 and 0.938: docs/evaluation.md).
-DEFAULT_MODELS = 3
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -97,12 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     init = load_models(args.init) if args.init else []
-    models = args.models if args.models is not None else len(init) or DEFAULT_MODELS
-    if models < 1:
-        raise InputError(f"--models {models}: give 1 (one network) or more (a cross-fitted ensemble)")
-    if init and models != len(init):
-        raise InputError(f"--models {models}: {args.init} holds {len(init)} network(s) and fine-tuning "
-                         f"keeps them; leave --models out (or give {len(init)})")
+    models = network_count(args.models, init, args.init)
     set_threads(args.threads)
     patch_config = init[0].patch_config if init else PatchConfig(size=args.patch_size, normalisation=args.normalisation,
                                                                  phase_centre=args.phase_centre)
@@ -135,6 +125,18 @@ def run(args: argparse.Namespace) -> int:
           f"{' (8-flip TTA)' if result.checkpoint.tta else ''}; "
           f"model {path} (id {result.checkpoint.id}), history {history}", file=sys.stderr)
     return 0
+
+
+def network_count(requested: int | None, init: list[Checkpoint], init_path: str | None) -> int:
+    """``--models`` resolved: as given, else as many networks as the model to fine-tune, else
+    :data:`DEFAULT_MODELS`."""
+    models = requested if requested is not None else len(init) or DEFAULT_MODELS
+    if models < 1:
+        raise InputError(f"--models {models}: give 1 (one network) or more (a cross-fitted ensemble)")
+    if init and models != len(init):
+        raise InputError(f"--models {models}: {init_path} holds {len(init)} network(s) and fine-tuning "
+                         f"keeps them; leave --models out (or give {len(init)})")
+    return models
 
 
 def _save_ensemble(result: EnsembleResult, output: str) -> int:
