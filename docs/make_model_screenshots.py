@@ -53,7 +53,7 @@ def main() -> None:
     from napari_deep_prl.simulate import simulate_cohort
 
     work = Path(tempfile.mkdtemp())
-    manifest = run_to_end(simulate_cohort(work / "cohort", 3, seed=3, prl_fraction=0.2,
+    manifest = run_to_end(simulate_cohort(work / "cohort", 3, seed=8, prl_fraction=0.2,
                                           voxel_size=(1.5, 1.5, 1.5), n_lesions=30))
     with Project.init(work / "project", manifest) as project:
         run_to_end(project.import_prl_masks())
