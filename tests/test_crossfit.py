@@ -93,8 +93,16 @@ def test_stopping_keeps_the_models_finished_so_far():
 def test_impossible_ensembles_are_refused():
     with pytest.raises(InputError, match="at least 2 models"):
         run_to_end(train_crossfitted(toy_patches(), TINY_TRAIN, 1))
-    with pytest.raises(InputError, match="6 subject.*cannot be split into 7"):
-        run_to_end(train_crossfitted(toy_patches(), TINY_TRAIN, 7))
+    with pytest.raises(InputError, match="1 subject.*needs at least 2"):
+        run_to_end(train_crossfitted(toy_patches(n_subjects=1), TINY_TRAIN, 3))
+
+
+def test_with_fewer_subjects_than_networks_the_networks_share_validation_folds():
+    result = run_to_end(train_crossfitted(toy_patches(n_subjects=2), TINY_TRAIN, 3))
+    validated = [c.metadata["training"]["val_subjects"] for c in result.checkpoints]
+    assert len(result.checkpoints) == 3 and validated[2] == validated[0]  # network 3 reuses fold 1
+    assert sorted(validated[0] + validated[1]) == ["sub-0", "sub-1"]
+    assert len(result.out_of_fold) == 3 * 8  # every network's own validation lesions
 
 
 @pytest.mark.slow

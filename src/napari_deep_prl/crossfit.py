@@ -63,8 +63,10 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
     """Train ``models`` networks on patient-level folds of ``patches``, yielding progress.
 
     Member ``i`` is validated on fold ``i`` and seeded ``config.seed + i``; with ``init`` (one
-    checkpoint per member, e.g. an ensemble's members) it fine-tunes ``init[i]``. A stop keeps
-    the members finished so far (the interrupted one too when none has finished).
+    checkpoint per member, e.g. an ensemble's members) it fine-tunes ``init[i]``. With fewer
+    subjects than networks (a project's first labels) there are as many folds as subjects and
+    member ``i`` is validated on fold ``i`` modulo their number, so the ensemble keeps its size.
+    A stop keeps the members finished so far (the interrupted one too when none has finished).
     """
     counts = patches.prl_counts()
     if models < 2:
@@ -73,15 +75,16 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
     if init and len(init) != models:
         raise InputError(f"the ensemble to fine-tune has {len(init)} networks, not {models}; "
                          f"fine-tune it as {len(init)} models")
-    if len(counts) < models:
-        raise InputError(f"{len(counts)} subject(s) cannot be split into {models} validation folds; "
-                         f"use --models {max(2, len(counts))} or fewer, or add subjects")
-    folds = assign_folds(list(counts.values()), models, config.seed)
+    if len(counts) < 2:
+        raise InputError(f"{len(counts)} subject(s): a cross-fitted ensemble validates each network on "
+                         "subjects it does not train on, so it needs at least 2; add subjects")
+    k = min(models, len(counts))
+    folds = assign_folds(list(counts.values()), k, config.seed)
     runs: list[TrainResult] = []
     predictions: list[pd.DataFrame] = []
     for member in range(models):
         yield Progress(member, models, "model", f"model {member + 1}/{models}")
-        val = [s for s, fold in zip(counts, folds) if fold == member]
+        val = [s for s, fold in zip(counts, folds) if fold == member % k]
         run = yield from train(patches, replace(config, seed=config.seed + member), val_subjects=val,
                                init=init[member] if init else None, stop=stop)
         if run.stopped and runs:

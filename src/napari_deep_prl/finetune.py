@@ -125,11 +125,6 @@ def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
     members = [init] if isinstance(init, Checkpoint) else list(init or [])
     networks = len(members) or models
     labels = project.training_labels(source)
-    subjects = labels["subject"].nunique()
-    if networks > 1 and subjects < networks:
-        raise InputError(f"{project.root}: an ensemble of {networks} networks, each validated on "
-                         f"different subjects, needs labelled lesions in at least {networks} subjects "
-                         f"({subjects} so far); rate lesions in more subjects, or train a single network")
     config_used = members[0].patch_config if members else patch_config
     patches = yield from labelled_patchset(project, labels, config_used)
     config = per_label_epochs(config, len(labels))
