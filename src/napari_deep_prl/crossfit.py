@@ -57,7 +57,7 @@ class EnsembleResult:
     stopped: bool
 
 
-def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), models: int = 3, *,
+def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), models: int = DEFAULT_MODELS, *,
                       init: Sequence[Checkpoint] = (), stop: threading.Event | None = None
                       ) -> Generator[Progress, None, EnsembleResult]:
     """Train ``models`` networks on patient-level folds of ``patches``, yielding progress.
