@@ -136,8 +136,9 @@ def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
         run = yield from train(patches, config, val_subjects=val_subjects,
                                init=members[0] if members else None, stop=stop)
         checkpoints, runs, validation, stopped = [run.checkpoint], [run], run.checkpoint.validation, run.stopped
+    record = labels_summary(labels, source)
     for checkpoint in checkpoints:
-        checkpoint.metadata["labels"] = labels_summary(labels, source)
+        checkpoint.metadata["labels"] = record
         checkpoint.metadata["project"] = str(project.root)
     path = next_version_path(project.models_dir)
     path = save_ensemble(checkpoints, path) if len(checkpoints) > 1 else checkpoints[0].save(path)
