@@ -43,6 +43,31 @@ FORMAT = "napari-deep-prl project"
 
 
 @dataclass(frozen=True)
+class ReviewSettings:
+    """How lesions are presented for rating (``review`` in ``project.json``).
+
+    ``panels``: the contrasts shown side by side, in order (``null``: every image the subject
+    has: phase, MP2RAGE, then the manifest's other contrasts); contrasts a subject lacks are
+    skipped. ``min_diameter_mm``:
+    lesions whose equivalent-sphere diameter is smaller stay out of the raters' queues (0: none;
+    NAIMS rates lesions of at least about 3 mm).
+    """
+
+    panels: tuple[str, ...] | None = None
+    min_diameter_mm: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.panels is not None:
+            if isinstance(self.panels, str) or not all(isinstance(p, str) for p in self.panels):
+                raise InputError(f"review panels {self.panels!r} must be a list of contrast names "
+                                 "such as [\"phase\", \"mp2rage\"]; fix project.json.")
+            object.__setattr__(self, "panels", tuple(self.panels))
+        if not isinstance(self.min_diameter_mm, (int, float)) or self.min_diameter_mm < 0:
+            raise InputError(f"review min_diameter_mm {self.min_diameter_mm!r} must be a number "
+                             "of millimetres, 0 or more; fix project.json.")
+
+
+@dataclass(frozen=True)
 class ProjectConfig:
     """The editable settings of a project (``project.json``)."""
 
@@ -51,6 +76,7 @@ class ProjectConfig:
     exclusion_reasons: tuple[str, ...] = DEFAULT_EXCLUSION_REASONS
     blinding: Blinding = Blinding()
     study_design: StudyDesign = StudyDesign()
+    review: ReviewSettings = ReviewSettings()
     format: str = FORMAT
     version: int = 1
 
@@ -78,7 +104,7 @@ class ProjectConfig:
             raise InputError(f"{path}: project config version {data.get('version')} is not "
                              f"{ProjectConfig.version}. Upgrade napari-deep-prl.")
         nested = {"consensus": consensus.ConsensusRule, "blinding": Blinding,
-                  "study_design": StudyDesign}
+                  "study_design": StudyDesign, "review": ReviewSettings}
         try:
             return cls(**{k: _build(nested[k], v, f"{path}: {k}") if k in nested else v
                           for k, v in _known(cls, data, str(path)).items()})
@@ -213,7 +239,7 @@ class Project:
               session: str | None = None) -> RaterQueue:
         """The blinded queue of one rater, with the project's study design."""
         return RaterQueue(self.store, rater, strategy, self.config.study_design,
-                          self.config.blinding, session)
+                          self.config.blinding, session, self.config.review.min_diameter_mm)
 
     def import_ratings(self, table: pd.DataFrame, source: str = "table") -> int:
         """Append ratings from a table with ``subject, lesion, rater, label`` (+ optional

@@ -1,8 +1,12 @@
 """The adjudicator's dock widget: each disagreement with every rater's label side by side, the
-consensus recorded with one key, and the agreement figures kept up to date.
+consensus recorded with one key, decisions revisited and revised, and the agreement figures
+kept up to date.
 
 Adjudication is not blind: the adjudicator sees who said what (label, confidence, reason,
-comment). The lesion is shown exactly as raters saw it (same view, same patch panel).
+comment), except while a rater's blind session is open in the same viewer. The lesion is shown
+exactly as raters see it (the same canvas). Decided lesions stay in the list for the session, so
+``←`` goes back to them; a new key revises a decision and ``Backspace`` takes it back (every
+decision stays in the history).
 """
 
 from __future__ import annotations
@@ -12,9 +16,8 @@ from pathlib import Path
 import napari
 import pandas as pd
 from napari.utils.notifications import show_error
-from qtpy.QtCore import Signal
 from qtpy.QtWidgets import (
-    QComboBox,
+    QCheckBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -32,18 +35,9 @@ from napari_deep_prl.project import Project
 
 from . import messages
 from .agreement_panel import AgreementPanel
-from .keybindings import ADJUDICATION_KEYS, KeyBinder
-from .lesion_display import LesionDisplay
+from .keybindings import ADJUDICATION_KEYS
 from .lesion_widget import LesionWidget
-from .patch_panel import PatchPanel
-from .review_view import AXES
-from .widget_parts import (
-    LABEL_NAMES,
-    keep_keys_on_canvas,
-    key_list,
-    open_project_dialog,
-    scrolling_column,
-)
+from .widget_parts import LABEL_NAMES, key_list, open_project_dialog
 
 RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
 
@@ -51,23 +45,20 @@ RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
 class AdjudicationWidget(LesionWidget):
     """Dock widget of an adjudication session (see ``docs/adjudicator_guide.md``)."""
 
-    lesion_shown = Signal(str, int)
+    KEYS = ADJUDICATION_KEYS
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.project: Project | None = None
+        super().__init__(napari_viewer)
         self.adjudicator = ""
         self.queue = pd.DataFrame()
         self.lesions = pd.DataFrame()
+        #: Lesions decided during this session: they stay in the list to be revisited.
+        self.visited: set[int] = set()
         self.index = 0
-        self.panel = PatchPanel()
-        self.display = LesionDisplay(napari_viewer, self._load, self.panel, self)
-        self.display.shown.connect(self._on_shown)
         self.agreement = AgreementPanel()
-        self.keys = KeyBinder(self, ADJUDICATION_KEYS)
+        self.display.shown.connect(self.lesion_shown)
+        self.board.blinding_changed.connect(self._apply_blinding)
         self._build()
-        self.keys.bind([napari_viewer])
 
     def _build(self) -> None:
         tips = messages.TOOLTIPS
@@ -88,36 +79,45 @@ class AdjudicationWidget(LesionWidget):
 
         self.where = QLabel("—")
         self.remaining = QLabel("")
+        self.decision = QLabel("")
+        self.decision.setWordWrap(True)
+        self.all_decided = QCheckBox("also list lesions decided before", toolTip=tips["decided"])
+        self.all_decided.toggled.connect(lambda _: self.refresh_queue())
         self.ratings = QTableWidget(0, len(RATING_COLUMNS))
         self.ratings.setHorizontalHeaderLabels(list(RATING_COLUMNS))
         self.ratings.setFixedHeight(120)
         self.ratings.verticalHeader().hide()
         self.ratings.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.ratings.horizontalHeader().setStretchLastSection(True)
+        self.hidden = QLabel(messages.LABELS_HIDDEN)
+        self.hidden.setWordWrap(True)
         self.note = QLineEdit(toolTip=tips["note"], placeholderText="note (optional)")
-        self.axis = QComboBox(toolTip=tips["axis"])
-        self.axis.addItems(list(AXES))
-        self.axis.currentTextChanged.connect(self.set_axis)
         self.saved = QLabel("")
+        self.saved.setWordWrap(True)
         buttons = QHBoxLayout()
         for text, label in (("PRL (P)", "prl"), ("not PRL (N)", "not_prl"), ("unsure (U)", "unsure")):
             buttons.addWidget(QPushButton(text, clicked=lambda _=False, lab=label: self.decide(lab)))
+        buttons.addWidget(QPushButton("take back (⌫)", clicked=self.retract))
         moves = QHBoxLayout()
         moves.addWidget(QPushButton("← prev", clicked=self.previous_lesion))
         moves.addWidget(QPushButton("next →", clicked=self.next_lesion))
+        view_form = QFormLayout()
+        self.view_rows(view_form)
         self.lesion_box = QGroupBox("Disagreement")
         box = QVBoxLayout(self.lesion_box)
-        for item in (self.where, self.remaining, self.ratings, self.panel, self.axis, self.note,
-                     buttons, moves, self.saved):
-            (box.addLayout if isinstance(item, QHBoxLayout) else box.addWidget)(item)
+        for item in (self.where, self.remaining, self.all_decided, self.decision, self.ratings,
+                     self.hidden, view_form, self.note, buttons, moves, self.saved):
+            if isinstance(item, (QHBoxLayout, QFormLayout)):
+                box.addLayout(item)
+            else:
+                box.addWidget(item)
         self.lesion_box.setEnabled(False)
-        stats = QGroupBox("Agreement")
-        QVBoxLayout(stats).addWidget(self.agreement)
+        self.stats = QGroupBox("Agreement")
+        QVBoxLayout(self.stats).addWidget(self.agreement)
         keys = QGroupBox("Keys")
         QVBoxLayout(keys).addWidget(key_list(ADJUDICATION_KEYS))
-        self.setMaximumWidth(440)
-        scrolling_column(self, (session, self.lesion_box, stats, keys))
-        keep_keys_on_canvas(self)
+        self.assemble((session, self.lesion_box, self.stats, keys))
+        self._apply_blinding()
 
     # -- session --------------------------------------------------------------------------
 
@@ -138,40 +138,62 @@ class AdjudicationWidget(LesionWidget):
         self.project_path.setText(str(path))
         self.name.setText(self.adjudicator)
         self.lesions = self.project.lesions().set_index("lesion_key")
+        self.canvas.set_panels(self.project.config.review.panels)
         self.lesion_box.setEnabled(True)
         self.agreement.project = self.project
         self.agreement.refresh()
+        self.visited.clear()
         self.index = 0
+        self.keys.activate()
         self.refresh_queue()
         return True
 
     def close_project(self) -> None:
         self.display.clear()
+        self.keys.deactivate()
         if self.project is not None:
             self.project.close()
         self.project = self.agreement.project = None
         self.lesion_box.setEnabled(False)
 
-    def refresh_queue(self) -> None:
-        """Re-read the disagreements (raters may still be rating) and show the current one."""
-        self.queue = self.project.adjudication_queue()
-        self.index = min(self.index, max(len(self.queue) - 1, 0))
+    def refresh_queue(self, keep: int | None = None) -> None:
+        """Re-read the disagreements (raters may still be rating) and show lesion ``keep`` (a
+        lesion key), else the one at the same place in the list."""
+        if self.project is None:
+            return
+        if keep is None and self.current is not None:
+            keep = int(self.current["lesion_key"])
+        table = self.project.adjudication_queue(decided=True)
+        listed = table["pending"] | table["lesion_key"].isin(list(self.visited))
+        if self.all_decided.isChecked():
+            listed |= table["consensus"].notna()
+        self.queue = table[listed].reset_index(drop=True)
+        hits = self.queue.index[self.queue["lesion_key"] == keep]
+        self.index = int(hits[0]) if len(hits) else min(self.index, max(len(self.queue) - 1, 0))
         self._show()
 
     @property
     def current(self) -> pd.Series | None:
-        return None if self.queue.empty else self.queue.iloc[self.index]
+        if self.queue.empty or self.index >= len(self.queue):
+            return None
+        return self.queue.iloc[self.index]
 
     def _show(self) -> None:
         self.note.clear()
         row = self.current
-        self.remaining.setText(f"{len(self.queue)} disagreement(s) waiting")
+        waiting = int(self.queue["pending"].sum()) if len(self.queue) else 0
+        self.remaining.setText(messages.WAITING.format(count=waiting))
         if row is None:
             self.where.setText(messages.NO_DISAGREEMENTS)
+            self.decision.setText("")
             self.ratings.setRowCount(0)
+            self.display.clear()
             return
         subject, lesion = str(row["subject"]), int(row["lesion"])
         self.where.setText(f"{subject} · lesion {lesion} ({self.index + 1} of {len(self.queue)})")
+        self.decision.setText("" if pd.isna(row["consensus"]) else messages.DECIDED.format(
+            label=LABEL_NAMES[row["consensus"]], by=row["decided_by"],
+            note=f" ({row['note']})" if isinstance(row["note"], str) and row["note"] else ""))
         current = self.project.store.current()
         ratings = current[current["lesion_key"] == row["lesion_key"]]
         self.ratings.setRowCount(len(ratings))
@@ -184,16 +206,30 @@ class AdjudicationWidget(LesionWidget):
         lesion_row = self.lesions.loc[int(row["lesion_key"])]
         self.display.request(subject, lesion, (lesion_row["x"], lesion_row["y"], lesion_row["z"]))
 
-    def _on_shown(self, subject: str, lesion: int) -> None:
-        self.keys.bind(self.display.view.keymap_layers)
-        self.lesion_shown.emit(subject, lesion)
+    def _apply_blinding(self) -> None:
+        """While a rater's blind session is open in this viewer, no rater's label is shown."""
+        hide = self.board.hide_labels
+        self.ratings.setVisible(not hide)
+        self.stats.setVisible(not hide)
+        self.hidden.setVisible(hide)
+
+    def _on_screen(self) -> pd.Series | None:
+        """The current lesion if it is painted on screen (keys act only on what was seen)."""
+        row = self.current
+        if row is None or self.project is None:
+            return None
+        if not self.display.is_drawn(str(row["subject"]), int(row["lesion"])):
+            self.saved.setText(messages.NOT_ON_SCREEN)
+            return None
+        return row
 
     # -- the actions the keys call --------------------------------------------------------
 
     def decide(self, label: str) -> bool:
-        """Record ``label`` as the consensus of the current lesion and show the next one."""
-        row = self.current
-        if self.project is None or row is None:
+        """Record ``label`` as the consensus of the lesion on screen (a new decision revises an
+        earlier one) and go to the next lesion waiting."""
+        row = self._on_screen()
+        if row is None:
             return False
         try:
             self.project.record_consensus(str(row["subject"]), int(row["lesion"]), label,
@@ -203,9 +239,39 @@ class AdjudicationWidget(LesionWidget):
             return False
         self.saved.setText("✓ " + messages.CONSENSUS_SAVED.format(
             label=LABEL_NAMES[label], subject=row["subject"], lesion=row["lesion"]))
-        self.refresh_queue()
+        self.visited.add(int(row["lesion_key"]))
+        self.refresh_queue(keep=self._next_waiting(int(row["lesion_key"])))
         self.agreement.refresh()
         return True
+
+    def retract(self) -> bool:
+        """Take back the decision of the lesion on screen: it waits for adjudication again."""
+        row = self._on_screen()
+        if row is None:
+            return False
+        try:
+            retracted = self.project.retract_consensus(str(row["subject"]), int(row["lesion"]),
+                                                       by=self.adjudicator)
+        except DeepPRLError as err:
+            show_error(messages.SAVE_FAILED.format(cause=err))
+            return False
+        self.saved.setText(messages.NOTHING_TO_RETRACT if retracted is None else
+                           messages.RETRACTED.format(subject=row["subject"], lesion=row["lesion"]))
+        self.refresh_queue(keep=int(row["lesion_key"]))
+        self.agreement.refresh()
+        return retracted is not None
+
+    def _next_waiting(self, key: int) -> int:
+        """The lesion key to show after deciding ``key``: the next one still waiting in the
+        list (wrapping round), else ``key`` itself."""
+        keys = self.queue["lesion_key"].tolist()
+        waiting = self.queue["pending"].tolist()
+        start = keys.index(key)
+        for step in range(1, len(keys)):
+            i = (start + step) % len(keys)
+            if waiting[i] and keys[i] != key:
+                return int(keys[i])
+        return key
 
     def next_lesion(self) -> None:
         if self.index < len(self.queue) - 1:
@@ -216,8 +282,6 @@ class AdjudicationWidget(LesionWidget):
         if self.index > 0:
             self.index -= 1
             self._show()
-
-
 
 
 def dock_adjudication(viewer: napari.Viewer, path: str | Path | None = None,

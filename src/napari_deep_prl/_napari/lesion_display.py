@@ -1,8 +1,8 @@
 """Showing a lesion without freezing the viewer: subject images load in a worker and are cached.
 
 Reading a brain-sized subject takes about half a second, so loading runs in a napari
-``thread_worker``; layers change only in its ``returned`` handler, on the main thread. The last
-few subjects stay in memory and the next subject of the queue is loaded ahead, so most steps
+``thread_worker``; the canvas changes only in its ``returned`` handler, on the main thread. The
+last few subjects stay in memory and the next subject of the queue is loaded ahead, so most steps
 from one lesion to the next touch no file at all.
 """
 
@@ -10,57 +10,78 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
-import napari
 import numpy as np
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error
-from qtpy.QtCore import QObject, QTimer, Signal
+from qtpy.QtCore import QObject, Signal
 from scipy import ndimage
 
 from napari_deep_prl.project import Project
 
 from . import messages
-from .patch_panel import PatchPanel
-from .review_view import ReviewView, SubjectImages, default_windows
+from .lesion_canvas import LesionCanvas, Target
+from .slices import Orientation, default_window
 
 #: Subjects kept in memory (the current one, the previous one and the one loaded ahead).
 CACHE_SIZE = 3
 
 
-def prepare_subject(project: Project, subject: str, axis: str = "axial") -> SubjectImages:
-    """Load a subject and everything the view needs of it, outlines for ``axis`` included
-    (runs in a worker thread)."""
-    loaded = project.load_subject(subject)
-    labels = loaded.labels
-    zooms = loaded.zooms
-    boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels)) if box is not None}
-    extents = {lesion: float(max((s.stop - s.start) * z for s, z in zip(box, zooms)))
-               for lesion, box in boxes.items()}
-    images = SubjectImages(subject, loaded.phase, loaded.mp2rage, labels, loaded.affine,
-                           default_windows(loaded.phase, loaded.mp2rage), extents, boxes)
-    images.outline(axis)
-    return images
+@dataclass(frozen=True)
+class SubjectImages:
+    """What the canvas needs of a subject, prepared off the main thread: every contrast and the
+    lesion labels viewed in RAS order, grey windows, and each lesion's bounding box."""
+
+    key: str
+    volumes: dict[str, np.ndarray]
+    labels: np.ndarray
+    orientation: Orientation
+    windows: dict[str, tuple[float, float]]
+    boxes: dict[int, tuple[slice, ...]]
+
+    @property
+    def zooms(self) -> np.ndarray:
+        """Voxel size (mm) along the RAS-ordered axes."""
+        return self.orientation.zooms
+
+    def target(self, lesion: int, voxel: tuple[float, float, float]) -> Target:
+        """A lesion given by its centre in the file's voxel order."""
+        box = self.boxes.get(int(lesion))
+        extent = 0.0 if box is None else float(max(
+            (s.stop - s.start) * z for s, z in zip(box, self.zooms)))
+        return Target(self.key, int(lesion), self.orientation.voxel(voxel), extent)
+
+
+def prepare_subject(project: Project, subject: str) -> SubjectImages:
+    """Load a subject with every contrast it has and prepare it for the canvas (worker thread)."""
+    loaded = project.load_subject(subject, extra=True)
+    orientation = Orientation.of(loaded.shape, loaded.affine)
+    volumes = {name: orientation.volume(data) for name, data in loaded.images.items()}
+    labels = orientation.volume(loaded.labels)
+    boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels))
+             if box is not None}
+    windows = {name: default_window(name, data) for name, data in volumes.items()}
+    return SubjectImages(subject, volumes, labels, orientation, windows, boxes)
 
 
 class LesionDisplay(QObject):
-    """Shows (subject, lesion) targets in a :class:`ReviewView` and a :class:`PatchPanel`.
+    """Shows (subject, lesion) targets on a :class:`LesionCanvas`.
 
     Only the latest request is honoured: pressing keys faster than a subject loads never shows
     a stale lesion.
     """
 
-    #: A requested lesion is on screen (layers updated, camera moved): subject, lesion.
+    #: A requested lesion has been painted on screen: subject, lesion.
     shown = Signal(str, int)
     #: A worker is about to start (tests connect ``errored`` / ``finished`` here).
     worker_started = Signal(object)
 
-    def __init__(self, viewer: napari.Viewer, loader: Callable[[str], SubjectImages],
-                 panel: PatchPanel, parent: QObject | None = None) -> None:
+    def __init__(self, loader: Callable[[str], SubjectImages], parent: QObject | None = None) -> None:
         super().__init__(parent)
-        self.view = ReviewView(viewer)
-        self.panel = panel
+        self.canvas = LesionCanvas()
+        self.canvas.drawn.connect(self.shown)
         self.loader = loader
         self.cache: OrderedDict[str, SubjectImages] = OrderedDict()
         #: Loads of the current project by subject; ``_running`` also holds those of a project
@@ -71,17 +92,15 @@ class LesionDisplay(QObject):
         self.target: tuple[str, int, tuple[float, float, float]] | None = None
         self.failed: set[str] = set()
         self._closed = False
-        # Napari builds layers slowly (about a second for the four): build the review's, empty,
-        # as soon as the widget is up, so that opening a project only fills them.
-        QTimer.singleShot(0, self._prepare)
-
-    def _prepare(self) -> None:
-        if not self._closed:
-            self.view.prepare()
 
     @property
     def busy(self) -> bool:
         return bool(self._running)
+
+    def is_drawn(self, subject: str, lesion: int) -> bool:
+        """Whether that lesion is the requested one and is painted on screen."""
+        return self.target is not None and self.target[:2] == (subject, int(lesion)) \
+            and self.canvas.is_drawn(subject, lesion)
 
     def request(self, subject: str, lesion: int, voxel: tuple[float, float, float]) -> None:
         """Show a lesion now if its subject is in memory, else as soon as it is loaded."""
@@ -90,8 +109,8 @@ class LesionDisplay(QObject):
         if subject in self.cache:
             self._display()
         else:
+            self.canvas.clear(messages.LOADING.format(subject=subject))
             self._load(subject)
-            self.view.prepare()  # while the worker reads the files
 
     def prefetch(self, subject: str) -> None:
         """Load a subject ahead of time, in the background (not one that failed already)."""
@@ -116,7 +135,7 @@ class LesionDisplay(QObject):
         self.workers.pop(subject, None)  # done: a new request may load it again
         self.cache[subject] = images
         self.cache.move_to_end(subject)
-        current = None if self.view.images is None else self.view.images.key
+        current = None if self.canvas.images is None else self.canvas.images.key
         while len(self.cache) > CACHE_SIZE:
             oldest = next(k for k in self.cache if k != current)
             del self.cache[oldest]
@@ -131,6 +150,7 @@ class LesionDisplay(QObject):
         self.workers.pop(subject, None)
         self.failed.add(subject)
         if not self._closed and self.target is not None and self.target[0] == subject:
+            self.canvas.clear(messages.LOAD_FAILED_SHORT.format(subject=subject))
             show_error(messages.LOAD_FAILED.format(subject=subject, cause=error))
 
     def _finished(self, worker: FunctionWorker) -> None:
@@ -141,40 +161,21 @@ class LesionDisplay(QObject):
         subject, lesion, voxel = self.target
         images = self.cache[subject]
         self.cache.move_to_end(subject)
-        view = self.view
-        if view.images is not images:
-            view.show_subject(images)
-        view.show_lesion(lesion, voxel)
-        self.refresh_panel()
-        self.shown.emit(subject, lesion)
-
-    def refresh_panel(self) -> None:
-        """Redraw the patch panel with the view's current windows and field of view."""
-        view, target = self.view, self.target
-        if view.images is None or target is None:
-            return
-        images = view.images
-        radius = int(np.clip(round(view.fov_mm / 2 / float(images.zooms.min())), 6, 40))
-        windows = {name: tuple(view.layers[name].contrast_limits) for name in ("phase", "mp2rage")}
-        self.panel.show_patch({"phase": images.phase, "mp2rage": images.mp2rage}, images.labels,
-                              target[1], np.asarray(target[2]), radius, windows)
+        self.canvas.show_lesion(images, images.target(lesion, voxel))
 
     def clear(self) -> None:
-        """Empty the layers (kept for the next project) and forget the subjects; loads still
-        running for the old project finish unheeded."""
+        """Forget the subjects and blank the canvas; loads still running for the old project
+        finish unheeded."""
         self._generation += 1
         self.workers = {}
-        self.view.blank()
         self.cache.clear()
         self.failed.clear()
-        self.panel.clear()
+        self.canvas.clear()
         self.target = None
 
     def close(self) -> None:
-        """Remove the layers; stop reacting to workers (they finish on their own: loads are
-        short)."""
+        """Stop reacting to workers (they finish on their own: loads are short)."""
         self.clear()
-        self.view.remove_layers()
         self._closed = True
         for worker in list(self._running):
             worker.quit()

@@ -1,44 +1,111 @@
-"""What the review and adjudication widgets share: view controls and releasing their keys.
+"""What the review and adjudication widgets share: the lesion canvas above the controls, the
+view controls, and keys that belong to the open session.
 
-Subclasses set ``self.axis`` (a combo box of :data:`AXES`), ``self.display`` (a
-:class:`LesionDisplay`), ``self.keys`` (a :class:`KeyBinder`) and ``self.project``.
+A subclass sets ``KEYS`` and builds its controls with :meth:`assemble`; its project is
+``self.project``. The canvas is the widget's own (napari's layers and grid are never touched),
+so docking or closing a review changes nothing in the viewer.
 """
 
 from __future__ import annotations
 
-from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import QWidget
+from collections.abc import Iterable
 
-from .lesion_display import prepare_subject
-from .review_view import AXES
+import napari
+from qtpy.QtCore import QEvent, Qt, Signal
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QSplitter, QVBoxLayout, QWidget
+
+from napari_deep_prl.project import Project
+
+from . import messages
+from .board import board
+from .key_router import KeyRouter
+from .keybindings import KeyAction
+from .lesion_display import LesionDisplay, SubjectImages, prepare_subject
+from .slices import PLANES
+from .widget_parts import buttons_without_focus, scrolling_column
 
 
 class LesionWidget(QWidget):
-    """A dock widget that shows one lesion at a time and owns keyboard shortcuts."""
+    """A dock widget that shows one lesion at a time and owns its session's keys."""
 
-    def _load(self, subject: str):  # noqa: ANN202 - runs in a worker thread
+    KEYS: tuple[KeyAction, ...] = ()
+    #: A lesion was painted on screen: subject, lesion.
+    lesion_shown = Signal(str, int)
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.board = board(napari_viewer)
+        self.project: Project | None = None
+        self.display = LesionDisplay(self._load, self)
+        self.canvas = self.display.canvas
+        self.keys = KeyRouter(self, self.KEYS)
+        tips = messages.TOOLTIPS
+        self.axis = QComboBox(toolTip=tips["axis"])
+        self.axis.addItems(list(PLANES))
+        self.axis.currentTextChanged.connect(self.set_axis)
+        self.fov = QDoubleSpinBox(minimum=1.5, maximum=10.0, singleStep=0.5, value=3.0,
+                                  suffix=" × lesion", toolTip=tips["fov"])
+        self.fov.valueChanged.connect(self.canvas.set_fov_factor)
+        self.canvas.fov_changed.connect(self.fov.setValue)
+
+    def _load(self, subject: str) -> SubjectImages:  # runs in a worker thread
         assert self.project is not None
-        return prepare_subject(self.project, subject, self.display.view.axis)
+        return prepare_subject(self.project, subject)
+
+    def view_rows(self, form: QFormLayout) -> None:
+        """Add the plane and field-of-view controls to ``form``."""
+        form.addRow("plane", self.axis)
+        form.addRow("field of view", self.fov)
+
+    def assemble(self, parts: Iterable[QWidget]) -> None:
+        """The canvas on top, the controls (``parts``) scrolling below it; the rater can move
+        the divider."""
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.addWidget(self.canvas)
+        splitter.addWidget(scrolling_column(parts))
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        splitter.setChildrenCollapsible(False)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(splitter)
+        buttons_without_focus(self)
+
+    def focus_canvas(self) -> None:
+        self.canvas.setFocus()
+
+    # -- view actions (keys and controls) -------------------------------------------------
 
     def set_axis(self, axis: str) -> None:
         if self.axis.currentText() != axis:
             self.axis.setCurrentText(axis)  # calls back here through the signal
             return
-        self.display.view.set_axis(axis)
+        self.canvas.set_plane(axis)
 
     def cycle_axis(self) -> None:
-        names = list(AXES)
+        names = list(PLANES)
         self.set_axis(names[(names.index(self.axis.currentText()) + 1) % len(names)])
 
+    def step_slice(self, slices: int) -> None:
+        self.canvas.step(slices)
+
     def toggle_outline(self) -> None:
-        self.display.view.set_outlines(not self.display.view.outlines)
+        self.canvas.set_outlines(not self.canvas.outlines)
 
     def recentre(self) -> None:
-        self.display.view.recentre()
+        self.canvas.recentre()
+
+    def reset_windows(self) -> None:
+        self.canvas.reset_windows()
+
+    # -- closing --------------------------------------------------------------------------
 
     def release(self) -> None:
-        """Unbind the keys and stop listening to workers; saved labels need nothing."""
-        self.keys.release()
+        """Give the keys back, forget the session's blinding and stop listening to workers;
+        saved labels need nothing."""
+        self.keys.deactivate()
+        self.board.close_session(self)
         self.display.close()
 
     def closeEvent(self, event: QEvent) -> None:  # noqa: N802 - Qt override
@@ -47,6 +114,6 @@ class LesionWidget(QWidget):
 
     def event(self, event: QEvent) -> bool:
         """Removing the dock widget only unparents this widget: release the keys then too."""
-        if event.type() == QEvent.Type.ParentChange and self.parent() is None and self.keys.bound:
+        if event.type() == QEvent.Type.ParentChange and self.parent() is None:
             self.release()
         return super().event(event)

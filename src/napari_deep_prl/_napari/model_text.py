@@ -9,6 +9,9 @@ from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.crossfit import ensemble_info
 from napari_deep_prl.score import decision_threshold
 
+SCORES_HIDDEN = ("Model scores are hidden while a blind rater session is open in this viewer; "
+                 "they come back when it closes.")
+
 TOOLTIPS = {
     "open": "A project folder (made with `deep-prl project init`): its subjects can be scored "
             "and the scores are stored as predictions.",

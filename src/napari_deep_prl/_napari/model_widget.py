@@ -42,11 +42,12 @@ from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.project import Project
 
+from .board import board
 from .finetune_widget import FinetuneBox
 from .jobs import Job
 from .layers import subject_layers
-from .model_text import TOOLTIPS, describe_checkpoint
-from .scoring_table import ColourBar, ScoringTable, go_to, show_points
+from .model_text import SCORES_HIDDEN, TOOLTIPS, describe_checkpoint
+from .scoring_table import ColourBar, ScoringTable, go_to, kept_selection, show_points
 
 #: Subject-combo entry that scores the subject shown in the viewer (no project needed).
 FROM_VIEWER = "(subject in the viewer)"
@@ -114,6 +115,10 @@ class ModelPanel(QWidget):
         self.bar = QProgressBar()
         self.bar.setVisible(False)
         self.blind = QCheckBox("Blind rater mode (hide scores)")
+        self.hidden = QLabel(SCORES_HIDDEN)
+        self.hidden.setWordWrap(True)
+        self.board = board(napari_viewer)
+        self.board.blinding_changed.connect(self._follow_board)
         self.count = QLabel("")
         self.summary = QLabel("")
         self.summary.setWordWrap(True)
@@ -138,8 +143,8 @@ class ModelPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(buttons)
-        for widget in (self.bar, self.blind, self.count, self.summary, self.colour_bar,
-                       self.table, self.finetune):
+        for widget in (self.bar, self.blind, self.hidden, self.count, self.summary,
+                       self.colour_bar, self.table, self.finetune):
             layout.addWidget(widget)
 
         self.open_button.clicked.connect(self._choose_project)
@@ -151,6 +156,7 @@ class ModelPanel(QWidget):
         self.decision.currentTextChanged.connect(self.decide)
         self.table.lesion_selected.connect(self._go_to_lesion)
         self.set_busy(False)
+        self._follow_board()
 
     # -- inputs ---------------------------------------------------------------------------
 
@@ -274,11 +280,13 @@ class ModelPanel(QWidget):
         subject, table, version = result
         if not any(layer.metadata.get("subject") == subject.subject for layer in self.viewer.layers
                    if layer.name.endswith(" phase")):
-            for data, kwargs, kind in subject_layers(subject):
-                getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+            with kept_selection(self.viewer):
+                for data, kwargs, kind in subject_layers(subject):
+                    getattr(self.viewer, f"add_{kind}")(data, **kwargs)
         self._affines[subject.subject] = subject.affine
         self._version, self.scores = version, table
         self.decide()
+        self.board.announce_scores(self.project.root)
         show_info(f"Scored {len(table)} lesions of {subject.subject}.")
 
     def decide(self) -> None:
@@ -314,10 +322,12 @@ class ModelPanel(QWidget):
     # -- display --------------------------------------------------------------------------
 
     def set_blind(self, blind: bool) -> None:
-        """Blind rater mode: no probability in the table, the layer or the PRL count."""
+        """Blind rater mode: no probability in the table, the layer or the PRL count. A blind
+        review session open in the same viewer keeps it on (see :mod:`.board`)."""
         if self.blind.isChecked() != blind:
             self.blind.setChecked(blind)  # re-enters through the toggled signal
             return
+        blind = blind or self.board.hide_scores
         self.table.set_blind(blind)
         self.count.setVisible(not blind)
         self.summary.setVisible(not blind)
@@ -326,6 +336,13 @@ class ModelPanel(QWidget):
             subject = str(self.scores["subject"].iloc[0])
             show_points(self.viewer, self.scores, self._affines.get(subject, np.eye(4)),
                         blind=blind)
+
+    def _follow_board(self) -> None:
+        """A blind rater session opened or closed in this viewer: hide or show the scores."""
+        forced = self.board.hide_scores
+        self.blind.setEnabled(not forced)
+        self.hidden.setVisible(forced)
+        self.set_blind(self.blind.isChecked())
 
     def _go_to_lesion(self, subject: str, lesion: int, world: np.ndarray) -> None:
         go_to(self.viewer, world)

@@ -3,8 +3,9 @@
 Plain Python (no Qt), so the navigation rules are easy to read and to test. The rater's queue
 (:class:`~napari_deep_prl.ratings.queue.RaterQueue`) decides what is still to rate; this class
 adds what only a live session knows: the trail of lesions shown (for going back), the lesions
-deferred with Next or Later (they come back when the rest is done), the time on each lesion,
-and the subject names the rater may see.
+deferred with Next or Later (they come back when the rest is done), the subject the rater chose
+(its lesions come first until they are done), the time each lesion was on screen, and the
+subject names the rater may see.
 """
 
 from __future__ import annotations
@@ -52,8 +53,13 @@ class ReviewSession:
         self.project = project
         self.rater = rater
         self.queue = project.queue(rater, strategy, session=uuid.uuid4().hex[:12])
-        self.lesions = self.queue.lesions.set_index("lesion_key", drop=False)
+        #: Every lesion of the project (the rater may go to any), by key.
+        self.lesions = project.lesions().set_index("lesion_key", drop=False)
         self.subjects = sorted(self.lesions["subject"].unique())
+        #: The subject the rater chose: its unrated lesions come first until they are done.
+        self.focus: str | None = None
+        #: The chosen subject whose lesions were just finished (for the widget to say so).
+        self.finished_focus: str | None = None
         self.names = (pseudonyms(project.store.fingerprints()) if pseudonymise
                       else {s: s for s in self.subjects})
         self.rated: dict[int, str] = {}
@@ -105,9 +111,20 @@ class ReviewSession:
         return self._go(self._next_unrated())
 
     def _next_unrated(self) -> QueueItem | None:
-        """First unrated lesion not deferred; then the deferred ones, oldest first."""
+        """First unrated lesion not deferred (of the chosen subject while it has some); then the
+        deferred ones, oldest first."""
         current = self.current
         here = None if current is None else (current.lesion_key, current.repeat)
+        if self.focus is not None:
+            mine = [i for i in self.upcoming(None)
+                    if i.subject == self.focus and (i.lesion_key, i.repeat) != here]
+            fresh = [i for i in mine if i.repeat or i.lesion_key not in self.deferred]
+            by_key = {i.lesion_key: i for i in mine}
+            chosen = fresh[0] if fresh else next(
+                (by_key[k] for k in self.deferred if k in by_key), None)
+            if chosen is not None:
+                return chosen
+            self.finished_focus, self.focus = self.focus, None
         limit = len(self.deferred) + 2
         items = self.upcoming(limit)
         fresh = [i for i in items if (i.lesion_key, i.repeat) != here
@@ -164,12 +181,24 @@ class ReviewSession:
         return self._go(item)  # type: ignore[return-value]
 
     def first_of_subject(self, subject: str) -> QueueItem:
-        """The subject's first unrated lesion, or its first lesion when all are rated."""
+        """Choose a subject: its first lesion to rate in queue order, and the next ones after
+        each label until it is done (then the queue goes on as before); its first lesion when
+        all are rated already."""
         lesions = self.lesions[self.lesions["subject"] == subject].sort_values("lesion")
         if lesions.empty:
             raise InputError(f"subject '{self.name(subject)}' has no lesions in this project.")
-        unrated = lesions[~lesions["lesion_key"].isin(list(self.rated))]
-        return self.jump(subject, int((unrated if len(unrated) else lesions)["lesion"].iloc[0]))
+        self.focus, self.finished_focus = subject, None
+        item = self._next_unrated()
+        if item is not None and item.subject == subject:
+            return self._go(item)  # type: ignore[return-value]
+        self.focus = None
+        return self.jump(subject, int(lesions["lesion"].iloc[0]))
+
+    def rerank(self, strategy: Strategy) -> None:
+        """Order the lesions still to rate by ``strategy`` (new model scores); the lesion on
+        screen and the trail stay."""
+        self.queue.strategy = strategy
+        self.queue.refresh()
 
     # -- recording ------------------------------------------------------------------------
 
@@ -205,11 +234,13 @@ class ReviewSession:
         return None if item.repeat else self.rated.get(item.lesion_key)
 
     def progress(self) -> tuple[int, int]:
-        """Lesions rated of all lesions."""
-        return len(self.rated), len(self.lesions)
+        """Lesions rated of the lesions in the queue (small ones left out count for neither)."""
+        keys = self.queue.lesions["lesion_key"]
+        return sum(int(k) in self.rated for k in keys), len(keys)
 
     def subject_progress(self, subject: str) -> SubjectProgress:
-        keys = self.lesions.loc[self.lesions["subject"] == subject, "lesion_key"]
+        queued = self.queue.lesions
+        keys = queued.loc[queued["subject"] == subject, "lesion_key"]
         return SubjectProgress(subject, sum(int(k) in self.rated for k in keys), len(keys))
 
     def others(self, item: QueueItem) -> pd.DataFrame | None:

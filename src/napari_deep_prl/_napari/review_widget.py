@@ -1,9 +1,9 @@
 """The rater's dock widget: open a project, then label lesions one key press at a time.
 
 Every control is kept as an attribute and wired to a named method (``label``, ``next_lesion``,
-``undo`` ...); the keys of :data:`~.keybindings.REVIEW_KEYS` call the same methods, and are bound
-on the viewer only while this widget exists. A label is written to the rating store (durable on
-return) before the widget says "saved" and moves on.
+``undo`` ...); the keys of :data:`~.keybindings.REVIEW_KEYS` call the same methods while a
+session is open. A label counts only for a lesion painted on screen, and is written to the
+rating store (durable on return) before the widget says "saved" and moves on.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from pathlib import Path
 
 import napari
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -32,22 +31,14 @@ from napari_deep_prl.project import Project
 from napari_deep_prl.ratings.queue import QueueItem, Strategy
 
 from . import messages
-from .keybindings import REVIEW_KEYS, KeyBinder
-from .lesion_display import LesionDisplay
+from .keybindings import REVIEW_KEYS
 from .lesion_widget import LesionWidget
-from .patch_panel import PatchPanel
 from .review_session import ReviewSession
-from .review_view import AXES
-from .widget_parts import (
-    LABEL_NAMES,
-    keep_keys_on_canvas,
-    key_list,
-    open_project_dialog,
-    scrolling_column,
-)
+from .widget_parts import LABEL_NAMES, key_list, open_project_dialog
 
 #: Queue orders offered in the form: menu text → :mod:`napari_deep_prl.active` strategy name.
-#: The model orders rank by the scores the project stored last (model panel → Score project).
+#: The model orders rank by the scores the project stored last (model panel → Score project),
+#: and rank again when the model panel stores new scores.
 ORDERS = {
     "by subject": "subject_order",
     "random (seeded)": "random",
@@ -60,31 +51,26 @@ ORDERS = {
 class ReviewWidget(LesionWidget):
     """Dock widget of a rating session (see the rater's guide, ``docs/rater_guide.md``)."""
 
-    #: The current lesion is on screen (after loading, when needed): subject, lesion.
-    lesion_shown = Signal(str, int)
+    KEYS = REVIEW_KEYS
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__()
-        self.viewer = napari_viewer
-        self.project: Project | None = None
+        super().__init__(napari_viewer)
         self.session: ReviewSession | None = None
+        self.order_name = "subject_order"
         self.confidence: int | None = None
         self._prefetched_from: str | None = None
-        self.panel = PatchPanel()
-        self.display = LesionDisplay(napari_viewer, self._load, self.panel, self)
         self.display.shown.connect(self._on_shown)
-        self.keys = KeyBinder(self, REVIEW_KEYS)
+        self.board.scores_changed.connect(self._rerank)
         self._build()
-        self.keys.bind([napari_viewer])
 
     # -- construction ---------------------------------------------------------------------
 
     def _build(self) -> None:
         tips = messages.TOOLTIPS
         self.project_path = QLineEdit(toolTip=tips["project"])
-        browse = QPushButton("…", clicked=lambda: open_project_dialog(self, self.project_path))
+        browse = QPushButton("…", clicked=self._browse)
         self.rater = QComboBox(editable=True, toolTip=tips["rater"])
-        self.project_path.editingFinished.connect(self._list_raters)
+        self.project_path.textChanged.connect(self._list_raters)
         self.role = QComboBox(toolTip=tips["role"])
         self.role.addItems(["rater", "adjudicator"])
         self.order = QComboBox(toolTip=tips["order"])
@@ -108,22 +94,19 @@ class ReviewWidget(LesionWidget):
         self.own = QLabel("")
         self.subject_bar = QProgressBar(format="subject: %v of %m")
         self.overall_bar = QProgressBar(format="all: %v of %m")
+        self.left_out = QLabel("")
         self.subject = QComboBox(toolTip=tips["subject"])
         self.subject.activated.connect(lambda _: self.switch_subject(self.subject.currentText()))
-        self.axis = QComboBox(toolTip=tips["axis"])
-        self.axis.addItems(list(AXES))
-        self.axis.currentTextChanged.connect(self.set_axis)
-        self.fov = QDoubleSpinBox(minimum=1.5, maximum=10.0, singleStep=0.5, value=3.0,
-                                  suffix=" × lesion", toolTip=tips["fov"])
-        self.fov.valueChanged.connect(self.set_fov)
         self.reason = QComboBox(toolTip=tips["reason"])
         self.comment = QLineEdit(toolTip=tips["comment"], placeholderText="comment (C)")
-        self.comment.returnPressed.connect(self._focus_canvas)
+        self.comment.returnPressed.connect(self.focus_canvas)
         self.jump_box = QLineEdit(toolTip=tips["jump"], placeholderText="jump to subject:lesion (J)")
         self.jump_box.returnPressed.connect(lambda: self.jump(self.jump_box.text()))
         self.confidence_label = QLabel("confidence: –")
         self.saved = QLabel("")
+        self.saved.setWordWrap(True)
         self.blind = QLabel(messages.BLIND)
+        self.blind.setWordWrap(True)
         self.others = QLabel("")
         buttons = QHBoxLayout()
         for text, slot in (("PRL (P)", lambda: self.label("prl")),
@@ -136,26 +119,27 @@ class ReviewWidget(LesionWidget):
             moves.addWidget(QPushButton(text, clicked=slot))
         view_form = QFormLayout()
         view_form.addRow("subject", self.subject)
-        view_form.addRow("plane", self.axis)
-        view_form.addRow("field of view", self.fov)
+        self.view_rows(view_form)
         view_form.addRow("reason", self.reason)
         self.review_box = QGroupBox("Lesion")
         box = QVBoxLayout(self.review_box)
-        for widget in (self.where, self.own, self.subject_bar, self.overall_bar):
+        for widget in (self.where, self.own, self.subject_bar, self.overall_bar, self.left_out):
             box.addWidget(widget)
         box.addLayout(view_form)
-        for item in (self.panel, self.confidence_label, buttons, self.comment, moves,
-                     self.jump_box, self.saved, self.blind, self.others):
+        for item in (self.confidence_label, buttons, self.comment, moves, self.jump_box,
+                     self.saved, self.blind, self.others):
             (box.addLayout if isinstance(item, QHBoxLayout) else box.addWidget)(item)
         self.review_box.setEnabled(False)
-        self.setMaximumWidth(440)  # leave the canvas its width: two panels side by side
         keys = QGroupBox("Keys")
         QVBoxLayout(keys).addWidget(key_list(REVIEW_KEYS))
-        scrolling_column(self, (self.open_box, self.review_box, keys))
-        keep_keys_on_canvas(self)
+        self.assemble((self.open_box, self.review_box, keys))
+
+    def _browse(self) -> None:
+        open_project_dialog(self, self.project_path)
 
     def _list_raters(self) -> None:
-        """Offer the raters already in the project named in the path box."""
+        """Offer the raters already in the project named in the path box (as soon as the path
+        names a project)."""
         try:
             with Project.open(self.project_path.text()) as project:
                 raters = project.store.raters()["rater"].tolist()
@@ -177,17 +161,22 @@ class ReviewWidget(LesionWidget):
             dock_adjudication(self.viewer, self.project_path.text(), self.rater.currentText())
             self.viewer.window.remove_dock_widget(self)  # one set of keys at a time
             return
+        name = ORDERS[self.order.currentText()]
         try:
-            strategy = open_strategy(self.project_path.text(), ORDERS[self.order.currentText()])
+            strategy = open_strategy(self.project_path.text(), name)
         except DeepPRLError as err:
             show_error(messages.OPEN_FAILED.format(path=self.project_path.text(), cause=err))
             return
         self.open_project(self.project_path.text(), self.rater.currentText(), strategy=strategy,
-                          pseudonymise=self.pseudonyms.isChecked())
+                          pseudonymise=self.pseudonyms.isChecked(), order=name)
 
     def open_project(self, path: str | Path, rater: str, *, strategy: Strategy | None = None,
-                     pseudonymise: bool = False) -> bool:
-        """Open a project for ``rater`` and show their first unrated lesion (resume)."""
+                     pseudonymise: bool = False, order: str | None = None) -> bool:
+        """Open a project for ``rater`` and show their first unrated lesion (resume).
+
+        ``order`` names the strategy (see :data:`ORDERS`) so a model order can rank again
+        when the model panel stores new scores.
+        """
         if not rater.strip():
             show_error(messages.NO_RATER)
             return False
@@ -206,6 +195,7 @@ class ReviewWidget(LesionWidget):
             show_error(messages.OPEN_FAILED.format(path=path, cause=err))
             return False
         self.project = project
+        self.order_name = order or (strategy.name if strategy else "subject_order")
         self.project_path.setText(str(path))
         self.rater.setCurrentText(rater)
         self.pseudonyms.setChecked(self.session.names != {s: s for s in self.session.subjects})
@@ -213,18 +203,29 @@ class ReviewWidget(LesionWidget):
         self.subject.addItems([self.session.name(s) for s in self.session.subjects])
         self.reason.clear()
         self.reason.addItems(["", *project.config.exclusion_reasons])
+        self.canvas.set_panels(project.config.review.panels)
         blinding = project.config.blinding
         self.blind.setVisible(not (blinding.show_other_raters or blinding.show_predictions))
+        self.board.open_session(self, hide_scores=not blinding.show_predictions,
+                                hide_labels=not blinding.show_other_raters)
+        left_out = self.session.queue.left_out
+        self.left_out.setText(messages.LEFT_OUT.format(
+            count=left_out, size=project.config.review.min_diameter_mm) if left_out else "")
+        self.left_out.setVisible(bool(left_out))
         self.review_box.setEnabled(True)
+        self.keys.activate()
         self._show(self.session.start())
         return True
 
     def close_project(self) -> None:
-        """Forget the session (every label is already saved) and remove its layers."""
+        """Forget the session (every label is already saved) and give the keys back."""
         self.display.clear()
+        self.keys.deactivate()
+        self.board.close_session(self)
         if self.project is not None:
             self.project.close()
         self.project = self.session = None
+        self._prefetched_from = None
         self.review_box.setEnabled(False)
 
     # -- showing --------------------------------------------------------------------------
@@ -234,6 +235,10 @@ class ReviewWidget(LesionWidget):
         if session is None:
             return
         self._reset_inputs()
+        if session.finished_focus is not None:
+            self.saved.setText(messages.SUBJECT_DONE.format(
+                subject=session.name(session.finished_focus)))
+            session.finished_focus = None
         if item is None:
             self.where.setText(messages.DONE)
             QTimer.singleShot(0, lambda: self._update_progress(None))
@@ -249,7 +254,6 @@ class ReviewWidget(LesionWidget):
     def _on_shown(self, subject: str, lesion: int) -> None:
         if self.session is not None:
             self.session.mark_shown()
-            self.keys.bind(self.display.view.keymap_layers)
             self._prefetch()
         self.lesion_shown.emit(subject, lesion)
 
@@ -298,18 +302,44 @@ class ReviewWidget(LesionWidget):
         self.comment.clear()
         self.reason.setCurrentIndex(0)
 
-    def _focus_canvas(self) -> None:
-        self.viewer.window._qt_viewer.canvas.native.setFocus()
+    def _on_screen(self) -> QueueItem | None:
+        """The current lesion if it has been painted on screen, else ``None`` (and the rater
+        is told the key was ignored): keys act only on lesions the rater has seen."""
+        session = self.session
+        if session is None or session.current is None:
+            return None
+        item = session.current
+        if not self.display.is_drawn(item.subject, item.lesion):
+            self.saved.setText(messages.NOT_ON_SCREEN)
+            return None
+        return item
+
+    def _rerank(self, root: Path) -> None:
+        """New model scores for this project: a model order ranks the rest of the queue again."""
+        from napari_deep_prl.active import MODEL_STRATEGIES, open_strategy
+
+        if self.session is None or self.order_name not in MODEL_STRATEGIES \
+                or Path(self.project.root).resolve() != root:
+            return
+        try:
+            strategy = open_strategy(self.project.root, self.order_name)
+        except DeepPRLError as err:
+            show_error(messages.RERANK_FAILED.format(cause=err))
+            return
+        self.session.rerank(strategy)
+        self.saved.setText(messages.RERANKED)
 
     # -- the actions the keys call --------------------------------------------------------
 
     def label(self, label: str) -> bool:
-        """Save ``label`` for the current lesion, say so, and go to the next one."""
+        """Save ``label`` for the lesion on screen, say so, and go to the next one."""
         session = self.session
         if session is None or session.current is None:
             show_info(messages.NO_PROJECT if session is None else messages.DONE)
             return False
-        item = session.current
+        item = self._on_screen()
+        if item is None:
+            return False
         try:
             session.record(label, confidence=self.confidence,
                            reason=self.reason.currentText() or None,
@@ -332,7 +362,7 @@ class ReviewWidget(LesionWidget):
         self.confidence_label.setText(f"confidence: {value} / 5")
 
     def next_lesion(self) -> None:
-        if self.session is not None:
+        if self._on_screen() is not None:
             self._show(self.session.next() or self.session.current)
 
     def previous_lesion(self) -> None:
@@ -340,10 +370,10 @@ class ReviewWidget(LesionWidget):
             self._show(item)
 
     def review_later(self) -> None:
-        session = self.session
-        if session is None or session.current is None:
+        item = self._on_screen()
+        if item is None:
             return
-        item = session.current
+        session = self.session
         self.saved.setText(messages.LATER.format(subject=session.name(item.subject),
                                                  lesion=item.lesion))
         self._show(session.later() or session.current)
@@ -374,15 +404,16 @@ class ReviewWidget(LesionWidget):
             subject = session.current.subject
         try:
             item = session.jump(subject, int(lesion))
-        except (ValueError, DeepPRLError):
+        except (ValueError, KeyError, DeepPRLError):
             show_error(messages.JUMP_UNKNOWN.format(text=text))
             return False
         self.jump_box.clear()
         self._show(item)
-        self._focus_canvas()
+        self.focus_canvas()
         return True
 
     def switch_subject(self, name: str) -> None:
+        """Rate this subject's lesions next, until they are done."""
         session = self.session
         if session is not None:
             real = {v: k for k, v in session.names.items()}.get(name, name)
@@ -393,9 +424,3 @@ class ReviewWidget(LesionWidget):
 
     def focus_comment(self) -> None:
         self.comment.setFocus()
-
-    def set_fov(self, factor: float) -> None:
-        self.display.view.set_fov_factor(factor)
-        self.display.refresh_panel()
-
-

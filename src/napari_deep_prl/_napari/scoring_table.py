@@ -9,6 +9,9 @@ read a score from the layer's features either.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import napari
 import numpy as np
 import pandas as pd
@@ -126,11 +129,26 @@ def points_layer_kwargs(scores: pd.DataFrame, affine: np.ndarray, *, blind: bool
 
 
 def show_points(viewer: napari.Viewer, scores: pd.DataFrame, affine: np.ndarray, *, blind: bool) -> Points:
-    """Replace the scores' points layer (main thread only)."""
-    if POINTS_NAME in viewer.layers:
-        viewer.layers.remove(POINTS_NAME)
-    data = scores[["x", "y", "z"]].to_numpy(dtype=float)
-    return viewer.add_points(data, **points_layer_kwargs(scores, affine, blind=blind))
+    """Replace the scores' points layer (main thread only), leaving the user's active layer
+    active: a new layer would otherwise take the keys of whatever the user was working on."""
+    with kept_selection(viewer):
+        if POINTS_NAME in viewer.layers:
+            viewer.layers.remove(POINTS_NAME)
+        data = scores[["x", "y", "z"]].to_numpy(dtype=float)
+        return viewer.add_points(data, **points_layer_kwargs(scores, affine, blind=blind))
+
+
+@contextmanager
+def kept_selection(viewer: napari.Viewer) -> Iterator[None]:
+    """Add or remove layers without changing which layers are selected and active."""
+    selection = viewer.layers.selection
+    chosen, active = set(selection), selection.active
+    try:
+        yield
+    finally:
+        selection.clear()
+        selection.update(layer for layer in chosen if layer in viewer.layers)
+        selection.active = active if active in viewer.layers else None
 
 
 def go_to(viewer: napari.Viewer, world: np.ndarray) -> None:

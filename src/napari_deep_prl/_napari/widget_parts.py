@@ -38,8 +38,8 @@ def key_list(actions: Iterable[KeyAction]) -> QLabel:
     return label
 
 
-def scrolling_column(owner: QWidget, parts: Iterable[QWidget]) -> None:
-    """Lay ``parts`` out top to bottom in a scroll area filling ``owner``.
+def scrolling_column(parts: Iterable[QWidget]) -> QScrollArea:
+    """``parts`` top to bottom in a scroll area.
 
     Napari does not scroll dock widgets: a widget taller than the screen would make the whole
     window taller than a laptop's 1080 pixels, with its bottom out of reach.
@@ -51,16 +51,14 @@ def scrolling_column(owner: QWidget, parts: Iterable[QWidget]) -> None:
     column.addStretch()
     scroll = QScrollArea(widgetResizable=True, frameShape=QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-    scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # arrow keys go to the viewer, not the scroll
+    scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
     scroll.setWidget(content)
     scroll.setMinimumWidth(content.minimumSizeHint().width()
                            + scroll.verticalScrollBar().sizeHint().width())
-    layout = QVBoxLayout(owner)
-    layout.setContentsMargins(0, 0, 0, 0)
-    layout.addWidget(scroll)
+    return scroll
 
 
-def keep_keys_on_canvas(widget: QWidget) -> None:
-    """Buttons take no keyboard focus: after a click the keys still reach the viewer."""
+def buttons_without_focus(widget: QWidget) -> None:
+    """Buttons take no keyboard focus, so Space or Enter never presses one by accident."""
     for button in widget.findChildren(QPushButton):
         button.setFocusPolicy(Qt.FocusPolicy.NoFocus)

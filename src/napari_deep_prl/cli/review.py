@@ -8,7 +8,10 @@ line with the usual one-line error instead of inside a window.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
+from napari_deep_prl.errors import InputError
 from napari_deep_prl.project import Project
 
 
@@ -34,10 +37,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_review)
 
 
+def check_display() -> None:
+    """Refuse to start Qt without a display: it would abort the process (exit 134) with a
+    misleading hint about xcb libraries."""
+    if sys.platform.startswith("linux") and not os.environ.get("QT_QPA_PLATFORM") \
+            and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise InputError("deep-prl review needs a display, and none is set (no DISPLAY or "
+                         "WAYLAND_DISPLAY). Run it in a desktop session or over `ssh -X`; "
+                         "without a window, `deep-prl ratings add` records labels.")
+
+
 def run_review(args: argparse.Namespace) -> int:
     from napari_deep_prl.active import open_strategy
 
     Project.open(args.project).close()  # a bad folder fails here, before any window
+    check_display()
     strategy = open_strategy(args.project, args.order, seed=args.seed)
     import napari
 
@@ -52,7 +66,7 @@ def run_review(args: argparse.Namespace) -> int:
         viewer.window.add_dock_widget(widget, name="Deep-PRL review", area="right")
         widget.axis.setCurrentText(args.axis)
         widget.open_project(args.project, args.rater, strategy=strategy,
-                            pseudonymise=args.pseudonyms)
+                            pseudonymise=args.pseudonyms, order=args.order)
     if widget.project is None:
         return 2
     napari.run()

@@ -18,6 +18,9 @@ position the lesion had in that ordering and the model version behind it.
 
 Blinding: a :class:`QueueItem` carries no other rater's label and no prediction; the queue
 gives those only when the project's :class:`Blinding` allows it.
+
+Lesions too small to judge (an equivalent-sphere diameter below ``min_diameter_mm``) can be left
+out of the queue; :attr:`RaterQueue.left_out` counts them.
 """
 
 from __future__ import annotations
@@ -117,6 +120,11 @@ class QueueProgress:
     repeats_planned: int
 
 
+def equivalent_diameter_mm(volume_mm3: pd.Series | np.ndarray) -> np.ndarray:
+    """Diameter (mm) of the sphere of a lesion's volume: the size a minimum applies to."""
+    return np.cbrt(6.0 * np.asarray(volume_mm3, dtype=float) / np.pi)
+
+
 def _rng(seed: int, rater: str, purpose: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(rater.encode()), purpose])
 
@@ -134,23 +142,39 @@ class RaterQueue:
 
     def __init__(self, store: RatingStore, rater: str, strategy: Strategy | None = None,
                  design: StudyDesign = StudyDesign(), blinding: Blinding = Blinding(),
-                 session: str | None = None) -> None:
+                 session: str | None = None, min_diameter_mm: float = 0.0) -> None:
         self.store = store
         self.rater = rater
         self.strategy = strategy or subject_order()
         self.design = design
         self.blinding = blinding
         self.session = session
+        self.min_diameter_mm = float(min_diameter_mm)
 
     @cached_property
-    def lesions(self) -> pd.DataFrame:
-        """The store's lesions, read once (until :meth:`refresh`); callers must not modify it."""
+    def _all_lesions(self) -> pd.DataFrame:
         return self.store.lesions()
 
     @cached_property
+    def lesions(self) -> pd.DataFrame:
+        """The lesions to rate, read once (until :meth:`refresh`): the store's, less those
+        below ``min_diameter_mm``; callers must not modify it."""
+        lesions = self._all_lesions
+        if self.min_diameter_mm <= 0:
+            return lesions
+        keep = equivalent_diameter_mm(lesions["volume_mm3"]) >= self.min_diameter_mm
+        return lesions[keep].reset_index(drop=True)
+
+    @property
+    def left_out(self) -> int:
+        """Lesions of the project left out of the queue as too small."""
+        return len(self._all_lesions) - len(self.lesions)
+
+    @cached_property
     def _rows(self) -> dict[int, tuple[str, int, float, float, float, float]]:
-        """What an item shows of each lesion, by key (built once: items are made often)."""
-        lesions = self.lesions
+        """What an item shows of each lesion, by key (built once: items are made often); small
+        lesions too, as a rater may go to one on purpose."""
+        lesions = self._all_lesions
         columns = [lesions[c].tolist() for c in ("subject", "lesion", "x", "y", "z", "volume_mm3")]
         return dict(zip(lesions["lesion_key"].tolist(), zip(*columns)))
 
@@ -172,7 +196,7 @@ class RaterQueue:
 
     def refresh(self) -> None:
         """Re-read the lesions and re-rank (e.g. after a model wrote new predictions)."""
-        for cached in ("lesions", "_rows", "_plan"):
+        for cached in ("_all_lesions", "lesions", "_rows", "_plan"):
             self.__dict__.pop(cached, None)
 
     def remaining(self, limit: int | None = None) -> list[QueueItem]:
@@ -232,7 +256,8 @@ class RaterQueue:
         """Counts for a progress bar."""
         _, _, gaps = self._plan
         mine = self.store.current(repeat=None, rater=self.rater)
-        return QueueProgress(int((mine["repeat"] == 0).sum()), len(self.lesions),
+        first = mine[(mine["repeat"] == 0) & mine["lesion_key"].isin(self.lesions["lesion_key"])]
+        return QueueProgress(len(first), len(self.lesions),
                              int((mine["repeat"] == 1).sum()), len(gaps))
 
     def other_raters(self, item: QueueItem) -> pd.DataFrame:
