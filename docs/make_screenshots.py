@@ -1,9 +1,17 @@
 """Regenerate the screenshots of the rater's and adjudicator's guides.
 
 Run under a display: ``xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshots.py``.
-It simulates (or reuses, under ``--work``) a 1 mm brain-sized subject, makes a project where two
-raters disagree on some lesions, and saves ``docs/images/review_view.png`` (a PRL with a clear
-rim on screen) and ``docs/images/adjudication_view.png``.
+It simulates (or reuses, under ``--work``) three 1 mm brain-sized subjects with FLAIR and
+magnitude images, trains a small model on two of them (or uses ``--model``), makes a project
+where two raters disagree on some lesions, and saves in ``docs/images/``:
+
+* ``review_view.png`` — the whole window: the review docked on the right on a PRL with a clear
+  rim, the model panel docked on the left after scoring the project (its scores hidden while the
+  blind review is open);
+* ``review_full_rim.png``, ``review_partial_rim.png`` — the review's canvas on a full-rim and a
+  partial-rim PRL (panels, outline between voxels, slice strip);
+* ``review_contrasts.png`` — three contrasts side by side (phase, MP2RAGE, FLAIR);
+* ``adjudication_view.png`` — the adjudication widget on a disagreement.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 IMAGES = Path(__file__).resolve().parent / "images"
@@ -25,9 +34,8 @@ def settle(app, seconds: float = 0.5) -> None:
         time.sleep(0.01)
 
 
-def clearest_rim(manifest: Path, truth: pd.DataFrame) -> int:
-    """Row of the PRL whose rim stands out most from the phase noise around it."""
-    import numpy as np
+def rim_contrast(manifest: Path, truth: pd.DataFrame) -> pd.Series:
+    """For each PRL of the first subject, how far its rim stands out from the phase around it."""
     from scipy import ndimage
 
     from napari_deep_prl.io import open_cohort
@@ -35,41 +43,66 @@ def clearest_rim(manifest: Path, truth: pd.DataFrame) -> int:
 
     subject = open_cohort(manifest)[0].load()
     labels = find_lesions(subject).labels
-    best, score = -1, -np.inf
-    for index, row in truth[truth["prl"] & ~truth["confluent"]].iterrows():
+    scores = {}
+    mine = truth[(truth["subject"] == subject.subject) & truth["prl"] & ~truth["confluent"]]
+    for index, row in mine.iterrows():
         lesion = labels == row["lesion"]
-        edge = lesion & ~ndimage.binary_erosion(lesion)
+        edge = ndimage.binary_dilation(lesion, iterations=1) & ~lesion
         around = ndimage.binary_dilation(lesion, iterations=6) & ~ndimage.binary_dilation(
             lesion, iterations=3)
-        contrast = (subject.phase[around].mean() - subject.phase[edge].mean()) \
+        scores[index] = (subject.phase[around].mean() - subject.phase[edge].mean()) \
             / subject.phase[around].std()
-        if contrast > score:
-            best, score = index, contrast
-    return best
+    return pd.Series(scores).sort_values(ascending=False)
+
+
+def wait_shown(app, widget, subject: str, lesion: int) -> None:
+    while not widget.display.is_drawn(subject, lesion):
+        settle(app, 0.05)
+    settle(app, 0.5)
+
+
+def grab_canvas(images, target, size: tuple[int, int], path: Path, panels=None) -> None:
+    """The review's canvas on one lesion, at a fixed size (the same widget the review docks)."""
+    from napari_deep_prl._napari.lesion_canvas import LesionCanvas
+
+    canvas = LesionCanvas()
+    canvas.resize(*size)
+    canvas.set_panels(panels)
+    canvas.show_lesion(images, target)
+    canvas.grab().save(str(path))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, default=Path("/tmp/deep-prl-screenshots"))
+    parser.add_argument("--model", type=Path, help="a model file (default: train a small one)")
     args = parser.parse_args()
+    from napari_deep_prl.cli import main as cli
     from napari_deep_prl.progress import run_with_tqdm
     from napari_deep_prl.project import Project
     from napari_deep_prl.simulate import simulate_cohort
 
     cohort = args.work / "cohort"
     if not (cohort / "manifest.csv").exists():
-        run_with_tqdm(simulate_cohort(cohort, 1, seed=3, voxel_size=(1.0, 1.0, 1.0),
+        run_with_tqdm(simulate_cohort(cohort, 3, seed=3, voxel_size=(1.0, 1.0, 1.0),
                                       n_lesions=40, prl_fraction=0.3, noise=0.03,
                                       overwrite=True), desc="simulating")
-    truth = pd.read_csv(cohort / "lesions_truth.tsv", sep="\t")
+    model = args.model or args.work / "model.pt"
+    if not model.exists():
+        assert cli(["train", str(cohort / "manifest.csv"), "-o", str(model), "--epochs", "8",
+                    "--models", "1", "--quiet"]) == 0
+    truth = pd.read_csv(cohort / "lesions_truth.tsv", sep="\t", dtype={"subject": str})
+    ranked = rim_contrast(cohort / "manifest.csv", truth)
+    full = truth.loc[next(i for i in ranked.index if truth.loc[i, "kind"] == "full_rim")]
+    partial = truth.loc[next(i for i in ranked.index if truth.loc[i, "kind"] == "partial_rim")]
     root = args.work / "project"
     shutil.rmtree(root, ignore_errors=True)
-    shown = truth.loc[clearest_rim(cohort / "manifest.csv", truth)]
     with Project.init(root, cohort / "manifest.csv") as project:
         for row in truth.itertuples():
             label = "prl" if row.prl else "not_prl"
             project.store.add_rating("rater1", row.subject, row.lesion, label, confidence=4)
-            other = "unsure" if row.lesion % 3 == 0 or row.lesion == shown["lesion"] else label
+            doubt = row.lesion % 3 == 0 or (row.subject, row.lesion) == (full["subject"], full["lesion"])
+            other = "unsure" if doubt else label
             project.store.add_rating("rater2", row.subject, row.lesion, other, confidence=2,
                                      comment="vein at the edge?" if other != label else None)
 
@@ -77,41 +110,58 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
+    from napari_deep_prl._napari.model_widget import ModelPanel
     from napari_deep_prl._napari.review_widget import ReviewWidget
 
     app = QApplication.instance() or QApplication([])
     viewer = napari.Viewer(show=True, title="Deep-PRL review")
     viewer.window.resize(1920, 1040)  # a 1080p screen
+    panel = ModelPanel(viewer)
+    viewer.window.add_dock_widget(panel, name="Deep-PRL model", area="left")
     review = ReviewWidget(viewer)
     viewer.window.add_dock_widget(review, name="Deep-PRL review", area="right")
-    shown_lesions: list = []
-    review.lesion_shown.connect(lambda *a: shown_lesions.append(a))
+    panel.open_project(root)
+    panel.load_model(model)
+    panel.subject.setCurrentText(str(full["subject"]))
+    done: list[bool] = []
+    panel.score_project().worker.finished.connect(lambda: done.append(True))
+    while not done:
+        settle(app, 0.1)
     review.open_project(root, "rater3")
     review.set_confidence(4)
-    review.jump(f"{shown['subject']}:{int(shown['lesion'])}")
-    while (shown["subject"], int(shown["lesion"])) not in shown_lesions:
-        settle(app, 0.1)
-    settle(app, 1.0)
-    review.recentre()
-    settle(app, 0.5)
+    review.jump(f"{full['subject']}:{int(full['lesion'])}")
+    wait_shown(app, review, str(full["subject"]), int(full["lesion"]))
     IMAGES.mkdir(exist_ok=True)
     viewer.screenshot(str(IMAGES / "review_view.png"), canvas_only=False)
+
+    images = review.canvas.images
+    for row, name in ((full, "review_full_rim.png"), (partial, "review_partial_rim.png")):
+        target = images.target(int(row["lesion"]), (row["x"], row["y"], row["z"]))
+        grab_canvas(images, target, (760, 560), IMAGES / name)
+    target = images.target(int(full["lesion"]), (full["x"], full["y"], full["z"]))
+    grab_canvas(images, target, (1100, 560), IMAGES / "review_contrasts.png",
+                panels=("phase", "mp2rage", "flair"))
+    review.close_project()
     viewer.window.remove_dock_widget(review)
+    viewer.window.remove_dock_widget(panel)
 
     adjudication = AdjudicationWidget(viewer)
     viewer.window.add_dock_widget(adjudication, name="Deep-PRL adjudication", area="right")
     adjudication.open_project(root, "chief")
-    target = adjudication.queue.index[(adjudication.queue["lesion"] == shown["lesion"])]
-    adjudication.index = int(target[0]) if len(target) else 0
-    adjudication.refresh_queue()
-    while adjudication.display.busy or adjudication.agreement.worker is not None:
+    keys = adjudication.queue["lesion_key"].to_numpy()
+    with Project.open(root) as project:
+        wanted = project.store.lesion_key(str(full["subject"]), int(full["lesion"]))
+    adjudication.refresh_queue(keep=int(wanted) if wanted in keys else None)
+    row = adjudication.current
+    wait_shown(app, adjudication, str(row["subject"]), int(row["lesion"]))
+    while adjudication.agreement.worker is not None:
         settle(app, 0.1)
     settle(app, 1.0)
-    adjudication.recentre()
-    settle(app, 0.5)
     viewer.screenshot(str(IMAGES / "adjudication_view.png"), canvas_only=False)
-    print(f"wrote {IMAGES / 'review_view.png'} and {IMAGES / 'adjudication_view.png'} "
-          f"(lesion {int(shown['lesion'])}, {shown['kind']}, {shown['volume_mm3']:.0f} mm³)")
+    print(f"wrote the screenshots to {IMAGES}: full rim {full['subject']}:{int(full['lesion'])} "
+          f"({full['volume_mm3']:.0f} mm³), partial rim {partial['subject']}:"
+          f"{int(partial['lesion'])} (coverage {partial['rim_coverage']:.2f}, "
+          f"{partial['volume_mm3']:.0f} mm³); {np.count_nonzero(keys)} disagreements")
     adjudication.close()
     viewer.close()
 

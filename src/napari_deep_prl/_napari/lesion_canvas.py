@@ -267,23 +267,20 @@ class LesionCanvas(QWidget):
         panels, strip = self._layout()
         self._panel_rects = dict(panels)
         self._strip_rects = strip
-        offset = f"{self.offset:+d}" if self.offset else "centre"
         for contrast, rect in panels:
             self._paint_tile(painter, self._tiles[contrast], rect, 2.0)
             painter.setPen(QColor(230, 230, 230))
-            caption = QRectF(rect.left(), 0, rect.width(), CAPTION_PX)
-            painter.drawText(caption, Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter,
-                             title(contrast))
-            painter.drawText(caption, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
-                             f"{self.plane} · slice {offset}")
+            painter.drawText(QRectF(rect.left(), 0, rect.width(), CAPTION_PX),
+                             Qt.AlignmentFlag.AlignCenter, title(contrast))
             self._paint_letters(painter, rect)
         if strip:
             centre = int(round(self.target.centre[PLANES[self.plane][0]]))
             top = strip[0][1].top() - CAPTION_PX
+            where = f"slice {self.offset:+d} from the centre" if self.offset else "centre slice"
             painter.setPen(QColor(230, 230, 230))
             painter.drawText(QRectF(0, top, self.width(), CAPTION_PX), Qt.AlignmentFlag.AlignCenter,
-                             f"{title(next(iter(self._tiles)))}: consecutive {self.plane} slices "
-                             "through the lesion")
+                             f"{self.plane}, panels at the {where} · {title(next(iter(self._tiles)))} "
+                             "slices through the lesion:")
             for (at, rect), (_, tile) in zip(strip, self._strip):
                 self._paint_tile(painter, tile, rect, 1.5)
                 if at == self.slice_index:
