@@ -309,7 +309,7 @@ def create_project(project: Path, manifest: Path, checkpoint: Checkpoint) -> Non
 
 
 def hold_open(project: Path, ready: int, release: int) -> None:
-    """Rater A keeps the project open (with unsaved WAL frames) until told to close it."""
+    """Rater A keeps the project open (its new rating still in the WAL) until told to close it."""
     with Project.open(project) as opened:
         opened.store.add_rating("ana", "sub-02", 1, "not_prl")
         os.write(ready, b"!")
@@ -357,7 +357,6 @@ class Lab:
     folder: Path
     manifest: Path
     checkpoint: Checkpoint
-    gid: int
 
 
 @pytest.fixture
@@ -371,15 +370,14 @@ def lab(accounts, write_subject) -> Iterator[Lab]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         folder = base / "lab"
         folder.mkdir()
-        gid = grp.getgrnam(GROUP).gr_gid
-        os.chown(folder, -1, gid)
+        os.chown(folder, -1, grp.getgrnam(GROUP).gr_gid)
         folder.chmod(0o2775)
         checkpoint = tiny_checkpoint()
         rehearsal = base / "rehearsal"
         create_project(rehearsal, manifest, checkpoint)
         add_ratings(rehearsal, "sub-02")
         ratings(rehearsal)
-        yield Lab(folder, manifest, checkpoint, gid)
+        yield Lab(folder, manifest, checkpoint)
     finally:
         shutil.rmtree(base)
 
@@ -418,6 +416,8 @@ def test_two_accounts_share_a_project(lab, raters):
     assert project.joinpath("ratings.sqlite-wal").owner() == a  # A's companions, written by B
     os.write(release_w, b"!")
     holder.result()
+    for fd in (ready_r, ready_w, release_r, release_w):
+        os.close(fd)
     assert not project.joinpath("ratings.sqlite-wal").exists()  # the last one out removed them
 
     raters.run(b, 0o002, add_ratings, project, "sub-02")  # now B creates the WAL
