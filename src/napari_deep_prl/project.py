@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import InputError, StoreError
+from napari_deep_prl.errors import InputError, StoreError, access_error
 from napari_deep_prl.io import Cohort, Subject, open_cohort
 from napari_deep_prl.lesions import find_lesions, lesions_in_mask
 from napari_deep_prl.progress import Progress, ProgressGenerator, run_to_end
@@ -96,6 +96,8 @@ class ProjectConfig:
         except FileNotFoundError:
             raise StoreError(f"{path.parent}: not a napari-deep-prl project (no {CONFIG_NAME}). "
                              "Create one with `deep-prl project init`.") from None
+        except PermissionError:
+            raise access_error([path], "read", path.parent) from None
         except (OSError, ValueError) as err:
             raise InputError(f"{path}: unreadable project config ({err}). Fix the JSON.") from err
         if not isinstance(data, dict) or data.get("format") != FORMAT:

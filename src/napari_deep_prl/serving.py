@@ -30,6 +30,7 @@ class ServingLog:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
+        self.path.touch()  # as open() would create it (SQLite: 0o644, never group-writable)
         self._conn = sqlite3.connect(self.path, timeout=30, isolation_level=None,
                                      check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=WAL")

@@ -1,18 +1,22 @@
 """Writing tables, text and other files atomically (tables as CSV or TSV by suffix).
 
 A table is written to a temporary file beside its destination and moved into place with
-``os.replace``, so a crash never leaves a half-written export where a complete one was.
+``os.replace``, so a crash never leaves a half-written export where a complete one was. The
+file gets the permissions ``open(path, "w")`` would give it, so a project folder shared by a
+group of raters' accounts stays usable by all of them (see docs/ratings.md).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
+
+from napari_deep_prl.errors import SHARING_DOCS, file_error
 
 
 def separator_for(path: str | Path) -> str:
@@ -33,17 +37,42 @@ def write_text(path: str | Path, text: str) -> Path:
 
 
 def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> Path:
-    """Call ``write`` on a temporary file beside ``path``, fsync it, then move it into place."""
+    """Call ``write`` on a temporary file beside ``path``, fsync it, then move it into place.
+
+    Permissions are those ``open(path, "w")`` gives: a new file gets mode 0o666 less the umask
+    (and, in a setgid folder, the folder's group), a replaced file keeps its mode. A folder this
+    account may not write raises :class:`~napari_deep_prl.errors.InputError`.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="") as fh:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp, fh = _create_beside(path, binary)
+    except PermissionError as err:
+        raise file_error(path, f"this account may not write there ({err.strerror}: {err.filename})",
+                         f"Write elsewhere, or have the folder's owner make it group-writable "
+                         f"({SHARING_DOCS}).") from err
+    try:
+        with fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        try:
+            os.chmod(tmp, os.stat(path).st_mode & 0o777)
+        except FileNotFoundError:
+            pass
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _create_beside(path: Path, binary: bool) -> tuple[Path, IO[Any]]:
+    """A new hidden file next to ``path``, created by ``open`` (``tempfile.mkstemp`` makes it
+    0o600, which other raters' accounts could then neither read nor replace)."""
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return tmp, open(tmp, "xb") if binary else open(tmp, "x", newline="")
+        except FileExistsError:
+            continue

@@ -17,6 +17,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import os
 import random
 import sqlite3
 import threading
@@ -30,7 +31,7 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from napari_deep_prl import __version__
-from napari_deep_prl.errors import InputError, StoreError
+from napari_deep_prl.errors import InputError, StoreError, access_error
 from napari_deep_prl.ratings import schema
 
 T = TypeVar("T")
@@ -101,11 +102,14 @@ class RatingStore:
         file is not written to.
         """
         path = Path(path)
+        _check_access(path)
         fresh = _check_header(path, create)
         try:
+            if fresh:  # created as open() would: SQLite makes it 0o644, never group-writable
+                path.touch()
             conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
                                    check_same_thread=False)
-        except sqlite3.Error as err:
+        except (OSError, sqlite3.Error) as err:
             raise StoreError(f"{path}: cannot open the rating database ({err}). Check the "
                              "folder exists and is writable.") from err
         try:
@@ -121,6 +125,7 @@ class RatingStore:
         conn = self._conn
         backup_path = self.path.with_name(f"{self.path.name}.v{version}.bak")
         if 0 < version < schema.SCHEMA_VERSION and not backup_path.exists():
+            backup_path.touch()
             backup = sqlite3.connect(backup_path)
             conn.backup(backup)
             backup.close()
@@ -476,6 +481,23 @@ def _plain(value: Any) -> Any:
     if value is None or (isinstance(value, float) and value != value):
         return None
     return value.item() if hasattr(value, "item") else value
+
+
+def _check_access(path: Path) -> None:
+    """Refuse a database this account may not write, before SQLite fails on it cryptically.
+
+    SQLite writes the file and its ``-wal`` and ``-shm`` companions, and creates those in the
+    folder; in a project shared by raters' accounts all of them must be group-writable.
+    """
+    folder = path.parent
+    if not os.path.isdir(folder):
+        return  # a missing folder is reported as a missing database
+    companions = (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
+    blocked = [p for p in companions if os.path.exists(p) and not os.access(p, os.R_OK | os.W_OK)]
+    if not os.access(folder, os.W_OK | os.X_OK):
+        blocked.insert(0, folder)
+    if blocked:
+        raise access_error(blocked, "write", folder)
 
 
 def _check_header(path: Path, create: bool) -> bool:
