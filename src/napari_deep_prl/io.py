@@ -529,7 +529,8 @@ def _resolve(root: Path, value: str) -> Path:
 
 
 def write_manifest(subjects: Sequence[SubjectPaths], path: str | Path) -> Path:
-    """Write a manifest whose paths are relative to its folder where possible (atomic write)."""
+    """Write a manifest whose paths are relative to its folder where possible (atomic write);
+    the subjects' extra images follow as columns named by contrast, blank where one has none."""
     path = Path(path)
     root = path.parent.resolve()
     columns = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if any(getattr(s, c) is not None for s in subjects)]

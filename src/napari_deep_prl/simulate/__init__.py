@@ -5,8 +5,9 @@ Public API:
 * :func:`simulate_subject` ``(seed, params=None, *, index=0, contrasts=SIMULATED_CONTRASTS,
   **options) -> Simulated`` — one subject in memory: ``.subject`` (an
   :class:`~napari_deep_prl.io.Subject` with phase, mp2rage, binary mask, prl_mask, affine, and
-  the display-only ``extra`` images: FLAIR-like, T2*-weighted magnitude), ``.truth`` (per-lesion truth table, ids as
-  :func:`~napari_deep_prl.lesions.label_lesions` assigns them) and ``.params``.
+  the display-only ``extra`` images: FLAIR-like, T2*-weighted magnitude), ``.truth``
+  (per-lesion truth table, ids as :func:`~napari_deep_prl.lesions.label_lesions` assigns them)
+  and ``.params``.
 * :func:`sample_subject` ``(seed=0) -> Simulated`` — a small subject in about a second, for the
   napari sample data and quick demos.
 * :func:`simulate_cohort` ``(out_dir, n_subjects, seed, *, contrasts=SIMULATED_CONTRASTS,
