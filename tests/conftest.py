@@ -37,7 +37,8 @@ def write_subject(tmp_path):
     """Factory writing a small subject's NIfTI files; returns its :class:`SubjectPaths`."""
 
     def write(name: str = "sub-01", *, mask: np.ndarray | None = None, prl_lesions=(0,), seed: int = 0,
-              folder: Path | None = None, affine: np.ndarray | None = None) -> SubjectPaths:
+              folder: Path | None = None, affine: np.ndarray | None = None, extra=()) -> SubjectPaths:
+        """``extra``: contrasts (e.g. ``("flair",)``) written as ``<name>_<contrast>.nii.gz``."""
         rng = np.random.default_rng(seed)
         mask = blob_mask() if mask is None else mask
         shape = mask.shape
@@ -56,6 +57,10 @@ def write_subject(tmp_path):
             save_nifti(folder / f"{name}_mp2rage.nii.gz", mp2rage, affine),
             save_nifti(folder / f"{name}_mask.nii.gz", mask, affine),
             save_nifti(folder / f"{name}_prlmask.nii.gz", prl, affine),
+            extra=tuple((contrast, save_nifti(folder / f"{name}_{contrast}.nii.gz",
+                                              np.random.default_rng([seed, i]).normal(0.5, 0.05, shape)
+                                              .astype(np.float32), affine))
+                        for i, contrast in enumerate(extra)),
         )
         return paths
 

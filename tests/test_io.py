@@ -13,6 +13,7 @@ from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.io import (
     SubjectPaths, classify_file, discover, load_subject, open_cohort, read_manifest, write_manifest,
 )
+from napari_deep_prl.project import Project
 
 
 def test_loads_subject_as_float_and_int_arrays(write_subject):
@@ -264,9 +265,12 @@ def test_cohort_holds_only_paths(manifest):
 
 @pytest.mark.parametrize("name, role", [
     ("sub-01_phase.nii.gz", "phase"), ("sub-01_part-phase_T2starw.nii.gz", "phase"),
-    ("sub-01_UNIT1.nii.gz", "mp2rage"), ("sub-01_T1w.nii", "mp2rage"), ("sub-01_mp2rage.nii.gz", "mp2rage"),
+    ("sub-01_UNIT1.nii.gz", "mp2rage"), ("sub-01_T1w.nii", "t1w"), ("sub-01_mp2rage.nii.gz", "mp2rage"),
     ("sub-01_desc-lesion_mask.nii.gz", "mask"), ("sub-01_mask.nii.gz", "mask"),
     ("sub-01_desc-prl_mask.nii.gz", "prl_mask"), ("sub-01_prlmask.nii.gz", "prl_mask"),
+    ("sub-01_FLAIR.nii.gz", "flair"), ("sub-01_magnitude.nii.gz", "magnitude"),
+    ("sub-01_part-mag_T2starw.nii.gz", "magnitude"), ("sub-01_swi.nii", "swi"), ("sub-01_qsm.nii.gz", "qsm"),
+    ("sub-01_Chimap.nii.gz", "qsm"), ("sub-01_FLAIR_mask.nii.gz", "mask"),
     ("sub-01_phase.json", None), ("notes.txt", None),
 ])
 def test_classify_file(name, role):
@@ -309,3 +313,121 @@ def test_header_with_implausible_dimensions_refused(write_subject, tmp_path, sav
 def test_manifest_with_byte_order_mark(manifest):
     manifest.write_bytes(b"\xef\xbb\xbf" + manifest.read_bytes())
     assert read_manifest(manifest).ids == ["sub-01", "sub-02", "sub-03"]
+
+
+# ----------------------------------------------------------------------------- extra images
+
+def test_extra_images_round_trip_through_a_manifest_with_blank_cells(tmp_path, write_subject):
+    subjects = [write_subject("sub-01", seed=1, extra=("flair",)),
+                write_subject("sub-02", seed=2, extra=("flair", "magnitude")),
+                write_subject("sub-03", seed=3)]
+    manifest = write_manifest(subjects, tmp_path / "manifest.csv")
+    lines = manifest.read_text().splitlines()
+    assert lines[0] == "subject,phase,mp2rage,mask,prl_mask,flair,magnitude"
+    assert lines[1].endswith(",sub-01/sub-01_flair.nii.gz,") and lines[3].endswith(",,")
+    cohort = read_manifest(manifest)
+    assert list(cohort) == subjects
+    assert cohort["sub-02"].extra == (("flair", tmp_path / "sub-02" / "sub-02_flair.nii.gz"),
+                                      ("magnitude", tmp_path / "sub-02" / "sub-02_magnitude.nii.gz"))
+    assert cohort["sub-03"].extra == ()
+    loaded = cohort.load("sub-02", extra=True)
+    assert list(loaded.images) == ["phase", "mp2rage", "flair", "magnitude"]
+    assert all(image.dtype == np.float32 and image.shape == loaded.shape for image in loaded.images.values())
+    assert np.array_equal(loaded.extra["flair"], nib.load(subjects[1].extra[0][1]).get_fdata(dtype=np.float32))
+    assert cohort.load("sub-03", extra=True).extra == {}
+    assert cohort.load("sub-02").extra == {} and list(cohort.load("sub-02").images) == ["phase", "mp2rage"]
+
+
+def test_extra_images_follow_the_manifest_column_order(tmp_path, write_subject):
+    s = write_subject(extra=("flair", "magnitude"))
+    path = tmp_path / "m.csv"
+    path.write_text("subject,magnitude,phase,mp2rage,mask,flair\n"
+                    f"sub-01,{s.extra[1][1]},{s.phase},{s.mp2rage},{s.mask},{s.extra[0][1]}\n")
+    paths = read_manifest(path)[0]
+    assert [name for name, _ in paths.extra] == ["magnitude", "flair"]
+    assert list(paths.load(extra=True).images) == ["phase", "mp2rage", "magnitude", "flair"]
+
+
+def test_manifest_missing_extra_image_names_row_and_column(tmp_path, write_subject):
+    subjects = [write_subject("sub-01", seed=1), write_subject("sub-02", seed=2, extra=("flair",))]
+    manifest = write_manifest(subjects, tmp_path / "manifest.csv")
+    subjects[1].extra[0][1].unlink()
+    with pytest.raises(InputError, match=r"row 3 \(sub-02\): flair file .*sub-02_flair\.nii\.gz not found"):
+        read_manifest(manifest)
+
+
+def test_extra_images_are_read_only_when_asked_for(write_subject, tmp_path, save_nifti):
+    """Training and scoring load without extras: an extra image is never opened for them."""
+    paths = write_subject(extra=("flair",))
+    paths.extra[0][1].write_bytes(b"not a nifti at all" * 20)
+    assert paths.load().extra == {}
+    with pytest.raises(InputError, match=r"sub-01_flair\.nii\.gz: cannot be read as a NIfTI image"):
+        paths.load(extra=True)
+
+
+def test_extra_image_off_the_phase_grid_names_both_files_and_says_resample(write_subject, tmp_path, save_nifti):
+    paths = write_subject()
+    small = SubjectPaths(paths.subject, paths.phase, paths.mp2rage, paths.mask, extra=(
+        ("flair", save_nifti(tmp_path / "sub-01_FLAIR.nii.gz", np.ones((8, 8, 8), np.float32))),))
+    with pytest.raises(InputError) as err:
+        small.load(extra=True)
+    message = str(err.value)
+    assert "sub-01_FLAIR.nii.gz: flair image shape (8, 8, 8)" in message and str(paths.phase) in message
+    assert "(32, 32, 24)" in message and "resample them to the phase image first" in message
+    shifted = np.diag([1.0, 1.0, 1.5, 1.0])
+    shifted[1, 3] = 4.0
+    moved = SubjectPaths(paths.subject, paths.phase, paths.mp2rage, paths.mask, extra=(
+        ("magnitude", save_nifti(tmp_path / "moved_mag.nii.gz", np.ones((32, 32, 24), np.float32), shifted)),))
+    with pytest.raises(InputError, match=r"moved_mag\.nii\.gz: magnitude image affine differs from the phase "
+                                         r"image .* by up to 4 mm.*resample them to the phase image first"):
+        moved.load(extra=True)
+    assert moved.load().phase.shape == (32, 32, 24)
+
+
+def test_extra_image_nan_replaced_with_a_warning_naming_it(write_subject, tmp_path, save_nifti):
+    paths = write_subject(extra=("swi",))
+    data = np.linspace(0, 1, 32 * 32 * 24, dtype=np.float32).reshape(32, 32, 24)
+    data[0, 0, :3] = np.nan
+    save_nifti(paths.extra[0][1], data)
+    with pytest.warns(InputWarning, match=r"sub-01_swi\.nii\.gz: 3 NaN/Inf voxels replaced with 0"):
+        assert paths.load(extra=True).extra["swi"][0, 0, 0] == 0
+
+
+def test_extra_images_need_a_known_contrast_once(write_subject):
+    paths = write_subject()
+    with pytest.raises(InputError, match="unknown contrast\\(s\\) t2.*flair, t1w, magnitude, swi, qsm"):
+        SubjectPaths("sub-01", paths.phase, paths.mp2rage, paths.mask, extra=(("t2", paths.phase),))
+    with pytest.raises(InputError, match="a contrast given twice"):
+        SubjectPaths("sub-01", paths.phase, paths.mp2rage, paths.mask,
+                     extra=(("flair", paths.phase), ("flair", paths.mp2rage)))
+
+
+def test_discover_finds_extra_images_by_their_names(tmp_path, write_subject, save_nifti):
+    root = tmp_path / "derivatives"
+    write_subject("sub-01", folder=root, extra=("flair",))
+    other = write_subject("sub-02", folder=root, seed=2)
+    anat = other.phase.parent / "anat"
+    anat.mkdir()
+    image = np.linspace(0, 1, 32 * 32 * 24, dtype=np.float32).reshape(32, 32, 24)
+    mag = save_nifti(anat / "sub-02_part-mag_T2starw.nii.gz", image)
+    t1w = save_nifti(anat / "sub-02_T1w.nii.gz", image)
+    cohort = discover(root)
+    assert cohort["sub-01"].extra == (("flair", root / "sub-01" / "sub-01_flair.nii.gz"),)
+    # Beside an MP2RAGE a T1w is an extra image; in EXTRA_CONTRASTS order.
+    assert cohort["sub-02"].extra == (("t1w", t1w), ("magnitude", mag))
+    assert cohort["sub-02"].mp2rage == other.mp2rage
+    assert list(cohort.load("sub-02", extra=True).images) == ["phase", "mp2rage", "t1w", "magnitude"]
+
+
+def test_discover_takes_a_lone_t1w_as_the_structural_image(tmp_path, write_subject):
+    paths = write_subject("sub-05", folder=tmp_path / "d")
+    t1w = paths.mp2rage.rename(paths.mp2rage.with_name("sub-05_T1w.nii.gz"))
+    found = discover(tmp_path / "d")["sub-05"]
+    assert found.mp2rage == t1w and found.extra == ()
+
+
+def test_project_loads_extra_images_only_when_asked(tmp_path, write_subject):
+    subjects = [write_subject("sub-01", extra=("flair", "qsm"))]
+    with Project.init(tmp_path / "study", write_manifest(subjects, tmp_path / "manifest.csv")) as project:
+        assert project.load_subject("sub-01").extra == {}
+        assert list(project.load_subject("sub-01", extra=True).images) == ["phase", "mp2rage", "flair", "qsm"]

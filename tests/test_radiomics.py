@@ -82,9 +82,9 @@ def test_grouped_cv_auc_refuses_too_few_positives():
 
 
 def test_cohort_features_read_a_simulated_cohort(tmp_path):
-    manifest = run_to_end(simulate_cohort(tmp_path, 1, 3, fov_mm=(64.0, 80.0, 64.0),
-                                          voxel_size=(1.5, 1.5, 1.5)))
+    manifest = run_to_end(simulate_cohort(tmp_path, 1, 3, prl_fraction=0.5, contrasts=(),
+                                          fov_mm=(64.0, 80.0, 64.0), voxel_size=(1.5, 1.5, 1.5)))
     table = run_to_end(cohort_features(read_manifest(manifest)))
     truth = pd.read_csv(tmp_path / "lesions_truth.tsv", sep="\t")
-    assert len(table) == len(truth) > 0
+    assert len(table) == len(truth) > 0 and truth["prl"].any()
     assert list(table["prl"]) == list(truth["prl"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -31,6 +32,20 @@ def test_open_in_viewer_places_layers_with_affine(make_napari_viewer, tmp_path, 
     low, high = phase.contrast_limits
     assert low == pytest.approx(-high) and high > 0
     assert viewer.layers["sub-01 lesions"].data.max() == 3  # three lesions, labelled
+
+
+def test_extra_images_open_as_grey_layers_below_phase_and_mp2rage(make_napari_viewer, tmp_path, write_subject):
+    paths = write_subject("sub-04", folder=tmp_path / "cohort", extra=("flair", "magnitude"))
+    viewer = make_napari_viewer()
+    viewer.open(str(tmp_path / "cohort"), plugin="napari-deep-prl")
+    assert [layer.name for layer in viewer.layers] == [
+        "sub-04 magnitude", "sub-04 flair", "sub-04 mp2rage", "sub-04 phase", "sub-04 lesions", "sub-04 prl mask"]
+    flair = viewer.layers["sub-04 flair"]
+    assert np.allclose(flair.affine.affine_matrix, np.diag([1.0, 1.0, 1.5, 1.0]))
+    assert flair.colormap.name == "gray" and flair.visible
+    data = nib.load(paths.extra[0][1]).get_fdata()
+    assert np.percentile(data, 1) == pytest.approx(flair.contrast_limits[0], rel=1e-4)
+    assert flair.contrast_limits[1] < data.max()  # a robust window: outliers saturate
 
 
 def test_phase_window_is_symmetric_and_robust():

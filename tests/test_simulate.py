@@ -12,21 +12,23 @@ import pandas as pd
 import pytest
 
 from napari_deep_prl.cli import main
-from napari_deep_prl.errors import InputError
+from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.io import read_manifest
 from napari_deep_prl.lesions import find_lesions, label_lesions
 from napari_deep_prl.progress import run_to_end
 from napari_deep_prl.simulate import (
     KINDS,
+    SIMULATED_CONTRASTS,
     SubjectParams,
     sample_subject,
     simulate_cohort,
     simulate_subject,
 )
+from napari_deep_prl.simulate.anatomy import CSF, GM, OUTSIDE, WM, Anatomy
 from napari_deep_prl.simulate.geometry import grid_axes, random_rotation
 from napari_deep_prl.simulate.lesion_kinds import LesionSpec, _inside
 from napari_deep_prl.simulate.params import draw_params
-from napari_deep_prl.simulate.physics import field_ppm
+from napari_deep_prl.simulate.physics import field_ppm, flair_image, t2star_magnitude
 
 #: A small brain on a coarse grid: each subject takes well under a second.
 SMALL = {"fov_mm": (80.0, 96.0, 80.0), "voxel_size": (1.25, 1.25, 1.25)}
@@ -209,13 +211,17 @@ def test_sample_subject_is_small_and_labelled():
 
 
 def test_cohort_is_written_and_readable(tmp_path):
-    manifest = run_to_end(simulate_cohort(tmp_path / "out", 2, 5, **SMALL))
+    manifest = run_to_end(simulate_cohort(tmp_path / "out", 2, 5, prl_fraction=0.5, **SMALL))
     cohort = read_manifest(manifest)
     assert cohort.ids == ["sub-001", "sub-002"]
-    subject = cohort[0].load()
-    again = simulate_subject(5, index=0, **SMALL).subject
+    subject = cohort[0].load(extra=True)
+    again = simulate_subject(5, index=0, prl_fraction=0.5, **SMALL).subject
     assert np.array_equal(subject.phase, again.phase)
     assert np.allclose(subject.affine, again.affine)
+    assert cohort[0].extra == tuple((name, tmp_path / "out" / "sub-001" / f"sub-001_{name}.nii.gz")
+                                    for name in ("flair", "magnitude"))
+    for name in ("flair", "magnitude"):
+        assert np.array_equal(subject.extra[name], again.extra[name]), name
     truth = pd.read_csv(tmp_path / "out" / "lesions_truth.tsv", sep="\t")
     mine = truth[truth["subject"] == "sub-001"]
     assert list(mine["lesion"]) == list(find_lesions(subject).table["lesion"])
@@ -226,28 +232,121 @@ def test_cohort_is_written_and_readable(tmp_path):
     assert "paramagnetic = negative" in description
     with pytest.raises(InputError, match="already holds a cohort"):
         run_to_end(simulate_cohort(tmp_path / "out", 1, 5, **SMALL))
-    run_to_end(simulate_cohort(tmp_path / "out", 1, 6, overwrite=True, **SMALL))
-    assert read_manifest(manifest).ids == ["sub-001"]
+    run_to_end(simulate_cohort(tmp_path / "out", 1, 6, prl_fraction=0.5, overwrite=True, contrasts=(), **SMALL))
+    assert read_manifest(manifest).ids == ["sub-001"] and read_manifest(manifest)[0].extra == ()
     assert not (tmp_path / "out" / "sub-002").exists()  # no stale subject left to discover
+    assert sorted(p.name for p in (tmp_path / "out" / "sub-001").iterdir()) == [
+        f"sub-001_{role}.nii.gz" for role in ("mask", "mp2rage", "phase", "prl_mask")]  # nor stale extras
+
+
+def test_extra_contrasts_change_nothing_else():
+    """Each extra contrast draws from its own stream: phase, MP2RAGE, masks and truth are
+    byte-identical with or without them, and one contrast does not depend on the others."""
+    both = simulate_subject(3, index=1, **SMALL)
+    none = simulate_subject(3, index=1, contrasts=(), **SMALL)
+    flair = simulate_subject(3, index=1, contrasts=["flair"], **SMALL)
+    assert list(both.subject.extra) == list(SIMULATED_CONTRASTS) == ["flair", "magnitude"]
+    assert none.subject.extra == {} and list(flair.subject.extra) == ["flair"]
+    for name in ("phase", "mp2rage", "mask", "prl_mask"):
+        assert getattr(none.subject, name).tobytes() == getattr(both.subject, name).tobytes(), name
+    pd.testing.assert_frame_equal(none.truth, both.truth)
+    assert np.array_equal(flair.subject.extra["flair"], both.subject.extra["flair"])
+    again = simulate_subject(3, index=1, **SMALL)
+    for name, image in both.subject.extra.items():
+        assert image.dtype == np.float32 and image.shape == both.subject.shape
+        assert np.array_equal(image, again.subject.extra[name]), name
+    with pytest.raises(InputError, match="unknown simulated contrast\\(s\\): t2. The simulator makes flair, magnitude"):
+        simulate_subject(3, contrasts=("t2",), **SMALL)
+
+
+def _toy_anatomy() -> tuple[Anatomy, np.ndarray, np.ndarray, np.ndarray]:
+    """Air, CSF, GM and WM slabs; two equal lesions in WM, the first with a paramagnetic rim.
+
+    Returns the anatomy, the lesion numbering, the lesions' susceptibility and the rim."""
+    shape = (48, 48, 48)
+    tissue = np.full(shape, WM, np.uint8)
+    tissue[:, :, :6], tissue[:, :, 6:12], tissue[:, :, 12:18] = OUTSIDE, CSF, GM
+    zeros = np.zeros(shape, np.float32)
+    anatomy = Anatomy(tissue, zeros, zeros.copy(), tissue != OUTSIDE, zeros, zeros, (1.0, 1.0, 1.0))
+    r1 = np.sqrt(sum((g - c) ** 2 for g, c in zip(np.indices(shape), (14, 24, 32))))
+    r2 = np.sqrt(sum((g - c) ** 2 for g, c in zip(np.indices(shape), (34, 24, 32))))
+    owner = np.where(r1 <= 7, 1, np.where(r2 <= 7, 2, 0)).astype(np.int32)
+    rim = (r1 <= 7) & (r1 > 5)
+    chi = np.where(rim, 0.08, 0.0).astype(np.float32)
+    return anatomy, owner, chi, rim
+
+
+def test_flair_suppresses_csf_shows_lesions_and_no_rim():
+    anatomy, owner, _, rim = _toy_anatomy()
+    image = flair_image(anatomy, owner, 0.0, 0.0, np.random.default_rng(0))
+    tissue = anatomy.tissue
+    free = owner == 0
+    csf, gm, wm = (float(np.median(image[(tissue == t) & free])) for t in (CSF, GM, WM))
+    assert csf < 0.2 * wm and wm < gm
+    assert all(np.median(image[owner == lesion]) > max(1.5 * wm, gm) for lesion in (1, 2))
+    # FLAIR is not susceptibility-weighted: the rim band is as bright as the rest of its lesion
+    # (the band's outer voxels blurred a little with the white matter around).
+    core = (owner == 1) & ~rim
+    assert abs(np.median(image[rim]) - np.median(image[core])) < 0.1 * np.median(image[core])
+
+
+def test_magnitude_darkens_iron_more_at_higher_field_and_has_a_noise_floor():
+    anatomy, owner, chi, rim = _toy_anatomy()
+
+    def magnitude(field: float, noise: float = 0.0) -> np.ndarray:
+        return t2star_magnitude(anatomy, owner, chi, field_strength_t=field, te_ms=25.0, bias=0.0,
+                                noise=noise, rng=np.random.default_rng(0))
+
+    image = magnitude(3.0)
+    wm = float(np.median(image[(anatomy.tissue == WM) & (owner == 0)]))
+    core, plain = (owner == 1) & ~rim, owner == 2
+    assert np.median(image[plain]) > wm  # myelin loss lengthens T2*
+    assert np.median(image[rim]) < 0.85 * np.median(image[core])  # iron shortens it
+    assert np.median(image[rim]) < wm
+    assert np.median(magnitude(7.0)[rim]) < np.median(image[rim])
+    noisy = magnitude(3.0, noise=0.05)
+    air = noisy[:, :, 2:4]  # in the air slab, away from the blurred edges
+    assert air.min() >= 0 and abs(air.mean() - 0.05 * np.sqrt(np.pi / 2)) < 0.005  # Rician floor
+
+
+def test_a_cohort_without_any_prl_is_written_with_a_warning(tmp_path):
+    with pytest.warns(InputWarning, match=r"out: the simulated cohort has no PRL at all \(2 subject\(s\), "
+                                          r"\d+ lesions, PRL fraction 0\).*larger PRL fraction"):
+        manifest = run_to_end(simulate_cohort(tmp_path / "out", 2, 0, prl_fraction=0.0, contrasts=(), **SMALL))
+    assert read_manifest(manifest).ids == ["sub-001", "sub-002"]
 
 
 def test_cli_simulate_writes_a_cohort(tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["simulate", str(out), "--subjects", "1", "--seed", "2", "--fov", "80", "96", "80",
-                 "--voxel-size", "1.25", "--field-strength", "7", "--quiet"])
+                 "--voxel-size", "1.25", "--field-strength", "7", "--prl-fraction", "0.5",
+                 "--contrasts", "flair", "--quiet"])
     assert code == 0
     cohort = read_manifest(out / "manifest.csv")
     assert cohort[0].prl_mask is not None
+    assert [name for name, _ in cohort[0].extra] == ["flair"]
+    assert not (out / "sub-001" / "sub-001_magnitude.nii.gz").exists()
     params = pd.read_csv(out / "subjects.tsv", sep="\t")
     assert params.loc[0, "field_strength_t"] == 7
     assert params.loc[0, "voxel_size"] == "1.25x1.25x1.25"
     assert "manifest" in capsys.readouterr().err
 
 
+@pytest.mark.filterwarnings("always::napari_deep_prl.errors.InputWarning")  # printed by the CLI
+def test_cli_simulate_warns_on_one_line_of_a_cohort_without_prl(tmp_path, capsys):
+    out = tmp_path / "none"
+    assert main(["simulate", str(out), "--subjects", "2", "--prl-fraction", "0", "--contrasts", "none",
+                 "--fov", "80", "96", "80", "--voxel-size", "1.25", "--quiet"]) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "has no PRL at all (2 subject(s)" in warnings[0]
+    assert (out / "manifest.csv").read_text().splitlines()[0] == "subject,phase,mp2rage,mask,prl_mask"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--subjects", "0"], "at least 1"),
     (["--voxel-size", "1", "2"], "one or three"),
     (["--prl-fraction", "1.5"], "PRL fraction"),
+    (["--contrasts", "none", "flair"], "'none' cannot be combined"),
 ])
 def test_cli_simulate_bad_values_exit_2_with_one_line(tmp_path, capsys, args, message):
     assert main(["simulate", str(tmp_path / "x"), *args]) == 2

@@ -5,7 +5,10 @@ A *subject* is four co-registered NIfTI images on the grid of the phase image: `
 ``mask`` (white-matter lesions: binary, or integer instance labels kept as given) and optionally
 the ground truth: ``prl_mask`` (binary, voxels of lesions that are PRLs) or ``prl_labels`` (a
 lesion label table, e.g. the consensus exported from a rating project; see
-:func:`read_prl_labels`). A *cohort* is a list of subjects from a
+:func:`read_prl_labels`). A subject may also have *extra* images, named by contrast
+(:data:`EXTRA_CONTRASTS`: a FLAIR, a T2*-weighted magnitude, ...), on the same grid: they are
+for display (the review shows them beside phase and MP2RAGE) and are read only when asked for,
+so training and scoring never pay for them. A *cohort* is a list of subjects from a
 manifest CSV or a discovered folder; it holds only paths, so hundreds of subjects cost nothing
 until one is loaded.
 
@@ -38,6 +41,8 @@ from napari_deep_prl.tables import separator_for, write_table
 REQUIRED_COLUMNS = ("subject", "phase", "mp2rage", "mask")
 OPTIONAL_COLUMNS = ("prl_mask", "prl_labels")
 IMAGE_ROLES = ("phase", "mp2rage", "mask", "prl_mask")
+#: Optional display-only images, each a manifest column named by its contrast (blank: none).
+EXTRA_CONTRASTS = ("flair", "t1w", "magnitude", "swi", "qsm")
 
 #: Columns of a lesion label table that may hold the label, in order of preference.
 LABEL_COLUMNS = ("prl", "consensus", "label")
@@ -65,6 +70,19 @@ class SubjectPaths:
     mask: Path
     prl_mask: Path | None = None
     prl_labels: Path | None = None
+    #: Extra images for display: (contrast, path) pairs, contrasts from :data:`EXTRA_CONTRASTS`,
+    #: in manifest column order.
+    extra: tuple[tuple[str, Path], ...] = ()
+
+    def __post_init__(self) -> None:
+        extra = tuple((str(name), Path(path)) for name, path in self.extra)
+        names = [name for name, _ in extra]
+        unknown = [name for name in names if name not in EXTRA_CONTRASTS]
+        if unknown or len(set(names)) < len(names):
+            problem = f"unknown contrast(s) {', '.join(unknown)}" if unknown else f"a contrast given twice ({names})"
+            raise InputError(f"subject {self.subject}: {problem} among the extra images. "
+                             f"Name each extra image once, by one of {', '.join(EXTRA_CONTRASTS)}.")
+        object.__setattr__(self, "extra", extra)
 
     @classmethod
     def from_files(cls, phase: str | Path, mp2rage: str | Path, mask: str | Path,
@@ -80,9 +98,10 @@ class SubjectPaths:
         """Whether the subject comes with ground truth (a PRL mask or a lesion label table)."""
         return self.prl_mask is not None or self.prl_labels is not None
 
-    def load(self, *, flip_phase: bool = False) -> Subject:
-        return load_subject(self.phase, self.mp2rage, self.mask, self.prl_mask,
-                            subject=self.subject, flip_phase=flip_phase, prl_labels=self.prl_labels)
+    def load(self, *, flip_phase: bool = False, extra: bool = False) -> Subject:
+        """Load and validate the images; the extra ones only with ``extra`` (display needs them,
+        training and scoring do not)."""
+        return _load(self, flip_phase=flip_phase, extra=extra)
 
     def load_mask(self) -> tuple[np.ndarray, np.ndarray]:
         """Only the lesion mask and its affine: what registering lesions needs."""
@@ -104,6 +123,14 @@ class Subject:
     #: PRL (True) / not PRL (False) by lesion id, from a lesion label table; unlisted lesions
     #: are unlabelled.
     prl_labels: pd.Series | None = field(default=None, repr=False)
+    #: Extra images by contrast (float32, on the phase grid), in the order of ``paths.extra``;
+    #: empty unless loaded with ``extra=True``.
+    extra: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def images(self) -> dict[str, np.ndarray]:
+        """Every intensity image by contrast, in display order: phase, MP2RAGE, then the extras."""
+        return {"phase": self.phase, "mp2rage": self.mp2rage, **self.extra}
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -135,16 +162,20 @@ def load_subject(
 ) -> Subject:
     """Load and validate one subject; ``flip_phase`` negates the phase (paramagnetic → dark)."""
     paths = SubjectPaths.from_files(phase, mp2rage, mask, prl_mask, subject=subject, prl_labels=prl_labels)
+    return paths.load(flip_phase=flip_phase)
+
+
+def _load(paths: SubjectPaths, *, flip_phase: bool, extra: bool) -> Subject:
     if paths.prl_mask is not None and paths.prl_labels is not None:
         raise InputError(f"subject {paths.subject}: both a prl_mask ({paths.prl_mask}) and a prl_labels table "
                          f"({paths.prl_labels}) are given. Give one ground truth per subject.")
     phase_data, phase_img = _read_image(paths.phase, "phase")
     images = {"phase": (paths.phase, phase_data, phase_img)}
-    for role in ("mp2rage", "mask", "prl_mask"):
-        path = getattr(paths, role)
+    roles = [(role, getattr(paths, role)) for role in ("mp2rage", "mask", "prl_mask")]
+    for role, path in roles + (list(paths.extra) if extra else []):
         if path is not None:
             data, img = _read_image(path, role)
-            _check_same_grid(paths.phase, phase_img, path, img)
+            _check_same_grid(paths.phase, phase_img, path, img, role)
             images[role] = (path, data, img)
     prl = None
     if "prl_mask" in images:
@@ -159,6 +190,7 @@ def load_subject(
         prl_mask=prl,
         paths=paths,
         prl_labels=read_prl_labels(paths.prl_labels, paths.subject) if paths.prl_labels is not None else None,
+        extra={name: _as_float(images[name][1], path) for name, path in paths.extra if name in images},
     )
 
 
@@ -324,17 +356,17 @@ def _spatial_shape(shape: tuple[int, ...], path: Path, role: str) -> tuple[int, 
     return shape[:3]  # type: ignore[return-value]
 
 
-def _check_same_grid(ref_path: Path, ref: nib.Nifti1Image, path: Path, img: nib.Nifti1Image) -> None:
+def _check_same_grid(ref_path: Path, ref: nib.Nifti1Image, path: Path, img: nib.Nifti1Image, role: str) -> None:
     ref_shape, shape = tuple(ref.shape[:3]), tuple(img.shape[:3])
     if ref_shape != shape:
         raise InputError(
-            f"{path}: shape {shape} differs from the phase image {ref_path} with shape {ref_shape}. "
+            f"{path}: {role} image shape {shape} differs from the phase image {ref_path} with shape {ref_shape}. "
             "All inputs of a subject must be on the phase grid: resample them to the phase image first."
         )
     diff = float(np.max(np.abs(np.asarray(img.affine) - np.asarray(ref.affine))))
     if diff > AFFINE_TOLERANCE_MM:
         raise InputError(
-            f"{path}: affine differs from the phase image {ref_path} by up to {diff:.4g} mm "
+            f"{path}: {role} image affine differs from the phase image {ref_path} by up to {diff:.4g} mm "
             f"(tolerance {AFFINE_TOLERANCE_MM} mm). All inputs of a subject must share the phase grid: "
             "register and resample them to the phase image first."
         )
@@ -415,8 +447,8 @@ class Cohort(Sequence[SubjectPaths]):
     def __iter__(self) -> Iterator[SubjectPaths]:
         return iter(self._subjects)
 
-    def load(self, subject: str, *, flip_phase: bool = False) -> Subject:
-        return self[subject].load(flip_phase=flip_phase)
+    def load(self, subject: str, *, flip_phase: bool = False, extra: bool = False) -> Subject:
+        return self[subject].load(flip_phase=flip_phase, extra=extra)
 
     @property
     def has_prl_masks(self) -> bool:
@@ -433,10 +465,13 @@ def require_truth(subjects: Sequence[SubjectPaths], purpose: str) -> None:
 
 
 def read_manifest(path: str | Path) -> Cohort:
-    """Read a cohort manifest CSV (``subject,phase,mp2rage,mask[,prl_mask][,prl_labels]``).
+    """Read a cohort manifest CSV (``subject,phase,mp2rage,mask[,prl_mask][,prl_labels]``, and
+    any :data:`EXTRA_CONTRASTS` columns: extra images, blank where a subject has none).
 
-    Relative paths are relative to the manifest's folder. Errors name the manifest row (as the
-    line number in the file, the header being line 1).
+    Relative paths are relative to the manifest's folder. Every path given must exist, the extra
+    images' too (a typo is reported when the cohort opens, not when a reviewer reaches the
+    subject). Errors name the manifest row (as the line number in the file, the header being
+    line 1).
     """
     path = Path(path)
     if not path.is_file():
@@ -457,6 +492,7 @@ def read_manifest(path: str | Path) -> Cohort:
         raise file_error(path, "manifest has no subjects", "Add one row per subject.")
     root = path.parent
     optional = [c for c in OPTIONAL_COLUMNS if c in table.columns]
+    extras = [c for c in table.columns if c in EXTRA_CONTRASTS]
     rows: list[SubjectPaths] = []
     seen: dict[str, int] = {}
     for i, row in enumerate(table.itertuples(index=False)):
@@ -471,7 +507,7 @@ def read_manifest(path: str | Path) -> Cohort:
                              "Subject ids must be unique.")
         seen[subject] = line
         files = {c: _resolve(root, values[c]) for c in ("phase", "mp2rage", "mask")}
-        for column in optional:
+        for column in optional + extras:
             value = str(getattr(row, column)).strip()
             files[column] = _resolve(root, value) if value else None
         for column, file in files.items():
@@ -482,7 +518,8 @@ def read_manifest(path: str | Path) -> Cohort:
             raise file_error(path, f"row {line} ({subject}) gives both a prl_mask and prl_labels",
                              "Give one ground truth per subject.")
         rows.append(SubjectPaths(subject, files["phase"], files["mp2rage"], files["mask"],
-                                 files.get("prl_mask"), files.get("prl_labels")))
+                                 files.get("prl_mask"), files.get("prl_labels"),
+                                 tuple((c, files[c]) for c in extras if files[c] is not None)))
     return Cohort(rows, source=path)
 
 
@@ -492,10 +529,12 @@ def _resolve(root: Path, value: str) -> Path:
 
 
 def write_manifest(subjects: Sequence[SubjectPaths], path: str | Path) -> Path:
-    """Write a manifest whose paths are relative to its folder where possible (atomic write)."""
+    """Write a manifest whose paths are relative to its folder where possible (atomic write);
+    the subjects' extra images follow as columns named by contrast, blank where one has none."""
     path = Path(path)
     root = path.parent.resolve()
     columns = list(REQUIRED_COLUMNS) + [c for c in OPTIONAL_COLUMNS if any(getattr(s, c) is not None for s in subjects)]
+    extras = list(dict.fromkeys(name for s in subjects for name, _ in s.extra))
 
     def rel(p: Path | None) -> str:
         if p is None:
@@ -506,8 +545,9 @@ def write_manifest(subjects: Sequence[SubjectPaths], path: str | Path) -> Path:
         except ValueError:
             return str(p)
 
-    table = pd.DataFrame([[s.subject] + [rel(getattr(s, c)) for c in columns[1:]] for s in subjects],
-                         columns=columns)
+    table = pd.DataFrame([[s.subject] + [rel(getattr(s, c)) for c in columns[1:]]
+                          + [rel(dict(s.extra).get(c)) for c in extras] for s in subjects],
+                         columns=columns + extras)
     return write_table(table, path)
 
 
@@ -518,12 +558,19 @@ ROLE_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("prl_mask", re.compile(r"(desc-prl_mask|_prl_?mask)$")),
     ("mask", re.compile(r"(desc-lesions?_mask|_lesions?_?mask|_mask)$")),
     ("phase", re.compile(r"(_phase|part-phase.*)$")),
-    ("mp2rage", re.compile(r"(_mp2rage|_unit1|_uni|_t1w)$")),
+    ("mp2rage", re.compile(r"(_mp2rage|_unit1|_uni)$")),
+    ("t1w", re.compile(r"_t1w$")),
+    ("flair", re.compile(r"_flair$")),
+    ("magnitude", re.compile(r"(_magnitude|part-mag.*)$")),
+    ("swi", re.compile(r"_swi$")),
+    ("qsm", re.compile(r"(_qsm|_chimap)$")),
 )
 
 
 def classify_file(name: str) -> str | None:
-    """The role of a NIfTI file from its name in the documented layout, or ``None``."""
+    """The role (or extra contrast) of a NIfTI file from its name in the documented layout, or
+    ``None``. A ``*_T1w`` file is ``t1w``: :func:`discover_subject` takes it as the subject's
+    MP2RAGE role when there is no MP2RAGE/UNIT1 file."""
     lower = name.lower()
     if not lower.endswith(NIFTI_SUFFIXES):
         return None
@@ -540,7 +587,8 @@ def discover(folder: str | Path) -> Cohort:
     Each ``sub-<label>`` folder (searched recursively, e.g. ``sub-01/anat/``) must hold one file
     per role, recognised by the end of its name: ``*_phase`` (or ``part-phase``),
     ``*_mp2rage``/``*_UNIT1``/``*_T1w``, ``*_mask`` (or ``desc-lesion_mask``) and optionally
-    ``*_prlmask`` (or ``desc-prl_mask``).
+    ``*_prlmask`` (or ``desc-prl_mask``) and extra images (``*_FLAIR``, ``*_T1w`` beside an
+    MP2RAGE, ``*_magnitude`` or ``part-mag``, ``*_swi``, ``*_qsm`` or ``*_Chimap``).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -564,11 +612,14 @@ def discover_subject(sub_dir: str | Path) -> SubjectPaths:
             raise file_error(sub_dir, f"two {role} images: {found[role].name} and {file.name}",
                              "Keep one per subject or list the subject in a manifest CSV instead.")
         found[role] = file
+    if "mp2rage" not in found and "t1w" in found:
+        found["mp2rage"] = found.pop("t1w")
     missing = [r for r in ("phase", "mp2rage", "mask") if r not in found]
     if missing:
         raise file_error(sub_dir, f"no {', '.join(missing)} image found",
                          "Name the files *_phase.nii.gz, *_mp2rage.nii.gz and *_mask.nii.gz (docs/data.md).")
-    return SubjectPaths(sub_dir.name, found["phase"], found["mp2rage"], found["mask"], found.get("prl_mask"))
+    return SubjectPaths(sub_dir.name, found["phase"], found["mp2rage"], found["mask"], found.get("prl_mask"),
+                        extra=tuple((name, found[name]) for name in EXTRA_CONTRASTS if name in found))
 
 
 def open_cohort(path: str | Path) -> Cohort:

@@ -220,9 +220,10 @@ class Project:
         """Registered lesions of every subject."""
         return self.store.lesions()
 
-    def load_subject(self, subject: str) -> Subject:
-        """Load a subject's images, refusing a mask changed since its lesions were registered."""
-        loaded = self.cohort.load(subject)
+    def load_subject(self, subject: str, *, extra: bool = False) -> Subject:
+        """Load a subject's images (with ``extra``, its extra images for display too), refusing
+        a mask changed since its lesions were registered."""
+        loaded = self.cohort.load(subject, extra=extra)
         self._check_mask(subject, loaded.labels, loaded.affine)
         return loaded
 

@@ -1,4 +1,4 @@
-"""A subject as napari layer data: phase, MP2RAGE and lesion labels on the world grid."""
+"""A subject as napari layer data: phase, MP2RAGE, extra images and lesion labels on the world grid."""
 
 from __future__ import annotations
 
@@ -34,10 +34,21 @@ def robust_window(image: np.ndarray) -> tuple[float, float]:
 
 
 def subject_layers(subject: Subject, *, name_prefix: str | None = None) -> list[LayerData]:
-    """Phase, MP2RAGE and lesion labels, placed in world (scanner mm) space by the affine."""
+    """Phase, MP2RAGE, the extra images and lesion labels, placed in world (scanner mm) space by
+    the affine.
+
+    The extra images (FLAIR, magnitude, ...) lie below MP2RAGE and phase, so the phase stays the
+    image seen first; napari's layer list then reads phase, MP2RAGE, then the extras in manifest
+    order.
+    """
     prefix = f"{name_prefix or subject.subject} "
     common = {"affine": subject.affine, "metadata": {"subject": subject.subject}}
     layers: list[LayerData] = [
+        (image, {**common, "name": prefix + name, "colormap": "gray", "contrast_limits": robust_window(image)},
+         "image")
+        for name, image in reversed(subject.extra.items())
+    ]
+    layers += [
         (subject.mp2rage, {**common, "name": prefix + "mp2rage", "colormap": "gray",
                            "contrast_limits": robust_window(subject.mp2rage)}, "image"),
         (subject.phase, {**common, "name": prefix + "phase", "colormap": "gray",

@@ -34,7 +34,7 @@ def read_path(path: str | list[str]) -> list[LayerData]:
     if isinstance(path, list):
         path = path[0]
     subject_paths = _subject_at(Path(path))
-    return subject_layers(subject_paths.load())
+    return subject_layers(subject_paths.load(extra=True))
 
 
 def _subject_at(path: Path) -> SubjectPaths:

@@ -8,6 +8,7 @@ from .layers import LayerData, subject_layers
 
 
 def synthetic_subject() -> list[LayerData]:
-    """Phase, MP2RAGE, lesion labels and the (hidden) PRL mask of a small synthetic subject."""
+    """Phase, MP2RAGE, FLAIR, magnitude, lesion labels and the (hidden) PRL mask of a small
+    synthetic subject."""
     simulated = sample_subject(seed=0)
     return subject_layers(simulated.subject, name_prefix="synthetic")

@@ -7,16 +7,17 @@ import sys
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.simulate import simulate_cohort
+from napari_deep_prl.simulate import SIMULATED_CONTRASTS, simulate_cohort
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "simulate",
-        help="write a synthetic cohort (phase, MP2RAGE, masks, manifest, lesion truth table)",
+        help="write a synthetic cohort (phase, MP2RAGE, FLAIR, magnitude, masks, manifest, lesion truth table)",
         description="Simulate a physics-based cohort: phase from a susceptibility phantom through "
                     "the dipole kernel (paramagnetic = dark), MP2RAGE-like T1 contrast, lesions "
-                    "of seven kinds (full/partial-rim PRLs and hard negatives). Acquisition "
+                    "of seven kinds (full/partial-rim PRLs and hard negatives), and for display a "
+                    "FLAIR-like image and the T2*-weighted magnitude. Acquisition "
                     "parameters vary per subject unless fixed by the options below. Writes "
                     "OUT/manifest.csv, OUT/lesions_truth.tsv, OUT/subjects.tsv and sub-XXX/ "
                     "NIfTI images. See docs/simulator.md.",
@@ -34,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lesions", type=int, metavar="N", help="lesions per subject (default: ~30, varied)")
     p.add_argument("--prl-fraction", type=float, default=0.08, metavar="F",
                    help="expected fraction of lesions that are PRLs (0.08)")
+    p.add_argument("--contrasts", nargs="+", choices=(*SIMULATED_CONTRASTS, "none"),
+                   default=list(SIMULATED_CONTRASTS), metavar="NAME",
+                   help="extra images written for display (manifest columns of the same names): "
+                        f"{', '.join(SIMULATED_CONTRASTS)}, or none for phase and MP2RAGE only "
+                        f"(default: {' '.join(SIMULATED_CONTRASTS)})")
     p.add_argument("--overwrite", action="store_true", help="replace a cohort already in OUT")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -42,12 +48,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.voxel_size is not None and len(args.voxel_size) not in (1, 3):
         raise InputError(f"--voxel-size takes one or three values, got {len(args.voxel_size)}")
+    if "none" in args.contrasts and len(args.contrasts) > 1:
+        raise InputError(f"--contrasts {' '.join(args.contrasts)}: 'none' cannot be combined with contrasts. "
+                         "Give contrast names, or none alone")
     options = {"voxel_size": args.voxel_size, "fov_mm": args.fov,
                "field_strength_t": args.field_strength, "te_ms": args.te, "noise": args.noise,
                "n_lesions": args.lesions}
     manifest = run_with_tqdm(
         simulate_cohort(args.out, args.subjects, args.seed, prl_fraction=args.prl_fraction,
-                        overwrite=args.overwrite, **options),
+                        overwrite=args.overwrite, contrasts=[c for c in args.contrasts if c != "none"],
+                        **options),
         desc="simulate", disable=args.quiet)
     print(f"{args.subjects} subjects written; manifest: {manifest}", file=sys.stderr)
     return 0

@@ -31,8 +31,11 @@ OUTSIDE, CSF, GM, WM, DEEP_GM, SKULL, SCALP = range(7)
 CHI_PPM = {OUTSIDE: 0.0, CSF: 0.0, GM: 0.01, WM: -0.025, DEEP_GM: 0.04, SKULL: 0.0, SCALP: 0.0}
 #: MP2RAGE (UNI-like) value of each class; air is drawn as the UNI's salt-and-pepper noise.
 T1_VALUE = {OUTSIDE: 0.0, CSF: 0.18, GM: 0.56, WM: 0.80, DEEP_GM: 0.66, SKULL: 0.08, SCALP: 0.62}
-#: T2*-weighted magnitude at a typical TE (sets the local phase noise).
+#: T2*-weighted magnitude at a typical TE (sets the local phase noise; the magnitude image).
 MAGNITUDE = {OUTSIDE: 0.0, CSF: 1.0, GM: 0.9, WM: 0.8, DEEP_GM: 0.55, SKULL: 0.05, SCALP: 0.7}
+#: FLAIR-like value of each class: CSF suppressed, GM brighter than WM, iron-rich deep GM a
+#: little darker than cortex, scalp fat bright.
+FLAIR_VALUE = {OUTSIDE: 0.0, CSF: 0.06, GM: 0.62, WM: 0.45, DEEP_GM: 0.52, SKULL: 0.05, SCALP: 0.7}
 
 #: Venous blood susceptibility range (ppm): deoxyhaemoglobin at ~60 % oxygenation.
 VEIN_CHI_PPM = (0.30, 0.45)

@@ -2,10 +2,10 @@
 
 Layout (discoverable by :func:`napari_deep_prl.io.discover` as well as through the manifest)::
 
-    OUT/manifest.csv              subject,phase,mp2rage,mask,prl_mask (relative paths)
+    OUT/manifest.csv              subject,phase,mp2rage,mask,prl_mask[,flair][,magnitude]
     OUT/lesions_truth.tsv         one row per lesion: lesion table + kind and drawn parameters
     OUT/subjects.tsv              one row per subject: acquisition parameters, lesion/PRL counts
-    OUT/sub-001/sub-001_phase.nii.gz, _mp2rage, _mask, _prl_mask
+    OUT/sub-001/sub-001_phase.nii.gz, _mp2rage, _mask, _prl_mask[, _flair, _magnitude]
 
 The tables and the manifest are rewritten (atomically) after every subject, so a cancelled run
 leaves a smaller but consistent cohort.
@@ -14,42 +14,51 @@ leaves a smaller but consistent cohort.
 from __future__ import annotations
 
 import re
-from collections.abc import Generator
+import warnings
+from collections.abc import Generator, Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import InputError, file_error
+from napari_deep_prl.errors import InputError, InputWarning, file_error
 from napari_deep_prl.io import SubjectPaths, write_manifest
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.simulate.params import draw_params
 from napari_deep_prl.simulate.subject import (
+    CONTRAST_DESCRIPTIONS,
     PHASE_DESCRIPTION,
+    SIMULATED_CONTRASTS,
     Simulated,
+    check_contrasts,
     simulate_subject,
 )
 from napari_deep_prl.tables import write_table
 
 #: Leading truth-table columns (the rest follow in the lesion table's order).
 TRUTH_LEAD = ("subject", "lesion", "kind", "prl")
-#: Image roles written per subject, as ``<subject>_<role>.nii.gz``.
+#: Image roles written per subject, as ``<subject>_<role>.nii.gz`` (and the extra contrasts asked for).
 ROLES = ("phase", "mp2rage", "mask", "prl_mask")
 
 
 def simulate_cohort(out_dir: str | Path, n_subjects: int, seed: int = 0, *,
                     prl_fraction: float = 0.08, overwrite: bool = False,
+                    contrasts: Sequence[str] = SIMULATED_CONTRASTS,
                     **options: object) -> Generator[Progress, None, Path]:
     """Simulate ``n_subjects`` subjects into ``out_dir``; yields progress, returns the manifest.
 
     ``options`` are :class:`~napari_deep_prl.simulate.SubjectParams` fields held fixed for every
     subject (e.g. ``voxel_size=(1, 1, 1)``, ``field_strength_t=3``); the others vary per subject.
+    ``contrasts``: the display-only images written besides phase and MP2RAGE (manifest columns
+    of the same names); ``()`` writes none, and changes nothing else. A cohort that came out
+    without any PRL is written, with an :class:`~napari_deep_prl.errors.InputWarning`.
     """
     out = Path(out_dir)
     if n_subjects < 1:
         raise InputError(f"cannot simulate {n_subjects} subjects. Ask for at least 1")
     draw_params(np.random.default_rng(0), prl_fraction, **options)  # fail before writing
+    contrasts = check_contrasts(contrasts)
     manifest = out / "manifest.csv"
     if manifest.exists() and not overwrite:
         raise file_error(out, "already holds a cohort (manifest.csv)",
@@ -64,7 +73,7 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int, seed: int = 0, *,
     subjects: list[dict[str, object]] = []
     yield Progress(0, n_subjects, "subject")
     for index in range(n_subjects):
-        sim = simulate_subject(seed, index=index, prl_fraction=prl_fraction, **options)
+        sim = simulate_subject(seed, index=index, prl_fraction=prl_fraction, contrasts=contrasts, **options)
         rows.append(write_subject(sim, out))
         truths.append(sim.truth)
         subjects.append({"subject": sim.subject.subject, "lesions": len(sim.truth),
@@ -76,6 +85,11 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int, seed: int = 0, *,
         write_manifest(rows, manifest)
         yield Progress(index + 1, n_subjects, "subject", sim.subject.subject,
                        {"lesions": float(len(truth)), "prl": float(truth["prl"].sum())})
+    if not truth["prl"].any():
+        warnings.warn(f"{out}: the simulated cohort has no PRL at all ({n_subjects} subject(s), "
+                      f"{len(truth)} lesions, PRL fraction {prl_fraction:g}): training, cross-validation "
+                      "and PRL counts need some. Simulate more subjects, another seed or a larger "
+                      "PRL fraction (--subjects, --seed, --prl-fraction).", InputWarning, stacklevel=2)
     return manifest
 
 
@@ -86,14 +100,14 @@ def _remove_previous(out: Path, manifest: Path) -> None:
         if not re.fullmatch(r"sub-[A-Za-z0-9]+", subject):
             continue
         folder = out / subject
-        for role in ROLES:
+        for role in ROLES + SIMULATED_CONTRASTS:
             (folder / f"{subject}_{role}.nii.gz").unlink(missing_ok=True)
         if folder.is_dir() and not any(folder.iterdir()):
             folder.rmdir()
 
 
 def write_subject(sim: Simulated, out_dir: Path) -> SubjectPaths:
-    """Write one subject's four images under ``out_dir/<subject>/``."""
+    """Write one subject's four images, and its extra contrasts, under ``out_dir/<subject>/``."""
     subject = sim.subject
     folder = out_dir / subject.subject
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,6 +116,7 @@ def write_subject(sim: Simulated, out_dir: Path) -> SubjectPaths:
         "mp2rage": (subject.mp2rage.astype(np.float32), "deep-prl sim: MP2RAGE UNI-like, [0, 1]"),
         "mask": (subject.mask.astype(np.uint8), "deep-prl sim: lesion mask (binary)"),
         "prl_mask": (subject.prl_mask.astype(np.uint8), "deep-prl sim: voxels of PRLs"),
+        **{name: (image.astype(np.float32), CONTRAST_DESCRIPTIONS[name]) for name, image in subject.extra.items()},
     }
     paths = {}
     for role, (data, description) in images.items():
@@ -113,4 +128,4 @@ def write_subject(sim: Simulated, out_dir: Path) -> SubjectPaths:
         paths[role] = folder / f"{subject.subject}_{role}.nii.gz"
         nib.save(image, paths[role])
     return SubjectPaths(subject.subject, paths["phase"], paths["mp2rage"], paths["mask"],
-                        paths["prl_mask"])
+                        paths["prl_mask"], extra=tuple((name, paths[name]) for name in subject.extra))

@@ -1,4 +1,5 @@
-"""Image formation: susceptibility -> field -> filtered phase, and the MP2RAGE-like T1 image.
+"""Image formation: susceptibility -> field -> filtered phase, the MP2RAGE-like T1 image, and the
+display-only FLAIR-like image and T2*-weighted magnitude.
 
 Phase sign convention: **paramagnetic = dark**. The phase written is
 ``phase = -2 pi gamma_bar B0 TE * delta_B / B0``, so where a paramagnetic source raises the
@@ -20,10 +21,20 @@ import os
 import numpy as np
 from scipy import fft
 
-from napari_deep_prl.simulate.anatomy import MAGNITUDE, OUTSIDE, T1_VALUE, WM, Anatomy
+from napari_deep_prl.simulate.anatomy import FLAIR_VALUE, MAGNITUDE, OUTSIDE, T1_VALUE, WM, Anatomy
 from napari_deep_prl.simulate.geometry import grid_axes, separable_linear, smooth_noise
 
 _WORKERS = min(4, os.cpu_count() or 1)
+
+#: Each lesion's FLAIR value as a multiple of white matter's, drawn per lesion.
+FLAIR_LESION_GAIN = (1.6, 2.2)
+#: Each lesion's T2*-weighted magnitude as a multiple of its tissue's (longer T2* where myelin is
+#: lost), drawn per lesion, before its iron darkens it.
+MAGNITUDE_LESION_GAIN = (1.05, 1.25)
+#: Extra R2* (1/s) per ppm of paramagnetic susceptibility per tesla: the ratio of the post-mortem
+#: R2*-iron and susceptibility-iron slopes of grey matter at 3 T (about 280 1/s per ppm), and
+#: what makes the phantom's deep grey matter as dark as its magnitude table says.
+R2STAR_PER_PPM_PER_T = 90.0
 
 
 def kspace_grid(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]
@@ -75,14 +86,15 @@ def highpass(phase: np.ndarray, mask: np.ndarray, voxel_size: tuple[float, float
     """Gaussian high-pass inside ``mask``: phase minus its mask-normalised local mean."""
     transfer = gaussian_transfer(phase.shape, voxel_size, sigma_mm)
     m = mask.astype(np.float32)
-
-    def blur(volume: np.ndarray) -> np.ndarray:
-        spectrum = fft.rfftn(volume, workers=_WORKERS)
-        spectrum *= transfer
-        return fft.irfftn(spectrum, s=volume.shape, workers=_WORKERS)
-
-    local_mean = blur(phase * m) / np.maximum(blur(m), 1e-3)
+    local_mean = filtered(phase * m, transfer) / np.maximum(filtered(m, transfer), 1e-3)
     return np.where(mask, phase - local_mean, 0.0).astype(np.float32)
+
+
+def filtered(volume: np.ndarray, transfer: np.ndarray) -> np.ndarray:
+    """``volume`` filtered by a k-space ``transfer`` function (e.g. :func:`gaussian_transfer`)."""
+    spectrum = fft.rfftn(volume, workers=_WORKERS)
+    spectrum *= transfer
+    return fft.irfftn(spectrum, s=volume.shape, workers=_WORKERS)
 
 
 def background_field(shape: tuple[int, int, int], voxel_size: tuple[float, float, float],
@@ -111,18 +123,76 @@ def background_field(shape: tuple[int, int, int], voxel_size: tuple[float, float
                                      for ax in range(3)])
 
 
+def complex_noise(shape: tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """Real and imaginary parts (stacked on axis 0) of complex Gaussian noise of SD ``sigma``."""
+    return sigma * rng.standard_normal((2, *shape), dtype=np.float32)
+
+
 def phase_noise(magnitude: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
     """Phase error of complex Gaussian noise on a signal of the given magnitude (wrap-free)."""
-    noise = sigma * rng.standard_normal((2, *magnitude.shape), dtype=np.float32)
+    noise = complex_noise(magnitude.shape, sigma, rng)
     return np.arctan2(noise[1], np.maximum(magnitude, 0.05) + noise[0]).astype(np.float32)
+
+
+def rician(image: np.ndarray, sigma: float, rng: np.random.Generator) -> np.ndarray:
+    """The magnitude of ``image`` plus complex Gaussian noise: Rician, a noise floor in the air."""
+    noise = complex_noise(image.shape, sigma, rng)
+    return np.hypot(image + noise[0], noise[1]).astype(np.float32)
+
+
+def tissue_values(anatomy: Anatomy, table: dict[int, float]) -> np.ndarray:
+    """Each voxel's value from its tissue class (``table``: class -> value)."""
+    lut = np.zeros(max(table) + 1, np.float32)
+    for cls, value in table.items():
+        lut[cls] = value
+    return lut[anatomy.tissue]
+
+
+def blurred(image: np.ndarray, voxel_size: tuple[float, float, float], sigma_mm: float) -> np.ndarray:
+    """``image`` blurred by a Gaussian point-spread function of ``sigma_mm`` (float32)."""
+    return filtered(image, gaussian_transfer(image.shape, voxel_size, sigma_mm)).astype(np.float32)
 
 
 def magnitude_image(anatomy: Anatomy) -> np.ndarray:
     """T2*-weighted magnitude: tissue values, darkened by venous blood (sets local phase noise)."""
-    lut = np.zeros(max(MAGNITUDE) + 1, np.float32)
-    for cls, value in MAGNITUDE.items():
-        lut[cls] = value
-    return lut[anatomy.tissue] * (1.0 - 0.7 * anatomy.vein_fraction)
+    return tissue_values(anatomy, MAGNITUDE) * (1.0 - 0.7 * anatomy.vein_fraction)
+
+
+def t2star_magnitude(anatomy: Anatomy, owner: np.ndarray, lesion_chi: np.ndarray, *,
+                     field_strength_t: float, te_ms: float, bias: float, noise: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """The T2*-weighted magnitude image of the phase's gradient echo (for display).
+
+    :func:`magnitude_image` (veins dark, iron-rich deep grey matter dark) with the lesions: each
+    a little brighter (myelin loss lengthens T2*), then darkened by its paramagnetic iron as
+    ``exp(-TE R2*')`` with ``R2*' =`` :data:`R2STAR_PER_PPM_PER_T` ``x B0 x chi`` (so a PRL's rim,
+    or a homogeneously paramagnetic lesion, is darker, more so at 7 T). ``owner`` numbers the
+    lesions (0 outside), ``lesion_chi`` is their susceptibility change (ppm). A smooth receive
+    bias, the phase's PSF and Rician noise of the phase's complex noise SD (``noise``).
+    """
+    gain = np.ones(int(owner.max()) + 1, np.float32)
+    gain[1:] = rng.uniform(*MAGNITUDE_LESION_GAIN, len(gain) - 1)
+    r2_extra = np.float32(R2STAR_PER_PPM_PER_T * field_strength_t) * np.maximum(lesion_chi, 0)
+    image = magnitude_image(anatomy) * gain[owner] * np.exp(-r2_extra * np.float32(te_ms * 1e-3))
+    image *= 1.0 + bias * smooth_noise(anatomy.shape, anatomy.voxel_size, 40.0, rng)
+    return rician(blurred(image, anatomy.voxel_size, 0.4 * min(anatomy.voxel_size)), noise, rng)
+
+
+def flair_image(anatomy: Anatomy, owner: np.ndarray, bias: float, noise: float,
+                rng: np.random.Generator) -> np.ndarray:
+    """A FLAIR-like image (for display): CSF suppressed (dark), WM mid-grey, GM brighter, lesions
+    hyperintense.
+
+    Each lesion (``owner`` numbers them, 0 outside) gets its own brightness, a multiple of white
+    matter's drawn from :data:`FLAIR_LESION_GAIN`, whatever its kind: FLAIR is not
+    susceptibility-weighted, so a PRL's rim does not show and PRLs look like other lesions. A
+    smooth bias and Rician noise of SD ``noise`` relative to white matter, as the MP2RAGE's.
+    """
+    gain = np.zeros(int(owner.max()) + 1, np.float32)
+    gain[1:] = rng.uniform(*FLAIR_LESION_GAIN, len(gain) - 1)
+    image = np.where(owner > 0, np.float32(FLAIR_VALUE[WM]) * gain[owner], tissue_values(anatomy, FLAIR_VALUE))
+    image *= 1.0 + bias * smooth_noise(anatomy.shape, anatomy.voxel_size, 40.0, rng)
+    return rician(blurred(image, anatomy.voxel_size, 0.35 * min(anatomy.voxel_size)), noise * FLAIR_VALUE[WM], rng)
 
 
 def mp2rage_image(anatomy: Anatomy, t1_hypo: np.ndarray, bias: float, noise: float,
@@ -132,15 +202,10 @@ def mp2rage_image(anatomy: Anatomy, t1_hypo: np.ndarray, bias: float, noise: flo
     The UNI image has a residual smooth bias (B1+ inhomogeneity) and the characteristic
     salt-and-pepper background outside the head.
     """
-    lut = np.zeros(max(T1_VALUE) + 1, np.float32)
-    for cls, value in T1_VALUE.items():
-        lut[cls] = value
     shape, vox = anatomy.shape, anatomy.voxel_size
-    image = lut[anatomy.tissue] * (1.0 - t1_hypo)
+    image = tissue_values(anatomy, T1_VALUE) * (1.0 - t1_hypo)
     image *= 1.0 + bias * smooth_noise(shape, vox, 40.0, rng)
-    image = fft.irfftn(fft.rfftn(image, workers=_WORKERS)
-                       * gaussian_transfer(shape, vox, 0.35 * min(vox)),
-                       s=shape, workers=_WORKERS).astype(np.float32)
+    image = blurred(image, vox, 0.35 * min(vox))
     image += noise * T1_VALUE[WM] * rng.standard_normal(shape, dtype=np.float32)
     air = anatomy.tissue == OUTSIDE
     image[air] = rng.beta(0.4, 0.6, int(air.sum())).astype(np.float32)

@@ -1,13 +1,16 @@
-"""One synthetic subject: anatomy + lesions -> phase, MP2RAGE, masks and the per-lesion truth.
+"""One synthetic subject: anatomy + lesions -> phase, MP2RAGE, masks, the display-only extra
+contrasts (FLAIR, magnitude) and the per-lesion truth.
 
 Randomness comes from ``numpy.random.SeedSequence([seed, index])``, split into one stream for
-the acquisition parameters and one for the phantom, so subject ``index`` of cohort ``seed`` is
-the same whether it is simulated alone or within its cohort, and fixing an option (say the noise
-level) does not reshuffle the anatomy drawn for a given grid.
+the acquisition parameters, one for the phantom and one per extra contrast, so subject ``index``
+of cohort ``seed`` is the same whether it is simulated alone or within its cohort, fixing an
+option (say the noise level) does not reshuffle the anatomy drawn for a given grid, and the
+extra contrasts asked for change nothing else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,16 +19,18 @@ import pandas as pd
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import Subject
 from napari_deep_prl.lesions import label_lesions, lesion_table_from_labels
-from napari_deep_prl.simulate.anatomy import VEIN_CHI_PPM, make_anatomy
-from napari_deep_prl.simulate.lesion_kinds import LesionSpec, draw_specs, paint_lesions
+from napari_deep_prl.simulate.anatomy import VEIN_CHI_PPM, Anatomy, make_anatomy
+from napari_deep_prl.simulate.lesion_kinds import LesionPaint, LesionSpec, draw_specs, paint_lesions
 from napari_deep_prl.simulate.params import SubjectParams, draw_params, validate
 from napari_deep_prl.simulate.physics import (
     background_field,
     field_ppm,
+    flair_image,
     highpass,
     magnitude_image,
     mp2rage_image,
     phase_noise,
+    t2star_magnitude,
 )
 
 #: Truth-table columns added to the lesion table's (see ``lesions.TABLE_COLUMNS``).
@@ -34,6 +39,19 @@ TRUTH_COLUMNS = ("kind", "shape", "n_parts", "rim_coverage", "rim_width_mm", "ch
 
 #: Stored in each phase image's NIfTI description.
 PHASE_DESCRIPTION = "deep-prl sim: filtered phase (rad), paramagnetic = negative (dark)"
+
+#: How each display-only contrast is made (see docs/simulator.md); keys in the order written.
+CONTRAST_MAKERS: dict[str, Callable[[Anatomy, LesionPaint, SubjectParams, np.random.Generator], np.ndarray]] = {
+    "flair": lambda anatomy, paint, params, rng: flair_image(anatomy, paint.owner, params.bias, params.t1_noise, rng),
+    "magnitude": lambda anatomy, paint, params, rng: t2star_magnitude(
+        anatomy, paint.owner, paint.chi, field_strength_t=params.field_strength_t, te_ms=params.te_ms,
+        bias=params.bias, noise=params.noise, rng=rng),
+}
+#: The extra contrasts the simulator makes (each a column of io.EXTRA_CONTRASTS).
+SIMULATED_CONTRASTS = tuple(CONTRAST_MAKERS)
+#: Stored in each extra contrast's NIfTI description.
+CONTRAST_DESCRIPTIONS = {"flair": "deep-prl sim: FLAIR-like, CSF suppressed, lesions bright",
+                         "magnitude": "deep-prl sim: T2*-weighted magnitude of the phase's echo"}
 
 
 @dataclass
@@ -50,15 +68,28 @@ def subject_id(index: int) -> str:
     return f"sub-{index + 1:03d}"
 
 
+def check_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
+    """The extra contrasts asked for, in :data:`SIMULATED_CONTRASTS` order; unknown ones refused."""
+    unknown = [c for c in contrasts if c not in CONTRAST_MAKERS]
+    if unknown:
+        raise InputError(f"unknown simulated contrast(s): {', '.join(map(str, unknown))}. "
+                         f"The simulator makes {', '.join(SIMULATED_CONTRASTS)}")
+    return tuple(c for c in SIMULATED_CONTRASTS if c in contrasts)
+
+
 def simulate_subject(seed: int, params: SubjectParams | None = None, *, index: int = 0,
-                     prl_fraction: float = 0.08, **options: object) -> Simulated:
+                     prl_fraction: float = 0.08, contrasts: Sequence[str] = SIMULATED_CONTRASTS,
+                     **options: object) -> Simulated:
     """Simulate subject ``index`` of the cohort seeded with ``seed``.
 
     Without ``params`` the acquisition and subject parameters are drawn from the seed (see
     :func:`~napari_deep_prl.simulate.params.draw_params`), with ``options`` (any
     :class:`SubjectParams` field, e.g. ``voxel_size=(1, 1, 1)``, ``fov_mm=...``) held fixed.
+    ``contrasts`` are the display-only images made besides phase and MP2RAGE
+    (``subject.extra``); each draws from its own random stream, so they change nothing else.
     """
-    params_seq, phantom_seq = np.random.SeedSequence([int(seed), int(index)]).spawn(2)
+    contrasts = check_contrasts(contrasts)
+    params_seq, phantom_seq, contrast_seq = np.random.SeedSequence([int(seed), int(index)]).spawn(3)
     if params is None:
         params = draw_params(np.random.default_rng(params_seq), prl_fraction, **options)
     elif options:
@@ -83,7 +114,10 @@ def simulate_subject(seed: int, params: SubjectParams | None = None, *, index: i
     affine = np.diag([*map(float, vox), 1.0])
     affine[:3, 3] = -(np.array(anatomy.shape) - 1) / 2 * np.array(vox)
     mask = (paint.owner > 0).astype(np.uint8)
-    subject = Subject(subject_id(index), phase, mp2rage, mask, affine, prl_mask=paint.prl)
+    streams = dict(zip(SIMULATED_CONTRASTS, contrast_seq.spawn(len(SIMULATED_CONTRASTS))))
+    extra = {name: CONTRAST_MAKERS[name](anatomy, paint, params, np.random.default_rng(streams[name]))
+             for name in contrasts}
+    subject = Subject(subject_id(index), phase, mp2rage, mask, affine, prl_mask=paint.prl, extra=extra)
     truth = truth_table(subject, paint.owner, specs)
     return Simulated(subject, truth, params)
 
@@ -122,7 +156,8 @@ def truth_table(subject: Subject, owner: np.ndarray, specs: list[LesionSpec]) ->
 
 
 def sample_subject(seed: int = 0) -> Simulated:
-    """A small, quick subject (1.5 mm, reduced head, ~1 s) for the napari sample data and demos."""
+    """A small, quick subject (1.5 mm, reduced head, ~1 s) for the napari sample data and demos,
+    with every simulated extra contrast."""
     params = SubjectParams(voxel_size=(1.5, 1.5, 1.5), fov_mm=(150.0, 180.0, 150.0), n_lesions=24,
                            prl_rate=0.25, noise=0.06)
     return simulate_subject(seed, params)
