@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_deep_prl._napari.layers import phase_window
+from napari_deep_prl._napari.slices import default_window
 from napari_deep_prl._napari.reader import get_reader
 
 pytestmark = pytest.mark.gui
@@ -44,12 +44,12 @@ def test_extra_images_open_as_grey_layers_below_phase_and_mp2rage(make_napari_vi
     assert np.allclose(flair.affine.affine_matrix, np.diag([1.0, 1.0, 1.5, 1.0]))
     assert flair.colormap.name == "gray" and flair.visible
     data = nib.load(paths.extra[0][1]).get_fdata()
-    assert np.percentile(data, 1) == pytest.approx(flair.contrast_limits[0], rel=1e-4)
+    assert np.percentile(data, 1) == pytest.approx(flair.contrast_limits[0], rel=0.05)
     assert flair.contrast_limits[1] < data.max()  # a robust window: outliers saturate
 
 
 def test_phase_window_is_symmetric_and_robust():
-    phase = np.linspace(-1, 1, 1000)
-    phase[0] = -50  # one vein-like outlier must not set the window
-    low, high = phase_window(phase)
+    phase = np.linspace(-1, 1, 20 * 20 * 20).reshape(20, 20, 20)
+    phase[0, 0, 0] = -50  # one vein-like outlier must not set the window
+    low, high = default_window("phase", phase)
     assert low == -high and 0.9 < high < 1.1

@@ -103,10 +103,10 @@ def test_seconds_count_from_when_the_lesion_was_painted(dock, qtbot, project_dir
     viewer, widget = dock()
     opened(qtbot, widget, project_dir)
     shown_after(qtbot, widget, lambda: press(viewer, "N"))
-    qtbot.wait(400)
+    qtbot.wait(600)  # the rater looks at lesion 2 for about 0.6 s
     shown_after(qtbot, widget, lambda: press(viewer, "N"))
     seconds = current_ratings(project_dir)["seconds"].tolist()
-    assert seconds[1] >= 0.4
+    assert seconds[1] >= 0.5
 
 
 def test_a_lesion_still_loading_cannot_be_labelled(dock, qtbot, project_dir):
