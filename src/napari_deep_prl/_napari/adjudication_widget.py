@@ -116,7 +116,7 @@ class AdjudicationWidget(LesionWidget):
         QVBoxLayout(self.stats).addWidget(self.agreement)
         keys = QGroupBox("Keys")
         QVBoxLayout(keys).addWidget(key_list(ADJUDICATION_KEYS))
-        self.assemble((session, self.lesion_box, self.stats, keys))
+        self.assemble((self.session_bar(session), session, self.lesion_box, self.stats, keys))
         self._apply_blinding()
 
     # -- session --------------------------------------------------------------------------
@@ -140,6 +140,7 @@ class AdjudicationWidget(LesionWidget):
         self.lesions = self.project.lesions().set_index("lesion_key")
         self.canvas.set_panels(self.project.config.review.panels)
         self.lesion_box.setEnabled(True)
+        self.fold_session(True, f"adjudicator {self.adjudicator} · {self.project.root.name}")
         self.agreement.project = self.project
         self.agreement.refresh()
         self.visited.clear()
@@ -155,6 +156,7 @@ class AdjudicationWidget(LesionWidget):
             self.project.close()
         self.project = self.agreement.project = None
         self.lesion_box.setEnabled(False)
+        self.fold_session(False)
 
     def refresh_queue(self, keep: int | None = None) -> None:
         """Re-read the disagreements (raters may still be rating) and show lesion ``keep`` (a

@@ -246,11 +246,16 @@ class LesionCanvas(QWidget):
         strip_height = thumb + CAPTION_PX + GAP if n_strip else 0.0
         contrasts = list(self._tiles)
         n = max(len(contrasts), 1)
-        side = max(min((width - GAP * (n + 1)) / n, height - strip_height - CAPTION_PX - 2 * GAP), 10.0)
-        left = (width - (side * n + GAP * (n - 1))) / 2
-        panels = [(c, QRectF(left + i * (side + GAP), CAPTION_PX + GAP, side, side))
+        room = height - strip_height - GAP
+        # as many rows as make the panels largest (four panels in a narrow dock: two by two)
+        side, rows = max((min((width - GAP * (-(-n // r) + 1)) / -(-n // r),
+                              room / r - CAPTION_PX - GAP), r) for r in range(1, n + 1))
+        side, cols = max(side, 10.0), -(-n // rows)
+        left = (width - (side * cols + GAP * (cols - 1))) / 2
+        panels = [(c, QRectF(left + (i % cols) * (side + GAP),
+                             CAPTION_PX + (i // cols) * (side + CAPTION_PX + GAP), side, side))
                   for i, c in enumerate(contrasts)]
-        top = CAPTION_PX + 2 * GAP + side + CAPTION_PX
+        top = rows * (side + CAPTION_PX + GAP) + GAP + CAPTION_PX
         strip_left = (width - (thumb * n_strip + GAP * (n_strip - 1))) / 2
         strip = [(at, QRectF(strip_left + i * (thumb + GAP), top, thumb, thumb))
                  for i, (at, _) in enumerate(self._strip)]
@@ -270,7 +275,7 @@ class LesionCanvas(QWidget):
         for contrast, rect in panels:
             self._paint_tile(painter, self._tiles[contrast], rect, 2.0)
             painter.setPen(QColor(230, 230, 230))
-            painter.drawText(QRectF(rect.left(), 0, rect.width(), CAPTION_PX),
+            painter.drawText(QRectF(rect.left(), rect.top() - CAPTION_PX, rect.width(), CAPTION_PX),
                              Qt.AlignmentFlag.AlignCenter, title(contrast))
             self._paint_letters(painter, rect)
         if strip:

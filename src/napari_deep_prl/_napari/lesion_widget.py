@@ -12,7 +12,18 @@ from collections.abc import Iterable
 
 import napari
 from qtpy.QtCore import QEvent, Qt, Signal
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QFormLayout, QSplitter, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_deep_prl.project import Project
 
@@ -71,6 +82,24 @@ class LesionWidget(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(splitter)
         buttons_without_focus(self)
+
+    def session_bar(self, form: QGroupBox) -> QWidget:
+        """A one-line summary that replaces the opening ``form`` while a session is open (the
+        lesion's controls then start at the top), with a button to show the form again."""
+        self._session_form = form
+        self._session_bar = QWidget()
+        row = QHBoxLayout(self._session_bar)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.session_text = QLabel("")
+        row.addWidget(self.session_text, 1)
+        row.addWidget(QPushButton("change…", clicked=lambda: self.fold_session(False)))
+        self._session_bar.setVisible(False)
+        return self._session_bar
+
+    def fold_session(self, folded: bool, text: str = "") -> None:
+        self._session_form.setVisible(not folded)
+        self._session_bar.setVisible(folded)
+        self.session_text.setText(text)
 
     def focus_canvas(self) -> None:
         self.canvas.setFocus()

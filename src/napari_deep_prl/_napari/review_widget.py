@@ -117,22 +117,21 @@ class ReviewWidget(LesionWidget):
         for text, slot in (("← prev", self.previous_lesion), ("next →", self.next_lesion),
                            ("later (L)", self.review_later), ("undo (Z)", self.undo)):
             moves.addWidget(QPushButton(text, clicked=slot))
+        reason_form = QFormLayout()
+        reason_form.addRow("reason", self.reason)
         view_form = QFormLayout()
         view_form.addRow("subject", self.subject)
         self.view_rows(view_form)
-        view_form.addRow("reason", self.reason)
         self.review_box = QGroupBox("Lesion")
         box = QVBoxLayout(self.review_box)
-        for widget in (self.where, self.own, self.subject_bar, self.overall_bar, self.left_out):
-            box.addWidget(widget)
-        box.addLayout(view_form)
-        for item in (self.confidence_label, buttons, self.comment, moves, self.jump_box,
-                     self.saved, self.blind, self.others):
-            (box.addLayout if isinstance(item, QHBoxLayout) else box.addWidget)(item)
+        for item in (self.where, self.own, self.subject_bar, self.overall_bar, self.left_out,
+                     self.saved, self.confidence_label, buttons, reason_form, self.comment, moves,
+                     self.jump_box, self.blind, self.others, view_form):
+            (box.addLayout if isinstance(item, (QHBoxLayout, QFormLayout)) else box.addWidget)(item)
         self.review_box.setEnabled(False)
         keys = QGroupBox("Keys")
         QVBoxLayout(keys).addWidget(key_list(REVIEW_KEYS))
-        self.assemble((self.open_box, self.review_box, keys))
+        self.assemble((self.session_bar(self.open_box), self.open_box, self.review_box, keys))
 
     def _browse(self) -> None:
         open_project_dialog(self, self.project_path)
@@ -213,6 +212,7 @@ class ReviewWidget(LesionWidget):
             count=left_out, size=project.config.review.min_diameter_mm) if left_out else "")
         self.left_out.setVisible(bool(left_out))
         self.review_box.setEnabled(True)
+        self.fold_session(True, f"{rater} · {project.root.name}")
         self.keys.activate()
         self._show(self.session.start())
         return True
@@ -227,6 +227,7 @@ class ReviewWidget(LesionWidget):
         self.project = self.session = None
         self._prefetched_from = None
         self.review_box.setEnabled(False)
+        self.fold_session(False)
 
     # -- showing --------------------------------------------------------------------------
 
