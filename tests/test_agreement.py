@@ -123,7 +123,10 @@ def test_all_raters_row_matches_statsmodels():
     assert row.fleiss_kappa == pytest.approx(sm_fleiss_kappa(counts))
     assert row.n == n
     assert list(table.columns) == ["rater_a", "rater_b", "n", "percent_agreement", "cohen_kappa",
-                                   "cohen_kappa_ci_low", "cohen_kappa_ci_high", "fleiss_kappa"]
+                                   "cohen_kappa_ci_low", "cohen_kappa_ci_high", "fleiss_kappa",
+                                   "note"]
+    assert row.note == ""  # Fleiss' kappa is defined; the pairs' CIs are not (one subject)
+    assert (table["note"].iloc[:3] == "1 subject: a CI needs at least 3").all()
 
 
 def test_sensitivity_specificity_counts_unsure_apart():
@@ -142,9 +145,9 @@ def test_prl_count_icc_only_on_finished_subjects():
         for rater, labels in (("a", a), ("b", b)):
             rows += [{"rater": rater, "subject": subject, "lesion": i,
                       "label": "prl" if x == "P" else "not_prl"} for i, x in enumerate(labels)]
-    icc, n = ag.prl_count_icc(pd.DataFrame(rows), lesions)
+    icc, n, note = ag.prl_count_icc(pd.DataFrame(rows), lesions)
     assert n == 2  # s3 unfinished by b
-    assert icc == pytest.approx(1.0)
+    assert icc == pytest.approx(1.0) and note == ""
 
 
 def test_intra_rater_agreement_from_repeats():

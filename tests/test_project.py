@@ -133,7 +133,7 @@ def test_cli_round_trip(tmp_path, manifest, deep_prl, capsys):
                     "--details", details) == 0
     assert sorted(p.name for p in details.iterdir()) == [
         "intra_rater.tsv", "per_subject.tsv", "vs_consensus.tsv",
-        "vs_consensus_per_subject.tsv"]
+        "vs_consensus_per_subject.tsv", "vs_reference.tsv"]
     pairs = pd.read_csv(agreement, sep="\t")
     assert pairs[["rater_a", "rater_b"]].values.tolist() == [
         ["ann", "ben"], ["ann", "truth"], ["ben", "truth"], ["all", "all"]]
