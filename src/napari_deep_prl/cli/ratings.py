@@ -187,7 +187,7 @@ def run_consensus(args: argparse.Namespace) -> int:
         table = project.consensus()
         now = table[(table["subject"] == args.subject) & (table["lesion"] == args.lesion)].iloc[0]
         state = (f"consensus is now {now['consensus']} ({now['consensus_method']})"
-                 if now["consensus"] is not None else
+                 if pd.notna(now["consensus"]) else
                  "it waits for adjudication" if now["pending"] else "it has no consensus yet")
     print(f"retracted the consensus of {where} (row {row}); {state}", file=sys.stderr)
     return 0

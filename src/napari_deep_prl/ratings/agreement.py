@@ -372,8 +372,8 @@ def raters_vs_references(current: pd.DataFrame, references: pd.DataFrame, *,
     """
     _check_unsure(unsure)
     rows = []
-    for (reference, truth), (rater, own) in product(references.groupby("rater"),
-                                                    current.groupby("rater")):
+    for (rater, own), (reference, truth) in product(current.groupby("rater"),
+                                                    references.groupby("rater")):
         both = own[["subject", "lesion", "label"]].merge(
             truth[["subject", "lesion", "label"]], on=["subject", "lesion"],
             suffixes=("", "_reference"))
