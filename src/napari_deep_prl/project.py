@@ -398,7 +398,7 @@ class Project:
             self._check_mask(paths.subject, lesion_ids, affine)
             mine = labels[labels["subject"] == paths.subject]
             groups = dict(list(mine.groupby(["source", "id"], sort=False)))
-            groups.setdefault(("consensus", "consensus"), mine.iloc[:0])  # a subject without lesions
+            groups.setdefault(("consensus", "consensus"), mine.iloc[:0])  # a lesion-free subject
             n_lesions = int((mine["source"] == "consensus").sum())
             for (source, name), part in groups.items():
                 file = f"{subjects[paths.subject]}_desc-{descs[source, name]}_prlmask.nii.gz"

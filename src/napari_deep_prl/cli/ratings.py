@@ -225,8 +225,8 @@ def agreement_text(summary: AgreementSummary) -> str:
     lines = []
     for row in summary.pairs.itertuples():
         if row.rater_a == "all":
-            lines.append(f"all raters: Fleiss' kappa {describe_estimate(row.fleiss_kappa, note=row.note)}"
-                         f" on {row.n} lesions")
+            fleiss = describe_estimate(row.fleiss_kappa, note=row.note)
+            lines.append(f"all raters: Fleiss' kappa {fleiss} on {row.n} lesions")
         else:
             kappa = describe_estimate(row.cohen_kappa, row.cohen_kappa_ci_low,
                                       row.cohen_kappa_ci_high, row.note)
