@@ -98,6 +98,14 @@ def consensus_table(lesions: pd.DataFrame, current: pd.DataFrame, decisions: pd.
     return table.reset_index(drop=True)
 
 
+def labels_by_lesion(current: pd.DataFrame) -> pd.DataFrame:
+    """Lesion keys x ids (in sorted order) of the current labels of ``current``."""
+    labels = current.pivot(index="lesion_key", columns="rater", values="label")
+    labels = labels.reindex(columns=sorted(labels.columns))
+    labels.columns.name = None
+    return labels
+
+
 #: Columns of the adjudication queue after the raters' (whose columns are named by rater id).
 QUEUE_DECISION_COLUMNS = ["consensus", "decided_by", "note", "pending"]
 
@@ -112,9 +120,7 @@ def adjudication_queue(table: pd.DataFrame, current: pd.DataFrame, *,
     """
     keep = table["pending"] | (table["adjudicated"] & decided)
     rows = table[keep].sort_values(["subject", "lesion"])
-    wide = current.pivot(index="lesion_key", columns="rater", values="label")
-    wide = wide.reindex(columns=sorted(wide.columns))
-    wide.columns.name = None
-    queue = rows[["lesion_key", "subject", "lesion", "n_ratings"]].join(wide, on="lesion_key")
+    queue = rows[["lesion_key", "subject", "lesion", "n_ratings"]].join(labels_by_lesion(current),
+                                                                        on="lesion_key")
     queue[QUEUE_DECISION_COLUMNS] = rows[QUEUE_DECISION_COLUMNS]
     return queue.reset_index(drop=True)

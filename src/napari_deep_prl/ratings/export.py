@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from napari_deep_prl.ratings.consensus import labels_by_lesion
 from napari_deep_prl.ratings.store import REFERENCE_PREFIX
 
 LONG_COLUMNS = ["subject", "lesion", "rater", "kind", "label", "repeat", "confidence", "reason",
@@ -21,24 +22,16 @@ CONSENSUS_HISTORY_COLUMNS = ["subject", "lesion", "action", "label", "method", "
                              "note", "created_at", "retracts", "package_version", "id"]
 
 
-def _labels_by_lesion(current: pd.DataFrame) -> pd.DataFrame:
-    """Lesion keys x ids (sorted) of current labels."""
-    labels = current.pivot(index="lesion_key", columns="rater", values="label")
-    labels = labels.reindex(columns=sorted(labels.columns))
-    labels.columns.name = None
-    return labels
-
-
 def wide_table(lesions: pd.DataFrame, current: pd.DataFrame, consensus: pd.DataFrame,
                references: pd.DataFrame | None = None) -> pd.DataFrame:
     """``subject, lesion``, one column per rater id (current label), ``consensus,
     consensus_method``, then one ``reference_<id>`` column per reference."""
-    table = lesions[["lesion_key", "subject", "lesion"]].join(_labels_by_lesion(current),
+    table = lesions[["lesion_key", "subject", "lesion"]].join(labels_by_lesion(current),
                                                               on="lesion_key")
     table = table.merge(consensus[["lesion_key", "consensus", "consensus_method"]],
                         on="lesion_key", how="left")
     if references is not None and not references.empty:
-        table = table.join(_labels_by_lesion(references).add_prefix(REFERENCE_PREFIX),
+        table = table.join(labels_by_lesion(references).add_prefix(REFERENCE_PREFIX),
                            on="lesion_key")
     return table.drop(columns="lesion_key").reset_index(drop=True)
 
