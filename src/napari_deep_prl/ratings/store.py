@@ -249,6 +249,7 @@ class RatingStore:
 
     def _ensure_kind(self, conn: sqlite3.Connection, names: Iterable[str], kind: str) -> None:
         """Register unknown ids as ``kind`` (inside a write); refuse ids of the other kind."""
+        names = set(names)
         known = self._known_kinds(conn, names, kind)
         conn.executemany("INSERT OR IGNORE INTO raters (rater, created_at, kind) VALUES (?, ?, ?)",
                          [(name, utc_now(), kind) for name in set(names) - set(known)])
@@ -294,7 +295,7 @@ class RatingStore:
         For projects that imported a ground truth as a rater. Adjudicated decisions on lesions
         the rater labelled were made with its label shown as a rater's; unless
         ``keep_decisions``, such decisions make this refuse (nothing changes) so that the
-        adjudicator reviews or retracts them first.
+        adjudicator retracts them first, or keeps them knowingly.
         """
         def change(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT kind FROM raters WHERE rater = ?", (rater,)).fetchone()
@@ -317,8 +318,8 @@ class RatingStore:
                         f"{self.path}: {len(decided)} adjudicated decision(s) ({shown}"
                         f"{', ...' if len(decided) > 3 else ''}) concern lesions '{rater}' "
                         "labelled, and were made with its label shown as a rater's; nothing was "
-                        "changed. Retract or revise them first (`deep-prl ratings consensus`), "
-                        "or keep them as they are with --keep-decisions.")
+                        "changed. Retract them first (`deep-prl ratings consensus ... --retract`),"
+                        " or keep them with --keep-decisions (and revise them afterwards).")
             conn.execute("UPDATE raters SET kind = 'reference' WHERE rater = ?", (rater,))
         self._write(change)
 
