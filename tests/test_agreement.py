@@ -123,7 +123,10 @@ def test_all_raters_row_matches_statsmodels():
     assert row.fleiss_kappa == pytest.approx(sm_fleiss_kappa(counts))
     assert row.n == n
     assert list(table.columns) == ["rater_a", "rater_b", "n", "percent_agreement", "cohen_kappa",
-                                   "cohen_kappa_ci_low", "cohen_kappa_ci_high", "fleiss_kappa"]
+                                   "cohen_kappa_ci_low", "cohen_kappa_ci_high", "fleiss_kappa",
+                                   "note"]
+    assert row.note == ""  # Fleiss' kappa is defined; the pairs' CIs are not (one subject)
+    assert (table["note"].iloc[:3] == "1 subject: a CI needs at least 3").all()
 
 
 def test_sensitivity_specificity_counts_unsure_apart():
@@ -142,9 +145,9 @@ def test_prl_count_icc_only_on_finished_subjects():
         for rater, labels in (("a", a), ("b", b)):
             rows += [{"rater": rater, "subject": subject, "lesion": i,
                       "label": "prl" if x == "P" else "not_prl"} for i, x in enumerate(labels)]
-    icc, n = ag.prl_count_icc(pd.DataFrame(rows), lesions)
+    icc, n, note = ag.prl_count_icc(pd.DataFrame(rows), lesions)
     assert n == 2  # s3 unfinished by b
-    assert icc == pytest.approx(1.0)
+    assert icc == pytest.approx(1.0) and note == ""
 
 
 def test_intra_rater_agreement_from_repeats():
@@ -185,3 +188,81 @@ def test_rater_vs_consensus_overall_and_per_subject():
         ["rater", "subject"])
     assert per.loc[("b", "s2"), ["tp", "fp", "fn", "tn"]].tolist() == [0, 0, 1, 1]
     assert per["n"].sum() == overall["n"].sum()
+
+
+def test_kappa_that_cannot_be_computed_is_nan_with_the_reason():
+    subjects = ["s1"] * 3 + ["s2"] * 3 + ["s3"] * 3
+    same = ["not_prl"] * 9
+    mixed = ["not_prl"] * 8 + ["prl"]
+    varied = ["prl", "not_prl", "not_prl"] * 3
+    varied_b = ["prl", "not_prl", "prl"] * 3
+    current = _current({"a": same, "b": same, "c": mixed, "d": varied, "e": varied_b}, subjects)
+    pairs = ag.pairwise_agreement(current, n_boot=50).set_index(["rater_a", "rater_b"])
+
+    one_label = pairs.loc[("a", "b")]  # chance agreement 1: kappa undefined
+    assert np.isnan(one_label[ag.KAPPA_COLUMNS].astype(float)).all()
+    assert one_label.note == "only one label used"
+    constant = pairs.loc[("a", "c")]  # 0 whatever the agreement: no interval
+    assert constant.cohen_kappa == 0 == cohen_kappa_score(same, mixed)
+    assert np.isnan([constant.cohen_kappa_ci_low, constant.cohen_kappa_ci_high]).all()
+    assert constant.note == "a used only one label: kappa is 0 by construction"
+    assert pairs.loc[("d", "e")].note == ""
+    assert pairs.loc[("d", "e"), "cohen_kappa_ci_low"] <= pairs.loc[("d", "e"), "cohen_kappa"]
+
+    two = _current({"d": varied[:6], "e": varied_b[:6]}, subjects[:6])
+    row = ag.pairwise_agreement(two, n_boot=50).iloc[0]
+    assert np.isfinite(row.cohen_kappa) and np.isnan(row.cohen_kappa_ci_low)
+    assert row.note == "2 subjects: a CI needs at least 3"
+    assert ag.describe_estimate(row.cohen_kappa, row.cohen_kappa_ci_low,
+                                row.cohen_kappa_ci_high, row.note) == (
+        f"{row.cohen_kappa:.2f}, CI n/a (2 subjects: a CI needs at least 3)")
+    assert ag.describe_estimate(np.nan, note="only one label used") == "n/a (only one label used)"
+    assert ag.describe_estimate(0.5, 0.25, 0.75) == "0.50 [0.25, 0.75]"
+
+
+def test_fleiss_and_icc_say_why_they_are_nan():
+    subjects = ["s1"] * 2 + ["s2"] * 2
+    current = _current({"a": ["not_prl"] * 4, "b": ["not_prl"] * 4}, subjects)
+    lesions = pd.DataFrame({"subject": subjects, "lesion": range(4)})
+    overall = ag.agreement_table(current, n_boot=10).iloc[-1]
+    assert np.isnan(overall.fleiss_kappa) and overall.note == "only one label used"
+    per_subject = ag.per_subject_agreement(current, lesions)
+    assert per_subject["note"].tolist() == ["only one label used"] * 2
+    icc, n, note = ag.prl_count_icc(current, lesions)
+    assert np.isnan(icc) and n == 2
+    assert note == "the PRL counts vary neither between subjects nor between raters"
+    icc, n, note = ag.prl_count_icc(current[current["subject"] == "s1"], lesions)
+    assert np.isnan(icc) and note == "1 subject finished by every rater: the ICC needs at least 2"
+    lone = ag.agreement_table(current[current["rater"] == "a"], n_boot=10).iloc[-1]
+    assert lone.note == "needs at least 2 raters"
+
+
+def test_raters_against_references():
+    rng = np.random.default_rng(3)
+    n = 60
+    subjects = [f"s{i // 10}" for i in range(n)]
+    truth = rng.choice(["prl", "not_prl"], n, p=[0.3, 0.7]).tolist()
+    ann = [t if rng.random() < 0.8 else rng.choice(LABELS) for t in truth]
+    ann[:5] = [None] * 5  # ann skipped five lesions
+    expert = truth[:50] + ["unsure"] * 10
+    raters = _current({"ann": ann}, subjects)
+    references = _current({"truth": truth, "expert": expert}, subjects)
+    table = ag.raters_vs_references(raters, references, n_boot=100).set_index("reference")
+    row = table.loc["truth"]
+    assert row.rater == "ann" and row.n == n - 5
+    assert row.cohen_kappa == pytest.approx(cohen_kappa_score(ann[5:], truth[5:]))
+    assert row.cohen_kappa_ci_low < row.cohen_kappa < row.cohen_kappa_ci_high
+    pairs = list(zip(ann[5:], truth[5:]))
+    tp = sum(a == "prl" and t == "prl" for a, t in pairs)
+    fp = sum(a == "prl" and t == "not_prl" for a, t in pairs)
+    assert (row.tp, row.fp) == (tp, fp) and row.ppv == pytest.approx(tp / (tp + fp))
+    assert row.n_unsure == sum(a == "unsure" for a, _ in pairs)
+    assert row.tp + row.fp + row.fn + row.tn + row.n_unsure == n - 5
+    # The expert's unsure lesions count for kappa, not for sensitivity and specificity.
+    expert_row = table.loc["expert"]
+    assert expert_row.n == n - 5
+    assert expert_row.tp + expert_row.fp + expert_row.fn + expert_row.tn + expert_row.n_unsure == 45
+    excluded = ag.raters_vs_references(raters, references, unsure="exclude", n_boot=10)
+    assert excluded.set_index("reference").loc["expert", "n"] == sum(
+        a != "unsure" for a in ann[5:50])
+    assert ag.raters_vs_references(raters, references.iloc[:0], n_boot=10).empty

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -133,7 +134,7 @@ def test_cli_round_trip(tmp_path, manifest, deep_prl, capsys):
                     "--details", details) == 0
     assert sorted(p.name for p in details.iterdir()) == [
         "intra_rater.tsv", "per_subject.tsv", "vs_consensus.tsv",
-        "vs_consensus_per_subject.tsv"]
+        "vs_consensus_per_subject.tsv", "vs_reference.tsv"]
     pairs = pd.read_csv(agreement, sep="\t")
     assert pairs[["rater_a", "rater_b"]].values.tolist() == [
         ["ann", "ben"], ["ann", "truth"], ["ben", "truth"], ["all", "all"]]
@@ -173,3 +174,187 @@ def test_core_modules_import_no_gui():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_prl_mask_import_is_a_reference_that_never_votes(project):
+    from napari_deep_prl.progress import run_to_end
+
+    assert run_to_end(project.import_prl_masks()) == 9
+    assert project.store.references()["reference"].tolist() == ["prl_mask"]
+    assert project.store.raters().empty and project.adjudication_queue(decided=True).empty
+    assert project.consensus()["consensus"].isna().all()  # a reference is no vote
+    assert project.training_labels("prl_mask")["prl"].sum() == 3  # still trainable
+    assert project.label_sources() == ["consensus", "prl_mask"]
+    lesions = project.lesions()
+    rows = [{"subject": s, "lesion": n, "rater": r, "label": "prl" if n == 1 else "not_prl"}
+            for s, n in zip(lesions["subject"], lesions["lesion"]) for r in ("a", "b")]
+    project.import_ratings(pd.DataFrame(rows))
+    summary = project.agreement(n_boot=20)
+    assert summary.pairs["rater_a"].tolist() == ["a", "all"]
+    assert summary.vs_reference[["rater", "reference", "n", "sensitivity", "specificity", "ppv"]
+                                ].values.tolist() == [["a", "prl_mask", 9, 1.0, 1.0, 1.0],
+                                                      ["b", "prl_mask", 9, 1.0, 1.0, 1.0]]
+    wide = project.export("wide")
+    assert wide.columns.tolist() == ["subject", "lesion", "a", "b", "consensus",
+                                     "consensus_method", "reference_prl_mask"]
+    assert (wide["reference_prl_mask"] == wide["consensus"]).all()
+    long = project.export("long")
+    assert long.groupby("kind")["rater"].agg(set).to_dict() == {"rater": {"a", "b"},
+                                                                "reference": {"prl_mask"}}
+    assert set(project.export("history")["kind"]) == {"rater", "reference"}
+    with pytest.raises(InputError, match="'prl_mask' is a reference, not a rater"):
+        run_to_end(project.import_prl_masks("prl_mask"))  # refused before any mask is read
+    with pytest.raises(InputError, match="'a' is a rater, not a reference"):
+        project.import_ratings(pd.DataFrame(rows[:1]).drop(columns="rater"), reference="a")
+    with pytest.raises(InputError, match="a rater column, but a reference's labels"):
+        project.import_ratings(pd.DataFrame(rows[:1]), reference="expert")
+
+
+def test_turning_a_rater_into_a_reference_reports_the_consensus_it_changes(project):
+    lesions = project.lesions()
+    rows = [{"subject": s, "lesion": n, "rater": r, "label": "prl" if n == 1 else "not_prl"}
+            for s, n in zip(lesions["subject"], lesions["lesion"]) for r in ("ann", "truth")]
+    rows += [{"subject": "sub-01", "lesion": 1, "rater": "ben", "label": "prl"}]
+    project.import_ratings(pd.DataFrame(rows))
+    assert project.consensus()["consensus"].notna().all()
+    changed = project.make_reference("truth")
+    # sub-01 lesion 1 keeps its consensus (ann and ben); every other lesion had only ann's vote
+    # once truth stopped voting, below min_raters.
+    assert len(changed) == 8 and changed["after"].isna().all()
+    assert ("sub-01", 1) not in set(zip(changed["subject"], changed["lesion"]))
+    assert project.agreement(n_boot=10).vs_reference["rater"].tolist() == ["ann", "ben"]
+
+
+def test_exported_consensus_masks_round_trip(project, tmp_path):
+    import dataclasses
+
+    import nibabel as nib
+
+    from napari_deep_prl.io import write_manifest
+    from napari_deep_prl.lesions import find_lesions
+    from napari_deep_prl.progress import run_to_end
+    from napari_deep_prl.ratings.store import Rating
+
+    votes = {("sub-01", 1): ("prl", "prl"), ("sub-01", 2): ("not_prl", "not_prl"),
+             ("sub-01", 3): ("prl", "not_prl"), ("sub-02", 1): ("prl", "unsure"),
+             ("sub-02", 2): ("unsure", "unsure"), ("sub-02", 3): ("prl", "prl")}
+    project.store.add_ratings([Rating(r, s, n, label) for (s, n), labels in votes.items()
+                               for r, label in zip(("ann", "../evil"), labels)])
+    project.record_consensus("sub-02", 1, "prl", by="chief")
+    project.record_consensus("sub-02", 2, "unsure", by="chief")
+    project.record_consensus("sub-02", 3, "not_prl", by="chief")
+    project.store.add_ratings([Rating("truth", "sub-03", 2, "prl")], kind="reference")
+    consensus = project.consensus().set_index(["subject", "lesion"])["consensus"]
+    assert consensus.isna().sum() == 4  # sub-01 lesion 3 pending; sub-03 unrated
+
+    out = tmp_path / "masks"
+    index = run_to_end(project.export_masks(out))
+    assert sorted(p.name for p in out.iterdir()) == sorted([*index["file"], "prlmasks.tsv"])
+    assert not any(p.name.endswith(".nii.gz") for p in tmp_path.iterdir())  # nothing escaped
+    pd.testing.assert_frame_equal(pd.read_csv(out / "prlmasks.tsv", sep="\t"), index)
+    by_source = index.set_index(["subject", "source", "id"])
+    assert by_source.loc[("sub-03", "consensus", "consensus"), ["file", "labelled", "prl"]
+                         ].tolist() == ["sub-03_desc-consensus_prlmask.nii.gz", 0, 0]
+    assert by_source.loc[("sub-03", "reference", "truth"), "file"] == (
+        "sub-03_desc-referencetruth_prlmask.nii.gz")
+    assert by_source.loc[("sub-01", "rater", "ann"), ["lesions", "labelled", "prl"]
+                         ].tolist() == [3, 3, 2]
+    evil = by_source.loc[("sub-01", "rater", "../evil"), "file"]
+    assert evil.startswith("sub-01_desc-raterevilx") and "/" not in evil
+    assert ("sub-03", "rater", "ann") not in by_source.index  # ann never rated sub-03
+
+    masks = {}
+    for paths in project.cohort:
+        exported = nib.load(out / f"{paths.subject}_desc-consensus_prlmask.nii.gz")
+        original = nib.load(paths.mask)
+        assert exported.shape == original.shape
+        np.testing.assert_allclose(exported.affine, original.affine)
+        assert set(np.unique(np.asarray(exported.dataobj))) <= {0, 1}
+        masks[paths.subject] = dataclasses.replace(paths, prl_mask=exported.get_filename())
+    manifest = write_manifest(list(masks.values()), tmp_path / "from_consensus.csv")
+    truth = pd.concat([find_lesions(s.load()).table for s in open_cohort(manifest)])
+    got = truth.set_index(["subject", "lesion"])["prl"]
+    assert got.to_dict() == (consensus == "prl").reindex(got.index).to_dict()
+    assert got.sum() == 2  # sub-01 lesion 1 (unanimous) and sub-02 lesion 1 (adjudicated)
+
+
+def test_cli_references_consensus_and_masks(tmp_path, manifest, deep_prl, capsys):
+    study = tmp_path / "study"
+    assert deep_prl("project", "init", study, "--manifest", manifest, "--quiet") == 0
+    assert deep_prl("ratings", "import", study, "--from-prl-mask", "--quiet") == 0
+    assert "as reference 'prl_mask'" in capsys.readouterr().err
+    expert = tmp_path / "expert.tsv"
+    expert.write_text("subject\tlesion\tlabel\nsub-01\t1\tprl\nsub-01\t2\tunsure\n")
+    assert deep_prl("ratings", "import", study, expert, "--reference", "expert") == 0
+    for rater, label in (("ann", "not_prl"), ("ben", "not_prl")):
+        for subject in ("sub-01", "sub-02"):
+            for lesion in (1, 2, 3):
+                assert deep_prl("ratings", "add", study, "--rater", rater, "--subject", subject,
+                                "--lesion", lesion, "--label", label) == 0
+    capsys.readouterr()
+    assert deep_prl("ratings", "add", study, "--rater", "expert", "--subject", "sub-01",
+                    "--lesion", 3, "--label", "prl") == 2
+    assert "'expert' is a reference, not a rater" in capsys.readouterr().err
+
+    details = tmp_path / "details"
+    assert deep_prl("ratings", "agreement", study, "--n-boot", 20, "--details", details) == 0
+    captured = capsys.readouterr()
+    assert "ann vs ben: kappa n/a (only one label used) on 6 lesions" in captured.err
+    assert "all raters: Fleiss' kappa n/a (only one label used) on 6 lesions" in captured.err
+    assert "ann vs reference prl_mask: kappa 0.00, CI n/a (ann used only one label: kappa is 0 " \
+           "by construction) on 6 lesions; sensitivity 0.00, specificity 1.00, PPV n/a" \
+           in captured.err
+    assert "0.00 [0.00, 0.00]" not in captured.err
+    pairs = pd.read_csv(io.StringIO(captured.out), sep="\t")
+    assert pairs.loc[0, "note"] == "only one label used" and np.isnan(pairs.loc[0, "cohen_kappa"])
+    assert "\tn/a\t" in captured.out
+    vs_reference = pd.read_csv(details / "vs_reference.tsv", sep="\t")
+    assert vs_reference[["rater", "reference", "n"]].values.tolist() == [
+        ["ann", "expert", 2], ["ann", "prl_mask", 6], ["ben", "expert", 2], ["ben", "prl_mask", 6]]
+
+    def consensus(*args):
+        return deep_prl("ratings", "consensus", study, "--subject", "sub-01", "--lesion", 1,
+                        *args)
+
+    assert consensus("--label", "prl", "--by", "chief", "--note", "rim") == 0
+    assert consensus("--label", "unsure", "--by", "chief") == 0  # revised
+    with Project.open(study) as project:  # durable once the command returned
+        assert project.store.consensus_decisions()["label"].tolist() == ["unsure"]
+    capsys.readouterr()
+    assert consensus("--retract", "--by", "chief", "--note", "look again") == 0
+    assert "consensus is now not_prl (unanimous)" in capsys.readouterr().err
+    assert consensus("--retract", "--by", "chief") == 2
+    assert "has no adjudicated consensus to retract" in capsys.readouterr().err
+    history = tmp_path / "decisions.tsv"
+    assert deep_prl("ratings", "export", study, "-o", history, "--consensus-history") == 0
+    decisions = pd.read_csv(history, sep="\t")
+    assert decisions["action"].tolist() == ["decide", "decide", "retract"]
+    assert decisions["note"].fillna("").tolist() == ["rim", "", "look again"]
+
+    wide = tmp_path / "wide.tsv"
+    masks = tmp_path / "masks"
+    assert deep_prl("ratings", "export", study, "-o", wide, "--nifti-dir", masks, "--quiet") == 0
+    assert pd.read_csv(wide, sep="\t").columns.tolist() == [
+        "subject", "lesion", "ann", "ben", "consensus", "consensus_method", "reference_expert",
+        "reference_prl_mask"]
+    index = pd.read_csv(masks / "prlmasks.tsv", sep="\t")
+    files = index.set_index(["subject", "source", "id"])["file"]
+    # '_' would split a BIDS entity: the id is mapped to letters, digits and a hash.
+    assert files["sub-01", "reference", "prl_mask"].startswith("sub-01_desc-referenceprlmaskx")
+    assert files["sub-02", "rater", "ann"] == "sub-02_desc-raterann_prlmask.nii.gz"
+    assert set(index["source"]) == {"consensus", "rater", "reference"}
+    assert all((masks / f).is_file() for f in index["file"])
+    capsys.readouterr()
+    assert deep_prl("ratings", "export", study, "--long") == 2
+    assert "give -o FILE for a table, --nifti-dir DIR for PRL masks" in capsys.readouterr().err
+
+    assert deep_prl("ratings", "add", study, "--rater", "truth", "--subject", "sub-01",
+                    "--lesion", 1, "--label", "prl") == 0
+    assert consensus("--label", "prl", "--by", "chief") == 0
+    capsys.readouterr()
+    assert deep_prl("ratings", "reference", study, "--rater", "truth") == 2
+    assert "1 adjudicated decision(s) (sub-01 lesion 1)" in capsys.readouterr().err
+    assert deep_prl("ratings", "reference", study, "--rater", "truth", "--keep-decisions") == 0
+    assert "'truth' is now a reference" in capsys.readouterr().err
+    with Project.open(study) as project:
+        assert project.store.references()["reference"].tolist() == ["expert", "prl_mask", "truth"]

@@ -7,6 +7,7 @@ from ratings_support import make_store
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.ratings.consensus import ConsensusRule, adjudication_queue, consensus_table
+from napari_deep_prl.ratings.store import Rating
 
 
 @pytest.mark.parametrize("method, min_raters, labels, expected", [
@@ -80,3 +81,43 @@ def test_consensus_follows_changed_labels(tmp_path):
         assert _table(store, ConsensusRule())["consensus"].tolist() == ["prl"]
         store.add_rating("b", "sub-00", 1, "not_prl")
         assert _table(store, ConsensusRule())["pending"].tolist() == [True]
+
+
+def test_queue_with_decided_lesions_revision_and_retraction(tmp_path):
+    with make_store(tmp_path / "r.sqlite", subjects=2, lesions=2) as store:
+        for subject in ("sub-00", "sub-01"):
+            store.add_rating("a", subject, 1, "prl")
+            store.add_rating("b", subject, 1, "not_prl")
+            store.add_rating("a", subject, 2, "prl")
+            store.add_rating("b", subject, 2, "prl")
+        store.add_ratings([Rating("truth", "sub-00", 1, "prl")], kind="reference")
+        rule = ConsensusRule()
+        store.record_consensus("sub-01", 1, "not_prl", by="judge", note="vein")
+
+        def queue(decided):
+            return adjudication_queue(_table(store, rule), store.current(), decided=decided)
+
+        pending = queue(False)
+        assert pending.columns.tolist() == ["lesion_key", "subject", "lesion", "n_ratings", "a",
+                                            "b", "consensus", "decided_by", "note", "pending"]
+        assert pending[["subject", "lesion", "pending"]].values.tolist() == [["sub-00", 1, True]]
+        both = queue(True)  # the reference never appears as a rater column
+        assert both[["subject", "lesion", "a", "b", "consensus", "decided_by", "note",
+                     "pending"]].fillna("-").values.tolist() == [
+            ["sub-00", 1, "prl", "not_prl", "-", "-", "-", True],
+            ["sub-01", 1, "prl", "not_prl", "not_prl", "judge", "vein", False]]
+
+        store.record_consensus("sub-01", 1, "prl", by="judge", note="rim after all")  # revise
+        assert queue(True).loc[1, ["consensus", "note"]].tolist() == ["prl", "rim after all"]
+        store.retract_consensus("sub-01", 1, by="judge")
+        assert queue(False)["subject"].tolist() == ["sub-00", "sub-01"]  # pending again
+        assert queue(True)["pending"].tolist() == [True, True]
+        store.record_consensus("sub-00", 2, "not_prl", by="judge")  # overrides a unanimous prl
+        table = _table(store, rule).set_index(["subject", "lesion"])
+        assert table.loc[("sub-00", 2), ["consensus", "adjudicated"]].tolist() == ["not_prl", True]
+        store.retract_consensus("sub-00", 2, by="judge")  # back to the automatic rule
+        table = _table(store, rule).set_index(["subject", "lesion"])
+        assert table.loc[("sub-00", 2), ["consensus", "consensus_method", "adjudicated"]
+                         ].tolist() == ["prl", "unanimous", False]
+        assert queue(True)[["subject", "lesion"]].values.tolist() == [["sub-00", 1],
+                                                                      ["sub-01", 1]]

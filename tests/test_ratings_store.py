@@ -237,3 +237,119 @@ def test_store_uses_wal_and_full_sync(store):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_references_never_mix_with_raters(store):
+    store.add_rating("ann", "sub-00", 1, "prl")
+    store.add_ratings([Rating("truth", "sub-00", n, "not_prl") for n in (1, 2)], kind="reference")
+    assert store.raters()["rater"].tolist() == ["ann"]
+    assert store.references()["reference"].tolist() == ["truth"]
+    assert store.current()["rater"].tolist() == ["ann"]  # what consensus and kappa read
+    assert store.current(kind="reference")["label"].tolist() == ["not_prl", "not_prl"]
+    both = store.current(kind=None)
+    assert sorted(zip(both["rater"], both["kind"])) == [
+        ("ann", "rater"), ("truth", "reference"), ("truth", "reference")]
+    before = len(store.history())
+    with pytest.raises(InputError, match="'truth' is a reference, not a rater; choose another "
+                                         "rater id"):
+        store.add_rating("truth", "sub-00", 3, "prl")
+    with pytest.raises(InputError, match="'truth' is a reference, not a rater"):
+        store.add_rater("truth")
+    with pytest.raises(InputError, match="'ann' is a rater, not a reference.*ratings reference"):
+        store.add_ratings([Rating("ann", "sub-00", 3, "prl")], kind="reference")
+    with pytest.raises(InputError, match="'ann' is a rater, not a reference"):
+        store.check_kind(["ann"], "reference")
+    assert len(store.history()) == before and store.raters()["rater"].tolist() == ["ann"]
+
+
+@pytest.mark.parametrize("rater", ["reference_truth", "note", "pending", "decided_by"])
+def test_new_raters_cannot_take_export_column_names(store, rater):
+    with pytest.raises(InputError, match="reserved for a column of the exports"):
+        store.add_rating(rater, "sub-00", 1, "prl")
+    store.add_reference(rater)  # reference columns are prefixed: no clash
+    assert store.references()["reference"].tolist() == [rater]
+
+
+def test_a_rater_becomes_a_reference_unless_decisions_rest_on_it(store):
+    store.add_ratings([Rating(r, "sub-00", n, "prl") for r in ("ann", "truth") for n in (1, 2)])
+    store.record_consensus("sub-00", 2, "not_prl", by="chief")
+    with pytest.raises(InputError, match=r"1 adjudicated decision\(s\) \(sub-00 lesion 2\).*"
+                                         "nothing was changed.*--keep-decisions"):
+        store.make_reference("truth")
+    assert store.references().empty
+    store.make_reference("truth", keep_decisions=True)
+    assert store.references()["reference"].tolist() == ["truth"]
+    assert set(store.current()["rater"]) == {"ann"}
+    assert len(store.current(rater="truth", kind="reference")) == 2  # its labels stay
+    with pytest.raises(InputError, match="already a reference"):
+        store.make_reference("truth")
+    with pytest.raises(InputError, match=r"no rater 'bob' in this project \(raters: ann\)"):
+        store.make_reference("bob")
+
+
+def test_consensus_is_revised_and_retracted_append_only(store):
+    first = store.record_consensus("sub-00", 1, "prl", by="adj", note="rim")
+    revised = store.record_consensus("sub-00", 1, "not_prl", by="adj2", note="vein")
+    retraction = store.retract_consensus("sub-00", 1, by="adj", note="second look")
+    assert store.consensus_decisions().empty
+    assert store.retract_consensus("sub-00", 1, by="adj") is None  # nothing live: no row
+    assert store.retract_consensus("sub-00", 2, by="adj") is None
+    again = store.record_consensus("sub-00", 1, "unsure", by="adj")
+    with RatingStore.open(store.path) as other:  # durable and visible on return
+        history = other.consensus_history()
+        decisions = other.consensus_decisions()
+    assert history["id"].tolist() == [first, revised, retraction, again]
+    assert history["action"].tolist() == ["decide", "decide", "retract", "decide"]
+    assert history.loc[2, ["retracts", "decided_by", "note"]].tolist() == [revised, "adj",
+                                                                           "second look"]
+    assert history["label"].tolist()[:2] == ["prl", "not_prl"] and pd.isna(history["label"][2])
+    assert (history["package_version"] == __version__).all()
+    assert decisions[["lesion", "label"]].values.tolist() == [[1, "unsure"]]
+    with pytest.raises(InputError, match="adjudicator id"):
+        store.retract_consensus("sub-00", 1, by=" ")
+
+
+def _v2_file(path):
+    """A version-2 database as the previous release wrote it: a rater's rating and an
+    adjudicated decision."""
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA application_id={schema.APPLICATION_ID}")
+    for statement in schema.SCHEMA_V1 + schema.MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO raters VALUES ('truth', NULL, '2025-01-01T00:00:00+00:00')")
+    conn.execute("INSERT INTO subjects VALUES ('sub-00', 'fp', 2, '2025-01-01')")
+    conn.executemany("INSERT INTO lesions (subject, lesion, x, y, z, volume_voxels, volume_mm3, "
+                     "confluent) VALUES ('sub-00', ?, 1, 2, 3, 10, 15, 0)", [(1,), (2,)])
+    conn.execute("INSERT INTO ratings (rater, lesion_key, label, created_at) VALUES "
+                 "('truth', 1, 'prl', '2025-01-01T00:00:01+00:00')")
+    conn.execute("INSERT INTO consensus (id, lesion_key, label, method, decided_by, created_at, "
+                 "note) VALUES (7, 2, 'not_prl', 'adjudicated', 'chief', "
+                 "'2025-01-02T00:00:00+00:00', 'old decision')")
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+
+
+def test_migration_from_v2_keeps_decisions_and_makes_everyone_a_rater(tmp_path):
+    path = tmp_path / "ratings.sqlite"
+    _v2_file(path)
+    with RatingStore.open(path) as store:
+        assert store.raters()["rater"].tolist() == ["truth"] and store.references().empty
+        assert store.current()["kind"].tolist() == ["rater"]
+        decisions = store.consensus_decisions()
+        assert decisions[["lesion", "label", "decided_by", "note"]].values.tolist() == [
+            [2, "not_prl", "chief", "old decision"]]
+        assert store.consensus_history()[["id", "action"]].values.tolist() == [[7, "decide"]]
+        retraction = store.retract_consensus("sub-00", 2, by="chief")
+        assert retraction > 7 and store.consensus_decisions().empty
+        store.make_reference("truth")
+        assert store.references()["reference"].tolist() == ["truth"]
+        assert store.integrity_check() == "ok"
+        assert store._conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+    conn.close()
+    backup = sqlite3.connect(tmp_path / "ratings.sqlite.v2.bak")
+    assert backup.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert backup.execute("SELECT id, label FROM consensus").fetchall() == [(7, "not_prl")]
+    backup.close()

@@ -7,7 +7,7 @@ Layout::
                         # study design (edit it by hand; unknown keys are refused)
       ratings.sqlite    # the rating store (see napari_deep_prl.ratings.store)
       models/           # checkpoints trained on the project's labels
-      exports/          # tables written by ``deep-prl ratings export``
+      exports/          # tables (and PRL masks) written by ``deep-prl ratings export``
 
 Lesions are registered once, at creation, with a fingerprint of each subject's lesion labels
 (shape, affine and label bytes): a mask edited afterwards is reported by :meth:`load_subject`
@@ -16,6 +16,7 @@ instead of silently pairing old ratings with new lesions.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -24,22 +25,28 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from napari_deep_prl.errors import InputError, StoreError, access_error
+from napari_deep_prl.filenames import LABEL_CHARS, file_components
 from napari_deep_prl.io import Cohort, Subject, open_cohort
-from napari_deep_prl.lesions import find_lesions, lesions_in_mask
+from napari_deep_prl.lesions import find_lesions, label_lesions, lesions_in_mask
 from napari_deep_prl.progress import Progress, ProgressGenerator, run_to_end
 from napari_deep_prl.ratings import agreement, consensus, export
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
 from napari_deep_prl.ratings.store import Rating, RatingStore
-from napari_deep_prl.tables import write_text
+from napari_deep_prl.tables import write_atomic, write_table, write_text
 
 CONFIG_NAME = "project.json"
 DB_NAME = "ratings.sqlite"
 FORMAT = "napari-deep-prl project"
+EXPORT_KINDS = ("wide", "long", "history", "consensus_history")
+#: The index :meth:`Project.export_masks` writes beside the masks.
+MASK_INDEX = "prlmasks.tsv"
+MASK_INDEX_COLUMNS = ["subject", "source", "id", "file", "lesions", "labelled", "prl"]
 
 
 @dataclass(frozen=True)
@@ -244,27 +251,47 @@ class Project:
         return RaterQueue(self.store, rater, strategy, self.config.study_design,
                           self.config.blinding, session, self.config.review.min_diameter_mm)
 
-    def import_ratings(self, table: pd.DataFrame, source: str = "table") -> int:
+    def import_ratings(self, table: pd.DataFrame, source: str = "table", *,
+                       reference: str | None = None) -> int:
         """Append ratings from a table with ``subject, lesion, rater, label`` (+ optional
-        ``confidence, reason, comment``) in one transaction; return how many."""
-        missing = [c for c in ("subject", "lesion", "rater", "label") if c not in table]
+        ``confidence, reason, comment``) in one transaction; return how many.
+
+        With ``reference``, the table holds that reference's labels: no ``rater`` column.
+        """
+        needed = ("subject", "lesion", "label") if reference else ("subject", "lesion", "rater",
+                                                                   "label")
+        missing = [c for c in needed if c not in table]
         if missing:
             raise InputError(f"{source}: missing column(s) {', '.join(missing)}. The table "
-                             "needs subject, lesion, rater, label.")
+                             f"needs {', '.join(needed)}.")
+        if reference is not None and "rater" in table:
+            raise InputError(f"{source}: a rater column, but a reference's labels are imported. "
+                             "Drop the column, or import the table as raters' labels (without "
+                             "--reference).")
         optional = [c for c in ("confidence", "reason", "comment") if c in table]
         rows = []
         for number, row in enumerate(table.to_dict("records"), start=2):
             extra = {c: row[c] for c in optional if pd.notna(row[c])}
             try:
-                rows.append(Rating(str(row["rater"]), str(row["subject"]), int(row["lesion"]),
-                                   str(row["label"]), **extra))
+                rows.append(Rating(reference or str(row["rater"]), str(row["subject"]),
+                                   int(row["lesion"]), str(row["label"]), **extra))
             except (TypeError, ValueError) as err:
                 raise InputError(f"{source}, line {number}: {err}. Fix that row.") from err
-        return len(self.store.add_ratings(rows))
+        return len(self.store.add_ratings(rows, kind="reference" if reference else "rater"))
 
-    def import_prl_masks(self, rater: str = "prl_mask") -> ProgressGenerator[int]:
-        """Rate every lesion from the manifest's ``prl_mask`` as rater ``rater``: ``prl`` when
-        most of its voxels lie in the PRL mask (one subject loaded at a time)."""
+    def import_prl_masks(self, rater: str | None = None, *,
+                         reference: str | None = None) -> ProgressGenerator[int]:
+        """Label every lesion from the manifest's ``prl_mask``: ``prl`` when most of its voxels
+        lie in the PRL mask (one subject loaded at a time).
+
+        The labels are stored as the reference ``reference`` (default ``prl_mask``: ground
+        truth never votes), or as the rater ``rater`` when one is given (a person's read).
+        """
+        if rater is not None and reference is not None:
+            raise InputError("give a rater or a reference id for the prl_mask labels, not both.")
+        name, kind = (rater, "rater") if rater is not None else (reference or "prl_mask",
+                                                                 "reference")
+        self.store.check_kind([name], kind)
         if not self.cohort.has_prl_masks:
             raise InputError(f"{self.cohort.source}: not every subject has a prl_mask. Add the "
                              "prl_mask column to the manifest.")
@@ -274,11 +301,23 @@ class Project:
             found = find_lesions(loaded)
             self._check_mask(paths.subject, found.labels, loaded.affine)
             table = found.table
-            ratings += [Rating(rater, paths.subject, int(n), "prl" if prl else "not_prl",
+            ratings += [Rating(name, paths.subject, int(n), "prl" if prl else "not_prl",
                                comment=f"imported from {paths.prl_mask.name}")
                         for n, prl in zip(table["lesion"], table["prl"])]
             yield Progress(i + 1, len(self.cohort), "subjects", paths.subject)
-        return len(self.store.add_ratings(ratings))
+        return len(self.store.add_ratings(ratings, kind=kind))
+
+    def make_reference(self, rater: str, *, keep_decisions: bool = False) -> pd.DataFrame:
+        """Turn a rater into a reference (:meth:`RatingStore.make_reference`): its labels stay
+        but no longer vote. Returns the lesions whose consensus changed: ``subject, lesion,
+        before, after`` (``None`` where a lesion has none)."""
+        before = self.consensus()
+        self.store.make_reference(rater, keep_decisions=keep_decisions)
+        after = self.consensus()
+        changed = before["consensus"].fillna("") != after["consensus"].fillna("")
+        return pd.DataFrame({"subject": before["subject"], "lesion": before["lesion"],
+                             "before": before["consensus"], "after": after["consensus"]}
+                            )[changed].reset_index(drop=True)
 
     # -- consensus and statistics --------------------------------------------------------
 
@@ -289,26 +328,40 @@ class Project:
             self.lesions(), self.store.current() if current is None else current,
             self.store.consensus_decisions(), self.config.consensus)
 
-    def adjudication_queue(self) -> pd.DataFrame:
-        """Lesions awaiting adjudication, every rater's label side by side (not blinded)."""
+    def adjudication_queue(self, *, decided: bool = False) -> pd.DataFrame:
+        """Lesions awaiting adjudication, every rater's label side by side (not blinded);
+        with ``decided``, also the lesions carrying an adjudicated decision (to revise or
+        retract it). See :func:`.ratings.consensus.adjudication_queue` for the columns."""
         current = self.store.current()
-        return consensus.adjudication_queue(self.consensus(current), current)
+        return consensus.adjudication_queue(self.consensus(current), current, decided=decided)
 
     def record_consensus(self, subject: str, lesion: int, label: str, *, by: str,
                          note: str | None = None) -> int:
-        """The adjudicator's decision; durable on return; it overrides the automatic rule."""
+        """The adjudicator's decision; durable on return; it overrides the automatic rule.
+        Deciding a lesion again revises its decision (the history keeps both)."""
         return self.store.record_consensus(subject, lesion, label, by=by, note=note)
 
+    def retract_consensus(self, subject: str, lesion: int, *, by: str,
+                          note: str | None = None) -> int | None:
+        """Withdraw a lesion's adjudicated decision: it goes back to the automatic rule (or
+        to the adjudication queue). Durable on return; returns the retraction's row id, or
+        ``None`` when the lesion has no live decision."""
+        return self.store.retract_consensus(subject, lesion, by=by, note=note)
+
+    def label_sources(self) -> list[str]:
+        """The sources :meth:`training_labels` takes: consensus, each rater, each reference."""
+        return ["consensus", *self.store.raters()["rater"], *self.store.references()["reference"]]
+
     def training_labels(self, source: str = "consensus") -> pd.DataFrame:
-        """``subject, lesion, prl`` for training, from consensus or one rater's labels;
-        lesions without a definite label are left out."""
+        """``subject, lesion, prl`` for training, from consensus or one rater's or reference's
+        labels; lesions without a definite label are left out."""
         if source == "consensus":
             labels = self.consensus().rename(columns={"consensus": "label"})
         else:
-            labels = self.store.current(rater=source)
+            labels = self.store.current(rater=source, kind=None)
             if labels.empty:
                 raise InputError(f"{self.root}: rater '{source}' has no ratings. Use "
-                                 "'consensus' or one of the project's raters.")
+                                 "'consensus' or one of the project's raters or references.")
         definite = labels[labels["label"].isin(LABELS[:2])]
         return pd.DataFrame({"subject": definite["subject"], "lesion": definite["lesion"],
                              "prl": definite["label"] == "prl"}).reset_index(drop=True)
@@ -317,7 +370,7 @@ class Project:
                   seed: int = 0) -> agreement.AgreementSummary:
         """Every agreement statistic of the current ratings."""
         current, lesions = self.store.current(), self.lesions()
-        icc, icc_n = agreement.prl_count_icc(current, lesions)
+        icc, icc_n, icc_note = agreement.prl_count_icc(current, lesions)
         agreed = self.consensus(current)
         return agreement.AgreementSummary(
             pairs=agreement.agreement_table(current, unsure=unsure, n_boot=n_boot, seed=seed),
@@ -327,15 +380,81 @@ class Project:
                                                                   per_subject=True),
             intra_rater=agreement.intra_rater_agreement(current, self.store.current(repeat=True),
                                                         unsure=unsure),
-            prl_count_icc=icc, prl_count_icc_n=icc_n)
+            prl_count_icc=icc, prl_count_icc_n=icc_n, prl_count_icc_note=icc_note,
+            vs_reference=agreement.raters_vs_references(
+                current, self.store.current(kind="reference"), unsure=unsure, n_boot=n_boot,
+                seed=seed))
 
     def export(self, kind: str = "wide") -> pd.DataFrame:
-        """``wide`` (a row per lesion), ``long`` (a row per current rating) or ``history``."""
+        """``wide`` (a row per lesion, references last), ``long`` (a row per current rating or
+        reference label), ``history`` (every rating row) or ``consensus_history`` (every
+        consensus decision and retraction)."""
         if kind == "wide":
             current = self.store.current()
-            return export.wide_table(self.lesions(), current, self.consensus(current))
+            return export.wide_table(self.lesions(), current, self.consensus(current),
+                                     self.store.current(kind="reference"))
         if kind == "long":
-            return export.long_table(self.store.current(repeat=None))
+            return export.long_table(self.store.current(repeat=None, kind=None))
         if kind == "history":
             return export.history_table(self.store.history())
-        raise InputError(f"export kind '{kind}' is not one of wide, long, history.")
+        if kind == "consensus_history":
+            return export.consensus_history_table(self.store.consensus_history())
+        raise InputError(f"export kind '{kind}' is not one of {', '.join(EXPORT_KINDS)}.")
+
+    def export_masks(self, folder: str | Path) -> ProgressGenerator[pd.DataFrame]:
+        """Write binary PRL masks as NIfTI on each subject's lesion-mask grid (same shape and
+        affine): the consensus's for every subject, each rater's and reference's for the
+        subjects they labelled. A lesion's voxels are 1 when its label is ``prl``; pending,
+        ``unsure``, ``not_prl`` and unlabelled lesions are 0. One mask loaded at a time.
+
+        Files are ``<subject>_desc-consensus_prlmask.nii.gz``,
+        ``<subject>_desc-rater<id>_prlmask.nii.gz`` and ``<subject>_desc-reference<id>_...``
+        (ids made safe by :mod:`napari_deep_prl.filenames`); returns the index of the files
+        (:data:`MASK_INDEX_COLUMNS`), also written last as :data:`MASK_INDEX` in ``folder``.
+        """
+        folder = Path(folder)
+        labels = self._mask_labels()
+        subjects = file_components(self.cohort.ids, what="subject id")
+        descs = {("consensus", "consensus"): "consensus"}
+        for source in ("rater", "reference"):
+            ids = labels.loc[labels["source"] == source, "id"]
+            descs.update({(source, i): f"{source}{name}" for i, name in file_components(
+                ids, what=f"{source} id", chars=LABEL_CHARS).items()})
+        index = []
+        for step, paths in enumerate(self.cohort):
+            mask, affine = paths.load_mask()
+            lesion_ids = label_lesions(mask)
+            self._check_mask(paths.subject, lesion_ids, affine)
+            mine = labels[labels["subject"] == paths.subject]
+            groups = dict(list(mine.groupby(["source", "id"], sort=False)))
+            groups.setdefault(("consensus", "consensus"), mine.iloc[:0])  # a lesion-free subject
+            n_lesions = int((mine["source"] == "consensus").sum())
+            for (source, name), part in groups.items():
+                file = f"{subjects[paths.subject]}_desc-{descs[source, name]}_prlmask.nii.gz"
+                prl = part.loc[part["label"] == "prl", "lesion"].to_numpy(dtype=np.int64)
+                _write_mask(folder / file, np.isin(lesion_ids, prl), affine)
+                index.append((paths.subject, source, name, file, n_lesions,
+                              int(part["label"].notna().sum()), len(prl)))
+            yield Progress(step + 1, len(self.cohort), "subjects", paths.subject)
+        table = pd.DataFrame(index, columns=MASK_INDEX_COLUMNS)
+        write_table(table, folder / MASK_INDEX)
+        return table
+
+    def _mask_labels(self) -> pd.DataFrame:
+        """``subject, lesion, label, source, id``: the consensus of every lesion (label
+        ``None`` where there is none), then every current rater and reference label."""
+        current = self.store.current()
+        agreed = self.consensus(current).rename(columns={"consensus": "label"})
+        return pd.concat([
+            agreed[["subject", "lesion", "label"]].assign(source="consensus", id="consensus"),
+            *(frame[["subject", "lesion", "label"]].assign(source=kind, id=frame["rater"])
+              for kind, frame in (("rater", current),
+                                  ("reference", self.store.current(kind="reference"))))],
+            ignore_index=True)
+
+
+def _write_mask(path: Path, mask: np.ndarray, affine: np.ndarray) -> None:
+    """A binary uint8 NIfTI, gzip-compressed, written atomically."""
+    image = nib.Nifti1Image(mask.astype(np.uint8), affine)
+    data = gzip.compress(image.to_bytes(), mtime=0)
+    write_atomic(path, lambda fh: fh.write(data), binary=True)

@@ -9,6 +9,7 @@ state without piling up threads.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from html import escape
 
 import numpy as np
 import pandas as pd
@@ -50,28 +51,32 @@ def compute_summary(project: Project) -> Summary:
 
 
 def _fmt(value: float) -> str:
-    return "–" if value is None or not np.isfinite(value) else f"{value:.2f}"
+    return escape(agreement.describe_estimate(value))
 
 
 def summary_html(summary: Summary) -> str:
-    """The kappa and sensitivity tables as compact HTML."""
+    """The kappa and sensitivity tables as compact HTML; a figure that cannot be computed
+    reads n/a with the reason, as in the CLI."""
     if summary.pairs.empty:
         return "Agreement needs ratings from at least two raters."
     rows = []
     for row in summary.pairs.itertuples():
         if row.rater_a == "all":
+            fleiss = agreement.describe_estimate(row.fleiss_kappa, note=row.note)
             rows.append(f"<tr><td>all raters</td><td>{row.n}</td><td>{_fmt(row.percent_agreement)}"
-                        f"</td><td>Fleiss {_fmt(row.fleiss_kappa)}</td></tr>")
+                        f"</td><td>Fleiss {escape(fleiss)}</td></tr>")
         else:
-            rows.append(f"<tr><td>{row.rater_a} – {row.rater_b}</td><td>{row.n}</td>"
-                        f"<td>{_fmt(row.percent_agreement)}</td><td>{_fmt(row.cohen_kappa)} "
-                        f"[{_fmt(row.cohen_kappa_ci_low)}, {_fmt(row.cohen_kappa_ci_high)}]</td></tr>")
+            kappa = agreement.describe_estimate(row.cohen_kappa, row.cohen_kappa_ci_low,
+                                                row.cohen_kappa_ci_high, row.note)
+            rows.append(f"<tr><td>{escape(row.rater_a)} – {escape(row.rater_b)}</td>"
+                        f"<td>{row.n}</td><td>{_fmt(row.percent_agreement)}</td>"
+                        f"<td>{escape(kappa)}</td></tr>")
     text = ("<table><tr><th align=left>raters</th><th>n</th><th>agree</th><th>kappa [95% CI]</th>"
             "</tr>" + "".join(rows) + "</table>")
     if not summary.vs_consensus.empty:
         text += ("<br><table><tr><th align=left>vs consensus</th><th>n</th><th>sens</th>"
                  "<th>spec</th></tr>" + "".join(
-                     f"<tr><td>{r.rater}</td><td>{r.n}</td><td>{_fmt(r.sensitivity)}</td>"
+                     f"<tr><td>{escape(r.rater)}</td><td>{r.n}</td><td>{_fmt(r.sensitivity)}</td>"
                      f"<td>{_fmt(r.specificity)}</td></tr>"
                      for r in summary.vs_consensus.itertuples()) + "</table>")
     return text

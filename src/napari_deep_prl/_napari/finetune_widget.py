@@ -175,10 +175,10 @@ class FinetuneBox(QGroupBox):
         self.set_enabled(True)
 
     def set_project(self, project: Project) -> None:
-        """List the label sources of ``project``: consensus and each rater."""
+        """List the label sources of ``project``: consensus, each rater and each reference."""
         self.project = project
         self.source.clear()
-        self.source.addItems(["consensus", *project.store.raters()["rater"].tolist()])
+        self.source.addItems(project.label_sources())
         self.set_enabled(True)
 
     def config(self) -> TrainConfig:

@@ -65,7 +65,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                       help=f"networks, cross-fitted on the labelled subjects ({DEFAULT_MODELS} from scratch; "
                            "with --model, as many as it holds); 1 trains a single network")
     tune.add_argument("--source", default="consensus",
-                      help="'consensus' or a rater id (imported PRL masks: 'prl_mask')")
+                      help="'consensus', a rater id or a reference id (imported PRL masks: "
+                           "'prl_mask')")
     tune.add_argument("--epochs", type=int, default=10)
     tune.add_argument("--lr", type=float, default=1e-4)
     tune.add_argument("--val-fraction", type=float, default=0.2,

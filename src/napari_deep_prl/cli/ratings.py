@@ -1,4 +1,5 @@
-"""``deep-prl ratings``: add, import, compare and export raters' labels."""
+"""``deep-prl ratings``: add, import, compare and export raters' labels; references;
+adjudicated consensus from the shell; PRL masks as NIfTI."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import pandas as pd
 
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.project import Project
-from napari_deep_prl.ratings.agreement import UNSURE_MODES
+from napari_deep_prl.project import MASK_INDEX, Project
+from napari_deep_prl.ratings.agreement import AgreementSummary, UNSURE_MODES, describe_estimate
 from napari_deep_prl.ratings.schema import LABELS
 from napari_deep_prl.tables import separator_for, write_table
 
@@ -35,15 +36,56 @@ def register(sub: argparse._SubParsersAction) -> None:
     imp = actions.add_parser(
         "import", help="import ratings from a table or from the manifest's prl_mask",
         description="FILE is a TSV (or .csv) with columns subject, lesion, rater, label and "
-                    "optionally confidence, reason, comment. With --from-prl-mask every lesion "
-                    "is rated by the named rater: prl when most of its voxels lie in prl_mask.")
+                    "optionally confidence, reason, comment; with --reference NAME it holds that "
+                    "reference's labels (subject, lesion, label; no rater column). With "
+                    "--from-prl-mask every lesion is labelled prl when most of its voxels lie in "
+                    "prl_mask, else not_prl, as a reference (default 'prl_mask') or, with "
+                    "--rater, as a rater. A reference (ground truth, an expert read) is compared "
+                    "with the raters and never votes; a rater's labels count in consensus, "
+                    "adjudication and kappa.")
     imp.add_argument("project", help="project folder")
     imp.add_argument("file", nargs="?", help="ratings table")
     imp.add_argument("--from-prl-mask", action="store_true",
                      help="import the manifest's prl_mask column instead of a table")
-    imp.add_argument("--rater", default="prl_mask", help="rater id for --from-prl-mask")
+    who = imp.add_mutually_exclusive_group()
+    who.add_argument("--reference", metavar="NAME",
+                     help="store the labels as this reference (--from-prl-mask default: "
+                          "prl_mask)")
+    who.add_argument("--rater", help="with --from-prl-mask: store the mask's labels as this "
+                                     "rater, who votes (a person's read)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=run_import)
+
+    ref = actions.add_parser(
+        "reference", help="turn a rater into a reference (its labels stop voting)",
+        description="For a project that imported a ground truth or an expert read as a rater: "
+                    "its labels stay, are compared with the raters' and no longer count in "
+                    "consensus, adjudication, kappa or the PRL count ICC. Refused while "
+                    "adjudicated decisions concern lesions it labelled (they were made with its "
+                    "label shown as a rater's) unless --keep-decisions.")
+    ref.add_argument("project", help="project folder")
+    ref.add_argument("--rater", required=True, help="the rater id to turn into a reference")
+    ref.add_argument("--keep-decisions", action="store_true",
+                     help="keep adjudicated decisions on lesions it labelled as they are")
+    ref.set_defaults(func=run_reference)
+
+    con = actions.add_parser(
+        "consensus", help="record, revise or retract a lesion's consensus (exit 0 once on disk)",
+        description="Records an adjudicator's consensus label of one lesion; it overrides the "
+                    "automatic rule. Deciding again revises it; --retract withdraws the live "
+                    "decision, so the automatic rule applies again (or the lesion waits for "
+                    "adjudication). Every decision and retraction stays in the history "
+                    "(`ratings export --consensus-history`).")
+    con.add_argument("project", help="project folder")
+    con.add_argument("--subject", required=True)
+    con.add_argument("--lesion", required=True, type=int, help="lesion id within the subject")
+    decision = con.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--label", choices=LABELS, help="the consensus label")
+    decision.add_argument("--retract", action="store_true",
+                          help="withdraw the lesion's adjudicated decision")
+    con.add_argument("--by", required=True, help="adjudicator id")
+    con.add_argument("--note", help="why (kept with the decision or retraction)")
+    con.set_defaults(func=run_consensus)
 
     agr = actions.add_parser(
         "agreement", help="percent agreement, Cohen's kappa per pair, Fleiss' kappa",
@@ -59,22 +101,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     agr.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     agr.add_argument("--details", metavar="DIR",
                      help="also write per_subject.tsv, vs_consensus.tsv, "
-                          "vs_consensus_per_subject.tsv and intra_rater.tsv into DIR")
+                          "vs_consensus_per_subject.tsv, intra_rater.tsv and vs_reference.tsv "
+                          "into DIR")
     agr.set_defaults(func=run_agreement)
 
     exp = actions.add_parser(
-        "export", help="write the labels as a table",
+        "export", help="write the labels as a table and/or PRL masks as NIfTI",
         description="Default: one row per lesion (subject, lesion, one column per rater id, "
-                    "consensus, consensus_method). --long: one row per current rating with "
-                    "all fields. --history: every row ever written.")
+                    "consensus, consensus_method, then reference_<id> per reference). --long: "
+                    "one row per current rating or reference label with all fields. --history: "
+                    "every rating row ever written. --consensus-history: every consensus "
+                    "decision and retraction. --nifti-dir: each subject's consensus PRL mask "
+                    "(and each rater's and reference's) on the lesion mask's grid, with an "
+                    "index prlmasks.tsv.")
     exp.add_argument("project", help="project folder")
-    exp.add_argument("-o", "--output", required=True, help="output .tsv or .csv")
+    exp.add_argument("-o", "--output", help="output .tsv or .csv")
     kind = exp.add_mutually_exclusive_group()
     kind.add_argument("--long", dest="kind", action="store_const", const="long",
                       help="one row per current rating, with every field")
     kind.add_argument("--history", dest="kind", action="store_const", const="history",
                       help="every row ever written, undo rows included")
-    exp.set_defaults(func=run_export, kind="wide")
+    kind.add_argument("--consensus-history", dest="kind", action="store_const",
+                      const="consensus_history",
+                      help="every consensus decision and retraction, in order")
+    exp.add_argument("--nifti-dir", metavar="DIR",
+                     help="write binary PRL masks (NIfTI) of the consensus, each rater and each "
+                          "reference into DIR")
+    exp.add_argument("--quiet", action="store_true", help="no progress bar")
+    exp.set_defaults(func=run_export, kind=None)
 
 
 def run_add(args: argparse.Namespace) -> int:
@@ -92,13 +146,50 @@ def run_import(args: argparse.Namespace) -> int:
         if args.from_prl_mask:
             if args.file:
                 raise InputError("give either FILE or --from-prl-mask, not both.")
-            count = run_with_tqdm(project.import_prl_masks(args.rater), desc="prl_mask",
-                                  disable=args.quiet)
+            count = run_with_tqdm(project.import_prl_masks(args.rater, reference=args.reference),
+                                  desc="prl_mask", disable=args.quiet)
         elif args.file:
-            count = project.import_ratings(_read_table(Path(args.file)), source=args.file)
+            if args.rater:
+                raise InputError("--rater names the rater of --from-prl-mask; a ratings table "
+                                 "names its raters in its rater column.")
+            count = project.import_ratings(_read_table(Path(args.file)), source=args.file,
+                                           reference=args.reference)
         else:
             raise InputError("give a ratings table FILE or --from-prl-mask.")
-    print(f"imported {count} ratings into {args.project}", file=sys.stderr)
+    as_what = f"rater '{args.rater}'" if args.rater else (
+        f"reference '{args.reference or 'prl_mask'}'" if args.from_prl_mask or args.reference
+        else "raters")
+    print(f"imported {count} labels into {args.project} as {as_what}", file=sys.stderr)
+    return 0
+
+
+def run_reference(args: argparse.Namespace) -> int:
+    with Project.open(args.project) as project:
+        changed = project.make_reference(args.rater, keep_decisions=args.keep_decisions)
+    print(f"'{args.rater}' is now a reference: its labels stay and no longer vote; "
+          f"{len(changed)} lesion(s) changed consensus ({int(changed['after'].isna().sum())} "
+          "now without one)", file=sys.stderr)
+    return 0
+
+
+def run_consensus(args: argparse.Namespace) -> int:
+    where = f"{args.subject} lesion {args.lesion}"
+    with Project.open(args.project) as project:
+        if not args.retract:
+            row = project.record_consensus(args.subject, args.lesion, args.label, by=args.by,
+                                           note=args.note)
+            print(f"saved consensus {row}: {where} {args.label} (by {args.by})", file=sys.stderr)
+            return 0
+        row = project.retract_consensus(args.subject, args.lesion, by=args.by, note=args.note)
+        if row is None:
+            raise InputError(f"{where} has no adjudicated consensus to retract; nothing was "
+                             "written.")
+        table = project.consensus()
+        now = table[(table["subject"] == args.subject) & (table["lesion"] == args.lesion)].iloc[0]
+        state = (f"consensus is now {now['consensus']} ({now['consensus_method']})"
+                 if pd.notna(now["consensus"]) else
+                 "it waits for adjudication" if now["pending"] else "it has no consensus yet")
+    print(f"retracted the consensus of {where} (row {row}); {state}", file=sys.stderr)
     return 0
 
 
@@ -116,21 +207,56 @@ def run_agreement(args: argparse.Namespace) -> int:
     with Project.open(args.project) as project:
         summary = project.agreement(unsure=args.unsure, n_boot=args.n_boot, seed=args.seed)
     if args.output:
-        write_table(summary.pairs, args.output)
+        write_table(summary.pairs, args.output, na_rep="n/a")
     else:
-        summary.pairs.to_csv(sys.stdout, sep="\t", index=False, float_format="%.4g")
+        summary.pairs.to_csv(sys.stdout, sep="\t", index=False, float_format="%.4g",
+                             na_rep="n/a")
     if args.details:
         folder = Path(args.details)
-        for name in ("per_subject", "vs_consensus", "vs_consensus_per_subject", "intra_rater"):
-            write_table(getattr(summary, name), folder / f"{name}.tsv")
-    print(f"PRL count ICC(2,1): {summary.prl_count_icc:.3f} over {summary.prl_count_icc_n} "
-          "subjects every rater finished", file=sys.stderr)
+        for name in ("per_subject", "vs_consensus", "vs_consensus_per_subject", "intra_rater",
+                     "vs_reference"):
+            write_table(getattr(summary, name), folder / f"{name}.tsv", na_rep="n/a")
+    print(agreement_text(summary), file=sys.stderr)
     return 0
 
 
+def agreement_text(summary: AgreementSummary) -> str:
+    """The agreement figures in words, n/a with the reason where one cannot be computed."""
+    lines = []
+    for row in summary.pairs.itertuples():
+        if row.rater_a == "all":
+            fleiss = describe_estimate(row.fleiss_kappa, note=row.note)
+            lines.append(f"all raters: Fleiss' kappa {fleiss} on {row.n} lesions")
+        else:
+            kappa = describe_estimate(row.cohen_kappa, row.cohen_kappa_ci_low,
+                                      row.cohen_kappa_ci_high, row.note)
+            lines.append(f"{row.rater_a} vs {row.rater_b}: kappa {kappa} on {row.n} lesions")
+    for row in summary.vs_reference.itertuples():
+        kappa = describe_estimate(row.cohen_kappa, row.cohen_kappa_ci_low,
+                                  row.cohen_kappa_ci_high, row.note)
+        lines.append(f"{row.rater} vs reference {row.reference}: kappa {kappa} on {row.n} "
+                     f"lesions; sensitivity {describe_estimate(row.sensitivity)}, specificity "
+                     f"{describe_estimate(row.specificity)}, PPV {describe_estimate(row.ppv)}")
+    icc = describe_estimate(summary.prl_count_icc, note=summary.prl_count_icc_note)
+    lines.append(f"PRL count ICC(2,1): {icc}" + ("" if summary.prl_count_icc_note else
+                 f" over {summary.prl_count_icc_n} subjects every rater finished"))
+    return "\n".join(lines)
+
+
 def run_export(args: argparse.Namespace) -> int:
+    if not args.output and not args.nifti_dir:
+        raise InputError("give -o FILE for a table, --nifti-dir DIR for PRL masks, or both.")
+    if args.kind and not args.output:
+        raise InputError(f"--{args.kind.replace('_', '-')} chooses the table written to -o FILE; "
+                         "give -o.")
     with Project.open(args.project) as project:
-        table = project.export(args.kind)
-    write_table(table, args.output)
-    print(f"{len(table)} rows written to {args.output}", file=sys.stderr)
+        if args.output:
+            table = project.export(args.kind or "wide")
+            write_table(table, args.output)
+            print(f"{len(table)} rows written to {args.output}", file=sys.stderr)
+        if args.nifti_dir:
+            index = run_with_tqdm(project.export_masks(args.nifti_dir), desc="PRL masks",
+                                  disable=args.quiet)
+            print(f"{len(index)} PRL masks written to {args.nifti_dir} (index: "
+                  f"{Path(args.nifti_dir) / MASK_INDEX})", file=sys.stderr)
     return 0

@@ -2,7 +2,9 @@
 
 Automatic consensus is computed from the current ratings every time it is asked for, so it
 follows the raters' latest labels; only adjudicated decisions are stored (append-only, the
-latest per lesion wins) and they take precedence over the automatic rule.
+latest per lesion wins) and they take precedence over the automatic rule. A retracted decision
+gives the lesion back to the automatic rule. References never vote: the store's current
+ratings, which this module is given, are the raters' only.
 
 ``unsure`` never becomes consensus automatically: under ``unanimous`` any ``unsure`` sends
 the lesion to adjudication; under ``majority`` an ``unsure`` counts as a rating that does not
@@ -62,11 +64,13 @@ class ConsensusRule:
 
 def consensus_table(lesions: pd.DataFrame, current: pd.DataFrame, decisions: pd.DataFrame,
                     rule: ConsensusRule) -> pd.DataFrame:
-    """One row per lesion: ``subject, lesion, n_ratings, consensus, consensus_method, ...``.
+    """One row per lesion: ``subject, lesion, n_ratings, consensus, consensus_method,
+    decided_by, note, adjudicated, pending``.
 
-    ``consensus`` is the adjudicated label when there is one, else the rule's automatic
-    label; lesions with neither have ``consensus`` ``None`` and ``pending`` ``True`` when
-    they have at least ``min_raters`` ratings (they are in the adjudication queue).
+    ``consensus`` is the adjudicated label when there is a live decision (``adjudicated``),
+    else the rule's automatic label; lesions with neither have ``consensus`` ``None`` and
+    ``pending`` ``True`` when they have at least ``min_raters`` ratings (they are in the
+    adjudication queue).
     """
     votes = current if rule.raters is None else current[current["rater"].isin(rule.raters)]
     counts = (votes.groupby(["lesion_key", "label"]).size().unstack(fill_value=0)
@@ -81,9 +85,10 @@ def consensus_table(lesions: pd.DataFrame, current: pd.DataFrame, decisions: pd.
                                          np.where(unanimous, "unanimous", "majority"))
     table["decided_by"] = None
     table["note"] = None
+    adjudicated = decisions.set_index("lesion_key")
+    table["adjudicated"] = table["lesion_key"].isin(adjudicated.index)
     if not decisions.empty:
-        adjudicated = decisions.set_index("lesion_key")
-        hit = table["lesion_key"].isin(adjudicated.index)
+        hit = table["adjudicated"]
         keys = table.loc[hit, "lesion_key"]
         table.loc[hit, "consensus"] = keys.map(adjudicated["label"]).to_numpy()
         table.loc[hit, "consensus_method"] = keys.map(adjudicated["method"]).to_numpy()
@@ -93,8 +98,29 @@ def consensus_table(lesions: pd.DataFrame, current: pd.DataFrame, decisions: pd.
     return table.reset_index(drop=True)
 
 
-def adjudication_queue(table: pd.DataFrame, current: pd.DataFrame) -> pd.DataFrame:
-    """Pending lesions with every rater's label side by side (columns named by rater id)."""
-    pending = table[table["pending"]][["lesion_key", "subject", "lesion", "n_ratings"]]
-    wide = current.pivot(index="lesion_key", columns="rater", values="label")
-    return pending.join(wide, on="lesion_key").reset_index(drop=True)
+def labels_by_lesion(current: pd.DataFrame) -> pd.DataFrame:
+    """Lesion keys x ids (in sorted order) of the current labels of ``current``."""
+    labels = current.pivot(index="lesion_key", columns="rater", values="label")
+    labels = labels.reindex(columns=sorted(labels.columns))
+    labels.columns.name = None
+    return labels
+
+
+#: Columns of the adjudication queue after the raters' (whose columns are named by rater id).
+QUEUE_DECISION_COLUMNS = ["consensus", "decided_by", "note", "pending"]
+
+
+def adjudication_queue(table: pd.DataFrame, current: pd.DataFrame, *,
+                       decided: bool = False) -> pd.DataFrame:
+    """Pending lesions (with ``decided``, also those with a live adjudicated decision, to
+    revise or retract it), every rater's label side by side, in subject and lesion order.
+
+    Columns: ``lesion_key, subject, lesion, n_ratings``, one per rater id (its current
+    label), then :data:`QUEUE_DECISION_COLUMNS`.
+    """
+    keep = table["pending"] | (table["adjudicated"] & decided)
+    rows = table[keep].sort_values(["subject", "lesion"])
+    queue = rows[["lesion_key", "subject", "lesion", "n_ratings"]].join(labels_by_lesion(current),
+                                                                        on="lesion_key")
+    queue[QUEUE_DECISION_COLUMNS] = rows[QUEUE_DECISION_COLUMNS]
+    return queue.reset_index(drop=True)

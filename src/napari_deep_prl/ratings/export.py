@@ -1,28 +1,38 @@
-"""Tables out of the store: wide (one row per lesion), long (current ratings), history.
+"""Tables out of the store: wide (one row per lesion), long (current ratings), history, and
+the consensus history.
 
 They are pandas DataFrames; :func:`napari_deep_prl.tables.write_table` writes them atomically
-(CSV, or TSV for ``.tsv``).
+(CSV, or TSV for ``.tsv``). References (ground truth, expert reads) appear in the wide table as
+``reference_<id>`` columns after the consensus, so they cannot be mistaken for a rater or the
+consensus; the long and history tables say each row's ``kind`` (``rater`` or ``reference``).
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-LONG_COLUMNS = ["subject", "lesion", "rater", "label", "repeat", "confidence", "reason",
+from napari_deep_prl.ratings.consensus import labels_by_lesion
+from napari_deep_prl.ratings.store import REFERENCE_PREFIX
+
+LONG_COLUMNS = ["subject", "lesion", "rater", "kind", "label", "repeat", "confidence", "reason",
                 "comment", "created_at", "seconds", "session", "package_version",
                 "queue_strategy", "queue_position", "model_version", "id"]
-HISTORY_COLUMNS = LONG_COLUMNS[:3] + ["action", "retracts"] + LONG_COLUMNS[3:]
+HISTORY_COLUMNS = LONG_COLUMNS[:4] + ["action", "retracts"] + LONG_COLUMNS[4:]
+CONSENSUS_HISTORY_COLUMNS = ["subject", "lesion", "action", "label", "method", "decided_by",
+                             "note", "created_at", "retracts", "package_version", "id"]
 
 
-def wide_table(lesions: pd.DataFrame, current: pd.DataFrame,
-               consensus: pd.DataFrame) -> pd.DataFrame:
-    """``subject, lesion``, one column per rater id (current label), ``consensus, ...method``."""
-    labels = current.pivot(index="lesion_key", columns="rater", values="label")
-    labels = labels.reindex(columns=sorted(labels.columns))
-    labels.columns.name = None
-    table = lesions[["lesion_key", "subject", "lesion"]].join(labels, on="lesion_key")
+def wide_table(lesions: pd.DataFrame, current: pd.DataFrame, consensus: pd.DataFrame,
+               references: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``subject, lesion``, one column per rater id (current label), ``consensus,
+    consensus_method``, then one ``reference_<id>`` column per reference."""
+    table = lesions[["lesion_key", "subject", "lesion"]].join(labels_by_lesion(current),
+                                                              on="lesion_key")
     table = table.merge(consensus[["lesion_key", "consensus", "consensus_method"]],
                         on="lesion_key", how="left")
+    if references is not None and not references.empty:
+        table = table.join(labels_by_lesion(references).add_prefix(REFERENCE_PREFIX),
+                           on="lesion_key")
     return table.drop(columns="lesion_key").reset_index(drop=True)
 
 
@@ -34,3 +44,8 @@ def long_table(current: pd.DataFrame) -> pd.DataFrame:
 def history_table(history: pd.DataFrame) -> pd.DataFrame:
     """Every row ever written, in order, undo rows (``action = undo``) included."""
     return history[HISTORY_COLUMNS].reset_index(drop=True)
+
+
+def consensus_history_table(history: pd.DataFrame) -> pd.DataFrame:
+    """Every consensus decision and retraction, in order (``action``: decide / retract)."""
+    return history[CONSENSUS_HISTORY_COLUMNS].reset_index(drop=True)

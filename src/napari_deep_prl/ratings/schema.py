@@ -9,6 +9,10 @@ to. Version history:
 * **2** – ratings gain an exclusion reason, an ``undo`` action (a row retracting an earlier
   row), the repeat flag of the intra-rater design and provenance (package version, queue
   strategy and position, model version); a predictions table is added.
+* **3** – raters gain a ``kind``: ``rater`` (a person whose labels vote) or ``reference`` (a
+  ground truth or an expert read the raters are compared with, which never votes); consensus
+  rows gain an ``action``: ``decide`` or ``retract`` (a row withdrawing the lesion's live
+  decision, so the automatic rule applies again), with ``retracts`` and the package version.
 
 A migration is a list of SQL statements run inside the transaction that bumps the version.
 """
@@ -18,7 +22,7 @@ from __future__ import annotations
 #: ``PRAGMA application_id`` of a napari-deep-prl rating database ("dPRL").
 APPLICATION_ID = 0x6450524C
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 LABELS = ("prl", "not_prl", "unsure")
 
@@ -27,6 +31,9 @@ DEFAULT_EXCLUSION_REASONS = (
 )
 
 CONSENSUS_METHODS = ("unanimous", "majority", "adjudicated")
+
+#: What an id in the ``raters`` table is: a rater votes; a reference is only compared with.
+KINDS = ("rater", "reference")
 
 SCHEMA_V1 = [
     """CREATE TABLE raters (
@@ -123,5 +130,37 @@ MIGRATE_V1_TO_V2 = [
        WHERE rank_ = 1""",
 ]
 
+# Version 3: the kind of each id; the consensus table is rebuilt (a retraction has no label, so
+# ``label`` loses its NOT NULL): old decisions keep their ids and become ``decide`` rows.
+MIGRATE_V2_TO_V3 = [
+    "ALTER TABLE raters ADD COLUMN kind TEXT NOT NULL DEFAULT 'rater' "
+    "CHECK (kind IN ('rater', 'reference'))",
+    "ALTER TABLE consensus RENAME TO consensus_v2",
+    """CREATE TABLE consensus (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        lesion_key INTEGER NOT NULL REFERENCES lesions(lesion_key),
+        action TEXT NOT NULL DEFAULT 'decide' CHECK (action IN ('decide', 'retract')),
+        label TEXT CHECK (label IN ('prl', 'not_prl', 'unsure')),
+        method TEXT,
+        retracts INTEGER REFERENCES consensus(id),
+        decided_by TEXT,
+        created_at TEXT NOT NULL,
+        note TEXT,
+        package_version TEXT,
+        CHECK ((action = 'decide' AND label IS NOT NULL AND method IS NOT NULL
+                AND retracts IS NULL)
+            OR (action = 'retract' AND label IS NULL AND method IS NULL
+                AND retracts IS NOT NULL)))""",
+    """INSERT INTO consensus (id, lesion_key, label, method, decided_by, created_at, note)
+       SELECT id, lesion_key, label, method, decided_by, created_at, note FROM consensus_v2""",
+    "DROP TABLE consensus_v2",
+    "CREATE INDEX consensus_by_lesion ON consensus (lesion_key, id)",
+    # A lesion's live decision is its latest consensus row, unless that row is a retraction.
+    """CREATE VIEW live_consensus AS
+       SELECT c.* FROM consensus c
+       WHERE c.action = 'decide'
+         AND c.id = (SELECT MAX(id) FROM consensus d WHERE d.lesion_key = c.lesion_key)""",
+]
+
 #: ``MIGRATIONS[v]`` takes a database from version ``v`` to ``v + 1``.
-MIGRATIONS: dict[int, list[str]] = {1: MIGRATE_V1_TO_V2}
+MIGRATIONS: dict[int, list[str]] = {1: MIGRATE_V1_TO_V2, 2: MIGRATE_V2_TO_V3}

@@ -11,8 +11,12 @@ Why it is built this way:
 * **Never damage a file we do not own.** Before anything is written the file's header,
   ``application_id``, schema version and ``quick_check`` are verified; a corrupt or foreign
   file raises :class:`StoreError` and is left byte-identical.
-* **Append-only history.** Ratings are never updated or deleted: a changed label is a new row,
-  an undo is a row retracting an earlier one (see :mod:`.schema`).
+* **Append-only history.** Ratings and consensus decisions are never updated or deleted: a
+  changed label is a new row, an undo is a row retracting an earlier one, and so is a retracted
+  consensus decision (see :mod:`.schema`).
+* **Raters and references apart.** An id is a *rater* (a person whose labels vote) or a
+  *reference* (ground truth, an expert read: compared with the raters, never voting); the
+  reads that consensus and kappa use see raters only, and an id is never used as the other kind.
 """
 
 from __future__ import annotations
@@ -219,20 +223,110 @@ class RatingStore:
     # -- raters and lesions --------------------------------------------------------------
 
     def add_rater(self, rater: str, display_name: str | None = None) -> None:
-        """Register a rater (a no-op when known; a given display name replaces the old one)."""
-        _check_rater(rater)
+        """Register a rater (a no-op when known; a given display name replaces the old one).
+
+        A reference's id is refused (:class:`InputError`): its labels must never vote.
+        """
+        self._add_id(rater, "rater", display_name)
+
+    def add_reference(self, reference: str, display_name: str | None = None) -> None:
+        """Register a reference (ground truth, an expert read): compared with, never voting.
+
+        A rater's id is refused; :meth:`make_reference` turns a rater into a reference.
+        """
+        self._add_id(reference, "reference", display_name)
+
+    def _add_id(self, name: str, kind: str, display_name: str | None) -> None:
+        _check_id(name, kind)
 
         def insert(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT OR IGNORE INTO raters VALUES (?, ?, ?)",
-                         (rater, display_name, utc_now()))
+            self._ensure_kind(conn, [name], kind)
             if display_name is not None:
                 conn.execute("UPDATE raters SET display_name = ? WHERE rater = ?",
-                             (display_name, rater))
+                             (display_name, name))
         self._write(insert)
 
+    def check_kind(self, names: Iterable[str], kind: str) -> None:
+        """Refuse (:class:`InputError`) ids registered as the other kind, or reserved ones, before
+        a long job would fail on them; registers nothing."""
+        with self._lock:
+            self._retry(lambda: self._known_kinds(self._conn, names, kind))
+
+    def _ensure_kind(self, conn: sqlite3.Connection, names: Iterable[str], kind: str) -> None:
+        """Register unknown ids as ``kind`` (inside a write); refuse ids of the other kind."""
+        names = set(names)
+        known = self._known_kinds(conn, names, kind)
+        conn.executemany("INSERT OR IGNORE INTO raters (rater, created_at, kind) VALUES (?, ?, ?)",
+                         [(name, utc_now(), kind) for name in set(names) - set(known)])
+
+    def _known_kinds(self, conn: sqlite3.Connection, names: Iterable[str],
+                     kind: str) -> dict[str, str]:
+        """The registered kind of each of ``names``; refuses conflicts and reserved new ids."""
+        if kind not in schema.KINDS:
+            raise InputError(f"kind '{kind}' is not one of {', '.join(schema.KINDS)}.")
+        names = sorted(set(names))
+        marks = ", ".join("?" * len(names))
+        known = dict(conn.execute(f"SELECT rater, kind FROM raters WHERE rater IN ({marks})",
+                                  names).fetchall())
+        for name in names:
+            if name in known and known[name] != kind:
+                raise self._wrong_kind(name, known[name])
+            if name not in known and kind == "rater":
+                _check_new_rater(name)
+        return known
+
+    def _wrong_kind(self, name: str, known: str) -> InputError:
+        if known == "reference":
+            return InputError(f"{self.path}: '{name}' is a reference, not a rater; choose another "
+                              "rater id (a reference's labels are compared with the raters' and "
+                              "never vote).")
+        return InputError(f"{self.path}: '{name}' is a rater, not a reference; choose another "
+                          "reference id, or turn the rater into a reference with `deep-prl "
+                          f"ratings reference PROJECT --rater {name}`.")
+
     def raters(self) -> pd.DataFrame:
-        """Registered raters: ``rater, display_name, created_at``."""
-        return self._query("SELECT * FROM raters ORDER BY rater")
+        """Registered raters (references left out): ``rater, display_name, created_at``."""
+        return self._query("SELECT rater, display_name, created_at FROM raters "
+                           "WHERE kind = 'rater' ORDER BY rater")
+
+    def references(self) -> pd.DataFrame:
+        """Registered references: ``reference, display_name, created_at``."""
+        return self._query("SELECT rater AS reference, display_name, created_at FROM raters "
+                           "WHERE kind = 'reference' ORDER BY rater")
+
+    def make_reference(self, rater: str, *, keep_decisions: bool = False) -> None:
+        """Turn a rater into a reference: its labels stay, but stop voting from now on.
+
+        For projects that imported a ground truth as a rater. Adjudicated decisions on lesions
+        the rater labelled were made with its label shown as a rater's; unless
+        ``keep_decisions``, such decisions make this refuse (nothing changes) so that the
+        adjudicator retracts them first, or keeps them knowingly.
+        """
+        def change(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT kind FROM raters WHERE rater = ?", (rater,)).fetchone()
+            if row is None:
+                names = [n for (n,) in conn.execute(
+                    "SELECT rater FROM raters WHERE kind = 'rater' ORDER BY rater")]
+                raise InputError(f"{self.path}: no rater '{rater}' in this project (raters: "
+                                 f"{', '.join(names) or 'none'}). Check the id.")
+            if row[0] == "reference":
+                raise InputError(f"{self.path}: '{rater}' is already a reference; nothing to do.")
+            if not keep_decisions:
+                decided = conn.execute(
+                    "SELECT l.subject, l.lesion FROM live_consensus c JOIN lesions l "
+                    "USING (lesion_key) WHERE c.lesion_key IN (SELECT lesion_key FROM "
+                    "live_ratings WHERE rater = ?) ORDER BY l.subject, l.lesion",
+                    (rater,)).fetchall()
+                if decided:
+                    shown = ", ".join(f"{s} lesion {n}" for s, n in decided[:3])
+                    raise InputError(
+                        f"{self.path}: {len(decided)} adjudicated decision(s) ({shown}"
+                        f"{', ...' if len(decided) > 3 else ''}) concern lesions '{rater}' "
+                        "labelled, and were made with its label shown as a rater's; nothing was "
+                        "changed. Retract them first (`deep-prl ratings consensus ... --retract`),"
+                        " or keep them with --keep-decisions (and revise them afterwards).")
+            conn.execute("UPDATE raters SET kind = 'reference' WHERE rater = ?", (rater,))
+        self._write(change)
 
     def register_subject(self, subject: str, fingerprint: str, lesions: pd.DataFrame) -> bool:
         """Record a subject's lesions once; ``False`` when already registered unchanged.
@@ -305,14 +399,18 @@ class RatingStore:
         """
         return self.add_ratings([Rating(rater, subject, lesion, label, **fields)])[0]
 
-    def add_ratings(self, ratings: Iterable[Rating]) -> list[int]:
-        """Append many ratings in one transaction (all or none); return their row ids."""
-        rows = [self._rating_row(r) for r in ratings]
+    def add_ratings(self, ratings: Iterable[Rating], *, kind: str = "rater") -> list[int]:
+        """Append many ratings in one transaction (all or none); return their row ids.
+
+        ``kind="reference"`` stores a reference's labels (``Rating.rater`` is its id); an id
+        already registered as the other kind is refused and nothing is written.
+        """
+        rows = [self._rating_row(r, kind) for r in ratings]
         now = utc_now()
 
         def insert(conn: sqlite3.Connection) -> list[int]:
-            conn.executemany("INSERT OR IGNORE INTO raters VALUES (?, NULL, ?)",
-                             [(rater, now) for rater in {row[0] for row in rows}])
+            if rows:
+                self._ensure_kind(conn, [row[0] for row in rows], kind)
             ids = []
             for row in rows:
                 cursor = conn.execute(
@@ -325,8 +423,8 @@ class RatingStore:
             return ids
         return self._write(insert)
 
-    def _rating_row(self, r: Rating) -> tuple[Any, ...]:
-        _check_rater(r.rater)
+    def _rating_row(self, r: Rating, kind: str) -> tuple[Any, ...]:
+        _check_id(r.rater, kind)
         if r.label not in schema.LABELS:
             raise InputError(f"label '{r.label}' of rater '{r.rater}' on {r.subject} lesion "
                              f"{r.lesion} is not one of {', '.join(schema.LABELS)}.")
@@ -383,27 +481,36 @@ class RatingStore:
             raise InputError(f"{self.path}: no rating with id {rating_id}.")
         return frame.iloc[0].to_dict()
 
-    def current(self, *, repeat: bool | None = False, rater: str | None = None) -> pd.DataFrame:
-        """Each rater's current rating per lesion.
+    def current(self, *, repeat: bool | None = False, rater: str | None = None,
+                kind: str | None = "rater") -> pd.DataFrame:
+        """Each rater's current rating per lesion (what consensus and agreement read).
 
         ``repeat`` selects first presentations (``False``), the unannounced repeats (``True``)
-        or both (``None``); ``rater`` keeps one rater's rows.
+        or both (``None``); ``rater`` keeps one id's rows; ``kind`` keeps raters (default),
+        references (``"reference"``) or both (``None``).
         """
-        conditions = {"r.repeat = ?": None if repeat is None else int(repeat), "r.rater = ?": rater}
+        if kind is not None and kind not in schema.KINDS:
+            raise InputError(f"kind '{kind}' is not one of {', '.join(schema.KINDS)}.")
+        conditions = {"r.repeat = ?": None if repeat is None else int(repeat), "r.rater = ?": rater,
+                      "k.kind = ?": kind}
         kept = {k: v for k, v in conditions.items() if v is not None}
         where = " WHERE " + " AND ".join(kept) if kept else ""
         return self._query(_JOINED.format(source="current_ratings") + where
                            + " ORDER BY l.subject, l.lesion, r.rater", tuple(kept.values()))
 
     def history(self) -> pd.DataFrame:
-        """Every row ever written, undo rows included, in the order written."""
+        """Every row ever written (raters' and references'), undo rows included, in order."""
         return self._query(_JOINED.format(source="ratings") + " ORDER BY r.id")
 
     # -- consensus and predictions --------------------------------------------------------
 
     def record_consensus(self, subject: str, lesion: int, label: str, *, by: str,
                          note: str | None = None, method: str = "adjudicated") -> int:
-        """Append a consensus decision (the latest per lesion wins); durable on return."""
+        """Append a consensus decision (the latest per lesion wins); durable on return.
+
+        Deciding again revises the decision; the earlier rows stay in the history.
+        """
+        _check_id(by, "adjudicator")
         if label not in schema.LABELS:
             raise InputError(f"consensus label '{label}' for {subject} lesion {lesion} is not "
                              f"one of {', '.join(schema.LABELS)}.")
@@ -412,16 +519,45 @@ class RatingStore:
                              f"{', '.join(schema.CONSENSUS_METHODS)}.")
         key = self.lesion_key(subject, lesion)
         return self._write(lambda conn: int(conn.execute(
-            "INSERT INTO consensus (lesion_key, label, method, decided_by, created_at, note) "
-            "VALUES (?, ?, ?, ?, ?, ?)", (key, label, method, by, utc_now(), note)).lastrowid))
+            "INSERT INTO consensus (lesion_key, label, method, decided_by, created_at, note, "
+            "package_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (key, label, method, by, utc_now(), note, __version__)).lastrowid))
+
+    def retract_consensus(self, subject: str, lesion: int, *, by: str,
+                          note: str | None = None) -> int | None:
+        """Withdraw a lesion's live decision: the automatic rule applies to it again.
+
+        Appends a ``retract`` row (durable on return) and returns its id; ``None`` (nothing
+        written) when the lesion has no live decision.
+        """
+        _check_id(by, "adjudicator")
+        key = self.lesion_key(subject, lesion)
+
+        def insert(conn: sqlite3.Connection) -> int | None:
+            live = conn.execute("SELECT id FROM live_consensus WHERE lesion_key = ?",
+                                (key,)).fetchone()
+            if live is None:
+                return None
+            return int(conn.execute(
+                "INSERT INTO consensus (lesion_key, action, retracts, decided_by, created_at, "
+                "note, package_version) VALUES (?, 'retract', ?, ?, ?, ?, ?)",
+                (key, live[0], by, utc_now(), note, __version__)).lastrowid)
+        return self._write(insert)
 
     def consensus_decisions(self) -> pd.DataFrame:
-        """The latest recorded decision per lesion."""
+        """The live decision per lesion (its latest, unless retracted)."""
         return self._query(
             "SELECT c.lesion_key, l.subject, l.lesion, c.label, c.method, c.decided_by, "
-            "c.created_at, c.note FROM consensus c JOIN lesions l USING (lesion_key) "
-            "WHERE c.id = (SELECT MAX(id) FROM consensus d WHERE d.lesion_key = c.lesion_key)"
-            " ORDER BY l.subject, l.lesion")
+            "c.created_at, c.note FROM live_consensus c JOIN lesions l USING (lesion_key) "
+            "ORDER BY l.subject, l.lesion")
+
+    def consensus_history(self) -> pd.DataFrame:
+        """Every decision and retraction ever written, in order (``action``: decide/retract;
+        a retraction's ``retracts`` is the id of the decision it withdrew)."""
+        return self._query(
+            "SELECT c.id, l.subject, l.lesion, c.lesion_key, c.action, c.label, c.method, "
+            "c.retracts, c.decided_by, c.note, c.created_at, c.package_version "
+            "FROM consensus c JOIN lesions l USING (lesion_key) ORDER BY c.id")
 
     def add_predictions(self, model_id: str, predictions: pd.DataFrame) -> int:
         """Store a model's predictions (``subject, lesion, probability[, uncertainty]``)."""
@@ -457,23 +593,31 @@ class RatingStore:
 _JOINED = (
     "SELECT r.id, r.rater, l.subject, l.lesion, r.lesion_key, r.action, r.label, r.retracts, "
     "r.repeat, r.confidence, r.reason, r.comment, r.created_at, r.seconds, r.session, "
-    "r.package_version, r.queue_strategy, r.queue_position, r.model_version "
-    "FROM {source} r JOIN lesions l USING (lesion_key)"
+    "r.package_version, r.queue_strategy, r.queue_position, r.model_version, k.kind "
+    "FROM {source} r JOIN lesions l USING (lesion_key) JOIN raters k ON k.rater = r.rater"
 )
 
 
-#: Column names of the wide export, so not usable as rater ids.
+#: Column names of the wide export and the adjudication queue, so not usable as rater ids.
 RESERVED_RATER_IDS = frozenset({"subject", "lesion", "lesion_key", "consensus",
-                                "consensus_method", "n_ratings"})
+                                "consensus_method", "n_ratings", "decided_by", "note",
+                                "pending", "adjudicated"})
+
+#: Wide-export columns of references are ``reference_<id>``: no new rater id starts so.
+REFERENCE_PREFIX = "reference_"
 
 
-def _check_rater(rater: str) -> None:
-    if not isinstance(rater, str) or not rater.strip() or rater != rater.strip():
-        raise InputError(f"rater id {rater!r} must be a non-empty name without surrounding "
+def _check_id(name: str, kind: str) -> None:
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise InputError(f"{kind} id {name!r} must be a non-empty name without surrounding "
                          "spaces, e.g. 'rater1' or 'jdoe'.")
-    if rater in RESERVED_RATER_IDS:
-        raise InputError(f"rater id '{rater}' is reserved for a column of the exports; "
-                         "choose another id.")
+
+
+def _check_new_rater(rater: str) -> None:
+    """Names a new rater may not take: export columns (ids registered earlier keep working)."""
+    if rater in RESERVED_RATER_IDS or rater.startswith(REFERENCE_PREFIX):
+        raise InputError(f"rater id '{rater}' is reserved for a column of the exports (so is "
+                         f"any id starting with '{REFERENCE_PREFIX}'); choose another id.")
 
 
 def _plain(value: Any) -> Any:
