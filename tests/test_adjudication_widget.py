@@ -1,10 +1,12 @@
-"""The adjudication widget in a real viewer: disagreements shown with every rater's label,
-consensus recorded with one key, agreement figures updated, keys released on close."""
+"""The adjudication widget in a real, shown viewer driven by real keys: disagreements shown with
+every rater's label, consensus recorded with one key, decisions revisited, revised and taken
+back, agreement figures updated, references kept out, keys given back on close."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from review_support import press, shown_after
 
 from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
 from napari_deep_prl._napari.keybindings import ADJUDICATION_KEYS
@@ -29,20 +31,42 @@ def project_dir(tmp_path, manifest):
     return root
 
 
+@pytest.fixture
+def adjudicate(make_napari_viewer, qtbot):
+    """Dock an adjudication widget in a shown viewer; check its workers on the way out."""
+    made = []
+
+    def make():
+        viewer = make_napari_viewer(show=True)
+        widget = AdjudicationWidget(viewer)
+        widget.errors = []
+        widget.display.worker_started.connect(lambda w: w.errored.connect(widget.errors.append))
+        viewer.window.add_dock_widget(widget)
+        made.append(widget)
+        return viewer, widget
+
+    yield make
+    for widget in made:
+        qtbot.waitUntil(lambda: not widget.display.busy and widget.agreement.worker is None,
+                        timeout=20000)
+        assert widget.errors == []
+
+
+def decisions(project_dir):
+    with Project.open(project_dir) as project:
+        return project.store.consensus_decisions(), project.consensus().set_index(["subject", "lesion"])
+
+
 def test_every_key_calls_a_widget_method():
     assert {a.method for a in ADJUDICATION_KEYS} <= set(dir(AdjudicationWidget))
 
 
-def test_consensus_with_one_key_and_live_agreement(make_napari_viewer, qtbot, project_dir):
-    viewer = make_napari_viewer()
-    widget = AdjudicationWidget(viewer)
-    errors = []
-    widget.display.worker_started.connect(lambda w: w.errored.connect(errors.append))
-    viewer.window.add_dock_widget(widget)
-    with qtbot.waitSignal(widget.agreement.updated, timeout=20000), \
-            qtbot.waitSignal(widget.lesion_shown, timeout=20000) as shown:
-        assert widget.open_project(project_dir, "boss")
-    assert tuple(shown.args) == ("sub-01", 1) and len(widget.queue) == 2
+def test_consensus_with_one_key_and_live_agreement(adjudicate, qtbot, project_dir):
+    viewer, widget = adjudicate()
+    with qtbot.waitSignal(widget.agreement.updated, timeout=20000):
+        assert shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "boss")) \
+            == ("sub-01", 1)
+    assert len(widget.queue) == 2
     table = {widget.ratings.item(i, 0).text(): widget.ratings.item(i, 4).text() for i in range(2)}
     assert table == {"r1": "r1 says prl", "r2": "r2 says not_prl"}
     pairs = widget.agreement.summary.pairs
@@ -50,24 +74,76 @@ def test_consensus_with_one_key_and_live_agreement(make_napari_viewer, qtbot, pr
     a, b, matrix = widget.agreement.confusion()
     assert (a, b) == ("r1", "r2") and matrix.sum() == 5 and np.trace(matrix) == 3
 
-    handler = viewer.window._qt_viewer._key_map_handler
     widget.note.setText("rim on 3 slices")
-    with qtbot.waitSignal(widget.agreement.updated, timeout=20000), \
-            qtbot.waitSignal(widget.lesion_shown, timeout=20000) as shown:
-        assert handler.press_key("P")
-    assert tuple(shown.args) == ("sub-02", 2) and len(widget.queue) == 1
-    with Project.open(project_dir) as project:
-        decisions = project.store.consensus_decisions()
-        consensus = project.consensus().set_index(["subject", "lesion"])
-    assert decisions[["subject", "lesion", "label", "decided_by", "note"]].values.tolist() == [
+    with qtbot.waitSignal(widget.agreement.updated, timeout=20000):
+        assert shown_after(qtbot, widget, lambda: press(viewer, "P")) == ("sub-02", 2)
+    stored, consensus = decisions(project_dir)
+    assert stored[["subject", "lesion", "label", "decided_by", "note"]].values.tolist() == [
         ["sub-01", 1, "prl", "boss", "rim on 3 slices"]]
     assert consensus.loc[("sub-01", 1), "consensus_method"] == "adjudicated"
     assert set(widget.agreement.summary.vs_consensus["rater"]) == {"r1", "r2"}
-    handler.press_key("N")
-    assert "No disagreements" in widget.where.text() and widget.queue.empty
+    assert "1 disagreement(s) waiting" in widget.remaining.text()
+    press(viewer, "N")
+    assert "0 disagreement(s) waiting" in widget.remaining.text()
 
     viewer.window.remove_dock_widget(widget)
-    assert not any(f.__name__.startswith("deep_prl_") for f in viewer.keymap.values())
-    qtbot.waitUntil(lambda: not widget.display.busy and widget.agreement.worker is None,
-                    timeout=20000)
-    assert errors == []
+    assert not widget.keys.active
+
+
+def test_a_decision_can_be_revisited_revised_and_taken_back(adjudicate, qtbot, project_dir):
+    viewer, widget = adjudicate()
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "boss"))
+    assert shown_after(qtbot, widget, lambda: press(viewer, "P")) == ("sub-02", 2)
+    assert shown_after(qtbot, widget, lambda: press(viewer, "Left")) == ("sub-01", 1)
+    assert "Decided: PRL by boss" in widget.decision.text()
+    shown_after(qtbot, widget, lambda: press(viewer, "N"))  # revise: the next one waiting
+    stored, consensus = decisions(project_dir)
+    assert consensus.loc[("sub-01", 1), "consensus"] == "not_prl"
+    assert shown_after(qtbot, widget, lambda: press(viewer, "Left")) == ("sub-01", 1)
+    shown_after(qtbot, widget, lambda: press(viewer, "Backspace"))
+    stored, consensus = decisions(project_dir)
+    assert stored.empty and bool(consensus.loc[("sub-01", 1), "pending"])
+    assert "taken back" in widget.saved.text() and widget.decision.text() == ""
+    assert "2 disagreement(s) waiting" in widget.remaining.text()
+    with Project.open(project_dir) as project:
+        history = project.store.consensus_history()
+    assert len(history) == 3  # prl, then not_prl, then the retraction: nothing is erased
+
+
+def test_decisions_of_earlier_sessions_can_be_listed_and_revised(adjudicate, qtbot, project_dir):
+    with Project.open(project_dir) as project:
+        project.record_consensus("sub-01", 1, "prl", by="boss")
+    viewer, widget = adjudicate()
+    assert shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "boss")) \
+        == ("sub-02", 2)
+    assert len(widget.queue) == 1
+    shown_after(qtbot, widget, lambda: widget.all_decided.setChecked(True))
+    assert len(widget.queue) == 2 and widget.current["lesion"] == 2
+    assert shown_after(qtbot, widget, lambda: press(viewer, "Left")) == ("sub-01", 1)
+    press(viewer, "U")
+    _, consensus = decisions(project_dir)
+    assert consensus.loc[("sub-01", 1), "consensus"] == "unsure"
+
+
+def test_a_reference_never_shows_as_a_rater(adjudicate, qtbot, project_dir):
+    with Project.open(project_dir) as project:
+        project.store.add_reference("truth")
+        from napari_deep_prl.ratings.store import Rating
+
+        project.store.add_ratings([Rating("truth", "sub-01", 1, "prl")], kind="reference")
+    viewer, widget = adjudicate()
+    with qtbot.waitSignal(widget.agreement.updated, timeout=20000):
+        shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "boss"))
+    raters = {widget.ratings.item(i, 0).text() for i in range(widget.ratings.rowCount())}
+    assert raters == {"r1", "r2"} and "truth" not in widget.queue.columns
+    assert set(widget.agreement.summary.raters) == {"r1", "r2"}
+
+
+def test_keys_on_a_lesion_not_yet_drawn_decide_nothing(adjudicate, qtbot, project_dir):
+    viewer, widget = adjudicate()
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "boss"))
+    widget.next_lesion()  # sub-02 is not in memory yet
+    press(viewer, "P")
+    stored, _ = decisions(project_dir)
+    assert stored.empty and "not on screen" in widget.saved.text()
+    qtbot.waitUntil(lambda: widget.display.is_drawn("sub-02", 2), timeout=20000)
