@@ -4,7 +4,7 @@ included, and waits for a lesion to be painted on screen."""
 
 from __future__ import annotations
 
-from qtpy.QtCore import QEvent, Qt
+from qtpy.QtCore import QEvent
 from qtpy.QtGui import QKeyEvent, QKeySequence
 from qtpy.QtWidgets import QApplication, QWidget
 
@@ -58,7 +58,8 @@ def all_text(widget) -> str:
 
     parts = [w.text() for w in widget.findChildren((QLabel, QLineEdit)) if w.isVisibleTo(widget)]
     for combo in widget.findChildren(QComboBox):
-        parts += [combo.itemText(i) for i in range(combo.count())]
+        if combo.isVisibleTo(widget):
+            parts += [combo.itemText(i) for i in range(combo.count())]
     for table in widget.findChildren(QTableWidget):
         if table.isVisibleTo(widget):
             parts += [table.item(r, c).text() for r in range(table.rowCount())
@@ -67,5 +68,3 @@ def all_text(widget) -> str:
     return " ".join(parts)
 
 
-def key_of(name: str) -> Qt.Key:
-    return QKeySequence.fromString(name)[0].key()
