@@ -79,7 +79,7 @@ class FinetuneResult:
 
 
 #: Where the model-ordered review is, for messages asking for more PRL labels.
-FIND_PRLS = "the review's order 'most likely PRL first' puts likely PRLs first"
+FIND_PRLS = "the review order 'most likely PRL first (model)', --order likely_prl, puts them first"
 
 
 def check_labels(project: Project, networks: int, config: TrainConfig = TrainConfig(),
