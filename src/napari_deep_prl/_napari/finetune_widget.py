@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -221,10 +221,10 @@ class FinetuneBox(QGroupBox):
         try:
             check_labels(project, len(init or []) or models, config, source)
         except DeepPRLError as err:
-            self.status.setText(f"{'Automatic retraining waits for more labels' if rescore else 'Cannot fine-tune'}: "
-                                f"{err}")
+            lead = "Automatic retraining waits for more labels" if rescore else "Cannot fine-tune"
+            self.status.setText(f"{lead}: {err}")
             if not rescore:
-                show_error(f"Cannot fine-tune: {err}")
+                show_error(f"{lead}: {err}")
             return None
 
         def run(stop: threading.Event) -> Generator[Progress, None, Any]:
@@ -273,6 +273,8 @@ class FinetuneBox(QGroupBox):
         self.curve.show_history(result.runs[-1].history)
         if result.worse:
             self.status.setText(WORSE_MODEL.format(summary=result.summary(), figures=result.comparison.figures()))
+            show_warning(f"The new model validates worse than the panel's; it is saved as {result.path}. "
+                         "Choose in the fine-tuning box whether to use it.")
             self._ask((result, rescored))
             return
         self._use(result, version)
