@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import copy
+import functools
+import tempfile
+import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import write_subject_files
 
 from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.comparison import held_out_validation
+from napari_deep_prl.dataset import build_patchset
+from napari_deep_prl.errors import InputWarning
+from napari_deep_prl.evaluate import PlattFit
+from napari_deep_prl.io import open_cohort, write_manifest
 from napari_deep_prl.model import DeepPRL, ModelConfig
 from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.progress import run_to_end
 from napari_deep_prl.project import Project
-from napari_deep_prl.train import TrainConfig
+from napari_deep_prl.splits import validation_shares
+from napari_deep_prl.train import TrainConfig, train
 
 #: Patch side of the tiny models (two pooling blocks leave 2³ features).
 SIZE = 8
@@ -30,6 +43,55 @@ def tiny_checkpoint(seed: int = 0, dropout: float = 0.3) -> Checkpoint:
 def tiny_project(root: Path, manifest: Path) -> Project:
     """A project over the conftest manifest (3 subjects × 3 lesions, lesion 1 a PRL)."""
     return Project.init(root, manifest)
+
+
+def rim_manifest(folder: Path) -> Path:
+    """The conftest manifest's three subjects, with a dark phase rim around each PRL: lesions a
+    network can tell apart (3 subjects × 3 lesions, lesion 1 a PRL)."""
+    return write_manifest([write_subject_files(folder, f"sub-0{i}", seed=i, rim_lesions=(0,)) for i in (1, 2, 3)],
+                          folder / "manifest.csv")
+
+
+@functools.cache
+def ranking_models() -> tuple[Checkpoint, Checkpoint]:
+    """Tiny models that rank the lesions of :func:`rim_manifest`'s subjects perfectly: one every
+    PRL first (trained on them), its mirror image every PRL last. Nothing validates better than
+    the first, nor worse than the second, so a comparison with either has a known answer."""
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore", InputWarning)  # 8-voxel patches cut the rims' edges: known
+        patches = run_to_end(build_patchset(open_cohort(rim_manifest(Path(folder))), PatchConfig(size=SIZE)))
+    config = replace(TINY_TRAIN, epochs=10, lr=1e-2, samples_per_epoch=32)
+    best = run_to_end(train(patches, config, val_subjects=["sub-01"], init=tiny_checkpoint())).checkpoint
+    mirror = copy.deepcopy(best.model)
+    with torch.no_grad():
+        mirror.head[-1].weight.neg_()
+        mirror.head[-1].bias.neg_()
+    worst = Checkpoint(mirror, 0.5, best.patch_config, {"note": "ranks every PRL last"})
+    everyone = [patches.subjects]
+    assert held_out_validation([best], patches, everyone, config)[1]["val_auc"] == 1.0  # else no known answer
+    assert held_out_validation([worst], patches, everyone, config)[1]["val_auc"] == 0.0
+    return best, worst
+
+
+def worst_pair() -> list[Checkpoint]:
+    """Two networks that rank every PRL last: the same one, told apart by an identity calibration
+    (which changes the id, not the raw probabilities a comparison recalibrates)."""
+    worst = ranking_models()[1]
+    return [worst, replace(worst, calibration=PlattFit(0.0, 1.0, 1.0, 0.0))]
+
+
+def add_contrarian(project: Project) -> str:
+    """Rater 'contrarian': the PRL masks' labels on the subject one network is validated on, the
+    opposite on the others (so what training teaches contradicts validation); returns that subject."""
+    truth = project.training_labels("prl_mask")
+    for subject in sorted(truth["subject"].unique()):
+        labels = truth.assign(prl=truth["prl"] ^ (truth["subject"] != subject))
+        counts = labels.groupby("subject")["prl"].sum().astype(int).to_dict()
+        if validation_shares(counts, 1, TrainConfig().val_fraction, TrainConfig().seed)[0] == [subject]:
+            project.import_ratings(labels.assign(rater="contrarian", label=labels["prl"].map(
+                {True: "prl", False: "not_prl"}))[["subject", "lesion", "rater", "label"]])
+            return subject
+    raise AssertionError("no subject is validated on alone")
 
 
 @pytest.fixture(autouse=True)

@@ -32,37 +32,47 @@ def save_nifti_fixture():
     return save_nifti
 
 
+def write_subject_files(folder: Path, name: str = "sub-01", *, mask: np.ndarray | None = None, prl_lesions=(0,),
+                        seed: int = 0, affine: np.ndarray | None = None, rim_lesions=(),
+                        extra=()) -> SubjectPaths:
+    """A small subject's NIfTI files in ``folder/name``. Lesions (connected components, 0-based)
+    in ``prl_lesions`` are PRLs in its prl_mask; those in ``rim_lesions`` carry a dark phase shell
+    (a paramagnetic rim), which a network can learn to see. ``extra``: contrasts (e.g.
+    ``("flair",)``) written as ``<name>_<contrast>.nii.gz``."""
+    rng = np.random.default_rng(seed)
+    mask = blob_mask() if mask is None else mask
+    shape = mask.shape
+    folder = folder / name
+    folder.mkdir(parents=True, exist_ok=True)
+    phase = rng.normal(0, 0.02, shape).astype(np.float32)
+    mp2rage = (0.8 + rng.normal(0, 0.02, shape)).astype(np.float32)
+    mp2rage[mask > 0] = 0.4
+    from scipy import ndimage
+
+    labels, _ = ndimage.label(mask > 0, structure=np.ones((3, 3, 3)))
+    prl = np.isin(labels, [i + 1 for i in prl_lesions]).astype(np.uint8)
+    rimmed = np.isin(labels, [i + 1 for i in rim_lesions])
+    phase[ndimage.binary_dilation(rimmed) & ~rimmed] -= 0.3
+    return SubjectPaths(
+        name,
+        save_nifti(folder / f"{name}_phase.nii.gz", phase, affine),
+        save_nifti(folder / f"{name}_mp2rage.nii.gz", mp2rage, affine),
+        save_nifti(folder / f"{name}_mask.nii.gz", mask, affine),
+        save_nifti(folder / f"{name}_prlmask.nii.gz", prl, affine),
+        extra=tuple((contrast, save_nifti(folder / f"{name}_{contrast}.nii.gz",
+                                          np.random.default_rng([seed, i]).normal(0.5, 0.05, shape)
+                                          .astype(np.float32), affine))
+                    for i, contrast in enumerate(extra)),
+    )
+
+
 @pytest.fixture
 def write_subject(tmp_path):
-    """Factory writing a small subject's NIfTI files; returns its :class:`SubjectPaths`."""
+    """Factory writing a small subject's NIfTI files (:func:`write_subject_files`, in ``tmp_path``
+    unless ``folder`` is given); returns its :class:`SubjectPaths`."""
 
-    def write(name: str = "sub-01", *, mask: np.ndarray | None = None, prl_lesions=(0,), seed: int = 0,
-              folder: Path | None = None, affine: np.ndarray | None = None, extra=()) -> SubjectPaths:
-        """``extra``: contrasts (e.g. ``("flair",)``) written as ``<name>_<contrast>.nii.gz``."""
-        rng = np.random.default_rng(seed)
-        mask = blob_mask() if mask is None else mask
-        shape = mask.shape
-        folder = (folder or tmp_path) / name
-        folder.mkdir(parents=True, exist_ok=True)
-        phase = rng.normal(0, 0.02, shape).astype(np.float32)
-        mp2rage = (0.8 + rng.normal(0, 0.02, shape)).astype(np.float32)
-        mp2rage[mask > 0] = 0.4
-        from scipy import ndimage
-
-        labels, _ = ndimage.label(mask > 0, structure=np.ones((3, 3, 3)))
-        prl = np.isin(labels, [i + 1 for i in prl_lesions]).astype(np.uint8)
-        paths = SubjectPaths(
-            name,
-            save_nifti(folder / f"{name}_phase.nii.gz", phase, affine),
-            save_nifti(folder / f"{name}_mp2rage.nii.gz", mp2rage, affine),
-            save_nifti(folder / f"{name}_mask.nii.gz", mask, affine),
-            save_nifti(folder / f"{name}_prlmask.nii.gz", prl, affine),
-            extra=tuple((contrast, save_nifti(folder / f"{name}_{contrast}.nii.gz",
-                                              np.random.default_rng([seed, i]).normal(0.5, 0.05, shape)
-                                              .astype(np.float32), affine))
-                        for i, contrast in enumerate(extra)),
-        )
-        return paths
+    def write(name: str = "sub-01", *, folder: Path | None = None, **options) -> SubjectPaths:
+        return write_subject_files(folder or tmp_path, name, **options)
 
     return write
 

@@ -124,5 +124,6 @@ def test_cli_trains_an_ensemble_that_score_and_the_history_read(manifest, tmp_pa
     assert main([*args, "--models", "2", "--init", str(model)]) == 2
     assert "holds 3 network(s) and fine-tuning keeps them" in capsys.readouterr().err
     tuned = tmp_path / "tuned.pt"
-    assert main([*args[:3], str(tuned), *args[4:], "--init", str(model)]) == 0  # member by member
+    # member by member (on these lesions, which no network can tell apart, better or worse is luck)
+    assert main([*args[:3], str(tuned), *args[4:], "--init", str(model), "--accept-worse"]) == 0
     assert [m.metadata["parent"] for m in load_models(tuned)] == [m.id for m in members]

@@ -79,6 +79,24 @@ def test_full_run_writes_the_paper_report(tmp_path):
     assert "score_copy" in comparison and " ± " in comparison
 
 
+class SilentMethod(ScoreMethod):
+    """Calls no lesion PRL: its PPV is undefined in every fold."""
+
+    def fit(self, train, val, *, seed):
+        fitted = yield from super().fit(train, val, seed=seed)
+        return SimpleNamespace(threshold=2.0, val_f1=fitted.val_f1, predict=fitted.predict)
+
+
+def test_an_undefined_metric_reads_n_a_in_every_report(tmp_path):
+    truth = _truth()
+    run_to_end(run_cv([SilentMethod(truth, "silent")], truth, tmp_path, CVConfig(outer=3, inner=2, seed=1)))
+    tables = merge(tmp_path)  # the folds' JSON records hold null for it
+    assert tables["silent"].loc["PPV"].isna().all() and (tables["silent"].loc["F1", "Fold 1":"Fold 3"] == 0).all()
+    assert pd.read_csv(tmp_path / "silent" / "report.csv", index_col="metric").loc["PPV"].isna().all()
+    assert "| PPV | n/a | n/a | n/a | n/a | n/a |" in (tmp_path / "silent" / "report.md").read_text()
+    assert "| n/a ± n/a |" in (tmp_path / "comparison.md").read_text()
+
+
 class NoisyScoreMethod(ScoreMethod):
     """Each fit sees the score plus its own noise: inner models that differ."""
 

@@ -15,6 +15,7 @@ from napari_deep_prl.evaluate import (
     best_threshold,
     calibrated_threshold,
     expected_f1_threshold,
+    format_metric,
     metrics_from_counts,
     metrics_from_predictions,
     operating_point,
@@ -31,11 +32,18 @@ def test_metrics_from_counts_by_hand():
     assert m["f1"] == pytest.approx(2 * (0.8 * 8 / 9) / (0.8 + 8 / 9))
 
 
-def test_zero_denominators_are_zero_by_default_or_nan_on_request():
-    assert metrics_from_counts(0, 0, 0, 10) == {
+def test_undefined_metrics_are_nan_by_default_or_zero_on_request():
+    none_to_find = metrics_from_counts(tp=0, fp=2, fn=0, tn=5)  # no PRL in the truth
+    assert math.isnan(none_to_find["f1"]) and math.isnan(none_to_find["sensitivity"])
+    assert none_to_find["ppv"] == 0.0 and none_to_find["specificity"] == pytest.approx(5 / 7)
+    none_called = metrics_from_counts(tp=0, fp=0, fn=3, tn=5)
+    assert math.isnan(none_called["ppv"]) and none_called["f1"] == 0.0  # PRLs there, none found
+    assert all(math.isnan(v) for v in metrics_from_counts(0, 0, 0, 0).values())
+    assert metrics_from_counts(0, 0, 0, 10, zero_division=0.0) == {  # scikit-learn's convention
         "f1": 0.0, "sensitivity": 0.0, "specificity": 1.0, "ppv": 0.0}
-    m = metrics_from_counts(0, 0, 0, 0, zero_division=float("nan"))
-    assert all(math.isnan(v) for v in m.values())
+    assert format_metric(none_to_find, "f1") == "n/a (no PRL in the ground truth)"
+    assert format_metric(none_called, "ppv") == "n/a (no lesion called PRL)"
+    assert format_metric(none_to_find, "specificity") == "0.714"
 
 
 @pytest.mark.parametrize("bad", [(-1, 0, 0, 0), (1.5, 0, 0, 0)])

@@ -1,17 +1,24 @@
-"""Fine-tuning in the viewer: to completion, cancelled, automatic retraining and re-ranking."""
+"""Fine-tuning in the viewer: to completion, cancelled, automatic retraining and re-ranking;
+labels it cannot learn from, and a new model that validates worse than the panel's."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 from active_support import (  # noqa: F401
     TINY_TRAIN,
+    add_contrarian,
     one_torch_thread,
+    ranking_models,
+    rim_manifest,
     run_job,
-    tiny_checkpoint,
     tiny_project,
+    worst_pair,
 )
+from napari.utils.notifications import NotificationSeverity, notification_manager
+from qtpy.QtCore import Qt
 
 from napari_deep_prl import active
 from napari_deep_prl._napari.model_widget import ModelPanel
@@ -22,11 +29,12 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def panel(make_napari_viewer, tmp_path, manifest, qtbot):
-    """The panel on a project whose PRL masks are imported as rater 'prl_mask', a tiny model."""
-    project = tiny_project(tmp_path / "project", manifest)
+def panel(make_napari_viewer, tmp_path, qtbot):
+    """The panel on a project whose PRL masks are imported as rater 'prl_mask', with a tiny model
+    that ranks every PRL last (so whatever fine-tuning makes of it validates at least as well)."""
+    project = tiny_project(tmp_path / "project", rim_manifest(tmp_path))
     run_to_end(project.import_prl_masks())
-    parent = tiny_checkpoint()
+    parent = ranking_models()[1]
     widget = ModelPanel(make_napari_viewer())
     qtbot.addWidget(widget)
     widget.open_project(project.root)
@@ -56,7 +64,7 @@ def test_finetuning_runs_to_completion_and_saves_a_version(panel, qtbot):
 
 
 def test_a_loaded_ensemble_is_fine_tuned_member_by_member(panel, qtbot):
-    parents = [tiny_checkpoint(seed) for seed in (0, 1)]
+    parents = worst_pair()
     panel.use_model(parents)
     box = panel.finetune
     run_job(qtbot, box.start(), timeout=60_000)
@@ -109,3 +117,57 @@ def test_automatic_retraining_rescores_and_reranks_the_queue(panel, qtbot):
     item = queue.next()
     assert item.lesion_key == scores.sort_values("probability")["lesion_key"].iloc[-1]
     assert (item.strategy, item.model_version) == ("likely_prl", versions[0])
+
+
+def test_one_class_labels_are_refused_at_once_with_one_message(panel, capfd):
+    project, box = panel.project, panel.finetune
+    lesions = project.lesions()
+    project.import_ratings(pd.DataFrame({"subject": lesions["subject"], "lesion": lesions["lesion"],
+                                         "rater": "ann", "label": "not_prl"}))
+    box.set_project(project)  # lists the new rater
+    box.source.setCurrentText("ann")
+    before = len(notification_manager.records)
+    assert box.start() is None  # no worker: nothing to wait for, nothing loaded
+    shown = [n for n in notification_manager.records[before:] if n.severity == NotificationSeverity.ERROR]
+    assert len(shown) == 1 and "0 PRL and 9 non-PRL ann labels" in shown[0].message
+    assert "label 2 more PRLs" in shown[0].message
+    assert box.status.text().startswith("Cannot fine-tune: ") and "label 2 more PRLs" in box.status.text()
+    assert box.start_button.isEnabled() and not panel.cancel_button.isEnabled()
+    box.auto_every.setValue(1)  # the auto option says it in the status line, not every 15 s in a message
+    assert box.maybe_retrain() is None and len(notification_manager.records) == before + 1
+    assert box.status.text().startswith("Automatic retraining waits for more labels: ")
+    assert not list(project.models_dir.glob("*.pt"))
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_worse_model_waits_for_the_users_choice(panel, qtbot):
+    best = ranking_models()[0]  # ranks every PRL first: fine-tuning can only lose
+    panel.use_model(best)
+    box = panel.finetune
+    add_contrarian(panel.project)  # whose labels teach the opposite of what validation shows
+    box.set_project(panel.project)
+    box.source.setCurrentText("contrarian")
+    box.base_config = replace(TINY_TRAIN, keep_start=False)
+    box.epochs.setValue(10)
+    box.lr.setValue(1e-2)
+    versions = []
+    box.model_updated.connect(versions.append)
+
+    run_job(qtbot, box.start(), timeout=60_000)
+    first = box.result
+    assert first.worse and first.path.exists()
+    assert panel.checkpoint.id == best.id  # not switched
+    assert not box.choice.isHidden() and box.use_new_button.isEnabled()
+    text = box.status.text()
+    assert "validates worse" in text and "starting model F1 1.000, ROC AUC 1.000" in text
+    assert f"new model F1 {first.comparison.new['val_f1']:.3f}" in text
+    qtbot.mouseClick(box.keep_button, Qt.MouseButton.LeftButton)
+    assert panel.checkpoint.id == best.id and box.choice.isHidden()
+    assert f"stays saved as {first.path}" in box.status.text() and versions == []
+
+    run_job(qtbot, box.start(), timeout=60_000)
+    second = box.result
+    assert second.path.name == "deep-prl-v002.pt" and panel.checkpoint.id == best.id
+    qtbot.mouseClick(box.use_new_button, Qt.MouseButton.LeftButton)
+    assert panel.checkpoint.id == second.checkpoint.id and "deep-prl-v002.pt" in panel.model_info.text()
+    assert box.choice.isHidden() and versions == [active.model_version(second.checkpoints, "none")]

@@ -11,7 +11,7 @@ from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
 from napari_deep_prl.cli import main
 from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.evaluate import PlattFit, expected_f1_threshold
-from napari_deep_prl.io import read_manifest
+from napari_deep_prl.io import read_manifest, write_manifest
 from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.model import DeepPRL
 from napari_deep_prl.patches import PatchConfig
@@ -255,3 +255,21 @@ def test_cli_train_then_score(manifest, tmp_path, capsys):
     assert "threshold -0.1 is not a probability" in capsys.readouterr().err
     assert main(["score", str(manifest), "--model", str(tmp_path / "nope.pt")]) == 2
     assert "no such model file" in capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")  # the tiny model's patches
+def test_cli_prints_undefined_metrics_as_na_with_the_reason(write_subject, tmp_path, capsys):
+    """A cohort with ground truth but no PRL: sensitivity and F1 have nothing to find."""
+    manifest = write_manifest([write_subject(f"sub-0{i}", prl_lesions=(), seed=i) for i in (1, 2)],
+                              tmp_path / "manifest.csv")
+    model = _checkpoint().save(tmp_path / "model.pt")
+    assert main(["score", str(manifest), "--model", str(model), "--threshold", "1", "-o",
+                 str(tmp_path / "scores.tsv"), "--quiet"]) == 0  # no lesion called PRL
+    err = capsys.readouterr().err
+    assert ("(0 PRLs of 6 labelled non-confluent lesions): F1 n/a (no PRL in the ground truth), sensitivity "
+            "n/a (no PRL in the ground truth), specificity 1.000, PPV n/a (no lesion called PRL), ROC AUC "
+            "n/a (needs PRLs and other lesions)") in err
+    assert main(["score", str(manifest), "--model", str(model), "--threshold", "0", "--quiet"]) == 0
+    err = capsys.readouterr().err  # every lesion called PRL: a PPV of 0, but still no F1
+    assert "F1 n/a (no PRL in the ground truth)" in err and "specificity 0.000, PPV 0.000" in err
+

@@ -28,12 +28,11 @@ from typing import Any
 import pandas as pd
 
 from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.comparison import held_out_validation
 from napari_deep_prl.dataset import PatchSet
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import THRESHOLD_RULES, roc_auc
 from napari_deep_prl.progress import Progress
-from napari_deep_prl.score import predict_patches
-from napari_deep_prl.splits import assign_folds
+from napari_deep_prl.splits import validation_shares
 from napari_deep_prl.train import TrainConfig, TrainResult, train
 
 #: Networks trained by default (``deep-prl train``, training from scratch in the app): under the
@@ -78,42 +77,27 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
     if len(counts) < 2:
         raise InputError(f"{len(counts)} subject(s): a cross-fitted ensemble validates each network on "
                          "subjects it does not train on, so it needs at least 2; add subjects")
-    k = min(models, len(counts))
-    folds = assign_folds(list(counts.values()), k, config.seed)
+    shares = validation_shares(counts, models, config.val_fraction, config.seed)
     runs: list[TrainResult] = []
-    predictions: list[pd.DataFrame] = []
-    for member in range(models):
+    for member, val in enumerate(shares):
         yield Progress(member, models, "model", f"model {member + 1}/{models}")
-        val = [s for s, fold in zip(counts, folds) if fold == member % k]
         run = yield from train(patches, replace(config, seed=config.seed + member), val_subjects=val,
                                init=init[member] if init else None, stop=stop)
         if run.stopped and runs:
             break
         runs.append(run)
-        predictions.append(_out_of_fold(run.checkpoint, patches.select(val).originals(), member, config))
         if run.stopped:
             break
     stopped = len(runs) < models or runs[-1].stopped
     yield Progress(len(runs), models, "model", "stopped" if stopped else "done")
 
-    out_of_fold = pd.concat(predictions, ignore_index=True)
-    truth, probability = out_of_fold["prl"].to_numpy(), out_of_fold["prl_probability"].to_numpy()
-    threshold, f1 = THRESHOLD_RULES[config.threshold_rule](truth, probability)
-    validation = {"val_f1": f1, "val_auc": roc_auc(truth, probability), "threshold": threshold,
-                  "lesions": len(out_of_fold), "prl_lesions": int(truth.sum())}
+    out_of_fold, validation = held_out_validation([run.checkpoint for run in runs], patches,
+                                                  shares[:len(runs)], config)
+    threshold = validation["threshold"]
     ensemble = {"models": len(runs), "planned": models, "threshold": threshold, "out_of_fold": validation,
                 "stopped": stopped}
     checkpoints = [_as_member(run.checkpoint, i, ensemble) for i, run in enumerate(runs)]
     return EnsembleResult(checkpoints, runs, threshold, out_of_fold, validation, stopped)
-
-
-def _out_of_fold(checkpoint: Checkpoint, validation: PatchSet, member: int,
-                 config: TrainConfig) -> pd.DataFrame:
-    """The member's probabilities on its own validation lesions, as training measured them."""
-    probability, _ = predict_patches([checkpoint], validation.x, tta=config.tta, device=config.device,
-                                     precision="float32")
-    return pd.DataFrame({"subject": validation.subject, "lesion": validation.lesion, "member": member,
-                         "prl": validation.y.astype(int), "prl_probability": probability})
 
 
 def _as_member(checkpoint: Checkpoint, index: int, ensemble: dict[str, Any]) -> Checkpoint:

@@ -281,6 +281,13 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     return splits
 
 
+def read_record(path: Path) -> dict:
+    """A fold record; its undefined metrics (``nan``, written as JSON ``null``) read back as ``nan``."""
+    record = json.loads(path.read_text())
+    record["metrics"] = {k: float("nan") if v is None else v for k, v in record["metrics"].items()}
+    return record
+
+
 def merge(out_dir: str | Path, *, cohort_decision: bool = False) -> dict[str, pd.DataFrame]:
     """Build every method's report and the comparison from the fold files in ``out_dir``.
 
@@ -294,8 +301,7 @@ def merge(out_dir: str | Path, *, cohort_decision: bool = False) -> dict[str, pd
     out_dir = Path(out_dir)
     tables = {}
     for method_dir in sorted((out_dir / "folds").glob("*")):
-        records = sorted((json.loads(p.read_text()) for p in method_dir.glob("fold-*.json")),
-                         key=lambda r: r["fold"])
+        records = sorted((read_record(p) for p in method_dir.glob("fold-*.json")), key=lambda r: r["fold"])
         if not records:
             continue
         if len({(r["split"], json.dumps(r["options"], sort_keys=True)) for r in records}) > 1:

@@ -5,10 +5,12 @@ sensitivity, PPV and ROC AUC, then their mean and *sample* standard deviation (`
 folds. These functions compute exactly those numbers so that every method of the harness
 (:mod:`napari_deep_prl.crossval`) is scored the same way.
 
-Zero denominators: a ratio whose denominator is zero (e.g. sensitivity of a fold without any PRL,
-PPV of a model that predicts no PRL) is ``zero_division``, ``0.0`` by default as in
-scikit-learn's ``zero_division`` default; pass ``float("nan")`` to mark it undefined instead. ROC
-AUC of a fold whose lesions are all of one class is ``nan`` (it has no definition).
+Undefined metrics are ``nan``, never a number that reads like a result: sensitivity and F1 of
+lesions without any PRL in the ground truth (there is nothing to find, and F1 is the harmonic
+mean of PPV and sensitivity), specificity without any non-PRL, PPV when no lesion is called PRL,
+ROC AUC when the lesions are all of one class (:data:`UNDEFINED_BECAUSE` says why, for
+messages). Reports print them ``n/a`` and tables leave them empty. ``zero_division=0.0`` gives
+scikit-learn's convention (0 instead) where a caller needs a number.
 
 The rest of the evaluation lives beside this module: patient-level stratified folds in
 :mod:`napari_deep_prl.splits`, the nested cross-validation harness in
@@ -18,6 +20,7 @@ The rest of the evaluation lives beside this module: patient-level stratified fo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -34,6 +37,10 @@ _EPS = 1e-6
 COUNT_KEYS = ("tp", "fp", "fn", "tn")
 #: Every key of :func:`metrics_from_predictions`, in the paper's row order.
 REPORT_KEYS = ("tp", "fp", "fn", "tn", "f1", "specificity", "sensitivity", "ppv", "roc_auc")
+#: Why each metric can be undefined (``nan``), for messages.
+UNDEFINED_BECAUSE = {"f1": "no PRL in the ground truth", "sensitivity": "no PRL in the ground truth",
+                     "specificity": "no non-PRL lesion in the ground truth", "ppv": "no lesion called PRL",
+                     "roc_auc": "needs PRLs and other lesions"}
 
 
 def _ratio(num: float, den: float, zero_division: float) -> float:
@@ -41,19 +48,19 @@ def _ratio(num: float, den: float, zero_division: float) -> float:
 
 
 def metrics_from_counts(tp: int, fp: int, fn: int, tn: int, *,
-                        zero_division: float = 0.0) -> dict[str, float]:
+                        zero_division: float = float("nan")) -> dict[str, float]:
     """F1, sensitivity (recall), specificity and PPV (precision) of one confusion matrix.
 
-    A rate whose denominator is zero is ``zero_division`` (see the module docstring); F1 is
-    computed as ``2 TP / (2 TP + FP + FN)``, which equals the harmonic mean of PPV and
-    sensitivity whenever both are defined.
+    A rate whose denominator is zero is ``zero_division`` (undefined, see the module docstring),
+    and so is F1 without any PRL in the truth; F1 is computed as ``2 TP / (2 TP + FP + FN)``,
+    which equals the harmonic mean of PPV and sensitivity whenever both are defined.
     """
     counts = {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
     for name, value in counts.items():
         if int(value) != value or value < 0:
             raise InputError(f"confusion count {name}={value!r} must be a non-negative integer")
     return {
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn, zero_division),
+        "f1": _ratio(2 * tp, 2 * tp + fp + fn, zero_division) if tp + fn else float(zero_division),
         "sensitivity": _ratio(tp, tp + fn, zero_division),
         "specificity": _ratio(tn, tn + fp, zero_division),
         "ppv": _ratio(tp, tp + fp, zero_division),
@@ -63,7 +70,7 @@ def metrics_from_counts(tp: int, fp: int, fn: int, tn: int, *,
 def metrics_from_predictions(y_true: Sequence[int] | np.ndarray,
                              probability: Sequence[float] | np.ndarray, *,
                              threshold: float = 0.5,
-                             zero_division: float = 0.0) -> dict[str, float]:
+                             zero_division: float = float("nan")) -> dict[str, float]:
     """All report metrics (:data:`REPORT_KEYS`) of per-lesion truth and PRL probabilities.
 
     A lesion is called PRL when its probability is at least ``threshold``. Counts are ints in
@@ -81,6 +88,12 @@ def metrics_from_predictions(y_true: Sequence[int] | np.ndarray,
                                    zero_division=zero_division))
     out["roc_auc"] = roc_auc(truth, prob)
     return out
+
+
+def format_metric(metrics: Mapping[str, float], key: str) -> str:
+    """A metric to three decimals, or ``n/a`` and why it is undefined."""
+    value = float(metrics[key])
+    return f"n/a ({UNDEFINED_BECAUSE[key]})" if math.isnan(value) else f"{value:.3f}"
 
 
 def roc_auc(y_true: Sequence[int] | np.ndarray, probability: Sequence[float] | np.ndarray) -> float:

@@ -6,6 +6,13 @@ Each fine-tuned model is saved as the next version in the project's ``models/`` 
 (``deep-prl-v001.pt``, ``-v002`` …) with its parent's id and the labels it used (source, counts,
 subjects and a digest of the exact labels), so any model can be traced to the ratings behind it.
 An ensemble is fine-tuned member by member and saved as one file, so it stays an ensemble.
+
+Before any patch is cut, :func:`check_labels` refuses labels that cannot train and validate the
+network(s) — one class only, or too few subjects with each class — saying how many more labels
+of which class are needed. After training, a fine-tuned model is compared with the model it
+started from on the same held-out lesions (:mod:`napari_deep_prl.comparison`): the result says
+whether it validates worse, and the CLI and the model panel then ask before using it. The file
+is saved either way.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ import pandas as pd
 
 from napari_deep_prl.active import model_version, score_project
 from napari_deep_prl.checkpoint import Checkpoint, save_ensemble
+from napari_deep_prl.comparison import Comparison, compare_with_start
 from napari_deep_prl.crossfit import DEFAULT_MODELS, train_crossfitted
 from napari_deep_prl.dataset import PatchSet, subject_patches
 from napari_deep_prl.errors import InputError
@@ -29,6 +37,7 @@ from napari_deep_prl.lesions import find_lesions
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.project import Project
+from napari_deep_prl.splits import validation_shares
 from napari_deep_prl.train import TrainConfig, TrainResult, train
 
 STEM = "deep-prl"
@@ -46,6 +55,13 @@ class FinetuneResult:
     #: (``val_f1``, ``val_auc``, ``threshold``).
     validation: dict[str, float]
     stopped: bool
+    #: The new model against the one it started from (``None`` when trained from scratch).
+    comparison: Comparison | None = None
+
+    @property
+    def worse(self) -> bool:
+        """The new model validates worse than the one it started from: ask before using it."""
+        return self.comparison is not None and self.comparison.worse
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -60,6 +76,56 @@ class FinetuneResult:
         else:
             kept = f"kept epoch {self.runs[0].kept_epoch}, validation F1 {self.validation['val_f1']:.3f}"
         return f"saved {self.path.name}{stopped}; {kept}"
+
+
+#: Where the model-ordered review is, for messages asking for more PRL labels.
+FIND_PRLS = "the review order 'most likely PRL first (model)', --order likely_prl, puts them first"
+
+
+def check_labels(project: Project, networks: int, config: TrainConfig = TrainConfig(),
+                 source: str = "consensus") -> pd.DataFrame:
+    """The ``source`` labels, refused before any work when they cannot train and validate
+    ``networks`` network(s).
+
+    Validation holds out whole subjects (:func:`~napari_deep_prl.splits.validation_shares`): one
+    network is validated on some subjects and trained on the others; ``K`` cross-fitted networks
+    are each validated on a different share (``min(K, subjects)`` shares) and trained on the
+    rest. Each validation share and each training part needs a PRL and a non-PRL label, or its
+    F1 (or ROC AUC) is undefined and training has nothing to learn. Hence the minimums: PRL
+    labels in at least 2 subjects for one network, in at least ``min(K, subjects)`` (and 2)
+    subjects for ``K`` networks, and as many subjects with a non-PRL label. The split itself
+    is then checked, since it follows the PRL counts (stratified) rather than the labels.
+    """
+    labels = project.training_labels(source)
+    per_subject = labels.groupby("subject")["prl"].agg(prl="sum", lesions="size")
+    per_subject["other"] = per_subject["lesions"] - per_subject["prl"]
+    shares = 2 if networks == 1 else min(networks, max(len(per_subject), 2))
+    counted = (f"{project.root}: {int(per_subject['prl'].sum())} PRL and {int(per_subject['other'].sum())} "
+               f"non-PRL {source} labels in {len(per_subject)} subject(s)")
+    design = ("one network is validated on held-out subjects and trained on the others"
+              if networks == 1 else f"{networks} cross-fitted networks are each validated on a different share "
+              f"of the subjects ({shares} shares) and trained on the rest")
+    missing = [f"label {shares - have} more {kind}{'s' if shares - have > 1 else ''} in subjects that have "
+               f"none labelled yet{advice}"
+               for kind, have, advice in (("PRL", int((per_subject["prl"] > 0).sum()), f" ({FIND_PRLS})"),
+                                          ("non-PRL lesion", int((per_subject["other"] > 0).sum()), ""))
+               if have < shares]
+    if missing:
+        raise InputError(f"{counted}: {design}, so fine-tuning needs PRL labels in at least {shares} subjects "
+                         f"and non-PRL labels in at least {shares}; {' and '.join(missing)}")
+    counts = {s: int(n) for s, n in per_subject["prl"].items()}
+    for member, share in enumerate(validation_shares(counts, networks, config.val_fraction, config.seed)):
+        rest = [s for s in counts if s not in share]
+        for part, subjects in (("validation", share), ("training", rest)):
+            rows = per_subject.loc[subjects]
+            for kind, column in (("PRL", "prl"), ("non-PRL", "other")):
+                if rows[column].sum() == 0:
+                    network = f"network {member + 1}" if networks > 1 else "the network"
+                    verb = "validated" if part == "validation" else "trained"
+                    raise InputError(f"{counted}: {network}'s {part} subjects ({', '.join(subjects)}) have no "
+                                     f"{kind} label, so {network} cannot be {verb}; label a {kind} lesion in one "
+                                     "of them")
+    return labels
 
 
 def labels_summary(labels: pd.DataFrame, source: str) -> dict:
@@ -120,11 +186,13 @@ def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
     (:func:`~napari_deep_prl.crossfit.train_crossfitted`; ``val_subjects`` and
     ``config.val_fraction`` then do not apply); so is a new ensemble (``models`` > 1, no
     ``init``). An epoch is one draw per labelled lesion (:func:`per_label_epochs`). Cancelling
-    with ``stop`` still saves the best model so far.
+    with ``stop`` still saves the best model so far. Labels that cannot train and validate are
+    refused first (:func:`check_labels`); a fine-tuned model is compared with ``init``
+    (``FinetuneResult.comparison``) and saved even when it validates worse.
     """
     members = [init] if isinstance(init, Checkpoint) else list(init or [])
     networks = len(members) or models
-    labels = project.training_labels(source)
+    labels = check_labels(project, networks, config, source)
     config_used = members[0].patch_config if members else patch_config
     patches = yield from labelled_patchset(project, labels, config_used)
     config = per_label_epochs(config, len(labels))
@@ -136,13 +204,14 @@ def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
         run = yield from train(patches, config, val_subjects=val_subjects,
                                init=members[0] if members else None, stop=stop)
         checkpoints, runs, validation, stopped = [run.checkpoint], [run], run.checkpoint.validation, run.stopped
+    comparison = compare_with_start(members, checkpoints, validation, patches, config) if members else None
     record = labels_summary(labels, source)
     for checkpoint in checkpoints:
         checkpoint.metadata["labels"] = record
         checkpoint.metadata["project"] = str(project.root)
     path = next_version_path(project.models_dir)
     path = save_ensemble(checkpoints, path) if len(checkpoints) > 1 else checkpoints[0].save(path)
-    return FinetuneResult(checkpoints, runs, path, validation, stopped)
+    return FinetuneResult(checkpoints, runs, path, validation, stopped, comparison)
 
 
 def labels_since(project: Project, checkpoint: Checkpoint | None,
@@ -164,12 +233,16 @@ def retrain_and_rescore(project: Project, checkpoint: Checkpoint | Sequence[Chec
                         config: TrainConfig, *, models: int = DEFAULT_MODELS,
                         source: str = "consensus", method: str = "auto",
                         stop: threading.Event | None = None
-                        ) -> Generator[Progress, None, tuple[FinetuneResult, str]]:
+                        ) -> Generator[Progress, None, tuple[FinetuneResult, str | None]]:
     """Fine-tune on the labels so far, then score the project with the new model.
 
     Returns the result and the new model version, whose stored scores a re-ranked queue uses
-    (:func:`napari_deep_prl.active.project_strategy`).
+    (:func:`napari_deep_prl.active.project_strategy`). A new model that validates worse than
+    ``checkpoint`` is not scored (version ``None``): the queue follows the project's latest
+    scores, and it must not follow a model nobody chose (score it once it is chosen).
     """
     result = yield from finetune(project, checkpoint, config, models=models, source=source, stop=stop)
+    if result.worse:
+        return result, None
     yield from score_project(project, result.checkpoints, method, stop=stop)
     return result, model_version(result.checkpoints, method)

@@ -123,7 +123,7 @@ def comparison_table(tables: Mapping[str, pd.DataFrame],
     """One row per method, one ``mean ± SD`` column per metric."""
     labels = [ROW_LABELS[key] for key in keys]
     return pd.DataFrame(
-        {label: [f"{t.at[label, 'Average']:.3f} ± {t.at[label, 'STD']:.3f}"
+        {label: [f"{_cell(t.at[label, 'Average'], False)} ± {_cell(t.at[label, 'STD'], False)}"
                  for t in tables.values()] for label in labels},
         index=list(tables),
     )

@@ -16,7 +16,7 @@ one outer fold on a cluster computes the same split as a job that runs them all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,22 @@ def assign_folds(prl_counts: Sequence[int] | np.ndarray, k: int, seed: int) -> n
     for fold, (_, test) in enumerate(splitter.split(np.zeros(counts.size), strata)):
         folds[test] = fold
     return folds
+
+
+def validation_shares(prl_counts: Mapping[str, int], networks: int, val_fraction: float,
+                      seed: int) -> list[list[str]]:
+    """The subjects each network is validated on, as training splits them (at least 2 subjects).
+
+    One network holds out fold 0 of ``round(1 / val_fraction)`` folds (at least 2, at most one
+    per subject); ``networks`` > 1 cross-fitted networks are validated network ``i`` on fold ``i``
+    modulo ``min(networks, subjects)``. ``prl_counts`` maps each subject to its PRL count, in the
+    order training sees the subjects. Fine-tuning checks these shares before any work starts.
+    """
+    subjects, counts = list(prl_counts), list(prl_counts.values())
+    k = min(max(2, round(1 / val_fraction)) if networks == 1 else networks, len(subjects))
+    folds = assign_folds(counts, k, seed)
+    shares = [[s for s, fold in zip(subjects, folds) if fold == i] for i in range(k)]
+    return [shares[i % k] for i in range(networks)]
 
 
 def nested_splits(subjects: Sequence[str], prl_counts: Sequence[int] | np.ndarray, *,

@@ -72,7 +72,7 @@ from napari_deep_prl.evaluate import THRESHOLD_RULES, OperatingPoint, model_outp
 from napari_deep_prl.losses import focal_loss
 from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig, inference_copy
 from napari_deep_prl.progress import Progress
-from napari_deep_prl.splits import assign_folds
+from napari_deep_prl.splits import validation_shares
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -183,9 +183,7 @@ def split_validation(patches: PatchSet, fraction: float, seed: int) -> list[str]
     if len(counts) < 2:
         raise InputError(f"{len(counts)} subject(s): training needs at least 2, "
                          "one of them held out for validation")
-    k = min(max(2, round(1 / fraction)), len(counts))
-    folds = assign_folds(list(counts.values()), k, seed)
-    return [s for s, fold in zip(counts, folds) if fold == 0]
+    return validation_shares(counts, 1, fraction, seed)[0]
 
 
 def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,

@@ -4,9 +4,14 @@ Training runs in a worker (:class:`~.jobs.Job`); each epoch adds a point to the 
 validation-F1 curve (an ensemble's networks train one after the other, each on a fresh curve).
 Cancel stops after the current step and still saves the best model so far (training keeps it).
 The new checkpoint is the next version in the project's ``models/`` folder, recording its parent
-and the labels used, and becomes the panel's model. Without a model to start from, *Networks*
-sets how many are trained (a cross-fitted ensemble when more than one). With *auto*, training
-restarts by itself after every K new labels and the project is re-scored, after which
+and the labels used, and becomes the panel's model — unless it validates worse than the model it
+started from on the same held-out lesions (:mod:`napari_deep_prl.comparison`): the box then
+shows both figures and asks, inline, *Use the new model anyway* or *Keep the current model*
+(the file stays saved either way). Labels that cannot train and validate are refused before any
+work starts, with one message saying how many more labels are needed. Without a model to start
+from, *Networks* sets how many are trained (a cross-fitted ensemble when more than one). With
+*auto*, training restarts by itself after every K new labels (counted since the last
+fine-tuning, used or not) and the project is re-scored by a model in use, after which
 :attr:`FinetuneBox.model_updated` tells listeners (e.g. a review queue) to re-rank.
 """
 
@@ -21,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from napari.utils.notifications import show_error, show_info
+from napari.utils.notifications import show_error, show_info, show_warning
 from qtpy.QtCore import QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -34,12 +39,15 @@ from qtpy.QtWidgets import (
     QPushButton,
     QSpinBox,
     QVBoxLayout,
+    QWidget,
 )
 
-from napari_deep_prl.active import model_version
+from napari_deep_prl.active import model_version, score_project
 from napari_deep_prl.crossfit import DEFAULT_MODELS
+from napari_deep_prl.errors import DeepPRLError
 from napari_deep_prl.finetune import (
     FinetuneResult,
+    check_labels,
     finetune,
     retrain_and_rescore,
     should_retrain,
@@ -49,7 +57,7 @@ from napari_deep_prl.project import Project
 from napari_deep_prl.train import TrainConfig
 
 from .jobs import Job
-from .model_text import TOOLTIPS
+from .model_text import TOOLTIPS, WORSE_MODEL
 
 if TYPE_CHECKING:
     from .model_widget import ModelPanel
@@ -109,6 +117,9 @@ class FinetuneBox(QGroupBox):
         self.project: Project | None = None
         self.job: Job | None = None
         self.result: FinetuneResult | None = None
+        #: A new model that validates worse, waiting for the user's choice, and whether the
+        #: project is to be re-scored by it when chosen (the auto option).
+        self.pending: tuple[FinetuneResult, bool] | None = None
         #: Settings not shown in the box (batch size, model width, device ...).
         self.base_config = TrainConfig(epochs=10, lr=1e-4)
 
@@ -138,11 +149,19 @@ class FinetuneBox(QGroupBox):
         self.auto_every.setValue(50)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.use_new_button = QPushButton("Use the new model anyway")
+        self.keep_button = QPushButton("Keep the current model")
+        self.choice = QWidget()
+        choice_row = QHBoxLayout(self.choice)
+        choice_row.setContentsMargins(0, 0, 0, 0)
+        choice_row.addWidget(self.use_new_button)
+        choice_row.addWidget(self.keep_button)
+        self.choice.setVisible(False)
         self.curve = LossCurve()
         for name, widget in (("source", self.source), ("epochs", self.epochs), ("lr", self.lr),
                              ("val", self.val_fraction), ("networks", self.networks),
-                             ("start", self.start_button),
-                             ("auto", self.auto)):
+                             ("start", self.start_button), ("auto", self.auto),
+                             ("use_new", self.use_new_button), ("keep", self.keep_button)):
             widget.setToolTip(TOOLTIPS[name])
 
         form = QFormLayout()
@@ -165,6 +184,7 @@ class FinetuneBox(QGroupBox):
         layout.addLayout(buttons)
         layout.addWidget(self.curve)
         layout.addWidget(self.status)
+        layout.addWidget(self.choice)
 
         self.timer = QTimer(self)
         self.timer.setInterval(AUTO_CHECK_MS)
@@ -172,6 +192,8 @@ class FinetuneBox(QGroupBox):
         self.auto.toggled.connect(lambda on: self.timer.start() if on else self.timer.stop())
         self.start_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(panel.cancel)
+        self.use_new_button.clicked.connect(self.use_new_model)
+        self.keep_button.clicked.connect(self.keep_current_model)
         self.set_enabled(True)
 
     def set_project(self, project: Project) -> None:
@@ -186,13 +208,24 @@ class FinetuneBox(QGroupBox):
                        val_fraction=self.val_fraction.value())
 
     def start(self, *, rescore: bool = False) -> Job | None:
-        """Train in a worker; with ``rescore`` the project is scored by the new model after."""
+        """Train in a worker; with ``rescore`` (the auto option) the project is scored by the new
+        model after. Labels that cannot train and validate are refused at once, before any work
+        (:func:`~napari_deep_prl.finetune.check_labels`): one error message, or with ``rescore``
+        the status line only, since the auto option checks again every few seconds."""
         if self.project is None:
             show_error("Open a project first: fine-tuning learns from its labels.")
             return None
         project, config, source = self.project, self.config(), self.source.currentText()
         init = self.panel.checkpoints if self.from_model.isChecked() else None
         method, models = self.panel.method_name, self.networks.value()
+        try:
+            check_labels(project, len(init or []) or models, config, source)
+        except DeepPRLError as err:
+            lead = "Automatic retraining waits for more labels" if rescore else "Cannot fine-tune"
+            self.status.setText(f"{lead}: {err}")
+            if not rescore:
+                show_error(f"{lead}: {err}")
+            return None
 
         def run(stop: threading.Event) -> Generator[Progress, None, Any]:
             if rescore:
@@ -201,9 +234,10 @@ class FinetuneBox(QGroupBox):
             return (yield from finetune(project, init, config, models=models, source=source, stop=stop))
 
         self.curve.reset()
+        self._ask(None)
         self.status.setText("training…")
         self.job = Job(run, description="Fine-tuning", bar=self.panel.bar, stages=("epoch",),
-                       on_progress=self._progress, on_result=self._done,
+                       on_progress=self._progress, on_result=self._done, on_error=self._failed,
                        on_finished=self._finished)
         self.panel.set_busy(True)
         return self.job.start()
@@ -213,11 +247,12 @@ class FinetuneBox(QGroupBox):
             self.job.cancel()
 
     def maybe_retrain(self) -> Job | None:
-        """Start training when ``K`` new labels have come in (the auto option)."""
+        """Start training when ``K`` new labels have come in since the last fine-tuning (the auto
+        option)."""
         if self.project is None or (self.job is not None and self.job.worker.is_running):
             return None
-        if not should_retrain(self.project, self.panel.checkpoint, self.auto_every.value(),
-                              self.source.currentText()):
+        latest = self.result.checkpoint if self.result is not None else self.panel.checkpoint
+        if not should_retrain(self.project, latest, self.auto_every.value(), self.source.currentText()):
             return None
         return self.start(rescore=True)
 
@@ -231,16 +266,60 @@ class FinetuneBox(QGroupBox):
             self.curve.add(event.metrics, event.step)
             self.status.setText(f"epoch {event.step}/{event.total} {event.message}".strip())
 
-    def _done(self, result: FinetuneResult | tuple[FinetuneResult, str]) -> None:
-        if not isinstance(result, tuple):
-            result = (result, model_version(result.checkpoints, "none"))
-        result, version = result
+    def _done(self, result: FinetuneResult | tuple[FinetuneResult, str | None]) -> None:
+        rescored = isinstance(result, tuple)
+        result, version = result if rescored else (result, model_version(result.checkpoints, "none"))
         self.result = result
         self.curve.show_history(result.runs[-1].history)
+        if result.worse:
+            self.status.setText(WORSE_MODEL.format(summary=result.summary(), figures=result.comparison.figures()))
+            show_warning(f"The new model validates worse than the panel's; it is saved as {result.path}. "
+                         "Choose in the fine-tuning box whether to use it.")
+            self._ask((result, rescored))
+            return
+        self._use(result, version)
+
+    def _use(self, result: FinetuneResult, version: str | None) -> None:
         self.panel.use_model(result.checkpoints, result.path)
-        self.status.setText(result.summary())
+        compared = f"; {result.comparison.summary()}" if result.comparison is not None else ""
+        self.status.setText(result.summary() + compared)
         show_info(f"New model version saved: {result.path}")
-        self.model_updated.emit(version)
+        if version is not None:
+            self.model_updated.emit(version)
+
+    def use_new_model(self) -> Job | None:
+        """The user's choice: use the new model although it validates worse (re-scoring the
+        project first when the auto option trained it)."""
+        if self.pending is None:
+            return None
+        (result, rescore), project, method = self.pending, self.project, self.panel.method_name
+        self._ask(None)
+        self._use(result, None if rescore else model_version(result.checkpoints, "none"))
+        if not rescore:
+            return None
+
+        def run(stop: threading.Event) -> Generator[Progress, None, str]:
+            yield from score_project(project, result.checkpoints, method, stop=stop)
+            return model_version(result.checkpoints, method)
+
+        self.job = Job(run, description="Scoring the project", bar=self.panel.bar,
+                       on_result=self.model_updated.emit, on_finished=self._finished)
+        self.panel.set_busy(True)
+        return self.job.start()
+
+    def keep_current_model(self) -> None:
+        """The user's choice: keep the panel's model; the new one stays saved."""
+        if self.pending is not None:
+            self.status.setText(f"Kept the current model; the new one stays saved as {self.pending[0].path}.")
+        self._ask(None)
+
+    def _ask(self, pending: tuple[FinetuneResult, bool] | None) -> None:
+        """Offer the choice between the new (worse) model and the current one, or withdraw it."""
+        self.pending = pending
+        self.choice.setVisible(pending is not None)
+
+    def _failed(self, error: Exception) -> None:
+        self.status.setText(f"Fine-tuning failed: {error}")
 
     def _finished(self) -> None:
         self.panel.set_busy(False)
@@ -248,6 +327,7 @@ class FinetuneBox(QGroupBox):
     def set_enabled(self, enabled: bool) -> None:
         """Inputs usable when idle (with a project); Cancel usable while something runs."""
         ready = enabled and self.project is not None
-        for widget in (self.start_button, self.source, self.epochs, self.lr, self.val_fraction, self.networks):
+        for widget in (self.start_button, self.source, self.epochs, self.lr, self.val_fraction, self.networks,
+                       self.use_new_button, self.keep_button):
             widget.setEnabled(ready)
         self.cancel_button.setEnabled(not enabled)

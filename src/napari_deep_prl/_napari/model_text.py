@@ -41,7 +41,15 @@ TOOLTIPS = {
              "far. The result is saved as the next version in the project's models folder.",
     "auto": "Retrain automatically after this many new labels, then re-score the project so "
             "the review queue is re-ranked.",
+    "use_new": "Make the new model the panel's model although it validated worse than the current "
+               "one on the same held-out lesions.",
+    "keep": "Keep the panel's model; the new one stays saved in the project's models folder.",
 }
+
+#: The fine-tuning box's status when the new model validates worse than the one it started from.
+WORSE_MODEL = ("{summary}. It validates worse than the model it started from on the same held-out "
+               "lesions ({figures}), so the panel keeps its current model. The new model is saved: "
+               "use it anyway, or keep the current one?")
 
 
 def _metric(values: dict, key: str) -> str:

@@ -11,7 +11,7 @@ import sys
 
 from napari_deep_prl import active
 from napari_deep_prl.checkpoint import Checkpoint, load_models
-from napari_deep_prl.cli.train import network_count
+from napari_deep_prl.cli.train import add_accept_worse, network_count, report_comparison
 from napari_deep_prl.crossfit import DEFAULT_MODELS
 from napari_deep_prl.finetune import finetune
 from napari_deep_prl.progress import run_with_tqdm
@@ -72,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--val-fraction", type=float, default=0.2,
                       help="patients held out to validate a single network (0.2)")
     tune.add_argument("--device", default="auto")
+    add_accept_worse(tune)
     tune.add_argument("--quiet", action="store_true")
     tune.set_defaults(func=run_finetune)
 
@@ -127,4 +128,6 @@ def run_finetune(args: argparse.Namespace) -> int:
         result = run_with_tqdm(finetune(project, init, config, models=models, source=args.source),
                                desc="fine-tuning", disable=args.quiet)
     print(f"{result.summary()} ({result.path})", file=sys.stderr)
-    return 0
+    if result.comparison is None:
+        return 0
+    return report_comparison(result.comparison, result.path, args.model, args.accept_worse)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from napari_deep_prl.checkpoint import load_models
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
 from napari_deep_prl.errors import InputError
+from napari_deep_prl.evaluate import format_metric
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.score import score_cohort, truth_metrics
 from napari_deep_prl.tables import write_table
@@ -93,11 +93,11 @@ def run(args: argparse.Namespace) -> int:
         scores.lesions.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6g", na_rep="n/a")
     metrics = truth_metrics(scores.lesions)
     if metrics is not None:
-        auc = "n/a (needs PRLs and other lesions)" if math.isnan(metrics["roc_auc"]) else f"{metrics['roc_auc']:.3f}"
+        shown = ", ".join(f"{name} {format_metric(metrics, key)}" for name, key in (
+            ("F1", "f1"), ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("PPV", "ppv"),
+            ("ROC AUC", "roc_auc")))
         print(f"against the ground truth ({metrics['tp'] + metrics['fn']} PRLs of "
-              f"{sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} labelled non-confluent lesions): "
-              f"F1 {metrics['f1']:.3f}, sensitivity {metrics['sensitivity']:.3f}, specificity "
-              f"{metrics['specificity']:.3f}, PPV {metrics['ppv']:.3f}, ROC AUC {auc}",
+              f"{sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} labelled non-confluent lesions): {shown}",
               file=sys.stderr)
     if scores.unreadable:
         print(f"{len(scores.unreadable)} of {len(cohort)} subject(s) left out, their files could not be read: "

@@ -13,6 +13,7 @@ import pandas as pd
 
 from napari_deep_prl.augment import AugmentConfig
 from napari_deep_prl.checkpoint import Checkpoint, load_models, save_ensemble
+from napari_deep_prl.comparison import Comparison, compare_with_start
 from napari_deep_prl.cli.score import set_threads
 from napari_deep_prl.crossfit import DEFAULT_MODELS, EnsembleResult, history_table, train_crossfitted
 from napari_deep_prl.dataset import build_patchset
@@ -23,7 +24,7 @@ from napari_deep_prl.model import FUSIONS, PRESETS, model_config
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.tables import write_table
-from napari_deep_prl.train import PRECISIONS, TrainConfig, train
+from napari_deep_prl.train import PRECISIONS, TrainConfig, TrainResult, train
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +86,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "each costs one training): a better F1 and ranking than one network, and a threshold "
                         "chosen on every patient (see docs/model.md); 1 trains a single network")
     p.add_argument("--init", metavar="MODEL.pt",
-                   help="fine-tune this checkpoint instead of starting afresh (an ensemble member by member)")
+                   help="fine-tune this checkpoint instead of starting afresh (an ensemble member by member); "
+                        "the result is compared with it on the same validation lesions, and exits with status 1 "
+                        "when it validates worse (it is saved either way)")
+    add_accept_worse(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -111,20 +115,42 @@ def run(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, _stop_on_first_interrupt(stop))
     try:
         if models > 1:
-            return _save_ensemble(run_with_tqdm(train_crossfitted(patches, config, models, init=init, stop=stop),
-                                                disable=args.quiet), args.output)
-        result = run_with_tqdm(train(patches, config, init=init[0] if init else None, stop=stop),
-                               disable=args.quiet)
+            ensemble = run_with_tqdm(train_crossfitted(patches, config, models, init=init, stop=stop),
+                                     disable=args.quiet)
+            path, checkpoints, validation = (_save_ensemble(ensemble, args.output), ensemble.checkpoints,
+                                             ensemble.validation)
+        else:
+            result = run_with_tqdm(train(patches, config, init=init[0] if init else None, stop=stop),
+                                   disable=args.quiet)
+            path, checkpoints, validation = (_save_single(result, args.output), [result.checkpoint],
+                                             result.checkpoint.validation)
     finally:
         signal.signal(signal.SIGINT, previous)
-    path = result.checkpoint.save(args.output)
-    history = write_table(pd.DataFrame(result.history), _history_path(path))
-    kept = result.checkpoint.validation
-    print(f"{'stopped; ' if result.stopped else ''}kept epoch {result.kept_epoch}: validation F1 "
-          f"{kept['val_f1']:.3f}, ROC AUC {kept['val_auc']:.3f}, threshold {kept['threshold']:.3f}"
-          f"{' (8-flip TTA)' if result.checkpoint.tta else ''}; "
-          f"model {path} (id {result.checkpoint.id}), history {history}", file=sys.stderr)
-    return 0
+    if not init:
+        return 0
+    return report_comparison(compare_with_start(init, checkpoints, validation, patches, config), path,
+                             args.init, args.accept_worse)
+
+
+def add_accept_worse(parser: argparse.ArgumentParser) -> None:
+    """The ``--accept-worse`` flag of the commands that fine-tune a model."""
+    parser.add_argument("--accept-worse", action="store_true",
+                        help="exit with status 0 even when the fine-tuned model validates worse than the model "
+                             "it started from (lower F1, or equal F1 and lower ROC AUC, on the same validation "
+                             "lesions); without it that exits with status 1. The new model is saved either way")
+
+
+def report_comparison(comparison: Comparison, path: Path, start: str, accept_worse: bool) -> int:
+    """Print how the fine-tuned model validates against its start; 1 when worse and not accepted."""
+    print(f"compared with {start} {comparison.summary()}", file=sys.stderr)
+    if not comparison.worse:
+        return 0
+    if accept_worse:
+        print(f"accepted (--accept-worse): {path} validates worse than {start}", file=sys.stderr)
+        return 0
+    print(f"{path} validates worse than {start}: it is saved, but keep using {start} (exit status 1); "
+          "to take the new model anyway, use its file (and --accept-worse in scripts)", file=sys.stderr)
+    return 1
 
 
 def network_count(requested: int | None, init: list[Checkpoint], init_path: str | None) -> int:
@@ -139,7 +165,18 @@ def network_count(requested: int | None, init: list[Checkpoint], init_path: str 
     return models
 
 
-def _save_ensemble(result: EnsembleResult, output: str) -> int:
+def _save_single(result: TrainResult, output: str) -> Path:
+    path = result.checkpoint.save(output)
+    history = write_table(pd.DataFrame(result.history), _history_path(path))
+    kept = result.checkpoint.validation
+    print(f"{'stopped; ' if result.stopped else ''}kept epoch {result.kept_epoch}: validation F1 "
+          f"{kept['val_f1']:.3f}, ROC AUC {kept['val_auc']:.3f}, threshold {kept['threshold']:.3f}"
+          f"{' (8-flip TTA)' if result.checkpoint.tta else ''}; "
+          f"model {path} (id {result.checkpoint.id}), history {history}", file=sys.stderr)
+    return path
+
+
+def _save_ensemble(result: EnsembleResult, output: str) -> Path:
     path = save_ensemble(result.checkpoints, output)
     history = write_table(history_table(result.runs), _history_path(path))
     write_table(result.out_of_fold, Path(path).with_name(Path(path).stem + "_out_of_fold.tsv"))
@@ -148,7 +185,7 @@ def _save_ensemble(result: EnsembleResult, output: str) -> int:
           f"({oof['lesions']} lesions, {oof['prl_lesions']} PRL): F1 {oof['val_f1']:.3f}, ROC AUC "
           f"{oof['val_auc']:.3f}, threshold {result.threshold:.3f}; model {path}, history {history}",
           file=sys.stderr)
-    return 0
+    return path
 
 
 def _history_path(model: Path) -> Path:
