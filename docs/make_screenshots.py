@@ -35,23 +35,24 @@ def settle(app, seconds: float = 0.5) -> None:
 
 
 def rim_contrast(manifest: Path, truth: pd.DataFrame) -> pd.Series:
-    """For each PRL of the first subject, how far its rim stands out from the phase around it."""
+    """For each PRL of the cohort, how far its rim stands out from the phase around it."""
     from scipy import ndimage
 
     from napari_deep_prl.io import open_cohort
     from napari_deep_prl.lesions import find_lesions
 
-    subject = open_cohort(manifest)[0].load()
-    labels = find_lesions(subject).labels
     scores = {}
-    mine = truth[(truth["subject"] == subject.subject) & truth["prl"] & ~truth["confluent"]]
-    for index, row in mine.iterrows():
-        lesion = labels == row["lesion"]
-        edge = ndimage.binary_dilation(lesion, iterations=1) & ~lesion
-        around = ndimage.binary_dilation(lesion, iterations=6) & ~ndimage.binary_dilation(
-            lesion, iterations=3)
-        scores[index] = (subject.phase[around].mean() - subject.phase[edge].mean()) \
-            / subject.phase[around].std()
+    for paths in open_cohort(manifest):
+        subject = paths.load()
+        labels = find_lesions(subject).labels
+        mine = truth[(truth["subject"] == subject.subject) & truth["prl"] & ~truth["confluent"]]
+        for index, row in mine.iterrows():
+            lesion = labels == row["lesion"]
+            edge = ndimage.binary_dilation(lesion, iterations=1) & ~lesion
+            around = ndimage.binary_dilation(lesion, iterations=6) & ~ndimage.binary_dilation(
+                lesion, iterations=3)
+            scores[index] = (subject.phase[around].mean() - subject.phase[edge].mean()) \
+                / subject.phase[around].std()
     return pd.Series(scores).sort_values(ascending=False)
 
 
@@ -107,9 +108,10 @@ def main() -> None:
                                      comment="vein at the edge?" if other != label else None)
 
     import napari
-    from qtpy.QtWidgets import QApplication
+    from qtpy.QtWidgets import QApplication, QScrollArea
 
     from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
+    from napari_deep_prl._napari.lesion_display import prepare_subject
     from napari_deep_prl._napari.model_widget import ModelPanel
     from napari_deep_prl._napari.review_widget import ReviewWidget
 
@@ -131,13 +133,17 @@ def main() -> None:
     review.set_confidence(4)
     review.jump(f"{full['subject']}:{int(full['lesion'])}")
     wait_shown(app, review, str(full["subject"]), int(full["lesion"]))
+    scroll = panel.findChild(QScrollArea)
+    scroll.ensureWidgetVisible(panel.hidden)  # the model panel says why its scores are hidden
+    settle(app, 0.5)
     IMAGES.mkdir(exist_ok=True)
     viewer.screenshot(str(IMAGES / "review_view.png"), canvas_only=False)
 
-    images = review.canvas.images
     for row, name in ((full, "review_full_rim.png"), (partial, "review_partial_rim.png")):
+        images = prepare_subject(review.project, str(row["subject"]))
         target = images.target(int(row["lesion"]), (row["x"], row["y"], row["z"]))
         grab_canvas(images, target, (760, 560), IMAGES / name)
+    images = prepare_subject(review.project, str(full["subject"]))
     target = images.target(int(full["lesion"]), (full["x"], full["y"], full["z"]))
     grab_canvas(images, target, (1100, 560), IMAGES / "review_contrasts.png",
                 panels=("phase", "mp2rage", "flair"))

@@ -324,6 +324,7 @@ class LesionCanvas(QWidget):
 
     def _paint_letters(self, painter: QPainter, rect: QRectF) -> None:
         left, right, up, down = EDGE_LETTERS[self.plane]
+        painter.save()
         painter.setPen(QColor(255, 255, 255, 150))
         font = QFont(painter.font())
         font.setPointSizeF(max(font.pointSizeF() - 1, 6))
@@ -334,6 +335,7 @@ class LesionCanvas(QWidget):
         painter.drawText(inner, Qt.AlignmentFlag.AlignRight | v, right)
         painter.drawText(inner, Qt.AlignmentFlag.AlignTop | h, up)
         painter.drawText(inner, Qt.AlignmentFlag.AlignBottom | h, down)
+        painter.restore()
 
     # -- mouse ---------------------------------------------------------------------------------
 

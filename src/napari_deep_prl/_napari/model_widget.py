@@ -48,6 +48,7 @@ from .jobs import Job
 from .layers import subject_layers
 from .model_text import SCORES_HIDDEN, TOOLTIPS, describe_checkpoint
 from .scoring_table import ColourBar, ScoringTable, go_to, kept_selection, show_points
+from .widget_parts import scrolling_column
 
 #: Subject-combo entry that scores the subject shown in the viewer (no project needed).
 FROM_VIEWER = "(subject in the viewer)"
@@ -140,12 +141,16 @@ class ModelPanel(QWidget):
         buttons = QHBoxLayout()
         for button in (self.score_button, self.score_all_button, self.cancel_button):
             buttons.addWidget(button)
+        controls = QWidget()
+        column = QVBoxLayout(controls)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addLayout(form)
+        column.addLayout(buttons)
         layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addLayout(buttons)
-        for widget in (self.bar, self.blind, self.hidden, self.count, self.summary,
-                       self.colour_bar, self.table, self.finetune):
-            layout.addWidget(widget)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scrolling_column((controls, self.bar, self.blind, self.hidden, self.count,
+                                           self.summary, self.colour_bar, self.table,
+                                           self.finetune)))
 
         self.open_button.clicked.connect(self._choose_project)
         self.load_button.clicked.connect(self._choose_model)
