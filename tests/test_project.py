@@ -358,3 +358,30 @@ def test_cli_references_consensus_and_masks(tmp_path, manifest, deep_prl, capsys
     assert "'truth' is now a reference" in capsys.readouterr().err
     with Project.open(study) as project:
         assert project.store.references()["reference"].tolist() == ["expert", "prl_mask", "truth"]
+
+
+@pytest.mark.parametrize("review, words", [
+    ({"panels": "phase"}, "list of contrast names"),
+    ({"min_diameter_mm": -1}, "0 or more"),
+    ({"smallest": 3}, "unknown setting"),
+])
+def test_review_settings_are_checked(tmp_path, manifest, review, words):
+    with pytest.raises(InputError, match=words):
+        Project.init(tmp_path / "p", manifest, {"review": review})
+
+
+def test_small_lesions_leave_the_queue_and_its_counts(tmp_path, write_subject):
+    from napari_deep_prl.io import write_manifest
+
+    mask = blob_mask(centres=((8, 8, 8), (20, 20, 12)), radius=2.5) \
+        | blob_mask(centres=((10, 24, 16),), radius=0.9)
+    manifest = write_manifest([write_subject("sub-01", mask=mask)], tmp_path / "m.csv")
+    with Project.init(tmp_path / "p", manifest, {"review": {"min_diameter_mm": 3.0}}) as project:
+        queue = project.queue("r1")
+        lesions = project.lesions()
+        big = lesions[np.cbrt(6 * lesions["volume_mm3"] / np.pi) >= 3.0]
+        assert len(big) == 2 and queue.left_out == 1
+        assert {i.lesion_key for i in queue.remaining()} == set(big["lesion_key"])
+        small = int(lesions.loc[~lesions["lesion_key"].isin(big["lesion_key"]), "lesion"].iloc[0])
+        project.store.add_rating("r1", "sub-01", small, "not_prl")  # rated anyway, via Jump
+        assert queue.progress().total == 2 and queue.progress().done == 0

@@ -409,3 +409,21 @@ def test_docked_widgets_scroll_so_the_window_fits_a_1080p_screen(make_napari_vie
     content = widget.findChild(QScrollArea).widget().minimumSizeHint().height()
     assert needed < 900 < content + widget.canvas.minimumHeight()  # taller than the screen, yet the window is not
     widget.close()
+
+
+def test_panels_show_every_contrast_in_the_order_the_project_sets(dock, qtbot, tmp_path,
+                                                                   write_subject):
+    from napari_deep_prl.io import write_manifest
+
+    manifest = write_manifest([write_subject("sub-01", extra=("flair", "magnitude"))],
+                              tmp_path / "m.csv")
+    every, chosen = tmp_path / "every", tmp_path / "chosen"
+    Project.init(every, manifest).close()
+    Project.init(chosen, manifest, {"review": {"panels": ["flair", "phase", "qsm"]}}).close()
+    viewer, widget = dock()
+    opened(qtbot, widget, every)
+    assert list(widget.canvas.rendered) == ["phase", "mp2rage", "flair", "magnitude"]
+    opened(qtbot, widget, chosen)  # a contrast the subject lacks (qsm) is skipped
+    assert list(widget.canvas.rendered) == ["flair", "phase"]
+    assert widget.canvas.strip_slices and widget.canvas._strip[0][1].pixels.shape \
+        == widget.canvas.rendered["flair"].shape  # the strip shows the first panel's contrast
