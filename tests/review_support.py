@@ -25,7 +25,7 @@ def _key_event(kind: QEvent.Type, name: str, repeat: bool) -> QKeyEvent:
 def press(viewer, name: str, *, repeat: bool = False, target: QWidget | None = None) -> None:
     """Press and release a key (``P``, ``Right``, ``Control-Z``) now, as Qt delivers it to the
     focused widget (napari's canvas unless ``target``)."""
-    widget = target or canvas_of(viewer)
+    widget = canvas_of(viewer) if target is None else target
     for kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease):
         QApplication.sendEvent(widget, _key_event(kind, name, repeat))
 

@@ -270,6 +270,7 @@ def test_unreadable_image_is_reported_and_nothing_lost(dock, qtbot, project_dir,
     assert len(shown) == 1 and "sub-02_phase" in shown[0] and "intact" in shown[0]
     press(viewer, "P")  # nothing on screen: nothing saved
     assert len(current_ratings(project_dir)) == 1
+    assert shown_after(qtbot, widget, lambda: press(viewer, "Right")) == ("sub-01", 2)  # moving on
     assert shown_after(qtbot, widget, lambda: widget.jump("sub-01:3")) == ("sub-01", 3)
     assert not widget.display.busy  # the failed subject is not loaded ahead again
 
@@ -427,3 +428,17 @@ def test_panels_show_every_contrast_in_the_order_the_project_sets(dock, qtbot, t
     assert list(widget.canvas.rendered) == ["flair", "phase"]
     assert widget.canvas.strip_slices and widget.canvas._strip[0][1].pixels.shape \
         == widget.canvas.rendered["flair"].shape  # the strip shows the first panel's contrast
+
+
+def test_keys_typed_in_a_dialog_or_a_text_field_stay_there(dock, qtbot, project_dir):
+    from qtpy.QtWidgets import QDialog, QListWidget, QVBoxLayout
+
+    viewer, widget = dock()
+    opened(qtbot, widget, project_dir)
+    dialog = QDialog(widget)  # e.g. a file dialog the viewer opened
+    listing = QListWidget()
+    QVBoxLayout(dialog).addWidget(listing)
+    press(viewer, "P", target=listing)
+    press(viewer, "N", target=widget.comment)
+    dialog.deleteLater()
+    assert current_ratings(project_dir).empty and widget.session.current.lesion == 1

@@ -17,7 +17,15 @@ from typing import ClassVar
 
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtGui import QKeyEvent, QKeySequence
-from qtpy.QtWidgets import QAbstractSpinBox, QApplication, QLineEdit, QPlainTextEdit, QTextEdit, QWidget
+from qtpy.QtWidgets import (
+    QAbstractSpinBox,
+    QApplication,
+    QDockWidget,
+    QLineEdit,
+    QPlainTextEdit,
+    QTextEdit,
+    QWidget,
+)
 
 from .keybindings import KeyAction
 
@@ -78,10 +86,15 @@ class KeyRouter(QObject):
         return self._keys.get((int(event.key()), modifiers))
 
     def _owns(self, receiver: QObject) -> bool:
+        """Whether a key sent to ``receiver`` is this session's: the receiver is in the viewer's
+        main window or one of its floating docks (not a dialog, not a text field), and no
+        session opened later in that window."""
         if not isinstance(receiver, QWidget) or isinstance(receiver, _TEXT_FIELDS):
             return False
-        window = _top(receiver)
-        owners = [r for r in KeyRouter._active if _top(r.target) is window]
+        main, window = _top(receiver), receiver.window()
+        if window is not main and not isinstance(window, QDockWidget):
+            return False
+        owners = [r for r in KeyRouter._active if _top(r.target) is main]
         return bool(owners) and owners[-1] is self
 
     def eventFilter(self, receiver: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt override

@@ -83,7 +83,6 @@ class LesionCanvas(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(320, 260)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
-        self.setMouseTracking(False)
         self.images = None  # a lesion_display.SubjectImages
         self.target: Target | None = None
         self.panels: tuple[str, ...] | None = None

@@ -102,6 +102,11 @@ class LesionDisplay(QObject):
         return self.target is not None and self.target[:2] == (subject, int(lesion)) \
             and self.canvas.is_drawn(subject, lesion)
 
+    @property
+    def target_failed(self) -> bool:
+        """The requested lesion's subject could not be loaded (the rater may move past it)."""
+        return self.target is not None and self.target[0] in self.failed
+
     def request(self, subject: str, lesion: int, voxel: tuple[float, float, float]) -> None:
         """Show a lesion now if its subject is in memory, else as soon as it is loaded."""
         self.target = (subject, int(lesion), voxel)

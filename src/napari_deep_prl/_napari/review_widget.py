@@ -362,8 +362,13 @@ class ReviewWidget(LesionWidget):
         self.confidence = int(value)
         self.confidence_label.setText(f"confidence: {value} / 5")
 
+    def _can_move_on(self) -> bool:
+        """Next and Later act on a lesion the rater has seen, or one whose images failed to
+        load (so a broken subject never traps the rater)."""
+        return self.display.target_failed or self._on_screen() is not None
+
     def next_lesion(self) -> None:
-        if self._on_screen() is not None:
+        if self.session is not None and self._can_move_on():
             self._show(self.session.next() or self.session.current)
 
     def previous_lesion(self) -> None:
@@ -371,10 +376,10 @@ class ReviewWidget(LesionWidget):
             self._show(item)
 
     def review_later(self) -> None:
-        item = self._on_screen()
-        if item is None:
-            return
         session = self.session
+        if session is None or session.current is None or not self._can_move_on():
+            return
+        item = session.current
         self.saved.setText(messages.LATER.format(subject=session.name(item.subject),
                                                  lesion=item.lesion))
         self._show(session.later() or session.current)
