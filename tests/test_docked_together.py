@@ -146,3 +146,7 @@ def test_a_model_order_ranks_again_when_the_model_panel_stores_new_scores(lab, q
     assert stored[review.session.current.lesion_key] == stored.drop(1).max()
     row = current_ratings(root).iloc[0]
     assert row["model_version"] == "old-model"  # the first label was served by the old order
+    with Project.open(root) as project:  # a fine-tuned model rescored the project
+        project.store.add_predictions("tuned", first[["subject", "lesion", "probability"]])
+    panel.finetune.model_updated.emit("tuned")
+    assert review.session.queue.strategy.model_version == "tuned"

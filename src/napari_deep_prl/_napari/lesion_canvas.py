@@ -16,6 +16,7 @@ click on the strip goes to that slice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt, Signal
@@ -32,6 +33,9 @@ from .slices import (
     strip_indices,
     title,
 )
+
+if TYPE_CHECKING:
+    from .lesion_display import SubjectImages
 
 #: Outline colours: the lesion under review, and its neighbours.
 CURRENT_COLOUR = QColor(255, 212, 0, 235)
@@ -83,7 +87,7 @@ class LesionCanvas(QWidget):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(320, 260)
         self.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
-        self.images = None  # a lesion_display.SubjectImages
+        self.images: SubjectImages | None = None
         self.target: Target | None = None
         self.panels: tuple[str, ...] | None = None
         self.plane = "axial"
@@ -101,7 +105,7 @@ class LesionCanvas(QWidget):
 
     # -- what to show ---------------------------------------------------------------------
 
-    def show_lesion(self, images: object, target: Target) -> None:
+    def show_lesion(self, images: SubjectImages, target: Target) -> None:
         """Show ``target`` of ``images`` from its centre slice; painted (and :attr:`drawn`
         emitted, even for the lesion already on screen) at the next repaint."""
         self.images = images

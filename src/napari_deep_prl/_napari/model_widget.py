@@ -160,6 +160,7 @@ class ModelPanel(QWidget):
         self.blind.toggled.connect(self.set_blind)
         self.decision.currentTextChanged.connect(self.decide)
         self.table.lesion_selected.connect(self._go_to_lesion)
+        self.finetune.model_updated.connect(self._announce_scores)
         self.set_busy(False)
         self._follow_board()
 
@@ -291,7 +292,7 @@ class ModelPanel(QWidget):
         self._affines[subject.subject] = subject.affine
         self._version, self.scores = version, table
         self.decide()
-        self.board.announce_scores(self.project.root)
+        self._announce_scores()
         show_info(f"Scored {len(table)} lesions of {subject.subject}.")
 
     def decide(self) -> None:
@@ -341,6 +342,12 @@ class ModelPanel(QWidget):
             subject = str(self.scores["subject"].iloc[0])
             show_points(self.viewer, self.scores, self._affines.get(subject, np.eye(4)),
                         blind=blind)
+
+    def _announce_scores(self, *_: object) -> None:
+        """New scores are stored for the project (scored here, or by the fine-tuning box after
+        a new model): a model-ordered review in this viewer ranks again."""
+        if self.project is not None:
+            self.board.announce_scores(self.project.root)
 
     def _follow_board(self) -> None:
         """A blind rater session opened or closed in this viewer: hide or show the scores."""
