@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +18,14 @@ def lesion_rows(n: int) -> pd.DataFrame:
                          "y": [2.0 * i for i in ids], "z": [3.0] * n,
                          "volume_voxels": [10 + i for i in ids],
                          "volume_mm3": [15.0 + i for i in ids], "confluent": [i == 2 for i in ids]})
+
+
+def register_legacy_ids(path: Path, ids: list[str], kind: str = "rater") -> None:
+    """Register ``ids`` straight into the store file at ``path``, as a store made before ids
+    were checked may hold them (new ids outside the id alphabet are refused)."""
+    with closing(sqlite3.connect(path)) as conn, conn:
+        conn.executemany("INSERT INTO raters (rater, created_at, kind) VALUES (?, '2025-01-01', ?)",
+                         [(name, kind) for name in ids])
 
 
 def make_store(path: Path, subjects: int = 3, lesions: int = 4, **kwargs) -> RatingStore:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.filenames import LABEL_CHARS, MAX_LENGTH, file_component, file_components
+from napari_deep_prl.filenames import (LABEL_CHARS, MAX_LENGTH, check_id, file_component, file_components, id_problem,
+                                        output_path)
 
 HOSTILE = ["../x", "/abs", "a/b", "a\\b", "..", ".", ".hidden", "-rf", "dr. smith", "René",
            "名前", "a\x00b", "x" * 300, "sub-01/../../etc"]
@@ -46,3 +47,27 @@ def test_distinct_ids_get_distinct_names_even_ignoring_case():
     assert names["ab"] == "ab"  # a plain id that clashes with nothing stays as it is
     assert names["Ann"] != "Ann" and names["ann"] != "ann"  # one file on macOS: both hashed
     assert file_components(["ann"]) == {"ann": "ann"}
+
+
+@pytest.mark.parametrize("value", ["sub-01", "P001", "ann", "j.doe", "rater_2", "NA", "x" * MAX_LENGTH])
+def test_ids_of_the_alphabet_are_valid(value):
+    assert id_problem(value) is None and check_id(value) == value
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("", "is empty"), ("../x", "starts with '.' and holds '/'"), ("/abs", "starts with '/'"),
+    ("-rf", "starts with '-'"), ("=1+1", "starts with '=' and holds '+'"), ("@SUM(A1)", "starts with '@'"),
+    ("a\tb", r"holds '\t'"), ("dr smith", "holds ' '"), ("René", "holds 'é'"),
+    ("x" * (MAX_LENGTH + 1), "is longer than"),
+])
+def test_ids_outside_the_alphabet_are_refused_saying_why(value, problem):
+    assert id_problem(value).startswith(problem)
+    with pytest.raises(InputError, match="rater id .* Choose another"):
+        check_id(value, what="rater id", remedy="Choose another.")
+
+
+@pytest.mark.parametrize("name", ["../x.nii.gz", "/abs.nii.gz", "a/b.nii.gz", "..", "."])
+def test_an_output_path_never_leaves_its_folder(tmp_path, name):
+    with pytest.raises(InputError, match="outside the output folder"):
+        output_path(tmp_path / "out", name)
+    assert output_path(tmp_path / "out", "sub-01_map.nii.gz") == tmp_path / "out" / "sub-01_map.nii.gz"

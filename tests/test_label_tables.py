@@ -85,7 +85,7 @@ def test_a_project_consensus_export_trains_a_model_from_the_cli(manifest, tmp_pa
 
 
 @pytest.mark.parametrize(("content", "message"), [
-    ("lesion,grade\n1,prl\n", r"needs a 'lesion' column and one of prl, consensus, label"),
+    ("lesion,grade\n1,prl\n", r"has none of the label columns consensus, prl, label"),
     ("lesion,prl\n1,maybe\n", r"unknown label\(s\) 'maybe'"),
     ("lesion,prl\n1.5,1\n", r"lesion id '1.5' is not a whole number"),
     ("lesion,prl\n1,1\n1,0\n", r"lesion\(s\) \[1\] are labelled twice"),

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import blob_mask, save_nifti
+from ratings_support import register_legacy_ids
 
 import napari_deep_prl.cli as cli
 from napari_deep_prl.errors import InputError, StoreError
@@ -143,10 +144,10 @@ def test_cli_round_trip(tmp_path, manifest, deep_prl, capsys):
     out = tmp_path / "export.tsv"
     assert deep_prl("ratings", "export", study, "-o", out) == 0
     wide = pd.read_csv(out, sep="\t")
-    assert wide.columns.tolist() == ["subject", "lesion", "ann", "ben", "truth", "consensus",
-                                     "consensus_method"]
+    assert wide.columns.tolist() == ["subject", "lesion", "rater_ann", "rater_ben", "rater_truth",
+                                     "consensus", "consensus_method"]
     first = wide[(wide.subject == "sub-01") & (wide.lesion == 1)].iloc[0]
-    assert first[["ann", "ben", "truth", "consensus", "consensus_method"]].tolist() == [
+    assert first[["rater_ann", "rater_ben", "rater_truth", "consensus", "consensus_method"]].tolist() == [
         "prl", "prl", "prl", "prl", "unanimous"]
     assert deep_prl("ratings", "export", study, "-o", out, "--long") == 0
     assert len(pd.read_csv(out, sep="\t")) == 1 + 2 + 1 + 9
@@ -195,7 +196,7 @@ def test_prl_mask_import_is_a_reference_that_never_votes(project):
                                 ].values.tolist() == [["a", "prl_mask", 9, 1.0, 1.0, 1.0],
                                                       ["b", "prl_mask", 9, 1.0, 1.0, 1.0]]
     wide = project.export("wide")
-    assert wide.columns.tolist() == ["subject", "lesion", "a", "b", "consensus",
+    assert wide.columns.tolist() == ["subject", "lesion", "rater_a", "rater_b", "consensus",
                                      "consensus_method", "reference_prl_mask"]
     assert (wide["reference_prl_mask"] == wide["consensus"]).all()
     long = project.export("long")
@@ -238,6 +239,7 @@ def test_exported_consensus_masks_round_trip(project, tmp_path):
     votes = {("sub-01", 1): ("prl", "prl"), ("sub-01", 2): ("not_prl", "not_prl"),
              ("sub-01", 3): ("prl", "not_prl"), ("sub-02", 1): ("prl", "unsure"),
              ("sub-02", 2): ("unsure", "unsure"), ("sub-02", 3): ("prl", "prl")}
+    register_legacy_ids(project.store.path, ["../evil"])  # a hostile id an older store may hold
     project.store.add_ratings([Rating(r, s, n, label) for (s, n), labels in votes.items()
                                for r, label in zip(("ann", "../evil"), labels)])
     project.record_consensus("sub-02", 1, "prl", by="chief")
@@ -335,7 +337,7 @@ def test_cli_references_consensus_and_masks(tmp_path, manifest, deep_prl, capsys
     masks = tmp_path / "masks"
     assert deep_prl("ratings", "export", study, "-o", wide, "--nifti-dir", masks, "--quiet") == 0
     assert pd.read_csv(wide, sep="\t").columns.tolist() == [
-        "subject", "lesion", "ann", "ben", "consensus", "consensus_method", "reference_expert",
+        "subject", "lesion", "rater_ann", "rater_ben", "consensus", "consensus_method", "reference_expert",
         "reference_prl_mask"]
     index = pd.read_csv(masks / "prlmasks.tsv", sep="\t")
     files = index.set_index(["subject", "source", "id"])["file"]

@@ -428,7 +428,7 @@ def test_two_accounts_share_a_project(lab, raters):
         ("ben", "sub-01", 1, "unsure"), ("ben", "sub-01", 2, "prl"),
         ("ben", "sub-02", 1, "unsure"), ("ben", "sub-02", 2, "prl")]
     exported = pd.read_csv(project / "exports" / "labels.tsv", sep="\t")
-    assert {"ana", "ben"} <= set(exported.columns)
+    assert {"rater_ana", "rater_ben"} <= set(exported.columns)
 
 
 @pytest.mark.accounts

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.errors import InputError, InputWarning, file_error
+from napari_deep_prl.filenames import ID_RULE, check_id, id_problem
 from napari_deep_prl.tables import separator_for, write_table
 
 #: Manifest columns, required then optional.
@@ -44,8 +45,12 @@ IMAGE_ROLES = ("phase", "mp2rage", "mask", "prl_mask")
 #: Optional display-only images, each a manifest column named by its contrast (blank: none).
 EXTRA_CONTRASTS = ("flair", "t1w", "magnitude", "swi", "qsm")
 
-#: Columns of a lesion label table that may hold the label, in order of preference.
-LABEL_COLUMNS = ("prl", "consensus", "label")
+#: The label column of a lesion label table when none is named: a project export's consensus.
+DEFAULT_LABEL_COLUMN = "consensus"
+#: Other columns read as the label of a table without ``consensus``, when it has just one of them.
+LABEL_COLUMNS = ("prl", "label")
+#: Manifest column naming the label column of a row's ``prl_labels`` table (blank: the default).
+LABEL_COLUMN_COLUMN = "prl_labels_column"
 #: Label values (lower case) meaning PRL / not PRL; "unsure" and blanks leave a lesion unlabelled.
 PRL_VALUES = {"prl": True, "1": True, "true": True, "yes": True,
               "not_prl": False, "0": False, "false": False, "no": False}
@@ -73,6 +78,8 @@ class SubjectPaths:
     #: Extra images for display: (contrast, path) pairs, contrasts from :data:`EXTRA_CONTRASTS`,
     #: in manifest column order.
     extra: tuple[tuple[str, Path], ...] = ()
+    #: The column of ``prl_labels`` holding the label (``None``: see :func:`read_prl_labels`).
+    prl_labels_column: str | None = None
 
     def __post_init__(self) -> None:
         extra = tuple((str(name), Path(path)) for name, path in self.extra)
@@ -87,11 +94,19 @@ class SubjectPaths:
     @classmethod
     def from_files(cls, phase: str | Path, mp2rage: str | Path, mask: str | Path,
                    prl_mask: str | Path | None = None, *, subject: str | None = None,
-                   prl_labels: str | Path | None = None) -> SubjectPaths:
-        """One subject's files; the id defaults to the ``sub-<label>`` in the phase file's name."""
-        return cls(subject or _subject_id_from(Path(phase)), Path(phase), Path(mp2rage), Path(mask),
+                   prl_labels: str | Path | None = None,
+                   prl_labels_column: str | None = None) -> SubjectPaths:
+        """One subject's files; the id (checked, :func:`~napari_deep_prl.filenames.check_id`)
+        defaults to the ``sub-<label>`` in the phase file's name, else the name itself."""
+        if prl_labels_column is not None and prl_labels is None:
+            raise InputError(f"a label column ('{prl_labels_column}') is named but no lesion label "
+                             "table; give the table (--prl-labels) or drop the column.")
+        named = subject or _subject_id_from(Path(phase))
+        check_id(named, what="subject id", remedy="Give the subject another id (--subject ID).")
+        return cls(named, Path(phase), Path(mp2rage), Path(mask),
                    Path(prl_mask) if prl_mask is not None else None,
-                   Path(prl_labels) if prl_labels is not None else None)
+                   Path(prl_labels) if prl_labels is not None else None,
+                   prl_labels_column=prl_labels_column)
 
     @property
     def has_truth(self) -> bool:
@@ -189,19 +204,25 @@ def _load(paths: SubjectPaths, *, flip_phase: bool, extra: bool) -> Subject:
         affine=np.asarray(phase_img.affine, dtype=np.float64),
         prl_mask=prl,
         paths=paths,
-        prl_labels=read_prl_labels(paths.prl_labels, paths.subject) if paths.prl_labels is not None else None,
+        prl_labels=(read_prl_labels(paths.prl_labels, paths.subject, column=paths.prl_labels_column)
+                    if paths.prl_labels is not None else None),
         extra={name: _as_float(images[name][1], path) for name, path in paths.extra if name in images},
     )
 
 
-def read_prl_labels(path: str | Path, subject: str) -> pd.Series:
+def read_prl_labels(path: str | Path, subject: str, *, column: str | None = None) -> pd.Series:
     """One subject's labels from a lesion label table (CSV, or TSV by its suffix).
 
     Columns: ``lesion`` (the lesion ids of :mod:`napari_deep_prl.lesions`, as in ``deep-prl
-    lesions`` tables and project exports), the label in the first of :data:`LABEL_COLUMNS`
-    present (``prl``/``not_prl``, 1/0, true/false, yes/no; ``unsure`` or blank: unlabelled), and
-    optionally ``subject``: then only this subject's rows count, so one table (e.g. ``deep-prl
-    ratings export``'s consensus) can serve a whole cohort. Returns a boolean Series by lesion id.
+    lesions`` tables and project exports), the label (``prl``/``not_prl``, 1/0, true/false,
+    yes/no; ``unsure`` or blank: unlabelled), and optionally ``subject``: then only this
+    subject's rows count, so one table (e.g. ``deep-prl ratings export``'s consensus) can serve a
+    whole cohort. Returns a boolean Series by lesion id.
+
+    The label is read from ``column``; when none is named, from ``consensus`` (a project
+    export: its raters' columns are ``rater_<id>``, so a rater can never pass for the truth), or
+    else from the table's only ``prl`` or ``label`` column. A table with both and no
+    ``consensus`` is refused rather than guessed.
     """
     path = Path(path)
     if not path.is_file():
@@ -212,16 +233,12 @@ def read_prl_labels(path: str | Path, subject: str) -> pd.Series:
         raise file_error(path, f"lesion label table cannot be read ({_describe(err)})",
                          "Save it as CSV (or TSV with a .tsv suffix) with a header row.") from err
     table.columns = [str(c).strip() for c in table.columns]
-    label = next((c for c in LABEL_COLUMNS if c in table.columns), None)
-    if "lesion" not in table.columns or label is None:
-        raise file_error(path, f"lesion label table needs a 'lesion' column and one of {', '.join(LABEL_COLUMNS)} "
-                         f"(has: {', '.join(table.columns)})",
-                         "Export the consensus of a project (deep-prl ratings export) or add the columns.")
+    label = _label_column(path, list(table.columns), column)
     if "subject" in table.columns:
         table = table[table["subject"].str.strip() == subject]
-    ids = pd.to_numeric(table["lesion"].str.strip(), errors="coerce")
-    if ids.isna().any() or (ids != ids.round()).any():
-        bad = table.loc[ids.isna() | (ids != ids.round()), "lesion"].iloc[0]
+    ids = whole_numbers(table["lesion"])
+    if ids.isna().any():
+        bad = table.loc[ids.isna(), "lesion"].iloc[0]
         raise file_error(path, f"lesion id '{bad}' is not a whole number", "Use the lesion ids of deep-prl lesions.")
     values = table[label].str.strip().str.lower()
     unknown = sorted(set(values) - set(PRL_VALUES) - UNLABELLED_VALUES)
@@ -229,7 +246,7 @@ def read_prl_labels(path: str | Path, subject: str) -> pd.Series:
         raise file_error(path, f"unknown label(s) {', '.join(map(repr, unknown[:5]))} in column '{label}'",
                          "Use prl / not_prl (or 1 / 0); unsure or blank leaves a lesion unlabelled.")
     known = values.isin(list(PRL_VALUES)).to_numpy()
-    labels = pd.Series(values[known].map(PRL_VALUES).to_numpy(bool), index=ids[known].astype(np.int64).to_numpy(),
+    labels = pd.Series(values[known].map(PRL_VALUES).to_numpy(bool), index=ids[known].to_numpy(np.int64),
                        name="prl")
     labels.index.name = "lesion"
     if labels.index.duplicated().any():
@@ -237,6 +254,40 @@ def read_prl_labels(path: str | Path, subject: str) -> pd.Series:
         raise file_error(path, f"subject {subject}: lesion(s) {twice} are labelled twice",
                          "Keep one row per lesion (per subject).")
     return labels
+
+
+def _label_column(path: Path, columns: list[str], column: str | None) -> str:
+    """The column of a lesion label table that holds the label (see :func:`read_prl_labels`)."""
+    remedy = (f"Name the label column: the manifest's {LABEL_COLUMN_COLUMN} column, or --label-column "
+              "on the command line (docs/data.md).")
+    if "lesion" not in columns:
+        raise file_error(path, f"lesion label table needs a 'lesion' column (has: {', '.join(columns)})",
+                         "Export the consensus of a project (deep-prl ratings export) or add the column.")
+    if column is not None:
+        if column not in columns:
+            raise file_error(path, f"lesion label table has no column '{column}', the label column named "
+                             f"(has: {', '.join(columns)})", f"Fix the name ({LABEL_COLUMN_COLUMN} in the "
+                             "manifest, --label-column on the command line).")
+        return column
+    if DEFAULT_LABEL_COLUMN in columns:
+        return DEFAULT_LABEL_COLUMN
+    found = [c for c in LABEL_COLUMNS if c in columns]
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise file_error(path, f"lesion label table has none of the label columns "
+                         f"{', '.join((DEFAULT_LABEL_COLUMN, *LABEL_COLUMNS))} (has: {', '.join(columns)})",
+                         "Export the consensus of a project (deep-prl ratings export), or add the column. "
+                         + remedy)
+    raise file_error(path, f"lesion label table has both {' and '.join(found)} columns and no "
+                     f"{DEFAULT_LABEL_COLUMN}: which one is the truth is not clear", remedy)
+
+
+def whole_numbers(values: pd.Series) -> pd.Series:
+    """``values`` (text or numbers) as int64 ids, ``NA`` where one is not a whole number."""
+    numbers = pd.to_numeric(values.astype(str).str.strip(), errors="coerce")
+    whole = (numbers.abs() < 2**53) & (numbers == numbers.round())  # NaN and inf fail both
+    return numbers.where(whole).astype("Int64")
 
 
 def _subject_id_from(path: Path) -> str:
@@ -464,14 +515,17 @@ def require_truth(subjects: Sequence[SubjectPaths], purpose: str) -> None:
                          "table) column to the manifest.")
 
 
-def read_manifest(path: str | Path) -> Cohort:
-    """Read a cohort manifest CSV (``subject,phase,mp2rage,mask[,prl_mask][,prl_labels]``, and
-    any :data:`EXTRA_CONTRASTS` columns: extra images, blank where a subject has none).
+def read_manifest(path: str | Path, *, check_ids: bool = True) -> Cohort:
+    """Read a cohort manifest CSV (``subject,phase,mp2rage,mask[,prl_mask][,prl_labels
+    [,prl_labels_column]]``, and any :data:`EXTRA_CONTRASTS` columns: extra images, blank where
+    a subject has none).
 
     Relative paths are relative to the manifest's folder. Every path given must exist, the extra
     images' too (a typo is reported when the cohort opens, not when a reviewer reaches the
-    subject). Errors name the manifest row (as the line number in the file, the header being
-    line 1).
+    subject). Subject ids must be valid ids (:func:`~napari_deep_prl.filenames.check_id`): they
+    name output files and table rows. ``check_ids=False`` is for a project's own manifest, whose
+    subjects were registered before ids were checked. Errors name the manifest row (as the line
+    number in the file, the header being line 1).
     """
     path = Path(path)
     if not path.is_file():
@@ -502,6 +556,10 @@ def read_manifest(path: str | Path) -> Cohort:
             if not value:
                 raise file_error(path, f"row {line} has an empty '{column}'", "Fill in every required column.")
         subject = values["subject"]
+        problem = id_problem(subject) if check_ids else None
+        if problem is not None:
+            raise file_error(path, f"row {line}: subject id {subject!r} {problem}",
+                             f"Rename the subject: {ID_RULE} (docs/data.md).")
         if subject in seen:
             raise file_error(path, f"subject '{subject}' appears twice (rows {seen[subject]} and {line})",
                              "Subject ids must be unique.")
@@ -517,9 +575,14 @@ def read_manifest(path: str | Path) -> Cohort:
         if files.get("prl_mask") is not None and files.get("prl_labels") is not None:
             raise file_error(path, f"row {line} ({subject}) gives both a prl_mask and prl_labels",
                              "Give one ground truth per subject.")
+        label_column = str(getattr(row, LABEL_COLUMN_COLUMN, "")).strip() or None
+        if label_column is not None and files.get("prl_labels") is None:
+            raise file_error(path, f"row {line} ({subject}) names a {LABEL_COLUMN_COLUMN} but no prl_labels table",
+                             "Give the table, or leave the column blank.")
         rows.append(SubjectPaths(subject, files["phase"], files["mp2rage"], files["mask"],
                                  files.get("prl_mask"), files.get("prl_labels"),
-                                 tuple((c, files[c]) for c in extras if files[c] is not None)))
+                                 tuple((c, files[c]) for c in extras if files[c] is not None),
+                                 prl_labels_column=label_column))
     return Cohort(rows, source=path)
 
 
@@ -548,6 +611,8 @@ def write_manifest(subjects: Sequence[SubjectPaths], path: str | Path) -> Path:
     table = pd.DataFrame([[s.subject] + [rel(getattr(s, c)) for c in columns[1:]]
                           + [rel(dict(s.extra).get(c)) for c in extras] for s in subjects],
                          columns=columns + extras)
+    if any(s.prl_labels_column is not None for s in subjects):
+        table.insert(len(columns), LABEL_COLUMN_COLUMN, [s.prl_labels_column or "" for s in subjects])
     return write_table(table, path)
 
 
@@ -581,14 +646,15 @@ def classify_file(name: str) -> str | None:
     return None
 
 
-def discover(folder: str | Path) -> Cohort:
+def discover(folder: str | Path, *, check_ids: bool = True) -> Cohort:
     """Find subjects in a BIDS-derivative-like folder.
 
     Each ``sub-<label>`` folder (searched recursively, e.g. ``sub-01/anat/``) must hold one file
     per role, recognised by the end of its name: ``*_phase`` (or ``part-phase``),
     ``*_mp2rage``/``*_UNIT1``/``*_T1w``, ``*_mask`` (or ``desc-lesion_mask``) and optionally
     ``*_prlmask`` (or ``desc-prl_mask``) and extra images (``*_FLAIR``, ``*_T1w`` beside an
-    MP2RAGE, ``*_magnitude`` or ``part-mag``, ``*_swi``, ``*_qsm`` or ``*_Chimap``).
+    MP2RAGE, ``*_magnitude`` or ``part-mag``, ``*_swi``, ``*_qsm`` or ``*_Chimap``). The
+    folder's name is the subject id (``check_ids``: as :func:`read_manifest`).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -597,12 +663,16 @@ def discover(folder: str | Path) -> Cohort:
     if not subject_dirs:
         raise file_error(folder, "no sub-<label> folders found",
                          "Arrange the data as documented (docs/data.md) or give a manifest CSV.")
-    return Cohort([discover_subject(d) for d in subject_dirs], source=folder)
+    return Cohort([discover_subject(d, check_ids=check_ids) for d in subject_dirs], source=folder)
 
 
-def discover_subject(sub_dir: str | Path) -> SubjectPaths:
+def discover_subject(sub_dir: str | Path, *, check_ids: bool = True) -> SubjectPaths:
     """One ``sub-<label>`` folder of the documented layout (see :func:`discover`)."""
     sub_dir = Path(sub_dir)
+    problem = id_problem(sub_dir.name) if check_ids else None
+    if problem is not None:
+        raise file_error(sub_dir, f"the folder's name, the subject id, {problem}",
+                         f"Rename the folder: {ID_RULE} (docs/data.md).")
     found: dict[str, Path] = {}
     for file in sorted(sub_dir.rglob("*")):
         role = classify_file(file.name) if file.is_file() else None
@@ -622,10 +692,12 @@ def discover_subject(sub_dir: str | Path) -> SubjectPaths:
                         extra=tuple((name, found[name]) for name in EXTRA_CONTRASTS if name in found))
 
 
-def open_cohort(path: str | Path) -> Cohort:
-    """A cohort from a manifest CSV/TSV or a folder (its ``manifest.csv`` if present, else discovery)."""
+def open_cohort(path: str | Path, *, check_ids: bool = True) -> Cohort:
+    """A cohort from a manifest CSV/TSV or a folder (its ``manifest.csv`` if present, else
+    discovery); ``check_ids`` as :func:`read_manifest`."""
     path = Path(path)
     if path.is_dir():
         manifest = path / "manifest.csv"
-        return read_manifest(manifest) if manifest.is_file() else discover(path)
-    return read_manifest(path)
+        return (read_manifest(manifest, check_ids=check_ids) if manifest.is_file()
+                else discover(path, check_ids=check_ids))
+    return read_manifest(path, check_ids=check_ids)

@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -29,9 +30,9 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import InputError, StoreError, access_error
-from napari_deep_prl.filenames import LABEL_CHARS, file_components
-from napari_deep_prl.io import Cohort, Subject, open_cohort
+from napari_deep_prl.errors import InputError, InputWarning, StoreError, access_error
+from napari_deep_prl.filenames import LABEL_CHARS, file_components, output_path
+from napari_deep_prl.io import Cohort, Subject, open_cohort, whole_numbers
 from napari_deep_prl.lesions import find_lesions, label_lesions, lesions_in_mask
 from napari_deep_prl.progress import Progress, ProgressGenerator, run_to_end
 from napari_deep_prl.ratings import agreement, consensus, export
@@ -212,8 +213,9 @@ class Project:
 
     @cached_property
     def cohort(self) -> Cohort:
-        """The cohort of the project's manifest (paths only; nothing loaded)."""
-        return open_cohort(self.root / self.config.manifest)
+        """The cohort of the project's manifest (paths only; nothing loaded). Its ids were
+        checked by ``project init``; a project made before ids were checked keeps opening."""
+        return open_cohort(self.root / self.config.manifest, check_ids=False)
 
     @property
     def models_dir(self) -> Path:
@@ -257,6 +259,11 @@ class Project:
         ``confidence, reason, comment``) in one transaction; return how many.
 
         With ``reference``, the table holds that reference's labels: no ``rater`` column.
+        Nothing is guessed, since a guessed label is a wrong label stored as a right one: a
+        blank cell where a value is needed, a lesion id or confidence that is not a whole
+        number, an invalid new id, or two rows giving one rater's label of one lesion
+        differently are refused naming the line (the header being line 1), and nothing is
+        stored. Rows repeating an earlier row exactly are stored once, with a warning.
         """
         needed = ("subject", "lesion", "label") if reference else ("subject", "lesion", "rater",
                                                                    "label")
@@ -268,16 +275,22 @@ class Project:
             raise InputError(f"{source}: a rater column, but a reference's labels are imported. "
                              "Drop the column, or import the table as raters' labels (without "
                              "--reference).")
-        optional = [c for c in ("confidence", "reason", "comment") if c in table]
-        rows = []
-        for number, row in enumerate(table.to_dict("records"), start=2):
-            extra = {c: row[c] for c in optional if pd.notna(row[c])}
+        kind = "reference" if reference else "rater"
+        ratings, repeated = _table_ratings(table, source, needed, reference)
+        first_lines: dict[str, int] = {}
+        for line, rating in ratings:
+            first_lines.setdefault(rating.rater, line)
+        for name, line in first_lines.items():
             try:
-                rows.append(Rating(reference or str(row["rater"]), str(row["subject"]),
-                                   int(row["lesion"]), str(row["label"]), **extra))
-            except (TypeError, ValueError) as err:
-                raise InputError(f"{source}, line {number}: {err}. Fix that row.") from err
-        return len(self.store.add_ratings(rows, kind="reference" if reference else "rater"))
+                self.store.check_kind([name], kind)
+            except InputError as err:
+                raise InputError(f"{source}, line {line}: {err}") from err
+        if repeated:
+            shown = ", ".join(map(str, repeated[:10])) + (", ..." if len(repeated) > 10 else "")
+            warnings.warn(InputWarning(f"{source}: {len(repeated)} row(s) repeat an earlier row exactly "
+                                       f"(line(s) {shown}); each was imported once"), stacklevel=2)
+        return len(self.store.add_ratings([rating for _, rating in ratings], kind=kind,
+                                          where=[f"{source}, line {line}" for line, _ in ratings]))
 
     def import_prl_masks(self, rater: str | None = None, *,
                          reference: str | None = None) -> ProgressGenerator[int]:
@@ -432,7 +445,7 @@ class Project:
             for (source, name), part in groups.items():
                 file = f"{subjects[paths.subject]}_desc-{descs[source, name]}_prlmask.nii.gz"
                 prl = part.loc[part["label"] == "prl", "lesion"].to_numpy(dtype=np.int64)
-                _write_mask(folder / file, np.isin(lesion_ids, prl), affine)
+                _write_mask(output_path(folder, file), np.isin(lesion_ids, prl), affine)
                 index.append((paths.subject, source, name, file, n_lesions,
                               int(part["label"].notna().sum()), len(prl)))
             yield Progress(step + 1, len(self.cohort), "subjects", paths.subject)
@@ -451,6 +464,46 @@ class Project:
               for kind, frame in (("rater", current),
                                   ("reference", self.store.current(kind="reference"))))],
             ignore_index=True)
+
+
+def _table_ratings(table: pd.DataFrame, source: str, needed: tuple[str, ...],
+                   reference: str | None) -> tuple[list[tuple[int, Rating]], list[int]]:
+    """The ratings of an import table with their line numbers, each rater's lesion once; and
+    the lines that repeat an earlier one exactly (see :meth:`Project.import_ratings`)."""
+    optional = [c for c in ("confidence", "reason", "comment") if c in table]
+    numbers = {c: whole_numbers(table[c]) for c in ("lesion", "confidence") if c in table}
+    first: dict[tuple[str, int, str], tuple[int, Rating]] = {}
+    repeated = []
+    for i, row in enumerate(table[[*needed, *optional]].to_dict("records")):
+        line, text = i + 2, {c: _cell(value) for c, value in row.items()}
+        blank = [c for c in needed if not text[c]]
+        if blank:
+            raise InputError(f"{source}, line {line}: no {' or '.join(blank)}. Fill in every "
+                             f"row's {', '.join(needed)}.")
+        for column, values in numbers.items():
+            if text[column] and pd.isna(values.iloc[i]):
+                raise InputError(f"{source}, line {line}: {column} '{text[column]}' is not a "
+                                 "whole number. Fix that row.")
+        rating = Rating(reference or text["rater"], text["subject"], int(numbers["lesion"].iloc[i]),
+                        text["label"], **{c: (int(numbers[c].iloc[i]) if c in numbers else text[c])
+                                          for c in optional if text[c]})
+        key = (rating.subject, rating.lesion, rating.rater)
+        if key not in first:
+            first[key] = (line, rating)
+        elif first[key][1] == rating:
+            repeated.append(line)
+        else:
+            raise InputError(
+                f"{source}: lines {first[key][0]} and {line} both give the label of rater "
+                f"{rating.rater!r} for {rating.subject!r} lesion {rating.lesion}, differently "
+                f"({first[key][1].label} / {rating.label}, or their confidence, reason or comment). "
+                "Keep the right row.")
+    return list(first.values()), repeated
+
+
+def _cell(value: object) -> str:
+    """A table cell as stripped text; blank when missing (nothing is read as NA)."""
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value).strip()
 
 
 def _write_mask(path: Path, mask: np.ndarray, affine: np.ndarray) -> None:

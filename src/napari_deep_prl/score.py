@@ -33,7 +33,8 @@ least one / at least four PRLs) used as diagnostic and prognostic markers in the
 
 Outputs follow BIDS derivative conventions: one TSV row per lesion (:data:`SCORE_COLUMNS`),
 and on request ``<subject>_space-phase_desc-PRL_probseg.nii.gz`` in the phase grid, each
-lesion's voxels holding its PRL probability.
+lesion's voxels holding its PRL probability (the subject id made a safe file name by
+:func:`~napari_deep_prl.filenames.file_components`, so the map always lands in its folder).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from scipy.special import expit
 from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.evaluate import expected_f1_threshold, metrics_from_predictions, roc_auc
+from napari_deep_prl.filenames import file_components, output_path
 from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_truth
 from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches, warn_if_outgrown
@@ -176,6 +178,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
         one patient. Needs calibrated models.
     """
     threshold = checked_decision(checkpoints, threshold, decision)
+    names = {} if nifti_dir is None else file_components((item.subject for item in cohort), what="subject id")
     configs = list(dict.fromkeys(c.patch_config for c in checkpoints))
     tables, found, unreadable = [], [], {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deep-prl-lesions") as pool:
@@ -194,8 +197,8 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
                 continue
             table = _score(subject, lesions, checkpoints, tta, threshold, batch_size, device, precision, masks)
             if nifti_dir is not None:
-                write_probability_map(lesions.labels, table, subject.affine,
-                                      Path(nifti_dir) / f"{subject.subject}_space-phase_desc-PRL_probseg.nii.gz")
+                write_probability_map(lesions.labels, table, subject.affine, output_path(
+                    nifti_dir, f"{names[subject.subject]}_space-phase_desc-PRL_probseg.nii.gz"))
             tables.append(table)
             found.append(lesions.table)
             # under the cohort's decision a subject's count is known only at the end

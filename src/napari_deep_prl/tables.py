@@ -4,6 +4,11 @@ A table is written to a temporary file beside its destination and moved into pla
 ``os.replace``, so a crash never leaves a half-written export where a complete one was. The
 file gets the permissions ``open(path, "w")`` would give it, so a project folder shared by a
 group of raters' accounts stays usable by all of them (see docs/ratings.md).
+
+Tables are opened by raters in Excel or LibreOffice, which run a cell starting with ``=``, ``+``,
+``-`` or ``@`` as a formula: such text cells (ids older projects may hold, comments, notes) are
+written with a leading ``'`` (:func:`neutralised`), as OWASP advises against CSV injection;
+numbers are written as they are.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TextIO
 
 import pandas as pd
 
@@ -24,11 +29,45 @@ def separator_for(path: str | Path) -> str:
     return "\t" if Path(path).suffix.lower() in (".tsv", ".tab", ".txt") else ","
 
 
+#: How a text cell starts when a spreadsheet would run it as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def write_table(table: pd.DataFrame, path: str | Path, *, float_format: str = "%.6g",
                 na_rep: str = "") -> Path:
-    """Write ``table`` without its index, atomically (``na_rep="n/a"`` for BIDS derivatives)."""
-    return write_atomic(path, lambda fh: table.to_csv(fh, sep=separator_for(path), index=False,
-                                                      float_format=float_format, na_rep=na_rep))
+    """Write ``table`` without its index, atomically (``na_rep="n/a"`` for BIDS derivatives),
+    its text cells :func:`neutralised`."""
+    return write_atomic(path, lambda fh: print_table(table, fh, sep=separator_for(path),
+                                                     float_format=float_format, na_rep=na_rep))
+
+
+def print_table(table: pd.DataFrame, file: TextIO, *, sep: str = "\t", float_format: str | None = "%.6g",
+                na_rep: str = "") -> None:
+    """Write ``table`` to an open text file (e.g. standard output) as :func:`write_table` does."""
+    neutralised(table).to_csv(file, sep=sep, index=False, float_format=float_format, na_rep=na_rep)
+
+
+def neutralised(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with a ``'`` before every text cell and column name a spreadsheet would run
+    as a formula (:data:`FORMULA_STARTS`); ``table`` itself when there is none."""
+    def risky(value: object) -> bool:
+        return isinstance(value, str) and value.startswith(FORMULA_STARTS)
+
+    def safe(value: object) -> object:
+        return "'" + value if risky(value) else value  # type: ignore[operator]
+
+    safer = table
+    for i, column in enumerate(table.columns):
+        values = table.iloc[:, i]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
+            continue
+        if values.map(risky).any():
+            safer = table.copy() if safer is table else safer
+            safer.isetitem(i, values.map(safe))
+    if any(map(risky, table.columns)):
+        safer = table.copy() if safer is table else safer
+        safer.columns = [safe(c) for c in table.columns]
+    return safer
 
 
 def write_text(path: str | Path, text: str) -> Path:

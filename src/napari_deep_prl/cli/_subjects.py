@@ -20,6 +20,9 @@ def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
     truth.add_argument("--prl-mask", help="optional PRL mask (ground truth)")
     truth.add_argument("--prl-labels", metavar="TABLE",
                        help="optional lesion label table (ground truth; see docs/data.md)")
+    single.add_argument("--label-column", metavar="COLUMN",
+                        help="the column of --prl-labels holding the label (default: consensus, as in "
+                             "a project export; in a table without it, its prl or label column)")
     single.add_argument("--subject", help="subject id (default: the sub-<label> of the phase file name)")
 
 
@@ -28,8 +31,12 @@ def subjects_from_args(args: argparse.Namespace) -> list[SubjectPaths]:
     single = [args.phase, args.mp2rage, args.mask]
     if args.manifest and any(single):
         raise InputError("give either a manifest or --phase/--mp2rage/--mask, not both.")
+    if args.manifest and args.label_column:
+        raise InputError("--label-column goes with --prl-labels; a manifest names each table's label "
+                         "column in its prl_labels_column column (docs/data.md).")
     if args.manifest:
         return list(open_cohort(args.manifest))
     if all(single):
-        return [SubjectPaths.from_files(*single, args.prl_mask, subject=args.subject, prl_labels=args.prl_labels)]
+        return [SubjectPaths.from_files(*single, args.prl_mask, subject=args.subject, prl_labels=args.prl_labels,
+                                        prl_labels_column=args.label_column)]
     raise InputError("give a manifest, or all of --phase, --mp2rage and --mask.")

@@ -17,7 +17,7 @@ from napari_deep_prl.finetune import finetune
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.project import Project
 from napari_deep_prl.score import checked_decision
-from napari_deep_prl.tables import write_table
+from napari_deep_prl.tables import print_table, write_table
 from napari_deep_prl.train import TrainConfig
 
 
@@ -115,7 +115,7 @@ def run_rank(args: argparse.Namespace) -> int:
     if args.output:
         write_table(table, args.output)
     else:
-        table.to_csv(sys.stdout, sep="\t", index=False)
+        print_table(table, sys.stdout, float_format=None)
     return 0
 
 

@@ -8,7 +8,7 @@ import sys
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
 from napari_deep_prl.lesions import cohort_lesion_table
 from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.tables import write_table
+from napari_deep_prl.tables import print_table, write_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,5 +33,5 @@ def run(args: argparse.Namespace) -> int:
         write_table(table, args.output)
         print(f"{len(table)} lesions written to {args.output}", file=sys.stderr)
     else:
-        table.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6g")
+        print_table(table, sys.stdout)
     return 0

@@ -14,7 +14,7 @@ from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.project import MASK_INDEX, Project
 from napari_deep_prl.ratings.agreement import AgreementSummary, UNSURE_MODES, describe_estimate
 from napari_deep_prl.ratings.schema import LABELS
-from napari_deep_prl.tables import separator_for, write_table
+from napari_deep_prl.tables import print_table, separator_for, write_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "import", help="import ratings from a table or from the manifest's prl_mask",
         description="FILE is a TSV (or .csv) with columns subject, lesion, rater, label and "
                     "optionally confidence, reason, comment; with --reference NAME it holds that "
-                    "reference's labels (subject, lesion, label; no rater column). With "
+                    "reference's labels (subject, lesion, label; no rater column). Cells are "
+                    "read as written (no NA guessing); a blank needed cell, a lesion id that is not "
+                    "a whole number, an invalid new id or two differing rows of one rater on one "
+                    "lesion are refused with the line, and nothing is imported; exact repeats are "
+                    "imported once, with a warning. With "
                     "--from-prl-mask every lesion is labelled prl when most of its voxels lie in "
                     "prl_mask, else not_prl, as a reference (default 'prl_mask') or, with "
                     "--rater, as a rater. A reference (ground truth, an expert read) is compared "
@@ -107,7 +111,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     exp = actions.add_parser(
         "export", help="write the labels as a table and/or PRL masks as NIfTI",
-        description="Default: one row per lesion (subject, lesion, one column per rater id, "
+        description="Default: one row per lesion (subject, lesion, rater_<id> per rater, "
                     "consensus, consensus_method, then reference_<id> per reference). --long: "
                     "one row per current rating or reference label with all fields. --history: "
                     "every rating row ever written. --consensus-history: every consensus "
@@ -194,8 +198,11 @@ def run_consensus(args: argparse.Namespace) -> int:
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    """Every cell as the text it is: no NA guessing, so a rater named NA stays NA and a blank
+    cell stays blank for the import to refuse with its line."""
     try:
-        return pd.read_csv(path, sep=separator_for(path), dtype={"subject": str, "rater": str})
+        return pd.read_csv(path, sep=separator_for(path), dtype=str, keep_default_na=False,
+                           encoding="utf-8-sig")
     except FileNotFoundError:
         raise InputError(f"{path}: no such file. Check the path.") from None
     except (ValueError, UnicodeDecodeError) as err:
@@ -209,8 +216,7 @@ def run_agreement(args: argparse.Namespace) -> int:
     if args.output:
         write_table(summary.pairs, args.output, na_rep="n/a")
     else:
-        summary.pairs.to_csv(sys.stdout, sep="\t", index=False, float_format="%.4g",
-                             na_rep="n/a")
+        print_table(summary.pairs, sys.stdout, float_format="%.4g", na_rep="n/a")
     if args.details:
         folder = Path(args.details)
         for name in ("per_subject", "vs_consensus", "vs_consensus_per_subject", "intra_rater",

@@ -14,7 +14,7 @@ from napari_deep_prl.errors import InputError
 from napari_deep_prl.evaluate import format_metric
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.score import score_cohort, truth_metrics
-from napari_deep_prl.tables import write_table
+from napari_deep_prl.tables import print_table, write_table
 from napari_deep_prl.train import INFERENCE_BATCH, PRECISIONS
 
 
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
               f"{int(scores.subjects['prl_count'].sum())} scored PRL; table {out}, subjects {summary}",
               file=sys.stderr)
     else:
-        scores.lesions.to_csv(sys.stdout, sep="\t", index=False, float_format="%.6g", na_rep="n/a")
+        print_table(scores.lesions, sys.stdout, na_rep="n/a")
     metrics = truth_metrics(scores.lesions)
     if metrics is not None:
         shown = ", ".join(f"{name} {format_metric(metrics, key)}" for name, key in (

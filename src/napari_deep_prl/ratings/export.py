@@ -2,9 +2,11 @@
 the consensus history.
 
 They are pandas DataFrames; :func:`napari_deep_prl.tables.write_table` writes them atomically
-(CSV, or TSV for ``.tsv``). References (ground truth, expert reads) appear in the wide table as
-``reference_<id>`` columns after the consensus, so they cannot be mistaken for a rater or the
-consensus; the long and history tables say each row's ``kind`` (``rater`` or ``reference``).
+(CSV, or TSV for ``.tsv``). In the wide table raters are ``rater_<id>`` columns and references
+(ground truth, expert reads) ``reference_<id>`` columns after the consensus, so no id can pass
+for the table's own columns: a rater named ``prl`` or ``consensus`` is never read as the truth
+(:func:`napari_deep_prl.io.read_prl_labels` reads ``consensus``). The long and history tables
+say each row's ``kind`` (``rater`` or ``reference``).
 """
 
 from __future__ import annotations
@@ -18,16 +20,18 @@ LONG_COLUMNS = ["subject", "lesion", "rater", "kind", "label", "repeat", "confid
                 "comment", "created_at", "seconds", "session", "package_version",
                 "queue_strategy", "queue_position", "model_version", "id"]
 HISTORY_COLUMNS = LONG_COLUMNS[:4] + ["action", "retracts"] + LONG_COLUMNS[4:]
+#: Prefix of a rater's column in the wide table (a reference's is :data:`REFERENCE_PREFIX`).
+RATER_PREFIX = "rater_"
 CONSENSUS_HISTORY_COLUMNS = ["subject", "lesion", "action", "label", "method", "decided_by",
                              "note", "created_at", "retracts", "package_version", "id"]
 
 
 def wide_table(lesions: pd.DataFrame, current: pd.DataFrame, consensus: pd.DataFrame,
                references: pd.DataFrame | None = None) -> pd.DataFrame:
-    """``subject, lesion``, one column per rater id (current label), ``consensus,
+    """``subject, lesion``, one ``rater_<id>`` column per rater (current label), ``consensus,
     consensus_method``, then one ``reference_<id>`` column per reference."""
-    table = lesions[["lesion_key", "subject", "lesion"]].join(labels_by_lesion(current),
-                                                              on="lesion_key")
+    table = lesions[["lesion_key", "subject", "lesion"]].join(
+        labels_by_lesion(current).add_prefix(RATER_PREFIX), on="lesion_key")
     table = table.merge(consensus[["lesion_key", "consensus", "consensus_method"]],
                         on="lesion_key", how="left")
     if references is not None and not references.empty:

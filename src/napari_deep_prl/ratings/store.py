@@ -36,6 +36,7 @@ import pandas as pd
 
 from napari_deep_prl import __version__
 from napari_deep_prl.errors import InputError, StoreError, access_error
+from napari_deep_prl.filenames import check_id, id_problem
 from napari_deep_prl.ratings import schema
 
 T = TypeVar("T")
@@ -247,8 +248,8 @@ class RatingStore:
         self._write(insert)
 
     def check_kind(self, names: Iterable[str], kind: str) -> None:
-        """Refuse (:class:`InputError`) ids registered as the other kind, or reserved ones, before
-        a long job would fail on them; registers nothing."""
+        """Refuse (:class:`InputError`) ids registered as the other kind, or new ids that are
+        invalid or reserved, before a long job would fail on them; registers nothing."""
         with self._lock:
             self._retry(lambda: self._known_kinds(self._conn, names, kind))
 
@@ -261,7 +262,8 @@ class RatingStore:
 
     def _known_kinds(self, conn: sqlite3.Connection, names: Iterable[str],
                      kind: str) -> dict[str, str]:
-        """The registered kind of each of ``names``; refuses conflicts and reserved new ids."""
+        """The registered kind of each of ``names``; refuses conflicts and invalid or reserved
+        new ids."""
         if kind not in schema.KINDS:
             raise InputError(f"kind '{kind}' is not one of {', '.join(schema.KINDS)}.")
         names = sorted(set(names))
@@ -271,8 +273,8 @@ class RatingStore:
         for name in names:
             if name in known and known[name] != kind:
                 raise self._wrong_kind(name, known[name])
-            if name not in known and kind == "rater":
-                _check_new_rater(name)
+            if name not in known:
+                _check_new_id(name, kind)
         return known
 
     def _wrong_kind(self, name: str, known: str) -> InputError:
@@ -399,13 +401,22 @@ class RatingStore:
         """
         return self.add_ratings([Rating(rater, subject, lesion, label, **fields)])[0]
 
-    def add_ratings(self, ratings: Iterable[Rating], *, kind: str = "rater") -> list[int]:
+    def add_ratings(self, ratings: Iterable[Rating], *, kind: str = "rater",
+                    where: Sequence[str] | None = None) -> list[int]:
         """Append many ratings in one transaction (all or none); return their row ids.
 
         ``kind="reference"`` stores a reference's labels (``Rating.rater`` is its id); an id
-        already registered as the other kind is refused and nothing is written.
+        already registered as the other kind is refused and nothing is written. ``where[i]``
+        says where rating ``i`` comes from (e.g. a table's line) in the refusal of a bad one.
         """
-        rows = [self._rating_row(r, kind) for r in ratings]
+        rows = []
+        for i, rating in enumerate(ratings):
+            try:
+                rows.append(self._rating_row(rating, kind))
+            except InputError as err:
+                if where is None:
+                    raise
+                raise InputError(f"{where[i]}: {err}") from err
         now = utc_now()
 
         def insert(conn: sqlite3.Connection) -> list[int]:
@@ -510,7 +521,7 @@ class RatingStore:
 
         Deciding again revises the decision; the earlier rows stay in the history.
         """
-        _check_id(by, "adjudicator")
+        self._check_adjudicator(by)
         if label not in schema.LABELS:
             raise InputError(f"consensus label '{label}' for {subject} lesion {lesion} is not "
                              f"one of {', '.join(schema.LABELS)}.")
@@ -530,7 +541,7 @@ class RatingStore:
         Appends a ``retract`` row (durable on return) and returns its id; ``None`` (nothing
         written) when the lesion has no live decision.
         """
-        _check_id(by, "adjudicator")
+        self._check_adjudicator(by)
         key = self.lesion_key(subject, lesion)
 
         def insert(conn: sqlite3.Connection) -> int | None:
@@ -543,6 +554,15 @@ class RatingStore:
                 "note, package_version) VALUES (?, 'retract', ?, ?, ?, ?, ?)",
                 (key, live[0], by, utc_now(), note, __version__)).lastrowid)
         return self._write(insert)
+
+    def _check_adjudicator(self, by: str) -> None:
+        """An adjudicator id must be a valid id, unless it is already known to the project (a
+        registered id, or one that decided before ids were checked)."""
+        _check_id(by, "adjudicator")
+        if id_problem(by) is not None and self._query(
+                "SELECT 1 FROM raters WHERE rater = ? UNION ALL "
+                "SELECT 1 FROM consensus WHERE decided_by = ? LIMIT 1", (by, by)).empty:
+            check_id(by, what="adjudicator id")
 
     def consensus_decisions(self) -> pd.DataFrame:
         """The live decision per lesion (its latest, unless retracted)."""
@@ -598,7 +618,7 @@ _JOINED = (
 )
 
 
-#: Column names of the wide export and the adjudication queue, so not usable as rater ids.
+#: Column names of the adjudication queue (one column per rater id), so not usable as rater ids.
 RESERVED_RATER_IDS = frozenset({"subject", "lesion", "lesion_key", "consensus",
                                 "consensus_method", "n_ratings", "decided_by", "note",
                                 "pending", "adjudicated"})
@@ -613,10 +633,12 @@ def _check_id(name: str, kind: str) -> None:
                          "spaces, e.g. 'rater1' or 'jdoe'.")
 
 
-def _check_new_rater(rater: str) -> None:
-    """Names a new rater may not take: export columns (ids registered earlier keep working)."""
-    if rater in RESERVED_RATER_IDS or rater.startswith(REFERENCE_PREFIX):
-        raise InputError(f"rater id '{rater}' is reserved for a column of the exports (so is "
+def _check_new_id(name: str, kind: str) -> None:
+    """A new id must be a valid id (:func:`~napari_deep_prl.filenames.check_id`), and a new
+    rater's not the name of a queue column; ids registered earlier keep working."""
+    check_id(name, what=f"{kind} id", remedy="Choose another id.")
+    if kind == "rater" and (name in RESERVED_RATER_IDS or name.startswith(REFERENCE_PREFIX)):
+        raise InputError(f"rater id '{name}' is reserved for a column of the exports (so is "
                          f"any id starting with '{REFERENCE_PREFIX}'); choose another id.")
 
 
