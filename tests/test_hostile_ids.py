@@ -246,6 +246,15 @@ def test_formula_subject_ids_are_refused_in_manifests_and_on_the_command_line(ma
         SubjectPaths.from_files(one.phase, one.mp2rage, one.mask, subject=value)
 
 
+def test_a_subject_folder_whose_name_is_not_an_id_is_refused(write_subject, tmp_path):
+    cohort = tmp_path / "cohort"
+    write_subject("sub-01", folder=cohort / "sub-01")
+    write_subject("sub-@SUM(A1)", folder=cohort / "sub-@SUM(A1)")
+    with pytest.raises(InputError, match=r"sub-@SUM\(A1\): the folder's name, the subject id, holds '\(', '\)', '@'"):
+        open_cohort(cohort)
+    assert open_cohort(cohort, check_ids=False).ids == ["sub-01", "sub-@SUM(A1)"]
+
+
 def test_an_older_store_with_formula_ids_still_exports_neutralised(project, tmp_path):
     register_legacy_ids(project.store.path, ["=1+1", "@SUM(A1)", "a\tb"])
     register_legacy_ids(project.store.path, ["-truth"], kind="reference")
