@@ -123,8 +123,8 @@ def disk_problem(folder: str | Path, code: int | None = None) -> tuple[str, str]
         return (f"no space left on the disk holding {folder}{left}",
                 "Free space on that disk or write elsewhere, then try again.")
     if code is None and limit is not None:
-        return (f"this process may not write files larger than {_size(limit)} (a file-size "
-                "limit, `ulimit -f`)", "Raise the limit (`ulimit -f unlimited`) and try again.")
+        return (f"this process may not write files larger than {_size(limit)}: a file-size limit "
+                "is set (`ulimit -f`)", "Raise the limit (`ulimit -f unlimited`) and try again.")
     return None
 
 

@@ -847,4 +847,4 @@ def _failure(path: Path, err: sqlite3.Error, outcome: str) -> StoreError:
         problem = _CAUSES.get(code, ("database error", "Check free disk space and write "
                                      "permission, and run PRAGMA integrity_check if it persists."))
     what, remedy = problem
-    return StoreError(f"{path}: {what} ({err}); {outcome}. {remedy}")
+    return StoreError(f"{path}: {what} (SQLite: {err}); {outcome}. {remedy}")
