@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import sqlite3
 import threading
 import time
@@ -659,16 +658,19 @@ def _check_access(path: Path) -> None:
         raise StoreError(f"{path}: on a read-only file system, so nothing can be written to it. "
                          "Copy the project to a writable disk to rate; exports and agreement read "
                          "it as it is.")
-    blocked = _blocked(path)
+    blocked = _blocked(path, "write")
     if blocked:
         raise access_error(blocked, "write", folder)
 
 
-def _blocked(path: Path) -> list[Path]:
-    """The database's folder and files (``-wal``, ``-shm``) this account may not write."""
+def _blocked(path: Path, need: str) -> list[Path]:
+    """The database's folder and files (``-wal``, ``-shm``) this account may not use as ``need``
+    ("read", or "write": read and write)."""
+    writing = need == "write"
     companions = (path, _companion(path, "-wal"), _companion(path, "-shm"))
-    blocked = [p for p in companions if os.path.exists(p) and not os.access(p, os.R_OK | os.W_OK)]
-    if not os.access(path.parent, os.W_OK | os.X_OK):
+    mode = os.R_OK | os.W_OK if writing else os.R_OK
+    blocked = [p for p in companions if os.path.exists(p) and not os.access(p, mode)]
+    if not os.access(path.parent, os.W_OK | os.X_OK if writing else os.X_OK):
         blocked.insert(0, path.parent)
     return blocked
 
@@ -736,11 +738,9 @@ def _inspect(path: Path, *, adopt_empty: bool = False,
             continue
         except sqlite3.Error as err:
             if last or _result_code(err) in (_CORRUPT, _NOTADB):
-                raise _failure(path, err, "it was left untouched") from err
+                raise _failure(path, err, "it was left untouched", "read") from err
             copy = True
             continue
-        except OSError as err:  # copying for the private reader
-            raise write_error(err.filename or path, err) from err
         if last or not snapshot or _file_state(path) == before:
             return version, memory
         memory.close()
@@ -766,15 +766,31 @@ def _reader(path: Path, copy: bool = False) -> Iterator[sqlite3.Connection]:
     with ExitStack() as stack:
         if pending and (copy or not shm.exists()):
             folder = Path(stack.enter_context(TemporaryDirectory(prefix="deep-prl-inspect-")))
-            shutil.copyfile(path, folder / path.name)
-            shutil.copyfile(wal, folder / wal.name)
-            conn = sqlite3.connect(folder / path.name, check_same_thread=False)
+            conn = sqlite3.connect(_private_copy(path, folder), check_same_thread=False)
         else:
             mode = "mode=ro&readonly_shm=1" if pending else "immutable=1"
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True,
                                    check_same_thread=False)
         stack.callback(conn.close)
         yield conn
+
+
+def _private_copy(path: Path, folder: Path) -> Path:
+    """The database and its write-ahead log copied into ``folder`` (only read where they are)."""
+    for source in (path, _companion(path, "-wal")):
+        try:
+            with open(source, "rb") as original:
+                data = original.read()
+        except PermissionError:
+            raise access_error([source], "read", path.parent) from None
+        except OSError as err:
+            raise StoreError(f"{source}: cannot be read ({err.strerror}); it was left untouched. "
+                             "Check the disk.") from err
+        try:
+            (folder / source.name).write_bytes(data)
+        except OSError as err:
+            raise write_error(folder / source.name, err) from err
+    return folder / path.name
 
 
 def _in_memory(conn: sqlite3.Connection) -> sqlite3.Connection:
@@ -830,19 +846,19 @@ def _result_code(err: sqlite3.Error) -> int | None:
     return next((c for text, c in _CODES_BY_MESSAGE.items() if text in str(err)), None)
 
 
-def _failure(path: Path, err: sqlite3.Error, outcome: str) -> StoreError:
+def _failure(path: Path, err: sqlite3.Error, outcome: str, need: str = "write") -> StoreError:
     """What really stopped SQLite on ``path``: its result code, told with the disk's state
-    (full, read-only, a file-size limit) and the permissions; ``outcome``: what became of the
-    database (e.g. "it was left untouched")."""
+    (full, read-only, a file-size limit) and the permissions ``need`` asks ("read", "write");
+    ``outcome``: what became of the database (e.g. "it was left untouched")."""
     code = _result_code(err)
     if code in (_CORRUPT, _NOTADB):
         return StoreError(f"{path}: the rating database is corrupt ({err}); {outcome}. Restore it "
                           "from a backup.")
     problem = disk_problem(path.parent) if code in (_READONLY, _IOERR, _FULL, _CANTOPEN) else None
     if problem is None and code in (_PERM, _READONLY, _CANTOPEN):
-        blocked = _blocked(path) if os.path.isdir(path.parent) else []
+        blocked = _blocked(path, need) if os.path.isdir(path.parent) else []
         if blocked:
-            return access_error(blocked, "write", path.parent)
+            return access_error(blocked, need, path.parent)
     if problem is None:
         problem = _CAUSES.get(code, ("database error", "Check free disk space and write "
                                      "permission, and run PRAGMA integrity_check if it persists."))
