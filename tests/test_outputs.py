@@ -75,6 +75,12 @@ def in_process(capsys, *args: object) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def labels(export: Path) -> list[tuple[str, str, int, str]]:
+    """The (rater, subject, lesion, label) rows of a long export."""
+    table = pd.read_csv(export, sep="\t")
+    return list(table[["rater", "subject", "lesion", "label"]].itertuples(index=False, name=None))
+
+
 def hot_wal(path: Path, *statements: str) -> None:
     """Leave a pending write-ahead log: a process writes ``statements`` and dies unclosed."""
     code = ("import os, sqlite3, sys\n"
@@ -144,9 +150,9 @@ def test_a_full_disk_is_told_as_such_and_reading_needs_no_space(project):
     line = refused(done, f"{project / 'ratings.sqlite'}: ", "file-size limit", "ulimit -f")
     assert "corrupt" not in line and "backup" not in line
     exported = project.parent / "labels.tsv"
-    done = deep_prl("ratings", "export", project, "-o", exported, file_size=10_000)
+    done = deep_prl("ratings", "export", project, "--long", "-o", exported, file_size=10_000)
     assert done.returncode == 0, done.stderr
-    assert pd.read_csv(exported, sep="\t")["ana"].tolist()[0] == "prl"
+    assert labels(exported) == [("ana", "sub-01", 1, "prl")]
 
 
 def as_reader(fn, *args):
@@ -163,7 +169,7 @@ def test_a_read_only_project_is_exported_and_rating_in_it_says_why_not(manifest,
     study, out = open_folder / "study", open_folder / "out"
     out.mkdir()
     out.chmod(0o777)
-    commands = [("ratings", "export", study, "-o", out / "labels.tsv"),
+    commands = [("ratings", "export", study, "--long", "-o", out / "labels.tsv"),
                 ("ratings", "agreement", study, "-o", out / "agreement.tsv"),
                 ("ratings", "add", study, "--rater", "ben", "--subject", "sub-01", "--lesion", 1,
                  "--label", "prl")]
@@ -174,7 +180,7 @@ def test_a_read_only_project_is_exported_and_rating_in_it_says_why_not(manifest,
     before = store_files(study / "ratings.sqlite")
     exported, agreed, rated = (as_reader(shared_cli, *command) for command in commands)
     assert exported[0] == 0 and agreed[0] == 0, (exported, agreed)
-    assert pd.read_csv(out / "labels.tsv", sep="\t")["ana"].tolist()[0] == "prl"
+    assert labels(out / "labels.tsv") == [("ana", "sub-01", 1, "prl")]
     assert rated[0] == 2 and f"{study} (mode 0555" in rated[1] and "may not write" in rated[1]
     assert "Traceback" not in rated[1] and len(rated[1].strip().splitlines()) == 1
     assert store_files(study / "ratings.sqlite") == before
