@@ -269,9 +269,13 @@ def test_a_killed_export_leaves_no_temporary_file_behind(tmp_path):
     child.kill()
     child.wait()
     child.stdout.close()
-    assert [p.suffix for p in tmp_path.iterdir()] == [".tmp"]  # what the kill left
+    (left,) = tmp_path.iterdir()  # what the kill left
+    host, pid, token = left.name[len(".labels.tsv."):-len(".tmp")].rsplit("-", 2)
+    assert pid == str(child.pid)
+    running = tmp_path / f".labels.tsv.{host}-{os.getpid()}-{token}.tmp"  # a writer at work
+    running.write_text("subject\n")
     write_table(pd.DataFrame({"subject": ["sub-01"], "lesion": [1]}), out)
-    assert [p.name for p in tmp_path.iterdir()] == ["labels.tsv"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [running.name, "labels.tsv"]
 
 
 def _no_training(*args, **kwargs):
