@@ -89,11 +89,14 @@ def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, binary
     return path
 
 
-def check_output(path: str | Path, *, folder: bool = False) -> Path:
+def check_output(path: str | Path | None, *, folder: bool = False) -> Path | None:
     """Refuse (:class:`~napari_deep_prl.errors.OutputError`) an output path that cannot be written,
     before any work: a file path naming a folder (or a folder path naming a file), a file where a
     folder would have to be made, a folder this account may not write or on a read-only disk.
-    Creates nothing; call it for every output a command will write, as soon as it is known."""
+    Creates nothing; call it for every output a command will write (``None``: an output not
+    asked for), as soon as it is known."""
+    if path is None:
+        return None
     path = Path(path)
     if not folder and path.is_dir():
         raise write_error(path, IsADirectoryError(errno.EISDIR, "is a folder"))
@@ -185,9 +188,9 @@ def _remove_stale(path: Path) -> None:
 
 def _running(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
         return False
-    except PermissionError:  # another account's process
-        return True
+    except PermissionError:  # it does, under another account
+        pass
     return True

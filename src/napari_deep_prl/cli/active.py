@@ -86,8 +86,7 @@ def _scores(args: argparse.Namespace, project: Project,
 
 
 def run_score(args: argparse.Namespace) -> int:
-    if args.output:
-        check_output(args.output)
+    check_output(args.output)
     checkpoints = load_models(*args.model)
     decision = "expected_f1" if args.cohort_decision else "validation"
     checked_decision(checkpoints, None, decision)  # before the work, not after it
@@ -105,8 +104,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_rank(args: argparse.Namespace) -> int:
-    if args.output:
-        check_output(args.output)
+    check_output(args.output)
     with Project.open(args.project) as project:
         version, scores = _scores(args, project, load_models(*args.model))
         strategy = active.make_strategy(args.strategy, scores, version=version, seed=args.seed)

@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
                       cohort_decision=args.cohort_decision)
     if not args.manifest or not args.output:
         raise InputError("give a manifest and -o REPORT_DIR (or --merge REPORT_DIR)")
-    for folder in filter(None, (args.output, args.cache)):
-        check_output(folder, folder=True)
+    check_output(args.output, folder=True)
+    check_output(args.cache, folder=True)
     if args.epochs < 1:
         raise InputError(f"--epochs {args.epochs}: train at least one epoch")
     cohort = open_cohort(args.manifest)

@@ -27,8 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.output:
-        check_output(args.output)
+    check_output(args.output)
     subjects = subjects_from_args(args)
     table = run_with_tqdm(cohort_lesion_table(subjects), desc="lesions", disable=args.quiet or len(subjects) == 1)
     if args.output:

@@ -204,10 +204,8 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def run_agreement(args: argparse.Namespace) -> int:
-    if args.output:
-        check_output(args.output)
-    if args.details:
-        check_output(args.details, folder=True)
+    check_output(args.output)
+    check_output(args.details, folder=True)
     with Project.open(args.project, readonly=True) as project:
         summary = project.agreement(unsure=args.unsure, n_boot=args.n_boot, seed=args.seed)
     if args.output:
@@ -253,10 +251,8 @@ def run_export(args: argparse.Namespace) -> int:
     if args.kind and not args.output:
         raise InputError(f"--{args.kind.replace('_', '-')} chooses the table written to -o FILE; "
                          "give -o.")
-    if args.output:
-        check_output(args.output)
-    if args.nifti_dir:
-        check_output(args.nifti_dir, folder=True)
+    check_output(args.output)
+    check_output(args.nifti_dir, folder=True)
     with Project.open(args.project, readonly=True) as project:
         if args.output:
             table = project.export(args.kind or "wide")

@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = [] if not args.output else [Path(args.output), subjects_path(Path(args.output))]
     for path in outputs:
         check_output(path)
-    if args.nifti_dir:
-        check_output(args.nifti_dir, folder=True)
+    check_output(args.nifti_dir, folder=True)
     cohort = subjects_from_args(args)
     checkpoints = load_models(*args.model)
     scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, threshold=args.threshold,
