@@ -303,5 +303,5 @@ def open_strategy(project_dir: str | Path, name: str, *, seed: int = 0) -> Strat
     """The queue strategy ``name`` for a project folder; a model order reads its latest stored scores."""
     if name not in MODEL_STRATEGIES:
         return make_strategy(name, seed=seed)
-    with Project.open(project_dir) as project:
+    with Project.open(project_dir, readonly=True) as project:
         return project_strategy(project, name, seed=seed)

@@ -48,7 +48,7 @@ from napari_deep_prl.evaluate import THRESHOLD_RULES, expected_f1_threshold, met
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.report import json_ready, write_comparison, write_method_report
 from napari_deep_prl.splits import fold_subjects, nested_splits
-from napari_deep_prl.tables import write_atomic, write_table
+from napari_deep_prl.tables import write_or_rescue, write_table, write_text
 
 PREDICTION_COLUMNS = ("subject", "lesion", "fold", "prl_truth", "prl_probability",
                       "prl_prediction")
@@ -227,8 +227,7 @@ def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
             raise InputError(f"{path}: this report folder holds folds of another split (other "
                              "subjects, labels, fold counts or seed). Use a new report folder.")
     else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(splits.to_csv(sep="\t", index=False))
+        write_text(path, splits.to_csv(sep="\t", index=False))
     return path
 
 
@@ -269,16 +268,22 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     for step, (method, fold) in enumerate(jobs, start=1):
         results, members = yield from run_fold(method, truth, splits, fold,
                                                seed=config.seed, ensemble=config.ensemble)
-        write_table(members, members_path(out_dir, method.name, fold))
-        for record, predictions in results:
-            record_path, tsv_path = fold_paths(out_dir, record["method"], fold)
-            write_table(predictions, tsv_path)  # the record last: it marks the fold done
-            text = json.dumps(json_ready(record), indent=2)
-            write_atomic(record_path, lambda fh: fh.write(text))
+        write_or_rescue(lambda root: _save_fold(root, method.name, fold, results, members), out_dir,
+                        f"the results of fold {fold} of {method.name} (under folds/)")
         record = results[0][0]
         yield Progress(step, len(jobs), "cv", f"{method.name} fold {fold}",
                        {"f1": record["metrics"]["f1"], "roc_auc": record["metrics"]["roc_auc"]})
     return splits
+
+
+def _save_fold(out_dir: Path, method: str, fold: int, results: list[tuple[dict, pd.DataFrame]],
+               members: pd.DataFrame) -> None:
+    """Write a finished fold's files; the record of each result last: it marks the fold done."""
+    write_table(members, members_path(out_dir, method, fold))
+    for record, predictions in results:
+        record_path, tsv_path = fold_paths(out_dir, record["method"], fold)
+        write_table(predictions, tsv_path)
+        write_text(record_path, json.dumps(json_ready(record), indent=2))
 
 
 def read_record(path: Path) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_deep_prl.patches import CHANNELS
+from napari_deep_prl.tables import write_atomic
 
 
 def patch_gallery(
@@ -48,7 +49,8 @@ def patch_gallery(
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return path
+    try:
+        return write_atomic(path, lambda fh: fig.savefig(fh, dpi=130, format=path.suffix[1:] or "png"),
+                            binary=True)
+    finally:
+        plt.close(fig)

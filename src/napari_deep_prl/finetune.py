@@ -38,6 +38,7 @@ from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.project import Project
 from napari_deep_prl.splits import validation_shares
+from napari_deep_prl.tables import check_output, write_or_rescue
 from napari_deep_prl.train import TrainConfig, TrainResult, train
 
 STEM = "deep-prl"
@@ -192,6 +193,7 @@ def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
     """
     members = [init] if isinstance(init, Checkpoint) else list(init or [])
     networks = len(members) or models
+    check_output(project.models_dir, folder=True)  # before the training, not after it
     labels = check_labels(project, networks, config, source)
     config_used = members[0].patch_config if members else patch_config
     patches = yield from labelled_patchset(project, labels, config_used)
@@ -209,8 +211,13 @@ def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
     for checkpoint in checkpoints:
         checkpoint.metadata["labels"] = record
         checkpoint.metadata["project"] = str(project.root)
-    path = next_version_path(project.models_dir)
-    path = save_ensemble(checkpoints, path) if len(checkpoints) > 1 else checkpoints[0].save(path)
+    name = next_version_path(project.models_dir).name
+
+    def save(folder: Path) -> Path:
+        path = folder / name
+        return save_ensemble(checkpoints, path) if len(checkpoints) > 1 else checkpoints[0].save(path)
+
+    path = write_or_rescue(save, project.models_dir, "the fine-tuned model")
     return FinetuneResult(checkpoints, runs, path, validation, stopped, comparison)
 
 

@@ -304,8 +304,30 @@ def _strip_nifti_suffix(name: str) -> str:
 
 # --------------------------------------------------------------------------- images
 
-def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
-    """Read a NIfTI image's data as a 3D array; every failure becomes an InputError."""
+def header_problems(paths: SubjectPaths) -> list[str]:
+    """Everything the headers of a subject's images show to be wrong (a missing or unreadable
+    file, not one 3D volume, a bad affine, a grid other than the phase image's), for every image
+    and without reading voxels: ``project init`` checks each subject so before registering any."""
+    images = [("phase", paths.phase), ("mp2rage", paths.mp2rage), ("mask", paths.mask),
+              ("prl_mask", paths.prl_mask), *paths.extra]
+    problems, phase = [], None
+    for role, path in images:
+        if path is None:
+            continue
+        try:
+            img, _ = _read_header(path, role)
+            if role == "phase":
+                phase = img
+            elif phase is not None:
+                _check_same_grid(paths.phase, phase, path, img, role)
+        except InputError as err:
+            problems.append(str(err))
+    return problems
+
+
+def _read_header(path: Path, role: str) -> tuple[nib.Nifti1Image, tuple[int, int, int]]:
+    """A NIfTI image's header, checked (one 3D volume, a valid affine, a plausible size), and its
+    3D shape; no voxel is read. Every failure becomes an InputError."""
     if not path.exists():
         raise file_error(path, f"{role} image not found",
                          "Check the path (manifest paths are relative to the manifest's folder).")
@@ -332,6 +354,12 @@ def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
     if int(np.prod(spatial)) > MAX_VOXELS:
         raise file_error(path, f"{role} image header claims {spatial} voxels, which is implausibly large",
                          "The header is probably damaged: re-export the image.")
+    return img, spatial
+
+
+def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
+    """Read a NIfTI image's data as a 3D array; every failure becomes an InputError."""
+    img, spatial = _read_header(path, role)
     try:
         data = np.asanyarray(img.dataobj)
     except MemoryError as err:

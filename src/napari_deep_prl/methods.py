@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ from napari_deep_prl.crossval import Fitted, Method
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import Progress
+from napari_deep_prl.tables import write_atomic
 
 
 @dataclass(frozen=True)
@@ -122,11 +122,10 @@ def patch_set(cohort: Sequence, config: PatchConfig, settings: MethodSettings
     patches = yield from build_patchset(cohort, config,
                                         exclude_confluent=settings.exclude_confluent)
     if path is not None:  # written aside then renamed: parallel jobs never read half a file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(f".{os.getpid()}.npz")
-        np.savez(partial, x=patches.x, y=patches.y, subject=patches.subject.astype(str),
-                 lesion=patches.lesion, shifted=patches.shifted)
-        os.replace(partial, path)
+        write_atomic(path, lambda fh: np.savez(fh, x=patches.x, y=patches.y,
+                                               subject=patches.subject.astype(str),
+                                               lesion=patches.lesion, shifted=patches.shifted),
+                     binary=True)
     return patches
 
 

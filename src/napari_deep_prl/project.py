@@ -16,7 +16,6 @@ instead of silently pairing old ratings with new lesions.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import os
@@ -30,16 +29,16 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import InputError, InputWarning, StoreError, access_error
+from napari_deep_prl.errors import InputError, InputWarning, StoreError, access_error, write_error
 from napari_deep_prl.filenames import LABEL_CHARS, file_components, output_path
-from napari_deep_prl.io import Cohort, Subject, open_cohort, whole_numbers
+from napari_deep_prl.io import Cohort, Subject, header_problems, open_cohort, whole_numbers
 from napari_deep_prl.lesions import find_lesions, label_lesions, lesions_in_mask
 from napari_deep_prl.progress import Progress, ProgressGenerator, run_to_end
 from napari_deep_prl.ratings import agreement, consensus, export
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
 from napari_deep_prl.ratings.store import Rating, RatingStore
-from napari_deep_prl.tables import write_atomic, write_table, write_text
+from napari_deep_prl.tables import check_output, write_nifti, write_table, write_text
 
 CONFIG_NAME = "project.json"
 DB_NAME = "ratings.sqlite"
@@ -150,18 +149,28 @@ def create_project(root: str | Path, manifest: str | Path,
                    config: dict[str, Any] | None = None) -> ProgressGenerator[Project]:
     """Create a project: register every subject's lesions (one mask loaded at a time).
 
-    ``config`` overrides settings of ``project.json`` (same keys). Re-running on a folder
-    whose creation was interrupted resumes it; a finished project is refused.
+    Every subject's images are checked first, from their headers (:func:`header_problems`), and
+    all problems of all subjects are refused together before anything is created. ``config``
+    overrides settings of ``project.json`` (same keys). Re-running on a folder whose creation
+    was interrupted resumes it; a finished project is refused.
     """
-    root = Path(root)
+    root = check_output(root, folder=True)
     config_path = root / CONFIG_NAME
     if config_path.exists():
         raise InputError(f"{root}: already a napari-deep-prl project. Open it, or choose an "
                          "empty folder.")
     cohort = open_cohort(manifest)
-    root.mkdir(parents=True, exist_ok=True)
-    for sub in ("models", "exports"):
-        (root / sub).mkdir(exist_ok=True)
+    problems = [problem for paths in cohort for problem in header_problems(paths)]
+    if problems:
+        raise InputError(f"{cohort.source or manifest}: {len(problems)} problem(s) in the subjects' "
+                         "images, so no project was created; fix them and run `deep-prl project "
+                         "init` again. "
+                         + " ".join(f"({i}) {problem}" for i, problem in enumerate(problems, 1)))
+    for folder in (root, root / "models", root / "exports"):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise write_error(folder, err) from err
     reference = os.path.relpath(Path(manifest).resolve(), root.resolve())
     data = {**json.loads(ProjectConfig(manifest=reference).to_json()), **(config or {})}
     staged = root / f"{CONFIG_NAME}.new"
@@ -193,11 +202,16 @@ class Project:
         return run_to_end(create_project(root, manifest, config))
 
     @classmethod
-    def open(cls, root: str | Path) -> Project:
-        """Open a project folder; :class:`StoreError` if it is not one or its store is bad."""
+    def open(cls, root: str | Path, *, readonly: bool = False) -> Project:
+        """Open a project folder; :class:`StoreError` if it is not one or its store is bad.
+
+        ``readonly`` for work that only reads (exports, agreement, queue orders): its store is a
+        snapshot taken now (:meth:`RatingStore.open`), which needs no write access to the project.
+        """
         root = Path(root)
         config = ProjectConfig.read(root / CONFIG_NAME)
-        store = RatingStore.open(root / DB_NAME, exclusion_reasons=config.exclusion_reasons)
+        store = RatingStore.open(root / DB_NAME, exclusion_reasons=config.exclusion_reasons,
+                                 readonly=readonly)
         return cls(root, config, store)
 
     def close(self) -> None:
@@ -445,7 +459,8 @@ class Project:
             for (source, name), part in groups.items():
                 file = f"{subjects[paths.subject]}_desc-{descs[source, name]}_prlmask.nii.gz"
                 prl = part.loc[part["label"] == "prl", "lesion"].to_numpy(dtype=np.int64)
-                _write_mask(output_path(folder, file), np.isin(lesion_ids, prl), affine)
+                write_nifti(nib.Nifti1Image(np.isin(lesion_ids, prl).astype(np.uint8), affine),
+                            output_path(folder, file))
                 index.append((paths.subject, source, name, file, n_lesions,
                               int(part["label"].notna().sum()), len(prl)))
             yield Progress(step + 1, len(self.cohort), "subjects", paths.subject)
@@ -505,9 +520,3 @@ def _cell(value: object) -> str:
     """A table cell as stripped text; blank when missing (nothing is read as NA)."""
     return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value).strip()
 
-
-def _write_mask(path: Path, mask: np.ndarray, affine: np.ndarray) -> None:
-    """A binary uint8 NIfTI, gzip-compressed, written atomically."""
-    image = nib.Nifti1Image(mask.astype(np.uint8), affine)
-    data = gzip.compress(image.to_bytes(), mtime=0)
-    write_atomic(path, lambda fh: fh.write(data), binary=True)

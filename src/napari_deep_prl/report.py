@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.evaluate import COUNT_KEYS, REPORT_KEYS, summarise
+from napari_deep_prl.tables import write_atomic, write_text
 
 #: Row labels of the paper's table, keyed by metric.
 ROW_LABELS = {
@@ -90,7 +91,7 @@ def plot_roc(predictions: pd.DataFrame, path: Path, *, title: str) -> None:
            ylim=(0, 1.01), aspect="equal")
     ax.legend(loc="lower right", fontsize="small")
     fig.tight_layout()
-    fig.savefig(path)
+    write_atomic(path, lambda fh: fig.savefig(fh, format="png"), binary=True)
 
 
 def write_method_report(out_dir: Path, method: str, folds: Sequence[Mapping],
@@ -101,17 +102,16 @@ def write_method_report(out_dir: Path, method: str, folds: Sequence[Mapping],
     ``fold`` and ``metrics``); ``predictions`` their concatenated per-lesion predictions.
     """
     folder = Path(out_dir) / method
-    folder.mkdir(parents=True, exist_ok=True)
     metrics = [fold["metrics"] for fold in folds]
     table = fold_table(metrics, [fold["fold"] for fold in folds])
-    table.to_csv(folder / "report.csv", index_label="metric")
+    write_atomic(folder / "report.csv", lambda fh: table.to_csv(fh, index_label="metric"))
     counts = [ROW_LABELS[key] for key in COUNT_KEYS]
-    (folder / "report.md").write_text(
-        f"# {method}: nested cross-validation, outer test folds\n\n"
-        + to_markdown(table, count_rows=counts))
-    predictions.to_csv(folder / "predictions.tsv", sep="\t", index=False)
+    write_text(folder / "report.md", f"# {method}: nested cross-validation, outer test folds\n\n"
+               + to_markdown(table, count_rows=counts))
+    write_atomic(folder / "predictions.tsv",
+                 lambda fh: predictions.to_csv(fh, sep="\t", index=False))
     plot_roc(predictions, folder / "roc.png", title=f"{method}: ROC per outer fold")
-    (folder / "metrics.json").write_text(json.dumps(
+    write_text(folder / "metrics.json", json.dumps(
         json_ready({"method": method, "folds": list(folds), "summary": summarise(metrics)}),
         indent=2))
     return table
@@ -132,10 +132,11 @@ def comparison_table(tables: Mapping[str, pd.DataFrame],
 def write_comparison(out_dir: Path, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     """Write ``comparison.md`` and ``comparison.csv`` (numbers) for all methods."""
     table = comparison_table(tables)
-    (Path(out_dir) / "comparison.md").write_text(
-        "# Methods side by side (outer test folds, mean ± sample SD)\n\n" + to_markdown(table))
+    write_text(Path(out_dir) / "comparison.md",
+               "# Methods side by side (outer test folds, mean ± sample SD)\n\n" + to_markdown(table))
     numbers = pd.concat({m: t[["Average", "STD"]] for m, t in tables.items()}, names=["method"])
-    numbers.to_csv(Path(out_dir) / "comparison.csv", index_label=["method", "metric"])
+    write_atomic(Path(out_dir) / "comparison.csv",
+                 lambda fh: numbers.to_csv(fh, index_label=["method", "metric"]))
     return table
 
 

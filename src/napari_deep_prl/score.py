@@ -59,6 +59,7 @@ from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_truth
 from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches, warn_if_outgrown
 from napari_deep_prl.progress import Progress
+from napari_deep_prl.tables import write_nifti
 from napari_deep_prl.train import INFERENCE_BATCH, TTA_VIEWS, predict_views, resolve_device, resolve_precision
 
 SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
@@ -288,12 +289,11 @@ def probability_volume(labels: np.ndarray, scores: pd.DataFrame, column: str = "
 
 
 def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.ndarray, path: Path) -> Path:
-    """Save :func:`probability_volume` as NIfTI in the phase grid."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Save :func:`probability_volume` as NIfTI in the phase grid (atomically: a failed write
+    leaves no partial map under the name)."""
     image = nib.Nifti1Image(probability_volume(labels, scores), affine)
     image.header.set_intent("estimate", name="PRL probability")
-    nib.save(image, path)
-    return path
+    return write_nifti(image, path)
 
 
 def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint], tta: bool | None,

@@ -140,7 +140,7 @@ class ReviewWidget(LesionWidget):
         """Offer the raters already in the project named in the path box (as soon as the path
         names a project)."""
         try:
-            with Project.open(self.project_path.text()) as project:
+            with Project.open(self.project_path.text(), readonly=True) as project:
                 raters = project.store.raters()["rater"].tolist()
         except (DeepPRLError, OSError):
             return

@@ -17,7 +17,7 @@ from napari_deep_prl.finetune import finetune
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.project import Project
 from napari_deep_prl.score import checked_decision
-from napari_deep_prl.tables import print_table, write_table
+from napari_deep_prl.tables import check_output, print_table, write_table
 from napari_deep_prl.train import TrainConfig
 
 
@@ -86,6 +86,7 @@ def _scores(args: argparse.Namespace, project: Project,
 
 
 def run_score(args: argparse.Namespace) -> int:
+    check_output(args.output)
     checkpoints = load_models(*args.model)
     decision = "expected_f1" if args.cohort_decision else "validation"
     checked_decision(checkpoints, None, decision)  # before the work, not after it
@@ -103,6 +104,7 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_rank(args: argparse.Namespace) -> int:
+    check_output(args.output)
     with Project.open(args.project) as project:
         version, scores = _scores(args, project, load_models(*args.model))
         strategy = active.make_strategy(args.strategy, scores, version=version, seed=args.seed)

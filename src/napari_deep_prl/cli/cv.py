@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     from napari_deep_prl.io import open_cohort
     from napari_deep_prl.methods import MethodSettings, build_methods
     from napari_deep_prl.progress import run_with_tqdm
+    from napari_deep_prl.tables import check_output
 
     if args.errors < 0:
         raise InputError(f"--errors {args.errors}: give a number of lesions, 0 for none")
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
                       cohort_decision=args.cohort_decision)
     if not args.manifest or not args.output:
         raise InputError("give a manifest and -o REPORT_DIR (or --merge REPORT_DIR)")
+    check_output(args.output, folder=True)
+    check_output(args.cache, folder=True)
     if args.epochs < 1:
         raise InputError(f"--epochs {args.epochs}: train at least one epoch")
     cohort = open_cohort(args.manifest)

@@ -19,7 +19,7 @@ from napari_deep_prl.io import read_manifest
 from napari_deep_prl.lesions import cohort_lesion_table, find_lesions
 from napari_deep_prl.patches import extract_patches
 from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.tables import write_table
+from napari_deep_prl.tables import check_output, write_table
 
 GALLERY_PER_CLASS = 6
 SHOWN_LESIONS = 12
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.held_out < args.subjects:
         raise InputError(f"--held-out must be between 1 and --subjects - 1 ({args.subjects - 1}).")
-    out = Path(args.out)
+    out = check_output(args.out, folder=True)
     cohort_dir = out / "cohort"
     say = _printer(args.quiet)
 

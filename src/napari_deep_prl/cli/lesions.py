@@ -8,7 +8,7 @@ import sys
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
 from napari_deep_prl.lesions import cohort_lesion_table
 from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.tables import print_table, write_table
+from napari_deep_prl.tables import check_output, print_table, write_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_output(args.output)
     subjects = subjects_from_args(args)
     table = run_with_tqdm(cohort_lesion_table(subjects), desc="lesions", disable=args.quiet or len(subjects) == 1)
     if args.output:

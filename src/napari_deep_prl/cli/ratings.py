@@ -14,7 +14,7 @@ from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.project import MASK_INDEX, Project
 from napari_deep_prl.ratings.agreement import AgreementSummary, UNSURE_MODES, describe_estimate
 from napari_deep_prl.ratings.schema import LABELS
-from napari_deep_prl.tables import print_table, separator_for, write_table
+from napari_deep_prl.tables import check_output, print_table, separator_for, write_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -211,7 +211,9 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def run_agreement(args: argparse.Namespace) -> int:
-    with Project.open(args.project) as project:
+    check_output(args.output)
+    check_output(args.details, folder=True)
+    with Project.open(args.project, readonly=True) as project:
         summary = project.agreement(unsure=args.unsure, n_boot=args.n_boot, seed=args.seed)
     if args.output:
         write_table(summary.pairs, args.output, na_rep="n/a")
@@ -255,7 +257,9 @@ def run_export(args: argparse.Namespace) -> int:
     if args.kind and not args.output:
         raise InputError(f"--{args.kind.replace('_', '-')} chooses the table written to -o FILE; "
                          "give -o.")
-    with Project.open(args.project) as project:
+    check_output(args.output)
+    check_output(args.nifti_dir, folder=True)
+    with Project.open(args.project, readonly=True) as project:
         if args.output:
             table = project.export(args.kind or "wide")
             write_table(table, args.output)

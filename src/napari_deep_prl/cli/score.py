@@ -14,7 +14,7 @@ from napari_deep_prl.errors import InputError
 from napari_deep_prl.evaluate import format_metric
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.score import score_cohort, truth_metrics
-from napari_deep_prl.tables import print_table, write_table
+from napari_deep_prl.tables import check_output, print_table, write_table
 from napari_deep_prl.train import INFERENCE_BATCH, PRECISIONS
 
 
@@ -66,6 +66,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    outputs = [] if not args.output else [Path(args.output), subjects_path(Path(args.output))]
+    for path in outputs:
+        check_output(path)
+    check_output(args.nifti_dir, folder=True)
     cohort = subjects_from_args(args)
     checkpoints = load_models(*args.model)
     scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, threshold=args.threshold,
@@ -82,10 +86,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"cohort decision: {int(scores.lesions['prl'].sum())} of {len(scores.lesions)} lesions called PRL "
               f"(prl_probability >= {scores.threshold:.4g}, the most expected F1)", file=sys.stderr)
     if args.output:
-        out = Path(args.output)
+        out, summary = outputs
         write_table(scores.lesions, out, na_rep="n/a")
-        summary = write_table(scores.subjects, out.with_name(out.stem + "_subjects" + (out.suffix or ".tsv")),
-                              na_rep="n/a")
+        write_table(scores.subjects, summary, na_rep="n/a")
         print(f"{len(scores.lesions)} lesions of {len(scores.subjects)} subject(s), "
               f"{int(scores.subjects['prl_count'].sum())} scored PRL; table {out}, subjects {summary}",
               file=sys.stderr)
@@ -105,6 +108,11 @@ def run(args: argparse.Namespace) -> int:
               "(--phase/--mp2rage/--mask, or a manifest of just them).", file=sys.stderr)
         return 1
     return 0
+
+
+def subjects_path(output: Path) -> Path:
+    """Where the per-subject summary goes beside the per-lesion table ``output``."""
+    return output.with_name(output.stem + "_subjects" + (output.suffix or ".tsv"))
 
 
 def set_threads(threads: int | None) -> None:

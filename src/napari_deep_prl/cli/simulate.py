@@ -8,6 +8,7 @@ import sys
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.simulate import SIMULATED_CONTRASTS, simulate_cohort
+from napari_deep_prl.tables import check_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if "none" in args.contrasts and len(args.contrasts) > 1:
         raise InputError(f"--contrasts {' '.join(args.contrasts)}: 'none' cannot be combined with contrasts. "
                          "Give contrast names, or none alone")
+    check_output(args.out, folder=True)
     options = {"voxel_size": args.voxel_size, "fov_mm": args.fov,
                "field_strength_t": args.field_strength, "te_ms": args.te, "noise": args.noise,
                "n_lesions": args.lesions}

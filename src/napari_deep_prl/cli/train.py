@@ -23,7 +23,7 @@ from napari_deep_prl.io import open_cohort
 from napari_deep_prl.model import FUSIONS, PRESETS, model_config
 from napari_deep_prl.patches import PatchConfig
 from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.tables import write_table
+from napari_deep_prl.tables import check_output, write_or_rescue, write_table
 from napari_deep_prl.train import PRECISIONS, TrainConfig, TrainResult, train
 
 
@@ -97,6 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     init = load_models(args.init) if args.init else []
     models = network_count(args.models, init, args.init)
+    output = Path(args.output)
+    for path in (output, _history_path(output), *([_out_of_fold_path(output)] if models > 1 else [])):
+        check_output(path)  # before hours of training, not after
     set_threads(args.threads)
     patch_config = init[0].patch_config if init else PatchConfig(size=args.patch_size, normalisation=args.normalisation,
                                                                  phase_centre=args.phase_centre)
@@ -117,12 +120,12 @@ def run(args: argparse.Namespace) -> int:
         if models > 1:
             ensemble = run_with_tqdm(train_crossfitted(patches, config, models, init=init, stop=stop),
                                      disable=args.quiet)
-            path, checkpoints, validation = (_save_ensemble(ensemble, args.output), ensemble.checkpoints,
+            path, checkpoints, validation = (_save_ensemble(ensemble, output), ensemble.checkpoints,
                                              ensemble.validation)
         else:
             result = run_with_tqdm(train(patches, config, init=init[0] if init else None, stop=stop),
                                    disable=args.quiet)
-            path, checkpoints, validation = (_save_single(result, args.output), [result.checkpoint],
+            path, checkpoints, validation = (_save_single(result, output), [result.checkpoint],
                                              result.checkpoint.validation)
     finally:
         signal.signal(signal.SIGINT, previous)
@@ -165,9 +168,12 @@ def network_count(requested: int | None, init: list[Checkpoint], init_path: str 
     return models
 
 
-def _save_single(result: TrainResult, output: str) -> Path:
-    path = result.checkpoint.save(output)
-    history = write_table(pd.DataFrame(result.history), _history_path(path))
+def _save_single(result: TrainResult, output: Path) -> Path:
+    def save(folder: Path) -> tuple[Path, Path]:
+        path = result.checkpoint.save(folder / output.name)
+        return path, write_table(pd.DataFrame(result.history), _history_path(path))
+
+    path, history = write_or_rescue(save, output.parent, "the trained model (and its history)")
     kept = result.checkpoint.validation
     print(f"{'stopped; ' if result.stopped else ''}kept epoch {result.kept_epoch}: validation F1 "
           f"{kept['val_f1']:.3f}, ROC AUC {kept['val_auc']:.3f}, threshold {kept['threshold']:.3f}"
@@ -176,10 +182,14 @@ def _save_single(result: TrainResult, output: str) -> Path:
     return path
 
 
-def _save_ensemble(result: EnsembleResult, output: str) -> Path:
-    path = save_ensemble(result.checkpoints, output)
-    history = write_table(history_table(result.runs), _history_path(path))
-    write_table(result.out_of_fold, Path(path).with_name(Path(path).stem + "_out_of_fold.tsv"))
+def _save_ensemble(result: EnsembleResult, output: Path) -> Path:
+    def save(folder: Path) -> tuple[Path, Path]:
+        path = save_ensemble(result.checkpoints, folder / output.name)
+        write_table(result.out_of_fold, _out_of_fold_path(path))
+        return path, write_table(history_table(result.runs), _history_path(path))
+
+    path, history = write_or_rescue(save, output.parent,
+                                    "the trained models (and their history and out-of-fold predictions)")
     oof = result.validation
     print(f"{'stopped; ' if result.stopped else ''}{len(result.checkpoints)} cross-fitted models; out-of-fold "
           f"({oof['lesions']} lesions, {oof['prl_lesions']} PRL): F1 {oof['val_f1']:.3f}, ROC AUC "
@@ -190,6 +200,10 @@ def _save_ensemble(result: EnsembleResult, output: str) -> Path:
 
 def _history_path(model: Path) -> Path:
     return model.with_name(model.stem + "_history.tsv")
+
+
+def _out_of_fold_path(model: Path) -> Path:
+    return model.with_name(model.stem + "_out_of_fold.tsv")
 
 
 def _stop_on_first_interrupt(stop: threading.Event):  # noqa: ANN202

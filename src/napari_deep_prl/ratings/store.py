@@ -9,8 +9,13 @@ Why it is built this way:
   waited for (SQLite's busy timeout) and the whole transaction retried with back-off until
   :attr:`RatingStore.busy_deadline_s`; only then does the caller see a :class:`StoreError`.
 * **Never damage a file we do not own.** Before anything is written the file's header,
-  ``application_id``, schema version and ``quick_check`` are verified; a corrupt or foreign
-  file raises :class:`StoreError` and is left byte-identical.
+  ``application_id``, schema version and ``quick_check`` are verified by a reader that writes
+  none of its files (a pending write-ahead log is read, never merged or deleted); a corrupt,
+  foreign or too-new file raises :class:`StoreError` and is left byte-identical, with its
+  ``-wal`` and ``-shm``.
+* **Errors that say what is wrong.** SQLite's result codes are told apart: a full disk, a
+  file-size limit, a read-only disk or missing permissions are named as such, never as
+  corruption. Reading (``open(readonly=True)``: exports, statistics) needs no write access.
 * **Append-only history.** Ratings and consensus decisions are never updated or deleted: a
   changed label is a new row, an undo is a row retracting an earlier one, and so is a retracted
   consensus decision (see :mod:`.schema`).
@@ -26,16 +31,19 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any, TypeVar
 
 import pandas as pd
 
 from napari_deep_prl import __version__
-from napari_deep_prl.errors import InputError, StoreError, access_error
+from napari_deep_prl.errors import (InputError, StoreError, access_error, disk_problem,
+                                   on_read_only_fs, write_error)
 from napari_deep_prl.filenames import check_id, id_problem
 from napari_deep_prl.ratings import schema
 
@@ -94,51 +102,60 @@ class RatingStore:
         self._keys: dict[tuple[str, int], int] = {}
         self.path = path
         self.exclusion_reasons = tuple(exclusion_reasons)
+        #: A snapshot opened with ``readonly``: writing through it raises StoreError.
+        self.readonly = False
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = False,
+    def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False,
              exclusion_reasons: Sequence[str] = schema.DEFAULT_EXCLUSION_REASONS,
              busy_timeout_s: float = 5.0) -> RatingStore:
         """Open (or with ``create`` make) a rating database, migrating an older schema.
 
-        Raises :class:`StoreError` for a missing, corrupt, foreign or too-new file; such a
-        file is not written to.
+        The file is inspected before anything is written, by a reader that writes none of its
+        files (not even SQLite's ``-wal`` and ``-shm``): a missing, corrupt, foreign or too-new
+        file raises :class:`StoreError` and stays byte-identical. ``readonly`` (exports,
+        statistics) reads a snapshot taken now, in memory (an older schema is upgraded there), so
+        a project this account may not write, or on a full disk, can still be read; writing
+        through it is refused.
         """
         path = Path(path)
-        _check_access(path)
+        if readonly and create:
+            raise ValueError("a rating database cannot be created read-only")
+        if not readonly:
+            _check_access(path)
         fresh = _check_header(path, create)
+        if readonly:
+            version, conn = _inspect(path, snapshot=True)
+        else:
+            version = 0 if fresh else _inspect(path, adopt_empty=create)[0]
+            conn = _connect(path, fresh, busy_timeout_s)
         try:
-            if fresh:  # created as open() would: SQLite makes it 0o644, never group-writable
-                path.touch()
-            conn = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
-                                   check_same_thread=False)
-        except (OSError, sqlite3.Error) as err:
-            raise StoreError(f"{path}: cannot open the rating database ({err}). Check the "
-                             "folder exists and is writable.") from err
-        try:
-            version = _verify(conn, path, fresh)
             store = cls(conn, path, exclusion_reasons)
-            store._prepare(version)
+            store._prepare(version, readonly)
         except BaseException:
             conn.close()
             raise
         return store
 
-    def _prepare(self, version: int) -> None:
+    def _prepare(self, version: int, readonly: bool) -> None:
         conn = self._conn
-        backup_path = self.path.with_name(f"{self.path.name}.v{version}.bak")
-        if 0 < version < schema.SCHEMA_VERSION and not backup_path.exists():
-            backup_path.touch()
-            backup = sqlite3.connect(backup_path)
-            conn.backup(backup)
-            backup.close()
-        self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
-        conn.execute("PRAGMA synchronous=FULL")
+        if not readonly:
+            backup_path = self.path.with_name(f"{self.path.name}.v{version}.bak")
+            if 0 < version < schema.SCHEMA_VERSION and not backup_path.exists():
+                backup_path.touch()
+                backup = sqlite3.connect(backup_path)
+                conn.backup(backup)
+                backup.close()
+            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            conn.execute("PRAGMA synchronous=FULL")
         if version < schema.SCHEMA_VERSION:
             self._write(self._migrate)
         conn.execute("PRAGMA foreign_keys=ON")
+        if readonly:
+            conn.execute("PRAGMA query_only=ON")
+            self.readonly = True
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Create or upgrade the schema; re-read the version under the write lock."""
@@ -170,8 +187,9 @@ class RatingStore:
 
     # -- transactions --------------------------------------------------------------------
 
-    def _retry(self, fn: Callable[[], T]) -> T:
-        """Run ``fn`` until it is not refused for a busy database or the deadline passes."""
+    def _retry(self, fn: Callable[[], T], outcome: str = "nothing was changed") -> T:
+        """Run ``fn`` until it is not refused for a busy database or the deadline passes; any
+        other failure is told as what really stopped SQLite (:func:`_failure`)."""
         deadline = time.monotonic() + self.busy_deadline_s
         delay = 0.005
         while True:
@@ -179,24 +197,23 @@ class RatingStore:
                 return fn()
             except sqlite3.OperationalError as err:
                 if not _is_busy(err):
-                    raise self._failed(err) from err
+                    raise _failure(self.path, err, outcome) from err
                 if time.monotonic() > deadline:
                     raise StoreError(
                         f"{self.path}: the database stayed locked for {self.busy_deadline_s:.0f}"
                         " s; another program holds it. Close that program and try again; "
                         "nothing was written.") from err
             except sqlite3.DatabaseError as err:
-                raise self._failed(err) from err
+                raise _failure(self.path, err, outcome) from err
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.5)
 
-    def _failed(self, err: sqlite3.DatabaseError) -> StoreError:
-        return StoreError(f"{self.path}: database error ({err}); the failed change was not "
-                          "written. Check free disk space and write permission, and run "
-                          "PRAGMA integrity_check if it persists.")
-
     def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn`` in one durable write transaction, retried as a whole while busy."""
+        if self.readonly:
+            raise StoreError(f"{self.path}: opened read-only (a snapshot for reading), so nothing "
+                             "can be written through it; open the project without readonly.")
+
         def attempt() -> T:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -210,7 +227,7 @@ class RatingStore:
             return result
 
         with self._lock:
-            return self._retry(attempt)
+            return self._retry(attempt, "the change was not written")
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         def run() -> pd.DataFrame:
@@ -653,17 +670,35 @@ def _check_access(path: Path) -> None:
     """Refuse a database this account may not write, before SQLite fails on it cryptically.
 
     SQLite writes the file and its ``-wal`` and ``-shm`` companions, and creates those in the
-    folder; in a project shared by raters' accounts all of them must be group-writable.
+    folder; in a project shared by raters' accounts all of them must be group-writable. A
+    read-only file system is told as such.
     """
     folder = path.parent
     if not os.path.isdir(folder):
         return  # a missing folder is reported as a missing database
-    companions = (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm"))
-    blocked = [p for p in companions if os.path.exists(p) and not os.access(p, os.R_OK | os.W_OK)]
-    if not os.access(folder, os.W_OK | os.X_OK):
-        blocked.insert(0, folder)
+    if on_read_only_fs(folder):
+        raise StoreError(f"{path}: on a read-only file system, so nothing can be written to it. "
+                         "Copy the project to a writable disk to rate; exports and agreement read "
+                         "it as it is.")
+    blocked = _blocked(path, "write")
     if blocked:
         raise access_error(blocked, "write", folder)
+
+
+def _blocked(path: Path, need: str) -> list[Path]:
+    """The database's folder and files (``-wal``, ``-shm``) this account may not use as ``need``
+    ("read", or "write": read and write)."""
+    writing = need == "write"
+    companions = (path, _companion(path, "-wal"), _companion(path, "-shm"))
+    mode = os.R_OK | os.W_OK if writing else os.R_OK
+    blocked = [p for p in companions if os.path.exists(p) and not os.access(p, mode)]
+    if not os.access(path.parent, os.W_OK | os.X_OK if writing else os.X_OK):
+        blocked.insert(0, path.parent)
+    return blocked
+
+
+def _companion(path: Path, suffix: str) -> Path:
+    return path.with_name(path.name + suffix)
 
 
 def _check_header(path: Path, create: bool) -> bool:
@@ -673,8 +708,11 @@ def _check_header(path: Path, create: bool) -> bool:
             return True
         raise StoreError(f"{path}: no rating database here. Create the project with "
                          "`deep-prl project init` or check the path.")
-    with open(path, "rb") as handle:
-        header = handle.read(len(_SQLITE_HEADER))
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(_SQLITE_HEADER))
+    except PermissionError:
+        raise access_error([path], "read", path.parent) from None
     if header != _SQLITE_HEADER:
         raise StoreError(f"{path}: not a rating database (the file is corrupt or of another "
                          "kind); it was left untouched. Restore it from a backup or move it "
@@ -682,24 +720,169 @@ def _check_header(path: Path, create: bool) -> bool:
     return False
 
 
-def _verify(conn: sqlite3.Connection, path: Path, fresh: bool) -> int:
-    """Check ownership, version and integrity without writing; return the schema version."""
+def _connect(path: Path, fresh: bool, busy_timeout_s: float) -> sqlite3.Connection:
+    """The read-write connection, once the file has been inspected (``fresh``: make it)."""
     try:
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        n_objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        check = conn.execute("PRAGMA quick_check").fetchone()[0]
-    except sqlite3.DatabaseError as err:
-        raise StoreError(f"{path}: the rating database is corrupt ({err}); it was left "
-                         "untouched. Restore it from a backup.") from err
+        if fresh:  # created as open() would: SQLite makes it 0o644, never group-writable
+            path.touch()
+        return sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None,
+                               check_same_thread=False)
+    except OSError as err:
+        raise write_error(path, err) from err
+    except sqlite3.Error as err:
+        raise _failure(path, err, "nothing was changed") from err
+
+
+#: Inspections of a database whose file changed while it was read (a writer's checkpoint).
+_INSPECTIONS = 5
+
+
+def _inspect(path: Path, *, adopt_empty: bool = False,
+             snapshot: bool = False) -> tuple[int, sqlite3.Connection | None]:
+    """Verify the database (:func:`_verify`) by a reader that writes none of its files
+    (:func:`_reader`); return its schema version and, with ``snapshot``, a copy in memory.
+
+    The main file alone is read when no log is pending; a checkpoint by another process can
+    change it meanwhile, so a refusal (or a snapshot) is looked at again when it did. A reader
+    the ``-shm`` refused is replaced by one of a private copy.
+    """
+    copy = False
+    for attempt in range(1, _INSPECTIONS + 1):
+        last = attempt == _INSPECTIONS
+        before = _file_state(path)
+        try:
+            with _reader(path, copy) as conn:
+                version = _verify(conn, path, adopt_empty)
+                memory = _in_memory(conn) if snapshot else None
+        except StoreError:
+            if last or _file_state(path) == before:
+                raise
+            continue
+        except sqlite3.Error as err:
+            if last or _result_code(err) in (_CORRUPT, _NOTADB):
+                raise _failure(path, err, "it was left untouched", "read") from err
+            copy = True
+            continue
+        if last or not snapshot or _file_state(path) == before:
+            return version, memory
+        memory.close()
+    raise AssertionError("unreachable")
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the main file is written (a checkpoint): inode, size, mtime."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
+@contextmanager
+def _reader(path: Path, copy: bool = False) -> Iterator[sqlite3.Connection]:
+    """A connection that reads the database and writes none of its files: the main file alone
+    (``immutable``) when no write-ahead log is pending, else the file and its log through a
+    read-only ``-shm``; without a ``-shm`` (or with ``copy``) a private copy of file and log."""
+    wal, shm = _companion(path, "-wal"), _companion(path, "-shm")
+    pending = os.path.exists(wal) and os.path.getsize(wal) > 0
+    with ExitStack() as stack:
+        if pending and (copy or not shm.exists()):
+            folder = Path(stack.enter_context(TemporaryDirectory(prefix="deep-prl-inspect-")))
+            conn = sqlite3.connect(_private_copy(path, folder), check_same_thread=False)
+        else:
+            mode = "mode=ro&readonly_shm=1" if pending else "immutable=1"
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True,
+                                   check_same_thread=False)
+        stack.callback(conn.close)
+        yield conn
+
+
+def _private_copy(path: Path, folder: Path) -> Path:
+    """The database and its write-ahead log copied into ``folder`` (only read where they are)."""
+    for source in (path, _companion(path, "-wal")):
+        try:
+            with open(source, "rb") as original:
+                data = original.read()
+        except PermissionError:
+            raise access_error([source], "read", path.parent) from None
+        except OSError as err:
+            raise StoreError(f"{source}: cannot be read ({err.strerror}); it was left untouched. "
+                             "Check the disk.") from err
+        try:
+            (folder / source.name).write_bytes(data)
+        except OSError as err:
+            raise write_error(folder / source.name, err) from err
+    return folder / path.name
+
+
+def _in_memory(conn: sqlite3.Connection) -> sqlite3.Connection:
+    """A copy of the database in memory (what a read-only store reads)."""
+    memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+    conn.backup(memory)
+    return memory
+
+
+def _verify(conn: sqlite3.Connection, path: Path, adopt_empty: bool) -> int:
+    """Check ownership, version and integrity; return the schema version. An empty SQLite file
+    (made by an interrupted creation) is adopted with ``adopt_empty``, as version 0."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    n_objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    check = conn.execute("PRAGMA quick_check").fetchone()[0]
     if check != "ok":
         detail = " ".join(check.split())[:200]
         raise StoreError(f"{path}: the rating database is corrupt ({detail}); it was left "
                          "untouched. Restore it from a backup.")
-    if app_id != schema.APPLICATION_ID and not (fresh and app_id == 0 and n_objects == 0):
+    if app_id != schema.APPLICATION_ID and not (adopt_empty and app_id == 0 and n_objects == 0):
         raise StoreError(f"{path}: this SQLite file is not a napari-deep-prl rating database; "
                          "it was left untouched. Point to the project's ratings.sqlite.")
     if version > schema.SCHEMA_VERSION:
         raise StoreError(f"{path}: written by a newer napari-deep-prl (schema {version}, this "
-                         f"version reads up to {schema.SCHEMA_VERSION}). Upgrade the package.")
+                         f"version reads up to {schema.SCHEMA_VERSION}); it was left untouched. "
+                         "Upgrade the package.")
     return version
+
+
+#: SQLite's primary result codes (sqlite3.h) that tell what stopped it.
+_PERM, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 3, 8, 10, 11, 13, 14, 26
+#: The same told by SQLite's messages (the exceptions of Python 3.10 carry no code).
+_CODES_BY_MESSAGE = {"access permission denied": _PERM, "readonly database": _READONLY,
+                     "disk I/O error": _IOERR, "malformed": _CORRUPT, "disk is full": _FULL,
+                     "unable to open database file": _CANTOPEN, "not a database": _NOTADB}
+#: What each code says when neither the disk nor the permissions explain it.
+_CAUSES = {
+    _FULL: ("the disk holding it was full", "Free space on that disk, then try again."),
+    _IOERR: ("reading or writing the disk failed", "Check the disk (its free space, `dmesg`), "
+             "then try again."),
+    _CANTOPEN: ("the file or its folder cannot be opened", "Check that the folder exists and "
+                "that this account may read and write it."),
+    _READONLY: ("the file cannot be written", "Check that it was not moved or replaced while "
+                "open and that this account may write it, then try again."),
+}
+
+
+def _result_code(err: sqlite3.Error) -> int | None:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF
+    return next((c for text, c in _CODES_BY_MESSAGE.items() if text in str(err)), None)
+
+
+def _failure(path: Path, err: sqlite3.Error, outcome: str, need: str = "write") -> StoreError:
+    """What really stopped SQLite on ``path``: its result code, told with the disk's state
+    (full, read-only, a file-size limit) and the permissions ``need`` asks ("read", "write");
+    ``outcome``: what became of the database (e.g. "it was left untouched")."""
+    code = _result_code(err)
+    if code in (_CORRUPT, _NOTADB):
+        return StoreError(f"{path}: the rating database is corrupt ({err}); {outcome}. Restore it "
+                          "from a backup.")
+    problem = disk_problem(path.parent) if code in (_READONLY, _IOERR, _FULL, _CANTOPEN) else None
+    if problem is None and code in (_PERM, _READONLY, _CANTOPEN):
+        blocked = _blocked(path, need) if os.path.isdir(path.parent) else []
+        if blocked:
+            return access_error(blocked, need, path.parent)
+    if problem is None:
+        problem = _CAUSES.get(code, ("database error", "Check free disk space and write "
+                                     "permission, and run PRAGMA integrity_check if it persists."))
+    what, remedy = problem
+    return StoreError(f"{path}: {what} (SQLite: {err}); {outcome}. {remedy}")

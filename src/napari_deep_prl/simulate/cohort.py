@@ -34,7 +34,7 @@ from napari_deep_prl.simulate.subject import (
     check_contrasts,
     simulate_subject,
 )
-from napari_deep_prl.tables import write_table
+from napari_deep_prl.tables import write_nifti, write_table
 
 #: Leading truth-table columns (the rest follow in the lesion table's order).
 TRUTH_LEAD = ("subject", "lesion", "kind", "prl")
@@ -126,6 +126,6 @@ def write_subject(sim: Simulated, out_dir: Path) -> SubjectPaths:
         image.set_qform(subject.affine, code=1)
         image.set_sform(subject.affine, code=1)
         paths[role] = folder / f"{subject.subject}_{role}.nii.gz"
-        nib.save(image, paths[role])
+        write_nifti(image, paths[role])
     return SubjectPaths(subject.subject, paths["phase"], paths["mp2rage"], paths["mask"],
                         paths["prl_mask"], extra=tuple((name, paths[name]) for name in subject.extra))
