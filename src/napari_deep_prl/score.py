@@ -1,8 +1,9 @@
 """Scoring lesions: PRL probability, decision and uncertainty per lesion; PRL counts per subject.
 
 Each subject is loaded once, its lesions found and cut into patches with the patch settings
-stored in the checkpoint (once per distinct setting), and all patches go through the network in
-batches. Several checkpoints (an ensemble, e.g. the inner-fold models of a cross-validation)
+stored in the checkpoint (once per distinct setting), and the patches go through the network in
+batches. Patches are cut and scored a run of lesions at a time (:func:`patches.patch_runs`), so
+memory does not grow with a subject's lesion count. Several checkpoints (an ensemble, e.g. the inner-fold models of a cross-validation)
 and/or test-time augmentation (TTA: the 8 combinations of flips along the three axes, which
 keep the phase's dipole pattern) give several probabilities per lesion: their mean is
 ``prl_probability`` and their standard deviation ``uncertainty`` (``n/a`` with a single model
@@ -55,7 +56,7 @@ from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.evaluate import expected_f1_threshold, metrics_from_predictions, roc_auc
 from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_truth
-from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches, warn_if_outgrown
+from napari_deep_prl.patches import PatchConfig, chunk_length, mask_patches, patch_runs, warn_if_outgrown
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.train import INFERENCE_BATCH, TTA_VIEWS, predict_views, resolve_device, resolve_precision
 
@@ -250,7 +251,8 @@ def cohort_threshold(scores: pd.DataFrame) -> float:
 
 def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_phase: bool,
                    pool: ThreadPoolExecutor) -> tuple[Subject, Lesions, dict[PatchConfig, np.ndarray]]:
-    """Load a subject, find its lesions and cut their mask channels (one per patch setting).
+    """Load a subject, find its lesions and cut the mask channels of the first run of them
+    (:func:`patches.patch_runs`; one per patch setting).
 
     The lesion work needs only the mask, so it runs on a second core while the images decompress
     (zlib releases the GIL): that hides most of it. The small mask file is read twice for it.
@@ -258,7 +260,8 @@ def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_pha
     def from_mask() -> tuple[Lesions, dict[PatchConfig, np.ndarray]]:
         mask, affine = paths.load_mask()
         lesions = lesions_in_mask(mask, affine, paths.subject)
-        return lesions, {config: mask_patches(lesions, config) for config in configs}
+        return lesions, {config: mask_patches(lesions, config, ids=lesions.ids[:chunk_length(config.size)])
+                         for config in configs}
 
     found = pool.submit(from_mask)
     subject = paths.load(flip_phase=flip_phase)
@@ -301,9 +304,10 @@ def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint]
         return _empty_scores()
     members, spreads = [], []
     for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
-        x = extract_patches(subject, lesions, config, mask=(masks or {}).get(config))
         group = [c for c in checkpoints if c.patch_config == config]
-        views = view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision)
+        views = np.concatenate([
+            view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision)
+            for x in patch_runs(subject, lesions, config, first_mask=(masks or {}).get(config))], axis=1)
         probability, spread = _mean_and_spread(views)
         members.append((probability, len(views)))
         spreads.append(spread)
