@@ -86,5 +86,5 @@ def test_a_damaged_calibration_is_refused(tmp_path, checkpoint, calibration):
     metadata["calibration"] = calibration
     raw["metadata"] = json.dumps(metadata)
     torch.save(raw, path)
-    with pytest.raises(CheckpointError, match="do not match"):
+    with pytest.raises(CheckpointError, match="checkpoint field 'calibration'"):
         load_checkpoint(path)
