@@ -1,8 +1,9 @@
 """Peak memory of ``deep-prl score`` and ``deep-prl train`` against the lesion count of one subject.
 
 One subject on a small grid (112 × 112 × 108 voxels of 1 mm) carries N lesions of 2 × 2 × 2
-voxels on a lattice 5 voxels apart (a few of them PRLs, with a dark phase rim), for N = 1,000 and
-10,000; the grid is the same for both, so loading it costs the same. Each command runs in its own
+voxels on a lattice 5 voxels apart (one in 12 a PRL), for N = 1,000 and 10,000: the subject of
+the memory tests (``tests/capped.py``). The grid is the same for both, so loading it costs the
+same. Each command runs in its own
 process, and its peak resident memory (the kernel's high-water mark, ``ru_maxrss`` from
 ``os.wait4``) is printed with its ratio to the peak of a process that imports the same command
 line and loads that subject alone (the baseline, measured in the same run).
@@ -25,44 +26,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
+from napari_deep_prl.io import write_manifest
 
-from napari_deep_prl.io import SubjectPaths, write_manifest
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from capped import lattice_subject  # noqa: E402  (the subject the memory tests cap)
 
-GRID = (112, 112, 108)
-SPACING = 5
-PRL_EVERY = 12  # about 8 % of the lesions are PRLs, as in the paper's cohort
 BASELINE = ("from napari_deep_prl.cli import build_parser; build_parser(); "
             "from napari_deep_prl.io import open_cohort; open_cohort(sys.argv[1])[0].load()")
-
-
-def lattice_subject(folder: Path, name: str, n_lesions: int, seed: int = 0) -> SubjectPaths:
-    """A subject whose mask holds ``n_lesions`` 2-voxel cubes on a lattice (raster order)."""
-    sites = [(x, y, z) for x in range(2, GRID[0] - 3, SPACING) for y in range(2, GRID[1] - 3, SPACING)
-             for z in range(2, GRID[2] - 3, SPACING)]
-    if n_lesions > len(sites):
-        raise SystemExit(f"at most {len(sites)} lesions fit the {GRID} grid")
-    rng = np.random.default_rng(seed)
-    mask = np.zeros(GRID, np.uint8)
-    prl = np.zeros(GRID, np.uint8)
-    phase = rng.normal(0, 0.02, GRID).astype(np.float32)
-    mp2rage = (0.8 + rng.normal(0, 0.02, GRID)).astype(np.float32)
-    for i, (x, y, z) in enumerate(sites[:n_lesions]):
-        mask[x:x + 2, y:y + 2, z:z + 2] = 1
-        if i % PRL_EVERY == 0:
-            prl[x:x + 2, y:y + 2, z:z + 2] = 1
-            phase[x - 1:x + 3, y - 1:y + 3, z - 1:z + 3] -= 0.3  # a dark shell around the lesion
-    mp2rage[mask > 0] = 0.4
-    phase[mask > 0] = rng.normal(0, 0.02, int(mask.sum()))
-    affine = np.eye(4)
-    out = folder / name
-    out.mkdir(parents=True)
-    files = {}
-    for role, data in (("phase", phase), ("mp2rage", mp2rage), ("mask", mask), ("prlmask", prl)):
-        files[role] = out / f"{name}_{role}.nii.gz"
-        nib.save(nib.Nifti1Image(data, affine), files[role])
-    return SubjectPaths(name, files["phase"], files["mp2rage"], files["mask"], files["prlmask"])
 
 
 def peak_mb(args: list[str]) -> tuple[float, int, str]:
@@ -82,10 +52,10 @@ def cli(*args: str) -> list[str]:
 
 def main() -> None:
     counts = [int(a) for a in sys.argv[1:]] or [1000, 10000]
-    print(f"{time.strftime('%Y-%m-%d %H:%M')}, grid {GRID}, lesions of 8 voxels {SPACING} voxels apart")
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}: lesions of 8 voxels on a 112 x 112 x 108 grid")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        companion = lattice_subject(root, "sub-small", 20, seed=1)
+        companion = lattice_subject(root, "sub-small", 20)
         cohorts = {}
         for n in counts:
             big = lattice_subject(root, f"sub-n{n}", n)
