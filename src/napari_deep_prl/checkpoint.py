@@ -239,13 +239,13 @@ def _check_model(value: Any, metadata: dict[str, Any]) -> str:
                 f"whole numbers >= 1, fusion one of {', '.join(FUSIONS)}, dropout in [0, 1)")
     if not isinstance(value, dict) or not set(value) <= set(ModelConfig.__dataclass_fields__):
         return expected
-    if not all(isinstance(value.get(k, []), list) and all(_whole(v, 1) for v in value.get(k, [])) for k in ("widths", "fc")):
-        return expected
-    if not all(_whole(value.get(k, 1), 1) for k in ("convs_per_block", "reduction")) or \
-            not _number(value.get("dropout", 0.0)):
+    lists = [value.get(k, []) for k in ("widths", "fc")]
+    counts = [value.get(k, 1) for k in ("convs_per_block", "reduction")]
+    if not (all(isinstance(v, list) and all(_whole(n, 1) for n in v) for v in lists)
+            and all(_whole(n, 1) for n in counts) and _number(value.get("dropout", 0.0))):
         return expected
     try:
-        ModelConfig.from_dict(value)
+        ModelConfig.from_dict(value)  # the fusion, the number of widths, the dropout's range
     except InputError:
         return expected
     return ""
@@ -263,10 +263,10 @@ def _check_patch(value: Any, metadata: dict[str, Any]) -> str:
 
 
 def _check_patch_size(value: Any, metadata: dict[str, Any]) -> str:
-    low = max(4, 2 ** len(ModelConfig.from_dict(metadata["model"]).widths)) if "model" in metadata else 4
+    low = max(4, 2 ** len(ModelConfig.from_dict(metadata["model"]).widths))  # checked before: see the order
     if not _whole(value, low, MAX_PATCH_SIZE):
         return f"a whole number of voxels from {low} to {MAX_PATCH_SIZE}"
-    if "patch" in metadata and metadata["patch"].get("size") != value:
+    if metadata["patch"].get("size") != value:
         return f"the size of the patches the network is given, patch.size {_shown(metadata['patch'].get('size'))}"
     return ""
 

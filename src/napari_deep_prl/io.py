@@ -59,7 +59,7 @@ AFFINE_TOLERANCE_MM = 1e-3
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
 #: Largest image read, in voxels (2**28: e.g. 640 × 640 × 640, or a whole head at 0.35 mm);
-#: reading one at the limit takes about 3 GB (float64 on disk), a subject about 5 GB.
+#: a loaded subject takes about 20 bytes a voxel, so about 5 GB at the limit.
 MAX_VOXELS = 2**28
 #: Most a deflate stream expands (1,032 : 1): with the gzip trailer, a bound on what a
 #: ``.nii.gz`` file can hold once decompressed.

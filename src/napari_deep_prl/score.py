@@ -1,9 +1,8 @@
 """Scoring lesions: PRL probability, decision and uncertainty per lesion; PRL counts per subject.
 
 Each subject is loaded once, its lesions found and cut into patches with the patch settings
-stored in the checkpoint (once per distinct setting), and the patches go through the network in
-batches. Patches are cut and scored a run of lesions at a time (:func:`patches.patch_runs`), so
-memory does not grow with a subject's lesion count. Several checkpoints (an ensemble, e.g. the inner-fold models of a cross-validation)
+stored in the checkpoint (once per distinct setting), and all patches go through the network in
+batches. Several checkpoints (an ensemble, e.g. the inner-fold models of a cross-validation)
 and/or test-time augmentation (TTA: the 8 combinations of flips along the three axes, which
 keep the phase's dipole pattern) give several probabilities per lesion: their mean is
 ``prl_probability`` and their standard deviation ``uncertainty`` (``n/a`` with a single model
@@ -304,6 +303,7 @@ def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint]
         return _empty_scores()
     members, spreads = [], []
     for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
+        # a run of lesions cut and scored at a time: memory does not grow with the lesion count
         group = [c for c in checkpoints if c.patch_config == config]
         views = np.concatenate([
             view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision)
