@@ -136,7 +136,7 @@ def subject_patches(subject, lesions, table, config: PatchConfig, shift: int) ->
         megabytes = len(table) * len(CHANNELS) * config.size**3 * 4 / 1e6
         raise InputError(f"subject {subject.subject}: {len(table):,} labelled lesions, more than the "
                          f"{MAX_TRAINING_LESIONS:,} per subject that training takes (their {config.size}³ "
-                         f"patches alone would hold {megabytes:,.0f} MB in memory). A mask with that many is "
+                         f"patches would hold at least {megabytes:,.0f} MB in memory). A mask with that many is "
                          "usually specks or noise: check it (e.g. remove components of a few voxels), or "
                          "label fewer of its lesions")
     ids = table["lesion"].to_numpy()
