@@ -114,3 +114,25 @@ def test_train_init_compares_with_the_model_it_started_from(tmp_path, capsys):
     assert (f"compared with {start} on the same 3 held-out lesions (1 PRL): new model F1 1.000, ROC AUC "
             "1.000; starting model F1 1.000, ROC AUC 1.000: the new model validates at least as well"
             in capsys.readouterr().err)
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")  # the tiny model's patches
+def test_train_init_refuses_flags_that_differ_from_the_starting_model(tmp_path, capsys):
+    # the issue: --patch-size 40 --normalisation patch --phase-centre zero were silently ignored
+    manifest = rim_manifest(tmp_path)
+    start = ranking_models()[0]
+    path = start.save(tmp_path / "m1.pt")
+    out = tmp_path / "tuned.pt"
+    base = ["train", str(manifest), "-o", str(out), "--init", str(path), "--epochs", "0", "--device", "cpu",
+            "--quiet"]
+    assert main([*base, "--patch-size", "40", "--normalisation", "patch", "--phase-centre", "zero",
+                 "--preset", "paper", "--fusion", "gate"]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1
+    assert ("--patch-size 40 (the model's: 8); --normalisation patch (the model's: subject); --phase-centre zero "
+            "(the model's: local); --fusion gate (the model's: concat); --preset paper (the model's: none (widths "
+            f"[2, 4])): {path} fixes these, and fine-tuning keeps them") in message
+    assert not out.exists()
+    # the same values as the model's are no conflict
+    assert main([*base, "--patch-size", "8", "--normalisation", "subject", "--fusion", "concat"]) == 0
+    assert load_checkpoint(out).patch_config == start.patch_config

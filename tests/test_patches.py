@@ -201,3 +201,38 @@ def test_lesions_too_large_for_the_patch_are_found_and_warned_about(subject):
                                           r"Use more\. A patch of 12 voxels"):
         warn_if_outgrown([table.iloc[:0], table], 10, "Use more.")
     assert not outgrown(table, 12).any()
+
+
+def test_patches_cut_a_run_at_a_time_are_those_cut_at_once(subject, monkeypatch):
+    import napari_deep_prl.patches as patches_module
+
+    lesions = find_lesions(subject)
+    shifts = np.array([[0, 0, 0], [5, 0, 0], [0, -5, 0]])
+    for config in (PatchConfig(), PatchConfig(normalisation="patch"), PatchConfig(phase_centre="zero")):
+        at_once = extract_patches(subject, lesions, config, shift=shifts)
+        monkeypatch.setattr(patches_module, "CHUNK_VOXELS", 1)  # one patch a run
+        assert patches_module.chunk_length(config.size) == 1
+        np.testing.assert_array_equal(extract_patches(subject, lesions, config, shift=shifts), at_once)
+        runs = list(patches_module.patch_runs(subject, lesions, config))
+        assert len(runs) == 3
+        np.testing.assert_array_equal(np.concatenate(runs), extract_patches(subject, lesions, config))
+        monkeypatch.undo()
+
+
+def test_the_subject_scaling_samples_an_even_spread_of_many_lesions(subject, monkeypatch):
+    import napari_deep_prl.patches as patches_module
+
+    lesions = find_lesions(subject)
+    monkeypatch.setattr(patches_module, "SCALING_VOXELS", 2 * 14**3)  # two lesions' worth of 28³ patches
+    sampled = subject_scaling(subject, lesions)
+    table = lesions.table.iloc[[0, 2]]  # the first and the last: evenly spread
+    two = type(lesions)(lesions.labels, table.reset_index(drop=True))
+    monkeypatch.undo()
+    assert sampled == subject_scaling(subject, two)
+
+
+@pytest.mark.parametrize("settings", [{"size": 28.7}, {"size": True}, {"size": 97}, {"size": 3},
+                                      {"mask_dilation": 15}, {"mask_dilation": 1.5}, {"mask_dilation": -1}])
+def test_patch_settings_are_whole_voxels_in_range(settings):
+    with pytest.raises(InputError, match="give a whole number of voxels from"):
+        PatchConfig(**settings)

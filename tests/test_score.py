@@ -57,6 +57,17 @@ def test_cohort_scoring_from_files_matches_scoring_loaded_subjects(manifest):
     pd.testing.assert_frame_equal(from_files, loaded)
 
 
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+def test_scoring_a_run_of_lesions_at_a_time_gives_the_same_scores(manifest, monkeypatch):
+    import napari_deep_prl.patches as patches_module
+
+    cohort = read_manifest(manifest)
+    checkpoints = [_checkpoint(0), _checkpoint(1, normalisation="patch")]
+    at_once = run_to_end(score_cohort(cohort, checkpoints, tta=True)).lesions
+    monkeypatch.setattr(patches_module, "CHUNK_VOXELS", 1)  # one lesion a run
+    pd.testing.assert_frame_equal(run_to_end(score_cohort(cohort, checkpoints, tta=True)).lesions, at_once)
+
+
 def test_tta_and_ensembles_report_a_spread(manifest):
     subject = read_manifest(manifest)[0].load()
     single = score_subject(subject, [_checkpoint()])

@@ -41,7 +41,7 @@ from napari_deep_prl.checkpoint import Checkpoint
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import Subject
 from napari_deep_prl.lesions import Lesions, find_lesions
-from napari_deep_prl.patches import PatchConfig, extract_patches
+from napari_deep_prl.patches import PatchConfig, patch_runs
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.project import Project
 from napari_deep_prl.ratings.queue import Strategy, seeded_shuffle, subject_order
@@ -147,14 +147,17 @@ def resolve_method(checkpoints: Sequence[Checkpoint], method: str = "auto") -> s
 def estimate(checkpoints: Sequence[Checkpoint], x: np.ndarray, method: str = "auto", *,
              n_samples: int = 16, seed: int = 0, device: str = "auto") -> Uncertainty:
     """Mean probability and uncertainty of patches ``x`` under one method (see module doc)."""
+    return from_samples(view_samples(checkpoints, x, method, n_samples=n_samples, seed=seed, device=device))
+
+
+def view_samples(checkpoints: Sequence[Checkpoint], x: np.ndarray, method: str = "auto", *,
+                 n_samples: int = 16, seed: int = 0, device: str = "auto") -> np.ndarray:
+    """The views' probabilities (views × patches) of ``x`` under one method."""
     method = resolve_method(checkpoints, method)
     if method == "mc_dropout":
-        samples = np.concatenate([
-            mc_dropout_samples(c, x, n_samples=n_samples, seed=seed, device=device)
-            for c in checkpoints])
-    else:
-        samples = view_probabilities(checkpoints, x, tta=method == "tta", device=device)
-    return from_samples(samples)
+        return np.concatenate([mc_dropout_samples(c, x, n_samples=n_samples, seed=seed, device=device)
+                               for c in checkpoints])
+    return view_probabilities(checkpoints, x, tta=method == "tta", device=device)
 
 
 def model_version(checkpoints: Sequence[Checkpoint], method: str = "auto", *,
@@ -180,11 +183,14 @@ def score_lesions(subject: Subject, checkpoints: Sequence[Checkpoint], method: s
                   device: str = "auto") -> pd.DataFrame:
     """One row per lesion (:data:`SCORE_COLUMNS`): probability, decision, entropy, uncertainty.
 
-    The decision threshold is the mean of the models' thresholds (as in ensemble scoring).
+    The decision threshold is the mean of the models' thresholds (as in ensemble scoring). The
+    patches are scored a run at a time (:func:`patches.patch_runs`); MC dropout seeds run ``i``
+    with ``seed + i``.
     """
     lesions = find_lesions(subject) if lesions is None else lesions
-    x = extract_patches(subject, lesions, _shared_patch_config(checkpoints))
-    scores = estimate(checkpoints, x, method, n_samples=n_samples, seed=seed, device=device)
+    runs = patch_runs(subject, lesions, _shared_patch_config(checkpoints))
+    scores = from_samples(np.concatenate([view_samples(checkpoints, x, method, n_samples=n_samples, seed=seed + i,
+                                                       device=device) for i, x in enumerate(runs)], axis=1))
     table = lesions.table.assign(subject=subject.subject, prl_probability=scores.probability,
                                  prl=scores.probability >= decision_threshold(checkpoints),
                                  entropy=scores.entropy, uncertainty=scores.mutual_information)

@@ -7,6 +7,11 @@ paper, every PRL is also cut with its centre shifted by ``oversample_shift`` vox
 each axis in both directions (6 extra patches per PRL): the rare class gets more, slightly
 different views. Those copies are flagged ``shifted`` so validation and testing use only the
 original patch of each lesion (:meth:`PatchSet.originals`).
+
+Training holds every patch in memory (each epoch draws from all of them): 3 × 28³ float32 =
+0.26 MB a patch, so about 2.3 GB for the paper's cohort of 5,900 lesions with its oversampled
+PRLs. A subject may bring at most :data:`MAX_TRAINING_LESIONS` labelled lesions: more is a
+mask of specks or noise, and would cost gigabytes before anything is learnt.
 """
 
 from __future__ import annotations
@@ -20,8 +25,11 @@ import pandas as pd
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.io import SubjectPaths, require_truth
 from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.patches import PatchConfig, extract_patches, subject_scaling, warn_if_outgrown
+from napari_deep_prl.patches import CHANNELS, PatchConfig, extract_patches, warn_if_outgrown
 from napari_deep_prl.progress import Progress
+
+#: Labelled lesions one subject may bring to training (an MS brain has tens, rarely hundreds).
+MAX_TRAINING_LESIONS = 1000
 
 
 @dataclass
@@ -50,6 +58,22 @@ class PatchSet:
             raise InputError(f"no patches for subject(s) {', '.join(unknown[:5])}; "
                              "check the subject ids against the cohort manifest")
         return self.take(np.isin(self.subject, list(subjects)))
+
+    @classmethod
+    def from_parts(cls, parts: list[tuple[np.ndarray, ...]], config: PatchConfig) -> PatchSet:
+        """One set from per-subject ``(x, y, subject, lesion, shifted)`` parts (:func:`subject_patches`).
+
+        Empties ``parts``, freeing each part's patches once copied: the patches are never held
+        twice, as concatenating them would.
+        """
+        y, subject, lesion, shifted = (np.concatenate(column) for column in list(zip(*parts))[1:])
+        x = np.empty((len(y), *parts[0][0].shape[1:]), dtype=np.float32)
+        start = 0
+        while parts:
+            part = parts.pop(0)[0]
+            x[start:start + len(part)] = part
+            start += len(part)
+        return cls(x, y, subject, lesion, shifted, config)
 
     def originals(self) -> PatchSet:
         """One patch per lesion, without the shifted copies: for validation and testing."""
@@ -99,24 +123,30 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
         raise InputError("the cohort has no lesions to train on; check the lesion masks")
     warn_if_outgrown(tables, config.size, "Train with a larger --patch-size (slower: the cost grows "
                      "with its cube).")
-    x, y, subject_ids, lesion_ids, shifted = (np.concatenate(column) for column in zip(*parts))
-    return PatchSet(x, y, subject_ids, lesion_ids, shifted, config)
+    return PatchSet.from_parts(parts, config)
 
 
 def subject_patches(subject, lesions, table, config: PatchConfig, shift: int) -> tuple[np.ndarray, ...]:
-    """One subject's patches, labels from ``table["prl"]``, ids and shift flags (positives oversampled)."""
+    """One subject's patches, labels from ``table["prl"]``, ids and shift flags (positives oversampled).
+
+    Refuses a subject with more than :data:`MAX_TRAINING_LESIONS` labelled lesions before
+    cutting any patch.
+    """
+    if len(table) > MAX_TRAINING_LESIONS:
+        megabytes = len(table) * len(CHANNELS) * config.size**3 * 4 / 1e6
+        raise InputError(f"subject {subject.subject}: {len(table):,} labelled lesions, more than the "
+                         f"{MAX_TRAINING_LESIONS:,} per subject that training takes (their {config.size}³ "
+                         f"patches would hold at least {megabytes:,.0f} MB in memory). A mask with that many is "
+                         "usually specks or noise: check it (e.g. remove components of a few voxels), or "
+                         "label fewer of its lesions")
     ids = table["lesion"].to_numpy()
     labels = table["prl"].to_numpy(bool)
-    scaling = subject_scaling(subject, lesions, config) if config.normalisation == "subject" else None
-    x = [extract_patches(subject, lesions, config, ids=ids, scaling=scaling)]
-    y, lesion_ids, shifted = [labels], [ids], [np.zeros(ids.size, bool)]
-    positives = ids[labels]
-    if shift and positives.size:
-        for offset in oversampling_shifts(shift):
-            x.append(extract_patches(subject, lesions, config, ids=positives, shift=offset, scaling=scaling))
-            y.append(np.ones(positives.size, bool))
-            lesion_ids.append(positives)
-            shifted.append(np.ones(positives.size, bool))
-    n = sum(len(v) for v in y)
-    return (np.concatenate(x), np.concatenate(y).astype(np.int8), np.full(n, subject.subject, dtype=object),
-            np.concatenate(lesion_ids).astype(np.int64), np.concatenate(shifted))
+    positives = ids[labels] if shift else ids[:0]
+    offsets = oversampling_shifts(shift) if shift else np.zeros((0, 3), np.int64)
+    # the originals, then every PRL shifted by each offset in turn: one array, cut in one call
+    rows = np.concatenate([ids, np.tile(positives, len(offsets))])
+    shifts = np.concatenate([np.zeros((ids.size, 3), np.int64), np.repeat(offsets, positives.size, axis=0)])
+    x = extract_patches(subject, lesions, config, ids=rows, shift=shifts)
+    shifted = np.arange(rows.size) >= ids.size
+    y = np.concatenate([labels, np.ones(rows.size - ids.size, bool)]).astype(np.int8)
+    return x, y, np.full(rows.size, subject.subject, dtype=object), rows.astype(np.int64), shifted

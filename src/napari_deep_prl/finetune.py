@@ -24,7 +24,6 @@ from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from napari_deep_prl.active import model_version, score_project
@@ -154,8 +153,7 @@ def labelled_patchset(project: Project, labels: pd.DataFrame, config: PatchConfi
     if not parts:
         raise InputError(f"{project.root}: no labelled lesions to train on; rate some lesions "
                          "(or import PRL masks) first")
-    x, y, subject_ids, lesion_ids, shifted = (np.concatenate(c) for c in zip(*parts))
-    return PatchSet(x, y, subject_ids, lesion_ids, shifted, config)
+    return PatchSet.from_parts(parts, config)
 
 
 def next_version_path(models_dir: Path) -> Path:

@@ -19,11 +19,13 @@ Every problem a user can fix raises :class:`~napari_deep_prl.errors.InputError` 
 
 from __future__ import annotations
 
+import gzip
 import logging
 import os
 import re
 import threading
 import warnings
+import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -61,8 +63,12 @@ AFFINE_TOLERANCE_MM = 1e-3
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
-#: Images with more voxels than this are refused as damaged headers (a 0.3 mm whole head has ~1e8).
-MAX_VOXELS = 1_000_000_000
+#: Largest image read, in voxels (2**28: e.g. 640 × 640 × 640, or a whole head at 0.35 mm);
+#: a loaded subject takes about 20 bytes a voxel, so about 5 GB at the limit.
+MAX_VOXELS = 2**28
+#: Most a deflate stream expands (1,032 : 1): with the gzip trailer, a bound on what a
+#: ``.nii.gz`` file can hold once decompressed.
+GZIP_MAX_RATIO = 1032
 
 
 @dataclass(frozen=True)
@@ -351,9 +357,7 @@ def _read_header(path: Path, role: str) -> tuple[nib.Nifti1Image, tuple[int, int
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-12:
         raise file_error(path, "has an invalid affine (not finite or singular)",
                          "Fix the qform/sform of the header so voxel sizes and orientation are defined.")
-    if int(np.prod(spatial)) > MAX_VOXELS:
-        raise file_error(path, f"{role} image header claims {spatial} voxels, which is implausibly large",
-                         "The header is probably damaged: re-export the image.")
+    _check_size(path, role, img)
     return img, spatial
 
 
@@ -368,13 +372,64 @@ def _read_image(path: Path, role: str) -> tuple[np.ndarray, nib.Nifti1Image]:
     except Exception as err:  # truncated gzip, short file, bad scaling...
         raise file_error(path, f"image data cannot be read ({_describe(err)}); the file may be truncated",
                          "Re-export or re-copy the file.") from err
-    if np.iscomplexobj(data):
+    return data.reshape(spatial), img
+
+
+def _check_size(path: Path, role: str, img: nib.Nifti1Image) -> None:
+    """What the header promises, checked before a byte of data is allocated: the data type, the
+    voxel count against :data:`MAX_VOXELS`, and the data's bytes against what the file holds
+    (a 1 kB file cannot hold a gigabyte image however its header reads)."""
+    dtype = img.get_data_dtype()
+    if dtype.kind == "c":
         raise file_error(path, f"{role} image is complex-valued",
                          "Give the unwrapped phase (real-valued), not the complex signal.")
-    if data.dtype.kind not in "biuf":
-        raise file_error(path, f"{role} image has an unsupported data type ({data.dtype})",
+    if dtype.kind not in "biuf":
+        raise file_error(path, f"{role} image has an unsupported data type ({dtype})",
                          "Save it as an integer or floating-point NIfTI.")
-    return data.reshape(spatial), img
+    voxels = int(np.prod(img.shape, dtype=object))
+    if voxels > MAX_VOXELS:
+        raise file_error(path, f"{role} image header claims {img.shape} = {voxels:,} voxels, more than the "
+                         f"{MAX_VOXELS:,} this package reads (docs/data.md, 'Input limits')",
+                         "If the header is right, crop the image to the brain or resample it; if not, the "
+                         "header is damaged: re-export the image")
+    needed = int(img.dataobj.offset) + voxels * dtype.itemsize
+    holds, compressed = _most_bytes(path)
+    if needed > holds and not (compressed and _decompresses_to(path, needed)):
+        holds = "it decompresses to fewer" if compressed else f"the file holds {holds:,}"
+        raise file_error(path, f"{role} image header promises {img.shape} {dtype} voxels, {needed:,} bytes of "
+                         f"file, but {holds}: the file is truncated or its header is damaged",
+                         "Re-export or re-copy the file")
+
+
+def _most_bytes(path: Path) -> tuple[int, bool]:
+    """The most bytes the file can give once read, and whether it is gzip-compressed: its size,
+    or for gzip the sizes its trailer allows (ISIZE, the length modulo 2**32, below the file's
+    size × :data:`GZIP_MAX_RATIO`). A file of several gzip members can give more than this: see
+    :func:`_decompresses_to`."""
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        if fh.read(2) != b"\x1f\x8b" or size < 18:
+            return size, False
+        fh.seek(-4, os.SEEK_END)
+        isize = int.from_bytes(fh.read(4), "little")
+    most = size * GZIP_MAX_RATIO
+    return (isize + (most - isize) // 2**32 * 2**32 if isize <= most else most), True
+
+
+def _decompresses_to(path: Path, needed: int) -> bool:
+    """Whether the gzip file gives at least ``needed`` bytes, decompressed a MB at a time and
+    kept nowhere (for the rare files of several members, whose trailer counts the last one)."""
+    total = 0
+    try:
+        with gzip.open(path, "rb") as fh:
+            while total < needed:
+                chunk = fh.read(1 << 20)
+                if not chunk:
+                    return False
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error):  # damaged or cut short: it does not hold them
+        return False
+    return True
 
 
 _NIBABEL_LOG_LOCK = threading.Lock()

@@ -25,13 +25,17 @@ Other lesions inside a patch are left out of the mask channel by default (``othe
 "exclude"``); ``"include"`` keeps them at 1 like the raw mask, ``"downweight"`` at 0.5 (as ALPaCA
 does), so the network knows which lesion it is asked about.
 
-Extraction is vectorised: one fancy-indexing gather per channel for all lesions at once.
+Extraction is vectorised: one fancy-indexing gather per channel for a run of lesions at once,
+runs of :data:`CHUNK_VOXELS` patch voxels, so that its temporary arrays stay the same size
+whatever the number of lesions; the per-subject scaling samples the tissue around at most
+:data:`SCALING_VOXELS` voxels' worth of lesions (spread over all of them).
 """
 
 from __future__ import annotations
 
+import numbers
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -52,6 +56,15 @@ PERCENTILES = (1.0, 99.0)
 OTHER_LESION_WEIGHTS = {"exclude": 0.0, "downweight": 0.5, "include": 1.0}
 #: What a stored patch configuration meant by leaving out a setting added later.
 ABSENT_SETTINGS = {"phase_centre": "zero"}
+#: Largest patch side, in voxels: a 96³ patch of three channels is 10.6 MB (float32), the
+#: default 28³ one 0.26 MB; lesions at 0.5 mm fit in about 56.
+MAX_PATCH_SIZE = 96
+#: Patch voxels cut in one go (95 lesions of 28³): extraction's temporary arrays, about
+#: 40 bytes a voxel, stay near 80 MB however many lesions a subject has.
+CHUNK_VOXELS = 2**21
+#: Sampled voxels behind a per-subject scaling: when a subject's lesions would give more,
+#: the scaling samples an evenly spread subset of them (764 lesions at 28³; a brain has tens).
+SCALING_VOXELS = 2**21
 
 Normalisation = Literal["subject", "patch"]
 OtherLesions = Literal["exclude", "downweight", "include"]
@@ -69,15 +82,17 @@ class PatchConfig:
     phase_centre: PhaseCentre = "local"
 
     def __post_init__(self) -> None:
-        if self.size < 4:
-            raise InputError(f"patch size {self.size} is too small; use at least 4 voxels (default 28).")
+        if not _whole(self.size) or not 4 <= self.size <= MAX_PATCH_SIZE:
+            raise InputError(f"patch size {self.size!r}: give a whole number of voxels from 4 to "
+                             f"{MAX_PATCH_SIZE} (default 28).")
         if self.normalisation not in ("subject", "patch"):
             raise InputError(f"unknown normalisation '{self.normalisation}'; use 'subject' or 'patch'.")
         if self.other_lesions not in OTHER_LESION_WEIGHTS:
             raise InputError(f"unknown other_lesions '{self.other_lesions}'; use "
                              + ", ".join(OTHER_LESION_WEIGHTS) + ".")
-        if self.mask_dilation < 0:
-            raise InputError("mask_dilation must be 0 or more voxels.")
+        if not _whole(self.mask_dilation) or not 0 <= self.mask_dilation <= self.size // 2:
+            raise InputError(f"mask_dilation {self.mask_dilation!r}: give a whole number of voxels from 0 to "
+                             f"half the patch size ({self.size // 2}; default 1).")
         if self.phase_centre not in ("local", "zero"):
             raise InputError(f"unknown phase_centre '{self.phase_centre}'; use 'local' or 'zero'.")
 
@@ -88,6 +103,11 @@ class PatchConfig:
     def from_dict(cls, values: dict) -> PatchConfig:
         known = {k: values[k] for k in cls.__dataclass_fields__ if k in values}
         return cls(**{**ABSENT_SETTINGS, **known})
+
+
+def _whole(value: object) -> bool:
+    """An integer, not a bool (``True`` is an int to Python, never a size to a user)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -120,16 +140,54 @@ def extract_patches(
     ``shift`` (3,) or (n, 3) moves each patch centre by whole voxels (positive oversampling).
     ``scaling`` reuses a subject scaling computed once (see :func:`subject_scaling`); ``mask``
     the mask channel of the same lesions and shift computed beforehand (:func:`mask_patches`:
-    it needs no images, so it can run while they load).
+    it needs no images, so it can run while they load). The patches are cut in runs of
+    :data:`CHUNK_VOXELS` voxels into the returned array: memory beyond it stays one run's.
     """
     ids = _checked_ids(lesions, ids)
+    shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), (ids.size, 3))
+    out = np.empty((ids.size, len(CHANNELS)) + (config.size,) * 3, dtype=np.float32)
     if ids.size == 0:
-        return np.zeros((0, len(CHANNELS)) + (config.size,) * 3, dtype=np.float32)
+        return out
+    if config.normalisation == "subject":
+        scaling = scaling or subject_scaling(subject, lesions, config)
+    for run in chunks(ids.size, config.size):
+        _cut(subject, lesions, config, ids[run], shift[run], scaling, out[run], with_mask=mask is None)
+        if mask is not None:
+            out[run, 2] = mask[run]
+    return out
+
+
+def chunk_length(size: int) -> int:
+    """Patches of side ``size`` cut, or scored, at once: :data:`CHUNK_VOXELS` voxels' worth."""
+    return max(1, CHUNK_VOXELS // size**3)
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """``n`` patches of side ``size`` as consecutive runs of :func:`chunk_length` (one empty run
+    when ``n`` is 0, so that a subject without lesions still gives an empty batch)."""
+    step = chunk_length(size)
+    return (slice(start, min(start + step, n)) for start in range(0, max(n, 1), step))
+
+
+def patch_runs(subject: Subject, lesions: Lesions, config: PatchConfig = PatchConfig(), *,
+               first_mask: np.ndarray | None = None) -> Iterator[np.ndarray]:
+    """All the subject's patches (:func:`extract_patches`, lesions in table order), a run of
+    :func:`chunk_length` lesions at a time: scoring one run before cutting the next keeps
+    memory the same whatever the lesion count. ``first_mask``: the first run's mask channel,
+    when cut beforehand (:func:`mask_patches`)."""
+    scaling = subject_scaling(subject, lesions, config) if len(lesions) and config.normalisation == "subject" else None
+    for i, run in enumerate(chunks(len(lesions), config.size)):
+        yield extract_patches(subject, lesions, config, ids=lesions.ids[run], scaling=scaling,
+                              mask=first_mask if i == 0 else None)
+
+
+def _cut(subject: Subject, lesions: Lesions, config: PatchConfig, ids: np.ndarray, shift: np.ndarray,
+         scaling: SubjectScaling | None, out: np.ndarray, *, with_mask: bool) -> None:
+    """Cut the patches of ``ids`` into ``out``; the mask channel only ``with_mask``."""
     index, inside = _patch_index(_centres(lesions, ids, shift), config.size, subject.shape)
     mp2rage = _gather(subject.mp2rage, index, inside)
     phase = _gather(subject.phase, index, inside)
     if config.normalisation == "subject":
-        scaling = scaling or subject_scaling(subject, lesions, config)
         mp2rage = np.clip((mp2rage - scaling.mp2rage_low) / (scaling.mp2rage_high - scaling.mp2rage_low), 0, 1)
         if config.phase_centre == "local":  # sampled at every second voxel, as the scaling
             sampled, sampled_inside = tuple(axis[:, ::2] for axis in index), inside[:, ::2, ::2, ::2]
@@ -138,11 +196,10 @@ def extract_patches(
         phase = np.clip(0.5 + phase / (2 * scaling.phase_scale), 0, 1)
     else:
         mp2rage, phase = _patchwise_minmax(mp2rage), _patchwise_minmax(phase)
-    mp2rage *= inside  # zero padding
-    phase *= inside
-    if mask is None:
-        mask = mask_patches(lesions, config, ids=ids, shift=shift)
-    return np.stack([mp2rage, phase, mask], axis=1).astype(np.float32, copy=False)
+    out[:, 0] = mp2rage * inside  # zero padding
+    out[:, 1] = phase * inside
+    if with_mask:
+        out[:, 2] = _mask_channel_at(lesions, config, ids, index, inside)
 
 
 def mask_patches(lesions: Lesions, config: PatchConfig = PatchConfig(), *, ids: np.ndarray | None = None,
@@ -153,6 +210,11 @@ def mask_patches(lesions: Lesions, config: PatchConfig = PatchConfig(), *, ids: 
     if ids.size == 0:
         return np.zeros((0,) + (config.size,) * 3, dtype=np.float32)
     index, inside = _patch_index(_centres(lesions, ids, shift), config.size, lesions.labels.shape)
+    return _mask_channel_at(lesions, config, ids, index, inside)
+
+
+def _mask_channel_at(lesions: Lesions, config: PatchConfig, ids: np.ndarray, index: tuple[np.ndarray, ...],
+                     inside: np.ndarray) -> np.ndarray:
     mask = _mask_channel(_gather(lesions.labels, index, inside), ids, config)
     mask *= inside  # zero padding, also where the dilated mask spills out of the volume
     return mask
@@ -204,10 +266,14 @@ def _reach(table: pd.DataFrame) -> np.ndarray:
 
 
 def subject_scaling(subject: Subject, lesions: Lesions, config: PatchConfig = PatchConfig()) -> SubjectScaling:
-    """Robust scaling from the tissue around all the subject's lesions (lesion voxels excluded)."""
+    """Robust scaling from the tissue around the subject's lesions (lesion voxels excluded): all
+    of them, or an evenly spread :data:`SCALING_VOXELS` worth when there are more."""
     if len(lesions) == 0:
         raise InputError(f"subject {subject.subject}: no lesions, so no per-subject scaling can be computed.")
+    most = max(1, SCALING_VOXELS // len(range(0, config.size, 2)) ** 3)
     centres = centres_of(lesions)
+    if len(centres) > most:
+        centres = centres[np.linspace(0, len(centres) - 1, most).round().astype(int)]
     # A stride of 2 samples the neighbourhood well enough at an eighth of the cost.
     index, inside = _patch_index(centres, config.size, subject.shape, stride=2)
     tissue = inside & (_gather(lesions.labels, index, inside) == 0)

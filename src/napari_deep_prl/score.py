@@ -57,7 +57,7 @@ from napari_deep_prl.evaluate import expected_f1_threshold, metrics_from_predict
 from napari_deep_prl.filenames import file_components, output_path
 from napari_deep_prl.io import Subject, SubjectPaths
 from napari_deep_prl.lesions import Lesions, find_lesions, lesions_in_mask, with_truth
-from napari_deep_prl.patches import PatchConfig, extract_patches, mask_patches, warn_if_outgrown
+from napari_deep_prl.patches import PatchConfig, chunk_length, mask_patches, patch_runs, warn_if_outgrown
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.tables import write_nifti
 from napari_deep_prl.train import INFERENCE_BATCH, TTA_VIEWS, predict_views, resolve_device, resolve_precision
@@ -254,7 +254,8 @@ def cohort_threshold(scores: pd.DataFrame) -> float:
 
 def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_phase: bool,
                    pool: ThreadPoolExecutor) -> tuple[Subject, Lesions, dict[PatchConfig, np.ndarray]]:
-    """Load a subject, find its lesions and cut their mask channels (one per patch setting).
+    """Load a subject, find its lesions and cut the mask channels of the first run of them
+    (:func:`patches.patch_runs`; one per patch setting).
 
     The lesion work needs only the mask, so it runs on a second core while the images decompress
     (zlib releases the GIL): that hides most of it. The small mask file is read twice for it.
@@ -262,7 +263,8 @@ def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_pha
     def from_mask() -> tuple[Lesions, dict[PatchConfig, np.ndarray]]:
         mask, affine = paths.load_mask()
         lesions = lesions_in_mask(mask, affine, paths.subject)
-        return lesions, {config: mask_patches(lesions, config) for config in configs}
+        return lesions, {config: mask_patches(lesions, config, ids=lesions.ids[:chunk_length(config.size)])
+                         for config in configs}
 
     found = pool.submit(from_mask)
     subject = paths.load(flip_phase=flip_phase)
@@ -304,9 +306,11 @@ def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint]
         return _empty_scores()
     members, spreads = [], []
     for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
-        x = extract_patches(subject, lesions, config, mask=(masks or {}).get(config))
+        # a run of lesions cut and scored at a time: memory does not grow with the lesion count
         group = [c for c in checkpoints if c.patch_config == config]
-        views = view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision)
+        views = np.concatenate([
+            view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision)
+            for x in patch_runs(subject, lesions, config, first_mask=(masks or {}).get(config))], axis=1)
         probability, spread = _mean_and_spread(views)
         members.append((probability, len(views)))
         spreads.append(spread)

@@ -202,8 +202,10 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     train_ids = [s for s in patches.subjects if s not in set(val_subjects)]
     if not train_ids:
         raise InputError("every subject is in the validation set; nothing is left to train on")
-    training, validation = patches.select(train_ids), patches.select(val_subjects).originals()
-    positives, negatives = np.flatnonzero(training.y == 1), np.flatnonzero(training.y == 0)
+    # the training patches are drawn from ``patches`` by row, not copied: the set is held once
+    validation = patches.select(val_subjects).originals()
+    training = np.flatnonzero(np.isin(patches.subject, train_ids))
+    positives, negatives = training[patches.y[training] == 1], training[patches.y[training] == 0]
     if positives.size == 0 or negatives.size == 0:
         raise InputError(f"the training subjects have {positives.size} PRL and {negatives.size} "
                          "non-PRL lesions; both classes are needed")
@@ -234,7 +236,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
                 stopped = True
                 break
             rows = _balanced_rows(rng, positives, negatives, config.batch_size)
-            losses.append(_step(model, optimiser, training, rows, config, generator, device, dtype))
+            losses.append(_step(model, optimiser, patches, rows, config, generator, device, dtype))
             scheduler.step()
             yield Progress(step + 1, steps_per_epoch, "batch", f"epoch {epoch}", {"loss": losses[-1]})
         if not losses:
@@ -260,7 +262,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     summary = {
         "train_subjects": train_ids, "val_subjects": list(val_subjects),
         "train_patches": len(training), "train_prl_patches": int(positives.size),
-        "train_lesions": int((~training.shifted).sum()), "val_lesions": len(validation),
+        "train_lesions": int((~patches.shifted[training]).sum()), "val_lesions": len(validation),
         "val_prl_lesions": int(validation.y.sum()), "epochs_run": len(history) - 1,
         "steps_per_epoch": steps_per_epoch, "kept_epoch": best.record["epoch"], "keep": config.keep,
         "stopped": stopped,

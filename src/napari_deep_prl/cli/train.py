@@ -20,8 +20,8 @@ from napari_deep_prl.dataset import build_patchset
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.evaluate import THRESHOLD_RULES
 from napari_deep_prl.io import open_cohort
-from napari_deep_prl.model import FUSIONS, PRESETS, model_config
-from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.model import FUSIONS, PRESETS, ModelConfig, model_config
+from napari_deep_prl.patches import MAX_PATCH_SIZE, PatchConfig
 from napari_deep_prl.progress import run_with_tqdm
 from napari_deep_prl.tables import check_output, write_or_rescue, write_table
 from napari_deep_prl.train import PRECISIONS, TrainConfig, TrainResult, train
@@ -49,16 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                    help="arithmetic of the training steps: auto (default) is bfloat16 where the CPU or GPU "
                         "computes it natively (about 1.5x faster on such a CPU), else float32")
-    p.add_argument("--preset", default="default", choices=tuple(PRESETS),
-                   help="network width: default (CPU-sized) or paper (GPU)")
-    p.add_argument("--fusion", choices=FUSIONS, help="mask attention: concat (paper), none (ablation), gate")
-    p.add_argument("--normalisation", default=PatchConfig.normalisation, choices=("subject", "patch"),
-                   help="patch intensity scaling: per subject (default) or per patch (paper's min-max)")
-    p.add_argument("--phase-centre", default=PatchConfig.phase_centre, choices=("local", "zero"),
+    fixed = "; with --init the model's, and another value is refused"
+    p.add_argument("--preset", choices=tuple(PRESETS),
+                   help=f"network width: default (CPU-sized, the default) or paper (GPU){fixed}")
+    p.add_argument("--fusion", choices=FUSIONS,
+                   help=f"mask attention: concat (paper, the default), none (ablation), gate{fixed}")
+    p.add_argument("--normalisation", choices=("subject", "patch"),
+                   help=f"patch intensity scaling: per subject (default) or per patch (paper's min-max){fixed}")
+    p.add_argument("--phase-centre", choices=("local", "zero"),
                    help="phase mapped to the middle of the scale: the median of each patch's own tissue "
                         "(local, default: offsets and slow background fields left by phase filtering "
-                        "cancel) or phase 0 (zero: for phase images known to be centred on 0)")
-    p.add_argument("--patch-size", type=int, default=PatchConfig.size, help=f"patch side in voxels ({PatchConfig.size})")
+                        f"cancel) or phase 0 (zero: for phase images known to be centred on 0){fixed}")
+    p.add_argument("--patch-size", type=int, metavar="VOXELS",
+                   help=f"patch side in voxels ({PatchConfig.size}; at most {MAX_PATCH_SIZE}){fixed}")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr:g})")
     p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch, metavar="N",
@@ -86,9 +89,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "each costs one training): a better F1 and ranking than one network, and a threshold "
                         "chosen on every patient (see docs/model.md); 1 trains a single network")
     p.add_argument("--init", metavar="MODEL.pt",
-                   help="fine-tune this checkpoint instead of starting afresh (an ensemble member by member); "
-                        "the result is compared with it on the same validation lesions, and exits with status 1 "
-                        "when it validates worse (it is saved either way)")
+                   help="fine-tune this checkpoint instead of starting afresh (an ensemble member by member), "
+                        "keeping its network and patch settings; the result is compared with it on the same "
+                        "validation lesions, and exits with status 1 when it validates worse (it is saved either "
+                        "way)")
     add_accept_worse(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
@@ -101,14 +105,11 @@ def run(args: argparse.Namespace) -> int:
     for path in (output, _history_path(output), *([_out_of_fold_path(output)] if models > 1 else [])):
         check_output(path)  # before hours of training, not after
     set_threads(args.threads)
-    patch_config = init[0].patch_config if init else PatchConfig(size=args.patch_size, normalisation=args.normalisation,
-                                                                 phase_centre=args.phase_centre)
-    overrides = {"fusion": args.fusion} if args.fusion else {}
+    patch_config, network = network_settings(args, init, args.init)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, tta=not args.no_tta, keep=args.keep,
-        precision=args.precision, threshold_rule=args.threshold_rule,
-        model=model_config(args.preset, **overrides),
+        precision=args.precision, threshold_rule=args.threshold_rule, model=network,
         augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
     )
     cohort = open_cohort(args.manifest)
@@ -154,6 +155,34 @@ def report_comparison(comparison: Comparison, path: Path, start: str, accept_wor
     print(f"{path} validates worse than {start}: it is saved, but keep using {start} (exit status 1); "
           "to take the new model anyway, use its file (and --accept-worse in scripts)", file=sys.stderr)
     return 1
+
+
+def network_settings(args: argparse.Namespace, init: list[Checkpoint],
+                     init_path: str | None) -> tuple[PatchConfig, ModelConfig]:
+    """The patch settings and network to train: the flags' (defaults where left out); when
+    fine-tuning, the starting model's, and a flag given with another value is refused, naming
+    both: a fine-tuned network keeps its architecture and the patches it learnt from."""
+    patch = PatchConfig(**{k: v for k, v in (("size", args.patch_size), ("normalisation", args.normalisation),
+                                             ("phase_centre", args.phase_centre)) if v is not None})
+    network = model_config(args.preset or "default", **({"fusion": args.fusion} if args.fusion else {}))
+    if not init:
+        return patch, network
+    start = init[0]
+    own = start.model_config
+    given = [("--patch-size", args.patch_size, start.patch_config.size),
+             ("--normalisation", args.normalisation, start.patch_config.normalisation),
+             ("--phase-centre", args.phase_centre, start.patch_config.phase_centre),
+             ("--fusion", args.fusion, own.fusion),
+             ("--preset", args.preset,
+              next((name for name, preset in PRESETS.items()
+                    if replace(preset, fusion=own.fusion, dropout=own.dropout) == own),
+                   f"none (widths {list(own.widths)})"))]
+    conflicts = [f"{flag} {value} (the model's: {theirs})" for flag, value, theirs in given
+                 if value is not None and value != theirs]
+    if conflicts:
+        raise InputError(f"{'; '.join(conflicts)}: {init_path} fixes these, and fine-tuning keeps them. Leave "
+                         "the flags out to fine-tune it, or train a new model without --init to change them")
+    return start.patch_config, own
 
 
 def network_count(requested: int | None, init: list[Checkpoint], init_path: str | None) -> int:

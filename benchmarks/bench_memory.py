@@ -1,0 +1,90 @@
+"""Peak memory of ``deep-prl score`` and ``deep-prl train`` against the lesion count of one subject.
+
+One subject on a small grid (112 × 112 × 108 voxels of 1 mm) carries N lesions of 2 × 2 × 2
+voxels on a lattice 5 voxels apart (one in 12 a PRL), for N = 1,000 and 10,000: the subject of
+the memory tests (``tests/capped.py``). The grid is the same for both, so loading it costs the
+same. Each command runs in its own
+process, and its peak resident memory (the kernel's high-water mark, ``ru_maxrss`` from
+``os.wait4``) is printed with its ratio to the peak of a process that imports the same command
+line and loads that subject alone (the baseline, measured in the same run).
+
+* ``score``: a default-preset model (trained first by ``deep-prl train --models 1 --epochs 1
+  --no-tta`` on the 1,000-lesion cohort) scores the subject, one view, float32.
+* ``train``: ``--models 1 --epochs 1 --samples-per-epoch 64 --no-tta`` on a cohort of that
+  subject and a 20-lesion one (training needs a second patient to validate on).
+
+Target (issue 31): flat in the lesion count beyond one batch. Run:
+``python benchmarks/bench_memory.py [LESIONS ...]`` (default 1000 10000).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from napari_deep_prl.io import write_manifest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from capped import lattice_subject  # noqa: E402  (the subject the memory tests cap)
+
+BASELINE = ("from napari_deep_prl.cli import build_parser; build_parser(); "
+            "from napari_deep_prl.io import open_cohort; open_cohort(sys.argv[1])[0].load()")
+
+
+def peak_mb(args: list[str]) -> tuple[float, int, str]:
+    """Peak RSS (MB) of a child process, its exit status and the last line of its stderr."""
+    with tempfile.TemporaryFile() as err:
+        child = subprocess.Popen([sys.executable, *args], stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+        err.seek(0)
+        lines = err.read().decode(errors="replace").strip().splitlines()
+    return usage.ru_maxrss / 1024, child.returncode, lines[-1] if lines else ""
+
+
+def cli(*args: str) -> list[str]:
+    return ["-m", "napari_deep_prl.cli", *args]
+
+
+def main() -> None:
+    counts = [int(a) for a in sys.argv[1:]] or [1000, 10000]
+    print(f"{time.strftime('%Y-%m-%d %H:%M')}: lesions of 8 voxels on a 112 x 112 x 108 grid")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        companion = lattice_subject(root, "sub-small", 20)
+        cohorts = {}
+        for n in counts:
+            big = lattice_subject(root, f"sub-n{n}", n)
+            cohorts[n] = (write_manifest([big], root / f"alone-{n}.csv"),
+                          write_manifest([big, companion], root / f"cohort-{n}.csv"))
+        model = root / "model.pt"
+        first = min(counts)
+        _, status, line = peak_mb(cli("train", str(cohorts[first][1]), "-o", str(model), "--models", "1",
+                                      "--epochs", "1", "--samples-per-epoch", "64", "--no-tta",
+                                      "--quiet", "--threads", "2"))
+        if status != 0:
+            raise SystemExit(f"training the model to score with failed: {line}")
+        print(f"{'lesions':>8} {'baseline MB':>12} {'score MB':>9} {'x base':>7} {'train MB':>9} {'x base':>7}")
+        for n in counts:
+            alone, cohort = cohorts[n]
+            base, status, line = peak_mb(["-c", "import sys; " + BASELINE, str(alone)])
+            if status != 0:
+                raise SystemExit(f"loading the subject failed: {line}")
+            score, s_status, s_line = peak_mb(cli("score", str(alone), "--model", str(model), "-o",
+                                                  str(root / f"scores-{n}.tsv"), "--precision", "float32",
+                                                  "--quiet", "--threads", "2"))
+            train, t_status, t_line = peak_mb(cli("train", str(cohort), "-o", str(root / f"m-{n}.pt"),
+                                                  "--models", "1", "--epochs", "1", "--samples-per-epoch",
+                                                  "64", "--no-tta", "--quiet", "--threads", "2"))
+            print(f"{n:>8} {base:>12.0f} {score:>9.0f} {score / base:>7.2f} {train:>9.0f} {train / base:>7.2f}")
+            for what, status, line in (("score", s_status, s_line), ("train", t_status, t_line)):
+                if status != 0:
+                    print(f"{'':>8} {what} exited {status}: {line}")
+
+
+if __name__ == "__main__":
+    main()
