@@ -83,10 +83,9 @@ class Patches:
 
     @classmethod
     def of(cls, blocks: Sequence[Block]) -> Patches:
-        """All the rows of ``blocks``, in order."""
+        """All the rows of ``blocks`` (one or more), in order."""
         sizes = [len(b) for b in blocks]
-        return cls(tuple(blocks), np.repeat(np.arange(len(blocks)), sizes),
-                   np.concatenate([np.arange(n) for n in sizes]) if blocks else np.zeros(0, np.int64))
+        return cls(tuple(blocks), np.repeat(np.arange(len(blocks)), sizes), np.concatenate([np.arange(n) for n in sizes]))
 
     @property
     def shape(self) -> tuple[int, ...]:
