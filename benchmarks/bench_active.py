@@ -195,7 +195,7 @@ def cohort_patches(work: Path, subjects: int, size: int, prl_fraction: float,
     with tempfile.TemporaryDirectory() as tmp:
         patches = simulated_patches(Path(tmp) / "cohort", subjects, size, prl_fraction, seed)
     work.mkdir(parents=True, exist_ok=True)
-    np.savez(cached, x=patches.x, y=patches.y, subject=patches.subject.astype(str),
+    np.savez(cached, x=patches.x[:], y=patches.y, subject=patches.subject.astype(str),
              lesion=patches.lesion, shifted=patches.shifted)
     return patches
 

@@ -1,20 +1,21 @@
 """Peak memory of ``deep-prl score`` and ``deep-prl train`` against the lesion count of one subject.
 
 One subject on a small grid (112 × 112 × 108 voxels of 1 mm) carries N lesions of 2 × 2 × 2
-voxels on a lattice 5 voxels apart (one in 12 a PRL), for N = 1,000 and 10,000: the subject of
-the memory tests (``tests/capped.py``). The grid is the same for both, so loading it costs the
-same. Each command runs in its own
-process, and its peak resident memory (the kernel's high-water mark, ``ru_maxrss`` from
+voxels on a lattice 5 voxels apart (one in 12 a PRL), for N = 20, 1,000 and 10,000: the subject of
+the memory tests (``tests/capped.py``). The grid is the same for all, so loading it costs the
+same. Each command runs in its own process, and its peak resident memory (the kernel's high-water mark, ``ru_maxrss`` from
 ``os.wait4``) is printed with its ratio to the peak of a process that imports the same command
 line and loads that subject alone (the baseline, measured in the same run).
 
 * ``score``: a default-preset model (trained first by ``deep-prl train --models 1 --epochs 1
-  --no-tta`` on the 1,000-lesion cohort) scores the subject, one view, float32.
+  --no-tta`` on the cohort of the smallest N) scores the subject, one view, float32.
 * ``train``: ``--models 1 --epochs 1 --samples-per-epoch 64 --no-tta`` on a cohort of that
-  subject and a 20-lesion one (training needs a second patient to validate on).
+  subject and a 20-lesion one (training needs a second patient to validate on), twice: with a
+  split seed that trains on the subject (the 20-lesion one validates), and with one that holds
+  it out for validation (its lesions scored before and after the epoch).
 
 Target (issue 31): flat in the lesion count beyond one batch. Run:
-``python benchmarks/bench_memory.py [LESIONS ...]`` (default 1000 10000).
+``python benchmarks/bench_memory.py [LESIONS ...]`` (default 20 1000 10000).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import time
 from pathlib import Path
 
 from napari_deep_prl.io import write_manifest
+from napari_deep_prl.splits import validation_shares
+from napari_deep_prl.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from capped import lattice_subject  # noqa: E402  (the subject the memory tests cap)
@@ -50,8 +53,15 @@ def cli(*args: str) -> list[str]:
     return ["-m", "napari_deep_prl.cli", *args]
 
 
+def split_seed(lesions: dict[str, int], validated: str) -> int:
+    """A ``train --seed`` whose validation split (one subject of two) is ``validated``."""
+    prls = {subject: -(-n // 12) for subject, n in lesions.items()}  # one lesion in 12 (lattice_subject)
+    return next(seed for seed in range(1000)
+                if validation_shares(prls, 1, TrainConfig().val_fraction, seed)[0] == [validated])
+
+
 def main() -> None:
-    counts = [int(a) for a in sys.argv[1:]] or [1000, 10000]
+    counts = [int(a) for a in sys.argv[1:]] or [20, 1000, 10000]
     print(f"{time.strftime('%Y-%m-%d %H:%M')}: lesions of 8 voxels on a 112 x 112 x 108 grid")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -68,20 +78,25 @@ def main() -> None:
                                       "--quiet", "--threads", "2"))
         if status != 0:
             raise SystemExit(f"training the model to score with failed: {line}")
-        print(f"{'lesions':>8} {'baseline MB':>12} {'score MB':>9} {'x base':>7} {'train MB':>9} {'x base':>7}")
+        print(f"{'lesions':>8} {'baseline MB':>12} {'score MB':>9} {'x base':>7} {'train MB':>9} {'x base':>7} "
+              f"{'validate MB':>12} {'x base':>7}")
         for n in counts:
             alone, cohort = cohorts[n]
             base, status, line = peak_mb(["-c", "import sys; " + BASELINE, str(alone)])
             if status != 0:
                 raise SystemExit(f"loading the subject failed: {line}")
-            score, s_status, s_line = peak_mb(cli("score", str(alone), "--model", str(model), "-o",
-                                                  str(root / f"scores-{n}.tsv"), "--precision", "float32",
-                                                  "--quiet", "--threads", "2"))
-            train, t_status, t_line = peak_mb(cli("train", str(cohort), "-o", str(root / f"m-{n}.pt"),
-                                                  "--models", "1", "--epochs", "1", "--samples-per-epoch",
-                                                  "64", "--no-tta", "--quiet", "--threads", "2"))
-            print(f"{n:>8} {base:>12.0f} {score:>9.0f} {score / base:>7.2f} {train:>9.0f} {train / base:>7.2f}")
-            for what, status, line in (("score", s_status, s_line), ("train", t_status, t_line)):
+            runs = {"score": peak_mb(cli("score", str(alone), "--model", str(model), "-o",
+                                         str(root / f"scores-{n}.tsv"), "--precision", "float32",
+                                         "--quiet", "--threads", "2"))}
+            lesions = {f"sub-n{n}": n, "sub-small": 20}
+            for what, validated in (("train", "sub-small"), ("validate", f"sub-n{n}")):
+                runs[what] = peak_mb(cli("train", str(cohort), "-o", str(root / f"m-{n}.pt"), "--models", "1",
+                                         "--epochs", "1", "--samples-per-epoch", "64", "--no-tta", "--quiet",
+                                         "--threads", "2", "--seed", str(split_seed(lesions, validated))))
+            (score, *_), (train, *_), (validate, *_) = runs.values()
+            print(f"{n:>8} {base:>12.0f} {score:>9.0f} {score / base:>7.2f} {train:>9.0f} {train / base:>7.2f} "
+                  f"{validate:>12.0f} {validate / base:>7.2f}")
+            for what, (_, status, line) in runs.items():
                 if status != 0:
                     print(f"{'':>8} {what} exited {status}: {line}")
 

@@ -283,8 +283,9 @@ def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_ma
                        np.arange(1, 5), np.zeros(4, bool), PatchConfig(size=8))
     rimnet = _cnn_method("rimnet", patches, MethodSettings(epochs=2, device="cpu"))
     assert isinstance(rimnet, CNNMethod) and rimnet.blank_mask
-    assert not rimnet.patches.x[:, 2].any() and rimnet.patches.x[:, :2].tolist() == x[:, :2].tolist()
-    assert patches.x[:, 2].any()  # the shared patch set is untouched
+    blank = rimnet.patches.x[:]
+    assert not blank[:, 2].any() and blank[:, :2].tolist() == x[:, :2].tolist()
+    assert patches.x[:][:, 2].any()  # the shared patch set is untouched
     options = json.loads(json.dumps(json_ready(rimnet.options())))
     assert options["train"]["epochs"] == 2 and options["train"]["model"]["fusion"] == "none"
     assert "seed" not in options["train"] and "device" not in options["train"]

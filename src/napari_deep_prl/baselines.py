@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, replace
 
-import numpy as np
 import pandas as pd
 
 from napari_deep_prl.evaluate import THRESHOLD_RULES
@@ -82,9 +81,8 @@ class RadiomicsMethod:
 
 
 def rimnet_patches(patches: object) -> object:
-    """A copy of a :class:`~napari_deep_prl.dataset.PatchSet` with the mask channel zeroed."""
+    """A :class:`~napari_deep_prl.dataset.PatchSet` whose patches read with the mask channel
+    zeroed (no patch copied: the set it comes from is unchanged)."""
     from napari_deep_prl.model import MASK
 
-    x = np.array(patches.x, copy=True)
-    x[:, MASK] = 0.0
-    return replace(patches, x=x)
+    return replace(patches, x=patches.x.zeroing(MASK))

@@ -8,47 +8,138 @@ each axis in both directions (6 extra patches per PRL): the rare class gets more
 different views. Those copies are flagged ``shifted`` so validation and testing use only the
 original patch of each lesion (:meth:`PatchSet.originals`).
 
-Training holds every patch in memory (each epoch draws from all of them): 3 × 28³ float32 =
-0.26 MB a patch, so about 2.3 GB for the paper's cohort of 5,900 lesions with its oversampled
-PRLs. A subject may bring at most :data:`MAX_TRAINING_LESIONS` labelled lesions: more is a
-mask of specks or noise, and would cost gigabytes before anything is learnt.
+Memory follows the images, not the lesion count. Every epoch draws from every patch, so each
+subject holds whichever takes less memory (:func:`subject_patches`): its patches, cut once
+(3 × 28³ float32 = 0.26 MB a patch; a brain of tens of lesions), or the three volumes they are
+cut from (MP2RAGE, phase, lesion labels: 12 bytes a voxel), from which its patches are cut each
+time they are read (:class:`CutOnDemand`), exactly as they would have been cut beforehand. A
+subject's share of the set is thus never more than its volumes, whatever its lesion count, and
+everything reads patches the same way: ``patches.x[rows]`` (:class:`Patches`), a batch or a run
+at a time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import SubjectPaths, require_truth
-from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.patches import CHANNELS, PatchConfig, extract_patches, warn_if_outgrown
+from napari_deep_prl.io import Subject, SubjectPaths, require_truth
+from napari_deep_prl.lesions import Lesions, find_lesions
+from napari_deep_prl.patches import (CHANNELS, PatchConfig, SubjectScaling, extract_patches, subject_scaling,
+                                     warn_if_outgrown)
 from napari_deep_prl.progress import Progress
 
-#: Labelled lesions one subject may bring to training (an MS brain has tens, rarely hundreds).
-MAX_TRAINING_LESIONS = 1000
+
+@dataclass(frozen=True)
+class CutOnDemand:
+    """A subject's patches (lesion ``ids``, centres moved by ``shifts``), cut from its volumes
+    whenever they are read: ``block[rows]`` is ``extract_patches`` of those rows, with the
+    subject's scaling computed once, as cutting them all beforehand would give."""
+
+    #: The images patches are cut from, with the lesion labels as its mask (nothing else kept).
+    subject: Subject
+    lesions: Lesions
+    config: PatchConfig
+    scaling: SubjectScaling | None
+    ids: np.ndarray
+    shifts: np.ndarray
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.ids), len(CHANNELS), *(self.config.size,) * 3)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        return extract_patches(self.subject, self.lesions, self.config, ids=self.ids[rows],
+                               shift=self.shifts[rows], scaling=self.scaling)
+
+
+#: A subject's patches: an array of them, cut beforehand, or cut when read.
+Block = np.ndarray | CutOnDemand
+
+
+@dataclass(frozen=True)
+class Patches:
+    """The patch array ``(n, 3, s, s, s)`` float32 of a :class:`PatchSet`, read by rows.
+
+    ``x[rows]`` (a slice, indices or a boolean mask) returns those patches as a new array; it is
+    the one way patches are read (training batches, validation and scoring runs, caches), so a
+    subject that keeps its volumes (:class:`CutOnDemand`) has its rows cut right there. Rows
+    point into per-subject blocks: selecting rows (:meth:`take`) copies no patch.
+    """
+
+    blocks: tuple[Block, ...] = field(repr=False)
+    #: Each row's block, and its row in that block.
+    block: np.ndarray = field(repr=False)
+    row: np.ndarray = field(repr=False)
+    #: Channels read as zeros (the RimNet-like baseline's blank mask, :meth:`zeroing`).
+    zeroed: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, blocks: Sequence[Block]) -> Patches:
+        """All the rows of ``blocks`` (one or more), in order."""
+        sizes = [len(b) for b in blocks]
+        return cls(tuple(blocks), np.repeat(np.arange(len(blocks)), sizes), np.concatenate([np.arange(n) for n in sizes]))
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self.blocks[0].shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.block)
+
+    def __getitem__(self, rows: slice | np.ndarray | int) -> np.ndarray:
+        index = np.arange(len(self))[rows]
+        if index.ndim == 0:
+            return self[index[None]][0]
+        block, row = self.block[index], self.row[index]
+        out = np.empty((index.size, *self.shape[1:]), dtype=np.float32)
+        for b in np.unique(block):
+            at = block == b
+            out[at] = self.blocks[b][row[at]]
+        if self.zeroed:
+            out[:, list(self.zeroed)] = 0.0
+        return out
+
+    def take(self, keep: np.ndarray) -> Patches:
+        """The rows ``keep`` selects (a boolean mask or indices), sharing the blocks."""
+        return replace(self, block=self.block[keep], row=self.row[keep])
+
+    def zeroing(self, channel: int) -> Patches:
+        """The same patches with ``channel`` read as zeros."""
+        return replace(self, zeroed=tuple(sorted({*self.zeroed, channel})))
 
 
 @dataclass
 class PatchSet:
-    """Patches ``x`` (n, 3, s, s, s) with labels ``y`` (1 PRL, 0 not) and where they come from."""
+    """Patches ``x`` (n, 3, s, s, s) with labels ``y`` (1 PRL, 0 not) and where they come from.
 
-    x: np.ndarray
+    ``x`` is read by rows (:class:`Patches`); an array given here becomes one block.
+    """
+
+    x: Patches
     y: np.ndarray
     subject: np.ndarray
     lesion: np.ndarray
     shifted: np.ndarray
     config: PatchConfig
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.x, Patches):
+            self.x = Patches.of([self.x])
+
     def __len__(self) -> int:
         return len(self.y)
 
     def take(self, keep: np.ndarray) -> PatchSet:
-        """The patches where ``keep`` (a boolean mask or indices) selects them."""
-        return replace(self, x=self.x[keep], y=self.y[keep], subject=self.subject[keep],
+        """The patches where ``keep`` (a boolean mask or indices) selects them (no patch copied)."""
+        return replace(self, x=self.x.take(keep), y=self.y[keep], subject=self.subject[keep],
                        lesion=self.lesion[keep], shifted=self.shifted[keep])
 
     def select(self, subjects: Sequence[str]) -> PatchSet:
@@ -60,20 +151,11 @@ class PatchSet:
         return self.take(np.isin(self.subject, list(subjects)))
 
     @classmethod
-    def from_parts(cls, parts: list[tuple[np.ndarray, ...]], config: PatchConfig) -> PatchSet:
-        """One set from per-subject ``(x, y, subject, lesion, shifted)`` parts (:func:`subject_patches`).
-
-        Empties ``parts``, freeing each part's patches once copied: the patches are never held
-        twice, as concatenating them would.
-        """
-        y, subject, lesion, shifted = (np.concatenate(column) for column in list(zip(*parts))[1:])
-        x = np.empty((len(y), *parts[0][0].shape[1:]), dtype=np.float32)
-        start = 0
-        while parts:
-            part = parts.pop(0)[0]
-            x[start:start + len(part)] = part
-            start += len(part)
-        return cls(x, y, subject, lesion, shifted, config)
+    def from_parts(cls, parts: list[tuple], config: PatchConfig) -> PatchSet:
+        """One set from per-subject ``(x, y, subject, lesion, shifted)`` parts (:func:`subject_patches`),
+        each subject's patches a block of it."""
+        blocks, *columns = zip(*parts)
+        return cls(Patches.of(blocks), *(np.concatenate(column) for column in columns), config)
 
     def originals(self) -> PatchSet:
         """One patch per lesion, without the shifted copies: for validation and testing."""
@@ -107,7 +189,7 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
     data whose paramagnetic shifts are bright (the package's convention is dark).
     """
     require_truth(cohort, "training")
-    parts: list[tuple[np.ndarray, ...]] = []
+    parts: list[tuple] = []
     tables: list[pd.DataFrame] = []
     for step, paths in enumerate(cohort):
         subject = paths.load(flip_phase=flip_phase)
@@ -126,27 +208,39 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
     return PatchSet.from_parts(parts, config)
 
 
-def subject_patches(subject, lesions, table, config: PatchConfig, shift: int) -> tuple[np.ndarray, ...]:
-    """One subject's patches, labels from ``table["prl"]``, ids and shift flags (positives oversampled).
+def subject_patches(subject: Subject, lesions: Lesions, table: pd.DataFrame, config: PatchConfig,
+                    shift: int) -> tuple:
+    """One subject's patches (a :data:`Block`), labels from ``table["prl"]``, ids and shift flags
+    (positives oversampled).
 
-    Refuses a subject with more than :data:`MAX_TRAINING_LESIONS` labelled lesions before
-    cutting any patch.
+    The patches are cut now when they take no more memory than the volumes they are cut from
+    (:func:`volume_bytes`); otherwise the volumes are kept and the patches cut when read
+    (:class:`CutOnDemand`), so that a subject of thousands of lesions costs its images, not
+    gigabytes of patches.
     """
-    if len(table) > MAX_TRAINING_LESIONS:
-        megabytes = len(table) * len(CHANNELS) * config.size**3 * 4 / 1e6
-        raise InputError(f"subject {subject.subject}: {len(table):,} labelled lesions, more than the "
-                         f"{MAX_TRAINING_LESIONS:,} per subject that training takes (their {config.size}³ "
-                         f"patches would hold at least {megabytes:,.0f} MB in memory). A mask with that many is "
-                         "usually specks or noise: check it (e.g. remove components of a few voxels), or "
-                         "label fewer of its lesions")
     ids = table["lesion"].to_numpy()
     labels = table["prl"].to_numpy(bool)
     positives = ids[labels] if shift else ids[:0]
     offsets = oversampling_shifts(shift) if shift else np.zeros((0, 3), np.int64)
-    # the originals, then every PRL shifted by each offset in turn: one array, cut in one call
+    # the originals, then every PRL shifted by each offset in turn
     rows = np.concatenate([ids, np.tile(positives, len(offsets))])
     shifts = np.concatenate([np.zeros((ids.size, 3), np.int64), np.repeat(offsets, positives.size, axis=0)])
-    x = extract_patches(subject, lesions, config, ids=rows, shift=shifts)
+    if patch_bytes(rows.size, config.size) <= volume_bytes(subject, lesions):
+        x = extract_patches(subject, lesions, config, ids=rows, shift=shifts)
+    else:
+        scaling = subject_scaling(subject, lesions, config) if config.normalisation == "subject" else None
+        images = Subject(subject.subject, subject.phase, subject.mp2rage, lesions.labels, subject.affine)
+        x = CutOnDemand(images, lesions, config, scaling, rows, shifts)
     shifted = np.arange(rows.size) >= ids.size
     y = np.concatenate([labels, np.ones(rows.size - ids.size, bool)]).astype(np.int8)
     return x, y, np.full(rows.size, subject.subject, dtype=object), rows.astype(np.int64), shifted
+
+
+def patch_bytes(n: int, size: int) -> int:
+    """Memory of ``n`` float32 patches of side ``size``."""
+    return n * len(CHANNELS) * size**3 * np.dtype(np.float32).itemsize
+
+
+def volume_bytes(subject: Subject, lesions: Lesions) -> int:
+    """Memory of the volumes patches are cut from: MP2RAGE, phase and lesion labels."""
+    return subject.mp2rage.nbytes + subject.phase.nbytes + lesions.labels.nbytes

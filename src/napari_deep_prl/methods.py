@@ -11,7 +11,8 @@
 Every CNN method trains with :func:`napari_deep_prl.train.train` on the same patches, epochs and
 seeds, so the table isolates what each variant changes. Patch sets are built once per patch
 configuration and shared by the methods that use it; with ``cache`` they are also kept on disk
-(``.npz``) so fold jobs of one cohort cut them once.
+(``.npy`` patches, memory-mapped when read back, and ``.npz`` labels) so fold jobs of one cohort
+cut them once.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import json
 from collections.abc import Generator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -112,29 +114,47 @@ def patch_set(cohort: Sequence, config: PatchConfig, settings: MethodSettings
     """The cohort's training patches (with positive shifts), from the cache when there."""
     from napari_deep_prl.dataset import build_patchset
 
-    path = None
+    stem = None
     if settings.cache is not None:
         key = json.dumps([config.to_dict(), settings.exclude_confluent,
                           [[str(v) for v in asdict(s).values()] for s in cohort]])
-        path = Path(settings.cache) / f"patches-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
-        if path.exists():
-            return _load_patchset(path, config)
+        stem = Path(settings.cache) / f"patches-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+        if stem.with_suffix(".npz").exists() and stem.with_suffix(".npy").exists():
+            return _load_patchset(stem, config)
     patches = yield from build_patchset(cohort, config,
                                         exclude_confluent=settings.exclude_confluent)
-    if path is not None:  # written aside then renamed: parallel jobs never read half a file
-        write_atomic(path, lambda fh: np.savez(fh, x=patches.x, y=patches.y,
-                                               subject=patches.subject.astype(str),
-                                               lesion=patches.lesion, shifted=patches.shifted),
-                     binary=True)
+    if stem is not None:
+        _save_patchset(stem, patches)
     return patches
 
 
-def _load_patchset(path: Path, config: PatchConfig) -> object:
+def _save_patchset(stem: Path, patches: object) -> None:
+    """The patches into ``stem.npy``, read and written a run at a time (those of a subject that
+    keeps its volumes are cut there: the set is never held whole), then labels and ids into
+    ``stem.npz``. Each is written aside then renamed, the ``.npz`` last: parallel jobs never
+    read half a cache."""
+    from napari_deep_prl.patches import chunks
+
+    def write_patches(fh: IO[bytes]) -> None:
+        header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)), "fortran_order": False,
+                  "shape": patches.x.shape}
+        np.lib.format.write_array_header_1_0(fh, header)
+        for run in chunks(len(patches), patches.config.size):
+            fh.write(patches.x[run].tobytes())
+
+    write_atomic(stem.with_suffix(".npy"), write_patches, binary=True)
+    write_atomic(stem.with_suffix(".npz"), lambda fh: np.savez(fh, y=patches.y, subject=patches.subject.astype(str),
+                                                               lesion=patches.lesion, shifted=patches.shifted),
+                 binary=True)
+
+
+def _load_patchset(stem: Path, config: PatchConfig) -> object:
+    """A cached set; its patches stay on disk (memory-mapped), read by rows as training asks."""
     from napari_deep_prl.dataset import PatchSet
 
-    with np.load(path) as data:
-        return PatchSet(data["x"], data["y"], data["subject"].astype(object), data["lesion"],
-                        data["shifted"], config)
+    with np.load(stem.with_suffix(".npz")) as data:
+        return PatchSet(np.load(stem.with_suffix(".npy"), mmap_mode="r"), data["y"], data["subject"].astype(object),
+                        data["lesion"], data["shifted"], config)
 
 
 #: CNN variants: (model overrides, patch normalisation, blank mask channel).

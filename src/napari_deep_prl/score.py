@@ -52,6 +52,7 @@ import pandas as pd
 from scipy.special import expit
 
 from napari_deep_prl.checkpoint import Checkpoint
+from napari_deep_prl.dataset import Patches
 from napari_deep_prl.errors import InputError, InputWarning
 from napari_deep_prl.evaluate import expected_f1_threshold, metrics_from_predictions, roc_auc
 from napari_deep_prl.filenames import file_components, output_path
@@ -86,7 +87,7 @@ class Scores:
     unreadable: dict[str, str] = field(default_factory=dict)
 
 
-def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
+def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patches, *, tta: bool | None = None,
                        batch_size: int = INFERENCE_BATCH, device: str = "auto",
                        precision: str = "auto", calibrated: bool = True) -> np.ndarray:
     """PRL probabilities, one row per checkpoint × view, each calibrated as its checkpoint's
@@ -119,7 +120,7 @@ def _uncalibrated(checkpoints: Sequence[Checkpoint]) -> list[str]:
     return [c.id for c in checkpoints if c.calibration is None]
 
 
-def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray, *, tta: bool | None = None,
+def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patches, *, tta: bool | None = None,
                     batch_size: int = INFERENCE_BATCH, device: str = "auto",
                     precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
     """Mean PRL probability and its SD over checkpoints × views (SD NaN for one view)."""

@@ -66,11 +66,12 @@ import torch
 
 from napari_deep_prl.augment import AugmentConfig, augment_batch
 from napari_deep_prl.checkpoint import Checkpoint
-from napari_deep_prl.dataset import PatchSet
+from napari_deep_prl.dataset import Patches, PatchSet
 from napari_deep_prl.errors import InputError
 from napari_deep_prl.evaluate import THRESHOLD_RULES, OperatingPoint, model_output, operating_point, roc_auc
 from napari_deep_prl.losses import focal_loss
 from napari_deep_prl.model import PRESETS, DeepPRL, ModelConfig, inference_copy
+from napari_deep_prl.patches import chunk_length
 from napari_deep_prl.progress import Progress
 from napari_deep_prl.splits import validation_shares
 
@@ -331,21 +332,27 @@ INFERENCE_BATCH = 8
 
 
 @torch.inference_mode()
-def predict_views(fast: DeepPRL, x: np.ndarray, device: torch.device,
+def predict_views(fast: DeepPRL, x: np.ndarray | Patches, device: torch.device,
                   views: Sequence[tuple[int, ...]], batch_size: int = INFERENCE_BATCH,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Logits ``(len(views), n)`` of an inference copy (:func:`model.inference_copy`) on ``device``.
 
     One row per view, a view being the spatial dims to flip; small batches keep the
     full-resolution maps in cache (:data:`INFERENCE_BATCH`). ``dtype`` bfloat16 runs the
-    convolutions in it (see :func:`resolve_precision`); the head stays float32.
+    convolutions in it (see :func:`resolve_precision`); the head stays float32. ``x`` is read
+    a run of about :func:`~napari_deep_prl.patches.chunk_length` patches at a time (a
+    :class:`~napari_deep_prl.dataset.PatchSet`'s patches are cut there when it keeps volumes).
     """
     out = torch.zeros(len(views), len(x))
+    run = max(1, chunk_length(x.shape[-1]) // batch_size) * batch_size
     with _autocast(device, dtype):
-        for i in range(0, len(x), batch_size):
-            batch = _for_device(torch.from_numpy(x[i:i + batch_size]), device)
-            for v, dims in enumerate(views):
-                out[v, i:i + len(batch)] = fast(batch.flip(dims) if dims else batch).float().cpu()
+        for start in range(0, len(x), run):
+            patches = x[start:start + run]
+            for i in range(0, len(patches), batch_size):
+                batch = _for_device(torch.from_numpy(patches[i:i + batch_size]), device)
+                at = slice(start + i, start + i + len(batch))
+                for v, dims in enumerate(views):
+                    out[v, at] = fast(batch.flip(dims) if dims else batch).float().cpu()
     return out
 
 
