@@ -442,3 +442,39 @@ def test_keys_typed_in_a_dialog_or_a_text_field_stay_there(dock, qtbot, project_
     press(viewer, "N", target=widget.comment)
     dialog.deleteLater()
     assert current_ratings(project_dir).empty and widget.session.current.lesion == 1
+
+
+def test_the_mouse_steps_slices_zooms_sets_windows_and_picks_strip_slices(dock, qtbot, project_dir):
+    from qtpy.QtCore import QPoint, QPointF, Qt
+    from qtpy.QtGui import QWheelEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget = dock()
+    opened(qtbot, widget, project_dir)
+    canvas = widget.canvas
+    qtbot.waitUntil(lambda: bool(canvas._panel_rects))
+    phase = canvas._panel_rects["phase"].center()
+
+    def wheel(steps, modifiers=Qt.KeyboardModifier.NoModifier):
+        QApplication.sendEvent(canvas, QWheelEvent(
+            phase, QPointF(canvas.mapToGlobal(phase.toPoint())), QPoint(), QPoint(0, 120 * steps),
+            Qt.MouseButton.NoButton, modifiers, Qt.ScrollPhase.NoScrollPhase, False))
+
+    centre = canvas.slice_index
+    wheel(2)
+    assert canvas.slice_index == centre + 2
+    fov = canvas.fov_mm
+    wheel(1, Qt.KeyboardModifier.ControlModifier)
+    assert widget.fov.value() < 3.0 and canvas.fov_mm <= fov
+    low, high = canvas.window("phase")
+    start = phase.toPoint()
+    qtbot.mousePress(canvas, Qt.MouseButton.LeftButton, pos=start)
+    qtbot.mouseMove(canvas, start + QPoint(60, 0))
+    qtbot.mouseRelease(canvas, Qt.MouseButton.LeftButton, pos=start + QPoint(60, 0))
+    assert canvas.window("phase")[1] - canvas.window("phase")[0] > high - low  # wider
+    qtbot.mouseDClick(canvas, Qt.MouseButton.LeftButton, pos=start)
+    assert canvas.window("phase") == canvas.images.windows["phase"]
+    at, rect = canvas._strip_rects[0]
+    qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=rect.center().toPoint())
+    assert canvas.slice_index == at
+    assert current_ratings(project_dir).empty
