@@ -2,7 +2,7 @@
 
 ``finetune``  fine-tune the default preset (28³ patches) on 300 labelled lesions (8 % PRLs, each
               PRL oversampled ×7 as in training) for 10 epochs of one draw per label (as
-              :func:`napari_deep_prl.finetune.finetune`) — target ≤ 2 min on 2 CPU cores.
+              :func:`napari_deep_prl.active.finetune.finetune`) — target ≤ 2 min on 2 CPU cores.
 ``viewer``    one simulated subject with 50 lesions open in napari (run under Xvfb): time from
               the model panel's Score to the layer and table filled — target ≤ 3 s.
 ``simulate``  a simulated rater answers from the synthetic truth. Subjects are split into a
@@ -38,17 +38,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from napari_deep_prl import active
-from napari_deep_prl.checkpoint import Checkpoint
-from napari_deep_prl.dataset import PatchSet, build_patchset
-from napari_deep_prl.evaluate import metrics_from_predictions, roc_auc
-from napari_deep_prl.finetune import per_label_epochs
-from napari_deep_prl.io import read_manifest
-from napari_deep_prl.model import PRESETS, DeepPRL
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.active import strategies as active
+from napari_deep_prl.active.finetune import per_label_epochs
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.data.cohort import read_manifest
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.dataset import PatchSet, build_patchset
+from napari_deep_prl.model.metrics import metrics_from_predictions, roc_auc
+from napari_deep_prl.model.network import PRESETS, DeepPRL
+from napari_deep_prl.model.train import TrainConfig, train
 from napari_deep_prl.simulate import simulate_cohort, simulate_subject
-from napari_deep_prl.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MC_SAMPLES = 4
@@ -86,7 +86,7 @@ def bench_viewer(repeats: int = 3) -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_deep_prl._napari.layers import subject_layers
-    from napari_deep_prl._napari.model_widget import ModelPanel
+    from napari_deep_prl._napari.model.model_widget import ModelPanel
 
     subject = simulate_subject(0, voxel_size=(1.0, 1.0, 1.0), n_lesions=50).subject
     viewer = napari.Viewer(show=False)

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_deep_prl.checkpoint import load_models
 from napari_deep_prl.cli import main as cli
-from napari_deep_prl.crossfit import ensemble_info
-from napari_deep_prl.score import truth_metrics
+from napari_deep_prl.model.checkpoint import load_models
+from napari_deep_prl.model.crossfit import ensemble_info
+from napari_deep_prl.scoring.score import truth_metrics
 
 
 def split_manifest(manifest: Path, held_out: int) -> tuple[Path, Path]:

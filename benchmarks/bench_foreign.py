@@ -21,9 +21,9 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-
 from bench_shift import scored
 from foreign_phantom import write_foreign_cohort
+
 from napari_deep_prl.cli import main as cli
 
 

@@ -27,15 +27,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from napari_deep_prl.io import write_manifest
-from napari_deep_prl.splits import validation_shares
-from napari_deep_prl.train import TrainConfig
+from napari_deep_prl.data.cohort import write_manifest
+from napari_deep_prl.data.splits import validation_shares
+from napari_deep_prl.model.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from capped import lattice_subject  # noqa: E402  (the subject the memory tests cap)
 
 BASELINE = ("from napari_deep_prl.cli import build_parser; build_parser(); "
-            "from napari_deep_prl.io import open_cohort; open_cohort(sys.argv[1])[0].load()")
+            "from napari_deep_prl.data.images import open_cohort; open_cohort(sys.argv[1])[0].load()")
 
 
 def peak_mb(args: list[str]) -> tuple[float, int, str]:

@@ -14,12 +14,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from napari_deep_prl.io import load_subject
-from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.patches import PatchConfig, extract_patches
+from timing import median_seconds
+
+from napari_deep_prl.data.images import load_subject
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.data.patches import PatchConfig, extract_patches
 from napari_deep_prl.simulate import simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject
-from timing import median_seconds
 
 REPEATS = 5
 

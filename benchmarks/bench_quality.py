@@ -31,11 +31,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_deep_prl.crossval import COHORT, ENSEMBLE, CVConfig, lesion_truth, merge, run_cv
-from napari_deep_prl.evaluate import summarise
-from napari_deep_prl.io import open_cohort
-from napari_deep_prl.methods import METHOD_NAMES, MethodSettings, build_methods
-from napari_deep_prl.progress import run_with_tqdm
+from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.data.cohort import open_cohort
+from napari_deep_prl.evaluation.crossval import (
+    COHORT,
+    ENSEMBLE,
+    CVConfig,
+    lesion_truth,
+    merge,
+    run_cv,
+)
+from napari_deep_prl.evaluation.methods import (
+    METHOD_NAMES,
+    MethodSettings,
+    build_methods,
+)
+from napari_deep_prl.model.metrics import summarise
 
 BASELINES = ("no_attention", "rimnet", "radiomics")
 COLUMNS = {"f1": "F1", "sensitivity": "Sens", "specificity": "Spec", "ppv": "PPV",

@@ -16,8 +16,8 @@ import pandas as pd
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
-from napari_deep_prl.lesions import Lesions, find_lesions
-from napari_deep_prl.radiomics import grouped_cv_auc, radiomics_features
+from napari_deep_prl.data.lesions import Lesions, find_lesions
+from napari_deep_prl.evaluation.radiomics import grouped_cv_auc, radiomics_features
 from napari_deep_prl.simulate import Simulated, simulate_subject
 from napari_deep_prl.simulate.physics import field_ppm
 

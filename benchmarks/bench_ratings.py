@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.project import Project, ProjectConfig
+from napari_deep_prl.base.tables import write_table
+from napari_deep_prl.ratings.project import Project, ProjectConfig
 from napari_deep_prl.ratings.queue import RaterQueue, seeded_shuffle
 from napari_deep_prl.ratings.store import Rating, RatingStore
-from napari_deep_prl.tables import write_table
 
 
 def lesion_table(n: int) -> pd.DataFrame:

@@ -29,7 +29,7 @@ import pandas as pd
 
 def simulate(work: Path, n_lesions: int) -> Path:
     """Three 1 mm brain-sized subjects (reused when already there)."""
-    from napari_deep_prl.progress import run_with_tqdm
+    from napari_deep_prl.base.progress import run_with_tqdm
     from napari_deep_prl.simulate import simulate_cohort
 
     manifest = work / f"cohort-{n_lesions}" / "manifest.csv"
@@ -60,7 +60,7 @@ def linked_manifest(source: Path, n: int, path: Path) -> Path:
 
 def project(root: Path, manifest: Path) -> float:
     """Create the project if needed; seconds it took (0 when reused)."""
-    from napari_deep_prl.project import Project
+    from napari_deep_prl.ratings.project import Project
 
     if (root / "project.json").exists():
         return 0.0
@@ -109,7 +109,7 @@ def main() -> None:
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
-    from napari_deep_prl._napari.review_widget import ReviewWidget
+    from napari_deep_prl._napari.review.review_widget import ReviewWidget
 
     tag = source.parent.name
     one = linked_manifest(source, 1, args.work / f"one-{tag}" / "manifest.csv")

@@ -26,16 +26,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from timing import convolution_seconds, median_seconds
 
-from napari_deep_prl.checkpoint import Checkpoint
-from napari_deep_prl.model import PRESETS, DeepPRL
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.score import predict_patches, score_cohort
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.network import PRESETS, DeepPRL
+from napari_deep_prl.model.train import precision_name, resolve_precision
+from napari_deep_prl.scoring.score import predict_patches, score_cohort
 from napari_deep_prl.simulate import simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject
-from napari_deep_prl.train import precision_name, resolve_precision
-from timing import convolution_seconds, median_seconds
 
 #: Rounds of (load, score one view) timings; the 8-view TTA is timed in the first three.
 ROUNDS = 9

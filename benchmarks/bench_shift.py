@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.cli import main as cli
-from napari_deep_prl.score import truth_metrics
+from napari_deep_prl.scoring.score import truth_metrics
 
 #: Cohort folder -> (what is fixed, the ``deep-prl simulate`` options that fix it).
 SHIFTS = {

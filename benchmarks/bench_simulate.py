@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_deep_prl.figures import patch_gallery
-from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.patches import extract_patches
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.data.patches import extract_patches
+from napari_deep_prl.evaluation.figures import patch_gallery
 from napari_deep_prl.simulate import SIMULATED_CONTRASTS, Simulated, simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject
 

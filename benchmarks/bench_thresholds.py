@@ -63,7 +63,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import logit
 
-from napari_deep_prl.evaluate import (
+from napari_deep_prl.evaluation.methods import RAW_VIEW
+from napari_deep_prl.model.metrics import (
     best_f1_threshold,
     best_threshold,
     calibrated_threshold,
@@ -73,7 +74,6 @@ from napari_deep_prl.evaluate import (
     operating_point,
     platt_fit,
 )
-from napari_deep_prl.methods import RAW_VIEW
 
 EPS = 1e-6
 

@@ -1,10 +1,10 @@
 """Training throughput of Deep-PRL on this machine, against its float32 matmul rate.
 
-Runs the real training loop (:func:`napari_deep_prl.train.train`: class-balanced batches of 32,
+Runs the real training loop (:func:`napari_deep_prl.model.train.train`: class-balanced batches of 32,
 augmentation, focal loss, Adam) on random 28³ patches and times the training steps only
 (between the first and the last batch of the epoch; the first steps warm up). Prints patches/s,
 the achieved GFLOP/s (the model's training FLOPs per patch, see
-:func:`napari_deep_prl.model.flops_per_patch`, times patches/s) and that rate as a fraction of
+:func:`napari_deep_prl.model.network.flops_per_patch`, times patches/s) and that rate as a fraction of
 the float32 matmul rate measured in the same run (2048² matrices, best of before/after) — in
 float32 and in the precision training uses by default (``precision="auto"``: bfloat16 on a CPU
 that computes it natively, with the bfloat16 matmul rate printed for context).
@@ -24,12 +24,22 @@ import time
 
 import numpy as np
 import torch
-
-from napari_deep_prl.dataset import PatchSet
-from napari_deep_prl.model import PRESETS, count_parameters, DeepPRL, flops_per_patch
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.train import TrainConfig, precision_name, resolve_precision, train
 from timing import convolution_seconds
+
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.dataset import PatchSet
+from napari_deep_prl.model.network import (
+    PRESETS,
+    DeepPRL,
+    count_parameters,
+    flops_per_patch,
+)
+from napari_deep_prl.model.train import (
+    TrainConfig,
+    precision_name,
+    resolve_precision,
+    train,
+)
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:

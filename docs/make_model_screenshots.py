@@ -46,10 +46,10 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
     from skimage.io import imsave
 
-    from napari_deep_prl import active
-    from napari_deep_prl._napari.model_widget import ModelPanel
-    from napari_deep_prl.progress import run_to_end
-    from napari_deep_prl.project import Project
+    from napari_deep_prl._napari.model.model_widget import ModelPanel
+    from napari_deep_prl.active import strategies as active
+    from napari_deep_prl.base.progress import run_to_end
+    from napari_deep_prl.ratings.project import Project
     from napari_deep_prl.simulate import simulate_cohort
 
     work = Path(tempfile.mkdtemp())

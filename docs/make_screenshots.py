@@ -38,8 +38,8 @@ def rim_contrast(manifest: Path, truth: pd.DataFrame) -> pd.Series:
     """For each PRL of the cohort, how far its rim stands out from the phase around it."""
     from scipy import ndimage
 
-    from napari_deep_prl.io import open_cohort
-    from napari_deep_prl.lesions import find_lesions
+    from napari_deep_prl.data.cohort import open_cohort
+    from napari_deep_prl.data.lesions import find_lesions
 
     scores = {}
     for paths in open_cohort(manifest):
@@ -64,7 +64,7 @@ def wait_shown(app, widget, subject: str, lesion: int) -> None:
 
 def grab_canvas(images, target, size: tuple[int, int], path: Path, panels=None) -> None:
     """The review's canvas on one lesion, at a fixed size (the same widget the review docks)."""
-    from napari_deep_prl._napari.lesion_canvas import LesionCanvas
+    from napari_deep_prl._napari.review.lesion_canvas import LesionCanvas
 
     canvas = LesionCanvas()
     canvas.resize(*size)
@@ -78,9 +78,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/deep-prl-screenshots"))
     parser.add_argument("--model", type=Path, help="a model file (default: train a small one)")
     args = parser.parse_args()
+    from napari_deep_prl.base.progress import run_with_tqdm
     from napari_deep_prl.cli import main as cli
-    from napari_deep_prl.progress import run_with_tqdm
-    from napari_deep_prl.project import Project
+    from napari_deep_prl.ratings.project import Project
     from napari_deep_prl.simulate import simulate_cohort
 
     cohort = args.work / "cohort"
@@ -110,10 +110,10 @@ def main() -> None:
     import napari
     from qtpy.QtWidgets import QApplication, QScrollArea
 
-    from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
-    from napari_deep_prl._napari.lesion_display import prepare_subject
-    from napari_deep_prl._napari.model_widget import ModelPanel
-    from napari_deep_prl._napari.review_widget import ReviewWidget
+    from napari_deep_prl._napari.model.model_widget import ModelPanel
+    from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
+    from napari_deep_prl._napari.review.lesion_display import prepare_subject
+    from napari_deep_prl._napari.review.review_widget import ReviewWidget
 
     app = QApplication.instance() or QApplication([])
     viewer = napari.Viewer(show=True, title="Deep-PRL review")

@@ -13,18 +13,18 @@ import pytest
 import torch
 from conftest import write_subject_files
 
-from napari_deep_prl.checkpoint import Checkpoint
-from napari_deep_prl.comparison import held_out_validation
-from napari_deep_prl.dataset import build_patchset
-from napari_deep_prl.errors import InputWarning
-from napari_deep_prl.evaluate import PlattFit
-from napari_deep_prl.io import open_cohort, write_manifest
-from napari_deep_prl.model import DeepPRL, ModelConfig
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.project import Project
-from napari_deep_prl.splits import validation_shares
-from napari_deep_prl.train import TrainConfig, train
+from napari_deep_prl.base.errors import InputWarning
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.data.cohort import open_cohort, write_manifest
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.data.splits import validation_shares
+from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.comparison import held_out_validation
+from napari_deep_prl.model.dataset import build_patchset
+from napari_deep_prl.model.metrics import PlattFit
+from napari_deep_prl.model.network import DeepPRL, ModelConfig
+from napari_deep_prl.model.train import TrainConfig, train
+from napari_deep_prl.ratings.project import Project
 
 #: Patch side of the tiny models (two pooling blocks leave 2³ features).
 SIZE = 8

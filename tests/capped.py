@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from napari_deep_prl.io import SubjectPaths
+from napari_deep_prl.data.images import SubjectPaths
 
 #: Address space of a capped command: imports and one small subject take about 1.1 GB of it
 #: (with the environment below); what the fixed defects allocated (3 to 48 GB) does not fit.

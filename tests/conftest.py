@@ -8,7 +8,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_deep_prl.io import SubjectPaths, write_manifest
+from napari_deep_prl.data.cohort import write_manifest
+from napari_deep_prl.data.images import SubjectPaths
 
 
 def blob_mask(shape=(32, 32, 24), centres=((8, 8, 8), (20, 20, 12), (10, 24, 16)), radius=2.5) -> np.ndarray:

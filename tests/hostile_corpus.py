@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 from conftest import blob_mask, save_nifti, write_subject_files
 
-from napari_deep_prl.io import SubjectPaths, write_manifest
+from napari_deep_prl.data.cohort import write_manifest
+from napari_deep_prl.data.images import SubjectPaths
 
 
 @dataclass

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from napari_deep_prl.dataset import PatchSet
-from napari_deep_prl.model import ModelConfig
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.train import TrainConfig
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.dataset import PatchSet
+from napari_deep_prl.model.network import ModelConfig
+from napari_deep_prl.model.train import TrainConfig
 
 SIZE = 8
 TINY = ModelConfig(widths=(2, 4), reduction=2, fc=(8,))

@@ -8,7 +8,7 @@ from qtpy.QtCore import QEvent
 from qtpy.QtGui import QKeyEvent, QKeySequence
 from qtpy.QtWidgets import QApplication, QWidget
 
-from napari_deep_prl.project import Project
+from napari_deep_prl.ratings.project import Project
 
 
 def canvas_of(viewer) -> QWidget:

@@ -1,4 +1,4 @@
-"""Active learning core: uncertainty measures, strategies, cached scores, serving, retraining."""
+"""Active learning core: uncertainty measures, strategies, cached scores, retraining."""
 
 from __future__ import annotations
 
@@ -16,18 +16,17 @@ from active_support import (  # noqa: F401
     tiny_project,
 )
 
-from napari_deep_prl import active
-from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint, load_models
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import PlattFit, expected_f1_threshold
-from napari_deep_prl.finetune import (
+from napari_deep_prl.active import strategies as active
+from napari_deep_prl.active.finetune import (
     finetune,
     labels_since,
     next_version_path,
     should_retrain,
 )
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.serving import ServingLog, serve_next, spread_among_raters
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.model.checkpoint import Checkpoint, load_checkpoint, load_models
+from napari_deep_prl.model.metrics import PlattFit, expected_f1_threshold
 
 
 def test_entropy_and_mutual_information_definitions():
@@ -203,18 +202,6 @@ def _events(gen) -> list:
         except StopIteration:
             return out
 
-
-def test_concurrent_raters_get_different_top_lesions(project):
-    scores = project.lesions().assign(probability=np.linspace(0.9, 0.1, 9), uncertainty=0.0)
-    base = active.make_strategy("likely_prl", scores, version="m")
-    log = ServingLog.for_project(project)
-    queues = {r: project.queue(r, spread_among_raters(base, log, project, r, window=3))
-              for r in ("ann", "bob", "cat")}
-    served = [serve_next(queues[r], log).lesion_key for r in ("ann", "bob", "cat")]
-    assert sorted(served) == sorted(scores["lesion_key"].iloc[:3].tolist())
-    first = serve_next(queues["ann"], log)  # ann's next: the least recently served of the top 3
-    assert first.lesion_key == served[0] and first.model_version == "m"
-    log.close()
 
 
 def test_finetune_saves_a_versioned_checkpoint_with_parent_and_labels(project):

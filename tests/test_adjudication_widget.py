@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from review_support import press, shown_after
 
-from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
 from napari_deep_prl._napari.keybindings import ADJUDICATION_KEYS
-from napari_deep_prl.project import Project
+from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
+from napari_deep_prl.ratings.project import Project
 
 pytestmark = pytest.mark.gui
 

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import cohen_kappa_score
 from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss_kappa
 
-from napari_deep_prl.errors import InputError
+from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings import agreement as ag
 
 LABELS = ["prl", "not_prl", "unsure"]

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from napari_deep_prl._napari.agreement_panel import AgreementPanel
-from napari_deep_prl.project import Project
+from napari_deep_prl._napari.review.agreement_panel import AgreementPanel
+from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.store import Rating
 
 pytestmark = pytest.mark.gui

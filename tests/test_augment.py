@@ -1,11 +1,10 @@
 import itertools
 
 import torch
-
-from napari_deep_prl.augment import AugmentConfig, augment_batch
-from napari_deep_prl.model import MASK, MP2RAGE, PHASE
-
 from model_support import one_torch_thread  # noqa: F401
+
+from napari_deep_prl.model.augment import AugmentConfig, augment_batch
+from napari_deep_prl.model.network import MASK, MP2RAGE, PHASE
 
 OFF = dict(p=1.0, flips=False, rot90=False, max_translation=0.0, max_rotation_deg=0.0,
            noise_sigma=0.0, intensity_shift=0.0)

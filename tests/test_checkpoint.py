@@ -4,14 +4,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-
-from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
-from napari_deep_prl.errors import CheckpointError
-from napari_deep_prl.evaluate import PlattFit
-from napari_deep_prl.model import DeepPRL
-from napari_deep_prl.patches import PatchConfig
-
 from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
+
+from napari_deep_prl.base.errors import CheckpointError
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.model.metrics import PlattFit
+from napari_deep_prl.model.network import DeepPRL
 
 
 @pytest.fixture
@@ -157,7 +156,7 @@ def test_a_weight_claiming_more_values_than_the_file_holds_is_refused(tmp_path, 
 
 
 def test_an_ensemble_names_the_member_at_fault(tmp_path, checkpoint):
-    from napari_deep_prl.checkpoint import load_models, save_ensemble
+    from napari_deep_prl.model.checkpoint import load_models, save_ensemble
 
     path = save_ensemble([checkpoint, checkpoint], tmp_path / "e.pt")
     raw = torch.load(path, weights_only=True)

@@ -17,12 +17,12 @@ from active_support import (  # noqa: F401
     tiny_project,
 )
 
-from napari_deep_prl.checkpoint import load_checkpoint, load_models
+from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.cli import active as active_cli
 from napari_deep_prl.cli import main
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.project import Project
-from napari_deep_prl.train import TrainConfig
+from napari_deep_prl.model.checkpoint import load_checkpoint, load_models
+from napari_deep_prl.model.train import TrainConfig
+from napari_deep_prl.ratings.project import Project
 
 
 @pytest.fixture

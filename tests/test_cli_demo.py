@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from napari_deep_prl.checkpoint import load_checkpoint
 from napari_deep_prl.cli import main
-from napari_deep_prl.score import SCORE_COLUMNS
+from napari_deep_prl.model.checkpoint import load_checkpoint
+from napari_deep_prl.scoring.score import SCORE_COLUMNS
 
 
 @pytest.mark.slow

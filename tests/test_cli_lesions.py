@@ -46,7 +46,7 @@ def test_partial_single_subject_arguments_rejected(write_subject, capsys):
 
 
 def test_debug_shows_traceback(tmp_path):
-    from napari_deep_prl.errors import InputError
+    from napari_deep_prl.base.errors import InputError
 
     with pytest.raises(InputError):
         main(["--debug", "lesions", str(tmp_path / "missing.csv")])

@@ -5,16 +5,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from napari_deep_prl.checkpoint import load_checkpoint, load_models, save_ensemble
-from napari_deep_prl.cli import main
-from napari_deep_prl.crossfit import ensemble_info, history_table, train_crossfitted
-from napari_deep_prl.errors import CheckpointError, InputError, InputWarning
-from napari_deep_prl.evaluate import calibrated_threshold
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.score import decision_threshold, predict_patches
-
 from model_support import TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
+
+from napari_deep_prl.base.errors import CheckpointError, InputError, InputWarning
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.cli import main
+from napari_deep_prl.model.checkpoint import load_checkpoint, load_models, save_ensemble
+from napari_deep_prl.model.crossfit import (
+    ensemble_info,
+    history_table,
+    train_crossfitted,
+)
+from napari_deep_prl.model.metrics import calibrated_threshold
+from napari_deep_prl.scoring.score import decision_threshold, predict_patches
 
 
 @pytest.fixture(scope="module")

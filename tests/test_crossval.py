@@ -7,10 +7,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_deep_prl.crossval import CVConfig, lesion_truth, merge, missing_folds, run_cv
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import THRESHOLD_RULES, best_f1_threshold, expected_f1_threshold
-from napari_deep_prl.progress import Progress, run_to_end
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import Progress, run_to_end
+from napari_deep_prl.evaluation.crossval import (
+    CVConfig,
+    lesion_truth,
+    merge,
+    missing_folds,
+    run_cv,
+)
+from napari_deep_prl.model.metrics import (
+    THRESHOLD_RULES,
+    best_f1_threshold,
+    expected_f1_threshold,
+)
 
 
 def _truth(n_subjects=20, seed=0):
@@ -235,7 +245,7 @@ def test_lesion_truth_reads_prl_masks_and_drops_confluent(write_subject):
 
 def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, monkeypatch):
     from napari_deep_prl import cli
-    from napari_deep_prl.io import write_manifest
+    from napari_deep_prl.data.cohort import write_manifest
 
     monkeypatch.setattr(cli, "COMMAND_MODULES", ("cv",))  # this command alone
     main = cli.main
@@ -271,12 +281,17 @@ def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, m
 
 
 def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_mask():
-    from napari_deep_prl.dataset import PatchSet
-    from napari_deep_prl.evaluate import model_output
-    from napari_deep_prl.methods import RAW_VIEW, CNNMethod, MethodSettings, _cnn_method
-    from napari_deep_prl.score import predict_patches
-    from napari_deep_prl.patches import PatchConfig
-    from napari_deep_prl.report import json_ready
+    from napari_deep_prl.data.patches import PatchConfig
+    from napari_deep_prl.evaluation.methods import (
+        RAW_VIEW,
+        CNNMethod,
+        MethodSettings,
+        _cnn_method,
+    )
+    from napari_deep_prl.evaluation.report import json_ready
+    from napari_deep_prl.model.dataset import PatchSet
+    from napari_deep_prl.model.metrics import model_output
+    from napari_deep_prl.scoring.score import predict_patches
 
     x = np.random.default_rng(0).random((4, 3, 8, 8, 8), dtype=np.float32)
     patches = PatchSet(x, np.array([1, 0, 0, 1], np.int8), np.array(["a", "a", "b", "b"]),

@@ -7,16 +7,21 @@ import numpy as np
 import pytest
 import torch
 from capped import lattice_subject
-
-from napari_deep_prl.dataset import CutOnDemand, build_patchset, oversampling_shifts, patch_bytes, volume_bytes
-from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.methods import MethodSettings, patch_set
-from napari_deep_prl.model import DeepPRL, inference_copy
-from napari_deep_prl.patches import PatchConfig, extract_patches
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.train import predict_views
-
 from model_support import TINY, one_torch_thread  # noqa: F401
+
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.data.patches import PatchConfig, extract_patches
+from napari_deep_prl.evaluation.methods import MethodSettings, patch_set
+from napari_deep_prl.model.dataset import (
+    CutOnDemand,
+    build_patchset,
+    oversampling_shifts,
+    patch_bytes,
+    volume_bytes,
+)
+from napari_deep_prl.model.network import DeepPRL, inference_copy
+from napari_deep_prl.model.train import predict_views
 
 CONFIGS = [PatchConfig(), PatchConfig(normalisation="patch"),
            PatchConfig(phase_centre="zero", other_lesions="downweight", mask_dilation=2)]

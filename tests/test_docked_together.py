@@ -10,11 +10,11 @@ import pytest
 from active_support import one_torch_thread, run_job, tiny_checkpoint, tiny_project  # noqa: F401
 from review_support import all_text, current_ratings, press, shown_after
 
-from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
-from napari_deep_prl._napari.model_widget import ModelPanel
-from napari_deep_prl._napari.review_widget import ReviewWidget
-from napari_deep_prl._napari.scoring_table import POINTS_NAME
-from napari_deep_prl.project import Project
+from napari_deep_prl._napari.model.model_widget import ModelPanel
+from napari_deep_prl._napari.model.scoring_table import POINTS_NAME
+from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
+from napari_deep_prl._napari.review.review_widget import ReviewWidget
+from napari_deep_prl.ratings.project import Project
 
 pytestmark = pytest.mark.gui
 

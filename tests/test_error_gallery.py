@@ -3,11 +3,11 @@
 import pandas as pd
 import pytest
 
-from napari_deep_prl import error_gallery
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import Cohort
-from napari_deep_prl.patches import CHANNELS
-from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.data.cohort import Cohort
+from napari_deep_prl.data.patches import CHANNELS
+from napari_deep_prl.evaluation import error_gallery
 
 
 def _predictions(rows):

@@ -5,10 +5,16 @@ import math
 import numpy as np
 import pytest
 from scipy.special import expit, logit
-from sklearn.metrics import f1_score, fbeta_score, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    f1_score,
+    fbeta_score,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import (
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.model.metrics import (
     OperatingPoint,
     PlattFit,
     best_f1_threshold,

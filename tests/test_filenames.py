@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.filenames import (LABEL_CHARS, MAX_LENGTH, check_id, file_component, file_components, id_problem,
-                                        output_path)
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.filenames import (
+    LABEL_CHARS,
+    MAX_LENGTH,
+    check_id,
+    file_component,
+    file_components,
+    id_problem,
+    output_path,
+)
 
 HOSTILE = ["../x", "/abs", "a/b", "a\\b", "..", ".", ".hidden", "-rf", "dr. smith", "René",
            "名前", "a\x00b", "x" * 300, "sub-01/../../etc"]

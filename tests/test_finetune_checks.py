@@ -17,10 +17,10 @@ from active_support import (  # noqa: F401
     worst_pair,
 )
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.finetune import finetune, retrain_and_rescore
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.splits import validation_shares
+from napari_deep_prl.active.finetune import finetune, retrain_and_rescore
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.data.splits import validation_shares
 
 #: Fine-tuning long and fast enough to learn what the contrarian rater teaches (the rim means
 #: "not a PRL" on the subjects it trains on); the model it started from does not compete.

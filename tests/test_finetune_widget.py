@@ -20,10 +20,10 @@ from active_support import (  # noqa: F401
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import Qt
 
-from napari_deep_prl import active
-from napari_deep_prl._napari.model_widget import ModelPanel
-from napari_deep_prl.checkpoint import load_checkpoint, load_models
-from napari_deep_prl.progress import run_to_end
+from napari_deep_prl._napari.model.model_widget import ModelPanel
+from napari_deep_prl.active import strategies as active
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.model.checkpoint import load_checkpoint, load_models
 
 pytestmark = pytest.mark.gui
 

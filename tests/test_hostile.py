@@ -29,7 +29,7 @@ from active_support import tiny_checkpoint
 from hostile_corpus import CASES, OPEN_CONNECTIONS, Case, Inputs, cohort
 
 from napari_deep_prl.cli import main
-from napari_deep_prl.project import Project
+from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.store import Rating
 
 #: Address-space cap of the subprocess runs (importing torch takes about 0.9 GB of it).

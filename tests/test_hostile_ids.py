@@ -13,21 +13,22 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import torch
-
-import napari_deep_prl.cli as cli
-from napari_deep_prl.checkpoint import Checkpoint
-from napari_deep_prl.errors import InputError, InputWarning
-from napari_deep_prl.io import SubjectPaths, open_cohort, read_manifest, read_prl_labels, write_manifest
-from napari_deep_prl.model import DeepPRL
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.project import Project
-from napari_deep_prl.ratings.store import Rating
-from napari_deep_prl.score import score_cohort
-from napari_deep_prl.tables import FORMULA_STARTS, write_table
-
 from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
 from ratings_support import register_legacy_ids
+
+import napari_deep_prl.cli as cli
+from napari_deep_prl.base.errors import InputError, InputWarning
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.base.tables import FORMULA_STARTS, write_table
+from napari_deep_prl.data.cohort import open_cohort, read_manifest, write_manifest
+from napari_deep_prl.data.images import SubjectPaths
+from napari_deep_prl.data.labels import read_prl_labels
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.network import DeepPRL
+from napari_deep_prl.ratings.project import Project
+from napari_deep_prl.ratings.store import Rating
+from napari_deep_prl.scoring.score import score_cohort
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
 
@@ -195,7 +196,7 @@ def test_import_refuses_a_row_it_would_mangle_and_stores_nothing(project, tmp_pa
     assert project.store.history().empty and project.store.raters().empty
 
 
-@pytest.mark.filterwarnings("always::napari_deep_prl.errors.InputWarning")  # printed by the CLI
+@pytest.mark.filterwarnings("always::napari_deep_prl.base.errors.InputWarning")  # printed by the CLI
 def test_a_rater_named_NA_stays_NA_and_exact_repeats_are_imported_once(project, tmp_path, capsys):
     table = tmp_path / "ratings.tsv"
     table.write_text("subject\tlesion\trater\tlabel\tconfidence\nsub-01\t1\tNA\tprl\t4\n"

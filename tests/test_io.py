@@ -9,11 +9,16 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_deep_prl.errors import InputError, InputWarning
-from napari_deep_prl.io import (
-    SubjectPaths, classify_file, discover, load_subject, open_cohort, read_manifest, write_manifest,
+from napari_deep_prl.base.errors import InputError, InputWarning
+from napari_deep_prl.data.cohort import (
+    classify_file,
+    discover,
+    open_cohort,
+    read_manifest,
+    write_manifest,
 )
-from napari_deep_prl.project import Project
+from napari_deep_prl.data.images import SubjectPaths, load_subject
+from napari_deep_prl.ratings.project import Project
 
 
 def test_loads_subject_as_float_and_int_arrays(write_subject):

@@ -6,8 +6,8 @@ import pytest
 from napari.utils.notifications import NotificationSeverity, notification_manager
 
 from napari_deep_prl._napari.jobs import Job
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.progress import Progress
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import Progress
 
 pytestmark = pytest.mark.gui
 

@@ -5,19 +5,20 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-
-from napari_deep_prl.checkpoint import Checkpoint
-from napari_deep_prl.cli import main
-from napari_deep_prl.dataset import build_patchset
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import SubjectPaths, read_manifest, read_prl_labels, write_manifest
-from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.model import DeepPRL
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.score import score_cohort, truth_metrics
-
 from model_support import TINY
+
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.cli import main
+from napari_deep_prl.data.cohort import read_manifest, write_manifest
+from napari_deep_prl.data.images import SubjectPaths
+from napari_deep_prl.data.labels import read_prl_labels
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.dataset import build_patchset
+from napari_deep_prl.model.network import DeepPRL
+from napari_deep_prl.scoring.score import score_cohort, truth_metrics
 
 
 def _labelled_manifest(manifest, tmp_path, rows) -> tuple:

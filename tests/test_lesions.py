@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_deep_prl.io import Subject
-from napari_deep_prl.lesions import TABLE_COLUMNS, find_lesions, label_lesions, lesion_table
+from napari_deep_prl.data.images import Subject
+from napari_deep_prl.data.lesions import TABLE_COLUMNS, find_lesions, lesion_table
+from napari_deep_prl.data.masks import label_lesions
 
 
 def make_subject(mask, affine=None, prl=None) -> Subject:

@@ -14,10 +14,11 @@ import pytest
 import torch
 from capped import lattice_subject, one_line_error, run_cli
 
-from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
-from napari_deep_prl.io import MAX_VOXELS, write_manifest
-from napari_deep_prl.model import DeepPRL, ModelConfig
-from napari_deep_prl.patches import PatchConfig
+from napari_deep_prl.data.cohort import write_manifest
+from napari_deep_prl.data.images import MAX_VOXELS
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.model.network import DeepPRL, ModelConfig
 
 
 def lying_header(path, shape, dtype=np.float64, *, compress=False):

@@ -2,13 +2,22 @@ import copy
 
 import pytest
 import torch
-
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.losses import focal_loss
-from napari_deep_prl.model import (FUSIONS, PRESETS, DeepPRL, ModelConfig, count_parameters, flops_per_patch,
-                                   PairwiseMaxPool3d, _block, inference_copy, model_config)
-
 from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
+
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.model.losses import focal_loss
+from napari_deep_prl.model.network import (
+    FUSIONS,
+    PRESETS,
+    DeepPRL,
+    ModelConfig,
+    PairwiseMaxPool3d,
+    _block,
+    count_parameters,
+    flops_per_patch,
+    inference_copy,
+    model_config,
+)
 
 
 @pytest.mark.parametrize("fusion", FUSIONS)

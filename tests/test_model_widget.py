@@ -8,14 +8,18 @@ import numpy as np
 import pytest
 from active_support import one_torch_thread, run_job, tiny_checkpoint, tiny_project  # noqa: F401
 
-from napari_deep_prl import active
 from napari_deep_prl._napari.layers import subject_layers
-from napari_deep_prl._napari import model_widget
-from napari_deep_prl._napari.model_widget import DECISION_NAMES, FROM_VIEWER, ModelPanel
-from napari_deep_prl._napari.scoring_table import POINTS_NAME
-from napari_deep_prl.checkpoint import save_ensemble
-from napari_deep_prl.evaluate import PlattFit
-from napari_deep_prl.score import cohort_threshold
+from napari_deep_prl._napari.model import model_widget
+from napari_deep_prl._napari.model.model_widget import (
+    DECISION_NAMES,
+    FROM_VIEWER,
+    ModelPanel,
+)
+from napari_deep_prl._napari.model.scoring_table import POINTS_NAME
+from napari_deep_prl.active import strategies as active
+from napari_deep_prl.model.checkpoint import save_ensemble
+from napari_deep_prl.model.metrics import PlattFit
+from napari_deep_prl.scoring.score import cohort_threshold
 
 pytestmark = pytest.mark.gui
 

@@ -30,18 +30,18 @@ from test_shared_project import Account, Rater, check
 from test_shared_project import deep_prl as shared_cli
 
 import napari_deep_prl.cli.train as cli_train
-from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.base.errors import StoreError
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.base.tables import write_table
 from napari_deep_prl.cli import main
-from napari_deep_prl.crossval import CVConfig, merge, run_cv
-from napari_deep_prl.errors import StoreError
-from napari_deep_prl.io import write_manifest
-from napari_deep_prl.model import DeepPRL
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.project import Project
+from napari_deep_prl.data.cohort import write_manifest
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.evaluation.crossval import CVConfig, merge, run_cv
+from napari_deep_prl.model.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.model.network import DeepPRL
 from napari_deep_prl.ratings import schema
+from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.store import Rating, RatingStore
-from napari_deep_prl.tables import write_table
 
 NOBODY = 65534
 TIMEOUT_S = 300
@@ -258,7 +258,7 @@ def test_probability_maps_on_a_full_disk_leave_nothing_behind(manifest, tmp_path
 def test_a_killed_export_leaves_no_temporary_file_behind(tmp_path):
     out = tmp_path / "labels.tsv"
     writer = ("import sys, time\n"
-              "from napari_deep_prl.tables import write_atomic\n"
+              "from napari_deep_prl.base.tables import write_atomic\n"
               "def write(fh):\n"
               "    fh.write('subject\\tlesion\\n' * 1000); fh.flush()\n"
               "    print('writing', flush=True); time.sleep(60)\n"

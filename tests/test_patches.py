@@ -8,11 +8,18 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_deep_prl.errors import InputError, InputWarning
-from napari_deep_prl.io import Subject
-from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.patches import (CHANNELS, PatchConfig, extract_patches, mask_patches, outgrown, subject_scaling,
-                                     warn_if_outgrown)
+from napari_deep_prl.base.errors import InputError, InputWarning
+from napari_deep_prl.data.images import Subject
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.data.patches import (
+    CHANNELS,
+    PatchConfig,
+    extract_patches,
+    mask_patches,
+    outgrown,
+    subject_scaling,
+    warn_if_outgrown,
+)
 
 MP, PH, MK = (CHANNELS.index(c) for c in ("mp2rage", "phase", "mask"))
 
@@ -204,7 +211,7 @@ def test_lesions_too_large_for_the_patch_are_found_and_warned_about(subject):
 
 
 def test_patches_cut_a_run_at_a_time_are_those_cut_at_once(subject, monkeypatch):
-    import napari_deep_prl.patches as patches_module
+    import napari_deep_prl.data.patches as patches_module
 
     lesions = find_lesions(subject)
     shifts = np.array([[0, 0, 0], [5, 0, 0], [0, -5, 0]])
@@ -220,7 +227,7 @@ def test_patches_cut_a_run_at_a_time_are_those_cut_at_once(subject, monkeypatch)
 
 
 def test_the_subject_scaling_samples_an_even_spread_of_many_lesions(subject, monkeypatch):
-    import napari_deep_prl.patches as patches_module
+    import napari_deep_prl.data.patches as patches_module
 
     lesions = find_lesions(subject)
     monkeypatch.setattr(patches_module, "SCALING_VOXELS", 2 * 14**3)  # two lesions' worth of 28³ patches

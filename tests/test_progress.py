@@ -1,6 +1,6 @@
 import tqdm.auto
 
-from napari_deep_prl.progress import Progress, run_to_end, run_with_tqdm
+from napari_deep_prl.base.progress import Progress, run_to_end, run_with_tqdm
 
 
 def _task():

@@ -12,9 +12,9 @@ from conftest import blob_mask, save_nifti
 from ratings_support import register_legacy_ids
 
 import napari_deep_prl.cli as cli
-from napari_deep_prl.errors import InputError, StoreError
-from napari_deep_prl.io import open_cohort
-from napari_deep_prl.project import CONFIG_NAME, Project
+from napari_deep_prl.base.errors import InputError, StoreError
+from napari_deep_prl.data.cohort import open_cohort
+from napari_deep_prl.ratings.project import CONFIG_NAME, Project
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ def test_changed_mask_is_detected(project):
 
 
 def test_prl_mask_import_and_training_labels(project):
-    from napari_deep_prl.progress import run_to_end
+    from napari_deep_prl.base.progress import run_to_end
 
     assert run_to_end(project.import_prl_masks("truth")) == 9
     current = project.store.current()
@@ -167,7 +167,7 @@ def test_core_modules_import_no_gui():
     import subprocess
     import sys
 
-    modules = ["napari_deep_prl.project", "napari_deep_prl.cli.project",
+    modules = ["napari_deep_prl.ratings.project", "napari_deep_prl.cli.project",
                "napari_deep_prl.cli.ratings", "napari_deep_prl.ratings.agreement",
                "napari_deep_prl.ratings.queue", "napari_deep_prl.ratings.export"]
     code = (f"import sys\nfor m in {modules!r}: __import__(m)\n"
@@ -178,7 +178,7 @@ def test_core_modules_import_no_gui():
 
 
 def test_prl_mask_import_is_a_reference_that_never_votes(project):
-    from napari_deep_prl.progress import run_to_end
+    from napari_deep_prl.base.progress import run_to_end
 
     assert run_to_end(project.import_prl_masks()) == 9
     assert project.store.references()["reference"].tolist() == ["prl_mask"]
@@ -231,9 +231,9 @@ def test_exported_consensus_masks_round_trip(project, tmp_path):
 
     import nibabel as nib
 
-    from napari_deep_prl.io import write_manifest
-    from napari_deep_prl.lesions import find_lesions
-    from napari_deep_prl.progress import run_to_end
+    from napari_deep_prl.base.progress import run_to_end
+    from napari_deep_prl.data.cohort import write_manifest
+    from napari_deep_prl.data.lesions import find_lesions
     from napari_deep_prl.ratings.store import Rating
 
     votes = {("sub-01", 1): ("prl", "prl"), ("sub-01", 2): ("not_prl", "not_prl"),
@@ -373,7 +373,7 @@ def test_review_settings_are_checked(tmp_path, manifest, review, words):
 
 
 def test_small_lesions_leave_the_queue_and_its_counts(tmp_path, write_subject):
-    from napari_deep_prl.io import write_manifest
+    from napari_deep_prl.data.cohort import write_manifest
 
     mask = blob_mask(centres=((8, 8, 8), (20, 20, 12)), radius=2.5) \
         | blob_mask(centres=((10, 24, 16),), radius=0.9)

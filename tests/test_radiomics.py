@@ -6,11 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import Subject, read_manifest
-from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.radiomics import (
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.data.cohort import read_manifest
+from napari_deep_prl.data.images import Subject
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.evaluation.radiomics import (
     cohort_features,
     feature_names,
     grouped_cv_auc,

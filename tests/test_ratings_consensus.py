@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 from ratings_support import make_store
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.ratings.consensus import ConsensusRule, adjudication_queue, consensus_table
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.ratings.consensus import (
+    ConsensusRule,
+    adjudication_queue,
+    consensus_table,
+)
 from napari_deep_prl.ratings.store import Rating
 
 

@@ -6,9 +6,15 @@ import pandas as pd
 import pytest
 from ratings_support import make_store
 
-from napari_deep_prl.errors import InputError, StoreError
+from napari_deep_prl.base.errors import InputError, StoreError
 from napari_deep_prl.ratings.queue import (
-    Blinding, RaterQueue, Strategy, StudyDesign, calibration_keys, seeded_shuffle, subject_order,
+    Blinding,
+    RaterQueue,
+    Strategy,
+    StudyDesign,
+    calibration_keys,
+    seeded_shuffle,
+    subject_order,
 )
 
 

@@ -9,7 +9,7 @@ import pytest
 from ratings_support import lesion_rows, make_store
 
 from napari_deep_prl import __version__
-from napari_deep_prl.errors import InputError, StoreError
+from napari_deep_prl.base.errors import InputError, StoreError
 from napari_deep_prl.ratings import schema
 from napari_deep_prl.ratings.store import Provenance, Rating, RatingStore
 

@@ -6,8 +6,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from napari_deep_prl._napari.slices import default_window
 from napari_deep_prl._napari.reader import get_reader
+from napari_deep_prl._napari.slices import default_window
 
 pytestmark = pytest.mark.gui
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from review_support import all_text, burst, current_ratings, press, shown_after
 
-from napari_deep_prl._napari import lesion_display
 from napari_deep_prl._napari.keybindings import REVIEW_KEYS
-from napari_deep_prl._napari.review_widget import ReviewWidget
-from napari_deep_prl.project import Project
+from napari_deep_prl._napari.review import lesion_display
+from napari_deep_prl._napari.review.review_widget import ReviewWidget
+from napari_deep_prl.ratings.project import Project
 
 pytestmark = pytest.mark.gui
 
@@ -240,7 +240,7 @@ def test_small_lesions_stay_out_of_the_queue_when_the_project_says_so(dock, qtbo
                                                                        write_subject):
     from conftest import blob_mask
 
-    from napari_deep_prl.io import write_manifest
+    from napari_deep_prl.data.cohort import write_manifest
 
     mask = blob_mask(centres=((8, 8, 8), (20, 20, 12)), radius=2.5) \
         | blob_mask(centres=((10, 24, 16),), radius=0.9)
@@ -361,7 +361,7 @@ def test_cli_without_a_display_says_so_in_one_line(project_dir, capsys, monkeypa
 
 
 def test_adjudicator_role_swaps_in_the_adjudication_widget(dock, qtbot, project_dir):
-    from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
+    from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
 
     viewer, widget = dock()
     widget.project_path.setText(str(project_dir))
@@ -377,8 +377,8 @@ def test_adjudicator_role_swaps_in_the_adjudication_widget(dock, qtbot, project_
 
 
 def test_a_database_failure_is_reported_and_the_lesion_stays(dock, qtbot, project_dir, monkeypatch):
-    from napari_deep_prl._napari import review_widget
-    from napari_deep_prl.errors import StoreError
+    from napari_deep_prl._napari.review import review_widget
+    from napari_deep_prl.base.errors import StoreError
 
     errors = []
     monkeypatch.setattr(review_widget, "show_error", errors.append)
@@ -401,7 +401,7 @@ def test_a_database_failure_is_reported_and_the_lesion_stays(dock, qtbot, projec
 def test_docked_widgets_scroll_so_the_window_fits_a_1080p_screen(make_napari_viewer, role):
     from qtpy.QtWidgets import QScrollArea
 
-    from napari_deep_prl._napari.adjudication_widget import AdjudicationWidget
+    from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
 
     viewer = make_napari_viewer()
     widget = (ReviewWidget if role == "rater" else AdjudicationWidget)(viewer)
@@ -414,7 +414,7 @@ def test_docked_widgets_scroll_so_the_window_fits_a_1080p_screen(make_napari_vie
 
 def test_panels_show_every_contrast_in_the_order_the_project_sets(dock, qtbot, tmp_path,
                                                                    write_subject):
-    from napari_deep_prl.io import write_manifest
+    from napari_deep_prl.data.cohort import write_manifest
 
     manifest = write_manifest([write_subject("sub-01", extra=("flair", "magnitude"))],
                               tmp_path / "m.csv")

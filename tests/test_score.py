@@ -6,20 +6,25 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from napari_deep_prl.checkpoint import Checkpoint, load_checkpoint
-from napari_deep_prl.cli import main
-from napari_deep_prl.errors import InputError, InputWarning
-from napari_deep_prl.evaluate import PlattFit, expected_f1_threshold
-from napari_deep_prl.io import read_manifest, write_manifest
-from napari_deep_prl.lesions import find_lesions
-from napari_deep_prl.model import DeepPRL
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.score import (SCORE_COLUMNS, SUBJECT_COLUMNS, predict_patches, score_cohort,
-                                  score_subject, truth_metrics)
-
 from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
+
+from napari_deep_prl.base.errors import InputError, InputWarning
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.cli import main
+from napari_deep_prl.data.cohort import read_manifest, write_manifest
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.model.metrics import PlattFit, expected_f1_threshold
+from napari_deep_prl.model.network import DeepPRL
+from napari_deep_prl.scoring.score import (
+    SCORE_COLUMNS,
+    SUBJECT_COLUMNS,
+    predict_patches,
+    score_cohort,
+    score_subject,
+    truth_metrics,
+)
 
 
 def _checkpoint(seed=0, normalisation="subject"):
@@ -59,7 +64,7 @@ def test_cohort_scoring_from_files_matches_scoring_loaded_subjects(manifest):
 
 @pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
 def test_scoring_a_run_of_lesions_at_a_time_gives_the_same_scores(manifest, monkeypatch):
-    import napari_deep_prl.patches as patches_module
+    import napari_deep_prl.data.patches as patches_module
 
     cohort = read_manifest(manifest)
     checkpoints = [_checkpoint(0), _checkpoint(1, normalisation="patch")]
@@ -195,7 +200,7 @@ def test_an_unreadable_subject_stops_the_run_or_is_left_out_and_named(manifest):
     assert set(scores.lesions["subject"]) == {"sub-01", "sub-03"} and len(scores.lesions) == 6
 
 
-@pytest.mark.filterwarnings("always::napari_deep_prl.errors.InputWarning")  # printed by the CLI
+@pytest.mark.filterwarnings("always::napari_deep_prl.base.errors.InputWarning")  # printed by the CLI
 def test_cli_scores_the_readable_subjects_and_exits_1_naming_the_others(manifest, tmp_path, capsys):
     model = _checkpoint().save(tmp_path / "model.pt")
     cohort = read_manifest(manifest)

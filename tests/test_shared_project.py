@@ -36,14 +36,13 @@ from model_support import TINY
 from ratings_support import make_store
 
 import napari_deep_prl.cli as cli
-from napari_deep_prl.checkpoint import Checkpoint
-from napari_deep_prl.errors import InputError, StoreError
-from napari_deep_prl.io import write_manifest
-from napari_deep_prl.model import DeepPRL
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.project import Project
-from napari_deep_prl.serving import ServingLog
-from napari_deep_prl.tables import write_atomic, write_table, write_text
+from napari_deep_prl.base.errors import InputError, StoreError
+from napari_deep_prl.base.tables import write_atomic, write_table, write_text
+from napari_deep_prl.data.cohort import write_manifest
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.network import DeepPRL
+from napari_deep_prl.ratings.project import Project
 
 UMASKS = (0o002, 0o022)
 
@@ -103,14 +102,6 @@ def test_rating_store_and_its_wal_follow_the_umask(tmp_path, value):
         assert {p.name: mode(p) for p in _sqlite_files(tmp_path, "ratings.sqlite")} == dict.fromkeys(
             ["ratings.sqlite", "ratings.sqlite-wal", "ratings.sqlite-shm"], 0o666 & ~value)
 
-
-def test_serving_log_follows_the_umask(tmp_path):
-    with umask(0o002):
-        log = ServingLog(tmp_path / "serving.sqlite")
-        log.mark("ana", 1)
-        modes = {mode(p) for p in _sqlite_files(tmp_path, "serving.sqlite")}
-        log.close()
-    assert modes == {0o664}
 
 
 def tiny_checkpoint() -> Checkpoint:

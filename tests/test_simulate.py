@@ -11,11 +11,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from napari_deep_prl.base.errors import InputError, InputWarning
+from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.cli import main
-from napari_deep_prl.errors import InputError, InputWarning
-from napari_deep_prl.io import read_manifest
-from napari_deep_prl.lesions import find_lesions, label_lesions
-from napari_deep_prl.progress import run_to_end
+from napari_deep_prl.data.cohort import read_manifest
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.data.masks import label_lesions
 from napari_deep_prl.simulate import (
     KINDS,
     SIMULATED_CONTRASTS,
@@ -332,7 +333,7 @@ def test_cli_simulate_writes_a_cohort(tmp_path, capsys):
     assert "manifest" in capsys.readouterr().err
 
 
-@pytest.mark.filterwarnings("always::napari_deep_prl.errors.InputWarning")  # printed by the CLI
+@pytest.mark.filterwarnings("always::napari_deep_prl.base.errors.InputWarning")  # printed by the CLI
 def test_cli_simulate_warns_on_one_line_of_a_cohort_without_prl(tmp_path, capsys):
     out = tmp_path / "none"
     assert main(["simulate", str(out), "--subjects", "2", "--prl-fraction", "0", "--contrasts", "none",

@@ -100,7 +100,7 @@ def test_the_drawn_outline_leaves_every_voxel_centre_visible(qtbot):
     from qtpy.QtCore import QRectF
     from qtpy.QtGui import QColor, QImage, QPainter
 
-    from napari_deep_prl._napari.lesion_canvas import LesionCanvas, Tile
+    from napari_deep_prl._napari.review.lesion_canvas import LesionCanvas, Tile
 
     mask = np.zeros((9, 9), bool)
     mask[3:6, 3:6] = True

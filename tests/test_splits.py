@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.splits import (
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.data.splits import (
     assign_folds,
     fold_subjects,
     merged_strata,

@@ -4,21 +4,30 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 import torch
-
-from napari_deep_prl.checkpoint import load_checkpoint
-from napari_deep_prl.dataset import build_patchset
-from napari_deep_prl.errors import InputError, InputWarning
-from napari_deep_prl.evaluate import OperatingPoint, best_f1_threshold, operating_point
-from napari_deep_prl.io import read_manifest
-from napari_deep_prl.model import inference_copy
-from napari_deep_prl.patches import PatchConfig
-from napari_deep_prl.progress import run_to_end
-from napari_deep_prl.score import predict_patches
-from napari_deep_prl import train as train_module
-from napari_deep_prl.train import (TTA_VIEWS, predict_views, resolve_device, resolve_precision, split_validation,
-                                  train)
-
 from model_support import TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
+
+from napari_deep_prl.base.errors import InputError, InputWarning
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.data.cohort import read_manifest
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model import train as train_module
+from napari_deep_prl.model.checkpoint import load_checkpoint
+from napari_deep_prl.model.dataset import build_patchset
+from napari_deep_prl.model.metrics import (
+    OperatingPoint,
+    best_f1_threshold,
+    operating_point,
+)
+from napari_deep_prl.model.network import inference_copy
+from napari_deep_prl.model.train import (
+    TTA_VIEWS,
+    predict_views,
+    resolve_device,
+    resolve_precision,
+    split_validation,
+    train,
+)
+from napari_deep_prl.scoring.score import predict_patches
 
 
 def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):

@@ -5,7 +5,7 @@ after the current step and still return what they have (training: the best model
 Cancel keeps results, unlike ``worker.quit()`` which would drop the return value. The handlers
 run on the main thread (worker signals), so they may change layers and widgets.
 
-A :class:`~napari_deep_prl.errors.DeepPRLError` raised by the task is an expected failure (bad
+A :class:`~napari_deep_prl.base.errors.DeepPRLError` raised by the task is an expected failure (bad
 labels, a wrong file): it is caught in the worker and shown as one error notification with its
 message, then ``on_error`` runs; no traceback. Any other exception is a bug: it goes to napari's
 notification manager with its traceback (once: the worker does not also re-raise it on the main
@@ -24,8 +24,8 @@ from napari.utils import progress
 from napari.utils.notifications import notification_manager, show_error
 from qtpy.QtWidgets import QProgressBar
 
-from napari_deep_prl.errors import DeepPRLError
-from napari_deep_prl.progress import Progress
+from napari_deep_prl.base.errors import DeepPRLError
+from napari_deep_prl.base.progress import Progress
 
 
 @dataclass(frozen=True)

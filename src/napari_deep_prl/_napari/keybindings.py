@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .messages import KEY_HELP
+from napari_deep_prl._napari.messages import KEY_HELP
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,9 @@ from typing import Any
 
 import numpy as np
 
-from napari_deep_prl.io import Subject
-from napari_deep_prl.lesions import label_lesions
-
-from .slices import default_window
+from napari_deep_prl._napari.slices import default_window
+from napari_deep_prl.data.images import Subject
+from napari_deep_prl.data.masks import label_lesions
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 

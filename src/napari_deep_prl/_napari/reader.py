@@ -9,9 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from napari_deep_prl.io import REQUIRED_COLUMNS, SubjectPaths, classify_file, discover_subject, open_cohort
-
-from .layers import LayerData, subject_layers
+from napari_deep_prl._napari.layers import LayerData, subject_layers
+from napari_deep_prl.data.cohort import (
+    REQUIRED_COLUMNS,
+    classify_file,
+    discover_subject,
+    open_cohort,
+)
+from napari_deep_prl.data.images import SubjectPaths
 
 
 def get_reader(path: str | list[str]) -> Callable[[str], list[LayerData]] | None:

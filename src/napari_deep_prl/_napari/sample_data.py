@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+from napari_deep_prl._napari.layers import LayerData, subject_layers
 from napari_deep_prl.simulate import sample_subject
-
-from .layers import LayerData, subject_layers
 
 
 def synthetic_subject() -> list[LayerData]:

@@ -17,7 +17,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from .keybindings import KeyAction, key_table
+from napari_deep_prl._napari.keybindings import KeyAction, key_table
 
 #: How labels read in the widgets.
 LABEL_NAMES = {"prl": "PRL", "not_prl": "not PRL", "unsure": "unsure"}

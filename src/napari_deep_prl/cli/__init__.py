@@ -2,7 +2,7 @@
 
 Each subcommand group lives in its own module exposing ``register(subparsers)``; the handler it
 sets as ``func`` receives the parsed arguments and returns an exit code. Errors the user can fix
-(:class:`~napari_deep_prl.errors.DeepPRLError`) become one line on stderr and exit code 2; a
+(:class:`~napari_deep_prl.base.errors.DeepPRLError`) become one line on stderr and exit code 2; a
 traceback appears only with ``--debug``.
 """
 
@@ -15,7 +15,7 @@ import warnings
 from collections.abc import Sequence
 
 from napari_deep_prl import __version__
-from napari_deep_prl.errors import DeepPRLError, InputWarning
+from napari_deep_prl.base.errors import DeepPRLError, InputWarning
 
 #: Subcommand modules, in the order ``deep-prl --help`` lists them.
 COMMAND_MODULES = (

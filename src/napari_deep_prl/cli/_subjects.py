@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import SubjectPaths, open_cohort
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.data.cohort import open_cohort
+from napari_deep_prl.data.images import SubjectPaths
 
 
 def add_subject_arguments(parser: argparse.ArgumentParser) -> None:

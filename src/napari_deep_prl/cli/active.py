@@ -1,6 +1,6 @@
 """``deep-prl active``: score a project for active learning, rank its queue, fine-tune on labels.
 
-The same core as the model panel (:mod:`napari_deep_prl.active`, :mod:`napari_deep_prl.finetune`),
+The same core as the model panel (:mod:`napari_deep_prl.active.strategies`, :mod:`napari_deep_prl.active.finetune`),
 so a session prepared on the command line (e.g. on a GPU machine) is picked up by the viewer.
 """
 
@@ -9,16 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_deep_prl import active
-from napari_deep_prl.checkpoint import Checkpoint, load_models
+from napari_deep_prl.active import strategies as active
+from napari_deep_prl.active.finetune import finetune
+from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.base.tables import check_output, print_table, write_table
 from napari_deep_prl.cli.train import add_accept_worse, network_count, report_comparison
-from napari_deep_prl.crossfit import DEFAULT_MODELS
-from napari_deep_prl.finetune import finetune
-from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.project import Project
-from napari_deep_prl.score import checked_decision
-from napari_deep_prl.tables import check_output, print_table, write_table
-from napari_deep_prl.train import TrainConfig
+from napari_deep_prl.model.checkpoint import Checkpoint, load_models
+from napari_deep_prl.model.crossfit import DEFAULT_MODELS
+from napari_deep_prl.model.train import TrainConfig
+from napari_deep_prl.ratings.project import Project
+from napari_deep_prl.scoring.score import checked_decision
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -7,11 +7,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.train import PRECISIONS
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.model.train import PRECISIONS
 
 if TYPE_CHECKING:
-    from napari_deep_prl.io import Cohort
+    from napari_deep_prl.data.cohort import Cohort
 
 CLUSTER_HOWTO = """\
 On a cluster, run one outer fold per job into the same report folder, then merge:
@@ -32,7 +32,7 @@ def _methods(text: str) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from napari_deep_prl.methods import DEFAULT_METHODS, METHOD_NAMES
+    from napari_deep_prl.evaluation.methods import DEFAULT_METHODS, METHOD_NAMES
 
     p = sub.add_parser(
         "cv",
@@ -85,11 +85,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_deep_prl.crossval import CVConfig, lesion_truth, missing_folds, run_cv
-    from napari_deep_prl.io import open_cohort
-    from napari_deep_prl.methods import MethodSettings, build_methods
-    from napari_deep_prl.progress import run_with_tqdm
-    from napari_deep_prl.tables import check_output
+    from napari_deep_prl.base.progress import run_with_tqdm
+    from napari_deep_prl.base.tables import check_output
+    from napari_deep_prl.data.cohort import open_cohort
+    from napari_deep_prl.evaluation.crossval import (
+        CVConfig,
+        lesion_truth,
+        missing_folds,
+        run_cv,
+    )
+    from napari_deep_prl.evaluation.methods import MethodSettings, build_methods
 
     if args.errors < 0:
         raise InputError(f"--errors {args.errors}: give a number of lesions, 0 for none")
@@ -131,11 +136,11 @@ def run(args: argparse.Namespace) -> int:
 def _merge(report_dir: Path, cohort: Cohort | None = None, *, errors: int, quiet: bool,
            cohort_decision: bool = False) -> int:
     """Merge the folds; with the cohort, also draw the error galleries."""
-    from napari_deep_prl.crossval import merge
-    from napari_deep_prl.error_gallery import draw_error_galleries
-    from napari_deep_prl.progress import run_with_tqdm
-
     import pandas as pd
+
+    from napari_deep_prl.base.progress import run_with_tqdm
+    from napari_deep_prl.evaluation.crossval import merge
+    from napari_deep_prl.evaluation.error_gallery import draw_error_galleries
 
     tables = merge(report_dir, cohort_decision=cohort_decision)
     if cohort is not None and errors:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.figures import patch_gallery
-from napari_deep_prl.io import read_manifest
-from napari_deep_prl.lesions import cohort_lesion_table, find_lesions
-from napari_deep_prl.patches import extract_patches
-from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.tables import check_output, write_table
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.base.tables import check_output, write_table
+from napari_deep_prl.data.cohort import read_manifest
+from napari_deep_prl.data.lesions import cohort_lesion_table, find_lesions
+from napari_deep_prl.data.patches import extract_patches
+from napari_deep_prl.evaluation.figures import patch_gallery
 
 GALLERY_PER_CLASS = 6
 SHOWN_LESIONS = 12
@@ -44,10 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from napari_deep_prl.dataset import build_patchset
-    from napari_deep_prl.score import score_cohort
+    from napari_deep_prl.model.dataset import build_patchset
+    from napari_deep_prl.model.train import TrainConfig, train
+    from napari_deep_prl.scoring.score import score_cohort
     from napari_deep_prl.simulate import simulate_cohort
-    from napari_deep_prl.train import TrainConfig, train
 
     if not 1 <= args.held_out < args.subjects:
         raise InputError(f"--held-out must be between 1 and --subjects - 1 ({args.subjects - 1}).")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.base.tables import check_output, print_table, write_table
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
-from napari_deep_prl.lesions import cohort_lesion_table
-from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.tables import check_output, print_table, write_table
+from napari_deep_prl.data.lesions import cohort_lesion_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.project import CONFIG_NAME, create_project
+from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.ratings.project import CONFIG_NAME, create_project
 
 
 def register(sub: argparse._SubParsersAction) -> None:

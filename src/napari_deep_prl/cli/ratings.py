@@ -9,12 +9,21 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.project import MASK_INDEX, Project
-from napari_deep_prl.ratings.agreement import AgreementSummary, UNSURE_MODES, describe_estimate
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.base.tables import (
+    check_output,
+    print_table,
+    separator_for,
+    write_table,
+)
+from napari_deep_prl.ratings.agreement import (
+    UNSURE_MODES,
+    AgreementSummary,
+    describe_estimate,
+)
+from napari_deep_prl.ratings.project import MASK_INDEX, Project
 from napari_deep_prl.ratings.schema import LABELS
-from napari_deep_prl.tables import check_output, print_table, separator_for, write_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,8 +11,8 @@ import argparse
 import os
 import sys
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.project import Project
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.ratings.project import Project
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,15 +48,15 @@ def check_display() -> None:
 
 
 def run_review(args: argparse.Namespace) -> int:
-    from napari_deep_prl.active import open_strategy
+    from napari_deep_prl.active.strategies import open_strategy
 
     Project.open(args.project).close()  # a bad folder fails here, before any window
     check_display()
     strategy = open_strategy(args.project, args.order, seed=args.seed)
     import napari
 
-    from napari_deep_prl._napari.adjudication_widget import dock_adjudication
-    from napari_deep_prl._napari.review_widget import ReviewWidget
+    from napari_deep_prl._napari.review.adjudication_widget import dock_adjudication
+    from napari_deep_prl._napari.review.review_widget import ReviewWidget
 
     viewer = napari.Viewer(title="Deep-PRL review")
     if args.adjudicator:

@@ -8,14 +8,14 @@ from pathlib import Path
 
 import torch
 
-from napari_deep_prl.checkpoint import load_models
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.base.tables import check_output, print_table, write_table
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import format_metric
-from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.score import score_cohort, truth_metrics
-from napari_deep_prl.tables import check_output, print_table, write_table
-from napari_deep_prl.train import INFERENCE_BATCH, PRECISIONS
+from napari_deep_prl.model.checkpoint import load_models
+from napari_deep_prl.model.metrics import format_metric
+from napari_deep_prl.model.train import INFERENCE_BATCH, PRECISIONS
+from napari_deep_prl.scoring.score import score_cohort, truth_metrics
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.progress import run_with_tqdm
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.base.tables import check_output
 from napari_deep_prl.simulate import SIMULATED_CONTRASTS, simulate_cohort
-from napari_deep_prl.tables import check_output
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,20 +11,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_deep_prl.augment import AugmentConfig
-from napari_deep_prl.checkpoint import Checkpoint, load_models, save_ensemble
-from napari_deep_prl.comparison import Comparison, compare_with_start
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.base.tables import check_output, write_or_rescue, write_table
 from napari_deep_prl.cli.score import set_threads
-from napari_deep_prl.crossfit import DEFAULT_MODELS, EnsembleResult, history_table, train_crossfitted
-from napari_deep_prl.dataset import build_patchset
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.evaluate import THRESHOLD_RULES
-from napari_deep_prl.io import open_cohort
-from napari_deep_prl.model import FUSIONS, PRESETS, ModelConfig, model_config
-from napari_deep_prl.patches import MAX_PATCH_SIZE, PatchConfig
-from napari_deep_prl.progress import run_with_tqdm
-from napari_deep_prl.tables import check_output, write_or_rescue, write_table
-from napari_deep_prl.train import PRECISIONS, TrainConfig, TrainResult, train
+from napari_deep_prl.data.cohort import open_cohort
+from napari_deep_prl.data.patches import MAX_PATCH_SIZE, PatchConfig
+from napari_deep_prl.model.augment import AugmentConfig
+from napari_deep_prl.model.checkpoint import Checkpoint, load_models, save_ensemble
+from napari_deep_prl.model.comparison import Comparison, compare_with_start
+from napari_deep_prl.model.crossfit import (
+    DEFAULT_MODELS,
+    EnsembleResult,
+    history_table,
+    train_crossfitted,
+)
+from napari_deep_prl.model.dataset import build_patchset
+from napari_deep_prl.model.metrics import THRESHOLD_RULES
+from napari_deep_prl.model.network import FUSIONS, PRESETS, ModelConfig, model_config
+from napari_deep_prl.model.train import PRECISIONS, TrainConfig, TrainResult, train
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -31,7 +31,7 @@ from itertools import combinations, product
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import InputError
+from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings.schema import LABELS
 
 UNSURE_MODES = ("category", "exclude")

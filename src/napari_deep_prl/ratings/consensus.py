@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import InputError
+from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings.schema import LABELS
 
 RULES = ("unanimous", "majority")

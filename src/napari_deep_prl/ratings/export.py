@@ -1,11 +1,11 @@
 """Tables out of the store: wide (one row per lesion), long (current ratings), history, and
 the consensus history.
 
-They are pandas DataFrames; :func:`napari_deep_prl.tables.write_table` writes them atomically
+They are pandas DataFrames; :func:`napari_deep_prl.base.tables.write_table` writes them atomically
 (CSV, or TSV for ``.tsv``). In the wide table raters are ``rater_<id>`` columns and references
 (ground truth, expert reads) ``reference_<id>`` columns after the consensus, so no id can pass
 for the table's own columns: a rater named ``prl`` or ``consensus`` is never read as the truth
-(:func:`napari_deep_prl.io.read_prl_labels` reads ``consensus``). The long and history tables
+(:func:`napari_deep_prl.data.labels.read_prl_labels` reads ``consensus``). The long and history tables
 say each row's ``kind`` (``rater`` or ``reference``).
 """
 

@@ -33,7 +33,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import InputError, StoreError
+from napari_deep_prl.base.errors import InputError, StoreError
 from napari_deep_prl.ratings.store import Provenance, RatingStore
 
 Ranker = Callable[[pd.DataFrame], Sequence[int]]

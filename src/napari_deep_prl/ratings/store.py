@@ -42,9 +42,15 @@ from typing import Any, TypeVar
 import pandas as pd
 
 from napari_deep_prl import __version__
-from napari_deep_prl.errors import (InputError, StoreError, access_error, disk_problem,
-                                   on_read_only_fs, write_error)
-from napari_deep_prl.filenames import check_id, id_problem
+from napari_deep_prl.base.errors import (
+    InputError,
+    StoreError,
+    access_error,
+    disk_problem,
+    on_read_only_fs,
+    write_error,
+)
+from napari_deep_prl.base.filenames import check_id, id_problem
 from napari_deep_prl.ratings import schema
 
 T = TypeVar("T")
@@ -651,7 +657,7 @@ def _check_id(name: str, kind: str) -> None:
 
 
 def _check_new_id(name: str, kind: str) -> None:
-    """A new id must be a valid id (:func:`~napari_deep_prl.filenames.check_id`), and a new
+    """A new id must be a valid id (:func:`~napari_deep_prl.base.filenames.check_id`), and a new
     rater's not the name of a queue column; ids registered earlier keep working."""
     check_id(name, what=f"{kind} id", remedy="Choose another id.")
     if kind == "rater" and (name in RESERVED_RATER_IDS or name.startswith(REFERENCE_PREFIX)):

@@ -4,9 +4,9 @@ Public API:
 
 * :func:`simulate_subject` ``(seed, params=None, *, index=0, contrasts=SIMULATED_CONTRASTS,
   **options) -> Simulated`` — one subject in memory: ``.subject`` (an
-  :class:`~napari_deep_prl.io.Subject` with phase, mp2rage, binary mask, prl_mask, affine, and
+  :class:`~napari_deep_prl.data.images.Subject` with phase, mp2rage, binary mask, prl_mask, affine, and
   the display-only ``extra`` images: FLAIR-like, T2*-weighted magnitude), ``.truth``
-  (per-lesion truth table, ids as :func:`~napari_deep_prl.lesions.label_lesions` assigns them)
+  (per-lesion truth table, ids as :func:`~napari_deep_prl.data.masks.label_lesions` assigns them)
   and ``.params``.
 * :func:`sample_subject` ``(seed=0) -> Simulated`` — a small subject in about a second, for the
   napari sample data and quick demos.
@@ -21,7 +21,12 @@ Phase convention: paramagnetic = dark (negative phase). See ``docs/simulator.md`
 from napari_deep_prl.simulate.cohort import simulate_cohort
 from napari_deep_prl.simulate.lesion_kinds import KINDS, PRL_KINDS
 from napari_deep_prl.simulate.params import SubjectParams
-from napari_deep_prl.simulate.subject import SIMULATED_CONTRASTS, Simulated, sample_subject, simulate_subject
+from napari_deep_prl.simulate.subject import (
+           SIMULATED_CONTRASTS,
+           Simulated,
+           sample_subject,
+           simulate_subject,
+)
 
 __all__ = ["KINDS", "PRL_KINDS", "SIMULATED_CONTRASTS", "Simulated", "SubjectParams", "sample_subject",
            "simulate_cohort", "simulate_subject"]

@@ -1,6 +1,6 @@
 """Writing a synthetic cohort to disk: NIfTI images, manifest, truth and parameter tables.
 
-Layout (discoverable by :func:`napari_deep_prl.io.discover` as well as through the manifest)::
+Layout (discoverable by :func:`napari_deep_prl.data.cohort.discover` as well as through the manifest)::
 
     OUT/manifest.csv              subject,phase,mp2rage,mask,prl_mask[,flair][,magnitude]
     OUT/lesions_truth.tsv         one row per lesion: lesion table + kind and drawn parameters
@@ -22,9 +22,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import InputError, InputWarning, file_error
-from napari_deep_prl.io import SubjectPaths, write_manifest
-from napari_deep_prl.progress import Progress
+from napari_deep_prl.base.errors import InputError, InputWarning, file_error
+from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.base.tables import write_nifti, write_table
+from napari_deep_prl.data.cohort import write_manifest
+from napari_deep_prl.data.images import SubjectPaths
 from napari_deep_prl.simulate.params import draw_params
 from napari_deep_prl.simulate.subject import (
     CONTRAST_DESCRIPTIONS,
@@ -34,7 +36,6 @@ from napari_deep_prl.simulate.subject import (
     check_contrasts,
     simulate_subject,
 )
-from napari_deep_prl.tables import write_nifti, write_table
 
 #: Leading truth-table columns (the rest follow in the lesion table's order).
 TRUTH_LEAD = ("subject", "lesion", "kind", "prl")
@@ -52,7 +53,7 @@ def simulate_cohort(out_dir: str | Path, n_subjects: int, seed: int = 0, *,
     subject (e.g. ``voxel_size=(1, 1, 1)``, ``field_strength_t=3``); the others vary per subject.
     ``contrasts``: the display-only images written besides phase and MP2RAGE (manifest columns
     of the same names); ``()`` writes none, and changes nothing else. A cohort that came out
-    without any PRL is written, with an :class:`~napari_deep_prl.errors.InputWarning`.
+    without any PRL is written, with an :class:`~napari_deep_prl.base.errors.InputWarning`.
     """
     out = Path(out_dir)
     if n_subjects < 1:

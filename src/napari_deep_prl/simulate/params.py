@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
-from napari_deep_prl.errors import InputError
+from napari_deep_prl.base.errors import InputError
 
 #: Gyromagnetic ratio of 1H divided by 2 pi, in MHz / T.
 GAMMA_BAR_MHZ_T = 42.577

@@ -21,7 +21,14 @@ import os
 import numpy as np
 from scipy import fft
 
-from napari_deep_prl.simulate.anatomy import FLAIR_VALUE, MAGNITUDE, OUTSIDE, T1_VALUE, WM, Anatomy
+from napari_deep_prl.simulate.anatomy import (
+    FLAIR_VALUE,
+    MAGNITUDE,
+    OUTSIDE,
+    T1_VALUE,
+    WM,
+    Anatomy,
+)
 from napari_deep_prl.simulate.geometry import grid_axes, separable_linear, smooth_noise
 
 _WORKERS = min(4, os.cpu_count() or 1)

@@ -16,11 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from napari_deep_prl.errors import InputError
-from napari_deep_prl.io import Subject
-from napari_deep_prl.lesions import label_lesions, lesion_table_from_labels
+from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.data.images import Subject
+from napari_deep_prl.data.lesions import lesion_table_from_labels
+from napari_deep_prl.data.masks import label_lesions
 from napari_deep_prl.simulate.anatomy import VEIN_CHI_PPM, Anatomy, make_anatomy
-from napari_deep_prl.simulate.lesion_kinds import LesionPaint, LesionSpec, draw_specs, paint_lesions
+from napari_deep_prl.simulate.lesion_kinds import (
+    LesionPaint,
+    LesionSpec,
+    draw_specs,
+    paint_lesions,
+)
 from napari_deep_prl.simulate.params import SubjectParams, draw_params, validate
 from napari_deep_prl.simulate.physics import (
     background_field,

@@ -1,0 +1,1 @@
+"""The model panel: scoring, ranking and fine-tuning in the viewer."""

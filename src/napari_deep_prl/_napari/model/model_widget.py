@@ -1,0 +1,380 @@
+"""The model panel: load a checkpoint, score a subject or a whole project, see the scores.
+
+Scoring runs in a worker thread (:class:`~.jobs.Job`) with a progress bar and Cancel. A project's
+scores are stored as predictions under the model version (so nothing is scored twice); a
+subject opened without a project (files or the sample data) is scored from its layers and only
+shown. Results: a points layer at the lesion centres coloured by PRL probability (legend under
+the buttons), a sortable table whose rows move the viewer to the lesion, the subject's PRL count
+and the project's counts. **Decide** calls a project's lesions PRL each at the model's
+threshold, or all scored lesions together (:func:`~napari_deep_prl.active.strategies.project_scores`).
+In blind mode none of the scores is shown. The fine-tuning box below trains new versions.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import napari
+import numpy as np
+import pandas as pd
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from napari_deep_prl._napari.board import board
+from napari_deep_prl._napari.jobs import Job
+from napari_deep_prl._napari.layers import subject_layers
+from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
+from napari_deep_prl._napari.model.model_text import (
+    SCORES_HIDDEN,
+    TOOLTIPS,
+    describe_checkpoint,
+)
+from napari_deep_prl._napari.model.scoring_table import (
+    ColourBar,
+    ScoringTable,
+    go_to,
+    kept_selection,
+    show_points,
+)
+from napari_deep_prl._napari.widget_parts import scrolling_column
+from napari_deep_prl.active import strategies as active
+from napari_deep_prl.base.errors import DeepPRLError
+from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.data.images import Subject
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.model.checkpoint import Checkpoint, load_models
+from napari_deep_prl.ratings.project import Project
+
+#: Subject-combo entry that scores the subject shown in the viewer (no project needed).
+FROM_VIEWER = "(subject in the viewer)"
+METHOD_NAMES = {"one pass": "none", "flip TTA": "tta", "MC dropout": "mc_dropout",
+                "auto (best available)": "auto"}
+DECISION_NAMES = {"each lesion at the model's threshold": "validation",
+                  "the project's scored lesions together": "expected_f1"}
+
+
+def subject_from_layers(viewer: napari.Viewer) -> Subject:
+    """The subject whose phase, MP2RAGE and lesion layers are in the viewer (reader/sample)."""
+    by_role: dict[str, napari.layers.Layer] = {}
+    for layer in viewer.layers:
+        for role in ("phase", "mp2rage", "lesions"):
+            if layer.name.endswith(f" {role}") and "subject" in layer.metadata:
+                by_role.setdefault(role, layer)
+    missing = [r for r in ("phase", "mp2rage", "lesions") if r not in by_role]
+    if missing:
+        raise DeepPRLError(f"the viewer has no {', '.join(missing)} layer of a subject. Open a "
+                           "subject (File > Open, or File > Open Sample > Deep-PRL) first.")
+    phase = by_role["phase"]
+    return Subject(str(phase.metadata["subject"]), np.asarray(phase.data, np.float32),
+                   np.asarray(by_role["mp2rage"].data, np.float32),
+                   np.asarray(by_role["lesions"].data, np.int32), phase.affine.affine_matrix)
+
+
+def score_loaded(subject: Subject, checkpoints: list[Checkpoint],
+                 method: str) -> Generator[Progress, None, pd.DataFrame]:
+    """Score a subject already in memory, as a (one-step) progress generator for a worker."""
+    yield Progress(0, 1, "subject", subject.subject)
+    table = active.score_lesions(subject, checkpoints, method)
+    yield Progress(1, 1, "subject", subject.subject)
+    return table
+
+
+class ModelPanel(QWidget):
+    """Dock widget: model, scoring, results, fine-tuning."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.project: Project | None = None
+        #: The loaded network(s): one, or the members of an ensemble file (scored together).
+        self.checkpoints: list[Checkpoint] = []
+        self.scores = pd.DataFrame()
+        self.job: Job | None = None
+        self._affines: dict[str, np.ndarray] = {}
+        #: Model version of the project's scores on show (None: no project scores shown).
+        self._version: str | None = None
+
+        self.open_button = QPushButton("Open project…")
+        self.project_label = QLabel("no project: scoring the subject in the viewer")
+        self.load_button = QPushButton("Load model…")
+        self.model_info = QLabel("no model loaded")
+        self.model_info.setWordWrap(True)
+        self.method = QComboBox()
+        self.method.addItems(METHOD_NAMES)
+        self.subject = QComboBox()
+        self.subject.addItem(FROM_VIEWER)
+        self.decision = QComboBox()
+        self.decision.addItems(DECISION_NAMES)
+        self.score_button = QPushButton("Score subject")
+        self.score_all_button = QPushButton("Score project")
+        self.cancel_button = QPushButton("Cancel")
+        self.bar = QProgressBar()
+        self.bar.setVisible(False)
+        self.blind = QCheckBox("Blind rater mode (hide scores)")
+        self.hidden = QLabel(SCORES_HIDDEN)
+        self.hidden.setWordWrap(True)
+        self.board = board(napari_viewer)
+        self.board.blinding_changed.connect(self._follow_board)
+        self.count = QLabel("")
+        self.summary = QLabel("")
+        self.summary.setWordWrap(True)
+        self.colour_bar = ColourBar()
+        self.table = ScoringTable()
+        self.finetune = FinetuneBox(self)
+        for name, widget in (("open", self.open_button), ("load", self.load_button),
+                             ("method", self.method), ("score", self.score_button),
+                             ("score_all", self.score_all_button), ("blind", self.blind),
+                             ("decision", self.decision)):
+            widget.setToolTip(TOOLTIPS[name])
+
+        form = QFormLayout()
+        form.addRow(self.open_button, self.project_label)
+        form.addRow(self.load_button, self.model_info)
+        form.addRow("Uncertainty", self.method)
+        form.addRow("Subject", self.subject)
+        form.addRow("Decide", self.decision)
+        buttons = QHBoxLayout()
+        for button in (self.score_button, self.score_all_button, self.cancel_button):
+            buttons.addWidget(button)
+        controls = QWidget()
+        column = QVBoxLayout(controls)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.addLayout(form)
+        column.addLayout(buttons)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(scrolling_column((controls, self.bar, self.blind, self.hidden, self.count,
+                                           self.summary, self.colour_bar, self.table,
+                                           self.finetune)))
+
+        self.open_button.clicked.connect(self._choose_project)
+        self.load_button.clicked.connect(self._choose_model)
+        self.score_button.clicked.connect(self.score_subject)
+        self.score_all_button.clicked.connect(self.score_project)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.blind.toggled.connect(self.set_blind)
+        self.decision.currentTextChanged.connect(self.decide)
+        self.table.lesion_selected.connect(self._go_to_lesion)
+        self.finetune.model_updated.connect(self._announce_scores)
+        self.set_busy(False)
+        self._follow_board()
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def _choose_project(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a Deep-PRL project")
+        if folder:
+            self.open_project(folder)
+
+    def _choose_model(self) -> None:
+        start = str(self.project.models_dir) if self.project else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Load a Deep-PRL model", start, "*.pt")
+        if path:
+            self.load_model(path)
+
+    def open_project(self, folder: str | Path) -> None:
+        """Open a project: its subjects become choosable and scores are stored in it."""
+        try:
+            project = Project.open(folder)
+        except DeepPRLError as err:
+            show_error(str(err))
+            return
+        if self.project is not None:
+            self.project.close()
+        self.project = project
+        self.project_label.setText(str(project.root))
+        self.subject.clear()
+        self.subject.addItems([FROM_VIEWER, *project.cohort.ids])
+        self.subject.setCurrentIndex(1 if project.cohort.ids else 0)
+        self.finetune.set_project(project)
+        self._forget_project_scores()
+        self.set_busy(False)
+
+    def load_model(self, path: str | Path) -> None:
+        """Load a checkpoint or ensemble (safely, weights only) and show what it was trained on."""
+        try:
+            self.use_model(load_models(path), Path(path))
+        except DeepPRLError as err:
+            show_error(str(err))
+
+    def use_model(self, checkpoints: Checkpoint | list[Checkpoint], path: Path | None = None) -> None:
+        self.checkpoints = [checkpoints] if isinstance(checkpoints, Checkpoint) else list(checkpoints)
+        self.model_info.setText(describe_checkpoint(self.checkpoints, path))
+        self._forget_project_scores()
+        self.set_busy(False)
+
+    @property
+    def checkpoint(self) -> Checkpoint | None:
+        """The model's network, or an ensemble's first member (whose label record all share)."""
+        return self.checkpoints[0] if self.checkpoints else None
+
+    @property
+    def method_name(self) -> str:
+        return METHOD_NAMES[self.method.currentText()]
+
+    @property
+    def decision_name(self) -> str:
+        return DECISION_NAMES[self.decision.currentText()]
+
+    # -- scoring --------------------------------------------------------------------------
+
+    def score_subject(self) -> Job | None:
+        """Score the chosen subject in a worker (a project's subject is also stored)."""
+        name = self.subject.currentText()
+        if name == FROM_VIEWER or self.project is None:
+            try:
+                subject = subject_from_layers(self.viewer)
+            except DeepPRLError as err:
+                show_error(str(err))
+                return None
+            self._affines[subject.subject] = subject.affine
+            checkpoints, method = self.checkpoints, self.method_name
+            return self._start(lambda stop: score_loaded(subject, checkpoints, method),
+                               f"Scoring {subject.subject}", self._show_loaded_scores)
+        return self._score_stored([name], f"Scoring {name}")
+
+    def score_project(self) -> Job | None:
+        """Score every subject of the project (scores already stored are reused)."""
+        if self.project is None:
+            show_error("Open a project first to score all its subjects.")
+            return None
+        return self._score_stored(None, "Scoring the project")
+
+    def _score_stored(self, subjects: list[str] | None, description: str) -> Job | None:
+        project, checkpoints, method = self.project, self.checkpoints, self.method_name
+
+        def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, pd.DataFrame, str]]:
+            stored = yield from active.score_project(project, checkpoints, method,
+                                                     subjects=subjects, stop=stop)
+            shown = subjects[0] if subjects else project.cohort.ids[0]
+            loaded = project.load_subject(shown)
+            mine = stored.loc[stored["subject"] == shown,
+                              ["lesion", "probability", "entropy", "uncertainty"]]
+            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left").rename(
+                columns={"probability": "prl_probability"})
+            return loaded, table, active.model_version(checkpoints, method)
+
+        return self._start(run, description, self._show_project_scores)
+
+    def _start(self, make: Callable[[threading.Event], Generator[Progress, None, Any]],
+               description: str, on_result: Callable[[Any], None]) -> Job | None:
+        if not self.checkpoints:
+            show_error("Load a model first (Load model…).")
+            return None
+        self.job = Job(make, description=description, bar=self.bar, stages=("subjects", "subject"),
+                       on_result=on_result, on_finished=lambda: self.set_busy(False))
+        self.set_busy(True)
+        return self.job.start()
+
+    def cancel(self) -> None:
+        """Stop the running job after its current step; what is done is kept."""
+        if self.job is not None:
+            self.job.cancel()
+        self.finetune.cancel()
+
+    def _show_loaded_scores(self, table: pd.DataFrame) -> None:
+        self._forget_project_scores()
+        self._show_subject_scores(table)
+        show_info(f"Scored {len(table)} lesions of {table['subject'].iloc[0] if len(table) else '?'}.")
+
+    def _show_project_scores(self, result: tuple[Subject, pd.DataFrame, str]) -> None:
+        subject, table, version = result
+        if not any(layer.metadata.get("subject") == subject.subject for layer in self.viewer.layers
+                   if layer.name.endswith(" phase")):
+            with kept_selection(self.viewer):
+                for data, kwargs, kind in subject_layers(subject):
+                    getattr(self.viewer, f"add_{kind}")(data, **kwargs)
+        self._affines[subject.subject] = subject.affine
+        self._version, self.scores = version, table
+        self.decide()
+        self._announce_scores()
+        show_info(f"Scored {len(table)} lesions of {subject.subject}.")
+
+    def decide(self) -> None:
+        """Call the project's scored lesions PRL as **Decide** says; show the counts (no scoring)."""
+        if self.project is None or self._version is None:
+            return
+        try:
+            decided = active.project_scores(self.project, self.checkpoints, self._version,
+                                            self.decision_name)
+        except DeepPRLError as err:
+            show_error(str(err))
+            self.decision.setCurrentIndex(0)  # re-enters with the model's threshold
+            return
+        counts = decided.subjects
+        self.summary.setText(
+            f"project, {len(counts)} of {len(self.project.cohort.ids)} subjects scored: "
+            f"{int(counts['prl_count'].sum())} PRL(s) of {int(counts['lesions'].sum())} lesions; "
+            f"{int(counts['prl_ge1'].sum())} subject(s) with ≥ 1 PRL, {int(counts['prl_ge4'].sum())} "
+            f"with ≥ 4 · cut {decided.threshold:.2f}")
+        self._show_subject_scores(self.scores.assign(prl=self.scores["prl_probability"] >= decided.threshold))
+
+    def _forget_project_scores(self) -> None:
+        self._version = None
+        self.summary.setText("")
+
+    def _show_subject_scores(self, table: pd.DataFrame) -> None:
+        self.scores = table
+        subject = str(table["subject"].iloc[0]) if len(table) else ""
+        self.table.set_scores(table)
+        self.count.setText(f"{subject}: {int(table['prl'].sum())} PRL(s) of {len(table)} lesions")
+        self.set_blind(self.blind.isChecked())  # draws the points layer, blind or not
+
+    # -- display --------------------------------------------------------------------------
+
+    def set_blind(self, blind: bool) -> None:
+        """Blind rater mode: no probability in the table, the layer or the PRL count. A blind
+        review session open in the same viewer keeps it on (see :mod:`.board`)."""
+        if self.blind.isChecked() != blind:
+            self.blind.setChecked(blind)  # re-enters through the toggled signal
+            return
+        blind = blind or self.board.hide_scores
+        self.table.set_blind(blind)
+        self.count.setVisible(not blind)
+        self.summary.setVisible(not blind)
+        self.colour_bar.setVisible(not blind)
+        if len(self.scores):
+            subject = str(self.scores["subject"].iloc[0])
+            show_points(self.viewer, self.scores, self._affines.get(subject, np.eye(4)),
+                        blind=blind)
+
+    def _announce_scores(self, *_: object) -> None:
+        """New scores are stored for the project (scored here, or by the fine-tuning box after
+        a new model): a model-ordered review in this viewer ranks again."""
+        if self.project is not None:
+            self.board.announce_scores(self.project.root)
+
+    def _follow_board(self) -> None:
+        """A blind rater session opened or closed in this viewer: hide or show the scores."""
+        forced = self.board.hide_scores
+        self.blind.setEnabled(not forced)
+        self.hidden.setVisible(forced)
+        self.set_blind(self.blind.isChecked())
+
+    def _go_to_lesion(self, subject: str, lesion: int, world: np.ndarray) -> None:
+        go_to(self.viewer, world)
+
+    def set_busy(self, busy: bool) -> None:
+        """Buttons follow the state: one job at a time, Cancel only while one runs."""
+        ready = bool(self.checkpoints) and not busy
+        self.score_button.setEnabled(ready)
+        self.score_all_button.setEnabled(ready and self.project is not None)
+        self.load_button.setEnabled(not busy)
+        self.open_button.setEnabled(not busy)
+        self.decision.setEnabled(self.project is not None and not busy)
+        self.cancel_button.setEnabled(busy)
+        self.finetune.set_enabled(not busy)

@@ -1,0 +1,1 @@
+"""Widgets for rating and adjudicating lesions."""

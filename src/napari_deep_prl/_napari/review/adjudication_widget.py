@@ -1,0 +1,299 @@
+"""The adjudicator's dock widget: each disagreement with every rater's label side by side, the
+consensus recorded with one key, decisions revisited and revised, and the agreement figures
+kept up to date.
+
+Adjudication is not blind: the adjudicator sees who said what (label, confidence, reason,
+comment), except while a rater's blind session is open in the same viewer. The lesion is shown
+exactly as raters see it (the same canvas). Decided lesions stay in the list for the session, so
+``←`` goes back to them; a new key revises a decision and ``Backspace`` takes it back (every
+decision stays in the history).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+import pandas as pd
+from napari.utils.notifications import show_error
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+)
+
+from napari_deep_prl._napari import messages
+from napari_deep_prl._napari.keybindings import ADJUDICATION_KEYS
+from napari_deep_prl._napari.review.agreement_panel import AgreementPanel
+from napari_deep_prl._napari.review.lesion_widget import LesionWidget
+from napari_deep_prl._napari.widget_parts import (
+    LABEL_NAMES,
+    key_list,
+    open_project_dialog,
+)
+from napari_deep_prl.base.errors import DeepPRLError
+from napari_deep_prl.ratings.project import Project
+
+RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
+
+
+class AdjudicationWidget(LesionWidget):
+    """Dock widget of an adjudication session (see ``docs/adjudicator_guide.md``)."""
+
+    KEYS = ADJUDICATION_KEYS
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(napari_viewer)
+        self.adjudicator = ""
+        self.queue = pd.DataFrame()
+        self.lesions = pd.DataFrame()
+        #: Lesions decided during this session: they stay in the list to be revisited.
+        self.visited: set[int] = set()
+        self.index = 0
+        self.agreement = AgreementPanel()
+        self.display.shown.connect(self.lesion_shown)
+        self.board.blinding_changed.connect(self._apply_blinding)
+        self._build()
+
+    def _build(self) -> None:
+        tips = messages.TOOLTIPS
+        self.project_path = QLineEdit(toolTip=tips["project"])
+        browse = QPushButton("…", clicked=lambda: open_project_dialog(self, self.project_path))
+        self.name = QLineEdit(toolTip=tips["rater"], placeholderText="adjudicator id")
+        open_button = QPushButton("Open", clicked=lambda: self.open_project(
+            self.project_path.text(), self.name.text()))
+        row = QHBoxLayout()
+        row.addWidget(self.project_path)
+        row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("project", row)
+        form.addRow("adjudicator", self.name)
+        form.addRow("", open_button)
+        session = QGroupBox("Session")
+        session.setLayout(form)
+
+        self.where = QLabel("—")
+        self.remaining = QLabel("")
+        self.decision = QLabel("")
+        self.decision.setWordWrap(True)
+        self.all_decided = QCheckBox("also list lesions decided before", toolTip=tips["decided"])
+        self.all_decided.toggled.connect(lambda _: self.refresh_queue())
+        self.ratings = QTableWidget(0, len(RATING_COLUMNS))
+        self.ratings.setHorizontalHeaderLabels(list(RATING_COLUMNS))
+        self.ratings.setFixedHeight(120)
+        self.ratings.verticalHeader().hide()
+        self.ratings.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.ratings.horizontalHeader().setStretchLastSection(True)
+        self.hidden = QLabel(messages.LABELS_HIDDEN)
+        self.hidden.setWordWrap(True)
+        self.note = QLineEdit(toolTip=tips["note"], placeholderText="note (optional)")
+        self.saved = QLabel("")
+        self.saved.setWordWrap(True)
+        buttons = QHBoxLayout()
+        for text, label in (("PRL (P)", "prl"), ("not PRL (N)", "not_prl"), ("unsure (U)", "unsure")):
+            buttons.addWidget(QPushButton(text, clicked=lambda _=False, lab=label: self.decide(lab)))
+        buttons.addWidget(QPushButton("take back (⌫)", clicked=self.retract))
+        moves = QHBoxLayout()
+        moves.addWidget(QPushButton("← prev", clicked=self.previous_lesion))
+        moves.addWidget(QPushButton("next →", clicked=self.next_lesion))
+        view_form = QFormLayout()
+        self.view_rows(view_form)
+        self.lesion_box = QGroupBox("Disagreement")
+        box = QVBoxLayout(self.lesion_box)
+        for item in (self.where, self.remaining, self.all_decided, self.decision, self.ratings,
+                     self.hidden, view_form, self.note, buttons, moves, self.saved):
+            if isinstance(item, (QHBoxLayout, QFormLayout)):
+                box.addLayout(item)
+            else:
+                box.addWidget(item)
+        self.lesion_box.setEnabled(False)
+        self.stats = QGroupBox("Agreement")
+        QVBoxLayout(self.stats).addWidget(self.agreement)
+        keys = QGroupBox("Keys")
+        QVBoxLayout(keys).addWidget(key_list(ADJUDICATION_KEYS))
+        self.assemble((self.session_bar(session), session, self.lesion_box, self.stats, keys))
+        self._apply_blinding()
+
+    # -- session --------------------------------------------------------------------------
+
+    def open_project(self, path: str | Path, adjudicator: str) -> bool:
+        """Open a project's disagreement queue for ``adjudicator``."""
+        if not adjudicator.strip():
+            show_error(messages.NO_RATER)
+            return False
+        self.close_project()
+        try:
+            self.project = Project.open(path)
+            self.project.store.add_rater(adjudicator.strip())
+        except DeepPRLError as err:
+            show_error(messages.OPEN_FAILED.format(path=path, cause=err))
+            self.project = None
+            return False
+        self.adjudicator = adjudicator.strip()
+        self.project_path.setText(str(path))
+        self.name.setText(self.adjudicator)
+        self.lesions = self.project.lesions().set_index("lesion_key")
+        self.canvas.set_panels(self.project.config.review.panels)
+        self.lesion_box.setEnabled(True)
+        self.fold_session(True, f"adjudicator {self.adjudicator} · {self.project.root.name}")
+        self.agreement.project = self.project
+        self.agreement.refresh()
+        self.visited.clear()
+        self.index = 0
+        self.keys.activate()
+        self.refresh_queue()
+        return True
+
+    def close_project(self) -> None:
+        self.display.clear()
+        self.keys.deactivate()
+        if self.project is not None:
+            self.project.close()
+        self.project = self.agreement.project = None
+        self.lesion_box.setEnabled(False)
+        self.fold_session(False)
+
+    def refresh_queue(self, keep: int | None = None) -> None:
+        """Re-read the disagreements (raters may still be rating) and show lesion ``keep`` (a
+        lesion key), else the one at the same place in the list."""
+        if self.project is None:
+            return
+        if keep is None and self.current is not None:
+            keep = int(self.current["lesion_key"])
+        table = self.project.adjudication_queue(decided=True)
+        listed = table["pending"] | table["lesion_key"].isin(list(self.visited))
+        if self.all_decided.isChecked():
+            listed |= table["consensus"].notna()
+        self.queue = table[listed].reset_index(drop=True)
+        hits = self.queue.index[self.queue["lesion_key"] == keep]
+        self.index = int(hits[0]) if len(hits) else min(self.index, max(len(self.queue) - 1, 0))
+        self._show()
+
+    @property
+    def current(self) -> pd.Series | None:
+        if self.queue.empty or self.index >= len(self.queue):
+            return None
+        return self.queue.iloc[self.index]
+
+    def _show(self) -> None:
+        self.note.clear()
+        row = self.current
+        waiting = int(self.queue["pending"].sum()) if len(self.queue) else 0
+        self.remaining.setText(messages.WAITING.format(count=waiting))
+        if row is None:
+            self.where.setText(messages.NO_DISAGREEMENTS)
+            self.decision.setText("")
+            self.ratings.setRowCount(0)
+            self.display.clear()
+            return
+        subject, lesion = str(row["subject"]), int(row["lesion"])
+        self.where.setText(f"{subject} · lesion {lesion} ({self.index + 1} of {len(self.queue)})")
+        self.decision.setText("" if pd.isna(row["consensus"]) else messages.DECIDED.format(
+            label=LABEL_NAMES[row["consensus"]], by=row["decided_by"],
+            note=f" ({row['note']})" if isinstance(row["note"], str) and row["note"] else ""))
+        current = self.project.store.current()
+        ratings = current[current["lesion_key"] == row["lesion_key"]]
+        self.ratings.setRowCount(len(ratings))
+        for i, rating in enumerate(ratings.itertuples()):
+            for j, column in enumerate(RATING_COLUMNS):
+                value = getattr(rating, column)
+                text = "" if value is None or pd.isna(value) else str(value)
+                text = LABEL_NAMES.get(text, text) if column == "label" else text
+                self.ratings.setItem(i, j, QTableWidgetItem(text.removesuffix(".0")))
+        lesion_row = self.lesions.loc[int(row["lesion_key"])]
+        self.display.request(subject, lesion, (lesion_row["x"], lesion_row["y"], lesion_row["z"]))
+
+    def _apply_blinding(self) -> None:
+        """While a rater's blind session is open in this viewer, no rater's label is shown."""
+        hide = self.board.hide_labels
+        self.ratings.setVisible(not hide)
+        self.stats.setVisible(not hide)
+        self.hidden.setVisible(hide)
+
+    def _on_screen(self) -> pd.Series | None:
+        """The current lesion if it is painted on screen (keys act only on what was seen)."""
+        row = self.current
+        if row is None or self.project is None:
+            return None
+        if not self.display.is_drawn(str(row["subject"]), int(row["lesion"])):
+            self.saved.setText(messages.NOT_ON_SCREEN)
+            return None
+        return row
+
+    # -- the actions the keys call --------------------------------------------------------
+
+    def decide(self, label: str) -> bool:
+        """Record ``label`` as the consensus of the lesion on screen (a new decision revises an
+        earlier one) and go to the next lesion waiting."""
+        row = self._on_screen()
+        if row is None:
+            return False
+        try:
+            self.project.record_consensus(str(row["subject"]), int(row["lesion"]), label,
+                                          by=self.adjudicator, note=self.note.text().strip() or None)
+        except DeepPRLError as err:
+            show_error(messages.SAVE_FAILED.format(cause=err))
+            return False
+        self.saved.setText("✓ " + messages.CONSENSUS_SAVED.format(
+            label=LABEL_NAMES[label], subject=row["subject"], lesion=row["lesion"]))
+        self.visited.add(int(row["lesion_key"]))
+        self.refresh_queue(keep=self._next_waiting(int(row["lesion_key"])))
+        self.agreement.refresh()
+        return True
+
+    def retract(self) -> bool:
+        """Take back the decision of the lesion on screen: it waits for adjudication again."""
+        row = self._on_screen()
+        if row is None:
+            return False
+        try:
+            retracted = self.project.retract_consensus(str(row["subject"]), int(row["lesion"]),
+                                                       by=self.adjudicator)
+        except DeepPRLError as err:
+            show_error(messages.SAVE_FAILED.format(cause=err))
+            return False
+        self.saved.setText(messages.NOTHING_TO_RETRACT if retracted is None else
+                           messages.RETRACTED.format(subject=row["subject"], lesion=row["lesion"]))
+        self.refresh_queue(keep=int(row["lesion_key"]))
+        self.agreement.refresh()
+        return retracted is not None
+
+    def _next_waiting(self, key: int) -> int:
+        """The lesion key to show after deciding ``key``: the next one still waiting in the
+        list (wrapping round), else ``key`` itself."""
+        keys = self.queue["lesion_key"].tolist()
+        waiting = self.queue["pending"].tolist()
+        start = keys.index(key)
+        for step in range(1, len(keys)):
+            i = (start + step) % len(keys)
+            if waiting[i] and keys[i] != key:
+                return int(keys[i])
+        return key
+
+    def next_lesion(self) -> None:
+        if self.index < len(self.queue) - 1:
+            self.index += 1
+            self._show()
+
+    def previous_lesion(self) -> None:
+        if self.index > 0:
+            self.index -= 1
+            self._show()
+
+
+def dock_adjudication(viewer: napari.Viewer, path: str | Path | None = None,
+                      adjudicator: str = "") -> AdjudicationWidget:
+    """Dock an adjudication widget, opened on ``path`` when given."""
+    widget = AdjudicationWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Deep-PRL adjudication", area="right")
+    if path:
+        widget.open_project(path, adjudicator)
+    return widget

@@ -1,0 +1,439 @@
+"""The rater's dock widget: open a project, then label lesions one key press at a time.
+
+Every control is kept as an attribute and wired to a named method (``label``, ``next_lesion``,
+``undo`` ...); the keys of :data:`~.keybindings.REVIEW_KEYS` call the same methods while a
+session is open. A label counts only for a lesion painted on screen, and is written to the
+rating store (durable on return) before the widget says "saved" and moves on.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import napari
+from napari.utils.notifications import show_error, show_info
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QVBoxLayout,
+)
+
+from napari_deep_prl._napari import messages
+from napari_deep_prl._napari.keybindings import REVIEW_KEYS
+from napari_deep_prl._napari.review.lesion_widget import LesionWidget
+from napari_deep_prl._napari.widget_parts import (
+    LABEL_NAMES,
+    key_list,
+    open_project_dialog,
+)
+from napari_deep_prl.base.errors import DeepPRLError
+from napari_deep_prl.ratings.project import Project
+from napari_deep_prl.ratings.queue import QueueItem, Strategy
+from napari_deep_prl.ratings.review_session import ReviewSession
+
+#: Queue orders offered in the form: menu text → :mod:`napari_deep_prl.active.strategies` strategy name.
+#: The model orders rank by the scores the project stored last (model panel → Score project),
+#: and rank again when the model panel stores new scores.
+ORDERS = {
+    "by subject": "subject_order",
+    "random (seeded)": "random",
+    "most uncertain first (model)": "entropy",
+    "most disagreement (model)": "disagreement",
+    "most likely PRL first (model)": "likely_prl",
+}
+
+
+class ReviewWidget(LesionWidget):
+    """Dock widget of a rating session (see the rater's guide, ``docs/rater_guide.md``)."""
+
+    KEYS = REVIEW_KEYS
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        super().__init__(napari_viewer)
+        self.session: ReviewSession | None = None
+        self.order_name = "subject_order"
+        self.confidence: int | None = None
+        self._prefetched_from: str | None = None
+        self.display.shown.connect(self._on_shown)
+        self.board.scores_changed.connect(self._rerank)
+        self._build()
+
+    # -- construction ---------------------------------------------------------------------
+
+    def _build(self) -> None:
+        tips = messages.TOOLTIPS
+        self.project_path = QLineEdit(toolTip=tips["project"])
+        browse = QPushButton("…", clicked=self._browse)
+        self.rater = QComboBox(editable=True, toolTip=tips["rater"])
+        self.project_path.textChanged.connect(self._list_raters)
+        self.role = QComboBox(toolTip=tips["role"])
+        self.role.addItems(["rater", "adjudicator"])
+        self.order = QComboBox(toolTip=tips["order"])
+        self.order.addItems(list(ORDERS))
+        self.pseudonyms = QCheckBox("hide subject ids", toolTip=tips["pseudonyms"])
+        self.open_button = QPushButton("Open", clicked=self.open_from_form)
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.project_path)
+        path_row.addWidget(browse)
+        form = QFormLayout()
+        form.addRow("project", path_row)
+        form.addRow("rater", self.rater)
+        form.addRow("role", self.role)
+        form.addRow("order", self.order)
+        form.addRow("", self.pseudonyms)
+        form.addRow("", self.open_button)
+        self.open_box = QGroupBox("Session")
+        self.open_box.setLayout(form)
+
+        self.where = QLabel("—")
+        self.own = QLabel("")
+        self.subject_bar = QProgressBar(format="subject: %v of %m")
+        self.overall_bar = QProgressBar(format="all: %v of %m")
+        self.left_out = QLabel("")
+        self.subject = QComboBox(toolTip=tips["subject"])
+        self.subject.activated.connect(lambda _: self.switch_subject(self.subject.currentText()))
+        self.reason = QComboBox(toolTip=tips["reason"])
+        self.comment = QLineEdit(toolTip=tips["comment"], placeholderText="comment (C)")
+        self.comment.returnPressed.connect(self.focus_canvas)
+        self.jump_box = QLineEdit(toolTip=tips["jump"], placeholderText="jump to subject:lesion (J)")
+        self.jump_box.returnPressed.connect(lambda: self.jump(self.jump_box.text()))
+        self.confidence_label = QLabel("confidence: –")
+        self.saved = QLabel("")
+        self.saved.setWordWrap(True)
+        self.blind = QLabel(messages.BLIND)
+        self.blind.setWordWrap(True)
+        self.others = QLabel("")
+        buttons = QHBoxLayout()
+        for text, slot in (("PRL (P)", lambda: self.label("prl")),
+                           ("not PRL (N)", lambda: self.label("not_prl")),
+                           ("unsure (U)", lambda: self.label("unsure"))):
+            buttons.addWidget(QPushButton(text, clicked=slot))
+        moves = QHBoxLayout()
+        for text, slot in (("← prev", self.previous_lesion), ("next →", self.next_lesion),
+                           ("later (L)", self.review_later), ("undo (Z)", self.undo)):
+            moves.addWidget(QPushButton(text, clicked=slot))
+        reason_form = QFormLayout()
+        reason_form.addRow("reason", self.reason)
+        view_form = QFormLayout()
+        view_form.addRow("subject", self.subject)
+        self.view_rows(view_form)
+        self.review_box = QGroupBox("Lesion")
+        box = QVBoxLayout(self.review_box)
+        for item in (self.where, self.own, self.subject_bar, self.overall_bar, self.left_out,
+                     self.saved, self.confidence_label, buttons, reason_form, self.comment, moves,
+                     self.jump_box, self.blind, self.others, view_form):
+            (box.addLayout if isinstance(item, (QHBoxLayout, QFormLayout)) else box.addWidget)(item)
+        self.review_box.setEnabled(False)
+        keys = QGroupBox("Keys")
+        QVBoxLayout(keys).addWidget(key_list(REVIEW_KEYS))
+        self.assemble((self.session_bar(self.open_box), self.open_box, self.review_box, keys))
+
+    def _browse(self) -> None:
+        open_project_dialog(self, self.project_path)
+
+    def _list_raters(self) -> None:
+        """Offer the raters already in the project named in the path box (as soon as the path
+        names a project)."""
+        try:
+            with Project.open(self.project_path.text(), readonly=True) as project:
+                raters = project.store.raters()["rater"].tolist()
+        except (DeepPRLError, OSError):
+            return
+        typed = self.rater.currentText()
+        self.rater.clear()
+        self.rater.addItems(raters)
+        self.rater.setCurrentText(typed)
+
+    # -- opening --------------------------------------------------------------------------
+
+    def open_from_form(self) -> None:
+        from napari_deep_prl.active.strategies import (
+            open_strategy,  # torch loads only when a session opens
+        )
+
+        if self.role.currentText() == "adjudicator":
+            from napari_deep_prl._napari.review.adjudication_widget import (
+                dock_adjudication,
+            )
+
+            dock_adjudication(self.viewer, self.project_path.text(), self.rater.currentText())
+            self.viewer.window.remove_dock_widget(self)  # one set of keys at a time
+            return
+        name = ORDERS[self.order.currentText()]
+        try:
+            strategy = open_strategy(self.project_path.text(), name)
+        except DeepPRLError as err:
+            show_error(messages.OPEN_FAILED.format(path=self.project_path.text(), cause=err))
+            return
+        self.open_project(self.project_path.text(), self.rater.currentText(), strategy=strategy,
+                          pseudonymise=self.pseudonyms.isChecked(), order=name)
+
+    def open_project(self, path: str | Path, rater: str, *, strategy: Strategy | None = None,
+                     pseudonymise: bool = False, order: str | None = None) -> bool:
+        """Open a project for ``rater`` and show their first unrated lesion (resume).
+
+        ``order`` names the strategy (see :data:`ORDERS`) so a model order can rank again
+        when the model panel stores new scores.
+        """
+        if not rater.strip():
+            show_error(messages.NO_RATER)
+            return False
+        self.close_project()
+        try:
+            project = Project.open(path)
+        except DeepPRLError as err:
+            show_error(messages.OPEN_FAILED.format(path=path, cause=err))
+            return False
+        try:
+            self.session = ReviewSession(
+                project, rater.strip(), strategy,
+                pseudonymise=pseudonymise or project.config.blinding.pseudonymise_subjects)
+        except DeepPRLError as err:
+            project.close()
+            show_error(messages.OPEN_FAILED.format(path=path, cause=err))
+            return False
+        self.project = project
+        self.order_name = order or (strategy.name if strategy else "subject_order")
+        self.project_path.setText(str(path))
+        self.rater.setCurrentText(rater)
+        self.pseudonyms.setChecked(self.session.names != {s: s for s in self.session.subjects})
+        self.subject.clear()
+        self.subject.addItems([self.session.name(s) for s in self.session.subjects])
+        self.reason.clear()
+        self.reason.addItems(["", *project.config.exclusion_reasons])
+        self.canvas.set_panels(project.config.review.panels)
+        blinding = project.config.blinding
+        self.blind.setVisible(not (blinding.show_other_raters or blinding.show_predictions))
+        self.board.open_session(self, hide_scores=not blinding.show_predictions,
+                                hide_labels=not blinding.show_other_raters)
+        left_out = self.session.queue.left_out
+        self.left_out.setText(messages.LEFT_OUT.format(
+            count=left_out, size=project.config.review.min_diameter_mm) if left_out else "")
+        self.left_out.setVisible(bool(left_out))
+        self.review_box.setEnabled(True)
+        self.fold_session(True, f"{rater} · {project.root.name}")
+        self.keys.activate()
+        self._show(self.session.start())
+        return True
+
+    def close_project(self) -> None:
+        """Forget the session (every label is already saved) and give the keys back."""
+        self.display.clear()
+        self.keys.deactivate()
+        self.board.close_session(self)
+        if self.project is not None:
+            self.project.close()
+        self.project = self.session = None
+        self._prefetched_from = None
+        self.review_box.setEnabled(False)
+        self.fold_session(False)
+
+    # -- showing --------------------------------------------------------------------------
+
+    def _show(self, item: QueueItem | None) -> None:
+        session = self.session
+        if session is None:
+            return
+        self._reset_inputs()
+        if session.finished_focus is not None:
+            self.saved.setText(messages.SUBJECT_DONE.format(
+                subject=session.name(session.finished_focus)))
+            session.finished_focus = None
+        if item is None:
+            self.where.setText(messages.DONE)
+            QTimer.singleShot(0, lambda: self._update_progress(None))
+            return
+        self.where.setText(f"{session.name(item.subject)} · lesion {item.lesion} · "
+                           f"{item.volume_mm3:.0f} mm³")
+        own = session.own_label(item)
+        self.own.setText("" if own is None else f"your label: {LABEL_NAMES[own]}")
+        QTimer.singleShot(0, lambda: self._update_progress(item))  # after the view: a bar
+        self._show_unblinded(item)                                 # repaints at once
+        self.display.request(item.subject, item.lesion, (item.x, item.y, item.z))
+
+    def _on_shown(self, subject: str, lesion: int) -> None:
+        if self.session is not None:
+            self.session.mark_shown()
+            self._prefetch()
+        self.lesion_shown.emit(subject, lesion)
+
+    def _prefetch(self) -> None:
+        """Load the next subject of the queue while the rater works on this one (looked up
+        once per subject: the queue is read again only after the subject changes)."""
+        session = self.session
+        current = session.current if session else None
+        if current is None or current.subject == self._prefetched_from:
+            return
+        self._prefetched_from = current.subject
+        for item in session.upcoming(8):
+            if item.subject != current.subject:
+                self.display.prefetch(item.subject)
+                return
+
+    def _update_progress(self, item: QueueItem | None) -> None:
+        session = self.session
+        if session is None:
+            return
+        done, total = session.progress()
+        self.overall_bar.setRange(0, total)
+        self.overall_bar.setValue(done)
+        if item is not None:
+            counts = session.subject_progress(item.subject)
+            self.subject_bar.setRange(0, counts.total)
+            self.subject_bar.setValue(counts.done)
+            self.subject.setCurrentText(session.name(item.subject))
+
+    def _show_unblinded(self, item: QueueItem) -> None:
+        """Other raters' labels and model scores, only where the project allows it."""
+        session = self.session
+        parts = []
+        others = session.others(item)
+        if others is not None and not others.empty:
+            parts.append("others: " + ", ".join(
+                f"{rater}={label}" for rater, label in zip(others["rater"], others["label"])))
+        predictions = session.predictions(item)
+        if predictions is not None and not predictions.empty:
+            parts.append("model: " + ", ".join(f"{p:.2f}" for p in predictions["probability"]))
+        self.others.setText(" · ".join(parts))
+
+    def _reset_inputs(self) -> None:
+        self.confidence = None
+        self.confidence_label.setText("confidence: –")
+        self.comment.clear()
+        self.reason.setCurrentIndex(0)
+
+    def _on_screen(self) -> QueueItem | None:
+        """The current lesion if it has been painted on screen, else ``None`` (and the rater
+        is told the key was ignored): keys act only on lesions the rater has seen."""
+        session = self.session
+        if session is None or session.current is None:
+            return None
+        item = session.current
+        if not self.display.is_drawn(item.subject, item.lesion):
+            self.saved.setText(messages.NOT_ON_SCREEN)
+            return None
+        return item
+
+    def _rerank(self, root: Path) -> None:
+        """New model scores for this project: a model order ranks the rest of the queue again."""
+        from napari_deep_prl.active.strategies import MODEL_STRATEGIES, open_strategy
+
+        if self.session is None or self.order_name not in MODEL_STRATEGIES \
+                or Path(self.project.root).resolve() != root:
+            return
+        try:
+            strategy = open_strategy(self.project.root, self.order_name)
+        except DeepPRLError as err:
+            show_error(messages.RERANK_FAILED.format(cause=err))
+            return
+        self.session.rerank(strategy)
+        self.saved.setText(messages.RERANKED)
+
+    # -- the actions the keys call --------------------------------------------------------
+
+    def label(self, label: str) -> bool:
+        """Save ``label`` for the lesion on screen, say so, and go to the next one."""
+        session = self.session
+        if session is None or session.current is None:
+            show_info(messages.NO_PROJECT if session is None else messages.DONE)
+            return False
+        item = self._on_screen()
+        if item is None:
+            return False
+        try:
+            session.record(label, confidence=self.confidence,
+                           reason=self.reason.currentText() or None,
+                           comment=self.comment.text().strip() or None)
+        except DeepPRLError as err:
+            show_error(messages.SAVE_FAILED.format(cause=err))
+            return False
+        conf = "" if self.confidence is None else f", confidence {self.confidence}"
+        self.saved.setText("✓ " + messages.SAVED.format(
+            label=LABEL_NAMES[label], confidence=conf, subject=session.name(item.subject),
+            lesion=item.lesion))
+        try:
+            self._show(session.advance())
+        except DeepPRLError as err:  # the label is saved; only finding the next one failed
+            show_error(messages.NEXT_FAILED.format(cause=err))
+        return True
+
+    def set_confidence(self, value: int) -> None:
+        self.confidence = int(value)
+        self.confidence_label.setText(f"confidence: {value} / 5")
+
+    def _can_move_on(self) -> bool:
+        """Next and Later act on a lesion the rater has seen, or one whose images failed to
+        load (so a broken subject never traps the rater)."""
+        return self.display.target_failed or self._on_screen() is not None
+
+    def next_lesion(self) -> None:
+        if self.session is not None and self._can_move_on():
+            self._show(self.session.next() or self.session.current)
+
+    def previous_lesion(self) -> None:
+        if self.session is not None and (item := self.session.previous()) is not None:
+            self._show(item)
+
+    def review_later(self) -> None:
+        session = self.session
+        if session is None or session.current is None or not self._can_move_on():
+            return
+        item = session.current
+        self.saved.setText(messages.LATER.format(subject=session.name(item.subject),
+                                                 lesion=item.lesion))
+        self._show(session.later() or session.current)
+
+    def undo(self) -> None:
+        session = self.session
+        if session is None:
+            return
+        try:
+            item = session.undo()
+        except DeepPRLError as err:
+            show_error(messages.SAVE_FAILED.format(cause=err))
+            return
+        if item is None:
+            self.saved.setText(messages.NOTHING_TO_UNDO)
+            return
+        self.saved.setText(messages.UNDONE.format(subject=session.name(item.subject),
+                                                  lesion=item.lesion))
+        self._show(item)
+
+    def jump(self, text: str) -> bool:
+        """Go to ``subject:lesion`` or a lesion id of the current subject."""
+        session = self.session
+        if session is None:
+            return False
+        subject, _, lesion = text.strip().rpartition(":")
+        if not subject and session.current is not None:
+            subject = session.current.subject
+        try:
+            item = session.jump(subject, int(lesion))
+        except (ValueError, KeyError, DeepPRLError):
+            show_error(messages.JUMP_UNKNOWN.format(text=text))
+            return False
+        self.jump_box.clear()
+        self._show(item)
+        self.focus_canvas()
+        return True
+
+    def switch_subject(self, name: str) -> None:
+        """Rate this subject's lesions next, until they are done."""
+        session = self.session
+        if session is not None:
+            real = {v: k for k, v in session.names.items()}.get(name, name)
+            self._show(session.first_of_subject(real))
+
+    def focus_jump(self) -> None:
+        self.jump_box.setFocus()
+
+    def focus_comment(self) -> None:
+        self.comment.setFocus()

@@ -1,0 +1,1 @@
+"""Active learning: which lesion to rate next, and fine-tuning on new labels."""

@@ -1,0 +1,1 @@
+"""Foundation every wing uses: errors, progress, file names, safe writing of outputs."""

@@ -1,0 +1,1 @@
+"""Images, cohorts, lesions and patches: what goes into the model."""

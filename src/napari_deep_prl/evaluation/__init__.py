@@ -1,0 +1,1 @@
+"""Nested cross-validation, baselines, reports and figures."""

@@ -1,0 +1,1 @@
+"""The Deep-PRL network, its training, checkpoints and inference."""

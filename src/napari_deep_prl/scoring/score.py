@@ -1,0 +1,383 @@
+"""Scoring lesions: PRL probability, decision and uncertainty per lesion; PRL counts per subject.
+
+Each subject is loaded once, its lesions found and cut into patches with the patch settings
+stored in the checkpoint (once per distinct setting), and all patches go through the network in
+batches. Several checkpoints (an ensemble, e.g. the inner-fold models of a cross-validation)
+and/or test-time augmentation (TTA: the 8 combinations of flips along the three axes, which
+keep the phase's dipole pattern) give several probabilities per lesion: their mean is
+``prl_probability`` and their standard deviation ``uncertainty`` (``n/a`` with a single model
+and no TTA). Each view is first calibrated by its checkpoint (:meth:`Checkpoint.calibrate`), so
+models calibrated on different validation patients average on one scale. The decision ``prl``
+is ``prl_probability >=`` the mean of the checkpoints' validation thresholds, or the operating
+point given as ``threshold`` (e.g. a lower one for a more sensitive screen, read off the
+validation or cross-validation ROC curve). For a study's whole cohort, ``decision="expected_f1"``
+instead calls as many of the most probable lesions as maximise the F1 expected from their
+calibrated probabilities (:func:`score_cohort`).
+
+``precision="auto"`` (the default) runs the network in bfloat16 where the hardware computes it
+natively (:func:`napari_deep_prl.model.train.resolve_precision`): about 1.25x faster on such a CPU,
+with probabilities within 0.005 of float32 and the same decisions on 690 held-out lesions
+(docs/model.md, "bfloat16"); ``"float32"`` gives the same numbers on every machine.
+
+``tta=None`` (the default) scores each checkpoint as its threshold was chosen
+(:attr:`Checkpoint.tta`): with TTA for models trained by this version (``TrainConfig.tta``), with
+one view for older ones. ``tta=True`` / ``False`` overrides that for every checkpoint.
+
+When a subject comes with ground truth (a PRL mask or a lesion label table), its rows also
+carry ``prl_truth`` (:func:`napari_deep_prl.data.lesions.lesion_table`'s ``prl``; blank for lesions a
+label table leaves out) and :func:`truth_metrics` scores the decisions against it: an
+independent test set is scored and evaluated in one call.
+
+Per subject: the number of lesions, the PRL count, and the ``prl_ge1`` / ``prl_ge4`` flags (at
+least one / at least four PRLs) used as diagnostic and prognostic markers in the literature.
+
+Outputs follow BIDS derivative conventions: one TSV row per lesion (:data:`SCORE_COLUMNS`),
+and on request ``<subject>_space-phase_desc-PRL_probseg.nii.gz`` in the phase grid, each
+lesion's voxels holding its PRL probability (the subject id made a safe file name by
+:func:`~napari_deep_prl.base.filenames.file_components`, so the map always lands in its folder).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Generator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from napari_deep_prl.base.errors import InputError, InputWarning
+from napari_deep_prl.base.filenames import file_components, output_path
+from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.base.tables import write_nifti
+from napari_deep_prl.data.images import Subject, SubjectPaths
+from napari_deep_prl.data.lesions import (
+    Lesions,
+    find_lesions,
+    lesions_in_mask,
+    with_truth,
+)
+from napari_deep_prl.data.patches import (
+    PatchConfig,
+    chunk_length,
+    mask_patches,
+    patch_runs,
+    warn_if_outgrown,
+)
+from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.dataset import Patches
+from napari_deep_prl.model.metrics import (
+    expected_f1_threshold,
+    metrics_from_predictions,
+    roc_auc,
+)
+from napari_deep_prl.model.train import (
+    INFERENCE_BATCH,
+    TTA_VIEWS,
+    predict_views,
+    resolve_device,
+    resolve_precision,
+)
+
+SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
+                 "prl_probability", "prl", "uncertainty", "confluent")
+SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
+
+
+#: Why a checkpoint may output raw rather than calibrated probabilities.
+UNCALIBRATED_BECAUSE = ("trained by an older version, with --threshold-rule best_f1, or on validation "
+                        "patients that could not calibrate them")
+#: How lesions are called PRL (see :func:`score_cohort`).
+DECISIONS = ("validation", "expected_f1")
+Decision = Literal["validation", "expected_f1"]
+
+
+@dataclass
+class Scores:
+    """Per-lesion scores and per-subject summaries of a cohort, the cut the decisions used, and
+    the subjects left out because their files could not be read (subject → why)."""
+
+    lesions: pd.DataFrame
+    subjects: pd.DataFrame
+    threshold: float
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+
+def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patches, *, tta: bool | None = None,
+                       batch_size: int = INFERENCE_BATCH, device: str = "auto",
+                       precision: str = "auto", calibrated: bool = True) -> np.ndarray:
+    """PRL probabilities, one row per checkpoint × view, each calibrated as its checkpoint's
+    output (:meth:`Checkpoint.calibrate`; see the module doc for ``tta`` and ``precision``).
+
+    ``calibrated=False`` gives the networks' raw probabilities instead, for studies of the
+    calibration itself (the cross-validation keeps them, :mod:`napari_deep_prl.evaluation.crossval`).
+    """
+    if not checkpoints:
+        raise InputError("no model given; pass at least one checkpoint")
+    raw = _uncalibrated(checkpoints)
+    if calibrated and 0 < len(raw) < len(checkpoints):
+        warnings.warn(InputWarning(
+            f"model(s) {', '.join(raw)} output raw probabilities ({UNCALIBRATED_BECAUSE}) and "
+            "the others calibrated ones, so their average mixes two scales; score them apart, or "
+            "retrain them with the default rule"), stacklevel=2)
+    torch_device = resolve_device(device)
+    dtype = resolve_precision(precision, torch_device)
+    rows = []
+    for c in checkpoints:
+        views = TTA_VIEWS if (c.tta if tta is None else tta) else ((),)
+        logits = predict_views(c.inference_model(torch_device), x, torch_device, views, batch_size, dtype)
+        probability = expit(logits.numpy().astype(np.float64))
+        rows.append(c.calibrate(probability) if calibrated else probability)
+    return np.concatenate(rows)
+
+
+def _uncalibrated(checkpoints: Sequence[Checkpoint]) -> list[str]:
+    """Ids of the checkpoints whose output is the network's raw probability."""
+    return [c.id for c in checkpoints if c.calibration is None]
+
+
+def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patches, *, tta: bool | None = None,
+                    batch_size: int = INFERENCE_BATCH, device: str = "auto",
+                    precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """Mean PRL probability and its SD over checkpoints × views (SD NaN for one view)."""
+    return _mean_and_spread(view_probabilities(checkpoints, x, tta=tta, batch_size=batch_size, device=device,
+                                               precision=precision))
+
+
+def _mean_and_spread(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and sample SD over the rows (views); the SD is NaN for one view."""
+    n = probability.shape[1]
+    spread = probability.std(axis=0, ddof=1) if len(probability) > 1 else np.full(n, np.nan)
+    return probability.mean(axis=0), spread
+
+
+def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, tta: bool | None = None,
+                  threshold: float | None = None, batch_size: int = INFERENCE_BATCH,
+                  device: str = "auto", precision: str = "auto") -> pd.DataFrame:
+    """One row per lesion of the subject (:data:`SCORE_COLUMNS`)."""
+    return _score(subject, find_lesions(subject), checkpoints, tta,
+                  decision_threshold(checkpoints, threshold), batch_size, device, precision)
+
+
+def decision_threshold(checkpoints: Sequence[Checkpoint], threshold: float | None = None) -> float:
+    """The operating point ``threshold`` if given, else the mean of the models' validation ones."""
+    if not checkpoints:
+        raise InputError("no model given; pass at least one checkpoint")
+    if threshold is None:
+        return float(np.mean([c.threshold for c in checkpoints]))
+    if not 0 <= threshold <= 1:
+        raise InputError(f"threshold {threshold:g} is not a probability: give a value from 0 to 1 "
+                         "(lower calls more lesions PRL)")
+    return float(threshold)
+
+
+def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence[Checkpoint], *,
+                 tta: bool | None = None, threshold: float | None = None,
+                 nifti_dir: str | Path | None = None, batch_size: int = INFERENCE_BATCH,
+                 device: str = "auto", precision: str = "auto", flip_phase: bool = False,
+                 decision: Decision = "validation", skip_unreadable: bool = False,
+                 ) -> Generator[Progress, None, Scores]:
+    """Score every subject (loaded once each); optionally write probability maps to ``nifti_dir``.
+
+    A subject whose files cannot be read stops the run, or with ``skip_unreadable`` is left out
+    with a warning and listed in :attr:`Scores.unreadable`, so that one damaged file does not
+    cost a long cohort run its other subjects.
+
+    Items of ``cohort`` already loaded (:class:`Subject`) are used as they are. ``decision``:
+
+    ``"validation"`` (default)
+        each lesion on its own, at ``threshold`` (:func:`decision_threshold`).
+    ``"expected_f1"``
+        the whole cohort at once: the lesions called PRL are the most probable ones, as many as
+        maximise the F1 expected from their calibrated probabilities
+        (:func:`~napari_deep_prl.model.metrics.expected_f1_threshold`, on the non-confluent lesions
+        as evaluation counts them). The cut then suits this cohort's share of likely PRLs, but
+        one lesion's call depends on the others scored with it: for a study's cohort, not for
+        one patient. Needs calibrated models.
+    """
+    threshold = checked_decision(checkpoints, threshold, decision)
+    names = {} if nifti_dir is None else file_components((item.subject for item in cohort), what="subject id")
+    configs = list(dict.fromkeys(c.patch_config for c in checkpoints))
+    tables, found, unreadable = [], [], {}
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deep-prl-lesions") as pool:
+        for step, item in enumerate(cohort):
+            try:
+                if isinstance(item, Subject):
+                    subject, lesions, masks = item, find_lesions(item), {}
+                else:
+                    subject, lesions, masks = _load_and_find(item, configs, flip_phase, pool)
+            except InputError as err:
+                if not skip_unreadable:
+                    raise
+                unreadable[item.subject] = str(err)
+                warnings.warn(InputWarning(f"{item.subject} left out: {err}"), stacklevel=2)
+                yield Progress(step + 1, len(cohort), "subject", item.subject, {})
+                continue
+            table = _score(subject, lesions, checkpoints, tta, threshold, batch_size, device, precision, masks)
+            if nifti_dir is not None:
+                write_probability_map(lesions.labels, table, subject.affine, output_path(
+                    nifti_dir, f"{names[subject.subject]}_space-phase_desc-PRL_probseg.nii.gz"))
+            tables.append(table)
+            found.append(lesions.table)
+            # under the cohort's decision a subject's count is known only at the end
+            counts = {"prl_count": float(table["prl"].sum())} if decision == "validation" else {}
+            yield Progress(step + 1, len(cohort), "subject", subject.subject, counts)
+    for config in configs:
+        warn_if_outgrown(found, config.size, "Their probabilities are less reliable; a model trained "
+                         "with a larger --patch-size would see them whole.")
+    lesions_table = pd.concat(tables, ignore_index=True) if tables else _empty_scores()
+    if decision == "expected_f1" and len(lesions_table):
+        if len(cohort) == 1:
+            warnings.warn(InputWarning(
+                "the cohort decision on a single subject calls each of its lesions by the others it has; "
+                "it is meant for a study's cohort: decide one patient at the models' threshold"), stacklevel=2)
+        lesions_table, threshold = decided(lesions_table, threshold, decision)
+    scored = [p.subject for p in cohort if p.subject not in unreadable]
+    return Scores(lesions_table, subject_summary(lesions_table, scored), threshold, unreadable)
+
+
+def checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None, decision: str) -> float:
+    """The per-lesion cut (:func:`decision_threshold`), after checking that ``decision`` can be made."""
+    if decision not in DECISIONS:
+        raise InputError(f"unknown decision '{decision}'; use {' or '.join(DECISIONS)}")
+    if decision == "expected_f1":
+        if threshold is not None:
+            raise InputError("a threshold and the cohort's expected-F1 decision exclude each other; give one")
+        raw = _uncalibrated(checkpoints)
+        if raw:
+            raise InputError(f"the expected-F1 decision needs calibrated probabilities, and model(s) "
+                             f"{', '.join(raw)} output raw ones ({UNCALIBRATED_BECAUSE}); retrain them "
+                             "with the default rule, or decide at their threshold")
+    return decision_threshold(checkpoints, threshold)
+
+
+def decided(scores: pd.DataFrame, threshold: float, decision: Decision) -> tuple[pd.DataFrame, float]:
+    """``scores`` with ``prl`` called at ``threshold``, or for ``"expected_f1"`` at the cut of
+    the lesions together (:func:`cohort_threshold`); and the cut used."""
+    if decision == "expected_f1" and len(scores):
+        threshold = cohort_threshold(scores)
+    return scores.assign(prl=(scores["prl_probability"] >= threshold).astype(int)), threshold
+
+
+def cohort_threshold(scores: pd.DataFrame) -> float:
+    """The expected-F1 cut of a cohort's scored lesions (``"expected_f1"`` of :func:`score_cohort`).
+
+    Confluent lesions are left out of the choice, as evaluation leaves them out; they are still
+    decided at the cut.
+    """
+    alone = ~scores["confluent"].astype(bool)
+    return expected_f1_threshold(scores.loc[alone, "prl_probability"])[0]
+
+
+def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_phase: bool,
+                   pool: ThreadPoolExecutor) -> tuple[Subject, Lesions, dict[PatchConfig, np.ndarray]]:
+    """Load a subject, find its lesions and cut the mask channels of the first run of them
+    (:func:`patches.patch_runs`; one per patch setting).
+
+    The lesion work needs only the mask, so it runs on a second core while the images decompress
+    (zlib releases the GIL): that hides most of it. The small mask file is read twice for it.
+    """
+    def from_mask() -> tuple[Lesions, dict[PatchConfig, np.ndarray]]:
+        mask, affine = paths.load_mask()
+        lesions = lesions_in_mask(mask, affine, paths.subject)
+        return lesions, {config: mask_patches(lesions, config, ids=lesions.ids[:chunk_length(config.size)])
+                         for config in configs}
+
+    found = pool.submit(from_mask)
+    subject = paths.load(flip_phase=flip_phase)
+    lesions, masks = found.result()
+    return subject, with_truth(lesions, subject), masks
+
+
+def subject_summary(scores: pd.DataFrame, subjects: Sequence[str]) -> pd.DataFrame:
+    """Lesion and PRL counts per subject, with the ≥ 1 and ≥ 4 PRL flags (subjects kept in order)."""
+    grouped = scores.groupby("subject", sort=False)
+    counts = pd.DataFrame({"subject": list(subjects)})
+    counts["lesions"] = counts["subject"].map(grouped.size()).fillna(0).astype(int)
+    counts["prl_count"] = counts["subject"].map(grouped["prl"].sum()).fillna(0).astype(int)
+    counts["prl_ge1"] = counts["prl_count"] >= 1
+    counts["prl_ge4"] = counts["prl_count"] >= 4
+    return counts
+
+
+def probability_volume(labels: np.ndarray, scores: pd.DataFrame, column: str = "prl_probability") -> np.ndarray:
+    """A float32 volume where each lesion's voxels hold its ``column`` value (0 elsewhere)."""
+    lookup = np.zeros(int(labels.max(initial=0)) + 1, dtype=np.float32)
+    lookup[scores["lesion"].to_numpy(dtype=np.int64)] = scores[column].to_numpy(dtype=np.float32)
+    return lookup[labels]
+
+
+def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.ndarray, path: Path) -> Path:
+    """Save :func:`probability_volume` as NIfTI in the phase grid (atomically: a failed write
+    leaves no partial map under the name)."""
+    image = nib.Nifti1Image(probability_volume(labels, scores), affine)
+    image.header.set_intent("estimate", name="PRL probability")
+    return write_nifti(image, path)
+
+
+def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint], tta: bool | None,
+           threshold: float, batch_size: int, device: str, precision: str,
+           masks: dict[PatchConfig, np.ndarray] | None = None) -> pd.DataFrame:
+    table = lesions.table
+    if len(table) == 0:
+        return _empty_scores()
+    members, spreads = [], []
+    for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
+        # a run of lesions cut and scored at a time: memory does not grow with the lesion count
+        group = [c for c in checkpoints if c.patch_config == config]
+        views = np.concatenate([
+            view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision)
+            for x in patch_runs(subject, lesions, config, first_mask=(masks or {}).get(config))], axis=1)
+        probability, spread = _mean_and_spread(views)
+        members.append((probability, len(views)))
+        spreads.append(spread)
+    probability, uncertainty = _pool(members, spreads)
+    out = table[["subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3"]].copy()
+    out["prl_probability"] = probability
+    out["prl"] = (probability >= threshold).astype(int)
+    out["uncertainty"] = uncertainty
+    out["confluent"] = table["confluent"].to_numpy()
+    if "prl" in table:
+        out["prl_truth"] = table["prl"].astype("Int64")  # NA: a lesion the label table leaves out
+    return out.reset_index(drop=True)
+
+
+def truth_metrics(scores: pd.DataFrame, *, exclude_confluent: bool = True) -> dict[str, float] | None:
+    """F1, sensitivity, specificity, PPV, ROC AUC and counts of the lesions with ground truth
+    (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. Confluent lesions
+    are left out by default, as in the cross-validation."""
+    if "prl_truth" not in scores:
+        return None
+    known = scores[scores["prl_truth"].notna()]
+    if exclude_confluent:
+        known = known[~known["confluent"].astype(bool)]
+    if known.empty:
+        return None
+    # ``prl`` is already the decision at the models' threshold: score it at 0.5 and take the
+    # ROC AUC from the probabilities.
+    truth = known["prl_truth"].astype(int)
+    metrics = metrics_from_predictions(truth, known["prl"].astype(float))
+    metrics["roc_auc"] = roc_auc(truth, known["prl_probability"])
+    return metrics
+
+
+def _pool(members: list[tuple[np.ndarray, int]], spreads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and SD over all views when checkpoints with different patch settings were grouped."""
+    if len(members) == 1:
+        return members[0][0], spreads[0]
+    weights = np.array([n for _, n in members], dtype=float)
+    means = np.stack([m for m, _ in members])
+    mean = (weights[:, None] * means).sum(0) / weights.sum()
+    # Total sum of squares = within-group (n-1)·SD² + between-group n·(mean_g - mean)².
+    within = sum((n - 1) * np.nan_to_num(s) ** 2 for (_, n), s in zip(members, spreads))
+    between = (weights[:, None] * (means - mean) ** 2).sum(0)
+    return mean, np.sqrt((within + between) / (weights.sum() - 1))
+
+
+def _empty_scores() -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series(dtype="object" if c == "subject" else "float64") for c in SCORE_COLUMNS})
