@@ -21,11 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 PAGES = sorted(DOCS.glob("*.md")) + [ROOT / "README.md"]
 
-_ORDINAL_UNITS = (
-    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
-    "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth"
-).split()
-_UNITS_AFTER_TENS = "first second third fourth fifth sixth seventh eighth ninth".split()
+_UNITS_AFTER_TENS = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth",
+                     "ninth"]
+_ORDINAL_UNITS = [*_UNITS_AFTER_TENS, "tenth", "eleventh", "twelfth", "thirteenth", "fourteenth",
+                  "fifteenth", "sixteenth", "seventeenth", "eighteenth", "nineteenth"]
 ORDINALS = (
     _ORDINAL_UNITS
     + ["twentieth", "thirtieth"]
@@ -189,6 +188,27 @@ def test_github_slugs():
     assert github_slug("Ids: 1–64 of A-Z") == "ids-164-of-a-z"
     assert github_slug("Test-time augmentation, 28³ patches") == "test-time-augmentation-28-patches"
     assert github_slug("[Scoring](scoring.md) and more") == "scoring-and-more"
+
+
+def test_broken_links_are_found(tmp_path):
+    (tmp_path / "a.md").write_text("# Page A\n\n## Current results\n\nText.\n", encoding="utf-8")
+    page = tmp_path / "b.md"
+    page.write_text(
+        "# B\n\n[ok](a.md#current-results) [ok](#b) [gone](a.md#ninth-session)\n"
+        "[no file](c.md) ![no image](images/x.png) [web](https://example.org/x.md#y)\n"
+        "```\n[in code](c.md)\n```\n",
+        encoding="utf-8",
+    )
+    assert [(target, why) for _, target, why in broken_links(page)] == [
+        ("a.md#ninth-session", "no such heading"),
+        ("c.md", "no such file"),
+        ("images/x.png", "no such file"),
+    ]
+
+
+def test_long_table_cells_are_found():
+    cells = table_cells("| a | b |\n| --- | --- |\n| short | " + "x" * 250 + " |\n")
+    assert max(len(cell) for _, cell in cells) == 250
 
 
 def test_no_work_history_in_the_docs():
