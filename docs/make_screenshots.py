@@ -112,7 +112,7 @@ def main() -> None:
 
     from napari_deep_prl._napari.model.model_widget import ModelPanel
     from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
-    from napari_deep_prl._napari.review.lesion_display import prepare_subject
+    from napari_deep_prl._napari.review.subject_images import prepare_subject
     from napari_deep_prl._napari.review.review_widget import ReviewWidget
 
     app = QApplication.instance() or QApplication([])

@@ -16,7 +16,6 @@ click on the strip goes to that slice.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 from qtpy.QtCore import QPointF, QRectF, QSize, Qt, Signal
@@ -32,6 +31,7 @@ from qtpy.QtGui import (
 )
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
+from napari_deep_prl._napari.review.subject_images import SubjectImages, Target
 from napari_deep_prl._napari.slices import (
     EDGE_LETTERS,
     PLANES,
@@ -42,9 +42,6 @@ from napari_deep_prl._napari.slices import (
     strip_indices,
     title,
 )
-
-if TYPE_CHECKING:
-    from napari_deep_prl._napari.review.lesion_display import SubjectImages
 
 #: Outline colours: the lesion under review, and its neighbours.
 CURRENT_COLOUR = QColor(255, 212, 0, 235)
@@ -57,16 +54,6 @@ STRIP_SLICES = 9
 STRIP_MAX_PX = 128
 GAP = 4
 CAPTION_PX = 16
-
-
-@dataclass(frozen=True)
-class Target:
-    """The lesion to show: subject key, lesion id, centre in RAS voxels, extent in mm."""
-
-    subject: str
-    lesion: int
-    centre: np.ndarray
-    extent_mm: float
 
 
 @dataclass

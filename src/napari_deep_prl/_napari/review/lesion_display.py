@@ -10,59 +10,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
-import numpy as np
 from napari.qt.threading import FunctionWorker, create_worker
 from napari.utils.notifications import show_error
 from qtpy.QtCore import QObject, Signal
-from scipy import ndimage
 
 from napari_deep_prl._napari import messages
-from napari_deep_prl._napari.review.lesion_canvas import LesionCanvas, Target
-from napari_deep_prl._napari.slices import Orientation, default_window
-from napari_deep_prl.ratings.project import Project
+from napari_deep_prl._napari.review.lesion_canvas import LesionCanvas
+from napari_deep_prl._napari.review.subject_images import SubjectImages
 
 #: Subjects kept in memory (the current one, the previous one and the one loaded ahead).
 CACHE_SIZE = 3
-
-
-@dataclass(frozen=True)
-class SubjectImages:
-    """What the canvas needs of a subject, prepared off the main thread: every contrast and the
-    lesion labels viewed in RAS order, grey windows, and each lesion's bounding box."""
-
-    key: str
-    volumes: dict[str, np.ndarray]
-    labels: np.ndarray
-    orientation: Orientation
-    windows: dict[str, tuple[float, float]]
-    boxes: dict[int, tuple[slice, ...]]
-
-    @property
-    def zooms(self) -> np.ndarray:
-        """Voxel size (mm) along the RAS-ordered axes."""
-        return self.orientation.zooms
-
-    def target(self, lesion: int, voxel: tuple[float, float, float]) -> Target:
-        """A lesion given by its centre in the file's voxel order."""
-        box = self.boxes.get(int(lesion))
-        extent = 0.0 if box is None else float(max(
-            (s.stop - s.start) * z for s, z in zip(box, self.zooms)))
-        return Target(self.key, int(lesion), self.orientation.voxel(voxel), extent)
-
-
-def prepare_subject(project: Project, subject: str) -> SubjectImages:
-    """Load a subject with every contrast it has and prepare it for the canvas (worker thread)."""
-    loaded = project.load_subject(subject, extra=True)
-    orientation = Orientation.of(loaded.shape, loaded.affine)
-    volumes = {name: orientation.volume(data) for name, data in loaded.images.items()}
-    labels = orientation.volume(loaded.labels)
-    boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels))
-             if box is not None}
-    windows = {name: default_window(name, data) for name, data in volumes.items()}
-    return SubjectImages(subject, volumes, labels, orientation, windows, boxes)
 
 
 class LesionDisplay(QObject):

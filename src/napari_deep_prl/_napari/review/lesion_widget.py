@@ -29,11 +29,8 @@ from napari_deep_prl._napari import messages
 from napari_deep_prl._napari.board import board
 from napari_deep_prl._napari.keybindings import KeyAction
 from napari_deep_prl._napari.review.key_router import KeyRouter
-from napari_deep_prl._napari.review.lesion_display import (
-    LesionDisplay,
-    SubjectImages,
-    prepare_subject,
-)
+from napari_deep_prl._napari.review.lesion_display import LesionDisplay
+from napari_deep_prl._napari.review.subject_images import SubjectImages, prepare_subject
 from napari_deep_prl._napari.slices import PLANES
 from napari_deep_prl._napari.widget_parts import buttons_without_focus, scrolling_column
 from napari_deep_prl.ratings.project import Project
