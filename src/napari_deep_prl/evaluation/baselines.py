@@ -43,7 +43,7 @@ class RadiomicsMethod:
     c: float = 1.0
     name: str = "radiomics"
     #: The validation argmax: a logistic regression's own probabilities, recalibrated on a few
-    #: validation patients, cut worse (test F1 0.44 against 0.54, docs/evaluation.md).
+    #: validation patients, cut worse (test F1 0.44 against 0.54, CHANGELOG.md).
     threshold_rule: str = "best_f1"
 
     @classmethod

@@ -6,7 +6,7 @@ The paper's recipe, each transform drawn independently per patch with probabilit
   axis planes — all channels together, so the mask stays on its lesion. Flips preserve the
   dipole pattern of the phase; rotations in planes containing B0 do not, which is deliberate:
   it keeps the network from relying on one acquisition's B0 axis and field pattern, and
-  measured better than rotating about B0 only (docs/model.md, "Which model is kept");
+  measured better than rotating about B0 only (docs/evaluation.md, "Design choices behind the defaults");
 - a small affine transform: rotation of up to ``max_rotation_deg`` about each axis and a
   translation of up to ``max_translation`` voxels (trilinear resampling, edges replicated);
 - on the phase channel only: an intensity shift uniform in ``±intensity_shift`` and Gaussian
