@@ -296,7 +296,8 @@ def test_why_a_mask_is_missing(tmp_path):
     assert "sub-01_ses-01_desc-lesion_mask.nii.gz lies in the raw folder: masks are derivatives" in str(raised.value)
 
     write_session(root, "01", "02", mask=None)
-    write_image(root / "derivatives/samseg/sub-01/anat/sub-01_desc-lesion_mask.nii.gz")  # names no session
+    write_image(root / "derivatives/samseg/sub-01/ses-01/anat/sub-01_ses-01_desc-brain_mask.nii.gz")
+    write_image(root / "derivatives/samseg/sub-01/sub-01_desc-lesion_mask.nii.gz")  # names no session
     with pytest.raises(InputError) as raised:
         find_bids_subjects(root, session="02")
     assert ("sub-01 ses-02: no lesion mask in derivatives/samseg (masks are named *_desc-lesion_mask.nii.gz or "

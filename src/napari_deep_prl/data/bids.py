@@ -359,9 +359,10 @@ def _scan(root: Path, source: str, datatypes: Sequence[str] | None) -> _Scan:
         scan.folders += 1
         children = _entries(sub_dir)
         sessions = [c for c in children if c.name.startswith("ses-") and c.is_dir()]
-        # The subject's own folder is a place of images unless it holds sessions only.
+        # The subject's own folder is a place of images unless it holds sessions only (a
+        # pipeline may write files beside its session folders).
         others = [c for c in children if c.is_dir() and c not in sessions]
-        places = [(sub_dir, None)] if others or not sessions else []
+        places = [(sub_dir, None)] if others or not sessions or datatypes is None else []
         for ses_dir in sessions:
             if _ALNUM.fullmatch(ses_dir.name[4:]):
                 places.append((ses_dir, ses_dir.name[4:]))
