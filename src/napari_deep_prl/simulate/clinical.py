@@ -16,6 +16,7 @@ nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import nibabel as nib
@@ -24,7 +25,7 @@ import pandas as pd
 from scipy import ndimage
 
 from napari_deep_prl.base.errors import InputError
-from napari_deep_prl.simulate.anatomy import OUTSIDE
+from napari_deep_prl.simulate.anatomy import OUTSIDE, Anatomy
 from napari_deep_prl.simulate.grids import (
     acquire,
     centred_affine,
@@ -33,6 +34,7 @@ from napari_deep_prl.simulate.grids import (
     rotation_about_x,
     world_points,
 )
+from napari_deep_prl.simulate.lesion_kinds import LesionPaint
 from napari_deep_prl.simulate.params import SubjectParams
 from napari_deep_prl.simulate.physics import (
     background_field,
@@ -159,7 +161,7 @@ def resolve_site(site: str | ClinicalSite) -> ClinicalSite | None:
     raise InputError(f"unknown site '{site}'. Choose {' or '.join(SITES)}, or give a ClinicalSite")
 
 
-def check_clinical_contrasts(contrasts: object) -> tuple[str, ...]:
+def check_clinical_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
     """The clinical images asked for, in :data:`CLINICAL_CONTRASTS` order; at least one structural."""
     unknown = [c for c in contrasts if c not in CLINICAL_CONTRASTS]
     if unknown:
@@ -173,7 +175,7 @@ def check_clinical_contrasts(contrasts: object) -> tuple[str, ...]:
 
 def simulate_clinical_subject(seed: int, params: SubjectParams | None = None, *, index: int = 0,
                               site: ClinicalSite | None = None, prl_fraction: float = 0.08,
-                              contrasts: object = DEFAULT_CLINICAL_CONTRASTS,
+                              contrasts: Sequence[str] = DEFAULT_CLINICAL_CONTRASTS,
                               **options: object) -> ClinicalSimulated:
     """Simulate subject ``index`` of the cohort seeded with ``seed`` as a clinical site scans it.
 
@@ -234,8 +236,8 @@ def simulate_clinical_subject(seed: int, params: SubjectParams | None = None, *,
     return ClinicalSimulated(sid, images, truth, params, acquisition)
 
 
-def _scan(anatomy, paint, chi, params: SubjectParams, site: ClinicalSite, structural_affine: np.ndarray,
-          slab_shape: tuple[int, int, int], slab_affine: np.ndarray,
+def _scan(anatomy: Anatomy, paint: LesionPaint, chi: np.ndarray, params: SubjectParams, site: ClinicalSite,
+          structural_affine: np.ndarray, slab_shape: tuple[int, int, int], slab_affine: np.ndarray,
           rng: np.random.Generator) -> dict[str, np.ndarray]:
     """The gradient-echo scan on the slab: its filtered phase or QSM, and its magnitude.
 
@@ -258,7 +260,7 @@ def _scan(anatomy, paint, chi, params: SubjectParams, site: ClinicalSite, struct
                                          te_ms=params.te_ms, bias=params.bias, noise=0.0, rng=rng))
     raw = np.float32(params.rad_per_ppm) * field + background  # paramagnetic: positive field, phase
     noise = complex_noise(slab_shape, params.noise, rng)
-    signal = magnitude * np.exp(1j * raw).astype(np.complex64) + (noise[0] + 1j * noise[1])
+    signal = magnitude * np.exp(np.complex64(1j) * raw) + (noise[0] + np.complex64(1j) * noise[1])
     out = {"magnitude": np.abs(signal).astype(np.float32)}
     if site.susceptibility == "phase":
         phase = homodyne_phase(signal, slab_vox, params.highpass_sigma_mm)
@@ -266,7 +268,7 @@ def _scan(anatomy, paint, chi, params: SubjectParams, site: ClinicalSite, struct
         return out
     brain = to_slab(anatomy.brain.astype(np.float32), psf=False) > 0.5
     inside = ndimage.distance_transform_edt(brain, sampling=slab_vox) > QSM_MASK_EROSION_MM
-    phase_error = np.angle(signal * np.exp(-1j * raw).astype(np.complex64))
+    phase_error = np.angle(signal * np.exp(np.complex64(-1j) * raw))
     residual = np.float32(rng.uniform(*QSM_BACKGROUND_RESIDUAL))
     local = (field + (phase_error + residual * background) / np.float32(params.rad_per_ppm)) * inside
     rotation = slab_affine[:3, :3] / np.array(slab_vox)
