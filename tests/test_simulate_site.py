@@ -373,6 +373,7 @@ def test_cli_simulates_a_clinical_site(tmp_path, capsys):
     (["--site", "clinical", "--contrasts", "none"], "at least one structural image"),
     (["--site", "clinical", "--susceptibility-voxel-size", "0.6", "2"], "one or three values, got 2"),
     (["--site", "clinical", "--tilt", "50"], "slab tilt 50"),
+    (["--contrasts", "t1w"], "t1w. The research site makes flair, magnitude (a clinical site"),
 ])
 def test_cli_bad_clinical_options_exit_2_with_one_line(tmp_path, capsys, args, message):
     assert main(["simulate", str(tmp_path / "x"), *args]) == 2

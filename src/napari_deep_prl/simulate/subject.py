@@ -84,7 +84,8 @@ def check_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
     unknown = [c for c in contrasts if c not in CONTRAST_MAKERS]
     if unknown:
         raise InputError(f"unknown simulated contrast(s): {', '.join(map(str, unknown))}. "
-                         f"The simulator makes {', '.join(SIMULATED_CONTRASTS)}")
+                         f"The research site makes {', '.join(SIMULATED_CONTRASTS)} (a clinical site, "
+                         "site=\"clinical\" or --site clinical, makes more)")
     return tuple(c for c in SIMULATED_CONTRASTS if c in contrasts)
 
 
