@@ -256,7 +256,7 @@ def test_extra_contrasts_change_nothing_else():
     for name, image in both.subject.extra.items():
         assert image.dtype == np.float32 and image.shape == both.subject.shape
         assert np.array_equal(image, again.subject.extra[name]), name
-    with pytest.raises(InputError, match="unknown simulated contrast\\(s\\): t2. The simulator makes flair, magnitude"):
+    with pytest.raises(InputError, match="unknown simulated contrast\\(s\\): t2. The research site makes flair, magnitude"):
         simulate_subject(3, contrasts=("t2",), **SMALL)
 
 

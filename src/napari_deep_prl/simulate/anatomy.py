@@ -36,6 +36,10 @@ MAGNITUDE = {OUTSIDE: 0.0, CSF: 1.0, GM: 0.9, WM: 0.8, DEEP_GM: 0.55, SKULL: 0.0
 #: FLAIR-like value of each class: CSF suppressed, GM brighter than WM, iron-rich deep GM a
 #: little darker than cortex, scalp fat bright.
 FLAIR_VALUE = {OUTSIDE: 0.0, CSF: 0.06, GM: 0.62, WM: 0.45, DEEP_GM: 0.52, SKULL: 0.05, SCALP: 0.7}
+#: MPRAGE-like T1-weighted value of each class: less grey-white contrast than the MP2RAGE UNI
+#: (GM/WM 0.68), CSF dark, scalp fat bright, and air dark (a noise floor, not the UNI's
+#: salt-and-pepper).
+T1W_VALUE = {OUTSIDE: 0.0, CSF: 0.22, GM: 0.60, WM: 0.88, DEEP_GM: 0.72, SKULL: 0.12, SCALP: 0.95}
 
 #: Venous blood susceptibility range (ppm): deoxyhaemoglobin at ~60 % oxygenation.
 VEIN_CHI_PPM = (0.30, 0.45)

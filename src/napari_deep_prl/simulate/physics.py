@@ -1,5 +1,6 @@
-"""Image formation: susceptibility -> field -> filtered phase, the MP2RAGE-like T1 image, and the
-display-only FLAIR-like image and T2*-weighted magnitude.
+"""Image formation: susceptibility -> field -> filtered phase, the MP2RAGE-like T1 image, the
+FLAIR-like image and T2*-weighted magnitude; for a clinical site also an MPRAGE-like T1-weighted
+image, a vendor-like (homodyne) filtered phase and a QSM reconstruction.
 
 Phase sign convention: **paramagnetic = dark**. The phase written is
 ``phase = -2 pi gamma_bar B0 TE * delta_B / B0``, so where a paramagnetic source raises the
@@ -26,6 +27,7 @@ from napari_deep_prl.simulate.anatomy import (
     MAGNITUDE,
     OUTSIDE,
     T1_VALUE,
+    T1W_VALUE,
     WM,
     Anatomy,
 )
@@ -42,6 +44,10 @@ MAGNITUDE_LESION_GAIN = (1.05, 1.25)
 #: R2*-iron and susceptibility-iron slopes of grey matter at 3 T (about 280 1/s per ppm), and
 #: what makes the phantom's deep grey matter as dark as its magnitude table says.
 R2STAR_PER_PPM_PER_T = 90.0
+#: How much of a lesion's T1 drop (as the MP2RAGE UNI shows it) an MPRAGE shows: lesions are less
+#: conspicuous on MPRAGE, whose T1 contrast is lower and carries the receive bias (Kober et al.,
+#: Invest Radiol 2012, 47:346).
+MPRAGE_LESION_CONTRAST = 0.75
 
 
 def kspace_grid(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]
@@ -217,3 +223,50 @@ def mp2rage_image(anatomy: Anatomy, t1_hypo: np.ndarray, bias: float, noise: flo
     air = anatomy.tissue == OUTSIDE
     image[air] = rng.beta(0.4, 0.6, int(air.sum())).astype(np.float32)
     return np.clip(image, 0.0, 1.0)
+
+
+def t1w_image(anatomy: Anatomy, t1_hypo: np.ndarray, bias: float, noise: float,
+              rng: np.random.Generator) -> np.ndarray:
+    """MPRAGE-like T1-weighted image: WM bright, GM darker, CSF dark, scalp fat bright, lesions
+    hypointense (:data:`MPRAGE_LESION_CONTRAST` of their MP2RAGE drop), a receive-coil profile
+    brighter towards the surface of the head (``2 x bias`` at the edge of the field of view) on
+    top of a smooth bias, and Rician noise of SD ``noise`` relative to white matter (a dark noise
+    floor in the air, not the UNI's salt-and-pepper).
+    """
+    shape, vox = anatomy.shape, anatomy.voxel_size
+    image = tissue_values(anatomy, T1W_VALUE) * (1.0 - np.float32(MPRAGE_LESION_CONTRAST) * t1_hypo)
+    half = [np.float32(n * v / 2) for n, v in zip(shape, vox)]
+    radius2 = sum((axis / h) ** 2 for axis, h in zip(grid_axes(shape, vox), half))
+    image *= (1.0 + np.float32(2.0 * bias) * radius2) * (1.0 + bias * smooth_noise(shape, vox, 40.0, rng))
+    return rician(blurred(image, vox, 0.35 * min(vox)), noise * T1W_VALUE[WM], rng)
+
+
+def homodyne_phase(signal: np.ndarray, voxel_size: tuple[float, float, float], sigma_mm: float) -> np.ndarray:
+    """The vendor-like high-pass filtered phase of a complex image, as SWI reconstructions make it.
+
+    ``angle(S conj(L))``, where ``L`` is ``S`` low-passed slice by slice (in-plane: array axes 0
+    and 1) by a Hann window in k-space whose half-power frequency is that of a Gaussian
+    high-pass of ``sigma_mm`` (5 mm: a window about 30 points wide on a 320-point, 192 mm matrix). Wraps of
+    the raw phase go where the field varies slowly and stay where it varies fast (near air
+    cavities); where there is no signal (air) the phase is noise. Odd in the phase: flipping the
+    raw phase's sign flips the result exactly.
+    """
+    kx = fft.fftfreq(signal.shape[0], d=voxel_size[0]).astype(np.float32)[:, None]
+    ky = fft.fftfreq(signal.shape[1], d=voxel_size[1]).astype(np.float32)[None, :]
+    k, k_max = np.hypot(kx, ky), np.float32(0.375 / sigma_mm)
+    window = np.where(k < k_max, 0.5 * (1.0 + np.cos(np.pi * k / k_max)), 0.0).astype(np.float32)
+    low = fft.ifft2(fft.fft2(signal, axes=(0, 1), workers=_WORKERS) * window[:, :, None], axes=(0, 1),
+                    workers=_WORKERS)
+    return np.angle(signal * np.conj(low)).astype(np.float32)
+
+
+def dipole_inversion(field: np.ndarray, voxel_size: tuple[float, float, float],
+                     b0_direction: tuple[float, float, float], regularisation: float) -> np.ndarray:
+    """Susceptibility (ppm) from a local field (ppm) by closed-form Tikhonov-regularised dipole
+    inversion, ``F^-1[D F[field] / (D^2 + regularisation)]``: a simple QSM reconstruction. Like
+    real ones, it underestimates (most near the magic-angle cone, where ``D`` is small), loses the
+    mean and turns noise and field errors into streaks along the cone.
+    """
+    kernel = dipole_kernel(field.shape, voxel_size, b0_direction)
+    transfer = kernel / (kernel ** 2 + np.float32(regularisation))
+    return filtered(field.astype(np.float32, copy=False), transfer).astype(np.float32)

@@ -21,6 +21,7 @@ from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import lesion_table_from_labels
 from napari_deep_prl.data.masks import label_lesions
 from napari_deep_prl.simulate.anatomy import VEIN_CHI_PPM, Anatomy, make_anatomy
+from napari_deep_prl.simulate.grids import centred_affine
 from napari_deep_prl.simulate.lesion_kinds import (
     LesionPaint,
     LesionSpec,
@@ -43,8 +44,6 @@ from napari_deep_prl.simulate.physics import (
 TRUTH_COLUMNS = ("kind", "shape", "n_parts", "rim_coverage", "rim_width_mm", "chi_rim_ppm",
                  "chi_core_ppm", "t1_hypo", "central_vein", "adjacent_vein")
 
-#: Stored in each phase image's NIfTI description.
-PHASE_DESCRIPTION = "deep-prl sim: filtered phase (rad), paramagnetic = negative (dark)"
 
 #: How each display-only contrast is made (see docs/simulator.md); keys in the order written.
 CONTRAST_MAKERS: dict[str, Callable[[Anatomy, LesionPaint, SubjectParams, np.random.Generator], np.ndarray]] = {
@@ -55,9 +54,15 @@ CONTRAST_MAKERS: dict[str, Callable[[Anatomy, LesionPaint, SubjectParams, np.ran
 }
 #: The extra contrasts the simulator makes (each a column of io.EXTRA_CONTRASTS).
 SIMULATED_CONTRASTS = tuple(CONTRAST_MAKERS)
-#: Stored in each extra contrast's NIfTI description.
-CONTRAST_DESCRIPTIONS = {"flair": "deep-prl sim: FLAIR-like, CSF suppressed, lesions bright",
-                         "magnitude": "deep-prl sim: T2*-weighted magnitude of the phase's echo"}
+#: Stored in each image's NIfTI description, by manifest column (the phase's says its sign).
+DESCRIPTIONS = {
+    "phase": "deep-prl sim: filtered phase (rad), paramagnetic = negative (dark)",
+    "mp2rage": "deep-prl sim: MP2RAGE UNI-like, [0, 1]",
+    "mask": "deep-prl sim: lesion mask (binary)",
+    "prl_mask": "deep-prl sim: voxels of PRLs",
+    "flair": "deep-prl sim: FLAIR-like, CSF suppressed, lesions bright",
+    "magnitude": "deep-prl sim: T2*-weighted magnitude of the phase's echo",
+}
 
 
 @dataclass
@@ -79,7 +84,8 @@ def check_contrasts(contrasts: Sequence[str]) -> tuple[str, ...]:
     unknown = [c for c in contrasts if c not in CONTRAST_MAKERS]
     if unknown:
         raise InputError(f"unknown simulated contrast(s): {', '.join(map(str, unknown))}. "
-                         f"The simulator makes {', '.join(SIMULATED_CONTRASTS)}")
+                         f"The research site makes {', '.join(SIMULATED_CONTRASTS)} (a clinical site, "
+                         "site=\"clinical\" or --site clinical, makes more)")
     return tuple(c for c in SIMULATED_CONTRASTS if c in contrasts)
 
 
@@ -96,20 +102,11 @@ def simulate_subject(seed: int, params: SubjectParams | None = None, *, index: i
     """
     contrasts = check_contrasts(contrasts)
     params_seq, phantom_seq, contrast_seq = np.random.SeedSequence([int(seed), int(index)]).spawn(3)
-    if params is None:
-        params = draw_params(np.random.default_rng(params_seq), prl_fraction, **options)
-    elif options:
-        raise InputError(f"give either params or options ({', '.join(options)}), not both")
-    else:
-        params = validate(params)
+    params = subject_params(params_seq, params, prl_fraction, options)
     rng = np.random.default_rng(phantom_seq)
     vox = params.voxel_size
 
-    anatomy = make_anatomy(params, rng)
-    specs = draw_specs(anatomy, params.n_lesions, params.prl_rate, rng)
-    paint = paint_lesions(anatomy, specs, rng)
-
-    chi = anatomy.chi + paint.chi + np.float32(rng.uniform(*VEIN_CHI_PPM)) * anatomy.vein_fraction
+    anatomy, specs, paint, chi = phantom(params, rng)
     local = -np.float32(params.rad_per_ppm) * field_ppm(chi, vox, params.b0_direction,
                                                          psf_sigma_mm=0.4 * min(vox))
     raw = (local + background_field(anatomy.shape, vox, params.background_rad, rng)
@@ -117,26 +114,48 @@ def simulate_subject(seed: int, params: SubjectParams | None = None, *, index: i
     phase = highpass(raw, anatomy.brain, vox, params.highpass_sigma_mm)
     mp2rage = mp2rage_image(anatomy, paint.t1_hypo, params.bias, params.t1_noise, rng)
 
-    affine = np.diag([*map(float, vox), 1.0])
-    affine[:3, 3] = -(np.array(anatomy.shape) - 1) / 2 * np.array(vox)
+    affine = centred_affine(anatomy.shape, vox)
     mask = (paint.owner > 0).astype(np.uint8)
     streams = dict(zip(SIMULATED_CONTRASTS, contrast_seq.spawn(len(SIMULATED_CONTRASTS))))
     extra = {name: CONTRAST_MAKERS[name](anatomy, paint, params, np.random.default_rng(streams[name]))
              for name in contrasts}
     subject = Subject(subject_id(index), phase, mp2rage, mask, affine, prl_mask=paint.prl, extra=extra)
-    truth = truth_table(subject, paint.owner, specs)
+    truth = truth_table(subject.subject, mask, affine, paint.prl, paint.owner, specs)
     return Simulated(subject, truth, params)
 
 
-def truth_table(subject: Subject, owner: np.ndarray, specs: list[LesionSpec]) -> pd.DataFrame:
-    """The lesion table of ``subject`` (ids as ``label_lesions`` assigns them) plus each lesion's kind.
+def subject_params(params_seq: np.random.SeedSequence, params: SubjectParams | None, prl_fraction: float,
+                   options: dict[str, object]) -> SubjectParams:
+    """``params`` checked, or drawn from ``params_seq`` with ``options`` held fixed (not both)."""
+    if params is None:
+        return draw_params(np.random.default_rng(params_seq), prl_fraction, **options)
+    if options:
+        raise InputError(f"give either params or options ({', '.join(options)}), not both")
+    return validate(params)
+
+
+def phantom(params: SubjectParams, rng: np.random.Generator
+            ) -> tuple[Anatomy, list[LesionSpec], LesionPaint, np.ndarray]:
+    """The anatomy, its lesions (drawn and painted) and the total susceptibility map (ppm, veins
+    included): what every image of the subject is made from."""
+    anatomy = make_anatomy(params, rng)
+    specs = draw_specs(anatomy, params.n_lesions, params.prl_rate, rng)
+    paint = paint_lesions(anatomy, specs, rng)
+    chi = anatomy.chi + paint.chi + np.float32(rng.uniform(*VEIN_CHI_PPM)) * anatomy.vein_fraction
+    return anatomy, specs, paint, chi
+
+
+def truth_table(subject: str, mask: np.ndarray, affine: np.ndarray, prl_mask: np.ndarray,
+                owner: np.ndarray, specs: list[LesionSpec]) -> pd.DataFrame:
+    """The lesion table of ``mask`` (ids as ``label_lesions`` assigns them, centres in world mm by
+    ``affine``) plus each lesion's kind.
 
     A component made of several drawn lesions is ``confluent``; its other columns describe the
     drawn lesion covering most of it. ``prl`` follows the data convention (most voxels in the
     PRL mask).
     """
-    labels = label_lesions(subject.mask)
-    table = lesion_table_from_labels(labels, subject.affine, subject.subject, subject.prl_mask)
+    labels = label_lesions(mask)
+    table = lesion_table_from_labels(labels, affine, subject, prl_mask)
     inside = labels > 0
     pairs, counts = np.unique(np.stack([labels[inside], owner[inside]]), axis=1,
                               return_counts=True)
