@@ -8,6 +8,7 @@ import sys
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output
+from napari_deep_prl.data.contrasts import SUSCEPTIBILITY
 from napari_deep_prl.simulate import (
     SIMULATED_CONTRASTS,
     SITES,
@@ -18,7 +19,6 @@ from napari_deep_prl.simulate.clinical import (
     CLINICAL_CONTRASTS,
     DEFAULT_CLINICAL_CONTRASTS,
     PHASE_SIGNS,
-    SUSCEPTIBILITY,
 )
 
 #: Options that describe a clinical site's scans (refused for the research site).

@@ -39,6 +39,7 @@ import pandas as pd
 from napari_deep_prl.base.errors import InputError, describe, file_error
 from napari_deep_prl.base.filenames import ID_RULE, id_problem
 from napari_deep_prl.base.tables import write_table
+from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
 from napari_deep_prl.data.images import NIFTI_SUFFIXES
 
 #: A BIDS label or index: the key and the value of an entity, a suffix.
@@ -57,8 +58,6 @@ STRUCTURAL_SUFFIXES = {"unit1": "mp2rage", "t1w": "t1w", "flair": "flair"}
 #: ``desc-`` or ``label-`` values (lower case) that make a ``mask``/``dseg`` a lesion mask.
 LESION_LABELS = ("lesion", "lesions")
 
-SUSCEPTIBILITY = ("phase", "qsm")
-STRUCTURAL = ("mp2rage", "t1w", "flair")
 
 #: Manifest columns, in order: a manifest holds those some subject has (``subject`` and ``mask``
 #: always).

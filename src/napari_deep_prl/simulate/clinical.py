@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import ndimage
 
 from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
 from napari_deep_prl.simulate.anatomy import OUTSIDE, Anatomy
 from napari_deep_prl.simulate.grids import (
     acquire,
@@ -57,13 +58,9 @@ from napari_deep_prl.simulate.subject import (
 
 #: The sites the simulator makes: today's research layout, or a clinical site's scans.
 SITES = ("research", "clinical")
-#: The susceptibility image a clinical site has: vendor filtered phase (radians) or QSM (ppm).
-SUSCEPTIBILITY = ("phase", "qsm")
 #: The filtered phase's sign convention: ``dark`` (paramagnetic negative, the project's
 #: convention) or ``bright`` (paramagnetic positive, as other vendors write it).
 PHASE_SIGNS = ("dark", "bright")
-#: Structural images the clinical site can write (on the structural grid), in manifest order.
-STRUCTURAL = ("mp2rage", "t1w", "flair")
 #: Images a clinical cohort can write besides its susceptibility image and masks: the structural
 #: ones and the SWI's magnitude (on the susceptibility grid, for display).
 CLINICAL_CONTRASTS = (*STRUCTURAL, "magnitude")

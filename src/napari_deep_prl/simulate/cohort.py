@@ -34,11 +34,11 @@ from napari_deep_prl.base.errors import InputError, InputWarning, file_error
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.base.tables import write_nifti, write_table
 from napari_deep_prl.data.cohort import write_manifest
+from napari_deep_prl.data.contrasts import SUSCEPTIBILITY
 from napari_deep_prl.data.images import SubjectPaths
 from napari_deep_prl.simulate.clinical import (
     CLINICAL_CONTRASTS,
     DEFAULT_CLINICAL_CONTRASTS,
-    SUSCEPTIBILITY,
     ClinicalSimulated,
     ClinicalSite,
     check_clinical_contrasts,
