@@ -174,6 +174,22 @@ def test_navigation_later_and_undo(dock, qtbot, project_dir):
     assert len(current_ratings(project_dir)) == 8
 
 
+def test_own_label_and_progress_are_read_from_the_store(dock, qtbot, project_dir):
+    """Going back shows the rater's own label; labels the rater saved elsewhere while the session
+    is open (another window, `deep-prl ratings add`) are theirs too, in the label and the bars."""
+    viewer, widget = dock()
+    opened(qtbot, widget, project_dir)
+    shown_after(qtbot, widget, lambda: press(viewer, "P"))
+    shown_after(qtbot, widget, lambda: press(viewer, "Left"))
+    qtbot.waitUntil(lambda: widget.own.text() == "your label: PRL")
+    with Project.open(project_dir) as project:
+        project.store.add_rating("r1", "sub-01", 2, "not_prl")
+        project.store.add_rating("r1", "sub-02", 1, "prl")
+    assert shown_after(qtbot, widget, lambda: press(viewer, "Right")) == ("sub-01", 2)
+    qtbot.waitUntil(lambda: widget.own.text() == "your label: not PRL")
+    assert (widget.subject_bar.value(), widget.overall_bar.value()) == (2, 3)
+
+
 def test_a_chosen_subject_stays_chosen_until_its_lesions_are_done(dock, qtbot, project_dir):
     viewer, widget = dock()
     opened(qtbot, widget, project_dir)
@@ -249,7 +265,8 @@ def test_small_lesions_stay_out_of_the_queue_when_the_project_says_so(dock, qtbo
     Project.init(root, manifest, {"review": {"min_diameter_mm": 3.0}}).close()
     viewer, widget = dock()
     opened(qtbot, widget, root)
-    assert widget.session.progress() == (0, 2)
+    progress = widget.session.queue.progress()
+    assert (progress.done, progress.total) == (0, 2)
     assert "1 lesion(s) under 3 mm left out" in widget.left_out.text()
     shown_after(qtbot, widget, lambda: press(viewer, "N"))
     press(viewer, "N")

@@ -253,10 +253,8 @@ class ReviewWidget(LesionWidget):
             return
         self.where.setText(f"{session.name(item.subject)} · lesion {item.lesion} · "
                            f"{item.volume_mm3:.0f} mm³")
-        own = session.own_label(item)
-        self.own.setText("" if own is None else f"your label: {LABEL_NAMES[own]}")
-        QTimer.singleShot(0, lambda: self._update_progress(item))  # after the view: a bar
-        self._show_unblinded(item)                                 # repaints at once
+        QTimer.singleShot(0, lambda: self._update_progress(item))  # after the view: the store
+        self._show_unblinded(item)                                 # is read for these
         self.display.request(item.subject, item.lesion, (item.x, item.y, item.z))
 
     def _on_shown(self, subject: str, lesion: int) -> None:
@@ -279,14 +277,17 @@ class ReviewWidget(LesionWidget):
                 return
 
     def _update_progress(self, item: QueueItem | None) -> None:
+        """The rater's own label of the lesion and the progress bars (the queue counts)."""
         session = self.session
         if session is None:
             return
-        done, total = session.progress()
-        self.overall_bar.setRange(0, total)
-        self.overall_bar.setValue(done)
+        overall = session.queue.progress()
+        self.overall_bar.setRange(0, overall.total)
+        self.overall_bar.setValue(overall.done)
         if item is not None:
-            counts = session.subject_progress(item.subject)
+            own = session.own_label(item)
+            self.own.setText("" if own is None else f"your label: {LABEL_NAMES[own]}")
+            counts = session.queue.progress(item.subject)
             self.subject_bar.setRange(0, counts.total)
             self.subject_bar.setValue(counts.done)
             self.subject.setCurrentText(session.name(item.subject))
