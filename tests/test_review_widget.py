@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QPushButton
 from review_support import all_text, burst, current_ratings, press, shown_after
 
 from napari_deep_prl._napari.keybindings import REVIEW_KEYS
@@ -188,6 +190,25 @@ def test_own_label_and_progress_are_read_from_the_store(dock, qtbot, project_dir
     assert shown_after(qtbot, widget, lambda: press(viewer, "Right")) == ("sub-01", 2)
     qtbot.waitUntil(lambda: widget.own.text() == "your label: not PRL")
     assert (widget.subject_bar.value(), widget.overall_bar.value()) == (2, 3)
+
+
+def test_the_buttons_do_what_the_keys_do(dock, qtbot, project_dir):
+    _, widget = dock()
+    opened(qtbot, widget, project_dir)
+    buttons = {b.text(): b for b in widget.lesion_box.findChildren(QPushButton)}
+    assert {"PRL (P)", "not PRL (N)", "unsure (U)", "← prev", "next →", "later (L)", "undo (Z)"} <= set(buttons)
+
+    def click(text):
+        qtbot.mouseClick(buttons[text], Qt.MouseButton.LeftButton)
+
+    assert shown_after(qtbot, widget, lambda: click("not PRL (N)")) == ("sub-01", 2)
+    assert shown_after(qtbot, widget, lambda: click("later (L)")) == ("sub-01", 3)
+    assert shown_after(qtbot, widget, lambda: click("← prev")) == ("sub-01", 2)
+    assert shown_after(qtbot, widget, lambda: click("next →")) == ("sub-01", 3)
+    assert shown_after(qtbot, widget, lambda: click("unsure (U)")) == ("sub-02", 1)
+    assert shown_after(qtbot, widget, lambda: click("undo (Z)")) == ("sub-01", 3)
+    rows = current_ratings(project_dir)
+    assert list(zip(rows["subject"], rows["lesion"], rows["label"])) == [("sub-01", 1, "not_prl")]
 
 
 def test_a_chosen_subject_stays_chosen_until_its_lesions_are_done(dock, qtbot, project_dir):
@@ -462,7 +483,7 @@ def test_keys_typed_in_a_dialog_or_a_text_field_stay_there(dock, qtbot, project_
 
 
 def test_the_mouse_steps_slices_zooms_sets_windows_and_picks_strip_slices(dock, qtbot, project_dir):
-    from qtpy.QtCore import QPoint, QPointF, Qt
+    from qtpy.QtCore import QPoint, QPointF
     from qtpy.QtGui import QWheelEvent
     from qtpy.QtWidgets import QApplication
 
