@@ -181,7 +181,8 @@ def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
     return float(np.interp(target, auc[i - 1:i + 1], labels[i - 1:i + 1]))
 
 
-STRATEGIES = ("random", "entropy", "disagreement", "likely_prl")
+#: The queue orders compared: all but subject order.
+STRATEGIES = tuple(name for name in active.STRATEGIES if name != "subject_order")
 
 
 def cohort_patches(work: Path, subjects: int, size: int, prl_fraction: float,

@@ -17,8 +17,10 @@ from active_support import (  # noqa: F401
     tiny_project,
 )
 from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QWidget
 from review_support import all_text, current_ratings, press, shown_after
 
+from napari_deep_prl._napari.messages import TOOLTIPS
 from napari_deep_prl._napari.model.model_widget import ModelPanel
 from napari_deep_prl._napari.model.scoring_table import POINTS_NAME
 from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
@@ -68,6 +70,15 @@ def test_docking_changes_nothing_in_the_viewer_and_closing_restores_it(make_napa
         viewer.window.remove_dock_widget(widget)
     assert (list(viewer.layers), viewer.grid.enabled, tuple(viewer.dims.order)) == before
     assert viewer.layers.selection.active is user
+
+
+def test_every_tooltip_is_shown_by_a_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widgets = [ReviewWidget(viewer), ModelPanel(viewer), AdjudicationWidget(viewer)]
+    for widget in widgets:
+        viewer.window.add_dock_widget(widget)
+    shown = {child.toolTip() for widget in widgets for child in widget.findChildren(QWidget)}
+    assert set(TOOLTIPS.values()) <= shown
 
 
 def test_scoring_and_other_layers_leave_the_review_panels_alone(lab, qtbot):

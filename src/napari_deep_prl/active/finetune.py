@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from napari_deep_prl.active import STRATEGIES
 from napari_deep_prl.active.strategies import model_version, score_project
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
@@ -82,7 +83,7 @@ class FinetuneResult:
 
 
 #: Where the model-ordered review is, for messages asking for more PRL labels.
-FIND_PRLS = "the review order 'most likely PRL first (model)', --order likely_prl, puts them first"
+FIND_PRLS = f"the review order '{STRATEGIES['likely_prl']}', --order likely_prl, puts them first"
 
 
 def check_labels(project: Project, networks: int, config: TrainConfig = TrainConfig(),

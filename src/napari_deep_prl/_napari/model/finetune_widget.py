@@ -44,8 +44,8 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deep_prl._napari.jobs import Job
+from napari_deep_prl._napari.messages import TOOLTIPS, WORSE_MODEL
 from napari_deep_prl._napari.model.model_state import ModelState
-from napari_deep_prl._napari.model.model_text import TOOLTIPS, WORSE_MODEL
 from napari_deep_prl.active.finetune import (
     FinetuneResult,
     check_labels,

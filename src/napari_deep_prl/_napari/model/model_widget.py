@@ -40,13 +40,10 @@ from qtpy.QtWidgets import (
 from napari_deep_prl._napari.board import board
 from napari_deep_prl._napari.jobs import Job
 from napari_deep_prl._napari.layers import subject_layers
+from napari_deep_prl._napari.messages import SCORES_HIDDEN, TOOLTIPS
 from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
 from napari_deep_prl._napari.model.model_state import ModelState
-from napari_deep_prl._napari.model.model_text import (
-    SCORES_HIDDEN,
-    TOOLTIPS,
-    describe_checkpoint,
-)
+from napari_deep_prl._napari.model.model_text import describe_checkpoint
 from napari_deep_prl._napari.model.scoring_table import (
     ColourBar,
     ScoringTable,

@@ -26,24 +26,12 @@ from qtpy.QtWidgets import (
 from napari_deep_prl._napari import messages
 from napari_deep_prl._napari.keybindings import REVIEW_KEYS
 from napari_deep_prl._napari.review.lesion_widget import LesionWidget
-from napari_deep_prl._napari.widget_parts import (
-    LABEL_NAMES,
-)
+from napari_deep_prl._napari.widget_parts import LABEL_NAMES
+from napari_deep_prl.active import MODEL_STRATEGIES, STRATEGIES
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.queue import QueueItem, Strategy
 from napari_deep_prl.ratings.review_session import ReviewSession
-
-#: Queue orders offered in the form: menu text → :mod:`napari_deep_prl.active.strategies` strategy name.
-#: The model orders rank by the scores the project stored last (model panel → Score project),
-#: and rank again when the model panel stores new scores.
-ORDERS = {
-    "by subject": "subject_order",
-    "random (seeded)": "random",
-    "most uncertain first (model)": "entropy",
-    "most disagreement (model)": "disagreement",
-    "most likely PRL first (model)": "likely_prl",
-}
 
 
 class ReviewWidget(LesionWidget):
@@ -69,7 +57,7 @@ class ReviewWidget(LesionWidget):
         self.role = QComboBox(toolTip=tips["role"])
         self.role.addItems(["rater", "adjudicator"])
         self.order = QComboBox(toolTip=tips["order"])
-        self.order.addItems(list(ORDERS))
+        self.order.addItems(list(STRATEGIES.values()))
         self.pseudonyms = QCheckBox("hide subject ids", toolTip=tips["pseudonyms"])
         self.open_box = self.session_form((("rater", self.rater), ("role", self.role), ("order", self.order),
                                            ("", self.pseudonyms)), self.open_from_form)
@@ -131,7 +119,7 @@ class ReviewWidget(LesionWidget):
             dock_adjudication(self.viewer, self.project_path.text(), self.rater.currentText())
             self.viewer.window.remove_dock_widget(self)  # one set of keys at a time
             return
-        name = ORDERS[self.order.currentText()]
+        name = list(STRATEGIES)[self.order.currentIndex()]
         try:
             strategy = open_strategy(self.project_path.text(), name)
         except DeepPRLError as err:
@@ -144,8 +132,8 @@ class ReviewWidget(LesionWidget):
                      pseudonymise: bool = False, order: str | None = None) -> bool:
         """Open a project for ``rater`` and show their first unrated lesion (resume).
 
-        ``order`` names the strategy (see :data:`ORDERS`) so a model order can rank again
-        when the model panel stores new scores.
+        ``order`` names the strategy (see :data:`~napari_deep_prl.active.STRATEGIES`) so a
+        model order can rank again when the model panel stores new scores.
         """
         project = self.open_folder(path, rater)
         if project is None:
@@ -268,7 +256,7 @@ class ReviewWidget(LesionWidget):
 
     def _rerank(self, root: Path) -> None:
         """New model scores for this project: a model order ranks the rest of the queue again."""
-        from napari_deep_prl.active.strategies import MODEL_STRATEGIES, open_strategy
+        from napari_deep_prl.active.strategies import open_strategy
 
         if self.session is None or self.order_name not in MODEL_STRATEGIES \
                 or Path(self.project.root).resolve() != root:
