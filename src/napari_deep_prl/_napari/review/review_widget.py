@@ -183,18 +183,20 @@ class ReviewWidget(LesionWidget):
             session.finished_focus = None
         if item is None:
             self.where.setText(messages.DONE)
-            QTimer.singleShot(0, lambda: self._update_progress(None))
+            self._update_progress(None)
             return
         self.where.setText(f"{session.name(item.subject)} · lesion {item.lesion} · "
                            f"{item.volume_mm3:.0f} mm³")
-        QTimer.singleShot(0, lambda: self._update_progress(item))  # after the view: the store
-        self._show_unblinded(item)                                 # is read for these
+        self.own.setText("")  # read from the store once the lesion is on screen
+        self._show_unblinded(item)
         self.display.request(item.subject, item.lesion, (item.x, item.y, item.z))
 
     def _on_shown(self, subject: str, lesion: int) -> None:
         if self.session is not None:
             self.session.mark_shown()
             self._prefetch()
+            # after the paint has reached the screen: the rater's own label and the bars read the store
+            QTimer.singleShot(0, lambda: self._update_progress(self.session.current if self.session else None))
         self.lesion_shown.emit(subject, lesion)
 
     def _prefetch(self) -> None:
