@@ -93,7 +93,7 @@ def bench_viewer(repeats: int = 3) -> None:
     for data, kwargs, kind in subject_layers(subject):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     panel = ModelPanel(viewer)
-    panel.use_model(Checkpoint(DeepPRL(PRESETS["default"]), 0.5, PatchConfig(), {}))
+    panel.state.use_model(Checkpoint(DeepPRL(PRESETS["default"]), 0.5, PatchConfig(), {}))
     times, cpu = [], []
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), time.process_time()

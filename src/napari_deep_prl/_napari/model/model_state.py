@@ -67,7 +67,10 @@ class ModelState:
         self.model_changed.emit()
 
     def run(self, job: Job) -> Job:
-        """Start ``job`` as the one that runs now; :attr:`busy` until it finishes."""
+        """Start ``job`` as the one that runs now; :attr:`busy` until it finishes. The widgets
+        start nothing while busy (their buttons are disabled, automatic retraining waits)."""
+        if self.job is not None:
+            raise RuntimeError(f"'{job.description}' cannot start while '{self.job.description}' runs")
         self.job = job
         job.worker.finished.connect(self._finished)
         self.busy_changed.emit(True)

@@ -340,7 +340,7 @@ class ModelPanel(QWidget):
             show_points(self.viewer, self.scores, self._affines.get(subject, np.eye(4)),
                         blind=blind)
 
-    def _announce_scores(self, version: str) -> None:
+    def _announce_scores(self) -> None:
         """New scores are stored for the project (scored here, or by the fine-tuning box after
         a new model): a model-ordered review in this viewer ranks again."""
         if self.state.project is not None:
