@@ -20,6 +20,7 @@ from active_support import (  # noqa: F401
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import Qt
 
+from napari_deep_prl._napari.jobs import Job
 from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
 from napari_deep_prl._napari.model.model_state import ModelState
 from napari_deep_prl._napari.model.model_widget import ModelPanel
@@ -135,6 +136,8 @@ def test_automatic_retraining_rescores_and_reranks_the_queue(panel, qtbot):
     panel.state.scores_stored.connect(versions.append)
     scoring = panel.score_project()
     assert box.maybe_retrain() is None  # one job at a time: it waits for the scoring
+    with pytest.raises(RuntimeError, match="cannot start while 'Scoring the project' runs"):
+        panel.state.run(Job(lambda stop: iter(()), description="Another"))
     run_job(qtbot, scoring, timeout=60_000)
     assert versions == [active.model_version(panel.state.checkpoints, "none")]  # the panel's own scores
     versions.clear()
