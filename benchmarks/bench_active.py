@@ -93,7 +93,7 @@ def bench_viewer(repeats: int = 3) -> None:
     for data, kwargs, kind in subject_layers(subject):
         getattr(viewer, f"add_{kind}")(data, **kwargs)
     panel = ModelPanel(viewer)
-    panel.use_model(Checkpoint(DeepPRL(PRESETS["default"]), 0.5, PatchConfig(), {}))
+    panel.state.use_model(Checkpoint(DeepPRL(PRESETS["default"]), 0.5, PatchConfig(), {}))
     times, cpu = [], []
     for _ in range(repeats):
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -181,7 +181,8 @@ def labels_to_reach(curve: pd.DataFrame, target: float) -> float:
     return float(np.interp(target, auc[i - 1:i + 1], labels[i - 1:i + 1]))
 
 
-STRATEGIES = ("random", "entropy", "disagreement", "likely_prl")
+#: The queue orders compared: all but subject order.
+STRATEGIES = tuple(name for name in active.STRATEGIES if name != "subject_order")
 
 
 def cohort_patches(work: Path, subjects: int, size: int, prl_fraction: float,

@@ -67,8 +67,8 @@ def main() -> None:
     panel.load_model(args.model)
     panel.decision.setCurrentIndex(1)  # the project's lesions together
     wait(app, panel.score_project())
-    version = active.model_version(panel.checkpoints, panel.method_name)
-    counts = active.project_scores(panel.project, panel.checkpoints, version, "expected_f1").subjects
+    version = active.model_version(panel.state.checkpoints, panel.state.method)
+    counts = active.project_scores(panel.state.project, panel.state.checkpoints, version, "expected_f1").subjects
     panel.subject.setCurrentText(counts.sort_values("prl_count")["subject"].iloc[-1])
     wait(app, panel.score_subject())  # stored already: shows the subject with the most PRLs
     panel.table.sortItems(3, Qt.SortOrder.DescendingOrder)  # most likely PRL first

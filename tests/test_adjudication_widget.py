@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QPushButton
 from review_support import press, shown_after
 
 from napari_deep_prl._napari.keybindings import ADJUDICATION_KEYS
@@ -88,6 +90,22 @@ def test_consensus_with_one_key_and_live_agreement(adjudicate, qtbot, project_di
 
     viewer.window.remove_dock_widget(widget)
     assert not widget.keys.active
+
+
+def test_the_buttons_do_what_the_keys_do(adjudicate, qtbot, project_dir):
+    _, widget = adjudicate()
+    shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "boss"))
+    buttons = {b.text(): b for b in widget.lesion_box.findChildren(QPushButton)}
+    assert {"PRL (P)", "not PRL (N)", "unsure (U)", "take back (⌫)", "← prev", "next →"} <= set(buttons)
+
+    def click(text):
+        qtbot.mouseClick(buttons[text], Qt.MouseButton.LeftButton)
+
+    assert shown_after(qtbot, widget, lambda: click("unsure (U)")) == ("sub-02", 2)
+    assert decisions(project_dir)[0][["subject", "lesion", "label"]].values.tolist() == [["sub-01", 1, "unsure"]]
+    assert shown_after(qtbot, widget, lambda: click("← prev")) == ("sub-01", 1)
+    click("take back (⌫)")
+    assert decisions(project_dir)[0].empty and "taken back" in widget.saved.text()
 
 
 def test_a_decision_can_be_revisited_revised_and_taken_back(adjudicate, qtbot, project_dir):

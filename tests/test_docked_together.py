@@ -1,19 +1,31 @@
 """The three widgets docked together in one real, shown viewer, as a lab uses them: the review
 owns what its panels show, its keys work whatever layer is active, the model panel never takes
 the active layer, a blind session hides every score and label, and a model-ordered review ranks
-again when the model panel stores new scores."""
+again when the model panel stores new scores (scoring, or fine-tuning that re-scores)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from active_support import one_torch_thread, run_job, tiny_checkpoint, tiny_project  # noqa: F401
+from active_support import (  # noqa: F401
+    TINY_TRAIN,
+    one_torch_thread,
+    ranking_models,
+    rim_manifest,
+    run_job,
+    tiny_checkpoint,
+    tiny_project,
+)
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QWidget
 from review_support import all_text, current_ratings, press, shown_after
 
+from napari_deep_prl._napari.messages import TOOLTIPS
 from napari_deep_prl._napari.model.model_widget import ModelPanel
 from napari_deep_prl._napari.model.scoring_table import POINTS_NAME
 from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
 from napari_deep_prl._napari.review.review_widget import ReviewWidget
+from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.ratings.project import Project
 
 pytestmark = pytest.mark.gui
@@ -58,6 +70,15 @@ def test_docking_changes_nothing_in_the_viewer_and_closing_restores_it(make_napa
         viewer.window.remove_dock_widget(widget)
     assert (list(viewer.layers), viewer.grid.enabled, tuple(viewer.dims.order)) == before
     assert viewer.layers.selection.active is user
+
+
+def test_every_tooltip_is_shown_by_a_widget(make_napari_viewer):
+    viewer = make_napari_viewer()
+    widgets = [ReviewWidget(viewer), ModelPanel(viewer), AdjudicationWidget(viewer)]
+    for widget in widgets:
+        viewer.window.add_dock_widget(widget)
+    shown = {child.toolTip() for widget in widgets for child in widget.findChildren(QWidget)}
+    assert set(TOOLTIPS.values()) <= shown
 
 
 def test_scoring_and_other_layers_leave_the_review_panels_alone(lab, qtbot):
@@ -146,7 +167,53 @@ def test_a_model_order_ranks_again_when_the_model_panel_stores_new_scores(lab, q
     assert stored[review.session.current.lesion_key] == stored.drop(1).max()
     row = current_ratings(root).iloc[0]
     assert row["model_version"] == "old-model"  # the first label was served by the old order
-    with Project.open(root) as project:  # a fine-tuned model rescored the project
-        project.store.add_predictions("tuned", first[["subject", "lesion", "probability"]])
-    panel.finetune.model_updated.emit("tuned")
-    assert review.session.queue.strategy.model_version == "tuned"
+
+
+def test_fine_tuning_in_the_panel_ranks_an_open_model_ordered_review_again(make_napari_viewer, tmp_path, qtbot):
+    """The auto option trains and re-scores: the review's next lesion follows the new model. Training
+    alone stores no scores: the review keeps its order and does not claim to have ranked again."""
+    with tiny_project(tmp_path / "project", rim_manifest(tmp_path)) as project:
+        run_to_end(project.import_prl_masks())
+        lesions = project.lesions()
+        old = lesions.assign(probability=np.linspace(0.9, 0.1, len(lesions)))
+        project.store.add_predictions("old-model", old[["subject", "lesion", "probability"]])
+        root = project.root
+    viewer = make_napari_viewer(show=True)
+    review, panel = ReviewWidget(viewer), ModelPanel(viewer)
+    review.display.worker_started.connect(lambda w: w.errored.connect(pytest.fail))
+    for widget, name in ((review, "review"), (panel, "model")):
+        viewer.window.add_dock_widget(widget, name=name, area="right")
+    panel.open_project(root)
+    panel.state.use_model(ranking_models()[1])  # every PRL last: fine-tuning cannot do worse
+    panel.method.setCurrentText("one pass")
+    box = panel.finetune
+    box.base_config = TINY_TRAIN
+    box.source.setCurrentText("prl_mask")
+    box.epochs.setValue(2)
+    review.project_path.setText(str(root))
+    review.rater.setCurrentText("r1")
+    review.order.setCurrentText("most likely PRL first (model)")
+    assert shown_after(qtbot, review, review.open_from_form) == ("sub-01", 1)
+
+    box.auto_every.setValue(5)  # the 9 masks' labels are new to a model that learnt from none
+    box.timer.setInterval(50)  # the auto option's check, every 15 s in use
+    qtbot.mouseClick(box.auto, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: box.result is not None and not panel.state.busy, timeout=60_000)
+    box.auto.click()
+    version = box.result.scored
+    assert version is not None and panel.state.checkpoint.id == box.result.checkpoint.id
+    assert review.session.queue.strategy.model_version == version
+    assert "ranked again" in review.saved.text() and review.session.current.lesion_key == 1
+    with Project.open(root) as project:
+        stored = project.store.predictions(version).set_index("lesion_key")["probability"]
+    shown_after(qtbot, review, lambda: press(viewer, "N"))
+    assert stored[review.session.current.lesion_key] == stored.drop(1).max()
+
+    box.from_model.setChecked(False)  # from scratch: nothing to compare with, so it is used
+    box.networks.setValue(1)
+    qtbot.mouseClick(box.start_button, Qt.MouseButton.LeftButton)
+    run_job(qtbot, box.job, timeout=60_000)
+    assert panel.state.path.name == "deep-prl-v002.pt" and box.result.scored is None
+    assert review.session.queue.strategy.model_version == version
+    assert "ranked again" not in review.saved.text()
+    qtbot.waitUntil(lambda: not review.display.busy, timeout=20_000)

@@ -18,6 +18,7 @@ from active_support import (  # noqa: F401
 )
 
 from napari_deep_prl.active.finetune import finetune, retrain_and_rescore
+from napari_deep_prl.active.strategies import model_version
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.data.splits import validation_shares
@@ -119,10 +120,18 @@ def test_a_worse_model_is_saved_and_flagged_and_the_project_is_not_rescored_by_i
     assert (result.comparison.start["val_f1"], result.comparison.start["val_auc"]) == (1.0, 1.0)
     assert result.comparison.new["val_f1"] < 1.0
     assert "the new model validates WORSE" in result.comparison.summary()
-    result, version = run_to_end(retrain_and_rescore(rim_project, best, CONTRARIAN_TRAIN, source="contrarian",
-                                                     method="none"))
-    assert result.worse and version is None and result.path.name == "deep-prl-v002.pt"
+    result = run_to_end(retrain_and_rescore(rim_project, best, CONTRARIAN_TRAIN, source="contrarian", method="none"))
+    assert result.worse and result.scored is None and result.path.name == "deep-prl-v002.pt"
     assert rim_project.store.predictions().empty  # the review queue does not follow it
+
+
+def test_retraining_scores_the_project_and_names_the_version_of_its_scores(rim_project):
+    trained = run_to_end(finetune(rim_project, ranking_models()[1], TINY_TRAIN, source="prl_mask"))
+    assert trained.scored is None and rim_project.store.predictions().empty
+    result = run_to_end(retrain_and_rescore(rim_project, ranking_models()[1], TINY_TRAIN, source="prl_mask",
+                                            method="none"))
+    assert not result.worse and result.scored == model_version(result.checkpoints, "none")
+    assert len(rim_project.store.predictions(result.scored)) == 9
 
 
 def test_nothing_validates_worse_than_a_model_that_ranks_every_prl_last(rim_project):

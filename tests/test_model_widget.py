@@ -151,7 +151,7 @@ def test_an_ensemble_file_is_described_and_scored_as_one_model(make_napari_viewe
     assert "ensemble of 2 models" in widget.model_info.text()
     assert all(m.id in widget.model_info.text() for m in members)
     assert "(calibrated probability)" in widget.model_info.text()
-    assert widget.checkpoint.id == members[0].id  # what fine-tuning starts from
+    assert widget.state.checkpoint.id == members[0].id  # what fine-tuning starts from
     widget.method.setCurrentText("auto (best available)")
     widget.subject.setCurrentText("sub-01")
     run_job(qtbot, widget.score_subject())
@@ -169,7 +169,7 @@ def test_project_counts_follow_the_decision_and_hide_when_blind(make_napari_view
     qtbot.addWidget(widget)
     assert not widget.decision.isEnabled()  # a project's decision needs a project
     widget.open_project(project.root)
-    widget.use_model(calibrated)
+    widget.state.use_model(calibrated)
     widget.method.setCurrentText("one pass")
     run_job(qtbot, widget.score_project())
     version = active.model_version([calibrated], "none")
@@ -194,7 +194,7 @@ def test_project_counts_follow_the_decision_and_hide_when_blind(make_napari_view
 
     errors = []
     monkeypatch.setattr(model_widget, "show_error", errors.append)
-    widget.use_model(tiny_checkpoint())  # raw probabilities: no cohort decision
+    widget.state.use_model(tiny_checkpoint())  # raw probabilities: no cohort decision
     assert widget.summary.text() == ""
     run_job(qtbot, widget.score_project())
     assert errors and "calibrated" in errors[0]

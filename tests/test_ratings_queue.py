@@ -99,6 +99,20 @@ def test_repeats_come_back_later_and_keep_the_first_rating(store):
     assert set(store.current(repeat=True)["queue_strategy"]) == {"repeat"}
     progress = queue.progress()
     assert (progress.repeats_done, progress.repeats_planned) == (5, 5)
+    by_subject = [queue.progress(f"sub-{s:02d}") for s in range(4)]
+    assert [(p.done, p.total) for p in by_subject] == [(5, 5)] * 4
+    assert sum(p.repeats_done for p in by_subject) == sum(p.repeats_planned for p in by_subject) == 5
+
+
+def test_progress_of_one_subject_counts_its_queued_lesions_only(store):
+    queue = RaterQueue(store, "a", subject_order(), min_diameter_mm=3.2)  # lesions 1 and 2 left out
+    for lesion in (1, 3, 4):
+        store.add_rating("a", "sub-01", lesion, "prl")
+    store.add_rating("b", "sub-01", 5, "prl")  # another rater's
+    one = queue.progress("sub-01")
+    assert (one.done, one.total) == (2, 3) and queue.left_out == 8
+    assert (queue.progress().done, queue.progress().total) == (2, 12)
+    assert queue.progress("sub-99").total == 0
 
 
 def test_undo_goes_back_to_the_lesion(store):

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QPushButton
 from review_support import all_text, burst, current_ratings, press, shown_after
 
 from napari_deep_prl._napari.keybindings import REVIEW_KEYS
@@ -174,6 +176,41 @@ def test_navigation_later_and_undo(dock, qtbot, project_dir):
     assert len(current_ratings(project_dir)) == 8
 
 
+def test_own_label_and_progress_are_read_from_the_store(dock, qtbot, project_dir):
+    """Going back shows the rater's own label; labels the rater saved elsewhere while the session
+    is open (another window, `deep-prl ratings add`) are theirs too, in the label and the bars."""
+    viewer, widget = dock()
+    opened(qtbot, widget, project_dir)
+    shown_after(qtbot, widget, lambda: press(viewer, "P"))
+    shown_after(qtbot, widget, lambda: press(viewer, "Left"))
+    qtbot.waitUntil(lambda: widget.own.text() == "your label: PRL")
+    with Project.open(project_dir) as project:
+        project.store.add_rating("r1", "sub-01", 2, "not_prl")
+        project.store.add_rating("r1", "sub-02", 1, "prl")
+    assert shown_after(qtbot, widget, lambda: press(viewer, "Right")) == ("sub-01", 2)
+    qtbot.waitUntil(lambda: widget.own.text() == "your label: not PRL")
+    assert (widget.subject_bar.value(), widget.overall_bar.value()) == (2, 3)
+
+
+def test_the_buttons_do_what_the_keys_do(dock, qtbot, project_dir):
+    _, widget = dock()
+    opened(qtbot, widget, project_dir)
+    buttons = {b.text(): b for b in widget.lesion_box.findChildren(QPushButton)}
+    assert {"PRL (P)", "not PRL (N)", "unsure (U)", "← prev", "next →", "later (L)", "undo (Z)"} <= set(buttons)
+
+    def click(text):
+        qtbot.mouseClick(buttons[text], Qt.MouseButton.LeftButton)
+
+    assert shown_after(qtbot, widget, lambda: click("not PRL (N)")) == ("sub-01", 2)
+    assert shown_after(qtbot, widget, lambda: click("later (L)")) == ("sub-01", 3)
+    assert shown_after(qtbot, widget, lambda: click("← prev")) == ("sub-01", 2)
+    assert shown_after(qtbot, widget, lambda: click("next →")) == ("sub-01", 3)
+    assert shown_after(qtbot, widget, lambda: click("unsure (U)")) == ("sub-02", 1)
+    assert shown_after(qtbot, widget, lambda: click("undo (Z)")) == ("sub-01", 3)
+    rows = current_ratings(project_dir)
+    assert list(zip(rows["subject"], rows["lesion"], rows["label"])) == [("sub-01", 1, "not_prl")]
+
+
 def test_a_chosen_subject_stays_chosen_until_its_lesions_are_done(dock, qtbot, project_dir):
     viewer, widget = dock()
     opened(qtbot, widget, project_dir)
@@ -249,7 +286,8 @@ def test_small_lesions_stay_out_of_the_queue_when_the_project_says_so(dock, qtbo
     Project.init(root, manifest, {"review": {"min_diameter_mm": 3.0}}).close()
     viewer, widget = dock()
     opened(qtbot, widget, root)
-    assert widget.session.progress() == (0, 2)
+    progress = widget.session.queue.progress()
+    assert (progress.done, progress.total) == (0, 2)
     assert "1 lesion(s) under 3 mm left out" in widget.left_out.text()
     shown_after(qtbot, widget, lambda: press(viewer, "N"))
     press(viewer, "N")
@@ -445,7 +483,7 @@ def test_keys_typed_in_a_dialog_or_a_text_field_stay_there(dock, qtbot, project_
 
 
 def test_the_mouse_steps_slices_zooms_sets_windows_and_picks_strip_slices(dock, qtbot, project_dir):
-    from qtpy.QtCore import QPoint, QPointF, Qt
+    from qtpy.QtCore import QPoint, QPointF
     from qtpy.QtGui import QWheelEvent
     from qtpy.QtWidgets import QApplication
 

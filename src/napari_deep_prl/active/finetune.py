@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from napari_deep_prl.active import STRATEGIES
 from napari_deep_prl.active.strategies import model_version, score_project
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
@@ -57,6 +58,9 @@ class FinetuneResult:
     stopped: bool
     #: The new model against the one it started from (``None`` when trained from scratch).
     comparison: Comparison | None = None
+    #: The model version under which the project's scores by this model are stored
+    #: (:func:`rescore`); ``None`` while the project is not scored by it.
+    scored: str | None = None
 
     @property
     def worse(self) -> bool:
@@ -79,7 +83,7 @@ class FinetuneResult:
 
 
 #: Where the model-ordered review is, for messages asking for more PRL labels.
-FIND_PRLS = "the review order 'most likely PRL first (model)', --order likely_prl, puts them first"
+FIND_PRLS = f"the review order '{STRATEGIES['likely_prl']}', --order likely_prl, puts them first"
 
 
 def check_labels(project: Project, networks: int, config: TrainConfig = TrainConfig(),
@@ -234,20 +238,25 @@ def should_retrain(project: Project, checkpoint: Checkpoint | None, every: int,
     return labels_since(project, checkpoint, source) >= every
 
 
+def rescore(project: Project, result: FinetuneResult, method: str = "auto", *,
+            stop: threading.Event | None = None) -> Generator[Progress, None, FinetuneResult]:
+    """Score the project with the fine-tuned model: ``result`` with the model version whose
+    stored scores a re-ranked queue uses (:func:`napari_deep_prl.active.strategies.project_strategy`)."""
+    yield from score_project(project, result.checkpoints, method, stop=stop)
+    return replace(result, scored=model_version(result.checkpoints, method))
+
+
 def retrain_and_rescore(project: Project, checkpoint: Checkpoint | Sequence[Checkpoint] | None,
                         config: TrainConfig, *, models: int = DEFAULT_MODELS,
                         source: str = "consensus", method: str = "auto",
-                        stop: threading.Event | None = None
-                        ) -> Generator[Progress, None, tuple[FinetuneResult, str | None]]:
-    """Fine-tune on the labels so far, then score the project with the new model.
+                        stop: threading.Event | None = None) -> Generator[Progress, None, FinetuneResult]:
+    """Fine-tune on the labels so far, then score the project with the new model (:func:`rescore`).
 
-    Returns the result and the new model version, whose stored scores a re-ranked queue uses
-    (:func:`napari_deep_prl.active.strategies.project_strategy`). A new model that validates worse than
-    ``checkpoint`` is not scored (version ``None``): the queue follows the project's latest
-    scores, and it must not follow a model nobody chose (score it once it is chosen).
+    A new model that validates worse than ``checkpoint`` is not scored (``scored`` stays
+    ``None``): the queue follows the project's latest scores, and it must not follow a model
+    nobody chose (score it once it is chosen).
     """
     result = yield from finetune(project, checkpoint, config, models=models, source=source, stop=stop)
     if result.worse:
-        return result, None
-    yield from score_project(project, result.checkpoints, method, stop=stop)
-    return result, model_version(result.checkpoints, method)
+        return result
+    return (yield from rescore(project, result, method, stop=stop))

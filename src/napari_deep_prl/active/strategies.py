@@ -18,9 +18,9 @@ and the method (``<id>/mc16``, ``<id>+<id>/ensemble``, ``<id>/tta``, ``<id>`` fo
 pass): the stored ``uncertainty`` column is the mutual information. :func:`score_project` computes only the lesions that have no stored score for that
 version, so nothing is recomputed while the model is unchanged.
 
-Queue strategies are :class:`~napari_deep_prl.ratings.queue.Strategy` objects (see
-:data:`STRATEGIES`), so the rater's queue records each rating's strategy and model version, and
-the calibration set and repeats stay outside them (the queue handles those).
+Queue strategies are :class:`~napari_deep_prl.ratings.queue.Strategy` objects, named in
+:data:`napari_deep_prl.active.STRATEGIES`, so the rater's queue records each rating's strategy and
+model version, and the calibration set and repeats stay outside them (the queue handles those).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from napari_deep_prl.active import MODEL_STRATEGIES, STRATEGIES
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.data.images import Subject
@@ -56,9 +57,6 @@ from napari_deep_prl.scoring.score import (
 )
 
 METHODS = ("auto", "none", "mc_dropout", "ensemble", "tta")
-#: Queue orders offered to raters; the last three need the project scored by a model.
-STRATEGIES = ("subject_order", "random", "entropy", "disagreement", "likely_prl")
-MODEL_STRATEGIES = STRATEGIES[2:]
 #: Per-lesion columns of :func:`score_lesions` (after the lesion table's position columns).
 SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
                  "prl_probability", "prl", "entropy", "uncertainty")
@@ -260,7 +258,7 @@ def _by_score(name: str, scores: pd.DataFrame, column: str, version: str) -> Str
 
 def make_strategy(name: str, scores: pd.DataFrame | None = None, *, version: str | None = None,
                   seed: int = 0) -> Strategy:
-    """A queue order by name (:data:`STRATEGIES`).
+    """A queue order by name (:data:`~napari_deep_prl.active.STRATEGIES`).
 
     The model orders need ``scores`` (stored predictions with ``lesion_key, probability,
     uncertainty``; :func:`stored_scores`) and the ``version`` that produced them.

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 
+from napari_deep_prl.active import STRATEGIES
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings.project import Project
 
@@ -25,10 +26,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rater", required=True, help="your rater (or adjudicator) id")
     p.add_argument("--adjudicator", action="store_true",
                    help="adjudicate the raters' disagreements instead of rating")
-    p.add_argument("--order", choices=("subject_order", "random", "entropy", "disagreement", "likely_prl"),
-                   default="subject_order",
-                   help="order of the lesions to rate (default: subject_order). entropy (most uncertain "
-                        "first), disagreement and likely_prl use the scores the project stored last")
+    p.add_argument("--order", choices=tuple(STRATEGIES), default="subject_order",
+                   help="order of the lesions to rate (default: subject_order): "
+                        + "; ".join(f"{name}: {words}" for name, words in STRATEGIES.items())
+                        + ". The model orders use the scores the project stored last")
     p.add_argument("--seed", type=int, default=0, help="seed of the random order (default: 0)")
     p.add_argument("--pseudonyms", action="store_true",
                    help="show subjects under stable pseudonyms instead of their ids")

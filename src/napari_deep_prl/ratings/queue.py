@@ -252,13 +252,17 @@ class RaterQueue:
         hit = mine[(mine["subject"] == subject) & (mine["lesion"] == int(lesion))]
         return None if hit.empty else str(hit["label"].iloc[0])
 
-    def progress(self) -> QueueProgress:
-        """Counts for a progress bar."""
+    def progress(self, subject: str | None = None) -> QueueProgress:
+        """Counts for a progress bar: of the whole queue, or of one ``subject``'s lesions in it
+        (small ones left out count for neither)."""
         _, _, gaps = self._plan
+        lesions = self.lesions
+        queued = set(lesions["lesion_key"] if subject is None
+                     else lesions.loc[lesions["subject"] == subject, "lesion_key"])
         mine = self.store.current(repeat=None, rater=self.rater)
-        first = mine[(mine["repeat"] == 0) & mine["lesion_key"].isin(self.lesions["lesion_key"])]
-        return QueueProgress(len(first), len(self.lesions),
-                             int((mine["repeat"] == 1).sum()), len(gaps))
+        mine = mine[mine["lesion_key"].isin(queued)]
+        return QueueProgress(int((mine["repeat"] == 0).sum()), len(queued),
+                             int((mine["repeat"] == 1).sum()), len(queued.intersection(gaps)))
 
     def other_raters(self, item: QueueItem) -> pd.DataFrame:
         """Other raters' current labels of the item's lesion, if the project unblinds them."""

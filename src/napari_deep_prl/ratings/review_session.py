@@ -5,7 +5,9 @@ Plain Python (no Qt), so the navigation rules are easy to read and to test. The 
 adds what only a live session knows: the trail of lesions shown (for going back), the lesions
 deferred with Next or Later (they come back when the rest is done), the subject the rater chose
 (its lesions come first until they are done), the time each lesion was on screen, and the
-subject names the rater may see.
+subject names the rater may see. What the rater has rated and how far they are, the queue says
+(:meth:`~napari_deep_prl.ratings.queue.RaterQueue.own_label`,
+:meth:`~napari_deep_prl.ratings.queue.RaterQueue.progress`).
 """
 
 from __future__ import annotations
@@ -13,20 +15,12 @@ from __future__ import annotations
 import hashlib
 import time
 import uuid
-from dataclasses import dataclass
 
 import pandas as pd
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.queue import QueueItem, Strategy
-
-
-@dataclass(frozen=True)
-class SubjectProgress:
-    subject: str
-    done: int
-    total: int
 
 
 def pseudonyms(fingerprints: dict[str, str]) -> dict[str, str]:
@@ -62,8 +56,6 @@ class ReviewSession:
         self.finished_focus: str | None = None
         self.names = (pseudonyms(project.store.fingerprints()) if pseudonymise
                       else {s: s for s in self.subjects})
-        self.rated: dict[int, str] = {}
-        self._read_own_labels()
         self.trail: list[QueueItem] = []
         self.index = -1
         self.deferred: list[int] = []
@@ -83,18 +75,9 @@ class ReviewSession:
         """The current lesion is on screen: start its timer."""
         self._shown_at = time.monotonic()
 
-    def _read_own_labels(self) -> None:
-        """The rater's current labels (first presentations), kept here so that each step
-        needs no query beyond the queue's own."""
-        mine = self.project.store.current(rater=self.rater)
-        self.rated = dict(zip(mine["lesion_key"].astype(int), mine["label"]))
-
     def upcoming(self, n: int | None) -> list[QueueItem]:
         """The queue's next ``n`` items (all with ``None``)."""
-        try:
-            return self.queue.remaining(limit=n)
-        except TypeError:  # a queue without ``limit``
-            return self.queue.remaining()[:n]
+        return self.queue.remaining(limit=n)
 
     def _go(self, item: QueueItem | None) -> QueueItem | None:
         """Append ``item`` to the trail and make it current (``None``: stay)."""
@@ -152,7 +135,7 @@ class ReviewSession:
         """Move on without labelling; an unrated lesion left this way comes back at the end."""
         current = self.current
         if current is not None and self.index == len(self.trail) - 1 \
-                and current.lesion_key not in self.rated:
+                and self.queue.own_label(current.subject, current.lesion) is None:
             self._defer(current)
         return self._advance()
 
@@ -213,8 +196,6 @@ class ReviewSession:
                                    seconds=round(time.monotonic() - self._shown_at, 3))
         if item.lesion_key in self.deferred:
             self.deferred.remove(item.lesion_key)
-        if not item.repeat:
-            self.rated[item.lesion_key] = label
         return rating
 
     def advance(self) -> QueueItem | None:
@@ -223,25 +204,13 @@ class ReviewSession:
 
     def undo(self) -> QueueItem | None:
         """Retract the rater's latest label and show that lesion again."""
-        item = self.queue.undo()
-        self._read_own_labels()
-        return self._go(item)
+        return self._go(self.queue.undo())
 
     # -- what the rater may see -----------------------------------------------------------
 
     def own_label(self, item: QueueItem) -> str | None:
         """The rater's own current label (hidden on an unannounced repeat)."""
-        return None if item.repeat else self.rated.get(item.lesion_key)
-
-    def progress(self) -> tuple[int, int]:
-        """Lesions rated of the lesions in the queue (small ones left out count for neither)."""
-        keys = self.queue.lesions["lesion_key"]
-        return sum(int(k) in self.rated for k in keys), len(keys)
-
-    def subject_progress(self, subject: str) -> SubjectProgress:
-        queued = self.queue.lesions
-        keys = queued.loc[queued["subject"] == subject, "lesion_key"]
-        return SubjectProgress(subject, sum(int(k) in self.rated for k in keys), len(keys))
+        return None if item.repeat else self.queue.own_label(item.subject, item.lesion)
 
     def others(self, item: QueueItem) -> pd.DataFrame | None:
         """Other raters' labels, or ``None`` while the project blinds them."""

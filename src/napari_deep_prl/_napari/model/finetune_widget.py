@@ -4,7 +4,8 @@ Training runs in a worker (:class:`~.jobs.Job`); each epoch adds a point to the 
 validation-F1 curve (an ensemble's networks train one after the other, each on a fresh curve).
 Cancel stops after the current step and still saves the best model so far (training keeps it).
 The new checkpoint is the next version in the project's ``models/`` folder, recording its parent
-and the labels used, and becomes the panel's model — unless it validates worse than the model it
+and the labels used, and becomes the model in use (:class:`~.model_state.ModelState`, which the
+box shares with the panel) — unless it validates worse than the model it
 started from on the same held-out lesions (:mod:`napari_deep_prl.model.comparison`): the box then
 shows both figures and asks, inline, *Use the new model anyway* or *Keep the current model*
 (the file stays saved either way). Labels that cannot train and validate are refused before any
@@ -12,7 +13,7 @@ work starts, with one message saying how many more labels are needed. Without a 
 from, *Networks* sets how many are trained (a cross-fitted ensemble when more than one). With
 *auto*, training restarts by itself after every K new labels (counted since the last
 fine-tuning, used or not) and the project is re-scored by a model in use, after which
-:attr:`FinetuneBox.model_updated` tells listeners (e.g. a review queue) to re-rank.
+:attr:`~.model_state.ModelState.scores_stored` tells listeners (a model-ordered review) to re-rank.
 """
 
 from __future__ import annotations
@@ -21,13 +22,12 @@ import math
 import threading
 from collections.abc import Generator
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
 
 from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import QTimer, Signal
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -43,23 +44,20 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deep_prl._napari.jobs import Job
-from napari_deep_prl._napari.model.model_text import TOOLTIPS, WORSE_MODEL
+from napari_deep_prl._napari.messages import TOOLTIPS, WORSE_MODEL
+from napari_deep_prl._napari.model.model_state import ModelState
 from napari_deep_prl.active.finetune import (
     FinetuneResult,
     check_labels,
     finetune,
+    rescore,
     retrain_and_rescore,
     should_retrain,
 )
-from napari_deep_prl.active.strategies import model_version, score_project
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.model.crossfit import DEFAULT_MODELS
 from napari_deep_prl.model.train import TrainConfig
-from napari_deep_prl.ratings.project import Project
-
-if TYPE_CHECKING:
-    from napari_deep_prl._napari.model.model_widget import ModelPanel
 
 #: How often (ms) the auto-retrain option checks the number of new labels.
 AUTO_CHECK_MS = 15_000
@@ -105,15 +103,12 @@ class LossCurve(FigureCanvasQTAgg):
 
 
 class FinetuneBox(QGroupBox):
-    """Fine-tune the panel's model (or train from scratch) on the project's labels."""
+    """Fine-tune the model in use (or train from scratch) on the project's labels."""
 
-    #: A new model version was trained (and, with auto, the project re-scored): its version.
-    model_updated = Signal(str)
-
-    def __init__(self, panel: ModelPanel) -> None:
+    def __init__(self, state: ModelState) -> None:
         super().__init__("Fine-tune on the project's labels")
-        self.panel = panel
-        self.project: Project | None = None
+        self.state = state
+        #: The box's latest job (training, or scoring the project with a model chosen after it).
         self.job: Job | None = None
         self.result: FinetuneResult | None = None
         #: A new model that validates worse, waiting for the user's choice, and whether the
@@ -142,6 +137,8 @@ class FinetuneBox(QGroupBox):
         self.networks.setValue(DEFAULT_MODELS)
         self.start_button = QPushButton("Fine-tune")
         self.cancel_button = QPushButton("Cancel")
+        self.bar = QProgressBar()
+        self.bar.setVisible(False)
         self.auto = QCheckBox("retrain every")
         self.auto_every = QSpinBox()
         self.auto_every.setRange(1, 10_000)
@@ -181,6 +178,7 @@ class FinetuneBox(QGroupBox):
         layout.addWidget(self.from_model)
         layout.addLayout(auto_row)
         layout.addLayout(buttons)
+        layout.addWidget(self.bar)
         layout.addWidget(self.curve)
         layout.addWidget(self.status)
         layout.addWidget(self.choice)
@@ -190,17 +188,19 @@ class FinetuneBox(QGroupBox):
         self.timer.timeout.connect(self.maybe_retrain)
         self.auto.toggled.connect(lambda on: self.timer.start() if on else self.timer.stop())
         self.start_button.clicked.connect(self.start)
-        self.cancel_button.clicked.connect(panel.cancel)
+        self.cancel_button.clicked.connect(state.cancel)
         self.use_new_button.clicked.connect(self.use_new_model)
         self.keep_button.clicked.connect(self.keep_current_model)
-        self.set_enabled(True)
+        state.project_changed.connect(self.list_sources)
+        state.busy_changed.connect(self._enable)
+        self._enable()
 
-    def set_project(self, project: Project) -> None:
-        """List the label sources of ``project``: consensus, each rater and each reference."""
-        self.project = project
+    def list_sources(self) -> None:
+        """List the label sources of the project: consensus, each rater and each reference."""
         self.source.clear()
-        self.source.addItems(project.label_sources())
-        self.set_enabled(True)
+        if self.state.project is not None:
+            self.source.addItems(self.state.project.label_sources())
+        self._enable()
 
     def config(self) -> TrainConfig:
         return replace(self.base_config, epochs=self.epochs.value(), lr=self.lr.value(),
@@ -211,12 +211,13 @@ class FinetuneBox(QGroupBox):
         model after. Labels that cannot train and validate are refused at once, before any work
         (:func:`~napari_deep_prl.active.finetune.check_labels`): one error message, or with ``rescore``
         the status line only, since the auto option checks again every few seconds."""
-        if self.project is None:
+        state = self.state
+        if state.project is None:
             show_error("Open a project first: fine-tuning learns from its labels.")
             return None
-        project, config, source = self.project, self.config(), self.source.currentText()
-        init = self.panel.checkpoints if self.from_model.isChecked() else None
-        method, models = self.panel.method_name, self.networks.value()
+        project, config, source = state.project, self.config(), self.source.currentText()
+        init = state.checkpoints if self.from_model.isChecked() else None
+        method, models = state.method, self.networks.value()
         try:
             check_labels(project, len(init or []) or models, config, source)
         except DeepPRLError as err:
@@ -226,7 +227,7 @@ class FinetuneBox(QGroupBox):
                 show_error(f"{lead}: {err}")
             return None
 
-        def run(stop: threading.Event) -> Generator[Progress, None, Any]:
+        def run(stop: threading.Event) -> Generator[Progress, None, FinetuneResult]:
             if rescore:
                 return (yield from retrain_and_rescore(project, init, config, models=models, source=source,
                                                        method=method, stop=stop))
@@ -235,23 +236,19 @@ class FinetuneBox(QGroupBox):
         self.curve.reset()
         self._ask(None)
         self.status.setText("training…")
-        self.job = Job(run, description="Fine-tuning", bar=self.panel.bar, stages=("epoch",),
-                       on_progress=self._progress, on_result=self._done, on_error=self._failed,
-                       on_finished=self._finished)
-        self.panel.set_busy(True)
-        return self.job.start()
-
-    def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
+        self.job = state.run(Job(run, description="Fine-tuning", bar=self.bar, stages=("epoch",),
+                                 on_progress=self._progress, on_result=lambda result: self._done(result, rescore),
+                                 on_error=self._failed))
+        return self.job
 
     def maybe_retrain(self) -> Job | None:
         """Start training when ``K`` new labels have come in since the last fine-tuning (the auto
-        option)."""
-        if self.project is None or (self.job is not None and self.job.worker.is_running):
+        option), unless a job runs."""
+        state = self.state
+        if state.project is None or state.busy:
             return None
-        latest = self.result.checkpoint if self.result is not None else self.panel.checkpoint
-        if not should_retrain(self.project, latest, self.auto_every.value(), self.source.currentText()):
+        latest = self.result.checkpoint if self.result is not None else state.checkpoint
+        if not should_retrain(state.project, latest, self.auto_every.value(), self.source.currentText()):
             return None
         return self.start(rescore=True)
 
@@ -265,49 +262,47 @@ class FinetuneBox(QGroupBox):
             self.curve.add(event.metrics, event.step)
             self.status.setText(f"epoch {event.step}/{event.total} {event.message}".strip())
 
-    def _done(self, result: FinetuneResult | tuple[FinetuneResult, str | None]) -> None:
-        rescored = isinstance(result, tuple)
-        result, version = result if rescored else (result, model_version(result.checkpoints, "none"))
+    def _done(self, result: FinetuneResult, rescore: bool) -> None:
+        """Training finished: use the new model, or ask first when it validates worse (and, when
+        the auto option trained it, score the project with it once chosen)."""
         self.result = result
         self.curve.show_history(result.runs[-1].history)
         if result.worse:
             self.status.setText(WORSE_MODEL.format(summary=result.summary(), figures=result.comparison.figures()))
-            show_warning(f"The new model validates worse than the panel's; it is saved as {result.path}. "
+            show_warning(f"The new model validates worse than the one in use; it is saved as {result.path}. "
                          "Choose in the fine-tuning box whether to use it.")
-            self._ask((result, rescored))
+            self._ask((result, rescore))
             return
-        self._use(result, version)
+        self._use(result)
 
-    def _use(self, result: FinetuneResult, version: str | None) -> None:
-        self.panel.use_model(result.checkpoints, result.path)
+    def _use(self, result: FinetuneResult) -> None:
+        self.state.use_model(result.checkpoints, result.path)
         compared = f"; {result.comparison.summary()}" if result.comparison is not None else ""
         self.status.setText(result.summary() + compared)
         show_info(f"New model version saved: {result.path}")
-        if version is not None:
-            self.model_updated.emit(version)
+        self._scored(result)
+
+    def _scored(self, result: FinetuneResult) -> None:
+        """The project's scores by the new model are stored (the auto option): say so."""
+        if result.scored is not None:
+            self.state.announce_scores(result.scored)
 
     def use_new_model(self) -> Job | None:
         """The user's choice: use the new model although it validates worse (re-scoring the
-        project first when the auto option trained it)."""
+        project with it when the auto option trained it)."""
         if self.pending is None:
             return None
-        (result, rescore), project, method = self.pending, self.project, self.panel.method_name
+        (result, rescored), project, method = self.pending, self.state.project, self.state.method
         self._ask(None)
-        self._use(result, None if rescore else model_version(result.checkpoints, "none"))
-        if not rescore:
+        self._use(result)
+        if not rescored:
             return None
-
-        def run(stop: threading.Event) -> Generator[Progress, None, str]:
-            yield from score_project(project, result.checkpoints, method, stop=stop)
-            return model_version(result.checkpoints, method)
-
-        self.job = Job(run, description="Scoring the project", bar=self.panel.bar,
-                       on_result=self.model_updated.emit, on_finished=self._finished)
-        self.panel.set_busy(True)
-        return self.job.start()
+        self.job = self.state.run(Job(lambda stop: rescore(project, result, method, stop=stop),
+                                      description="Scoring the project", bar=self.bar, on_result=self._scored))
+        return self.job
 
     def keep_current_model(self) -> None:
-        """The user's choice: keep the panel's model; the new one stays saved."""
+        """The user's choice: keep the model in use; the new one stays saved."""
         if self.pending is not None:
             self.status.setText(f"Kept the current model; the new one stays saved as {self.pending[0].path}.")
         self._ask(None)
@@ -320,13 +315,11 @@ class FinetuneBox(QGroupBox):
     def _failed(self, error: Exception) -> None:
         self.status.setText(f"Fine-tuning failed: {error}")
 
-    def _finished(self) -> None:
-        self.panel.set_busy(False)
-
-    def set_enabled(self, enabled: bool) -> None:
+    def _enable(self) -> None:
         """Inputs usable when idle (with a project); Cancel usable while something runs."""
-        ready = enabled and self.project is not None
+        busy = self.state.busy
+        ready = not busy and self.state.project is not None
         for widget in (self.start_button, self.source, self.epochs, self.lr, self.val_fraction, self.networks,
                        self.use_new_button, self.keep_button):
             widget.setEnabled(ready)
-        self.cancel_button.setEnabled(not enabled)
+        self.cancel_button.setEnabled(busy)

@@ -8,6 +8,9 @@ the buttons), a sortable table whose rows move the viewer to the lesion, the sub
 and the project's counts. **Decide** calls a project's lesions PRL each at the model's
 threshold, or all scored lesions together (:func:`~napari_deep_prl.active.strategies.project_scores`).
 In blind mode none of the scores is shown. The fine-tuning box below trains new versions.
+
+The project, the model in use, the uncertainty method and the running job are a
+:class:`~.model_state.ModelState` that this panel and the fine-tuning box share and listen to.
 """
 
 from __future__ import annotations
@@ -37,12 +40,10 @@ from qtpy.QtWidgets import (
 from napari_deep_prl._napari.board import board
 from napari_deep_prl._napari.jobs import Job
 from napari_deep_prl._napari.layers import subject_layers
+from napari_deep_prl._napari.messages import SCORES_HIDDEN, TOOLTIPS
 from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
-from napari_deep_prl._napari.model.model_text import (
-    SCORES_HIDDEN,
-    TOOLTIPS,
-    describe_checkpoint,
-)
+from napari_deep_prl._napari.model.model_state import ModelState
+from napari_deep_prl._napari.model.model_text import describe_checkpoint
 from napari_deep_prl._napari.model.scoring_table import (
     ColourBar,
     ScoringTable,
@@ -99,11 +100,9 @@ class ModelPanel(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.project: Project | None = None
-        #: The loaded network(s): one, or the members of an ensemble file (scored together).
-        self.checkpoints: list[Checkpoint] = []
+        self.state = ModelState()
+        #: The subject's scores on show.
         self.scores = pd.DataFrame()
-        self.job: Job | None = None
         self._affines: dict[str, np.ndarray] = {}
         #: Model version of the project's scores on show (None: no project scores shown).
         self._version: str | None = None
@@ -134,7 +133,7 @@ class ModelPanel(QWidget):
         self.summary.setWordWrap(True)
         self.colour_bar = ColourBar()
         self.table = ScoringTable()
-        self.finetune = FinetuneBox(self)
+        self.finetune = FinetuneBox(self.state)
         for name, widget in (("open", self.open_button), ("load", self.load_button),
                              ("method", self.method), ("score", self.score_button),
                              ("score_all", self.score_all_button), ("blind", self.blind),
@@ -165,12 +164,17 @@ class ModelPanel(QWidget):
         self.load_button.clicked.connect(self._choose_model)
         self.score_button.clicked.connect(self.score_subject)
         self.score_all_button.clicked.connect(self.score_project)
-        self.cancel_button.clicked.connect(self.cancel)
+        self.cancel_button.clicked.connect(self.state.cancel)
         self.blind.toggled.connect(self.set_blind)
+        self.method.currentTextChanged.connect(self._choose_method)
         self.decision.currentTextChanged.connect(self.decide)
         self.table.lesion_selected.connect(self._go_to_lesion)
-        self.finetune.model_updated.connect(self._announce_scores)
-        self.set_busy(False)
+        self.state.project_changed.connect(self._show_project)
+        self.state.model_changed.connect(self._show_model)
+        self.state.busy_changed.connect(self._enable)
+        self.state.scores_stored.connect(self._announce_scores)
+        self._choose_method(self.method.currentText())
+        self._enable()
         self._follow_board()
 
     # -- inputs ---------------------------------------------------------------------------
@@ -181,7 +185,7 @@ class ModelPanel(QWidget):
             self.open_project(folder)
 
     def _choose_model(self) -> None:
-        start = str(self.project.models_dir) if self.project else ""
+        start = str(self.state.project.models_dir) if self.state.project else ""
         path, _ = QFileDialog.getOpenFileName(self, "Load a Deep-PRL model", start, "*.pt")
         if path:
             self.load_model(path)
@@ -189,42 +193,33 @@ class ModelPanel(QWidget):
     def open_project(self, folder: str | Path) -> None:
         """Open a project: its subjects become choosable and scores are stored in it."""
         try:
-            project = Project.open(folder)
+            self.state.open_project(Project.open(folder))
         except DeepPRLError as err:
             show_error(str(err))
-            return
-        if self.project is not None:
-            self.project.close()
-        self.project = project
+
+    def _show_project(self) -> None:
+        project = self.state.project
         self.project_label.setText(str(project.root))
         self.subject.clear()
         self.subject.addItems([FROM_VIEWER, *project.cohort.ids])
         self.subject.setCurrentIndex(1 if project.cohort.ids else 0)
-        self.finetune.set_project(project)
         self._forget_project_scores()
-        self.set_busy(False)
+        self._enable()
 
     def load_model(self, path: str | Path) -> None:
         """Load a checkpoint or ensemble (safely, weights only) and show what it was trained on."""
         try:
-            self.use_model(load_models(path), Path(path))
+            self.state.use_model(load_models(path), Path(path))
         except DeepPRLError as err:
             show_error(str(err))
 
-    def use_model(self, checkpoints: Checkpoint | list[Checkpoint], path: Path | None = None) -> None:
-        self.checkpoints = [checkpoints] if isinstance(checkpoints, Checkpoint) else list(checkpoints)
-        self.model_info.setText(describe_checkpoint(self.checkpoints, path))
+    def _show_model(self) -> None:
+        self.model_info.setText(describe_checkpoint(self.state.checkpoints, self.state.path))
         self._forget_project_scores()
-        self.set_busy(False)
+        self._enable()
 
-    @property
-    def checkpoint(self) -> Checkpoint | None:
-        """The model's network, or an ensemble's first member (whose label record all share)."""
-        return self.checkpoints[0] if self.checkpoints else None
-
-    @property
-    def method_name(self) -> str:
-        return METHOD_NAMES[self.method.currentText()]
+    def _choose_method(self, text: str) -> None:
+        self.state.method = METHOD_NAMES[text]
 
     @property
     def decision_name(self) -> str:
@@ -235,27 +230,27 @@ class ModelPanel(QWidget):
     def score_subject(self) -> Job | None:
         """Score the chosen subject in a worker (a project's subject is also stored)."""
         name = self.subject.currentText()
-        if name == FROM_VIEWER or self.project is None:
+        if name == FROM_VIEWER or self.state.project is None:
             try:
                 subject = subject_from_layers(self.viewer)
             except DeepPRLError as err:
                 show_error(str(err))
                 return None
             self._affines[subject.subject] = subject.affine
-            checkpoints, method = self.checkpoints, self.method_name
+            checkpoints, method = self.state.checkpoints, self.state.method
             return self._start(lambda stop: score_loaded(subject, checkpoints, method),
                                f"Scoring {subject.subject}", self._show_loaded_scores)
         return self._score_stored([name], f"Scoring {name}")
 
     def score_project(self) -> Job | None:
         """Score every subject of the project (scores already stored are reused)."""
-        if self.project is None:
+        if self.state.project is None:
             show_error("Open a project first to score all its subjects.")
             return None
         return self._score_stored(None, "Scoring the project")
 
     def _score_stored(self, subjects: list[str] | None, description: str) -> Job | None:
-        project, checkpoints, method = self.project, self.checkpoints, self.method_name
+        project, checkpoints, method = self.state.project, self.state.checkpoints, self.state.method
 
         def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, pd.DataFrame, str]]:
             stored = yield from active.score_project(project, checkpoints, method,
@@ -272,19 +267,11 @@ class ModelPanel(QWidget):
 
     def _start(self, make: Callable[[threading.Event], Generator[Progress, None, Any]],
                description: str, on_result: Callable[[Any], None]) -> Job | None:
-        if not self.checkpoints:
+        if not self.state.checkpoints:
             show_error("Load a model first (Load model…).")
             return None
-        self.job = Job(make, description=description, bar=self.bar, stages=("subjects", "subject"),
-                       on_result=on_result, on_finished=lambda: self.set_busy(False))
-        self.set_busy(True)
-        return self.job.start()
-
-    def cancel(self) -> None:
-        """Stop the running job after its current step; what is done is kept."""
-        if self.job is not None:
-            self.job.cancel()
-        self.finetune.cancel()
+        return self.state.run(Job(make, description=description, bar=self.bar,
+                                  stages=("subjects", "subject"), on_result=on_result))
 
     def _show_loaded_scores(self, table: pd.DataFrame) -> None:
         self._forget_project_scores()
@@ -301,15 +288,16 @@ class ModelPanel(QWidget):
         self._affines[subject.subject] = subject.affine
         self._version, self.scores = version, table
         self.decide()
-        self._announce_scores()
+        self.state.announce_scores(version)
         show_info(f"Scored {len(table)} lesions of {subject.subject}.")
 
     def decide(self) -> None:
         """Call the project's scored lesions PRL as **Decide** says; show the counts (no scoring)."""
-        if self.project is None or self._version is None:
+        project = self.state.project
+        if project is None or self._version is None:
             return
         try:
-            decided = active.project_scores(self.project, self.checkpoints, self._version,
+            decided = active.project_scores(project, self.state.checkpoints, self._version,
                                             self.decision_name)
         except DeepPRLError as err:
             show_error(str(err))
@@ -317,7 +305,7 @@ class ModelPanel(QWidget):
             return
         counts = decided.subjects
         self.summary.setText(
-            f"project, {len(counts)} of {len(self.project.cohort.ids)} subjects scored: "
+            f"project, {len(counts)} of {len(project.cohort.ids)} subjects scored: "
             f"{int(counts['prl_count'].sum())} PRL(s) of {int(counts['lesions'].sum())} lesions; "
             f"{int(counts['prl_ge1'].sum())} subject(s) with ≥ 1 PRL, {int(counts['prl_ge4'].sum())} "
             f"with ≥ 4 · cut {decided.threshold:.2f}")
@@ -352,11 +340,11 @@ class ModelPanel(QWidget):
             show_points(self.viewer, self.scores, self._affines.get(subject, np.eye(4)),
                         blind=blind)
 
-    def _announce_scores(self, *_: object) -> None:
+    def _announce_scores(self) -> None:
         """New scores are stored for the project (scored here, or by the fine-tuning box after
         a new model): a model-ordered review in this viewer ranks again."""
-        if self.project is not None:
-            self.board.announce_scores(self.project.root)
+        if self.state.project is not None:
+            self.board.announce_scores(self.state.project.root)
 
     def _follow_board(self) -> None:
         """A blind rater session opened or closed in this viewer: hide or show the scores."""
@@ -368,13 +356,13 @@ class ModelPanel(QWidget):
     def _go_to_lesion(self, subject: str, lesion: int, world: np.ndarray) -> None:
         go_to(self.viewer, world)
 
-    def set_busy(self, busy: bool) -> None:
+    def _enable(self) -> None:
         """Buttons follow the state: one job at a time, Cancel only while one runs."""
-        ready = bool(self.checkpoints) and not busy
+        busy, project = self.state.busy, self.state.project
+        ready = bool(self.state.checkpoints) and not busy
         self.score_button.setEnabled(ready)
-        self.score_all_button.setEnabled(ready and self.project is not None)
+        self.score_all_button.setEnabled(ready and project is not None)
         self.load_button.setEnabled(not busy)
         self.open_button.setEnabled(not busy)
-        self.decision.setEnabled(self.project is not None and not busy)
+        self.decision.setEnabled(project is not None and not busy)
         self.cancel_button.setEnabled(busy)
-        self.finetune.set_enabled(not busy)

@@ -20,7 +20,6 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QFormLayout,
     QGroupBox,
-    QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
@@ -36,11 +35,8 @@ from napari_deep_prl._napari.review.agreement_panel import AgreementPanel
 from napari_deep_prl._napari.review.lesion_widget import LesionWidget
 from napari_deep_prl._napari.widget_parts import (
     LABEL_NAMES,
-    key_list,
-    open_project_dialog,
 )
 from napari_deep_prl.base.errors import DeepPRLError
-from napari_deep_prl.ratings.project import Project
 
 RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
 
@@ -65,22 +61,9 @@ class AdjudicationWidget(LesionWidget):
 
     def _build(self) -> None:
         tips = messages.TOOLTIPS
-        self.project_path = QLineEdit(toolTip=tips["project"])
-        browse = QPushButton("…", clicked=lambda: open_project_dialog(self, self.project_path))
         self.name = QLineEdit(toolTip=tips["rater"], placeholderText="adjudicator id")
-        open_button = QPushButton("Open", clicked=lambda: self.open_project(
-            self.project_path.text(), self.name.text()))
-        row = QHBoxLayout()
-        row.addWidget(self.project_path)
-        row.addWidget(browse)
-        form = QFormLayout()
-        form.addRow("project", row)
-        form.addRow("adjudicator", self.name)
-        form.addRow("", open_button)
-        session = QGroupBox("Session")
-        session.setLayout(form)
-
-        self.where = QLabel("—")
+        session = self.session_form((("adjudicator", self.name),),
+                                    lambda: self.open_project(self.project_path.text(), self.name.text()))
         self.remaining = QLabel("")
         self.decision = QLabel("")
         self.decision.setWordWrap(True)
@@ -95,71 +78,44 @@ class AdjudicationWidget(LesionWidget):
         self.hidden = QLabel(messages.LABELS_HIDDEN)
         self.hidden.setWordWrap(True)
         self.note = QLineEdit(toolTip=tips["note"], placeholderText="note (optional)")
-        self.saved = QLabel("")
-        self.saved.setWordWrap(True)
-        buttons = QHBoxLayout()
-        for text, label in (("PRL (P)", "prl"), ("not PRL (N)", "not_prl"), ("unsure (U)", "unsure")):
-            buttons.addWidget(QPushButton(text, clicked=lambda _=False, lab=label: self.decide(lab)))
-        buttons.addWidget(QPushButton("take back (⌫)", clicked=self.retract))
-        moves = QHBoxLayout()
-        moves.addWidget(QPushButton("← prev", clicked=self.previous_lesion))
-        moves.addWidget(QPushButton("next →", clicked=self.next_lesion))
         view_form = QFormLayout()
         self.view_rows(view_form)
-        self.lesion_box = QGroupBox("Disagreement")
-        box = QVBoxLayout(self.lesion_box)
-        for item in (self.where, self.remaining, self.all_decided, self.decision, self.ratings,
-                     self.hidden, view_form, self.note, buttons, moves, self.saved):
-            if isinstance(item, (QHBoxLayout, QFormLayout)):
-                box.addLayout(item)
-            else:
-                box.addWidget(item)
-        self.lesion_box.setEnabled(False)
+        lesion = self.lesion_group("Disagreement", (
+            self.where, self.remaining, self.all_decided, self.decision, self.ratings, self.hidden, view_form,
+            self.note, self.label_buttons(QPushButton("take back (⌫)", clicked=self.retract)), self.move_buttons(),
+            self.saved))
         self.stats = QGroupBox("Agreement")
         QVBoxLayout(self.stats).addWidget(self.agreement)
-        keys = QGroupBox("Keys")
-        QVBoxLayout(keys).addWidget(key_list(ADJUDICATION_KEYS))
-        self.assemble((self.session_bar(session), session, self.lesion_box, self.stats, keys))
+        self.assemble((self.session_bar(session), session, lesion, self.stats))
         self._apply_blinding()
 
     # -- session --------------------------------------------------------------------------
 
     def open_project(self, path: str | Path, adjudicator: str) -> bool:
         """Open a project's disagreement queue for ``adjudicator``."""
-        if not adjudicator.strip():
-            show_error(messages.NO_RATER)
+        project = self.open_folder(path, adjudicator)
+        if project is None:
             return False
-        self.close_project()
         try:
-            self.project = Project.open(path)
-            self.project.store.add_rater(adjudicator.strip())
+            project.store.add_rater(adjudicator.strip())
         except DeepPRLError as err:
+            project.close()
             show_error(messages.OPEN_FAILED.format(path=path, cause=err))
-            self.project = None
             return False
         self.adjudicator = adjudicator.strip()
-        self.project_path.setText(str(path))
         self.name.setText(self.adjudicator)
-        self.lesions = self.project.lesions().set_index("lesion_key")
-        self.canvas.set_panels(self.project.config.review.panels)
-        self.lesion_box.setEnabled(True)
-        self.fold_session(True, f"adjudicator {self.adjudicator} · {self.project.root.name}")
-        self.agreement.project = self.project
+        self.lesions = project.lesions().set_index("lesion_key")
+        self.start_session(project, path, f"adjudicator {self.adjudicator} · {project.root.name}")
+        self.agreement.project = project
         self.agreement.refresh()
         self.visited.clear()
         self.index = 0
-        self.keys.activate()
         self.refresh_queue()
         return True
 
     def close_project(self) -> None:
-        self.display.clear()
-        self.keys.deactivate()
-        if self.project is not None:
-            self.project.close()
-        self.project = self.agreement.project = None
-        self.lesion_box.setEnabled(False)
-        self.fold_session(False)
+        super().close_project()
+        self.agreement.project = None
 
     def refresh_queue(self, keep: int | None = None) -> None:
         """Re-read the disagreements (raters may still be rating) and show lesion ``keep`` (a
@@ -223,10 +179,7 @@ class AdjudicationWidget(LesionWidget):
         row = self.current
         if row is None or self.project is None:
             return None
-        if not self.display.is_drawn(str(row["subject"]), int(row["lesion"])):
-            self.saved.setText(messages.NOT_ON_SCREEN)
-            return None
-        return row
+        return row if self.seen(str(row["subject"]), int(row["lesion"])) else None
 
     # -- the actions the keys call --------------------------------------------------------
 

@@ -1,16 +1,20 @@
 """What the review and adjudication widgets share: the lesion canvas above the controls, the
-view controls, and keys that belong to the open session.
+session form (project folder, the user's id, Open) that folds into a one-line bar, the label
+buttons, the moves, the view controls, and keys that belong to the open session and act only on
+a lesion painted on screen.
 
-A subclass sets ``KEYS`` and builds its controls with :meth:`assemble`; its project is
-``self.project``. The canvas is the widget's own (napari's layers and grid are never touched),
-so docking or closing a review changes nothing in the viewer.
+A subclass sets ``KEYS``, builds its controls from these parts and lays them out with
+:meth:`assemble`; its project is ``self.project``. The canvas is the widget's own (napari's
+layers and grid are never touched), so docking or closing a review changes nothing in the viewer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import napari
+from napari.utils.notifications import show_error
 from qtpy.QtCore import QEvent, Qt, Signal
 from qtpy.QtWidgets import (
     QComboBox,
@@ -19,6 +23,8 @@ from qtpy.QtWidgets import (
     QGroupBox,
     QHBoxLayout,
     QLabel,
+    QLayout,
+    QLineEdit,
     QPushButton,
     QSplitter,
     QVBoxLayout,
@@ -32,7 +38,14 @@ from napari_deep_prl._napari.review.key_router import KeyRouter
 from napari_deep_prl._napari.review.lesion_display import LesionDisplay
 from napari_deep_prl._napari.review.subject_images import SubjectImages, prepare_subject
 from napari_deep_prl._napari.slices import PLANES
-from napari_deep_prl._napari.widget_parts import buttons_without_focus, scrolling_column
+from napari_deep_prl._napari.widget_parts import (
+    LABEL_NAMES,
+    buttons_without_focus,
+    key_list,
+    open_project_dialog,
+    scrolling_column,
+)
+from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.ratings.project import Project
 
 
@@ -59,22 +72,78 @@ class LesionWidget(QWidget):
                                   suffix=" × lesion", toolTip=tips["fov"])
         self.fov.valueChanged.connect(self.canvas.set_fov_factor)
         self.canvas.fov_changed.connect(self.fov.setValue)
+        #: Where the session is: the lesion on screen, or that none is left.
+        self.where = QLabel("—")
+        #: What the last action did (saved, undone, ignored ...).
+        self.saved = QLabel("")
+        self.saved.setWordWrap(True)
 
     def _load(self, subject: str) -> SubjectImages:  # runs in a worker thread
         assert self.project is not None
         return prepare_subject(self.project, subject)
+
+    # -- the parts of the form ------------------------------------------------------------
+
+    def session_form(self, rows: Iterable[tuple[str, QWidget]], open_form: Callable[[], object]) -> QGroupBox:
+        """The opening form: the project folder (typed, or chosen with …), ``rows`` (the user's
+        id and the widget's own choices) and **Open**, which calls ``open_form``."""
+        self.project_path = QLineEdit(toolTip=messages.TOOLTIPS["project"])
+        path_row = QHBoxLayout()
+        path_row.addWidget(self.project_path)
+        path_row.addWidget(QPushButton("…", clicked=lambda: open_project_dialog(self, self.project_path)))
+        form = QFormLayout()
+        form.addRow("project", path_row)
+        for label, widget in rows:
+            form.addRow(label, widget)
+        self.open_button = QPushButton("Open", clicked=open_form)
+        form.addRow("", self.open_button)
+        box = QGroupBox("Session")
+        box.setLayout(form)
+        return box
+
+    def label_buttons(self, *extra: QPushButton) -> QHBoxLayout:
+        """A button for each label key (PRL, not PRL, unsure), calling what the key calls; then ``extra``."""
+        row = QHBoxLayout()
+        for action in self.KEYS:
+            if action.args and action.args[0] in LABEL_NAMES:
+                row.addWidget(QPushButton(f"{LABEL_NAMES[action.args[0]]} ({action.key_text})",
+                                          clicked=lambda _=False, a=action: getattr(self, a.method)(*a.args)))
+        for button in extra:
+            row.addWidget(button)
+        return row
+
+    def move_buttons(self, *extra: QPushButton) -> QHBoxLayout:
+        """← prev and next →, then ``extra``."""
+        row = QHBoxLayout()
+        row.addWidget(QPushButton("← prev", clicked=self.previous_lesion))
+        row.addWidget(QPushButton("next →", clicked=self.next_lesion))
+        for button in extra:
+            row.addWidget(button)
+        return row
 
     def view_rows(self, form: QFormLayout) -> None:
         """Add the plane and field-of-view controls to ``form``."""
         form.addRow("plane", self.axis)
         form.addRow("field of view", self.fov)
 
+    def lesion_group(self, title: str, parts: Iterable[QWidget | QLayout]) -> QGroupBox:
+        """The controls of the lesion on screen (``parts`` top to bottom), usable while a
+        session is open."""
+        self.lesion_box = QGroupBox(title)
+        column = QVBoxLayout(self.lesion_box)
+        for part in parts:
+            (column.addLayout if isinstance(part, QLayout) else column.addWidget)(part)
+        self.lesion_box.setEnabled(False)
+        return self.lesion_box
+
     def assemble(self, parts: Iterable[QWidget]) -> None:
-        """The canvas on top, the controls (``parts``) scrolling below it; the rater can move
-        the divider."""
+        """The canvas on top, the controls (``parts``, then the key list) scrolling below it; the
+        rater can move the divider."""
+        keys = QGroupBox("Keys")
+        QVBoxLayout(keys).addWidget(key_list(self.KEYS))
         splitter = QSplitter(Qt.Orientation.Vertical)
         splitter.addWidget(self.canvas)
-        splitter.addWidget(scrolling_column(parts))
+        splitter.addWidget(scrolling_column((*parts, keys)))
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
         splitter.setChildrenCollapsible(False)
@@ -103,6 +172,50 @@ class LesionWidget(QWidget):
 
     def focus_canvas(self) -> None:
         self.canvas.setFocus()
+
+    # -- opening and closing a session ----------------------------------------------------
+
+    def open_folder(self, path: str | Path, user: str) -> Project | None:
+        """Close the open session, then open the project at ``path`` for ``user``; on failure
+        say why and return ``None``."""
+        if not user.strip():
+            show_error(messages.NO_RATER)
+            return None
+        self.close_project()
+        try:
+            return Project.open(path)
+        except DeepPRLError as err:
+            show_error(messages.OPEN_FAILED.format(path=path, cause=err))
+            return None
+
+    def start_session(self, project: Project, path: str | Path, summary: str) -> None:
+        """``project`` (opened from ``path``) is the session's: the lesion controls and the keys
+        work, and the form folds into the bar saying ``summary``."""
+        self.project = project
+        self.project_path.setText(str(path))
+        self.canvas.set_panels(project.config.review.panels)
+        self.lesion_box.setEnabled(True)
+        self.fold_session(True, summary)
+        self.keys.activate()
+
+    def close_project(self) -> None:
+        """Forget the session (every label is already saved) and give the keys back."""
+        self.display.clear()
+        self.keys.deactivate()
+        self.board.close_session(self)
+        if self.project is not None:
+            self.project.close()
+        self.project = None
+        self.lesion_box.setEnabled(False)
+        self.fold_session(False)
+
+    def seen(self, subject: str, lesion: int) -> bool:
+        """The lesion is painted on screen; if not, the user is told the key was ignored (keys
+        act only on lesions the user has seen)."""
+        if self.display.is_drawn(subject, lesion):
+            return True
+        self.saved.setText(messages.NOT_ON_SCREEN)
+        return False
 
     # -- view actions (keys and controls) -------------------------------------------------
 

@@ -17,38 +17,21 @@ from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFormLayout,
-    QGroupBox,
-    QHBoxLayout,
     QLabel,
     QLineEdit,
     QProgressBar,
     QPushButton,
-    QVBoxLayout,
 )
 
 from napari_deep_prl._napari import messages
 from napari_deep_prl._napari.keybindings import REVIEW_KEYS
 from napari_deep_prl._napari.review.lesion_widget import LesionWidget
-from napari_deep_prl._napari.widget_parts import (
-    LABEL_NAMES,
-    key_list,
-    open_project_dialog,
-)
+from napari_deep_prl._napari.widget_parts import LABEL_NAMES
+from napari_deep_prl.active import MODEL_STRATEGIES, STRATEGIES
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.queue import QueueItem, Strategy
 from napari_deep_prl.ratings.review_session import ReviewSession
-
-#: Queue orders offered in the form: menu text → :mod:`napari_deep_prl.active.strategies` strategy name.
-#: The model orders rank by the scores the project stored last (model panel → Score project),
-#: and rank again when the model panel stores new scores.
-ORDERS = {
-    "by subject": "subject_order",
-    "random (seeded)": "random",
-    "most uncertain first (model)": "entropy",
-    "most disagreement (model)": "disagreement",
-    "most likely PRL first (model)": "likely_prl",
-}
 
 
 class ReviewWidget(LesionWidget):
@@ -70,30 +53,16 @@ class ReviewWidget(LesionWidget):
 
     def _build(self) -> None:
         tips = messages.TOOLTIPS
-        self.project_path = QLineEdit(toolTip=tips["project"])
-        browse = QPushButton("…", clicked=self._browse)
         self.rater = QComboBox(editable=True, toolTip=tips["rater"])
-        self.project_path.textChanged.connect(self._list_raters)
         self.role = QComboBox(toolTip=tips["role"])
         self.role.addItems(["rater", "adjudicator"])
         self.order = QComboBox(toolTip=tips["order"])
-        self.order.addItems(list(ORDERS))
+        self.order.addItems(list(STRATEGIES.values()))
         self.pseudonyms = QCheckBox("hide subject ids", toolTip=tips["pseudonyms"])
-        self.open_button = QPushButton("Open", clicked=self.open_from_form)
-        path_row = QHBoxLayout()
-        path_row.addWidget(self.project_path)
-        path_row.addWidget(browse)
-        form = QFormLayout()
-        form.addRow("project", path_row)
-        form.addRow("rater", self.rater)
-        form.addRow("role", self.role)
-        form.addRow("order", self.order)
-        form.addRow("", self.pseudonyms)
-        form.addRow("", self.open_button)
-        self.open_box = QGroupBox("Session")
-        self.open_box.setLayout(form)
+        self.open_box = self.session_form((("rater", self.rater), ("role", self.role), ("order", self.order),
+                                           ("", self.pseudonyms)), self.open_from_form)
+        self.project_path.textChanged.connect(self._list_raters)
 
-        self.where = QLabel("—")
         self.own = QLabel("")
         self.subject_bar = QProgressBar(format="subject: %v of %m")
         self.overall_bar = QProgressBar(format="all: %v of %m")
@@ -106,38 +75,21 @@ class ReviewWidget(LesionWidget):
         self.jump_box = QLineEdit(toolTip=tips["jump"], placeholderText="jump to subject:lesion (J)")
         self.jump_box.returnPressed.connect(lambda: self.jump(self.jump_box.text()))
         self.confidence_label = QLabel("confidence: –")
-        self.saved = QLabel("")
-        self.saved.setWordWrap(True)
         self.blind = QLabel(messages.BLIND)
         self.blind.setWordWrap(True)
         self.others = QLabel("")
-        buttons = QHBoxLayout()
-        for text, slot in (("PRL (P)", lambda: self.label("prl")),
-                           ("not PRL (N)", lambda: self.label("not_prl")),
-                           ("unsure (U)", lambda: self.label("unsure"))):
-            buttons.addWidget(QPushButton(text, clicked=slot))
-        moves = QHBoxLayout()
-        for text, slot in (("← prev", self.previous_lesion), ("next →", self.next_lesion),
-                           ("later (L)", self.review_later), ("undo (Z)", self.undo)):
-            moves.addWidget(QPushButton(text, clicked=slot))
         reason_form = QFormLayout()
         reason_form.addRow("reason", self.reason)
         view_form = QFormLayout()
         view_form.addRow("subject", self.subject)
         self.view_rows(view_form)
-        self.review_box = QGroupBox("Lesion")
-        box = QVBoxLayout(self.review_box)
-        for item in (self.where, self.own, self.subject_bar, self.overall_bar, self.left_out,
-                     self.saved, self.confidence_label, buttons, reason_form, self.comment, moves,
-                     self.jump_box, self.blind, self.others, view_form):
-            (box.addLayout if isinstance(item, (QHBoxLayout, QFormLayout)) else box.addWidget)(item)
-        self.review_box.setEnabled(False)
-        keys = QGroupBox("Keys")
-        QVBoxLayout(keys).addWidget(key_list(REVIEW_KEYS))
-        self.assemble((self.session_bar(self.open_box), self.open_box, self.review_box, keys))
-
-    def _browse(self) -> None:
-        open_project_dialog(self, self.project_path)
+        moves = self.move_buttons(QPushButton("later (L)", clicked=self.review_later),
+                                  QPushButton("undo (Z)", clicked=self.undo))
+        lesion = self.lesion_group("Lesion", (
+            self.where, self.own, self.subject_bar, self.overall_bar, self.left_out, self.saved,
+            self.confidence_label, self.label_buttons(), reason_form, self.comment, moves, self.jump_box,
+            self.blind, self.others, view_form))
+        self.assemble((self.session_bar(self.open_box), self.open_box, lesion))
 
     def _list_raters(self) -> None:
         """Offer the raters already in the project named in the path box (as soon as the path
@@ -167,7 +119,7 @@ class ReviewWidget(LesionWidget):
             dock_adjudication(self.viewer, self.project_path.text(), self.rater.currentText())
             self.viewer.window.remove_dock_widget(self)  # one set of keys at a time
             return
-        name = ORDERS[self.order.currentText()]
+        name = list(STRATEGIES)[self.order.currentIndex()]
         try:
             strategy = open_strategy(self.project_path.text(), name)
         except DeepPRLError as err:
@@ -180,17 +132,11 @@ class ReviewWidget(LesionWidget):
                      pseudonymise: bool = False, order: str | None = None) -> bool:
         """Open a project for ``rater`` and show their first unrated lesion (resume).
 
-        ``order`` names the strategy (see :data:`ORDERS`) so a model order can rank again
-        when the model panel stores new scores.
+        ``order`` names the strategy (see :data:`~napari_deep_prl.active.STRATEGIES`) so a
+        model order can rank again when the model panel stores new scores.
         """
-        if not rater.strip():
-            show_error(messages.NO_RATER)
-            return False
-        self.close_project()
-        try:
-            project = Project.open(path)
-        except DeepPRLError as err:
-            show_error(messages.OPEN_FAILED.format(path=path, cause=err))
+        project = self.open_folder(path, rater)
+        if project is None:
             return False
         try:
             self.session = ReviewSession(
@@ -200,16 +146,13 @@ class ReviewWidget(LesionWidget):
             project.close()
             show_error(messages.OPEN_FAILED.format(path=path, cause=err))
             return False
-        self.project = project
         self.order_name = order or (strategy.name if strategy else "subject_order")
-        self.project_path.setText(str(path))
         self.rater.setCurrentText(rater)
         self.pseudonyms.setChecked(self.session.names != {s: s for s in self.session.subjects})
         self.subject.clear()
         self.subject.addItems([self.session.name(s) for s in self.session.subjects])
         self.reason.clear()
         self.reason.addItems(["", *project.config.exclusion_reasons])
-        self.canvas.set_panels(project.config.review.panels)
         blinding = project.config.blinding
         self.blind.setVisible(not (blinding.show_other_raters or blinding.show_predictions))
         self.board.open_session(self, hide_scores=not blinding.show_predictions,
@@ -218,23 +161,14 @@ class ReviewWidget(LesionWidget):
         self.left_out.setText(messages.LEFT_OUT.format(
             count=left_out, size=project.config.review.min_diameter_mm) if left_out else "")
         self.left_out.setVisible(bool(left_out))
-        self.review_box.setEnabled(True)
-        self.fold_session(True, f"{rater} · {project.root.name}")
-        self.keys.activate()
+        self.start_session(project, path, f"{rater} · {project.root.name}")
         self._show(self.session.start())
         return True
 
     def close_project(self) -> None:
-        """Forget the session (every label is already saved) and give the keys back."""
-        self.display.clear()
-        self.keys.deactivate()
-        self.board.close_session(self)
-        if self.project is not None:
-            self.project.close()
-        self.project = self.session = None
+        super().close_project()
+        self.session = None
         self._prefetched_from = None
-        self.review_box.setEnabled(False)
-        self.fold_session(False)
 
     # -- showing --------------------------------------------------------------------------
 
@@ -249,20 +183,20 @@ class ReviewWidget(LesionWidget):
             session.finished_focus = None
         if item is None:
             self.where.setText(messages.DONE)
-            QTimer.singleShot(0, lambda: self._update_progress(None))
+            self._update_progress(None)
             return
         self.where.setText(f"{session.name(item.subject)} · lesion {item.lesion} · "
                            f"{item.volume_mm3:.0f} mm³")
-        own = session.own_label(item)
-        self.own.setText("" if own is None else f"your label: {LABEL_NAMES[own]}")
-        QTimer.singleShot(0, lambda: self._update_progress(item))  # after the view: a bar
-        self._show_unblinded(item)                                 # repaints at once
+        self.own.setText("")  # read from the store once the lesion is on screen
+        self._show_unblinded(item)
         self.display.request(item.subject, item.lesion, (item.x, item.y, item.z))
 
     def _on_shown(self, subject: str, lesion: int) -> None:
         if self.session is not None:
             self.session.mark_shown()
             self._prefetch()
+            # after the paint has reached the screen: the rater's own label and the bars read the store
+            QTimer.singleShot(0, lambda: self._update_progress(self.session.current if self.session else None))
         self.lesion_shown.emit(subject, lesion)
 
     def _prefetch(self) -> None:
@@ -279,14 +213,17 @@ class ReviewWidget(LesionWidget):
                 return
 
     def _update_progress(self, item: QueueItem | None) -> None:
+        """The rater's own label of the lesion and the progress bars (the queue counts)."""
         session = self.session
         if session is None:
             return
-        done, total = session.progress()
-        self.overall_bar.setRange(0, total)
-        self.overall_bar.setValue(done)
+        overall = session.queue.progress()
+        self.overall_bar.setRange(0, overall.total)
+        self.overall_bar.setValue(overall.done)
         if item is not None:
-            counts = session.subject_progress(item.subject)
+            own = session.own_label(item)
+            self.own.setText("" if own is None else f"your label: {LABEL_NAMES[own]}")
+            counts = session.queue.progress(item.subject)
             self.subject_bar.setRange(0, counts.total)
             self.subject_bar.setValue(counts.done)
             self.subject.setCurrentText(session.name(item.subject))
@@ -317,14 +254,11 @@ class ReviewWidget(LesionWidget):
         if session is None or session.current is None:
             return None
         item = session.current
-        if not self.display.is_drawn(item.subject, item.lesion):
-            self.saved.setText(messages.NOT_ON_SCREEN)
-            return None
-        return item
+        return item if self.seen(item.subject, item.lesion) else None
 
     def _rerank(self, root: Path) -> None:
         """New model scores for this project: a model order ranks the rest of the queue again."""
-        from napari_deep_prl.active.strategies import MODEL_STRATEGIES, open_strategy
+        from napari_deep_prl.active.strategies import open_strategy
 
         if self.session is None or self.order_name not in MODEL_STRATEGIES \
                 or Path(self.project.root).resolve() != root:
