@@ -134,7 +134,7 @@ def test_sessions_give_one_row_each_and_a_manifest_the_cohort_reader_opens(tmp_p
     cohort = read_manifest(manifest)
     assert cohort.ids == [s.id for s in found.subjects]
     assert cohort["sub-02_ses-02"].mask.resolve() == found.subjects[3].images["mask"].resolve()
-    assert dict(cohort["sub-01_ses-01"].extra)["flair"].resolve() == first.images["flair"].resolve()
+    assert cohort["sub-01_ses-01"].image("flair").resolve() == first.images["flair"].resolve()
 
 
 def test_subjects_without_sessions(tmp_path):
