@@ -359,8 +359,8 @@ def test_images_come_susceptibility_first_then_structural_in_manifest_order(tmp_
     ("subject,mp2rage,flair,mask", "M,F,K", "no susceptibility column.*phase .*or qsm"),
     ("subject,phase,magnitude,mask", "P,G,K", r"no structural column.*Add one or more of mp2rage, t1w, flair"),
     ("subject,phase,mp2rage,t2w,mask", "P,M,T,K",
-     r"column 't2w' holds images \(e\.g\. .*T\.nii\.gz\) but is no contrast .* one of phase, qsm, mp2rage, t1w, "
-     r"flair, magnitude, swi"),
+     (r"column 't2w' holds images \(e\.g\. .*T\.nii\.gz\) but is no contrast .* one of phase, qsm, mp2rage, t1w, "
+      r"flair, magnitude, swi")),
 ])
 def test_manifest_contrast_columns_checked(tmp_path, header, cells, message):
     files = {letter: tmp_path / f"{letter}.nii.gz" for letter in "PQMFGKT"}
@@ -417,9 +417,9 @@ def test_a_missing_contrast_is_a_clear_error_naming_what_the_subject_has(tmp_pat
     subject = qsm.load()
     assert subject.susceptibility == "qsm" and subject.structural == ("t1w",)
     with pytest.raises(InputError, match=r"subject sub-01 has no phase image \(it has qsm, t1w\)"):
-        subject.phase
+        _ = subject.phase
     with pytest.raises(InputError, match=r"subject sub-01 has no mp2rage image \(it has qsm, t1w\)"):
-        subject.mp2rage
+        _ = subject.mp2rage
     with pytest.raises(InputError, match=r"subject sub-01 has no flair image \(it has qsm, t1w\)"):
         qsm.image("flair")
     with pytest.raises(InputError, match=r"has no t2w or flair image \(it has qsm, t1w\)"):

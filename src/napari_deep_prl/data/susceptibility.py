@@ -16,9 +16,9 @@ each subject's susceptibility image is checked when it is loaded, where the data
   found without a brain mask: the voxels where the image is smooth (air and bone give noise),
   their largest connected part, holes filled, eroded by :data:`BRAIN_EROSION_MM` (the brain's
   edge carries the filters' residuals). The image is block-averaged to about
-  :data:`CHECK_VOXEL_MM` first, which keeps veins' asymmetry and costs a tenth of a second on a
-  brain. An image whose tails are not heavier than noise's, or whose brain is too small to tell
-  (:data:`MIN_BRAIN_ML`), is not judged.
+  :data:`CHECK_VOXEL_MM` first, which keeps veins' asymmetry and costs a few tens of
+  milliseconds on a brain. An image whose tails are not heavier than noise's, or whose brain is
+  too small to tell (:data:`MIN_BRAIN_ML`), is not judged.
 * **QSM units.** Brain susceptibility lies within about ±0.5 ppm (veins, iron-rich nuclei);
   when more than :data:`PPM_OUTLIER_SHARE` of the brain reads beyond ±:data:`PLAUSIBLE_PPM` ppm
   the QSM is probably stored in ppb (or scaled), which :func:`qsm_units_problem` says.
@@ -41,7 +41,7 @@ from napari_deep_prl.base.errors import InputWarning
 #: Where the brain's voxels are judged: farther than this (mm) from the edge of the smooth region.
 BRAIN_EROSION_MM = 10.0
 #: Voxel size (mm) the image is block-averaged to before it is judged.
-CHECK_VOXEL_MM = 2.0
+CHECK_VOXEL_MM = 3.0
 #: Least brain volume (mL) judged: less gives tails too noisy to tell a sign.
 MIN_BRAIN_ML = 100.0
 #: Least tail asymmetry (of 1: all in one tail) taken as a sign.
