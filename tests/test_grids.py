@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -162,6 +163,8 @@ def test_reference_grid_chosen_in_the_manifest(tmp_path):
     inside = SLAB.holds(SLAB.to_index(voxel_world(ONE_MM).reshape(-1, 3))).reshape(ONE_MM.shape)
     assert not subject.images["phase"][~inside].any()  # outside the slab: 0
     assert set(np.unique(subject.labels)) == {0, *LESIONS}
+    only_phase = replace(paths, reference="t1w").load(contrasts=[])  # the reference's grid is recorded
+    assert list(only_phase.images) == ["phase"] and only_phase.grids["t1w"].grid.shape == ONE_MM.shape
 
 
 @pytest.mark.parametrize("shift, message", [(300.0, "do not overlap in world space"),

@@ -41,8 +41,9 @@ convention, and a QSM for its units, on its own grid (:mod:`napari_deep_prl.data
 ``Subject.grids``, ``Subject.reference``
     each image's own grid and how it came onto the reference grid
     (:class:`~napari_deep_prl.data.resample.ImageGrid` by image: its contrast, ``mask``,
-    ``prl_mask``; ``ImageGrid.as_dict()`` for outputs and checkpoints), and which image's grid
-    is the reference; empty and ``None`` for a subject made in memory.
+    ``prl_mask``; ``ImageGrid.as_dict()`` for outputs and checkpoints; the reference image's
+    even when it was not read), and which image's grid is the reference; empty and ``None`` for
+    a subject made in memory.
 ``Subject.lesion_changes``
     the lesions that resampling the mask lost or split
     (:class:`~napari_deep_prl.data.resample.LesionChanges`).
@@ -267,6 +268,9 @@ class Subject:
     #: The lesion labels of a mask resampled onto the reference grid (the ids of its own grid);
     #: ``None``: :attr:`labels` come from :attr:`mask`.
     resampled_labels: np.ndarray | None = field(default=None, repr=False)
+    #: Which image's grid is the reference grid: a contrast or ``"mask"`` (``None`` for a
+    #: subject made in memory).
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         order = contrast_order(self.images, f"subject {self.subject}")
@@ -301,11 +305,6 @@ class Subject:
         if contrast not in self.images:
             raise InputError(_absent(self.subject, [contrast], self.images))
         return self.images[contrast]
-
-    @property
-    def reference(self) -> str | None:
-        """Which image's grid is the reference grid (``None`` for a subject made in memory)."""
-        return next((name for name, grid in self.grids.items() if grid.resampling == "reference"), None)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -352,7 +351,7 @@ def _reference(paths: SubjectPaths) -> _Reference:
 
 
 def _placement(reference: _Reference, grid: Grid, path: Path, role: str, *, labels: bool = False) -> str:
-    """How an image comes onto the reference grid (:data:`~napari_deep_prl.data.resample.RESAMPLING`),
+    """How an image comes onto the reference grid (:attr:`~napari_deep_prl.data.resample.ImageGrid.resampling`),
     after checking that its grid overlaps the reference grid enough."""
     if role == reference.role:
         return "reference"
@@ -373,7 +372,8 @@ def _load(paths: SubjectPaths, *, flip_phase: bool, extra: bool, contrasts: Sequ
                          "(e.g. fslmaths qsm -mul -1 qsm_negated).")
     reference = _reference(paths)
     images: dict[str, np.ndarray] = {}
-    grids: dict[str, ImageGrid] = {}
+    # The reference image's grid is recorded even when the image is not read (``contrasts``).
+    grids = {reference.role: ImageGrid(reference.path, reference.grid, "reference")}
     for contrast, path in _wanted(paths, extra, contrasts):
         data, img = _read_image(path, contrast)
         grid = Grid.of(data.shape, img.affine)
@@ -407,6 +407,7 @@ def _load(paths: SubjectPaths, *, flip_phase: bool, extra: bool, contrasts: Sequ
         grids=grids,
         lesion_changes=lesions.changes,
         resampled_labels=lesions.resampled_labels,
+        reference=reference.role,
     )
 
 

@@ -39,14 +39,6 @@ MIN_LESIONS_INSIDE = 0.5
 #: Points per axis sampled to measure an overlap.
 OVERLAP_SAMPLES = 24
 
-#: How an image came onto the reference grid (:attr:`ImageGrid.resampling`).
-RESAMPLING = {
-    "reference": "its grid is the reference grid",
-    "none": "on the reference grid already: read as it is",
-    "linear": "resampled by trilinear interpolation",
-    "nearest": "resampled by nearest neighbour (labels kept)",
-}
-
 
 @dataclass(frozen=True, eq=False)
 class Grid:
@@ -111,8 +103,11 @@ def overlap(a: Grid, b: Grid) -> float:
 
 @dataclass(frozen=True)
 class ImageGrid:
-    """One image's own grid, as its file has it, and how it was put on the reference grid
-    (:data:`RESAMPLING`); :meth:`as_dict` is what outputs and checkpoints record."""
+    """One image's own grid, as its file has it, and how it was put on the reference grid:
+    ``resampling`` is ``"reference"`` (its grid is the reference grid), ``"none"`` (on the
+    reference grid already: read as it is), ``"linear"`` (trilinear interpolation) or
+    ``"nearest"`` (nearest neighbour, labels kept). :meth:`as_dict` is what outputs and
+    checkpoints record."""
 
     file: Path
     grid: Grid
