@@ -29,8 +29,9 @@ def main() -> None:
     sim = simulate_subject(0, n_lesions=50, voxel_size=(1.0, 1.0, 1.0), fov_mm=(160.0, 192.0, 160.0))
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_subject(sim, Path(tmp))
-        subject = load_subject(paths.phase, paths.mp2rage, paths.mask)
-        load = median_seconds(lambda: load_subject(paths.phase, paths.mp2rage, paths.mask), REPEATS)
+        files = {"phase": paths.image("phase"), "mp2rage": paths.image("mp2rage"), "mask": paths.mask}
+        subject = load_subject(**files)
+        load = median_seconds(lambda: load_subject(**files), REPEATS)
     lesions = find_lesions(subject)
     print(f"subject grid {subject.shape}, {len(lesions)} lesions")
     label = median_seconds(lambda: find_lesions(subject), REPEATS)

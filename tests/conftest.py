@@ -38,8 +38,8 @@ def write_subject_files(folder: Path, name: str = "sub-01", *, mask: np.ndarray 
                         extra=()) -> SubjectPaths:
     """A small subject's NIfTI files in ``folder/name``. Lesions (connected components, 0-based)
     in ``prl_lesions`` are PRLs in its prl_mask; those in ``rim_lesions`` carry a dark phase shell
-    (a paramagnetic rim), which a network can learn to see. ``extra``: contrasts (e.g.
-    ``("flair",)``) written as ``<name>_<contrast>.nii.gz``."""
+    (a paramagnetic rim), which a network can learn to see. ``extra``: contrasts besides phase
+    and MP2RAGE (e.g. ``("flair",)``), written as ``<name>_<contrast>.nii.gz``."""
     rng = np.random.default_rng(seed)
     mask = blob_mask() if mask is None else mask
     shape = mask.shape
@@ -56,14 +56,13 @@ def write_subject_files(folder: Path, name: str = "sub-01", *, mask: np.ndarray 
     phase[ndimage.binary_dilation(rimmed) & ~rimmed] -= 0.3
     return SubjectPaths(
         name,
-        save_nifti(folder / f"{name}_phase.nii.gz", phase, affine),
-        save_nifti(folder / f"{name}_mp2rage.nii.gz", mp2rage, affine),
+        (("phase", save_nifti(folder / f"{name}_phase.nii.gz", phase, affine)),
+         ("mp2rage", save_nifti(folder / f"{name}_mp2rage.nii.gz", mp2rage, affine)),
+         *((contrast, save_nifti(folder / f"{name}_{contrast}.nii.gz",
+                                 np.random.default_rng([seed, i]).normal(0.5, 0.05, shape).astype(np.float32), affine))
+           for i, contrast in enumerate(extra))),
         save_nifti(folder / f"{name}_mask.nii.gz", mask, affine),
         save_nifti(folder / f"{name}_prlmask.nii.gz", prl, affine),
-        extra=tuple((contrast, save_nifti(folder / f"{name}_{contrast}.nii.gz",
-                                          np.random.default_rng([seed, i]).normal(0.5, 0.05, shape)
-                                          .astype(np.float32), affine))
-                    for i, contrast in enumerate(extra)),
     )
 
 

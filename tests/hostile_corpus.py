@@ -61,7 +61,7 @@ def cohort(folder: Path, n: int = 2) -> tuple[Path, list[SubjectPaths]]:
 def with_file(folder: Path, role: str, write: Callable[[Path], None]) -> Inputs:
     """A two-subject cohort whose sub-02 ``role`` file is replaced by ``write(path)``."""
     manifest, subjects = cohort(folder)
-    path = getattr(subjects[1], role)
+    path = subjects[1].mask if role == "mask" else subjects[1].image(role)
     path.unlink()
     write(path)
     return Inputs(manifest)
@@ -218,7 +218,7 @@ IMAGE_CASES = [
          blame="sub-02_mp2rage"),
     Case("truncated gzip mask", "cohort",
          lambda f, b: with_file(f, "mask", lambda p: p.write_bytes(
-             gzip.compress(nib.Nifti1Image(blob_mask(), np.eye(4)).to_bytes())[:300])),
+             gzip.compress(nib.Nifti1Image(blob_mask(), np.diag([1.0, 1.0, 1.5, 1.0])).to_bytes())[:100])),
          blame="sub-02_mask"),
     Case("4D phase", "cohort",
          lambda f, b: with_file(f, "phase", lambda p: save_nifti(

@@ -13,13 +13,14 @@ import pandas as pd
 import pytest
 
 from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.cli import main
 from napari_deep_prl.data.bids import (
     BidsName,
     bids_contrast,
     find_bids_subjects,
     parse_bids_name,
 )
-from napari_deep_prl.data.cohort import read_manifest
+from napari_deep_prl.data.cohort import open_cohort, read_manifest
 
 
 def write_image(path: Path, shape: tuple[int, ...] = (3, 3, 3)) -> Path:
@@ -134,7 +135,7 @@ def test_sessions_give_one_row_each_and_a_manifest_the_cohort_reader_opens(tmp_p
     cohort = read_manifest(manifest)
     assert cohort.ids == [s.id for s in found.subjects]
     assert cohort["sub-02_ses-02"].mask.resolve() == found.subjects[3].images["mask"].resolve()
-    assert dict(cohort["sub-01_ses-01"].extra)["flair"].resolve() == first.images["flair"].resolve()
+    assert cohort["sub-01_ses-01"].image("flair").resolve() == first.images["flair"].resolve()
 
 
 def test_subjects_without_sessions(tmp_path):
@@ -559,3 +560,47 @@ def test_the_module_imports_neither_torch_nor_qt():
                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- a BIDS dataset as a cohort
+
+def bids_dataset(root: Path, write_subject) -> Path:
+    """Two subjects of the test fixture laid out as BIDS (phase, UNIT1 and FLAIR raw; masks from a
+    pipeline), sub-02 without a mask; ``dataset_description.json`` makes it a BIDS dataset."""
+    for sub, with_mask in (("01", True), ("02", False)):
+        paths = write_subject(f"sub-{sub}", folder=root / "work", seed=int(sub), extra=("flair",))
+        anat = root / f"sub-{sub}" / "anat"
+        anat.mkdir(parents=True)
+        paths.image("phase").rename(anat / f"sub-{sub}_part-phase_T2starw.nii.gz")
+        paths.image("mp2rage").rename(anat / f"sub-{sub}_UNIT1.nii.gz")
+        paths.image("flair").rename(anat / f"sub-{sub}_FLAIR.nii.gz")
+        if with_mask:
+            masks = root / "derivatives" / "lst" / f"sub-{sub}" / "anat"
+            masks.mkdir(parents=True)
+            paths.mask.rename(masks / f"sub-{sub}_desc-lesion_mask.nii.gz")
+    (root / "work").rename(root.parent / "work")  # out of the dataset
+    (root / "dataset_description.json").write_text('{"Name": "test", "BIDSVersion": "1.9.0"}')
+    return root
+
+
+def test_a_bids_dataset_opens_as_a_cohort_that_says_what_it_skipped(tmp_path, write_subject):
+    root = bids_dataset(tmp_path / "ds", write_subject)
+    cohort = open_cohort(root)
+    assert cohort.ids == ["sub-01"] and cohort.bids is not None
+    assert [name for name, _ in cohort[0].images] == ["phase", "mp2rage", "flair"]
+    assert cohort[0].mask == root / "derivatives/lst/sub-01/anat/sub-01_desc-lesion_mask.nii.gz"
+    assert list(cohort.load("sub-01").images) == ["phase", "mp2rage", "flair"]
+    report = cohort.bids.report(found=False)
+    assert "1 subject found, 1 skipped" in report and "sub-02: no lesion mask" in report
+    assert "found:" not in report and "found:" in cohort.bids.report()
+    (root / "dataset_description.json").unlink()  # without it: the folder layout, which needs masks beside
+    with pytest.raises(InputError, match="no mask image found"):
+        open_cohort(root)
+
+
+def test_commands_reading_a_bids_dataset_print_what_was_skipped(tmp_path, write_subject, capsys):
+    root = bids_dataset(tmp_path / "ds", write_subject)
+    assert main(["lesions", str(root), "-o", str(tmp_path / "lesions.tsv")]) == 0
+    err = capsys.readouterr().err
+    assert "BIDS dataset" in err and "1 skipped" in err and "sub-02: no lesion mask" in err
+    assert pd.read_csv(tmp_path / "lesions.tsv", sep="\t")["subject"].unique().tolist() == ["sub-01"]

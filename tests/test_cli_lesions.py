@@ -25,7 +25,7 @@ def test_lesions_of_a_manifest(manifest, tmp_path):
 
 def test_lesions_of_one_subject_to_stdout(write_subject, capsys):
     paths = write_subject("sub-09")
-    assert main(["lesions", "--phase", str(paths.phase), "--mp2rage", str(paths.mp2rage),
+    assert main(["lesions", "--phase", str(paths.image("phase")), "--mp2rage", str(paths.image("mp2rage")),
                  "--mask", str(paths.mask)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0].split("\t")[: len(EXPECTED)] == EXPECTED
@@ -41,8 +41,8 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
 
 def test_partial_single_subject_arguments_rejected(write_subject, capsys):
     paths = write_subject()
-    assert main(["lesions", "--phase", str(paths.phase)]) == 2
-    assert "all of --phase, --mp2rage and --mask" in capsys.readouterr().err
+    assert main(["lesions", "--phase", str(paths.image("phase"))]) == 2
+    assert "--phase (or --qsm), one or more of --mp2rage, --t1w and --flair, and --mask" in capsys.readouterr().err
 
 
 def test_debug_shows_traceback(tmp_path):

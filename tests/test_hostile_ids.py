@@ -63,7 +63,7 @@ def test_score_refuses_a_subject_id_that_is_a_path(manifest, tmp_path, capsys):
     model, one = _model(tmp_path), read_manifest(manifest)[0]
     before = _files(tmp_path.parent)
     maps = tmp_path / "t1" / "maps" / "deep"
-    assert cli.main(["score", "--phase", str(one.phase), "--mp2rage", str(one.mp2rage), "--mask",
+    assert cli.main(["score", "--phase", str(one.image("phase")), "--mp2rage", str(one.image("mp2rage")), "--mask",
                      str(one.mask), "--subject", "../../escaped", "--nifti-dir", str(maps), "--model",
                      str(model), "-o", str(tmp_path / "scores.tsv"), "--quiet"]) == 2
     assert "subject id '../../escaped' starts with '.' and holds '/'" in _one_line_error(capsys)
@@ -120,7 +120,7 @@ def test_a_rater_named_prl_never_becomes_the_truth(manifest, tmp_path, capsys):
     assert wide.columns.tolist() == ["subject", "lesion", "rater_ann", "rater_prl", "consensus",
                                      "consensus_method"]
     one, out = read_manifest(manifest)[0], tmp_path / "lesions.tsv"
-    single = ["lesions", "--phase", str(one.phase), "--mp2rage", str(one.mp2rage), "--mask", str(one.mask),
+    single = ["lesions", "--phase", str(one.image("phase")), "--mp2rage", str(one.image("mp2rage")), "--mask", str(one.mask),
               "--subject", "sub-01", "--prl-labels", str(export), "-o", str(out), "--quiet"]
     assert cli.main(single) == 0
     truth = pd.read_csv(out, sep="\t").set_index("lesion")["prl"]
@@ -244,7 +244,7 @@ def test_formula_subject_ids_are_refused_in_manifests_and_on_the_command_line(ma
     assert open_cohort(hostile, check_ids=False).ids == [value]  # a project's own, older manifest
     one = read_manifest(manifest)[0]
     with pytest.raises(InputError, match="subject id .* Give the subject another id"):
-        SubjectPaths.from_files(one.phase, one.mp2rage, one.mask, subject=value)
+        SubjectPaths.from_files(phase=one.image("phase"), mp2rage=one.image("mp2rage"), mask=one.mask, subject=value)
 
 
 def test_a_subject_folder_whose_name_is_not_an_id_is_refused(write_subject, tmp_path):

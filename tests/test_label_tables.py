@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,7 +13,6 @@ from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.cli import main
 from napari_deep_prl.data.cohort import read_manifest, write_manifest
-from napari_deep_prl.data.images import SubjectPaths
 from napari_deep_prl.data.labels import read_prl_labels
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.data.patches import PatchConfig
@@ -26,7 +27,7 @@ def _labelled_manifest(manifest, tmp_path, rows) -> tuple:
     cohort = read_manifest(manifest)
     table = tmp_path / "consensus.tsv"
     pd.DataFrame(rows, columns=["subject", "lesion", "consensus"]).to_csv(table, sep="\t", index=False)
-    subjects = [SubjectPaths(p.subject, p.phase, p.mp2rage, p.mask, None, table) for p in cohort]
+    subjects = [replace(p, prl_mask=None, prl_labels=table) for p in cohort]
     return cohort, write_manifest(subjects, tmp_path / "labelled.csv")
 
 
@@ -70,7 +71,7 @@ def test_a_project_consensus_export_trains_a_model_from_the_cli(manifest, tmp_pa
     assert main(["ratings", "import", str(project), str(ratings)]) == 0
     consensus = tmp_path / "consensus.tsv"
     assert main(["ratings", "export", str(project), "-o", str(consensus)]) == 0
-    subjects = [SubjectPaths(p.subject, p.phase, p.mp2rage, p.mask, None, consensus) for p in cohort]
+    subjects = [replace(p, prl_mask=None, prl_labels=consensus) for p in cohort]
     labelled = write_manifest(subjects, tmp_path / "labelled.csv")
     model = tmp_path / "model.pt"
     assert main(["train", str(labelled), "-o", str(model), "--epochs", "1", "--patch-size", "12",
@@ -79,7 +80,7 @@ def test_a_project_consensus_export_trains_a_model_from_the_cli(manifest, tmp_pa
     assert main(["score", str(labelled), "--model", str(model), "-o", str(tmp_path / "s.tsv"), "--quiet"]) == 0
     assert "against the ground truth (3 PRLs of 9 labelled" in capsys.readouterr().err
     one = cohort[0]
-    assert main(["score", "--phase", str(one.phase), "--mp2rage", str(one.mp2rage), "--mask", str(one.mask),
+    assert main(["score", "--phase", str(one.image("phase")), "--mp2rage", str(one.image("mp2rage")), "--mask", str(one.mask),
                  "--prl-labels", str(consensus), "--subject", one.subject, "--model", str(model),
                  "-o", str(tmp_path / "one.tsv"), "--quiet"]) == 0
     assert "against the ground truth (1 PRLs of 3 labelled" in capsys.readouterr().err

@@ -12,8 +12,8 @@ from napari_deep_prl.data.masks import label_lesions
 
 def make_subject(mask, affine=None, prl=None) -> Subject:
     shape = mask.shape
-    return Subject("s1", np.zeros(shape, np.float32), np.ones(shape, np.float32), mask.astype(np.int32),
-                   np.eye(4) if affine is None else affine, prl)
+    return Subject("s1", {"phase": np.zeros(shape, np.float32), "mp2rage": np.ones(shape, np.float32)},
+                   mask.astype(np.int32), np.eye(4) if affine is None else affine, prl)
 
 
 def ball(shape, centre, radius):

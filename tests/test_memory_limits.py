@@ -53,7 +53,7 @@ def test_a_header_claiming_a_billion_voxels_is_refused_before_reading(tmp_path, 
     # the files: 1,376 bytes whose header claims 1000 x 1000 x 999 float64 (8 GB)
     phase = lying_header(tmp_path / f"phase.nii{'.gz' if compress else ''}", (1000, 1000, 999), compress=compress)
     extra = ["--model", model, "-o", tmp_path / "s.tsv"] if command == "score" else []
-    error = one_line_error(run_cli(command, "--phase", phase, "--mp2rage", small.mp2rage, "--mask", small.mask,
+    error = one_line_error(run_cli(command, "--phase", phase, "--mp2rage", small.image("mp2rage"), "--mask", small.mask,
                                    *extra))
     assert f"{phase}: phase image header claims (1000, 1000, 999) = 999,000,000 voxels, more than the " \
            f"{MAX_VOXELS:,} this package reads" in error
@@ -65,7 +65,7 @@ def test_a_header_promising_more_than_its_file_holds_is_refused_as_truncated(tmp
     # under the voxel limit, and more than the memory cap: reading it first would fail for lack of memory
     shape = (1000, 1000, 260)
     phase = lying_header(tmp_path / f"phase.nii{'.gz' if compress else ''}", shape, dtype, compress=compress)
-    error = one_line_error(run_cli("lesions", "--phase", phase, "--mp2rage", small.mp2rage, "--mask", small.mask))
+    error = one_line_error(run_cli("lesions", "--phase", phase, "--mp2rage", small.image("mp2rage"), "--mask", small.mask))
     holds = "it decompresses to fewer" if compress else "the file holds 1,376"
     assert (f"{phase}: phase image header promises {shape} {np.dtype(dtype)} voxels, "
             f"{352 + int(np.prod(shape)) * np.dtype(dtype).itemsize:,} bytes of file, but {holds}: the file is "
@@ -86,7 +86,7 @@ def test_a_valid_gzip_of_gigabytes_is_refused_by_the_voxel_limit(tmp_path, small
         for start in range(0, 999_000_000, len(block)):
             fh.write(compressor.compress(block[:min(len(block), 999_000_000 - start)]))
         fh.write(compressor.flush())
-    error = one_line_error(run_cli("lesions", "--phase", phase, "--mp2rage", small.mp2rage, "--mask", small.mask))
+    error = one_line_error(run_cli("lesions", "--phase", phase, "--mp2rage", small.image("mp2rage"), "--mask", small.mask))
     assert "= 999,000,000 voxels, more than the" in error
 
 
@@ -94,8 +94,8 @@ def test_gzip_of_several_members_is_read_whole(write_subject):
     # its trailer counts the last member only: the size check must not refuse it
     paths = write_subject()
     expected = paths.load().phase
-    raw = gzip.decompress(paths.phase.read_bytes())
-    paths.phase.write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))
+    raw = gzip.decompress(paths.image("phase").read_bytes())
+    paths.image("phase").write_bytes(gzip.compress(raw[:5000]) + gzip.compress(raw[5000:]))
     np.testing.assert_array_equal(paths.load().phase, expected)
 
 

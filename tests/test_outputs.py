@@ -373,19 +373,18 @@ def test_merging_cross_validation_on_a_full_disk_says_so(tmp_path):
 # -- 10. project init checks every image ------------------------------------------------------
 
 def test_project_init_lists_every_image_problem_of_every_subject(tmp_path, write_subject, capsys):
-    turned = write_subject("sub-01", seed=1)
-    angle = np.deg2rad(30)
-    rotation = np.array([[np.cos(angle), -np.sin(angle), 0, 0], [np.sin(angle), np.cos(angle), 0, 0],
-                         [0, 0, 1, 0], [0, 0, 0, 1]])
-    mask = nib.load(turned.mask)
-    nib.save(nib.Nifti1Image(np.asarray(mask.dataobj), rotation @ mask.affine), turned.mask)
+    moved = write_subject("sub-01", seed=1)
+    mask = nib.load(moved.mask)
+    elsewhere = mask.affine.copy()
+    elsewhere[0, 3] += 200.0  # not co-registered: 200 mm away
+    nib.save(nib.Nifti1Image(np.asarray(mask.dataobj), elsewhere), moved.mask)
     other = write_subject("sub-02", seed=2)
-    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10), np.float32), np.eye(4)), other.mp2rage)
-    manifest = write_manifest([turned, other], tmp_path / "manifest.csv")
+    nib.save(nib.Nifti1Image(np.zeros((10, 10, 10, 2), np.float32), np.eye(4)), other.image("mp2rage"))
+    manifest = write_manifest([moved, other], tmp_path / "manifest.csv")
     code, err = in_process(capsys, "project", "init", tmp_path / "study", "--manifest", manifest,
                            "--quiet")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "2 problem(s)" in err and "no project was created" in err
-    assert f"{turned.mask}: mask image affine differs from the phase image" in err
-    assert f"{other.mp2rage}: mp2rage image shape (10, 10, 10) differs" in err
+    assert f"{moved.mask}: the mask image and the reference image" in err and "do not overlap" in err
+    assert f"{other.image('mp2rage')}: mp2rage image has shape (10, 10, 10, 2): 2 volumes, not one" in err
     assert not (tmp_path / "study").exists()

@@ -37,7 +37,7 @@ def subject():
     phase = rng.normal(0, 1.0, shape).astype(np.float32)
     mp2rage = (100 + rng.normal(0, 5, shape)).astype(np.float32)
     mp2rage[mask] = 60
-    return Subject("s", phase, mp2rage, mask.astype(np.int32), np.eye(4))
+    return Subject("s", {"phase": phase, "mp2rage": mp2rage}, mask.astype(np.int32), np.eye(4))
 
 
 def test_shape_dtype_range_and_channel_order(subject):
@@ -112,14 +112,14 @@ def test_subject_normalisation_keeps_contrast_between_lesions(subject):
     strong, weak = subject.phase.copy(), subject.phase.copy()
     for lesion, factor in zip(lesions.ids, (8.0, 2.0, 1.0)):
         strong[lesions.labels == lesion] -= factor
-    subject.phase = strong
+    subject.images["phase"] = strong
     patches = extract_patches(subject, lesions)
     centre_phase = patches[:, PH, 14, 14, 14]
     assert centre_phase[0] < centre_phase[2]
     scaling = subject_scaling(subject, lesions)
     assert scaling.phase_scale == pytest.approx(4 * 1.4826 * 0.6745, rel=0.15)  # 4 robust SDs of N(0, 1)
     # phase 0 maps to 0.5
-    subject.phase = np.zeros_like(weak)
+    subject.images["phase"] = np.zeros_like(weak)
     assert extract_patches(subject, lesions, scaling=scaling)[0, PH, 14, 14, 14] == pytest.approx(0.5)
 
 
@@ -127,8 +127,8 @@ def test_scale_invariance_of_subject_normalisation(subject):
     """Phase scales with field strength × echo time; normalised patches must not."""
     lesions = find_lesions(subject)
     base = extract_patches(subject, lesions)
-    subject.phase = subject.phase * 2.3
-    subject.mp2rage = subject.mp2rage * 4.0 + 7
+    subject.images["phase"] = subject.phase * 2.3
+    subject.images["mp2rage"] = subject.mp2rage * 4.0 + 7
     assert np.allclose(extract_patches(subject, lesions), base, atol=1e-4)
 
 
@@ -138,11 +138,11 @@ def test_local_phase_centre_ignores_offsets_and_background_fields(subject):
     zero = PatchConfig(phase_centre="zero")
     base, base_zero = extract_patches(subject, lesions), extract_patches(subject, lesions, zero)
     phase = subject.phase
-    subject.phase = phase + 5.0  # five tissue SDs
+    subject.images["phase"] = phase + 5.0  # five tissue SDs
     assert np.allclose(extract_patches(subject, lesions), base, atol=1e-5)
     assert np.abs(extract_patches(subject, lesions, zero)[:, PH] - base_zero[:, PH]).mean() > 0.3
     # A background field varying over the brain: 3 SDs plus 0.01 SD per voxel along x.
-    subject.phase = phase + 3 + 0.01 * np.arange(phase.shape[0], dtype=np.float32)[:, None, None]
+    subject.images["phase"] = phase + 3 + 0.01 * np.arange(phase.shape[0], dtype=np.float32)[:, None, None]
     local_error = np.abs(extract_patches(subject, lesions)[:, PH] - base[:, PH]).mean(axis=(1, 2, 3))
     zero_error = np.abs(extract_patches(subject, lesions, zero)[:, PH] - base_zero[:, PH]).mean(axis=(1, 2, 3))
     assert (local_error < 0.02).all() and (zero_error > 0.2).all()
@@ -164,7 +164,7 @@ def test_unknown_lesion_id_is_an_error(subject):
 
 
 def test_a_mask_that_leaves_no_tissue_gets_a_clear_error(subject):
-    brain_mask = Subject("s", subject.phase, subject.mp2rage, np.ones(subject.shape, np.int32), subject.affine)
+    brain_mask = Subject("s", subject.images, np.ones(subject.shape, np.int32), subject.affine)
     with pytest.raises(InputError, match=r"subject s: too little tissue.*covers 100% .*not a brain mask"):
         extract_patches(brain_mask, find_lesions(brain_mask))
     assert extract_patches(brain_mask, find_lesions(brain_mask), PatchConfig(normalisation="patch")).shape[0] == 1
@@ -173,7 +173,7 @@ def test_a_mask_that_leaves_no_tissue_gets_a_clear_error(subject):
 def test_empty_selection_and_bad_config():
     with pytest.raises(InputError, match="unknown normalisation"):
         PatchConfig(normalisation="zscore")
-    subject = Subject("e", np.zeros((8, 8, 8), np.float32), np.zeros((8, 8, 8), np.float32),
+    subject = Subject("e", {"phase": np.zeros((8, 8, 8), np.float32), "mp2rage": np.zeros((8, 8, 8), np.float32)},
                       np.zeros((8, 8, 8), np.int32), np.eye(4))
     assert extract_patches(subject, find_lesions(subject)).shape == (0, 3, 28, 28, 28)
 
@@ -188,9 +188,9 @@ def test_memory_order_of_the_volumes_does_not_change_patches(subject, normalisat
     """NIfTI data arrive Fortran-ordered; views with odd strides must work too."""
     config = PatchConfig(normalisation=normalisation)
     expected = extract_patches(subject, find_lesions(subject), config)
-    fortran = Subject("s", np.asfortranarray(subject.phase), np.asfortranarray(subject.mp2rage),
+    fortran = Subject("s", {"phase": np.asfortranarray(subject.phase), "mp2rage": np.asfortranarray(subject.mp2rage)},
                       np.asfortranarray(subject.mask), subject.affine)
-    strided = Subject("s", subject.phase[::-1][::-1], subject.mp2rage.transpose(2, 1, 0).T,
+    strided = Subject("s", {"phase": subject.phase[::-1][::-1], "mp2rage": subject.mp2rage.transpose(2, 1, 0).T},
                       np.pad(subject.mask, 1)[1:-1, 1:-1, 1:-1], subject.affine)
     for other in (fortran, strided):
         np.testing.assert_array_equal(extract_patches(other, find_lesions(other), config), expected)

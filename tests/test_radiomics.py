@@ -33,7 +33,7 @@ def _two_lesion_subject() -> Subject:
         if cx == 12:
             phase[(r <= 5) & (r > 3.5)] -= 1.0
     mp2rage = np.where(mask > 0, 0.5, 0.8).astype(np.float32)
-    return Subject("sub-t", phase, mp2rage, mask, np.eye(4))
+    return Subject("sub-t", {"phase": phase, "mp2rage": mp2rage}, mask, np.eye(4))
 
 
 def test_features_are_one_row_per_lesion_and_see_the_rim():

@@ -43,7 +43,7 @@ def test_extra_images_open_as_grey_layers_below_phase_and_mp2rage(make_napari_vi
     flair = viewer.layers["sub-04 flair"]
     assert np.allclose(flair.affine.affine_matrix, np.diag([1.0, 1.0, 1.5, 1.0]))
     assert flair.colormap.name == "gray" and flair.visible
-    data = nib.load(paths.extra[0][1]).get_fdata()
+    data = nib.load(paths.image("flair")).get_fdata()
     assert np.percentile(data, 1) == pytest.approx(flair.contrast_limits[0], rel=0.05)
     assert flair.contrast_limits[1] < data.max()  # a robust window: outliers saturate
 

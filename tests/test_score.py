@@ -113,8 +113,8 @@ def test_ground_truth_column_only_with_a_prl_mask(manifest):
     with_truth = score_subject(subject, [_checkpoint()])
     assert with_truth["prl_truth"].tolist() == find_lesions(subject).table["prl"].astype(int).tolist()
     subject = read_manifest(manifest)[0].load()
-    without = score_subject(type(subject)(subject.subject, subject.phase, subject.mp2rage,
-                                          subject.mask, subject.affine), [_checkpoint()])
+    without = score_subject(type(subject)(subject.subject, subject.images, subject.mask, subject.affine),
+                            [_checkpoint()])
     assert tuple(without.columns) == SCORE_COLUMNS and truth_metrics(without) is None
 
 
@@ -190,7 +190,7 @@ def _damage(path):
 @pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
 def test_an_unreadable_subject_stops_the_run_or_is_left_out_and_named(manifest):
     cohort = read_manifest(manifest)
-    _damage(cohort[1].phase)
+    _damage(cohort[1].image("phase"))
     with pytest.raises(InputError, match="sub-02_phase.nii.gz: image data cannot be read"):
         run_to_end(score_cohort(cohort, [_checkpoint()]))
     with pytest.warns(InputWarning, match="sub-02 left out: .*sub-02_phase.nii.gz: image data cannot be read"):
@@ -216,7 +216,7 @@ def test_cli_scores_the_readable_subjects_and_exits_1_naming_the_others(manifest
                  "--quiet"]) == 2
     assert "sub-01_mask.nii.gz" in capsys.readouterr().err and not out.exists()
     for paths in cohort[1:]:
-        _damage(paths.phase)
+        _damage(paths.image("phase"))
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--quiet"]) == 2
     assert "no subject could be read (3 tried" in capsys.readouterr().err and not out.exists()
 
@@ -225,7 +225,7 @@ def test_cli_scores_the_readable_subjects_and_exits_1_naming_the_others(manifest
 def test_cli_says_roc_auc_is_undefined_for_a_subject_without_prls(write_subject, tmp_path, capsys):
     paths = write_subject("sub-09", prl_lesions=())
     model = _checkpoint().save(tmp_path / "model.pt")
-    assert main(["score", "--phase", str(paths.phase), "--mp2rage", str(paths.mp2rage), "--mask", str(paths.mask),
+    assert main(["score", "--phase", str(paths.image("phase")), "--mp2rage", str(paths.image("mp2rage")), "--mask", str(paths.mask),
                  "--prl-mask", str(paths.prl_mask), "--model", str(model), "-o", str(tmp_path / "s.tsv"),
                  "--quiet"]) == 0
     err = capsys.readouterr().err

@@ -219,22 +219,22 @@ def test_cohort_is_written_and_readable(tmp_path):
     again = simulate_subject(5, index=0, prl_fraction=0.5, **SMALL).subject
     assert np.array_equal(subject.phase, again.phase)
     assert np.allclose(subject.affine, again.affine)
-    assert cohort[0].extra == tuple((name, tmp_path / "out" / "sub-001" / f"sub-001_{name}.nii.gz")
-                                    for name in ("flair", "magnitude"))
+    assert cohort[0].images[2:] == tuple((name, tmp_path / "out" / "sub-001" / f"sub-001_{name}.nii.gz")
+                                         for name in ("flair", "magnitude"))
     for name in ("flair", "magnitude"):
-        assert np.array_equal(subject.extra[name], again.extra[name]), name
+        assert np.array_equal(subject.images[name], again.images[name]), name
     truth = pd.read_csv(tmp_path / "out" / "lesions_truth.tsv", sep="\t")
     mine = truth[truth["subject"] == "sub-001"]
     assert list(mine["lesion"]) == list(find_lesions(subject).table["lesion"])
     assert set(truth.columns) >= {"subject", "lesion", "kind", "prl", "x", "y", "z", "volume_mm3"}
     params = pd.read_csv(tmp_path / "out" / "subjects.tsv", sep="\t")
     assert list(params["subject"]) == cohort.ids
-    description = nib.load(cohort[0].phase).header["descrip"].item().decode()
+    description = nib.load(cohort[0].image("phase")).header["descrip"].item().decode()
     assert "paramagnetic = negative" in description
     with pytest.raises(InputError, match="already holds a cohort"):
         run_to_end(simulate_cohort(tmp_path / "out", 1, 5, **SMALL))
     run_to_end(simulate_cohort(tmp_path / "out", 1, 6, prl_fraction=0.5, overwrite=True, contrasts=(), **SMALL))
-    assert read_manifest(manifest).ids == ["sub-001"] and read_manifest(manifest)[0].extra == ()
+    assert read_manifest(manifest).ids == ["sub-001"] and len(read_manifest(manifest)[0].images) == 2
     assert not (tmp_path / "out" / "sub-002").exists()  # no stale subject left to discover
     assert sorted(p.name for p in (tmp_path / "out" / "sub-001").iterdir()) == [
         f"sub-001_{role}.nii.gz" for role in ("mask", "mp2rage", "phase", "prl_mask")]  # nor stale extras
@@ -246,16 +246,16 @@ def test_extra_contrasts_change_nothing_else():
     both = simulate_subject(3, index=1, **SMALL)
     none = simulate_subject(3, index=1, contrasts=(), **SMALL)
     flair = simulate_subject(3, index=1, contrasts=["flair"], **SMALL)
-    assert list(both.subject.extra) == list(SIMULATED_CONTRASTS) == ["flair", "magnitude"]
-    assert none.subject.extra == {} and list(flair.subject.extra) == ["flair"]
+    assert list(both.subject.images)[2:] == list(SIMULATED_CONTRASTS) == ["flair", "magnitude"]
+    assert list(none.subject.images) == ["phase", "mp2rage"] and list(flair.subject.images)[2:] == ["flair"]
     for name in ("phase", "mp2rage", "mask", "prl_mask"):
         assert getattr(none.subject, name).tobytes() == getattr(both.subject, name).tobytes(), name
     pd.testing.assert_frame_equal(none.truth, both.truth)
-    assert np.array_equal(flair.subject.extra["flair"], both.subject.extra["flair"])
+    assert np.array_equal(flair.subject.images["flair"], both.subject.images["flair"])
     again = simulate_subject(3, index=1, **SMALL)
-    for name, image in both.subject.extra.items():
+    for name, image in both.subject.images.items():
         assert image.dtype == np.float32 and image.shape == both.subject.shape
-        assert np.array_equal(image, again.subject.extra[name]), name
+        assert np.array_equal(image, again.subject.images[name]), name
     with pytest.raises(InputError, match="unknown simulated contrast\\(s\\): t2. The research site makes flair, magnitude"):
         simulate_subject(3, contrasts=("t2",), **SMALL)
 
@@ -325,7 +325,7 @@ def test_cli_simulate_writes_a_cohort(tmp_path, capsys):
     assert code == 0
     cohort = read_manifest(out / "manifest.csv")
     assert cohort[0].prl_mask is not None
-    assert [name for name, _ in cohort[0].extra] == ["flair"]
+    assert [name for name, _ in cohort[0].images] == ["phase", "mp2rage", "flair"]
     assert not (out / "sub-001" / "sub-001_magnitude.nii.gz").exists()
     params = pd.read_csv(out / "subjects.tsv", sep="\t")
     assert params.loc[0, "field_strength_t"] == 7

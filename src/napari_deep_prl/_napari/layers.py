@@ -8,7 +8,6 @@ import numpy as np
 
 from napari_deep_prl._napari.slices import default_window
 from napari_deep_prl.data.images import Subject
-from napari_deep_prl.data.masks import label_lesions
 
 LayerData = tuple[np.ndarray, dict[str, Any], str]
 
@@ -27,7 +26,7 @@ def subject_layers(subject: Subject, *, name_prefix: str | None = None) -> list[
                  "contrast_limits": default_window(name, image)}, "image")
         for name, image in reversed(subject.images.items())
     ]
-    layers.append((label_lesions(subject.mask), {**common, "name": prefix + "lesions", "opacity": 0.4},
+    layers.append((subject.labels, {**common, "name": prefix + "lesions", "opacity": 0.4},
                    "labels"))
     if subject.prl_mask is not None:
         layers.append((subject.prl_mask.astype(np.uint8),

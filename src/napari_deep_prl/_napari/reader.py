@@ -16,6 +16,7 @@ from napari_deep_prl.data.cohort import (
     discover_subject,
     open_cohort,
 )
+from napari_deep_prl.data.contrasts import SUSCEPTIBILITY
 from napari_deep_prl.data.images import SubjectPaths
 
 
@@ -49,7 +50,7 @@ def _subject_at(path: Path) -> SubjectPaths:
 
 
 def _is_subject_folder(path: Path) -> bool:
-    return path.name.startswith("sub-") and any(classify_file(f.name) == "phase" for f in path.rglob("*"))
+    return path.name.startswith("sub-") and any(classify_file(f.name) in SUSCEPTIBILITY for f in path.rglob("*"))
 
 
 def _has_manifest_header(path: Path) -> bool:
@@ -59,4 +60,4 @@ def _has_manifest_header(path: Path) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     columns = {c.strip() for c in header.replace("\t", ",").split(",")}
-    return set(REQUIRED_COLUMNS) <= columns
+    return set(REQUIRED_COLUMNS) <= columns and bool(columns & set(SUSCEPTIBILITY))

@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from napari_deep_prl.base.errors import InputError
-from napari_deep_prl.data.cohort import open_cohort
+from napari_deep_prl.data.cohort import Cohort, open_cohort
+from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
 from napari_deep_prl.data.images import SubjectPaths
+
+#: One subject's image options, by contrast.
+IMAGE_HELP = {
+    "phase": "phase image (unwrapped or filtered; paramagnetic = dark)",
+    "qsm": "QSM image (susceptibility in ppm), instead of --phase",
+    "mp2rage": "MP2RAGE UNI image",
+    "t1w": "T1-weighted image (e.g. MPRAGE)",
+    "flair": "FLAIR image",
+}
 
 
 def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
-    """``MANIFEST`` (a manifest CSV or folder) or ``--phase/--mp2rage/--mask [--prl-mask|--prl-labels]``."""
+    """``MANIFEST`` (a manifest CSV, a BIDS dataset or a folder) or one subject's images:
+    ``--phase|--qsm``, ``--mp2rage/--t1w/--flair``, ``--mask [--prl-mask|--prl-labels]``."""
     parser.add_argument("manifest", nargs="?", metavar="MANIFEST",
-                        help="cohort manifest CSV or folder (sub-<label> layout or holding manifest.csv)")
-    single = parser.add_argument_group("one subject instead of a manifest")
-    single.add_argument("--phase", help="phase image (paramagnetic = dark)")
-    single.add_argument("--mp2rage", help="MP2RAGE UNI or T1-weighted image on the phase grid")
-    single.add_argument("--mask", help="lesion mask on the phase grid (binary or instance labels)")
+                        help="cohort manifest CSV, or a folder: a BIDS dataset, sub-<label> folders or one "
+                             "holding manifest.csv")
+    single = parser.add_argument_group("one subject instead of a manifest (images co-registered, each on "
+                                       "its own grid or one)")
+    for contrast, text in IMAGE_HELP.items():
+        single.add_argument(f"--{contrast}", help=text)
+    single.add_argument("--mask", help="lesion mask (binary or instance labels)")
     truth = single.add_mutually_exclusive_group()
     truth.add_argument("--prl-mask", help="optional PRL mask (ground truth)")
     truth.add_argument("--prl-labels", metavar="TABLE",
@@ -24,20 +38,29 @@ def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
     single.add_argument("--label-column", metavar="COLUMN",
                         help="the column of --prl-labels holding the label (default: consensus, as in "
                              "a project export; in a table without it, its prl or label column)")
-    single.add_argument("--subject", help="subject id (default: the sub-<label> of the phase file name)")
+    single.add_argument("--subject", help="subject id (default: the sub-<label> of the phase or QSM file name)")
 
 
 def subjects_from_args(args: argparse.Namespace) -> list[SubjectPaths]:
-    """The subjects named on the command line, not loaded yet."""
-    single = [args.phase, args.mp2rage, args.mask]
-    if args.manifest and any(single):
-        raise InputError("give either a manifest or --phase/--mp2rage/--mask, not both.")
+    """The subjects named on the command line, not loaded yet; a BIDS dataset's report of what
+    it skipped goes to stderr."""
+    images = {contrast: getattr(args, contrast) for contrast in IMAGE_HELP if getattr(args, contrast)}
+    if args.manifest and (images or args.mask):
+        raise InputError("give either a manifest or one subject's images (--phase, --mask, ...), not both.")
     if args.manifest and args.label_column:
         raise InputError("--label-column goes with --prl-labels; a manifest names each table's label "
                          "column in its prl_labels_column column (docs/data.md).")
     if args.manifest:
-        return list(open_cohort(args.manifest))
-    if all(single):
-        return [SubjectPaths.from_files(*single, args.prl_mask, subject=args.subject, prl_labels=args.prl_labels,
-                                        prl_labels_column=args.label_column)]
-    raise InputError("give a manifest, or all of --phase, --mp2rage and --mask.")
+        return list(reported(open_cohort(args.manifest)))
+    if args.mask and any(c in images for c in SUSCEPTIBILITY) and any(c in images for c in STRUCTURAL):
+        return [SubjectPaths.from_files(mask=args.mask, prl_mask=args.prl_mask, subject=args.subject,
+                                        prl_labels=args.prl_labels, prl_labels_column=args.label_column, **images)]
+    raise InputError("give a manifest, or one subject's images: --phase (or --qsm), one or more of --mp2rage, "
+                     "--t1w and --flair, and --mask.")
+
+
+def reported(cohort: Cohort) -> Cohort:
+    """``cohort``, after printing to stderr what discovering it skipped when it is a BIDS dataset."""
+    if cohort.bids is not None:
+        print(cohort.bids.report(found=False), file=sys.stderr)
+    return cohort

@@ -233,12 +233,12 @@ class BidsFindings:
         path = Path(path)
         return write_table(pd.DataFrame(self.rows(relative_to=path.parent), columns=self.columns), path)
 
-    def report(self) -> str:
-        """What was found, skipped and ignored, as lines to print."""
+    def report(self, *, found: bool = True) -> str:
+        """What was found (without ``found``: only how many), skipped and ignored, as lines to print."""
         masks = ", ".join(self._shown(d) for d in self.derivatives) or "none"
         lines = [(f"BIDS dataset {self.bids_dir} (derivatives: {masks}): {_count(len(self.subjects), 'subject')} "
                   f"found, {len(self.skipped)} skipped, {len(self.ignored)} ignored.")]
-        if self.subjects:
+        if self.subjects and found:
             width = max(len(s.id) for s in self.subjects)
             lines += ["found:"] + [f"  {s.id:<{width}}  {', '.join(s.images)}" for s in self.subjects]
         if self.skipped:

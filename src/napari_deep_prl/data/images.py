@@ -1,15 +1,52 @@
 """Loading and validating a subject's images.
 
-A *subject* is four co-registered NIfTI images on the grid of the phase image: ``phase``
-(unwrapped, filtered; paramagnetic = dark), ``mp2rage`` (MP2RAGE UNI or any T1-weighted image),
-``mask`` (white-matter lesions: binary, or integer instance labels kept as given) and optionally
-the ground truth: ``prl_mask`` (binary, voxels of lesions that are PRLs) or ``prl_labels`` (a
-lesion label table, e.g. the consensus exported from a rating project; see
-:func:`read_prl_labels`). A subject may also have *extra* images, named by contrast
-(:data:`EXTRA_CONTRASTS`: a FLAIR, a T2*-weighted magnitude, ...), on the same grid: they are
-for display (the review shows them beside phase and MP2RAGE) and are read only when asked for,
-so training and scoring never pay for them. Cohorts of subjects are
+A *subject* is one **susceptibility** image — ``phase`` (unwrapped or high-pass filtered phase,
+paramagnetic dark) or ``qsm`` (susceptibility in ppm, paramagnetic bright) — one or more
+**structural** images (``mp2rage``, ``t1w``, ``flair``), the lesion ``mask`` (white-matter
+lesions: binary, or integer instance labels kept as given) and optionally the ground truth:
+``prl_mask`` (binary, voxels of lesions that are PRLs) or ``prl_labels`` (a lesion label table,
+e.g. the consensus exported from a rating project; see :func:`read_prl_labels`). It may also
+have **display-only** images (``magnitude``, ``swi``): the review shows them, and they are read
+only when asked for (``extra=True``), so training and scoring never pay for them. Every image is
+named by its contrast (:mod:`napari_deep_prl.data.contrasts`); cohorts of subjects are
 :mod:`napari_deep_prl.data.cohort`.
+
+**Grids.** Each image may come on its own grid (shape and affine), as long as all are
+co-registered in world space. They are put on the subject's *reference grid* — the
+susceptibility image's, unless :attr:`SubjectPaths.reference` (a manifest's ``reference``
+column) names another of its images or ``mask`` — by :mod:`napari_deep_prl.data.resample`:
+images linearly, masks by nearest neighbour with the lesion ids of the mask's own grid. An image
+already on the reference grid (same shape, affine within 0.001 mm) is read as it is, bit for bit.
+Images that do not overlap enough are refused; lesions that resampling loses or splits are
+reported (an ``InputWarning``) and recorded. The susceptibility image is checked for its sign
+convention, and a QSM for its units, on its own grid (:mod:`napari_deep_prl.data.susceptibility`).
+
+**The Subject API**, which training, scoring and the viewer build on:
+
+``Subject.images``
+    every intensity image by contrast, float32 on the reference grid: the susceptibility image
+    first, then the structural ones in manifest order, then — only when loaded with
+    ``extra=True`` — the display-only ones.
+``Subject.susceptibility``, ``Subject.structural``
+    the susceptibility image's contrast (``"phase"`` or ``"qsm"``) and the structural
+    contrasts (a tuple, in ``images`` order).
+``Subject.mask``, ``Subject.labels``, ``Subject.prl_mask``, ``Subject.prl_labels``
+    the lesion mask (int32), its lesion labels (the ids the mask has on its own grid), the PRL
+    mask (bool) and a label table's labels, on the reference grid.
+``Subject.affine``, ``Subject.shape``, ``Subject.zooms``
+    the reference grid.
+``Subject.phase``, ``Subject.mp2rage``
+    ``images["phase"]`` and ``images["mp2rage"]``; an ``InputError`` naming the subject and
+    the images it has when it has no such image.
+``Subject.grids``, ``Subject.reference``
+    each image's own grid and how it came onto the reference grid
+    (:class:`~napari_deep_prl.data.resample.ImageGrid` by image: its contrast, ``mask``,
+    ``prl_mask``; ``ImageGrid.as_dict()`` for outputs and checkpoints; the reference image's
+    even when it was not read), and which image's grid is the reference; empty and ``None`` for
+    a subject made in memory.
+``Subject.lesion_changes``
+    the lesions that resampling the mask lost or split
+    (:class:`~napari_deep_prl.data.resample.LesionChanges`).
 
 Arrays keep the voxel order of the files; orientation is carried by the affine, never assumed.
 Every problem a user can fix raises :class:`~napari_deep_prl.base.errors.InputError` naming the file
@@ -25,7 +62,7 @@ import re
 import threading
 import warnings
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -37,16 +74,23 @@ import pandas as pd
 
 from napari_deep_prl.base.errors import InputError, InputWarning, describe, file_error
 from napari_deep_prl.base.filenames import check_id
+from napari_deep_prl.data.contrasts import DISPLAY_ONLY, STRUCTURAL, SUSCEPTIBILITY
 from napari_deep_prl.data.labels import read_prl_labels
-from napari_deep_prl.data.masks import label_lesions
+from napari_deep_prl.data.masks import is_instance_mask, label_lesions
+from napari_deep_prl.data.resample import (
+    Grid,
+    ImageGrid,
+    LesionChanges,
+    check_lesions_inside,
+    check_overlap,
+    lesion_changes,
+    resample_image,
+    resample_labels,
+)
+from napari_deep_prl.data.susceptibility import check_susceptibility
 
-IMAGE_ROLES = ("phase", "mp2rage", "mask", "prl_mask")
-#: Optional display-only images, each a manifest column named by its contrast (blank: none).
-EXTRA_CONTRASTS = ("flair", "t1w", "magnitude", "swi", "qsm")
-
-
-#: Largest difference (mm) tolerated between the affines of a subject's images.
-AFFINE_TOLERANCE_MM = 1e-3
+#: Every image contrast a subject may have, in the order of ``Subject.images``.
+CONTRASTS = (*SUSCEPTIBILITY, *STRUCTURAL, *DISPLAY_ONLY)
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 
@@ -58,72 +102,157 @@ MAX_VOXELS = 2**28
 GZIP_MAX_RATIO = 1032
 
 
+def contrast_order(names: Iterable[str], who: str) -> list[str]:
+    """``names`` (a subject's image contrasts) in the order of :data:`CONTRASTS`' groups — the
+    susceptibility image, the structural ones, the display-only ones — each group in the order
+    given; an InputError naming ``who`` for an unknown or repeated contrast, or unless there is
+    exactly one susceptibility image."""
+    names = list(names)
+    unknown = [n for n in names if n not in CONTRASTS]
+    if unknown:
+        raise InputError(f"{who}: unknown image contrast(s) {', '.join(map(str, unknown))}. Name each image by "
+                         f"its contrast, one of {', '.join(CONTRASTS)} (docs/data.md).")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InputError(f"{who}: the {', '.join(repeated)} image is given twice. Give each contrast once.")
+    susceptibility = [n for n in names if n in SUSCEPTIBILITY]
+    if not susceptibility:
+        raise InputError(f"{who} has no susceptibility image (it has {', '.join(names) or 'none'}). Give a phase "
+                         "(unwrapped or filtered phase) or a qsm (susceptibility map in ppm).")
+    if len(susceptibility) > 1:
+        raise InputError(f"{who} has two susceptibility images ({' and '.join(susceptibility)}): a subject has "
+                         "one. Give one of them; the other can be neither a model input nor shown.")
+    return [n for group in (SUSCEPTIBILITY, STRUCTURAL, DISPLAY_ONLY) for n in names if n in group]
+
+
+def _absent(subject: str, missing: Sequence[str], has: Iterable[str]) -> str:
+    return (f"subject {subject} has no {' or '.join(missing)} image (it has {', '.join(has)}), and this needs "
+            f"it. Give the subject {'these images' if len(missing) > 1 else 'one'} (a manifest column named by the "
+            "contrast), or use what it has.")
+
+
 @dataclass(frozen=True)
 class SubjectPaths:
     """Where a subject's images are; cheap to hold for a whole cohort."""
 
     subject: str
-    phase: Path
-    mp2rage: Path
+    #: (contrast, path) pairs, put in :func:`contrast_order`: the susceptibility image, the
+    #: structural ones, the display-only ones.
+    images: tuple[tuple[str, Path], ...]
     mask: Path
     prl_mask: Path | None = None
     prl_labels: Path | None = None
-    #: Extra images for display: (contrast, path) pairs, contrasts from :data:`EXTRA_CONTRASTS`,
-    #: in manifest column order.
-    extra: tuple[tuple[str, Path], ...] = ()
     #: The column of ``prl_labels`` holding the label (``None``: see :func:`read_prl_labels`).
     prl_labels_column: str | None = None
+    #: The image whose grid the others are put on: a contrast of ``images``, or ``"mask"``
+    #: (``None``: the susceptibility image).
+    reference: str | None = None
 
     def __post_init__(self) -> None:
-        extra = tuple((str(name), Path(path)) for name, path in self.extra)
-        names = [name for name, _ in extra]
-        unknown = [name for name in names if name not in EXTRA_CONTRASTS]
-        if unknown or len(set(names)) < len(names):
-            problem = f"unknown contrast(s) {', '.join(unknown)}" if unknown else f"a contrast given twice ({names})"
-            raise InputError(f"subject {self.subject}: {problem} among the extra images. "
-                             f"Name each extra image once, by one of {', '.join(EXTRA_CONTRASTS)}.")
-        object.__setattr__(self, "extra", extra)
+        given = {str(name): Path(path) for name, path in self.images}
+        if len(given) < len(self.images):
+            contrast_order([str(name) for name, _ in self.images], f"subject {self.subject}")  # says which
+        order = contrast_order(given, f"subject {self.subject}")
+        object.__setattr__(self, "images", tuple((name, given[name]) for name in order))
+        if not self.structural:
+            raise InputError(f"subject {self.subject} has no structural image (it has {', '.join(order)}). "
+                             f"Give one or more of {', '.join(STRUCTURAL)}.")
+        object.__setattr__(self, "mask", Path(self.mask))
+        for name in ("prl_mask", "prl_labels"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.reference is not None and self.reference not in (*order, "mask"):
+            raise InputError(f"subject {self.subject}: the reference grid '{self.reference}' is none of its images "
+                             f"({', '.join(order)}, mask). Name one of them, or none for the "
+                             f"{self.susceptibility} image's grid.")
 
     @classmethod
-    def from_files(cls, phase: str | Path, mp2rage: str | Path, mask: str | Path,
-                   prl_mask: str | Path | None = None, *, subject: str | None = None,
-                   prl_labels: str | Path | None = None,
-                   prl_labels_column: str | None = None) -> SubjectPaths:
-        """One subject's files; the id (checked, :func:`~napari_deep_prl.base.filenames.check_id`)
-        defaults to the ``sub-<label>`` in the phase file's name, else the name itself."""
+    def from_files(cls, *, mask: str | Path, prl_mask: str | Path | None = None, subject: str | None = None,
+                   prl_labels: str | Path | None = None, prl_labels_column: str | None = None,
+                   reference: str | None = None, **images: str | Path | None) -> SubjectPaths:
+        """One subject's files, each image given by its contrast (``phase=...``, ``t1w=...``;
+        ``None``: not given). The id (checked, :func:`~napari_deep_prl.base.filenames.check_id`)
+        defaults to the ``sub-<label>`` in the susceptibility image's file name, else the name itself."""
         if prl_labels_column is not None and prl_labels is None:
             raise InputError(f"a label column ('{prl_labels_column}') is named but no lesion label "
                              "table; give the table (--prl-labels) or drop the column.")
-        named = subject or _subject_id_from(Path(phase))
+        given = {name: Path(path) for name, path in images.items() if path is not None}
+        named_by = next((given[name] for name in SUSCEPTIBILITY if name in given), Path(mask))
+        named = subject or _subject_id_from(named_by)
         check_id(named, what="subject id", remedy="Give the subject another id (--subject ID).")
-        return cls(named, Path(phase), Path(mp2rage), Path(mask),
+        return cls(named, tuple(given.items()), Path(mask),
                    Path(prl_mask) if prl_mask is not None else None,
                    Path(prl_labels) if prl_labels is not None else None,
-                   prl_labels_column=prl_labels_column)
+                   prl_labels_column=prl_labels_column, reference=reference)
+
+    @property
+    def susceptibility(self) -> str:
+        """The susceptibility image's contrast: ``"phase"`` or ``"qsm"``."""
+        return self.images[0][0]
+
+    @property
+    def structural(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.images if name in STRUCTURAL)
+
+    @property
+    def display_only(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.images if name in DISPLAY_ONLY)
+
+    def image(self, contrast: str) -> Path:
+        """The file of the image of ``contrast``; an InputError naming what the subject has."""
+        for name, path in self.images:
+            if name == contrast:
+                return path
+        raise InputError(_absent(self.subject, [contrast], (name for name, _ in self.images)))
 
     @property
     def has_truth(self) -> bool:
         """Whether the subject comes with ground truth (a PRL mask or a lesion label table)."""
         return self.prl_mask is not None or self.prl_labels is not None
 
-    def load(self, *, flip_phase: bool = False, extra: bool = False) -> Subject:
-        """Load and validate the images; the extra ones only with ``extra`` (display needs them,
-        training and scoring do not)."""
-        return _load(self, flip_phase=flip_phase, extra=extra)
+    def load(self, *, flip_phase: bool = False, extra: bool = False,
+             contrasts: Sequence[str] | None = None) -> Subject:
+        """Load and validate the images, on the reference grid. ``flip_phase`` negates a phase
+        (paramagnetic → dark). ``contrasts``: read only these images (and the susceptibility
+        image), each one the subject must have (an InputError naming what it has otherwise);
+        ``None``: all but the display-only ones. ``extra``: the display-only ones too (display
+        needs them, training and scoring do not)."""
+        return _load(self, flip_phase=flip_phase, extra=extra, contrasts=contrasts)
 
-    def load_mask(self) -> tuple[np.ndarray, np.ndarray]:
-        """Only the lesion mask and its affine: what registering lesions needs."""
-        data, img = _read_image(self.mask, "mask")
-        return _as_label_mask(data, self.mask), img.affine
+    def load_mask(self) -> LesionMask:
+        """Only the lesion mask, on the reference grid: what registering lesions needs (the
+        reference image's header is read, not its voxels)."""
+        return _lesion_mask(self, _reference(self))
+
+
+@dataclass
+class LesionMask:
+    """A subject's lesion mask on its reference grid (:meth:`SubjectPaths.load_mask`)."""
+
+    #: int32: binary, or instance labels.
+    mask: np.ndarray
+    #: The reference grid's affine.
+    affine: np.ndarray
+    #: The mask's own grid and how it came onto the reference grid.
+    grid: ImageGrid
+    #: Lesions resampling lost or split.
+    changes: LesionChanges = field(default_factory=LesionChanges)
+    #: The lesion labels of a resampled mask (the ids of its own grid); ``None``: not resampled.
+    resampled_labels: np.ndarray | None = field(default=None, repr=False)
+
+    @cached_property
+    def labels(self) -> np.ndarray:
+        """The lesion labels: the ids the mask has on its own grid."""
+        return self.resampled_labels if self.resampled_labels is not None else label_lesions(self.mask)
 
 
 @dataclass
 class Subject:
-    """One subject's images as arrays on the phase grid."""
+    """One subject's images as arrays on its reference grid (see the module doc: the Subject API)."""
 
     subject: str
-    phase: np.ndarray
-    mp2rage: np.ndarray
+    #: Intensity images by contrast (float32, reference grid), put in :func:`contrast_order`.
+    images: dict[str, np.ndarray]
     mask: np.ndarray
     affine: np.ndarray
     prl_mask: np.ndarray | None = None
@@ -131,18 +260,55 @@ class Subject:
     #: PRL (True) / not PRL (False) by lesion id, from a lesion label table; unlisted lesions
     #: are unlabelled.
     prl_labels: pd.Series | None = field(default=None, repr=False)
-    #: Extra images by contrast (float32, on the phase grid), in the order of ``paths.extra``;
-    #: empty unless loaded with ``extra=True``.
-    extra: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: Each image's own grid and how it came onto the reference grid, by image (contrasts,
+    #: ``mask``, ``prl_mask``); empty for a subject made in memory.
+    grids: dict[str, ImageGrid] = field(default_factory=dict, repr=False)
+    #: The lesions that resampling the mask lost or split.
+    lesion_changes: LesionChanges = field(default_factory=LesionChanges, repr=False)
+    #: The lesion labels of a mask resampled onto the reference grid (the ids of its own grid);
+    #: ``None``: :attr:`labels` come from :attr:`mask`.
+    resampled_labels: np.ndarray | None = field(default=None, repr=False)
+    #: Which image's grid is the reference grid: a contrast or ``"mask"`` (``None`` for a
+    #: subject made in memory).
+    reference: str | None = None
+
+    def __post_init__(self) -> None:
+        order = contrast_order(self.images, f"subject {self.subject}")
+        self.images = {name: self.images[name] for name in order}
+        shape = tuple(np.shape(self.mask))
+        wrong = [f"{name} {tuple(np.shape(image))}" for name, image in self.images.items()
+                 if tuple(np.shape(image)) != shape]
+        if wrong:
+            raise InputError(f"subject {self.subject}: image shapes {', '.join(wrong)} differ from the mask's {shape}. "
+                             "Give every array on one grid.")
 
     @property
-    def images(self) -> dict[str, np.ndarray]:
-        """Every intensity image by contrast, in display order: phase, MP2RAGE, then the extras."""
-        return {"phase": self.phase, "mp2rage": self.mp2rage, **self.extra}
+    def susceptibility(self) -> str:
+        """The susceptibility image's contrast: ``"phase"`` or ``"qsm"``."""
+        return next(iter(self.images))
+
+    @property
+    def structural(self) -> tuple[str, ...]:
+        return tuple(name for name in self.images if name in STRUCTURAL)
+
+    @property
+    def phase(self) -> np.ndarray:
+        """``images["phase"]``; an InputError when the subject has none."""
+        return self._image("phase")
+
+    @property
+    def mp2rage(self) -> np.ndarray:
+        """``images["mp2rage"]``; an InputError when the subject has none."""
+        return self._image("mp2rage")
+
+    def _image(self, contrast: str) -> np.ndarray:
+        if contrast not in self.images:
+            raise InputError(_absent(self.subject, [contrast], self.images))
+        return self.images[contrast]
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        return tuple(self.phase.shape)  # type: ignore[return-value]
+        return tuple(self.mask.shape)  # type: ignore[return-value]
 
     @property
     def zooms(self) -> tuple[float, float, float]:
@@ -151,54 +317,138 @@ class Subject:
 
     @cached_property
     def labels(self) -> np.ndarray:
-        """The mask's lesion labels (:func:`napari_deep_prl.data.masks.label_lesions`), computed
-        once: checking, tabulating and showing a subject all need them."""
-        return label_lesions(self.mask)
+        """The mask's lesion labels (:func:`napari_deep_prl.data.masks.label_lesions`, or those
+        of the mask on its own grid when it was resampled), computed once: checking,
+        tabulating and showing a subject all need them."""
+        return self.resampled_labels if self.resampled_labels is not None else label_lesions(self.mask)
 
 
-def load_subject(
-    phase: str | Path,
-    mp2rage: str | Path,
-    mask: str | Path,
-    prl_mask: str | Path | None = None,
-    *,
-    subject: str | None = None,
-    flip_phase: bool = False,
-    prl_labels: str | Path | None = None,
-) -> Subject:
-    """Load and validate one subject; ``flip_phase`` negates the phase (paramagnetic → dark)."""
-    paths = SubjectPaths.from_files(phase, mp2rage, mask, prl_mask, subject=subject, prl_labels=prl_labels)
-    return paths.load(flip_phase=flip_phase)
+def load_subject(*, mask: str | Path, prl_mask: str | Path | None = None, subject: str | None = None,
+                 flip_phase: bool = False, prl_labels: str | Path | None = None, reference: str | None = None,
+                 extra: bool = False, **images: str | Path | None) -> Subject:
+    """Load and validate one subject, its images given by contrast
+    (``load_subject(phase=..., mp2rage=..., mask=...)``); ``flip_phase`` negates a phase
+    (paramagnetic → dark)."""
+    paths = SubjectPaths.from_files(mask=mask, prl_mask=prl_mask, subject=subject, prl_labels=prl_labels,
+                                    reference=reference, **images)
+    return paths.load(flip_phase=flip_phase, extra=extra)
 
 
-def _load(paths: SubjectPaths, *, flip_phase: bool, extra: bool) -> Subject:
+@dataclass(frozen=True)
+class _Reference:
+    """The image whose grid a subject's images are put on."""
+
+    role: str
+    path: Path
+    grid: Grid
+
+
+def _reference(paths: SubjectPaths) -> _Reference:
+    role = paths.reference or paths.susceptibility
+    path = paths.mask if role == "mask" else paths.image(role)
+    img, spatial = _read_header(path, role)
+    return _Reference(role, path, Grid.of(spatial, img.affine))
+
+
+def _placement(reference: _Reference, grid: Grid, path: Path, role: str, *, labels: bool = False) -> str:
+    """How an image comes onto the reference grid (:attr:`~napari_deep_prl.data.resample.ImageGrid.resampling`),
+    after checking that its grid overlaps the reference grid enough."""
+    if role == reference.role:
+        return "reference"
+    if grid.same_as(reference.grid):
+        return "none"
+    check_overlap(reference.grid, reference.path, grid, path, role)
+    return "nearest" if labels else "linear"
+
+
+def _load(paths: SubjectPaths, *, flip_phase: bool, extra: bool, contrasts: Sequence[str] | None) -> Subject:
     if paths.prl_mask is not None and paths.prl_labels is not None:
         raise InputError(f"subject {paths.subject}: both a prl_mask ({paths.prl_mask}) and a prl_labels table "
                          f"({paths.prl_labels}) are given. Give one ground truth per subject.")
-    phase_data, phase_img = _read_image(paths.phase, "phase")
-    images = {"phase": (paths.phase, phase_data, phase_img)}
-    roles = [(role, getattr(paths, role)) for role in ("mp2rage", "mask", "prl_mask")]
-    for role, path in roles + (list(paths.extra) if extra else []):
-        if path is not None:
-            data, img = _read_image(path, role)
-            _check_same_grid(paths.phase, phase_img, path, img, role)
-            images[role] = (path, data, img)
+    if flip_phase and paths.susceptibility != "phase":
+        raise InputError(f"subject {paths.subject}: flip_phase (--flip-phase) negates a phase image, but the "
+                         f"susceptibility image is a QSM ({paths.image(paths.susceptibility)}), paramagnetic-bright "
+                         "by definition. Drop --flip-phase; if the QSM's sign is wrong, negate the file "
+                         "(e.g. fslmaths qsm -mul -1 qsm_negated).")
+    reference = _reference(paths)
+    images: dict[str, np.ndarray] = {}
+    # The reference image's grid is recorded even when the image is not read (``contrasts``).
+    grids = {reference.role: ImageGrid(reference.path, reference.grid, "reference")}
+    for contrast, path in _wanted(paths, extra, contrasts):
+        data, img = _read_image(path, contrast)
+        grid = Grid.of(data.shape, img.affine)
+        grids[contrast] = ImageGrid(path, grid, _placement(reference, grid, path, contrast))
+        array = _as_float(data, path)
+        if contrast == paths.susceptibility:
+            array = -array if flip_phase else array
+            check_susceptibility(array, grid.affine, contrast, path, flipped=flip_phase)
+        images[contrast] = resample_image(array, grid, reference.grid) if grids[contrast].resampling == "linear" \
+            else array
+    lesions = _lesion_mask(paths, reference)
+    grids["mask"] = lesions.grid
     prl = None
-    if "prl_mask" in images:
-        prl = _as_label_mask(images["prl_mask"][1], paths.prl_mask) > 0
-    phase_array = _as_float(phase_data, paths.phase)
+    if paths.prl_mask is not None:
+        data, img = _read_image(paths.prl_mask, "prl_mask")
+        grid = Grid.of(data.shape, img.affine)
+        grids["prl_mask"] = ImageGrid(paths.prl_mask, grid,
+                                      _placement(reference, grid, paths.prl_mask, "prl_mask", labels=True))
+        prl = _as_label_mask(data, paths.prl_mask) > 0
+        if grids["prl_mask"].resampling == "nearest":
+            prl = resample_labels(prl.view(np.uint8), grid, reference.grid) > 0
     return Subject(
         subject=paths.subject,
-        phase=-phase_array if flip_phase else phase_array,
-        mp2rage=_as_float(images["mp2rage"][1], paths.mp2rage),
-        mask=_as_label_mask(images["mask"][1], paths.mask),
-        affine=np.asarray(phase_img.affine, dtype=np.float64),
+        images=images,
+        mask=lesions.mask,
+        affine=reference.grid.affine,
         prl_mask=prl,
         paths=paths,
         prl_labels=(read_prl_labels(paths.prl_labels, paths.subject, column=paths.prl_labels_column)
                     if paths.prl_labels is not None else None),
-        extra={name: _as_float(images[name][1], path) for name, path in paths.extra if name in images},
+        grids=grids,
+        lesion_changes=lesions.changes,
+        resampled_labels=lesions.resampled_labels,
+        reference=reference.role,
     )
+
+
+def _wanted(paths: SubjectPaths, extra: bool, contrasts: Sequence[str] | None) -> list[tuple[str, Path]]:
+    """The images to read: the susceptibility image, the ``contrasts`` asked for (``None``: the
+    structural ones), and with ``extra`` the display-only ones."""
+    names = [name for name, _ in paths.images]
+    if contrasts is None:
+        asked = set(paths.structural)
+    else:
+        asked = set(contrasts)
+        missing = [name for name in dict.fromkeys(contrasts) if name not in names]
+        if missing:
+            raise InputError(_absent(paths.subject, missing, names))
+    asked |= {paths.susceptibility} | (set(paths.display_only) if extra else set())
+    return [(name, path) for name, path in paths.images if name in asked]
+
+
+def _lesion_mask(paths: SubjectPaths, reference: _Reference) -> LesionMask:
+    """The mask on the reference grid: read as it is, or resampled with its lesion ids kept
+    (refused when most lesions fall outside the reference grid; lost and split lesions reported)."""
+    data, img = _read_image(paths.mask, "mask")
+    mask = _as_label_mask(data, paths.mask)
+    grid = Grid.of(mask.shape, img.affine)
+    record = ImageGrid(paths.mask, grid, _placement(reference, grid, paths.mask, "mask", labels=True))
+    if record.resampling != "nearest":
+        return LesionMask(mask, reference.grid.affine, record)
+    labels = label_lesions(mask)
+    check_lesions_inside(labels, grid, paths.mask, reference.grid, reference.path)
+    moved = resample_labels(labels, grid, reference.grid)
+    changes = lesion_changes(labels, moved)
+    if changes:
+        warnings.warn(f"subject {paths.subject}: resampling the lesion mask {paths.mask} onto the grid of "
+                      f"{reference.path} {changes.describe()} (lesions smaller than its voxels, outside its field "
+                      "of view, or thin). Lesion ids stay those of the mask; a lost lesion is in no table or "
+                      "score. To keep every lesion whole, take the mask's grid as the reference (manifest column "
+                      "reference: mask).", InputWarning, stacklevel=2)
+    # A binary mask stays binary (its lesions' confluence is judged as a binary mask's); an
+    # instance mask keeps its labels.
+    resampled = moved if is_instance_mask(mask) else (moved > 0).astype(np.int32)
+    return LesionMask(resampled, reference.grid.affine, record, changes, moved)
 
 
 def _subject_id_from(path: Path) -> str:
@@ -217,20 +467,22 @@ def strip_nifti_suffix(name: str) -> str:
 
 def header_problems(paths: SubjectPaths) -> list[str]:
     """Everything the headers of a subject's images show to be wrong (a missing or unreadable
-    file, not one 3D volume, a bad affine, a grid other than the phase image's), for every image
-    and without reading voxels: ``project init`` checks each subject so before registering any."""
-    images = [("phase", paths.phase), ("mp2rage", paths.mp2rage), ("mask", paths.mask),
-              ("prl_mask", paths.prl_mask), *paths.extra]
-    problems, phase = [], None
-    for role, path in images:
-        if path is None:
+    file, not one 3D volume, a bad affine, a grid that does not overlap the reference grid), for
+    every image and without reading voxels: ``project init`` checks each subject so before
+    registering any."""
+    problems = []
+    try:
+        reference = _reference(paths)
+    except InputError as err:
+        problems.append(str(err))
+        reference = None
+    for role, path in [*paths.images, ("mask", paths.mask), ("prl_mask", paths.prl_mask)]:
+        if path is None or (reference is None and role == (paths.reference or paths.susceptibility)):
             continue
         try:
-            img, _ = _read_header(path, role)
-            if role == "phase":
-                phase = img
-            elif phase is not None:
-                _check_same_grid(paths.phase, phase, path, img, role)
+            img, spatial = _read_header(path, role)
+            if reference is not None:
+                _placement(reference, Grid.of(spatial, img.affine), path, role)
         except InputError as err:
             problems.append(str(err))
     return problems
@@ -388,27 +640,16 @@ def _spatial_shape(shape: tuple[int, ...], path: Path, role: str) -> tuple[int, 
                          "Give a 3D image.")
     extra = shape[3:]
     if any(s != 1 for s in extra):
-        raise file_error(path, f"{role} image has shape {shape}: {int(np.prod(extra))} volumes, not one",
+        volumes = int(np.prod(extra))
+        if role in SUSCEPTIBILITY:
+            raise file_error(path, f"{role} image has shape {shape}: {volumes} volumes, not one (the echoes of a "
+                             "multi-echo scan?)", f"Give one 3D {role} image: one echo, or the echoes combined "
+                             f"into one {role} image (e.g. by the scanner's or a QSM pipeline's echo combination)")
+        raise file_error(path, f"{role} image has shape {shape}: {volumes} volumes, not one",
                          "Extract the single 3D volume to use (e.g. with fslroi or nibabel).")
     if min(shape[:3]) < 1:
         raise file_error(path, f"{role} image is empty (shape {shape})", "Re-export the image.")
     return shape[:3]  # type: ignore[return-value]
-
-
-def _check_same_grid(ref_path: Path, ref: nib.Nifti1Image, path: Path, img: nib.Nifti1Image, role: str) -> None:
-    ref_shape, shape = tuple(ref.shape[:3]), tuple(img.shape[:3])
-    if ref_shape != shape:
-        raise InputError(
-            f"{path}: {role} image shape {shape} differs from the phase image {ref_path} with shape {ref_shape}. "
-            "All inputs of a subject must be on the phase grid: resample them to the phase image first."
-        )
-    diff = float(np.max(np.abs(np.asarray(img.affine) - np.asarray(ref.affine))))
-    if diff > AFFINE_TOLERANCE_MM:
-        raise InputError(
-            f"{path}: {role} image affine differs from the phase image {ref_path} by up to {diff:.4g} mm "
-            f"(tolerance {AFFINE_TOLERANCE_MM} mm). All inputs of a subject must share the phase grid: "
-            "register and resample them to the phase image first."
-        )
 
 
 def _as_float(data: np.ndarray, path: Path) -> np.ndarray:

@@ -236,7 +236,8 @@ def subject_patches(subject: Subject, lesions: Lesions, table: pd.DataFrame, con
         x = extract_patches(subject, lesions, config, ids=rows, shift=shifts)
     else:
         scaling = subject_scaling(subject, lesions, config) if config.normalisation == "subject" else None
-        images = Subject(subject.subject, subject.phase, subject.mp2rage, lesions.labels, subject.affine)
+        images = Subject(subject.subject, {"phase": subject.phase, "mp2rage": subject.mp2rage}, lesions.labels,
+                         subject.affine)
         x = CutOnDemand(images, lesions, config, scaling, rows, shifts)
     shifted = np.arange(rows.size) >= ids.size
     y = np.concatenate([labels, np.ones(rows.size - ids.size, bool)]).astype(np.int8)

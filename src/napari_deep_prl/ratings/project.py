@@ -48,7 +48,6 @@ from napari_deep_prl.data.cohort import Cohort, open_cohort
 from napari_deep_prl.data.images import Subject, header_problems
 from napari_deep_prl.data.labels import whole_numbers
 from napari_deep_prl.data.lesions import find_lesions, lesions_in_mask
-from napari_deep_prl.data.masks import label_lesions
 from napari_deep_prl.ratings import agreement, consensus, export
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
@@ -193,9 +192,9 @@ def create_project(root: str | Path, manifest: str | Path,
     with RatingStore.open(root / DB_NAME, create=True,
                           exclusion_reasons=settings.exclusion_reasons) as store:
         for i, paths in enumerate(cohort):
-            mask, affine = paths.load_mask()
-            lesions = lesions_in_mask(mask, affine, paths.subject)
-            store.register_subject(paths.subject, mask_fingerprint(lesions.labels, affine), lesions.table)
+            lesion_mask = paths.load_mask()
+            lesions = lesions_in_mask(lesion_mask.mask, lesion_mask.affine, paths.subject, labels=lesion_mask.labels)
+            store.register_subject(paths.subject, mask_fingerprint(lesions.labels, lesion_mask.affine), lesions.table)
             yield Progress(i + 1, len(cohort), "subjects", paths.subject)
     os.replace(staged, config_path)
     return Project.open(root)
@@ -463,8 +462,8 @@ class Project:
                 ids, what=f"{source} id", chars=LABEL_CHARS).items()})
         index = []
         for step, paths in enumerate(self.cohort):
-            mask, affine = paths.load_mask()
-            lesion_ids = label_lesions(mask)
+            lesion_mask = paths.load_mask()
+            lesion_ids, affine = lesion_mask.labels, lesion_mask.affine
             self._check_mask(paths.subject, lesion_ids, affine)
             mine = labels[labels["subject"] == paths.subject]
             groups = dict(list(mine.groupby(["source", "id"], sort=False)))

@@ -283,8 +283,8 @@ def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_pha
     (zlib releases the GIL): that hides most of it. The small mask file is read twice for it.
     """
     def from_mask() -> tuple[Lesions, dict[PatchConfig, np.ndarray]]:
-        mask, affine = paths.load_mask()
-        lesions = lesions_in_mask(mask, affine, paths.subject)
+        lesion_mask = paths.load_mask()
+        lesions = lesions_in_mask(lesion_mask.mask, lesion_mask.affine, paths.subject, labels=lesion_mask.labels)
         return lesions, {config: mask_patches(lesions, config, ids=lesions.ids[:chunk_length(config.size)])
                          for config in configs}
 

@@ -4,7 +4,7 @@ Layout of the research site (the default; discoverable by
 :func:`napari_deep_prl.data.cohort.discover` as well as through the manifest), every image on one
 grid::
 
-    OUT/manifest.csv              subject,phase,mp2rage,mask,prl_mask[,flair][,magnitude]
+    OUT/manifest.csv              subject,phase,mp2rage[,flair],mask,prl_mask[,magnitude]
     OUT/lesions_truth.tsv         one row per lesion: lesion table + kind and drawn parameters
     OUT/subjects.tsv              one row per subject: acquisition parameters, lesion/PRL counts
     OUT/sub-001/sub-001_phase.nii.gz, _mp2rage, _mask, _prl_mask[, _flair, _magnitude]
@@ -148,19 +148,19 @@ def _remove_previous(out: Path, manifest: Path) -> None:
 
 
 def write_subject(sim: Simulated, out_dir: Path) -> SubjectPaths:
-    """Write one subject's four images, and its extra contrasts, under ``out_dir/<subject>/``."""
+    """Write one subject's images (phase, MP2RAGE, the extra contrasts) and masks under
+    ``out_dir/<subject>/``."""
     subject = sim.subject
     folder = out_dir / subject.subject
     folder.mkdir(parents=True, exist_ok=True)
-    images = {"phase": subject.phase.astype(np.float32), "mp2rage": subject.mp2rage.astype(np.float32),
-              "mask": subject.mask.astype(np.uint8), "prl_mask": subject.prl_mask.astype(np.uint8),
-              **{name: image.astype(np.float32) for name, image in subject.extra.items()}}
+    images = {**{name: image.astype(np.float32) for name, image in subject.images.items()},
+              "mask": subject.mask.astype(np.uint8), "prl_mask": subject.prl_mask.astype(np.uint8)}
     paths = {}
     for role, data in images.items():
         paths[role] = folder / f"{subject.subject}_{role}.nii.gz"
         write_nifti(nifti_image(data, subject.affine, DESCRIPTIONS[role]), paths[role])
-    return SubjectPaths(subject.subject, paths["phase"], paths["mp2rage"], paths["mask"],
-                        paths["prl_mask"], extra=tuple((name, paths[name]) for name in subject.extra))
+    return SubjectPaths(subject.subject, tuple((name, paths[name]) for name in subject.images), paths["mask"],
+                        paths["prl_mask"])
 
 
 def write_clinical_subject(sim: ClinicalSimulated, out_dir: Path) -> dict[str, str]:

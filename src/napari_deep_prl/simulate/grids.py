@@ -14,7 +14,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from napari_deep_prl.simulate.physics import filtered, kspace_grid
+from napari_deep_prl.data.susceptibility import kspace_grid
+from napari_deep_prl.simulate.physics import filtered
 
 #: A voxel's point-spread function, as a Gaussian SD in voxels along each axis of the grid that
 #: acquires it (FWHM about 1.06 voxels: a 2 mm slice averages about 2 mm of anatomy).

@@ -22,6 +22,7 @@ import os
 import numpy as np
 from scipy import fft
 
+from napari_deep_prl.data.susceptibility import dipole_kernel, kspace_grid
 from napari_deep_prl.simulate.anatomy import (
     FLAIR_VALUE,
     MAGNITUDE,
@@ -48,32 +49,6 @@ R2STAR_PER_PPM_PER_T = 90.0
 #: conspicuous on MPRAGE, whose T1 contrast is lower and carries the receive bias (Kober et al.,
 #: Invest Radiol 2012, 47:346).
 MPRAGE_LESION_CONTRAST = 0.75
-
-
-def kspace_grid(shape: tuple[int, int, int], voxel_size: tuple[float, float, float]
-                ) -> list[np.ndarray]:
-    """Broadcastable spatial frequencies (cycles/mm) matching ``scipy.fft.rfftn``'s layout."""
-    ks = []
-    for ax in range(3):
-        freq = (fft.rfftfreq if ax == 2 else fft.fftfreq)(shape[ax], d=voxel_size[ax])
-        view = [1, 1, 1]
-        view[ax] = freq.size
-        ks.append(freq.astype(np.float32).reshape(view))
-    return ks
-
-
-def dipole_kernel(shape: tuple[int, int, int], voxel_size: tuple[float, float, float],
-                  b0_direction: tuple[float, float, float] = (0.0, 0.0, 1.0)) -> np.ndarray:
-    """The unit dipole kernel in (half) k-space, ``D(0) = 0`` (no mean field offset)."""
-    kx, ky, kz = kspace_grid(shape, voxel_size)
-    b = np.asarray(b0_direction, np.float32)
-    b = b / np.linalg.norm(b)
-    k2 = kx ** 2 + ky ** 2 + kz ** 2
-    kb = kx * b[0] + ky * b[1] + kz * b[2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        kernel = np.float32(1 / 3) - kb ** 2 / k2
-    kernel[0, 0, 0] = 0.0
-    return kernel.astype(np.float32)
 
 
 def gaussian_transfer(shape: tuple[int, int, int], voxel_size: tuple[float, float, float],

@@ -1,5 +1,5 @@
-"""One synthetic subject: anatomy + lesions -> phase, MP2RAGE, masks, the display-only extra
-contrasts (FLAIR, magnitude) and the per-lesion truth.
+"""One synthetic subject: anatomy + lesions -> phase, MP2RAGE, masks, the extra contrasts
+(FLAIR, magnitude) and the per-lesion truth.
 
 Randomness comes from ``numpy.random.SeedSequence([seed, index])``, split into one stream for
 the acquisition parameters, one for the phantom and one per extra contrast, so subject ``index``
@@ -52,7 +52,7 @@ CONTRAST_MAKERS: dict[str, Callable[[Anatomy, LesionPaint, SubjectParams, np.ran
         anatomy, paint.owner, paint.chi, field_strength_t=params.field_strength_t, te_ms=params.te_ms,
         bias=params.bias, noise=params.noise, rng=rng),
 }
-#: The extra contrasts the simulator makes (each a column of io.EXTRA_CONTRASTS).
+#: The extra contrasts the simulator makes (each a manifest column named by its contrast).
 SIMULATED_CONTRASTS = tuple(CONTRAST_MAKERS)
 #: Stored in each image's NIfTI description, by manifest column (the phase's says its sign).
 DESCRIPTIONS = {
@@ -97,8 +97,8 @@ def simulate_subject(seed: int, params: SubjectParams | None = None, *, index: i
     Without ``params`` the acquisition and subject parameters are drawn from the seed (see
     :func:`~napari_deep_prl.simulate.params.draw_params`), with ``options`` (any
     :class:`SubjectParams` field, e.g. ``voxel_size=(1, 1, 1)``, ``fov_mm=...``) held fixed.
-    ``contrasts`` are the display-only images made besides phase and MP2RAGE
-    (``subject.extra``); each draws from its own random stream, so they change nothing else.
+    ``contrasts`` are the images made besides phase and MP2RAGE (in ``subject.images`` after
+    them); each draws from its own random stream, so they change nothing else.
     """
     contrasts = check_contrasts(contrasts)
     params_seq, phantom_seq, contrast_seq = np.random.SeedSequence([int(seed), int(index)]).spawn(3)
@@ -119,7 +119,8 @@ def simulate_subject(seed: int, params: SubjectParams | None = None, *, index: i
     streams = dict(zip(SIMULATED_CONTRASTS, contrast_seq.spawn(len(SIMULATED_CONTRASTS))))
     extra = {name: CONTRAST_MAKERS[name](anatomy, paint, params, np.random.default_rng(streams[name]))
              for name in contrasts}
-    subject = Subject(subject_id(index), phase, mp2rage, mask, affine, prl_mask=paint.prl, extra=extra)
+    subject = Subject(subject_id(index), {"phase": phase, "mp2rage": mp2rage, **extra}, mask, affine,
+                      prl_mask=paint.prl)
     truth = truth_table(subject.subject, mask, affine, paint.prl, paint.owner, specs)
     return Simulated(subject, truth, params)
 

@@ -80,8 +80,8 @@ def subject_from_layers(viewer: napari.Viewer) -> Subject:
         raise DeepPRLError(f"the viewer has no {', '.join(missing)} layer of a subject. Open a "
                            "subject (File > Open, or File > Open Sample > Deep-PRL) first.")
     phase = by_role["phase"]
-    return Subject(str(phase.metadata["subject"]), np.asarray(phase.data, np.float32),
-                   np.asarray(by_role["mp2rage"].data, np.float32),
+    return Subject(str(phase.metadata["subject"]), {"phase": np.asarray(phase.data, np.float32),
+                                                     "mp2rage": np.asarray(by_role["mp2rage"].data, np.float32)},
                    np.asarray(by_role["lesions"].data, np.int32), phase.affine.affine_matrix)
 
 
