@@ -30,12 +30,14 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TextIO, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TextIO, TypeVar
 
-import nibabel as nib
 import pandas as pd
 
 from napari_deep_prl.base.errors import OutputError, nearest_existing, write_error
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 T = TypeVar("T")
 

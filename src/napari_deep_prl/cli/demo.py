@@ -25,14 +25,11 @@ GALLERY_PER_CLASS = 6
 SHOWN_LESIONS = 12
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="simulate, list lesions, draw patches, train briefly and score (built-in data)",
-        description="Run the pipeline end to end on a synthetic cohort: simulate, list lesions, "
-                    "write a picture of PRL and non-PRL patches, train Deep-PRL briefly, score "
-                    "held-out subjects and print the table. Everything lands in OUT.",
-    )
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl demo``."""
+    p.description = ("Run the pipeline end to end on a synthetic cohort: simulate, list lesions, "
+                     "write a picture of PRL and non-PRL patches, train Deep-PRL briefly, score "
+                     "held-out subjects and print the table. Everything lands in OUT.")
     p.add_argument("-o", "--out", default="demo-output", help="output folder (demo-output)")
     p.add_argument("--subjects", type=int, default=12, help="subjects to simulate (12)")
     p.add_argument("--held-out", type=int, default=2, help="subjects kept out of training and scored (2)")

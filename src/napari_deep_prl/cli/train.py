@@ -32,19 +32,16 @@ from napari_deep_prl.model.network import FUSIONS, PRESETS, ModelConfig, model_c
 from napari_deep_prl.model.train import PRECISIONS, TrainConfig, TrainResult, train
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train Deep-PRL on a cohort with ground truth; save a checkpoint",
-        description="Train the Deep-PRL network on every labelled lesion of a cohort (manifest "
-                    "with a prl_mask or prl_labels column): Adam, polynomial LR decay, class-balanced batches, "
-                    "augmentation, focal loss; a patient-level validation split picks the decision "
-                    "threshold (and, with --keep best, the epoch). Ctrl-C stops after the current step and "
-                    "still saves the best model so far. Writes MODEL.pt and MODEL_history.tsv. By default "
-                    f"{DEFAULT_MODELS} networks are cross-fitted (each validated on different patients, the "
-                    "threshold chosen on all of them) and saved together in MODEL.pt; scoring "
-                    "averages them. --models 1 trains one network (a third of the time).",
-    )
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl train``."""
+    p.description = ("Train the Deep-PRL network on every labelled lesion of a cohort (manifest "
+                     "with a prl_mask or prl_labels column): Adam, polynomial LR decay, class-balanced batches, "
+                     "augmentation, focal loss; a patient-level validation split picks the decision "
+                     "threshold (and, with --keep best, the epoch). Ctrl-C stops after the current step and "
+                     "still saves the best model so far. Writes MODEL.pt and MODEL_history.tsv. By default "
+                     f"{DEFAULT_MODELS} networks are cross-fitted (each validated on different patients, the "
+                     "threshold chosen on all of them) and saved together in MODEL.pt; scoring "
+                     "averages them. --models 1 trains one network (a third of the time).")
     d = TrainConfig()
     p.add_argument("manifest", metavar="MANIFEST", help="cohort manifest CSV or subject folder layout")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="checkpoint to write")
