@@ -75,7 +75,7 @@ def neutralised(table: pd.DataFrame) -> pd.DataFrame:
         return "'" + value if risky(value) else value  # type: ignore[operator]
 
     safer = table
-    for i, column in enumerate(table.columns):
+    for i in range(table.shape[1]):
         values = table.iloc[:, i]
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
             continue

@@ -16,6 +16,7 @@ import importlib
 import sys
 import warnings
 from collections.abc import Collection, Sequence
+from typing import TextIO
 
 from napari_deep_prl import __version__
 from napari_deep_prl.base.errors import DeepPRLError, InputWarning
@@ -52,7 +53,9 @@ def build_parser(commands: Collection[str] = tuple(COMMANDS)) -> argparse.Argume
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: TextIO | None = None, line: str | None = None) -> None:
+    """Warnings on stderr: the package's input warnings as one line, others as Python shows them."""
     if issubclass(category, InputWarning):
         print(f"warning: {message}", file=sys.stderr)
     else:

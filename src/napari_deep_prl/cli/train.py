@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -237,7 +238,7 @@ def _out_of_fold_path(model: Path) -> Path:
     return model.with_name(model.stem + "_out_of_fold.tsv")
 
 
-def _stop_on_first_interrupt(stop: threading.Event):  # noqa: ANN202
+def _stop_on_first_interrupt(stop: threading.Event) -> Callable[[int, object], None]:
     """SIGINT handler: the first Ctrl-C asks training to stop cleanly, the second interrupts."""
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():

@@ -354,7 +354,7 @@ class Project:
             table = found.table
             ratings += [Rating(name, paths.subject, int(n), "prl" if prl else "not_prl",
                                comment=f"imported from {paths.prl_mask.name}")
-                        for n, prl in zip(table["lesion"], table["prl"])]
+                        for n, prl in zip(table["lesion"], table["prl"], strict=True)]
             yield Progress(i + 1, len(self.cohort), "subjects", paths.subject)
         return len(self.store.add_ratings(ratings, kind=kind))
 
