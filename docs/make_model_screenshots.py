@@ -44,7 +44,6 @@ def main() -> None:
     import napari
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
-    from skimage.io import imsave
 
     from napari_deep_prl._napari.model.model_widget import ModelPanel
     from napari_deep_prl.active import strategies as active
@@ -75,8 +74,7 @@ def main() -> None:
     panel.table.setCurrentCell(0, 0)
     settle(app)
     IMAGES.mkdir(exist_ok=True)
-    imsave(IMAGES / "model_panel.png", viewer.screenshot(canvas_only=False, flash=False),
-           check_contrast=False)
+    viewer.screenshot(str(IMAGES / "model_panel.png"), canvas_only=False, flash=False)
 
     if not args.no_finetune:
         finetune_screenshot(app, panel)

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up napari-deep-prl on a fresh Debian/Ubuntu machine: system libraries for headless Qt/OpenGL
-# (Xvfb, Mesa, xcb), a virtual environment in .venv with the CPU build of PyTorch, and the package
-# with its test and Qt extras. Idempotent: re-running only checks what is there.
+# (Xvfb, Mesa, xcb), a virtual environment in .venv with PyTorch (see TORCH_INDEX_URL below), and
+# the package with its test and Qt extras. Idempotent: re-running only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,7 +24,10 @@ fi
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# The CPU build of torch; an unpinned torch would pull a CUDA build of several GB.
-.venv/bin/python -m pip install -q "torch==2.13.0"
+# torch before the package, so that the package's torch requirement is already met. Which build
+# pip picks depends on the machine: on Linux, PyPI serves the CUDA build (several GB); the
+# project's own machines have the CPU wheel in pip's configured wheel folder. TORCH_INDEX_URL
+# chooses the index, e.g. https://download.pytorch.org/whl/cpu for the CPU build.
+.venv/bin/python -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
 .venv/bin/python -m pip install -q -e ".[testing,pyqt]"
 echo "napari-deep-prl is installed in .venv ($(.venv/bin/deep-prl --version))"

@@ -243,12 +243,10 @@ def test_lesion_truth_reads_prl_masks_and_drops_confluent(write_subject):
     assert truth.groupby("subject")["prl"].sum().to_dict() == {"sub-01": 1, "sub-02": 0}
 
 
-def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, monkeypatch):
-    from napari_deep_prl import cli
+def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject):
+    from napari_deep_prl.cli import main
     from napari_deep_prl.data.cohort import write_manifest
 
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("cv",))  # this command alone
-    main = cli.main
     prl_sets = [(0,), (), (0, 1), (2,), (), (1,), (0, 2), ()]
     subjects = [write_subject(f"sub-{i:02d}", prl_lesions=prl, seed=i)
                 for i, prl in enumerate(prl_sets)]

@@ -10,8 +10,9 @@ import npe2
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-MANIFEST = ROOT / "napari.yaml"
+import napari_deep_prl
+
+MANIFEST = Path(napari_deep_prl.__file__).with_name("napari.yaml")
 COMMANDS = yaml.safe_load(MANIFEST.read_text())["contributions"]["commands"]
 
 

@@ -24,9 +24,8 @@ def project(tmp_path, manifest):
 
 
 @pytest.fixture
-def deep_prl(monkeypatch):
-    """Run ``deep-prl`` with only this issue's commands (others may be mid-way)."""
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ("project", "ratings"))
+def deep_prl():
+    """Run ``deep-prl`` in this process."""
     return lambda *args: cli.main([str(a) for a in args])
 
 

@@ -30,12 +30,14 @@ import socket
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, TextIO, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TextIO, TypeVar
 
-import nibabel as nib
 import pandas as pd
 
 from napari_deep_prl.base.errors import OutputError, nearest_existing, write_error
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 T = TypeVar("T")
 
@@ -73,7 +75,7 @@ def neutralised(table: pd.DataFrame) -> pd.DataFrame:
         return "'" + value if risky(value) else value  # type: ignore[operator]
 
     safer = table
-    for i, column in enumerate(table.columns):
+    for i in range(table.shape[1]):
         values = table.iloc[:, i]
         if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_datetime64_any_dtype(values):
             continue

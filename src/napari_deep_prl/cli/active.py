@@ -21,9 +21,9 @@ from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.scoring.score import checked_decision
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("active", help="uncertainty scores, queue order and fine-tuning",
-                       description="Active learning on a project (see docs/active_learning.md).")
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl active``."""
+    p.description = "Active learning on a project (see docs/active_learning.md)."
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     def common(parser: argparse.ArgumentParser) -> None:

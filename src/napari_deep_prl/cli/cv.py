@@ -31,20 +31,17 @@ def _methods(text: str) -> list[str]:
     return names
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl cv``."""
     from napari_deep_prl.evaluation.methods import DEFAULT_METHODS, METHOD_NAMES
 
-    p = sub.add_parser(
-        "cv",
-        help="nested cross-validation with the paper's per-fold report",
-        description="Patients are split into outer folds stratified by PRL count (0, 1-3, 4-7, "
-                    ">7); inside each, inner folds train models and the best validation F1 is "
-                    "tested on the outer fold. Writes per method report.md/.csv (TP, FP, FN, "
-                    "TN, F1, specificity, sensitivity, PPV, ROC AUC per fold, average, sample "
-                    "SD), roc.png, predictions.tsv and metrics.json, plus comparison.md.",
-        epilog=CLUSTER_HOWTO,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p.description = ("Patients are split into outer folds stratified by PRL count (0, 1-3, 4-7, "
+                     ">7); inside each, inner folds train models and the best validation F1 is "
+                     "tested on the outer fold. Writes per method report.md/.csv (TP, FP, FN, "
+                     "TN, F1, specificity, sensitivity, PPV, ROC AUC per fold, average, sample "
+                     "SD), roc.png, predictions.tsv and metrics.json, plus comparison.md.")
+    p.epilog = CLUSTER_HOWTO
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("manifest", nargs="?", help="cohort manifest CSV (with prl_mask or prl_labels) or folder")
     p.add_argument("-o", "--output", type=Path, help="report folder")
     p.add_argument("--merge", type=Path, metavar="REPORT_DIR",

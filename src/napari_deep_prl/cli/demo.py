@@ -8,7 +8,9 @@ table next to the simulator's truth.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from sklearn.metrics import roc_auc_score
@@ -21,18 +23,18 @@ from napari_deep_prl.data.lesions import cohort_lesion_table, find_lesions
 from napari_deep_prl.data.patches import extract_patches
 from napari_deep_prl.evaluation.figures import patch_gallery
 
+if TYPE_CHECKING:
+    from napari_deep_prl.data.images import Subject
+
 GALLERY_PER_CLASS = 6
 SHOWN_LESIONS = 12
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "demo",
-        help="simulate, list lesions, draw patches, train briefly and score (built-in data)",
-        description="Run the pipeline end to end on a synthetic cohort: simulate, list lesions, "
-                    "write a picture of PRL and non-PRL patches, train Deep-PRL briefly, score "
-                    "held-out subjects and print the table. Everything lands in OUT.",
-    )
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl demo``."""
+    p.description = ("Run the pipeline end to end on a synthetic cohort: simulate, list lesions, "
+                     "write a picture of PRL and non-PRL patches, train Deep-PRL briefly, score "
+                     "held-out subjects and print the table. Everything lands in OUT.")
     p.add_argument("-o", "--out", default="demo-output", help="output folder (demo-output)")
     p.add_argument("--subjects", type=int, default=12, help="subjects to simulate (12)")
     p.add_argument("--held-out", type=int, default=2, help="subjects kept out of training and scored (2)")
@@ -102,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gallery(subject, truth: pd.DataFrame, path: Path) -> Path:
+def _gallery(subject: Subject, truth: pd.DataFrame, path: Path) -> Path:
     """Patches of the subject's PRLs and of one non-PRL of each kind, titled by kind."""
     lesions = find_lesions(subject)
     mine = truth[(truth["subject"] == subject.subject) & truth["lesion"].isin(lesions.ids)]
@@ -114,7 +116,7 @@ def _gallery(subject, truth: pd.DataFrame, path: Path) -> Path:
                          suptitle=f"{subject.subject}: PRLs (left) and non-PRLs of each kind (right)")
 
 
-def _printer(quiet: bool):
+def _printer(quiet: bool) -> Callable[[str], None]:
     def say(message: str) -> None:
         if not quiet:
             print(message, flush=True)

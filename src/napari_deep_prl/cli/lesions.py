@@ -11,15 +11,12 @@ from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_a
 from napari_deep_prl.data.lesions import cohort_lesion_table
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "lesions",
-        help="list lesions (centre, volume, confluent flag) as a table",
-        description="One row per lesion: subject, lesion, x, y, z (voxel centre of mass), x_mm, y_mm, "
-                    "z_mm (world), volume_voxels, volume_mm3, confluent, bounding box; prl_fraction and "
-                    "prl when a prl_mask is given. Lesions are 26-connected components of a binary mask "
-                    "or the labels of an instance mask.",
-    )
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl lesions``."""
+    p.description = ("One row per lesion: subject, lesion, x, y, z (voxel centre of mass), x_mm, y_mm, "
+                     "z_mm (world), volume_voxels, volume_mm3, confluent, bounding box; prl_fraction and "
+                     "prl when a prl_mask is given. Lesions are 26-connected components of a binary mask "
+                     "or the labels of an instance mask.")
     add_subject_arguments(p)
     p.add_argument("-o", "--output", help="output table (.tsv or .csv); default: print TSV to stdout")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -9,10 +9,10 @@ from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.ratings.project import CONFIG_NAME, create_project
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("project", help="create a rating project",
-                       description="A project folder holds a reference to the cohort manifest, "
-                                   "the rating database, models and exports.")
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl project``."""
+    p.description = ("A project folder holds a reference to the cohort manifest, "
+                     "the rating database, models and exports.")
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     init = actions.add_parser(
         "init", help="create a project and register every subject's lesions",

@@ -26,9 +26,9 @@ from napari_deep_prl.ratings.project import MASK_INDEX, Project
 from napari_deep_prl.ratings.schema import LABELS
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ratings", help="add, import, compare and export ratings",
-                       description="Work with a project's rating store (see docs/ratings.md).")
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl ratings``."""
+    p.description = "Work with a project's rating store (see docs/ratings.md)."
     actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
 
     add = actions.add_parser("add", help="record one rating (exit 0 once it is on disk)")

@@ -16,12 +16,11 @@ from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings.project import Project
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "review", help="rate lesions (or adjudicate) in napari",
-        description="Open napari with the lesion review widget docked on PROJECT and the "
-                    "rater's first unrated lesion on screen; every label is saved at once. "
-                    "With --adjudicator, the adjudication widget instead.")
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl review``."""
+    p.description = ("Open napari with the lesion review widget docked on PROJECT and the "
+                     "rater's first unrated lesion on screen; every label is saved at once. "
+                     "With --adjudicator, the adjudication widget instead.")
     p.add_argument("project", help="project folder (made with `deep-prl project init`)")
     p.add_argument("--rater", required=True, help="your rater (or adjudicator) id")
     p.add_argument("--adjudicator", action="store_true",

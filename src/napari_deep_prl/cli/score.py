@@ -18,18 +18,15 @@ from napari_deep_prl.model.train import INFERENCE_BATCH, PRECISIONS
 from napari_deep_prl.scoring.score import score_cohort, truth_metrics
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "score",
-        help="score lesions with trained Deep-PRL model(s): PRL probability, decision, uncertainty",
-        description="One row per lesion: subject, lesion, x, y, z (voxel centre), x_mm, y_mm, z_mm, "
-                    "volume_mm3, prl_probability, prl (0/1 at the models' validation threshold, --threshold, or for the whole cohort "
-                    "with --cohort-decision), "
-                    "uncertainty (SD over models x TTA views; n/a for one model and one view), "
-                    "confluent; with a PRL mask (ground truth) also prl_truth, and the "
-                    "decisions are scored against it (printed). Also writes SCORES_subjects.tsv: lesions, prl_count, prl_ge1, "
-                    "prl_ge4 per subject.",
-    )
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl score``."""
+    p.description = ("One row per lesion: subject, lesion, x, y, z (voxel centre), x_mm, y_mm, z_mm, "
+                     "volume_mm3, prl_probability, prl (0/1 at the models' validation threshold, --threshold, "
+                     "or for the whole cohort with --cohort-decision), "
+                     "uncertainty (SD over models x TTA views; n/a for one model and one view), "
+                     "confluent; with a PRL mask (ground truth) also prl_truth, and the "
+                     "decisions are scored against it (printed). Also writes SCORES_subjects.tsv: lesions, "
+                     "prl_count, prl_ge1, prl_ge4 per subject.")
     add_subject_arguments(p)
     p.add_argument("--model", action="append", required=True, metavar="MODEL.pt",
                    help="checkpoint; repeat for an ensemble (probabilities averaged)")

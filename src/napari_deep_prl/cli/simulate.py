@@ -26,22 +26,18 @@ CLINICAL_OPTIONS = {"susceptibility": "--susceptibility", "phase_sign": "--phase
                     "susceptibility_voxel_size": "--susceptibility-voxel-size"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "simulate",
-        help="write a synthetic cohort (phase, MP2RAGE, FLAIR, magnitude, masks, manifest, lesion truth "
-             "table), or a clinical site's scans (--site clinical)",
-        description="Simulate a physics-based cohort: phase from a susceptibility phantom through "
-                    "the dipole kernel (paramagnetic = dark), MP2RAGE-like T1 contrast, lesions "
-                    "of seven kinds (full/partial-rim PRLs and hard negatives), and for display a "
-                    "FLAIR-like image and the T2*-weighted magnitude, all on one grid. With --site "
-                    "clinical: a clinical site's scans instead, each on its own grid, co-registered "
-                    "in world space: a vendor filtered phase (either sign) or a QSM on a tilted "
-                    "0.6 x 0.6 x 2 mm slab, an MPRAGE-like T1w and a FLAIR at 1 mm with the lesion "
-                    "masks. Acquisition parameters vary per subject unless fixed by the options below. "
-                    "Writes OUT/manifest.csv, OUT/lesions_truth.tsv, OUT/subjects.tsv and sub-XXX/ "
-                    "NIfTI images. See docs/simulator.md.",
-    )
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl simulate``."""
+    p.description = ("Simulate a physics-based cohort: phase from a susceptibility phantom through "
+                     "the dipole kernel (paramagnetic = dark), MP2RAGE-like T1 contrast, lesions "
+                     "of seven kinds (full/partial-rim PRLs and hard negatives), and for display a "
+                     "FLAIR-like image and the T2*-weighted magnitude, all on one grid. With --site "
+                     "clinical: a clinical site's scans instead, each on its own grid, co-registered "
+                     "in world space: a vendor filtered phase (either sign) or a QSM on a tilted "
+                     "0.6 x 0.6 x 2 mm slab, an MPRAGE-like T1w and a FLAIR at 1 mm with the lesion "
+                     "masks. Acquisition parameters vary per subject unless fixed by the options below. "
+                     "Writes OUT/manifest.csv, OUT/lesions_truth.tsv, OUT/subjects.tsv and sub-XXX/ "
+                     "NIfTI images. See docs/simulator.md.")
     p.add_argument("out", metavar="OUT", help="folder to write the cohort into")
     p.add_argument("--subjects", type=int, default=10, metavar="N", help="number of subjects (10)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same cohort (0)")

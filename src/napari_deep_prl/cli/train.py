@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,19 +33,16 @@ from napari_deep_prl.model.network import FUSIONS, PRESETS, ModelConfig, model_c
 from napari_deep_prl.model.train import PRECISIONS, TrainConfig, TrainResult, train
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train Deep-PRL on a cohort with ground truth; save a checkpoint",
-        description="Train the Deep-PRL network on every labelled lesion of a cohort (manifest "
-                    "with a prl_mask or prl_labels column): Adam, polynomial LR decay, class-balanced batches, "
-                    "augmentation, focal loss; a patient-level validation split picks the decision "
-                    "threshold (and, with --keep best, the epoch). Ctrl-C stops after the current step and "
-                    "still saves the best model so far. Writes MODEL.pt and MODEL_history.tsv. By default "
-                    f"{DEFAULT_MODELS} networks are cross-fitted (each validated on different patients, the "
-                    "threshold chosen on all of them) and saved together in MODEL.pt; scoring "
-                    "averages them. --models 1 trains one network (a third of the time).",
-    )
+def register(p: argparse.ArgumentParser) -> None:
+    """Fill the parser of ``deep-prl train``."""
+    p.description = ("Train the Deep-PRL network on every labelled lesion of a cohort (manifest "
+                     "with a prl_mask or prl_labels column): Adam, polynomial LR decay, class-balanced batches, "
+                     "augmentation, focal loss; a patient-level validation split picks the decision "
+                     "threshold (and, with --keep best, the epoch). Ctrl-C stops after the current step and "
+                     "still saves the best model so far. Writes MODEL.pt and MODEL_history.tsv. By default "
+                     f"{DEFAULT_MODELS} networks are cross-fitted (each validated on different patients, the "
+                     "threshold chosen on all of them) and saved together in MODEL.pt; scoring "
+                     "averages them. --models 1 trains one network (a third of the time).")
     d = TrainConfig()
     p.add_argument("manifest", metavar="MANIFEST", help="cohort manifest CSV or subject folder layout")
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="checkpoint to write")
@@ -240,7 +238,7 @@ def _out_of_fold_path(model: Path) -> Path:
     return model.with_name(model.stem + "_out_of_fold.tsv")
 
 
-def _stop_on_first_interrupt(stop: threading.Event):  # noqa: ANN202
+def _stop_on_first_interrupt(stop: threading.Event) -> Callable[[int, object], None]:
     """SIGINT handler: the first Ctrl-C asks training to stop cleanly, the second interrupts."""
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():

@@ -12,6 +12,9 @@ Layout::
 Lesions are registered once, at creation, with a fingerprint of each subject's lesion labels
 (shape, affine and label bytes): a mask edited afterwards is reported by :meth:`load_subject`
 instead of silently pairing old ratings with new lesions.
+
+The image and lesion modules (nibabel, scipy) are imported by the methods that read images, so
+opening a project to record a rating stays quick (``deep-prl ratings add`` in a shell loop).
 """
 
 from __future__ import annotations
@@ -23,9 +26,8 @@ import warnings
 from dataclasses import asdict, dataclass, fields
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -44,14 +46,15 @@ from napari_deep_prl.base.tables import (
     write_table,
     write_text,
 )
-from napari_deep_prl.data.cohort import Cohort, open_cohort
-from napari_deep_prl.data.images import Subject, header_problems
 from napari_deep_prl.data.labels import whole_numbers
-from napari_deep_prl.data.lesions import find_lesions, lesions_in_mask
 from napari_deep_prl.ratings import agreement, consensus, export
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
 from napari_deep_prl.ratings.store import Rating, RatingStore
+
+if TYPE_CHECKING:
+    from napari_deep_prl.data.cohort import Cohort
+    from napari_deep_prl.data.images import Subject
 
 CONFIG_NAME = "project.json"
 DB_NAME = "ratings.sqlite"
@@ -167,6 +170,10 @@ def create_project(root: str | Path, manifest: str | Path,
     overrides settings of ``project.json`` (same keys). Re-running on a folder whose creation
     was interrupted resumes it; a finished project is refused.
     """
+    from napari_deep_prl.data.cohort import open_cohort
+    from napari_deep_prl.data.images import header_problems
+    from napari_deep_prl.data.lesions import lesions_in_mask
+
     root = check_output(root, folder=True)
     config_path = root / CONFIG_NAME
     if config_path.exists():
@@ -242,6 +249,8 @@ class Project:
     def cohort(self) -> Cohort:
         """The cohort of the project's manifest (paths only; nothing loaded). Its ids were
         checked by ``project init``; a project made before ids were checked keeps opening."""
+        from napari_deep_prl.data.cohort import open_cohort
+
         return open_cohort(self.root / self.config.manifest, check_ids=False)
 
     @property
@@ -327,6 +336,8 @@ class Project:
         The labels are stored as the reference ``reference`` (default ``prl_mask``: ground
         truth never votes), or as the rater ``rater`` when one is given (a person's read).
         """
+        from napari_deep_prl.data.lesions import find_lesions
+
         if rater is not None and reference is not None:
             raise InputError("give a rater or a reference id for the prl_mask labels, not both.")
         name, kind = (rater, "rater") if rater is not None else (reference or "prl_mask",
@@ -343,7 +354,7 @@ class Project:
             table = found.table
             ratings += [Rating(name, paths.subject, int(n), "prl" if prl else "not_prl",
                                comment=f"imported from {paths.prl_mask.name}")
-                        for n, prl in zip(table["lesion"], table["prl"])]
+                        for n, prl in zip(table["lesion"], table["prl"], strict=True)]
             yield Progress(i + 1, len(self.cohort), "subjects", paths.subject)
         return len(self.store.add_ratings(ratings, kind=kind))
 
@@ -452,6 +463,10 @@ class Project:
         (ids made safe by :mod:`napari_deep_prl.base.filenames`); returns the index of the files
         (:data:`MASK_INDEX_COLUMNS`), also written last as :data:`MASK_INDEX` in ``folder``.
         """
+        import nibabel as nib
+
+        from napari_deep_prl.data.masks import label_lesions
+
         folder = Path(folder)
         labels = self._mask_labels()
         subjects = file_components(self.cohort.ids, what="subject id")
