@@ -3,7 +3,8 @@
 One subject on a small grid (112 × 112 × 108 voxels of 1 mm) carries N lesions of 2 × 2 × 2
 voxels on a lattice 5 voxels apart (one in 12 a PRL), for N = 20, 1,000 and 10,000: the subject of
 the memory tests (``tests/capped.py``). The grid is the same for all, so loading it costs the
-same. Each command runs in its own process, and its peak resident memory (the kernel's high-water mark, ``ru_maxrss`` from
+same. Each command runs in its own process, and its peak resident memory (the kernel's high-water mark,
+``ru_maxrss`` from
 ``os.wait4``) is printed with its ratio to the peak of a process that imports the same command
 line and loads that subject alone (the baseline, measured in the same run).
 
@@ -32,7 +33,7 @@ from napari_deep_prl.data.splits import validation_shares
 from napari_deep_prl.model.train import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
-from capped import lattice_subject  # noqa: E402  (the subject the memory tests cap)
+from capped import lattice_subject
 
 BASELINE = ("from napari_deep_prl.cli import build_parser; build_parser(); "
             "from napari_deep_prl.data.images import open_cohort; open_cohort(sys.argv[1])[0].load()")

@@ -80,7 +80,8 @@ def main() -> None:
             resample = median_seconds(resampling(subject), REPEATS)
             moved = [f"{name} {record.grid.shape}" for name, record in subject.grids.items()
                      if record.resampling in ("linear", "nearest")]
-            print(f"reference {subject.reference} {subject.shape} ({' × '.join(f'{z:.2g}' for z in subject.zooms)} mm), "
+            zooms = " × ".join(f"{z:.2g}" for z in subject.zooms)
+            print(f"reference {subject.reference} {subject.shape} ({zooms} mm), "
                   f"resampled: {', '.join(moved)}")
             print(f"  load with resampling:  {load * 1000:7.1f} ms")
             print(f"  resampling alone:      {resample * 1000:7.1f} ms   = {resample / (load - resample):.2f} x "

@@ -112,8 +112,8 @@ def main() -> None:
 
     from napari_deep_prl._napari.model.model_widget import ModelPanel
     from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
-    from napari_deep_prl._napari.review.subject_images import prepare_subject
     from napari_deep_prl._napari.review.review_widget import ReviewWidget
+    from napari_deep_prl._napari.review.subject_images import prepare_subject
 
     app = QApplication.instance() or QApplication([])
     viewer = napari.Viewer(show=True, title="Deep-PRL review")

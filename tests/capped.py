@@ -54,4 +54,5 @@ def lattice_subject(folder: Path, name: str, n_lesions: int, shape=(112, 112, 10
     files = {role: folder / name / f"{name}_{role}.nii.gz" for role in images}
     for role, data in images.items():
         nib.save(nib.Nifti1Image(data, np.eye(4)), files[role])
-    return SubjectPaths(name, (("phase", files["phase"]), ("mp2rage", files["mp2rage"])), files["mask"], files["prlmask"])
+    images = (("phase", files["phase"]), ("mp2rage", files["mp2rage"]))
+    return SubjectPaths(name, images, files["mask"], files["prlmask"])

@@ -49,7 +49,7 @@ def adjudicate(make_napari_viewer, qtbot):
 
     yield make
     for widget in made:
-        qtbot.waitUntil(lambda: not widget.display.busy and widget.agreement.worker is None,
+        qtbot.waitUntil(lambda: not widget.display.busy and widget.agreement.worker is None,  # noqa: B023 (called at once, inside the loop)
                         timeout=20000)
         assert widget.errors == []
 

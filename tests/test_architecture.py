@@ -8,9 +8,8 @@ through a chain of imports.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
-
 import graphlib
+from pathlib import Path
 
 import pytest
 
@@ -47,7 +46,8 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(parent + ([base] if base else []))
             if base.split(".")[0] != NAME:
                 continue
             for alias in node.names:

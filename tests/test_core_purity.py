@@ -16,7 +16,8 @@ GUI_PACKAGES = ("qtpy", "napari", "magicgui", "PyQt5", "PyQt6", "PySide2", "PySi
 
 
 def test_core_modules_found():
-    assert {"napari_deep_prl.data.images", "napari_deep_prl.data.lesions", "napari_deep_prl.data.patches"} <= set(CORE_MODULES)
+    expected = {"napari_deep_prl.data.images", "napari_deep_prl.data.lesions", "napari_deep_prl.data.patches"}
+    assert expected <= set(CORE_MODULES)
 
 
 def test_core_imports_no_gui():

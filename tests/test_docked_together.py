@@ -46,7 +46,7 @@ def lab(make_napari_viewer, tmp_path, manifest, qtbot):
         viewer.window.add_dock_widget(widget, name=name, area="right")
     yield viewer, review, panel, adjudication, tmp_path / "project", model_path
     for widget in (review, adjudication):
-        qtbot.waitUntil(lambda: not widget.display.busy, timeout=20000)
+        qtbot.waitUntil(lambda: not widget.display.busy, timeout=20000)  # noqa: B023 (called at once, inside the loop)
     qtbot.waitUntil(lambda: adjudication.agreement.worker is None, timeout=20000)
     assert errors == []
 

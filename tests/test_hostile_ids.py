@@ -120,7 +120,8 @@ def test_a_rater_named_prl_never_becomes_the_truth(manifest, tmp_path, capsys):
     assert wide.columns.tolist() == ["subject", "lesion", "rater_ann", "rater_prl", "consensus",
                                      "consensus_method"]
     one, out = read_manifest(manifest)[0], tmp_path / "lesions.tsv"
-    single = ["lesions", "--phase", str(one.image("phase")), "--mp2rage", str(one.image("mp2rage")), "--mask", str(one.mask),
+    single = ["lesions", "--phase", str(one.image("phase")), "--mp2rage", str(one.image("mp2rage")),
+              "--mask", str(one.mask),
               "--subject", "sub-01", "--prl-labels", str(export), "-o", str(out), "--quiet"]
     assert cli.main(single) == 0
     truth = pd.read_csv(out, sep="\t").set_index("lesion")["prl"]
@@ -197,7 +198,7 @@ def test_import_refuses_a_row_it_would_mangle_and_stores_nothing(project, tmp_pa
 
 
 @pytest.mark.filterwarnings("always::napari_deep_prl.base.errors.InputWarning")  # printed by the CLI
-def test_a_rater_named_NA_stays_NA_and_exact_repeats_are_imported_once(project, tmp_path, capsys):
+def test_a_rater_named_na_stays_na_and_exact_repeats_are_imported_once(project, tmp_path, capsys):
     table = tmp_path / "ratings.tsv"
     table.write_text("subject\tlesion\trater\tlabel\tconfidence\nsub-01\t1\tNA\tprl\t4\n"
                      "sub-01\t1\tNA\tprl\t4\nsub-01\t2.0\tNA\tnot_prl\t\n")

@@ -135,7 +135,8 @@ def test_float_mask_with_integer_values_accepted(write_subject, tmp_path, save_n
     paths = write_subject()
     labels = nib.load(paths.mask).get_fdata().astype(np.float32) * 3
     as_float = save_nifti(tmp_path / "float_mask.nii.gz", labels)
-    assert set(np.unique(load_subject(phase=paths.image("phase"), mp2rage=paths.image("mp2rage"), mask=as_float).mask)) == {0, 3}
+    loaded = load_subject(phase=paths.image("phase"), mp2rage=paths.image("mp2rage"), mask=as_float)
+    assert set(np.unique(loaded.mask)) == {0, 3}
 
 
 def test_negative_mask_refused(write_subject, tmp_path, save_nifti):

@@ -80,7 +80,8 @@ def test_a_project_consensus_export_trains_a_model_from_the_cli(manifest, tmp_pa
     assert main(["score", str(labelled), "--model", str(model), "-o", str(tmp_path / "s.tsv"), "--quiet"]) == 0
     assert "against the ground truth (3 PRLs of 9 labelled" in capsys.readouterr().err
     one = cohort[0]
-    assert main(["score", "--phase", str(one.image("phase")), "--mp2rage", str(one.image("mp2rage")), "--mask", str(one.mask),
+    assert main(["score", "--phase", str(one.image("phase")), "--mp2rage", str(one.image("mp2rage")),
+                 "--mask", str(one.mask),
                  "--prl-labels", str(consensus), "--subject", one.subject, "--model", str(model),
                  "-o", str(tmp_path / "one.tsv"), "--quiet"]) == 0
     assert "against the ground truth (1 PRLs of 3 labelled" in capsys.readouterr().err

@@ -65,7 +65,8 @@ def test_a_header_promising_more_than_its_file_holds_is_refused_as_truncated(tmp
     # under the voxel limit, and more than the memory cap: reading it first would fail for lack of memory
     shape = (1000, 1000, 260)
     phase = lying_header(tmp_path / f"phase.nii{'.gz' if compress else ''}", shape, dtype, compress=compress)
-    error = one_line_error(run_cli("lesions", "--phase", phase, "--mp2rage", small.image("mp2rage"), "--mask", small.mask))
+    error = one_line_error(run_cli("lesions", "--phase", phase, "--mp2rage", small.image("mp2rage"),
+                                   "--mask", small.mask))
     holds = "it decompresses to fewer" if compress else "the file holds 1,376"
     assert (f"{phase}: phase image header promises {shape} {np.dtype(dtype)} voxels, "
             f"{352 + int(np.prod(shape)) * np.dtype(dtype).itemsize:,} bytes of file, but {holds}: the file is "
@@ -86,7 +87,8 @@ def test_a_valid_gzip_of_gigabytes_is_refused_by_the_voxel_limit(tmp_path, small
         for start in range(0, 999_000_000, len(block)):
             fh.write(compressor.compress(block[:min(len(block), 999_000_000 - start)]))
         fh.write(compressor.flush())
-    error = one_line_error(run_cli("lesions", "--phase", phase, "--mp2rage", small.image("mp2rage"), "--mask", small.mask))
+    error = one_line_error(run_cli("lesions", "--phase", phase, "--mp2rage", small.image("mp2rage"),
+                                   "--mask", small.mask))
     assert "= 999,000,000 voxels, more than the" in error
 
 

@@ -37,7 +37,7 @@ def _fork(work, *args) -> tuple[int, int]:
                 os.write(write_fd, (text + "\n").encode())
 
             work(write_line, *args)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 (any failure means the same here)
             os.write(write_fd, ("ERROR " + traceback.format_exc().replace("\n", " | ") + "\n")
                      .encode())
             code = 1

@@ -42,7 +42,7 @@ def dock(make_napari_viewer, qtbot):
 
     yield make
     for widget in docked:
-        qtbot.waitUntil(lambda: not widget.display.busy, timeout=20000)
+        qtbot.waitUntil(lambda: not widget.display.busy, timeout=20000)  # noqa: B023 (called at once, inside the loop)
         assert widget.errors == []
 
 

@@ -210,7 +210,7 @@ class Rater:
             sys.meta_path.insert(0, _NoNewImports())
             with contextlib.redirect_stdout(output), contextlib.redirect_stderr(output):
                 outcome = ("returned", fn(*args))
-        except BaseException:
+        except BaseException:  # noqa: BLE001 (any failure means the same here)
             outcome = ("raised", traceback.format_exc())
         try:
             with os.fdopen(write, "wb") as fh:

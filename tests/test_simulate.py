@@ -256,7 +256,8 @@ def test_extra_contrasts_change_nothing_else():
     for name, image in both.subject.images.items():
         assert image.dtype == np.float32 and image.shape == both.subject.shape
         assert np.array_equal(image, again.subject.images[name]), name
-    with pytest.raises(InputError, match="unknown simulated contrast\\(s\\): t2. The research site makes flair, magnitude"):
+    with pytest.raises(InputError,
+                       match="unknown simulated contrast\\(s\\): t2. The research site makes flair, magnitude"):
         simulate_subject(3, contrasts=("t2",), **SMALL)
 
 

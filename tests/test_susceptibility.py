@@ -50,7 +50,8 @@ def warned(image: np.ndarray, affine: np.ndarray, contrast: str, **options) -> l
 
 @pytest.mark.parametrize("index", [0, 1])
 def test_dark_and_bright_phases_are_told_apart(scans, index):
-    dark, bright = paramagnetic_sign(*scans[f"dark{index}"], "phase"), paramagnetic_sign(*scans[f"bright{index}"], "phase")
+    dark = paramagnetic_sign(*scans[f"dark{index}"], "phase")
+    bright = paramagnetic_sign(*scans[f"bright{index}"], "phase")
     assert dark < -0.1 and bright > 0.1
     assert warned(*scans[f"dark{index}"], "phase") == []
     [message] = warned(*scans[f"bright{index}"], "phase")

@@ -286,7 +286,8 @@ def find_bids_subjects(
     raw = _scan(bids_dir, "raw", RAW_DATATYPES)
     if not raw.folders:
         seen = sorted(p.name for p in _entries(bids_dir))[:10]
-        raise file_error(bids_dir, f"not a BIDS dataset: no sub-<label> folders (it holds: {', '.join(seen) or 'nothing'})",
+        holds = ", ".join(seen) or "nothing"
+        raise file_error(bids_dir, f"not a BIDS dataset: no sub-<label> folders (it holds: {holds})",
                          "Give the dataset's top folder, the one holding sub-<label> folders and "
                          "dataset_description.json.")
     if not any(f.contrast in RAW_CONTRASTS for f in raw.files):

@@ -63,7 +63,7 @@ class Cohort(Sequence[SubjectPaths]):
     def __len__(self) -> int:
         return len(self._subjects)
 
-    def __getitem__(self, key):  # type: ignore[override]
+    def __getitem__(self, key: str | int | slice) -> SubjectPaths:  # type: ignore[override]
         if isinstance(key, str):
             try:
                 return self._subjects[self._index[key]]

@@ -626,7 +626,7 @@ def _uncompressed_named_gz(path: Path) -> nib.Nifti1Image | None:
     for kind in (nib.Nifti1Image, nib.Nifti2Image):
         try:
             img = kind.from_bytes(raw)
-        except Exception:  # not this kind of NIfTI: try the next
+        except Exception:  # not this kind of NIfTI: try the next  # noqa: BLE001 (any failure means the same here)
             continue
         warnings.warn(f"{path}: not gzip-compressed although named .gz; read as an uncompressed NIfTI "
                       "(rename it to .nii to silence this).", InputWarning, stacklevel=4)

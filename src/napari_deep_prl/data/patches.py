@@ -303,7 +303,8 @@ def _tissue_medians(phase: np.ndarray, tissue: np.ndarray) -> np.ndarray:
                     dtype=phase.dtype)
 
 
-def _patch_index(centres: np.ndarray, size: int, shape: tuple[int, ...], stride: int = 1):
+def _patch_index(centres: np.ndarray, size: int, shape: tuple[int, ...],
+                 stride: int = 1) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
     """Voxel coordinates along each axis (clipped into the volume), ``(n, k)`` each, and the
     in-volume mask ``(n, k, k, k)``."""
     offsets = np.arange(size)[::stride] - size // 2

@@ -100,7 +100,8 @@ def check_susceptibility(image: np.ndarray, affine: np.ndarray, contrast: str, p
         return
     if contrast == "phase" and asymmetry > MIN_ASYMMETRY:
         if flipped:
-            advice = "it was negated by --flip-phase (flip_phase=True): drop that option unless you know the scanner's sign"
+            advice = ("it was negated by --flip-phase (flip_phase=True): drop that option unless you know the "
+                      "scanner's sign")
         else:
             advice = ("if the scanner writes the other sign (as some vendors do), load it with --flip-phase "
                       "(flip_phase=True); if you know the sign is right, ignore this")

@@ -276,7 +276,7 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     for step, (method, fold) in enumerate(jobs, start=1):
         results, members = yield from run_fold(method, truth, splits, fold,
                                                seed=config.seed, ensemble=config.ensemble)
-        write_or_rescue(lambda root: _save_fold(root, method.name, fold, results, members), out_dir,
+        write_or_rescue(lambda root: _save_fold(root, method.name, fold, results, members), out_dir,  # noqa: B023 (called at once, inside the loop)
                         f"the results of fold {fold} of {method.name} (under folds/)")
         record = results[0][0]
         yield Progress(step, len(jobs), "cv", f"{method.name} fold {fold}",

@@ -92,7 +92,8 @@ class Patches:
     def of(cls, blocks: Sequence[Block]) -> Patches:
         """All the rows of ``blocks`` (one or more), in order."""
         sizes = [len(b) for b in blocks]
-        return cls(tuple(blocks), np.repeat(np.arange(len(blocks)), sizes), np.concatenate([np.arange(n) for n in sizes]))
+        return cls(tuple(blocks), np.repeat(np.arange(len(blocks)), sizes),
+                   np.concatenate([np.arange(n) for n in sizes]))
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -465,7 +465,6 @@ class Project:
         """
         import nibabel as nib
 
-        from napari_deep_prl.data.masks import label_lesions
 
         folder = Path(folder)
         labels = self._mask_labels()
