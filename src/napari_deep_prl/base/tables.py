@@ -32,12 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, TextIO, TypeVar
 
-import pandas as pd
-
 from napari_deep_prl.base.errors import OutputError, nearest_existing, write_error
 
 if TYPE_CHECKING:
     import nibabel as nib
+    import pandas as pd
 
 T = TypeVar("T")
 
@@ -68,6 +67,8 @@ def print_table(table: pd.DataFrame, file: TextIO, *, sep: str = "\t", float_for
 def neutralised(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with a ``'`` before every text cell and column name a spreadsheet would run
     as a formula (:data:`FORMULA_STARTS`); ``table`` itself when there is none."""
+    import pandas as pd
+
     def risky(value: object) -> bool:
         return isinstance(value, str) and value.startswith(FORMULA_STARTS)
 

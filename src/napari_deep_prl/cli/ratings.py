@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_with_tqdm
@@ -17,13 +16,13 @@ from napari_deep_prl.base.tables import (
     separator_for,
     write_table,
 )
-from napari_deep_prl.ratings.agreement import (
-    UNSURE_MODES,
-    AgreementSummary,
-    describe_estimate,
-)
 from napari_deep_prl.ratings.project import MASK_INDEX, Project
-from napari_deep_prl.ratings.schema import LABELS
+from napari_deep_prl.ratings.schema import LABELS, UNSURE_MODES
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from napari_deep_prl.ratings.agreement import AgreementSummary
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -186,6 +185,8 @@ def run_reference(args: argparse.Namespace) -> int:
 
 
 def run_consensus(args: argparse.Namespace) -> int:
+    import pandas as pd
+
     where = f"{args.subject} lesion {args.lesion}"
     with Project.open(args.project) as project:
         if not args.retract:
@@ -209,6 +210,8 @@ def run_consensus(args: argparse.Namespace) -> int:
 def _read_table(path: Path) -> pd.DataFrame:
     """Every cell as the text it is: no NA guessing, so a rater named NA stays NA and a blank
     cell stays blank for the import to refuse with its line."""
+    import pandas as pd
+
     try:
         return pd.read_csv(path, sep=separator_for(path), dtype=str, keep_default_na=False,
                            encoding="utf-8-sig")
@@ -239,6 +242,8 @@ def run_agreement(args: argparse.Namespace) -> int:
 
 def agreement_text(summary: AgreementSummary) -> str:
     """The agreement figures in words, n/a with the reason where one cannot be computed."""
+    from napari_deep_prl.ratings.agreement import describe_estimate
+
     lines = []
     for row in summary.pairs.itertuples():
         if row.rater_a == "all":

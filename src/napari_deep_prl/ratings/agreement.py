@@ -32,9 +32,7 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.base.errors import InputError
-from napari_deep_prl.ratings.schema import LABELS
-
-UNSURE_MODES = ("category", "exclude")
+from napari_deep_prl.ratings.schema import LABELS, UNSURE_MODES
 
 #: Fewest subjects for a subject-bootstrap CI: resampling one or two subjects gives at most
 #: three distinct resamples, not an interval.
@@ -125,7 +123,7 @@ def kappa_with_ci(a: Sequence[str], b: Sequence[str], groups: Sequence[str] | No
     if len(set(a) | set(b)) == 1:
         return {**result, "note": ONE_LABEL}
     result["cohen_kappa"] = cohen_kappa(a, b)
-    constant = [name for name, labels in zip(names, (a, b)) if len(set(labels)) == 1]
+    constant = [name for name, labels in zip(names, (a, b), strict=True) if len(set(labels)) == 1]
     if constant:
         return {**result, "note": f"{constant[0]} used only one label: kappa is 0 by "
                                   "construction"}
@@ -310,7 +308,7 @@ def per_subject_agreement(current: pd.DataFrame, lesions: pd.DataFrame, *,
     table = table.reindex(columns=["n_lesions", "n", "percent_agreement", "fleiss_kappa"])
     table["n"] = table["n"].fillna(0).astype(int)
     table["note"] = [_fleiss_note(len(raters), n, kappa)
-                     for n, kappa in zip(table["n"], table["fleiss_kappa"])]
+                     for n, kappa in zip(table["n"], table["fleiss_kappa"], strict=True)]
     prl = (current[current["label"] == "prl"].groupby(["subject", "rater"]).size()
            .unstack(fill_value=0).reindex(index=table.index, columns=raters, fill_value=0))
     table = table.join(prl.fillna(0).astype(int).add_prefix("prl_count_"))
@@ -350,7 +348,7 @@ def rater_vs_consensus(current: pd.DataFrame, consensus: pd.DataFrame, *,
     keys = ["rater", "subject"] if per_subject else ["rater"]
     definite = consensus[consensus["consensus"].isin(["prl", "not_prl"])]
     merged = current.merge(definite[["subject", "lesion", "consensus"]], on=["subject", "lesion"])
-    rows = [{**dict(zip(keys, group if per_subject else (group,))),
+    rows = [{**dict(zip(keys, group if per_subject else (group,), strict=True)),
              **sensitivity_specificity(part["label"], part["consensus"])}
             for group, part in merged.groupby(keys if per_subject else "rater")]
     return pd.DataFrame(rows, columns=[*keys, *COUNT_COLUMNS])

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings.schema import LABELS
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RULES = ("unanimous", "majority")
 
@@ -72,6 +75,8 @@ def consensus_table(lesions: pd.DataFrame, current: pd.DataFrame, decisions: pd.
     ``pending`` ``True`` when they have at least ``min_raters`` ratings (they are in the
     adjudication queue).
     """
+    import pandas as pd
+
     votes = current if rule.raters is None else current[current["rater"].isin(rule.raters)]
     counts = (votes.groupby(["lesion_key", "label"]).size().unstack(fill_value=0)
               .reindex(index=lesions["lesion_key"], columns=list(LABELS), fill_value=0)

@@ -11,10 +11,13 @@ say each row's ``kind`` (``rater`` or ``reference``).
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from napari_deep_prl.ratings.consensus import labels_by_lesion
 from napari_deep_prl.ratings.store import REFERENCE_PREFIX
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 LONG_COLUMNS = ["subject", "lesion", "rater", "kind", "label", "repeat", "confidence", "reason",
                 "comment", "created_at", "seconds", "session", "package_version",

@@ -13,8 +13,9 @@ Lesions are registered once, at creation, with a fingerprint of each subject's l
 (shape, affine and label bytes): a mask edited afterwards is reported by :meth:`load_subject`
 instead of silently pairing old ratings with new lesions.
 
-The image and lesion modules (nibabel, scipy) are imported by the methods that read images, so
-opening a project to record a rating stays quick (``deep-prl ratings add`` in a shell loop).
+Opening a project and recording a rating import neither pandas nor the image modules (nibabel,
+scipy): the methods that build tables or read images import them, so ``deep-prl ratings add``
+in a shell loop stays quick.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from napari_deep_prl.base.errors import (
     InputError,
@@ -46,15 +46,17 @@ from napari_deep_prl.base.tables import (
     write_table,
     write_text,
 )
-from napari_deep_prl.data.labels import whole_numbers
-from napari_deep_prl.ratings import agreement, consensus, export
+from napari_deep_prl.ratings import consensus, export
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
 from napari_deep_prl.ratings.store import Rating, RatingStore
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from napari_deep_prl.data.cohort import Cohort
     from napari_deep_prl.data.images import Subject
+    from napari_deep_prl.ratings.agreement import AgreementSummary
 
 CONFIG_NAME = "project.json"
 DB_NAME = "ratings.sqlite"
@@ -362,6 +364,8 @@ class Project:
         """Turn a rater into a reference (:meth:`RatingStore.make_reference`): its labels stay
         but no longer vote. Returns the lesions whose consensus changed: ``subject, lesion,
         before, after`` (``None`` where a lesion has none)."""
+        import pandas as pd
+
         before = self.consensus()
         self.store.make_reference(rater, keep_decisions=keep_decisions)
         after = self.consensus()
@@ -406,6 +410,8 @@ class Project:
     def training_labels(self, source: str = "consensus") -> pd.DataFrame:
         """``subject, lesion, prl`` for training, from consensus or one rater's or reference's
         labels; lesions without a definite label are left out."""
+        import pandas as pd
+
         if source == "consensus":
             labels = self.consensus().rename(columns={"consensus": "label"})
         else:
@@ -418,8 +424,10 @@ class Project:
                              "prl": definite["label"] == "prl"}).reset_index(drop=True)
 
     def agreement(self, *, unsure: str = "category", n_boot: int = 1000,
-                  seed: int = 0) -> agreement.AgreementSummary:
+                  seed: int = 0) -> AgreementSummary:
         """Every agreement statistic of the current ratings."""
+        from napari_deep_prl.ratings import agreement
+
         current, lesions = self.store.current(), self.lesions()
         icc, icc_n, icc_note = agreement.prl_count_icc(current, lesions)
         agreed = self.consensus(current)
@@ -464,6 +472,7 @@ class Project:
         (:data:`MASK_INDEX_COLUMNS`), also written last as :data:`MASK_INDEX` in ``folder``.
         """
         import nibabel as nib
+        import pandas as pd
 
 
         folder = Path(folder)
@@ -498,6 +507,8 @@ class Project:
     def _mask_labels(self) -> pd.DataFrame:
         """``subject, lesion, label, source, id``: the consensus of every lesion (label
         ``None`` where there is none), then every current rater and reference label."""
+        import pandas as pd
+
         current = self.store.current()
         agreed = self.consensus(current).rename(columns={"consensus": "label"})
         return pd.concat([
@@ -512,6 +523,10 @@ def _table_ratings(table: pd.DataFrame, source: str, needed: tuple[str, ...],
                    reference: str | None) -> tuple[list[tuple[int, Rating]], list[int]]:
     """The ratings of an import table with their line numbers, each rater's lesion once; and
     the lines that repeat an earlier one exactly (see :meth:`Project.import_ratings`)."""
+    import pandas as pd
+
+    from napari_deep_prl.data.labels import whole_numbers
+
     optional = [c for c in ("confidence", "reason", "comment") if c in table]
     numbers = {c: whole_numbers(table[c]) for c in ("lesion", "confidence") if c in table}
     first: dict[tuple[str, int, str], tuple[int, Rating]] = {}
@@ -545,5 +560,7 @@ def _table_ratings(table: pd.DataFrame, source: str, needed: tuple[str, ...],
 
 def _cell(value: object) -> str:
     """A table cell as stripped text; blank when missing (nothing is read as NA)."""
+    import pandas as pd
+
     return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value).strip()
 

@@ -29,14 +29,17 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from napari_deep_prl.base.errors import InputError, StoreError
 from napari_deep_prl.ratings.store import Provenance, RatingStore
 
-Ranker = Callable[[pd.DataFrame], Sequence[int]]
+if TYPE_CHECKING:
+    import pandas as pd
+
+Ranker = Callable[["pd.DataFrame"], Sequence[int]]
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,7 @@ class RaterQueue:
         lesions too, as a rater may go to one on purpose."""
         lesions = self._all_lesions
         columns = [lesions[c].tolist() for c in ("subject", "lesion", "x", "y", "z", "volume_mm3")]
-        return dict(zip(lesions["lesion_key"].tolist(), zip(*columns)))
+        return dict(zip(lesions["lesion_key"].tolist(), zip(*columns, strict=True), strict=True))
 
     @cached_property
     def _plan(self) -> tuple[list[int], list[int], dict[int, int]]:
@@ -192,7 +195,7 @@ class RaterQueue:
         n_repeats = int(round(design.repeat_fraction * len(keys)))
         repeats = rng.choice(keys, size=n_repeats, replace=False)
         gaps = rng.integers(design.repeat_gap, 2 * design.repeat_gap + 1, size=n_repeats)
-        return calibration, ranked, {int(k): int(g) for k, g in zip(repeats, gaps)}
+        return calibration, ranked, {int(k): int(g) for k, g in zip(repeats, gaps, strict=True)}
 
     def refresh(self) -> None:
         """Re-read the lesions and re-rank (e.g. after a model wrote new predictions)."""
@@ -238,6 +241,8 @@ class RaterQueue:
 
     def undo(self) -> QueueItem | None:
         """Retract the rater's latest rating; return that lesion (to show it again)."""
+        import pandas as pd
+
         retracted = self.store.undo_last(self.rater)
         if retracted is None:
             return None

@@ -32,6 +32,10 @@ DEFAULT_EXCLUSION_REASONS = (
 
 CONSENSUS_METHODS = ("unanimous", "majority", "adjudicated")
 
+#: How agreement statistics treat ``unsure``: a third category, or lesions any compared rater
+#: called unsure left out.
+UNSURE_MODES = ("category", "exclude")
+
 #: What an id in the ``raters`` table is: a rater votes; a reference is only compared with.
 KINDS = ("rater", "reference")
 

@@ -32,11 +32,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from napari_deep_prl import __version__
 from napari_deep_prl.base.errors import (
@@ -46,6 +44,9 @@ from napari_deep_prl.base.errors import (
 from napari_deep_prl.base.filenames import check_id, id_problem
 from napari_deep_prl.ratings import schema, sqlite_file
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 T = TypeVar("T")
 
 _LESION_COLUMNS = ("lesion", "x", "y", "z", "volume_voxels", "volume_mm3", "confluent")
@@ -53,7 +54,7 @@ _LESION_COLUMNS = ("lesion", "x", "y", "z", "volume_voxels", "volume_mm3", "conf
 
 def utc_now() -> str:
     """Timestamp stored with every row: UTC, ISO 8601, milliseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 @dataclass(frozen=True)
@@ -222,14 +223,20 @@ class RatingStore:
         with self._lock:
             return self._retry(attempt, "the change was not written")
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
-        def run() -> pd.DataFrame:
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """The column names and rows of a query (no pandas: recording a rating needs none)."""
+        def run() -> tuple[list[str], list[tuple[Any, ...]]]:
             cursor = self._conn.execute(sql, params)
-            columns = [d[0] for d in cursor.description]
-            return pd.DataFrame.from_records(cursor.fetchall(), columns=columns)
+            return [d[0] for d in cursor.description], cursor.fetchall()
 
         with self._lock:
             return self._retry(run)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
+        import pandas as pd
+
+        columns, rows = self._rows(sql, params)
+        return pd.DataFrame.from_records(rows, columns=columns)
 
     # -- raters and lesions --------------------------------------------------------------
 
@@ -374,7 +381,7 @@ class RatingStore:
     def fingerprints(self) -> dict[str, str]:
         """Mask fingerprint of every registered subject."""
         frame = self._query("SELECT subject, mask_fingerprint FROM subjects")
-        return dict(zip(frame["subject"], frame["mask_fingerprint"]))
+        return dict(zip(frame["subject"], frame["mask_fingerprint"], strict=True))
 
     def lesions(self) -> pd.DataFrame:
         """Registered lesions: ``lesion_key, subject, lesion, x, y, z, volume_voxels, ...``."""
@@ -386,8 +393,8 @@ class RatingStore:
         """Internal key of a lesion; :class:`InputError` naming what is unknown."""
         key = self._keys.get((subject, int(lesion)))
         if key is None:
-            frame = self._query("SELECT lesion_key, subject, lesion FROM lesions")
-            self._keys = {(s, int(n)): int(k) for k, s, n in frame.itertuples(index=False)}
+            _, rows = self._rows("SELECT lesion_key, subject, lesion FROM lesions")
+            self._keys = {(s, int(n)): int(k) for k, s, n in rows}
             key = self._keys.get((subject, int(lesion)))
         if key is None:
             subjects = sorted({s for s, _ in self._keys})
@@ -591,6 +598,8 @@ class RatingStore:
 
     def add_predictions(self, model_id: str, predictions: pd.DataFrame) -> int:
         """Store a model's predictions (``subject, lesion, probability[, uncertainty]``)."""
+        import pandas as pd
+
         now = utc_now()
         probability = predictions["probability"].astype(float)
         if not probability.between(0, 1).all():
@@ -599,7 +608,7 @@ class RatingStore:
         uncertainty = predictions.get("uncertainty", pd.Series(None, index=predictions.index))
         rows = [(self.lesion_key(s, n), model_id, p, _plain(u), now)
                 for s, n, p, u in zip(predictions["subject"], predictions["lesion"],
-                                      probability, uncertainty)]
+                                      probability, uncertainty, strict=True)]
         self._write(lambda conn: conn.executemany(
             "INSERT INTO predictions (lesion_key, model_id, probability, uncertainty, "
             "created_at) VALUES (?, ?, ?, ?, ?)", rows))
