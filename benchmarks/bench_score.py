@@ -32,7 +32,7 @@ from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.network import PRESETS, DeepPRL
-from napari_deep_prl.model.train import precision_name, resolve_precision
+from napari_deep_prl.model.inference import precision_name, resolve_precision
 from napari_deep_prl.scoring.score import predict_patches, score_cohort
 from napari_deep_prl.simulate import simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject

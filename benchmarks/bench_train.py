@@ -34,12 +34,8 @@ from napari_deep_prl.model.network import (
     count_parameters,
     flops_per_patch,
 )
-from napari_deep_prl.model.train import (
-    TrainConfig,
-    precision_name,
-    resolve_precision,
-    train,
-)
+from napari_deep_prl.model.inference import precision_name, resolve_precision
+from napari_deep_prl.model.train import TrainConfig, train
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:

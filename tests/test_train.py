@@ -18,15 +18,14 @@ from napari_deep_prl.model.metrics import (
     best_f1_threshold,
     operating_point,
 )
-from napari_deep_prl.model.network import inference_copy
-from napari_deep_prl.model.train import (
+from napari_deep_prl.model.inference import (
     TTA_VIEWS,
     predict_views,
     resolve_device,
     resolve_precision,
-    split_validation,
-    train,
 )
+from napari_deep_prl.model.network import inference_copy
+from napari_deep_prl.model.train import split_validation, train
 from napari_deep_prl.scoring.score import predict_patches
 
 

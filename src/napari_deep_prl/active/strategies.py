@@ -42,7 +42,12 @@ from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import Lesions, find_lesions
 from napari_deep_prl.data.patches import PatchConfig, patch_runs
 from napari_deep_prl.model.checkpoint import Checkpoint
-from napari_deep_prl.model.train import resolve_device
+from napari_deep_prl.model.inference import (
+    binary_entropy,
+    mutual_information,
+    resolve_device,
+    view_probabilities,
+)
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.queue import Strategy, seeded_shuffle, subject_order
 from napari_deep_prl.scoring.score import (
@@ -52,7 +57,6 @@ from napari_deep_prl.scoring.score import (
     decided,
     decision_threshold,
     subject_summary,
-    view_probabilities,
 )
 
 METHODS = ("auto", "none", "mc_dropout", "ensemble", "tta")
@@ -72,18 +76,6 @@ class Uncertainty:
     entropy: np.ndarray
     mutual_information: np.ndarray
     spread: np.ndarray
-
-
-def binary_entropy(p: np.ndarray) -> np.ndarray:
-    """Entropy in bits of a PRL probability: 0 when sure, 1 at p = 0.5."""
-    p = np.clip(np.asarray(p, dtype=np.float64), 1e-12, 1 - 1e-12)
-    return -(p * np.log2(p) + (1 - p) * np.log2(1 - p))
-
-
-def mutual_information(samples: np.ndarray) -> np.ndarray:
-    """BALD score of ``samples`` (views × lesions): entropy of the mean minus mean entropy."""
-    samples = np.asarray(samples, dtype=np.float64)
-    return np.maximum(binary_entropy(samples.mean(0)) - binary_entropy(samples).mean(0), 0.0)
 
 
 def from_samples(samples: np.ndarray) -> Uncertainty:

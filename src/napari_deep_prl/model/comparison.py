@@ -38,6 +38,7 @@ import pandas as pd
 
 from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.dataset import PatchSet
+from napari_deep_prl.model.inference import view_probabilities
 from napari_deep_prl.model.metrics import (
     THRESHOLD_RULES,
     model_output,
@@ -45,7 +46,6 @@ from napari_deep_prl.model.metrics import (
     roc_auc,
 )
 from napari_deep_prl.model.train import TrainConfig
-from napari_deep_prl.scoring.score import view_probabilities
 
 
 def share_output(checkpoint: Checkpoint, share: PatchSet, config: TrainConfig) -> np.ndarray:

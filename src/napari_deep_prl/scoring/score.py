@@ -15,7 +15,7 @@ instead calls as many of the most probable lesions as maximise the F1 expected f
 calibrated probabilities (:func:`score_cohort`).
 
 ``precision="auto"`` (the default) runs the network in bfloat16 where the hardware computes it
-natively (:func:`napari_deep_prl.model.train.resolve_precision`): about 1.25x faster on such a CPU,
+natively (:func:`napari_deep_prl.model.inference.resolve_precision`): about 1.25x faster on such a CPU,
 with probabilities within 0.005 of float32 and the same decisions on 690 held-out lesions
 (docs/model.md, "bfloat16"); ``"float32"`` gives the same numbers on every machine.
 
@@ -49,7 +49,6 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 from napari_deep_prl.base.errors import InputError, InputWarning
 from napari_deep_prl.base.filenames import file_components, output_path
@@ -71,17 +70,16 @@ from napari_deep_prl.data.patches import (
 )
 from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.dataset import Patches
+from napari_deep_prl.model.inference import (
+    INFERENCE_BATCH,
+    UNCALIBRATED_BECAUSE,
+    uncalibrated,
+    view_probabilities,
+)
 from napari_deep_prl.model.metrics import (
     expected_f1_threshold,
     metrics_from_predictions,
     roc_auc,
-)
-from napari_deep_prl.model.train import (
-    INFERENCE_BATCH,
-    TTA_VIEWS,
-    predict_views,
-    resolve_device,
-    resolve_precision,
 )
 
 SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
@@ -89,9 +87,6 @@ SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "vo
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
 
-#: Why a checkpoint may output raw rather than calibrated probabilities.
-UNCALIBRATED_BECAUSE = ("trained by an older version, with --threshold-rule best_f1, or on validation "
-                        "patients that could not calibrate them")
 #: How lesions are called PRL (see :func:`score_cohort`).
 DECISIONS = ("validation", "expected_f1")
 Decision = Literal["validation", "expected_f1"]
@@ -106,39 +101,6 @@ class Scores:
     subjects: pd.DataFrame
     threshold: float
     unreadable: dict[str, str] = field(default_factory=dict)
-
-
-def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patches, *, tta: bool | None = None,
-                       batch_size: int = INFERENCE_BATCH, device: str = "auto",
-                       precision: str = "auto", calibrated: bool = True) -> np.ndarray:
-    """PRL probabilities, one row per checkpoint × view, each calibrated as its checkpoint's
-    output (:meth:`Checkpoint.calibrate`; see the module doc for ``tta`` and ``precision``).
-
-    ``calibrated=False`` gives the networks' raw probabilities instead, for studies of the
-    calibration itself (the cross-validation keeps them, :mod:`napari_deep_prl.evaluation.crossval`).
-    """
-    if not checkpoints:
-        raise InputError("no model given; pass at least one checkpoint")
-    raw = _uncalibrated(checkpoints)
-    if calibrated and 0 < len(raw) < len(checkpoints):
-        warnings.warn(InputWarning(
-            f"model(s) {', '.join(raw)} output raw probabilities ({UNCALIBRATED_BECAUSE}) and "
-            "the others calibrated ones, so their average mixes two scales; score them apart, or "
-            "retrain them with the default rule"), stacklevel=2)
-    torch_device = resolve_device(device)
-    dtype = resolve_precision(precision, torch_device)
-    rows = []
-    for c in checkpoints:
-        views = TTA_VIEWS if (c.tta if tta is None else tta) else ((),)
-        logits = predict_views(c.inference_model(torch_device), x, torch_device, views, batch_size, dtype)
-        probability = expit(logits.numpy().astype(np.float64))
-        rows.append(c.calibrate(probability) if calibrated else probability)
-    return np.concatenate(rows)
-
-
-def _uncalibrated(checkpoints: Sequence[Checkpoint]) -> list[str]:
-    """Ids of the checkpoints whose output is the network's raw probability."""
-    return [c.id for c in checkpoints if c.calibration is None]
 
 
 def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patches, *, tta: bool | None = None,
@@ -248,7 +210,7 @@ def checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None,
     if decision == "expected_f1":
         if threshold is not None:
             raise InputError("a threshold and the cohort's expected-F1 decision exclude each other; give one")
-        raw = _uncalibrated(checkpoints)
+        raw = uncalibrated(checkpoints)
         if raw:
             raise InputError(f"the expected-F1 decision needs calibrated probabilities, and model(s) "
                              f"{', '.join(raw)} output raw ones ({UNCALIBRATED_BECAUSE}); retrain them "
