@@ -47,9 +47,9 @@ def main() -> None:
     from skimage.io import imsave
 
     from napari_deep_prl._napari.model.model_widget import ModelPanel
-    from napari_deep_prl.active import strategies as active
     from napari_deep_prl.base.progress import run_to_end
     from napari_deep_prl.ratings.project import Project
+    from napari_deep_prl.scoring.project import model_version, project_scores
     from napari_deep_prl.simulate import simulate_cohort
 
     work = Path(tempfile.mkdtemp())
@@ -67,8 +67,8 @@ def main() -> None:
     panel.load_model(args.model)
     panel.decision.setCurrentIndex(1)  # the project's lesions together
     wait(app, panel.score_project())
-    version = active.model_version(panel.checkpoints, panel.method_name)
-    counts = active.project_scores(panel.project, panel.checkpoints, version, "expected_f1").subjects
+    version = model_version(panel.checkpoints)
+    counts = project_scores(panel.project, panel.checkpoints, version, "expected_f1").subjects
     panel.subject.setCurrentText(counts.sort_values("prl_count")["subject"].iloc[-1])
     wait(app, panel.score_subject())  # stored already: shows the subject with the most PRLs
     panel.table.sortItems(3, Qt.SortOrder.DescendingOrder)  # most likely PRL first

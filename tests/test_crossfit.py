@@ -16,8 +16,9 @@ from napari_deep_prl.model.crossfit import (
     history_table,
     train_crossfitted,
 )
+from napari_deep_prl.model.inference import predict
 from napari_deep_prl.model.metrics import calibrated_threshold
-from napari_deep_prl.scoring.score import decision_threshold, predict_patches
+from napari_deep_prl.scoring.score import decision_threshold
 
 
 @pytest.fixture(scope="module")
@@ -65,9 +66,9 @@ def test_an_ensemble_file_round_trips_and_scores_as_the_average(ensemble, tmp_pa
     x = toy_patches().x[:6]
     mixed = len({c.calibration is None for c in loaded}) > 1  # as here: two members could not calibrate
     with pytest.warns(InputWarning, match="mixes two scales") if mixed else contextlib.nullcontext():
-        mean, spread = predict_patches(loaded, x, tta=False, device="cpu", precision="float32")
-    singles = [predict_patches([c], x, tta=False, device="cpu", precision="float32")[0] for c in loaded]
-    assert np.allclose(mean, np.mean(singles, axis=0), atol=1e-6) and (spread > 0).all()
+        both = predict(loaded, x, tta=False, device="cpu", precision="float32")
+    singles = [predict([c], x, tta=False, device="cpu", precision="float32").probability for c in loaded]
+    assert np.allclose(both.probability, np.mean(singles, axis=0), atol=1e-6) and (both.uncertainty_sd > 0).all()
     with pytest.raises(CheckpointError, match="an ensemble of 3 models"):
         load_checkpoint(path)
     assert [c.id for c in load_models(path, ensemble.checkpoints[0].save(tmp_path / "one.pt"))] == \

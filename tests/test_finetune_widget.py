@@ -24,6 +24,7 @@ from napari_deep_prl._napari.model.model_widget import ModelPanel
 from napari_deep_prl.active import strategies as active
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.model.checkpoint import load_checkpoint, load_models
+from napari_deep_prl.scoring.project import model_version, stored_scores
 
 pytestmark = pytest.mark.gui
 
@@ -103,19 +104,18 @@ def test_cancel_keeps_the_best_model_so_far(panel, qtbot):
 def test_automatic_retraining_rescores_and_reranks_the_queue(panel, qtbot):
     box = panel.finetune
     box.auto_every.setValue(5)
-    panel.method.setCurrentText("one pass")
     versions = []
     box.model_updated.connect(versions.append)
     job = box.maybe_retrain()
     run_job(qtbot, job, timeout=60_000)
-    assert versions == [box.result.checkpoint.id]
+    assert versions == [model_version(box.result.checkpoints)]
     assert box.maybe_retrain() is None  # no new labels since
     project = panel.project
-    scores = active.stored_scores(project, versions[0])
+    scores = stored_scores(project, versions[0])
     assert len(scores) == 9
     queue = project.queue("ann", active.project_strategy(project, "likely_prl", versions[0]))
     item = queue.next()
-    assert item.lesion_key == scores.sort_values("probability")["lesion_key"].iloc[-1]
+    assert item.lesion_key == scores.sort_values("prl_probability")["lesion_key"].iloc[-1]
     assert (item.strategy, item.model_version) == ("likely_prl", versions[0])
 
 
@@ -170,4 +170,4 @@ def test_a_worse_model_waits_for_the_users_choice(panel, qtbot):
     assert second.path.name == "deep-prl-v002.pt" and panel.checkpoint.id == best.id
     qtbot.mouseClick(box.use_new_button, Qt.MouseButton.LeftButton)
     assert panel.checkpoint.id == second.checkpoint.id and "deep-prl-v002.pt" in panel.model_info.text()
-    assert box.choice.isHidden() and versions == [active.model_version(second.checkpoints, "none")]
+    assert box.choice.isHidden() and versions == [model_version(second.checkpoints)]

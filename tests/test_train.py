@@ -13,20 +13,20 @@ from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.model import train as train_module
 from napari_deep_prl.model.checkpoint import load_checkpoint
 from napari_deep_prl.model.dataset import build_patchset
+from napari_deep_prl.model.inference import (
+    TTA_VIEWS,
+    predict,
+    predict_views,
+    resolve_device,
+    resolve_precision,
+)
 from napari_deep_prl.model.metrics import (
     OperatingPoint,
     best_f1_threshold,
     operating_point,
 )
-from napari_deep_prl.model.inference import (
-    TTA_VIEWS,
-    predict_views,
-    resolve_device,
-    resolve_precision,
-)
 from napari_deep_prl.model.network import inference_copy
 from napari_deep_prl.model.train import split_validation, train
-from napari_deep_prl.scoring.score import predict_patches
 
 
 def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
@@ -56,7 +56,7 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     assert result.checkpoint.threshold == pytest.approx(result.checkpoint.validation["val_f1"] / 2)
     assert result.checkpoint.validation["threshold"] == result.checkpoint.threshold
     # scoring the validation lesions gives the calibrated output the threshold was chosen on
-    scored, _ = predict_patches([result.checkpoint], validation.x, device="cpu", precision="float32")
+    scored = predict([result.checkpoint], validation.x, device="cpu", precision="float32").probability
     assert scored == pytest.approx(point.calibration.calibrate(views.numpy()).mean(0), abs=1e-4)
     assert result.checkpoint.validation == result.checkpoint.metadata["validation_tta"]
     summary = result.checkpoint.metadata["training"]

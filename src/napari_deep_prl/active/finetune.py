@@ -26,7 +26,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from napari_deep_prl.active.strategies import model_version, score_project
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.base.tables import check_output, write_or_rescue
@@ -39,6 +38,7 @@ from napari_deep_prl.model.crossfit import DEFAULT_MODELS, train_crossfitted
 from napari_deep_prl.model.dataset import PatchSet, subject_patches
 from napari_deep_prl.model.train import TrainConfig, TrainResult, train
 from napari_deep_prl.ratings.project import Project
+from napari_deep_prl.scoring.project import model_version, score_project
 
 STEM = "deep-prl"
 _VERSION = re.compile(rf"^{STEM}-v(\d+)\.pt$")
@@ -236,11 +236,11 @@ def should_retrain(project: Project, checkpoint: Checkpoint | None, every: int,
 
 def retrain_and_rescore(project: Project, checkpoint: Checkpoint | Sequence[Checkpoint] | None,
                         config: TrainConfig, *, models: int = DEFAULT_MODELS,
-                        source: str = "consensus", method: str = "auto",
-                        stop: threading.Event | None = None
+                        source: str = "consensus", stop: threading.Event | None = None
                         ) -> Generator[Progress, None, tuple[FinetuneResult, str | None]]:
     """Fine-tune on the labels so far, then score the project with the new model.
 
+    The project is scored as everywhere else (:func:`~napari_deep_prl.scoring.project.score_project`).
     Returns the result and the new model version, whose stored scores a re-ranked queue uses
     (:func:`napari_deep_prl.active.strategies.project_strategy`). A new model that validates worse than
     ``checkpoint`` is not scored (version ``None``): the queue follows the project's latest
@@ -249,5 +249,5 @@ def retrain_and_rescore(project: Project, checkpoint: Checkpoint | Sequence[Chec
     result = yield from finetune(project, checkpoint, config, models=models, source=source, stop=stop)
     if result.worse:
         return result, None
-    yield from score_project(project, result.checkpoints, method, stop=stop)
-    return result, model_version(result.checkpoints, method)
+    yield from score_project(project, result.checkpoints, stop=stop)
+    return result, model_version(result.checkpoints)

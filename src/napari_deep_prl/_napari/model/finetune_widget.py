@@ -51,12 +51,12 @@ from napari_deep_prl.active.finetune import (
     retrain_and_rescore,
     should_retrain,
 )
-from napari_deep_prl.active.strategies import model_version, score_project
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.model.crossfit import DEFAULT_MODELS
 from napari_deep_prl.model.train import TrainConfig
 from napari_deep_prl.ratings.project import Project
+from napari_deep_prl.scoring.project import model_version, score_project
 
 if TYPE_CHECKING:
     from napari_deep_prl._napari.model.model_widget import ModelPanel
@@ -216,7 +216,7 @@ class FinetuneBox(QGroupBox):
             return None
         project, config, source = self.project, self.config(), self.source.currentText()
         init = self.panel.checkpoints if self.from_model.isChecked() else None
-        method, models = self.panel.method_name, self.networks.value()
+        models = self.networks.value()
         try:
             check_labels(project, len(init or []) or models, config, source)
         except DeepPRLError as err:
@@ -229,7 +229,7 @@ class FinetuneBox(QGroupBox):
         def run(stop: threading.Event) -> Generator[Progress, None, Any]:
             if rescore:
                 return (yield from retrain_and_rescore(project, init, config, models=models, source=source,
-                                                       method=method, stop=stop))
+                                                       stop=stop))
             return (yield from finetune(project, init, config, models=models, source=source, stop=stop))
 
         self.curve.reset()
@@ -267,7 +267,7 @@ class FinetuneBox(QGroupBox):
 
     def _done(self, result: FinetuneResult | tuple[FinetuneResult, str | None]) -> None:
         rescored = isinstance(result, tuple)
-        result, version = result if rescored else (result, model_version(result.checkpoints, "none"))
+        result, version = result if rescored else (result, model_version(result.checkpoints))
         self.result = result
         self.curve.show_history(result.runs[-1].history)
         if result.worse:
@@ -291,15 +291,15 @@ class FinetuneBox(QGroupBox):
         project first when the auto option trained it)."""
         if self.pending is None:
             return None
-        (result, rescore), project, method = self.pending, self.project, self.panel.method_name
+        (result, rescore), project = self.pending, self.project
         self._ask(None)
-        self._use(result, None if rescore else model_version(result.checkpoints, "none"))
+        self._use(result, None if rescore else model_version(result.checkpoints))
         if not rescore:
             return None
 
         def run(stop: threading.Event) -> Generator[Progress, None, str]:
-            yield from score_project(project, result.checkpoints, method, stop=stop)
-            return model_version(result.checkpoints, method)
+            yield from score_project(project, result.checkpoints, stop=stop)
+            return model_version(result.checkpoints)
 
         self.job = Job(run, description="Scoring the project", bar=self.panel.bar,
                        on_result=self.model_updated.emit, on_finished=self._finished)

@@ -6,7 +6,8 @@ subject opened without a project (files or the sample data) is scored from its l
 shown. Results: a points layer at the lesion centres coloured by PRL probability (legend under
 the buttons), a sortable table whose rows move the viewer to the lesion, the subject's PRL count
 and the project's counts. **Decide** calls a project's lesions PRL each at the model's
-threshold, or all scored lesions together (:func:`~napari_deep_prl.active.strategies.project_scores`).
+threshold, or all scored lesions together (:func:`~napari_deep_prl.scoring.project.project_scores`).
+Both buttons score as ``deep-prl score`` does (:func:`~napari_deep_prl.scoring.score.score_subject`).
 In blind mode none of the scores is shown. The fine-tuning box below trains new versions.
 """
 
@@ -51,18 +52,17 @@ from napari_deep_prl._napari.model.scoring_table import (
     show_points,
 )
 from napari_deep_prl._napari.widget_parts import scrolling_column
-from napari_deep_prl.active import strategies as active
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.model.checkpoint import Checkpoint, load_models
 from napari_deep_prl.ratings.project import Project
+from napari_deep_prl.scoring.project import model_version, project_scores, score_project
+from napari_deep_prl.scoring.score import score_subject
 
 #: Subject-combo entry that scores the subject shown in the viewer (no project needed).
 FROM_VIEWER = "(subject in the viewer)"
-METHOD_NAMES = {"one pass": "none", "flip TTA": "tta", "MC dropout": "mc_dropout",
-                "auto (best available)": "auto"}
 DECISION_NAMES = {"each lesion at the model's threshold": "validation",
                   "the project's scored lesions together": "expected_f1"}
 
@@ -84,11 +84,10 @@ def subject_from_layers(viewer: napari.Viewer) -> Subject:
                    np.asarray(by_role["lesions"].data, np.int32), phase.affine.affine_matrix)
 
 
-def score_loaded(subject: Subject, checkpoints: list[Checkpoint],
-                 method: str) -> Generator[Progress, None, pd.DataFrame]:
+def score_loaded(subject: Subject, checkpoints: list[Checkpoint]) -> Generator[Progress, None, pd.DataFrame]:
     """Score a subject already in memory, as a (one-step) progress generator for a worker."""
     yield Progress(0, 1, "subject", subject.subject)
-    table = active.score_lesions(subject, checkpoints, method)
+    table = score_subject(subject, checkpoints)
     yield Progress(1, 1, "subject", subject.subject)
     return table
 
@@ -113,8 +112,6 @@ class ModelPanel(QWidget):
         self.load_button = QPushButton("Load model…")
         self.model_info = QLabel("no model loaded")
         self.model_info.setWordWrap(True)
-        self.method = QComboBox()
-        self.method.addItems(METHOD_NAMES)
         self.subject = QComboBox()
         self.subject.addItem(FROM_VIEWER)
         self.decision = QComboBox()
@@ -136,7 +133,7 @@ class ModelPanel(QWidget):
         self.table = ScoringTable()
         self.finetune = FinetuneBox(self)
         for name, widget in (("open", self.open_button), ("load", self.load_button),
-                             ("method", self.method), ("score", self.score_button),
+                             ("score", self.score_button),
                              ("score_all", self.score_all_button), ("blind", self.blind),
                              ("decision", self.decision)):
             widget.setToolTip(TOOLTIPS[name])
@@ -144,7 +141,6 @@ class ModelPanel(QWidget):
         form = QFormLayout()
         form.addRow(self.open_button, self.project_label)
         form.addRow(self.load_button, self.model_info)
-        form.addRow("Uncertainty", self.method)
         form.addRow("Subject", self.subject)
         form.addRow("Decide", self.decision)
         buttons = QHBoxLayout()
@@ -223,10 +219,6 @@ class ModelPanel(QWidget):
         return self.checkpoints[0] if self.checkpoints else None
 
     @property
-    def method_name(self) -> str:
-        return METHOD_NAMES[self.method.currentText()]
-
-    @property
     def decision_name(self) -> str:
         return DECISION_NAMES[self.decision.currentText()]
 
@@ -242,8 +234,8 @@ class ModelPanel(QWidget):
                 show_error(str(err))
                 return None
             self._affines[subject.subject] = subject.affine
-            checkpoints, method = self.checkpoints, self.method_name
-            return self._start(lambda stop: score_loaded(subject, checkpoints, method),
+            checkpoints = self.checkpoints
+            return self._start(lambda stop: score_loaded(subject, checkpoints),
                                f"Scoring {subject.subject}", self._show_loaded_scores)
         return self._score_stored([name], f"Scoring {name}")
 
@@ -255,18 +247,15 @@ class ModelPanel(QWidget):
         return self._score_stored(None, "Scoring the project")
 
     def _score_stored(self, subjects: list[str] | None, description: str) -> Job | None:
-        project, checkpoints, method = self.project, self.checkpoints, self.method_name
+        project, checkpoints = self.project, self.checkpoints
 
         def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, pd.DataFrame, str]]:
-            stored = yield from active.score_project(project, checkpoints, method,
-                                                     subjects=subjects, stop=stop)
+            stored = yield from score_project(project, checkpoints, subjects=subjects, stop=stop)
             shown = subjects[0] if subjects else project.cohort.ids[0]
             loaded = project.load_subject(shown)
-            mine = stored.loc[stored["subject"] == shown,
-                              ["lesion", "probability", "entropy", "uncertainty"]]
-            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left").rename(
-                columns={"probability": "prl_probability"})
-            return loaded, table, active.model_version(checkpoints, method)
+            mine = stored.loc[stored["subject"] == shown, ["lesion", "prl_probability", "uncertainty_sd", "bald"]]
+            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left")
+            return loaded, table, model_version(checkpoints)
 
         return self._start(run, description, self._show_project_scores)
 
@@ -309,8 +298,7 @@ class ModelPanel(QWidget):
         if self.project is None or self._version is None:
             return
         try:
-            decided = active.project_scores(self.project, self.checkpoints, self._version,
-                                            self.decision_name)
+            decided = project_scores(self.project, self.checkpoints, self._version, self.decision_name)
         except DeepPRLError as err:
             show_error(str(err))
             self.decision.setCurrentIndex(0)  # re-enters with the model's threshold
