@@ -15,6 +15,7 @@ from napari_deep_prl.model.checkpoint import load_checkpoint
 from napari_deep_prl.model.dataset import build_patchset
 from napari_deep_prl.model.inference import (
     TTA_VIEWS,
+    checkpoint_views,
     predict,
     predict_views,
     resolve_device,
@@ -48,7 +49,7 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     validation = patches.select(result.checkpoint.metadata["training"]["val_subjects"])
     views = torch.sigmoid(predict_views(inference_copy(result.checkpoint.model, torch.device("cpu")),
                                         validation.x, torch.device("cpu"), TTA_VIEWS))
-    assert result.checkpoint.tta and len(TTA_VIEWS) == 8
+    assert result.checkpoint.tta and len(TTA_VIEWS) == 8 and checkpoint_views(result.checkpoint) == TTA_VIEWS
     point = operating_point(validation.y, views.numpy(), "calibrated")
     assert point.calibration is not None
     assert asdict(result.checkpoint.calibration) == pytest.approx(asdict(point.calibration), rel=1e-4)
@@ -70,9 +71,23 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     assert loaded.calibration == result.checkpoint.calibration
 
 
+def test_the_named_views_are_calibrated_on_recorded_and_scored():
+    patches = toy_patches()
+    result = run_to_end(train(patches, replace(TINY_TRAIN, views=[[2, 3, 4]])))
+    assert checkpoint_views(result.checkpoint) == ((2, 3, 4),) and result.checkpoint.tta
+    validation = patches.select(result.checkpoint.metadata["training"]["val_subjects"])
+    flipped = torch.sigmoid(predict_views(inference_copy(result.checkpoint.model, torch.device("cpu")),
+                                          validation.x, torch.device("cpu"), ((2, 3, 4),)))
+    point = operating_point(validation.y, flipped.numpy(), "calibrated")
+    assert result.checkpoint.threshold == pytest.approx(point.threshold, abs=1e-6)
+    with pytest.raises(InputError, match="views"):
+        replace(TINY_TRAIN, views=[[2], [2]])
+
+
 def test_without_tta_the_kept_epoch_threshold_is_kept():
     result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, tta=False)))
     assert not result.checkpoint.tta and "validation_tta" not in result.checkpoint.metadata
+    assert checkpoint_views(result.checkpoint) == ((),)
     assert result.checkpoint.threshold == result.history[result.kept_epoch]["threshold"]
     assert result.checkpoint.validation == result.history[result.kept_epoch]
 

@@ -13,8 +13,8 @@ from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, print_table, write_table
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
 from napari_deep_prl.model.checkpoint import load_models
-from napari_deep_prl.model.metrics import format_metric
 from napari_deep_prl.model.inference import INFERENCE_BATCH, PRECISIONS
+from napari_deep_prl.model.metrics import format_metric
 from napari_deep_prl.scoring.score import score_cohort, truth_metrics
 
 

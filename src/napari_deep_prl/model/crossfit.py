@@ -11,6 +11,12 @@ the ensemble) this raised the test F1 from 0.751 ± 0.103 to 0.793 ± 0.051 and 
 cross-fitted networks ranked like the best of three single ones (ROC AUC 0.983–0.984) without a
 higher F1 (docs/model.md, "Cross-fitted ensembles"). It costs K trainings.
 
+Each network is calibrated, and scored, on one view of the patch of its own
+(:func:`~napari_deep_prl.model.inference.member_views`: the patch as cut, flipped along every
+axis, flipped along x, ...), unless ``TrainConfig.views`` names the views of all or ``tta=False``
+asks for the patch as cut: the ensemble averages K orientations at the cost of K forward passes,
+where all 8 flips for every network cost 8 K (docs/model.md, "Views").
+
 The threshold is chosen on single networks' outputs and applied to their average, as in the
 cross-validation's ensemble rows (the average of K networks is not available for a patient that
 K - 1 of them trained on). Under the default ``"calibrated"`` rule each network's output is
@@ -33,6 +39,7 @@ from napari_deep_prl.data.splits import validation_shares
 from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.comparison import held_out_validation
 from napari_deep_prl.model.dataset import PatchSet
+from napari_deep_prl.model.inference import member_views
 from napari_deep_prl.model.train import TrainConfig, TrainResult, train
 
 #: Networks trained by default (``deep-prl train``, training from scratch in the app): under the
@@ -61,7 +68,8 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
                       ) -> Generator[Progress, None, EnsembleResult]:
     """Train ``models`` networks on patient-level folds of ``patches``, yielding progress.
 
-    Member ``i`` is validated on fold ``i`` and seeded ``config.seed + i``; with ``init`` (one
+    Member ``i`` is validated on fold ``i``, seeded ``config.seed + i`` and calibrated on its own
+    view (:func:`member_config`); with ``init`` (one
     checkpoint per member, e.g. an ensemble's members) it fine-tunes ``init[i]``. With fewer
     subjects than networks (a project's first labels) there are as many folds as subjects and
     member ``i`` is validated on fold ``i`` modulo their number, so the ensemble keeps its size.
@@ -81,7 +89,7 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
     runs: list[TrainResult] = []
     for member, val in enumerate(shares):
         yield Progress(member, models, "model", f"model {member + 1}/{models}")
-        run = yield from train(patches, replace(config, seed=config.seed + member), val_subjects=val,
+        run = yield from train(patches, member_config(config, member), val_subjects=val,
                                init=init[member] if init else None, stop=stop)
         if run.stopped and runs:
             break
@@ -98,6 +106,13 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
                 "stopped": stopped}
     checkpoints = [_as_member(run.checkpoint, i, ensemble) for i, run in enumerate(runs)]
     return EnsembleResult(checkpoints, runs, threshold, out_of_fold, validation, stopped)
+
+
+def member_config(config: TrainConfig, member: int) -> TrainConfig:
+    """Network ``member``'s training settings: its seed and, unless ``config`` names the views
+    (or asks for the patch as cut with ``tta=False``), its own view (:func:`member_views`)."""
+    views = config.views if config.views is not None or not config.tta else member_views(member)
+    return replace(config, seed=config.seed + member, views=views)
 
 
 def _as_member(checkpoint: Checkpoint, index: int, ensemble: dict[str, Any]) -> Checkpoint:

@@ -27,6 +27,7 @@ import itertools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -34,9 +35,11 @@ from scipy.special import expit
 
 from napari_deep_prl.base.errors import InputError, InputWarning
 from napari_deep_prl.data.patches import chunk_length
-from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.dataset import Patches
 from napari_deep_prl.model.network import DeepPRL
+
+if TYPE_CHECKING:  # a checkpoint validates its recorded views with checked_views below
+    from napari_deep_prl.model.checkpoint import Checkpoint
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
@@ -47,6 +50,11 @@ View = tuple[int, ...]
 #: a network over them makes a decision depend less on the patch's orientation (held-out ROC
 #: AUC 0.953 -> 0.973 for one network, docs/model.md).
 TTA_VIEWS: tuple[View, ...] = tuple(dims for r in range(4) for dims in itertools.combinations((2, 3, 4), r))
+
+#: The view of each network of a cross-fitted ensemble (network ``i`` sees ``MEMBER_VIEWS[i % 8]``):
+#: each next one far from those before (the patch as cut, then flipped along every axis, ...), so
+#: that an ensemble of K networks averages K orientations at the cost of K passes.
+MEMBER_VIEWS: tuple[View, ...] = ((), (2, 3, 4), (2,), (3, 4), (3,), (2, 4), (4,), (2, 3))
 
 #: Patches per forward pass at inference: on a CPU the full-resolution maps of 8 patches (12
 #: channels of 28³ float32, 8.4 MB a layer) stay in the cache; 16 ran 1.28× slower (median
@@ -137,6 +145,22 @@ def predict_views(fast: DeepPRL, x: np.ndarray | Patches, device: torch.device,
     return out
 
 
+def member_views(member: int) -> tuple[View, ...]:
+    """The views network ``member`` of a cross-fitted ensemble is calibrated and scored on."""
+    return (MEMBER_VIEWS[member % len(MEMBER_VIEWS)],)
+
+
+def checked_views(views: Sequence[Sequence[int]]) -> tuple[View, ...]:
+    """``views`` as a tuple of views, refused unless each flips distinct spatial dims (2, 3, 4)
+    and none repeats."""
+    checked = tuple(tuple(int(d) for d in view) for view in views)
+    if (not checked or len(set(checked)) < len(checked)
+            or any(len(set(view)) < len(view) or not set(view) <= {2, 3, 4} for view in checked)):
+        raise InputError(f"views {[list(v) for v in checked]}: give one or more distinct views, each a set of "
+                         "spatial dims to flip out of 2, 3 and 4 ([] is the patch as cut)")
+    return checked
+
+
 def checkpoint_views(checkpoint: Checkpoint, tta: bool | None = None) -> tuple[View, ...]:
     """The views a checkpoint is scored on: those its threshold and calibration were chosen on.
 
@@ -149,8 +173,35 @@ def checkpoint_views(checkpoint: Checkpoint, tta: bool | None = None) -> tuple[V
         return TTA_VIEWS if tta else ((),)
     recorded = checkpoint.metadata.get("views")
     if recorded is not None:
-        return tuple(tuple(int(d) for d in view) for view in recorded)
+        return checked_views(recorded)
     return TTA_VIEWS if checkpoint.tta else ((),)
+
+
+def describe_views(checkpoints: Sequence[Checkpoint]) -> str:
+    """How a model's networks see each patch, in words (``"8 flips"``, ``"one view per
+    network"``, ...), for the CLI and the model panel."""
+    seen = [checkpoint_views(c) for c in checkpoints]
+    if len(seen) > 1 and len(set(seen)) == len(seen) and all(len(views) == 1 for views in seen):
+        return "one view per network"
+    described = []
+    for views in dict.fromkeys(seen):
+        if views == ((),):
+            described.append("the patch as cut")
+        elif len(views) == 1:
+            described.append("the patch flipped along " + "+".join("xyz"[d - 2] for d in views[0]))
+        else:
+            described.append(f"{len(views)} flips" if set(views) == set(TTA_VIEWS) else f"{len(views)} views")
+    return "; ".join(described)
+
+
+def network_probabilities(checkpoint: Checkpoint, x: np.ndarray | Patches, views: Sequence[View], *,
+                          batch_size: int = INFERENCE_BATCH, device: str = "auto",
+                          precision: str = "auto") -> np.ndarray:
+    """The network's raw PRL probabilities of ``x`` (``len(views)`` × patches), uncalibrated."""
+    torch_device = resolve_device(device)
+    dtype = resolve_precision(precision, torch_device)
+    logits = predict_views(checkpoint.inference_model(torch_device), x, torch_device, views, batch_size, dtype)
+    return expit(logits.numpy().astype(np.float64))
 
 
 def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patches, *, tta: bool | None = None,
@@ -170,13 +221,10 @@ def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patche
             f"model(s) {', '.join(raw)} output raw probabilities ({UNCALIBRATED_BECAUSE}) and "
             "the others calibrated ones, so their average mixes two scales; score them apart, or "
             "retrain them with the default rule"), stacklevel=2)
-    torch_device = resolve_device(device)
-    dtype = resolve_precision(precision, torch_device)
     rows = []
     for c in checkpoints:
-        logits = predict_views(c.inference_model(torch_device), x, torch_device, checkpoint_views(c, tta),
-                               batch_size, dtype)
-        probability = expit(logits.numpy().astype(np.float64))
+        probability = network_probabilities(c, x, checkpoint_views(c, tta), batch_size=batch_size, device=device,
+                                            precision=precision)
         rows.append(c.calibrate(probability) if calibrated else probability)
     return np.concatenate(rows)
 
