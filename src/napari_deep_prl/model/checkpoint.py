@@ -68,10 +68,9 @@ class Checkpoint:
 
     @property
     def tta(self) -> bool:
-        """Whether the threshold was chosen on flipped views of the validation patches (all 8
-        flips, or the network's own view in an ensemble: the views scoring then averages,
-        :func:`~napari_deep_prl.model.inference.checkpoint_views`); False for the patch as cut
-        and for checkpoints of older versions."""
+        """Whether the threshold was chosen on flipped views of the validation patches (the
+        views scoring then averages, :func:`~napari_deep_prl.model.inference.checkpoint_views`);
+        False for the patch as cut alone and for checkpoints of older versions."""
         return bool(self.metadata.get("tta", False))
 
     @property

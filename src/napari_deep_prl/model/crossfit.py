@@ -11,11 +11,10 @@ the ensemble) this raised the test F1 from 0.751 ± 0.103 to 0.793 ± 0.051 and 
 cross-fitted networks ranked like the best of three single ones (ROC AUC 0.983–0.984) without a
 higher F1 (docs/model.md, "Cross-fitted ensembles"). It costs K trainings.
 
-Each network is calibrated, and scored, on one view of the patch of its own
-(:func:`~napari_deep_prl.model.inference.member_views`: the patch as cut, flipped along every
-axis, flipped along x, ...), unless ``TrainConfig.views`` names the views of all or ``tta=False``
-asks for the patch as cut: the ensemble averages K orientations at the cost of K forward passes,
-where all 8 flips for every network cost 8 K (docs/model.md, "Views").
+Each network is calibrated, and scored, on the patch as cut, unless ``TrainConfig.views`` names
+other views: the ensemble's K networks are the samples its output averages, at the cost of K
+forward passes per lesion, where all 8 flips for every network cost 8 K and made scoring a
+subject take about 20 times its loading (docs/model.md, "Views").
 
 The threshold is chosen on single networks' outputs and applied to their average, as in the
 cross-validation's ensemble rows (the average of K networks is not available for a patient that
@@ -39,7 +38,6 @@ from napari_deep_prl.data.splits import validation_shares
 from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.comparison import held_out_validation
 from napari_deep_prl.model.dataset import PatchSet
-from napari_deep_prl.model.inference import member_views
 from napari_deep_prl.model.train import TrainConfig, TrainResult, train
 
 #: Networks trained by default (``deep-prl train``, training from scratch in the app): under the
@@ -68,8 +66,8 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
                       ) -> Generator[Progress, None, EnsembleResult]:
     """Train ``models`` networks on patient-level folds of ``patches``, yielding progress.
 
-    Member ``i`` is validated on fold ``i``, seeded ``config.seed + i`` and calibrated on its own
-    view (:func:`member_config`); with ``init`` (one
+    Member ``i`` is validated on fold ``i``, seeded ``config.seed + i`` and calibrated on the
+    patch as cut (:func:`member_config`); with ``init`` (one
     checkpoint per member, e.g. an ensemble's members) it fine-tunes ``init[i]``. With fewer
     subjects than networks (a project's first labels) there are as many folds as subjects and
     member ``i`` is validated on fold ``i`` modulo their number, so the ensemble keeps its size.
@@ -109,10 +107,9 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
 
 
 def member_config(config: TrainConfig, member: int) -> TrainConfig:
-    """Network ``member``'s training settings: its seed and, unless ``config`` names the views
-    (or asks for the patch as cut with ``tta=False``), its own view (:func:`member_views`)."""
-    views = config.views if config.views is not None or not config.tta else member_views(member)
-    return replace(config, seed=config.seed + member, views=views)
+    """Network ``member``'s training settings: its seed, and the views it is calibrated on (those
+    ``config`` names, else the patch as cut: see the module doc)."""
+    return replace(config, seed=config.seed + member, views=config.views if config.views is not None else ((),))
 
 
 def _as_member(checkpoint: Checkpoint, index: int, ensemble: dict[str, Any]) -> Checkpoint:

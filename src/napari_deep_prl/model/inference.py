@@ -11,7 +11,8 @@ place decides
   :func:`~napari_deep_prl.data.patches.chunk_length` patches read at a time);
 - **which views** of each patch a network sees (:func:`checkpoint_views`): a view is a set of
   spatial axes to flip (flips keep the phase's dipole pattern); a checkpoint records the views
-  its threshold and calibration were chosen on, and is scored on exactly those;
+  its threshold and calibration were chosen on (all 8 flips for a single network, the patch as
+  cut for each network of a cross-fitted ensemble), and is scored on exactly those;
 - **how views and networks combine** (:func:`predict`): each view's probability goes through
   its own network's calibration (:meth:`~napari_deep_prl.model.checkpoint.Checkpoint.calibrate`),
   so networks calibrated on different validation patients average on one scale; the lesion's
@@ -50,11 +51,6 @@ View = tuple[int, ...]
 #: a network over them makes a decision depend less on the patch's orientation (held-out ROC
 #: AUC 0.953 -> 0.973 for one network, docs/model.md).
 TTA_VIEWS: tuple[View, ...] = tuple(dims for r in range(4) for dims in itertools.combinations((2, 3, 4), r))
-
-#: The view of each network of a cross-fitted ensemble (network ``i`` sees ``MEMBER_VIEWS[i % 8]``):
-#: each next one far from those before (the patch as cut, then flipped along every axis, ...), so
-#: that an ensemble of K networks averages K orientations at the cost of K passes.
-MEMBER_VIEWS: tuple[View, ...] = ((), (2, 3, 4), (2,), (3, 4), (3,), (2, 4), (4,), (2, 3))
 
 #: Patches per forward pass at inference: on a CPU the full-resolution maps of 8 patches (12
 #: channels of 28³ float32, 8.4 MB a layer) stay in the cache; 16 ran 1.28× slower (median
@@ -145,11 +141,6 @@ def predict_views(fast: DeepPRL, x: np.ndarray | Patches, device: torch.device,
     return out
 
 
-def member_views(member: int) -> tuple[View, ...]:
-    """The views network ``member`` of a cross-fitted ensemble is calibrated and scored on."""
-    return (MEMBER_VIEWS[member % len(MEMBER_VIEWS)],)
-
-
 def checked_views(views: Sequence[Sequence[int]]) -> tuple[View, ...]:
     """``views`` as a tuple of views, refused unless each flips distinct spatial dims (2, 3, 4)
     and none repeats."""
@@ -178,11 +169,9 @@ def checkpoint_views(checkpoint: Checkpoint, tta: bool | None = None) -> tuple[V
 
 
 def describe_views(checkpoints: Sequence[Checkpoint]) -> str:
-    """How a model's networks see each patch, in words (``"8 flips"``, ``"one view per
-    network"``, ...), for the CLI and the model panel."""
+    """How a model's networks see each patch, in words (``"8 flips"``, ``"the patch as cut"``,
+    ...), for the CLI and the model panel."""
     seen = [checkpoint_views(c) for c in checkpoints]
-    if len(seen) > 1 and len(set(seen)) == len(seen) and all(len(views) == 1 for views in seen):
-        return "one view per network"
     described = []
     for views in dict.fromkeys(seen):
         if views == ((),):

@@ -25,8 +25,8 @@ decision threshold. Which model is kept (``keep``):
     the epoch with the best validation F1 (ties: higher ROC AUC, then lower loss).
 
 Either way the decision rule is chosen on the kept model's validation predictions on the views
-scoring will use (:func:`training_views`: all 8 flips, one view per network of a cross-fitted
-ensemble, or the patch as cut; recorded in the checkpoint as ``views``), by ``threshold_rule``
+scoring will use (:func:`training_views`: all 8 flips, or the patch as cut as for each network of
+a cross-fitted ensemble; recorded in the checkpoint as ``views``), by ``threshold_rule``
 (:func:`~napari_deep_prl.model.metrics.operating_point`):
 
 ``"calibrated"`` (default)
@@ -117,8 +117,8 @@ class TrainConfig:
     #: patch as cut (see :func:`training_views`).
     tta: bool = True
     #: The views themselves (spatial dims to flip; ``()`` the patch as cut); ``None``: all 8 flips
-    #: (:data:`TTA_VIEWS`) with ``tta``. A cross-fitted ensemble gives each network one view of
-    #: its own (:func:`~napari_deep_prl.model.crossfit.train_crossfitted`).
+    #: (:data:`TTA_VIEWS`) with ``tta``. A cross-fitted ensemble's networks see the patch as cut
+    #: unless views are named (:func:`~napari_deep_prl.model.crossfit.member_config`).
     views: tuple[tuple[int, ...], ...] | None = None
     #: Which model is kept: the last epoch's or the best-validation-F1 one (see the module doc).
     keep: Literal["last", "best"] = "last"
