@@ -38,6 +38,11 @@ def test_a_prediction_is_the_mean_sd_and_bald_of_the_same_samples():
     one = from_samples(samples[:1])  # a single sample has neither spread nor disagreement
     assert one.probability == pytest.approx([0.1, 0.5])
     assert np.isnan(one.uncertainty_sd).all() and np.isnan(one.bald).all()
+    # samples not scored (NaN) are left out, lesion by lesion
+    ragged = from_samples(np.array([[0.1, 0.02], [0.3, np.nan], [0.2, np.nan]]))
+    assert ragged.probability == pytest.approx([0.2, 0.02])
+    assert ragged.uncertainty_sd[0] == pytest.approx(0.1) and ragged.bald[0] == pytest.approx(prediction.bald[0])
+    assert np.isnan(ragged.uncertainty_sd[1]) and np.isnan(ragged.bald[1])
 
 
 def test_a_checkpoint_is_scored_on_the_views_it_records():
@@ -53,6 +58,25 @@ def test_a_checkpoint_is_scored_on_the_views_it_records():
     flipped = view_probabilities([tiny_checkpoint()], x[:, :, ::-1, ::-1, ::-1].copy(), device="cpu",
                                  precision="float32")
     assert rows.shape == (2, 3) and rows[1] == pytest.approx(flipped[0], abs=1e-6)
+
+
+def test_the_screen_scores_the_other_views_only_where_the_first_look_reaches_it():
+    networks = []
+    for seed in (0, 1):
+        network = tiny_checkpoint(seed, dropout=0.0)
+        network.metadata["views"] = [list(view) for view in TTA_VIEWS]
+        networks.append(network)
+    x = np.random.default_rng(0).random((12, 3, SIZE, SIZE, SIZE), dtype=np.float32)
+    every = view_probabilities(networks, x, device="cpu", precision="float32")
+    first = every[[0, len(TTA_VIEWS)]].mean(0)  # each network's first view: the patch as cut
+    screen = float(np.median(first))
+    screened = view_probabilities(networks, x, device="cpu", precision="float32", screen=screen)
+    assert screened.shape == every.shape == (16, 12)
+    onward = first >= screen
+    assert 0 < onward.sum() < len(x)
+    assert np.isfinite(screened[:, onward]).all() and np.isnan(screened[:, ~onward]).sum() == 14 * (~onward).sum()
+    np.testing.assert_allclose(screened[:, onward], every[:, onward], atol=1e-6)
+    np.testing.assert_allclose(screened[[0, 8]][:, ~onward], every[[0, 8]][:, ~onward], atol=1e-6)
 
 
 def _clear_and_ambiguous(n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@ from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.data.patches import PatchConfig, extract_patches
 from napari_deep_prl.model.checkpoint import Checkpoint, load_checkpoint
 from napari_deep_prl.model.inference import (
+    SCREEN_SHARE,
     mutual_information,
     predict,
     view_probabilities,
@@ -92,6 +93,26 @@ def test_tta_and_ensembles_report_both_uncertainties_of_the_same_samples(manifes
     np.testing.assert_allclose(mixed["uncertainty_sd"], samples.std(0, ddof=1), atol=1e-12)
     np.testing.assert_allclose(mixed["bald"], mutual_information(samples), atol=1e-12)
     assert not np.allclose(mixed["prl_probability"], single["prl_probability"])
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+def test_lesions_the_patch_as_cut_puts_below_the_screen_skip_the_other_flips(manifest):
+    cohort = read_manifest(manifest)
+    network = replace(_checkpoint(), calibration=PlattFit(centre=0.0, scale=1.0, slope=3.0, intercept=-3.0))
+    network.metadata["tta"] = True  # calibrated on the 8 flips, as training does by default
+    common = {"precision": "float32"}
+    as_cut = run_to_end(score_cohort(cohort, [network], tta=False, **common)).lesions
+    screen = float(as_cut["prl_probability"].median())
+    cut = screen / SCREEN_SHARE  # the decision threshold whose screen this is
+    every = run_to_end(score_cohort(cohort, [network], tta=True, threshold=cut, **common)).lesions
+    screened = run_to_end(score_cohort(cohort, [network], threshold=cut, **common)).lesions
+    onward = (as_cut["prl_probability"] >= screen).to_numpy()
+    assert 0 < onward.sum() < len(onward)
+    pd.testing.assert_frame_equal(screened[onward], every[onward])  # every flip, as before
+    rest = screened[~onward]
+    np.testing.assert_allclose(rest["prl_probability"], as_cut.loc[~onward, "prl_probability"])
+    assert rest[["uncertainty_sd", "bald"]].isna().all().all() and not rest["prl"].any()  # one sample, far below
+    assert screened["prl"].tolist() == every["prl"].tolist()
 
 
 def test_bfloat16_scoring_stays_close_to_float32(manifest):

@@ -71,19 +71,6 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     assert loaded.calibration == result.checkpoint.calibration
 
 
-def test_the_named_views_are_calibrated_on_recorded_and_scored():
-    patches = toy_patches()
-    result = run_to_end(train(patches, replace(TINY_TRAIN, views=[[2, 3, 4]])))
-    assert checkpoint_views(result.checkpoint) == ((2, 3, 4),) and result.checkpoint.tta
-    validation = patches.select(result.checkpoint.metadata["training"]["val_subjects"])
-    flipped = torch.sigmoid(predict_views(inference_copy(result.checkpoint.model, torch.device("cpu")),
-                                          validation.x, torch.device("cpu"), ((2, 3, 4),)))
-    point = operating_point(validation.y, flipped.numpy(), "calibrated")
-    assert result.checkpoint.threshold == pytest.approx(point.threshold, abs=1e-6)
-    with pytest.raises(InputError, match="views"):
-        replace(TINY_TRAIN, views=[[2], [2]])
-
-
 def test_without_tta_the_kept_epoch_threshold_is_kept():
     result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, tta=False)))
     assert not result.checkpoint.tta and "validation_tta" not in result.checkpoint.metadata

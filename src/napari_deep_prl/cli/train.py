@@ -27,7 +27,7 @@ from napari_deep_prl.model.crossfit import (
     train_crossfitted,
 )
 from napari_deep_prl.model.dataset import build_patchset
-from napari_deep_prl.model.inference import PRECISIONS, describe_views
+from napari_deep_prl.model.inference import PRECISIONS
 from napari_deep_prl.model.metrics import THRESHOLD_RULES
 from napari_deep_prl.model.network import FUSIONS, PRESETS, ModelConfig, model_config
 from napari_deep_prl.model.train import TrainConfig, TrainResult, train
@@ -84,9 +84,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "models average on one scale) or best_f1 (raw probability, the paper's F1 argmax)")
     p.add_argument("--no-augment", action="store_true", help="turn augmentation off")
     p.add_argument("--no-tta", action="store_true",
-                   help="choose the threshold on the patches as cut (scoring then uses them alone) instead of "
-                        "flipped views: the 8 flips for a single network (8x slower to score), one flip of its own "
-                        "per network of an ensemble (as fast)")
+                   help="choose the threshold on one-view validation predictions (scoring then uses one view "
+                        "by default: 8x faster, less accurate) instead of the 8-flip average")
     p.add_argument("--exclude-confluent", action="store_true", help="leave confluent lesions out (as the paper)")
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
     p.add_argument("--threads", type=int, metavar="N",
@@ -213,7 +212,7 @@ def _save_single(result: TrainResult, output: Path) -> Path:
     kept = result.checkpoint.validation
     print(f"{'stopped; ' if result.stopped else ''}kept epoch {result.kept_epoch}: validation F1 "
           f"{kept['val_f1']:.3f}, ROC AUC {kept['val_auc']:.3f}, threshold {kept['threshold']:.3f}"
-          f" ({describe_views([result.checkpoint])}); "
+          f"{' (8-flip TTA)' if result.checkpoint.tta else ''}; "
           f"model {path} (id {result.checkpoint.id}), history {history}", file=sys.stderr)
     return path
 
@@ -229,8 +228,7 @@ def _save_ensemble(result: EnsembleResult, output: Path) -> Path:
     oof = result.validation
     print(f"{'stopped; ' if result.stopped else ''}{len(result.checkpoints)} cross-fitted models; out-of-fold "
           f"({oof['lesions']} lesions, {oof['prl_lesions']} PRL): F1 {oof['val_f1']:.3f}, ROC AUC "
-          f"{oof['val_auc']:.3f}, threshold {result.threshold:.3f} ({describe_views(result.checkpoints)}); "
-          f"model {path}, history {history}",
+          f"{oof['val_auc']:.3f}, threshold {result.threshold:.3f}; model {path}, history {history}",
           file=sys.stderr)
     return path
 

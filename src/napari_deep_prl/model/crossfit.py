@@ -11,11 +11,6 @@ the ensemble) this raised the test F1 from 0.751 ± 0.103 to 0.793 ± 0.051 and 
 cross-fitted networks ranked like the best of three single ones (ROC AUC 0.983–0.984) without a
 higher F1 (docs/model.md, "Cross-fitted ensembles"). It costs K trainings.
 
-Each network is calibrated, and scored, on the patch as cut, unless ``TrainConfig.views`` names
-other views: the ensemble's K networks are the samples its output averages, at the cost of K
-forward passes per lesion, where all 8 flips for every network cost 8 K and made scoring a
-subject take about 20 times its loading (docs/model.md, "Views").
-
 The threshold is chosen on single networks' outputs and applied to their average, as in the
 cross-validation's ensemble rows (the average of K networks is not available for a patient that
 K - 1 of them trained on). Under the default ``"calibrated"`` rule each network's output is
@@ -66,8 +61,7 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
                       ) -> Generator[Progress, None, EnsembleResult]:
     """Train ``models`` networks on patient-level folds of ``patches``, yielding progress.
 
-    Member ``i`` is validated on fold ``i``, seeded ``config.seed + i`` and calibrated on the
-    patch as cut (:func:`member_config`); with ``init`` (one
+    Member ``i`` is validated on fold ``i`` and seeded ``config.seed + i``; with ``init`` (one
     checkpoint per member, e.g. an ensemble's members) it fine-tunes ``init[i]``. With fewer
     subjects than networks (a project's first labels) there are as many folds as subjects and
     member ``i`` is validated on fold ``i`` modulo their number, so the ensemble keeps its size.
@@ -87,7 +81,7 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
     runs: list[TrainResult] = []
     for member, val in enumerate(shares):
         yield Progress(member, models, "model", f"model {member + 1}/{models}")
-        run = yield from train(patches, member_config(config, member), val_subjects=val,
+        run = yield from train(patches, replace(config, seed=config.seed + member), val_subjects=val,
                                init=init[member] if init else None, stop=stop)
         if run.stopped and runs:
             break
@@ -104,12 +98,6 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
                 "stopped": stopped}
     checkpoints = [_as_member(run.checkpoint, i, ensemble) for i, run in enumerate(runs)]
     return EnsembleResult(checkpoints, runs, threshold, out_of_fold, validation, stopped)
-
-
-def member_config(config: TrainConfig, member: int) -> TrainConfig:
-    """Network ``member``'s training settings: its seed, and the views it is calibrated on (those
-    ``config`` names, else the patch as cut: see the module doc)."""
-    return replace(config, seed=config.seed + member, views=config.views if config.views is not None else ((),))
 
 
 def _as_member(checkpoint: Checkpoint, index: int, ensemble: dict[str, Any]) -> Checkpoint:

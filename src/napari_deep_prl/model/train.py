@@ -25,9 +25,8 @@ decision threshold. Which model is kept (``keep``):
     the epoch with the best validation F1 (ties: higher ROC AUC, then lower loss).
 
 Either way the decision rule is chosen on the kept model's validation predictions on the views
-scoring will use (:func:`training_views`: all 8 flips, or the patch as cut as for each network of
-a cross-fitted ensemble; recorded in the checkpoint as ``views``), by ``threshold_rule``
-(:func:`~napari_deep_prl.model.metrics.operating_point`):
+scoring will use (all 8 flips with ``tta``, else the patch as cut; recorded in the checkpoint as
+``views``), by ``threshold_rule`` (:func:`~napari_deep_prl.model.metrics.operating_point`):
 
 ``"calibrated"`` (default)
     a Platt fit to those predictions becomes part of the model (``Checkpoint.calibration``):
@@ -73,9 +72,7 @@ from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.dataset import PatchSet
 from napari_deep_prl.model.inference import (
     TTA_VIEWS,
-    View,
     autocast,
-    checked_views,
     for_device,
     precision_name,
     predict_views,
@@ -113,13 +110,9 @@ class TrainConfig:
     #: The model before training competes for the best validation score (see the module doc).
     keep_start: bool = True
     #: Choose the kept model's threshold and calibration on its validation probabilities averaged
-    #: over flipped views of each patch, the views that scoring then averages; ``False``: on the
-    #: patch as cut (see :func:`training_views`).
+    #: over the :data:`TTA_VIEWS` (all 8 flips), the views that scoring then averages; ``False``:
+    #: on the patch as cut. The checkpoint records them (``views``).
     tta: bool = True
-    #: The views themselves (spatial dims to flip; ``()`` the patch as cut); ``None``: all 8 flips
-    #: (:data:`TTA_VIEWS`) with ``tta``. A cross-fitted ensemble's networks see the patch as cut
-    #: unless views are named (:func:`~napari_deep_prl.model.crossfit.member_config`).
-    views: tuple[tuple[int, ...], ...] | None = None
     #: Which model is kept: the last epoch's or the best-validation-F1 one (see the module doc).
     keep: Literal["last", "best"] = "last"
     #: Arithmetic of the training steps (see :func:`resolve_precision`); validation, and so the
@@ -137,16 +130,6 @@ class TrainConfig:
             raise InputError(f"unknown threshold rule '{self.threshold_rule}'; use one of "
                              f"{', '.join(THRESHOLD_RULES)}")
         resolve_precision(self.precision, torch.device("cpu"))  # refuses unknown names
-        if self.views is not None:
-            object.__setattr__(self, "views", checked_views(self.views))
-
-
-def training_views(config: TrainConfig) -> tuple[View, ...]:
-    """The views a network is calibrated on, and then scored on: ``config.views``, else all 8
-    flips with ``config.tta``, else the patch as cut."""
-    if config.views is not None:
-        return config.views
-    return TTA_VIEWS if config.tta else ((),)
 
 
 @dataclass
@@ -240,9 +223,8 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     best = best or start  # stopped before the first step, with keep_start=False
     model.load_state_dict(best.state)
     model.eval()
-    views = training_views(config)
-    flipped = views != ((),)
-    kept, point = _validate(model, validation, config, device, views) if flipped else (best.record, best.point)
+    views = TTA_VIEWS if config.tta else ((),)
+    kept, point = _validate(model, validation, config, device, views) if config.tta else (best.record, best.point)
     summary = {
         "train_subjects": train_ids, "val_subjects": list(val_subjects),
         "train_patches": len(training), "train_prl_patches": int(positives.size),
@@ -254,9 +236,9 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         "precision": precision_name(dtype),
         "config": _jsonable(asdict(config)),
     }
-    metadata: dict[str, Any] = {"training": summary, "validation": best.record, "tta": flipped,
+    metadata: dict[str, Any] = {"training": summary, "validation": best.record, "tta": config.tta,
                                 "views": [list(view) for view in views]}
-    if flipped:
+    if config.tta:
         metadata["validation_tta"] = kept
     if init is not None:
         metadata["parent"] = init.id

@@ -5,11 +5,14 @@
 (:mod:`napari_deep_prl.scoring.project`) all call it, so the same model and lesion get the same
 probability, call and uncertainty everywhere. The lesions are cut into patches with the patch
 settings stored in each checkpoint (once per distinct setting, a run of lesions at a time) and
-go through :func:`napari_deep_prl.model.inference.view_probabilities`: every network scores the
-views its threshold and calibration were chosen on, each calibrated by its own network. Over all
-of these samples (networks × views, of whatever patch settings) the mean is ``prl_probability``,
-the standard deviation ``uncertainty_sd`` and the mutual information ``bald``
-(:func:`~napari_deep_prl.model.inference.from_samples`; both ``n/a`` for a single sample). The
+go through :func:`napari_deep_prl.model.inference.view_probabilities`: every network scores each
+lesion as cut, and in the other views its threshold and calibration were chosen on unless that
+first look puts the lesion below a quarter of the decision threshold (the screen,
+:data:`~napari_deep_prl.model.inference.SCREEN_SHARE`); each view is calibrated by its own
+network. Over the samples scored (networks × views, of whatever patch settings) the mean is
+``prl_probability``, the standard deviation ``uncertainty_sd`` and the mutual information
+``bald`` (:func:`~napari_deep_prl.model.inference.from_samples`; both ``n/a`` for a single
+sample). The
 decision ``prl`` is ``prl_probability >=`` the mean of the checkpoints' validation thresholds,
 or the operating point given as ``threshold`` (e.g. a lower one for a more sensitive screen,
 read off the validation or cross-validation ROC curve). For a study's whole cohort,
@@ -22,9 +25,10 @@ with probabilities within 0.005 of float32 and the same decisions on 690 held-ou
 (docs/model.md, "bfloat16"); ``"float32"`` gives the same numbers on every machine.
 
 ``tta=None`` (the default) scores each checkpoint on its own views
-(:func:`~napari_deep_prl.model.inference.checkpoint_views`). ``tta=True`` / ``False`` scores every
-checkpoint on all 8 flips / on the patch as cut instead, for studies: the thresholds were not
-chosen on those views.
+(:func:`~napari_deep_prl.model.inference.checkpoint_views`), screened. ``tta=True`` scores every
+lesion on all 8 flips of every network, unscreened (what earlier versions did for models
+calibrated on the flips); ``False`` on the patch as cut alone: for studies, as the threshold of a
+model calibrated on the flips was not chosen on that.
 
 When a subject comes with ground truth (a PRL mask or a lesion label table), its rows also
 carry ``prl_truth`` (:func:`napari_deep_prl.data.lesions.lesion_table`'s ``prl``; blank for lesions a
@@ -74,6 +78,7 @@ from napari_deep_prl.data.patches import (
 from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.inference import (
     INFERENCE_BATCH,
+    SCREEN_SHARE,
     UNCALIBRATED_BECAUSE,
     from_samples,
     uncalibrated,
@@ -128,7 +133,8 @@ def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesion
         # a run of lesions cut and scored at a time: memory does not grow with the lesion count
         group = [c for c in checkpoints if c.patch_config == config]
         samples.append(np.concatenate([
-            view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision)
+            view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision,
+                               screen=None if tta is not None else SCREEN_SHARE * threshold)
             for x in patch_runs(subject, lesions, config, first_mask=(first_masks or {}).get(config))], axis=1))
     prediction = from_samples(np.concatenate(samples))
     out = table[["subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3"]].copy()

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.crossfit import ensemble_info
-from napari_deep_prl.model.inference import describe_views
 from napari_deep_prl.scoring.score import decision_threshold
 
 SCORES_HIDDEN = ("Model scores are hidden while a blind rater session is open in this viewer; "
@@ -78,12 +77,11 @@ def describe_checkpoint(checkpoints: Checkpoint | Sequence[Checkpoint], path: Pa
                   f"{len(training.get('train_subjects', []))} subjects")
     else:
         learnt = "not recorded"
-    seen = describe_views(members)
     if ensemble:
-        validated = f"out-of-fold validation ({seen})"
+        validated = f"out-of-fold validation{' (8-flip TTA)' if checkpoint.tta else ''}"
         validation = ensemble["out_of_fold"]
     else:
-        validated = f"validation ({seen})"
+        validated = f"validation{' (8-flip TTA)' if checkpoint.tta else ''}"
         validation = checkpoint.validation
     kind = (f"ensemble of {len(members)} {'cross-fitted ' if ensemble else ''}models · ids "
             f"{', '.join(m.id for m in members)}" if len(members) > 1 else f"id {checkpoint.id}")
