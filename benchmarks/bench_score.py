@@ -1,103 +1,179 @@
-"""Scoring throughput: lesions per second, and one subject end to end versus loading it.
+"""Scoring: the default model's speed and held-out quality, the screened default against every view.
 
-* Network throughput: PRL probabilities of 512 random 28³ patches with the default preset (one
-  model, no TTA; then with the 8-view TTA), in batches of :data:`train.INFERENCE_BATCH` (8) —
-  lesions/s, median of 5 passes after two warm-up passes.
-* End to end: one simulated brain-sized subject (1 mm, 50 lesions) scored from its NIfTI files
-  (load, find lesions, cut patches, predict, build the table) against only loading its images
-  (phase, MP2RAGE, mask and the simulated PRL mask), medians of 9 alternating rounds (3 for
-  TTA); with one view (the target's figure) and with the 8-view TTA that models trained by this
-  version use by default; in the precision scoring uses by default (``precision="auto"``:
-  bfloat16 on a CPU that computes it natively) and in float32.
+One three-network cross-fitted ensemble (what ``deep-prl train`` ships, each network calibrated
+on the 8 axis flips), trained in this run on simulated patients, is scored two ways:
 
-Targets (issue 3): >= 200 lesions/s; end-to-end <= 2x the load time. A random-weight model is
-used: the cost does not depend on the weights. Also printed: the bound that the convolutions set
-(each timed alone at its shape in the model, :func:`timing.convolution_seconds`). Run:
-``python benchmarks/bench_score.py [THREADS]``.
+* **every view** (the previous default, ``deep-prl score --tta``): every lesion on all 8 flips
+  of every network, 24 passes per lesion;
+* **screened** (the default): every lesion as cut by every network, and on its other flips only
+  when that first look does not put it below a quarter of the decision threshold
+  (:data:`napari_deep_prl.model.inference.SCREEN_SHARE`); the share of lesions scored on every
+  view is printed.
+
+Printed side by side:
+
+* **end to end**: one simulated brain-sized subject (1 mm, 160 × 192 × 160, 39 lesions of which
+  4 PRLs: ``--subject-seed 6``) scored from its NIfTI files by ``score_cohort`` (load, find
+  lesions, cut patches, predict, build the table, as ``deep-prl score`` does) against only
+  loading its images (phase, MP2RAGE, mask and PRL mask); medians of ``--rounds`` alternating
+  rounds, in the precision scoring uses by default. Target: the default ≤ 4 × the load time.
+* **held-out quality**: both score the held-out cohort (subjects neither trained nor validated
+  on) through ``score_cohort``; ROC AUC, F1, sensitivity and PPV of the non-confluent lesions
+  at the model's threshold (:func:`~napari_deep_prl.scoring.score.truth_metrics`). Target: the
+  default no worse than every view.
+* **network throughput**: random 28³ patches through one default-preset network, one view and
+  8 views, lesions/s (median of 5 passes after two warm-up passes).
+
+Training is short (``--epochs``, 640 class-balanced samples each) to keep the run near 10
+minutes on 2 idle cores; the simulated cohorts are kept in ``--work`` for later runs. Run:
+``python benchmarks/bench_score.py [--threads N] [--epochs 8] [--train-subjects 24]
+[--held-out 24] [--work out/bench_score]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
-import tempfile
+import time
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from timing import convolution_seconds, median_seconds
+from timing import median_seconds
 
 from napari_deep_prl.base.progress import run_to_end
-from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.data.cohort import open_cohort
+from napari_deep_prl.data.images import SubjectPaths
+from napari_deep_prl.data.lesions import find_lesions
+from napari_deep_prl.data.patches import PatchConfig, patch_runs
 from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.crossfit import train_crossfitted
+from napari_deep_prl.model.dataset import build_patchset
+from napari_deep_prl.model.inference import (
+    SCREEN_SHARE,
+    precision_name,
+    predict,
+    resolve_precision,
+    view_probabilities,
+)
 from napari_deep_prl.model.network import PRESETS, DeepPRL
-from napari_deep_prl.model.train import precision_name, resolve_precision
-from napari_deep_prl.scoring.score import predict_patches, score_cohort
-from napari_deep_prl.simulate import simulate_subject
+from napari_deep_prl.model.train import TrainConfig
+from napari_deep_prl.scoring.score import (
+    decision_threshold,
+    score_cohort,
+    truth_metrics,
+)
+from napari_deep_prl.simulate import simulate_cohort, simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject
 
-#: Rounds of (load, score one view) timings; the 8-view TTA is timed in the first three.
-ROUNDS = 9
+
+def cohort(folder: Path, subjects: int, seed: int) -> Path:
+    """A simulated cohort's manifest, simulated once into ``folder``."""
+    manifest = folder / "manifest.csv"
+    if not manifest.exists():
+        run_to_end(simulate_cohort(folder, subjects, seed, prl_fraction=0.10, contrasts=()))
+    return manifest
+
+
+#: The two ways of scoring compared: ``score_cohort``'s ``tta`` argument.
+WAYS = {"every view (previous default)": True, "screened (default)": None}
+
+
+def train_model(manifest: Path, epochs: int) -> list[Checkpoint]:
+    patches = run_to_end(build_patchset(open_cohort(manifest), PatchConfig()))
+    start = time.perf_counter()
+    checkpoints = run_to_end(train_crossfitted(patches, TrainConfig(epochs=epochs), 3)).checkpoints
+    print(f"trained 3 cross-fitted networks on {len(patches.originals())} lesions ({int(patches.originals().y.sum())} "
+          f"PRL), {epochs} epochs, in {time.perf_counter() - start:.0f} s", flush=True)
+    return checkpoints
+
+
+def every_view_share(subjects: list[SubjectPaths], checkpoints: list[Checkpoint]) -> float:
+    """Share of the lesions that the screen sends on to every view."""
+    screen = SCREEN_SHARE * decision_threshold(checkpoints)
+    scored = [np.isfinite(view_probabilities(checkpoints, x, screen=screen)).all(0)
+              for paths in subjects for subject in [paths.load()]
+              for x in patch_runs(subject, find_lesions(subject), checkpoints[0].patch_config)]
+    return float(np.concatenate(scored).mean())
+
+
+def quality(manifest: Path, checkpoints: list[Checkpoint]) -> dict[str, dict[str, float]]:
+    figures = {}
+    for name, tta in WAYS.items():
+        metrics = truth_metrics(run_to_end(score_cohort(open_cohort(manifest), checkpoints, tta=tta)).lesions)
+        figures[name] = {"held-out ROC AUC": metrics["roc_auc"], "held-out F1": metrics["f1"],
+                         "held-out sensitivity": metrics["sensitivity"], "held-out PPV": metrics["ppv"]}
+    share = every_view_share(list(open_cohort(manifest)), checkpoints)
+    print(f"held out: {metrics['tp'] + metrics['fn']} PRLs of {sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} "
+          f"non-confluent lesions; the screen sent {share:.0%} of the lesions on to every view", flush=True)
+    return figures
+
+
+def end_to_end(folder: Path, checkpoints: list[Checkpoint], seed: int, rounds: int) -> dict[str, dict[str, float]]:
+    sim = simulate_subject(seed, n_lesions=40, voxel_size=(1.0, 1.0, 1.0), fov_mm=(160.0, 192.0, 160.0),
+                           contrasts=())
+    paths = write_subject(sim, folder)
+    for tta in WAYS.values():  # warm-up, as a `deep-prl score` process's first subject
+        scores = run_to_end(score_cohort([paths], checkpoints, tta=tta))
+    load, times = [], {name: [] for name in WAYS}
+    for _ in range(rounds):  # alternating, so that both see the same machine state
+        load.append(median_seconds(paths.load, repeats=1))
+        for name, tta in WAYS.items():
+            times[name].append(median_seconds(lambda tta=tta: run_to_end(score_cohort([paths], checkpoints, tta=tta)),
+                                              repeats=1))
+    n, load_s = len(scores.lesions), statistics.median(load)
+    print(f"end to end: subject grid {sim.subject.shape}, {n} lesions ({int(scores.lesions['prl_truth'].sum())} PRL), "
+          f"the screen sent {every_view_share([paths], checkpoints):.0%} of them on to every view; loading its "
+          f"NIfTI files {load_s * 1000:.0f} ms (median of {rounds})")
+    return {name: {"end to end / load": statistics.median(t) / load_s, "lesions/s end to end": n / statistics.median(t),
+                   "end to end ms": 1000 * statistics.median(t)} for name, t in times.items()}
+
+
+def network_throughput() -> None:
+    torch.manual_seed(0)
+    checkpoint = Checkpoint(DeepPRL(PRESETS["default"]).eval(), 0.5, PatchConfig())
+    x = np.random.default_rng(0).random((512, 3, 28, 28, 28), dtype=np.float32)
+    for _ in range(2):  # warm-up: the allocator settles over the first passes
+        predict([checkpoint], x, device="cpu")
+    for tta in (False, True):
+        n = len(x) if not tta else 128
+        seconds = median_seconds(lambda n=n, tta=tta: predict([checkpoint], x[:n], tta=tta, device="cpu"), repeats=5)
+        print(f"network throughput, one default-preset network, {'8 views' if tta else 'one view'}: "
+              f"{n / seconds:.0f} lesions/s")
 
 
 def main() -> None:
-    if len(sys.argv) > 1:  # optional: number of torch threads
-        torch.set_num_threads(int(sys.argv[1]))
-    default = precision_name(resolve_precision("auto", torch.device("cpu")))
-    precisions = ("float32",) if default == "float32" else (default, "float32")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; scoring's default precision here: {default}")
-    torch.manual_seed(0)
-    checkpoint = Checkpoint(DeepPRL(PRESETS["default"]).eval(), 0.5, PatchConfig())
-    # End to end first, as in a `deep-prl score` process: the large batches below leave the
-    # allocator in another state (about 5-10 % slower subject scoring afterwards).
-    end_to_end(checkpoint, precisions)
-    network_throughput(checkpoint, precisions)
-
-
-def end_to_end(checkpoint: Checkpoint, precisions: tuple[str, ...]) -> None:
-    sim = simulate_subject(0, n_lesions=50, voxel_size=(1.0, 1.0, 1.0), fov_mm=(160.0, 192.0, 160.0))
-    runs = [(p, False) for p in precisions] + [(precisions[0], True)]  # TTA in the default precision
-
-    def score(precision: str, tta: bool) -> float:
-        return median_seconds(lambda: run_to_end(score_cohort([paths], [checkpoint], tta=tta, device="cpu",
-                                                              precision=precision)), repeats=1)
-
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = write_subject(sim, Path(tmp))
-        subject = paths.load()
-        with warnings.catch_warnings():  # a few lesions outgrow the patch: irrelevant to the timing
-            warnings.simplefilter("ignore")
-            scores = run_to_end(score_cohort([paths], [checkpoint], tta=False, device="cpu"))  # warm-up
-            # Loading and scoring alternate, so both see the same machine state (disk cache, load).
-            load, times = [], {run: [] for run in runs}
-            for round_ in range(ROUNDS):
-                load.append(median_seconds(lambda: paths.load(), repeats=1))
-                for run in runs if round_ < 3 else runs[:-1]:
-                    times[run].append(score(*run))
-    n, load_s = len(scores.lesions), statistics.median(load)
-    print(f"subject grid {subject.shape}, {n} lesions")
-    print(f"load its NIfTI files:      {load_s * 1000:7.1f} ms")
-    for (precision, tta), seconds in ((run, statistics.median(t)) for run, t in times.items()):
-        print(f"score end to end, {precision:8s}, {'8-view TTA (default)' if tta else 'one view (--no-tta)'}: "
-              f"{seconds * 1000:7.1f} ms = {seconds / load_s:.2f} x load time "
-              f"({n / seconds:.0f} lesions/s including loading)")
-
-
-def network_throughput(checkpoint: Checkpoint, precisions: tuple[str, ...]) -> None:
-    x = np.random.default_rng(0).random((512, 3, 28, 28, 28), dtype=np.float32)
-    for _ in range(2):  # warm-up: the allocator settles over the first passes (about 1.3x slower)
-        predict_patches([checkpoint], x, device="cpu")
-    for precision in precisions:
-        for tta in (False, True):
-            n = len(x) if not tta else 128
-            seconds = median_seconds(lambda: predict_patches([checkpoint], x[:n], tta=tta, device="cpu",
-                                                             precision=precision), repeats=5)
-            print(f"network, {precision:8s}, {'8-view TTA' if tta else 'one view  '}: {n / seconds:7.1f} lesions/s")
-    fast = checkpoint.inference_model(torch.device("cpu"))  # what predict_patches runs
-    conv, first = convolution_seconds(fast, torch.from_numpy(x[:64]), backward=False)
-    print(f"float32 convolutions alone (each timed on its own): {64 / conv:7.1f} lesions/s at best; those "
-          f"at full resolution (the first block) take {first / conv:.0%} of it")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, help="torch threads (default: one per core)")
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--train-subjects", type=int, default=24)
+    parser.add_argument("--held-out", type=int, default=24)
+    parser.add_argument("--subject-seed", type=int, default=6, help="the end-to-end subject (6: 39 lesions, 4 PRL)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--seed", type=int, default=11, help="cohort seed (11; the held-out cohort: seed + 1)")
+    parser.add_argument("--work", type=Path, default=Path("out/bench_score"))
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; scoring's default precision here: "
+          f"{precision_name(resolve_precision('auto', torch.device('cpu')))}", flush=True)
+    with warnings.catch_warnings():  # a few simulated lesions outgrow the patch: irrelevant here
+        warnings.simplefilter("ignore")
+        training = cohort(args.work / f"train-{args.train_subjects}-seed{args.seed}", args.train_subjects, args.seed)
+        held_out = cohort(args.work / f"held-out-{args.held_out}-seed{args.seed + 1}", args.held_out, args.seed + 1)
+        checkpoints = train_model(training, args.epochs)
+        figures = quality(held_out, checkpoints)
+        speed = end_to_end(args.work / "subject", checkpoints, args.subject_seed, args.rounds)
+    rows = ["end to end / load", "lesions/s end to end", "end to end ms",
+            "held-out ROC AUC", "held-out F1", "held-out sensitivity", "held-out PPV"]
+    print(f"\n{'':24s}" + "".join(f"{name:>34s}" for name in WAYS))
+    for row in rows:
+        print(f"{row:24s}" + "".join(f"{({**speed[name], **figures[name]})[row]:34.3f}" for name in WAYS))
+    network_throughput()
+    print(f"run time {(time.perf_counter() - started) / 60:.1f} min (target of the default: end to end <= 4 x load, "
+          "held-out quality no worse than every view)")
 
 
 if __name__ == "__main__":

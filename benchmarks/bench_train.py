@@ -28,18 +28,14 @@ from timing import convolution_seconds
 
 from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.model.dataset import PatchSet
+from napari_deep_prl.model.inference import precision_name, resolve_precision
 from napari_deep_prl.model.network import (
     PRESETS,
     DeepPRL,
     count_parameters,
     flops_per_patch,
 )
-from napari_deep_prl.model.train import (
-    TrainConfig,
-    precision_name,
-    resolve_precision,
-    train,
-)
+from napari_deep_prl.model.train import TrainConfig, train
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:

@@ -46,9 +46,9 @@ def main() -> None:
     from qtpy.QtWidgets import QApplication
 
     from napari_deep_prl._napari.model.model_widget import ModelPanel
-    from napari_deep_prl.active import strategies as active
     from napari_deep_prl.base.progress import run_to_end
     from napari_deep_prl.ratings.project import Project
+    from napari_deep_prl.scoring.project import model_version, project_scores
     from napari_deep_prl.simulate import simulate_cohort
 
     work = Path(tempfile.mkdtemp())
@@ -66,8 +66,8 @@ def main() -> None:
     panel.load_model(args.model)
     panel.decision.setCurrentIndex(1)  # the project's lesions together
     wait(app, panel.score_project())
-    version = active.model_version(panel.state.checkpoints, panel.state.method)
-    counts = active.project_scores(panel.state.project, panel.state.checkpoints, version, "expected_f1").subjects
+    version = model_version(panel.state.checkpoints)
+    counts = project_scores(panel.state.project, panel.state.checkpoints, version, "expected_f1").subjects
     panel.subject.setCurrentText(counts.sort_values("prl_count")["subject"].iloc[-1])
     wait(app, panel.score_subject())  # stored already: shows the subject with the most PRLs
     panel.table.sortItems(3, Qt.SortOrder.DescendingOrder)  # most likely PRL first

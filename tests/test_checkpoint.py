@@ -122,6 +122,10 @@ def setting(name, value):
     (lambda metadata, state: metadata["model"].update(widths=[2, "4"]), "model"),
     (lambda metadata, state: metadata.pop("threshold"), "threshold"),
     (setting("tta", "yes"), "tta"),
+    (setting("views", [[2], [2]]), "views"),
+    (setting("views", [[5]]), "views"),
+    (setting("views", []), "views"),
+    (setting("views", "all"), "views"),
     (setting("training", {"val_subjects": "sub-01"}), "training"),
     (setting("channels", ["phase", "mp2rage", "mask"]), "channels"),
 ])

@@ -37,12 +37,13 @@ def test_rank_writes_the_queue_order_and_finetune_saves_a_version(tmp_path, root
     parent = tiny_checkpoint()
     model = parent.save(tmp_path / "tiny.pt")
     out = tmp_path / "queue.tsv"
-    assert main(["active", "rank", root, "--model", str(model), "--method", "mc_dropout",
-                 "--samples", "2", "--strategy", "entropy", "-o", str(out), "--quiet"]) == 0
-    queue = pd.read_csv(out, sep="\t")
+    assert main(["active", "rank", root, "--model", str(model), "--strategy", "entropy", "-o", str(out),
+                 "--quiet"]) == 0
+    queue = pd.read_csv(out, sep="\t", na_values="n/a")
     assert len(queue) == 9 and list(queue["position"]) == list(range(9))
     assert queue["entropy"].is_monotonic_decreasing
-    assert set(queue["model_version"]) == {f"{parent.id}/mc2"}
+    assert set(queue["model_version"]) == {f"{parent.id}/views"}
+    assert queue[["uncertainty_sd", "bald"]].isna().all().all()  # one network on one view: one sample
     worst = ranking_models()[1].save(tmp_path / "worst.pt")  # nothing validates worse than it
     assert main(["active", "finetune", root, "--model", str(worst), "--source", "prl_mask",
                  "--epochs", "1", "--device", "cpu", "--quiet"]) == 0
@@ -59,14 +60,14 @@ def test_score_prints_and_writes_the_project_counts(tmp_path, manifest, capsys):
     model = tiny_checkpoint().save(tmp_path / "tiny.pt")  # threshold 0.5, raw probabilities
     out = tmp_path / "subjects.tsv"
     root = str(tmp_path / "project")
-    assert main(["active", "score", root, "--model", str(model), "--method", "none", "-o", str(out),
+    assert main(["active", "score", root, "--model", str(model), "-o", str(out),
                  "--quiet"]) == 0
     counts = pd.read_csv(out, sep="\t")
     assert counts["subject"].tolist() == ["sub-01", "sub-02", "sub-03"]
     assert counts["lesions"].tolist() == [3, 3, 3]
     message = capsys.readouterr().err
     assert f"{counts['prl_count'].sum()} called PRL (prl_probability >= 0.5)" in message
-    assert main(["active", "score", root, "--model", str(model), "--method", "none",
+    assert main(["active", "score", root, "--model", str(model),
                  "--cohort-decision", "--quiet"]) == 2
     assert "calibrated" in capsys.readouterr().err
 

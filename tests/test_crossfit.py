@@ -16,8 +16,14 @@ from napari_deep_prl.model.crossfit import (
     history_table,
     train_crossfitted,
 )
+from napari_deep_prl.model.inference import (
+    TTA_VIEWS,
+    checkpoint_views,
+    network_probabilities,
+    predict,
+)
 from napari_deep_prl.model.metrics import calibrated_threshold
-from napari_deep_prl.scoring.score import decision_threshold, predict_patches
+from napari_deep_prl.scoring.score import decision_threshold
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +44,13 @@ def test_every_training_patient_is_validated_once_by_a_model_that_did_not_train_
         assert set(oof.loc[oof["member"] == member, "subject"]) == held_out
     # seeds differ per member, so the networks do
     assert len({run.checkpoint.id for run in ensemble.runs}) == 3
+    # ... each calibrated on its 8 flips, and its out-of-fold output the mean of them
+    assert [checkpoint_views(c) for c in ensemble.checkpoints] == [TTA_VIEWS] * 3
+    for member, checkpoint in enumerate(ensemble.checkpoints):
+        part = patches.select(checkpoint.metadata["training"]["val_subjects"]).originals()
+        raw = network_probabilities(checkpoint, part.x, TTA_VIEWS, device="cpu", precision="float32")
+        mine = oof.loc[oof["member"] == member, "prl_probability"].to_numpy()
+        np.testing.assert_allclose(mine, checkpoint.calibrate(raw).mean(0), atol=1e-6)
 
 
 def test_the_threshold_is_chosen_on_all_out_of_fold_predictions_and_shared(ensemble):
@@ -65,9 +78,9 @@ def test_an_ensemble_file_round_trips_and_scores_as_the_average(ensemble, tmp_pa
     x = toy_patches().x[:6]
     mixed = len({c.calibration is None for c in loaded}) > 1  # as here: two members could not calibrate
     with pytest.warns(InputWarning, match="mixes two scales") if mixed else contextlib.nullcontext():
-        mean, spread = predict_patches(loaded, x, tta=False, device="cpu", precision="float32")
-    singles = [predict_patches([c], x, tta=False, device="cpu", precision="float32")[0] for c in loaded]
-    assert np.allclose(mean, np.mean(singles, axis=0), atol=1e-6) and (spread > 0).all()
+        both = predict(loaded, x, tta=False, device="cpu", precision="float32")
+    singles = [predict([c], x, tta=False, device="cpu", precision="float32").probability for c in loaded]
+    assert np.allclose(both.probability, np.mean(singles, axis=0), atol=1e-6) and (both.uncertainty_sd > 0).all()
     with pytest.raises(CheckpointError, match="an ensemble of 3 models"):
         load_checkpoint(path)
     assert [c.id for c in load_models(path, ensemble.checkpoints[0].save(tmp_path / "one.pt"))] == \
@@ -109,6 +122,7 @@ def test_with_fewer_subjects_than_networks_the_networks_share_validation_folds()
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*mixes two scales")  # a network of one epoch may not calibrate
 def test_cli_trains_an_ensemble_that_score_and_the_history_read(manifest, tmp_path, capsys):
     model = tmp_path / "ens.pt"
     args = ["train", str(manifest), "-o", str(model), "--epochs", "1", "--patch-size", "12",

@@ -288,8 +288,8 @@ def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_ma
     )
     from napari_deep_prl.evaluation.report import json_ready
     from napari_deep_prl.model.dataset import PatchSet
+    from napari_deep_prl.model.inference import predict
     from napari_deep_prl.model.metrics import model_output
-    from napari_deep_prl.scoring.score import predict_patches
 
     x = np.random.default_rng(0).random((4, 3, 8, 8, 8), dtype=np.float32)
     patches = PatchSet(x, np.array([1, 0, 0, 1], np.int8), np.array(["a", "a", "b", "b"]),
@@ -312,6 +312,6 @@ def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_ma
     predicted = fitted.predict(["a", "b"])
     raw = predicted.filter(like=RAW_VIEW).to_numpy().T
     assert raw.shape == (1, 4)
-    expected = predict_patches([fitted.checkpoint], patches.x, device="cpu", precision="float32")[0]
+    expected = predict([fitted.checkpoint], patches.x, device="cpu", precision="float32").probability
     np.testing.assert_allclose(predicted["prl_probability"], expected, atol=1e-6)
     np.testing.assert_allclose(predicted["prl_probability"], model_output(raw, fitted.checkpoint.calibration))

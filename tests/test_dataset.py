@@ -20,8 +20,8 @@ from napari_deep_prl.model.dataset import (
     patch_bytes,
     volume_bytes,
 )
+from napari_deep_prl.model.inference import predict_views
 from napari_deep_prl.model.network import DeepPRL, inference_copy
-from napari_deep_prl.model.train import predict_views
 
 CONFIGS = [PatchConfig(), PatchConfig(normalisation="patch"),
            PatchConfig(phase_centre="zero", other_lesions="downweight", mask_dilation=2)]

@@ -120,7 +120,7 @@ def test_a_worse_model_is_saved_and_flagged_and_the_project_is_not_rescored_by_i
     assert (result.comparison.start["val_f1"], result.comparison.start["val_auc"]) == (1.0, 1.0)
     assert result.comparison.new["val_f1"] < 1.0
     assert "the new model validates WORSE" in result.comparison.summary()
-    result = run_to_end(retrain_and_rescore(rim_project, best, CONTRARIAN_TRAIN, source="contrarian", method="none"))
+    result = run_to_end(retrain_and_rescore(rim_project, best, CONTRARIAN_TRAIN, source="contrarian"))
     assert result.worse and result.scored is None and result.path.name == "deep-prl-v002.pt"
     assert rim_project.store.predictions().empty  # the review queue does not follow it
 

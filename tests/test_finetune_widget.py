@@ -27,6 +27,7 @@ from napari_deep_prl._napari.model.model_widget import ModelPanel
 from napari_deep_prl.active import strategies as active
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.model.checkpoint import load_checkpoint, load_models
+from napari_deep_prl.scoring.project import model_version, stored_scores
 
 pytestmark = pytest.mark.gui
 
@@ -131,7 +132,6 @@ def test_cancel_keeps_the_best_model_so_far(panel, qtbot):
 def test_automatic_retraining_rescores_and_reranks_the_queue(panel, qtbot):
     box = panel.finetune
     box.auto_every.setValue(5)
-    panel.method.setCurrentText("one pass")
     versions = []
     panel.state.scores_stored.connect(versions.append)
     scoring = panel.score_project()
@@ -143,14 +143,14 @@ def test_automatic_retraining_rescores_and_reranks_the_queue(panel, qtbot):
     versions.clear()
     job = box.maybe_retrain()
     run_job(qtbot, job, timeout=60_000)
-    assert versions == [box.result.checkpoint.id]
+    assert versions == [model_version(box.result.checkpoints)]
     assert box.maybe_retrain() is None  # no new labels since
     project = panel.state.project
-    scores = active.stored_scores(project, versions[0])
+    scores = stored_scores(project, versions[0])
     assert len(scores) == 9
     queue = project.queue("ann", active.project_strategy(project, "likely_prl", versions[0]))
     item = queue.next()
-    assert item.lesion_key == scores.sort_values("probability")["lesion_key"].iloc[-1]
+    assert item.lesion_key == scores.sort_values("prl_probability")["lesion_key"].iloc[-1]
     assert (item.strategy, item.model_version) == ("likely_prl", versions[0])
 
 

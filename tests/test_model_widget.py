@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from active_support import one_torch_thread, run_job, tiny_checkpoint, tiny_project  # noqa: F401
+from qtpy.QtCore import Qt
 
 from napari_deep_prl._napari.layers import subject_layers
 from napari_deep_prl._napari.model import model_widget
@@ -16,9 +18,10 @@ from napari_deep_prl._napari.model.model_widget import (
     ModelPanel,
 )
 from napari_deep_prl._napari.model.scoring_table import POINTS_NAME
-from napari_deep_prl.active import strategies as active
+from napari_deep_prl.cli import main
 from napari_deep_prl.model.checkpoint import save_ensemble
 from napari_deep_prl.model.metrics import PlattFit
+from napari_deep_prl.scoring.project import model_version, project_scores
 from napari_deep_prl.scoring.score import cohort_threshold
 
 pytestmark = pytest.mark.gui
@@ -41,7 +44,6 @@ def panel(make_napari_viewer, setup, qtbot):
     qtbot.addWidget(widget)
     widget.open_project(project.root)
     widget.load_model(path)
-    widget.method.setCurrentText("MC dropout")
     return widget
 
 
@@ -56,7 +58,7 @@ def test_scoring_a_subject_fills_layer_table_and_store(panel, setup, qtbot):
     assert "sub-02 phase" in panel.viewer.layers
     assert panel.table.rowCount() == 3
     assert "PRL(s) of 3 lesions" in panel.count.text()
-    stored = project.store.predictions(active.model_version([checkpoint], "mc_dropout"))
+    stored = project.store.predictions(model_version([checkpoint]))
     assert sorted(stored["subject"].unique()) == ["sub-02"] and len(stored) == 3
     np.testing.assert_allclose(sorted(stored["probability"]),
                                sorted(layer.features["prl_probability"]))
@@ -83,7 +85,7 @@ def test_blind_mode_hides_every_score(panel, qtbot):
     assert "prl_probability" not in layer.features and len(layer.data) == 3
     hidden = {panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())
               if panel.table.isColumnHidden(c)}
-    assert hidden == {"P(PRL)", "PRL", "entropy", "BALD"}
+    assert hidden == {"P(PRL)", "PRL", "SD", "BALD"}
     assert panel.count.isHidden() and panel.colour_bar.isHidden()
     panel.set_blind(False)
     assert "prl_probability" in panel.viewer.layers[POINTS_NAME].features
@@ -92,11 +94,10 @@ def test_blind_mode_hides_every_score(panel, qtbot):
 def test_scoring_the_project_stores_every_lesion_once(panel, setup, qtbot, monkeypatch):
     project, checkpoint, _ = setup
     run_job(qtbot, panel.score_project(), timeout=60_000)
-    version = active.model_version([checkpoint], "mc_dropout")
-    assert len(project.store.predictions(version)) == 9
+    assert len(project.store.predictions(model_version([checkpoint]))) == 9
     # Record the second run's events where they are made: connecting to the worker's signal
     # after the job has started could miss the first ones.
-    events, score_project = [], active.score_project
+    events, score_project = [], model_widget.score_project
 
     def recording(*args, **kwargs):
         scoring = score_project(*args, **kwargs)
@@ -108,7 +109,7 @@ def test_scoring_the_project_stores_every_lesion_once(panel, setup, qtbot, monke
             events.append(event)
             yield event
 
-    monkeypatch.setattr(active, "score_project", recording)
+    monkeypatch.setattr(model_widget, "score_project", recording)
     run_job(qtbot, panel.score_project())
     assert events and all(e.metrics["cached"] == 1.0 for e in events)
 
@@ -118,7 +119,7 @@ def test_cancel_keeps_the_subjects_already_scored(panel, setup, qtbot):
     job = panel.score_project()
     job.worker.yielded.connect(lambda event: job.cancel())
     run_job(qtbot, job)
-    stored = project.store.predictions(active.model_version([checkpoint], "mc_dropout"))
+    stored = project.store.predictions(model_version([checkpoint]))
     assert 1 <= stored["subject"].nunique() < 3
 
 
@@ -152,11 +153,10 @@ def test_an_ensemble_file_is_described_and_scored_as_one_model(make_napari_viewe
     assert all(m.id in widget.model_info.text() for m in members)
     assert "(calibrated probability)" in widget.model_info.text()
     assert widget.state.checkpoint.id == members[0].id  # what fine-tuning starts from
-    widget.method.setCurrentText("auto (best available)")
     widget.subject.setCurrentText("sub-01")
     run_job(qtbot, widget.score_subject())
-    stored = project.store.predictions(active.model_version(members, "auto"))
-    assert active.model_version(members, "auto").endswith("/ensemble") and len(stored) == 3
+    stored = project.store.predictions(model_version(members))
+    assert len(stored) == 3 and stored[["uncertainty_sd", "bald"]].notna().all().all()  # two networks
     assert widget.table.rowCount() == 3
 
 
@@ -170,10 +170,8 @@ def test_project_counts_follow_the_decision_and_hide_when_blind(make_napari_view
     assert not widget.decision.isEnabled()  # a project's decision needs a project
     widget.open_project(project.root)
     widget.state.use_model(calibrated)
-    widget.method.setCurrentText("one pass")
     run_job(qtbot, widget.score_project())
-    version = active.model_version([calibrated], "none")
-    stored = active.project_scores(project, [calibrated], version).lesions
+    stored = project_scores(project, [calibrated], model_version([calibrated])).lesions
     assert widget.summary.text().startswith("project, 3 of 3 subjects scored: 0 PRL(s) of 9 lesions")
     assert not widget.scores["prl"].any()
 
@@ -199,3 +197,46 @@ def test_project_counts_follow_the_decision_and_hide_when_blind(make_napari_view
     run_job(qtbot, widget.score_project())
     assert errors and "calibrated" in errors[0]
     assert widget.decision_name == "validation" and "cut 0.50" in widget.summary.text()
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")  # the CLI's warning on tiny patches
+def test_the_panel_and_the_command_line_give_each_lesion_the_same_scores(make_napari_viewer, setup, tmp_path,
+                                                                        qtbot, capsys):
+    """One model (two calibrated networks, each scored on its 8 flips), one project: `deep-prl
+    score` on its manifest and the panel's Score project button give every lesion the same
+    probability, call and uncertainties."""
+    project, _, _ = setup
+    members = []
+    for seed, threshold in ((3, 0.45), (4, 0.55)):
+        network = replace(tiny_checkpoint(seed, dropout=0.0), threshold=threshold,
+                          calibration=PlattFit(centre=0.2 * seed, scale=1.5, slope=1.3, intercept=-0.4))
+        network.metadata["views"] = [list(view) for view in ((), (2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4))]
+        members.append(network)
+    path = save_ensemble(members, tmp_path / "ensemble.pt")
+    out = tmp_path / "cli.tsv"
+    assert main(["score", str(project.root / project.config.manifest), "--model", str(path), "-o", str(out),
+                 "--quiet"]) == 0
+    capsys.readouterr()
+    cli = pd.read_csv(out, sep="\t", na_values="n/a")
+
+    widget = ModelPanel(make_napari_viewer(show=True))
+    qtbot.addWidget(widget)
+    widget.open_project(project.root)
+    widget.load_model(path)
+    qtbot.mouseClick(widget.score_all_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(widget.score_all_button.isEnabled, timeout=60_000)  # re-enabled when the job ends
+    assert widget._version == model_version(widget.checkpoints)
+
+    def same(panel: pd.DataFrame) -> None:
+        both = cli.merge(panel, on=["subject", "lesion"], suffixes=("", "_panel"), validate="one_to_one")
+        assert len(both) == len(panel) > 0
+        for column in ("prl_probability", "uncertainty_sd", "bald"):
+            assert both[column].notna().all()
+            np.testing.assert_allclose(both[f"{column}_panel"], both[column], rtol=1e-5)  # the TSV's 6 digits
+        assert both["prl_panel"].astype(int).tolist() == both["prl"].tolist()
+
+    same(widget.scores)  # the subject the panel shows, as its table and layer show it
+    assert set(widget.scores["subject"]) == {"sub-01"} and len(cli) == 9
+    features = widget.viewer.layers[POINTS_NAME].features
+    np.testing.assert_allclose(features["prl_probability"], widget.scores["prl_probability"])
+    same(project_scores(project, widget.checkpoints, widget._version, widget.decision_name).lesions)  # all 9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pandas as pd
 import pytest
 from ratings_support import lesion_rows, make_store
@@ -112,13 +113,43 @@ def test_consensus_decisions_latest_wins(store):
 
 def test_predictions_latest_per_model(store):
     table = pd.DataFrame({"subject": ["sub-00", "sub-00"], "lesion": [1, 2],
-                          "probability": [0.2, 0.9], "uncertainty": [0.1, 0.05]})
+                          "probability": [0.2, 0.9], "uncertainty_sd": [0.1, 0.05], "bald": [0.02, np.nan]})
     store.add_predictions("m1", table)
     store.add_predictions("m1", table.assign(probability=[0.3, 0.8]))
-    store.add_predictions("m2", table)
+    store.add_predictions("m2", table[["subject", "lesion", "probability"]])
     latest = store.predictions("m1")
     assert latest["probability"].tolist() == [0.3, 0.8]
+    assert latest["uncertainty_sd"].tolist() == [0.1, 0.05]
+    assert latest["bald"].iloc[0] == 0.02 and pd.isna(latest["bald"].iloc[1])
+    assert store.predictions("m2")[["uncertainty_sd", "bald"]].isna().all().all()
     assert len(store.predictions()) == 4
+
+
+def test_migration_from_v3_keeps_predictions_their_uncertainty_named_bald(tmp_path):
+    path = tmp_path / "ratings.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA application_id={schema.APPLICATION_ID}")
+    for statement in schema.SCHEMA_V1 + schema.MIGRATIONS[1] + schema.MIGRATIONS[2]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO subjects VALUES ('sub-00', 'fp', 1, '2025-01-01')")
+    conn.execute("INSERT INTO lesions (subject, lesion, x, y, z, volume_voxels, volume_mm3, confluent) "
+                 "VALUES ('sub-00', 1, 1, 2, 3, 10, 15, 0)")
+    # what the previous version's project scoring stored: the mutual information as "uncertainty"
+    conn.execute("INSERT INTO predictions (lesion_key, model_id, probability, uncertainty, created_at) "
+                 "VALUES (1, 'abc/tta', 0.4, 0.25, '2025-01-01T00:00:00+00:00')")
+    conn.execute("PRAGMA user_version=3")
+    conn.commit()
+    conn.close()
+    with RatingStore.open(path) as store:
+        stored = store.predictions("abc/tta")
+        assert stored[["probability", "bald"]].values.tolist() == [[0.4, 0.25]]
+        assert pd.isna(stored["uncertainty_sd"].iloc[0])
+        store.add_predictions("abc/views", pd.DataFrame({"subject": ["sub-00"], "lesion": [1], "probability": [0.5],
+                                                         "uncertainty_sd": [0.1], "bald": [0.03]}))
+        assert len(store.predictions()) == 2
+    backup = sqlite3.connect(tmp_path / "ratings.sqlite.v3.bak")
+    assert backup.execute("SELECT uncertainty FROM predictions").fetchall() == [(0.25,)]
+    backup.close()
 
 
 def test_bad_predictions_are_refused(store):
@@ -347,7 +378,7 @@ def test_migration_from_v2_keeps_decisions_and_makes_everyone_a_rater(tmp_path):
         assert store.integrity_check() == "ok"
         assert store._conn.execute("PRAGMA foreign_key_check").fetchall() == []
     conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     conn.close()
     backup = sqlite3.connect(tmp_path / "ratings.sqlite.v2.bak")
     assert backup.execute("PRAGMA user_version").fetchone()[0] == 2

@@ -13,14 +13,19 @@ from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.cli import main
 from napari_deep_prl.data.cohort import read_manifest, write_manifest
 from napari_deep_prl.data.lesions import find_lesions
-from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.data.patches import PatchConfig, extract_patches
 from napari_deep_prl.model.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.model.inference import (
+    SCREEN_SHARE,
+    mutual_information,
+    predict,
+    view_probabilities,
+)
 from napari_deep_prl.model.metrics import PlattFit, expected_f1_threshold
 from napari_deep_prl.model.network import DeepPRL
 from napari_deep_prl.scoring.score import (
     SCORE_COLUMNS,
     SUBJECT_COLUMNS,
-    predict_patches,
     score_cohort,
     score_subject,
     truth_metrics,
@@ -40,7 +45,7 @@ def test_cohort_scores_columns_counts_and_probability_maps(manifest, tmp_path):
     assert tuple(table.columns) == (*SCORE_COLUMNS, "prl_truth")  # the manifest has PRL masks
     assert len(table) == 9 and set(table["subject"]) == set(cohort.ids)
     assert table["prl_probability"].between(0, 1).all() and set(table["prl"]) <= {0, 1}
-    assert table["uncertainty"].isna().all()  # one model, no TTA: no spread to report
+    assert table[["uncertainty_sd", "bald"]].isna().all().all()  # one model, one view: one sample
     assert tuple(scores.subjects.columns) == SUBJECT_COLUMNS
     assert (scores.subjects["prl_count"] == table.groupby("subject")["prl"].sum().to_numpy()).all()
     subject = cohort[0].load()
@@ -73,14 +78,41 @@ def test_scoring_a_run_of_lesions_at_a_time_gives_the_same_scores(manifest, monk
     pd.testing.assert_frame_equal(run_to_end(score_cohort(cohort, checkpoints, tta=True)).lesions, at_once)
 
 
-def test_tta_and_ensembles_report_a_spread(manifest):
+def test_tta_and_ensembles_report_both_uncertainties_of_the_same_samples(manifest):
     subject = read_manifest(manifest)[0].load()
     single = score_subject(subject, [_checkpoint()])
     tta = score_subject(subject, [_checkpoint()], tta=True)
-    assert (tta["uncertainty"] >= 0).all() and tta["uncertainty"].notna().all()
-    mixed = score_subject(subject, [_checkpoint(0), _checkpoint(1, normalisation="patch")])
-    assert mixed["uncertainty"].notna().all()
+    assert (tta["uncertainty_sd"] > 0).all() and (tta["bald"] >= 0).all() and tta["bald"].notna().all()
+    # two patch settings: every network's views pooled as one set of samples
+    first, second = _checkpoint(0), _checkpoint(1, normalisation="patch")
+    mixed = score_subject(subject, [first, second], precision="float32")
+    lesions = find_lesions(subject)
+    samples = np.concatenate([view_probabilities([c], extract_patches(subject, lesions, c.patch_config),
+                                                 precision="float32") for c in (first, second)])
+    np.testing.assert_allclose(mixed["prl_probability"], samples.mean(0), atol=1e-12)
+    np.testing.assert_allclose(mixed["uncertainty_sd"], samples.std(0, ddof=1), atol=1e-12)
+    np.testing.assert_allclose(mixed["bald"], mutual_information(samples), atol=1e-12)
     assert not np.allclose(mixed["prl_probability"], single["prl_probability"])
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+def test_lesions_the_patch_as_cut_puts_below_the_screen_skip_the_other_flips(manifest):
+    cohort = read_manifest(manifest)
+    network = replace(_checkpoint(), calibration=PlattFit(centre=0.0, scale=1.0, slope=3.0, intercept=-3.0))
+    network.metadata["tta"] = True  # calibrated on the 8 flips, as training does by default
+    common = {"precision": "float32"}
+    as_cut = run_to_end(score_cohort(cohort, [network], tta=False, **common)).lesions
+    screen = float(as_cut["prl_probability"].median())
+    cut = screen / SCREEN_SHARE  # the decision threshold whose screen this is
+    every = run_to_end(score_cohort(cohort, [network], tta=True, threshold=cut, **common)).lesions
+    screened = run_to_end(score_cohort(cohort, [network], threshold=cut, **common)).lesions
+    onward = (as_cut["prl_probability"] >= screen).to_numpy()
+    assert 0 < onward.sum() < len(onward)
+    pd.testing.assert_frame_equal(screened[onward], every[onward])  # every flip, as before
+    rest = screened[~onward]
+    np.testing.assert_allclose(rest["prl_probability"], as_cut.loc[~onward, "prl_probability"])
+    assert rest[["uncertainty_sd", "bald"]].isna().all().all() and not rest["prl"].any()  # one sample, far below
+    assert screened["prl"].tolist() == every["prl"].tolist()
 
 
 def test_bfloat16_scoring_stays_close_to_float32(manifest):
@@ -132,28 +164,29 @@ def test_truth_metrics_against_hand_counts():
     assert truth_metrics(scores, exclude_confluent=False)["tp"] == 2
 
 
-def test_predict_patches_matches_the_model():
+def test_predict_matches_the_model():
     checkpoint = _checkpoint()
     x = np.random.default_rng(0).random((5, 3, SIZE, SIZE, SIZE), dtype=np.float32)
-    probability, spread = predict_patches([checkpoint, checkpoint], x, device="cpu", batch_size=2, precision="float32")
+    prediction = predict([checkpoint, checkpoint], x, device="cpu", batch_size=2, precision="float32")
     with torch.no_grad():
         expected = torch.sigmoid(checkpoint.model(torch.from_numpy(x))).numpy()
-    assert np.allclose(probability, expected, atol=1e-5) and np.allclose(spread, 0, atol=1e-6)
+    assert np.allclose(prediction.probability, expected, atol=1e-5)
+    assert np.allclose(prediction.uncertainty_sd, 0, atol=1e-6) and np.allclose(prediction.bald, 0, atol=1e-6)
 
 
 def test_each_model_is_calibrated_before_the_ensemble_averages():
     x = np.random.default_rng(0).random((5, 3, SIZE, SIZE, SIZE), dtype=np.float32)
     plain = _checkpoint()
     sharp = replace(plain, calibration=PlattFit(centre=0.0, scale=1.0, slope=3.0, intercept=-1.0))
-    raw, _ = predict_patches([plain], x, tta=False, device="cpu", precision="float32")
+    raw = predict([plain], x, tta=False, device="cpu", precision="float32").probability
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputWarning)  # one scale: nothing to warn about
-        alone, _ = predict_patches([sharp], x, tta=False, device="cpu", precision="float32")
+        alone = predict([sharp], x, tta=False, device="cpu", precision="float32").probability
     assert alone == pytest.approx(sharp.calibration.calibrate(raw), abs=1e-6)
     with pytest.warns(InputWarning, match=f"model\\(s\\) {plain.id} output raw probabilities"):
-        both, spread = predict_patches([plain, sharp], x, tta=False, device="cpu", precision="float32")
-    assert both == pytest.approx((raw + alone) / 2, abs=1e-6)
-    assert spread == pytest.approx(np.abs(raw - alone) / np.sqrt(2), abs=1e-6)
+        both = predict([plain, sharp], x, tta=False, device="cpu", precision="float32")
+    assert both.probability == pytest.approx((raw + alone) / 2, abs=1e-6)
+    assert both.uncertainty_sd == pytest.approx(np.abs(raw - alone) / np.sqrt(2), abs=1e-6)
 
 
 @pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
@@ -246,10 +279,10 @@ def test_cli_train_then_score(manifest, tmp_path, capsys):
     table = pd.read_csv(out, sep="\t")
     assert tuple(table.columns) == (*SCORE_COLUMNS, "prl_truth") and len(table) == 9
     assert "against the ground truth (3 PRLs of 9 labelled" in capsys.readouterr().err
-    # the model's threshold was chosen on 8-flip averages, so scoring averages them by default
-    assert table["uncertainty"].notna().all() and (table["uncertainty"] >= 0).all()
+    # the model's threshold was chosen on its recorded views, so scoring averages them by default
+    assert load_checkpoint(model).tta and table["uncertainty_sd"].notna().all() and (table["bald"] >= 0).all()
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--no-tta", "--quiet"]) == 0
-    assert (open(out).read().count("n/a")) == 9  # one model, one view: no spread
+    assert (open(out).read().count("n/a")) == 18  # one model, one view: neither uncertainty
     assert pd.read_csv(tmp_path / "scores_subjects.tsv", sep="\t")["lesions"].tolist() == [3, 3, 3]
     assert main(["score", str(manifest), "--model", str(model), "-o", str(out), "--threshold", "0",
                  "--quiet"]) == 0

@@ -13,21 +13,21 @@ from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.model import train as train_module
 from napari_deep_prl.model.checkpoint import load_checkpoint
 from napari_deep_prl.model.dataset import build_patchset
+from napari_deep_prl.model.inference import (
+    TTA_VIEWS,
+    checkpoint_views,
+    predict,
+    predict_views,
+    resolve_device,
+    resolve_precision,
+)
 from napari_deep_prl.model.metrics import (
     OperatingPoint,
     best_f1_threshold,
     operating_point,
 )
 from napari_deep_prl.model.network import inference_copy
-from napari_deep_prl.model.train import (
-    TTA_VIEWS,
-    predict_views,
-    resolve_device,
-    resolve_precision,
-    split_validation,
-    train,
-)
-from napari_deep_prl.scoring.score import predict_patches
+from napari_deep_prl.model.train import split_validation, train
 
 
 def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
@@ -49,7 +49,7 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     validation = patches.select(result.checkpoint.metadata["training"]["val_subjects"])
     views = torch.sigmoid(predict_views(inference_copy(result.checkpoint.model, torch.device("cpu")),
                                         validation.x, torch.device("cpu"), TTA_VIEWS))
-    assert result.checkpoint.tta and len(TTA_VIEWS) == 8
+    assert result.checkpoint.tta and len(TTA_VIEWS) == 8 and checkpoint_views(result.checkpoint) == TTA_VIEWS
     point = operating_point(validation.y, views.numpy(), "calibrated")
     assert point.calibration is not None
     assert asdict(result.checkpoint.calibration) == pytest.approx(asdict(point.calibration), rel=1e-4)
@@ -57,7 +57,7 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
     assert result.checkpoint.threshold == pytest.approx(result.checkpoint.validation["val_f1"] / 2)
     assert result.checkpoint.validation["threshold"] == result.checkpoint.threshold
     # scoring the validation lesions gives the calibrated output the threshold was chosen on
-    scored, _ = predict_patches([result.checkpoint], validation.x, device="cpu", precision="float32")
+    scored = predict([result.checkpoint], validation.x, device="cpu", precision="float32").probability
     assert scored == pytest.approx(point.calibration.calibrate(views.numpy()).mean(0), abs=1e-4)
     assert result.checkpoint.validation == result.checkpoint.metadata["validation_tta"]
     summary = result.checkpoint.metadata["training"]
@@ -74,6 +74,7 @@ def test_tiny_training_lowers_the_loss_and_round_trips(tmp_path):
 def test_without_tta_the_kept_epoch_threshold_is_kept():
     result = run_to_end(train(toy_patches(), replace(TINY_TRAIN, tta=False)))
     assert not result.checkpoint.tta and "validation_tta" not in result.checkpoint.metadata
+    assert checkpoint_views(result.checkpoint) == ((),)
     assert result.checkpoint.threshold == result.history[result.kept_epoch]["threshold"]
     assert result.checkpoint.validation == result.history[result.kept_epoch]
 

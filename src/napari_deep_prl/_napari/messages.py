@@ -50,8 +50,6 @@ TOOLTIPS = {
     "open": "A project folder (made with `deep-prl project init`): its subjects can be scored "
             "and the scores are stored as predictions.",
     "load": "A Deep-PRL checkpoint (.pt). It is loaded with weights only: it cannot run code.",
-    "method": "How uncertainty is estimated: one pass (fastest, none), flips (TTA), MC dropout "
-              "(models trained with dropout) or the best available.",
     "score": "Score the chosen subject (or the subject shown in the viewer) in the background.",
     "score_all": "Score every subject of the project; scores already stored for this model are "
                  "reused.",

@@ -27,7 +27,6 @@ from pathlib import Path
 import pandas as pd
 
 from napari_deep_prl.active import STRATEGIES
-from napari_deep_prl.active.strategies import model_version, score_project
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.base.tables import check_output, write_or_rescue
@@ -40,6 +39,7 @@ from napari_deep_prl.model.crossfit import DEFAULT_MODELS, train_crossfitted
 from napari_deep_prl.model.dataset import PatchSet, subject_patches
 from napari_deep_prl.model.train import TrainConfig, TrainResult, train
 from napari_deep_prl.ratings.project import Project
+from napari_deep_prl.scoring.project import model_version, score_project
 
 STEM = "deep-prl"
 _VERSION = re.compile(rf"^{STEM}-v(\d+)\.pt$")
@@ -238,17 +238,18 @@ def should_retrain(project: Project, checkpoint: Checkpoint | None, every: int,
     return labels_since(project, checkpoint, source) >= every
 
 
-def rescore(project: Project, result: FinetuneResult, method: str = "auto", *,
+def rescore(project: Project, result: FinetuneResult, *,
             stop: threading.Event | None = None) -> Generator[Progress, None, FinetuneResult]:
-    """Score the project with the fine-tuned model: ``result`` with the model version whose
-    stored scores a re-ranked queue uses (:func:`napari_deep_prl.active.strategies.project_strategy`)."""
-    yield from score_project(project, result.checkpoints, method, stop=stop)
-    return replace(result, scored=model_version(result.checkpoints, method))
+    """Score the project with the fine-tuned model, as everywhere else
+    (:func:`~napari_deep_prl.scoring.project.score_project`): ``result`` with the model version
+    whose stored scores a re-ranked queue uses (:func:`napari_deep_prl.active.strategies.project_strategy`)."""
+    yield from score_project(project, result.checkpoints, stop=stop)
+    return replace(result, scored=model_version(result.checkpoints))
 
 
 def retrain_and_rescore(project: Project, checkpoint: Checkpoint | Sequence[Checkpoint] | None,
                         config: TrainConfig, *, models: int = DEFAULT_MODELS,
-                        source: str = "consensus", method: str = "auto",
+                        source: str = "consensus",
                         stop: threading.Event | None = None) -> Generator[Progress, None, FinetuneResult]:
     """Fine-tune on the labels so far, then score the project with the new model (:func:`rescore`).
 
@@ -259,4 +260,4 @@ def retrain_and_rescore(project: Project, checkpoint: Checkpoint | Sequence[Chec
     result = yield from finetune(project, checkpoint, config, models=models, source=source, stop=stop)
     if result.worse:
         return result
-    return (yield from rescore(project, result, method, stop=stop))
+    return (yield from rescore(project, result, stop=stop))

@@ -1,7 +1,8 @@
 """``deep-prl active``: score a project for active learning, rank its queue, fine-tune on labels.
 
-The same core as the model panel (:mod:`napari_deep_prl.active.strategies`, :mod:`napari_deep_prl.active.finetune`),
-so a session prepared on the command line (e.g. on a GPU machine) is picked up by the viewer.
+The same core as the model panel (:mod:`napari_deep_prl.scoring.project`, :mod:`napari_deep_prl.active.strategies`,
+:mod:`napari_deep_prl.active.finetune`), so a session prepared on the command line (e.g. on a GPU machine) is
+picked up by the viewer, and a lesion scores as `deep-prl score` scores it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,6 @@ def register(p: argparse.ArgumentParser) -> None:
         parser.add_argument("project", help="project folder")
         parser.add_argument("--model", action="append", required=True,
                             help="checkpoint (.pt); repeat for an ensemble")
-        parser.add_argument("--method", choices=active.METHODS, default="auto",
-                            help="uncertainty: auto (ensemble / MC dropout / TTA), none, ...")
-        parser.add_argument("--samples", type=int, default=16, help="MC dropout passes (16)")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -79,20 +77,23 @@ def register(p: argparse.ArgumentParser) -> None:
 
 def _scores(args: argparse.Namespace, project: Project,
             checkpoints: list[Checkpoint]) -> tuple[str, object]:
-    gen = active.score_project(project, checkpoints, args.method, n_samples=args.samples,
-                               device=args.device)
-    scores = run_with_tqdm(gen, desc="scoring", disable=args.quiet)
-    return active.model_version(checkpoints, args.method, n_samples=args.samples), scores
+    from napari_deep_prl.scoring.project import model_version, score_project
+
+    scores = run_with_tqdm(score_project(project, checkpoints, device=args.device), desc="scoring",
+                           disable=args.quiet)
+    return model_version(checkpoints), scores
 
 
 def run_score(args: argparse.Namespace) -> int:
+    from napari_deep_prl.scoring.project import project_scores
+
     check_output(args.output)
     checkpoints = load_models(*args.model)
     decision = "expected_f1" if args.cohort_decision else "validation"
     checked_decision(checkpoints, None, decision)  # before the work, not after it
     with Project.open(args.project) as project:
         version, _ = _scores(args, project, checkpoints)
-        decided = active.project_scores(project, checkpoints, version, decision)
+        decided = project_scores(project, checkpoints, version, decision)
     counts = decided.subjects
     print(f"{len(decided.lesions)} lesions scored by model version {version}: "
           f"{int(counts['prl_count'].sum())} called PRL (prl_probability >= {decided.threshold:.4g}); "
@@ -104,6 +105,8 @@ def run_score(args: argparse.Namespace) -> int:
 
 
 def run_rank(args: argparse.Namespace) -> int:
+    from napari_deep_prl.model.inference import binary_entropy
+
     check_output(args.output)
     with Project.open(args.project) as project:
         version, scores = _scores(args, project, load_models(*args.model))
@@ -111,8 +114,9 @@ def run_rank(args: argparse.Namespace) -> int:
         order = strategy.rank(project.lesions())
     table = scores.set_index("lesion_key").loc[order].reset_index()
     table.insert(0, "position", range(len(table)))
-    table = table.assign(strategy=args.strategy, model_version=version)[
-        ["position", "subject", "lesion", "probability", "entropy", "uncertainty", "strategy",
+    table = table.assign(entropy=binary_entropy(table["prl_probability"].to_numpy()), strategy=args.strategy,
+                         model_version=version)[
+        ["position", "subject", "lesion", "prl_probability", "entropy", "uncertainty_sd", "bald", "strategy",
          "model_version"]]
     if args.output:
         write_table(table, args.output)

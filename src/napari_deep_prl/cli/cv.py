@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_deep_prl.base.errors import InputError
-from napari_deep_prl.model.train import PRECISIONS
+from napari_deep_prl.model.inference import PRECISIONS
 
 if TYPE_CHECKING:
     from napari_deep_prl.data.cohort import Cohort

@@ -13,8 +13,8 @@ from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, print_table, write_table
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
 from napari_deep_prl.model.checkpoint import load_models
+from napari_deep_prl.model.inference import INFERENCE_BATCH, PRECISIONS
 from napari_deep_prl.model.metrics import format_metric
-from napari_deep_prl.model.train import INFERENCE_BATCH, PRECISIONS
 from napari_deep_prl.scoring.score import score_cohort, truth_metrics
 
 
@@ -23,7 +23,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.description = ("One row per lesion: subject, lesion, x, y, z (voxel centre), x_mm, y_mm, z_mm, "
                      "volume_mm3, prl_probability, prl (0/1 at the models' validation threshold, --threshold, "
                      "or for the whole cohort with --cohort-decision), "
-                     "uncertainty (SD over models x TTA views; n/a for one model and one view), "
+                     "uncertainty_sd and bald (SD and mutual information of the networks x views scored; "
+                     "n/a for one sample), "
                      "confluent; with a PRL mask (ground truth) also prl_truth, and the "
                      "decisions are scored against it (printed). Also writes SCORES_subjects.tsv: lesions, "
                      "prl_count, prl_ge1, prl_ge4 per subject.")
@@ -31,8 +32,10 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", action="append", required=True, metavar="MODEL.pt",
                    help="checkpoint; repeat for an ensemble (probabilities averaged)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="test-time augmentation: average over the 8 axis flips (default: as each model's "
-                        "threshold was chosen: on for models trained by this version; --no-tta: one view, 8x faster)")
+                   help="default: each network on the views its threshold was chosen on (the 8 axis flips for "
+                        "models trained by this version), the flips only for lesions that the patch as cut does not "
+                        "put below a quarter of the threshold; --tta: every lesion on all 8 flips (as earlier "
+                        "versions scored; slower, the same decisions); --no-tta: the patch as cut alone")
     p.add_argument("--threshold", type=float, metavar="T",
                    help="decision threshold on prl_probability (calibrated on each model's validation patients "
                         "for models trained with the default threshold rule; default: the mean of the models' "

@@ -28,9 +28,10 @@ from napari_deep_prl.model.crossfit import (
     train_crossfitted,
 )
 from napari_deep_prl.model.dataset import build_patchset
+from napari_deep_prl.model.inference import PRECISIONS
 from napari_deep_prl.model.metrics import THRESHOLD_RULES
 from napari_deep_prl.model.network import FUSIONS, PRESETS, ModelConfig, model_config
-from napari_deep_prl.model.train import PRECISIONS, TrainConfig, TrainResult, train
+from napari_deep_prl.model.train import TrainConfig, TrainResult, train
 
 
 def register(p: argparse.ArgumentParser) -> None:

@@ -62,8 +62,8 @@ class _FittedCNN:
 
     def predict(self, subjects: Sequence[str]) -> pd.DataFrame:
         """The model's output, and the network's raw probability of each view (``raw_view_<i>``)."""
+        from napari_deep_prl.model.inference import view_probabilities
         from napari_deep_prl.model.metrics import model_output
-        from napari_deep_prl.scoring.score import view_probabilities
 
         test = self.patches.select(list(subjects)).originals()
         raw = view_probabilities([self.checkpoint], test.x, device=self.device, precision=self.precision,

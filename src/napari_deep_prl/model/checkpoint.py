@@ -34,6 +34,7 @@ from napari_deep_prl import __version__
 from napari_deep_prl.base.errors import CheckpointError, InputError
 from napari_deep_prl.base.tables import write_atomic
 from napari_deep_prl.data.patches import CHANNELS, MAX_PATCH_SIZE, PatchConfig
+from napari_deep_prl.model.inference import checked_views
 from napari_deep_prl.model.metrics import PlattFit
 from napari_deep_prl.model.network import FUSIONS, DeepPRL, ModelConfig, inference_copy
 
@@ -67,14 +68,15 @@ class Checkpoint:
 
     @property
     def tta(self) -> bool:
-        """Whether the threshold was chosen on TTA-averaged validation probabilities (scoring
-        then averages the same views by default); False for checkpoints of older versions."""
+        """Whether the threshold was chosen on flipped views of the validation patches (the
+        views scoring then averages, :func:`~napari_deep_prl.model.inference.checkpoint_views`);
+        False for the patch as cut alone and for checkpoints of older versions."""
         return bool(self.metadata.get("tta", False))
 
     @property
     def validation(self) -> dict[str, Any]:
-        """Validation metrics of the kept model as it scores by default (the 8-flip average
-        when :attr:`tta`, which its threshold maximises); empty when not recorded."""
+        """Validation metrics of the kept model as it scores by default (on its views when
+        :attr:`tta`, which its threshold maximises); empty when not recorded."""
         return self.metadata.get("validation_tta") or self.metadata.get("validation", {})
 
     @property
@@ -288,6 +290,18 @@ def _check_calibration(value: Any, metadata: dict[str, Any]) -> str:
     return f"null or an increasing calibration ({', '.join(sorted(fields))}: finite numbers, scale and slope > 0)"
 
 
+def _check_views(value: Any, metadata: dict[str, Any]) -> str:
+    expected = "a list of distinct views, each a list of distinct spatial dims out of 2, 3 and 4"
+    if not isinstance(value, list) or not all(isinstance(v, list) and all(_whole(d, 2, 4) for d in v)
+                                              for v in value):
+        return expected
+    try:
+        checked_views(value)
+    except InputError:
+        return expected
+    return ""
+
+
 def _check_record(value: Any, metadata: dict[str, Any]) -> str:
     ok = isinstance(value, dict) and all(_number(v) or isinstance(v, bool) or v is None for v in value.values())
     return "" if ok else "an object of numbers (the validation figures)"
@@ -324,6 +338,7 @@ METADATA_FIELDS: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "threshold": _check_threshold,
     "calibration": _check_calibration,
     "tta": _of_type(bool, "true or false"),
+    "views": _check_views,
     "validation": _check_record,
     "validation_tta": _check_record,
     "training": _check_training,

@@ -8,9 +8,10 @@ lesions and the same recipe:
   :func:`~napari_deep_prl.data.splits.validation_shares`), which the new network did not train on;
   for an ensemble, starting network ``i`` is scored on new network ``i``'s share, and the
   shares are pooled (out of fold).
-- **The same recipe**: each network's raw probabilities (averaged over the flips of TTA when
-  training chose its threshold so) are calibrated on its own share under the run's threshold
-  rule, exactly as training calibrates the new network; the pooled outputs' best F1 and ROC
+- **The same recipe**: each network's raw probabilities (averaged over the views the new
+  network is calibrated on, :func:`~napari_deep_prl.model.inference.checkpoint_views`) are
+  calibrated on its own share under the run's threshold rule, exactly as training calibrates
+  the new network; the pooled outputs' best F1 and ROC
   AUC are compared. For one network the calibration changes neither figure (it is monotone);
   for an ensemble it puts the starting networks on the footing the new ones have (theirs were
   calibrated on other patients), so the pooled figures compare like with like. The new
@@ -38,6 +39,11 @@ import pandas as pd
 
 from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.dataset import PatchSet
+from napari_deep_prl.model.inference import (
+    View,
+    checkpoint_views,
+    network_probabilities,
+)
 from napari_deep_prl.model.metrics import (
     THRESHOLD_RULES,
     model_output,
@@ -45,30 +51,31 @@ from napari_deep_prl.model.metrics import (
     roc_auc,
 )
 from napari_deep_prl.model.train import TrainConfig
-from napari_deep_prl.scoring.score import view_probabilities
 
 
-def share_output(checkpoint: Checkpoint, share: PatchSet, config: TrainConfig) -> np.ndarray:
-    """The network's output on its validation lesions, calibrated on them as training does."""
-    views = view_probabilities([checkpoint], share.x, tta=config.tta, device=config.device,
-                               precision="float32", calibrated=False)
-    return model_output(views, operating_point(share.y, views, config.threshold_rule).calibration)
+def share_output(checkpoint: Checkpoint, share: PatchSet, views: Sequence[View], config: TrainConfig) -> np.ndarray:
+    """The network's output on its validation lesions seen in ``views``, calibrated on them as
+    training does (in float32, as training validates)."""
+    raw = network_probabilities(checkpoint, share.x, views, device=config.device, precision="float32")
+    return model_output(raw, operating_point(share.y, raw, config.threshold_rule).calibration)
 
 
 def held_out_validation(checkpoints: Sequence[Checkpoint], patches: PatchSet,
-                        shares: Sequence[Sequence[str]], config: TrainConfig
-                        ) -> tuple[pd.DataFrame, dict[str, float]]:
+                        shares: Sequence[Sequence[str]], config: TrainConfig,
+                        views: Sequence[Sequence[View]] | None = None) -> tuple[pd.DataFrame, dict[str, float]]:
     """Each network's output on its own validation subjects, pooled, and the pool's validation.
 
-    Returns one row per validation lesion (``subject, lesion, member, prl, prl_probability``)
-    and the pool's best F1, ROC AUC and threshold (``config.threshold_rule``) with lesion counts.
+    ``views``: each network's views; by default its own (:func:`checkpoint_views`). Returns one
+    row per validation lesion (``subject, lesion, member, prl, prl_probability``) and the pool's
+    best F1, ROC AUC and threshold (``config.threshold_rule``) with lesion counts.
     """
+    views = [checkpoint_views(c) for c in checkpoints] if views is None else views
     rows = []
-    for member, (checkpoint, share) in enumerate(zip(checkpoints, shares, strict=True)):
+    for member, (checkpoint, share, seen) in enumerate(zip(checkpoints, shares, views, strict=True)):
         part = patches.select(share).originals()
         rows.append(pd.DataFrame({"subject": part.subject, "lesion": part.lesion, "member": member,
                                   "prl": part.y.astype(int),
-                                  "prl_probability": share_output(checkpoint, part, config)}))
+                                  "prl_probability": share_output(checkpoint, part, seen, config)}))
     table = pd.concat(rows, ignore_index=True)
     truth, probability = table["prl"].to_numpy(), table["prl_probability"].to_numpy()
     threshold, f1 = THRESHOLD_RULES[config.threshold_rule](truth, probability)
@@ -124,5 +131,6 @@ def compare_with_start(start: Sequence[Checkpoint], new: Sequence[Checkpoint], n
     comparison then covers those); ``new_validation`` is the new model's recorded validation.
     """
     shares = [c.metadata["training"]["val_subjects"] for c in new]
-    _, validation = held_out_validation(start[:len(new)], patches, shares, config)
+    _, validation = held_out_validation(start[:len(new)], patches, shares, config,
+                                        [checkpoint_views(c) for c in new])
     return Comparison(new_validation, validation)

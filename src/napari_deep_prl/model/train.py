@@ -24,8 +24,9 @@ decision threshold. Which model is kept (``keep``):
 ``"best"`` (the paper's rule)
     the epoch with the best validation F1 (ties: higher ROC AUC, then lower loss).
 
-Either way the decision rule is chosen on the kept model's validation predictions
-(``threshold_rule``, :func:`~napari_deep_prl.model.metrics.operating_point`):
+Either way the decision rule is chosen on the kept model's validation predictions on the views
+scoring will use (all 8 flips with ``tta``, else the patch as cut; recorded in the checkpoint as
+``views``), by ``threshold_rule`` (:func:`~napari_deep_prl.model.metrics.operating_point`):
 
 ``"calibrated"`` (default)
     a Platt fit to those predictions becomes part of the model (``Checkpoint.calibration``):
@@ -54,7 +55,6 @@ F1) returned, whatever ``keep`` says: a stopped run's last weights are not conve
 from __future__ import annotations
 
 import copy
-import itertools
 import threading
 import time
 from collections.abc import Generator, Sequence
@@ -66,11 +66,19 @@ import torch
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
-from napari_deep_prl.data.patches import chunk_length
 from napari_deep_prl.data.splits import validation_shares
 from napari_deep_prl.model.augment import AugmentConfig, augment_batch
 from napari_deep_prl.model.checkpoint import Checkpoint
-from napari_deep_prl.model.dataset import Patches, PatchSet
+from napari_deep_prl.model.dataset import PatchSet
+from napari_deep_prl.model.inference import (
+    TTA_VIEWS,
+    autocast,
+    for_device,
+    precision_name,
+    predict_views,
+    resolve_device,
+    resolve_precision,
+)
 from napari_deep_prl.model.losses import focal_loss
 from napari_deep_prl.model.metrics import (
     THRESHOLD_RULES,
@@ -80,8 +88,6 @@ from napari_deep_prl.model.metrics import (
     roc_auc,
 )
 from napari_deep_prl.model.network import PRESETS, DeepPRL, ModelConfig, inference_copy
-
-PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -103,8 +109,9 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=lambda: PRESETS["default"])
     #: The model before training competes for the best validation score (see the module doc).
     keep_start: bool = True
-    #: Choose the kept model's threshold on its validation probabilities averaged over the
-    #: :data:`TTA_VIEWS`, the views that scoring then averages by default (see the module doc).
+    #: Choose the kept model's threshold and calibration on its validation probabilities averaged
+    #: over the :data:`TTA_VIEWS` (all 8 flips), the views that scoring then averages; ``False``:
+    #: on the patch as cut. The checkpoint records them (``views``).
     tta: bool = True
     #: Which model is kept: the last epoch's or the best-validation-F1 one (see the module doc).
     keep: Literal["last", "best"] = "last"
@@ -133,54 +140,6 @@ class TrainResult:
     history: list[dict[str, float]]
     kept_epoch: int
     stopped: bool
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is CUDA when available, else CPU; asking for missing CUDA is an error."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} asked for, but this PyTorch sees no CUDA GPU; "
-                         "use --device cpu (or auto)")
-    if str(device) not in ("cpu",) and not str(device).startswith("cuda"):
-        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return torch.device(device)
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """The dtype of the convolutions in training steps and scoring (torch autocast).
-
-    ``"auto"`` is bfloat16 where the hardware computes it natively (CPUs with AVX512-BF16 or
-    AMX, CUDA GPUs that support it) and float32 elsewhere: emulated bfloat16 is slower than
-    float32. On such a CPU the default preset trains about 1.5x and scores about 1.2x faster in
-    bfloat16; the weights, the loss and the probabilities stay float32 (docs/model.md,
-    "bfloat16").
-    """
-    if precision not in PRECISIONS:
-        raise InputError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
-    if precision == "float32":
-        return torch.float32
-    if precision == "bfloat16" or (precision == "auto" and _native_bfloat16(device)):
-        return torch.bfloat16
-    return torch.float32
-
-
-def precision_name(dtype: torch.dtype) -> str:
-    """``"float32"`` or ``"bfloat16"``: the name a resolved precision is recorded and shown by."""
-    return str(dtype).removeprefix("torch.")
-
-
-def _autocast(device: torch.device, dtype: torch.dtype) -> torch.autocast:
-    """Autocast to ``dtype`` on ``device``; a no-op for float32."""
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-
-def _native_bfloat16(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    # Private torch probes (torch 2.x); without them, stay in float32.
-    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
-    return any(probe() for probe in probes if probe is not None)
 
 
 def split_validation(patches: PatchSet, fraction: float, seed: int) -> list[str]:
@@ -218,7 +177,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
 
     torch.manual_seed(config.seed)
     model = _initial_model(patches, config, init).to(device)
-    if device.type == "cpu":  # as the batches (see _for_device)
+    if device.type == "cpu":  # as the batches (see for_device)
         model = model.to(memory_format=torch.channels_last_3d)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = max(1, -(-(config.samples_per_epoch or len(training)) // config.batch_size))
@@ -264,7 +223,8 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     best = best or start  # stopped before the first step, with keep_start=False
     model.load_state_dict(best.state)
     model.eval()
-    kept, point = _validate(model, validation, config, device, TTA_VIEWS) if config.tta else (best.record, best.point)
+    views = TTA_VIEWS if config.tta else ((),)
+    kept, point = _validate(model, validation, config, device, views) if config.tta else (best.record, best.point)
     summary = {
         "train_subjects": train_ids, "val_subjects": list(val_subjects),
         "train_patches": len(training), "train_prl_patches": int(positives.size),
@@ -276,7 +236,8 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         "precision": precision_name(dtype),
         "config": _jsonable(asdict(config)),
     }
-    metadata: dict[str, Any] = {"training": summary, "validation": best.record, "tta": config.tta}
+    metadata: dict[str, Any] = {"training": summary, "validation": best.record, "tta": config.tta,
+                                "views": [list(view) for view in views]}
     if config.tta:
         metadata["validation_tta"] = kept
     if init is not None:
@@ -304,61 +265,17 @@ def _balanced_rows(rng: np.random.Generator, positives: np.ndarray, negatives: n
     return np.sort(rows)  # sorted rows read the patch array in order
 
 
-def _for_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``x`` on ``device``; channels-last on the CPU, where oneDNN's 3D convolutions want it."""
-    x = x.to(device)
-    return x.contiguous(memory_format=torch.channels_last_3d) if device.type == "cpu" else x
-
-
 def _step(model: DeepPRL, optimiser: torch.optim.Optimizer, patches: PatchSet, rows: np.ndarray,
           config: TrainConfig, generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> float:
-    x = _for_device(augment_batch(torch.from_numpy(patches.x[rows]).to(device), config.augment, generator), device)
+    x = for_device(augment_batch(torch.from_numpy(patches.x[rows]).to(device), config.augment, generator), device)
     y = torch.from_numpy(patches.y[rows]).to(device)
-    with _autocast(device, dtype):
+    with autocast(device, dtype):
         logits = model(x)
     loss = focal_loss(logits.float(), y, gamma=config.gamma, alpha=config.alpha)
     optimiser.zero_grad(set_to_none=True)
     loss.backward()
     optimiser.step()
     return float(loss.detach())
-
-
-#: Test-time augmentation views: the spatial dims of a ``(n, c, x, y, z)`` batch to flip, identity
-#: first. Flips keep the phase's dipole pattern; averaging over them makes a decision depend less
-#: on the patch's orientation (held-out ROC AUC 0.953 -> 0.973 for one model, see docs/model.md).
-TTA_VIEWS: tuple[tuple[int, ...], ...] = tuple(
-    dims for r in range(4) for dims in itertools.combinations((2, 3, 4), r))
-
-
-#: Patches per forward pass at inference: on a CPU the full-resolution maps of 8 patches (12
-#: channels of 28³ float32, 8.4 MB a layer) stay in the cache; 16 ran 1.28× slower (median
-#: 328 vs 419 lesions/s, idle, 2 threads).
-INFERENCE_BATCH = 8
-
-
-@torch.inference_mode()
-def predict_views(fast: DeepPRL, x: np.ndarray | Patches, device: torch.device,
-                  views: Sequence[tuple[int, ...]], batch_size: int = INFERENCE_BATCH,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Logits ``(len(views), n)`` of an inference copy (:func:`model.inference_copy`) on ``device``.
-
-    One row per view, a view being the spatial dims to flip; small batches keep the
-    full-resolution maps in cache (:data:`INFERENCE_BATCH`). ``dtype`` bfloat16 runs the
-    convolutions in it (see :func:`resolve_precision`); the head stays float32. ``x`` is read
-    a run of about :func:`~napari_deep_prl.data.patches.chunk_length` patches at a time (a
-    :class:`~napari_deep_prl.model.dataset.PatchSet`'s patches are cut there when it keeps volumes).
-    """
-    out = torch.zeros(len(views), len(x))
-    run = max(1, chunk_length(x.shape[-1]) // batch_size) * batch_size
-    with _autocast(device, dtype):
-        for start in range(0, len(x), run):
-            patches = x[start:start + run]
-            for i in range(0, len(patches), batch_size):
-                batch = _for_device(torch.from_numpy(patches[i:i + batch_size]), device)
-                at = slice(start + i, start + i + len(batch))
-                for v, dims in enumerate(views):
-                    out[v, at] = fast(batch.flip(dims) if dims else batch).float().cpu()
-    return out
 
 
 def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device: torch.device,

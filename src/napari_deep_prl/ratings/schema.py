@@ -13,6 +13,9 @@ to. Version history:
   ground truth or an expert read the raters are compared with, which never votes); consensus
   rows gain an ``action``: ``decide`` or ``retract`` (a row withdrawing the lesion's live
   decision, so the automatic rule applies again), with ``retracts`` and the package version.
+* **4** – predictions carry both uncertainty measures of a model's samples (networks × views):
+  their standard deviation ``uncertainty_sd`` (new) and their mutual information ``bald`` (the
+  former ``uncertainty`` column, which held it).
 
 A migration is a list of SQL statements run inside the transaction that bumps the version.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 #: ``PRAGMA application_id`` of a napari-deep-prl rating database ("dPRL").
 APPLICATION_ID = 0x6450524C
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 LABELS = ("prl", "not_prl", "unsure")
 
@@ -166,5 +169,12 @@ MIGRATE_V2_TO_V3 = [
          AND c.id = (SELECT MAX(id) FROM consensus d WHERE d.lesion_key = c.lesion_key)""",
 ]
 
+# Version 4: the two uncertainty measures of a prediction side by side. The ``uncertainty``
+# that earlier versions stored was the mutual information (BALD) of the model's samples.
+MIGRATE_V3_TO_V4 = [
+    "ALTER TABLE predictions RENAME COLUMN uncertainty TO bald",
+    "ALTER TABLE predictions ADD COLUMN uncertainty_sd REAL",
+]
+
 #: ``MIGRATIONS[v]`` takes a database from version ``v`` to ``v + 1``.
-MIGRATIONS: dict[int, list[str]] = {1: MIGRATE_V1_TO_V2, 2: MIGRATE_V2_TO_V3}
+MIGRATIONS: dict[int, list[str]] = {1: MIGRATE_V1_TO_V2, 2: MIGRATE_V2_TO_V3, 3: MIGRATE_V3_TO_V4}

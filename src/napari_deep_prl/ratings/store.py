@@ -597,7 +597,8 @@ class RatingStore:
             "FROM consensus c JOIN lesions l USING (lesion_key) ORDER BY c.id")
 
     def add_predictions(self, model_id: str, predictions: pd.DataFrame) -> int:
-        """Store a model's predictions (``subject, lesion, probability[, uncertainty]``)."""
+        """Store a model's predictions (``subject, lesion, probability[, uncertainty_sd, bald]``:
+        the uncertainty measures of :mod:`napari_deep_prl.model.inference`)."""
         import pandas as pd
 
         now = utc_now()
@@ -605,13 +606,14 @@ class RatingStore:
         if not probability.between(0, 1).all():
             raise InputError(f"predictions of model '{model_id}': probabilities must lie in "
                              "[0, 1] (NaN is not allowed). Fix the model output.")
-        uncertainty = predictions.get("uncertainty", pd.Series(None, index=predictions.index))
-        rows = [(self.lesion_key(s, n), model_id, p, _plain(u), now)
-                for s, n, p, u in zip(predictions["subject"], predictions["lesion"],
-                                      probability, uncertainty, strict=True)]
+        missing = pd.Series(None, index=predictions.index)
+        rows = [(self.lesion_key(s, n), model_id, p, _plain(sd), _plain(bald), now)
+                for s, n, p, sd, bald in zip(predictions["subject"], predictions["lesion"], probability,
+                                             predictions.get("uncertainty_sd", missing),
+                                             predictions.get("bald", missing), strict=True)]
         self._write(lambda conn: conn.executemany(
-            "INSERT INTO predictions (lesion_key, model_id, probability, uncertainty, "
-            "created_at) VALUES (?, ?, ?, ?, ?)", rows))
+            "INSERT INTO predictions (lesion_key, model_id, probability, uncertainty_sd, bald, "
+            "created_at) VALUES (?, ?, ?, ?, ?, ?)", rows))
         return len(rows)
 
     def predictions(self, model_id: str | None = None) -> pd.DataFrame:
@@ -619,7 +621,7 @@ class RatingStore:
         where = "" if model_id is None else "AND p.model_id = ?"
         return self._query(
             "SELECT p.lesion_key, l.subject, l.lesion, p.model_id, p.probability, "
-            "p.uncertainty, p.created_at FROM predictions p JOIN lesions l USING (lesion_key) "
+            "p.uncertainty_sd, p.bald, p.created_at FROM predictions p JOIN lesions l USING (lesion_key) "
             "WHERE p.id = (SELECT MAX(id) FROM predictions q WHERE q.lesion_key = p.lesion_key"
             f" AND q.model_id = p.model_id) {where} ORDER BY l.subject, l.lesion",
             () if model_id is None else (model_id,))

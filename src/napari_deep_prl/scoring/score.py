@@ -1,27 +1,34 @@
 """Scoring lesions: PRL probability, decision and uncertainty per lesion; PRL counts per subject.
 
-Each subject is loaded once, its lesions found and cut into patches with the patch settings
-stored in the checkpoint (once per distinct setting), and all patches go through the network in
-batches. Several checkpoints (an ensemble, e.g. the inner-fold models of a cross-validation)
-and/or test-time augmentation (TTA: the 8 combinations of flips along the three axes, which
-keep the phase's dipole pattern) give several probabilities per lesion: their mean is
-``prl_probability`` and their standard deviation ``uncertainty`` (``n/a`` with a single model
-and no TTA). Each view is first calibrated by its checkpoint (:meth:`Checkpoint.calibrate`), so
-models calibrated on different validation patients average on one scale. The decision ``prl``
-is ``prl_probability >=`` the mean of the checkpoints' validation thresholds, or the operating
-point given as ``threshold`` (e.g. a lower one for a more sensitive screen, read off the
-validation or cross-validation ROC curve). For a study's whole cohort, ``decision="expected_f1"``
-instead calls as many of the most probable lesions as maximise the F1 expected from their
-calibrated probabilities (:func:`score_cohort`).
+:func:`score_subject` is the one way a subject's lesions are scored: ``deep-prl score``
+(:func:`score_cohort`), the model panel, ``deep-prl active score`` and fine-tuning's re-score
+(:mod:`napari_deep_prl.scoring.project`) all call it, so the same model and lesion get the same
+probability, call and uncertainty everywhere. The lesions are cut into patches with the patch
+settings stored in each checkpoint (once per distinct setting, a run of lesions at a time) and
+go through :func:`napari_deep_prl.model.inference.view_probabilities`: every network scores each
+lesion as cut, and in the other views its threshold and calibration were chosen on unless that
+first look puts the lesion below a quarter of the decision threshold (the screen,
+:data:`~napari_deep_prl.model.inference.SCREEN_SHARE`); each view is calibrated by its own
+network. Over the samples scored (networks × views, of whatever patch settings) the mean is
+``prl_probability``, the standard deviation ``uncertainty_sd`` and the mutual information
+``bald`` (:func:`~napari_deep_prl.model.inference.from_samples`; both ``n/a`` for a single
+sample). The
+decision ``prl`` is ``prl_probability >=`` the mean of the checkpoints' validation thresholds,
+or the operating point given as ``threshold`` (e.g. a lower one for a more sensitive screen,
+read off the validation or cross-validation ROC curve). For a study's whole cohort,
+``decision="expected_f1"`` instead calls as many of the most probable lesions as maximise the
+F1 expected from their calibrated probabilities (:func:`score_cohort`).
 
 ``precision="auto"`` (the default) runs the network in bfloat16 where the hardware computes it
-natively (:func:`napari_deep_prl.model.train.resolve_precision`): about 1.25x faster on such a CPU,
+natively (:func:`napari_deep_prl.model.inference.resolve_precision`): about 1.25x faster on such a CPU,
 with probabilities within 0.005 of float32 and the same decisions on 690 held-out lesions
 (docs/model.md, "bfloat16"); ``"float32"`` gives the same numbers on every machine.
 
-``tta=None`` (the default) scores each checkpoint as its threshold was chosen
-(:attr:`Checkpoint.tta`): with TTA for models trained by this version (``TrainConfig.tta``), with
-one view for older ones. ``tta=True`` / ``False`` overrides that for every checkpoint.
+``tta=None`` (the default) scores each checkpoint on its own views
+(:func:`~napari_deep_prl.model.inference.checkpoint_views`), screened. ``tta=True`` scores every
+lesion on all 8 flips of every network, unscreened (what earlier versions did for models
+calibrated on the flips); ``False`` on the patch as cut alone: for studies, as the threshold of a
+model calibrated on the flips was not chosen on that.
 
 When a subject comes with ground truth (a PRL mask or a lesion label table), its rows also
 carry ``prl_truth`` (:func:`napari_deep_prl.data.lesions.lesion_table`'s ``prl``; blank for lesions a
@@ -49,7 +56,6 @@ from typing import Literal
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 from napari_deep_prl.base.errors import InputError, InputWarning
 from napari_deep_prl.base.filenames import file_components, output_path
@@ -70,28 +76,26 @@ from napari_deep_prl.data.patches import (
     warn_if_outgrown,
 )
 from napari_deep_prl.model.checkpoint import Checkpoint
-from napari_deep_prl.model.dataset import Patches
+from napari_deep_prl.model.inference import (
+    INFERENCE_BATCH,
+    SCREEN_SHARE,
+    UNCALIBRATED_BECAUSE,
+    from_samples,
+    uncalibrated,
+    view_probabilities,
+)
 from napari_deep_prl.model.metrics import (
     expected_f1_threshold,
     metrics_from_predictions,
     roc_auc,
 )
-from napari_deep_prl.model.train import (
-    INFERENCE_BATCH,
-    TTA_VIEWS,
-    predict_views,
-    resolve_device,
-    resolve_precision,
-)
 
+#: Columns of a scored lesion table, wherever it was scored (:func:`score_subject`).
 SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
-                 "prl_probability", "prl", "uncertainty", "confluent")
+                 "prl_probability", "prl", "uncertainty_sd", "bald", "confluent")
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
 
-#: Why a checkpoint may output raw rather than calibrated probabilities.
-UNCALIBRATED_BECAUSE = ("trained by an older version, with --threshold-rule best_f1, or on validation "
-                        "patients that could not calibrate them")
 #: How lesions are called PRL (see :func:`score_cohort`).
 DECISIONS = ("validation", "expected_f1")
 Decision = Literal["validation", "expected_f1"]
@@ -108,60 +112,40 @@ class Scores:
     unreadable: dict[str, str] = field(default_factory=dict)
 
 
-def view_probabilities(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patches, *, tta: bool | None = None,
-                       batch_size: int = INFERENCE_BATCH, device: str = "auto",
-                       precision: str = "auto", calibrated: bool = True) -> np.ndarray:
-    """PRL probabilities, one row per checkpoint × view, each calibrated as its checkpoint's
-    output (:meth:`Checkpoint.calibrate`; see the module doc for ``tta`` and ``precision``).
+def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesions: Lesions | None = None,
+                  threshold: float | None = None, tta: bool | None = None, batch_size: int = INFERENCE_BATCH,
+                  device: str = "auto", precision: str = "auto",
+                  first_masks: dict[PatchConfig, np.ndarray] | None = None) -> pd.DataFrame:
+    """One row per lesion of the subject (:data:`SCORE_COLUMNS`; with ``prl_truth`` when the
+    lesions carry ground truth): the one scoring path (see the module doc).
 
-    ``calibrated=False`` gives the networks' raw probabilities instead, for studies of the
-    calibration itself (the cross-validation keeps them, :mod:`napari_deep_prl.evaluation.crossval`).
+    ``lesions``: the subject's lesions when already found; ``threshold``: the decision's cut
+    (:func:`decision_threshold`); ``first_masks``: the mask channels of the first run of
+    lesions per patch setting, cut beforehand (:func:`_load_and_find`).
     """
-    if not checkpoints:
-        raise InputError("no model given; pass at least one checkpoint")
-    raw = _uncalibrated(checkpoints)
-    if calibrated and 0 < len(raw) < len(checkpoints):
-        warnings.warn(InputWarning(
-            f"model(s) {', '.join(raw)} output raw probabilities ({UNCALIBRATED_BECAUSE}) and "
-            "the others calibrated ones, so their average mixes two scales; score them apart, or "
-            "retrain them with the default rule"), stacklevel=2)
-    torch_device = resolve_device(device)
-    dtype = resolve_precision(precision, torch_device)
-    rows = []
-    for c in checkpoints:
-        views = TTA_VIEWS if (c.tta if tta is None else tta) else ((),)
-        logits = predict_views(c.inference_model(torch_device), x, torch_device, views, batch_size, dtype)
-        probability = expit(logits.numpy().astype(np.float64))
-        rows.append(c.calibrate(probability) if calibrated else probability)
-    return np.concatenate(rows)
-
-
-def _uncalibrated(checkpoints: Sequence[Checkpoint]) -> list[str]:
-    """Ids of the checkpoints whose output is the network's raw probability."""
-    return [c.id for c in checkpoints if c.calibration is None]
-
-
-def predict_patches(checkpoints: Sequence[Checkpoint], x: np.ndarray | Patches, *, tta: bool | None = None,
-                    batch_size: int = INFERENCE_BATCH, device: str = "auto",
-                    precision: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-    """Mean PRL probability and its SD over checkpoints × views (SD NaN for one view)."""
-    return _mean_and_spread(view_probabilities(checkpoints, x, tta=tta, batch_size=batch_size, device=device,
-                                               precision=precision))
-
-
-def _mean_and_spread(probability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and sample SD over the rows (views); the SD is NaN for one view."""
-    n = probability.shape[1]
-    spread = probability.std(axis=0, ddof=1) if len(probability) > 1 else np.full(n, np.nan)
-    return probability.mean(axis=0), spread
-
-
-def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, tta: bool | None = None,
-                  threshold: float | None = None, batch_size: int = INFERENCE_BATCH,
-                  device: str = "auto", precision: str = "auto") -> pd.DataFrame:
-    """One row per lesion of the subject (:data:`SCORE_COLUMNS`)."""
-    return _score(subject, find_lesions(subject), checkpoints, tta,
-                  decision_threshold(checkpoints, threshold), batch_size, device, precision)
+    lesions = find_lesions(subject) if lesions is None else lesions
+    threshold = decision_threshold(checkpoints, threshold)
+    table = lesions.table
+    if len(table) == 0:
+        return _empty_scores()
+    samples = []
+    for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
+        # a run of lesions cut and scored at a time: memory does not grow with the lesion count
+        group = [c for c in checkpoints if c.patch_config == config]
+        samples.append(np.concatenate([
+            view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision,
+                               screen=None if tta is not None else SCREEN_SHARE * threshold)
+            for x in patch_runs(subject, lesions, config, first_mask=(first_masks or {}).get(config))], axis=1))
+    prediction = from_samples(np.concatenate(samples))
+    out = table[["subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3"]].copy()
+    out["prl_probability"] = prediction.probability
+    out["prl"] = (prediction.probability >= threshold).astype(int)
+    out["uncertainty_sd"] = prediction.uncertainty_sd
+    out["bald"] = prediction.bald
+    out["confluent"] = table["confluent"].to_numpy()
+    if "prl" in table:
+        out["prl_truth"] = table["prl"].astype("Int64")  # NA: a lesion the label table leaves out
+    return out.reset_index(drop=True)
 
 
 def decision_threshold(checkpoints: Sequence[Checkpoint], threshold: float | None = None) -> float:
@@ -218,7 +202,8 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
                 warnings.warn(InputWarning(f"{item.subject} left out: {err}"), stacklevel=2)
                 yield Progress(step + 1, len(cohort), "subject", item.subject, {})
                 continue
-            table = _score(subject, lesions, checkpoints, tta, threshold, batch_size, device, precision, masks)
+            table = score_subject(subject, checkpoints, lesions=lesions, threshold=threshold, tta=tta,
+                                  batch_size=batch_size, device=device, precision=precision, first_masks=masks)
             if nifti_dir is not None:
                 write_probability_map(lesions.labels, table, subject.affine, output_path(
                     nifti_dir, f"{names[subject.subject]}_space-phase_desc-PRL_probseg.nii.gz"))
@@ -248,7 +233,7 @@ def checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None,
     if decision == "expected_f1":
         if threshold is not None:
             raise InputError("a threshold and the cohort's expected-F1 decision exclude each other; give one")
-        raw = _uncalibrated(checkpoints)
+        raw = uncalibrated(checkpoints)
         if raw:
             raise InputError(f"the expected-F1 decision needs calibrated probabilities, and model(s) "
                              f"{', '.join(raw)} output raw ones ({UNCALIBRATED_BECAUSE}); retrain them "
@@ -320,33 +305,6 @@ def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.n
     return write_nifti(image, path)
 
 
-def _score(subject: Subject, lesions: Lesions, checkpoints: Sequence[Checkpoint], tta: bool | None,
-           threshold: float, batch_size: int, device: str, precision: str,
-           masks: dict[PatchConfig, np.ndarray] | None = None) -> pd.DataFrame:
-    table = lesions.table
-    if len(table) == 0:
-        return _empty_scores()
-    members, spreads = [], []
-    for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
-        # a run of lesions cut and scored at a time: memory does not grow with the lesion count
-        group = [c for c in checkpoints if c.patch_config == config]
-        views = np.concatenate([
-            view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision)
-            for x in patch_runs(subject, lesions, config, first_mask=(masks or {}).get(config))], axis=1)
-        probability, spread = _mean_and_spread(views)
-        members.append((probability, len(views)))
-        spreads.append(spread)
-    probability, uncertainty = _pool(members, spreads)
-    out = table[["subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3"]].copy()
-    out["prl_probability"] = probability
-    out["prl"] = (probability >= threshold).astype(int)
-    out["uncertainty"] = uncertainty
-    out["confluent"] = table["confluent"].to_numpy()
-    if "prl" in table:
-        out["prl_truth"] = table["prl"].astype("Int64")  # NA: a lesion the label table leaves out
-    return out.reset_index(drop=True)
-
-
 def truth_metrics(scores: pd.DataFrame, *, exclude_confluent: bool = True) -> dict[str, float] | None:
     """F1, sensitivity, specificity, PPV, ROC AUC and counts of the lesions with ground truth
     (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. Confluent lesions
@@ -364,19 +322,6 @@ def truth_metrics(scores: pd.DataFrame, *, exclude_confluent: bool = True) -> di
     metrics = metrics_from_predictions(truth, known["prl"].astype(float))
     metrics["roc_auc"] = roc_auc(truth, known["prl_probability"])
     return metrics
-
-
-def _pool(members: list[tuple[np.ndarray, int]], spreads: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and SD over all views when checkpoints with different patch settings were grouped."""
-    if len(members) == 1:
-        return members[0][0], spreads[0]
-    weights = np.array([n for _, n in members], dtype=float)
-    means = np.stack([m for m, _ in members])
-    mean = (weights[:, None] * means).sum(0) / weights.sum()
-    # Total sum of squares = within-group (n-1)·SD² + between-group n·(mean_g - mean)².
-    within = sum((n - 1) * np.nan_to_num(s) ** 2 for (_, n), s in zip(members, spreads))
-    between = (weights[:, None] * (means - mean) ** 2).sum(0)
-    return mean, np.sqrt((within + between) / (weights.sum() - 1))
 
 
 def _empty_scores() -> pd.DataFrame:

@@ -217,7 +217,7 @@ class FinetuneBox(QGroupBox):
             return None
         project, config, source = state.project, self.config(), self.source.currentText()
         init = state.checkpoints if self.from_model.isChecked() else None
-        method, models = state.method, self.networks.value()
+        models = self.networks.value()
         try:
             check_labels(project, len(init or []) or models, config, source)
         except DeepPRLError as err:
@@ -230,7 +230,7 @@ class FinetuneBox(QGroupBox):
         def run(stop: threading.Event) -> Generator[Progress, None, FinetuneResult]:
             if rescore:
                 return (yield from retrain_and_rescore(project, init, config, models=models, source=source,
-                                                       method=method, stop=stop))
+                                                       stop=stop))
             return (yield from finetune(project, init, config, models=models, source=source, stop=stop))
 
         self.curve.reset()
@@ -292,12 +292,12 @@ class FinetuneBox(QGroupBox):
         project with it when the auto option trained it)."""
         if self.pending is None:
             return None
-        (result, rescored), project, method = self.pending, self.state.project, self.state.method
+        (result, rescored), project = self.pending, self.state.project
         self._ask(None)
         self._use(result)
         if not rescored:
             return None
-        self.job = self.state.run(Job(lambda stop: rescore(project, result, method, stop=stop),
+        self.job = self.state.run(Job(lambda stop: rescore(project, result, stop=stop),
                                       description="Scoring the project", bar=self.bar, on_result=self._scored))
         return self.job
 

@@ -2,9 +2,8 @@
 (napari-animation's way: a child widget gets the model, not its parent).
 
 :class:`ModelState` holds the open project, the model in use (its networks and file), the
-uncertainty method that scores with it, and the one job that runs at a time. The panel changes
-it from its controls (open a project, load a model, choose a method, score); the fine-tuning box
-reads the project, the model and the method from it, adopts a new model through
+and the one job that runs at a time. The panel changes it from its controls (open a project,
+load a model, score); the fine-tuning box reads the project and the model from it, adopts a new model through
 :meth:`ModelState.use_model`, runs its jobs through :meth:`ModelState.run` and says through
 :meth:`ModelState.announce_scores` when a new model's scores are stored. Each widget redraws
 from the signals, so neither calls the other.
@@ -23,7 +22,7 @@ from napari_deep_prl.ratings.project import Project
 
 
 class ModelState:
-    """The model panel's project, model, method and running job."""
+    """The model panel's project, model and running job."""
 
     #: Another project was opened: read :attr:`project`.
     project_changed = Signal()
@@ -40,8 +39,6 @@ class ModelState:
         self.checkpoints: list[Checkpoint] = []
         #: The file the model came from (``None``: made in this session and not saved, or unknown).
         self.path: Path | None = None
-        #: How uncertainty is estimated when scoring (an :data:`~napari_deep_prl.active.strategies.METHODS` name).
-        self.method = "none"
         self.job: Job | None = None
 
     @property

@@ -6,10 +6,11 @@ subject opened without a project (files or the sample data) is scored from its l
 shown. Results: a points layer at the lesion centres coloured by PRL probability (legend under
 the buttons), a sortable table whose rows move the viewer to the lesion, the subject's PRL count
 and the project's counts. **Decide** calls a project's lesions PRL each at the model's
-threshold, or all scored lesions together (:func:`~napari_deep_prl.active.strategies.project_scores`).
+threshold, or all scored lesions together (:func:`~napari_deep_prl.scoring.project.project_scores`).
+Both buttons score as ``deep-prl score`` does (:func:`~napari_deep_prl.scoring.score.score_subject`).
 In blind mode none of the scores is shown. The fine-tuning box below trains new versions.
 
-The project, the model in use, the uncertainty method and the running job are a
+The project, the model in use and the running job are a
 :class:`~.model_state.ModelState` that this panel and the fine-tuning box share and listen to.
 """
 
@@ -52,18 +53,17 @@ from napari_deep_prl._napari.model.scoring_table import (
     show_points,
 )
 from napari_deep_prl._napari.widget_parts import scrolling_column
-from napari_deep_prl.active import strategies as active
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.model.checkpoint import Checkpoint, load_models
 from napari_deep_prl.ratings.project import Project
+from napari_deep_prl.scoring.project import model_version, project_scores, score_project
+from napari_deep_prl.scoring.score import score_subject
 
 #: Subject-combo entry that scores the subject shown in the viewer (no project needed).
 FROM_VIEWER = "(subject in the viewer)"
-METHOD_NAMES = {"one pass": "none", "flip TTA": "tta", "MC dropout": "mc_dropout",
-                "auto (best available)": "auto"}
 DECISION_NAMES = {"each lesion at the model's threshold": "validation",
                   "the project's scored lesions together": "expected_f1"}
 
@@ -85,11 +85,10 @@ def subject_from_layers(viewer: napari.Viewer) -> Subject:
                    np.asarray(by_role["lesions"].data, np.int32), phase.affine.affine_matrix)
 
 
-def score_loaded(subject: Subject, checkpoints: list[Checkpoint],
-                 method: str) -> Generator[Progress, None, pd.DataFrame]:
+def score_loaded(subject: Subject, checkpoints: list[Checkpoint]) -> Generator[Progress, None, pd.DataFrame]:
     """Score a subject already in memory, as a (one-step) progress generator for a worker."""
     yield Progress(0, 1, "subject", subject.subject)
-    table = active.score_lesions(subject, checkpoints, method)
+    table = score_subject(subject, checkpoints)
     yield Progress(1, 1, "subject", subject.subject)
     return table
 
@@ -112,8 +111,6 @@ class ModelPanel(QWidget):
         self.load_button = QPushButton("Load model…")
         self.model_info = QLabel("no model loaded")
         self.model_info.setWordWrap(True)
-        self.method = QComboBox()
-        self.method.addItems(METHOD_NAMES)
         self.subject = QComboBox()
         self.subject.addItem(FROM_VIEWER)
         self.decision = QComboBox()
@@ -135,7 +132,7 @@ class ModelPanel(QWidget):
         self.table = ScoringTable()
         self.finetune = FinetuneBox(self.state)
         for name, widget in (("open", self.open_button), ("load", self.load_button),
-                             ("method", self.method), ("score", self.score_button),
+                             ("score", self.score_button),
                              ("score_all", self.score_all_button), ("blind", self.blind),
                              ("decision", self.decision)):
             widget.setToolTip(TOOLTIPS[name])
@@ -143,7 +140,6 @@ class ModelPanel(QWidget):
         form = QFormLayout()
         form.addRow(self.open_button, self.project_label)
         form.addRow(self.load_button, self.model_info)
-        form.addRow("Uncertainty", self.method)
         form.addRow("Subject", self.subject)
         form.addRow("Decide", self.decision)
         buttons = QHBoxLayout()
@@ -166,14 +162,12 @@ class ModelPanel(QWidget):
         self.score_all_button.clicked.connect(self.score_project)
         self.cancel_button.clicked.connect(self.state.cancel)
         self.blind.toggled.connect(self.set_blind)
-        self.method.currentTextChanged.connect(self._choose_method)
         self.decision.currentTextChanged.connect(self.decide)
         self.table.lesion_selected.connect(self._go_to_lesion)
         self.state.project_changed.connect(self._show_project)
         self.state.model_changed.connect(self._show_model)
         self.state.busy_changed.connect(self._enable)
         self.state.scores_stored.connect(self._announce_scores)
-        self._choose_method(self.method.currentText())
         self._enable()
         self._follow_board()
 
@@ -218,8 +212,6 @@ class ModelPanel(QWidget):
         self._forget_project_scores()
         self._enable()
 
-    def _choose_method(self, text: str) -> None:
-        self.state.method = METHOD_NAMES[text]
 
     @property
     def decision_name(self) -> str:
@@ -237,8 +229,8 @@ class ModelPanel(QWidget):
                 show_error(str(err))
                 return None
             self._affines[subject.subject] = subject.affine
-            checkpoints, method = self.state.checkpoints, self.state.method
-            return self._start(lambda stop: score_loaded(subject, checkpoints, method),
+            checkpoints = self.state.checkpoints
+            return self._start(lambda stop: score_loaded(subject, checkpoints),
                                f"Scoring {subject.subject}", self._show_loaded_scores)
         return self._score_stored([name], f"Scoring {name}")
 
@@ -250,18 +242,15 @@ class ModelPanel(QWidget):
         return self._score_stored(None, "Scoring the project")
 
     def _score_stored(self, subjects: list[str] | None, description: str) -> Job | None:
-        project, checkpoints, method = self.state.project, self.state.checkpoints, self.state.method
+        project, checkpoints = self.state.project, self.state.checkpoints
 
         def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, pd.DataFrame, str]]:
-            stored = yield from active.score_project(project, checkpoints, method,
-                                                     subjects=subjects, stop=stop)
+            stored = yield from score_project(project, checkpoints, subjects=subjects, stop=stop)
             shown = subjects[0] if subjects else project.cohort.ids[0]
             loaded = project.load_subject(shown)
-            mine = stored.loc[stored["subject"] == shown,
-                              ["lesion", "probability", "entropy", "uncertainty"]]
-            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left").rename(
-                columns={"probability": "prl_probability"})
-            return loaded, table, active.model_version(checkpoints, method)
+            mine = stored.loc[stored["subject"] == shown, ["lesion", "prl_probability", "uncertainty_sd", "bald"]]
+            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left")
+            return loaded, table, model_version(checkpoints)
 
         return self._start(run, description, self._show_project_scores)
 
@@ -297,8 +286,7 @@ class ModelPanel(QWidget):
         if project is None or self._version is None:
             return
         try:
-            decided = active.project_scores(project, self.state.checkpoints, self._version,
-                                            self.decision_name)
+            decided = project_scores(project, self.state.checkpoints, self._version, self.decision_name)
         except DeepPRLError as err:
             show_error(str(err))
             self.decision.setCurrentIndex(0)  # re-enters with the model's threshold

@@ -25,7 +25,7 @@ COLORMAP = "viridis"
 #: Table columns: (data column, header, shows a model score).
 COLUMNS = (("subject", "subject", False), ("lesion", "lesion", False),
            ("volume_mm3", "volume mm³", False), ("prl_probability", "P(PRL)", True),
-           ("prl", "PRL", True), ("entropy", "entropy", True), ("uncertainty", "BALD", True))
+           ("prl", "PRL", True), ("uncertainty_sd", "SD", True), ("bald", "BALD", True))
 POINTS_NAME = "PRL scores"
 
 
@@ -82,7 +82,7 @@ class ScoringTable(QTableWidget):
         self.currentCellChanged.connect(self._on_current)
 
     def set_scores(self, scores: pd.DataFrame) -> None:
-        """Show ``scores`` (one row per lesion, :data:`~napari_deep_prl.active.strategies.SCORE_COLUMNS`)."""
+        """Show ``scores`` (one row per lesion, :data:`~napari_deep_prl.scoring.score.SCORE_COLUMNS`)."""
         self.setSortingEnabled(False)
         self.scores = scores.reset_index(drop=True)
         self.setRowCount(len(self.scores))
@@ -122,7 +122,7 @@ def points_layer_kwargs(scores: pd.DataFrame, affine: np.ndarray, *, blind: bool
                     "metadata": {"subject": str(scores["subject"].iloc[0]) if len(scores) else ""}}
     if blind:
         return {**kwargs, "face_color": "white"}
-    features = scores[["lesion", "prl_probability", "prl", "entropy", "uncertainty"]]
+    features = scores[["lesion", "prl_probability", "prl", "uncertainty_sd", "bald"]]
     return {**kwargs, "features": features.reset_index(drop=True),
             "face_color": "prl_probability", "face_colormap": COLORMAP,
             "face_contrast_limits": (0.0, 1.0)}
