@@ -258,7 +258,8 @@ def test_cli_scores_the_readable_subjects_and_exits_1_naming_the_others(manifest
 def test_cli_says_roc_auc_is_undefined_for_a_subject_without_prls(write_subject, tmp_path, capsys):
     paths = write_subject("sub-09", prl_lesions=())
     model = _checkpoint().save(tmp_path / "model.pt")
-    assert main(["score", "--phase", str(paths.image("phase")), "--mp2rage", str(paths.image("mp2rage")), "--mask", str(paths.mask),
+    assert main(["score", "--phase", str(paths.image("phase")), "--mp2rage", str(paths.image("mp2rage")),
+                 "--mask", str(paths.mask),
                  "--prl-mask", str(paths.prl_mask), "--model", str(model), "-o", str(tmp_path / "s.tsv"),
                  "--quiet"]) == 0
     err = capsys.readouterr().err

@@ -31,7 +31,6 @@ from napari_deep_prl.ratings.queue import Strategy, seeded_shuffle, subject_orde
 from napari_deep_prl.scoring.project import latest_scored_version, stored_scores
 
 
-
 def _by_score(name: str, scores: pd.DataFrame, column: str, version: str) -> Strategy:
     """Highest ``column`` first; lesions without a score last, in subject order."""
     values = scores.set_index("lesion_key")[column]

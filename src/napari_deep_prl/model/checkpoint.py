@@ -5,8 +5,8 @@ the file is), ``state_dict`` (tensors) and ``metadata`` (a JSON string: architec
 settings, decision threshold and the calibration it applies to, training summary, validation
 metrics, package version, parent checkpoint). Only tensors, strings and ints, so it loads with
 ``torch.load(weights_only=True)`` — a checkpoint from elsewhere can never run code — and the
-metadata reads without torch (``json.loads``). Scoring cuts patches with the stored :class:`PatchConfig`, so a model is never
-fed patches normalised differently from those it learnt on.
+metadata reads without torch (``json.loads``). Scoring cuts patches with the stored
+:class:`PatchConfig`, so a model is never fed patches normalised differently from those it learnt on.
 
 A checkpoint's :attr:`Checkpoint.id` is a hash of its weights (and calibration): the same
 training gives the same id, and a fine-tuned model records its parent's id.
@@ -23,7 +23,7 @@ import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -120,7 +120,7 @@ class Checkpoint:
         return _write(path, {"format_version": FORMAT_VERSION, **self._payload()})
 
     def _payload(self) -> dict[str, Any]:
-        metadata = {**self.describe(), "saved": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        metadata = {**self.describe(), "saved": datetime.now(UTC).isoformat(timespec="seconds")}
         state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
         return {"metadata": json.dumps(metadata), "state_dict": state}
 

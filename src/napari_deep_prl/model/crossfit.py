@@ -3,13 +3,14 @@
 One training run validates on a fifth of the patients: with a few dozen PRLs in the cohort that
 is a handful of them, so the decision threshold, chosen where validation F1 peaks, is a noisy
 pick. Cross-fitting trains K networks on patient-level folds (stratified by PRL count, as the
-cross-validation): every training patient is validated exactly once, by the network that did
-not train on it. The threshold is chosen on all of these out-of-fold predictions together (by
-``TrainConfig.threshold_rule``), and scoring averages the K networks. In the nested cross-validation (30 epochs, the inner models as
-the ensemble) this raised the test F1 from 0.751 ± 0.103 to 0.793 ± 0.051 and the ROC AUC from
-0.980 to 0.985 (CHANGELOG.md); trained on 28 patients and tested on 30 others, three
-cross-fitted networks ranked like the best of three single ones (ROC AUC 0.983–0.984) without a
-higher F1 (docs/model.md, "Cross-fitted ensembles"). It costs K trainings.
+cross-validation): every training patient is validated exactly once, by the network that did not
+train on it. The threshold is chosen on all of these out-of-fold predictions together (by
+``TrainConfig.threshold_rule``), and scoring averages the K networks. In the nested cross-
+validation (30 epochs, the inner models as the ensemble) this raised the test F1 from 0.751 ±
+0.103 to 0.793 ± 0.051 and the ROC AUC from 0.980 to 0.985 (CHANGELOG.md); trained on 28
+patients and tested on 30 others, three cross-fitted networks ranked like the best of three
+single ones (ROC AUC 0.983–0.984) without a higher F1 (docs/model.md, "Cross-fitted ensembles").
+It costs K trainings.
 
 The threshold is chosen on single networks' outputs and applied to their average, as in the
 cross-validation's ensemble rows (the average of K networks is not available for a patient that

@@ -37,7 +37,7 @@ class ColourBar(QWidget):
         self.setMinimumHeight(30)
         self.setToolTip("Point colour = PRL probability (0 left, 1 right)")
 
-    def paintEvent(self, event: QPaintEvent) -> None:
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt override
         painter = QPainter(self)
         bar = self.rect().adjusted(18, 2, -18, -14)
         gradient = QLinearGradient(bar.left(), 0, bar.right(), 0)
