@@ -185,7 +185,6 @@ def test_fine_tuning_in_the_panel_ranks_an_open_model_ordered_review_again(make_
         viewer.window.add_dock_widget(widget, name=name, area="right")
     panel.open_project(root)
     panel.state.use_model(ranking_models()[1])  # every PRL last: fine-tuning cannot do worse
-    panel.method.setCurrentText("one pass")
     box = panel.finetune
     box.base_config = TINY_TRAIN
     box.source.setCurrentText("prl_mask")

@@ -18,10 +18,10 @@ from active_support import (  # noqa: F401
 )
 
 from napari_deep_prl.active.finetune import finetune, retrain_and_rescore
-from napari_deep_prl.active.strategies import model_version
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.data.splits import validation_shares
+from napari_deep_prl.scoring.project import model_version
 
 #: Fine-tuning long and fast enough to learn what the contrarian rater teaches (the rim means
 #: "not a PRL" on the subjects it trains on); the model it started from does not compete.
@@ -128,9 +128,8 @@ def test_a_worse_model_is_saved_and_flagged_and_the_project_is_not_rescored_by_i
 def test_retraining_scores_the_project_and_names_the_version_of_its_scores(rim_project):
     trained = run_to_end(finetune(rim_project, ranking_models()[1], TINY_TRAIN, source="prl_mask"))
     assert trained.scored is None and rim_project.store.predictions().empty
-    result = run_to_end(retrain_and_rescore(rim_project, ranking_models()[1], TINY_TRAIN, source="prl_mask",
-                                            method="none"))
-    assert not result.worse and result.scored == model_version(result.checkpoints, "none")
+    result = run_to_end(retrain_and_rescore(rim_project, ranking_models()[1], TINY_TRAIN, source="prl_mask"))
+    assert not result.worse and result.scored == model_version(result.checkpoints)
     assert len(rim_project.store.predictions(result.scored)) == 9
 
 

@@ -139,7 +139,7 @@ def test_automatic_retraining_rescores_and_reranks_the_queue(panel, qtbot):
     with pytest.raises(RuntimeError, match="cannot start while 'Scoring the project' runs"):
         panel.state.run(Job(lambda stop: iter(()), description="Another"))
     run_job(qtbot, scoring, timeout=60_000)
-    assert versions == [active.model_version(panel.state.checkpoints, "none")]  # the panel's own scores
+    assert versions == [model_version(panel.state.checkpoints)]  # the panel's own scores
     versions.clear()
     job = box.maybe_retrain()
     run_job(qtbot, job, timeout=60_000)

@@ -225,7 +225,7 @@ def test_the_panel_and_the_command_line_give_each_lesion_the_same_scores(make_na
     widget.load_model(path)
     qtbot.mouseClick(widget.score_all_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(widget.score_all_button.isEnabled, timeout=60_000)  # re-enabled when the job ends
-    assert widget._version == model_version(widget.checkpoints)
+    assert widget._version == model_version(widget.state.checkpoints)
 
     def same(panel: pd.DataFrame) -> None:
         both = cli.merge(panel, on=["subject", "lesion"], suffixes=("", "_panel"), validate="one_to_one")
@@ -239,4 +239,4 @@ def test_the_panel_and_the_command_line_give_each_lesion_the_same_scores(make_na
     assert set(widget.scores["subject"]) == {"sub-01"} and len(cli) == 9
     features = widget.viewer.layers[POINTS_NAME].features
     np.testing.assert_allclose(features["prl_probability"], widget.scores["prl_probability"])
-    same(project_scores(project, widget.checkpoints, widget._version, widget.decision_name).lesions)  # all 9
+    same(project_scores(project, widget.state.checkpoints, widget._version, widget.decision_name).lesions)  # all 9

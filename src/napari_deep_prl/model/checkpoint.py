@@ -34,9 +34,9 @@ from napari_deep_prl import __version__
 from napari_deep_prl.base.errors import CheckpointError, InputError
 from napari_deep_prl.base.tables import write_atomic
 from napari_deep_prl.data.patches import CHANNELS, MAX_PATCH_SIZE, PatchConfig
-from napari_deep_prl.model.inference import checked_views
 from napari_deep_prl.model.metrics import PlattFit
 from napari_deep_prl.model.network import FUSIONS, DeepPRL, ModelConfig, inference_copy
+from napari_deep_prl.model.views import checked_views
 
 FORMAT = "napari-deep-prl checkpoint"
 FORMAT_VERSION = 1

@@ -30,7 +30,6 @@ place decides
 
 from __future__ import annotations
 
-import itertools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,19 +43,12 @@ from napari_deep_prl.base.errors import InputError, InputWarning
 from napari_deep_prl.data.patches import chunk_length
 from napari_deep_prl.model.dataset import Patches
 from napari_deep_prl.model.network import DeepPRL
+from napari_deep_prl.model.views import TTA_VIEWS, View, checked_views
 
-if TYPE_CHECKING:  # a checkpoint validates its recorded views with checked_views below
+if TYPE_CHECKING:
     from napari_deep_prl.model.checkpoint import Checkpoint
 
 PRECISIONS = ("auto", "float32", "bfloat16")
-
-#: A view of a patch: the spatial dims of a ``(n, c, x, y, z)`` batch to flip (``()``: as cut).
-View = tuple[int, ...]
-
-#: Every flip view, identity first: the 8 combinations of flips along the three axes. Averaging
-#: a network over them makes a decision depend less on the patch's orientation (held-out ROC
-#: AUC 0.953 -> 0.973 for one network, docs/model.md).
-TTA_VIEWS: tuple[View, ...] = tuple(dims for r in range(4) for dims in itertools.combinations((2, 3, 4), r))
 
 #: Patches per forward pass at inference: on a CPU the full-resolution maps of 8 patches (12
 #: channels of 28³ float32, 8.4 MB a layer) stay in the cache; 16 ran 1.28× slower (median
@@ -151,17 +143,6 @@ def predict_views(fast: DeepPRL, x: np.ndarray | Patches, device: torch.device,
                 for v, dims in enumerate(views):
                     out[v, at] = fast(batch.flip(dims) if dims else batch).float().cpu()
     return out
-
-
-def checked_views(views: Sequence[Sequence[int]]) -> tuple[View, ...]:
-    """``views`` as a tuple of views, refused unless each flips distinct spatial dims (2, 3, 4)
-    and none repeats."""
-    checked = tuple(tuple(int(d) for d in view) for view in views)
-    if (not checked or len(set(checked)) < len(checked)
-            or any(len(set(view)) < len(view) or not set(view) <= {2, 3, 4} for view in checked)):
-        raise InputError(f"views {[list(v) for v in checked]}: give one or more distinct views, each a set of "
-                         "spatial dims to flip out of 2, 3 and 4 ([] is the patch as cut)")
-    return checked
 
 
 def checkpoint_views(checkpoint: Checkpoint, tta: bool | None = None) -> tuple[View, ...]:
