@@ -6,7 +6,7 @@ on the 8 axis flips), trained in this run on simulated patients, is scored two w
 * **every view** (the previous default, ``deep-prl score --tta``): every lesion on all 8 flips
   of every network, 24 passes per lesion;
 * **screened** (the default): every lesion as cut by every network, and on its other flips only
-  when that first look does not put it below a quarter of the decision threshold
+  when that first look does not put it below half the decision threshold
   (:data:`napari_deep_prl.model.inference.SCREEN_SHARE`); the share of lesions scored on every
   view is printed.
 
@@ -22,7 +22,8 @@ Printed side by side:
   at the model's threshold (:func:`~napari_deep_prl.scoring.score.truth_metrics`). Target: the
   default no worse than every view.
 * **network throughput**: random 28³ patches through one default-preset network, one view and
-  8 views, lesions/s (median of 5 passes after two warm-up passes).
+  8 views, in the default precision and in float32, lesions/s (median of 5 passes after two
+  warm-up passes).
 
 Training is short (``--epochs``, 640 class-balanced samples each) to keep the run near 10
 minutes on 2 idle cores; the simulated cohorts are kept in ``--work`` for later runs. Run:
@@ -136,11 +137,14 @@ def network_throughput() -> None:
     x = np.random.default_rng(0).random((512, 3, 28, 28, 28), dtype=np.float32)
     for _ in range(2):  # warm-up: the allocator settles over the first passes
         predict([checkpoint], x, device="cpu")
-    for tta in (False, True):
-        n = len(x) if not tta else 128
-        seconds = median_seconds(lambda n=n, tta=tta: predict([checkpoint], x[:n], tta=tta, device="cpu"), repeats=5)
-        print(f"network throughput, one default-preset network, {'8 views' if tta else 'one view'}: "
-              f"{n / seconds:.0f} lesions/s")
+    default = precision_name(resolve_precision("auto", torch.device("cpu")))
+    for precision in dict.fromkeys((default, "float32")):
+        for tta in (False, True):
+            n = len(x) if not tta else 128
+            seconds = median_seconds(lambda n=n, tta=tta, precision=precision: predict(
+                [checkpoint], x[:n], tta=tta, device="cpu", precision=precision), repeats=5)
+            print(f"network throughput, one default-preset network, {precision}, {'8 views' if tta else 'one view'}: "
+                  f"{n / seconds:.0f} lesions/s")
 
 
 def main() -> None:

@@ -34,7 +34,7 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="default: each network on the views its threshold was chosen on (the 8 axis flips for "
                         "models trained by this version), the flips only for lesions that the patch as cut does not "
-                        "put below a quarter of the threshold; --tta: every lesion on all 8 flips (as earlier "
+                        "put below half the threshold; --tta: every lesion on all 8 flips (as earlier "
                         "versions scored; slower, the same decisions); --no-tta: the patch as cut alone")
     p.add_argument("--threshold", type=float, metavar="T",
                    help="decision threshold on prl_probability (calibrated on each model's validation patients "

@@ -7,7 +7,7 @@ probability, call and uncertainty everywhere. The lesions are cut into patches w
 settings stored in each checkpoint (once per distinct setting, a run of lesions at a time) and
 go through :func:`napari_deep_prl.model.inference.view_probabilities`: every network scores each
 lesion as cut, and in the other views its threshold and calibration were chosen on unless that
-first look puts the lesion below a quarter of the decision threshold (the screen,
+first look puts the lesion below half the decision threshold (the screen,
 :data:`~napari_deep_prl.model.inference.SCREEN_SHARE`); each view is calibrated by its own
 network. Over the samples scored (networks × views, of whatever patch settings) the mean is
 ``prl_probability``, the standard deviation ``uncertainty_sd`` and the mutual information
