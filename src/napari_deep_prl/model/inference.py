@@ -152,8 +152,8 @@ def checkpoint_views(checkpoint: Checkpoint, tta: bool | None = None) -> tuple[V
 
     A checkpoint records them (``views``); one of an older version records only whether it used
     all of :data:`TTA_VIEWS` (``tta``), and one older still used the patch as cut. ``tta``
-    True / False overrides that with every flip / the patch as cut (``deep-prl score --tta``):
-    the threshold then no longer matches the views, so it is for studies, not the default.
+    True / False gives every flip / the patch as cut whatever was recorded (``deep-prl score
+    --tta`` / ``--no-tta``), for studies.
     """
     if tta is not None:
         return TTA_VIEWS if tta else ((),)
