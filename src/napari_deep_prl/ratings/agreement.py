@@ -32,11 +32,14 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.ratings.coefficients import (
+    MIN_CI_SUBJECTS,
+    bootstrap_ci,
+    group_totals,
+    icc_agreement,
+    kappa_from_confusion,
+)
 from napari_deep_prl.ratings.schema import LABELS, UNSURE_MODES
-
-#: Fewest subjects for a subject-bootstrap CI: resampling one or two subjects gives at most
-#: three distinct resamples, not an interval.
-MIN_CI_SUBJECTS = 3
 
 ONE_LABEL = "only one label used"
 
@@ -58,21 +61,6 @@ def confusion(a: Sequence[str], b: Sequence[str],
     return out
 
 
-def kappa_from_confusion(conf: np.ndarray) -> np.ndarray | float:
-    """Cohen's kappa of one confusion matrix or a stack of them (``(..., k, k)``).
-
-    NaN where chance agreement is 1 (e.g. both raters gave one label to every item), where
-    kappa is undefined.
-    """
-    conf = np.asarray(conf, dtype=float)
-    n = conf.sum(axis=(-2, -1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        observed = np.trace(conf, axis1=-2, axis2=-1) / n
-        expected = np.sum(conf.sum(axis=-1) * conf.sum(axis=-2), axis=-1) / n**2
-        kappa = np.where(expected < 1, (observed - expected) / (1 - expected), np.nan)
-    return float(kappa) if kappa.ndim == 0 else kappa
-
-
 def cohen_kappa(a: Sequence[str], b: Sequence[str]) -> float:
     """Cohen's (unweighted) kappa of two raters' labels of the same items."""
     labels = sorted(set(a) | set(b))
@@ -88,22 +76,13 @@ def bootstrap_kappa_ci(a: Sequence[str], b: Sequence[str], groups: Sequence[str]
     NaN with fewer than :data:`MIN_CI_SUBJECTS` subjects.
     """
     labels = sorted(set(a) | set(b))
-    group_ids, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    if len(group_ids) < MIN_CI_SUBJECTS:
-        return float("nan"), float("nan")
-    per_group = np.zeros((len(group_ids), len(labels), len(labels)), dtype=np.int64)
     index = {c: i for i, c in enumerate(labels)}
-    np.add.at(per_group, (inverse, [index[x] for x in a], [index[y] for y in b]), 1)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(group_ids), size=(n_boot, len(group_ids)))
-    weights = np.stack([np.bincount(d, minlength=len(group_ids)) for d in draws])
-    stacked = weights @ per_group.reshape(len(group_ids), -1)
-    kappas = kappa_from_confusion(stacked.reshape(n_boot, len(labels), len(labels)))
-    if np.all(np.isnan(kappas)):
-        return float("nan"), float("nan")
-    tail = 100 * (1 - level) / 2
-    low, high = np.nanpercentile(kappas, [tail, 100 - tail])
-    return float(low), float(high)
+    cells = np.zeros((len(a), len(labels), len(labels)))
+    cells[np.arange(len(a)), [index[x] for x in a], [index[y] for y in b]] = 1
+    ci = bootstrap_ci(group_totals(cells, np.asarray(groups)),
+                      lambda conf: {"kappa": kappa_from_confusion(conf)},
+                      n_boot=n_boot, seed=seed, level=level)
+    return ci["kappa"]
 
 
 def kappa_with_ci(a: Sequence[str], b: Sequence[str], groups: Sequence[str] | None = None, *,
@@ -158,25 +137,6 @@ def fleiss_kappa(counts: np.ndarray) -> float:
         raise InputError("Fleiss' kappa needs at least one item and the same number (>= 2) "
                          "of ratings for every item.")
     return float(_fleiss_by_group(counts, np.zeros(n_items))["fleiss_kappa"].iloc[0])
-
-
-def icc_agreement(scores: np.ndarray) -> float:
-    """ICC(2,1) (Shrout & Fleiss): two-way random effects, absolute agreement, one rater.
-
-    ``scores`` is subjects x raters. Absolute agreement because a rater who counts
-    systematically more PRLs than another does not agree with them.
-    """
-    scores = np.asarray(scores, dtype=float)
-    n, k = scores.shape
-    if n < 2 or k < 2:
-        return float("nan")
-    grand = scores.mean()
-    ms_rows = k * np.sum((scores.mean(axis=1) - grand) ** 2) / (n - 1)
-    ms_cols = n * np.sum((scores.mean(axis=0) - grand) ** 2) / (k - 1)
-    residual = scores - scores.mean(axis=1, keepdims=True) - scores.mean(axis=0) + grand
-    ms_error = np.sum(residual**2) / ((n - 1) * (k - 1))
-    denominator = ms_rows + (k - 1) * ms_error + k * (ms_cols - ms_error) / n
-    return float((ms_rows - ms_error) / denominator) if denominator > 0 else float("nan")
 
 
 def sensitivity_specificity(labels: Sequence[str], reference: Sequence[str]) -> dict[str, float]:
@@ -315,16 +275,25 @@ def per_subject_agreement(current: pd.DataFrame, lesions: pd.DataFrame, *,
     return table.rename_axis("subject").reset_index()
 
 
-def prl_count_icc(current: pd.DataFrame, lesions: pd.DataFrame) -> tuple[float, int, str]:
-    """ICC(2,1) of per-subject PRL counts between raters, on subjects all raters finished:
-    ``(icc, subjects, note)``, the note saying why the ICC is NaN ('' when it is not)."""
+def finished_prl_counts(current: pd.DataFrame, lesions: pd.DataFrame) -> pd.DataFrame:
+    """Subjects x raters PRL counts (``prl`` labels), on the subjects every rater finished."""
     raters = sorted(current["rater"].unique())
     size = lesions.groupby("subject").size()
     rated = (current.groupby(["subject", "rater"]).size()
              .unstack(fill_value=0).reindex(columns=raters, fill_value=0))
     finished = rated.index[rated.ge(size.reindex(rated.index), axis=0).all(axis=1)]
     counts = (current[current["label"] == "prl"].groupby(["subject", "rater"]).size()
-              .unstack().reindex(index=finished, columns=raters).fillna(0))
+              .unstack().reindex(index=finished, columns=raters).fillna(0).astype(int))
+    counts.columns.name = None
+    return counts
+
+
+def prl_count_icc(current: pd.DataFrame, lesions: pd.DataFrame) -> tuple[float, int, str]:
+    """ICC(2,1) of per-subject PRL counts between raters, on subjects all raters finished:
+    ``(icc, subjects, note)``, the note saying why the ICC is NaN ('' when it is not)."""
+    raters = sorted(current["rater"].unique())
+    counts = finished_prl_counts(current, lesions)
+    finished = counts.index
     icc = icc_agreement(counts.to_numpy())
     if len(raters) < 2:
         note = "needs at least 2 raters"

@@ -57,6 +57,7 @@ if TYPE_CHECKING:
     from napari_deep_prl.data.cohort import Cohort
     from napari_deep_prl.data.images import Subject
     from napari_deep_prl.ratings.agreement import AgreementSummary
+    from napari_deep_prl.ratings.reliability import Reliability
 
 CONFIG_NAME = "project.json"
 DB_NAME = "ratings.sqlite"
@@ -443,6 +444,17 @@ class Project:
             vs_reference=agreement.raters_vs_references(
                 current, self.store.current(kind="reference"), unsure=unsure, n_boot=n_boot,
                 seed=seed))
+
+    def reliability(self, *, unsure: str = "category", n_boot: int = 1000, seed: int = 0,
+                    level: float = 0.95) -> Reliability:
+        """The reliability report's tables (:mod:`napari_deep_prl.ratings.reliability`)."""
+        from napari_deep_prl.ratings import reliability
+
+        current = self.store.current()
+        return reliability.reliability(
+            current, self.lesions(), self.consensus(current),
+            self.store.current(kind="reference"), self.store.current(repeat=True),
+            reliability.Settings(unsure=unsure, n_boot=n_boot, seed=seed, level=level))
 
     def export(self, kind: str = "wide") -> pd.DataFrame:
         """``wide`` (a row per lesion, references last), ``long`` (a row per current rating or
