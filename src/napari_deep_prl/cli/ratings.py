@@ -117,6 +117,26 @@ def register(p: argparse.ArgumentParser) -> None:
                           "into DIR")
     agr.set_defaults(func=run_agreement)
 
+    rep = actions.add_parser(
+        "report", help="reliability report: one self-contained HTML file with tables, plots "
+                       "and a methods paragraph",
+        description="Agreement per rater pair and over all raters (percent agreement, Cohen's "
+                    "and Fleiss' kappa, Gwet's AC1, PABAK with the prevalence and bias indices, "
+                    "Krippendorff's alpha with missing ratings), each rater's sensitivity and "
+                    "specificity against the consensus and the references, the ICC(A,1) of "
+                    "per-patient PRL counts and intra-rater agreement from the repeats; every "
+                    "CI by a bootstrap that resamples patients. Plots are embedded: the file "
+                    "opens offline. See docs/ratings.md.")
+    rep.add_argument("project", help="project folder")
+    rep.add_argument("-o", "--output", required=True, help="the report (.html)")
+    rep.add_argument("--unsure", choices=UNSURE_MODES, default="category",
+                     help="'category': unsure is a third label; 'exclude': drop lesions "
+                          "any compared rater called unsure")
+    rep.add_argument("--n-boot", type=int, default=1000,
+                     help="bootstrap resamples of patients (default 1000)")
+    rep.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    rep.set_defaults(func=run_report)
+
     exp = actions.add_parser(
         "export", help="write the labels as a table and/or PRL masks as NIfTI",
         description="Default: one row per lesion (subject, lesion, rater_<id> per rater, "
@@ -263,6 +283,17 @@ def agreement_text(summary: AgreementSummary) -> str:
     lines.append(f"PRL count ICC(2,1): {icc}" + ("" if summary.prl_count_icc_note else
                  f" over {summary.prl_count_icc_n} subjects every rater finished"))
     return "\n".join(lines)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from napari_deep_prl.ratings.reliability_report import write_report
+
+    check_output(args.output)
+    with Project.open(args.project, readonly=True) as project:
+        path = write_report(project, args.output, unsure=args.unsure, n_boot=args.n_boot,
+                            seed=args.seed)
+    print(f"reliability report written to {path}", file=sys.stderr)
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl import __version__
+from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings import agreement
 from napari_deep_prl.ratings.coefficients import (
     MIN_CI_SUBJECTS,
@@ -64,6 +65,15 @@ class Settings:
     n_boot: int = 1000
     seed: int = 0
     level: float = 0.95
+
+    def __post_init__(self) -> None:
+        agreement._check_unsure(self.unsure)
+        if not isinstance(self.n_boot, int) or self.n_boot < 1:
+            raise InputError(f"{self.n_boot} bootstrap resamples: give at least 1 (1000 or "
+                             "more for a paper).")
+        if not 0 < self.level < 1:
+            raise InputError(f"confidence level {self.level} must lie between 0 and 1, e.g. "
+                             "0.95.")
 
 
 @dataclass(frozen=True)
@@ -278,7 +288,6 @@ def reliability(current: pd.DataFrame, lesions: pd.DataFrame, consensus: pd.Data
     """Every table of the report from the store's tables: the raters' ``current`` labels, the
     project's ``lesions``, the ``consensus`` table, the references' labels and the raters'
     unannounced ``repeats``."""
-    agreement._check_unsure(settings.unsure)
     cats = categories(pd.concat([current["label"], repeats["label"]]), settings.unsure)
     _, _, icc_note = agreement.prl_count_icc(current, lesions)
     counts = agreement.finished_prl_counts(current, lesions)

@@ -165,26 +165,27 @@ def _percent(value: float) -> str:
     return "n/a" if not np.isfinite(value) else f"{100 * value:.1f} %"
 
 
-def methods_text(rel: Reliability, consensus_rule: str = "") -> str:
-    """A methods paragraph for a paper: raters, design, prevalence, statistics, CIs, software."""
+def methods_text(rel: Reliability, consensus_rule: str = "", blind: bool | None = None) -> str:
+    """A methods paragraph for a paper: raters, design, prevalence, statistics, CIs, software.
+
+    ``blind``: whether raters were kept from each other's labels and the model's predictions
+    (``None``: not said)."""
     d, s = rel.design, rel.settings
     raters = d["raters"]
     per_lesion = d["ratings_per_lesion"]
     if d["fully_crossed"]:
         crossing = "Every rater rated every lesion (fully crossed design)."
     else:
-        spread = ", ".join(f"{n} lesions by {k}" for k, n in per_lesion.items())
-        crossing = (f"Not every rater rated every lesion ({spread} rater"
-                    f"{'' if list(per_lesion) == [1] else 's'}); statistics on several raters "
-                    "that allow missing ratings are marked as such.")
+        spread = ", ".join(f"{n} by {k} rater{'' if k == 1 else 's'}"
+                           for k, n in per_lesion.items())
+        crossing = f"Not every rater rated every lesion (lesions rated {spread})."
     labels = "PRL, not PRL or unsure" if "unsure" in d["categories"] else "PRL or not PRL"
     unsure = ("'Unsure' was analysed as a third category." if s.unsure == "category" else
               "Lesions that a compared rater called 'unsure' were left out of that comparison.")
-    prevalence = (f"The consensus{f' ({consensus_rule})' if consensus_rule else ''} called "
-                  f"{_percent(d['consensus_prevalence'])} of {d['n_consensus']} lesions with a "
-                  "definite consensus PRLs"
-                  + (f" ({', '.join(f'{n} {m}' for m, n in d['consensus_methods'].items())})"
-                     if d["consensus_methods"] else "") + ".")
+    methods = ", ".join(f"{n} {m}" for m, n in d["consensus_methods"].items())
+    prevalence = (f"By consensus{f' ({consensus_rule})' if consensus_rule else ''}, "
+                  f"{_percent(d['consensus_prevalence'])} of the {d['n_consensus']} lesions "
+                  f"with a definite consensus{f' ({methods})' if methods else ''} were PRLs.")
     references = (f" and against the reference{'s' if len(d['references']) > 1 else ''} "
                   f"{', '.join(d['references'])}, which never voted" if d["references"] else "")
     icc = rel.count_icc.iloc[0]
@@ -192,8 +193,11 @@ def methods_text(rel: Reliability, consensus_rule: str = "") -> str:
              "presentations of lesions, with the same coefficients as between raters."
              if d["n_repeats"] else "")
     level = f"{100 * s.level:g} %"
+    blinding = {None: "", True: ", blind to each other's labels and to the model's predictions,",
+                False: " (not blind: the project let them see other raters' labels or the "
+                       "model's predictions)"}[blind]
     return (
-        f"{len(raters)} raters independently and blindly labelled {d['n_lesions_rated']} of "
+        f"{len(raters)} raters{blinding} labelled {d['n_lesions_rated']} of "
         f"{d['n_lesions']} white-matter lesions in {d['n_subjects_rated']} of "
         f"{d['n_subjects']} patients as {labels}. {crossing} {prevalence} {unsure} "
         "Agreement between each pair of raters was measured on the lesions both rated by "
@@ -240,8 +244,9 @@ def _design_table(rel: Reliability, consensus_rule: str) -> str:
                                for k, v in rows) + "</table>"
 
 
-def render_report(rel: Reliability, *, title: str = "", consensus_rule: str = "") -> str:
-    """The report as one HTML document."""
+def render_report(rel: Reliability, *, title: str = "", consensus_rule: str = "",
+                  blind: bool | None = None) -> str:
+    """The report as one HTML document (``blind`` as in :func:`methods_text`)."""
     d = rel.design
     icc = rel.count_icc.iloc[0]
     icc_text = escape(describe_estimate(icc["icc"], icc["icc_ci_low"], icc["icc_ci_high"],
@@ -253,7 +258,7 @@ def render_report(rel: Reliability, *, title: str = "", consensus_rule: str = ""
         f"{100 * rel.settings.level:g} % CI in brackets; n/a says why a figure cannot be "
         "computed.</p>",
         "<h2>Methods</h2>",
-        f"<p class=methods>{escape(methods_text(rel, consensus_rule))}</p>",
+        f"<p class=methods>{escape(methods_text(rel, consensus_rule, blind))}</p>",
         "<h2>Design</h2>", _design_table(rel, consensus_rule),
         "<h2>All raters</h2>",
         "<p class=small>n: lesions with two ratings or more (Gwet's AC1, PABAK, Krippendorff's "
@@ -308,8 +313,9 @@ def write_report(project: Project, path: str | Path, *, unsure: str = "category"
         raise InputError(f"{project.root}: no ratings yet, so no reliability to report. "
                          "Rate lesions first (review widget or `deep-prl ratings add`).")
     rel = project.reliability(unsure=unsure, n_boot=n_boot, seed=seed)
-    rule = project.config.consensus
+    rule, blinding = project.config.consensus, project.config.blinding
     text = render_report(rel, title=project.root.name,
                          consensus_rule=f"{rule.method}, at least {rule.min_raters} ratings, "
-                                        "disagreements adjudicated")
+                                        "disagreements adjudicated",
+                         blind=not (blinding.show_other_raters or blinding.show_predictions))
     return write_text(path, text)
