@@ -7,10 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from qtpy.QtCore import Qt
-from qtpy.QtWidgets import QPushButton
+from qtpy.QtWidgets import QFileDialog, QPushButton
 from review_support import press, shown_after
 
 from napari_deep_prl._napari.keybindings import ADJUDICATION_KEYS
+from napari_deep_prl._napari.review import adjudication_widget
 from napari_deep_prl._napari.review.adjudication_widget import AdjudicationWidget
 from napari_deep_prl.ratings.project import Project
 
@@ -165,3 +166,33 @@ def test_keys_on_a_lesion_not_yet_drawn_decide_nothing(adjudicate, qtbot, projec
     stored, _ = decisions(project_dir)
     assert stored.empty and "not on screen" in widget.saved.text()
     qtbot.waitUntil(lambda: widget.display.is_drawn("sub-02", 2), timeout=20000)
+
+
+def test_the_reliability_report_button_writes_the_report_in_the_background(
+        adjudicate, qtbot, project_dir, tmp_path, monkeypatch):
+    viewer, widget = adjudicate()
+    with qtbot.waitSignal(widget.agreement.updated, timeout=20000):
+        widget.open_project(project_dir, "boss")
+    chosen, offered, errors = tmp_path / "out" / "reliability.html", [], []
+
+    def save_as(parent, caption, start, filters):
+        offered.append(start)
+        return str(chosen), filters
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", staticmethod(save_as))
+    monkeypatch.setattr(adjudication_widget, "show_error", errors.append)
+    assert widget.report_button.isVisible()
+    qtbot.mouseClick(widget.report_button, Qt.MouseButton.LeftButton)
+    assert offered == [str(project_dir / "exports" / "reliability_report.html")]
+    assert widget.report_worker is not None and not widget.report_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.report_worker is None, timeout=60000)
+    assert errors == [] and widget.report_button.isEnabled()
+    assert widget.report_status.text() == f"Reliability report written to {chosen}"
+    text = chosen.read_text()
+    assert "<p class=methods>2 raters" in text and "data:image/png;base64," in text
+
+    chosen = tmp_path / "out" / "reliability.html" / "inside-a-file.html"  # cannot be written
+    qtbot.mouseClick(widget.report_button, Qt.MouseButton.LeftButton)
+    qtbot.waitUntil(lambda: widget.report_worker is None, timeout=60000)
+    assert len(errors) == 1 and errors[0].startswith("Could not write the reliability report")
+    assert widget.report_status.text() == "" and widget.report_button.isEnabled()

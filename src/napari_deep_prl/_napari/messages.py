@@ -46,6 +46,9 @@ TOOLTIPS = {
     "note": "Optional note saved with the consensus decision.",
     "decided": "List every lesion that already has a consensus decision, to revise or take it back.",
     "pair": "Raters compared in the confusion matrix.",
+    "report": "Write the reliability report (one HTML file: kappa, Gwet's AC1, PABAK, "
+              "Krippendorff's alpha, sensitivity and specificity, the PRL count ICC, with "
+              "patient-bootstrap CIs and a methods paragraph), as `deep-prl ratings report` does.",
     # the model panel and its fine-tuning box
     "open": "A project folder (made with `deep-prl project init`): its subjects can be scored "
             "and the scores are stored as predictions.",
@@ -111,6 +114,9 @@ NEXT_FAILED = ("The label was saved, but the next lesion could not be read from 
 JUMP_UNKNOWN = ("No lesion '{text}'. Type subject:lesion (e.g. sub-001:12) or a lesion id of the "
                 "current subject.")
 STATS_FAILED = "Could not compute the agreement statistics: {cause}"
+REPORT_WRITING = "Writing the reliability report to {path}…"
+REPORT_WRITTEN = "Reliability report written to {path}"
+REPORT_FAILED = "Could not write the reliability report: {cause}"
 RERANK_FAILED = ("New model scores were stored, but the queue could not be ranked again ({cause}); "
                  "the old order stays. Reopen the project to retry.")
 

@@ -286,12 +286,11 @@ def agreement_text(summary: AgreementSummary) -> str:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from napari_deep_prl.ratings.reliability_report import write_report
+    from napari_deep_prl.ratings.reliability_report import report_project
 
     check_output(args.output)
-    with Project.open(args.project, readonly=True) as project:
-        path = write_report(project, args.output, unsure=args.unsure, n_boot=args.n_boot,
-                            seed=args.seed)
+    path = report_project(args.project, args.output, unsure=args.unsure, n_boot=args.n_boot,
+                          seed=args.seed)
     print(f"reliability report written to {path}", file=sys.stderr)
     return 0
 

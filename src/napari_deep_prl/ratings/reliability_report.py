@@ -305,6 +305,17 @@ def render_report(rel: Reliability, *, title: str = "", consensus_rule: str = ""
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(sections) + "\n</body></html>\n")
 
 
+def report_project(root: str | Path, path: str | Path, *, unsure: str = "category",
+                   n_boot: int = 1000, seed: int = 0) -> Path:
+    """Write the reliability report of the project at ``root`` (``deep-prl ratings report``,
+    the adjudication widget's button). It reads a snapshot of the store, so it never blocks
+    the raters and works on a project this account may only read."""
+    from napari_deep_prl.ratings.project import Project
+
+    with Project.open(root, readonly=True) as project:
+        return write_report(project, path, unsure=unsure, n_boot=n_boot, seed=seed)
+
+
 def write_report(project: Project, path: str | Path, *, unsure: str = "category",
                  n_boot: int = 1000, seed: int = 0) -> Path:
     """Compute the project's reliability and write the HTML report to ``path`` atomically."""

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import napari
 import pandas as pd
-from napari.utils.notifications import show_error
+from napari.qt.threading import FunctionWorker, create_worker
+from napari.utils.notifications import show_error, show_info
 from qtpy.QtWidgets import (
     QCheckBox,
+    QFileDialog,
     QFormLayout,
     QGroupBox,
     QHeaderView,
@@ -37,8 +39,11 @@ from napari_deep_prl._napari.widget_parts import (
     LABEL_NAMES,
 )
 from napari_deep_prl.base.errors import DeepPRLError
+from napari_deep_prl.ratings.reliability_report import report_project
 
 RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
+#: Where the report is offered first, in the project's exports folder.
+REPORT_NAME = "reliability_report.html"
 
 
 class AdjudicationWidget(LesionWidget):
@@ -55,6 +60,8 @@ class AdjudicationWidget(LesionWidget):
         self.visited: set[int] = set()
         self.index = 0
         self.agreement = AgreementPanel()
+        #: The worker writing the reliability report, while it runs.
+        self.report_worker: FunctionWorker | None = None
         self.display.shown.connect(self.lesion_shown)
         self.board.blinding_changed.connect(self._apply_blinding)
         self._build()
@@ -85,7 +92,13 @@ class AdjudicationWidget(LesionWidget):
             self.note, self.label_buttons(QPushButton("take back (⌫)", clicked=self.retract)), self.move_buttons(),
             self.saved))
         self.stats = QGroupBox("Agreement")
-        QVBoxLayout(self.stats).addWidget(self.agreement)
+        self.report_button = QPushButton("Reliability report…", toolTip=tips["report"],
+                                         clicked=self.choose_report)
+        self.report_status = QLabel("")
+        self.report_status.setWordWrap(True)
+        stats = QVBoxLayout(self.stats)
+        for widget in (self.agreement, self.report_button, self.report_status):
+            stats.addWidget(widget)
         self.assemble((self.session_bar(session), session, lesion, self.stats))
         self._apply_blinding()
 
@@ -116,6 +129,45 @@ class AdjudicationWidget(LesionWidget):
     def close_project(self) -> None:
         super().close_project()
         self.agreement.project = None
+
+    # -- the reliability report -----------------------------------------------------------
+
+    def choose_report(self) -> None:
+        """Ask where to write the reliability report, then write it in the background."""
+        if self.project is None:
+            return
+        path, _ = QFileDialog.getSaveFileName(self, "Write the reliability report",
+                                              str(self.project.exports_dir / REPORT_NAME),
+                                              "HTML (*.html)")
+        if path:
+            self.write_report(path)
+
+    def write_report(self, path: str | Path) -> None:
+        """Write the project's reliability report to ``path`` in a worker, with the function
+        ``deep-prl ratings report`` calls (it reads a snapshot of the store)."""
+        if self.project is None or self.report_worker is not None:
+            return
+        self.report_button.setEnabled(False)
+        self.report_status.setText(messages.REPORT_WRITING.format(path=path))
+        worker = create_worker(report_project, self.project.root, path, _start_thread=False,
+                               _ignore_errors=True)
+        worker.returned.connect(self._report_written)
+        worker.errored.connect(self._report_failed)
+        worker.finished.connect(self._report_finished)
+        self.report_worker = worker
+        worker.start()
+
+    def _report_written(self, path: Path) -> None:
+        self.report_status.setText(messages.REPORT_WRITTEN.format(path=path))
+        show_info(messages.REPORT_WRITTEN.format(path=path))
+
+    def _report_failed(self, err: Exception) -> None:
+        self.report_status.setText("")
+        show_error(messages.REPORT_FAILED.format(cause=err))
+
+    def _report_finished(self) -> None:
+        self.report_worker = None
+        self.report_button.setEnabled(True)
 
     def refresh_queue(self, keep: int | None = None) -> None:
         """Re-read the disagreements (raters may still be rating) and show lesion ``keep`` (a
