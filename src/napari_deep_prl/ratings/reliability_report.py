@@ -50,8 +50,9 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; max
        margin: 2em auto; padding: 0 1em; color: #222; line-height: 1.45; }
 h1 { font-size: 1.6em; } h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
 table { border-collapse: collapse; margin: 0.6em 0; font-size: 0.88em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; vertical-align: top; }
-th { background: #f2f2f2; } td.id, th.id { text-align: left; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.55em; text-align: right; vertical-align: top;
+         white-space: nowrap; }
+th { background: #f2f2f2; } td.id, th.id { text-align: left; } td.id { white-space: normal; }
 .methods { background: #f8f8f8; border-left: 4px solid #4477aa; padding: 0.6em 1em; }
 .small { color: #555; font-size: 0.85em; } img { max-width: 100%; }
 """
@@ -326,7 +327,7 @@ def write_report(project: Project, path: str | Path, *, unsure: str = "category"
     rel = project.reliability(unsure=unsure, n_boot=n_boot, seed=seed)
     rule, blinding = project.config.consensus, project.config.blinding
     text = render_report(rel, title=project.root.name,
-                         consensus_rule=f"{rule.method}, at least {rule.min_raters} ratings, "
-                                        "disagreements adjudicated",
+                         consensus_rule=f"{rule.method} of at least {rule.min_raters} "
+                                        "ratings, else adjudicated",
                          blind=not (blinding.show_other_raters or blinding.show_predictions))
     return write_text(path, text)
