@@ -229,3 +229,21 @@ def test_unsure_is_a_category_only_when_used_or_left_out():
     assert (kept["n"], left["n"]) == (6, 5)
     assert left["percent_agreement"] == 1.0 and kept["percent_agreement"] == pytest.approx(5 / 6)
     assert kept["pabak"] == pytest.approx((3 * 5 / 6 - 1) / 2)
+
+
+def test_a_figure_that_cannot_be_computed_says_why():
+    subjects = [f"s{i % 4}" for i in range(12)]
+    same = _study({"a": ["not_prl"] * 12, "b": ["not_prl"] * 12}, subjects)
+    pair = rl.pair_table(same, ["prl", "not_prl"], rl.Settings(n_boot=20)).iloc[0]
+    assert np.isnan(pair["cohen_kappa"]) and pair["note"] == "only one label used: kappa undefined"
+    assert pair["gwet_ac1"] == 1 and pair["percent_agreement"] == 1
+    overall = rl.overall_table(same, ["prl", "not_prl"], rl.Settings(n_boot=20)).iloc[0]
+    assert overall["note"] == "only one label used: Fleiss' kappa undefined"
+    split = _study({"a": ["prl", "not_prl"] * 3 + [None] * 6,
+                    "b": [None] * 6 + ["prl", "not_prl", "prl"] + [None] * 3,
+                    "c": ["not_prl"] * 12}, subjects)
+    overall = rl.overall_table(split, ["prl", "not_prl"], rl.Settings(n_boot=20)).iloc[0]
+    assert overall["n_complete"] == 0 and np.isfinite(overall["krippendorff_alpha"])
+    assert overall["note"] == "no lesion rated by every rater: no Fleiss' kappa"
+    alone = rl.overall_table(same[same["rater"] == "a"], ["prl", "not_prl"]).iloc[0]
+    assert alone["note"] == "needs at least 2 raters" and np.isnan(alone["gwet_ac1"])

@@ -138,10 +138,13 @@ def pair_statistics(a: Sequence[str], b: Sequence[str], subjects: Sequence[str],
     cells[np.arange(len(a)), [index[x] for x in a], [index[y] for y in b]] = 1
     n_subjects = len(set(subjects))
     per_group = group_totals(cells, subjects) if len(a) else np.zeros((0, len(cats), len(cats)))
-    return {"n": len(a), "n_subjects": n_subjects,
-            **_estimates(per_group, lambda conf: pair_coefficients(conf, index["prl"]),
-                         PAIR_STATISTICS, settings),
-            "note": _ci_note(len(a), n_subjects)}
+    estimates = _estimates(per_group, lambda conf: pair_coefficients(conf, index["prl"]),
+                           PAIR_STATISTICS, settings)
+    notes = [_ci_note(len(a), n_subjects)]
+    if len(a) and not np.isfinite(estimates["cohen_kappa"]):
+        notes.append(f"{agreement.ONE_LABEL}: kappa undefined")
+    return {"n": len(a), "n_subjects": n_subjects, **estimates,
+            "note": "; ".join(note for note in notes if note)}
 
 
 PAIR_COLUMNS = ["n", "n_subjects", *with_ci(PAIR_STATISTICS), "note"]
@@ -174,13 +177,16 @@ def overall_table(current: pd.DataFrame, cats: Sequence[str],
     items = multi_rater_items(counts, len(raters))
     subjects = wide["subject"].to_numpy(dtype=object)
     paired = counts.sum(axis=1) >= 2
-    n_subjects = len(set(subjects[paired]))
+    n_subjects = len(set(subjects))  # those resampled: a lone rating counts in AC1's chance term
     per_group = group_totals(items, subjects) if len(items) else np.zeros((0, items.shape[1]))
     estimates = _estimates(per_group, lambda t: multi_rater_coefficients(t, len(cats)),
                            OVERALL_STATISTICS, settings)
-    n = int(paired.sum())
+    n, n_complete = int(paired.sum()), int((counts.sum(axis=1) == len(raters)).sum())
     note = "needs at least 2 raters" if len(raters) < 2 else _ci_note(n, n_subjects)
-    row = {"raters": len(raters), "n": n, "n_complete": int((counts.sum(axis=1) == len(raters)).sum()),
+    if not note and not np.isfinite(estimates["fleiss_kappa"]):
+        note = ("no lesion rated by every rater: no Fleiss' kappa" if not n_complete
+                else f"{agreement.ONE_LABEL}: Fleiss' kappa undefined")
+    row = {"raters": len(raters), "n": n, "n_complete": n_complete,
            "n_subjects": n_subjects, **estimates, "note": note.replace("by both", "by two raters")}
     return pd.DataFrame([row], columns=["raters", "n", "n_complete", "n_subjects",
                                         *with_ci(OVERALL_STATISTICS), "note"])
