@@ -24,7 +24,7 @@ agreement, so it gets no interval; a subject-bootstrap interval needs
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import combinations, product
 
@@ -34,6 +34,7 @@ import pandas as pd
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings.coefficients import (
     MIN_CI_SUBJECTS,
+    accuracy_coefficients,
     bootstrap_ci,
     group_totals,
     icc_agreement,
@@ -139,18 +140,23 @@ def fleiss_kappa(counts: np.ndarray) -> float:
     return float(_fleiss_by_group(counts, np.zeros(n_items))["fleiss_kappa"].iloc[0])
 
 
-def sensitivity_specificity(labels: Sequence[str], reference: Sequence[str]) -> dict[str, float]:
-    """Counts and rates of ``labels`` against a definite ``reference`` (prl / not_prl)."""
+def outcomes(labels: Sequence[str], reference: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per lesion the rater labelled definitely, one-hot ``(tp, fp, fn, tn)`` of ``labels``
+    against a definite ``reference`` (prl / not_prl), and which lesions those are (the
+    rater's ``unsure`` is left out)."""
     labels, reference = np.asarray(labels, dtype=object), np.asarray(reference, dtype=object)
     definite = labels != "unsure"
-    positive, truth = labels[definite] == "prl", reference[definite] == "prl"
-    tp, fn = int(np.sum(positive & truth)), int(np.sum(~positive & truth))
-    fp, tn = int(np.sum(positive & ~truth)), int(np.sum(~positive & ~truth))
+    said, truth = labels[definite] == "prl", reference[definite] == "prl"
+    cells = np.column_stack([said & truth, said & ~truth, ~said & truth, ~said & ~truth])
+    return cells.astype(int).reshape(-1, 4), definite
+
+
+def sensitivity_specificity(labels: Sequence[str], reference: Sequence[str]) -> dict[str, float]:
+    """Counts and rates of ``labels`` against a definite ``reference`` (prl / not_prl)."""
+    cells, definite = outcomes(labels, reference)
+    tp, fp, fn, tn = (int(v) for v in cells.sum(axis=0))
     return {"n": int(definite.sum()), "n_unsure": int((~definite).sum()),
-            "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
-            "specificity": tn / (tn + fp) if tn + fp else float("nan"),
-            "ppv": tp / (tp + fp) if tp + fp else float("nan")}
+            "tp": tp, "fp": fp, "fn": fn, "tn": tn, **accuracy_coefficients(cells.sum(axis=0))}
 
 
 # -- the statistics on the store's tables ----------------------------------------------------
@@ -164,14 +170,15 @@ def wide_labels(current: pd.DataFrame, raters: Sequence[str] | None = None) -> p
     return wide.reset_index()
 
 
-def _check_unsure(unsure: str) -> None:
+def check_unsure(unsure: str) -> None:
+    """Refuse an ``unsure`` handling that is not one of :data:`UNSURE_MODES`."""
     if unsure not in UNSURE_MODES:
         raise InputError(f"unsure handling '{unsure}' is not one of {', '.join(UNSURE_MODES)}.")
 
 
-def _complete(wide: pd.DataFrame, raters: Sequence[str], unsure: str) -> pd.DataFrame:
+def rated_by_all(wide: pd.DataFrame, raters: Sequence[str], unsure: str) -> pd.DataFrame:
     """Rows where all ``raters`` rated (and, when excluding, none said unsure)."""
-    _check_unsure(unsure)
+    check_unsure(unsure)
     values = wide[list(raters)]
     keep = values.notna().all(axis=1)
     if unsure == "exclude":
@@ -190,7 +197,7 @@ def pairwise_agreement(current: pd.DataFrame, *, unsure: str = "category", n_boo
     raters = sorted(current["rater"].unique())
     rows = []
     for a, b in combinations(raters, 2):
-        both = _complete(wide, (a, b), unsure)
+        both = rated_by_all(wide, (a, b), unsure)
         rows.append({"rater_a": a, "rater_b": b, "n": len(both),
                      "percent_agreement": percent_agreement(both[a], both[b]),
                      **kappa_with_ci(both[a], both[b], both["subject"], names=(a, b),
@@ -233,7 +240,7 @@ def _fleiss_note(n_raters: int, n: int, kappa: float) -> str:
 def all_raters_agreement(current: pd.DataFrame, *, unsure: str = "category") -> dict[str, object]:
     """The all-raters row: lesions every rater rated, unanimous fraction, Fleiss' kappa."""
     raters = sorted(current["rater"].unique())
-    complete = _complete(wide_labels(current), raters, unsure)[raters]
+    complete = rated_by_all(wide_labels(current), raters, unsure)[raters]
     row: dict[str, object] = {"rater_a": "all", "rater_b": "all", "n": len(complete),
                               "percent_agreement": np.nan, "fleiss_kappa": np.nan}
     if len(complete) and len(raters) >= 2:
@@ -260,7 +267,7 @@ def per_subject_agreement(current: pd.DataFrame, lesions: pd.DataFrame, *,
     a ``note`` when it is n/a), and each rater's PRL count (``prl_count_<rater>``, on the
     lesions that rater rated)."""
     raters = sorted(current["rater"].unique())
-    complete = _complete(wide_labels(current, raters), raters, unsure)
+    complete = rated_by_all(wide_labels(current, raters), raters, unsure)
     table = lesions.groupby("subject").size().rename("n_lesions").to_frame()
     if len(complete) and len(raters) >= 2:
         stats = _fleiss_by_group(label_counts(complete[raters]), complete["subject"].to_numpy())
@@ -337,7 +344,7 @@ def raters_vs_references(current: pd.DataFrame, references: pd.DataFrame, *,
     reference labelled definitely, the rater's ``unsure`` there counted in ``n_unsure``. A
     reference never voted, so unlike :func:`rater_vs_consensus` these are not optimistic.
     """
-    _check_unsure(unsure)
+    check_unsure(unsure)
     rows = []
     for (rater, own), (reference, truth) in product(current.groupby("rater"),
                                                     references.groupby("rater")):
@@ -358,14 +365,23 @@ def raters_vs_references(current: pd.DataFrame, references: pd.DataFrame, *,
                                        *KAPPA_COLUMNS, *COUNT_COLUMNS[1:], "note"])
 
 
-def intra_rater_agreement(first: pd.DataFrame, repeat: pd.DataFrame, *,
-                          unsure: str = "category") -> pd.DataFrame:
-    """Per rater: agreement between the first and the repeated presentation of a lesion."""
+def repeat_pairs(first: pd.DataFrame, repeat: pd.DataFrame,
+                 unsure: str) -> Iterator[tuple[str, pd.DataFrame]]:
+    """Per rater, each repeated lesion's first label (``label``) beside the repeat's
+    (``label_repeat``); with ``unsure="exclude"`` without the pairs where either is unsure."""
+    check_unsure(unsure)
     pairs = first.merge(repeat, on=["rater", "subject", "lesion"], suffixes=("", "_repeat"))
-    rows = []
     for rater, part in pairs.groupby("rater"):
         if unsure == "exclude":
             part = part[(part["label"] != "unsure") & (part["label_repeat"] != "unsure")]
+        yield str(rater), part
+
+
+def intra_rater_agreement(first: pd.DataFrame, repeat: pd.DataFrame, *,
+                          unsure: str = "category") -> pd.DataFrame:
+    """Per rater: agreement between the first and the repeated presentation of a lesion."""
+    rows = []
+    for rater, part in repeat_pairs(first, repeat, unsure):
         kappa = kappa_with_ci(part["label"], part["label_repeat"],
                               names=("the first reading", "the repeat"))
         rows.append({"rater": rater, "n": len(part),

@@ -67,7 +67,7 @@ class Settings:
     level: float = 0.95
 
     def __post_init__(self) -> None:
-        agreement._check_unsure(self.unsure)
+        agreement.check_unsure(self.unsure)
         if not isinstance(self.n_boot, int) or self.n_boot < 1:
             raise InputError(f"{self.n_boot} bootstrap resamples: give at least 1 (1000 or "
                              "more for a paper).")
@@ -157,7 +157,7 @@ def pair_table(current: pd.DataFrame, cats: Sequence[str],
     raters = sorted(current["rater"].unique())
     rows = []
     for a, b in combinations(raters, 2):
-        both = agreement._complete(wide, (a, b), settings.unsure)
+        both = agreement.rated_by_all(wide, (a, b), settings.unsure)
         rows.append({"rater_a": a, "rater_b": b,
                      **pair_statistics(both[a], both[b], both["subject"], cats, settings)})
     return pd.DataFrame(rows, columns=["rater_a", "rater_b", *PAIR_COLUMNS])
@@ -212,19 +212,17 @@ def accuracy_table(current: pd.DataFrame, truth_tables: dict[str, pd.DataFrame],
     for truth_name, truth in truth_tables.items():
         for rater, own in current.groupby("rater"):
             both = own[["subject", "lesion", "label"]].merge(truth, on=["subject", "lesion"])
-            definite = both[both["label"] != "unsure"]
-            said, real = definite["label"] == "prl", definite["truth"] == "prl"
-            cells = np.column_stack([said & real, said & ~real, ~said & real, ~said & ~real])
-            subjects = definite["subject"].to_numpy(dtype=object)
+            cells, definite = agreement.outcomes(both["label"], both["truth"])
+            subjects = both["subject"].to_numpy(dtype=object)[definite]
             per_group = group_totals(cells, subjects) if len(cells) else np.zeros((0, 4))
             tp, fp, fn, tn = (int(v) for v in cells.sum(axis=0))
             n_subjects = len(set(subjects))
-            rows.append({"rater": rater, "truth": truth_name, "n": len(definite),
-                         "n_unsure": int(len(both) - len(definite)), "n_subjects": n_subjects,
+            rows.append({"rater": rater, "truth": truth_name, "n": len(cells),
+                         "n_unsure": int((~definite).sum()), "n_subjects": n_subjects,
                          "tp": tp, "fp": fp, "fn": fn, "tn": tn,
                          **_estimates(per_group, accuracy_coefficients, ACCURACY_STATISTICS,
                                       settings),
-                         "note": _ci_note(len(definite), n_subjects)})
+                         "note": _ci_note(len(cells), n_subjects)})
     return pd.DataFrame(rows, columns=["rater", "truth", "n", "n_unsure", "n_subjects", "tp",
                                        "fp", "fn", "tn", *with_ci(ACCURACY_STATISTICS), "note"])
 
@@ -246,11 +244,8 @@ def count_icc_table(counts: pd.DataFrame, note: str,
 def intra_table(first: pd.DataFrame, repeat: pd.DataFrame, cats: Sequence[str],
                 settings: Settings = Settings()) -> pd.DataFrame:
     """Per rater: the first reading of a lesion against its unannounced repeat."""
-    pairs = first.merge(repeat, on=["rater", "subject", "lesion"], suffixes=("", "_repeat"))
     rows = []
-    for rater, part in pairs.groupby("rater"):
-        if settings.unsure == "exclude":
-            part = part[(part["label"] != "unsure") & (part["label_repeat"] != "unsure")]
+    for rater, part in agreement.repeat_pairs(first, repeat, settings.unsure):
         rows.append({"rater": rater, **pair_statistics(part["label"], part["label_repeat"],
                                                        part["subject"], cats, settings)})
     return pd.DataFrame(rows, columns=["rater", *PAIR_COLUMNS])
