@@ -73,6 +73,8 @@ COMMANDS = {
         "ratings export": lambda i, o: ["ratings", "export", str(i.project), "-o", str(o / "x.tsv")],
         "ratings agreement": lambda i, o: ["ratings", "agreement", str(i.project), "-o",
                                            str(o / "agreement.tsv"), "--n-boot", "10"],
+        "ratings report": lambda i, o: ["ratings", "report", str(i.project), "-o",
+                                        str(o / "report.html"), "--n-boot", "10"],
         "ratings add": lambda i, o: ["ratings", "add", str(i.project), "--rater", "ann",
                                      "--subject", "sub-01", "--lesion", "1", "--label", "prl"],
     },
@@ -192,6 +194,8 @@ WRITERS = {
     "ratings export": lambda i, p: ["ratings", "export", str(i.project), "-o", str(p)],
     "ratings agreement": lambda i, p: ["ratings", "agreement", str(i.project), "-o", str(p),
                                        "--n-boot", "10"],
+    "ratings report": lambda i, p: ["ratings", "report", str(i.project), "-o", str(p),
+                                    "--n-boot", "10"],
     "train": lambda i, p: ["train", str(i.manifest), "-o", str(p), "--epochs", "1", "--models",
                            "1", "--samples-per-epoch", "8", "--batch-size", "8", "--quiet"],
 }
