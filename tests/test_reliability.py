@@ -245,5 +245,15 @@ def test_a_figure_that_cannot_be_computed_says_why():
     overall = rl.overall_table(split, ["prl", "not_prl"], rl.Settings(n_boot=20)).iloc[0]
     assert overall["n_complete"] == 0 and np.isfinite(overall["krippendorff_alpha"])
     assert overall["note"] == "no lesion rated by every rater: no Fleiss' kappa"
+    apart = rl.pair_table(split, ["prl", "not_prl"], rl.Settings(n_boot=20)).iloc[0]
+    assert (apart["rater_a"], apart["rater_b"], apart["n"]) == ("a", "b", 0)
+    assert np.isnan(apart["gwet_ac1"]) and apart["note"] == "no lesion rated by both"
+    lesions = pd.DataFrame({"subject": subjects + ["s9"], "lesion": [*range(12), 0]})
+    empty = pd.DataFrame(columns=["subject", "lesion", "rater", "label", "consensus",
+                                  "consensus_method"])
+    crossed = rl.design(same, lesions, empty, empty, empty, ["prl", "not_prl"])
+    assert crossed["fully_crossed"] and crossed["n_lesions_rated"] == 12
+    assert crossed["n_lesions"] == 13 and np.isnan(crossed["consensus_prevalence"])
+    assert not rl.design(split, lesions, empty, empty, empty, ["prl", "not_prl"])["fully_crossed"]
     alone = rl.overall_table(same[same["rater"] == "a"], ["prl", "not_prl"]).iloc[0]
     assert alone["note"] == "needs at least 2 raters" and np.isnan(alone["gwet_ac1"])

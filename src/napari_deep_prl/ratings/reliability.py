@@ -267,8 +267,8 @@ def design(current: pd.DataFrame, lesions: pd.DataFrame, consensus: pd.DataFrame
         "n_lesions_rated": int(len(per_lesion)),
         "n_ratings": int(len(current)),
         "ratings_per_lesion": {int(k): int(v) for k, v in per_lesion.value_counts().sort_index().items()},
-        "fully_crossed": bool(len(per_lesion) and (per_lesion == len(raters)).all()
-                              and len(per_lesion) == len(lesions)),
+        # every lesion anyone rated was rated by every rater
+        "fully_crossed": bool(len(per_lesion) and (per_lesion == len(raters)).all()),
         "rated_by_rater": {str(r): int(n) for r, n in current.groupby("rater").size().items()},
         "prl_fraction_by_rater": {str(r): float((part["label"] == "prl").mean())
                                   for r, part in current.groupby("rater")},

@@ -175,7 +175,7 @@ def methods_text(rel: Reliability, consensus_rule: str = "", blind: bool | None 
     raters = d["raters"]
     per_lesion = d["ratings_per_lesion"]
     if d["fully_crossed"]:
-        crossing = "Every rater rated every lesion (fully crossed design)."
+        crossing = "Every rater rated each of these lesions (fully crossed design)."
     else:
         spread = ", ".join(f"{n} by {k} rater{'' if k == 1 else 's'}"
                            for k, n in per_lesion.items())
