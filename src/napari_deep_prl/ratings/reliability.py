@@ -83,17 +83,19 @@ class Reliability:
     #: Per rater pair, on the lesions both rated: ``rater_a, rater_b, n, n_subjects``, each of
     #: :data:`PAIR_STATISTICS` with its CI, ``note``.
     pairs: pd.DataFrame
-    #: One row over all raters: ``n`` (lesions with two ratings or more), ``n_complete``
-    #: (rated by every rater), ``n_subjects``, :data:`OVERALL_STATISTICS` with CIs, ``note``.
+    #: One row over all raters: ``raters``, ``n`` (lesions with two ratings or more),
+    #: ``n_complete`` (rated by every rater), ``n_subjects`` (patients resampled),
+    #: :data:`OVERALL_STATISTICS` with CIs, ``note``.
     overall: pd.DataFrame
-    #: Per rater and truth (``consensus`` or a reference): ``rater, truth, n, n_unsure, tp,
-    #: fp, fn, tn``, sensitivity, specificity and PPV with CIs, ``note``.
+    #: Per rater and truth (``consensus`` or a reference): ``rater, truth, n, n_unsure,
+    #: n_subjects, tp, fp, fn, tn``, sensitivity, specificity and PPV with CIs, ``note``.
     accuracy: pd.DataFrame
     #: One row: ``form, n_subjects, icc, icc_ci_low, icc_ci_high, note``.
     count_icc: pd.DataFrame
     #: Subjects x raters PRL counts, on the subjects every rater finished (the ICC's data).
     counts: pd.DataFrame
-    #: Per rater, first reading against the unannounced repeat: as :attr:`pairs`.
+    #: Per rater, first reading against the unannounced repeat: ``rater`` and the columns of
+    #: :attr:`pairs` after the rater ids.
     intra: pd.DataFrame
     settings: Settings = field(default_factory=Settings)
     #: Raters, references, patients, lesions, prevalence: what GRRAS asks to report.
@@ -107,6 +109,7 @@ def categories(labels: pd.Series, unsure: str) -> list[str]:
 
 
 def _ci_note(n: int, n_subjects: int) -> str:
+    """Why a figure or its CI is n/a for lack of lesions or patients ('' when it is not)."""
     if n == 0:
         return "no lesion rated by both"
     if n_subjects < MIN_CI_SUBJECTS:
