@@ -89,13 +89,18 @@ def neutralised(table: pd.DataFrame) -> pd.DataFrame:
     return safer
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically."""
-    return write_atomic(path, lambda fh: fh.write(text))
+def write_text(path: str | Path, text: str, *, exclusive: bool = False) -> Path:
+    """Write a text file atomically (``exclusive``: only if there is none, as :func:`write_atomic`)."""
+    return write_atomic(path, lambda fh: fh.write(text), exclusive=exclusive)
 
 
-def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> Path:
+def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, binary: bool = False,
+                 exclusive: bool = False) -> Path:
     """Call ``write`` on a temporary file beside ``path``, fsync it, then move it into place.
+
+    ``exclusive``: put it in place only if ``path`` does not exist yet, else raise
+    :class:`FileExistsError` (the check and the move are one step, a hard link, so of processes
+    writing at once exactly one succeeds: how concurrent cluster tasks agree on one file).
 
     Permissions are those ``open(path, "w")`` gives: a new file gets mode 0o666 less the umask
     (and, in a setgid folder, the folder's group), a replaced file keeps its mode. When the file
@@ -116,11 +121,15 @@ def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, binary
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        except FileNotFoundError:
-            pass
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            tmp.unlink()
+        else:
+            try:
+                os.chmod(tmp, os.stat(path).st_mode & 0o777)
+            except FileNotFoundError:
+                pass
+            os.replace(tmp, path)
     except BaseException as err:
         cause = _write_failure(err)
         error = None if cause is None else write_error(path, cause)  # while tmp still fills the disk
