@@ -213,7 +213,7 @@ def _create_beside(path: Path, binary: bool) -> tuple[Path, IO[Any]]:
     0o600, which other raters' accounts could then neither read nor replace); its name carries
     this host and process, so that :func:`_remove_stale` knows when its writer is gone."""
     while True:
-        tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(6)}.tmp")
+        tmp = path.with_name(f".{path.name}.{HOST}-{os.getpid()}-{secrets.token_hex(6)}.tmp")
         try:
             return tmp, open(tmp, "xb") if binary else open(tmp, "x", newline="")
         except FileExistsError:
@@ -222,7 +222,7 @@ def _create_beside(path: Path, binary: bool) -> tuple[Path, IO[Any]]:
 
 #: This machine's name as it appears in temporary file names (a shared folder may be written
 #: from several machines: only this one's processes can be checked).
-_HOST = re.sub(r"[^A-Za-z0-9]+", "-", socket.gethostname()) or "host"
+HOST = re.sub(r"[^A-Za-z0-9]+", "-", socket.gethostname()) or "host"
 
 
 def _remove_stale(path: Path) -> None:
@@ -233,11 +233,12 @@ def _remove_stale(path: Path) -> None:
     prefix = f".{path.name}."
     for tmp in path.parent.glob(glob.escape(prefix) + "*.tmp"):
         host, _, pid = tmp.name[len(prefix):-len(".tmp")].rpartition("-")[0].rpartition("-")
-        if host == _HOST and pid.isdigit() and not _running(int(pid)):
+        if host == HOST and pid.isdigit() and not process_running(int(pid)):
             tmp.unlink(missing_ok=True)
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (its temporary files are then in use)."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:
