@@ -168,7 +168,8 @@ def write_nifti(image: nib.Nifti1Image, path: str | Path) -> Path:
         if not str(path).endswith(".gz"):
             image.to_stream(fh)
             return
-        with gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=1, mtime=0) as compressed:
+        # the name in the gzip header is the final one, not the temporary file's
+        with gzip.GzipFile(Path(path).name, fileobj=fh, mode="wb", compresslevel=1, mtime=0) as compressed:
             image.to_stream(compressed)
 
     return write_atomic(path, write, binary=True)
