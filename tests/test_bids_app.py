@@ -149,6 +149,28 @@ def test_a_failed_participant_leaves_nothing_and_the_others_are_written(dataset,
     assert not (out / "sub-02" / "ses-a").exists() and not list((out / ".work").iterdir())
 
 
+def test_of_two_tasks_writing_one_participant_one_wins_whole(dataset, tmp_path, monkeypatch):
+    """The other task finishes the participant while this one scores it: this one keeps out."""
+    from napari_deep_prl.scoring import bids_app
+
+    bids, model = dataset
+    out = tmp_path / "out"
+    real, others = bids_app.score_subject, []
+
+    def while_another_task_runs(*args, **options):
+        if not others:
+            others.append(None)
+            others[0] = participant(bids, out, model, participant_label=["03"])
+        return real(*args, **options)
+
+    monkeypatch.setattr(bids_app, "score_subject", while_another_task_runs)
+    mine = participant(bids, out, model, participant_label=["03"])
+    assert others[0].written == ["sub-03"]
+    assert "another task wrote this participant's outputs" in mine.failed["sub-03"] and not mine.written
+    assert len(list((out / "sub-03" / "anat").iterdir())) == 6
+    assert not list((out / ".work").iterdir()) and [p.name for p in (out / "sub-03").iterdir()] == ["anat"]
+
+
 def test_outputs_in_the_datasets_derivatives_are_never_read_as_inputs(dataset, tmp_path):
     """Our PRL masks are the model's calls: discovery must not take them as ground truth."""
     import shutil
