@@ -218,6 +218,8 @@ def test_bad_input_is_refused_with_what_to_do(dataset, tmp_path, capsys):
     bids, model = dataset
     with pytest.raises(InputError, match="outside its derivatives/ folder"):
         participant(bids, bids / "out", model)
+    with pytest.raises(InputError, match="derivatives folder itself"):
+        participant(bids, bids / "derivatives", model)
     with pytest.raises(InputError, match="not a BIDS dataset"):
         participant(tmp_path, tmp_path / "out", model)
     with pytest.raises(InputError, match="participant sub-09 is not in"):

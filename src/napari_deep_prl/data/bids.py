@@ -13,7 +13,8 @@ row per subject, or per session when the subject has sessions (id ``sub-X_ses-Y`
 * from the derivatives: lesion masks (``desc-lesion_mask``, ``label-lesion_mask``,
   ``label-lesion_dseg``), PRL masks (``desc-prl_mask``, ground truth), and phase or QSM images a
   pipeline made (QSMxT's ``Chimap``, an unwrapped phase), matched to the raw images by subject
-  and session.
+  and session. Pipeline folders this package wrote (:func:`generated_here`: the
+  BIDS App's PRL scores, whose ``desc-prl_mask`` is a model's call) are never read.
 
 Nothing is guessed: a row with two candidates for one contrast (two T1w of other acquisitions, a
 mask from two pipelines, the echoes of a multi-echo phase), a 4D phase, or no mask is skipped,
@@ -448,7 +449,8 @@ def _pipelines(bids_dir: Path, derivatives: str | Path | Sequence[str | Path] | 
 
 
 def _pipelines_in(folder: Path) -> list[Path]:
-    """``folder`` itself when it holds ``sub-*`` folders, else its folders that do."""
+    """``folder`` itself when it holds ``sub-*`` folders, else its folders that do; those this
+    package wrote (:func:`generated_here`) left out."""
     def holds_subjects(path: Path) -> bool:
         return any(e.name.startswith("sub-") and e.is_dir() for e in _entries(path))
 

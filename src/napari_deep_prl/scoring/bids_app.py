@@ -163,6 +163,9 @@ def check_folders(bids_dir: str | Path, output_dir: str | Path, work_dir: str | 
                          "Give the dataset's top folder (the one holding dataset_description.json and the "
                          "sub-<label> folders).")
     real_bids, real_out = bids_dir.resolve(), output_dir.resolve()
+    if real_out == real_bids / "derivatives":
+        raise file_error(output_dir, "is the dataset's derivatives folder itself, which holds one folder per "
+                         "pipeline", f"Give a folder in it, e.g. {output_dir / 'deep-prl'}.")
     if real_out == real_bids or (real_out.is_relative_to(real_bids)
                                  and not real_out.is_relative_to(real_bids / "derivatives")):
         raise file_error(output_dir, f"lies in the BIDS dataset {bids_dir} outside its derivatives/ folder",
@@ -317,25 +320,32 @@ def _publish(staged: Path, folder: Path, *, overwrite: bool) -> None:
     ``overwrite``. Of two tasks publishing one row, the second finds it done and says so."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     tag = _tag()
+    copy = None
     if os.stat(staged).st_dev != os.stat(folder.parent).st_dev:
-        beside = folder.with_name(f".{folder.name}.{tag}.tmp")
-        shutil.copytree(staged, beside)
-        staged = beside
+        copy = folder.with_name(f".{folder.name}.{tag}.tmp")
+        shutil.copytree(staged, copy)
+        staged = copy
     old = folder.with_name(f".{folder.name}.{tag}.old")
+    replaced = False
     try:
         if overwrite and folder.exists():
             os.rename(folder, old)
+            replaced = True
         try:
             os.rename(staged, folder)
         except OSError as err:
             if folder.exists():
                 raise InputError(f"{folder}: another task wrote this participant's outputs while this one ran; "
                                  "those are kept. Run each participant in one task only.") from err
+            if replaced:  # put the previous outputs back
+                os.rename(old, folder)
+                replaced = False
             raise OutputError(f"{folder}: cannot be written ({describe(err)}).") from err
     finally:
-        shutil.rmtree(old, ignore_errors=True)
-        if staged.name.endswith(".tmp"):
-            shutil.rmtree(staged, ignore_errors=True)
+        if replaced:
+            shutil.rmtree(old, ignore_errors=True)
+        if copy is not None:
+            shutil.rmtree(copy, ignore_errors=True)
 
 
 def read_row_tables(output_dir: Path, rows: Sequence[Row]) -> tuple[list[pd.DataFrame], list[str]]:
