@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 from napari_deep_prl.base.errors import InputError
@@ -23,12 +24,12 @@ def register(p: argparse.ArgumentParser) -> None:
     """Fill the parser of ``deep-prl bids``."""
     from napari_deep_prl.model.inference import PRECISIONS
 
-    p.description = ("Score the lesions of a BIDS dataset as a BIDS App. participant: per subject (session), "
-                     "into OUTPUT_DIR/sub-X/[ses-Y/]anat/, the probability map and the PRL mask on the reference "
-                     "grid (_space-<ref>_desc-prl_probseg.nii.gz, _desc-prl_mask.nii.gz) and the lesion table "
-                     "(_desc-lesions_prl.tsv with a JSON sidecar); a participant already done is skipped. group: "
-                     "the participants' tables merged into OUTPUT_DIR/group/ with the PRL counts per subject and "
-                     "a one-page HTML summary.")
+    p.description = textwrap.fill(
+        "Score the lesions of a BIDS dataset as a BIDS App. participant: per subject (session), into "
+        "OUTPUT_DIR/sub-X/[ses-Y/]anat/, the probability map and the PRL mask on the reference grid "
+        "(_space-<ref>_desc-prl_probseg.nii.gz, _desc-prl_mask.nii.gz) and the lesion table (_desc-lesions_prl.tsv "
+        "with a JSON sidecar); a participant already done is skipped. group: the participants' tables merged into "
+        "OUTPUT_DIR/group/ with the PRL counts per subject and a one-page HTML summary.", width=100)
     p.epilog = EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("bids_dir", type=Path, help="the BIDS dataset (holding dataset_description.json)")
