@@ -29,7 +29,8 @@ def register(p: argparse.ArgumentParser) -> None:
         "OUTPUT_DIR/sub-X/[ses-Y/]anat/, the probability map and the PRL mask on the reference grid "
         "(_space-<ref>_desc-prl_probseg.nii.gz, _desc-prl_mask.nii.gz) and the lesion table (_desc-lesions_prl.tsv "
         "with a JSON sidecar); a participant already done is skipped. group: the participants' tables merged into "
-        "OUTPUT_DIR/group/ with the PRL counts per subject and a one-page HTML summary.", width=100)
+        "OUTPUT_DIR/group/ with the PRL counts per subject and a one-page HTML summary.", width=100,
+        break_on_hyphens=False)
     p.epilog = EPILOG
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("bids_dir", type=Path, help="the BIDS dataset (holding dataset_description.json)")
