@@ -224,6 +224,7 @@ def test_bad_input_is_refused_with_what_to_do(dataset, tmp_path, capsys):
         participant(tmp_path, tmp_path / "out", model)
     with pytest.raises(InputError, match="participant sub-09 is not in"):
         participant(bids, tmp_path / "out", model, participant_label=["09"])
+    assert not (tmp_path / "out").exists()  # refused before anything is written
     other = tiny_model(tmp_path / "other.pt", seed=1)
     participant(bids, tmp_path / "out", model, participant_label=["01"])
     with pytest.raises(InputError, match="holds outputs of napari-deep-prl .* models"):

@@ -250,9 +250,10 @@ def participant_level(bids_dir: str | Path, output_dir: str | Path, checkpoints:
     bids_dir, output_dir, work = check_folders(bids_dir, output_dir, work_dir)
     if not checkpoints:
         raise InputError("no model given; pass at least one checkpoint (--model MODEL.pt)")
-    claim_output(output_dir, dataset_description(checkpoints, bids_dir))
     findings, rows = find_rows(bids_dir, output_dir, participant_label=participant_label,
                                session_label=session_label, derivatives=derivatives)
+    # before any row: a row folder of ours only ever lies beside the description that keeps discovery out
+    claim_output(output_dir, dataset_description(checkpoints, bids_dir))
     run = ParticipantRun(skipped=list(findings.skipped))
     for step, row in enumerate(rows, start=1):
         if row.folder.exists() and not overwrite:
