@@ -14,6 +14,7 @@ from napari_deep_prl.evaluation.crossval import (
     lesion_truth,
     merge,
     missing_folds,
+    plan,
     run_cv,
 )
 from napari_deep_prl.model.metrics import (
@@ -243,7 +244,32 @@ def test_lesion_truth_reads_prl_masks_and_drops_confluent(write_subject):
     assert truth.groupby("subject")["prl"].sum().to_dict() == {"sub-01": 1, "sub-02": 0}
 
 
-def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject):
+@pytest.fixture
+def threads_restored():
+    """Torch's and the BLAS libraries' thread counts put back after a test that sets them."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    saved, torch_threads = threadpool_limits(limits=None), torch.get_num_threads()
+    yield
+    saved.restore_original_limits()
+    torch.set_num_threads(torch_threads)
+
+
+def test_threads_limit_torch_and_blas(threads_restored):
+    import torch
+    from threadpoolctl import threadpool_info
+
+    from napari_deep_prl.cli._threads import set_threads
+
+    set_threads(1)
+    assert torch.get_num_threads() == 1
+    assert threadpool_info() and all(info["num_threads"] == 1 for info in threadpool_info())
+    with pytest.raises(InputError, match="--threads 0"):
+        set_threads(0)
+
+
+def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, threads_restored):
     from napari_deep_prl.cli import main
     from napari_deep_prl.data.cohort import write_manifest
 
@@ -255,6 +281,9 @@ def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject):
     common = [str(manifest), "-o", str(out), "--outer", "2", "--inner", "2",
               "--methods", "radiomics", "--quiet"]
     assert main(["cv", *common, "--fold", "2"]) == 0
+    assert not (out / "comparison.md").exists()
+    # A task of an array never merges, even the one finishing the last fold: the merge is a step of its own.
+    assert main(["cv", *common, "--fold", "1", "--threads", "1"]) == 0
     assert not (out / "comparison.md").exists()
     assert main(["cv", *common]) == 0
     assert (out / "radiomics" / "report.md").exists()
@@ -315,3 +344,48 @@ def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_ma
     expected = predict([fitted.checkpoint], patches.x, device="cpu", precision="float32").probability
     np.testing.assert_allclose(predicted["prl_probability"], expected, atol=1e-6)
     np.testing.assert_allclose(predicted["prl_probability"], model_output(raw, fitted.checkpoint.calibration))
+
+
+def _save_splits_together(out_dir, seed, barrier, results):
+    """One task of :func:`test_tasks_starting_together_agree_on_one_split`: it writes its split
+    only after every task has looked for one (each waits for the others before putting its
+    file in place)."""
+    import os
+
+    from napari_deep_prl.evaluation import crossval
+
+    fsync = os.fsync
+
+    def wait_then_fsync(fd):
+        barrier.wait(timeout=30)
+        fsync(fd)
+
+    os.fsync = wait_then_fsync
+    try:
+        crossval.save_splits(out_dir, crossval.plan(_truth(), CVConfig(outer=3, inner=2, seed=seed)))
+        results.put((seed, "written"))
+    except InputError as err:
+        results.put((seed, str(err)))
+
+
+def test_tasks_starting_together_agree_on_one_split(tmp_path):
+    """Two tasks of an array computing different splits (another seed) both look before either
+    writes: exactly one split file results, and the other task stops with a clear error."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    barrier, results = context.Barrier(2), context.Queue()
+    tasks = [context.Process(target=_save_splits_together, args=(tmp_path, seed, barrier, results))
+             for seed in (1, 2)]
+    for task in tasks:
+        task.start()
+    for task in tasks:
+        task.join(60)
+    outcomes = dict(results.get(timeout=5) for _ in tasks)
+    written = [seed for seed, outcome in outcomes.items() if outcome == "written"]
+    assert len(written) == 1, outcomes
+    other = ({1, 2} - set(written)).pop()
+    assert "another split" in outcomes[other] and "--seed" in outcomes[other]
+    winner = plan(_truth(), CVConfig(outer=3, inner=2, seed=written[0])).to_csv(sep="\t", index=False)
+    assert (tmp_path / "splits.tsv").read_text() == winner
+    assert [p.name for p in tmp_path.iterdir()] == ["splits.tsv"]  # no temporary file left

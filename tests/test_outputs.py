@@ -387,3 +387,17 @@ def test_project_init_lists_every_image_problem_of_every_subject(tmp_path, write
     assert f"{moved.mask}: the mask image and the reference image" in err and "do not overlap" in err
     assert f"{other.image('mp2rage')}: mp2rage image has shape (10, 10, 10, 2): 2 volumes, not one" in err
     assert not (tmp_path / "study").exists()
+
+
+def test_equal_images_written_under_one_name_give_equal_files(tmp_path):
+    """Parallel tasks and a single process write byte-equal maps: the gzip header names the file
+    itself, not the temporary file it was written to."""
+    import gzip
+
+    from napari_deep_prl.base.tables import write_nifti
+
+    image = nib.Nifti1Image(np.arange(24, dtype=np.float32).reshape(2, 3, 4), np.eye(4))
+    first = write_nifti(image, tmp_path / "a" / "sub-01_probseg.nii.gz").read_bytes()
+    assert write_nifti(image, tmp_path / "b" / "sub-01_probseg.nii.gz").read_bytes() == first
+    header = first[10:first.index(b"\0", 10)]  # FNAME, after the 10-byte fixed header
+    assert first[3] & gzip.FNAME and header == b"sub-01_probseg.nii"

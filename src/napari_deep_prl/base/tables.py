@@ -89,13 +89,18 @@ def neutralised(table: pd.DataFrame) -> pd.DataFrame:
     return safer
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write a text file atomically."""
-    return write_atomic(path, lambda fh: fh.write(text))
+def write_text(path: str | Path, text: str, *, exclusive: bool = False) -> Path:
+    """Write a text file atomically (``exclusive``: only if there is none, as :func:`write_atomic`)."""
+    return write_atomic(path, lambda fh: fh.write(text), exclusive=exclusive)
 
 
-def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, binary: bool = False) -> Path:
+def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, binary: bool = False,
+                 exclusive: bool = False) -> Path:
     """Call ``write`` on a temporary file beside ``path``, fsync it, then move it into place.
+
+    ``exclusive``: put it in place only if ``path`` does not exist yet, else raise
+    :class:`FileExistsError` (the check and the move are one step, a hard link, so of processes
+    writing at once exactly one succeeds: how concurrent cluster tasks agree on one file).
 
     Permissions are those ``open(path, "w")`` gives: a new file gets mode 0o666 less the umask
     (and, in a setgid folder, the folder's group), a replaced file keeps its mode. When the file
@@ -116,11 +121,15 @@ def write_atomic(path: str | Path, write: Callable[[IO[Any]], object], *, binary
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        except FileNotFoundError:
-            pass
-        os.replace(tmp, path)
+        if exclusive:
+            os.link(tmp, path)
+            tmp.unlink()
+        else:
+            try:
+                os.chmod(tmp, os.stat(path).st_mode & 0o777)
+            except FileNotFoundError:
+                pass
+            os.replace(tmp, path)
     except BaseException as err:
         cause = _write_failure(err)
         error = None if cause is None else write_error(path, cause)  # while tmp still fills the disk
@@ -159,7 +168,8 @@ def write_nifti(image: nib.Nifti1Image, path: str | Path) -> Path:
         if not str(path).endswith(".gz"):
             image.to_stream(fh)
             return
-        with gzip.GzipFile(fileobj=fh, mode="wb", compresslevel=1, mtime=0) as compressed:
+        # the name in the gzip header is the final one, not the temporary file's
+        with gzip.GzipFile(Path(path).name, fileobj=fh, mode="wb", compresslevel=1, mtime=0) as compressed:
             image.to_stream(compressed)
 
     return write_atomic(path, write, binary=True)
@@ -204,7 +214,7 @@ def _create_beside(path: Path, binary: bool) -> tuple[Path, IO[Any]]:
     0o600, which other raters' accounts could then neither read nor replace); its name carries
     this host and process, so that :func:`_remove_stale` knows when its writer is gone."""
     while True:
-        tmp = path.with_name(f".{path.name}.{_HOST}-{os.getpid()}-{secrets.token_hex(6)}.tmp")
+        tmp = path.with_name(f".{path.name}.{HOST}-{os.getpid()}-{secrets.token_hex(6)}.tmp")
         try:
             return tmp, open(tmp, "xb") if binary else open(tmp, "x", newline="")
         except FileExistsError:
@@ -213,7 +223,7 @@ def _create_beside(path: Path, binary: bool) -> tuple[Path, IO[Any]]:
 
 #: This machine's name as it appears in temporary file names (a shared folder may be written
 #: from several machines: only this one's processes can be checked).
-_HOST = re.sub(r"[^A-Za-z0-9]+", "-", socket.gethostname()) or "host"
+HOST = re.sub(r"[^A-Za-z0-9]+", "-", socket.gethostname()) or "host"
 
 
 def _remove_stale(path: Path) -> None:
@@ -224,11 +234,12 @@ def _remove_stale(path: Path) -> None:
     prefix = f".{path.name}."
     for tmp in path.parent.glob(glob.escape(prefix) + "*.tmp"):
         host, _, pid = tmp.name[len(prefix):-len(".tmp")].rpartition("-")[0].rpartition("-")
-        if host == _HOST and pid.isdigit() and not _running(int(pid)):
+        if host == HOST and pid.isdigit() and not process_running(int(pid)):
             tmp.unlink(missing_ok=True)
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` of this machine still runs (its temporary files are then in use)."""
     try:
         os.kill(pid, 0)  # signal 0: only asks whether the process exists
     except ProcessLookupError:

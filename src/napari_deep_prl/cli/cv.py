@@ -8,19 +8,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.cli._threads import add_threads_argument, set_threads
 from napari_deep_prl.model.inference import PRECISIONS
 
 if TYPE_CHECKING:
     from napari_deep_prl.data.cohort import Cohort
 
 CLUSTER_HOWTO = """\
-On a cluster, run one outer fold per job into the same report folder, then merge:
+On a cluster, run one outer fold per job into the same report folder, then merge in a job
+that depends on them (docs/cluster.md):
 
-  deep-prl cv cohort.csv -o report --fold $SLURM_ARRAY_TASK_ID --cache report/cache
+  deep-prl cv cohort.csv -o report --fold $SLURM_ARRAY_TASK_ID --threads $SLURM_CPUS_PER_TASK
   deep-prl cv --merge report cohort.csv
 
-A run that completes the last missing fold merges by itself. With the manifest, merging also
-draws each method's most confident errors (missed.png, false_positives.png).
+A run with --fold never merges; a run of all folds (no --fold) merges at its end. With the
+manifest, merging also draws each method's most confident errors (missed.png, false_positives.png).
 """
 
 
@@ -50,7 +52,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outer", type=int, default=5, help="outer folds (default 5)")
     p.add_argument("--inner", type=int, default=3, help="inner folds (default 3)")
     p.add_argument("--fold", type=int, action="append",
-                   help="run only this outer fold (1-based; repeatable); default all")
+                   help="run only this outer fold (1-based; repeatable) and do not merge; default: all "
+                        "folds, then the merge")
     p.add_argument("--methods", type=_methods, default=list(DEFAULT_METHODS),
                    help=f"comma-separated, from {', '.join(METHOD_NAMES)} "
                         f"(default {','.join(DEFAULT_METHODS)})")
@@ -77,6 +80,7 @@ def register(p: argparse.ArgumentParser) -> None:
                         "into its report folder (missed.png, false_positives.png; default 8, "
                         "0 for none)")
     p.add_argument("--cache", type=Path, help="folder keeping the cohort's patches between jobs")
+    add_threads_argument(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -95,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.errors < 0:
         raise InputError(f"--errors {args.errors}: give a number of lesions, 0 for none")
+    set_threads(args.threads)
     if args.merge:
         if args.output:
             raise InputError("--merge REPORT_DIR takes no -o: the report is written in place")
@@ -120,11 +125,11 @@ def run(args: argparse.Namespace) -> int:
                             desc="inputs", disable=args.quiet)
     run_with_tqdm(run_cv(methods, truth, args.output, config, folds=args.fold),
                   disable=args.quiet)
-    missing = {m: f for m, f in missing_folds(args.output, args.methods, args.outer).items() if f}
-    if missing:
+    if args.fold:  # one task of several: the merge is a step of its own, run once all are done
+        missing = {m: f for m, f in missing_folds(args.output, args.methods, args.outer).items() if f}
         todo = "; ".join(f"{m}: {', '.join(map(str, f))}" for m, f in missing.items())
-        print(f"folds still to run ({todo}); then "
-              f"`deep-prl cv --merge {args.output} {args.manifest}`", file=sys.stderr)
+        print((f"folds still to run ({todo}); " if missing else "") +
+              f"merge with `deep-prl cv --merge {args.output} {args.manifest}`", file=sys.stderr)
         return 0
     return _merge(args.output, cohort, errors=args.errors, quiet=args.quiet,
                   cohort_decision=args.cohort_decision)

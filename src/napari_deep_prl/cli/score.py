@@ -6,12 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, print_table, write_table
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
+from napari_deep_prl.cli._threads import add_threads_argument, set_threads
 from napari_deep_prl.model.checkpoint import load_models
 from napari_deep_prl.model.inference import INFERENCE_BATCH, PRECISIONS
 from napari_deep_prl.model.metrics import format_metric
@@ -54,8 +53,7 @@ def register(p: argparse.ArgumentParser) -> None:
                         "same numbers on every machine")
     p.add_argument("--batch-size", type=int, default=INFERENCE_BATCH,
                    help=f"patches per forward pass ({INFERENCE_BATCH}: fits a CPU's cache; larger on a GPU)")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads (default: one per core; on a busy shared machine 1 is often faster)")
+    add_threads_argument(p)
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
     p.add_argument("--stop-on-error", action="store_true",
                    help="stop at the first subject whose files cannot be read (default: leave it out, score "
@@ -113,12 +111,3 @@ def run(args: argparse.Namespace) -> int:
 def subjects_path(output: Path) -> Path:
     """Where the per-subject summary goes beside the per-lesion table ``output``."""
     return output.with_name(output.stem + "_subjects" + (output.suffix or ".tsv"))
-
-
-def set_threads(threads: int | None) -> None:
-    """Limit torch's CPU threads: OpenMP threads spin badly when cores are oversubscribed."""
-    if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads {threads}: give 1 or more")
-        torch.set_num_threads(threads)
-

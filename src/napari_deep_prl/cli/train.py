@@ -15,7 +15,7 @@ import pandas as pd
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, write_or_rescue, write_table
-from napari_deep_prl.cli.score import set_threads
+from napari_deep_prl.cli._threads import add_threads_argument, set_threads
 from napari_deep_prl.data.cohort import open_cohort
 from napari_deep_prl.data.patches import MAX_PATCH_SIZE, PatchConfig
 from napari_deep_prl.model.augment import AugmentConfig
@@ -86,8 +86,7 @@ def register(p: argparse.ArgumentParser) -> None:
                         "by default: 8x faster, less accurate) instead of the 8-flip average")
     p.add_argument("--exclude-confluent", action="store_true", help="leave confluent lesions out (as the paper)")
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
-    p.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads (default: one per core; on a busy shared machine 1 is often faster)")
+    add_threads_argument(p)
     p.add_argument("--models", type=int, metavar="K",
                    help=f"networks in the cross-fitted ensemble ({DEFAULT_MODELS}, or as many as --init holds; "
                         "each costs one training): a better F1 and ranking than one network, and a threshold "

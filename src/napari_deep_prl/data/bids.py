@@ -13,7 +13,8 @@ row per subject, or per session when the subject has sessions (id ``sub-X_ses-Y`
 * from the derivatives: lesion masks (``desc-lesion_mask``, ``label-lesion_mask``,
   ``label-lesion_dseg``), PRL masks (``desc-prl_mask``, ground truth), and phase or QSM images a
   pipeline made (QSMxT's ``Chimap``, an unwrapped phase), matched to the raw images by subject
-  and session.
+  and session. Pipeline folders this package wrote (:func:`generated_here`: the
+  BIDS App's PRL scores, whose ``desc-prl_mask`` is a model's call) are never read.
 
 Nothing is guessed: a row with two candidates for one contrast (two T1w of other acquisitions, a
 mask from two pipelines, the echoes of a multi-echo phase), a 4D phase, or no mask is skipped,
@@ -25,6 +26,7 @@ read to refuse 4D images; no voxel is read.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter
@@ -73,6 +75,11 @@ CONTRAST_WORDS = {
     "phase": "phase", "qsm": "QSM (Chimap)", "magnitude": "magnitude", "mp2rage": "MP2RAGE (UNIT1)",
     "t1w": "T1w", "flair": "FLAIR", "mask": "lesion mask", "prl_mask": "PRL mask",
 }
+
+#: The ``GeneratedBy`` name of this package's own BIDS derivatives (``deep-prl bids``): a pipeline
+#: folder whose ``dataset_description.json`` names it holds PRL scores, never read as an input
+#: (its ``desc-prl_mask`` images are the model's calls, not ground truth).
+GENERATED_BY = "napari-deep-prl"
 
 #: How many example file names the error for a folder without usable images shows.
 EXAMPLES = 5
@@ -428,6 +435,10 @@ def _pipelines(bids_dir: Path, derivatives: str | Path | Sequence[str | Path] | 
         if not folder.is_dir():
             raise file_error(folder, "derivatives folder not found",
                              "Give the folder of the pipeline that made the lesion masks.")
+        if generated_here(folder):
+            raise file_error(folder, f"holds the PRL scores of {GENERATED_BY} (its dataset_description.json "
+                             "says so), not lesion masks",
+                             "Give the folder of the pipeline that made the lesion masks.")
         pipelines = _pipelines_in(folder)
         if not pipelines:
             raise file_error(folder, "holds no sub-<label> folders, nor pipeline folders holding them",
@@ -438,13 +449,25 @@ def _pipelines(bids_dir: Path, derivatives: str | Path | Sequence[str | Path] | 
 
 
 def _pipelines_in(folder: Path) -> list[Path]:
-    """``folder`` itself when it holds ``sub-*`` folders, else its folders that do."""
+    """``folder`` itself when it holds ``sub-*`` folders, else its folders that do; those this
+    package wrote (:func:`generated_here`) left out."""
     def holds_subjects(path: Path) -> bool:
         return any(e.name.startswith("sub-") and e.is_dir() for e in _entries(path))
 
     if holds_subjects(folder):
-        return [folder]
-    return [p for p in _entries(folder) if p.is_dir() and holds_subjects(p)]
+        return [] if generated_here(folder) else [folder]
+    return [p for p in _entries(folder) if p.is_dir() and holds_subjects(p) and not generated_here(p)]
+
+
+def generated_here(folder: Path) -> bool:
+    """Whether ``folder`` is a derivative dataset this package wrote (:data:`GENERATED_BY`)."""
+    try:
+        description = json.loads((folder / "dataset_description.json").read_text())
+    except (OSError, ValueError):
+        return False
+    generated = description.get("GeneratedBy") if isinstance(description, dict) else None
+    return isinstance(generated, list) and any(isinstance(g, dict) and g.get("Name") == GENERATED_BY
+                                               for g in generated)
 
 
 # --------------------------------------------------------------------------- choosing

@@ -23,7 +23,7 @@ import pandas as pd
 from napari_deep_prl.base.errors import InputError, describe, file_error
 from napari_deep_prl.base.filenames import ID_RULE, id_problem
 from napari_deep_prl.base.tables import write_table
-from napari_deep_prl.data.bids import BidsFindings, find_bids_subjects
+from napari_deep_prl.data.bids import BidsFindings, BidsSubject, find_bids_subjects
 from napari_deep_prl.data.contrasts import DISPLAY_ONLY, STRUCTURAL, SUSCEPTIBILITY
 from napari_deep_prl.data.images import (
     CONTRASTS,
@@ -329,7 +329,11 @@ def open_cohort(path: str | Path, *, check_ids: bool = True) -> Cohort:
         return read_manifest(path / "manifest.csv", check_ids=check_ids)
     if (path / "dataset_description.json").is_file():
         found = find_bids_subjects(path)
-        return Cohort([SubjectPaths(s.id, tuple((c, p) for c, p in s.images.items() if c in CONTRASTS),
-                                    s.images["mask"], s.images.get("prl_mask")) for s in found.subjects],
-                      source=path, bids=found)
+        return Cohort([bids_subject_paths(s) for s in found.subjects], source=path, bids=found)
     return discover(path, check_ids=check_ids)
+
+
+def bids_subject_paths(found: BidsSubject) -> SubjectPaths:
+    """The files of a subject (session) found in a BIDS dataset, as the package reads a subject."""
+    return SubjectPaths(found.id, tuple((c, p) for c, p in found.images.items() if c in CONTRASTS),
+                        found.images["mask"], found.images.get("prl_mask"))

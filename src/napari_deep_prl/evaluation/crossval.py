@@ -26,9 +26,11 @@ Fold runs are independent files (``folds/<method>/fold-<i>.json`` and ``.tsv`` i
 folder; ``fold-<i>-inner.tsv`` holds every inner model's predictions on its own validation
 patients and on the outer test patients, so threshold and combination rules can be studied
 without retraining), so a cluster job array can run
-``--fold i`` jobs in parallel and :func:`merge` builds the report once they are all there. The
-split is recomputed identically by every job (it depends only on the lesion truth, the fold
-counts and the seed) and checked against ``splits.tsv``.
+``--fold i`` jobs in parallel and :func:`merge` builds the report once they are all there: run
+it as a job of its own that depends on them (``deep-prl cv --merge``); a fold task never merges,
+so two tasks finishing together cannot write the report at once. The split is recomputed
+identically by every job (it depends only on the lesion truth, the fold counts and the seed),
+written by the first (:func:`save_splits`) and checked by the others.
 """
 
 from __future__ import annotations
@@ -228,14 +230,25 @@ def members_path(out_dir: Path, method: str, fold: int) -> Path:
 
 
 def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
-    """Write ``splits.tsv``, or check that the one already there is the same split."""
+    """Write ``splits.tsv``, or check that the one already there is the same split.
+
+    Tasks of a job array starting together agree on one file: it is written only where there is
+    none (:func:`~napari_deep_prl.base.tables.write_atomic`, ``exclusive``), so of tasks that
+    computed different splits (another seed, other labels) exactly one writes it and the others
+    stop here, before any training.
+    """
     path = Path(out_dir) / "splits.tsv"
-    if path.exists():
-        if path.read_text() != splits.to_csv(sep="\t", index=False):
-            raise InputError(f"{path}: this report folder holds folds of another split (other "
-                             "subjects, labels, fold counts or seed). Use a new report folder.")
-    else:
-        write_text(path, splits.to_csv(sep="\t", index=False))
+    text = splits.to_csv(sep="\t", index=False)
+    try:
+        if not path.exists():
+            write_text(path, text, exclusive=True)
+            return path
+    except FileExistsError:
+        pass  # another task wrote it between the look and the write
+    if path.read_text() != text:
+        raise InputError(f"{path}: this report folder holds folds of another split (other "
+                         "subjects, labels, fold counts or seed). Use a new report folder, or "
+                         "give every task the same cohort, --outer, --inner and --seed.")
     return path
 
 
