@@ -96,9 +96,12 @@ class PostgresServer:
     def admin(self, database: str = "postgres") -> psycopg.Connection:
         return psycopg.connect(self.url(database), autocommit=True)
 
-    def new_database(self) -> str:
-        """The URL of a new, empty database."""
+    def new_database(self, owner: str = SUPERUSER, icu_locale: str | None = None) -> str:
+        """The URL of a new, empty database (of ``owner``, who logs in by that URL); with
+        ``icu_locale`` (e.g. "en-US") its text sorts by that language's rules."""
         name = f"store_{next(self._names)}"
+        locale = (f" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '{icu_locale}'"
+                  if icu_locale else "")
         with self.admin() as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        return self.url(name)
+            conn.execute(f"CREATE DATABASE {name} OWNER {owner}{locale}")
+        return self.url(name, owner)

@@ -149,9 +149,9 @@ class PostgresEngine(Engine):
                                      "untouched. Open the project once for writing (e.g. "
                                      "`deep-prl ratings add`) to upgrade it, then read it.")
                 engine.write(engine.migrate)
-            if readonly:
-                engine.read(lambda conn: conn.execute(
-                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            if readonly:  # the snapshot is taken by the first query after BEGIN
+                engine.read(lambda conn: (conn.execute(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"), conn.execute("SELECT 1")))
                 engine.readonly = True
         except BaseException:
             engine.close()
