@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+#: Ratings inserted by one statement: 14 parameters each, within the 999 of older SQLite builds.
+_ROWS_PER_INSERT = 70
+
 _LESION_COLUMNS = ("lesion", "x", "y", "z", "volume_voxels", "volume_mm3", "confluent")
 
 
@@ -354,14 +357,16 @@ class RatingStore:
             if rows:
                 self._ensure_kind(conn, [row[0] for row in rows], kind)
             ids = []
-            for row in rows:
+            for start in range(0, len(rows), _ROWS_PER_INSERT):  # a statement per chunk of rows
+                chunk = rows[start:start + _ROWS_PER_INSERT]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
                 cursor = conn.execute(
                     "INSERT INTO ratings (rater, lesion_key, label, confidence, reason, "
                     "comment, seconds, session, queue_strategy, queue_position, "
-                    "model_version, repeat, package_version, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-                    (*row, __version__, now))
-                ids.append(int(cursor.fetchone()[0]))
+                    f"model_version, repeat, package_version, created_at) VALUES {values} "
+                    "RETURNING id", [v for row in chunk for v in (*row, __version__, now)])
+                # ids ascend in the order of the rows (one writer at a time holds the lock)
+                ids += sorted(int(found[0]) for found in cursor.fetchall())
             return ids
         return self._write(insert)
 
