@@ -5,6 +5,11 @@ that folder; run as the ``postgres`` account when the tests run as root (Postgre
 run as root). The superuser ``deep_prl`` logs in without password from loopback; the role
 ``rater_pw`` (password :data:`PASSWORD`) must give its password, for the credential tests.
 Anything that stops the server from starting raises: a store test never silently skips.
+
+The tests' server runs with ``fsync=off`` unless asked otherwise: they kill clients, never the
+server, and the store's own durability setting (``synchronous_commit``) is checked by its test;
+without fsync the many small databases the tests create cost no disk flushes (a shutdown after
+them otherwise takes minutes on a busy disk). Benchmarks ask for ``fsync=True``.
 """
 
 from __future__ import annotations
@@ -47,7 +52,8 @@ def _free_port() -> int:
 class PostgresServer:
     """One running server; :meth:`new_database` hands each test an empty database."""
 
-    def __init__(self) -> None:
+    def __init__(self, fsync: bool = False) -> None:
+        self.fsync = fsync
         self.bindir = _bindir()
         self.folder = Path(tempfile.mkdtemp(prefix="deep-prl-postgres-"))
         self.data = self.folder / "data"
@@ -78,11 +84,12 @@ class PostgresServer:
 
     def start(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "server.log"), "-w",
-                  "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} "
-                        f"-c unix_socket_directories={self.folder}", "start")
+                  "-t", "300", "-o", f"-c listen_addresses=127.0.0.1 -p {self.port} "
+                  f"-c unix_socket_directories={self.folder} -c fsync={'on' if self.fsync else 'off'}",
+                  "start")
 
     def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "300", "stop")
 
     def close(self) -> None:
         try:
