@@ -112,7 +112,7 @@ def test_cli_round_trip(tmp_path, manifest, deep_prl, capsys, store_address):
     on_server = isinstance(store_address, str)
     store = ["--store", store_address] if on_server else []
     assert deep_prl("project", "init", study, "--manifest", manifest, "--quiet", *store) == 0
-    assert json.loads((study / CONFIG_NAME).read_text())["store"] == (store_address if on_server else None)
+    assert json.loads((study / CONFIG_NAME).read_text()).get("store") == (store_address if on_server else None)
     assert (study / "ratings.sqlite").exists() != on_server
     assert deep_prl("ratings", "add", study, "--rater", "ann", "--subject", "sub-01",
                     "--lesion", 1, "--label", "prl", "--confidence", 5) == 0

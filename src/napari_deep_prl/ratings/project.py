@@ -121,6 +121,8 @@ class ProjectConfig:
     def to_json(self) -> str:
         data = asdict(self)
         data["exclusion_reasons"] = list(self.exclusion_reasons)
+        if self.store is None:  # the folder's own ratings.sqlite: nothing to say
+            del data["store"]
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
