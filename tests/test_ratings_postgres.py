@@ -120,6 +120,26 @@ def test_a_newer_schema_is_refused_and_left_untouched(postgres_server):
         assert conn.execute("SELECT count(*) FROM ratings").fetchone()[0] == 1
 
 
+def test_a_rater_account_needs_only_select_insert_update_and_is_told_what_it_lacks(
+        postgres_server):
+    url = postgres_server.new_database()
+    make_store(url).close()
+    database = url.rsplit("/", 1)[1]
+    with postgres_server.admin() as conn:
+        conn.execute("CREATE ROLE rater_ana LOGIN")
+    with postgres_server.admin(database) as conn:
+        conn.execute("GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO rater_ana")
+    with RatingStore.open(postgres_server.url(database, "rater_ana")) as store:
+        store.add_rating("ana", "sub-00", 1, "prl")
+        store.record_consensus("sub-00", 1, "prl", by="chief")
+        with postgres_server.admin(database) as conn:
+            conn.execute("REVOKE INSERT ON ratings FROM rater_ana")
+        with pytest.raises(StoreError, match=r"lacks a privilege \(permission denied for table "
+                                             r"ratings\).*the change was not written.*grant"):
+            store.add_rating("ana", "sub-00", 2, "prl")
+        assert len(store.history()) == 1
+
+
 def test_commits_are_synchronous_whatever_the_server_default(postgres_server):
     url = postgres_server.new_database()
     with postgres_server.admin() as conn:

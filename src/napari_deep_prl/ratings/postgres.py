@@ -281,7 +281,7 @@ class PostgresEngine(Engine):
             return StoreError(
                 f"{where}: this PostgreSQL account lacks a privilege ({detail}); {outcome}. Ask "
                 "the database's owner to grant it SELECT, INSERT and UPDATE on the store's tables "
-                f"and USAGE on its sequences ({DOCS}).")
+                f"({DOCS}).")
         if sqlstate == "53100":
             return StoreError(f"{where}: the PostgreSQL server's disk is full ({detail}); "
                               f"{outcome}. Ask its administrator to free space, then try again.")
