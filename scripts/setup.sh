@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Set up napari-deep-prl on a fresh Debian/Ubuntu machine: system libraries for headless Qt/OpenGL
-# (Xvfb, Mesa, xcb), a virtual environment in .venv with PyTorch (see TORCH_INDEX_URL below), and
+# (Xvfb, Mesa, xcb), PostgreSQL's server (the rating store tests start one on loopback and stop
+# it), a virtual environment in .venv with PyTorch (see TORCH_INDEX_URL below), and
 # the package with its test and Qt extras. Idempotent: re-running only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SYSTEM_PACKAGES=(xvfb xauth libgl1 libegl1 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon-x11-0
   libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-xinerama0 libxcb-cursor0
-  libxcb-randr0 libxcb-shape0 libxcb-xkb1)
+  libxcb-randr0 libxcb-shape0 libxcb-xkb1 postgresql)
 
 missing=()
 for pkg in "${SYSTEM_PACKAGES[@]}"; do

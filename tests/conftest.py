@@ -82,3 +82,22 @@ def manifest(tmp_path, write_subject) -> Path:
     """A manifest of three small subjects with relative paths."""
     subjects = [write_subject(f"sub-0{i}", seed=i) for i in (1, 2, 3)]
     return write_manifest(subjects, tmp_path / "manifest.csv")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A PostgreSQL server for this test session (tests/postgres_server.py), started on first use."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_address(request, tmp_path):
+    """Where a new rating store goes, on each engine: a file in ``tmp_path``, or an empty database
+    on the test session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return tmp_path / "ratings.sqlite"
+    return request.getfixturevalue("postgres_server").new_database()

@@ -112,8 +112,17 @@ def _normalised(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+#: Extras that add a capability (the package imports them only when it is used).
+OPTIONAL_EXTRAS = ("postgresql",)
+
+
 def test_the_requirements_are_what_the_package_imports(wheel):
     fields, _ = metadata(wheel)
-    required = {_normalised(re.match(r"[A-Za-z0-9._-]+", spec).group()) for spec in fields["Requires-Dist"]
-                if "extra ==" not in spec}
-    assert required == imported_distributions()
+
+    def names(extra: str | None) -> set[str]:
+        return {_normalised(re.match(r"[A-Za-z0-9._-]+", spec).group()) for spec in fields["Requires-Dist"]
+                if (f'extra == "{extra}"' in spec if extra else "extra ==" not in spec)}
+
+    optional = set().union(*(names(extra) for extra in OPTIONAL_EXTRAS))
+    assert optional == {"psycopg"}
+    assert names(None) | optional == imported_distributions()

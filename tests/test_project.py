@@ -107,9 +107,13 @@ def test_agreement_summary(project):
     assert summary.intra_rater.empty
 
 
-def test_cli_round_trip(tmp_path, manifest, deep_prl, capsys):
+def test_cli_round_trip(tmp_path, manifest, deep_prl, capsys, store_address):
     study = tmp_path / "cli-study"
-    assert deep_prl("project", "init", study, "--manifest", manifest, "--quiet") == 0
+    on_server = isinstance(store_address, str)
+    store = ["--store", store_address] if on_server else []
+    assert deep_prl("project", "init", study, "--manifest", manifest, "--quiet", *store) == 0
+    assert json.loads((study / CONFIG_NAME).read_text()).get("store") == (store_address if on_server else None)
+    assert (study / "ratings.sqlite").exists() != on_server
     assert deep_prl("ratings", "add", study, "--rater", "ann", "--subject", "sub-01",
                     "--lesion", 1, "--label", "prl", "--confidence", 5) == 0
     with Project.open(study) as project:  # durable and visible once the command returned
@@ -238,7 +242,7 @@ def test_exported_consensus_masks_round_trip(project, tmp_path):
     votes = {("sub-01", 1): ("prl", "prl"), ("sub-01", 2): ("not_prl", "not_prl"),
              ("sub-01", 3): ("prl", "not_prl"), ("sub-02", 1): ("prl", "unsure"),
              ("sub-02", 2): ("unsure", "unsure"), ("sub-02", 3): ("prl", "prl")}
-    register_legacy_ids(project.store.path, ["../evil"])  # a hostile id an older store may hold
+    register_legacy_ids(project.store.address, ["../evil"])  # a hostile id an older store may hold
     project.store.add_ratings([Rating(r, s, n, label) for (s, n), labels in votes.items()
                                for r, label in zip(("ann", "../evil"), labels)])
     project.record_consensus("sub-02", 1, "prl", by="chief")

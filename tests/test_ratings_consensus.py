@@ -44,8 +44,8 @@ def _table(store, rule):
     return consensus_table(store.lesions(), store.current(), store.consensus_decisions(), rule)
 
 
-def test_table_queue_and_adjudication(tmp_path):
-    with make_store(tmp_path / "r.sqlite", subjects=1, lesions=4) as store:
+def test_table_queue_and_adjudication(store_address):
+    with make_store(store_address, subjects=1, lesions=4) as store:
         for rater, labels in {"a": ["prl", "prl", "not_prl", "prl"],
                               "b": ["prl", "not_prl", "not_prl", "prl"],
                               "c": ["prl", "prl", "unsure", "not_prl"]}.items():
@@ -68,8 +68,8 @@ def test_table_queue_and_adjudication(tmp_path):
         assert adjudication_queue(table.reset_index(), store.current())["lesion"].tolist() == [2, 4]
 
 
-def test_rule_can_restrict_voters(tmp_path):
-    with make_store(tmp_path / "r.sqlite", subjects=1, lesions=1) as store:
+def test_rule_can_restrict_voters(store_address):
+    with make_store(store_address, subjects=1, lesions=1) as store:
         store.add_rating("a", "sub-00", 1, "prl")
         store.add_rating("b", "sub-00", 1, "prl")
         store.add_rating("prl_mask", "sub-00", 1, "not_prl")
@@ -78,8 +78,8 @@ def test_rule_can_restrict_voters(tmp_path):
         assert _table(store, voters)["consensus"].tolist() == ["prl"]
 
 
-def test_consensus_follows_changed_labels(tmp_path):
-    with make_store(tmp_path / "r.sqlite", subjects=1, lesions=1) as store:
+def test_consensus_follows_changed_labels(store_address):
+    with make_store(store_address, subjects=1, lesions=1) as store:
         store.add_rating("a", "sub-00", 1, "prl")
         store.add_rating("b", "sub-00", 1, "prl")
         assert _table(store, ConsensusRule())["consensus"].tolist() == ["prl"]
@@ -87,8 +87,8 @@ def test_consensus_follows_changed_labels(tmp_path):
         assert _table(store, ConsensusRule())["pending"].tolist() == [True]
 
 
-def test_queue_with_decided_lesions_revision_and_retraction(tmp_path):
-    with make_store(tmp_path / "r.sqlite", subjects=2, lesions=2) as store:
+def test_queue_with_decided_lesions_revision_and_retraction(store_address):
+    with make_store(store_address, subjects=2, lesions=2) as store:
         for subject in ("sub-00", "sub-01"):
             store.add_rating("a", subject, 1, "prl")
             store.add_rating("b", subject, 1, "not_prl")

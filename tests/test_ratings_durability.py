@@ -1,14 +1,14 @@
 """Crash and concurrency: no accepted rating is lost, no "database is locked" reaches a caller.
 
 Children are forked (POSIX) so that each starts in milliseconds with the package imported; each
-opens its own connection, as a separate rater program would.
+opens its own connection, as a separate rater program would. Both engines: a SQLite file and a
+PostgreSQL database.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import time
 import traceback
 
@@ -77,8 +77,8 @@ def _rate_forever(write_line, path, rater):
         i += 1
 
 
-def test_sigkill_never_loses_an_acknowledged_rating(tmp_path):
-    path = tmp_path / "ratings.sqlite"
+def test_sigkill_never_loses_an_acknowledged_rating(store_address):
+    path = store_address
     make_store(path).close()
     rng = np.random.default_rng(0)
     acknowledged: dict[int, tuple[str, str]] = {}
@@ -99,10 +99,8 @@ def test_sigkill_never_loses_an_acknowledged_rating(tmp_path):
             acknowledged[int(rating_id)] = (rater, i)
         total += len(lines)
     assert len(acknowledged) == total  # no rating id handed out twice
-    conn = sqlite3.connect(path)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
     with RatingStore.open(path) as store:
+        assert store.integrity_check() == "ok"
         stored = store.history().set_index("id")
     for rating_id, (rater, i) in acknowledged.items():
         assert (stored.loc[rating_id, "rater"], stored.loc[rating_id, "comment"]) == (rater, i)
@@ -115,8 +113,8 @@ def _rate_n(write_line, path, rater, n):
     write_line(f"done {n}")
 
 
-def test_four_writers_at_once_lose_nothing(tmp_path):
-    path = tmp_path / "ratings.sqlite"
+def test_four_writers_at_once_lose_nothing(store_address):
+    path = store_address
     make_store(path).close()
     children = [_fork(_rate_n, path, f"rater{k}", 250) for k in range(4)]
     outputs = []

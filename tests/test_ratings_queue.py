@@ -19,8 +19,8 @@ from napari_deep_prl.ratings.queue import (
 
 
 @pytest.fixture
-def store(tmp_path):
-    with make_store(tmp_path / "r.sqlite", subjects=4, lesions=5) as opened:
+def store(store_address):
+    with make_store(store_address, subjects=4, lesions=5) as opened:
         yield opened
 
 

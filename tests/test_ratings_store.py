@@ -1,4 +1,7 @@
-"""The rating store: validation, append-only history and undo, migration, refusing bad files."""
+"""The rating store: validation, append-only history and undo, migration, refusing bad files.
+
+Tests taking the ``store`` or ``store_address`` fixture run on both engines (SQLite and
+PostgreSQL); the rest are about SQLite files."""
 
 from __future__ import annotations
 
@@ -16,8 +19,8 @@ from napari_deep_prl.ratings.store import Provenance, Rating, RatingStore
 
 
 @pytest.fixture
-def store(tmp_path):
-    with make_store(tmp_path / "ratings.sqlite") as opened:
+def store(store_address):
+    with make_store(store_address) as opened:
         yield opened
 
 
@@ -25,7 +28,7 @@ def test_rating_is_visible_to_a_fresh_connection_with_all_fields(store):
     rating_id = store.add_rating(
         "alice", "sub-01", 2, "prl", confidence=4, reason="vein_adjacent", comment="rim at 3h",
         seconds=7.5, session="s1", provenance=Provenance("seeded_shuffle:0", 17, "model-3"))
-    with RatingStore.open(store.path) as other:
+    with RatingStore.open(store.address) as other:
         row = other.current().set_index("id").loc[rating_id]
         assert (row.rater, row.subject, row.lesion, row.label) == ("alice", "sub-01", 2, "prl")
         assert (row.confidence, row.reason, row.comment, row.seconds) == (4, "vein_adjacent",
@@ -263,11 +266,13 @@ def test_missing_file_is_not_created_without_asking(tmp_path):
     assert not (tmp_path / "ratings.sqlite").exists()
 
 
-def test_store_uses_wal_and_full_sync(store):
-    conn = store._conn
+def test_store_uses_wal_and_full_sync(tmp_path):
+    store = make_store(tmp_path / "ratings.sqlite")
+    conn = store.engine.conn
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     assert conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    store.close()
 
 
 def test_references_never_mix_with_raters(store):
@@ -326,7 +331,7 @@ def test_consensus_is_revised_and_retracted_append_only(store):
     assert store.retract_consensus("sub-00", 1, by="adj") is None  # nothing live: no row
     assert store.retract_consensus("sub-00", 2, by="adj") is None
     again = store.record_consensus("sub-00", 1, "unsure", by="adj")
-    with RatingStore.open(store.path) as other:  # durable and visible on return
+    with RatingStore.open(store.address) as other:  # durable and visible on return
         history = other.consensus_history()
         decisions = other.consensus_decisions()
     assert history["id"].tolist() == [first, revised, retraction, again]
@@ -376,7 +381,7 @@ def test_migration_from_v2_keeps_decisions_and_makes_everyone_a_rater(tmp_path):
         store.make_reference("truth")
         assert store.references()["reference"].tolist() == ["truth"]
         assert store.integrity_check() == "ok"
-        assert store._conn.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert store.engine.conn.execute("PRAGMA foreign_key_check").fetchall() == []
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     conn.close()

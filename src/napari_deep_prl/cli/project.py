@@ -17,8 +17,9 @@ def register(p: argparse.ArgumentParser) -> None:
     init = actions.add_parser(
         "init", help="create a project and register every subject's lesions",
         description=f"Create DIR with {CONFIG_NAME} (edit it for the consensus rule, exclusion "
-                    "reasons, blinding and study design), ratings.sqlite, models/ and "
-                    "exports/, and register the lesions of every subject of the manifest.")
+                    "reasons, blinding and study design), ratings.sqlite (or the store on a "
+                    "PostgreSQL server, --store), models/ and exports/, and register the "
+                    "lesions of every subject of the manifest.")
     init.add_argument("dir", help="project folder to create")
     init.add_argument("--manifest", required=True,
                       help="cohort manifest CSV, or a folder in the documented layout")
@@ -26,12 +27,19 @@ def register(p: argparse.ArgumentParser) -> None:
                       help="automatic consensus rule (default: unanimous)")
     init.add_argument("--min-raters", type=int, default=2,
                       help="ratings a lesion needs before automatic consensus (default: 2)")
+    init.add_argument("--store", metavar="URL",
+                      help="keep the ratings on a PostgreSQL server, for raters at several sites: "
+                           "postgresql://[USER@]HOST[:PORT]/DATABASE, without password (PostgreSQL "
+                           "finds it in ~/.pgpass, a service file or PGPASSWORD); default: "
+                           "ratings.sqlite in DIR")
     init.add_argument("--quiet", action="store_true", help="no progress bar")
     init.set_defaults(func=run_init)
 
 
 def run_init(args: argparse.Namespace) -> int:
     config = {"consensus": {"method": args.consensus, "min_raters": args.min_raters}}
+    if args.store is not None:
+        config["store"] = args.store
     project = run_with_tqdm(create_project(args.dir, args.manifest, config),
                             desc="registering lesions", disable=args.quiet)
     with project:

@@ -4,8 +4,9 @@ Layout::
 
     project/
       project.json      # manifest reference, consensus rule, exclusion reasons, blinding,
-                        # study design (edit it by hand; unknown keys are refused)
-      ratings.sqlite    # the rating store (see napari_deep_prl.ratings.store)
+                        # study design, the store's URL (edit it by hand; unknown keys are refused)
+      ratings.sqlite    # the rating store (see napari_deep_prl.ratings.store), unless project.json
+                        # names a PostgreSQL store (a study shared across sites)
       models/           # checkpoints trained on the project's labels
       exports/          # tables (and PRL masks) written by ``deep-prl ratings export``
 
@@ -46,7 +47,7 @@ from napari_deep_prl.base.tables import (
     write_table,
     write_text,
 )
-from napari_deep_prl.ratings import consensus, export
+from napari_deep_prl.ratings import consensus, export, postgres
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
 from napari_deep_prl.ratings.store import Rating, RatingStore
@@ -103,15 +104,26 @@ class ProjectConfig:
     blinding: Blinding = Blinding()
     study_design: StudyDesign = StudyDesign()
     review: ReviewSettings = ReviewSettings()
+    #: The rating store: ``None`` for the folder's own ratings.sqlite, or a PostgreSQL URL
+    #: without password (see :mod:`napari_deep_prl.ratings.postgres`).
+    store: str | None = None
     format: str = FORMAT
     version: int = 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclusion_reasons", tuple(self.exclusion_reasons))
+        if self.store is not None:
+            postgres.check_url(self.store if isinstance(self.store, str) else repr(self.store))
+
+    def store_address(self, root: Path) -> str | Path:
+        """Where the project's ratings are: the URL of ``store``, else ``root/ratings.sqlite``."""
+        return self.store if self.store is not None else root / DB_NAME
 
     def to_json(self) -> str:
         data = asdict(self)
         data["exclusion_reasons"] = list(self.exclusion_reasons)
+        if self.store is None:  # the folder's own ratings.sqlite: nothing to say
+            del data["store"]
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -171,12 +183,16 @@ def create_project(root: str | Path, manifest: str | Path,
     Every subject's images are checked first, from their headers (:func:`header_problems`), and
     all problems of all subjects are refused together before anything is created. ``config``
     overrides settings of ``project.json`` (same keys). Re-running on a folder whose creation
-    was interrupted resumes it; a finished project is refused.
+    was interrupted resumes it; a finished project is refused. ``config["store"]``: a PostgreSQL
+    URL (without password) puts the ratings on that server instead of the folder's
+    ratings.sqlite.
     """
     from napari_deep_prl.data.cohort import open_cohort
     from napari_deep_prl.data.images import header_problems
     from napari_deep_prl.data.lesions import lesions_in_mask
 
+    if (config or {}).get("store") is not None:  # before a password could reach a file
+        postgres.check_url(config["store"])
     root = check_output(root, folder=True)
     config_path = root / CONFIG_NAME
     if config_path.exists():
@@ -199,7 +215,7 @@ def create_project(root: str | Path, manifest: str | Path,
     staged = root / f"{CONFIG_NAME}.new"
     write_text(staged, json.dumps(data, indent=2) + "\n")
     settings = ProjectConfig.read(staged)
-    with RatingStore.open(root / DB_NAME, create=True,
+    with RatingStore.open(settings.store_address(root), create=True,
                           exclusion_reasons=settings.exclusion_reasons) as store:
         for i, paths in enumerate(cohort):
             lesion_mask = paths.load_mask()
@@ -233,7 +249,7 @@ class Project:
         """
         root = Path(root)
         config = ProjectConfig.read(root / CONFIG_NAME)
-        store = RatingStore.open(root / DB_NAME, exclusion_reasons=config.exclusion_reasons,
+        store = RatingStore.open(config.store_address(root), exclusion_reasons=config.exclusion_reasons,
                                  readonly=readonly)
         return cls(root, config, store)
 

@@ -1,10 +1,14 @@
-"""The rating store's SQLite file: checked before it is opened, read without writing, and its
-errors told for what they are.
+"""The rating store's SQLite engine: one file, checked before it is opened, read without
+writing, and its errors told for what they are.
 
-A file this account may not write, a full or read-only disk, a file-size limit, a foreign or
-corrupt file and a schema from a newer version are each named as such; a refused file is
-inspected by a reader that writes none of its files (not even ``-wal`` and ``-shm``), so it stays
-byte-identical.
+* **Durable before return.** WAL journal with ``synchronous=FULL``: a commit is fsynced to the
+  write-ahead log before a write returns, so a kill or power cut after it never loses a label.
+* **Several writers.** Each write is one ``BEGIN IMMEDIATE`` transaction; a busy database is
+  waited for (SQLite's busy timeout) and the whole transaction retried (:class:`.engine.Engine`).
+* **Never damage a file we do not own.** A file this account may not write, a full or read-only
+  disk, a file-size limit, a foreign or corrupt file and a schema from a newer version are each
+  named as such; a refused file is inspected by a reader that writes none of its files (not even
+  ``-wal`` and ``-shm``), so it stays byte-identical.
 """
 
 from __future__ import annotations
@@ -24,13 +28,102 @@ from napari_deep_prl.base.errors import (
     write_error,
 )
 from napari_deep_prl.ratings import schema
+from napari_deep_prl.ratings.engine import Connection, Engine
 
 _SQLITE_HEADER = b"SQLite format 3\x00"
 
 
-def is_busy(err: sqlite3.OperationalError) -> bool:
-    text = str(err).lower()
-    return "locked" in text or "busy" in text
+class SQLiteEngine(Engine):
+    """A rating store in one SQLite file (the embedded default)."""
+
+    errors = (sqlite3.Error,)
+
+    def __init__(self, path: Path, conn: sqlite3.Connection, readonly: bool) -> None:
+        super().__init__(str(path), readonly)
+        self.path = path
+        self.conn = conn
+
+    @classmethod
+    def open(cls, path: Path, *, create: bool, readonly: bool,
+             busy_timeout_s: float) -> SQLiteEngine:
+        """Inspect the file (see :func:`inspect`), then connect, back up an older schema and
+        migrate it; ``readonly`` reads a snapshot taken now, in memory (an older schema is
+        upgraded there), so a file this account may not write can still be read."""
+        if not readonly:
+            check_access(path)
+        fresh = check_header(path, create)
+        if readonly:
+            version, conn = inspect(path, snapshot=True)
+        else:
+            version = 0 if fresh else inspect(path, adopt_empty=create)[0]
+            conn = connect(path, fresh, busy_timeout_s)
+        engine = cls(path, conn, False)
+        try:
+            engine._prepare(version, readonly)
+        except BaseException:
+            conn.close()
+            raise
+        engine.readonly = readonly
+        return engine
+
+    def _prepare(self, version: int, readonly: bool) -> None:
+        conn = self.conn
+        if not readonly:
+            backup_path = self.path.with_name(f"{self.path.name}.v{version}.bak")
+            if 0 < version < schema.SCHEMA_VERSION and not backup_path.exists():
+                backup_path.touch()
+                backup = sqlite3.connect(backup_path)
+                conn.backup(backup)
+                backup.close()
+            self.read(lambda c: c.execute("PRAGMA journal_mode=WAL").fetchone())
+            conn.execute("PRAGMA synchronous=FULL")
+        if version < schema.SCHEMA_VERSION:
+            self.write(self.migrate)
+        conn.execute("PRAGMA foreign_keys=ON")
+        if readonly:
+            conn.execute("PRAGMA query_only=ON")
+
+    def migrate(self, conn: Connection) -> None:
+        """Create or upgrade the schema; re-read the version under the write lock."""
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.execute(f"PRAGMA application_id={schema.APPLICATION_ID}")
+            for statement in schema.SCHEMA_V1:
+                conn.execute(statement)
+            version = 1
+        for step in range(version, schema.SCHEMA_VERSION):
+            for statement in schema.MIGRATIONS[step]:
+                conn.execute(statement)
+        if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
+            raise StoreError(f"{self.path}: the database has rows pointing at missing raters "
+                             "or lesions; migration stopped and nothing was changed. Restore "
+                             "a backup or report the file.")
+        conn.execute(f"PRAGMA user_version={schema.SCHEMA_VERSION}")
+
+    def connection(self) -> sqlite3.Connection:
+        return self.conn
+
+    def begin(self, conn: Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def rollback(self, conn: Connection) -> None:
+        if self.conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+    def is_busy(self, err: BaseException) -> bool:
+        text = str(err).lower()
+        return isinstance(err, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+    def failure(self, err: BaseException, outcome: str) -> StoreError:
+        return failure(self.path, err, outcome)
+
+    def integrity_check(self) -> str:
+        """SQLite's full ``integrity_check`` result."""
+        return self.read(lambda conn: conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self.conn.close()
 
 
 def check_access(path: Path) -> None:

@@ -1,21 +1,23 @@
-"""The rating store: one SQLite file per project, safe against crashes and concurrent raters.
+"""The rating store: one project's raters, ratings, consensus and predictions, durable and shared.
 
 Why it is built this way:
 
-* **Durable before return.** WAL journal with ``synchronous=FULL``: a commit is fsynced to the
-  write-ahead log before :meth:`RatingStore.add_rating` returns, so a kill or power cut after
-  the call never loses the label.
-* **Several writers.** Each write is one ``BEGIN IMMEDIATE`` transaction; a busy database is
-  waited for (SQLite's busy timeout) and the whole transaction retried with back-off until
-  :attr:`RatingStore.busy_deadline_s`; only then does the caller see a :class:`StoreError`.
-* **Never damage a file we do not own.** Before anything is written the file's header,
-  ``application_id``, schema version and ``quick_check`` are verified by a reader that writes
-  none of its files (a pending write-ahead log is read, never merged or deleted); a corrupt,
-  foreign or too-new file raises :class:`StoreError` and is left byte-identical, with its
-  ``-wal`` and ``-shm``.
-* **Errors that say what is wrong.** SQLite's result codes are told apart: a full disk, a
-  file-size limit, a read-only disk or missing permissions are named as such, never as
-  corruption. Reading (``open(readonly=True)``: exports, statistics) needs no write access.
+* **One store, two engines.** The store is addressed by a path (an embedded SQLite file, the
+  default) or a ``postgresql://`` URL (a server shared by the raters of several sites). This
+  module holds the store's logic once; an engine (:mod:`.engine`; :mod:`.sqlite_file`,
+  :mod:`.postgres`) supplies what differs: connecting, the schema's DDL, the write lock,
+  durability settings and its errors.
+* **Durable before return.** Every write is one transaction committed durably (SQLite: WAL with
+  ``synchronous=FULL``; PostgreSQL: ``synchronous_commit=on``) before :meth:`RatingStore.add_rating`
+  returns, so a kill or power cut after the call never loses the label.
+* **Several writers.** Each write holds the engine's write lock; a store busy with another
+  writer is waited for and the whole transaction retried with back-off until
+  :attr:`.engine.Engine.busy_deadline_s`; only then does the caller see a :class:`StoreError`.
+* **Never damage a store we do not own.** A corrupt, foreign or too-new store raises
+  :class:`StoreError` before anything is written, and is left untouched.
+* **Errors that say what is wrong.** A full disk, missing permissions, a server that is down or
+  refuses the login are named as such, never as corruption. Reading (``open(readonly=True)``:
+  exports, statistics) reads a snapshot and needs no write access.
 * **Append-only history.** Ratings and consensus decisions are never updated or deleted: a
   changed label is a new row, an undo is a row retracting an earlier one, and so is a retracted
   consensus decision (see :mod:`.schema`).
@@ -26,10 +28,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import random
-import sqlite3
-import threading
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,12 +40,17 @@ from napari_deep_prl.base.errors import (
     StoreError,
 )
 from napari_deep_prl.base.filenames import check_id, id_problem
-from napari_deep_prl.ratings import schema, sqlite_file
+from napari_deep_prl.ratings import postgres, schema
+from napari_deep_prl.ratings.engine import Connection, Engine
+from napari_deep_prl.ratings.sqlite_file import SQLiteEngine
 
 if TYPE_CHECKING:
     import pandas as pd
 
 T = TypeVar("T")
+
+#: Ratings inserted by one statement: 14 parameters each, within the 999 of older SQLite builds.
+_ROWS_PER_INSERT = 70
 
 _LESION_COLUMNS = ("lesion", "x", "y", "z", "volume_voxels", "volume_mm3", "confluent")
 
@@ -86,92 +89,45 @@ class Rating:
 class RatingStore:
     """Read and append ratings, consensus decisions and predictions of one project."""
 
-    #: Total seconds a write keeps retrying a busy database before giving up.
-    busy_deadline_s = 120.0
-
-    def __init__(self, conn: sqlite3.Connection, path: Path,
-                 exclusion_reasons: Sequence[str]) -> None:
-        self._conn = conn
-        self._lock = threading.RLock()
+    def __init__(self, engine: Engine, exclusion_reasons: Sequence[str]) -> None:
+        self.engine = engine
+        #: Where the store is (a file path, or a URL without password): named in every message.
+        self.address = engine.address
         self._keys: dict[tuple[str, int], int] = {}
-        self.path = path
         self.exclusion_reasons = tuple(exclusion_reasons)
-        #: A snapshot opened with ``readonly``: writing through it raises StoreError.
-        self.readonly = False
+
+    @property
+    def readonly(self) -> bool:
+        """A snapshot opened with ``readonly``: writing through it raises StoreError."""
+        return self.engine.readonly
 
     # -- opening -------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, path: str | Path, *, create: bool = False, readonly: bool = False,
+    def open(cls, address: str | Path, *, create: bool = False, readonly: bool = False,
              exclusion_reasons: Sequence[str] = schema.DEFAULT_EXCLUSION_REASONS,
              busy_timeout_s: float = 5.0) -> RatingStore:
-        """Open (or with ``create`` make) a rating database, migrating an older schema.
+        """Open (or with ``create`` make) a rating store, migrating an older schema.
 
-        The file is inspected before anything is written, by a reader that writes none of its
-        files (not even SQLite's ``-wal`` and ``-shm``): a missing, corrupt, foreign or too-new
-        file raises :class:`StoreError` and stays byte-identical. ``readonly`` (exports,
-        statistics) reads a snapshot taken now, in memory (an older schema is upgraded there), so
-        a project this account may not write, or on a full disk, can still be read; writing
-        through it is refused.
+        ``address`` is a SQLite file's path or a ``postgresql://`` URL (without password: see
+        :mod:`.postgres`). The store is inspected before anything is written: a missing (unless
+        ``create``), corrupt, foreign or too-new store raises :class:`StoreError` and is left
+        untouched. ``readonly`` (exports, statistics) reads a snapshot taken now, so a project
+        this account may not write can still be read; writing through it is refused.
         """
-        path = Path(path)
         if readonly and create:
             raise ValueError("a rating database cannot be created read-only")
-        if not readonly:
-            sqlite_file.check_access(path)
-        fresh = sqlite_file.check_header(path, create)
-        if readonly:
-            version, conn = sqlite_file.inspect(path, snapshot=True)
+        if postgres.is_url(address):
+            engine: Engine = postgres.PostgresEngine.open(
+                str(address), create=create, readonly=readonly, busy_timeout_s=busy_timeout_s)
         else:
-            version = 0 if fresh else sqlite_file.inspect(path, adopt_empty=create)[0]
-            conn = sqlite_file.connect(path, fresh, busy_timeout_s)
-        try:
-            store = cls(conn, path, exclusion_reasons)
-            store._prepare(version, readonly)
-        except BaseException:
-            conn.close()
-            raise
-        return store
-
-    def _prepare(self, version: int, readonly: bool) -> None:
-        conn = self._conn
-        if not readonly:
-            backup_path = self.path.with_name(f"{self.path.name}.v{version}.bak")
-            if 0 < version < schema.SCHEMA_VERSION and not backup_path.exists():
-                backup_path.touch()
-                backup = sqlite3.connect(backup_path)
-                conn.backup(backup)
-                backup.close()
-            self._retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
-            conn.execute("PRAGMA synchronous=FULL")
-        if version < schema.SCHEMA_VERSION:
-            self._write(self._migrate)
-        conn.execute("PRAGMA foreign_keys=ON")
-        if readonly:
-            conn.execute("PRAGMA query_only=ON")
-            self.readonly = True
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Create or upgrade the schema; re-read the version under the write lock."""
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == 0:
-            conn.execute(f"PRAGMA application_id={schema.APPLICATION_ID}")
-            for statement in schema.SCHEMA_V1:
-                conn.execute(statement)
-            version = 1
-        for step in range(version, schema.SCHEMA_VERSION):
-            for statement in schema.MIGRATIONS[step]:
-                conn.execute(statement)
-        if conn.execute("PRAGMA foreign_key_check").fetchone() is not None:
-            raise StoreError(f"{self.path}: the database has rows pointing at missing raters "
-                             "or lesions; migration stopped and nothing was changed. Restore "
-                             "a backup or report the file.")
-        conn.execute(f"PRAGMA user_version={schema.SCHEMA_VERSION}")
+            engine = SQLiteEngine.open(Path(address), create=create, readonly=readonly,
+                                       busy_timeout_s=busy_timeout_s)
+        return cls(engine, exclusion_reasons)
 
     def close(self) -> None:
-        """Close the connection (every committed row is already on disk)."""
-        with self._lock:
-            self._conn.close()
+        """Close the connection (every committed row is already durable)."""
+        self.engine.close()
 
     def __enter__(self) -> RatingStore:
         return self
@@ -181,56 +137,17 @@ class RatingStore:
 
     # -- transactions --------------------------------------------------------------------
 
-    def _retry(self, fn: Callable[[], T], outcome: str = "nothing was changed") -> T:
-        """Run ``fn`` until it is not refused for a busy database or the deadline passes; any
-        other failure is told as what really stopped SQLite (:func:`_failure`)."""
-        deadline = time.monotonic() + self.busy_deadline_s
-        delay = 0.005
-        while True:
-            try:
-                return fn()
-            except sqlite3.OperationalError as err:
-                if not sqlite_file.is_busy(err):
-                    raise sqlite_file.failure(self.path, err, outcome) from err
-                if time.monotonic() > deadline:
-                    raise StoreError(
-                        f"{self.path}: the database stayed locked for {self.busy_deadline_s:.0f}"
-                        " s; another program holds it. Close that program and try again; "
-                        "nothing was written.") from err
-            except sqlite3.DatabaseError as err:
-                raise sqlite_file.failure(self.path, err, outcome) from err
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.5)
-
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one durable write transaction, retried as a whole while busy."""
-        if self.readonly:
-            raise StoreError(f"{self.path}: opened read-only (a snapshot for reading), so nothing "
-                             "can be written through it; open the project without readonly.")
-
-        def attempt() -> T:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(conn)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-            return result
-
-        with self._lock:
-            return self._retry(attempt, "the change was not written")
+    def _write(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` in one durable write transaction (see :meth:`.engine.Engine.write`)."""
+        return self.engine.write(fn)
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> tuple[list[str], list[tuple[Any, ...]]]:
         """The column names and rows of a query (no pandas: recording a rating needs none)."""
-        def run() -> tuple[list[str], list[tuple[Any, ...]]]:
-            cursor = self._conn.execute(sql, params)
-            return [d[0] for d in cursor.description], cursor.fetchall()
+        def run(conn: Connection) -> tuple[list[str], list[tuple[Any, ...]]]:
+            cursor = conn.execute(sql, params)
+            return [d[0] for d in cursor.description], [tuple(row) for row in cursor.fetchall()]
 
-        with self._lock:
-            return self._retry(run)
+        return self.engine.read(run)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> pd.DataFrame:
         import pandas as pd
@@ -257,7 +174,7 @@ class RatingStore:
     def _add_id(self, name: str, kind: str, display_name: str | None) -> None:
         _check_id(name, kind)
 
-        def insert(conn: sqlite3.Connection) -> None:
+        def insert(conn: Connection) -> None:
             self._ensure_kind(conn, [name], kind)
             if display_name is not None:
                 conn.execute("UPDATE raters SET display_name = ? WHERE rater = ?",
@@ -267,17 +184,17 @@ class RatingStore:
     def check_kind(self, names: Iterable[str], kind: str) -> None:
         """Refuse (:class:`InputError`) ids registered as the other kind, or new ids that are
         invalid or reserved, before a long job would fail on them; registers nothing."""
-        with self._lock:
-            self._retry(lambda: self._known_kinds(self._conn, names, kind))
+        self.engine.read(lambda conn: self._known_kinds(conn, names, kind))
 
-    def _ensure_kind(self, conn: sqlite3.Connection, names: Iterable[str], kind: str) -> None:
+    def _ensure_kind(self, conn: Connection, names: Iterable[str], kind: str) -> None:
         """Register unknown ids as ``kind`` (inside a write); refuse ids of the other kind."""
         names = set(names)
         known = self._known_kinds(conn, names, kind)
-        conn.executemany("INSERT OR IGNORE INTO raters (rater, created_at, kind) VALUES (?, ?, ?)",
+        conn.executemany("INSERT INTO raters (rater, created_at, kind) VALUES (?, ?, ?) "
+                         "ON CONFLICT DO NOTHING",
                          [(name, utc_now(), kind) for name in set(names) - set(known)])
 
-    def _known_kinds(self, conn: sqlite3.Connection, names: Iterable[str],
+    def _known_kinds(self, conn: Connection, names: Iterable[str],
                      kind: str) -> dict[str, str]:
         """The registered kind of each of ``names``; refuses conflicts and invalid or reserved
         new ids."""
@@ -296,10 +213,10 @@ class RatingStore:
 
     def _wrong_kind(self, name: str, known: str) -> InputError:
         if known == "reference":
-            return InputError(f"{self.path}: '{name}' is a reference, not a rater; choose another "
+            return InputError(f"{self.address}: '{name}' is a reference, not a rater; choose another "
                               "rater id (a reference's labels are compared with the raters' and "
                               "never vote).")
-        return InputError(f"{self.path}: '{name}' is a rater, not a reference; choose another "
+        return InputError(f"{self.address}: '{name}' is a rater, not a reference; choose another "
                           "reference id, or turn the rater into a reference with `deep-prl "
                           f"ratings reference PROJECT --rater {name}`.")
 
@@ -321,15 +238,15 @@ class RatingStore:
         ``keep_decisions``, such decisions make this refuse (nothing changes) so that the
         adjudicator retracts them first, or keeps them knowingly.
         """
-        def change(conn: sqlite3.Connection) -> None:
+        def change(conn: Connection) -> None:
             row = conn.execute("SELECT kind FROM raters WHERE rater = ?", (rater,)).fetchone()
             if row is None:
                 names = [n for (n,) in conn.execute(
                     "SELECT rater FROM raters WHERE kind = 'rater' ORDER BY rater")]
-                raise InputError(f"{self.path}: no rater '{rater}' in this project (raters: "
+                raise InputError(f"{self.address}: no rater '{rater}' in this project (raters: "
                                  f"{', '.join(names) or 'none'}). Check the id.")
             if row[0] == "reference":
-                raise InputError(f"{self.path}: '{rater}' is already a reference; nothing to do.")
+                raise InputError(f"{self.address}: '{rater}' is already a reference; nothing to do.")
             if not keep_decisions:
                 decided = conn.execute(
                     "SELECT l.subject, l.lesion FROM live_consensus c JOIN lesions l "
@@ -339,7 +256,7 @@ class RatingStore:
                 if decided:
                     shown = ", ".join(f"{s} lesion {n}" for s, n in decided[:3])
                     raise InputError(
-                        f"{self.path}: {len(decided)} adjudicated decision(s) ({shown}"
+                        f"{self.address}: {len(decided)} adjudicated decision(s) ({shown}"
                         f"{', ...' if len(decided) > 3 else ''}) concern lesions '{rater}' "
                         "labelled, and were made with its label shown as a rater's; nothing was "
                         "changed. Retract them first (`deep-prl ratings consensus ... --retract`),"
@@ -356,7 +273,7 @@ class RatingStore:
         rows = [(subject, *map(_plain, row))
                 for row in lesions[list(_LESION_COLUMNS)].itertuples(index=False)]
 
-        def insert(conn: sqlite3.Connection) -> bool:
+        def insert(conn: Connection) -> bool:
             known = conn.execute("SELECT mask_fingerprint FROM subjects WHERE subject = ?",
                                  (subject,)).fetchone()
             if known is not None:
@@ -374,7 +291,7 @@ class RatingStore:
     def mask_changed(self, subject: str) -> StoreError:
         """The error for a subject whose mask no longer matches the registered lesions."""
         return StoreError(
-            f"{self.path}: the lesion mask of subject '{subject}' differs from the one its "
+            f"{self.address}: the lesion mask of subject '{subject}' differs from the one its "
             "lesions were registered with, so ratings could be matched to the wrong lesions. "
             "Restore the original mask, or start a new project for the new mask.")
 
@@ -400,10 +317,10 @@ class RatingStore:
             subjects = sorted({s for s, _ in self._keys})
             if subject not in subjects:
                 shown = ", ".join(subjects[:5]) + (", ..." if len(subjects) > 5 else "")
-                raise InputError(f"{self.path}: subject '{subject}' is not in this project "
+                raise InputError(f"{self.address}: subject '{subject}' is not in this project "
                                  f"(known: {shown or 'none'}). Check the subject id.")
             ids = sorted(n for s, n in self._keys if s == subject)
-            raise InputError(f"{self.path}: subject '{subject}' has no lesion {lesion} (ids "
+            raise InputError(f"{self.address}: subject '{subject}' has no lesion {lesion} (ids "
                              f"{ids[0]}..{ids[-1]}). Check the lesion id.")
         return key
 
@@ -436,18 +353,20 @@ class RatingStore:
                 raise InputError(f"{where[i]}: {err}") from err
         now = utc_now()
 
-        def insert(conn: sqlite3.Connection) -> list[int]:
+        def insert(conn: Connection) -> list[int]:
             if rows:
                 self._ensure_kind(conn, [row[0] for row in rows], kind)
             ids = []
-            for row in rows:
+            for start in range(0, len(rows), _ROWS_PER_INSERT):  # a statement per chunk of rows
+                chunk = rows[start:start + _ROWS_PER_INSERT]
+                values = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk))
                 cursor = conn.execute(
                     "INSERT INTO ratings (rater, lesion_key, label, confidence, reason, "
                     "comment, seconds, session, queue_strategy, queue_position, "
-                    "model_version, repeat, package_version, created_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*row, __version__, now))
-                ids.append(int(cursor.lastrowid))
+                    f"model_version, repeat, package_version, created_at) VALUES {values} "
+                    "RETURNING id", [v for row in chunk for v in (*row, __version__, now)])
+                # ids ascend in the order of the rows (one writer at a time holds the lock)
+                ids += sorted(int(found[0]) for found in cursor.fetchall())
             return ids
         return self._write(insert)
 
@@ -491,7 +410,7 @@ class RatingStore:
 
     def _retract(self, select: str, params: Sequence[Any], rater: str,
                  session: str | None) -> int | None:
-        def insert(conn: sqlite3.Connection) -> int | None:
+        def insert(conn: Connection) -> int | None:
             row = conn.execute(select, params).fetchone()
             if row is None:
                 return None
@@ -506,7 +425,7 @@ class RatingStore:
         """One row of the history by id (e.g. the one :meth:`undo_last` retracted)."""
         frame = self._query(_JOINED.format(source="ratings") + " WHERE r.id = ?", (rating_id,))
         if frame.empty:
-            raise InputError(f"{self.path}: no rating with id {rating_id}.")
+            raise InputError(f"{self.address}: no rating with id {rating_id}.")
         return frame.iloc[0].to_dict()
 
     def current(self, *, repeat: bool | None = False, rater: str | None = None,
@@ -548,8 +467,8 @@ class RatingStore:
         key = self.lesion_key(subject, lesion)
         return self._write(lambda conn: int(conn.execute(
             "INSERT INTO consensus (lesion_key, label, method, decided_by, created_at, note, "
-            "package_version) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key, label, method, by, utc_now(), note, __version__)).lastrowid))
+            "package_version) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            (key, label, method, by, utc_now(), note, __version__)).fetchone()[0]))
 
     def retract_consensus(self, subject: str, lesion: int, *, by: str,
                           note: str | None = None) -> int | None:
@@ -561,15 +480,15 @@ class RatingStore:
         self._check_adjudicator(by)
         key = self.lesion_key(subject, lesion)
 
-        def insert(conn: sqlite3.Connection) -> int | None:
+        def insert(conn: Connection) -> int | None:
             live = conn.execute("SELECT id FROM live_consensus WHERE lesion_key = ?",
                                 (key,)).fetchone()
             if live is None:
                 return None
             return int(conn.execute(
                 "INSERT INTO consensus (lesion_key, action, retracts, decided_by, created_at, "
-                "note, package_version) VALUES (?, 'retract', ?, ?, ?, ?, ?)",
-                (key, live[0], by, utc_now(), note, __version__)).lastrowid)
+                "note, package_version) VALUES (?, 'retract', ?, ?, ?, ?, ?) RETURNING id",
+                (key, live[0], by, utc_now(), note, __version__)).fetchone()[0])
         return self._write(insert)
 
     def _check_adjudicator(self, by: str) -> None:
@@ -607,7 +526,7 @@ class RatingStore:
             raise InputError(f"predictions of model '{model_id}': probabilities must lie in "
                              "[0, 1] (NaN is not allowed). Fix the model output.")
         missing = pd.Series(None, index=predictions.index)
-        rows = [(self.lesion_key(s, n), model_id, p, _plain(sd), _plain(bald), now)
+        rows = [(self.lesion_key(s, n), model_id, _plain(p), _plain(sd), _plain(bald), now)
                 for s, n, p, sd, bald in zip(predictions["subject"], predictions["lesion"], probability,
                                              predictions.get("uncertainty_sd", missing),
                                              predictions.get("bald", missing), strict=True)]
@@ -627,8 +546,8 @@ class RatingStore:
             () if model_id is None else (model_id,))
 
     def integrity_check(self) -> str:
-        """SQLite's full ``integrity_check`` result (``"ok"`` when healthy)."""
-        return self._retry(lambda: self._conn.execute("PRAGMA integrity_check").fetchone()[0])
+        """The engine's check of the whole store (``"ok"`` when healthy)."""
+        return self.engine.integrity_check()
 
 
 _JOINED = (
@@ -664,7 +583,11 @@ def _check_new_id(name: str, kind: str) -> None:
 
 
 def _plain(value: Any) -> Any:
-    """numpy scalars -> Python numbers for sqlite3; NaN -> NULL."""
+    """numpy scalars -> Python numbers for the drivers; NaN -> NULL; booleans -> 0/1 (an
+    INTEGER column on both engines)."""
     if value is None or (isinstance(value, float) and value != value):
         return None
-    return value.item() if hasattr(value, "item") else value
+    value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, float) and value != value:  # a numpy NaN
+        return None
+    return int(value) if isinstance(value, bool) else value
