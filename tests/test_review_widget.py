@@ -273,6 +273,23 @@ def test_unblinded_project_shows_other_raters(dock, qtbot, tmp_path, manifest):
     assert "r2=prl" in widget.others.text() and widget.blind.isHidden()
 
 
+def test_rim_evidence_shows_on_the_lesion_unless_the_rater_is_blind(dock, qtbot, tmp_path, manifest, project_dir):
+    from napari_deep_prl.data.evidence import rim_evidence
+
+    root = tmp_path / "scores-shown"
+    with Project.init(root, manifest, {"blinding": {"show_predictions": True}}) as project:
+        expected = rim_evidence(project.load_subject("sub-01")).set_index("lesion").loc[1]
+    viewer, widget = dock()
+    assert opened(qtbot, widget, root) == ("sub-01", 1)
+    text = widget.evidence.text()
+    assert widget.evidence.isVisibleTo(widget) and text in all_text(widget)
+    assert f"{expected['diameter_mm']:.1f} mm across" in text
+    assert f"on {int(expected['rim_slices'])} consecutive slice(s)" in text
+    # the same lesion in a blind project (the default): no evidence
+    assert opened(qtbot, widget, project_dir) == ("sub-01", 1)
+    assert widget.evidence.isHidden() and "of the edge" not in all_text(widget)
+
+
 def test_small_lesions_stay_out_of_the_queue_when_the_project_says_so(dock, qtbot, tmp_path,
                                                                        write_subject):
     from conftest import blob_mask

@@ -46,6 +46,10 @@ TOOLTIPS = {
     "note": "Optional note saved with the consensus decision.",
     "decided": "List every lesion that already has a consensus decision, to revise or take it back.",
     "pair": "Raters compared in the confusion matrix.",
+    "evidence": "Measured on the susceptibility image, without the model (NAIMS's criteria as numbers): "
+                "the share of the lesion's edge, on the axial slices, with a band more paramagnetic than "
+                "the tissue just outside; the longest run of slices with a rim on at least two thirds of "
+                "the edge; the largest in-plane diameter. Hidden while a blind session is open.",
     # the model panel and its fine-tuning box
     "open": "A project folder (made with `deep-prl project init`): its subjects can be scored "
             "and the scores are stored as predictions.",
@@ -97,7 +101,9 @@ RETRACTED = "Decision taken back: {subject} lesion {lesion} waits for adjudicati
 NOTHING_TO_RETRACT = "This lesion has no decision to take back."
 LABELS_HIDDEN = ("Raters' labels and agreement are hidden while a blind rater session is open "
                  "in this viewer.")
-BLIND = "Blind mode: other raters' labels and model scores are hidden."
+BLIND = "Blind mode: other raters' labels, model scores and rim evidence are hidden."
+EVIDENCE = "Rim on {coverage} of the edge, on {slices} consecutive slice(s) · {diameter:.1f} mm across"
+EVIDENCE_NONE = "too small to judge"
 LOADING = "Loading {subject} ..."
 LOAD_FAILED_SHORT = "Could not load {subject}: see the message."
 

@@ -1,5 +1,5 @@
 """A subject as the review's canvas shows it: every contrast and the lesion labels in RAS order,
-grey windows and each lesion's box, prepared off the main thread (numpy only, no Qt)."""
+grey windows, each lesion's box and rim evidence, prepared off the main thread (no Qt)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_deep_prl._napari.slices import Orientation, default_window
+from napari_deep_prl.data.evidence import rim_evidence
 from napari_deep_prl.ratings.project import Project
 
 
@@ -25,7 +26,8 @@ class Target:
 @dataclass(frozen=True)
 class SubjectImages:
     """What the canvas needs of a subject, prepared off the main thread: every contrast and the
-    lesion labels viewed in RAS order, grey windows, and each lesion's bounding box."""
+    lesion labels viewed in RAS order, grey windows, each lesion's bounding box, and each
+    lesion's rim evidence by id (:func:`~napari_deep_prl.data.evidence.rim_evidence`'s columns)."""
 
     key: str
     volumes: dict[str, np.ndarray]
@@ -33,6 +35,7 @@ class SubjectImages:
     orientation: Orientation
     windows: dict[str, tuple[float, float]]
     boxes: dict[int, tuple[slice, ...]]
+    evidence: dict[int, dict[str, float]]
 
     @property
     def zooms(self) -> np.ndarray:
@@ -56,4 +59,5 @@ def prepare_subject(project: Project, subject: str) -> SubjectImages:
     boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels))
              if box is not None}
     windows = {name: default_window(name, data) for name, data in volumes.items()}
-    return SubjectImages(subject, volumes, labels, orientation, windows, boxes)
+    evidence = rim_evidence(loaded).set_index("lesion").to_dict("index")
+    return SubjectImages(subject, volumes, labels, orientation, windows, boxes, evidence)
