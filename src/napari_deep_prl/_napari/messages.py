@@ -61,6 +61,8 @@ TOOLTIPS = {
                 "threshold, or all together, as many of the most probable as maximise the F1 "
                 "their calibrated probabilities expect (for a study's PRL counts; calibrated "
                 "models only).",
+    "saliency": "Add a layer showing where the network looks on the selected lesion's patch "
+                "(gradient x input: how much each voxel moves the PRL decision, 0-1). Hidden in blind mode.",
     "blind": "Raters must not see model scores while labelling: hides probabilities, colours "
              "and the PRL count.",
     "source": "Which labels to learn from: the consensus, or one rater's labels (imported PRL "
@@ -104,6 +106,8 @@ LABELS_HIDDEN = ("Raters' labels and agreement are hidden while a blind rater se
 BLIND = "Blind mode: other raters' labels, model scores and rim evidence are hidden."
 EVIDENCE = "Rim on {coverage} of the edge, on {slices} consecutive slice(s) · {diameter:.1f} mm across"
 EVIDENCE_NONE = "too small to judge"
+SALIENCY_NEEDS = ("Select a lesion in the table first; saliency maps are model output, so they are not "
+                  "shown in blind mode.")
 LOADING = "Loading {subject} ..."
 LOAD_FAILED_SHORT = "Could not load {subject}: see the message."
 
