@@ -85,7 +85,7 @@ def test_blind_mode_hides_every_score(panel, qtbot):
     assert "prl_probability" not in layer.features and len(layer.data) == 3
     hidden = {panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())
               if panel.table.isColumnHidden(c)}
-    assert hidden == {"P(PRL)", "PRL", "SD", "BALD"}
+    assert hidden == {"P(PRL)", "PRL", "SD", "BALD", "rim", "rim slices"}
     assert panel.count.isHidden() and panel.colour_bar.isHidden()
     panel.set_blind(False)
     assert "prl_probability" in panel.viewer.layers[POINTS_NAME].features
@@ -250,6 +250,9 @@ def test_saliency_button_overlays_the_selected_lesions_patch_unless_blind(panel,
     lesion = int(panel.table.item(1, 1).text())
     with qtbot.waitSignal(panel.viewer.layers.events.inserted, timeout=20000):
         qtbot.mouseClick(panel.saliency_button, Qt.MouseButton.LeftButton)
+    headers = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
+    rim = panel.table.item(1, headers.index("rim slices")).text()
+    assert rim.isdigit()  # the rim evidence, measured for the subject shown
     layer = panel.viewer.layers[f"sub-02 lesion {lesion} saliency"]
     size = panel.state.checkpoints[0].patch_config.size
     assert layer.data.shape == (size,) * 3 and np.isfinite(layer.data).all()

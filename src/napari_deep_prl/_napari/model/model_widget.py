@@ -57,6 +57,7 @@ from napari_deep_prl._napari.model.scoring_table import (
 from napari_deep_prl._napari.widget_parts import scrolling_column
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.data.evidence import rim_evidence
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.model.checkpoint import Checkpoint, load_models
@@ -258,7 +259,8 @@ class ModelPanel(QWidget):
             shown = subjects[0] if subjects else project.cohort.ids[0]
             loaded = project.load_subject(shown)
             mine = stored.loc[stored["subject"] == shown, ["lesion", "prl_probability", "uncertainty_sd", "bald"]]
-            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left")
+            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left").merge(
+                rim_evidence(loaded), on="lesion", how="left")  # evidence: measured, not stored
             return loaded, table, model_version(checkpoints)
 
         return self._start(run, description, self._show_project_scores)

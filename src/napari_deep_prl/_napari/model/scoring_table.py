@@ -3,7 +3,7 @@
 The points sit at the lesion centres (voxel coordinates with the subject's affine, so they land
 on the images) and are coloured by PRL probability with :data:`COLORMAP` on a fixed 0–1 scale,
 so a colour means the same probability on every subject; :class:`ColourBar` is its legend.
-In blind mode the layer carries positions only and the table no score column: a rater cannot
+In blind mode the layer carries positions only and the table no score or rim evidence column: a rater cannot
 read a score from the layer's features either. A lesion's saliency map (:func:`show_saliency`)
 is an image layer over its patch, removed in blind mode.
 """
@@ -28,10 +28,12 @@ if TYPE_CHECKING:
     from napari_deep_prl.model.saliency import Saliency
 
 COLORMAP = "viridis"
-#: Table columns: (data column, header, shows a model score).
+#: Table columns: (data column, header, hidden in blind mode: a model score, or the rim
+#: evidence, a reading a rater must not see before labelling).
 COLUMNS = (("subject", "subject", False), ("lesion", "lesion", False),
-           ("volume_mm3", "volume mm³", False), ("prl_probability", "P(PRL)", True),
-           ("prl", "PRL", True), ("uncertainty_sd", "SD", True), ("bald", "BALD", True))
+           ("volume_mm3", "volume mm³", False), ("diameter_mm", "Ø mm", False),
+           ("prl_probability", "P(PRL)", True), ("prl", "PRL", True), ("uncertainty_sd", "SD", True),
+           ("bald", "BALD", True), ("rim_coverage", "rim", True), ("rim_slices", "rim slices", True))
 POINTS_NAME = "PRL scores"
 
 
