@@ -68,7 +68,7 @@ def test_scoring_a_subject_fills_layer_table_and_store(panel, setup, qtbot):
 def test_table_click_moves_the_viewer_to_the_lesion(panel, qtbot):
     run_job(qtbot, panel.score_subject())
     table = panel.table
-    table.sortItems(3)  # P(PRL), ascending
+    table.sortItems(4)  # P(PRL), ascending
     for row in (2, 0):
         table.setCurrentCell(row, 0)
         lesion = int(table.item(row, 1).text())
