@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_deep_prl.data.evidence import EVIDENCE_COLUMNS, rim_evidence, slice_axis
+from napari_deep_prl.data.evidence import EVIDENCE_COLUMNS, evidence_table, rim_evidence, slice_axis
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.model.metrics import roc_auc
 from napari_deep_prl.simulate import simulate_subject
@@ -66,6 +66,17 @@ def test_slices_are_axial_whatever_the_array_order() -> None:
     assert slice_axis(np.eye(4)) == 2
     permuted = np.array([[0, 0, 1, 0], [1, 0, 0, 0], [0, -1.2, 0, 0], [0, 0, 0, 1]], float)
     assert slice_axis(permuted) == 1  # the second array axis runs inferior-superior
+
+
+def test_the_numbers_do_not_depend_on_the_voxel_order():
+    """The review measures the lesion on RAS-ordered arrays, deep-prl score on the file's: the
+    same planes, flipped or transposed, give the same numbers."""
+    subject = _ball_subject("half")
+    image, labels = subject.images["qsm"], subject.labels
+    expected = rim_evidence(subject)
+    reordered = [np.flip(a.transpose(2, 0, 1), axis=1) for a in (image, labels)]  # axial axis first
+    measured = evidence_table(reordered[0], "qsm", reordered[1], (1.0, 1.0, 1.0), 0)
+    pd.testing.assert_frame_equal(measured, expected)
 
 
 @pytest.fixture(scope="module")

@@ -43,6 +43,8 @@ rim; a vein running inside the lesion's edge reads as a rim over the sectors it 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from scipy import ndimage
@@ -83,17 +85,25 @@ def slice_axis(affine: np.ndarray) -> int:
 def rim_evidence(subject: Subject, labels: np.ndarray | None = None) -> pd.DataFrame:
     """One row per lesion of ``labels`` (default: the subject's): ``lesion`` and
     :data:`EVIDENCE_COLUMNS` (see the module doc), lesions in id order."""
-    labels = subject.labels if labels is None else labels
-    image = paramagnetic_sign(subject.susceptibility) * subject.images[subject.susceptibility]
-    zooms = np.asarray(subject.zooms)
-    axis = slice_axis(subject.affine)
+    contrast = subject.susceptibility
+    return evidence_table(subject.images[contrast], contrast, subject.labels if labels is None else labels,
+                          subject.zooms, slice_axis(subject.affine))
+
+
+def evidence_table(image: np.ndarray, contrast: str, labels: np.ndarray, zooms: Sequence[float], axis: int,
+                   boxes: dict[int, tuple[slice, ...]] | None = None) -> pd.DataFrame:
+    """:func:`rim_evidence` of a susceptibility ``image`` (``contrast`` ``"phase"`` or ``"qsm"``)
+    and its lesion ``labels`` on one grid of voxel size ``zooms``, axial slices across ``axis``;
+    ``boxes``: the lesions to measure by id, with their bounding boxes (default: every lesion)."""
+    if boxes is None:
+        boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels)) if box is not None}
+    zooms = np.asarray(zooms, dtype=float)
     pad = np.ceil(max(TISSUE_MM[1], RIM_OUTSIDE_MM) / zooms).astype(int) + 1
+    sign = paramagnetic_sign(contrast)
     rows = []
-    for index, box in enumerate(ndimage.find_objects(labels)):
-        if box is None:
-            continue
+    for lesion, box in sorted(boxes.items()):
         box = tuple(slice(max(0, s.start - p), min(n, s.stop + p)) for s, p, n in zip(box, pad, labels.shape))
-        rows.append((index + 1, *lesion_evidence(image[box], labels[box], index + 1, zooms, axis)))
+        rows.append((lesion, *lesion_evidence(sign * image[box], labels[box], lesion, zooms, axis)))
     table = pd.DataFrame(rows, columns=["lesion", *EVIDENCE_COLUMNS])
     return table.astype({"lesion": np.int64, "rim_coverage": float, "rim_slices": np.int64, "diameter_mm": float})
 

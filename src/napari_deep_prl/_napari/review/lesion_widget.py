@@ -223,12 +223,13 @@ class LesionWidget(QWidget):
         return False
 
     def show_evidence(self) -> None:
-        """The rim evidence of the lesion on screen (:mod:`napari_deep_prl.data.evidence`), hidden
-        like model scores while a blind session is open in this viewer: it reads the images as a
-        rater would, and a rater labels before seeing another reading."""
+        """The rim evidence of the lesion on screen (:mod:`napari_deep_prl.data.evidence`; measured
+        when shown, in milliseconds), hidden like model scores while a blind session is open in
+        this viewer: it reads the images as a rater would, and a rater labels before seeing another
+        reading."""
         target = self.display.target
         images = None if target is None else self.display.cache.get(target[0])
-        row = None if images is None or self.board.hide_scores else images.evidence.get(target[1])
+        row = None if images is None or self.board.hide_scores else images.evidence(target[1])
         self.evidence.setVisible(row is not None)
         if row is not None:
             coverage = row["rim_coverage"]

@@ -1,5 +1,5 @@
 """A subject as the review's canvas shows it: every contrast and the lesion labels in RAS order,
-grey windows, each lesion's box and rim evidence, prepared off the main thread (no Qt)."""
+grey windows and each lesion's box, prepared off the main thread (numpy only, no Qt)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_deep_prl._napari.slices import Orientation, default_window
-from napari_deep_prl.data.evidence import rim_evidence
+from napari_deep_prl.data.evidence import EVIDENCE_COLUMNS, evidence_table
 from napari_deep_prl.ratings.project import Project
 
 
@@ -26,8 +26,7 @@ class Target:
 @dataclass(frozen=True)
 class SubjectImages:
     """What the canvas needs of a subject, prepared off the main thread: every contrast and the
-    lesion labels viewed in RAS order, grey windows, each lesion's bounding box, and each
-    lesion's rim evidence by id (:func:`~napari_deep_prl.data.evidence.rim_evidence`'s columns)."""
+    lesion labels viewed in RAS order, grey windows, and each lesion's bounding box."""
 
     key: str
     volumes: dict[str, np.ndarray]
@@ -35,12 +34,22 @@ class SubjectImages:
     orientation: Orientation
     windows: dict[str, tuple[float, float]]
     boxes: dict[int, tuple[slice, ...]]
-    evidence: dict[int, dict[str, float]]
 
     @property
     def zooms(self) -> np.ndarray:
         """Voxel size (mm) along the RAS-ordered axes."""
         return self.orientation.zooms
+
+    def evidence(self, lesion: int) -> dict[str, float] | None:
+        """The lesion's rim evidence (:data:`~napari_deep_prl.data.evidence.EVIDENCE_COLUMNS`),
+        measured now (milliseconds: a box around the lesion) on the susceptibility image, whose
+        RAS order makes the third axis the axial slices' normal; ``None`` for an unknown lesion."""
+        box = self.boxes.get(int(lesion))
+        if box is None:
+            return None
+        contrast, image = next(iter(self.volumes.items()))  # the susceptibility image comes first
+        row = evidence_table(image, contrast, self.labels, self.zooms, 2, {int(lesion): box}).iloc[0]
+        return {column: row[column] for column in EVIDENCE_COLUMNS}
 
     def target(self, lesion: int, voxel: tuple[float, float, float]) -> Target:
         """A lesion given by its centre in the file's voxel order."""
@@ -59,5 +68,4 @@ def prepare_subject(project: Project, subject: str) -> SubjectImages:
     boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels))
              if box is not None}
     windows = {name: default_window(name, data) for name, data in volumes.items()}
-    evidence = rim_evidence(loaded).set_index("lesion").to_dict("index")
-    return SubjectImages(subject, volumes, labels, orientation, windows, boxes, evidence)
+    return SubjectImages(subject, volumes, labels, orientation, windows, boxes)
