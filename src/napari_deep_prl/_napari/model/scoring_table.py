@@ -3,9 +3,9 @@
 The points sit at the lesion centres (voxel coordinates with the subject's affine, so they land
 on the images) and are coloured by PRL probability with :data:`COLORMAP` on a fixed 0–1 scale,
 so a colour means the same probability on every subject; :class:`ColourBar` is its legend.
-In blind mode the layer carries positions only and the table no score or rim evidence column: a rater cannot
-read a score from the layer's features either. A lesion's saliency map (:func:`show_saliency`)
-is an image layer over its patch, removed in blind mode.
+In blind mode the layer carries positions only and the table no score or rim evidence column:
+a rater cannot read a score from the layer's features either. A lesion's saliency map
+(:func:`show_saliency`) is an image layer over its patch, removed in blind mode.
 """
 
 from __future__ import annotations
