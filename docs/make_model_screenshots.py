@@ -70,7 +70,7 @@ def main() -> None:
     counts = project_scores(panel.state.project, panel.state.checkpoints, version, "expected_f1").subjects
     panel.subject.setCurrentText(counts.sort_values("prl_count")["subject"].iloc[-1])
     wait(app, panel.score_subject())  # stored already: shows the subject with the most PRLs
-    panel.table.sortItems(3, Qt.SortOrder.DescendingOrder)  # most likely PRL first
+    panel.table.sortItems(4, Qt.SortOrder.DescendingOrder)  # most likely PRL first
     panel.table.setCurrentCell(0, 0)
     settle(app)
     IMAGES.mkdir(exist_ok=True)

@@ -131,18 +131,23 @@ def test_a_blind_session_hides_scores_and_labels_in_every_widget(lab, qtbot):
     assert "P(PRL)" in [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())
                         if not panel.table.isColumnHidden(c)]
     assert adjudication.ratings.isVisibleTo(adjudication)
+    assert adjudication.evidence.isVisibleTo(adjudication) and "of the edge" in adjudication.evidence.text()
 
     shown_after(qtbot, review, lambda: review.open_project(root, "r1"))
     assert "prl_probability" not in viewer.layers[POINTS_NAME].features
-    assert all(panel.table.isColumnHidden(c) for c in (3, 4, 5, 6))
+    hidden = {panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())
+              if panel.table.isColumnHidden(c)}
+    assert hidden == {"P(PRL)", "PRL", "SD", "BALD", "rim", "rim slices"}
     assert not panel.count.isVisibleTo(panel) and not panel.blind.isEnabled()
     assert not adjudication.ratings.isVisibleTo(adjudication)
     assert not adjudication.stats.isVisibleTo(adjudication)
     assert "r2" not in all_text(adjudication)
+    assert "of the edge" not in all_text(adjudication) + all_text(review)
 
     review.close_project()
     assert "prl_probability" in viewer.layers[POINTS_NAME].features
     assert panel.count.isVisibleTo(panel) and adjudication.ratings.isVisibleTo(adjudication)
+    assert adjudication.evidence.isVisibleTo(adjudication)
 
 
 def test_a_model_order_ranks_again_when_the_model_panel_stores_new_scores(lab, qtbot):

@@ -68,7 +68,7 @@ def test_scoring_a_subject_fills_layer_table_and_store(panel, setup, qtbot):
 def test_table_click_moves_the_viewer_to_the_lesion(panel, qtbot):
     run_job(qtbot, panel.score_subject())
     table = panel.table
-    table.sortItems(3)  # P(PRL), ascending
+    table.sortItems(4)  # P(PRL), ascending
     for row in (2, 0):
         table.setCurrentCell(row, 0)
         lesion = int(table.item(row, 1).text())
@@ -85,7 +85,7 @@ def test_blind_mode_hides_every_score(panel, qtbot):
     assert "prl_probability" not in layer.features and len(layer.data) == 3
     hidden = {panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())
               if panel.table.isColumnHidden(c)}
-    assert hidden == {"P(PRL)", "PRL", "SD", "BALD"}
+    assert hidden == {"P(PRL)", "PRL", "SD", "BALD", "rim", "rim slices"}
     assert panel.count.isHidden() and panel.colour_bar.isHidden()
     panel.set_blind(False)
     assert "prl_probability" in panel.viewer.layers[POINTS_NAME].features
@@ -240,3 +240,30 @@ def test_the_panel_and_the_command_line_give_each_lesion_the_same_scores(make_na
     features = widget.viewer.layers[POINTS_NAME].features
     np.testing.assert_allclose(features["prl_probability"], widget.scores["prl_probability"])
     same(project_scores(project, widget.state.checkpoints, widget._version, widget.decision_name).lesions)  # all 9
+
+
+def test_saliency_button_overlays_the_selected_lesions_patch_unless_blind(panel, qtbot):
+    panel.subject.setCurrentText("sub-02")
+    run_job(qtbot, panel.score_subject())
+    assert panel.show_saliency() is None  # no lesion selected yet
+    panel.table.setCurrentCell(1, 0)
+    lesion = int(panel.table.item(1, 1).text())
+    with qtbot.waitSignal(panel.viewer.layers.events.inserted, timeout=20000):
+        qtbot.mouseClick(panel.saliency_button, Qt.MouseButton.LeftButton)
+    headers = [panel.table.horizontalHeaderItem(c).text() for c in range(panel.table.columnCount())]
+    rim = panel.table.item(1, headers.index("rim slices")).text()
+    assert rim.isdigit()  # the rim evidence, measured for the subject shown
+    layer = panel.viewer.layers[f"sub-02 lesion {lesion} saliency"]
+    size = panel.state.checkpoints[0].patch_config.size
+    assert layer.data.shape == (size,) * 3 and np.isfinite(layer.data).all()
+    # the patch's centre voxel lands on the lesion's rounded centre of mass, in world mm
+    record = panel.scores.set_index("lesion").loc[lesion]
+    phase = panel.viewer.layers["sub-02 phase"]
+    centre = np.rint(record[["x", "y", "z"]].to_numpy(float))
+    expected = phase.affine.affine_matrix @ np.append(centre, 1.0)
+    placed = layer.affine.affine_matrix @ np.append([size // 2] * 3, 1.0)
+    np.testing.assert_allclose(placed, expected, atol=1e-6)
+    panel.set_blind(True)  # model output: gone in blind mode, and not made again
+    assert not any("saliency" in layer.metadata for layer in panel.viewer.layers)
+    assert panel.show_saliency() is None
+    panel.set_blind(False)

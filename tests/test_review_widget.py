@@ -10,6 +10,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QPushButton
 from review_support import all_text, burst, current_ratings, press, shown_after
 
+from napari_deep_prl._napari import messages
 from napari_deep_prl._napari.keybindings import REVIEW_KEYS
 from napari_deep_prl._napari.review import lesion_display
 from napari_deep_prl._napari.review.review_widget import ReviewWidget
@@ -271,6 +272,25 @@ def test_unblinded_project_shows_other_raters(dock, qtbot, tmp_path, manifest):
     viewer, widget = dock()
     opened(qtbot, widget, root)
     assert "r2=prl" in widget.others.text() and widget.blind.isHidden()
+
+
+def test_rim_evidence_shows_on_the_lesion_unless_the_rater_is_blind(dock, qtbot, tmp_path, manifest, project_dir):
+    from napari_deep_prl.data.evidence import rim_evidence
+
+    root = tmp_path / "scores-shown"
+    with Project.init(root, manifest, {"blinding": {"show_predictions": True}}) as project:
+        expected = rim_evidence(project.load_subject("sub-01")).set_index("lesion").loc[1]
+    viewer, widget = dock()
+    assert opened(qtbot, widget, root) == ("sub-01", 1)
+    # the numbers of the lesion on screen, as deep-prl score measures them on the file's grid
+    coverage = expected["rim_coverage"]
+    assert widget.evidence.text() == messages.EVIDENCE.format(
+        coverage=messages.EVIDENCE_NONE if np.isnan(coverage) else f"{coverage:.0%}",
+        slices=int(expected["rim_slices"]), diameter=expected["diameter_mm"])
+    assert widget.evidence.isVisibleTo(widget) and widget.evidence.text() in all_text(widget)
+    # the same lesion in a blind project (the default): no evidence
+    assert opened(qtbot, widget, project_dir) == ("sub-01", 1)
+    assert widget.evidence.isHidden() and "of the edge" not in all_text(widget)
 
 
 def test_small_lesions_stay_out_of_the_queue_when_the_project_says_so(dock, qtbot, tmp_path,

@@ -49,6 +49,10 @@ TOOLTIPS = {
     "report": "Write the reliability report (one HTML file: kappa, Gwet's AC1, PABAK, "
               "Krippendorff's alpha, sensitivity and specificity, the PRL count ICC, with "
               "patient-bootstrap CIs and a methods paragraph), as `deep-prl ratings report` does.",
+    "evidence": "Measured on the susceptibility image, without the model (NAIMS's criteria as numbers): "
+                "the share of the lesion's edge, on the axial slices, with a band more paramagnetic than "
+                "the tissue just outside; the longest run of slices with a rim on at least two thirds of "
+                "the edge; the largest in-plane diameter. Hidden while a blind session is open.",
     # the model panel and its fine-tuning box
     "open": "A project folder (made with `deep-prl project init`): its subjects can be scored "
             "and the scores are stored as predictions.",
@@ -60,6 +64,8 @@ TOOLTIPS = {
                 "threshold, or all together, as many of the most probable as maximise the F1 "
                 "their calibrated probabilities expect (for a study's PRL counts; calibrated "
                 "models only).",
+    "saliency": "Add a layer showing where the network looks on the selected lesion's patch "
+                "(gradient x input: how much each voxel moves the PRL decision, 0-1). Hidden in blind mode.",
     "blind": "Raters must not see model scores while labelling: hides probabilities, colours "
              "and the PRL count.",
     "source": "Which labels to learn from: the consensus, or one rater's labels (imported PRL "
@@ -100,7 +106,11 @@ RETRACTED = "Decision taken back: {subject} lesion {lesion} waits for adjudicati
 NOTHING_TO_RETRACT = "This lesion has no decision to take back."
 LABELS_HIDDEN = ("Raters' labels and agreement are hidden while a blind rater session is open "
                  "in this viewer.")
-BLIND = "Blind mode: other raters' labels and model scores are hidden."
+BLIND = "Blind mode: other raters' labels, model scores and rim evidence are hidden."
+EVIDENCE = "Rim on {coverage} of the edge, on {slices} consecutive slice(s) · {diameter:.1f} mm across"
+EVIDENCE_NONE = "too small to judge"
+SALIENCY_NEEDS = ("Select a lesion in the table first; saliency maps are model output, so they are not "
+                  "shown in blind mode.")
 LOADING = "Loading {subject} ..."
 LOAD_FAILED_SHORT = "Could not load {subject}: see the message."
 

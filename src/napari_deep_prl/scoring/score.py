@@ -35,6 +35,10 @@ carry ``prl_truth`` (:func:`napari_deep_prl.data.lesions.lesion_table`'s ``prl``
 label table leaves out) and :func:`truth_metrics` scores the decisions against it: an
 independent test set is scored and evaluated in one call.
 
+Each row also carries what a rater can check without the model: the lesion's size
+(``volume_voxels``, ``diameter_mm``) and its rim evidence (``rim_coverage``, ``rim_slices``),
+measured on the susceptibility image by :func:`napari_deep_prl.data.evidence.rim_evidence`.
+
 Per subject: the number of lesions, the PRL count, and the ``prl_ge1`` / ``prl_ge4`` flags (at
 least one / at least four PRLs) used as diagnostic and prognostic markers in the literature.
 
@@ -61,6 +65,7 @@ from napari_deep_prl.base.errors import InputError, InputWarning
 from napari_deep_prl.base.filenames import file_components, output_path
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.base.tables import write_nifti
+from napari_deep_prl.data.evidence import EVIDENCE_COLUMNS, rim_evidence
 from napari_deep_prl.data.images import Subject, SubjectPaths
 from napari_deep_prl.data.lesions import (
     Lesions,
@@ -90,9 +95,11 @@ from napari_deep_prl.model.metrics import (
     roc_auc,
 )
 
-#: Columns of a scored lesion table, wherever it was scored (:func:`score_subject`).
+#: Columns of a scored lesion table, wherever it was scored (:func:`score_subject`); the last
+#: ones are the lesion's size and rim evidence (:mod:`napari_deep_prl.data.evidence`).
 SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
-                 "prl_probability", "prl", "uncertainty_sd", "bald", "confluent")
+                 "prl_probability", "prl", "uncertainty_sd", "bald", "confluent", "volume_voxels",
+                 *EVIDENCE_COLUMNS)
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
 
@@ -143,6 +150,10 @@ def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesion
     out["uncertainty_sd"] = prediction.uncertainty_sd
     out["bald"] = prediction.bald
     out["confluent"] = table["confluent"].to_numpy()
+    out["volume_voxels"] = table["volume_voxels"].to_numpy()
+    evidence = rim_evidence(subject, lesions.labels).set_index("lesion")
+    for column in EVIDENCE_COLUMNS:
+        out[column] = out["lesion"].map(evidence[column]).to_numpy()
     if "prl" in table:
         out["prl_truth"] = table["prl"].astype("Int64")  # NA: a lesion the label table leaves out
     return out.reset_index(drop=True)

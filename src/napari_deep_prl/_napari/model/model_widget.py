@@ -41,7 +41,7 @@ from qtpy.QtWidgets import (
 from napari_deep_prl._napari.board import board
 from napari_deep_prl._napari.jobs import Job
 from napari_deep_prl._napari.layers import subject_layers
-from napari_deep_prl._napari.messages import SCORES_HIDDEN, TOOLTIPS
+from napari_deep_prl._napari.messages import SALIENCY_NEEDS, SCORES_HIDDEN, TOOLTIPS
 from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
 from napari_deep_prl._napari.model.model_state import ModelState
 from napari_deep_prl._napari.model.model_text import describe_checkpoint
@@ -50,14 +50,18 @@ from napari_deep_prl._napari.model.scoring_table import (
     ScoringTable,
     go_to,
     kept_selection,
+    remove_saliency,
     show_points,
+    show_saliency,
 )
 from napari_deep_prl._napari.widget_parts import scrolling_column
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.data.evidence import rim_evidence
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.model.checkpoint import Checkpoint, load_models
+from napari_deep_prl.model.saliency import Saliency, lesion_saliency
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.scoring.project import model_version, project_scores, score_project
 from napari_deep_prl.scoring.score import score_subject
@@ -68,12 +72,14 @@ DECISION_NAMES = {"each lesion at the model's threshold": "validation",
                   "the project's scored lesions together": "expected_f1"}
 
 
-def subject_from_layers(viewer: napari.Viewer) -> Subject:
-    """The subject whose phase, MP2RAGE and lesion layers are in the viewer (reader/sample)."""
+def subject_from_layers(viewer: napari.Viewer, subject: str | None = None) -> Subject:
+    """The subject whose phase, MP2RAGE and lesion layers are in the viewer (reader/sample);
+    the first one, or the one named ``subject``."""
     by_role: dict[str, napari.layers.Layer] = {}
     for layer in viewer.layers:
         for role in ("phase", "mp2rage", "lesions"):
-            if layer.name.endswith(f" {role}") and "subject" in layer.metadata:
+            if layer.name.endswith(f" {role}") and layer.metadata.get("subject", None) is not None \
+                    and subject in (None, layer.metadata["subject"]):
                 by_role.setdefault(role, layer)
     missing = [r for r in ("phase", "mp2rage", "lesions") if r not in by_role]
     if missing:
@@ -105,6 +111,8 @@ class ModelPanel(QWidget):
         self._affines: dict[str, np.ndarray] = {}
         #: Model version of the project's scores on show (None: no project scores shown).
         self._version: str | None = None
+        #: The lesion selected in the table: subject, lesion.
+        self._selected: tuple[str, int] | None = None
 
         self.open_button = QPushButton("Open project…")
         self.project_label = QLabel("no project: scoring the subject in the viewer")
@@ -130,11 +138,12 @@ class ModelPanel(QWidget):
         self.summary.setWordWrap(True)
         self.colour_bar = ColourBar()
         self.table = ScoringTable()
+        self.saliency_button = QPushButton("Saliency of the selected lesion")
         self.finetune = FinetuneBox(self.state)
         for name, widget in (("open", self.open_button), ("load", self.load_button),
                              ("score", self.score_button),
                              ("score_all", self.score_all_button), ("blind", self.blind),
-                             ("decision", self.decision)):
+                             ("decision", self.decision), ("saliency", self.saliency_button)):
             widget.setToolTip(TOOLTIPS[name])
 
         form = QFormLayout()
@@ -154,12 +163,13 @@ class ModelPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scrolling_column((controls, self.bar, self.blind, self.hidden, self.count,
                                            self.summary, self.colour_bar, self.table,
-                                           self.finetune)))
+                                           self.saliency_button, self.finetune)))
 
         self.open_button.clicked.connect(self._choose_project)
         self.load_button.clicked.connect(self._choose_model)
         self.score_button.clicked.connect(self.score_subject)
         self.score_all_button.clicked.connect(self.score_project)
+        self.saliency_button.clicked.connect(self.show_saliency)
         self.cancel_button.clicked.connect(self.state.cancel)
         self.blind.toggled.connect(self.set_blind)
         self.decision.currentTextChanged.connect(self.decide)
@@ -249,7 +259,8 @@ class ModelPanel(QWidget):
             shown = subjects[0] if subjects else project.cohort.ids[0]
             loaded = project.load_subject(shown)
             mine = stored.loc[stored["subject"] == shown, ["lesion", "prl_probability", "uncertainty_sd", "bald"]]
-            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left")
+            table = find_lesions(loaded).table.merge(mine, on="lesion", how="left").merge(
+                rim_evidence(loaded), on="lesion", how="left")  # evidence: measured, not stored
             return loaded, table, model_version(checkpoints)
 
         return self._start(run, description, self._show_project_scores)
@@ -310,6 +321,30 @@ class ModelPanel(QWidget):
         self.count.setText(f"{subject}: {int(table['prl'].sum())} PRL(s) of {len(table)} lesions")
         self.set_blind(self.blind.isChecked())  # draws the points layer, blind or not
 
+    def show_saliency(self) -> Job | None:
+        """Overlay where the network looks on the selected lesion's patch
+        (:func:`~napari_deep_prl.model.saliency.lesion_saliency`): model output, so not in blind mode."""
+        if self._selected is None or self.blind.isChecked() or self.board.hide_scores:
+            show_error(SALIENCY_NEEDS)
+            return None
+        name, lesion = self._selected
+        try:
+            subject = subject_from_layers(self.viewer, name)
+        except DeepPRLError as err:
+            show_error(str(err))
+            return None
+        checkpoints = self.state.checkpoints
+
+        def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, int, Saliency]]:
+            yield Progress(0, 1, "subject", name)
+            return subject, lesion, lesion_saliency(checkpoints, subject, find_lesions(subject), lesion)
+
+        return self._start(run, f"Saliency of {name} lesion {lesion}", self._add_saliency)
+
+    def _add_saliency(self, result: tuple[Subject, int, Saliency]) -> None:
+        if not (self.blind.isChecked() or self.board.hide_scores):  # not blinded while it ran
+            show_saliency(self.viewer, *result)
+
     # -- display --------------------------------------------------------------------------
 
     def set_blind(self, blind: bool) -> None:
@@ -319,6 +354,8 @@ class ModelPanel(QWidget):
             self.blind.setChecked(blind)  # re-enters through the toggled signal
             return
         blind = blind or self.board.hide_scores
+        if blind:  # a saliency map is model output too
+            remove_saliency(self.viewer)
         self.table.set_blind(blind)
         self.count.setVisible(not blind)
         self.summary.setVisible(not blind)
@@ -342,6 +379,7 @@ class ModelPanel(QWidget):
         self.set_blind(self.blind.isChecked())
 
     def _go_to_lesion(self, subject: str, lesion: int, world: np.ndarray) -> None:
+        self._selected = (subject, lesion)
         go_to(self.viewer, world)
 
     def _enable(self) -> None:
@@ -350,6 +388,7 @@ class ModelPanel(QWidget):
         ready = bool(self.state.checkpoints) and not busy
         self.score_button.setEnabled(ready)
         self.score_all_button.setEnabled(ready and project is not None)
+        self.saliency_button.setEnabled(ready)
         self.load_button.setEnabled(not busy)
         self.open_button.setEnabled(not busy)
         self.decision.setEnabled(project is not None and not busy)

@@ -3,14 +3,16 @@
 The points sit at the lesion centres (voxel coordinates with the subject's affine, so they land
 on the images) and are coloured by PRL probability with :data:`COLORMAP` on a fixed 0–1 scale,
 so a colour means the same probability on every subject; :class:`ColourBar` is its legend.
-In blind mode the layer carries positions only and the table no score column: a rater cannot
-read a score from the layer's features either.
+In blind mode the layer carries positions only and the table no score or rim evidence column:
+a rater cannot read a score from the layer's features either. A lesion's saliency map
+(:func:`show_saliency`) is an image layer over its patch, removed in blind mode.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import napari
 import numpy as np
@@ -21,11 +23,17 @@ from qtpy.QtCore import Qt, Signal
 from qtpy.QtGui import QColor, QLinearGradient, QPainter, QPaintEvent
 from qtpy.QtWidgets import QAbstractItemView, QTableWidget, QTableWidgetItem, QWidget
 
+if TYPE_CHECKING:
+    from napari_deep_prl.data.images import Subject
+    from napari_deep_prl.model.saliency import Saliency
+
 COLORMAP = "viridis"
-#: Table columns: (data column, header, shows a model score).
+#: Table columns: (data column, header, hidden in blind mode: a model score, or the rim
+#: evidence, a reading a rater must not see before labelling).
 COLUMNS = (("subject", "subject", False), ("lesion", "lesion", False),
-           ("volume_mm3", "volume mm³", False), ("prl_probability", "P(PRL)", True),
-           ("prl", "PRL", True), ("uncertainty_sd", "SD", True), ("bald", "BALD", True))
+           ("volume_mm3", "volume mm³", False), ("diameter_mm", "Ø mm", False),
+           ("prl_probability", "P(PRL)", True), ("prl", "PRL", True), ("uncertainty_sd", "SD", True),
+           ("bald", "BALD", True), ("rim_coverage", "rim", True), ("rim_slices", "rim slices", True))
 POINTS_NAME = "PRL scores"
 
 
@@ -156,3 +164,21 @@ def go_to(viewer: napari.Viewer, world: np.ndarray) -> None:
     viewer.dims.set_point(range(3), tuple(float(v) for v in world))
     camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera  # napari < 0.9
     camera.center = tuple(float(world[d]) for d in viewer.dims.displayed)
+
+
+def show_saliency(viewer: napari.Viewer, subject: Subject, lesion: int, saliency: Saliency) -> None:
+    """Overlay a lesion's saliency map on its patch's place (replacing an earlier one of it)."""
+    name = f"{subject.subject} lesion {lesion} saliency"
+    if name in viewer.layers:
+        viewer.layers.remove(name)
+    shift = np.eye(4)
+    shift[:3, 3] = saliency.origin
+    viewer.add_image(saliency.map, name=name, affine=subject.affine @ shift, colormap="inferno",
+                     blending="additive", opacity=0.6, contrast_limits=(0.0, 1.0),
+                     metadata={"saliency": subject.subject})
+
+
+def remove_saliency(viewer: napari.Viewer) -> None:
+    """Remove every saliency layer (blind mode shows no model output)."""
+    for layer in [layer for layer in viewer.layers if "saliency" in layer.metadata]:
+        viewer.layers.remove(layer)

@@ -10,6 +10,7 @@ layers and grid are never touched), so docking or closing a review changes nothi
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -77,6 +78,10 @@ class LesionWidget(QWidget):
         #: What the last action did (saved, undone, ignored ...).
         self.saved = QLabel("")
         self.saved.setWordWrap(True)
+        #: The rim evidence of the lesion on screen, unless a blind session hides it.
+        self.evidence = QLabel("", toolTip=tips["evidence"], wordWrap=True, visible=False)
+        self.display.shown.connect(self.show_evidence)
+        self.board.blinding_changed.connect(self.show_evidence)
 
     def _load(self, subject: str) -> SubjectImages:  # runs in a worker thread
         assert self.project is not None
@@ -216,6 +221,21 @@ class LesionWidget(QWidget):
             return True
         self.saved.setText(messages.NOT_ON_SCREEN)
         return False
+
+    def show_evidence(self) -> None:
+        """The rim evidence of the lesion on screen (:mod:`napari_deep_prl.data.evidence`; measured
+        when shown, in milliseconds), hidden like model scores while a blind session is open in
+        this viewer: it reads the images as a rater would, and a rater labels before seeing another
+        reading."""
+        target = self.display.target
+        images = None if target is None else self.display.cache.get(target[0])
+        row = None if images is None or self.board.hide_scores else images.evidence(target[1])
+        self.evidence.setVisible(row is not None)
+        if row is not None:
+            coverage = row["rim_coverage"]
+            self.evidence.setText(messages.EVIDENCE.format(
+                coverage=messages.EVIDENCE_NONE if math.isnan(coverage) else f"{coverage:.0%}",
+                slices=int(row["rim_slices"]), diameter=row["diameter_mm"]))
 
     # -- view actions (keys and controls) -------------------------------------------------
 

@@ -88,7 +88,7 @@ class ReviewWidget(LesionWidget):
         lesion = self.lesion_group("Lesion", (
             self.where, self.own, self.subject_bar, self.overall_bar, self.left_out, self.saved,
             self.confidence_label, self.label_buttons(), reason_form, self.comment, moves, self.jump_box,
-            self.blind, self.others, view_form))
+            self.blind, self.others, self.evidence, view_form))
         self.assemble((self.session_bar(self.open_box), self.open_box, lesion))
 
     def _list_raters(self) -> None:

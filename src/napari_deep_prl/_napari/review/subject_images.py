@@ -9,6 +9,7 @@ import numpy as np
 from scipy import ndimage
 
 from napari_deep_prl._napari.slices import Orientation, default_window
+from napari_deep_prl.data.evidence import EVIDENCE_COLUMNS, evidence_table
 from napari_deep_prl.ratings.project import Project
 
 
@@ -38,6 +39,17 @@ class SubjectImages:
     def zooms(self) -> np.ndarray:
         """Voxel size (mm) along the RAS-ordered axes."""
         return self.orientation.zooms
+
+    def evidence(self, lesion: int) -> dict[str, float] | None:
+        """The lesion's rim evidence (:data:`~napari_deep_prl.data.evidence.EVIDENCE_COLUMNS`),
+        measured now (milliseconds: a box around the lesion) on the susceptibility image, whose
+        RAS order makes the third axis the axial slices' normal; ``None`` for an unknown lesion."""
+        box = self.boxes.get(int(lesion))
+        if box is None:
+            return None
+        contrast, image = next(iter(self.volumes.items()))  # the susceptibility image comes first
+        row = evidence_table(image, contrast, self.labels, self.zooms, 2, {int(lesion): box}).iloc[0]
+        return {column: row[column] for column in EVIDENCE_COLUMNS}
 
     def target(self, lesion: int, voxel: tuple[float, float, float]) -> Target:
         """A lesion given by its centre in the file's voxel order."""
