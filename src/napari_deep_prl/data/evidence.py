@@ -67,6 +67,11 @@ TISSUE_MM = (2.0, 6.0)
 SLICE_COVERAGE = 2 / 3
 #: Smallest cross-section (pixels) of a lesion judged on a slice.
 MIN_SLICE_PIXELS = 5
+#: Cross-sections (pixels) above which a diameter is measured on the outline's pixels alone.
+EDGE_ONLY_ABOVE = 200
+#: A distance (mm) across slices beyond any lesion's box: the distance transforms then measure
+#: within each axial slice, all slices at once.
+IN_PLANE_ONLY = 1e6
 #: The columns :func:`rim_evidence` adds to a lesion's id.
 EVIDENCE_COLUMNS = ("rim_coverage", "rim_slices", "diameter_mm")
 
@@ -123,15 +128,28 @@ def lesion_evidence(image: np.ndarray, labels: np.ndarray, lesion: int, zooms: n
     z = (image - centre) / (spread if spread > 0 else 1.0)
     plane = [a for a in range(3) if a != axis]
     pixel = zooms[plane]
+    # in-plane distances of every slice at once: a step across slices longer than any box
+    # (on the lesion's box widened by the band and the outside's width alone: the rest is neither)
+    across = zooms.copy()
+    across[axis] = IN_PLANE_ONLY
+    margin = np.ceil(max(RIM_INSIDE_MM, RIM_OUTSIDE_MM) / zooms).astype(int) + 1
+    (near,) = ndimage.find_objects(inside.astype(np.int8))
+    near = tuple(slice(max(0, s.start - m), s.stop + m) for s, m in zip(near, margin))
+    band, outer = np.zeros_like(inside), np.zeros_like(inside)
+    band[near] = inside[near] & (ndimage.distance_transform_edt(inside[near], sampling=across) <= RIM_INSIDE_MM)
+    outer[near] = background[near] & (ndimage.distance_transform_edt(~inside[near], sampling=across)
+                                      <= RIM_OUTSIDE_MM)
     rims, sectors, diameter, seen = 0, 0, 0.0, []
     for k in range(inside.shape[axis]):
         cut = inside.take(k, axis=axis)
-        if cut.sum() == 0:
+        size = int(cut.sum())
+        if size == 0:
             continue
         diameter = max(diameter, _diameter(cut, pixel))
-        if cut.sum() < MIN_SLICE_PIXELS:
+        if size < MIN_SLICE_PIXELS:
             continue
-        found, judged = _slice_rim(cut, z.take(k, axis=axis), background.take(k, axis=axis), pixel)
+        found, judged = _slice_rim(cut, z.take(k, axis=axis), band.take(k, axis=axis),
+                                   outer.take(k, axis=axis), pixel)
         if judged:
             rims, sectors = rims + found, sectors + judged
             seen.append((k, found / judged))
@@ -139,11 +157,12 @@ def lesion_evidence(image: np.ndarray, labels: np.ndarray, lesion: int, zooms: n
     return coverage, _longest_run(seen), diameter
 
 
-def _slice_rim(cut: np.ndarray, z: np.ndarray, background: np.ndarray, pixel: np.ndarray) -> tuple[int, int]:
-    """Sectors of one slice's outline with a rim, and sectors judged (those the band reaches)."""
-    band = cut & (ndimage.distance_transform_edt(cut, sampling=pixel) <= RIM_INSIDE_MM)
-    outer = background & (ndimage.distance_transform_edt(~cut, sampling=pixel) <= RIM_OUTSIDE_MM)
-    centre = np.array(ndimage.center_of_mass(cut))
+def _slice_rim(cut: np.ndarray, z: np.ndarray, band: np.ndarray, outer: np.ndarray,
+               pixel: np.ndarray) -> tuple[int, int]:
+    """Sectors of one slice's outline with a rim, and sectors judged (those the band reaches);
+    ``band`` and ``outer``: the slice's pixels within the band's depth inside the outline and
+    the tissue's width outside it."""
+    centre = np.argwhere(cut).mean(axis=0)
     inner_count, inner_mean = _sector_means(band, z, centre, pixel)
     outer_count, outer_mean = _sector_means(outer, z, centre, pixel)
     judged = inner_count > 0
@@ -163,8 +182,9 @@ def _sector_means(region: np.ndarray, z: np.ndarray, centre: np.ndarray, pixel: 
 
 def _diameter(cut: np.ndarray, pixel: np.ndarray) -> float:
     """Largest extent (mm) of a slice's cross-section: outline pixels' centres plus one pixel."""
-    edge = cut & ~ndimage.binary_erosion(cut)
-    points = np.argwhere(edge) * pixel
+    if cut.sum() > EDGE_ONLY_ABOVE:  # the farthest pair lies on the outline: fewer pairs
+        cut = cut & ~ndimage.binary_erosion(cut)
+    points = np.argwhere(cut) * pixel
     reach = float(pdist(points).max()) if len(points) > 1 else 0.0
     return reach + float(np.mean(pixel))
 
