@@ -72,7 +72,7 @@ def score_project(project: Project, checkpoints: Sequence[Checkpoint], *, subjec
         needed = set(registered.loc[registered["subject"] == subject_id, "lesion"])
         have = set(done.loc[done["subject"] == subject_id, "lesion"])
         if not needed <= have:
-            table = score_subject(project.load_subject(subject_id), checkpoints, device=device)
+            table = score_subject(project.load_subject(subject_id), checkpoints, device=device, evidence=False)
             project.store.add_predictions(version, table.rename(columns={"prl_probability": "probability"}))
         yield Progress(step, len(wanted), "subjects", subject_id, {"cached": float(needed <= have)})
     return stored_scores(project, version)

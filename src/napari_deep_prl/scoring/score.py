@@ -122,9 +122,12 @@ class Scores:
 def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesions: Lesions | None = None,
                   threshold: float | None = None, tta: bool | None = None, batch_size: int = INFERENCE_BATCH,
                   device: str = "auto", precision: str = "auto",
-                  first_masks: dict[PatchConfig, np.ndarray] | None = None) -> pd.DataFrame:
+                  first_masks: dict[PatchConfig, np.ndarray] | None = None, evidence: bool = True) -> pd.DataFrame:
     """One row per lesion of the subject (:data:`SCORE_COLUMNS`; with ``prl_truth`` when the
     lesions carry ground truth): the one scoring path (see the module doc).
+
+    ``evidence=False`` leaves the rim evidence columns empty, for callers that store only the
+    model's outputs (a project's scores: the review measures the evidence of the lesion shown).
 
     ``lesions``: the subject's lesions when already found; ``threshold``: the decision's cut
     (:func:`decision_threshold`); ``first_masks``: the mask channels of the first run of
@@ -151,9 +154,9 @@ def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesion
     out["bald"] = prediction.bald
     out["confluent"] = table["confluent"].to_numpy()
     out["volume_voxels"] = table["volume_voxels"].to_numpy()
-    evidence = rim_evidence(subject, lesions.labels).set_index("lesion")
+    measured = rim_evidence(subject, lesions.labels).set_index("lesion") if evidence else None
     for column in EVIDENCE_COLUMNS:
-        out[column] = out["lesion"].map(evidence[column]).to_numpy()
+        out[column] = out["lesion"].map(measured[column]).to_numpy() if evidence else np.nan
     if "prl" in table:
         out["prl_truth"] = table["prl"].astype("Int64")  # NA: a lesion the label table leaves out
     return out.reset_index(drop=True)
