@@ -32,6 +32,7 @@ COMMANDS = {
     "cv": "nested cross-validation with the paper's per-fold report",
     "train": "train Deep-PRL on a cohort with ground truth; save a checkpoint",
     "score": "score lesions with trained Deep-PRL model(s): PRL probability, decision, uncertainty",
+    "export": "export a trained model as one ONNX graph, with its patch settings and test vectors",
     "active": "uncertainty scores, queue order and fine-tuning",
 }
 
