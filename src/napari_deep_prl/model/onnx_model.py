@@ -13,7 +13,6 @@ and calls are those of the PyTorch path, while the cost is that of scoring every
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
