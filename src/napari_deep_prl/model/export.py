@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -216,10 +218,19 @@ def export_onnx(checkpoints: Sequence[Checkpoint], path: str | Path) -> tuple[Pa
 def _traced(head: ScoringHead, example: torch.Tensor) -> Any:
     """The ONNX model (``onnx.ModelProto``) of ``head`` exported on ``example``, with a dynamic
     batch axis."""
-    with torch.no_grad():
-        program = torch.onnx.export(head, (example,), input_names=[INPUT], output_names=list(OUTPUTS),
-                                    dynamic_shapes={"patches": {0: torch.export.Dim("batch")}},
-                                    opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
+    # torch's exporter logs the torchvision operators it skips and warns about its own internals:
+    # nothing a user can act on
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, module="copyreg")
+            program = torch.onnx.export(head, (example,), input_names=[INPUT], output_names=list(OUTPUTS),
+                                        dynamic_shapes={"patches": {0: torch.export.Dim("batch")}},
+                                        opset_version=OPSET, dynamo=True, external_data=False, verbose=False)
+    finally:
+        registration.setLevel(level)
     return program.model_proto
 
 
