@@ -2,7 +2,7 @@
 # Set up napari-deep-prl on a fresh Debian/Ubuntu machine: system libraries for headless Qt/OpenGL
 # (Xvfb, Mesa, xcb), PostgreSQL's server (the rating store tests start one on loopback and stop
 # it), a virtual environment in .venv with PyTorch (see TORCH_INDEX_URL below), and
-# the package with its test and Qt extras. Idempotent: re-running only checks what is there.
+# the package with its test, Qt and ONNX extras. Idempotent: re-running only checks what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,5 +30,5 @@ PYTHON=${PYTHON:-python3}
 # project's own machines have the CPU wheel in pip's configured wheel folder. TORCH_INDEX_URL
 # chooses the index, e.g. https://download.pytorch.org/whl/cpu for the CPU build.
 .venv/bin/python -m pip install -q "torch==2.13.0" ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"}
-.venv/bin/python -m pip install -q -e ".[testing,pyqt]"
+.venv/bin/python -m pip install -q -e ".[testing,pyqt,onnx]"
 echo "napari-deep-prl is installed in .venv ($(.venv/bin/deep-prl --version))"

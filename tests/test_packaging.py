@@ -113,7 +113,7 @@ def _normalised(name: str) -> str:
 
 
 #: Extras that add a capability (the package imports them only when it is used).
-OPTIONAL_EXTRAS = ("postgresql",)
+OPTIONAL_EXTRAS = ("postgresql", "onnx")
 
 
 def test_the_requirements_are_what_the_package_imports(wheel):

@@ -33,6 +33,7 @@ COMMANDS = {
     "train": "train Deep-PRL on a cohort with ground truth; save a checkpoint",
     "score": "score lesions with trained Deep-PRL model(s): PRL probability, decision, uncertainty",
     "bids": "BIDS App: score a BIDS dataset per participant (BIDS derivatives), then merge per group",
+    "export": "export a trained model as one ONNX graph, with its patch settings and test vectors",
     "active": "uncertainty scores, queue order and fine-tuning",
 }
 

@@ -11,7 +11,7 @@ from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, print_table, write_table
 from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
 from napari_deep_prl.cli._threads import add_threads_argument, set_threads
-from napari_deep_prl.model.checkpoint import load_models
+from napari_deep_prl.model.backend import load_model
 from napari_deep_prl.model.inference import INFERENCE_BATCH, PRECISIONS
 from napari_deep_prl.model.metrics import format_metric
 from napari_deep_prl.scoring.score import score_cohort, truth_metrics
@@ -29,7 +29,8 @@ def register(p: argparse.ArgumentParser) -> None:
                      "prl_count, prl_ge1, prl_ge4 per subject.")
     add_subject_arguments(p)
     p.add_argument("--model", action="append", required=True, metavar="MODEL.pt",
-                   help="checkpoint; repeat for an ensemble (probabilities averaged)")
+                   help="checkpoint; repeat for an ensemble (probabilities averaged); or one ONNX file written by "
+                        "`deep-prl export` (run in onnxruntime: the onnx extra), which scores as its checkpoints")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="default: each network on the views its threshold was chosen on (the 8 axis flips for "
                         "models trained by this version), the flips only for lesions that the patch as cut does not "
@@ -69,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         check_output(path)
     check_output(args.nifti_dir, folder=True)
     cohort = subjects_from_args(args)
-    checkpoints = load_models(*args.model)
+    checkpoints = load_model(*args.model)
     scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, threshold=args.threshold,
                                         nifti_dir=args.nifti_dir,
                                         batch_size=args.batch_size, device=args.device,

@@ -80,14 +80,13 @@ from napari_deep_prl.data.patches import (
     patch_runs,
     warn_if_outgrown,
 )
-from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.backend import Model, networks, view_scorers
 from napari_deep_prl.model.inference import (
     INFERENCE_BATCH,
     SCREEN_SHARE,
     UNCALIBRATED_BECAUSE,
     from_samples,
     uncalibrated,
-    view_probabilities,
 )
 from napari_deep_prl.model.metrics import (
     expected_f1_threshold,
@@ -119,7 +118,7 @@ class Scores:
     unreadable: dict[str, str] = field(default_factory=dict)
 
 
-def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesions: Lesions | None = None,
+def score_subject(subject: Subject, checkpoints: Model, *, lesions: Lesions | None = None,
                   threshold: float | None = None, tta: bool | None = None, batch_size: int = INFERENCE_BATCH,
                   device: str = "auto", precision: str = "auto",
                   first_masks: dict[PatchConfig, np.ndarray] | None = None, evidence: bool = True) -> pd.DataFrame:
@@ -129,9 +128,11 @@ def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesion
     ``evidence=False`` leaves the rim evidence columns empty, for callers that store only the
     model's outputs (a project's scores: the review measures the evidence of the lesion shown).
 
-    ``lesions``: the subject's lesions when already found; ``threshold``: the decision's cut
-    (:func:`decision_threshold`); ``first_masks``: the mask channels of the first run of
-    lesions per patch setting, cut beforehand (:func:`_load_and_find`).
+        ``checkpoints``: the model, its networks' checkpoints or an exported ONNX model
+    (:mod:`napari_deep_prl.model.backend`); ``lesions``: the subject's lesions when already
+    found; ``threshold``: the decision's cut (:func:`decision_threshold`); ``first_masks``: the
+    mask channels of the first run of lesions per patch setting, cut beforehand
+    (:func:`_load_and_find`).
     """
     lesions = find_lesions(subject) if lesions is None else lesions
     threshold = decision_threshold(checkpoints, threshold)
@@ -139,12 +140,12 @@ def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesion
     if len(table) == 0:
         return _empty_scores()
     samples = []
-    for config in dict.fromkeys(c.patch_config for c in checkpoints):  # one cut per patch setting
+    screen = None if tta is not None else SCREEN_SHARE * threshold
+    scorers = view_scorers(checkpoints, tta=tta, batch_size=batch_size, device=device, precision=precision)
+    for config, scorer in scorers.items():  # one cut per patch setting
         # a run of lesions cut and scored at a time: memory does not grow with the lesion count
-        group = [c for c in checkpoints if c.patch_config == config]
         samples.append(np.concatenate([
-            view_probabilities(group, x, tta=tta, batch_size=batch_size, device=device, precision=precision,
-                               screen=None if tta is not None else SCREEN_SHARE * threshold)
+            scorer(x, screen=screen)
             for x in patch_runs(subject, lesions, config, first_mask=(first_masks or {}).get(config))], axis=1))
     prediction = from_samples(np.concatenate(samples))
     out = table[["subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3"]].copy()
@@ -162,19 +163,19 @@ def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesion
     return out.reset_index(drop=True)
 
 
-def decision_threshold(checkpoints: Sequence[Checkpoint], threshold: float | None = None) -> float:
+def decision_threshold(checkpoints: Model, threshold: float | None = None) -> float:
     """The operating point ``threshold`` if given, else the mean of the models' validation ones."""
-    if not checkpoints:
+    if not networks(checkpoints):
         raise InputError("no model given; pass at least one checkpoint")
     if threshold is None:
-        return float(np.mean([c.threshold for c in checkpoints]))
+        return float(np.mean([c.threshold for c in networks(checkpoints)]))
     if not 0 <= threshold <= 1:
         raise InputError(f"threshold {threshold:g} is not a probability: give a value from 0 to 1 "
                          "(lower calls more lesions PRL)")
     return float(threshold)
 
 
-def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence[Checkpoint], *,
+def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Model, *,
                  tta: bool | None = None, threshold: float | None = None,
                  nifti_dir: str | Path | None = None, batch_size: int = INFERENCE_BATCH,
                  device: str = "auto", precision: str = "auto", flip_phase: bool = False,
@@ -200,7 +201,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
     """
     threshold = checked_decision(checkpoints, threshold, decision)
     names = {} if nifti_dir is None else file_components((item.subject for item in cohort), what="subject id")
-    configs = list(dict.fromkeys(c.patch_config for c in checkpoints))
+    configs = list(dict.fromkeys(c.patch_config for c in networks(checkpoints)))
     tables, found, unreadable = [], [], {}
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deep-prl-lesions") as pool:
         for step, item in enumerate(cohort):
@@ -240,14 +241,14 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
     return Scores(lesions_table, subject_summary(lesions_table, scored), threshold, unreadable)
 
 
-def checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None, decision: str) -> float:
+def checked_decision(checkpoints: Model, threshold: float | None, decision: str) -> float:
     """The per-lesion cut (:func:`decision_threshold`), after checking that ``decision`` can be made."""
     if decision not in DECISIONS:
         raise InputError(f"unknown decision '{decision}'; use {' or '.join(DECISIONS)}")
     if decision == "expected_f1":
         if threshold is not None:
             raise InputError("a threshold and the cohort's expected-F1 decision exclude each other; give one")
-        raw = uncalibrated(checkpoints)
+        raw = uncalibrated(networks(checkpoints))
         if raw:
             raise InputError(f"the expected-F1 decision needs calibrated probabilities, and model(s) "
                              f"{', '.join(raw)} output raw ones ({UNCALIBRATED_BECAUSE}); retrain them "
