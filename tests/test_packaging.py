@@ -124,5 +124,5 @@ def test_the_requirements_are_what_the_package_imports(wheel):
                 if (f'extra == "{extra}"' in spec if extra else "extra ==" not in spec)}
 
     optional = set().union(*(names(extra) for extra in OPTIONAL_EXTRAS))
-    assert optional == {"psycopg"}
+    assert optional == {"psycopg", "onnx", "onnxscript", "onnxruntime"}
     assert names(None) | optional == imported_distributions()
