@@ -32,6 +32,7 @@ COMMANDS = {
     "cv": "nested cross-validation with the paper's per-fold report",
     "train": "train Deep-PRL on a cohort with ground truth; save a checkpoint",
     "score": "score lesions with trained Deep-PRL model(s): PRL probability, decision, uncertainty",
+    "calibrate": "recalibrate a trained model for a new site on its labelled lesions",
     "active": "uncertainty scores, queue order and fine-tuning",
 }
 
