@@ -55,7 +55,6 @@ from napari_deep_prl.model.dataset import PatchSet, build_patchset
 from napari_deep_prl.model.inference import from_samples, view_probabilities
 from napari_deep_prl.model.metrics import (
     THRESHOLD_RULES,
-    PlattFit,
     metrics_from_predictions,
     model_output,
     operating_point,
@@ -68,10 +67,9 @@ MIN_LESIONS = 20
 #: PRLs among them, and other lesions: both classes place the fit.
 MIN_PRLS = 5
 MIN_OTHERS = 5
-#: A new calibration is "very different" when the raw probability at which a network calls PRL
-#: moves by more than this factor in odds, or its steepness by more than :data:`STEEPNESS_FACTOR`.
-CUT_ODDS_FACTOR = 4.0
-STEEPNESS_FACTOR = 3.0
+#: A new calibration is "very different" when it changes the odds of a PRL the model gives the
+#: site's lesions by more than this factor on average (:func:`calibration_shift`).
+ODDS_FACTOR = 4.0
 
 
 @dataclass
@@ -125,26 +123,21 @@ def threshold_rule(checkpoint: Checkpoint) -> str:
     return "calibrated" if checkpoint.calibration is not None else "best_f1"
 
 
-def calibration_shift(old: Checkpoint, new: Checkpoint) -> tuple[float, float, float]:
-    """How far ``new``'s operating point is from ``old``'s: the raw probability each calls PRL
-    at (its own threshold mapped back through its calibration), and the ratio of their
-    steepness (the calibration's slope on the network's logit; 1 for a raw output)."""
-    def cut(c: Checkpoint) -> float:
-        return c.threshold if c.calibration is None else c.calibration.raw_at(c.threshold)
+def calibration_shift(old: Checkpoint, new: Checkpoint, raw: np.ndarray) -> float:
+    """How much ``new``'s calibration changes the model's output on the raw probabilities
+    ``raw`` (views × lesions) from ``old``'s: the mean absolute change of its log-odds, e.g.
+    log 4 when the odds of a PRL change by a factor of 4 on average."""
+    def log_odds(c: Checkpoint) -> np.ndarray:
+        return logit(np.clip(c.calibrate(raw), 1e-6, 1 - 1e-6))
 
-    def steepness(fit: PlattFit | None) -> float:
-        return 1.0 if fit is None else fit.slope / fit.scale
-
-    return cut(old), cut(new), steepness(new.calibration) / steepness(old.calibration)
+    return float(np.mean(np.abs(log_odds(new) - log_odds(old))))
 
 
-def _very_different(old: Checkpoint, new: Checkpoint) -> str:
-    before, after, ratio = calibration_shift(old, new)
-    odds = abs(float(logit(np.clip(after, 1e-6, 1 - 1e-6)) - logit(np.clip(before, 1e-6, 1 - 1e-6))))
-    if odds <= math.log(CUT_ODDS_FACTOR) and 1 / STEEPNESS_FACTOR <= ratio <= STEEPNESS_FACTOR:
+def _very_different(old: Checkpoint, new: Checkpoint, raw: np.ndarray) -> str:
+    shift = calibration_shift(old, new, raw)
+    if shift <= math.log(ODDS_FACTOR):
         return ""
-    return (f"network {old.id}: calls PRL from a raw probability of {after:.3g} instead of {before:.3g}, "
-            f"{ratio:.2g} times as steep")
+    return f"network {old.id}'s odds of a PRL change by a factor of {math.exp(shift):.2g} on average"
 
 
 def site_figures(truth: np.ndarray, output: np.ndarray, threshold: float) -> dict[str, float]:
@@ -217,7 +210,7 @@ def recalibrate(checkpoints: Sequence[Checkpoint], labelled: PatchSet | Mapping[
     before = site_figures(truth, from_samples(np.concatenate(samples_before)).probability,
                           decision_threshold(checkpoints))
     after = site_figures(truth, from_samples(np.concatenate(samples_after)).probability, decision_threshold(new))
-    shifts = [line for old, c in zip(checkpoints, new) if (line := _very_different(old, c))]
+    shifts = [line for old, c, raw in zip(checkpoints, new, raws) if (line := _very_different(old, c, raw))]
     if shifts:
         warnings.warn(InputWarning(
             f"the new calibration for {site} is very different from the model's ({'; '.join(shifts)}): the site's "
