@@ -82,7 +82,7 @@ def test_too_few_labels_or_no_prl_is_refused_saying_how_many_are_needed(toy_mode
         run_to_end(recalibrate([checkpoint], none, **SITE))
     few = patches.take(np.arange(12))
     with pytest.raises(InputError, match=rf"12 labelled lesion.*at least {MIN_LESIONS} labelled lesions.*"
-                                         rf"Label .*{MIN_LESIONS - 12} more labelled lesion"):
+                                         rf"Label .*{MIN_LESIONS - 12} more lesion\(s\) of either kind"):
         run_to_end(recalibrate([checkpoint], few, **SITE))
 
 

@@ -107,11 +107,11 @@ def check_site_labels(truth: np.ndarray, where: str) -> None:
     prls, others = int(truth.sum()), int((~truth).sum())
     missing = [f"{need - have} more {kind}" for kind, have, need in (
         ("PRL(s)", prls, MIN_PRLS), ("non-PRL lesion(s)", others, MIN_OTHERS),
-        ("labelled lesion(s) of any kind", prls + others, MIN_LESIONS)) if have < need]
+        ("lesion(s) of either kind", prls + others, MIN_LESIONS)) if have < need]
     if missing:
         raise InputError(f"{where}: {prls + others} labelled lesion(s), {prls} of them PRL; recalibrating needs at "
                          f"least {MIN_LESIONS} labelled lesions with at least {MIN_PRLS} PRLs and {MIN_OTHERS} "
-                         f"other lesions among them. Label {', '.join(missing)} of this site and try again.")
+                         f"other lesions among them. Label {' and '.join(missing)} at this site, then try again.")
 
 
 def threshold_rule(checkpoint: Checkpoint) -> str:
