@@ -105,7 +105,8 @@ class RecalibrateBox(QGroupBox):
         self.result = outcome
         result, path = outcome
         self.state.use_model(result.checkpoints, path)
-        shifts = f" Very different from the model's own calibration: {'; '.join(result.shifts)}." if result.shifts else ""
+        shifts = (f" Very different from the model's own calibration: {'; '.join(result.shifts)}."
+                  if result.shifts else "")
         self.status.setText(f"{result.summary()}. Saved as {path.name}, now the model in use.{shifts}")
         show_info(f"Site model saved: {path}")
 
