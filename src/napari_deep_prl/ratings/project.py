@@ -5,6 +5,7 @@ Layout::
     project/
       project.json      # manifest reference, consensus rule, exclusion reasons, blinding,
                         # study design (edit it by hand; unknown keys are refused)
+      manifest.csv      # the subjects found, when the project was made from a BIDS dataset
       ratings.sqlite    # the rating store (see napari_deep_prl.ratings.store)
       models/           # checkpoints trained on the project's labels
       exports/          # tables (and PRL masks) written by ``deep-prl ratings export``
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "project.json"
 DB_NAME = "ratings.sqlite"
+#: The project's own manifest of the subjects found in a BIDS dataset (:func:`create_project`).
+BIDS_MANIFEST_NAME = "manifest.csv"
 FORMAT = "napari-deep-prl project"
 EXPORT_KINDS = ("wide", "long", "history", "consensus_history")
 #: The index :meth:`Project.export_masks` writes beside the masks.
@@ -163,7 +166,7 @@ def mask_fingerprint(labels: np.ndarray, affine: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def create_project(root: str | Path, manifest: str | Path,
+def create_project(root: str | Path, manifest: str | Path | Cohort,
                    config: dict[str, Any] | None = None) -> ProgressGenerator[Project]:
     """Create a project: register every subject's lesions (one mask loaded at a time).
 
@@ -171,8 +174,13 @@ def create_project(root: str | Path, manifest: str | Path,
     all problems of all subjects are refused together before anything is created. ``config``
     overrides settings of ``project.json`` (same keys). Re-running on a folder whose creation
     was interrupted resumes it; a finished project is refused.
+
+    ``manifest``: what :func:`~napari_deep_prl.data.cohort.open_cohort` opens, or the cohort it
+    opened (e.g. a BIDS dataset with options). The subjects found in a BIDS dataset are written
+    to the project's own ``manifest.csv``, which the project then reads: it keeps the subjects
+    (and sessions) found at its creation, whatever the dataset gains later.
     """
-    from napari_deep_prl.data.cohort import open_cohort
+    from napari_deep_prl.data.cohort import Cohort, open_cohort
     from napari_deep_prl.data.images import header_problems
     from napari_deep_prl.data.lesions import lesions_in_mask
 
@@ -181,10 +189,13 @@ def create_project(root: str | Path, manifest: str | Path,
     if config_path.exists():
         raise InputError(f"{root}: already a napari-deep-prl project. Open it, or choose an "
                          "empty folder.")
-    cohort = open_cohort(manifest)
+    cohort = manifest if isinstance(manifest, Cohort) else open_cohort(manifest)
+    if cohort.source is None:
+        raise InputError("the cohort has no manifest or folder it was read from, so the project could not "
+                         "open it again; give a manifest's path")
     problems = [problem for paths in cohort for problem in header_problems(paths)]
     if problems:
-        raise InputError(f"{cohort.source or manifest}: {len(problems)} problem(s) in the subjects' "
+        raise InputError(f"{cohort.source}: {len(problems)} problem(s) in the subjects' "
                          "images, so no project was created; fix them and run `deep-prl project "
                          "init` again. "
                          + " ".join(f"({i}) {problem}" for i, problem in enumerate(problems, 1)))
@@ -193,7 +204,8 @@ def create_project(root: str | Path, manifest: str | Path,
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise write_error(folder, err) from err
-    reference = os.path.relpath(Path(manifest).resolve(), root.resolve())
+    source = cohort.source if cohort.bids is None else cohort.bids.write_manifest(root / BIDS_MANIFEST_NAME)
+    reference = os.path.relpath(Path(source).resolve(), root.resolve())
     data = {**json.loads(ProjectConfig(manifest=reference).to_json()), **(config or {})}
     staged = root / f"{CONFIG_NAME}.new"
     write_text(staged, json.dumps(data, indent=2) + "\n")
