@@ -38,16 +38,16 @@ def toy_model():
 
 
 def shifted(checkpoint, intercept: float):
-    """The network with a calibration that over- (positive) or under-calls (negative)."""
+    """The network with a flat calibration that over- (positive) or under-calls (negative) every lesion."""
     fit = checkpoint.calibration
-    return replace(checkpoint, calibration=replace(fit, intercept=fit.intercept + intercept))
+    return replace(checkpoint, calibration=replace(fit, slope=fit.slope / 100, intercept=intercept))
 
 
 def test_refits_calibration_and_threshold_keeps_weights_and_records_it(toy_model, tmp_path):
     checkpoint, patches = toy_model
-    with pytest.warns(InputWarning, match="very different"):  # an intercept 4 too high is far off
-        result = run_to_end(recalibrate([shifted(checkpoint, 4.0)], patches, **SITE))
-    new, old = result.checkpoints[0], shifted(checkpoint, 4.0)
+    with pytest.warns(InputWarning, match="very different"):  # every lesion about 0.9: far off
+        result = run_to_end(recalibrate([shifted(checkpoint, 2.0)], patches, **SITE))
+    new, old = result.checkpoints[0], shifted(checkpoint, 2.0)
     assert new.model is old.model  # the weights are the same tensors
     assert new.calibration != old.calibration and new.id != old.id
     assert result.after["brier"] < result.before["brier"]
