@@ -93,8 +93,8 @@ class Recalibration:
                 f"{b['observed_rate']:.1%}): mean PRL probability {b['mean_probability']:.1%} -> "
                 f"{a['mean_probability']:.1%}, Brier score {b['brier']:.3f} -> {a['brier']:.3f}, "
                 f"F1 {_shown(b['f1'])} -> {_shown(a['f1'])} (threshold {b['threshold']:.3f} -> "
-                f"{a['threshold']:.3f}); ROC AUC {_shown(a['roc_auc'])}, unchanged. Figures on the lesions "
-                "fitted on, not held-out ones")
+                f"{a['threshold']:.3f}), ROC AUC {_shown(b['roc_auc'])} -> {_shown(a['roc_auc'])}. Figures on "
+                "the lesions fitted on, not held-out ones")
 
 
 def _shown(value: float) -> str:
@@ -117,7 +117,8 @@ def check_site_labels(truth: np.ndarray, where: str) -> None:
 def threshold_rule(checkpoint: Checkpoint) -> str:
     """The rule the network's operating point was chosen by (:data:`THRESHOLD_RULES`): as
     recorded by its training, else ``"calibrated"`` for a calibrated network and ``"best_f1"``."""
-    rule = checkpoint.metadata.get("training", {}).get("config", {}).get("threshold_rule")
+    config = checkpoint.metadata.get("training", {}).get("config")
+    rule = config.get("threshold_rule") if isinstance(config, dict) else None
     if rule in THRESHOLD_RULES:
         return rule
     return "calibrated" if checkpoint.calibration is not None else "best_f1"
