@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from napari_deep_prl.base.errors import InputError
-from napari_deep_prl.data.cohort import Cohort, open_cohort
 from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
-from napari_deep_prl.data.images import SubjectPaths
+
+if TYPE_CHECKING:  # the image modules load when a command runs, not for its --help (project init)
+    from napari_deep_prl.data.cohort import Cohort
+    from napari_deep_prl.data.images import SubjectPaths
 
 #: One subject's image options, by contrast.
 IMAGE_HELP = {
@@ -54,6 +56,8 @@ def bids_options(args: argparse.Namespace) -> dict[str, Any]:
 def cohort_from_args(path: str, args: argparse.Namespace) -> Cohort:
     """The cohort of ``path`` (a manifest or a folder, :func:`open_cohort`) with the BIDS options of
     :func:`add_bids_arguments`; a BIDS dataset's report of what it skipped goes to stderr."""
+    from napari_deep_prl.data.cohort import open_cohort
+
     return reported(open_cohort(path, bids=bids_options(args)))
 
 
@@ -80,6 +84,8 @@ def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
 def subjects_from_args(args: argparse.Namespace) -> list[SubjectPaths]:
     """The subjects named on the command line, not loaded yet; a BIDS dataset's report of what
     it skipped goes to stderr."""
+    from napari_deep_prl.data.images import SubjectPaths
+
     images = {contrast: getattr(args, contrast) for contrast in IMAGE_HELP if getattr(args, contrast)}
     if args.manifest and (images or args.mask):
         raise InputError("give either a manifest or one subject's images (--phase, --mask, ...), not both.")
