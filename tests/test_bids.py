@@ -636,6 +636,11 @@ def test_project_init_keeps_the_bids_subjects_it_found(tmp_path, write_subject, 
     with Project.open(study) as project:
         assert project.cohort.ids == ["sub-01", "sub-03"]
         assert sorted(project.lesions()["subject"].unique()) == ["sub-01", "sub-03"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.csv").write_text("mine")
+    assert main(["project", "init", str(tmp_path / "other"), "--manifest", str(root), "--quiet"]) == 2
+    assert "already holds a manifest.csv" in capsys.readouterr().err
+    assert (tmp_path / "other" / "manifest.csv").read_text() == "mine"
 
 
 def test_train_takes_a_bids_dataset_and_its_options(tmp_path, write_subject, capsys):

@@ -193,6 +193,10 @@ def create_project(root: str | Path, manifest: str | Path | Cohort,
     if cohort.source is None:
         raise InputError("the cohort has no manifest or folder it was read from, so the project could not "
                          "open it again; give a manifest's path")
+    resumed = (root / f"{CONFIG_NAME}.new").exists()
+    if cohort.bids is not None and (root / BIDS_MANIFEST_NAME).exists() and not resumed:
+        raise InputError(f"{root}: already holds a {BIDS_MANIFEST_NAME}, where the project would list the "
+                         "subjects found in the BIDS dataset. Choose an empty folder.")
     problems = [problem for paths in cohort for problem in header_problems(paths)]
     if problems:
         raise InputError(f"{cohort.source}: {len(problems)} problem(s) in the subjects' "
