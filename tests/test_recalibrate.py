@@ -10,6 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+from active_support import ranking_models, site_project
 from model_support import TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
 
 from napari_deep_prl.base.errors import InputError, InputWarning
@@ -177,3 +178,16 @@ def test_the_command_refuses_too_few_labels_and_writes_nothing(two_sites, tmp_pa
         status = main(["calibrate", str(tmp_path / "model.pt"), str(one), "-o", str(tmp_path / "site.pt"), "--quiet"])
     assert status == 2 and not (tmp_path / "site.pt").exists()
     assert f"recalibrating needs at least {MIN_LESIONS} labelled lesions" in capsys.readouterr().err
+
+
+def test_active_calibrate_recalibrates_on_a_project_s_labels(tmp_path, capsys):
+    """`deep-prl active calibrate`: the model panel's action on the command line."""
+    project = site_project(tmp_path, 6)
+    project.close()
+    model = ranking_models()[0]
+    model.save(tmp_path / "model.pt")
+    assert main(["active", "calibrate", str(project.root), "--model", str(tmp_path / "model.pt"), "--source",
+                 "prl_mask", "-o", str(tmp_path / "site.pt"), "--device", "cpu", "--quiet"]) == 0
+    assert "recalibrated for project on 24 labelled lesions (6 PRL" in capsys.readouterr().err
+    [site] = load_models(tmp_path / "site.pt")
+    assert site.metadata["recalibration"]["previous_id"] == model.id and site.id != model.id

@@ -4,32 +4,16 @@ use, in a worker; the site model is saved where the user says and put in use."""
 from __future__ import annotations
 
 import pytest
-from active_support import one_torch_thread, ranking_models, run_job, tiny_project  # noqa: F401
-from conftest import blob_mask, write_subject_files
+from active_support import one_torch_thread, ranking_models, run_job, site_project  # noqa: F401
 from napari.utils.notifications import NotificationSeverity, notification_manager
 from qtpy.QtCore import Qt
 
 from napari_deep_prl._napari.model import recalibrate_box
 from napari_deep_prl._napari.model.model_widget import ModelPanel
-from napari_deep_prl.base.progress import run_to_end
-from napari_deep_prl.data.cohort import write_manifest
 from napari_deep_prl.model.checkpoint import load_models
 from napari_deep_prl.scoring.recalibrate import MIN_LESIONS
 
 pytestmark = pytest.mark.gui
-
-#: Four lesions a subject, the first a PRL with a dark phase rim.
-CENTRES = ((8, 8, 8), (20, 20, 12), (10, 24, 16), (24, 8, 18))
-
-
-def site_project(folder, subjects: int):
-    """A project of ``subjects`` subjects × 4 lesions, their PRL masks imported as rater 'prl_mask'."""
-    rows = [write_subject_files(folder, f"sub-0{i}", seed=i, mask=blob_mask(centres=CENTRES), rim_lesions=(0,))
-            for i in range(1, subjects + 1)]
-    project = tiny_project(folder / "project", write_manifest(rows, folder / "manifest.csv"))
-    run_to_end(project.import_prl_masks())
-    return project
-
 
 @pytest.fixture
 def panel(make_napari_viewer, qtbot):

@@ -165,17 +165,19 @@ def labelled_patchset(project: Project, labels: pd.DataFrame, config: PatchConfi
 
 
 def recalibrate_project(project: Project, checkpoints: Sequence[Checkpoint], source: str = "consensus", *,
+                        device: str = "auto",
                         stop: threading.Event | None = None) -> Generator[Progress, None, Recalibration | None]:
     """The model ``checkpoints`` recalibrated for the project's site on its ``source`` labels
     (:func:`~napari_deep_prl.scoring.recalibrate.recalibrate`; the model panel's *Recalibrate for
-    this site*). Too few labels are refused before any patch is cut."""
+    this site*, ``deep-prl active calibrate``). Too few labels are refused before any patch is cut."""
     labels = project.training_labels(source)
     labels_from = f"{project.root}, {source} labels"
     check_site_labels(labels["prl"].to_numpy(), f"{project.root.name} ({labels_from})")
     sets = {}
     for config in dict.fromkeys(c.patch_config for c in checkpoints):
         sets[config] = yield from labelled_patchset(project, labels, config, oversample_shift=0)
-    return (yield from recalibrate(checkpoints, sets, site=project.root.name, labels_from=labels_from, stop=stop))
+    return (yield from recalibrate(checkpoints, sets, site=project.root.name, labels_from=labels_from,
+                                   device=device, stop=stop))
 
 
 def next_version_path(models_dir: Path) -> Path:

@@ -13,7 +13,14 @@ from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_a
 from napari_deep_prl.cli.score import set_threads
 from napari_deep_prl.model.checkpoint import load_models, save_models
 from napari_deep_prl.model.inference import PRECISIONS
-from napari_deep_prl.scoring.recalibrate import MIN_LESIONS, MIN_OTHERS, MIN_PRLS, default_site, recalibrate_cohort
+from napari_deep_prl.scoring.recalibrate import (
+    MIN_LESIONS,
+    MIN_OTHERS,
+    MIN_PRLS,
+    Recalibration,
+    default_site,
+    recalibrate_cohort,
+)
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -55,9 +62,16 @@ def run(args: argparse.Namespace) -> int:
         checkpoints, cohort, site=args.site or default_site(labels_from), labels_from=str(Path(labels_from).absolute()),
         flip_phase=args.flip_phase, exclude_confluent=args.exclude_confluent, device=args.device,
         precision=args.precision), desc="recalibrate", disable=args.quiet)
+    save_site_model(result, output)
+    return 0
+
+
+def save_site_model(result: Recalibration, output: Path) -> Path:
+    """Save the recalibrated model (kept in the temporary folder when ``output`` cannot be
+    written) and say what changed, on stderr."""
     path = write_or_rescue(lambda folder: save_models(result.checkpoints, folder / output.name), output.parent,
                            "the recalibrated model")
     print(result.summary(), file=sys.stderr)
-    ids = ", ".join(c.id for c in result.checkpoints)
-    print(f"model {path} (id {ids}; was {', '.join(c.id for c in checkpoints)})", file=sys.stderr)
-    return 0
+    print(f"model {path} (id {', '.join(c.id for c in result.checkpoints)}; was "
+          f"{', '.join(c.metadata['recalibration']['previous_id'] for c in result.checkpoints)})", file=sys.stderr)
+    return path
