@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_subject_files
+from conftest import blob_mask, write_subject_files
 
 from napari_deep_prl.base.errors import InputWarning
 from napari_deep_prl.base.progress import run_to_end
@@ -50,6 +50,20 @@ def rim_manifest(folder: Path) -> Path:
     network can tell apart (3 subjects × 3 lesions, lesion 1 a PRL)."""
     return write_manifest([write_subject_files(folder, f"sub-0{i}", seed=i, rim_lesions=(0,)) for i in (1, 2, 3)],
                           folder / "manifest.csv")
+
+
+#: Four lesions a subject (:func:`site_project`), the first a PRL with a dark phase rim.
+SITE_CENTRES = ((8, 8, 8), (20, 20, 12), (10, 24, 16), (24, 8, 18))
+
+
+def site_project(folder: Path, subjects: int) -> Project:
+    """A project of ``subjects`` subjects × 4 lesions (enough labels to recalibrate on from 5),
+    their PRL masks imported as rater 'prl_mask'."""
+    rows = [write_subject_files(folder, f"sub-0{i}", seed=i, mask=blob_mask(centres=SITE_CENTRES), rim_lesions=(0,))
+            for i in range(1, subjects + 1)]
+    project = tiny_project(folder / "project", write_manifest(rows, folder / "manifest.csv"))
+    run_to_end(project.import_prl_masks())
+    return project
 
 
 @functools.cache

@@ -604,3 +604,71 @@ def test_commands_reading_a_bids_dataset_print_what_was_skipped(tmp_path, write_
     err = capsys.readouterr().err
     assert "BIDS dataset" in err and "1 skipped" in err and "sub-02: no lesion mask" in err
     assert pd.read_csv(tmp_path / "lesions.tsv", sep="\t")["subject"].unique().tolist() == ["sub-01"]
+
+
+# --------------------------------------------------------------------------- BIDS options of the commands
+
+def labelled_bids_dataset(root: Path, write_subject, subjects=("01", "02", "03")) -> Path:
+    """Subjects of the test fixture as BIDS with their lesion and PRL masks from a pipeline."""
+    for sub in subjects:
+        paths = write_subject(f"sub-{sub}", folder=root.parent / "work", seed=int(sub), rim_lesions=(0,))
+        anat, masks = root / f"sub-{sub}" / "anat", root / "derivatives" / "lst" / f"sub-{sub}" / "anat"
+        anat.mkdir(parents=True)
+        masks.mkdir(parents=True)
+        paths.image("phase").rename(anat / f"sub-{sub}_part-phase_T2starw.nii.gz")
+        paths.image("mp2rage").rename(anat / f"sub-{sub}_UNIT1.nii.gz")
+        paths.mask.rename(masks / f"sub-{sub}_desc-lesion_mask.nii.gz")
+        paths.prl_mask.rename(masks / f"sub-{sub}_desc-prl_mask.nii.gz")
+    (root / "dataset_description.json").write_text('{"Name": "test", "BIDSVersion": "1.9.0"}')
+    return root
+
+
+def test_project_init_keeps_the_bids_subjects_it_found(tmp_path, write_subject, capsys):
+    root = labelled_bids_dataset(tmp_path / "ds", write_subject)
+    study = tmp_path / "study"
+    assert main(["project", "init", str(study), "--manifest", str(root), "--participant-label", "01", "03",
+                 "--quiet"]) == 0
+    assert "BIDS dataset" in capsys.readouterr().err
+    assert read_manifest(study / "manifest.csv").ids == ["sub-01", "sub-03"]
+    labelled_bids_dataset(tmp_path / "ds", write_subject, subjects=("04",))  # the dataset grows
+    from napari_deep_prl.ratings.project import Project
+
+    with Project.open(study) as project:
+        assert project.cohort.ids == ["sub-01", "sub-03"]
+        assert sorted(project.lesions()["subject"].unique()) == ["sub-01", "sub-03"]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "manifest.csv").write_text("mine")
+    assert main(["project", "init", str(tmp_path / "other"), "--manifest", str(root), "--quiet"]) == 2
+    assert "already holds a manifest.csv" in capsys.readouterr().err
+    assert (tmp_path / "other" / "manifest.csv").read_text() == "mine"
+
+
+def test_train_takes_a_bids_dataset_and_its_options(tmp_path, write_subject, capsys):
+    root = labelled_bids_dataset(tmp_path / "ds", write_subject, subjects=("01", "02", "03", "04"))
+    model = tmp_path / "model.pt"
+    assert main(["train", str(root), "-o", str(model), "--participant-label", "01", "02", "03", "--models", "1",
+                 "--epochs", "1", "--samples-per-epoch", "4", "--batch-size", "4", "--patch-size", "12",
+                 "--device", "cpu", "--no-tta", "--quiet"]) == 0
+    assert "BIDS dataset" in capsys.readouterr().err
+    from napari_deep_prl.model.checkpoint import load_checkpoint
+
+    training = load_checkpoint(model).metadata["training"]
+    assert sorted(training["train_subjects"] + training["val_subjects"]) == ["sub-01", "sub-02", "sub-03"]
+
+
+@pytest.mark.parametrize("command", [["cv", "-o", "{out}"], ["score", "--model", "{out}/m.pt"],
+                                     ["project", "init", "{out}/p", "--manifest"], ["train", "-o", "{out}/m.pt"]])
+def test_every_cohort_command_passes_the_bids_options_on(tmp_path, write_subject, capsys, command):
+    root = labelled_bids_dataset(tmp_path / "ds", write_subject)
+    words = [w.format(out=tmp_path / "out") for w in command]
+    words = [*words, str(root)] if words[-1] == "--manifest" else [words[0], str(root), *words[1:]]
+    assert main([*words, "--session-label", "9"]) == 2
+    assert "session ses-9 is not in" in capsys.readouterr().err
+
+
+def test_bids_options_with_a_manifest_or_one_subject_are_refused(tmp_path, manifest, capsys):
+    assert main(["lesions", str(manifest), "--session-label", "1"]) == 2
+    assert "not a BIDS dataset" in capsys.readouterr().err
+    assert main(["lesions", "--phase", "p.nii.gz", "--mp2rage", "m.nii.gz", "--mask", "k.nii.gz",
+                 "--derivatives", "d"]) == 2
+    assert "--derivatives: options of a BIDS dataset" in capsys.readouterr().err

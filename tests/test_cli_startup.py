@@ -42,6 +42,13 @@ def test_version_and_help_import_nothing_heavy(option):
         name in shown for name in COMMANDS)
 
 
+def test_project_init_help_imports_nothing_heavy():
+    """Its BIDS options come from the cohort commands' shared parser helper, which loads the
+    image modules only when a command runs."""
+    status, heavy, shown = imports_of("project", "init", "--help")
+    assert status == 0 and heavy == set() and "--session-label" in shown
+
+
 def test_ratings_add_imports_no_torch_sklearn_pandas_or_image_reader(tmp_path, manifest):
     study = tmp_path / "study"
     Project.init(study, manifest).close()

@@ -85,6 +85,11 @@ TOOLTIPS = {
     "use_new": "Make the new model the panel's model although it validated worse than the current "
                "one on the same held-out lesions.",
     "keep": "Keep the panel's model; the new one stays saved in the project's models folder.",
+    "recalibrate_source": "Which labels recalibrate the model: the consensus, or one rater's or reference's "
+                          "labels. At least 20 labelled lesions, 5 of them PRLs and 5 not.",
+    "recalibrate": "Refit the loaded model's calibration and decision threshold on this project's labelled "
+                   "lesions (a model trained at another site over- or under-calls here); the networks are kept. "
+                   "Asks where to save the site model, then uses it. Same as `deep-prl calibrate`.",
 }
 
 SAVED = "Saved: {label}{confidence} ({subject} lesion {lesion})"

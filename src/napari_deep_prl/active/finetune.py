@@ -13,6 +13,9 @@ of which class are needed. After training, a fine-tuned model is compared with t
 started from on the same held-out lesions (:mod:`napari_deep_prl.model.comparison`): the result says
 whether it validates worse, and the CLI and the model panel then ask before using it. The file
 is saved either way.
+
+The project's labels can also recalibrate a model trained elsewhere for the project's site,
+without training (:func:`recalibrate_project`).
 """
 
 from __future__ import annotations
@@ -33,13 +36,14 @@ from napari_deep_prl.base.tables import check_output, write_or_rescue
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.data.splits import validation_shares
-from napari_deep_prl.model.checkpoint import Checkpoint, save_ensemble
+from napari_deep_prl.model.checkpoint import Checkpoint, save_models
 from napari_deep_prl.model.comparison import Comparison, compare_with_start
 from napari_deep_prl.model.crossfit import DEFAULT_MODELS, train_crossfitted
 from napari_deep_prl.model.dataset import PatchSet, subject_patches
 from napari_deep_prl.model.train import TrainConfig, TrainResult, train
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.scoring.project import model_version, score_project
+from napari_deep_prl.scoring.recalibrate import Recalibration, check_site_labels, recalibrate
 
 STEM = "deep-prl"
 _VERSION = re.compile(rf"^{STEM}-v(\d+)\.pt$")
@@ -160,6 +164,22 @@ def labelled_patchset(project: Project, labels: pd.DataFrame, config: PatchConfi
     return PatchSet.from_parts(parts, config)
 
 
+def recalibrate_project(project: Project, checkpoints: Sequence[Checkpoint], source: str = "consensus", *,
+                        device: str = "auto",
+                        stop: threading.Event | None = None) -> Generator[Progress, None, Recalibration | None]:
+    """The model ``checkpoints`` recalibrated for the project's site on its ``source`` labels
+    (:func:`~napari_deep_prl.scoring.recalibrate.recalibrate`; the model panel's *Recalibrate for
+    this site*, ``deep-prl active calibrate``). Too few labels are refused before any patch is cut."""
+    labels = project.training_labels(source)
+    labels_from = f"{project.root}, {source} labels"
+    check_site_labels(labels["prl"].to_numpy(), f"{project.root.name} ({labels_from})")
+    sets = {}
+    for config in dict.fromkeys(c.patch_config for c in checkpoints):
+        sets[config] = yield from labelled_patchset(project, labels, config, oversample_shift=0)
+    return (yield from recalibrate(checkpoints, sets, site=project.root.name, labels_from=labels_from,
+                                   device=device, stop=stop))
+
+
 def next_version_path(models_dir: Path) -> Path:
     """``models/deep-prl-vNNN.pt`` one above the highest version there."""
     found = [int(m.group(1)) for p in models_dir.glob(f"{STEM}-v*.pt")
@@ -216,8 +236,7 @@ def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
     name = next_version_path(project.models_dir).name
 
     def save(folder: Path) -> Path:
-        path = folder / name
-        return save_ensemble(checkpoints, path) if len(checkpoints) > 1 else checkpoints[0].save(path)
+        return save_models(checkpoints, folder / name)
 
     path = write_or_rescue(save, project.models_dir, "the fine-tuned model")
     return FinetuneResult(checkpoints, runs, path, validation, stopped, comparison)

@@ -34,6 +34,7 @@ COMMANDS = {
     "score": "score lesions with trained Deep-PRL model(s): PRL probability, decision, uncertainty",
     "bids": "BIDS App: score a BIDS dataset per participant (BIDS derivatives), then merge per group",
     "export": "export a trained model as one ONNX graph, with its patch settings and test vectors",
+    "calibrate": "recalibrate a trained model for a new site on its labelled lesions",
     "active": "uncertainty scores, queue order and fine-tuning",
 }
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING, Any
 
 from napari_deep_prl.base.errors import InputError
-from napari_deep_prl.data.cohort import Cohort, open_cohort
 from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
-from napari_deep_prl.data.images import SubjectPaths
+
+if TYPE_CHECKING:  # the image modules load when a command runs, not for its --help (project init)
+    from napari_deep_prl.data.cohort import Cohort
+    from napari_deep_prl.data.images import SubjectPaths
 
 #: One subject's image options, by contrast.
 IMAGE_HELP = {
@@ -20,12 +23,49 @@ IMAGE_HELP = {
 }
 
 
+#: What a command's MANIFEST may be.
+MANIFEST_HELP = "cohort manifest CSV, or a folder: a BIDS dataset, sub-<label> folders or one holding manifest.csv"
+
+
+def add_bids_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a BIDS dataset given as ``MANIFEST``
+    (:func:`~napari_deep_prl.data.bids.find_bids_subjects`): ``--derivatives``,
+    ``--participant-label``, ``--session-label``, ``--select``, ``--susceptibility``."""
+    bids = parser.add_argument_group("a BIDS dataset as MANIFEST (docs/data.md, 'A BIDS dataset')")
+    bids.add_argument("--derivatives", action="append", metavar="DIR",
+                      help="the pipeline folder holding the lesion masks (repeatable; default: every folder in "
+                           "BIDS_DIR/derivatives/)")
+    bids.add_argument("--participant-label", action="extend", nargs="+", metavar="LABEL",
+                      help="only these participants (with or without sub-)")
+    bids.add_argument("--session-label", action="extend", nargs="+", metavar="LABEL",
+                      help="only these sessions (with or without ses-); each session is a subject sub-X_ses-Y")
+    bids.add_argument("--select", action="append", metavar="[CONTRAST=]KEY-VALUE",
+                      help="choose among a contrast's images by an entity, e.g. acq-mprage (of each contrast that "
+                           "has it) or t1w=acq-mprage (required of the T1w); repeatable")
+    bids.add_argument("--susceptibility", choices=SUSCEPTIBILITY,
+                      help="phase or qsm, for a dataset that has both")
+
+
+def bids_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`add_bids_arguments` given, as keywords of ``find_bids_subjects``."""
+    options = {"derivatives": args.derivatives, "participant_label": args.participant_label,
+               "session": args.session_label, "select": args.select, "susceptibility": args.susceptibility}
+    return {k: v for k, v in options.items() if v}
+
+
+def cohort_from_args(path: str, args: argparse.Namespace) -> Cohort:
+    """The cohort of ``path`` (a manifest or a folder, :func:`open_cohort`) with the BIDS options of
+    :func:`add_bids_arguments`; a BIDS dataset's report of what it skipped goes to stderr."""
+    from napari_deep_prl.data.cohort import open_cohort
+
+    return reported(open_cohort(path, bids=bids_options(args)))
+
+
 def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
-    """``MANIFEST`` (a manifest CSV, a BIDS dataset or a folder) or one subject's images:
-    ``--phase|--qsm``, ``--mp2rage/--t1w/--flair``, ``--mask [--prl-mask|--prl-labels]``."""
-    parser.add_argument("manifest", nargs="?", metavar="MANIFEST",
-                        help="cohort manifest CSV, or a folder: a BIDS dataset, sub-<label> folders or one "
-                             "holding manifest.csv")
+    """``MANIFEST`` (a manifest CSV, a BIDS dataset and its options, or a folder) or one subject's
+    images: ``--phase|--qsm``, ``--mp2rage/--t1w/--flair``, ``--mask [--prl-mask|--prl-labels]``."""
+    parser.add_argument("manifest", nargs="?", metavar="MANIFEST", help=MANIFEST_HELP)
+    add_bids_arguments(parser)
     single = parser.add_argument_group("one subject instead of a manifest (images co-registered, each on "
                                        "its own grid or one)")
     for contrast, text in IMAGE_HELP.items():
@@ -44,6 +84,8 @@ def add_subject_arguments(parser: argparse.ArgumentParser) -> None:
 def subjects_from_args(args: argparse.Namespace) -> list[SubjectPaths]:
     """The subjects named on the command line, not loaded yet; a BIDS dataset's report of what
     it skipped goes to stderr."""
+    from napari_deep_prl.data.images import SubjectPaths
+
     images = {contrast: getattr(args, contrast) for contrast in IMAGE_HELP if getattr(args, contrast)}
     if args.manifest and (images or args.mask):
         raise InputError("give either a manifest or one subject's images (--phase, --mask, ...), not both.")
@@ -51,7 +93,10 @@ def subjects_from_args(args: argparse.Namespace) -> list[SubjectPaths]:
         raise InputError("--label-column goes with --prl-labels; a manifest names each table's label "
                          "column in its prl_labels_column column (docs/data.md).")
     if args.manifest:
-        return list(reported(open_cohort(args.manifest)))
+        return list(cohort_from_args(args.manifest, args))
+    if bids_options(args):
+        raise InputError(f"--{', --'.join(k.replace('_', '-') for k in bids_options(args))}: options of a BIDS "
+                         "dataset, given as MANIFEST; one subject's images need none.")
     if args.mask and any(c in images for c in SUSCEPTIBILITY) and any(c in images for c in STRUCTURAL):
         return [SubjectPaths.from_files(mask=args.mask, prl_mask=args.prl_mask, subject=args.subject,
                                         prl_labels=args.prl_labels, prl_labels_column=args.label_column, **images)]

@@ -1,4 +1,5 @@
-"""``deep-prl active``: score a project for active learning, rank its queue, fine-tune on labels.
+"""``deep-prl active``: score a project for active learning, rank its queue, fine-tune on labels,
+recalibrate a model for the project's site.
 
 The same core as the model panel (:mod:`napari_deep_prl.scoring.project`, :mod:`napari_deep_prl.active.strategies`,
 :mod:`napari_deep_prl.active.finetune`), so a session prepared on the command line (e.g. on a GPU machine) is
@@ -9,11 +10,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from napari_deep_prl.active import strategies as active
-from napari_deep_prl.active.finetune import finetune
+from napari_deep_prl.active.finetune import finetune, recalibrate_project
 from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, print_table, write_table
+from napari_deep_prl.cli.calibrate import save_site_model
 from napari_deep_prl.cli.train import add_accept_worse, network_count, report_comparison
 from napari_deep_prl.model.checkpoint import Checkpoint, load_models
 from napari_deep_prl.model.crossfit import DEFAULT_MODELS
@@ -73,6 +76,17 @@ def register(p: argparse.ArgumentParser) -> None:
     add_accept_worse(tune)
     tune.add_argument("--quiet", action="store_true")
     tune.set_defaults(func=run_finetune)
+
+    site = actions.add_parser("calibrate", help="recalibrate a model for the project's site on its labels",
+                              description="Refit the model's calibration and decision threshold on the project's "
+                                          "labelled lesions, keeping its networks, and save it as SITE_MODEL.pt: the "
+                                          "model panel's 'Recalibrate for this site…' (`deep-prl calibrate` takes a "
+                                          "manifest's labels instead).")
+    common(site)
+    site.add_argument("--source", default="consensus",
+                      help="'consensus', a rater id or a reference id (imported PRL masks: 'prl_mask')")
+    site.add_argument("-o", "--output", required=True, metavar="SITE_MODEL.pt", help="the recalibrated model to write")
+    site.set_defaults(func=run_calibrate)
 
 
 def _scores(args: argparse.Namespace, project: Project,
@@ -137,3 +151,14 @@ def run_finetune(args: argparse.Namespace) -> int:
     if result.comparison is None:
         return 0
     return report_comparison(result.comparison, result.path, args.model, args.accept_worse)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    output = Path(args.output)
+    check_output(output)
+    checkpoints = load_models(*args.model)
+    with Project.open(args.project) as project:
+        result = run_with_tqdm(recalibrate_project(project, checkpoints, args.source, device=args.device),
+                               desc="recalibrate", disable=args.quiet)
+    save_site_model(result, output)
+    return 0

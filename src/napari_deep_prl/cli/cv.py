@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.cli._subjects import MANIFEST_HELP, add_bids_arguments, cohort_from_args
 from napari_deep_prl.cli._threads import add_threads_argument, set_threads
 from napari_deep_prl.model.inference import PRECISIONS
 
@@ -44,7 +45,8 @@ def register(p: argparse.ArgumentParser) -> None:
                      "SD), roc.png, predictions.tsv and metrics.json, plus comparison.md.")
     p.epilog = CLUSTER_HOWTO
     p.formatter_class = argparse.RawDescriptionHelpFormatter
-    p.add_argument("manifest", nargs="?", help="cohort manifest CSV (with prl_mask or prl_labels) or folder")
+    p.add_argument("manifest", nargs="?", metavar="MANIFEST",
+                   help=f"{MANIFEST_HELP}; its subjects need ground truth (prl_mask or prl_labels)")
     p.add_argument("-o", "--output", type=Path, help="report folder")
     p.add_argument("--merge", type=Path, metavar="REPORT_DIR",
                    help="only merge the fold results already in REPORT_DIR into the report "
@@ -81,6 +83,7 @@ def register(p: argparse.ArgumentParser) -> None:
                         "0 for none)")
     p.add_argument("--cache", type=Path, help="folder keeping the cohort's patches between jobs")
     add_threads_argument(p)
+    add_bids_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -88,7 +91,6 @@ def register(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from napari_deep_prl.base.progress import run_with_tqdm
     from napari_deep_prl.base.tables import check_output
-    from napari_deep_prl.data.cohort import open_cohort
     from napari_deep_prl.evaluation.crossval import (
         CVConfig,
         lesion_truth,
@@ -103,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     if args.merge:
         if args.output:
             raise InputError("--merge REPORT_DIR takes no -o: the report is written in place")
-        cohort = open_cohort(args.manifest) if args.manifest else None
+        cohort = cohort_from_args(args.manifest, args) if args.manifest else None
         return _merge(args.merge, cohort, errors=args.errors, quiet=args.quiet,
                       cohort_decision=args.cohort_decision)
     if not args.manifest or not args.output:
@@ -112,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.cache, folder=True)
     if args.epochs < 1:
         raise InputError(f"--epochs {args.epochs}: train at least one epoch")
-    cohort = open_cohort(args.manifest)
+    cohort = cohort_from_args(args.manifest, args)
     config = CVConfig(outer=args.outer, inner=args.inner, seed=args.seed,
                       ensemble=args.ensemble)
     settings = MethodSettings(epochs=args.epochs, preset=args.preset, device=args.device,

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from napari_deep_prl.base.progress import run_with_tqdm
+from napari_deep_prl.cli._subjects import MANIFEST_HELP, add_bids_arguments, cohort_from_args
 from napari_deep_prl.ratings.project import CONFIG_NAME, create_project
 
 
@@ -22,7 +23,9 @@ def register(p: argparse.ArgumentParser) -> None:
                     "lesions of every subject of the manifest.")
     init.add_argument("dir", help="project folder to create")
     init.add_argument("--manifest", required=True,
-                      help="cohort manifest CSV, or a folder in the documented layout")
+                      help=f"{MANIFEST_HELP} (a BIDS dataset's subjects found are written to DIR/manifest.csv, "
+                           "which the project then reads)")
+    add_bids_arguments(init)
     init.add_argument("--consensus", choices=("unanimous", "majority"), default="unanimous",
                       help="automatic consensus rule (default: unanimous)")
     init.add_argument("--min-raters", type=int, default=2,
@@ -40,7 +43,7 @@ def run_init(args: argparse.Namespace) -> int:
     config = {"consensus": {"method": args.consensus, "min_raters": args.min_raters}}
     if args.store is not None:
         config["store"] = args.store
-    project = run_with_tqdm(create_project(args.dir, args.manifest, config),
+    project = run_with_tqdm(create_project(args.dir, cohort_from_args(args.manifest, args), config),
                             desc="registering lesions", disable=args.quiet)
     with project:
         lesions = project.lesions()

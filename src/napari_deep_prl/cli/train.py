@@ -15,8 +15,8 @@ import pandas as pd
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, write_or_rescue, write_table
+from napari_deep_prl.cli._subjects import MANIFEST_HELP, add_bids_arguments, cohort_from_args
 from napari_deep_prl.cli._threads import add_threads_argument, set_threads
-from napari_deep_prl.data.cohort import open_cohort
 from napari_deep_prl.data.patches import MAX_PATCH_SIZE, PatchConfig
 from napari_deep_prl.model.augment import AugmentConfig
 from napari_deep_prl.model.checkpoint import Checkpoint, load_models, save_ensemble
@@ -45,7 +45,9 @@ def register(p: argparse.ArgumentParser) -> None:
                      "threshold chosen on all of them) and saved together in MODEL.pt; scoring "
                      "averages them. --models 1 trains one network (a third of the time).")
     d = TrainConfig()
-    p.add_argument("manifest", metavar="MANIFEST", help="cohort manifest CSV or subject folder layout")
+    p.add_argument("manifest", metavar="MANIFEST",
+                   help=f"{MANIFEST_HELP}; its subjects need ground truth (prl_mask or prl_labels)")
+    add_bids_arguments(p)
     p.add_argument("-o", "--output", required=True, metavar="MODEL.pt", help="checkpoint to write")
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs ({d.epochs}, as the paper)")
     p.add_argument("--seed", type=int, default=d.seed, help=f"seed of split, weights, batches ({d.seed})")
@@ -115,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, threshold_rule=args.threshold_rule, model=network,
         augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
     )
-    cohort = open_cohort(args.manifest)
+    cohort = cohort_from_args(args.manifest, args)
     patches = run_with_tqdm(build_patchset(cohort, patch_config, exclude_confluent=args.exclude_confluent,
                                            flip_phase=args.flip_phase), desc="patches", disable=args.quiet)
     stop = threading.Event()

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -316,19 +317,25 @@ def discover_subject(sub_dir: str | Path, *, check_ids: bool = True) -> SubjectP
                         found["mask"], found.get("prl_mask"))
 
 
-def open_cohort(path: str | Path, *, check_ids: bool = True) -> Cohort:
+def open_cohort(path: str | Path, *, check_ids: bool = True, bids: Mapping[str, Any] | None = None) -> Cohort:
     """A cohort from a manifest CSV/TSV or a folder: its ``manifest.csv`` if it has one, else a
     BIDS dataset's subjects if it is one (it holds ``dataset_description.json``;
     :func:`~napari_deep_prl.data.bids.find_bids_subjects`, with ``Cohort.bids`` saying what was
     skipped), else the subject folders it holds (:func:`discover`); ``check_ids`` as
-    :func:`read_manifest`."""
+    :func:`read_manifest`. ``bids``: keywords of ``find_bids_subjects`` (``derivatives``,
+    ``participant_label``, ``session``, ``select``, ``susceptibility``), for a BIDS dataset only."""
     path = Path(path)
+    is_bids = path.is_dir() and not (path / "manifest.csv").is_file() and (path / "dataset_description.json").is_file()
+    if bids and not is_bids:
+        raise InputError(f"{path}: not a BIDS dataset (a folder holding dataset_description.json and no "
+                         f"manifest.csv), so the BIDS options ({', '.join(sorted(bids))}) do not apply. Leave them "
+                         "out, or give the BIDS dataset's folder.")
     if not path.is_dir():
         return read_manifest(path, check_ids=check_ids)
     if (path / "manifest.csv").is_file():
         return read_manifest(path / "manifest.csv", check_ids=check_ids)
-    if (path / "dataset_description.json").is_file():
-        found = find_bids_subjects(path)
+    if is_bids:
+        found = find_bids_subjects(path, **(bids or {}))
         return Cohort([bids_subject_paths(s) for s in found.subjects], source=path, bids=found)
     return discover(path, check_ids=check_ids)
 

@@ -133,6 +133,11 @@ def save_ensemble(members: Sequence[Checkpoint], path: str | Path) -> Path:
                          "members": [member._payload() for member in members]})
 
 
+def save_models(members: Sequence[Checkpoint], path: str | Path) -> Path:
+    """Save one model as it was loaded: one network as a checkpoint, several as an ensemble file."""
+    return save_ensemble(members, path) if len(members) > 1 else members[0].save(path)
+
+
 def _write(path: str | Path, payload: dict[str, Any]) -> Path:
     """Save atomically: a crash never leaves half a model where a whole one was."""
     return write_atomic(path, lambda fh: torch.save({"format": FORMAT, **payload}, fh), binary=True)
@@ -345,6 +350,7 @@ METADATA_FIELDS: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "labels": _check_labels,
     "ensemble": _check_ensemble,
     "parent": _of_type((str, type(None)), "a checkpoint id or null"),
+    "recalibration": _of_type(dict, "an object recording a site recalibration"),
     "package_version": _of_type(str, "a version string"),
 }
 REQUIRED_FIELDS = ("model", "patch", "patch_size", "threshold")

@@ -5,6 +5,7 @@ Layout::
     project/
       project.json      # manifest reference, consensus rule, exclusion reasons, blinding,
                         # study design, the store's URL (edit it by hand; unknown keys are refused)
+      manifest.csv      # the subjects found, when the project was made from a BIDS dataset
       ratings.sqlite    # the rating store (see napari_deep_prl.ratings.store), unless project.json
                         # names a PostgreSQL store (a study shared across sites)
       models/           # checkpoints trained on the project's labels
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
 
 CONFIG_NAME = "project.json"
 DB_NAME = "ratings.sqlite"
+#: The project's own manifest of the subjects found in a BIDS dataset (:func:`create_project`).
+BIDS_MANIFEST_NAME = "manifest.csv"
 FORMAT = "napari-deep-prl project"
 EXPORT_KINDS = ("wide", "long", "history", "consensus_history")
 #: The index :meth:`Project.export_masks` writes beside the masks.
@@ -176,7 +179,7 @@ def mask_fingerprint(labels: np.ndarray, affine: np.ndarray) -> str:
     return digest.hexdigest()
 
 
-def create_project(root: str | Path, manifest: str | Path,
+def create_project(root: str | Path, manifest: str | Path | Cohort,
                    config: dict[str, Any] | None = None) -> ProgressGenerator[Project]:
     """Create a project: register every subject's lesions (one mask loaded at a time).
 
@@ -186,8 +189,13 @@ def create_project(root: str | Path, manifest: str | Path,
     was interrupted resumes it; a finished project is refused. ``config["store"]``: a PostgreSQL
     URL (without password) puts the ratings on that server instead of the folder's
     ratings.sqlite.
+
+    ``manifest``: what :func:`~napari_deep_prl.data.cohort.open_cohort` opens, or the cohort it
+    opened (e.g. a BIDS dataset with options). The subjects found in a BIDS dataset are written
+    to the project's own ``manifest.csv``, which the project then reads: it keeps the subjects
+    (and sessions) found at its creation, whatever the dataset gains later.
     """
-    from napari_deep_prl.data.cohort import open_cohort
+    from napari_deep_prl.data.cohort import Cohort, open_cohort
     from napari_deep_prl.data.images import header_problems
     from napari_deep_prl.data.lesions import lesions_in_mask
 
@@ -198,10 +206,17 @@ def create_project(root: str | Path, manifest: str | Path,
     if config_path.exists():
         raise InputError(f"{root}: already a napari-deep-prl project. Open it, or choose an "
                          "empty folder.")
-    cohort = open_cohort(manifest)
+    cohort = manifest if isinstance(manifest, Cohort) else open_cohort(manifest)
+    if cohort.source is None:
+        raise InputError("the cohort has no manifest or folder it was read from, so the project could not "
+                         "open it again; give a manifest's path")
+    resumed = (root / f"{CONFIG_NAME}.new").exists()
+    if cohort.bids is not None and (root / BIDS_MANIFEST_NAME).exists() and not resumed:
+        raise InputError(f"{root}: already holds a {BIDS_MANIFEST_NAME}, where the project would list the "
+                         "subjects found in the BIDS dataset. Choose an empty folder.")
     problems = [problem for paths in cohort for problem in header_problems(paths)]
     if problems:
-        raise InputError(f"{cohort.source or manifest}: {len(problems)} problem(s) in the subjects' "
+        raise InputError(f"{cohort.source}: {len(problems)} problem(s) in the subjects' "
                          "images, so no project was created; fix them and run `deep-prl project "
                          "init` again. "
                          + " ".join(f"({i}) {problem}" for i, problem in enumerate(problems, 1)))
@@ -210,7 +225,8 @@ def create_project(root: str | Path, manifest: str | Path,
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise write_error(folder, err) from err
-    reference = os.path.relpath(Path(manifest).resolve(), root.resolve())
+    source = cohort.source if cohort.bids is None else cohort.bids.write_manifest(root / BIDS_MANIFEST_NAME)
+    reference = os.path.relpath(Path(source).resolve(), root.resolve())
     data = {**json.loads(ProjectConfig(manifest=reference).to_json()), **(config or {})}
     staged = root / f"{CONFIG_NAME}.new"
     write_text(staged, json.dumps(data, indent=2) + "\n")

@@ -61,6 +61,11 @@ def describe_checkpoint(checkpoints: Checkpoint | Sequence[Checkpoint], path: Pa
     ]
     if meta.get("parent"):
         lines.append(f"fine-tuned from {meta['parent']}")
+    site = meta.get("recalibration")
+    if site:
+        lines.append(f"recalibrated for {site.get('site', '?')} on {site.get('lesions', '?')} lesions "
+                     f"({site.get('prls', '?')} PRL), {str(site.get('date', '?'))[:10]}; "
+                     f"was {site.get('previous_id', '?')}")
     if meta.get("package_version"):
         lines.append(f"napari-deep-prl {meta['package_version']}")
     return "<br>".join(lines)

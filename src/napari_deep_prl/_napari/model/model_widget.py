@@ -8,7 +8,8 @@ the buttons), a sortable table whose rows move the viewer to the lesion, the sub
 and the project's counts. **Decide** calls a project's lesions PRL each at the model's
 threshold, or all scored lesions together (:func:`~napari_deep_prl.scoring.project.project_scores`).
 Both buttons score as ``deep-prl score`` does (:func:`~napari_deep_prl.scoring.score.score_subject`).
-In blind mode none of the scores is shown. The fine-tuning box below trains new versions.
+In blind mode none of the scores is shown. The fine-tuning box below trains new versions; the
+recalibration box under it recalibrates the model for the project's site.
 
 The project, the model in use and the running job are a
 :class:`~.model_state.ModelState` that this panel and the fine-tuning box share and listen to.
@@ -45,6 +46,7 @@ from napari_deep_prl._napari.messages import SALIENCY_NEEDS, SCORES_HIDDEN, TOOL
 from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
 from napari_deep_prl._napari.model.model_state import ModelState
 from napari_deep_prl._napari.model.model_text import describe_checkpoint
+from napari_deep_prl._napari.model.recalibrate_box import RecalibrateBox
 from napari_deep_prl._napari.model.scoring_table import (
     ColourBar,
     ScoringTable,
@@ -140,6 +142,7 @@ class ModelPanel(QWidget):
         self.table = ScoringTable()
         self.saliency_button = QPushButton("Saliency of the selected lesion")
         self.finetune = FinetuneBox(self.state)
+        self.recalibrate = RecalibrateBox(self.state)
         for name, widget in (("open", self.open_button), ("load", self.load_button),
                              ("score", self.score_button),
                              ("score_all", self.score_all_button), ("blind", self.blind),
@@ -163,7 +166,7 @@ class ModelPanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scrolling_column((controls, self.bar, self.blind, self.hidden, self.count,
                                            self.summary, self.colour_bar, self.table,
-                                           self.saliency_button, self.finetune)))
+                                           self.saliency_button, self.finetune, self.recalibrate)))
 
         self.open_button.clicked.connect(self._choose_project)
         self.load_button.clicked.connect(self._choose_model)
