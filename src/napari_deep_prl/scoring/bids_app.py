@@ -104,6 +104,15 @@ COLUMNS = {
     "confluent": {"Description": "Whether the lesion touches another lesion (26-connectivity); such lesions "
                                  "were excluded from the paper's evaluation.",
                   "Levels": {"True": "touches another lesion", "False": "stands alone"}},
+    "volume_voxels": {"Description": "Volume of the lesion in voxels of the reference grid.", "Units": "voxel"},
+    "rim_coverage": {"Description": "Share of the lesion's edge, over its axial slices cut into 30-degree "
+                                    "sectors, with a band more paramagnetic than the tissue just outside it, "
+                                    "measured on the susceptibility image without the model (NAIMS's rim "
+                                    "criterion as a number; docs/scoring.md, Rim evidence); n/a for a lesion "
+                                    "too small to judge."},
+    "rim_slices": {"Description": "Longest run of consecutive axial slices with a rim on at least two thirds of "
+                                  "the lesion's edge."},
+    "diameter_mm": {"Description": "Largest in-plane extent of the lesion on any axial slice.", "Units": "mm"},
     "prl_truth": {"Description": "Ground truth from a PRL mask in the derivatives (most of the lesion's voxels in "
                                 "it); n/a for lesions a label table leaves out.",
                   "Levels": {"0": "not a PRL", "1": "a PRL"}},
