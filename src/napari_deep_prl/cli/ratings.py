@@ -18,6 +18,7 @@ from napari_deep_prl.base.tables import (
 )
 from napari_deep_prl.ratings.project import MASK_INDEX, Project
 from napari_deep_prl.ratings.schema import LABELS, UNSURE_MODES
+from napari_deep_prl.ratings.second_reads import DEFAULT_MODEL_GAP
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,6 +99,23 @@ def register(p: argparse.ArgumentParser) -> None:
     con.add_argument("--by", required=True, help="adjudicator id")
     con.add_argument("--note", help="why (kept with the decision or retraction)")
     con.set_defaults(func=run_consensus)
+
+    sec = actions.add_parser(
+        "second-reads", help="lesions another rater should read, most useful first",
+        description="Lesions whose raters disagree, that a rater called unsure, or whose only "
+                    "rater the model's stored score contradicts (see --model-gap); adjudicated "
+                    "lesions are left out. Ordered by the expected change of the patient's PRL "
+                    "count that one more read brings, 2p(1-p)/(n+2), with p the lesion's PRL "
+                    "share of its n reads plus the model's probability as one more (see "
+                    "docs/adjudicator_guide.md). Not blinded: for the study lead.")
+    sec.add_argument("project", help="project folder")
+    sec.add_argument("-o", "--output", help="output table; default: TSV on stdout")
+    sec.add_argument("--model-gap", type=float, default=DEFAULT_MODEL_GAP,
+                     help="a lone read is queued when the model gives the other label at least "
+                          "this probability (default %(default)s)")
+    sec.add_argument("--model", help="use this model's stored scores (default: each lesion's "
+                                     "newest)")
+    sec.set_defaults(func=run_second_reads)
 
     agr = actions.add_parser(
         "agreement", help="percent agreement, Cohen's kappa per pair, Fleiss' kappa",
@@ -240,6 +258,18 @@ def _read_table(path: Path) -> pd.DataFrame:
     except (ValueError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: unreadable table ({err}). Give a TSV with a header "
                          "subject, lesion, rater, label.") from err
+
+
+def run_second_reads(args: argparse.Namespace) -> int:
+    check_output(args.output)
+    with Project.open(args.project, readonly=True) as project:
+        queue = project.second_reads(model_gap=args.model_gap, model=args.model)
+    if args.output:
+        write_table(queue, args.output, na_rep="n/a")
+    else:
+        print_table(queue, sys.stdout, float_format="%.4g", na_rep="n/a")
+    print(f"{len(queue)} lesion(s) would gain from another read", file=sys.stderr)
+    return 0
 
 
 def run_agreement(args: argparse.Namespace) -> int:
