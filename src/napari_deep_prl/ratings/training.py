@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_deep_prl.base.errors import InputError
-from napari_deep_prl.ratings.agreement import kappa_with_ci, percent_agreement
 from napari_deep_prl.ratings.store import Rating, RatingStore, utc_now
 
 if TYPE_CHECKING:
@@ -137,6 +136,8 @@ class Practice:
               seed: int = 0) -> dict[str, object]:
         """Agreement of the trainee's answers with the set: ``n, of, percent_agreement,
         cohen_kappa, cohen_kappa_ci_low, cohen_kappa_ci_high, note``."""
+        from napari_deep_prl.ratings.agreement import kappa_with_ci, percent_agreement
+
         ref = self.reference(reference)
         both = self._answers(rater, reference).merge(ref, on=["subject", "lesion"],
                                                      suffixes=("", "_reference"))
