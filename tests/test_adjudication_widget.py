@@ -196,3 +196,21 @@ def test_the_reliability_report_button_writes_the_report_in_the_background(
     qtbot.waitUntil(lambda: widget.report_worker is None, timeout=60000)
     assert len(errors) == 1 and errors[0].startswith("Could not write the reliability report")
     assert widget.report_status.text() == "" and widget.report_button.isEnabled()
+
+
+def test_second_reads_are_listed_and_leave_once_decided(adjudicate, qtbot, project_dir):
+    viewer, widget = adjudicate()
+    assert shown_after(qtbot, widget, lambda: widget.open_project(project_dir, "boss")) \
+        == ("sub-01", 1)
+
+    def listed():
+        return [(widget.second_reads.item(i, 0).text(), widget.second_reads.item(i, 1).text(),
+                 widget.second_reads.item(i, 2).text())
+                for i in range(widget.second_reads.rowCount())]
+
+    # an even split (expected change 0.125) before unsure against prl (p = 2/3: 0.111)
+    assert listed() == [("sub-01", "1", "disagree"), ("sub-02", "2", "disagree,unsure")]
+    assert widget.second_reads.isVisible()
+    with qtbot.waitSignal(widget.agreement.updated, timeout=20000):
+        shown_after(qtbot, widget, lambda: press(viewer, "P"))
+    assert listed() == [("sub-02", "2", "disagree,unsure")]

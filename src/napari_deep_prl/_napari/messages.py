@@ -46,6 +46,9 @@ TOOLTIPS = {
     "note": "Optional note saved with the consensus decision.",
     "decided": "List every lesion that already has a consensus decision, to revise or take it back.",
     "pair": "Raters compared in the confusion matrix.",
+    "second_reads": "Lesions another rater should read: disagreeing labels, an unsure, or a "
+                    "lone read the model contradicts; ordered by the expected change of the "
+                    "patient's PRL count one more read brings (docs/adjudicator_guide.md).",
     "report": "Write the reliability report (one HTML file: kappa, Gwet's AC1, PABAK, "
               "Krippendorff's alpha, sensitivity and specificity, the PRL count ICC, with "
               "patient-bootstrap CIs and a methods paragraph), as `deep-prl ratings report` does.",

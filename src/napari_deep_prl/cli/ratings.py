@@ -18,6 +18,8 @@ from napari_deep_prl.base.tables import (
 )
 from napari_deep_prl.ratings.project import MASK_INDEX, Project
 from napari_deep_prl.ratings.schema import LABELS, UNSURE_MODES
+from napari_deep_prl.ratings.second_reads import DEFAULT_MODEL_GAP
+from napari_deep_prl.ratings.training import DEFAULT_MIN_KAPPA
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -98,6 +100,66 @@ def register(p: argparse.ArgumentParser) -> None:
     con.add_argument("--by", required=True, help="adjudicator id")
     con.add_argument("--note", help="why (kept with the decision or retraction)")
     con.set_defaults(func=run_consensus)
+
+    sec = actions.add_parser(
+        "second-reads", help="lesions another rater should read, most useful first",
+        description="Lesions whose raters disagree, that a rater called unsure, or whose only "
+                    "rater the model's stored score contradicts (see --model-gap); adjudicated "
+                    "lesions are left out. Ordered by the expected change of the patient's PRL "
+                    "count that one more read brings, 2p(1-p)/(n+2), with p the lesion's PRL "
+                    "share of its n reads plus the model's probability as one more (see "
+                    "docs/adjudicator_guide.md). Not blinded: for the study lead.")
+    sec.add_argument("project", help="project folder")
+    sec.add_argument("-o", "--output", help="output table; default: TSV on stdout")
+    sec.add_argument("--model-gap", type=float, default=DEFAULT_MODEL_GAP,
+                     help="a lone read is queued when the model gives the other label at least "
+                          "this probability (default %(default)s)")
+    sec.add_argument("--model", help="use this model's stored scores (default: each lesion's "
+                                     "newest)")
+    sec.set_defaults(func=run_second_reads)
+
+    pset = actions.add_parser(
+        "practice-set", help="hold a reference set raters practise on",
+        description="Stores a reference set in the project's practice store "
+                    "(practice/practice.sqlite), apart from the study's ratings: from FILE (TSV "
+                    "or CSV: subject, lesion, label and optionally comment, shown as the "
+                    "experts' note) or from the project's consensus of the lesions listed in "
+                    "--from-consensus (subject, lesion). See docs/rater_training.md.")
+    pset.add_argument("project", help="project folder")
+    pset.add_argument("name", help="the reference set's id")
+    pset.add_argument("file", nargs="?", help="reference labels table")
+    pset.add_argument("--from-consensus", metavar="LESIONS",
+                      help="table of the lesions (subject, lesion) whose consensus to use")
+    pset.set_defaults(func=run_practice_set)
+
+    prac = actions.add_parser(
+        "practice", help="practise on a reference set: name the next lesion, or answer one",
+        description="Without --label: prints the next lesion of the set (subject and lesion) for "
+                    "the trainee. With --subject, --lesion and --label: records the practice "
+                    "answer (never a study rating) and prints the reference label and the "
+                    "experts' note.")
+    prac.add_argument("project", help="project folder")
+    prac.add_argument("--rater", required=True, help="the trainee's id")
+    prac.add_argument("--set", required=True, dest="reference", help="reference set id")
+    prac.add_argument("--subject")
+    prac.add_argument("--lesion", type=int, help="lesion id within the subject")
+    prac.add_argument("--label", choices=LABELS)
+    prac.set_defaults(func=run_practice)
+
+    trn = actions.add_parser(
+        "train-rater", help="score a trainee against a reference set; record them as trained",
+        description="Cohen's kappa of the trainee's practice answers against the set, with a "
+                    "95%% CI by a bootstrap over patients; when every lesion of the set is "
+                    "answered and kappa reaches --min-kappa the trainee is recorded in "
+                    "practice/trained.tsv. Exit 0 either way; stderr says which.")
+    trn.add_argument("project", help="project folder")
+    trn.add_argument("--rater", required=True, help="the trainee's id")
+    trn.add_argument("--set", required=True, dest="reference", help="reference set id")
+    trn.add_argument("--min-kappa", type=float, default=DEFAULT_MIN_KAPPA,
+                     help="kappa needed to count as trained (default %(default)s)")
+    trn.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    trn.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    trn.set_defaults(func=run_train_rater)
 
     agr = actions.add_parser(
         "agreement", help="percent agreement, Cohen's kappa per pair, Fleiss' kappa",
@@ -240,6 +302,71 @@ def _read_table(path: Path) -> pd.DataFrame:
     except (ValueError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: unreadable table ({err}). Give a TSV with a header "
                          "subject, lesion, rater, label.") from err
+
+
+def run_second_reads(args: argparse.Namespace) -> int:
+    check_output(args.output)
+    with Project.open(args.project, readonly=True) as project:
+        queue = project.second_reads(model_gap=args.model_gap, model=args.model)
+    if args.output:
+        write_table(queue, args.output, na_rep="n/a")
+    else:
+        print_table(queue, sys.stdout, float_format="%.4g", na_rep="n/a")
+    print(f"{len(queue)} lesion(s) would gain from another read", file=sys.stderr)
+    return 0
+
+
+def run_practice_set(args: argparse.Namespace) -> int:
+    from napari_deep_prl.ratings.training import Practice
+
+    if bool(args.file) == bool(args.from_consensus):
+        raise InputError("give either a reference labels FILE or --from-consensus LESIONS.")
+    with Project.open(args.project) as project, Practice(project) as practice:
+        if args.file:
+            count = practice.hold_reference(args.name, _read_table(Path(args.file)))
+        else:
+            count = practice.reference_from_consensus(
+                args.name, _read_table(Path(args.from_consensus)))
+    print(f"reference set '{args.name}' holds {count} new label(s)", file=sys.stderr)
+    return 0
+
+
+def run_practice(args: argparse.Namespace) -> int:
+    from napari_deep_prl.ratings.training import Practice
+
+    answer = (args.subject, args.lesion, args.label)
+    if any(a is not None for a in answer) and any(a is None for a in answer):
+        raise InputError("an answer needs --subject, --lesion and --label together.")
+    with Project.open(args.project) as project, Practice(project) as practice:
+        if args.label is None:
+            todo = practice.remaining(args.rater, args.reference)
+            if todo:
+                print(*todo[0], sep="\t")
+            print(f"{len(todo)} lesion(s) of '{args.reference}' left to practise",
+                  file=sys.stderr)
+            return 0
+        feedback = practice.answer(args.rater, args.reference, args.subject, args.lesion,
+                                   args.label)
+    note = f" ({feedback.note})" if feedback.note else ""
+    verdict = "agreed" if feedback.agreed else "differs"
+    print(f"{verdict}: reference: {feedback.reference_label}{note}", file=sys.stderr)
+    return 0
+
+
+def run_train_rater(args: argparse.Namespace) -> int:
+    from napari_deep_prl.ratings.agreement import describe_estimate
+    from napari_deep_prl.ratings.training import Practice
+
+    with Project.open(args.project) as project, Practice(project) as practice:
+        score = practice.record_trained(args.rater, args.reference, min_kappa=args.min_kappa,
+                                        n_boot=args.n_boot, seed=args.seed)
+    kappa = describe_estimate(score["cohen_kappa"], score["cohen_kappa_ci_low"],
+                              score["cohen_kappa_ci_high"], score["note"])
+    state = ("recorded as trained" if score["trained"] else
+             f"not trained yet (needs every lesion answered and kappa >= {args.min_kappa})")
+    print(f"{args.rater} on '{args.reference}': {score['n']} of {score['of']} lesions, agreement "
+          f"{score['percent_agreement']:.0%}, kappa {kappa}; {state}", file=sys.stderr)
+    return 0
 
 
 def run_agreement(args: argparse.Namespace) -> int:

@@ -51,6 +51,7 @@ from napari_deep_prl.base.tables import (
 from napari_deep_prl.ratings import consensus, export, postgres
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
+from napari_deep_prl.ratings.second_reads import DEFAULT_MODEL_GAP, second_read_queue
 from napari_deep_prl.ratings.store import Rating, RatingStore
 
 if TYPE_CHECKING:
@@ -422,6 +423,19 @@ class Project:
         retract it). See :func:`.ratings.consensus.adjudication_queue` for the columns."""
         current = self.store.current()
         return consensus.adjudication_queue(self.consensus(current), current, decided=decided)
+
+    def second_reads(self, *, model_gap: float = DEFAULT_MODEL_GAP,
+                     model: str | None = None) -> pd.DataFrame:
+        """Lesions another rater should read, most useful first (not blinded: for the study
+        lead); the scores of ``model``, or each lesion's newest. See
+        :mod:`.ratings.second_reads`."""
+        predictions = self.store.predictions(model)
+        if model is not None and predictions.empty:
+            raise InputError(f"{self.root}: model '{model}' has no stored scores. Give a model "
+                             "whose scores were written to the project, or leave --model out.")
+        return second_read_queue(self.lesions(), self.store.current(),
+                                 self.store.consensus_decisions(), predictions,
+                                 self.config.consensus, model_gap=model_gap)
 
     def record_consensus(self, subject: str, lesion: int, label: str, *, by: str,
                          note: str | None = None) -> int:

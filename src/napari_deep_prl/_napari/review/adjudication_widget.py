@@ -42,6 +42,8 @@ from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.ratings.reliability_report import report_project
 
 RATING_COLUMNS = ("rater", "label", "confidence", "reason", "comment")
+#: Columns of the second-read list (see ``deep-prl ratings second-reads``).
+SECOND_READ_COLUMNS = ("subject", "lesion", "why", "read_by", "expected_change")
 #: Where the report is offered first, in the project's exports folder.
 REPORT_NAME = "reliability_report.html"
 
@@ -97,8 +99,16 @@ class AdjudicationWidget(LesionWidget):
                                          clicked=self.choose_report)
         self.report_status = QLabel("")
         self.report_status.setWordWrap(True)
+        self.second_reads = QTableWidget(0, len(SECOND_READ_COLUMNS),
+                                         toolTip=tips["second_reads"])
+        self.second_reads.setHorizontalHeaderLabels(list(SECOND_READ_COLUMNS))
+        self.second_reads.setFixedHeight(140)
+        self.second_reads.verticalHeader().hide()
+        self.second_reads.horizontalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents)
         stats = QVBoxLayout(self.stats)
-        for widget in (self.agreement, self.report_button, self.report_status):
+        for widget in (self.agreement, QLabel("Worth another read (most useful first):"),
+                       self.second_reads, self.report_button, self.report_status):
             stats.addWidget(widget)
         self.assemble((self.session_bar(session), session, lesion, self.stats))
         self._apply_blinding()
@@ -121,7 +131,7 @@ class AdjudicationWidget(LesionWidget):
         self.lesions = project.lesions().set_index("lesion_key")
         self.start_session(project, path, f"adjudicator {self.adjudicator} · {project.root.name}")
         self.agreement.project = project
-        self.agreement.refresh()
+        self.refresh_stats()
         self.visited.clear()
         self.index = 0
         self.refresh_queue()
@@ -169,6 +179,16 @@ class AdjudicationWidget(LesionWidget):
     def _report_finished(self) -> None:
         self.report_worker = None
         self.report_button.setEnabled(True)
+
+    def refresh_stats(self) -> None:
+        """Re-compute the agreement figures (in the background) and the second-read list."""
+        self.agreement.refresh()
+        table = self.project.second_reads()
+        self.second_reads.setRowCount(len(table))
+        for i, row in enumerate(table[list(SECOND_READ_COLUMNS)].itertuples(index=False)):
+            for j, value in enumerate(row):
+                text = f"{value:.3f}" if isinstance(value, float) else str(value)
+                self.second_reads.setItem(i, j, QTableWidgetItem(text))
 
     def refresh_queue(self, keep: int | None = None) -> None:
         """Re-read the disagreements (raters may still be rating) and show lesion ``keep`` (a
@@ -252,7 +272,7 @@ class AdjudicationWidget(LesionWidget):
             label=LABEL_NAMES[label], subject=row["subject"], lesion=row["lesion"]))
         self.visited.add(int(row["lesion_key"]))
         self.refresh_queue(keep=self._next_waiting(int(row["lesion_key"])))
-        self.agreement.refresh()
+        self.refresh_stats()
         return True
 
     def retract(self) -> bool:
@@ -269,7 +289,7 @@ class AdjudicationWidget(LesionWidget):
         self.saved.setText(messages.NOTHING_TO_RETRACT if retracted is None else
                            messages.RETRACTED.format(subject=row["subject"], lesion=row["lesion"]))
         self.refresh_queue(keep=int(row["lesion_key"]))
-        self.agreement.refresh()
+        self.refresh_stats()
         return retracted is not None
 
     def _next_waiting(self, key: int) -> int:
