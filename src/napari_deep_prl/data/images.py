@@ -243,7 +243,9 @@ class LesionMask:
     @cached_property
     def labels(self) -> np.ndarray:
         """The lesion labels: the ids the mask has on its own grid."""
-        return self.resampled_labels if self.resampled_labels is not None else label_lesions(self.mask)
+        if self.resampled_labels is not None:
+            return self.resampled_labels
+        return label_lesions(self.mask, Grid.of(self.mask.shape, self.affine).zooms)
 
 
 @dataclass
@@ -320,7 +322,7 @@ class Subject:
         """The mask's lesion labels (:func:`napari_deep_prl.data.masks.label_lesions`, or those
         of the mask on its own grid when it was resampled), computed once: checking,
         tabulating and showing a subject all need them."""
-        return self.resampled_labels if self.resampled_labels is not None else label_lesions(self.mask)
+        return self.resampled_labels if self.resampled_labels is not None else label_lesions(self.mask, self.zooms)
 
 
 def load_subject(*, mask: str | Path, prl_mask: str | Path | None = None, subject: str | None = None,
@@ -435,7 +437,7 @@ def _lesion_mask(paths: SubjectPaths, reference: _Reference) -> LesionMask:
     record = ImageGrid(paths.mask, grid, _placement(reference, grid, paths.mask, "mask", labels=True))
     if record.resampling != "nearest":
         return LesionMask(mask, reference.grid.affine, record)
-    labels = label_lesions(mask)
+    labels = label_lesions(mask, grid.zooms)
     check_lesions_inside(labels, grid, paths.mask, reference.grid, reference.path)
     moved = resample_labels(labels, grid, reference.grid)
     changes = lesion_changes(labels, moved)

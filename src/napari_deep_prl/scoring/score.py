@@ -92,7 +92,7 @@ from napari_deep_prl.model.metrics import (
 
 #: Columns of a scored lesion table, wherever it was scored (:func:`score_subject`).
 SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
-                 "prl_probability", "prl", "uncertainty_sd", "bald", "confluent")
+                 "prl_probability", "prl", "uncertainty_sd", "bald", "confluent", "component", "split_from")
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
 
@@ -142,7 +142,9 @@ def score_subject(subject: Subject, checkpoints: Sequence[Checkpoint], *, lesion
     out["prl"] = (prediction.probability >= threshold).astype(int)
     out["uncertainty_sd"] = prediction.uncertainty_sd
     out["bald"] = prediction.bald
-    out["confluent"] = table["confluent"].to_numpy()
+    for column in ("confluent", "component", "split_from"):
+        out[column] = table[column].to_numpy()
+    warn_if_parts_unseen(table, checkpoints)
     if "prl" in table:
         out["prl_truth"] = table["prl"].astype("Int64")  # NA: a lesion the label table leaves out
     return out.reset_index(drop=True)
@@ -224,6 +226,20 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Sequence
         lesions_table, threshold = decided(lesions_table, threshold, decision)
     scored = [p.subject for p in cohort if p.subject not in unreadable]
     return Scores(lesions_table, subject_summary(lesions_table, scored), threshold, unreadable)
+
+
+def warn_if_parts_unseen(table: pd.DataFrame, checkpoints: Sequence[Checkpoint]) -> None:
+    """Warn when lesions split from confluent components are scored by models whose training set
+    held no such part (``train_confluent_parts`` of their training summary, absent in models
+    trained before lesions were split): their probabilities for the parts are an extrapolation."""
+    parts = int((table["split_from"] > 0).sum())
+    unseen = [c.id for c in checkpoints if not c.metadata.get("training", {}).get("train_confluent_parts")]
+    if parts and unseen:
+        warnings.warn(InputWarning(
+            f"lesions split from confluent components are scored by model(s) {', '.join(unseen[:3])}, trained "
+            "without any such part: their probabilities for these lesions are less reliable. Retrain on masks "
+            "with confluent lesions (without --exclude-confluent), or review these lesions (split_from > 0) "
+            "yourself."), stacklevel=3)
 
 
 def checked_decision(checkpoints: Sequence[Checkpoint], threshold: float | None, decision: str) -> float:

@@ -20,6 +20,7 @@ from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import lesion_table_from_labels
 from napari_deep_prl.data.masks import label_lesions
+from napari_deep_prl.data.resample import Grid
 from napari_deep_prl.simulate.anatomy import VEIN_CHI_PPM, Anatomy, make_anatomy
 from napari_deep_prl.simulate.grids import centred_affine
 from napari_deep_prl.simulate.lesion_kinds import (
@@ -155,7 +156,7 @@ def truth_table(subject: str, mask: np.ndarray, affine: np.ndarray, prl_mask: np
     drawn lesion covering most of it. ``prl`` follows the data convention (most voxels in the
     PRL mask).
     """
-    labels = label_lesions(mask)
+    labels = label_lesions(mask, Grid.of(mask.shape, affine).zooms)
     table = lesion_table_from_labels(labels, affine, subject, prl_mask)
     inside = labels > 0
     pairs, counts = np.unique(np.stack([labels[inside], owner[inside]]), axis=1,
