@@ -12,10 +12,12 @@ from scipy import ndimage
 from napari_deep_prl.base.errors import InputWarning
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.data.confluent import MIN_PART_MM3, split_component
-from napari_deep_prl.data.lesions import lesions_in_mask
+from napari_deep_prl.data.lesions import find_lesions, lesions_in_mask
 from napari_deep_prl.data.masks import label_lesions
 from napari_deep_prl.model.train import train
 from napari_deep_prl.scoring.score import warn_if_parts_unseen
+from napari_deep_prl.simulate.params import SubjectParams
+from napari_deep_prl.simulate.subject import simulate_subject
 
 ONE_MM = (1.0, 1.0, 1.0)
 
@@ -107,3 +109,24 @@ def test_the_training_summary_counts_confluent_parts_and_scoring_warns_without_t
 def _necked_region(mask: np.ndarray) -> np.ndarray:
     components, _ = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     return components == 2
+
+
+def test_a_simulated_confluent_prl_is_split_and_its_part_recovers_the_prl():
+    params = SubjectParams(fov_mm=(80.0, 96.0, 80.0), voxel_size=(1.0, 1.0, 1.0), n_lesions=12, prl_rate=0.6,
+                           confluent_prl_rate=1.0, noise=0.03)
+    sim = simulate_subject(2, params)
+    lesions = find_lesions(sim.subject)
+    table, labels, prl = lesions.table, lesions.labels, sim.subject.prl_mask > 0
+    split = table[table["split_from"] > 0]
+    mixed = [c for c, parts in split.groupby("split_from") if parts["prl"].any() and not parts["prl"].all()]
+    assert mixed, "no confluent PRL was split into a PRL part and a plain part"
+    for component in mixed:
+        parts = split[split["split_from"] == component]
+        region = np.isin(labels, parts["lesion"])
+        truth = prl & region  # the drawn PRL's voxels in this component
+        part = np.isin(labels, parts.loc[parts["prl"], "lesion"])
+        dice = 2 * (part & truth).sum() / (part.sum() + truth.sum())
+        assert dice >= 0.8, (component, dice)
+    # the truth table names the part by the drawn lesion covering it, not "confluent"
+    kinds = sim.truth.set_index("lesion").loc[split["lesion"], "kind"]
+    assert set(kinds) <= {"full_rim", "partial_rim", "plain"}

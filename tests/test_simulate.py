@@ -322,7 +322,7 @@ def test_cli_simulate_writes_a_cohort(tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["simulate", str(out), "--subjects", "1", "--seed", "2", "--fov", "80", "96", "80",
                  "--voxel-size", "1.25", "--field-strength", "7", "--prl-fraction", "0.5",
-                 "--contrasts", "flair", "--quiet"])
+                 "--confluent-prl-rate", "0.5", "--contrasts", "flair", "--quiet"])
     assert code == 0
     cohort = read_manifest(out / "manifest.csv")
     assert cohort[0].prl_mask is not None
@@ -331,6 +331,7 @@ def test_cli_simulate_writes_a_cohort(tmp_path, capsys):
     params = pd.read_csv(out / "subjects.tsv", sep="\t")
     assert params.loc[0, "field_strength_t"] == 7
     assert params.loc[0, "voxel_size"] == "1.25x1.25x1.25"
+    assert params.loc[0, "confluent_prl_rate"] == 0.5
     assert "manifest" in capsys.readouterr().err
 
 
