@@ -96,6 +96,10 @@ SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "vo
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
 
+#: Which lesions :func:`truth_metrics` counts.
+LESION_KINDS = ("non_confluent", "confluent", "all")
+LesionKind = Literal["non_confluent", "confluent", "all"]
+
 #: How lesions are called PRL (see :func:`score_cohort`).
 DECISIONS = ("validation", "expected_f1")
 Decision = Literal["validation", "expected_f1"]
@@ -321,15 +325,20 @@ def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.n
     return write_nifti(image, path)
 
 
-def truth_metrics(scores: pd.DataFrame, *, exclude_confluent: bool = True) -> dict[str, float] | None:
+def truth_metrics(scores: pd.DataFrame, *, lesions: LesionKind = "non_confluent") -> dict[str, float] | None:
     """F1, sensitivity, specificity, PPV, ROC AUC and counts of the lesions with ground truth
-    (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. Confluent lesions
-    are left out by default, as in the cross-validation."""
+    (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. ``lesions``
+    chooses which are counted: the non-confluent ones by default, as in the cross-validation,
+    the confluent ones (parts of split components and components kept whole) to see how those
+    fare on their own, or all."""
+    if lesions not in LESION_KINDS:
+        raise InputError(f"unknown lesion kind '{lesions}'; use {', '.join(LESION_KINDS)}")
     if "prl_truth" not in scores:
         return None
     known = scores[scores["prl_truth"].notna()]
-    if exclude_confluent:
-        known = known[~known["confluent"].astype(bool)]
+    if lesions != "all":
+        confluent = known["confluent"].astype(bool)
+        known = known[confluent if lesions == "confluent" else ~confluent]
     if known.empty:
         return None
     # ``prl`` is already the decision at the models' threshold: score it at 0.5 and take the
