@@ -34,7 +34,7 @@ FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 CONFLUENT_CORE_DEPTH = 2.0
 
 #: How far (mm) a distance maximum must rise above its saddle to seed a part of its own.
-SPLIT_H_MM = 1.0
+SPLIT_H_MM = 0.5
 
 #: Smallest part (mm³) a split keeps on its own: about a sphere of 3 mm across, the smallest
 #: lesion raters judge; smaller pieces join a neighbouring part.

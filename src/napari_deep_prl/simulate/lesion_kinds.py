@@ -127,7 +127,7 @@ def _touching(host: LesionSpec, index: int, placed: list[LesionSpec],
     """A plain ellipsoid lesion overlapping ``host``'s edge (a neck between them), clear of the
     other lesions; ``None`` when it would come too close to one."""
     radii = max(_radius("plain", rng), 2.5) * rng.uniform(0.9, 1.2, 3)
-    offset = random_unit(rng) * 0.85 * (host.radii_mm.mean() + radii.mean())
+    offset = random_unit(rng) * 0.95 * (host.radii_mm.mean() + radii.mean())
     spec = LesionSpec(index=index, kind="plain", shape="ellipsoid", centre_mm=host.centre_mm + offset,
                       radii_mm=radii, rotation=random_rotation(rng), chi_core_ppm=0.0)
     _draw_contrast(spec, rng)
