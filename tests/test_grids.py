@@ -107,7 +107,7 @@ def test_instance_labels_keep_their_ids_and_places(tmp_path):
 def test_a_binary_mask_keeps_the_ids_of_its_own_grid(tmp_path):
     binary = (spheres(ONE_MM, LESIONS) > 0).astype(np.uint8)
     subject = clinical_subject(tmp_path, mask=binary).load()
-    own = label_lesions(binary)  # the ids the mask has on its own grid
+    own = label_lesions(binary, ONE_MM.zooms)  # the ids the mask has on its own grid
     expected = lesion_table_from_labels(own, ONE_MM.affine, "sub-01").set_index("lesion")
     table = find_lesions(subject).table.set_index("lesion")
     assert list(table.index) == list(expected.index) == [1, 2, 3]
@@ -236,7 +236,8 @@ def test_a_clinical_cohort_opens_and_loads_on_the_phase_grid_with_its_lesion_ids
         "phase": "reference", "t1w": "linear", "flair": "linear", "magnitude": "none", "mask": "nearest",
         "prl_mask": "nearest"}
     mask = nib.load(paths.mask)
-    own = lesion_table_from_labels(label_lesions(np.asanyarray(mask.dataobj)), mask.affine, subject.subject)
+    own_labels = label_lesions(np.asanyarray(mask.dataobj), mask.header.get_zooms()[:3])
+    own = lesion_table_from_labels(own_labels, mask.affine, subject.subject)
     table = find_lesions(subject).table
     assert set(table["lesion"]) == set(own["lesion"]) - set(subject.lesion_changes.vanished)
     assert bool(subject.lesion_changes) == any("resampling the lesion mask" in str(w.message) for w in caught)

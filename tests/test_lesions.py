@@ -25,7 +25,7 @@ def test_corner_touching_voxels_are_one_lesion_26_connectivity():
     mask = np.zeros((5, 5, 5), np.uint8)
     mask[1, 1, 1] = mask[2, 2, 2] = 1  # touch only by a corner
     mask[4, 0, 4] = 1
-    labels = label_lesions(mask)
+    labels = label_lesions(mask, (1.0, 1.0, 1.0))
     assert labels[1, 1, 1] == labels[2, 2, 2] == 1
     assert labels[4, 0, 4] == 2
 
@@ -35,9 +35,9 @@ def test_ids_follow_raster_order_and_are_stable():
     mask[15:18, 2:4, 2:4] = 1  # first in raster order (x = first axis)? no: x=15 comes later
     mask[2:4, 15:18, 2:4] = 1
     mask[2:4, 2:4, 15:18] = 1
-    labels = label_lesions(mask)
+    labels = label_lesions(mask, (1.0, 1.0, 1.0))
     assert labels[2, 2, 15] == 1 and labels[2, 15, 2] == 2 and labels[15, 2, 2] == 3
-    assert np.array_equal(labels, label_lesions(mask.copy()))
+    assert np.array_equal(labels, label_lesions(mask.copy(), (1.0, 1.0, 1.0)))
 
 
 def test_instance_labels_kept_as_given():
@@ -73,7 +73,10 @@ def test_binary_dumbbell_flagged_confluent_but_ellipsoid_not():
     mask[10, 10, 8:18] = True
     mask |= ball(shape, (30, 30, 20), 3) | ball(shape, (30, 30, 22), 3)  # one elongated blob
     table = lesion_table(make_subject(mask))
-    assert table["confluent"].tolist() == [True, False]
+    # the dumbbell (component 1) is split into two parts, 3 and 4; the blob keeps its id
+    assert table["lesion"].tolist() == [2, 3, 4]
+    assert table["confluent"].tolist() == [False, True, True]
+    assert table["component"].tolist() == [2, 1, 1] and table["split_from"].tolist() == [0, 1, 1]
 
 
 def test_table_centre_volume_world_and_bbox():
@@ -126,7 +129,7 @@ def test_labels_match_whole_volume_labelling_in_any_memory_order(order):
     mask[8:33, 12:41, 5:26] = rng.random((25, 29, 21)) > 0.9  # many small blobs, off-centre
     mask = np.asarray(mask, order=order)
     expected, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    labels = label_lesions(mask)
+    labels = label_lesions(mask, (1.0, 1.0, 1.0))
     assert n > 20
     assert labels.dtype == np.int32
     np.testing.assert_array_equal(labels, expected)

@@ -161,7 +161,12 @@ def test_truth_metrics_against_hand_counts():
     assert (metrics["tp"], metrics["fp"], metrics["fn"], metrics["tn"]) == (1, 1, 1, 2)
     assert metrics["f1"] == pytest.approx(0.5) and metrics["specificity"] == pytest.approx(2 / 3)
     assert metrics["roc_auc"] == pytest.approx(4 / 6)  # 0.9 beats all 3 negatives, 0.2 beats 1
-    assert truth_metrics(scores, exclude_confluent=False)["tp"] == 2
+    assert truth_metrics(scores, lesions="all")["tp"] == 2
+    alone = truth_metrics(scores, lesions="confluent")  # the confluent lesion on its own
+    assert (alone["tp"], alone["fp"], alone["fn"], alone["tn"]) == (1, 0, 0, 0)
+    assert truth_metrics(scores.assign(confluent=False), lesions="confluent") is None
+    with pytest.raises(InputError, match="confluent"):
+        truth_metrics(scores, lesions="merged")
 
 
 def test_predict_matches_the_model():

@@ -89,8 +89,8 @@ def test_every_kind_is_present_and_prl_follows_kind(small_cohort):
 
 def test_truth_ids_match_the_mask_labels(small_cohort):
     sim = small_cohort[0]
-    labels = label_lesions(sim.subject.mask)
-    assert list(sim.truth["lesion"]) == list(range(1, labels.max() + 1))
+    labels = label_lesions(sim.subject.mask, sim.subject.zooms)
+    assert list(sim.truth["lesion"]) == list(np.unique(labels[labels > 0]))
     volumes = np.bincount(labels.ravel())[1:]
     assert np.array_equal(sim.truth["volume_voxels"].to_numpy(), volumes)
     prl_fraction = np.bincount(labels.ravel(), weights=sim.subject.prl_mask.ravel())[1:] / volumes
@@ -130,7 +130,7 @@ def test_vein_phase_depends_on_its_orientation_to_b0():
 def test_simulated_rims_are_darker_than_their_surroundings():
     sim = simulate_subject(11, SubjectParams(**SMALL, n_lesions=40, prl_rate=0.6, noise=0.03,
                                              b0_direction=(0.0, 0.0, 1.0)))
-    labels = label_lesions(sim.subject.mask)
+    labels = label_lesions(sim.subject.mask, sim.subject.zooms)
     full = sim.truth[(sim.truth["kind"] == "full_rim") & (sim.truth["volume_voxels"] > 60)]
     assert len(full) >= 2
     contrasts = []
@@ -322,7 +322,7 @@ def test_cli_simulate_writes_a_cohort(tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["simulate", str(out), "--subjects", "1", "--seed", "2", "--fov", "80", "96", "80",
                  "--voxel-size", "1.25", "--field-strength", "7", "--prl-fraction", "0.5",
-                 "--contrasts", "flair", "--quiet"])
+                 "--confluent-prl-rate", "0.5", "--contrasts", "flair", "--quiet"])
     assert code == 0
     cohort = read_manifest(out / "manifest.csv")
     assert cohort[0].prl_mask is not None
@@ -331,6 +331,7 @@ def test_cli_simulate_writes_a_cohort(tmp_path, capsys):
     params = pd.read_csv(out / "subjects.tsv", sep="\t")
     assert params.loc[0, "field_strength_t"] == 7
     assert params.loc[0, "voxel_size"] == "1.25x1.25x1.25"
+    assert params.loc[0, "confluent_prl_rate"] == 0.5
     assert "manifest" in capsys.readouterr().err
 
 

@@ -93,13 +93,15 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     else:
         print_table(scores.lesions, sys.stdout, na_rep="n/a")
-    metrics = truth_metrics(scores.lesions)
-    if metrics is not None:
+    for kind, label in (("non_confluent", "non-confluent lesions"), ("confluent", "confluent lesions, apart")):
+        metrics = truth_metrics(scores.lesions, lesions=kind)
+        if metrics is None:
+            continue
         shown = ", ".join(f"{name} {format_metric(metrics, key)}" for name, key in (
             ("F1", "f1"), ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("PPV", "ppv"),
             ("ROC AUC", "roc_auc")))
         print(f"against the ground truth ({metrics['tp'] + metrics['fn']} PRLs of "
-              f"{sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} labelled non-confluent lesions): {shown}",
+              f"{sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} labelled {label}): {shown}",
               file=sys.stderr)
     if scores.unreadable:
         print(f"{len(scores.unreadable)} of {len(cohort)} subject(s) left out, their files could not be read: "

@@ -55,6 +55,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lesions", type=int, metavar="N", help="lesions per subject (default: ~30, varied)")
     p.add_argument("--prl-fraction", type=float, default=0.08, metavar="F",
                    help="expected fraction of lesions that are PRLs (0.08)")
+    p.add_argument("--confluent-prl-rate", type=float, metavar="F",
+                   help="share of PRLs drawn touching a plain lesion: confluent PRLs (default: 0)")
     p.add_argument("--contrasts", nargs="+", metavar="NAME",
                    choices=(*dict.fromkeys((*SIMULATED_CONTRASTS, *CLINICAL_CONTRASTS)), "none"),
                    help="research site: extra images written for display (manifest columns of the "
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     check_output(args.out, folder=True)
     options = {"voxel_size": args.voxel_size, "fov_mm": args.fov,
                "field_strength_t": args.field_strength, "te_ms": args.te, "noise": args.noise,
-               "n_lesions": args.lesions}
+               "n_lesions": args.lesions, "confluent_prl_rate": args.confluent_prl_rate}
     cohort = simulate_cohort(args.out, args.subjects, args.seed, prl_fraction=args.prl_fraction,
                              overwrite=args.overwrite, site=site, contrasts=contrasts, **options)
     manifest = run_with_tqdm(cohort, desc="simulate", disable=args.quiet)

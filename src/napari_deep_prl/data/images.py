@@ -237,13 +237,16 @@ class LesionMask:
     grid: ImageGrid
     #: Lesions resampling lost or split.
     changes: LesionChanges = field(default_factory=LesionChanges)
-    #: The lesion labels of a resampled mask (the ids of its own grid); ``None``: not resampled.
+    #: The lesion labels of a resampled mask (the ids of its own grid); or those a project registered;
+    #: ``None``: from :attr:`mask`.
     resampled_labels: np.ndarray | None = field(default=None, repr=False)
 
     @cached_property
     def labels(self) -> np.ndarray:
         """The lesion labels: the ids the mask has on its own grid."""
-        return self.resampled_labels if self.resampled_labels is not None else label_lesions(self.mask)
+        if self.resampled_labels is not None:
+            return self.resampled_labels
+        return label_lesions(self.mask, Grid.of(self.mask.shape, self.affine).zooms)
 
 
 @dataclass
@@ -266,7 +269,8 @@ class Subject:
     #: The lesions that resampling the mask lost or split.
     lesion_changes: LesionChanges = field(default_factory=LesionChanges, repr=False)
     #: The lesion labels of a mask resampled onto the reference grid (the ids of its own grid);
-    #: ``None``: :attr:`labels` come from :attr:`mask`.
+    #: or those a project registered (confluent components whole, as
+    #: before they were split); ``None``: :attr:`labels` come from :attr:`mask`.
     resampled_labels: np.ndarray | None = field(default=None, repr=False)
     #: Which image's grid is the reference grid: a contrast or ``"mask"`` (``None`` for a
     #: subject made in memory).
@@ -320,7 +324,7 @@ class Subject:
         """The mask's lesion labels (:func:`napari_deep_prl.data.masks.label_lesions`, or those
         of the mask on its own grid when it was resampled), computed once: checking,
         tabulating and showing a subject all need them."""
-        return self.resampled_labels if self.resampled_labels is not None else label_lesions(self.mask)
+        return self.resampled_labels if self.resampled_labels is not None else label_lesions(self.mask, self.zooms)
 
 
 def load_subject(*, mask: str | Path, prl_mask: str | Path | None = None, subject: str | None = None,
@@ -435,7 +439,7 @@ def _lesion_mask(paths: SubjectPaths, reference: _Reference) -> LesionMask:
     record = ImageGrid(paths.mask, grid, _placement(reference, grid, paths.mask, "mask", labels=True))
     if record.resampling != "nearest":
         return LesionMask(mask, reference.grid.affine, record)
-    labels = label_lesions(mask)
+    labels = label_lesions(mask, grid.zooms)
     check_lesions_inside(labels, grid, paths.mask, reference.grid, reference.path)
     moved = resample_labels(labels, grid, reference.grid)
     changes = lesion_changes(labels, moved)

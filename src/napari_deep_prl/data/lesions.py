@@ -6,11 +6,16 @@ order their first voxel appears in C (raster) order of the array, so ids depend 
 and never change between runs. A mask with integer labels other than 0/1 is an *instance* mask:
 its labels are kept as given.
 
-``confluent`` flags a lesion that is probably several lesions grown together, which the paper
-excluded and raters often set aside: in an instance mask, a lesion touching another one; in a
-binary mask (where touching lesions have merged into one component), a component whose deep
-interior falls apart into two or more cores: the voxels at least ``max(CONFLUENT_CORE_DEPTH,
-half the largest depth)`` voxels from the lesion edge, i.e. blobs joined by a narrow neck.
+A binary component that is several lesions grown together (necked: see
+:mod:`napari_deep_prl.data.confluent`) is split into parts, each one lesion with an id after the
+last component's. ``component`` names the 26-connected component of the mask holding the lesion
+(its id in raster numbering: the lesion's own id unless it is a part) and ``split_from`` the
+component a part was split from (0 for a lesion that was not split).
+
+``confluent`` flags a lesion that is, or was, joined to others, which the paper excluded and
+raters often set aside: in an instance mask, a lesion touching another one; in a binary mask, a
+part of a split component, or a necked component kept whole because its parts would be too
+small to judge.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from scipy import ndimage
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.data.confluent import is_necked
 from napari_deep_prl.data.images import Subject, SubjectPaths
 from napari_deep_prl.data.masks import (
     FULL_CONNECTIVITY,
@@ -31,13 +37,11 @@ from napari_deep_prl.data.masks import (
     is_instance_mask,
     label_lesions,
 )
-
-#: Least depth (voxels from the edge) of the cores that make a binary component confluent.
-CONFLUENT_CORE_DEPTH = 2.0
+from napari_deep_prl.data.resample import Grid
 
 TABLE_COLUMNS = (
     "subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_voxels", "volume_mm3",
-    "confluent", "bbox_x0", "bbox_y0", "bbox_z0", "bbox_x1", "bbox_y1", "bbox_z1",
+    "confluent", "component", "split_from", "bbox_x0", "bbox_y0", "bbox_z0", "bbox_x1", "bbox_y1", "bbox_z1",
 )
 
 
@@ -74,7 +78,7 @@ def with_truth(lesions: Lesions, subject: Subject) -> Lesions:
 def lesions_in_mask(mask: np.ndarray, affine: np.ndarray, subject: str, *,
                     labels: np.ndarray | None = None) -> Lesions:
     """Label a mask (unless its ``labels`` are given) and tabulate its lesions; needs no images."""
-    labels = label_lesions(mask) if labels is None else labels
+    labels = label_lesions(mask, Grid.of(mask.shape, affine).zooms) if labels is None else labels
     return Lesions(labels, lesion_table_from_labels(labels, affine, subject, instance=is_instance_mask(mask)))
 
 
@@ -111,7 +115,15 @@ def lesion_table_from_labels(
     centre = np.stack([np.bincount(dense, weights=c, minlength=ids.size) for c in coords], axis=1) / counts[:, None]
     lo = np.stack([_group_extreme(dense, c, ids.size, np.minimum) for c in coords], axis=1)
     hi = np.stack([_group_extreme(dense, c, ids.size, np.maximum) for c in coords], axis=1) + 1
-    touching = _touching_ids(inside) if instance else _necked_ids(inside, ids, lo, hi)
+    component = np.zeros(ids.size, np.int64)
+    component[dense] = ndimage.label(flat.reshape(inside.shape) > 0, structure=FULL_CONNECTIVITY)[0].ravel()[voxels]
+    shared = np.bincount(component)[component] > 1
+    split_from = np.where(shared & (not instance), component, 0)
+    if instance:
+        confluent = np.isin(ids, _touching_ids(inside))
+    else:
+        confluent = (split_from > 0) | np.isin(ids, _necked_ids(inside, ids[split_from == 0], lo[split_from == 0],
+                                                                hi[split_from == 0]))
     origin = np.array([s.start for s in box])
     centre, lo, hi = centre + origin, lo + origin, hi + origin
     world = centre @ affine[:3, :3].T + affine[:3, 3]
@@ -123,7 +135,9 @@ def lesion_table_from_labels(
         "x_mm": world[:, 0], "y_mm": world[:, 1], "z_mm": world[:, 2],
         "volume_voxels": counts.astype(np.int64),
         "volume_mm3": counts * voxel_mm3,
-        "confluent": np.isin(ids, touching),
+        "confluent": confluent,
+        "component": component,
+        "split_from": split_from,
         "bbox_x0": lo[:, 0], "bbox_y0": lo[:, 1], "bbox_z0": lo[:, 2],
         "bbox_x1": hi[:, 0], "bbox_y1": hi[:, 1], "bbox_z1": hi[:, 2],
     })
@@ -202,16 +216,8 @@ def _span(d: int, first: bool) -> slice:
 
 def _necked_ids(labels: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """Ids of binary components whose interior splits into several cores (see module docstring)."""
-    necked = []
-    for lesion, start, stop in zip(ids, lo, hi):
-        # Lesions too thin to hold a core cannot hold two: skip the work.
-        if np.min(stop - start) < 2 * CONFLUENT_CORE_DEPTH:
-            continue
-        box = tuple(slice(a, b) for a, b in zip(start, stop))
-        depth = ndimage.distance_transform_edt(np.pad(labels[box] == lesion, 1))
-        cores = depth >= max(CONFLUENT_CORE_DEPTH, 0.5 * depth.max())
-        if ndimage.label(cores, structure=FULL_CONNECTIVITY)[1] >= 2:
-            necked.append(lesion)
+    necked = [lesion for lesion, start, stop in zip(ids, lo, hi)
+              if is_necked(labels[tuple(slice(a, b) for a, b in zip(start, stop))] == lesion)]
     return np.asarray(necked, dtype=ids.dtype)
 
 

@@ -1,15 +1,17 @@
-"""Lesion masks as label volumes: instance labels kept, binary masks split into components.
+"""Lesion masks as label volumes: instance labels kept, binary masks split into components and
+confluent components into their parts (:mod:`napari_deep_prl.data.confluent`).
 
 Plain numpy and scipy, below images and lesions: a subject labels its own mask with it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 from scipy import ndimage
 
-#: 26-connectivity structuring element.
-FULL_CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+from napari_deep_prl.data.confluent import FULL_CONNECTIVITY, split_confluent
 
 
 def is_instance_mask(mask: np.ndarray) -> bool:
@@ -25,8 +27,11 @@ def is_instance_mask(mask: np.ndarray) -> bool:
     return top > 1 and bool(((mask > 0) & (mask != top)).any())
 
 
-def label_lesions(mask: np.ndarray) -> np.ndarray:
-    """Lesion labels (int32): instance labels kept, binary masks split into 26-connected components."""
+def label_lesions(mask: np.ndarray, spacing: Sequence[float], *, split: bool = True) -> np.ndarray:
+    """Lesion labels (int32): instance labels kept; binary masks split into 26-connected
+    components, and confluent components into parts (``spacing``: voxel size in mm per axis;
+    ``split=False`` keeps confluent components whole, as projects registered before the split
+    have them)."""
     mask = np.asarray(mask)
     if is_instance_mask(mask):
         return mask.astype(np.int32, copy=False)
@@ -35,6 +40,8 @@ def label_lesions(mask: np.ndarray) -> np.ndarray:
     box = bounding_box(foreground)
     if box is not None:  # labelling only the lesions' box: a third of the time on a brain
         labels[box], _ = ndimage.label(foreground[box], structure=FULL_CONNECTIVITY)
+        if split:
+            labels[box] = split_confluent(labels[box], spacing)
     return labels
 
 

@@ -143,8 +143,9 @@ def _save_patchset(stem: Path, patches: object) -> None:
             fh.write(patches.x[run].tobytes())
 
     write_atomic(stem.with_suffix(".npy"), write_patches, binary=True)
+    known = {} if patches.part is None else {"part": patches.part}
     write_atomic(stem.with_suffix(".npz"), lambda fh: np.savez(fh, y=patches.y, subject=patches.subject.astype(str),
-                                                               lesion=patches.lesion, shifted=patches.shifted),
+                                                               lesion=patches.lesion, shifted=patches.shifted, **known),
                  binary=True)
 
 
@@ -154,7 +155,7 @@ def _load_patchset(stem: Path, config: PatchConfig) -> object:
 
     with np.load(stem.with_suffix(".npz")) as data:
         return PatchSet(np.load(stem.with_suffix(".npy"), mmap_mode="r"), data["y"], data["subject"].astype(object),
-                        data["lesion"], data["shifted"], config)
+                        data["lesion"], data["shifted"], config, data["part"] if "part" in data else None)
 
 
 #: CNN variants: (model overrides, patch normalisation, blank mask channel).

@@ -137,6 +137,9 @@ class PatchSet:
     lesion: np.ndarray
     shifted: np.ndarray
     config: PatchConfig
+    #: Whether each patch's lesion is a part of a split confluent component (``None``: unknown,
+    #: a set cached before parts were recorded).
+    part: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, Patches):
@@ -148,7 +151,8 @@ class PatchSet:
     def take(self, keep: np.ndarray) -> PatchSet:
         """The patches where ``keep`` (a boolean mask or indices) selects them (no patch copied)."""
         return replace(self, x=self.x.take(keep), y=self.y[keep], subject=self.subject[keep],
-                       lesion=self.lesion[keep], shifted=self.shifted[keep])
+                       lesion=self.lesion[keep], shifted=self.shifted[keep],
+                       part=None if self.part is None else self.part[keep])
 
     def select(self, subjects: Sequence[str]) -> PatchSet:
         """The patches of these subjects (unknown ids are an error: a typo loses a patient)."""
@@ -160,10 +164,11 @@ class PatchSet:
 
     @classmethod
     def from_parts(cls, parts: list[tuple], config: PatchConfig) -> PatchSet:
-        """One set from per-subject ``(x, y, subject, lesion, shifted)`` parts (:func:`subject_patches`),
-        each subject's patches a block of it."""
+        """One set from per-subject ``(x, y, subject, lesion, shifted, part)`` blocks
+        (:func:`subject_patches`), each subject's patches a block of it."""
         blocks, *columns = zip(*parts)
-        return cls(Patches.of(blocks), *(np.concatenate(column) for column in columns), config)
+        y, subject, lesion, shifted, part = (np.concatenate(column) for column in columns)
+        return cls(Patches.of(blocks), y, subject, lesion, shifted, config, part)
 
     def originals(self) -> PatchSet:
         """One patch per lesion, without the shifted copies: for validation and testing."""
@@ -218,8 +223,8 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
 
 def subject_patches(subject: Subject, lesions: Lesions, table: pd.DataFrame, config: PatchConfig,
                     shift: int) -> tuple:
-    """One subject's patches (a :data:`Block`), labels from ``table["prl"]``, ids and shift flags
-    (positives oversampled).
+    """One subject's patches (a :data:`Block`), labels from ``table["prl"]``, ids, shift flags
+    (positives oversampled) and confluent-part flags.
 
     The patches are cut now when they take no more memory than the volumes they are cut from
     (:func:`volume_bytes`); otherwise the volumes are kept and the patches cut when read
@@ -242,7 +247,9 @@ def subject_patches(subject: Subject, lesions: Lesions, table: pd.DataFrame, con
         x = CutOnDemand(images, lesions, config, scaling, rows, shifts)
     shifted = np.arange(rows.size) >= ids.size
     y = np.concatenate([labels, np.ones(rows.size - ids.size, bool)]).astype(np.int8)
-    return x, y, np.full(rows.size, subject.subject, dtype=object), rows.astype(np.int64), shifted
+    split = table["split_from"].to_numpy() > 0
+    part = np.concatenate([split, np.tile(split[labels], len(offsets))])
+    return x, y, np.full(rows.size, subject.subject, dtype=object), rows.astype(np.int64), shifted, part
 
 
 def patch_bytes(n: int, size: int) -> int:

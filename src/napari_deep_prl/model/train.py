@@ -229,6 +229,8 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         "train_subjects": train_ids, "val_subjects": list(val_subjects),
         "train_patches": len(training), "train_prl_patches": int(positives.size),
         "train_lesions": int((~patches.shifted[training]).sum()), "val_lesions": len(validation),
+        "train_confluent_parts": None if patches.part is None
+        else int((patches.part[training] & ~patches.shifted[training]).sum()),
         "val_prl_lesions": int(validation.y.sum()), "epochs_run": len(history) - 1,
         "steps_per_epoch": steps_per_epoch, "kept_epoch": best.record["epoch"], "keep": config.keep,
         "stopped": stopped,

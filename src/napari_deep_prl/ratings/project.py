@@ -26,10 +26,10 @@ import hashlib
 import json
 import os
 import warnings
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -58,9 +58,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from napari_deep_prl.data.cohort import Cohort
-    from napari_deep_prl.data.images import Subject
+    from napari_deep_prl.data.images import LesionMask, Subject
     from napari_deep_prl.ratings.agreement import AgreementSummary
     from napari_deep_prl.ratings.reliability import Reliability
+
+#: What a project checks against its registered lesions: a loaded subject or its lesion mask.
+Loaded = TypeVar("Loaded", "Subject", "LesionMask")
 
 CONFIG_NAME = "project.json"
 DB_NAME = "ratings.sqlite"
@@ -304,18 +307,29 @@ class Project:
     def load_subject(self, subject: str, *, extra: bool = False) -> Subject:
         """Load a subject's images (with ``extra``, its extra images for display too), refusing
         a mask changed since its lesions were registered."""
-        loaded = self.cohort.load(subject, extra=extra)
-        self._check_mask(subject, loaded.labels, loaded.affine)
-        return loaded
+        return self._registered(subject, self.cohort.load(subject, extra=extra))
 
-    def _check_mask(self, subject: str, labels: np.ndarray, affine: np.ndarray) -> None:
+    def _registered(self, subject: str, loaded: Loaded) -> Loaded:
+        """``loaded`` (a subject or its lesion mask) with the lesion labels its lesions were
+        registered with, refusing a mask changed since.
+
+        A project registered before confluent components of binary masks were split into parts
+        has them whole: its ratings name the components, so it keeps them whole."""
+        from napari_deep_prl.data.masks import label_lesions
+
         known = self.store.fingerprints().get(subject)
         if known is None:
             raise InputError(f"{self.root}: subject '{subject}' has no registered lesions. "
                              "It was added to the manifest after `project init`; start a new "
                              "project to include it.")
-        if known != mask_fingerprint(labels, affine):
-            raise self.store.mask_changed(subject)
+        if known == mask_fingerprint(loaded.labels, loaded.affine):
+            return loaded
+        if loaded.resampled_labels is None:
+            zooms = np.linalg.norm(loaded.affine[:3, :3], axis=0)
+            whole = label_lesions(loaded.mask, zooms, split=False)
+            if known == mask_fingerprint(whole, loaded.affine):
+                return replace(loaded, resampled_labels=whole)
+        raise self.store.mask_changed(subject)
 
     # -- rating --------------------------------------------------------------------------
 
@@ -384,9 +398,7 @@ class Project:
                              "prl_mask column to the manifest.")
         ratings = []
         for i, paths in enumerate(self.cohort):
-            loaded = paths.load()
-            found = find_lesions(loaded)
-            self._check_mask(paths.subject, found.labels, loaded.affine)
+            found = find_lesions(self._registered(paths.subject, paths.load()))
             table = found.table
             ratings += [Rating(name, paths.subject, int(n), "prl" if prl else "not_prl",
                                comment=f"imported from {paths.prl_mask.name}")
@@ -543,9 +555,8 @@ class Project:
                 ids, what=f"{source} id", chars=LABEL_CHARS).items()})
         index = []
         for step, paths in enumerate(self.cohort):
-            lesion_mask = paths.load_mask()
+            lesion_mask = self._registered(paths.subject, paths.load_mask())
             lesion_ids, affine = lesion_mask.labels, lesion_mask.affine
-            self._check_mask(paths.subject, lesion_ids, affine)
             mine = labels[labels["subject"] == paths.subject]
             groups = dict(list(mine.groupby(["source", "id"], sort=False)))
             groups.setdefault(("consensus", "consensus"), mine.iloc[:0])  # a lesion-free subject

@@ -101,9 +101,14 @@ COLUMNS = {
                                       "(n/a for one sample)."},
     "bald": {"Description": "Mutual information between the decision and the model (BALD) over the models and "
                             "views scored (n/a for one sample).", "Units": "nat"},
-    "confluent": {"Description": "Whether the lesion touches another lesion (26-connectivity); such lesions "
-                                 "were excluded from the paper's evaluation.",
-                  "Levels": {"True": "touches another lesion", "False": "stands alone"}},
+    "confluent": {"Description": "Whether the lesion touches another lesion (26-connectivity), or is a part "
+                                 "of a binary-mask component split into lesions; such lesions were excluded "
+                                 "from the paper's evaluation.",
+                  "Levels": {"True": "joined to another lesion", "False": "stands alone"}},
+    "component": {"Description": "Id of the mask's 26-connected component that holds the lesion (raster "
+                                 "numbering); the lesion's own id unless it was split from a component."},
+    "split_from": {"Description": "For a part of a confluent binary-mask component split into lesions, the "
+                                  "component's id; 0 for a lesion that was not split."},
     "volume_voxels": {"Description": "Volume of the lesion in voxels of the reference grid.", "Units": "voxel"},
     "rim_coverage": {"Description": "Share of the lesion's edge, over its axial slices cut into 30-degree "
                                     "sectors, with a band more paramagnetic than the tissue just outside it, "

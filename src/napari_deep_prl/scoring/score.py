@@ -97,10 +97,14 @@ from napari_deep_prl.model.metrics import (
 #: Columns of a scored lesion table, wherever it was scored (:func:`score_subject`); the last
 #: ones are the lesion's size and rim evidence (:mod:`napari_deep_prl.data.evidence`).
 SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_mm3",
-                 "prl_probability", "prl", "uncertainty_sd", "bald", "confluent", "volume_voxels",
-                 *EVIDENCE_COLUMNS)
+                 "prl_probability", "prl", "uncertainty_sd", "bald", "confluent", "component", "split_from",
+                 "volume_voxels", *EVIDENCE_COLUMNS)
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
+
+#: Which lesions :func:`truth_metrics` counts.
+LESION_KINDS = ("non_confluent", "confluent", "all")
+LesionKind = Literal["non_confluent", "confluent", "all"]
 
 #: How lesions are called PRL (see :func:`score_cohort`).
 DECISIONS = ("validation", "expected_f1")
@@ -153,8 +157,9 @@ def score_subject(subject: Subject, checkpoints: Model, *, lesions: Lesions | No
     out["prl"] = (prediction.probability >= threshold).astype(int)
     out["uncertainty_sd"] = prediction.uncertainty_sd
     out["bald"] = prediction.bald
-    out["confluent"] = table["confluent"].to_numpy()
-    out["volume_voxels"] = table["volume_voxels"].to_numpy()
+    for column in ("confluent", "component", "split_from", "volume_voxels"):
+        out[column] = table[column].to_numpy()
+    warn_if_parts_unseen(table, checkpoints)
     measured = rim_evidence(subject, lesions.labels).set_index("lesion") if evidence else None
     for column in EVIDENCE_COLUMNS:
         out[column] = out["lesion"].map(measured[column]).to_numpy() if evidence else np.nan
@@ -241,6 +246,22 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Model, *
     return Scores(lesions_table, subject_summary(lesions_table, scored), threshold, unreadable)
 
 
+def warn_if_parts_unseen(table: pd.DataFrame, checkpoints: Model) -> None:
+    """Warn when lesions split from confluent components are scored by models whose training set
+    held no such part (``train_confluent_parts`` of their training summary, absent in models
+    trained before lesions were split, and in an exported ONNX model's networks, whose metadata
+    carry no training summary): their probabilities for the parts are an extrapolation."""
+    parts = int((table["split_from"] > 0).sum())
+    unseen = [c.id for c in networks(checkpoints)
+              if not getattr(c, "metadata", {}).get("training", {}).get("train_confluent_parts")]
+    if parts and unseen:
+        warnings.warn(InputWarning(
+            f"lesions split from confluent components are scored by model(s) {', '.join(unseen[:3])}, trained "
+            "without any such part: their probabilities for these lesions are less reliable. Retrain on masks "
+            "with confluent lesions (without --exclude-confluent), or review these lesions (split_from > 0) "
+            "yourself."), stacklevel=3)
+
+
 def checked_decision(checkpoints: Model, threshold: float | None, decision: str) -> float:
     """The per-lesion cut (:func:`decision_threshold`), after checking that ``decision`` can be made."""
     if decision not in DECISIONS:
@@ -320,15 +341,20 @@ def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.n
     return write_nifti(image, path)
 
 
-def truth_metrics(scores: pd.DataFrame, *, exclude_confluent: bool = True) -> dict[str, float] | None:
+def truth_metrics(scores: pd.DataFrame, *, lesions: LesionKind = "non_confluent") -> dict[str, float] | None:
     """F1, sensitivity, specificity, PPV, ROC AUC and counts of the lesions with ground truth
-    (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. Confluent lesions
-    are left out by default, as in the cross-validation."""
+    (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. ``lesions``
+    chooses which are counted: the non-confluent ones by default, as in the cross-validation,
+    the confluent ones (parts of split components and components kept whole) to see how those
+    fare on their own, or all."""
+    if lesions not in LESION_KINDS:
+        raise InputError(f"unknown lesion kind '{lesions}'; use {', '.join(LESION_KINDS)}")
     if "prl_truth" not in scores:
         return None
     known = scores[scores["prl_truth"].notna()]
-    if exclude_confluent:
-        known = known[~known["confluent"].astype(bool)]
+    if lesions != "all":
+        confluent = known["confluent"].astype(bool)
+        known = known[confluent if lesions == "confluent" else ~confluent]
     if known.empty:
         return None
     # ``prl`` is already the decision at the models' threshold: score it at 0.5 and take the

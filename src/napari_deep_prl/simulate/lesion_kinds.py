@@ -12,6 +12,9 @@ Kinds (the ``kind`` column of the truth table):
 * ``central_vein`` — plain lesion centred on a vein (the central vein sign).
 * ``confluent`` — two or three blobs that touch: one connected component.
 
+A PRL may also be drawn touching a plain lesion of its own (``confluent_prl_rate``): two drawn
+lesions, one component of the binary mask, only the PRL's voxels in the PRL mask.
+
 PRLs are drawn larger than the average lesion (as observed clinically), but the hard negatives
 (``vein_adjacent``, ``homogeneous``) share the PRL size distribution, so size alone does not
 give PRLs away. Shapes are ellipsoids, irregular blobs (an ellipsoid whose surface is pushed in
@@ -93,9 +96,11 @@ class LesionPaint:
     t1_hypo: np.ndarray    # float32 fractional MP2RAGE drop
 
 
-def draw_specs(anatomy: Anatomy, n_lesions: int, prl_rate: float,
-               rng: np.random.Generator) -> list[LesionSpec]:
-    """Choose kinds, sizes, shapes and non-overlapping white-matter positions for the lesions."""
+def draw_specs(anatomy: Anatomy, n_lesions: int, prl_rate: float, rng: np.random.Generator,
+               confluent_prl_rate: float = 0.0) -> list[LesionSpec]:
+    """Choose kinds, sizes, shapes and non-overlapping white-matter positions for the lesions;
+    a share ``confluent_prl_rate`` of the PRLs gets a plain lesion touching it (not counted in
+    ``n_lesions``)."""
     specs: list[LesionSpec] = []
     non_prl = list(NON_PRL_MIX)
     weights = np.array(list(NON_PRL_MIX.values()))
@@ -110,7 +115,27 @@ def draw_specs(anatomy: Anatomy, n_lesions: int, prl_rate: float,
         spec = _draw_one(len(specs), kind, anatomy, cells, specs, rng)
         if spec is not None:
             specs.append(spec)
+            if spec.prl and confluent_prl_rate and rng.random() < confluent_prl_rate:
+                neighbour = _touching(spec, len(specs), specs, rng)
+                if neighbour is not None:
+                    specs.append(neighbour)
     return specs
+
+
+def _touching(host: LesionSpec, index: int, placed: list[LesionSpec],
+              rng: np.random.Generator) -> LesionSpec | None:
+    """A plain ellipsoid lesion overlapping ``host``'s edge (a neck between them), clear of the
+    other lesions; ``None`` when it would come too close to one."""
+    radii = max(_radius("plain", rng), 2.5) * rng.uniform(0.9, 1.2, 3)
+    offset = random_unit(rng) * 0.95 * (host.radii_mm.mean() + radii.mean())
+    spec = LesionSpec(index=index, kind="plain", shape="ellipsoid", centre_mm=host.centre_mm + offset,
+                      radii_mm=radii, rotation=random_rotation(rng), chi_core_ppm=0.0)
+    _draw_contrast(spec, rng)
+    for other in placed:
+        if other is not host and (np.linalg.norm(other.centre_mm - spec.centre_mm)
+                                  <= other.extent_mm + spec.extent_mm + 2.5):
+            return None
+    return spec
 
 
 def _radius(kind: str, rng: np.random.Generator) -> float:

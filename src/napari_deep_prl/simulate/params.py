@@ -27,6 +27,8 @@ class SubjectParams:
     Susceptibilities are in ppm relative to CSF; ``noise`` is the standard deviation of the
     complex Gaussian noise relative to the white-matter T2* magnitude (phase noise in WM is about
     ``noise`` radians); ``t1_noise`` is relative to the white-matter MP2RAGE value.
+    ``confluent_prl_rate`` is the share of PRLs drawn touching a plain lesion (a confluent PRL:
+    one component of the binary mask, which lesion finding splits again).
     """
 
     field_strength_t: float = 3.0
@@ -41,6 +43,7 @@ class SubjectParams:
     background_rad: float = 6.0
     n_lesions: int = 30
     prl_rate: float = 0.08
+    confluent_prl_rate: float = 0.0
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -124,6 +127,8 @@ def validate(params: SubjectParams) -> SubjectParams:
         (params.noise >= 0 and params.t1_noise >= 0, "noise levels must be >= 0"),
         (params.n_lesions >= 0, f"lesion count {params.n_lesions} must be >= 0"),
         (0.0 <= params.prl_rate <= 1.0, f"PRL rate {params.prl_rate} must be in [0, 1]"),
+        (0.0 <= params.confluent_prl_rate <= 1.0,
+         f"confluent PRL rate {params.confluent_prl_rate} must be in [0, 1]"),
         (np.linalg.norm(params.b0_direction) > 0, "B0 direction must be a non-zero vector"),
         (int(np.prod(params.shape)) <= 64_000_000,
          f"grid {params.shape} is too large; use a larger voxel size or a smaller field of view"),

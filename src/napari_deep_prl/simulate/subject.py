@@ -20,6 +20,7 @@ from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import lesion_table_from_labels
 from napari_deep_prl.data.masks import label_lesions
+from napari_deep_prl.data.resample import Grid
 from napari_deep_prl.simulate.anatomy import VEIN_CHI_PPM, Anatomy, make_anatomy
 from napari_deep_prl.simulate.grids import centred_affine
 from napari_deep_prl.simulate.lesion_kinds import (
@@ -140,7 +141,7 @@ def phantom(params: SubjectParams, rng: np.random.Generator
     """The anatomy, its lesions (drawn and painted) and the total susceptibility map (ppm, veins
     included): what every image of the subject is made from."""
     anatomy = make_anatomy(params, rng)
-    specs = draw_specs(anatomy, params.n_lesions, params.prl_rate, rng)
+    specs = draw_specs(anatomy, params.n_lesions, params.prl_rate, rng, params.confluent_prl_rate)
     paint = paint_lesions(anatomy, specs, rng)
     chi = anatomy.chi + paint.chi + np.float32(rng.uniform(*VEIN_CHI_PPM)) * anatomy.vein_fraction
     return anatomy, specs, paint, chi
@@ -151,22 +152,23 @@ def truth_table(subject: str, mask: np.ndarray, affine: np.ndarray, prl_mask: np
     """The lesion table of ``mask`` (ids as ``label_lesions`` assigns them, centres in world mm by
     ``affine``) plus each lesion's kind.
 
-    A component made of several drawn lesions is ``confluent``; its other columns describe the
-    drawn lesion covering most of it. ``prl`` follows the data convention (most voxels in the
+    A lesion made of several drawn lesions is ``confluent`` unless it is a part split from its
+    component (``split_from``), which takes the kind of the drawn lesion covering most of it;
+    the other columns always describe that drawn lesion. ``prl`` follows the data convention (most voxels in the
     PRL mask).
     """
-    labels = label_lesions(mask)
+    labels = label_lesions(mask, Grid.of(mask.shape, affine).zooms)
     table = lesion_table_from_labels(labels, affine, subject, prl_mask)
     inside = labels > 0
     pairs, counts = np.unique(np.stack([labels[inside], owner[inside]]), axis=1,
                               return_counts=True)
     rows = []
-    for lesion in table["lesion"]:
+    for lesion, split_from in zip(table["lesion"], table["split_from"]):
         here = pairs[0] == lesion
         owners, sizes = pairs[1, here], counts[here]
         spec = specs[int(owners[np.argmax(sizes)]) - 1]
         rows.append({
-            "kind": "confluent" if len(owners) > 1 else spec.kind,
+            "kind": "confluent" if len(owners) > 1 and not split_from else spec.kind,
             "shape": spec.shape,
             "n_parts": len(owners) + len(spec.parts),
             "rim_coverage": spec.rim_coverage,
