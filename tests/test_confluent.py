@@ -130,3 +130,39 @@ def test_a_simulated_confluent_prl_is_split_and_its_part_recovers_the_prl():
     # the truth table names the part by the drawn lesion covering it, not "confluent"
     kinds = sim.truth.set_index("lesion").loc[split["lesion"], "kind"]
     assert set(kinds) <= {"full_rim", "partial_rim", "plain"}
+
+
+def test_a_project_registered_before_the_split_keeps_its_components_and_ratings(tmp_path, write_subject,
+                                                                                monkeypatch):
+    """Ratings name the lesions a project registered: a project made when confluent components
+    stayed whole opens with them whole, and its mask export paints the rated component."""
+    import nibabel as nib
+
+    import napari_deep_prl.data.images as images
+    import napari_deep_prl.data.lesions as lesions
+    from napari_deep_prl.base.errors import DeepPRLError
+    from napari_deep_prl.data.cohort import write_manifest
+    from napari_deep_prl.ratings.project import Project
+    from napari_deep_prl.ratings.store import Rating
+
+    paths = write_subject("sub-01", mask=confluent_mask(), prl_lesions=(1,))
+    manifest = write_manifest([paths], tmp_path / "manifest.csv")
+    whole = ndimage.label(confluent_mask(), structure=np.ones((3, 3, 3)))[0]
+    with monkeypatch.context() as before:  # the labelling of the version that made the project
+        for module in (images, lesions):
+            before.setattr(module, "label_lesions", lambda mask, spacing: label_lesions(mask, spacing, split=False))
+        with Project.init(tmp_path / "study", manifest) as project:
+            assert sorted(project.lesions()["lesion"]) == [1, 2, 3]
+            project.store.add_ratings([Rating("ann", "sub-01", 2, "prl")])
+    with Project.open(tmp_path / "study") as project:
+        subject = project.load_subject("sub-01")
+        assert np.array_equal(subject.labels, whole)  # not the parts 4, 5, 6
+        assert sorted(find_lesions(subject).table["lesion"]) == [1, 2, 3]
+        run_to_end(project.export_masks(tmp_path / "masks"))
+        painted = np.asarray(nib.load(next((tmp_path / "masks").glob("*_desc-rater*ann*_prlmask.nii.gz"))).dataobj)
+        assert np.array_equal(painted > 0, whole == 2)
+        edited = confluent_mask()
+        edited[whole == 3] = 0  # a mask edited since registration is still refused
+        nib.save(nib.Nifti1Image(edited, nib.load(paths.mask).affine), str(paths.mask))
+        with pytest.raises(DeepPRLError, match="sub-01"):
+            project.load_subject("sub-01")
