@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 
+import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
+from model_support import one_torch_thread  # noqa: F401
 from scipy import ndimage
+from test_score import _checkpoint
 
 from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.cli import main
 from napari_deep_prl.data.click import mask_from_clicks, outline_click
+from napari_deep_prl.model.checkpoint import load_checkpoint
+from napari_deep_prl.scoring.score import score_subject
 from napari_deep_prl.simulate import SubjectParams, simulate_subject
+from napari_deep_prl.simulate.cohort import write_subject
 
 #: A small brain on a coarse grid (as tests/test_simulate.py's).
 SMALL = {"fov_mm": (80.0, 96.0, 80.0), "voxel_size": (1.25, 1.25, 1.25)}
@@ -101,3 +109,50 @@ def test_bad_clicks_say_why(simulated):
         outline_click(blank, point)
     with pytest.raises(InputError, match="no click"):
         mask_from_clicks(blank, [])
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+def test_cli_scores_clicked_lesions_through_the_one_path(simulated, tmp_path, capsys):
+    """``deep-prl score --phase --mp2rage --flair --at ...`` (no --mask) writes the outlines and
+    scores them as score_subject scores a subject with that mask."""
+    sim = simulated[0]
+    paths = write_subject(sim, tmp_path / "sim")
+    model = _checkpoint().save(tmp_path / "model.pt")
+    lesions = sim.truth.loc[~sim.truth["confluent"] & (sim.truth["volume_voxels"] > 20), "lesion"].iloc[:3]
+    clicks = [",".join(f"{v:g}" for v in lesion_click(sim.subject, lesion)) for lesion in lesions]
+    out = tmp_path / "scores.tsv"
+    images = ["--phase", str(paths.image("phase")), "--mp2rage", str(paths.image("mp2rage")),
+              "--flair", str(paths.image("flair"))]
+    assert main(["score", *images, *(f"--at={c}" for c in clicks), "--model", str(model),
+                 "-o", str(out), "--quiet", "--device", "cpu"]) == 0
+    assert "3 lesion(s) outlined from 3 click(s)" in capsys.readouterr().err
+    written = nib.load(tmp_path / "scores_mask.nii.gz")
+    mask = np.asanyarray(written.dataobj)
+    assert np.allclose(written.affine, sim.subject.affine) and set(np.unique(mask)) == {0, 1, 2, 3}
+    for i, lesion in enumerate(lesions, start=1):
+        assert dice(mask == i, sim.subject.labels == lesion) >= 0.7
+    table = pd.read_csv(out, sep="\t")
+    expected = score_subject(dataclasses.replace(sim.subject, mask=mask.astype(np.int32)), [load_checkpoint(model)])
+    assert table["lesion"].tolist() == [1, 2, 3]
+    assert np.allclose(table["prl_probability"], expected["prl_probability"], atol=1e-5)
+
+
+def test_cli_click_refusals_say_what_to_do(simulated, tmp_path, capsys):
+    sim = simulated[0]
+    paths = write_subject(sim, tmp_path / "sim")
+    model = _checkpoint().save(tmp_path / "model.pt")
+    images = ["--phase", str(paths.image("phase")), "--mp2rage", str(paths.image("mp2rage"))]
+    corner = ",".join(f"{v:g}" for v in sim.subject.affine[:3, 3])
+    cases = [
+        ([*images, f"--at={corner}", "-o", str(tmp_path / "a.tsv")], "outside the brain"),
+        ([*images, f"--at={corner}"], "--outline-mask MASK.nii.gz"),
+        ([*images, "--mask", str(paths.mask), f"--at={corner}", "-o", str(tmp_path / "a.tsv")], "without --mask"),
+        ([*images, "--outline-mask", str(tmp_path / "m.nii.gz"), "--mask", str(paths.mask)], "give --at"),
+    ]
+    for arguments, message in cases:
+        assert main(["score", *arguments, "--model", str(model), "--quiet"]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "a.tsv").exists() and not (tmp_path / "a_mask.nii.gz").exists()
+    with pytest.raises(SystemExit):
+        main(["score", *images, "--at", "1,2", "--model", str(model)])
+    assert "is not a position X,Y,Z" in capsys.readouterr().err
