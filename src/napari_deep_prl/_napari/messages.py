@@ -54,8 +54,7 @@ TOOLTIPS = {
             "and the scores are stored as predictions.",
     "load": "A Deep-PRL checkpoint (.pt). It is loaded with weights only: it cannot run code.",
     "click_mode": "On: a left click in the viewer outlines the lesion under it from the structural images "
-                  "(layer 'clicked outlines'; correct it with the brush) and scores it at once. A subject without "
-                  "a lesion mask can be scored so.",
+                  "(layer 'clicked outlines'; correct it with the brush) and scores it at once.",
     "score_outlines": "Score the lesions of the 'clicked outlines' layer as they are now (after painting).",
     "score": "Score the chosen subject (or the subject shown in the viewer) in the background.",
     "score_all": "Score every subject of the project; scores already stored for this model are "
