@@ -123,9 +123,10 @@ def test_cli_scores_clicked_lesions_through_the_one_path(simulated, tmp_path, ca
     out = tmp_path / "scores.tsv"
     images = ["--phase", str(paths.image("phase")), "--mp2rage", str(paths.image("mp2rage")),
               "--flair", str(paths.image("flair"))]
-    assert main(["score", *images, *(f"--at={c}" for c in clicks), "--model", str(model),
-                 "-o", str(out), "--quiet", "--device", "cpu"]) == 0
-    assert "3 lesion(s) outlined from 3 click(s)" in capsys.readouterr().err
+    assert main(["score", *images, *(f"--at={c}" for c in clicks), "--prl-mask", str(paths.prl_mask),
+                 "--model", str(model), "-o", str(out), "--quiet", "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert "3 lesion(s) outlined from 3 click(s)" in err and "against the ground truth" in err
     written = nib.load(tmp_path / "scores_mask.nii.gz")
     mask = np.asanyarray(written.dataobj)
     assert np.allclose(written.affine, sim.subject.affine) and set(np.unique(mask)) == {0, 1, 2, 3}
@@ -134,6 +135,7 @@ def test_cli_scores_clicked_lesions_through_the_one_path(simulated, tmp_path, ca
     table = pd.read_csv(out, sep="\t")
     expected = score_subject(dataclasses.replace(sim.subject, mask=mask.astype(np.int32)), [load_checkpoint(model)])
     assert table["lesion"].tolist() == [1, 2, 3]
+    assert table["prl_truth"].tolist() == sim.truth.set_index("lesion").loc[list(lesions), "prl"].astype(int).tolist()
     assert np.allclose(table["prl_probability"], expected["prl_probability"], atol=1e-5)
 
 
@@ -148,6 +150,8 @@ def test_cli_click_refusals_say_what_to_do(simulated, tmp_path, capsys):
         ([*images, f"--at={corner}"], "--outline-mask MASK.nii.gz"),
         ([*images, "--mask", str(paths.mask), f"--at={corner}", "-o", str(tmp_path / "a.tsv")], "without --mask"),
         ([*images, "--outline-mask", str(tmp_path / "m.nii.gz"), "--mask", str(paths.mask)], "give --at"),
+        ([*images, f"--at={corner}", "--prl-labels", str(tmp_path / "t.tsv"), "-o", str(tmp_path / "a.tsv")],
+         "numbered by click"),
     ]
     for arguments, message in cases:
         assert main(["score", *arguments, "--model", str(model), "--quiet"]) == 2

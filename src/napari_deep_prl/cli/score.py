@@ -147,6 +147,9 @@ def outline_path(args: argparse.Namespace) -> Path | None:
     if args.manifest or args.mask:
         raise InputError("--at outlines lesions of one subject that has no lesion mask: give its images "
                          "(--phase, --mp2rage, ...) without --mask and without a manifest.")
+    if args.prl_labels:
+        raise InputError("--prl-labels labels the lesions of a mask by their ids; clicked lesions are numbered "
+                         "by click. Give the ground truth as --prl-mask, or drop it.")
     if args.outline_mask:
         return Path(args.outline_mask)
     if not args.output:
@@ -172,7 +175,8 @@ def clicked_subject(args: argparse.Namespace, outline: Path) -> Subject:
         # an empty lesion mask on the susceptibility image's grid: the images are read as for any subject
         empty = Path(folder, "empty_mask.nii.gz")
         nib.save(nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine), empty)
-        subject = SubjectPaths.from_files(mask=empty, subject=args.subject, **images).load(flip_phase=args.flip_phase)
+        subject = SubjectPaths.from_files(mask=empty, prl_mask=args.prl_mask, subject=args.subject,
+                                          **images).load(flip_phase=args.flip_phase)
     mask = mask_from_clicks(subject, args.at)
     write_nifti(nib.Nifti1Image(mask, subject.affine), outline)
     print(f"{int(mask.max())} lesion(s) outlined from {len(args.at)} click(s); mask {outline}", file=sys.stderr)
