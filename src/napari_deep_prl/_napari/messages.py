@@ -60,6 +60,9 @@ TOOLTIPS = {
     "open": "A project folder (made with `deep-prl project init`): its subjects can be scored "
             "and the scores are stored as predictions.",
     "load": "A Deep-PRL checkpoint (.pt). It is loaded with weights only: it cannot run code.",
+    "click_mode": "On: a left click in the viewer outlines the lesion under it from the structural images "
+                  "(layer 'clicked outlines'; correct it with the brush) and scores it at once.",
+    "score_outlines": "Score the lesions of the 'clicked outlines' layer as they are now (after painting).",
     "score": "Score the chosen subject (or the subject shown in the viewer) in the background.",
     "score_all": "Score every subject of the project; scores already stored for this model are "
                  "reused.",

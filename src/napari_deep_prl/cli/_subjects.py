@@ -86,7 +86,7 @@ def subjects_from_args(args: argparse.Namespace) -> list[SubjectPaths]:
     it skipped goes to stderr."""
     from napari_deep_prl.data.images import SubjectPaths
 
-    images = {contrast: getattr(args, contrast) for contrast in IMAGE_HELP if getattr(args, contrast)}
+    images = subject_images(args)
     if args.manifest and (images or args.mask):
         raise InputError("give either a manifest or one subject's images (--phase, --mask, ...), not both.")
     if args.manifest and args.label_column:
@@ -102,6 +102,11 @@ def subjects_from_args(args: argparse.Namespace) -> list[SubjectPaths]:
                                         prl_labels=args.prl_labels, prl_labels_column=args.label_column, **images)]
     raise InputError("give a manifest, or one subject's images: --phase (or --qsm), one or more of --mp2rage, "
                      "--t1w and --flair, and --mask.")
+
+
+def subject_images(args: argparse.Namespace) -> dict[str, str]:
+    """One subject's image files given on the command line, by contrast."""
+    return {contrast: getattr(args, contrast) for contrast in IMAGE_HELP if getattr(args, contrast)}
 
 
 def reported(cohort: Cohort) -> Cohort:

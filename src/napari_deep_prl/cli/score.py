@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+import tempfile
 from pathlib import Path
 
-from napari_deep_prl.base.errors import InputError
+import nibabel as nib
+import numpy as np
+
+from napari_deep_prl.base.errors import InputError, describe, file_error
 from napari_deep_prl.base.progress import run_with_tqdm
-from napari_deep_prl.base.tables import check_output, print_table, write_table
-from napari_deep_prl.cli._subjects import add_subject_arguments, subjects_from_args
+from napari_deep_prl.base.tables import check_output, print_table, write_nifti, write_table
+from napari_deep_prl.cli._subjects import add_subject_arguments, subject_images, subjects_from_args
 from napari_deep_prl.cli._threads import add_threads_argument, set_threads
+from napari_deep_prl.data.click import mask_from_clicks
+from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
+from napari_deep_prl.data.images import Subject, SubjectPaths
 from napari_deep_prl.model.backend import load_model
 from napari_deep_prl.model.inference import INFERENCE_BATCH, PRECISIONS
 from napari_deep_prl.model.metrics import format_metric
@@ -28,6 +36,15 @@ def register(p: argparse.ArgumentParser) -> None:
                      "decisions are scored against it (printed). Also writes SCORES_subjects.tsv: lesions, "
                      "prl_count, prl_ge1, prl_ge4 per subject.")
     add_subject_arguments(p)
+    clicks = p.add_argument_group("lesions clicked instead of a mask (one subject's images, no --mask; "
+                                  "docs/scoring.md, 'Without a lesion mask')")
+    clicks.add_argument("--at", action="append", type=point_mm, metavar="X,Y,Z",
+                        help="a lesion's position in world coordinates (mm, as the viewer shows them); it is "
+                             "outlined from the structural images and scored; repeat for more lesions; write "
+                             "--at=-12.5,8,20 when X is negative")
+    clicks.add_argument("--outline-mask", metavar="MASK.nii.gz",
+                        help="where the outlined lesions are written (instance mask on the phase's grid; default: "
+                             "beside -o, SCORES_mask.nii.gz)")
     p.add_argument("--model", action="append", required=True, metavar="MODEL.pt",
                    help="checkpoint; repeat for an ensemble (probabilities averaged); or one ONNX file written by "
                         "`deep-prl export` (run in onnxruntime: the onnx extra), which scores as its checkpoints")
@@ -66,10 +83,11 @@ def register(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     set_threads(args.threads)
     outputs = [] if not args.output else [Path(args.output), subjects_path(Path(args.output))]
-    for path in outputs:
+    outline = outline_path(args)
+    for path in [*outputs, outline]:
         check_output(path)
     check_output(args.nifti_dir, folder=True)
-    cohort = subjects_from_args(args)
+    cohort = subjects_from_args(args) if outline is None else [clicked_subject(args, outline)]
     checkpoints = load_model(*args.model)
     scores = run_with_tqdm(score_cohort(cohort, checkpoints, tta=args.tta, threshold=args.threshold,
                                         nifti_dir=args.nifti_dir,
@@ -109,6 +127,64 @@ def run(args: argparse.Namespace) -> int:
               "(--phase/--mp2rage/--mask, or a manifest of just them).", file=sys.stderr)
         return 1
     return 0
+
+
+def point_mm(text: str) -> tuple[float, float, float]:
+    """``X,Y,Z`` in mm, for ``--at``."""
+    try:
+        point = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        point = ()
+    if len(point) != 3 or not all(np.isfinite(point)):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a position X,Y,Z in mm (three numbers, "
+                                         "e.g. --at=-12.5,8,20)")
+    return point  # type: ignore[return-value]
+
+
+def outline_path(args: argparse.Namespace) -> Path | None:
+    """Where the lesions outlined from ``--at`` go (``None``: no click given)."""
+    if not args.at:
+        if args.outline_mask:
+            raise InputError("--outline-mask names where the lesions outlined from --at go; give --at X,Y,Z.")
+        return None
+    if args.manifest or args.mask:
+        raise InputError("--at outlines lesions of one subject that has no lesion mask: give its images "
+                         "(--phase, --mp2rage, ...) without --mask and without a manifest.")
+    if args.prl_labels:
+        raise InputError("--prl-labels labels the lesions of a mask by their ids; clicked lesions are numbered "
+                         "by click. Give the ground truth as --prl-mask, or drop it.")
+    if args.outline_mask:
+        return Path(args.outline_mask)
+    if not args.output:
+        raise InputError("--at writes the outlined lesions to a mask: name it (--outline-mask MASK.nii.gz) or give "
+                         "-o SCORES.tsv (the mask then goes beside it, SCORES_mask.nii.gz).")
+    output = Path(args.output)
+    return output.with_name(output.stem + "_mask.nii.gz")
+
+
+def clicked_subject(args: argparse.Namespace, outline: Path) -> Subject:
+    """The subject of the command line, its lesions outlined from ``--at`` (written to ``outline``)."""
+    images = subject_images(args)
+    if not any(c in images for c in SUSCEPTIBILITY) or not any(c in images for c in STRUCTURAL):
+        raise InputError("--at needs one subject's images: --phase (or --qsm) and one or more of --mp2rage, --t1w "
+                         "and --flair (the lesion is outlined from them).")
+    susceptibility = next(c for c in SUSCEPTIBILITY if c in images)
+    try:
+        reference = nib.load(images[susceptibility])
+    except Exception as err:  # nibabel raises many types for unreadable files
+        raise file_error(images[susceptibility], f"cannot be read as a NIfTI image ({describe(err)})",
+                         "Check that it is a .nii/.nii.gz file and re-export it if it is damaged.") from err
+    with tempfile.TemporaryDirectory(prefix="deep-prl-click-") as folder:
+        # an empty lesion mask on the susceptibility image's grid: the images are read as for any subject
+        empty = Path(folder, "empty_mask.nii.gz")
+        nib.save(nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine), empty)
+        subject = SubjectPaths.from_files(mask=empty, prl_mask=args.prl_mask, subject=args.subject,
+                                          **images).load(flip_phase=args.flip_phase)
+    mask = mask_from_clicks(subject, args.at)
+    write_nifti(nib.Nifti1Image(mask, subject.affine), outline)
+    print(f"{int(mask.max())} lesion(s) outlined from {len(args.at)} click(s); mask {outline}", file=sys.stderr)
+    return dataclasses.replace(subject, mask=mask, resampled_labels=None,
+                               paths=dataclasses.replace(subject.paths, mask=outline))
 
 
 def subjects_path(output: Path) -> Path:

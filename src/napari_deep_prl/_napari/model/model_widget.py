@@ -5,7 +5,8 @@ scores are stored as predictions under the model version (so nothing is scored t
 subject opened without a project (files or the sample data) is scored from its layers and only
 shown. Results: a points layer at the lesion centres coloured by PRL probability (legend under
 the buttons), a sortable table whose rows move the viewer to the lesion, the subject's PRL count
-and the project's counts. **Decide** calls a project's lesions PRL each at the model's
+and the project's counts; **Score a clicked lesion** outlines and scores lesions clicked in the
+viewer (:mod:`.click_box`). **Decide** calls a project's lesions PRL each at the model's
 threshold, or all scored lesions together (:func:`~napari_deep_prl.scoring.project.project_scores`).
 Both buttons score as ``deep-prl score`` does (:func:`~napari_deep_prl.scoring.score.score_subject`).
 In blind mode none of the scores is shown. The fine-tuning box below trains new versions; the
@@ -43,6 +44,7 @@ from napari_deep_prl._napari.board import board
 from napari_deep_prl._napari.jobs import Job
 from napari_deep_prl._napari.layers import subject_layers
 from napari_deep_prl._napari.messages import SALIENCY_NEEDS, SCORES_HIDDEN, TOOLTIPS
+from napari_deep_prl._napari.model.click_box import ClickBox
 from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
 from napari_deep_prl._napari.model.model_state import ModelState
 from napari_deep_prl._napari.model.model_text import describe_checkpoint
@@ -59,6 +61,7 @@ from napari_deep_prl._napari.model.scoring_table import (
 from napari_deep_prl._napari.widget_parts import scrolling_column
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.data.contrasts import STRUCTURAL
 from napari_deep_prl.data.evidence import rim_evidence
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import find_lesions
@@ -74,23 +77,28 @@ DECISION_NAMES = {"each lesion at the model's threshold": "validation",
                   "the project's scored lesions together": "expected_f1"}
 
 
-def subject_from_layers(viewer: napari.Viewer, subject: str | None = None) -> Subject:
-    """The subject whose phase, MP2RAGE and lesion layers are in the viewer (reader/sample);
-    the first one, or the one named ``subject``."""
+def subject_from_layers(viewer: napari.Viewer, subject: str | None = None, *, lesions: bool = True) -> Subject:
+    """The subject whose phase, structural and lesion layers are in the viewer (reader/sample):
+    the first one, or the one named ``subject``; without ``lesions`` a missing lesion layer is
+    an empty mask (lesions are then clicked)."""
     by_role: dict[str, napari.layers.Layer] = {}
     for layer in viewer.layers:
-        for role in ("phase", "mp2rage", "lesions"):
+        for role in ("phase", *STRUCTURAL, "lesions"):
             if layer.name.endswith(f" {role}") and layer.metadata.get("subject", None) is not None \
                     and subject in (None, layer.metadata["subject"]):
                 by_role.setdefault(role, layer)
-    missing = [r for r in ("phase", "mp2rage", "lesions") if r not in by_role]
+    needed = ("phase", "mp2rage", "lesions") if lesions else ("phase",)
+    missing = [r for r in needed if r not in by_role]
+    if not missing and not lesions and not any(r in by_role for r in STRUCTURAL):
+        missing = [" or ".join(STRUCTURAL)]
     if missing:
         raise DeepPRLError(f"the viewer has no {', '.join(missing)} layer of a subject. Open a "
                            "subject (File > Open, or File > Open Sample > Deep-PRL) first.")
     phase = by_role["phase"]
-    return Subject(str(phase.metadata["subject"]), {"phase": np.asarray(phase.data, np.float32),
-                                                     "mp2rage": np.asarray(by_role["mp2rage"].data, np.float32)},
-                   np.asarray(by_role["lesions"].data, np.int32), phase.affine.affine_matrix)
+    images = {role: np.asarray(layer.data, np.float32) for role, layer in by_role.items() if role != "lesions"}
+    mask = (np.asarray(by_role["lesions"].data, np.int32) if "lesions" in by_role
+            else np.zeros(phase.data.shape, np.int32))
+    return Subject(str(phase.metadata["subject"]), images, mask, phase.affine.affine_matrix)
 
 
 def score_loaded(subject: Subject, checkpoints: list[Checkpoint]) -> Generator[Progress, None, pd.DataFrame]:
@@ -143,6 +151,8 @@ class ModelPanel(QWidget):
         self.saliency_button = QPushButton("Saliency of the selected lesion")
         self.finetune = FinetuneBox(self.state)
         self.recalibrate = RecalibrateBox(self.state)
+        self.clicks = ClickBox(napari_viewer, lambda: subject_from_layers(self.viewer, lesions=False),
+                               self.score_in_memory)
         for name, widget in (("open", self.open_button), ("load", self.load_button),
                              ("score", self.score_button),
                              ("score_all", self.score_all_button), ("blind", self.blind),
@@ -162,6 +172,7 @@ class ModelPanel(QWidget):
         column.setContentsMargins(0, 0, 0, 0)
         column.addLayout(form)
         column.addLayout(buttons)
+        column.addWidget(self.clicks)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(scrolling_column((controls, self.bar, self.blind, self.hidden, self.count,
@@ -241,11 +252,18 @@ class ModelPanel(QWidget):
             except DeepPRLError as err:
                 show_error(str(err))
                 return None
-            self._affines[subject.subject] = subject.affine
-            checkpoints = self.state.checkpoints
-            return self._start(lambda stop: score_loaded(subject, checkpoints),
-                               f"Scoring {subject.subject}", self._show_loaded_scores)
+            return self.score_in_memory(subject)
         return self._score_stored([name], f"Scoring {name}")
+
+    def score_in_memory(self, subject: Subject) -> Job | None:
+        """Score a subject in memory (the viewer's, or its clicked lesions) and show the scores."""
+        if self.state.busy:
+            show_error("Wait for the running job to finish (or cancel it), then score again.")
+            return None
+        self._affines[subject.subject] = subject.affine
+        checkpoints = self.state.checkpoints
+        return self._start(lambda stop: score_loaded(subject, checkpoints),
+                           f"Scoring {subject.subject}", self._show_loaded_scores)
 
     def score_project(self) -> Job | None:
         """Score every subject of the project (scores already stored are reused)."""
@@ -396,3 +414,4 @@ class ModelPanel(QWidget):
         self.open_button.setEnabled(not busy)
         self.decision.setEnabled(project is not None and not busy)
         self.cancel_button.setEnabled(busy)
+        self.clicks.set_enabled(ready)
