@@ -33,8 +33,13 @@ def press(viewer, name: str, *, repeat: bool = False, target: QWidget | None = N
 def burst(viewer, name: str, count: int, *, repeat_after_first: bool = False) -> None:
     """``count`` presses queued at once (a fast typist, or a held key whose auto-repeat events
     are already waiting), delivered in order by the event loop with no redraw between them."""
+    queue_keys(viewer, [name] * count, repeat_after_first=repeat_after_first)
+
+
+def queue_keys(viewer, names: list[str], *, repeat_after_first: bool = False) -> None:
+    """Presses of ``names`` queued at once, delivered in order with no redraw between them."""
     widget = canvas_of(viewer)
-    for i in range(count):
+    for i, name in enumerate(names):
         repeat = repeat_after_first and i > 0
         QApplication.postEvent(widget, _key_event(QEvent.Type.KeyPress, name, repeat))
         QApplication.postEvent(widget, _key_event(QEvent.Type.KeyRelease, name, repeat))

@@ -10,7 +10,7 @@ import pytest
 import napari_deep_prl.cli as cli
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.ratings.project import Project
-from napari_deep_prl.ratings.training import Feedback, Practice
+from napari_deep_prl.ratings.training import Feedback, Practice, PracticeRound, reference_sets
 
 
 @pytest.fixture
@@ -73,6 +73,29 @@ def test_score_and_trained_record(project):
         assert score["trained"] == (score["cohen_kappa"] >= 0.6)
         assert not practice.record_trained("new", "expert", min_kappa=1.0)["trained"]
         assert practice.trained()["rater"].tolist() == (["new"] if score["trained"] else [])
+
+
+def test_a_round_answers_once_per_lesion_and_records_the_trainee_once(project):
+    expert = _expert(project).head(4)
+    assert reference_sets(project) == []
+    assert not (project.root / "practice").exists()  # listing the sets creates nothing
+    with Practice(project) as practice:
+        practice.hold_reference("expert", expert)
+        assert reference_sets(project) == ["expert"]
+        truth = expert.set_index(["subject", "lesion"])["label"]
+        round_ = PracticeRound(practice, "new", "expert")
+        assert round_.of == 4 and round_.done == 0
+        while (item := round_.current) is not None:
+            assert round_.advance() == item  # no moving on before an answer
+            round_.answer(truth[(item.subject, item.lesion)])
+            with pytest.raises(InputError, match="no unanswered lesion"):
+                round_.answer("unsure")  # one answer per lesion
+            round_.advance()
+        assert round_.done == 4 and len(practice.store.current(rater="new")) == 4
+        assert round_.finish(min_kappa=0.5)["trained"]
+        again = PracticeRound(practice, "new", "expert")
+        assert again.current is None and again.finish()["trained"]
+        assert practice.trained()["rater"].tolist() == ["new"]  # reopening adds no record
 
 
 def test_reference_from_consensus_needs_a_definite_one(project):

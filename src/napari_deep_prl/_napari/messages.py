@@ -42,6 +42,9 @@ TOOLTIPS = {
     "reason": "Optional exclusion reason saved with the next label.",
     "comment": "Optional comment saved with the next label (Enter returns to the keys).",
     "jump": "subject:lesion (e.g. sub-001:12) or a lesion id of the current subject.",
+    "practice_set": "Practise on this reference set instead of rating the study: after each answer "
+                    "you see the reference label and the experts' note; answers stay out of the "
+                    "study (docs/rater_training.md).",
     "pseudonyms": "Show subjects under stable pseudonyms instead of their ids.",
     "note": "Optional note saved with the consensus decision.",
     "decided": "List every lesion that already has a consensus decision, to revise or take it back.",
@@ -108,6 +111,12 @@ NOT_ON_SCREEN = "Key ignored: the lesion was not on screen yet. Look, then press
 LEFT_OUT = "{count} lesion(s) under {size:g} mm left out (project setting)."
 RERANKED = "New model scores: the lesions still to rate are ranked again."
 NO_PROJECT = "Open a project first."
+PRACTICE_AGREED = "✓ Agrees with the reference: {label}.{note} Press → (next) to go on."
+PRACTICE_DIFFERS = "✗ The reference says {label} (you: {yours}).{note} Press → (next) to go on."
+PRACTICE_NOTE = " Experts' note: {note}."
+PRACTICE_LOOK_FIRST = "Read the feedback first, then press → to go on."
+PRACTICE_ANSWER_FIRST = "Answer this lesion first (P / N / U); practice has no skipping."
+PRACTICE_DONE = "Practice done. {score}"
 NO_RATER = "Choose or type your rater id first."
 CONSENSUS_SAVED = "Consensus saved: {label} ({subject} lesion {lesion})"
 NO_DISAGREEMENTS = "No disagreements waiting for adjudication."

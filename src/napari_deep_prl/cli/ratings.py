@@ -354,18 +354,12 @@ def run_practice(args: argparse.Namespace) -> int:
 
 
 def run_train_rater(args: argparse.Namespace) -> int:
-    from napari_deep_prl.ratings.agreement import describe_estimate
-    from napari_deep_prl.ratings.training import Practice
+    from napari_deep_prl.ratings.training import Practice, describe_score
 
     with Project.open(args.project) as project, Practice(project) as practice:
         score = practice.record_trained(args.rater, args.reference, min_kappa=args.min_kappa,
                                         n_boot=args.n_boot, seed=args.seed)
-    kappa = describe_estimate(score["cohen_kappa"], score["cohen_kappa_ci_low"],
-                              score["cohen_kappa_ci_high"], score["note"])
-    state = ("recorded as trained" if score["trained"] else
-             f"not trained yet (needs every lesion answered and kappa >= {args.min_kappa})")
-    print(f"{args.rater} on '{args.reference}': {score['n']} of {score['of']} lesions, agreement "
-          f"{score['percent_agreement']:.0%}, kappa {kappa}; {state}", file=sys.stderr)
+    print(describe_score(args.rater, args.reference, score, args.min_kappa), file=sys.stderr)
     return 0
 
 

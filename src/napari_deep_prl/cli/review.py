@@ -20,11 +20,15 @@ def register(p: argparse.ArgumentParser) -> None:
     """Fill the parser of ``deep-prl review``."""
     p.description = ("Open napari with the lesion review widget docked on PROJECT and the "
                      "rater's first unrated lesion on screen; every label is saved at once. "
-                     "With --adjudicator, the adjudication widget instead.")
+                     "With --adjudicator, the adjudication widget instead; with --practice SET, "
+                     "practice on a reference set (answers kept out of the study).")
     p.add_argument("project", help="project folder (made with `deep-prl project init`)")
     p.add_argument("--rater", required=True, help="your rater (or adjudicator) id")
     p.add_argument("--adjudicator", action="store_true",
                    help="adjudicate the raters' disagreements instead of rating")
+    p.add_argument("--practice", metavar="SET",
+                   help="practise on this reference set (docs/rater_training.md) instead of "
+                        "rating the study")
     p.add_argument("--order", choices=tuple(STRATEGIES), default="subject_order",
                    help="order of the lesions to rate (default: subject_order): "
                         + "; ".join(f"{name}: {words}" for name, words in STRATEGIES.items())
@@ -49,8 +53,14 @@ def check_display() -> None:
 
 def run_review(args: argparse.Namespace) -> int:
     from napari_deep_prl.active.strategies import open_strategy
+    from napari_deep_prl.ratings.training import reference_sets
 
-    Project.open(args.project).close()  # a bad folder fails here, before any window
+    with Project.open(args.project) as project:  # a bad folder or set fails before any window
+        sets = reference_sets(project)
+    if args.practice and args.practice not in sets:
+        raise InputError(f"{args.project}: no reference set '{args.practice}' to practise on "
+                         f"(known: {', '.join(sets) or 'none yet'}). Hold one with "
+                         "'deep-prl ratings practice-set'.")
     check_display()
     strategy = open_strategy(args.project, args.order, seed=args.seed)
     import napari
@@ -65,8 +75,11 @@ def run_review(args: argparse.Namespace) -> int:
         widget = ReviewWidget(viewer)
         viewer.window.add_dock_widget(widget, name="Deep-PRL review", area="right")
         widget.axis.setCurrentText(args.axis)
-        widget.open_project(args.project, args.rater, strategy=strategy,
-                            pseudonymise=args.pseudonyms, order=args.order)
+        if args.practice:
+            widget.open_practice(args.project, args.rater, args.practice)
+        else:
+                widget.open_project(args.project, args.rater, strategy=strategy,
+                                pseudonymise=args.pseudonyms, order=args.order)
     if widget.project is None:
         return 2
     napari.run()

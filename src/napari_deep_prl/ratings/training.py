@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.ratings.queue import QueueItem
 from napari_deep_prl.ratings.store import Rating, RatingStore, utc_now
 
 if TYPE_CHECKING:
@@ -170,6 +171,88 @@ class Practice:
         path: Path = self.folder / TRAINED_FILE
         return pd.read_csv(path, sep="\t") if path.exists() else pd.DataFrame(
             columns=["rater", "reference", "trained_at"])
+
+
+class PracticeRound:
+    """One trainee practising a set in the viewer, lesion by lesion: each answer is followed by
+    its feedback, and the round moves on only when the rater asks (after seeing it)."""
+
+    def __init__(self, practice: Practice, rater: str, reference: str) -> None:
+        self.practice, self.rater, self.reference = practice, rater, reference
+        lesions = practice.project.lesions().set_index(["subject", "lesion"])
+        #: The lesions still to answer, in the trainee's order (shown like a study's queue items).
+        self.items = [QueueItem(int(row["lesion_key"]), subject, lesion, float(row["x"]),
+                                float(row["y"]), float(row["z"]), float(row["volume_mm3"]),
+                                _session(reference), position)
+                      for position, (subject, lesion) in enumerate(
+                          practice.remaining(rater, reference))
+                      for row in [lesions.loc[(subject, lesion)]]]
+        self.of = len(practice.reference(reference))
+        self.index = 0
+        #: The feedback on the lesion on screen once it is answered (``None`` before).
+        self.feedback: Feedback | None = None
+
+    @property
+    def current(self) -> QueueItem | None:
+        return self.items[self.index] if self.index < len(self.items) else None
+
+    @property
+    def done(self) -> int:
+        """Lesions of the set answered so far (earlier rounds included)."""
+        return self.of - len(self.items) + self.index + (self.feedback is not None)
+
+    def answer(self, label: str) -> Feedback:
+        """Record the answer on the current lesion (once) and keep its feedback."""
+        item = self.current
+        if item is None or self.feedback is not None:
+            raise InputError(f"no unanswered lesion of '{self.reference}' is on screen; "
+                             "move on to the next one.")
+        self.feedback = self.practice.answer(self.rater, self.reference, item.subject,
+                                             item.lesion, label)
+        return self.feedback
+
+    def advance(self) -> QueueItem | None:
+        """After the feedback: the next lesion (``None`` when the set is done)."""
+        if self.feedback is not None:
+            self.feedback, self.index = None, self.index + 1
+        return self.current
+
+    def finish(self, *, min_kappa: float = DEFAULT_MIN_KAPPA) -> dict[str, object]:
+        """The score once the set is done, with ``trained``: recorded by
+        :meth:`Practice.record_trained` when this round answered the last lesions, read back
+        from the record when the set was done before (so reopening it adds no second record)."""
+        if self.items:
+            return self.practice.record_trained(self.rater, self.reference, min_kappa=min_kappa)
+        done = self.practice.trained()
+        trained = bool(((done["rater"] == self.rater)
+                        & (done["reference"] == self.reference)).any())
+        return {**self.practice.score(self.rater, self.reference), "trained": trained}
+
+
+def reference_sets(project: Project) -> list[str]:
+    """The project's reference sets, read without creating the practice store."""
+    path = project.root / PRACTICE_DIR / "practice.sqlite"
+    if not path.exists():
+        return []
+    store = RatingStore.open(path, readonly=True)
+    try:
+        return store.references()["reference"].tolist()
+    finally:
+        store.close()
+
+
+def describe_score(rater: str, reference: str, score: dict[str, object],
+                   min_kappa: float = DEFAULT_MIN_KAPPA) -> str:
+    """A trainee's score in one line: lesions answered, agreement, kappa with its CI, and
+    whether they are recorded as trained (``score`` as :meth:`Practice.record_trained` gives)."""
+    from napari_deep_prl.ratings.agreement import describe_estimate
+
+    kappa = describe_estimate(score["cohen_kappa"], score["cohen_kappa_ci_low"],
+                              score["cohen_kappa_ci_high"], score["note"])
+    state = ("recorded as trained" if score["trained"] else
+             f"not trained yet (needs every lesion answered and kappa >= {min_kappa})")
+    return (f"{rater} on '{reference}': {score['n']} of {score['of']} lesions, agreement "
+            f"{score['percent_agreement']:.0%}, kappa {kappa}; {state}")
 
 
 def _session(reference: str) -> str:

@@ -4,6 +4,10 @@ Every control is kept as an attribute and wired to a named method (``label``, ``
 ``undo`` ...); the keys of :data:`~.keybindings.REVIEW_KEYS` call the same methods while a
 session is open. A label counts only for a lesion painted on screen, and is written to the
 rating store (durable on return) before the widget says "saved" and moves on.
+
+With a practice set chosen, the same keys answer the set's lesions instead (:mod:`~napari_deep_prl.ratings.training`,
+never the study's store): after each answer the feedback shows, and only → (next), once the
+feedback has been painted, moves on; the end shows the score.
 """
 
 from __future__ import annotations
@@ -32,6 +36,29 @@ from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.queue import QueueItem, Strategy
 from napari_deep_prl.ratings.review_session import ReviewSession
+from napari_deep_prl.ratings.training import (
+    Practice,
+    PracticeRound,
+    describe_score,
+    reference_sets,
+)
+
+
+class FeedbackLabel(QLabel):
+    """A label that knows whether its current text has been painted (the rater could read it)."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+        self.setWordWrap(True)
+        self.painted = False
+
+    def setText(self, text: str) -> None:  # noqa: N802 - Qt override
+        self.painted = False
+        super().setText(text)
+
+    def paintEvent(self, event: object) -> None:  # noqa: N802 - Qt override
+        super().paintEvent(event)
+        self.painted = bool(self.text())
 
 
 class ReviewWidget(LesionWidget):
@@ -42,6 +69,8 @@ class ReviewWidget(LesionWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__(napari_viewer)
         self.session: ReviewSession | None = None
+        #: The practice round while the rater practises a reference set (then ``session`` is None).
+        self.practice: PracticeRound | None = None
         self.order_name = "subject_order"
         self.confidence: int | None = None
         self._prefetched_from: str | None = None
@@ -58,12 +87,15 @@ class ReviewWidget(LesionWidget):
         self.role.addItems(["rater", "adjudicator"])
         self.order = QComboBox(toolTip=tips["order"])
         self.order.addItems(list(STRATEGIES.values()))
+        self.practice_set = QComboBox(toolTip=tips["practice_set"])
         self.pseudonyms = QCheckBox("hide subject ids", toolTip=tips["pseudonyms"])
-        self.open_box = self.session_form((("rater", self.rater), ("role", self.role), ("order", self.order),
+        self.open_box = self.session_form((("rater", self.rater), ("practice set", self.practice_set),
+                                           ("role", self.role), ("order", self.order),
                                            ("", self.pseudonyms)), self.open_from_form)
         self.project_path.textChanged.connect(self._list_raters)
 
         self.own = QLabel("")
+        self.feedback = FeedbackLabel()
         self.subject_bar = QProgressBar(format="subject: %v of %m")
         self.overall_bar = QProgressBar(format="all: %v of %m")
         self.left_out = QLabel("")
@@ -86,7 +118,7 @@ class ReviewWidget(LesionWidget):
         moves = self.move_buttons(QPushButton("later (L)", clicked=self.review_later),
                                   QPushButton("undo (Z)", clicked=self.undo))
         lesion = self.lesion_group("Lesion", (
-            self.where, self.own, self.subject_bar, self.overall_bar, self.left_out, self.saved,
+            self.where, self.feedback, self.own, self.subject_bar, self.overall_bar, self.left_out, self.saved,
             self.confidence_label, self.label_buttons(), reason_form, self.comment, moves, self.jump_box,
             self.blind, self.others, self.evidence, view_form))
         self.assemble((self.session_bar(self.open_box), self.open_box, lesion))
@@ -97,8 +129,11 @@ class ReviewWidget(LesionWidget):
         try:
             with Project.open(self.project_path.text(), readonly=True) as project:
                 raters = project.store.raters()["rater"].tolist()
+                sets = reference_sets(project)
         except (DeepPRLError, OSError):
             return
+        self.practice_set.clear()
+        self.practice_set.addItems(["", *sets])
         typed = self.rater.currentText()
         self.rater.clear()
         self.rater.addItems(raters)
@@ -118,6 +153,10 @@ class ReviewWidget(LesionWidget):
 
             dock_adjudication(self.viewer, self.project_path.text(), self.rater.currentText())
             self.viewer.window.remove_dock_widget(self)  # one set of keys at a time
+            return
+        if self.practice_set.currentText():
+            self.open_practice(self.project_path.text(), self.rater.currentText(),
+                               self.practice_set.currentText())
             return
         name = list(STRATEGIES)[self.order.currentIndex()]
         try:
@@ -165,10 +204,102 @@ class ReviewWidget(LesionWidget):
         self._show(self.session.start())
         return True
 
+    def open_practice(self, path: str | Path, rater: str, reference: str) -> bool:
+        """Practise reference set ``reference`` as ``rater``: its lesions one by one, blind, the
+        answers to the practice store (never the study's)."""
+        project = self.open_folder(path, rater)
+        if project is None:
+            return False
+        practice = None
+        try:
+            practice = Practice(project)
+            self.practice = PracticeRound(practice, rater, reference)
+        except DeepPRLError as err:
+            if practice is not None:
+                practice.close()
+            project.close()
+            show_error(messages.OPEN_FAILED.format(path=path, cause=err))
+            return False
+        self.rater.setCurrentText(rater)
+        self.blind.setVisible(True)
+        self.others.setText("")
+        self.subject.clear()
+        self.left_out.setVisible(False)
+        self.board.open_session(self, hide_scores=True, hide_labels=True)
+        self.start_session(project, path, f"{rater} · practice '{reference}' · {project.root.name}")
+        self._show_practice(self.practice.current)
+        return True
+
     def close_project(self) -> None:
         super().close_project()
+        if self.practice is not None:
+            self.practice.practice.close()
+        self.practice = None
+        self.feedback.setText("")
         self.session = None
         self._prefetched_from = None
+
+    def _show_practice(self, item: QueueItem | None) -> None:
+        """The next lesion of the practice round, or its score when the set is done."""
+        round_ = self.practice
+        assert round_ is not None
+        self._reset_inputs()
+        self.overall_bar.setRange(0, round_.of)
+        self.overall_bar.setValue(round_.done)
+        if item is None:
+            self.where.setText(messages.DONE)
+            try:
+                score = round_.finish()
+            except DeepPRLError as err:
+                show_error(messages.SAVE_FAILED.format(cause=err))
+                return
+            self.feedback.setText(messages.PRACTICE_DONE.format(
+                score=describe_score(round_.rater, round_.reference, score)))
+            return
+        self.feedback.setText("")
+        self.where.setText(f"practice {round_.done + 1} of {round_.of} · {item.subject} · "
+                           f"lesion {item.lesion} · {item.volume_mm3:.0f} mm³")
+        self.display.request(item.subject, item.lesion, (item.x, item.y, item.z))
+
+    def _answer_practice(self, label: str) -> bool:
+        """Send the answer on the lesion on screen to the practice round and show its feedback."""
+        round_ = self.practice
+        assert round_ is not None
+        item = round_.current
+        if item is None:
+            return False
+        if round_.feedback is not None:
+            self.saved.setText(messages.PRACTICE_LOOK_FIRST)
+            return False
+        if not self.seen(item.subject, item.lesion):
+            return False
+        try:
+            feedback = round_.answer(label)
+        except DeepPRLError as err:
+            show_error(messages.SAVE_FAILED.format(cause=err))
+            return False
+        note = messages.PRACTICE_NOTE.format(note=feedback.note) if feedback.note else ""
+        reference = LABEL_NAMES.get(feedback.reference_label, feedback.reference_label)
+        self.feedback.setText(
+            messages.PRACTICE_AGREED.format(label=reference, note=note) if feedback.agreed
+            else messages.PRACTICE_DIFFERS.format(label=reference, yours=LABEL_NAMES[label],
+                                                  note=note))
+        self.saved.setText("")
+        return True
+
+    def _practice_next(self) -> None:
+        """→ in practice: on to the next lesion once the feedback has been on screen."""
+        round_ = self.practice
+        assert round_ is not None
+        if round_.current is None:
+            return
+        if round_.feedback is None:
+            self.saved.setText(messages.PRACTICE_ANSWER_FIRST)
+        elif not self.feedback.painted:
+            self.saved.setText(messages.PRACTICE_LOOK_FIRST)
+        else:
+            self.saved.setText("")
+            self._show_practice(round_.advance())
 
     # -- showing --------------------------------------------------------------------------
 
@@ -275,6 +406,8 @@ class ReviewWidget(LesionWidget):
 
     def label(self, label: str) -> bool:
         """Save ``label`` for the lesion on screen, say so, and go to the next one."""
+        if self.practice is not None:
+            return self._answer_practice(label)
         session = self.session
         if session is None or session.current is None:
             show_info(messages.NO_PROJECT if session is None else messages.DONE)
@@ -309,7 +442,9 @@ class ReviewWidget(LesionWidget):
         return self.display.target_failed or self._on_screen() is not None
 
     def next_lesion(self) -> None:
-        if self.session is not None and self._can_move_on():
+        if self.practice is not None:
+            self._practice_next()
+        elif self.session is not None and self._can_move_on():
             self._show(self.session.next() or self.session.current)
 
     def previous_lesion(self) -> None:
