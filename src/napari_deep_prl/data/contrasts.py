@@ -80,3 +80,25 @@ def require_contrasts(subjects: Iterable[tuple[str, Iterable[str]]], contrasts: 
                          f"{shown}. Give those images (manifest columns named by the contrast), leave those "
                          "subjects out, or use a model trained on the contrasts they have (deep-prl train "
                          "--contrasts).")
+
+
+def cohort_contrasts(subjects: Iterable[tuple[str, Iterable[str]]], who: str) -> tuple[str, ...]:
+    """The contrasts a model trained on these subjects (id, contrasts it has) takes unless told:
+    the susceptibility and structural contrasts every subject has, in canonical order
+    (:func:`model_contrasts`) — except that subjects that all have the research protocol's
+    MP2RAGE and phase take just those (:data:`DEFAULT_MODEL_CONTRASTS`: the paper's network; a
+    FLAIR or T1w beside them enters only when asked for). An InputError naming ``who`` when the
+    subjects share no susceptibility or no structural contrast."""
+    subjects = [(subject, set(has)) for subject, has in subjects]
+    shared = set.intersection(*(has for _, has in subjects)) if subjects else set()
+    if set(DEFAULT_MODEL_CONTRASTS) <= shared:
+        return DEFAULT_MODEL_CONTRASTS
+    kinds = {name: sum(name in has for _, has in subjects) for name in (*SUSCEPTIBILITY, *STRUCTURAL)}
+    if not any(name in shared for name in SUSCEPTIBILITY) or not any(name in shared for name in STRUCTURAL):
+        counts = ", ".join(f"{name} {n}" for name, n in kinds.items() if n)
+        raise InputError(f"{who}: its {len(subjects)} subjects share no "
+                         f"{'susceptibility' if not any(n in shared for n in SUSCEPTIBILITY) else 'structural'} "
+                         f"contrast (subjects with each: {counts or 'none'}), and a model takes the same contrasts "
+                         "for every subject. Train on subjects of one protocol (e.g. a manifest of those with a "
+                         "phase, another of those with a QSM), or give the missing images.")
+    return model_contrasts((name for name in (*SUSCEPTIBILITY, *STRUCTURAL) if name in shared), who)

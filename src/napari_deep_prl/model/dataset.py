@@ -1,13 +1,14 @@
 """Training patches of a cohort: one patch per lesion, PRL labels, positive oversampling.
 
 Each subject is loaded once, only the images of the patch contrasts (``PatchConfig.contrasts``;
-a subject lacking one is refused before any is read); its lesions are found (:func:`napari_deep_prl.data.lesions.find_lesions`)
-and cut into patches (:func:`napari_deep_prl.data.patches.extract_patches`). A lesion's label is the
-ground truth of its subject's ``prl_mask`` (PRL when most of its voxels are in it). As in the
-paper, every PRL is also cut with its centre shifted by ``oversample_shift`` voxels, here along
-each axis in both directions (6 extra patches per PRL): the rare class gets more, slightly
-different views. Those copies are flagged ``shifted`` so validation and testing use only the
-original patch of each lesion (:meth:`PatchSet.originals`).
+a subject lacking one is refused before any is read); its lesions are found
+(:func:`napari_deep_prl.data.lesions.find_lesions`) and cut into patches
+(:func:`napari_deep_prl.data.patches.extract_patches`). A lesion's label is the ground truth of
+its subject's ``prl_mask`` (PRL when most of its voxels are in it). As in the paper, every PRL
+is also cut with its centre shifted by ``oversample_shift`` voxels, here along each axis in both
+directions (6 extra patches per PRL): the rare class gets more, slightly different views. Those
+copies are flagged ``shifted`` so validation and testing use only the original patch of each
+lesion (:meth:`PatchSet.originals`).
 
 Memory follows the images, not the lesion count. Every epoch draws from every patch, so each
 subject holds whichever takes less memory (:func:`subject_patches`): its patches, cut once

@@ -21,7 +21,8 @@ concatenated and go through fully connected layers ``fc`` to one logit. The rese
 contrasts (MP2RAGE, phase) give the paper's three branches, with the same parameters in the same
 order as before models took other contrasts, so their checkpoints load and score unchanged.
 
-Presets (patch 28³, MP2RAGE and phase, forward cost; each further contrast adds a branch; run ``python -m napari_deep_prl.model.network`` to print them):
+Presets (patch 28³, MP2RAGE and phase, forward cost; each further contrast adds a branch; run
+``python -m napari_deep_prl.model.network`` to print them):
 
 - ``paper``: widths 32/64/128, reduction 32, fc 128→32, about 8.8 GFLOP per patch: a GPU model.
 - ``default``: widths 4/12/32, reduction 8, fc 32→8, about 0.25 GFLOP per patch: the same

@@ -55,6 +55,7 @@ from napari_deep_prl._napari.model.scoring_table import (
 from napari_deep_prl._napari.widget_parts import scrolling_column
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.model.checkpoint import Checkpoint, load_models
@@ -69,20 +70,24 @@ DECISION_NAMES = {"each lesion at the model's threshold": "validation",
 
 
 def subject_from_layers(viewer: napari.Viewer) -> Subject:
-    """The subject whose phase, MP2RAGE and lesion layers are in the viewer (reader/sample)."""
+    """The subject whose images (a susceptibility image and the structural ones, layers named by
+    contrast) and lesion layer are in the viewer (reader/sample); scoring then takes the
+    contrasts its model needs."""
     by_role: dict[str, napari.layers.Layer] = {}
     for layer in viewer.layers:
-        for role in ("phase", "mp2rage", "lesions"):
+        for role in (*SUSCEPTIBILITY, *STRUCTURAL, "lesions"):
             if layer.name.endswith(f" {role}") and "subject" in layer.metadata:
                 by_role.setdefault(role, layer)
-    missing = [r for r in ("phase", "mp2rage", "lesions") if r not in by_role]
+    susceptibility = [r for r in SUSCEPTIBILITY if r in by_role]
+    missing = ([] if susceptibility else [" or ".join(SUSCEPTIBILITY)]) + [r for r in ("lesions",) if r not in by_role]
     if missing:
         raise DeepPRLError(f"the viewer has no {', '.join(missing)} layer of a subject. Open a "
                            "subject (File > Open, or File > Open Sample > Deep-PRL) first.")
-    phase = by_role["phase"]
-    return Subject(str(phase.metadata["subject"]), {"phase": np.asarray(phase.data, np.float32),
-                                                     "mp2rage": np.asarray(by_role["mp2rage"].data, np.float32)},
-                   np.asarray(by_role["lesions"].data, np.int32), phase.affine.affine_matrix)
+    first = by_role[susceptibility[0]]
+    images = {role: np.asarray(layer.data, np.float32) for role, layer in by_role.items()
+              if role in (susceptibility[0], *STRUCTURAL)}
+    return Subject(str(first.metadata["subject"]), images, np.asarray(by_role["lesions"].data, np.int32),
+                   first.affine.affine_matrix)
 
 
 def score_loaded(subject: Subject, checkpoints: list[Checkpoint]) -> Generator[Progress, None, pd.DataFrame]:
