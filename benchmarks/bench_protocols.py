@@ -23,7 +23,9 @@ per protocol (``--models 1``); with so few PRLs one lesion moves F1 by several h
 read differences below that as noise. More subjects and epochs: ``--train-subjects``,
 ``--test-subjects``, ``--epochs``.
 
-Run: ``python benchmarks/bench_protocols.py [--out DIR]``.
+Run: ``python benchmarks/bench_protocols.py [--out DIR]``; ``--protocols`` runs some of them,
+``--resume`` reads a protocol already scored in ``--out`` instead of running it again (its times
+then read n/a).
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def deep_prl(*args: str) -> None:
 def run_protocol(name: str, options: list[str], out: Path, args: argparse.Namespace) -> dict[str, object]:
     """Simulate, train and score one protocol; its figures on the held-out subjects."""
     folder = out / name
+    scores = folder / "scores.tsv"
+    if args.resume and scores.exists():
+        return figures(name, scores, {})
     started = time.perf_counter()
     for part, subjects, seed in (("train", args.train_subjects, args.seed), ("test", args.test_subjects,
                                                                              args.seed + 1)):
@@ -73,14 +78,17 @@ def run_protocol(name: str, options: list[str], out: Path, args: argparse.Namesp
     deep_prl("train", str(folder / "train" / "manifest.csv"), "-o", str(model), "--epochs", str(args.epochs),
              "--models", "1", "--seed", "0", "--quiet", *(["--threads", str(args.threads)] if args.threads else []))
     trained = time.perf_counter()
-    scores = folder / "scores.tsv"
     deep_prl("score", str(folder / "test" / "manifest.csv"), "--model", str(model), "-o", str(scores), "--quiet")
-    table = pd.read_csv(scores, sep="\t", na_values="n/a")
-    metrics = truth_metrics(table)
+    return figures(name, scores, {"simulate_min": (simulated - started) / 60, "train_min": (trained - simulated) / 60,
+                                  "score_min": (time.perf_counter() - trained) / 60})
+
+
+def figures(name: str, scores: Path, minutes: dict[str, float]) -> dict[str, object]:
+    """A protocol's row: its held-out lesions, PRLs, ROC AUC and F1, and the minutes each step took."""
+    metrics = truth_metrics(pd.read_csv(scores, sep="\t", na_values="n/a"))
     return {"protocol": PROTOCOLS[name][0], "lesions": metrics["tp"] + metrics["fp"] + metrics["fn"] + metrics["tn"],
             "prls": metrics["tp"] + metrics["fn"], "roc_auc": metrics["roc_auc"], "f1": metrics["f1"],
-            "simulate_min": (simulated - started) / 60, "train_min": (trained - simulated) / 60,
-            "score_min": (time.perf_counter() - trained) / 60}
+            **{key: minutes.get(key, float("nan")) for key in ("simulate_min", "train_min", "score_min")}}
 
 
 def same_lesions(out: Path) -> bool:
@@ -97,15 +105,19 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, help="CPU threads of training (default: one per core)")
+    parser.add_argument("--protocols", nargs="+", choices=tuple(PROTOCOLS), default=list(PROTOCOLS))
+    parser.add_argument("--resume", action="store_true", help="read protocols already scored in --out")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         out = args.out or Path(temporary)
         rows = []
-        for name, (title, options) in PROTOCOLS.items():
+        for name in args.protocols:
+            title, options = PROTOCOLS[name]
             print(f"{title}: simulate {args.train_subjects} + {args.test_subjects} subjects, train {args.epochs} "
                   "epochs, score", flush=True)
             rows.append(run_protocol(name, options, out, args))
-        print(f"same lesions and PRLs in the three test cohorts: {'yes' if same_lesions(out) else 'NO'}")
+        if len(args.protocols) == len(PROTOCOLS):
+            print(f"same lesions and PRLs in the three test cohorts: {'yes' if same_lesions(out) else 'NO'}")
     table = pd.DataFrame(rows)
     table["d_auc"] = table["roc_auc"] - table["roc_auc"].iloc[0]
     table["d_f1"] = table["f1"] - table["f1"].iloc[0]
