@@ -121,8 +121,9 @@ def main() -> None:
     table = pd.DataFrame(rows)
     table["d_auc"] = table["roc_auc"] - table["roc_auc"].iloc[0]
     table["d_f1"] = table["f1"] - table["f1"].iloc[0]
-    print(f"\n{args.train_subjects} training subjects, {args.test_subjects} held-out test subjects (seed "
-          f"{args.seed}), {args.epochs} epochs, one network each; held-out, confluent lesions left out:")
+    print(f"\n{args.train_subjects} training subjects (seed {args.seed}), {args.test_subjects} held-out test "
+          f"subjects (seed {args.seed + 1}), {args.epochs} epochs, one network each; held-out, confluent lesions "
+          "left out:")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
