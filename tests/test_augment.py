@@ -4,8 +4,8 @@ import torch
 from model_support import one_torch_thread  # noqa: F401
 
 from napari_deep_prl.model.augment import AugmentConfig, augment_batch
-from napari_deep_prl.model.network import MASK, MP2RAGE, PHASE
 
+MP2RAGE, PHASE, MASK = 0, 1, 2  # the research protocol's channels
 OFF = dict(p=1.0, flips=False, rot90=False, max_translation=0.0, max_rotation_deg=0.0,
            noise_sigma=0.0, intensity_shift=0.0)
 

@@ -52,7 +52,7 @@ def test_a_subject_whose_patches_outweigh_its_volumes_keeps_them_and_reads_the_s
     few, many = patches.x.blocks
     assert isinstance(few, np.ndarray) and isinstance(many, CutOnDemand)
     subject = cohort[1].load()
-    assert patch_bytes(len(many), config.size) > volume_bytes(subject, find_lesions(subject))
+    assert patch_bytes(len(many), config) > volume_bytes(subject, find_lesions(subject), config)
     expected, rows = zip(*(cut_beforehand(paths, config) for paths in cohort))
     expected = np.concatenate(expected)
     np.testing.assert_array_equal(patches.lesion, np.concatenate(rows))

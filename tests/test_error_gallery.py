@@ -6,7 +6,7 @@ import pytest
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.data.cohort import Cohort
-from napari_deep_prl.data.patches import CHANNELS
+from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.evaluation import error_gallery
 
 
@@ -61,7 +61,7 @@ def test_each_error_is_drawn_from_its_own_lesion(tmp_path, write_subject, monkey
     centre = patches.shape[-1] // 2
     # Every patch is centred on a lesion (the mask channel is on at its centre).
     for patches, _ in drawn.values():
-        assert (patches[:, CHANNELS.index("mask"), centre, centre, centre] > 0.5).all()
+        assert (patches[:, PatchConfig().channels.index("mask"), centre, centre, centre] > 0.5).all()
 
 
 def test_a_stale_gallery_goes_when_the_errors_are_gone(tmp_path, write_subject):

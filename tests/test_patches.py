@@ -12,7 +12,6 @@ from napari_deep_prl.base.errors import InputError, InputWarning
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.data.patches import (
-    CHANNELS,
     PatchConfig,
     extract_patches,
     mask_patches,
@@ -21,7 +20,7 @@ from napari_deep_prl.data.patches import (
     warn_if_outgrown,
 )
 
-MP, PH, MK = (CHANNELS.index(c) for c in ("mp2rage", "phase", "mask"))
+MP, PH, MK = (PatchConfig().channels.index(c) for c in ("mp2rage", "phase", "mask"))
 
 
 def ball(shape, centre, radius):
@@ -45,7 +44,7 @@ def test_shape_dtype_range_and_channel_order(subject):
     patches = extract_patches(subject, lesions)
     assert patches.shape == (3, 3, 28, 28, 28) and patches.dtype == np.float32
     assert patches.min() >= 0 and patches.max() <= 1
-    assert CHANNELS == ("mp2rage", "phase", "mask")
+    assert PatchConfig().channels == ("mp2rage", "phase", "mask")
     # the lesion sits at the centre of its patch in the mask channel, dark in MP2RAGE
     centre = patches[0, :, 14, 14, 14]
     assert centre[MK] == 1 and centre[MP] < patches[0, MP].mean()
@@ -117,7 +116,7 @@ def test_subject_normalisation_keeps_contrast_between_lesions(subject):
     centre_phase = patches[:, PH, 14, 14, 14]
     assert centre_phase[0] < centre_phase[2]
     scaling = subject_scaling(subject, lesions)
-    assert scaling.phase_scale == pytest.approx(4 * 1.4826 * 0.6745, rel=0.15)  # 4 robust SDs of N(0, 1)
+    assert scaling.susceptibility_scale == pytest.approx(4 * 1.4826 * 0.6745, rel=0.15)  # 4 robust SDs of N(0, 1)
     # phase 0 maps to 0.5
     subject.images["phase"] = np.zeros_like(weak)
     assert extract_patches(subject, lesions, scaling=scaling)[0, PH, 14, 14, 14] == pytest.approx(0.5)

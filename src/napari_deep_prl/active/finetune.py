@@ -33,8 +33,10 @@ from napari_deep_prl.active import STRATEGIES
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.base.tables import check_output, write_or_rescue
+from napari_deep_prl.data.contrasts import cohort_contrasts
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.data.resample import grids_record
 from napari_deep_prl.data.splits import validation_shares
 from napari_deep_prl.model.checkpoint import Checkpoint, save_models
 from napari_deep_prl.model.comparison import Comparison, compare_with_start
@@ -146,13 +148,21 @@ def labels_summary(labels: pd.DataFrame, source: str) -> dict:
             "digest": hashlib.sha256(text.encode()).hexdigest()[:16]}
 
 
+def project_patch_config(project: Project) -> PatchConfig:
+    """The default patch settings of a model trained from scratch on ``project``: of the
+    contrasts its subjects have (:func:`~napari_deep_prl.data.contrasts.cohort_contrasts`)."""
+    subjects = ((p.subject, (c for c, _ in p.images)) for p in project.cohort)
+    return PatchConfig(contrasts=cohort_contrasts(subjects, f"project {project.root}"))
+
+
 def labelled_patchset(project: Project, labels: pd.DataFrame, config: PatchConfig, *,
                       oversample_shift: int = 5) -> Generator[Progress, None, PatchSet]:
     """Patches of the labelled lesions (``subject, lesion, prl``), one subject loaded at a time."""
-    parts = []
+    parts, grids = [], []
     subjects = sorted(labels["subject"].unique())
     for step, subject_id in enumerate(subjects, start=1):
         subject = project.load_subject(subject_id)
+        grids.append((subject.reference, subject.grids))
         lesions = find_lesions(subject)
         mine = labels[labels["subject"] == subject_id][["lesion", "prl"]]
         table = lesions.table.drop(columns=["prl"], errors="ignore").merge(mine, on="lesion")
@@ -161,7 +171,7 @@ def labelled_patchset(project: Project, labels: pd.DataFrame, config: PatchConfi
     if not parts:
         raise InputError(f"{project.root}: no labelled lesions to train on; rate some lesions "
                          "(or import PRL masks) first")
-    return PatchSet.from_parts(parts, config)
+    return PatchSet.from_parts(parts, config, grids_record(grids))
 
 
 def recalibrate_project(project: Project, checkpoints: Sequence[Checkpoint], source: str = "consensus", *,
@@ -199,7 +209,7 @@ def per_label_epochs(config: TrainConfig, labelled: int) -> TrainConfig:
 
 def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
              config: TrainConfig = TrainConfig(), *, models: int = DEFAULT_MODELS, source: str = "consensus",
-             val_subjects: Sequence[str] | None = None, patch_config: PatchConfig = PatchConfig(),
+             val_subjects: Sequence[str] | None = None, patch_config: PatchConfig | None = None,
              stop: threading.Event | None = None) -> Generator[Progress, None, FinetuneResult]:
     """Train (from ``init``, or ``models`` networks from scratch) on the project's ``source``
     labels; save a version.
@@ -217,7 +227,7 @@ def finetune(project: Project, init: Checkpoint | Sequence[Checkpoint] | None,
     networks = len(members) or models
     check_output(project.models_dir, folder=True)  # before the training, not after it
     labels = check_labels(project, networks, config, source)
-    config_used = members[0].patch_config if members else patch_config
+    config_used = members[0].patch_config if members else patch_config or project_patch_config(project)
     patches = yield from labelled_patchset(project, labels, config_used)
     config = per_label_epochs(config, len(labels))
     if networks > 1:

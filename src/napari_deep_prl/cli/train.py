@@ -6,7 +6,7 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,6 +17,8 @@ from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, write_or_rescue, write_table
 from napari_deep_prl.cli._subjects import MANIFEST_HELP, add_bids_arguments, cohort_from_args
 from napari_deep_prl.cli._threads import add_threads_argument, set_threads
+from napari_deep_prl.data.contrasts import cohort_contrasts, model_contrasts
+from napari_deep_prl.data.images import SubjectPaths
 from napari_deep_prl.data.patches import MAX_PATCH_SIZE, PatchConfig
 from napari_deep_prl.model.augment import AugmentConfig
 from napari_deep_prl.model.checkpoint import Checkpoint, load_models, save_ensemble
@@ -66,6 +68,11 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="phase mapped to the middle of the scale: the median of each patch's own tissue "
                         "(local, default: offsets and slow background fields left by phase filtering "
                         f"cancel) or phase 0 (zero: for phase images known to be centred on 0){fixed}")
+    p.add_argument("--contrasts", metavar="NAMES",
+                   help="the image contrasts the network takes, comma-separated: one susceptibility (phase or qsm) "
+                        "and one or more structural (mp2rage, t1w, flair), e.g. t1w,flair,phase (default: those "
+                        "every subject has; MP2RAGE and phase alone when every subject has both, the paper's "
+                        f"network){fixed}")
     p.add_argument("--patch-size", type=int, metavar="VOXELS",
                    help=f"patch side in voxels ({PatchConfig.size}; at most {MAX_PATCH_SIZE}){fixed}")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
@@ -110,14 +117,16 @@ def run(args: argparse.Namespace) -> int:
     for path in (output, _history_path(output), *([_out_of_fold_path(output)] if models > 1 else [])):
         check_output(path)  # before hours of training, not after
     set_threads(args.threads)
-    patch_config, network = network_settings(args, init, args.init)
+    cohort = cohort_from_args(args.manifest, args)
+    patch_config, network = network_settings(args, init, args.init, cohort)
     config = TrainConfig(
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, tta=not args.no_tta, keep=args.keep,
         precision=args.precision, threshold_rule=args.threshold_rule, model=network,
         augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
     )
-    cohort = cohort_from_args(args.manifest, args)
+    print(f"training on {', '.join(patch_config.contrasts)} (patch channels: {', '.join(patch_config.channels)})",
+          file=sys.stderr)
     patches = run_with_tqdm(build_patchset(cohort, patch_config, exclude_confluent=args.exclude_confluent,
                                            flip_phase=args.flip_phase), desc="patches", disable=args.quiet)
     stop = threading.Event()
@@ -162,13 +171,18 @@ def report_comparison(comparison: Comparison, path: Path, start: str, accept_wor
     return 1
 
 
-def network_settings(args: argparse.Namespace, init: list[Checkpoint],
-                     init_path: str | None) -> tuple[PatchConfig, ModelConfig]:
-    """The patch settings and network to train: the flags' (defaults where left out); when
+def network_settings(args: argparse.Namespace, init: list[Checkpoint], init_path: str | None,
+                     cohort: Sequence[SubjectPaths]) -> tuple[PatchConfig, ModelConfig]:
+    """The patch settings and network to train: the flags' (defaults where left out; the
+    contrasts: the cohort's, :func:`~napari_deep_prl.data.contrasts.cohort_contrasts`); when
     fine-tuning, the starting model's, and a flag given with another value is refused, naming
     both: a fine-tuned network keeps its architecture and the patches it learnt from."""
+    contrasts = model_contrasts(args.contrasts.split(","), "--contrasts") if args.contrasts else None
+    if not init and contrasts is None:
+        contrasts = cohort_contrasts(((p.subject, (c for c, _ in p.images)) for p in cohort), args.manifest)
     patch = PatchConfig(**{k: v for k, v in (("size", args.patch_size), ("normalisation", args.normalisation),
-                                             ("phase_centre", args.phase_centre)) if v is not None})
+                                             ("phase_centre", args.phase_centre), ("contrasts", contrasts))
+                           if v is not None})
     network = model_config(args.preset or "default", **({"fusion": args.fusion} if args.fusion else {}))
     if not init:
         return patch, network
@@ -177,6 +191,7 @@ def network_settings(args: argparse.Namespace, init: list[Checkpoint],
     given = [("--patch-size", args.patch_size, start.patch_config.size),
              ("--normalisation", args.normalisation, start.patch_config.normalisation),
              ("--phase-centre", args.phase_centre, start.patch_config.phase_centre),
+             ("--contrasts", contrasts and ",".join(contrasts), ",".join(start.contrasts)),
              ("--fusion", args.fusion, own.fusion),
              ("--preset", args.preset,
               next((name for name, preset in PRESETS.items()

@@ -1,22 +1,32 @@
 """Lesion-centred patches, the network's input.
 
-Each lesion gives one cube of ``size`` voxels centred on its (rounded) centre of mass, with three
-channels in the order of :data:`CHANNELS`: MP2RAGE, phase, and this lesion's mask dilated by
-``mask_dilation`` voxels. Voxels outside the volume are zero in every channel (zero padding).
+Each lesion gives one cube of ``size`` voxels centred on its (rounded) centre of mass, with one
+channel per image contrast of the model (``PatchConfig.contrasts``, in the canonical order of
+:func:`~napari_deep_prl.data.contrasts.model_contrasts`: the structural images, then the
+susceptibility image) and last this lesion's mask dilated by ``mask_dilation`` voxels
+(:attr:`PatchConfig.channels`; the research protocol's are MP2RAGE, phase, mask). Voxels outside
+the volume are zero in every channel (zero padding).
 
-Normalisation maps intensities to [0, 1] robustly to outliers:
+The susceptibility channel is **paramagnetic-dark** whatever the contrast: a phase enters as it
+is (the package's convention), a QSM (paramagnetic-bright by definition) negated, so that a rim
+looks the same to every model, and the phase's augmentation and normalisation serve both
+(:data:`~napari_deep_prl.data.contrasts.SIGNS`; checkpoints record it).
+
+Normalisation maps intensities to [0, 1] robustly to outliers, by the kind of contrast:
 
 ``"subject"``
     One scaling per subject, from the normal-appearing tissue around its lesions (the voxels of
-    all lesion patches, lesions excluded): MP2RAGE from its 1st..99th percentiles, phase
-    symmetrically around its centre with ±:data:`PHASE_SIGMAS` robust standard deviations
-    (1.4826 × median absolute deviation) mapped to [0, 1], the centre at 0.5. The contrast
-    between a lesion and its surroundings survives: a faint rim stays faint, a strong one strong.
-    This needs no brain mask and is insensitive to field strength and echo time, which scale the
-    phase. The phase centre (``phase_centre``) is by default each patch's own tissue median
-    (``"local"``): a constant offset or a slowly varying background field that phase filtering
-    left behind then shifts nothing, and the robust SD is taken around those local centres.
-    ``"zero"`` keeps phase 0 at 0.5 (checkpoints of versions before this setting).
+    all lesion patches, lesions excluded): each structural image (MP2RAGE, T1w, FLAIR) from its
+    1st..99th percentiles; the susceptibility image (phase in radians, QSM in ppm) symmetrically
+    around its centre with ±:data:`PHASE_SIGMAS` robust standard deviations (1.4826 × median
+    absolute deviation) mapped to [0, 1], the centre at 0.5. The contrast between a lesion and
+    its surroundings survives: a faint rim stays faint, a strong one strong. This needs no brain
+    mask and is insensitive to field strength and echo time, which scale the phase, and to a
+    QSM's reference (CSF, white matter or the mean), which only shifts it. The susceptibility
+    centre (``phase_centre``) is by default each patch's own tissue median (``"local"``): a
+    constant offset or a slowly varying background field that phase filtering left behind then
+    shifts nothing, and the robust SD is taken around those local centres. ``"zero"`` keeps 0
+    (radians or ppm) at 0.5 (checkpoints of versions before this setting).
 ``"patch"``
     The paper's wording: each patch and channel scaled from its own 1st..99th percentiles. Every
     patch then spans [0, 1], whatever its contrast.
@@ -43,10 +53,10 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.base.errors import InputError, InputWarning
+from napari_deep_prl.data.contrasts import DEFAULT_MODEL_CONTRASTS, SIGNS, model_contrasts, require_contrasts
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import Lesions
 
-CHANNELS = ("mp2rage", "phase", "mask")
 PHASE_SIGMAS = 4.0
 #: Voxels of rim kept around a lesion when checking that it fits its patch.
 RIM_MARGIN = 2
@@ -55,7 +65,7 @@ OUTGROWN_SHARE = 0.05
 PERCENTILES = (1.0, 99.0)
 OTHER_LESION_WEIGHTS = {"exclude": 0.0, "downweight": 0.5, "include": 1.0}
 #: What a stored patch configuration meant by leaving out a setting added later.
-ABSENT_SETTINGS = {"phase_centre": "zero"}
+ABSENT_SETTINGS = {"phase_centre": "zero", "contrasts": DEFAULT_MODEL_CONTRASTS}
 #: Largest patch side, in voxels: a 96³ patch of three channels is 10.6 MB (float32), the
 #: default 28³ one 0.26 MB; lesions at 0.5 mm fit in about 56.
 MAX_PATCH_SIZE = 96
@@ -80,8 +90,14 @@ class PatchConfig:
     mask_dilation: int = 1
     other_lesions: OtherLesions = "exclude"
     phase_centre: PhaseCentre = "local"
+    #: The model's image contrasts, one channel each, in canonical order (see the module doc).
+    contrasts: tuple[str, ...] = DEFAULT_MODEL_CONTRASTS
 
     def __post_init__(self) -> None:
+        if isinstance(self.contrasts, str) or not isinstance(self.contrasts, Sequence):
+            raise InputError(f"patch contrasts {self.contrasts!r}: give a list of contrast names, e.g. "
+                             "['t1w', 'flair', 'phase'].")
+        object.__setattr__(self, "contrasts", model_contrasts(self.contrasts, "the patch contrasts"))
         if not _whole(self.size) or not 4 <= self.size <= MAX_PATCH_SIZE:
             raise InputError(f"patch size {self.size!r}: give a whole number of voxels from 4 to "
                              f"{MAX_PATCH_SIZE} (default 28).")
@@ -96,8 +112,22 @@ class PatchConfig:
         if self.phase_centre not in ("local", "zero"):
             raise InputError(f"unknown phase_centre '{self.phase_centre}'; use 'local' or 'zero'.")
 
+    @property
+    def channels(self) -> tuple[str, ...]:
+        """The patch channels in order: the image contrasts, then ``"mask"``."""
+        return (*self.contrasts, "mask")
+
+    @property
+    def susceptibility(self) -> str:
+        """The susceptibility contrast (``"phase"`` or ``"qsm"``): the last image channel."""
+        return self.contrasts[-1]
+
+    @property
+    def structural(self) -> tuple[str, ...]:
+        return self.contrasts[:-1]
+
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "contrasts": list(self.contrasts)}
 
     @classmethod
     def from_dict(cls, values: dict) -> PatchConfig:
@@ -114,9 +144,10 @@ def _whole(value: object) -> bool:
 class SubjectScaling:
     """Per-subject intensity scaling (see the module docstring)."""
 
-    mp2rage_low: float
-    mp2rage_high: float
-    phase_scale: float
+    #: (1st, 99th) tissue percentiles of each structural image, in channel order.
+    structural: tuple[tuple[float, float], ...]
+    #: The susceptibility image's half-range: :data:`PHASE_SIGMAS` robust SDs.
+    susceptibility_scale: float
 
 
 def centres_of(lesions: Lesions, ids: np.ndarray | None = None) -> np.ndarray:
@@ -135,7 +166,8 @@ def extract_patches(
     scaling: SubjectScaling | None = None,
     mask: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Patches ``(n, 3, s, s, s)`` float32 in [0, 1] for the lesions ``ids`` (default all).
+    """Patches ``(n, c, s, s, s)`` float32 in [0, 1] for the lesions ``ids`` (default all), their
+    ``c`` channels :attr:`PatchConfig.channels`; the subject must have the config's contrasts.
 
     ``shift`` (3,) or (n, 3) moves each patch centre by whole voxels (positive oversampling).
     ``scaling`` reuses a subject scaling computed once (see :func:`subject_scaling`); ``mask``
@@ -145,15 +177,16 @@ def extract_patches(
     """
     ids = _checked_ids(lesions, ids)
     shift = np.broadcast_to(np.asarray(shift, dtype=np.int64), (ids.size, 3))
-    out = np.empty((ids.size, len(CHANNELS)) + (config.size,) * 3, dtype=np.float32)
+    out = np.empty((ids.size, len(config.channels)) + (config.size,) * 3, dtype=np.float32)
     if ids.size == 0:
         return out
+    require_contrasts([(subject.subject, subject.images)], config.contrasts, "cutting patches")
     if config.normalisation == "subject":
         scaling = scaling or subject_scaling(subject, lesions, config)
     for run in chunks(ids.size, config.size):
         _cut(subject, lesions, config, ids[run], shift[run], scaling, out[run], with_mask=mask is None)
         if mask is not None:
-            out[run, 2] = mask[run]
+            out[run, -1] = mask[run]
     return out
 
 
@@ -185,21 +218,35 @@ def _cut(subject: Subject, lesions: Lesions, config: PatchConfig, ids: np.ndarra
          scaling: SubjectScaling | None, out: np.ndarray, *, with_mask: bool) -> None:
     """Cut the patches of ``ids`` into ``out``; the mask channel only ``with_mask``."""
     index, inside = _patch_index(_centres(lesions, ids, shift), config.size, subject.shape)
-    mp2rage = _gather(subject.mp2rage, index, inside)
-    phase = _gather(subject.phase, index, inside)
+    for channel, contrast in enumerate(config.structural):
+        values = _gather(subject.images[contrast], index, inside)
+        if config.normalisation == "subject":
+            low, high = scaling.structural[channel]
+            values = np.clip((values - low) / (high - low), 0, 1)
+        else:
+            values = _patchwise_minmax(values)
+        out[:, channel] = values * inside  # zero padding
+    phase = _susceptibility(subject, config, index, inside)
     if config.normalisation == "subject":
-        mp2rage = np.clip((mp2rage - scaling.mp2rage_low) / (scaling.mp2rage_high - scaling.mp2rage_low), 0, 1)
         if config.phase_centre == "local":  # sampled at every second voxel, as the scaling
             sampled, sampled_inside = tuple(axis[:, ::2] for axis in index), inside[:, ::2, ::2, ::2]
             tissue = sampled_inside & (_gather(lesions.labels, sampled, sampled_inside) == 0)
             phase -= _tissue_medians(phase[:, ::2, ::2, ::2], tissue)[:, None, None, None]
-        phase = np.clip(0.5 + phase / (2 * scaling.phase_scale), 0, 1)
+        phase = np.clip(0.5 + phase / (2 * scaling.susceptibility_scale), 0, 1)
     else:
-        mp2rage, phase = _patchwise_minmax(mp2rage), _patchwise_minmax(phase)
-    out[:, 0] = mp2rage * inside  # zero padding
-    out[:, 1] = phase * inside
+        phase = _patchwise_minmax(phase)
+    out[:, -2] = phase * inside
     if with_mask:
-        out[:, 2] = _mask_channel_at(lesions, config, ids, index, inside)
+        out[:, -1] = _mask_channel_at(lesions, config, ids, index, inside)
+
+
+def _susceptibility(subject: Subject, config: PatchConfig, index: tuple[np.ndarray, ...],
+                    inside: np.ndarray) -> np.ndarray:
+    """The susceptibility image's patch voxels, paramagnetic-dark (a QSM negated: :data:`SIGNS`)."""
+    values = _gather(subject.images[config.susceptibility], index, inside)
+    if SIGNS[config.susceptibility][1]:
+        np.negative(values, out=values)
+    return values
 
 
 def mask_patches(lesions: Lesions, config: PatchConfig = PatchConfig(), *, ids: np.ndarray | None = None,
@@ -275,26 +322,30 @@ def subject_scaling(subject: Subject, lesions: Lesions, config: PatchConfig = Pa
     if len(centres) > most:
         centres = centres[np.linspace(0, len(centres) - 1, most).round().astype(int)]
     # A stride of 2 samples the neighbourhood well enough at an eighth of the cost.
+    require_contrasts([(subject.subject, subject.images)], config.contrasts, "cutting patches")
     index, inside = _patch_index(centres, config.size, subject.shape, stride=2)
     tissue = inside & (_gather(lesions.labels, index, inside) == 0)
-    phase = _gather(subject.phase, index, inside)
+    phase = _susceptibility(subject, config, index, inside)
     if config.phase_centre == "local":
         phase -= _tissue_medians(phase, tissue)[:, None, None, None]
-    mp2rage, phase = _gather(subject.mp2rage, index, inside)[tissue], phase[tissue]
-    if mp2rage.size < 10:
+    phase = phase[tissue]
+    if phase.size < 10:
         share = float(np.mean(lesions.labels > 0))
         raise InputError(f"subject {subject.subject}: too little tissue around the lesions to scale intensities "
                          f"(the lesion mask covers {share:.0%} of the image). Check that the mask is the "
                          "white-matter lesion mask, not a brain mask; a model trained with per-patch "
                          "normalisation (train --normalisation patch) needs no surrounding tissue.")
-    low, high = np.percentile(mp2rage, PERCENTILES)
-    if high - low <= 0:
-        high = low + 1.0
+    ranges = []
+    for contrast in config.structural:
+        low, high = np.percentile(_gather(subject.images[contrast], index, inside)[tissue], PERCENTILES)
+        if high - low <= 0:
+            high = low + 1.0
+        ranges.append((float(low), float(high)))
     mad = float(np.median(np.abs(phase - np.median(phase))))
     phase_scale = PHASE_SIGMAS * 1.4826 * mad
     if phase_scale <= 0:
         phase_scale = float(np.max(np.abs(phase))) or 1.0
-    return SubjectScaling(float(low), float(high), phase_scale)
+    return SubjectScaling(tuple(ranges), phase_scale)
 
 
 def _tissue_medians(phase: np.ndarray, tissue: np.ndarray) -> np.ndarray:

@@ -20,6 +20,8 @@ their affines, in memory; nothing is written.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +120,32 @@ class ImageGrid:
         return {"file": str(self.file), "shape": list(self.grid.shape),
                 "affine": [[float(v) for v in row] for row in self.grid.affine],
                 "voxel_mm": [round(z, 6) for z in self.grid.zooms], "resampling": self.resampling}
+
+
+#: How images and masks are put on the reference grid (:func:`resample_image`, :func:`resample_labels`).
+INTERPOLATION = {"images": "linear", "masks": "nearest"}
+
+
+def grids_record(subjects: Iterable[tuple[str | None, Mapping[str, ImageGrid]]]) -> dict[str, object]:
+    """What a model records of the grids its training subjects came on, from each subject's
+    reference role and :class:`ImageGrid` by image: how many subjects took each image's grid as
+    the reference, and per image how it came onto it (the resampling kinds seen) and its median
+    voxel size (mm); with the interpolation used (:data:`INTERPOLATION`). Subjects made in memory
+    (no grids) count for nothing."""
+    references: Counter[str] = Counter()
+    kinds: dict[str, set[str]] = {}
+    zooms: dict[str, list[tuple[float, ...]]] = {}
+    for reference, grids in subjects:
+        if reference is None or not grids:
+            continue
+        references[reference] += 1
+        for role, record in grids.items():
+            kinds.setdefault(role, set()).add(record.resampling)
+            zooms.setdefault(role, []).append(record.grid.zooms)
+    return {"reference": dict(references), "interpolation": dict(INTERPOLATION),
+            "images": {role: {"resampling": sorted(kinds[role]),
+                              "voxel_mm": [round(float(z), 3) for z in np.median(zooms[role], axis=0)]}
+                       for role in kinds}}
 
 
 def check_overlap(reference: Grid, reference_file: Path, grid: Grid, file: Path, role: str) -> None:

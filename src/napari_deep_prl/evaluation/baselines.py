@@ -86,6 +86,4 @@ class RadiomicsMethod:
 def rimnet_patches(patches: object) -> object:
     """A :class:`~napari_deep_prl.model.dataset.PatchSet` whose patches read with the mask channel
     zeroed (no patch copied: the set it comes from is unchanged)."""
-    from napari_deep_prl.model.network import MASK
-
-    return replace(patches, x=patches.x.zeroing(MASK))
+    return replace(patches, x=patches.x.zeroing(patches.config.channels.index("mask")))

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_deep_prl.base.tables import write_atomic
-from napari_deep_prl.data.patches import CHANNELS
+from napari_deep_prl.data.patches import PatchConfig
 
 
 def patch_gallery(
@@ -18,8 +18,10 @@ def patch_gallery(
     *,
     channels: Sequence[str] = ("phase", "mp2rage"),
     suptitle: str | None = None,
+    layout: Sequence[str] = PatchConfig().channels,
 ) -> Path:
-    """Save the central axial slice of each patch, one column per patch, one row per channel.
+    """Save the central axial slice of each patch, one column per patch, one row per channel
+    shown (``channels``, by name; ``layout``: the patches' channels, :attr:`PatchConfig.channels`).
 
     The lesion outline (mask channel) is drawn over every image so the rim can be judged
     against the lesion edge.
@@ -33,10 +35,10 @@ def patch_gallery(
     mid = patches.shape[-1] // 2
     fig, axes = plt.subplots(len(channels), n, figsize=(1.6 * n, 1.7 * len(channels) + 0.4), squeeze=False)
     for j in range(n):
-        outline = patches[j, CHANNELS.index("mask"), :, :, mid]
+        outline = patches[j, list(layout).index("mask"), :, :, mid]
         for i, channel in enumerate(channels):
             ax = axes[i, j]
-            ax.imshow(patches[j, CHANNELS.index(channel), :, :, mid].T, cmap="gray", vmin=0, vmax=1,
+            ax.imshow(patches[j, list(layout).index(channel), :, :, mid].T, cmap="gray", vmin=0, vmax=1,
                       origin="lower", interpolation="nearest")
             ax.contour(outline.T, levels=[0.5], colors="tab:orange", linewidths=0.6, origin="lower")
             ax.set_xticks([])

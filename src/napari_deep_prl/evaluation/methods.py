@@ -30,6 +30,7 @@ import pandas as pd
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.base.tables import write_atomic
+from napari_deep_prl.data.contrasts import cohort_contrasts
 from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.evaluation.crossval import Fitted, Method
 
@@ -184,8 +185,9 @@ def build_methods(names: Sequence[str], cohort: Sequence, settings: MethodSettin
             continue
         normalisation = CNN_VARIANTS[name][1]
         if normalisation not in patch_sets:
+            contrasts = cohort_contrasts(((p.subject, (c for c, _ in p.images)) for p in cohort), "the cohort")
             patch_sets[normalisation] = yield from patch_set(
-                cohort, PatchConfig(size=settings.patch_size, normalisation=normalisation),
+                cohort, PatchConfig(size=settings.patch_size, normalisation=normalisation, contrasts=contrasts),
                 settings)
         methods.append(_cnn_method(name, patch_sets[normalisation], settings))
     return methods

@@ -9,8 +9,9 @@ The paper's recipe, each transform drawn independently per patch with probabilit
   measured better than rotating about B0 only (docs/evaluation.md, "Design choices behind the defaults");
 - a small affine transform: rotation of up to ``max_rotation_deg`` about each axis and a
   translation of up to ``max_translation`` voxels (trilinear resampling, edges replicated);
-- on the phase channel only: an intensity shift uniform in ``±intensity_shift`` and Gaussian
-  noise of SD ``noise_sigma`` (patches are normalised, so both are in normalised units).
+- on the susceptibility channel only (phase or QSM, the last image channel): an intensity
+  shift uniform in ``±intensity_shift`` and Gaussian noise of SD ``noise_sigma`` (patches are
+  normalised, so both are in normalised units).
 
 Labels are never changed: every transform keeps a PRL a PRL. Random numbers come from the
 caller's CPU :class:`torch.Generator`, so a seeded run gives the same batches on any device.
@@ -24,7 +25,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
-from napari_deep_prl.model.network import PHASE
+from napari_deep_prl.model.network import SUSCEPTIBILITY_CHANNEL
 
 #: Spatial dimension pairs of a (n, c, x, y, z) tensor that 90° rotations turn in.
 ROTATION_PLANES = ((2, 3), (2, 4), (3, 4))
@@ -54,7 +55,7 @@ def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Gener
     out = _symmetry(x, config, generator) if config.flips or config.rot90 else x.clone()
     if config.max_translation > 0 or config.max_rotation_deg > 0:
         out = _small_affine(out, config, generator)
-    phase = out[:, PHASE]
+    phase = out[:, SUSCEPTIBILITY_CHANNEL]
     if config.intensity_shift > 0:
         shift = _uniform(n, config.intensity_shift, generator) * _chosen(n, config.p, generator)
         phase += shift.to(device=x.device, dtype=x.dtype)[:, None, None, None]

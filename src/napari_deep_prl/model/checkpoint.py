@@ -8,6 +8,15 @@ metrics, package version, parent checkpoint). Only tensors, strings and ints, so
 metadata reads without torch (``json.loads``). Scoring cuts patches with the stored
 :class:`PatchConfig`, so a model is never fed patches normalised differently from those it learnt on.
 
+**Contrasts.** The patch settings name the model's image contrasts in channel order
+(``patch.contrasts``; a checkpoint without them, written before models took other contrasts, is
+the research protocol's ``mp2rage, phase``); ``contrasts`` records each one's kind and, for the
+susceptibility image, its sign convention (a QSM enters its patches negated,
+:data:`~napari_deep_prl.data.contrasts.SIGNS`); ``channels`` the patch channels; ``grids``
+(from training) the reference grids its subjects' images were put on and how
+(:func:`~napari_deep_prl.data.resample.grids_record`). Scoring reads only those contrasts of a
+subject, and the networks of one ensemble must share them.
+
 A checkpoint's :attr:`Checkpoint.id` is a hash of its weights (and calibration): the same
 training gives the same id, and a fine-tuned model records its parent's id.
 
@@ -33,7 +42,8 @@ import torch
 from napari_deep_prl import __version__
 from napari_deep_prl.base.errors import CheckpointError, InputError
 from napari_deep_prl.base.tables import write_atomic
-from napari_deep_prl.data.patches import CHANNELS, MAX_PATCH_SIZE, PatchConfig
+from napari_deep_prl.data.contrasts import describe_contrasts
+from napari_deep_prl.data.patches import MAX_PATCH_SIZE, PatchConfig
 from napari_deep_prl.model.metrics import PlattFit
 from napari_deep_prl.model.network import FUSIONS, DeepPRL, ModelConfig, inference_copy
 from napari_deep_prl.model.views import checked_views
@@ -65,6 +75,15 @@ class Checkpoint:
     @property
     def model_config(self) -> ModelConfig:
         return self.model.config
+
+    @property
+    def contrasts(self) -> tuple[str, ...]:
+        """The image contrasts the network takes, in channel order."""
+        return self.patch_config.contrasts
+
+    def describe_contrasts(self) -> str:
+        """``model <id> (t1w, flair, phase)``: how messages name a model and what it needs."""
+        return f"model {self.id} ({', '.join(self.contrasts)})"
 
     @property
     def tta(self) -> bool:
@@ -110,7 +129,8 @@ class Checkpoint:
             "model": self.model_config.to_dict(),
             "patch_size": self.model.patch_size,
             "patch": self.patch_config.to_dict(),
-            "channels": list(CHANNELS),
+            "channels": list(self.patch_config.channels),
+            "contrasts": describe_contrasts(self.contrasts),
             "threshold": float(self.threshold),
             "calibration": None if self.calibration is None else asdict(self.calibration),
             "package_version": __version__,
@@ -156,9 +176,25 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
 def load_models(*paths: str | Path, device: str | torch.device = "cpu") -> list[Checkpoint]:
     """Every network of the checkpoint files, in order, loaded safely (``weights_only=True``).
 
-    Any problem is a :class:`CheckpointError`.
+    Any problem is a :class:`CheckpointError`, and so are networks that take different contrasts
+    (they cannot score one subject together, :func:`common_contrasts`).
     """
-    return [member for path in paths for member in _load_file(Path(path), device)]
+    members = [member for path in paths for member in _load_file(Path(path), device)]
+    common_contrasts(members, ", ".join(map(str, paths)))
+    return members
+
+
+def common_contrasts(checkpoints: Sequence[Checkpoint], where: str = "the models") -> tuple[str, ...]:
+    """The image contrasts every network of ``checkpoints`` (one model, or an ensemble scored
+    together) takes; a :class:`CheckpointError` naming ``where`` and each network's contrasts
+    when they differ."""
+    kinds = dict.fromkeys(c.patch_config.contrasts for c in checkpoints)
+    if len(kinds) > 1:
+        shown = "; ".join(f"{n + 1}: model {c.id} ({', '.join(c.patch_config.contrasts)})"
+                          for n, c in enumerate(checkpoints))
+        raise CheckpointError(f"{where}: the networks take different contrasts ({shown}), so they cannot score a "
+                              "subject together. Score them apart, or use networks trained on the same contrasts.")
+    return next(iter(kinds), ())
 
 
 def _load_file(path: Path, device: str | torch.device) -> list[Checkpoint]:
@@ -199,15 +235,17 @@ def _member(payload: Any, path: Path, device: str | torch.device, where: str = "
         elif name in REQUIRED_FIELDS:
             raise _field_error(path, where, name, "missing", "optional")
     config = ModelConfig.from_dict(metadata["model"])
+    patch = PatchConfig.from_dict(metadata["patch"])
     with torch.device("meta"):  # shapes only: nothing is allocated before the weights are known to fit
-        skeleton = DeepPRL(config, metadata["patch_size"])
+        skeleton = DeepPRL(config, metadata["patch_size"], patch.contrasts)
     _check_weights(payload.get("state_dict"), skeleton.state_dict(), path, where)
-    model = DeepPRL(config, metadata["patch_size"])
+    model = DeepPRL(config, metadata["patch_size"], patch.contrasts)
     model.load_state_dict(payload["state_dict"])
     model.to(device).eval()
     calibration = metadata.get("calibration")
-    derived = {"id", "model", "patch_size", "patch", "channels", "threshold", "calibration"}  # rebuilt by describe()
-    return Checkpoint(model, float(metadata["threshold"]), PatchConfig.from_dict(metadata["patch"]),
+    derived = {"id", "model", "patch_size", "patch", "channels", "contrasts", "threshold",
+               "calibration"}  # rebuilt by describe()
+    return Checkpoint(model, float(metadata["threshold"]), patch,
                       {k: v for k, v in metadata.items() if k not in derived},
                       None if calibration is None else PlattFit(**calibration))
 
@@ -329,6 +367,12 @@ def _check_ensemble(value: Any, metadata: dict[str, Any]) -> str:
     return "" if ok else "an object with the ensemble's threshold (0 to 1) and out-of-fold figures"
 
 
+def _matching_patch(value: Any, metadata: dict[str, Any], derive: Callable[[PatchConfig], Any], what: str) -> str:
+    """Nothing when ``value`` is what the (already checked) patch settings give, else what was expected."""
+    expected = derive(PatchConfig.from_dict(metadata["patch"]))
+    return "" if value == expected else f"{what}, {_shown(expected)}"
+
+
 def _of_type(kind: type | tuple[type, ...], expected: str) -> Callable[[Any, dict[str, Any]], str]:
     return lambda value, metadata: "" if isinstance(value, kind) else expected
 
@@ -339,7 +383,11 @@ METADATA_FIELDS: dict[str, Callable[[Any, dict[str, Any]], str]] = {
     "model": _check_model,
     "patch": _check_patch,
     "patch_size": _check_patch_size,
-    "channels": lambda value, metadata: "" if value == list(CHANNELS) else f"the channels {list(CHANNELS)}",
+    "channels": lambda value, metadata: _matching_patch(value, metadata, lambda p: list(p.channels),
+                                                       "the channels of the patch contrasts"),
+    "contrasts": lambda value, metadata: _matching_patch(value, metadata, lambda p: describe_contrasts(p.contrasts),
+                                                        "the record of the patch contrasts"),
+    "grids": _of_type(dict, "an object (the training subjects' grids)"),
     "threshold": _check_threshold,
     "calibration": _check_calibration,
     "tta": _of_type(bool, "true or false"),

@@ -1,17 +1,20 @@
 """Training patches of a cohort: one patch per lesion, PRL labels, positive oversampling.
 
-Each subject is loaded once; its lesions are found (:func:`napari_deep_prl.data.lesions.find_lesions`)
-and cut into patches (:func:`napari_deep_prl.data.patches.extract_patches`). A lesion's label is the
-ground truth of its subject's ``prl_mask`` (PRL when most of its voxels are in it). As in the
-paper, every PRL is also cut with its centre shifted by ``oversample_shift`` voxels, here along
-each axis in both directions (6 extra patches per PRL): the rare class gets more, slightly
-different views. Those copies are flagged ``shifted`` so validation and testing use only the
-original patch of each lesion (:meth:`PatchSet.originals`).
+Each subject is loaded once, only the images of the patch contrasts (``PatchConfig.contrasts``;
+a subject lacking one is refused before any is read); its lesions are found
+(:func:`napari_deep_prl.data.lesions.find_lesions`) and cut into patches
+(:func:`napari_deep_prl.data.patches.extract_patches`). A lesion's label is the ground truth of
+its subject's ``prl_mask`` (PRL when most of its voxels are in it). As in the paper, every PRL
+is also cut with its centre shifted by ``oversample_shift`` voxels, here along each axis in both
+directions (6 extra patches per PRL): the rare class gets more, slightly different views. Those
+copies are flagged ``shifted`` so validation and testing use only the original patch of each
+lesion (:meth:`PatchSet.originals`).
 
 Memory follows the images, not the lesion count. Every epoch draws from every patch, so each
 subject holds whichever takes less memory (:func:`subject_patches`): its patches, cut once
-(3 × 28³ float32 = 0.26 MB a patch; a brain of tens of lesions), or the three volumes they are
-cut from (MP2RAGE, phase, lesion labels: 12 bytes a voxel), from which its patches are cut each
+(3 × 28³ float32 = 0.26 MB a patch of the research protocol's channels; a brain of tens of
+lesions), or the volumes they are cut from (its contrasts' images and the lesion labels: 12
+bytes a voxel for MP2RAGE and phase), from which its patches are cut each
 time they are read (:class:`CutOnDemand`), exactly as they would have been cut beforehand. A
 subject's share of the set is thus never more than its volumes, whatever its lesion count, and
 everything reads patches the same way: ``patches.x[rows]`` (:class:`Patches`), a batch or a run
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -29,16 +33,17 @@ import pandas as pd
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.data.cohort import require_truth
+from napari_deep_prl.data.contrasts import require_contrasts
 from napari_deep_prl.data.images import Subject, SubjectPaths
 from napari_deep_prl.data.lesions import Lesions, find_lesions
 from napari_deep_prl.data.patches import (
-    CHANNELS,
     PatchConfig,
     SubjectScaling,
     extract_patches,
     subject_scaling,
     warn_if_outgrown,
 )
+from napari_deep_prl.data.resample import grids_record
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class CutOnDemand:
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return (len(self.ids), len(CHANNELS), *(self.config.size,) * 3)
+        return (len(self.ids), len(self.config.channels), *(self.config.size,) * 3)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -73,7 +78,7 @@ Block = np.ndarray | CutOnDemand
 
 @dataclass(frozen=True)
 class Patches:
-    """The patch array ``(n, 3, s, s, s)`` float32 of a :class:`PatchSet`, read by rows.
+    """The patch array ``(n, c, s, s, s)`` float32 of a :class:`PatchSet`, read by rows.
 
     ``x[rows]`` (a slice, indices or a boolean mask) returns those patches as a new array; it is
     the one way patches are read (training batches, validation and scoring runs, caches), so a
@@ -126,7 +131,7 @@ class Patches:
 
 @dataclass
 class PatchSet:
-    """Patches ``x`` (n, 3, s, s, s) with labels ``y`` (1 PRL, 0 not) and where they come from.
+    """Patches ``x`` (n, c, s, s, s) with labels ``y`` (1 PRL, 0 not) and where they come from.
 
     ``x`` is read by rows (:class:`Patches`); an array given here becomes one block.
     """
@@ -140,6 +145,9 @@ class PatchSet:
     #: Whether each patch's lesion is a part of a split confluent component (``None``: unknown,
     #: a set cached before parts were recorded).
     part: np.ndarray | None = None
+    #: The grids the subjects' images came on (:func:`~napari_deep_prl.data.resample.grids_record`);
+    #: empty when unknown (patches made in memory). Checkpoints record it.
+    grids: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.x, Patches):
@@ -163,12 +171,12 @@ class PatchSet:
         return self.take(np.isin(self.subject, list(subjects)))
 
     @classmethod
-    def from_parts(cls, parts: list[tuple], config: PatchConfig) -> PatchSet:
+    def from_parts(cls, parts: list[tuple], config: PatchConfig, grids: dict[str, Any] | None = None) -> PatchSet:
         """One set from per-subject ``(x, y, subject, lesion, shifted, part)`` blocks
         (:func:`subject_patches`), each subject's patches a block of it."""
         blocks, *columns = zip(*parts)
         y, subject, lesion, shifted, part = (np.concatenate(column) for column in columns)
-        return cls(Patches.of(blocks), y, subject, lesion, shifted, config, part)
+        return cls(Patches.of(blocks), y, subject, lesion, shifted, config, part, grids or {})
 
     def originals(self) -> PatchSet:
         """One patch per lesion, without the shifted copies: for validation and testing."""
@@ -199,13 +207,18 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
 
     ``exclude_confluent`` leaves out lesions flagged confluent, as the paper did.
     ``oversample_shift=0`` turns positive oversampling off. ``flip_phase`` negates the phase of
-    data whose paramagnetic shifts are bright (the package's convention is dark).
+    data whose paramagnetic shifts are bright (the package's convention is dark). Only the
+    images of ``config.contrasts`` are read; the grids they came on are recorded (``grids``).
     """
     require_truth(cohort, "training")
+    require_contrasts(((p.subject, (c for c, _ in p.images)) for p in cohort), config.contrasts,
+                      "training on these contrasts")
     parts: list[tuple] = []
     tables: list[pd.DataFrame] = []
+    grids: list[tuple] = []
     for step, paths in enumerate(cohort):
-        subject = paths.load(flip_phase=flip_phase)
+        subject = paths.load(flip_phase=flip_phase, contrasts=config.contrasts)
+        grids.append((subject.reference, subject.grids))
         lesions = find_lesions(subject)
         table = lesions.table[lesions.table["prl"].notna()]  # lesions a label table leaves out: not used
         if exclude_confluent:
@@ -218,7 +231,7 @@ def build_patchset(cohort: Sequence[SubjectPaths], config: PatchConfig = PatchCo
         raise InputError("the cohort has no lesions to train on; check the lesion masks")
     warn_if_outgrown(tables, config.size, "Train with a larger --patch-size (slower: the cost grows "
                      "with its cube).")
-    return PatchSet.from_parts(parts, config)
+    return PatchSet.from_parts(parts, config, grids_record(grids))
 
 
 def subject_patches(subject: Subject, lesions: Lesions, table: pd.DataFrame, config: PatchConfig,
@@ -238,11 +251,11 @@ def subject_patches(subject: Subject, lesions: Lesions, table: pd.DataFrame, con
     # the originals, then every PRL shifted by each offset in turn
     rows = np.concatenate([ids, np.tile(positives, len(offsets))])
     shifts = np.concatenate([np.zeros((ids.size, 3), np.int64), np.repeat(offsets, positives.size, axis=0)])
-    if patch_bytes(rows.size, config.size) <= volume_bytes(subject, lesions):
+    if patch_bytes(rows.size, config) <= volume_bytes(subject, lesions, config):
         x = extract_patches(subject, lesions, config, ids=rows, shift=shifts)
     else:
         scaling = subject_scaling(subject, lesions, config) if config.normalisation == "subject" else None
-        images = Subject(subject.subject, {"phase": subject.phase, "mp2rage": subject.mp2rage}, lesions.labels,
+        images = Subject(subject.subject, {c: subject.images[c] for c in config.contrasts}, lesions.labels,
                          subject.affine)
         x = CutOnDemand(images, lesions, config, scaling, rows, shifts)
     shifted = np.arange(rows.size) >= ids.size
@@ -252,11 +265,12 @@ def subject_patches(subject: Subject, lesions: Lesions, table: pd.DataFrame, con
     return x, y, np.full(rows.size, subject.subject, dtype=object), rows.astype(np.int64), shifted, part
 
 
-def patch_bytes(n: int, size: int) -> int:
-    """Memory of ``n`` float32 patches of side ``size``."""
-    return n * len(CHANNELS) * size**3 * np.dtype(np.float32).itemsize
+def patch_bytes(n: int, config: PatchConfig) -> int:
+    """Memory of ``n`` float32 patches of ``config``'s size and channels."""
+    return n * len(config.channels) * config.size**3 * np.dtype(np.float32).itemsize
 
 
-def volume_bytes(subject: Subject, lesions: Lesions) -> int:
-    """Memory of the volumes patches are cut from: MP2RAGE, phase and lesion labels."""
-    return subject.mp2rage.nbytes + subject.phase.nbytes + lesions.labels.nbytes
+def volume_bytes(subject: Subject, lesions: Lesions, config: PatchConfig) -> int:
+    """Memory of the volumes patches are cut from: the images of ``config``'s contrasts and the
+    lesion labels."""
+    return sum(subject.images[c].nbytes for c in config.contrasts) + lesions.labels.nbytes

@@ -1,22 +1,28 @@
-"""The Deep-PRL network: three 3D branches with a mask attention branch.
+"""The Deep-PRL network: one 3D branch per image contrast, with a mask attention branch.
 
-Input: patches ``(n, 3, s, s, s)`` in :data:`napari_deep_prl.data.patches.CHANNELS` order
-(MP2RAGE, phase, dilated lesion mask). Output: one logit per patch (PRL vs not).
+Input: patches ``(n, c, s, s, s)`` whose channels are the network's ``contrasts`` and the
+dilated lesion mask (:attr:`napari_deep_prl.data.patches.PatchConfig.channels`: the research
+protocol's MP2RAGE, phase, mask; a clinical site's e.g. T1w, FLAIR, phase, mask). Output: one
+logit per patch (PRL vs not).
 
-Each branch (mask, MP2RAGE, phase) is a stack of blocks; a block is ``convs_per_block``
-3×3×3 convolutions (batch norm, ReLU) followed by 2× max-pooling. The *attention branch* of the
-paper is the fusion of the mask branch's first-block features into the two image branches
-before their second block, so the deeper image layers see where the lesion (and its rim) is:
+Each branch (the mask's, and one per contrast, named ``<contrast>_branch``) is a stack of
+blocks; a block is ``convs_per_block`` 3×3×3 convolutions (batch norm, ReLU) followed by 2×
+max-pooling. The *attention branch* of the paper is the fusion of the mask branch's first-block
+features into every image branch before its second block, so the deeper image layers see where
+the lesion (and its rim) is:
 
 - ``fusion="concat"`` (the paper): mask features are concatenated to the image features;
 - ``fusion="none"``: no fusion (the ablation);
 - ``fusion="gate"``: the mask features, through a 1×1×1 convolution and a sigmoid, multiply
   the image features channel-wise (a multiplicative gating variant).
 
-Each branch ends in a 1×1×1 reduction to ``reduction`` channels; the three flattened outputs
-are concatenated and go through fully connected layers ``fc`` to one logit.
+Each branch ends in a 1×1×1 reduction to ``reduction`` channels; the flattened outputs are
+concatenated and go through fully connected layers ``fc`` to one logit. The research protocol's
+contrasts (MP2RAGE, phase) give the paper's three branches, with the same parameters in the same
+order as before models took other contrasts, so their checkpoints load and score unchanged.
 
-Presets (patch 28³, forward cost; run ``python -m napari_deep_prl.model.network`` to print them):
+Presets (patch 28³, MP2RAGE and phase, forward cost; each further contrast adds a branch; run
+``python -m napari_deep_prl.model.network`` to print them):
 
 - ``paper``: widths 32/64/128, reduction 32, fc 128→32, about 8.8 GFLOP per patch: a GPU model.
 - ``default``: widths 4/12/32, reduction 8, fc 32→8, about 0.25 GFLOP per patch: the same
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -36,10 +43,12 @@ from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.data.contrasts import DEFAULT_MODEL_CONTRASTS, model_contrasts
 
 FUSIONS = ("concat", "none", "gate")
-#: Index of each input channel in a patch (matches ``patches.CHANNELS``).
-MP2RAGE, PHASE, MASK = 0, 1, 2
+#: Index of the susceptibility channel in a patch: the last image channel, before the mask
+#: (:func:`~napari_deep_prl.data.contrasts.model_contrasts` puts it there).
+SUSCEPTIBILITY_CHANNEL = -2
 
 
 @dataclass(frozen=True)
@@ -186,35 +195,41 @@ class _Branch(nn.Module):
 
 
 class DeepPRL(nn.Module):
-    """Deep-PRL classifier: ``forward(x)`` maps ``(n, 3, s, s, s)`` patches to ``(n,)`` logits."""
+    """Deep-PRL classifier: ``forward(x)`` maps ``(n, c, s, s, s)`` patches to ``(n,)`` logits,
+    ``c`` = one channel per contrast, then the mask."""
 
-    def __init__(self, config: ModelConfig = PRESETS["default"], patch_size: int = 28) -> None:
+    def __init__(self, config: ModelConfig = PRESETS["default"], patch_size: int = 28,
+                 contrasts: Sequence[str] = DEFAULT_MODEL_CONTRASTS) -> None:
         super().__init__()
         side = patch_size // 2 ** len(config.widths)
         if side < 1:
             raise InputError(f"patch size {patch_size} is too small for {len(config.widths)} "
                              f"pooling blocks; use at least {2 ** len(config.widths)}")
         self.config, self.patch_size = config, patch_size
+        self.contrasts = model_contrasts(contrasts, "the network's contrasts")
         fused = config.widths[0] if config.fusion == "concat" else 0
+        # Created in this order (mask first), as the seeded initial weights and the checkpoints'
+        # parameter names of the three-branch network always were.
         self.mask_branch = _Branch(config, 0)
-        self.mp2rage_branch = _Branch(config, fused)
-        self.phase_branch = _Branch(config, fused)
-        self.gates = (nn.ModuleList(nn.Conv3d(config.widths[0], config.widths[0], 1) for _ in range(2))
+        for contrast in self.contrasts:
+            setattr(self, f"{contrast}_branch", _Branch(config, fused))
+        self.gates = (nn.ModuleList(nn.Conv3d(config.widths[0], config.widths[0], 1) for _ in self.contrasts)
                       if config.fusion == "gate" else None)
-        sizes = [3 * config.reduction * side ** 3, *config.fc]
+        sizes = [(len(self.contrasts) + 1) * config.reduction * side ** 3, *config.fc]
         head: list[nn.Module] = []
         for a, b in itertools.pairwise(sizes):
             head += [nn.Dropout(config.dropout), nn.Linear(a, b), nn.ReLU(inplace=True)]
         self.head = nn.Sequential(*head, nn.Dropout(config.dropout), nn.Linear(sizes[-1], 1))
-        #: The three first blocks as one grouped block, on inference copies only (see below).
+        #: The first blocks as one grouped block, on inference copies only (see below).
         self.grouped_first_blocks: nn.Sequential | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mp2rage, phase, mask = self._first_blocks(x)
+        *images, mask = self._first_blocks(x)
         fuse = None if self.config.fusion == "none" else mask
-        gates = self.gates if self.gates is not None else (None, None)
-        features = torch.cat([self.mask_branch(mask), self.mp2rage_branch(mp2rage, fuse, gates[0]),
-                              self.phase_branch(phase, fuse, gates[1])], dim=1)
+        gates = self.gates if self.gates is not None else (None,) * len(images)
+        branches = self._branches()[:-1]
+        features = torch.cat([self.mask_branch(mask), *(branch(first, fuse, gate) for branch, first, gate
+                                                         in zip(branches, images, gates))], dim=1)
         if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
             # The small head stays in float32: bfloat16's 8-bit mantissa would round close
             # logits together (ties in rankings and in the TTA spread).
@@ -223,21 +238,21 @@ class DeepPRL(nn.Module):
         return self.head(features).squeeze(1)
 
     def _first_blocks(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The MP2RAGE, phase and mask branches' first-block outputs."""
+        """The first-block outputs of each branch, in channel order (the images', the mask's)."""
         if self.grouped_first_blocks is not None:
             return self.grouped_first_blocks(x).split(self.config.widths[0], dim=1)
         return tuple(branch.blocks[0](x[:, i:i + 1]) for i, branch in enumerate(self._branches()))
 
-    def _branches(self) -> tuple[_Branch, _Branch, _Branch]:
-        """The branches in input-channel order (:data:`MP2RAGE`, :data:`PHASE`, :data:`MASK`)."""
-        return self.mp2rage_branch, self.phase_branch, self.mask_branch
+    def _branches(self) -> tuple[_Branch, ...]:
+        """The branches in input-channel order: one per contrast, then the mask's."""
+        return (*(getattr(self, f"{contrast}_branch") for contrast in self.contrasts), self.mask_branch)
 
     def group_first_blocks(self) -> None:
-        """Run the three first blocks as one convolution per layer over the whole patch.
+        """Run the first blocks as one convolution per layer over the whole patch.
 
         Each group of the grouped convolutions sees one input channel and holds that branch's
         weights, so the network computes the same function; at full resolution one grouped
-        convolution is cheaper on a CPU than three on single-channel copies of the patch
+        convolution is cheaper on a CPU than one per branch on single-channel copies of the patch
         (inference about 1.25 × faster). Training keeps the separate blocks: their backward
         pass is the faster one. Batch norms must be folded into the convolutions first
         (:func:`inference_copy` does both).
@@ -268,7 +283,7 @@ def inference_copy(model: DeepPRL, device: torch.device) -> DeepPRL:
     """An eval-mode copy on ``device``, the same function computed faster.
 
     Each batch norm is folded into the preceding convolution (one pass less over every feature
-    map), max-pooling runs without indices (:class:`PairwiseMaxPool3d`) and the three branches'
+    map), max-pooling runs without indices (:class:`PairwiseMaxPool3d`) and the branches'
     first blocks run as one grouped block (:meth:`DeepPRL.group_first_blocks`).
     """
     fused = copy.deepcopy(model).eval()
@@ -291,7 +306,8 @@ def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
-def flops_per_patch(config: ModelConfig, patch_size: int = 28, *, training: bool = False) -> int:
+def flops_per_patch(config: ModelConfig, patch_size: int = 28, *, training: bool = False,
+                    contrasts: Sequence[str] = DEFAULT_MODEL_CONTRASTS) -> int:
     """FLOPs of one patch through the convolutions and linear layers (2 per multiply-add).
 
     ``training=True`` adds the backward pass: weight gradients cost as much as the forward
@@ -299,7 +315,7 @@ def flops_per_patch(config: ModelConfig, patch_size: int = 28, *, training: bool
     Batch norm, activations and pooling (memory-bound, a few % of the FLOPs) are not counted.
     """
     with torch.device("meta"):  # shapes only: no memory, no arithmetic
-        model = DeepPRL(config, patch_size)
+        model = DeepPRL(config, patch_size, contrasts)
     total = 0
 
     def count(layer: nn.Module, inputs: tuple[torch.Tensor], output: torch.Tensor) -> None:
@@ -312,7 +328,7 @@ def flops_per_patch(config: ModelConfig, patch_size: int = 28, *, training: bool
     hooks = [m.register_forward_hook(count) for m in model.modules()
              if isinstance(m, (nn.Conv3d, nn.Linear))]
     model.eval()  # autograd stays on: it tells which layers' inputs need gradients
-    model(torch.zeros(1, 3, patch_size, patch_size, patch_size, device="meta"))
+    model(torch.zeros(1, len(model.contrasts) + 1, patch_size, patch_size, patch_size, device="meta"))
     for hook in hooks:
         hook.remove()
     return total

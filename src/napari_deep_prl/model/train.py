@@ -244,6 +244,8 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
         metadata["validation_tta"] = kept
     if init is not None:
         metadata["parent"] = init.id
+    if patches.grids:  # the grids the training subjects' images came on
+        metadata["grids"] = patches.grids
     checkpoint = Checkpoint(model.to(memory_format=torch.contiguous_format),
                             point.threshold, patches.config, metadata, point.calibration)
     return TrainResult(checkpoint, history, best.record["epoch"], stopped)
@@ -251,7 +253,7 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
 
 def _initial_model(patches: PatchSet, config: TrainConfig, init: Checkpoint | None) -> DeepPRL:
     if init is None:
-        return DeepPRL(config.model, patches.config.size)
+        return DeepPRL(config.model, patches.config.size, patches.config.contrasts)
     if init.patch_config != patches.config:
         raise InputError(f"the model to fine-tune was trained on patches {init.patch_config}, "
                          f"these are {patches.config}; cut the patches with the model's settings")

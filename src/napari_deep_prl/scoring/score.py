@@ -3,7 +3,10 @@
 :func:`score_subject` is the one way a subject's lesions are scored: ``deep-prl score``
 (:func:`score_cohort`), the model panel, ``deep-prl active score`` and fine-tuning's re-score
 (:mod:`napari_deep_prl.scoring.project`) all call it, so the same model and lesion get the same
-probability, call and uncertainty everywhere. The lesions are cut into patches with the patch
+probability, call and uncertainty everywhere. Only the images of the models' contrasts are read
+(the networks of an ensemble must share them), and a subject lacking one is refused, naming it,
+what it lacks and the model, before any image is read (:func:`require_model_contrasts`). The
+lesions are cut into patches with the patch
 settings stored in each checkpoint (once per distinct setting, a run of lesions at a time) and
 go through :func:`napari_deep_prl.model.inference.view_probabilities`: every network scores each
 lesion as cut, and in the other views its threshold and calibration were chosen on unless that
@@ -65,6 +68,7 @@ from napari_deep_prl.base.errors import InputError, InputWarning
 from napari_deep_prl.base.filenames import file_components, output_path
 from napari_deep_prl.base.progress import Progress
 from napari_deep_prl.base.tables import write_nifti
+from napari_deep_prl.data.contrasts import require_contrasts
 from napari_deep_prl.data.evidence import EVIDENCE_COLUMNS, rim_evidence
 from napari_deep_prl.data.images import Subject, SubjectPaths
 from napari_deep_prl.data.lesions import (
@@ -81,6 +85,7 @@ from napari_deep_prl.data.patches import (
     warn_if_outgrown,
 )
 from napari_deep_prl.model.backend import Model, networks, view_scorers
+from napari_deep_prl.model.checkpoint import common_contrasts
 from napari_deep_prl.model.inference import (
     INFERENCE_BATCH,
     SCREEN_SHARE,
@@ -138,8 +143,9 @@ def score_subject(subject: Subject, checkpoints: Model, *, lesions: Lesions | No
     mask channels of the first run of lesions per patch setting, cut beforehand
     (:func:`_load_and_find`).
     """
-    lesions = find_lesions(subject) if lesions is None else lesions
     threshold = decision_threshold(checkpoints, threshold)
+    require_model_contrasts([subject], checkpoints)
+    lesions = find_lesions(subject) if lesions is None else lesions
     table = lesions.table
     if len(table) == 0:
         return _empty_scores()
@@ -166,6 +172,22 @@ def score_subject(subject: Subject, checkpoints: Model, *, lesions: Lesions | No
     if "prl" in table:
         out["prl_truth"] = table["prl"].astype("Int64")  # NA: a lesion the label table leaves out
     return out.reset_index(drop=True)
+
+
+def require_model_contrasts(cohort: Sequence[SubjectPaths | Subject], checkpoints: Model) -> tuple[str, ...]:
+    """The contrasts the models take (:func:`~napari_deep_prl.model.checkpoint.common_contrasts`),
+    after checking that every subject of ``cohort`` has them: an InputError naming each subject
+    lacking one, what it lacks and the model, before any image is read."""
+    members = networks(checkpoints)
+    contrasts = common_contrasts(members)
+    model = (f"model {members[0].id} ({', '.join(contrasts)})" if len(members) == 1 else
+             f"the ensemble of {len(members)} networks ({', '.join(contrasts)})")
+    require_contrasts(((item.subject, _contrasts_of(item)) for item in cohort), contrasts, model)
+    return contrasts
+
+
+def _contrasts_of(item: SubjectPaths | Subject) -> list[str]:
+    return list(item.images) if isinstance(item, Subject) else [name for name, _ in item.images]
 
 
 def decision_threshold(checkpoints: Model, threshold: float | None = None) -> float:
@@ -205,6 +227,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Model, *
         one patient. Needs calibrated models.
     """
     threshold = checked_decision(checkpoints, threshold, decision)
+    contrasts = require_model_contrasts(cohort, checkpoints)
     names = {} if nifti_dir is None else file_components((item.subject for item in cohort), what="subject id")
     configs = list(dict.fromkeys(c.patch_config for c in networks(checkpoints)))
     tables, found, unreadable = [], [], {}
@@ -214,7 +237,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Model, *
                 if isinstance(item, Subject):
                     subject, lesions, masks = item, find_lesions(item), {}
                 else:
-                    subject, lesions, masks = _load_and_find(item, configs, flip_phase, pool)
+                    subject, lesions, masks = _load_and_find(item, configs, contrasts, flip_phase, pool)
             except InputError as err:
                 if not skip_unreadable:
                     raise
@@ -295,9 +318,11 @@ def cohort_threshold(scores: pd.DataFrame) -> float:
     return expected_f1_threshold(scores.loc[alone, "prl_probability"])[0]
 
 
-def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_phase: bool,
-                   pool: ThreadPoolExecutor) -> tuple[Subject, Lesions, dict[PatchConfig, np.ndarray]]:
-    """Load a subject, find its lesions and cut the mask channels of the first run of them
+def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], contrasts: Sequence[str],
+                   flip_phase: bool, pool: ThreadPoolExecutor
+                   ) -> tuple[Subject, Lesions, dict[PatchConfig, np.ndarray]]:
+    """Load a subject (only the images of the models' ``contrasts``), find its lesions and cut
+    the mask channels of the first run of them
     (:func:`patches.patch_runs`; one per patch setting).
 
     The lesion work needs only the mask, so it runs on a second core while the images decompress
@@ -310,7 +335,7 @@ def _load_and_find(paths: SubjectPaths, configs: Sequence[PatchConfig], flip_pha
                          for config in configs}
 
     found = pool.submit(from_mask)
-    subject = paths.load(flip_phase=flip_phase)
+    subject = paths.load(flip_phase=flip_phase, contrasts=contrasts)
     lesions, masks = found.result()
     return subject, with_truth(lesions, subject), masks
 

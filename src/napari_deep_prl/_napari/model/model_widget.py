@@ -61,7 +61,7 @@ from napari_deep_prl._napari.model.scoring_table import (
 from napari_deep_prl._napari.widget_parts import scrolling_column
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
-from napari_deep_prl.data.contrasts import STRUCTURAL
+from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
 from napari_deep_prl.data.evidence import rim_evidence
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import find_lesions
@@ -78,27 +78,30 @@ DECISION_NAMES = {"each lesion at the model's threshold": "validation",
 
 
 def subject_from_layers(viewer: napari.Viewer, subject: str | None = None, *, lesions: bool = True) -> Subject:
-    """The subject whose phase, structural and lesion layers are in the viewer (reader/sample):
-    the first one, or the one named ``subject``; without ``lesions`` a missing lesion layer is
-    an empty mask (lesions are then clicked)."""
+    """The subject whose images (a susceptibility image and the structural ones, layers named by
+    contrast) and lesion layer are in the viewer (reader/sample): the first one, or the one
+    named ``subject``; scoring then takes the contrasts its model needs. Without ``lesions`` a
+    missing lesion layer is an empty mask (lesions are then clicked)."""
     by_role: dict[str, napari.layers.Layer] = {}
     for layer in viewer.layers:
-        for role in ("phase", *STRUCTURAL, "lesions"):
+        for role in (*SUSCEPTIBILITY, *STRUCTURAL, "lesions"):
             if layer.name.endswith(f" {role}") and layer.metadata.get("subject", None) is not None \
                     and subject in (None, layer.metadata["subject"]):
                 by_role.setdefault(role, layer)
-    needed = ("phase", "mp2rage", "lesions") if lesions else ("phase",)
-    missing = [r for r in needed if r not in by_role]
-    if not missing and not lesions and not any(r in by_role for r in STRUCTURAL):
+    susceptibility = [r for r in SUSCEPTIBILITY if r in by_role]
+    missing = ([] if susceptibility else [" or ".join(SUSCEPTIBILITY)]) + [
+        r for r in ("lesions",) if lesions and r not in by_role]
+    if not missing and not any(r in by_role for r in STRUCTURAL):
         missing = [" or ".join(STRUCTURAL)]
     if missing:
         raise DeepPRLError(f"the viewer has no {', '.join(missing)} layer of a subject. Open a "
                            "subject (File > Open, or File > Open Sample > Deep-PRL) first.")
-    phase = by_role["phase"]
-    images = {role: np.asarray(layer.data, np.float32) for role, layer in by_role.items() if role != "lesions"}
+    first = by_role[susceptibility[0]]
+    images = {role: np.asarray(layer.data, np.float32) for role, layer in by_role.items()
+              if role in (susceptibility[0], *STRUCTURAL)}
     mask = (np.asarray(by_role["lesions"].data, np.int32) if "lesions" in by_role
-            else np.zeros(phase.data.shape, np.int32))
-    return Subject(str(phase.metadata["subject"]), images, mask, phase.affine.affine_matrix)
+            else np.zeros(first.data.shape, np.int32))
+    return Subject(str(first.metadata["subject"]), images, mask, first.affine.affine_matrix)
 
 
 def score_loaded(subject: Subject, checkpoints: list[Checkpoint]) -> Generator[Progress, None, pd.DataFrame]:
