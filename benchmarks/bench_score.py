@@ -1,14 +1,14 @@
 """Scoring: the default model's speed and held-out quality, the screened default against every view.
 
 One three-network cross-fitted ensemble (what ``deep-prl train`` ships, each network calibrated
-on the 8 axis flips), trained in this run on simulated patients, is scored two ways:
+on the 8 axis flips), trained on simulated patients, is scored two ways:
 
 * **every view** (the previous default, ``deep-prl score --tta``): every lesion on all 8 flips
   of every network, 24 passes per lesion;
 * **screened** (the default): every lesion as cut by every network, and on its other flips only
   when that first look does not put it below half the decision threshold
-  (:data:`napari_deep_prl.model.inference.SCREEN_SHARE`); the share of lesions scored on every
-  view is printed.
+  (:data:`napari_deep_prl.model.inference.SCREEN_SHARE`), a lesion below ranked on the median
+  of those first looks; the share of lesions scored on every view is printed.
 
 Printed side by side:
 
@@ -20,13 +20,15 @@ Printed side by side:
 * **held-out quality**: both score the held-out cohort (subjects neither trained nor validated
   on) through ``score_cohort``; ROC AUC, F1, sensitivity and PPV of the non-confluent lesions
   at the model's threshold (:func:`~napari_deep_prl.scoring.score.truth_metrics`). Target: the
-  default no worse than every view.
+  default no worse than every view. Where ROC AUC loses, the (PRL, non-PRL) pairs each way ranks
+  wrongly are counted by the side of the screen each lesion lies on.
 * **network throughput**: random 28³ patches through one default-preset network, one view and
   8 views, in the default precision and in float32, lesions/s (median of 5 passes after two
   warm-up passes).
 
 Training is short (``--epochs``, 640 class-balanced samples each) to keep the run near 10
-minutes on 2 idle cores; the simulated cohorts are kept in ``--work`` for later runs. Run:
+minutes on 2 idle cores; the simulated cohorts and the trained model are kept in ``--work``, and
+a later run with the same cohort and epochs scores that model again (about 4 minutes). Run:
 ``python benchmarks/bench_score.py [--threads N] [--epochs 8] [--train-subjects 24]
 [--held-out 24] [--work out/bench_score]``.
 """
