@@ -28,7 +28,7 @@ Printed side by side:
 
 Training is short (``--epochs``, 640 class-balanced samples each) to keep the run near 10
 minutes on 2 idle cores; the simulated cohorts and the trained model are kept in ``--work``, and
-a later run with the same cohort and epochs scores that model again (about 4 minutes). Run:
+a later run with the same cohort and epochs scores that model again without training. Run:
 ``python benchmarks/bench_score.py [--threads N] [--epochs 8] [--train-subjects 24]
 [--held-out 24] [--work out/bench_score]``.
 """
