@@ -62,21 +62,43 @@ def test_a_checkpoint_is_scored_on_the_views_it_records():
 
 def test_the_screen_scores_the_other_views_only_where_the_first_look_reaches_it():
     networks = []
-    for seed in (0, 1):
+    for seed in (0, 1, 2):
         network = tiny_checkpoint(seed, dropout=0.0)
         network.metadata["views"] = [list(view) for view in TTA_VIEWS]
         networks.append(network)
     x = np.random.default_rng(0).random((12, 3, SIZE, SIZE, SIZE), dtype=np.float32)
     every = view_probabilities(networks, x, device="cpu", precision="float32")
-    first = every[[0, len(TTA_VIEWS)]].mean(0)  # each network's first view: the patch as cut
+    firsts = [0, 8, 16]  # each network's first view: the patch as cut
+    first = every[firsts].mean(0)
     screen = float(np.median(first))
     screened = view_probabilities(networks, x, device="cpu", precision="float32", screen=screen)
-    assert screened.shape == every.shape == (16, 12)
+    assert screened.shape == every.shape == (24, 12)
     onward = first >= screen
     assert 0 < onward.sum() < len(x)
-    assert np.isfinite(screened[:, onward]).all() and np.isnan(screened[:, ~onward]).sum() == 14 * (~onward).sum()
+    assert np.isfinite(screened[:, onward]).all() and np.isnan(screened[:, ~onward]).sum() == 21 * (~onward).sum()
     np.testing.assert_allclose(screened[:, onward], every[:, onward], atol=1e-6)
-    np.testing.assert_allclose(screened[[0, 8]][:, ~onward], every[[0, 8]][:, ~onward], atol=1e-6)
+    np.testing.assert_allclose(screened[firsts][:, ~onward], every[firsts][:, ~onward], atol=1e-6)
+    # scored on every view: their mean; kept to the first looks: the median of those
+    probability = from_samples(screened).probability
+    np.testing.assert_allclose(probability[onward], every[:, onward].mean(0), atol=1e-6)
+    np.testing.assert_allclose(probability[~onward], np.median(every[firsts][:, ~onward], 0), atol=1e-6)
+
+
+def test_a_lesion_kept_to_its_first_looks_is_ranked_on_their_median_and_never_called():
+    # three networks x two views; the second lesion was kept to each network's first view
+    samples = np.array([[0.30, 0.01], [0.40, np.nan], [0.20, 0.15], [0.30, np.nan], [0.25, 0.02], [0.35, np.nan]])
+    prediction = from_samples(samples)
+    assert prediction.probability == pytest.approx([0.3, 0.02])  # one network's alarm does not lift it
+    assert prediction.uncertainty_sd[1] == pytest.approx(np.std([0.01, 0.15, 0.02], ddof=1))
+    assert prediction.bald[1] == pytest.approx(mutual_information(np.array([[0.01], [0.15], [0.02]]))[0])
+    # below a screen at half the threshold, the median of the first looks stays below the threshold
+    rng = np.random.default_rng(0)
+    for networks in (1, 2, 3, 4, 5):
+        first = rng.beta(0.3, 3.0, size=(networks, 20_000))
+        screen = 0.5 * 0.4
+        kept = first[:, first.mean(0) < screen]
+        samples = np.concatenate([kept, np.full((7 * networks, kept.shape[1]), np.nan)])
+        assert (from_samples(samples).probability < 2 * screen).all()
 
 
 def _clear_and_ambiguous(n: int) -> tuple[torch.Tensor, torch.Tensor]:

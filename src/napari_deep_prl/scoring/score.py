@@ -13,9 +13,9 @@ lesion as cut, and in the other views its threshold and calibration were chosen 
 first look puts the lesion below half the decision threshold (the screen,
 :data:`~napari_deep_prl.model.inference.SCREEN_SHARE`); each view is calibrated by its own
 network. Over the samples scored (networks × views, of whatever patch settings) the mean is
-``prl_probability``, the standard deviation ``uncertainty_sd`` and the mutual information
-``bald`` (:func:`~napari_deep_prl.model.inference.from_samples`; both ``n/a`` for a single
-sample). The
+``prl_probability`` (for a lesion the screen stopped, the median of the networks' first looks),
+the standard deviation ``uncertainty_sd`` and the mutual information ``bald``
+(:func:`~napari_deep_prl.model.inference.from_samples`; both ``n/a`` for a single sample). The
 decision ``prl`` is ``prl_probability >=`` the mean of the checkpoints' validation thresholds,
 or the operating point given as ``threshold`` (e.g. a lower one for a more sensitive screen,
 read off the validation or cross-validation ROC curve). For a study's whole cohort,
