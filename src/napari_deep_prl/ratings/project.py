@@ -48,7 +48,7 @@ from napari_deep_prl.base.tables import (
     write_table,
     write_text,
 )
-from napari_deep_prl.ratings import consensus, export, postgres
+from napari_deep_prl.ratings import consensus, exchange, export, postgres
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
 from napari_deep_prl.ratings.second_reads import DEFAULT_MODEL_GAP, second_read_queue
@@ -517,6 +517,16 @@ class Project:
         if kind == "consensus_history":
             return export.consensus_history_table(self.store.consensus_history())
         raise InputError(f"export kind '{kind}' is not one of {', '.join(EXPORT_KINDS)}.")
+
+    def export_history(self, path: str | Path) -> dict[str, int]:
+        """Write every row of every table to a history file for another site's store
+        (:mod:`napari_deep_prl.ratings.exchange`); returns the rows written per table."""
+        return exchange.export_history(self.store, path, name=self.root.resolve().name)
+
+    def import_history(self, path: str | Path) -> exchange.ImportSummary:
+        """Merge another site's history file into this project's store, losslessly: rows
+        already there are skipped; conflicts and files of other projects are refused."""
+        return exchange.import_history(self.store, path)
 
     def export_masks(self, folder: str | Path) -> ProgressGenerator[pd.DataFrame]:
         """Write binary PRL masks as NIfTI on each subject's lesion-mask grid (same shape and
