@@ -455,3 +455,17 @@ def test_a_machine_of_no_site_is_refused(tmp_path, two_sites, monkeypatch):
     with pytest.raises(InputError, match="image_roots .* must map each site's name to its folder"):
         Project.init(tmp_path / "other", two_sites["site-a"] / "manifest.csv",
                      {"image_roots": ["/data/prl"]})
+
+
+def test_cli_init_records_image_roots(tmp_path, two_sites, deep_prl, monkeypatch, capsys):
+    monkeypatch.setenv("DEEP_PRL_SITE", "site-b")
+    assert deep_prl("project", "init", tmp_path / "study", "--manifest",
+                    two_sites["site-b"] / "manifest.csv", "--image-root",
+                    f"site-a={two_sites['site-a']}", "--image-root",
+                    f"site-b={two_sites['site-b']}", "--quiet") == 0
+    config = json.loads((tmp_path / "study" / CONFIG_NAME).read_text())
+    assert config["manifest"] == "manifest.csv"
+    assert config["image_roots"] == {site: str(folder) for site, folder in two_sites.items()}
+    assert deep_prl("project", "init", tmp_path / "other", "--manifest",
+                    two_sites["site-b"] / "manifest.csv", "--image-root", "site-a") != 0
+    assert "--image-root 'site-a' must read SITE=DIR" in capsys.readouterr().err

@@ -191,6 +191,8 @@ def test_export_of_another_project_is_refused(new_store, tmp_path):
     (lambda lines: [json.dumps({**json.loads(lines[0]), "schema_version": 99}), *lines[1:]],
      "newer than"),
     (lambda lines: ["{}", *lines[1:]], "not a napari-deep-prl history file"),
+    (lambda lines: [*lines[:-1], lines[-1].replace('"label"', '"lable"')],
+     "line 18: a ratings row must have the columns id, rater"),
 ])
 def test_damaged_or_foreign_files_are_refused(new_store, tmp_path, edit, message):
     source = new_store("sqlite")

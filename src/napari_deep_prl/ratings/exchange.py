@@ -84,6 +84,8 @@ _SUBJECTS = ("subject", "mask_fingerprint", "n_lesions", "registered_at")
 _LESIONS = ("subject", "lesion", "x", "y", "z", "volume_voxels", "volume_mm3", "confluent")
 #: Every table of the file, in the order it is written and read.
 TABLES = ("raters", "subjects", "lesions", "ratings", "consensus", "predictions")
+_COLUMNS = {"raters": _RATERS, "subjects": _SUBJECTS, "lesions": _LESIONS,
+            **{spec.name: spec.columns for spec in (_RATINGS, _CONSENSUS, _PREDICTIONS)}}
 
 _SELECT = {
     "raters": f"SELECT {', '.join(_RATERS)} FROM raters ORDER BY rater",
@@ -181,7 +183,12 @@ def load_history(path: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[
     for line, record in enumerate(records[1:], 2):
         if not isinstance(record, dict) or record.get("table") not in tables:
             raise InputError(f"{path}, line {line}: not a row of a known table ({', '.join(TABLES)}).")
-        tables[record.pop("table")].append(record)
+        table = record.pop("table")
+        if set(record) != set(_COLUMNS[table]):
+            raise InputError(f"{path}, line {line}: a {table} row must have the columns "
+                             f"{', '.join(_COLUMNS[table])} (it has {', '.join(record)}). Export "
+                             "the file again.")
+        tables[table].append(record)
     counts = {table: len(rows) for table, rows in tables.items()}
     if header.get("counts") != counts:
         raise InputError(f"{path}: the header counts {header.get('counts')} rows but the file "
