@@ -125,6 +125,8 @@ def test_merged_exports_equal_one_shared_store(engine, new_store, clock, tmp_pat
     again = exchange.import_history(merged, files["b"])
     assert sum(again.added.values()) == 0 and again.known["ratings"] == 5
     _assert_same(merged, shared)
+    clock.now = "2026-01-01T10:00:00.000+00:00"  # the store numbers its own rows after an import
+    assert merged.add_rating("ben", "sub-02", 1, "prl") == merged.history()["id"].max()
 
 
 def test_round_trip_keeps_every_field(new_store, clock, tmp_path):
