@@ -452,6 +452,12 @@ def test_a_machine_of_no_site_is_refused(tmp_path, two_sites, monkeypatch):
                                          r"DEEP_PRL_SITE names site 'site-c'"):
         Project.init(tmp_path / "study", two_sites["site-a"] / "manifest.csv",
                      {"image_roots": roots})
+    monkeypatch.setenv("DEEP_PRL_SITE", "site-a")
+    with pytest.raises(InputError, match=r"with image_roots the project finds its manifest in each "
+                                         r"site's image folder, and this one is not inside .*site-a"):
+        Project.init(tmp_path / "study", two_sites["site-b"] / "manifest.csv",
+                     {"image_roots": roots})
+    assert not (tmp_path / "study" / CONFIG_NAME).exists()
     with pytest.raises(InputError, match="image_roots .* must map each site's name to its folder"):
         Project.init(tmp_path / "other", two_sites["site-a"] / "manifest.csv",
                      {"image_roots": ["/data/prl"]})

@@ -231,7 +231,9 @@ def create_project(root: str | Path, manifest: str | Path | Cohort,
     overrides settings of ``project.json`` (same keys). Re-running on a folder whose creation
     was interrupted resumes it; a finished project is refused. ``config["store"]``: a PostgreSQL
     URL (without password) puts the ratings on that server instead of the folder's
-    ratings.sqlite.
+    ratings.sqlite. ``config["image_roots"]``: each site's copy of the images
+    (:meth:`ProjectConfig.image_root`); the manifest must lie in this site's, and is recorded
+    relative to it.
 
     ``manifest``: what :func:`~napari_deep_prl.data.cohort.open_cohort` opens, or the cohort it
     opened (e.g. a BIDS dataset with options). The subjects found in a BIDS dataset are written
