@@ -13,7 +13,7 @@ from ratings_support import register_legacy_ids
 
 import napari_deep_prl.cli as cli
 from napari_deep_prl.base.errors import InputError, StoreError
-from napari_deep_prl.data.cohort import open_cohort
+from napari_deep_prl.data.cohort import open_cohort, write_manifest
 from napari_deep_prl.ratings.project import CONFIG_NAME, Project
 
 
@@ -390,3 +390,88 @@ def test_small_lesions_leave_the_queue_and_its_counts(tmp_path, write_subject):
         small = int(lesions.loc[~lesions["lesion_key"].isin(big["lesion_key"]), "lesion"].iloc[0])
         project.store.add_rating("r1", "sub-01", small, "not_prl")  # rated anyway, via Jump
         assert queue.progress().total == 2 and queue.progress().done == 0
+
+
+@pytest.fixture
+def two_sites(tmp_path, write_subject):
+    """The same three subjects copied to two sites' image folders, each with its manifest."""
+    folders = {}
+    for site in ("site-a", "site-b"):
+        folder = tmp_path / site / "prl"
+        subjects = [write_subject(f"sub-0{i}", seed=i, folder=folder) for i in (1, 2, 3)]
+        write_manifest(subjects, folder / "manifest.csv")
+        folders[site] = folder
+    return folders
+
+
+def test_image_roots_open_one_project_at_every_site(tmp_path, two_sites, monkeypatch):
+    roots = {site: str(folder) for site, folder in two_sites.items()}
+    monkeypatch.setenv("DEEP_PRL_SITE", "site-a")
+    with Project.init(tmp_path / "study", two_sites["site-a"] / "manifest.csv",
+                      {"image_roots": roots}) as project:
+        assert project.config.manifest == "manifest.csv"
+        registered = project.lesions()
+    config = json.loads((tmp_path / "study" / CONFIG_NAME).read_text())
+    assert config["image_roots"] == roots
+    for site, folder in two_sites.items():
+        monkeypatch.setenv("DEEP_PRL_SITE", site)
+        with Project.open(tmp_path / "study") as project:
+            assert project.cohort[0].mask.parent == folder / "sub-01"
+            assert project.load_subject("sub-02").labels.max() > 0
+            pd.testing.assert_frame_equal(project.lesions(), registered)
+
+
+def test_hostname_chooses_the_site(tmp_path, two_sites, monkeypatch):
+    monkeypatch.delenv("DEEP_PRL_SITE", raising=False)
+    monkeypatch.setattr("socket.gethostname", lambda: "site-b.hospital.example")
+    roots = {site: str(folder) for site, folder in two_sites.items()}
+    with Project.init(tmp_path / "study", two_sites["site-b"] / "manifest.csv",
+                      {"image_roots": roots}) as project:
+        assert project.cohort[0].mask.parent == two_sites["site-b"] / "sub-01"
+
+
+def test_missing_images_at_a_site_are_all_listed(tmp_path, two_sites, monkeypatch):
+    roots = {site: str(folder) for site, folder in two_sites.items()}
+    monkeypatch.setenv("DEEP_PRL_SITE", "site-a")
+    Project.init(tmp_path / "study", two_sites["site-a"] / "manifest.csv",
+                 {"image_roots": roots}).close()
+    (two_sites["site-b"] / "sub-01" / "sub-01_phase.nii.gz").unlink()
+    (two_sites["site-b"] / "sub-03" / "sub-03_mask.nii.gz").unlink()
+    monkeypatch.setenv("DEEP_PRL_SITE", "site-b")
+    with Project.open(tmp_path / "study") as project, pytest.raises(
+            InputError, match=r"at site 'site-b' \(image root .*site-b/prl.*2 image file\(s\) not "
+                              r"found: row 2 \(sub-01\): phase file .*sub-01_phase.nii.gz not "
+                              r"found; row 4 \(sub-03\): mask file .*sub-03_mask.nii.gz not found"):
+        project.cohort  # noqa: B018
+
+
+def test_a_machine_of_no_site_is_refused(tmp_path, two_sites, monkeypatch):
+    roots = {site: str(folder) for site, folder in two_sites.items()}
+    monkeypatch.setenv("DEEP_PRL_SITE", "site-c")
+    with pytest.raises(InputError, match=r"image roots for site\(s\) site-a, site-b, but "
+                                         r"DEEP_PRL_SITE names site 'site-c'"):
+        Project.init(tmp_path / "study", two_sites["site-a"] / "manifest.csv",
+                     {"image_roots": roots})
+    monkeypatch.setenv("DEEP_PRL_SITE", "site-a")
+    with pytest.raises(InputError, match=r"with image_roots the project finds its manifest in each "
+                                         r"site's image folder, and this one is not inside .*site-a"):
+        Project.init(tmp_path / "study", two_sites["site-b"] / "manifest.csv",
+                     {"image_roots": roots})
+    assert not (tmp_path / "study" / CONFIG_NAME).exists()
+    with pytest.raises(InputError, match="image_roots .* must map each site's name to its folder"):
+        Project.init(tmp_path / "other", two_sites["site-a"] / "manifest.csv",
+                     {"image_roots": ["/data/prl"]})
+
+
+def test_cli_init_records_image_roots(tmp_path, two_sites, deep_prl, monkeypatch, capsys):
+    monkeypatch.setenv("DEEP_PRL_SITE", "site-b")
+    assert deep_prl("project", "init", tmp_path / "study", "--manifest",
+                    two_sites["site-b"] / "manifest.csv", "--image-root",
+                    f"site-a={two_sites['site-a']}", "--image-root",
+                    f"site-b={two_sites['site-b']}", "--quiet") == 0
+    config = json.loads((tmp_path / "study" / CONFIG_NAME).read_text())
+    assert config["manifest"] == "manifest.csv"
+    assert config["image_roots"] == {site: str(folder) for site, folder in two_sites.items()}
+    assert deep_prl("project", "init", tmp_path / "other", "--manifest",
+                    two_sites["site-b"] / "manifest.csv", "--image-root", "site-a") != 0
+    assert "--image-root 'site-a' must read SITE=DIR" in capsys.readouterr().err

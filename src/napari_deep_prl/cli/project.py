@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.cli._subjects import MANIFEST_HELP, add_bids_arguments, cohort_from_args
 from napari_deep_prl.ratings.project import CONFIG_NAME, create_project
@@ -35,6 +36,10 @@ def register(p: argparse.ArgumentParser) -> None:
                            "postgresql://[USER@]HOST[:PORT]/DATABASE, without password (PostgreSQL "
                            "finds it in ~/.pgpass, a service file or PGPASSWORD); default: "
                            "ratings.sqlite in DIR")
+    init.add_argument("--image-root", metavar="SITE=DIR", action="append",
+                      help="where SITE keeps its copy of the images (repeat per site): the "
+                           "manifest is then found relative to this machine's site's DIR "
+                           "(DEEP_PRL_SITE, else the hostname); see docs/multisite.md")
     init.add_argument("--quiet", action="store_true", help="no progress bar")
     init.set_defaults(func=run_init)
 
@@ -43,6 +48,12 @@ def run_init(args: argparse.Namespace) -> int:
     config = {"consensus": {"method": args.consensus, "min_raters": args.min_raters}}
     if args.store is not None:
         config["store"] = args.store
+    if args.image_root:
+        bad = [given for given in args.image_root if not all(given.partition("=")[::2])]
+        if bad:
+            raise InputError(f"--image-root {bad[0]!r} must read SITE=DIR, e.g. "
+                             "site-a=/data/prl.")
+        config["image_roots"] = dict(given.split("=", 1) for given in args.image_root)
     project = run_with_tqdm(create_project(args.dir, cohort_from_args(args.manifest, args), config),
                             desc="registering lesions", disable=args.quiet)
     with project:

@@ -56,9 +56,16 @@ def register(p: argparse.ArgumentParser) -> None:
                     "prl_mask, else not_prl, as a reference (default 'prl_mask') or, with "
                     "--rater, as a rater. A reference (ground truth, an expert read) is compared "
                     "with the raters and never votes; a rater's labels count in consensus, "
-                    "adjudication and kappa.")
+                    "adjudication and kappa. --history FILE merges a history file another "
+                    "site's `ratings export --history -o FILE.jsonl` wrote: every row the project "
+                    "lacks is added (sessions, times, undo rows, repeats, provenance, consensus, "
+                    "predictions); rows already there are skipped, conflicts are listed and "
+                    "nothing is imported, and a file of another project is refused "
+                    "(docs/multisite.md).")
     imp.add_argument("project", help="project folder")
     imp.add_argument("file", nargs="?", help="ratings table")
+    imp.add_argument("--history", metavar="FILE",
+                     help="merge this history file (.jsonl) of the project, losslessly")
     imp.add_argument("--from-prl-mask", action="store_true",
                      help="import the manifest's prl_mask column instead of a table")
     who = imp.add_mutually_exclusive_group()
@@ -204,17 +211,20 @@ def register(p: argparse.ArgumentParser) -> None:
         description="Default: one row per lesion (subject, lesion, rater_<id> per rater, "
                     "consensus, consensus_method, then reference_<id> per reference). --long: "
                     "one row per current rating or reference label with all fields. --history: "
-                    "every rating row ever written. --consensus-history: every consensus "
+                    "every rating row ever written; to a .jsonl file, the lossless history "
+                    "file of every table that `ratings import --history` merges into a store of "
+                    "another site (docs/multisite.md). --consensus-history: every consensus "
                     "decision and retraction. --nifti-dir: each subject's consensus PRL mask "
                     "(and each rater's and reference's) on the lesion mask's grid, with an "
                     "index prlmasks.tsv.")
     exp.add_argument("project", help="project folder")
-    exp.add_argument("-o", "--output", help="output .tsv or .csv")
+    exp.add_argument("-o", "--output", help="output .tsv or .csv (with --history also .jsonl)")
     kind = exp.add_mutually_exclusive_group()
     kind.add_argument("--long", dest="kind", action="store_const", const="long",
                       help="one row per current rating, with every field")
     kind.add_argument("--history", dest="kind", action="store_const", const="history",
-                      help="every row ever written, undo rows included")
+                      help="every row ever written, undo rows included (to .jsonl: every table, "
+                           "for `ratings import --history`)")
     kind.add_argument("--consensus-history", dest="kind", action="store_const",
                       const="consensus_history",
                       help="every consensus decision and retraction, in order")
@@ -236,6 +246,14 @@ def run_add(args: argparse.Namespace) -> int:
 
 
 def run_import(args: argparse.Namespace) -> int:
+    if args.history:
+        if args.file or args.from_prl_mask or args.reference or args.rater:
+            raise InputError("--history FILE imports one history file, without a ratings "
+                             "table, --from-prl-mask, --reference or --rater.")
+        with Project.open(args.project) as project:
+            summary = project.import_history(args.history)
+        print(f"imported {args.history} into {args.project}: {summary}", file=sys.stderr)
+        return 0
     with Project.open(args.project) as project:
         if args.from_prl_mask:
             if args.file:
@@ -425,7 +443,11 @@ def run_export(args: argparse.Namespace) -> int:
     check_output(args.output)
     check_output(args.nifti_dir, folder=True)
     with Project.open(args.project, readonly=True) as project:
-        if args.output:
+        if args.output and args.kind == "history" and Path(args.output).suffix == ".jsonl":
+            counts = project.export_history(args.output)
+            print(f"history of every table written to {args.output} ("
+                  f"{', '.join(f'{n} {table}' for table, n in counts.items())})", file=sys.stderr)
+        elif args.output:
             table = project.export(args.kind or "wide")
             write_table(table, args.output)
             print(f"{len(table)} rows written to {args.output}", file=sys.stderr)

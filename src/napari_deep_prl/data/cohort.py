@@ -105,7 +105,8 @@ def read_manifest(path: str | Path, *, check_ids: bool = True) -> Cohort:
     ``magnitude``/``swi`` and ``reference``; blank cells where a subject has no such image.
 
     Relative paths are relative to the manifest's folder. Every path given must exist (a typo is
-    reported when the cohort opens, not when a reviewer reaches the subject). Columns that are
+    reported when the cohort opens, not when a reviewer reaches the subject); every missing file
+    is listed at once, so a site with an incomplete copy of the images sees what to copy. Columns that are
     none of these are ignored, unless they hold NIfTI files: an image column of an unknown
     contrast is refused. Subject ids must be valid ids
     (:func:`~napari_deep_prl.base.filenames.check_id`): they name output files and table rows.
@@ -130,6 +131,7 @@ def read_manifest(path: str | Path, *, check_ids: bool = True) -> Cohort:
     paths = [c for c in table.columns if c in PATH_COLUMNS and c not in images] + images
     rows: list[SubjectPaths] = []
     seen: dict[str, int] = {}
+    missing: list[str] = []
     for i, row in enumerate(table.itertuples(index=False)):
         line = i + 2
         values = {c: str(getattr(row, c)).strip() for c in table.columns if c in (*PATH_COLUMNS, *OPTIONAL_COLUMNS,
@@ -147,10 +149,8 @@ def read_manifest(path: str | Path, *, check_ids: bool = True) -> Cohort:
                              "Subject ids must be unique.")
         seen[subject] = line
         files = {c: _resolve(root, values[c]) for c in paths if values[c]}
-        for column, file in files.items():
-            if not file.is_file():
-                raise file_error(path, f"row {line} ({subject}): {column} file {file} not found",
-                                 "Fix the path; relative paths are relative to the manifest's folder.")
+        missing += [f"row {line} ({subject}): {column} file {file} not found"
+                    for column, file in files.items() if not file.is_file()]
         if not any(c in files for c in STRUCTURAL):
             raise file_error(path, f"row {line} ({subject}) has no structural image (its "
                              f"{', '.join(c for c in images if c in STRUCTURAL)} cells are blank)",
@@ -168,6 +168,10 @@ def read_manifest(path: str | Path, *, check_ids: bool = True) -> Cohort:
                                      reference=values.get("reference") or None))
         except InputError as err:
             raise InputError(f"{path}: row {line}: {err}") from None
+    if missing:
+        raise file_error(path, f"{len(missing)} image file(s) not found: {'; '.join(missing)}",
+                         f"Fix the paths or copy the files there; relative paths are relative to "
+                         f"the manifest's folder ({root})")
     return Cohort(rows, source=path)
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import socket
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from functools import cached_property
@@ -48,7 +49,7 @@ from napari_deep_prl.base.tables import (
     write_table,
     write_text,
 )
-from napari_deep_prl.ratings import consensus, export, postgres
+from napari_deep_prl.ratings import consensus, exchange, export, postgres
 from napari_deep_prl.ratings.queue import Blinding, RaterQueue, Strategy, StudyDesign
 from napari_deep_prl.ratings.schema import DEFAULT_EXCLUSION_REASONS, LABELS
 from napari_deep_prl.ratings.second_reads import DEFAULT_MODEL_GAP, second_read_queue
@@ -74,6 +75,8 @@ EXPORT_KINDS = ("wide", "long", "history", "consensus_history")
 #: The index :meth:`Project.export_masks` writes beside the masks.
 MASK_INDEX = "prlmasks.tsv"
 MASK_INDEX_COLUMNS = ["subject", "source", "id", "file", "lesions", "labelled", "prl"]
+#: The environment variable naming this machine's site among a project's ``image_roots``.
+SITE_VARIABLE = "DEEP_PRL_SITE"
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class ProjectConfig:
     #: The rating store: ``None`` for the folder's own ratings.sqlite, or a PostgreSQL URL
     #: without password (see :mod:`napari_deep_prl.ratings.postgres`).
     store: str | None = None
+    #: Where each site keeps its copy of the images, ``{site: folder}`` (``None``: one place,
+    #: ``manifest`` relative to the project folder); see :meth:`image_root`.
+    image_roots: dict[str, str] | None = None
     format: str = FORMAT
     version: int = 1
 
@@ -121,6 +127,41 @@ class ProjectConfig:
         object.__setattr__(self, "exclusion_reasons", tuple(self.exclusion_reasons))
         if self.store is not None:
             postgres.check_url(self.store if isinstance(self.store, str) else repr(self.store))
+        if self.image_roots is not None and (
+                not isinstance(self.image_roots, dict) or not self.image_roots
+                or not all(isinstance(k, str) and k and isinstance(v, str) and v
+                           for k, v in self.image_roots.items())):
+            raise InputError(f"image_roots {self.image_roots!r} must map each site's name to its "
+                             "folder of images, e.g. {\"site-a\": \"/data/prl\", \"site-b\": "
+                             "\"D:/studies/prl\"}; fix project.json.")
+
+    def image_root(self) -> tuple[str, Path] | None:
+        """This machine's site and image root (``None`` without ``image_roots``).
+
+        The site is the one :data:`SITE_VARIABLE` names, else the one named as this machine's
+        hostname (in full or up to its first dot); a machine that is none of the sites is
+        refused, naming them, rather than guessing which copy of the images to show.
+        """
+        if self.image_roots is None:
+            return None
+        chosen = os.environ.get(SITE_VARIABLE)
+        host = socket.gethostname()
+        names = [chosen] if chosen else [host, host.split(".")[0]]
+        site = next((name for name in names if name in self.image_roots), None)
+        if site is None:
+            which = (f"{SITE_VARIABLE} names site '{chosen}'" if chosen else
+                     f"{SITE_VARIABLE} is not set and this machine's hostname is '{host}'")
+            raise InputError(f"project.json maps image roots for site(s) "
+                             f"{', '.join(sorted(self.image_roots))}, but {which}. Set "
+                             f"{SITE_VARIABLE} to one of those sites, or add this site's image "
+                             "folder to image_roots (docs/multisite.md).")
+        return site, Path(os.path.expanduser(self.image_roots[site]))
+
+    def manifest_path(self, root: Path) -> Path:
+        """The manifest (or cohort folder): relative to this site's image root when the project
+        maps ``image_roots``, else to the project folder ``root``."""
+        site = self.image_root()
+        return (root if site is None else site[1]) / self.manifest
 
     def store_address(self, root: Path) -> str | Path:
         """Where the project's ratings are: the URL of ``store``, else ``root/ratings.sqlite``."""
@@ -129,8 +170,9 @@ class ProjectConfig:
     def to_json(self) -> str:
         data = asdict(self)
         data["exclusion_reasons"] = list(self.exclusion_reasons)
-        if self.store is None:  # the folder's own ratings.sqlite: nothing to say
-            del data["store"]
+        for name in ("store", "image_roots"):
+            if data[name] is None:  # the defaults: nothing to say
+                del data[name]
         return json.dumps(data, indent=2) + "\n"
 
     @classmethod
@@ -192,7 +234,9 @@ def create_project(root: str | Path, manifest: str | Path | Cohort,
     overrides settings of ``project.json`` (same keys). Re-running on a folder whose creation
     was interrupted resumes it; a finished project is refused. ``config["store"]``: a PostgreSQL
     URL (without password) puts the ratings on that server instead of the folder's
-    ratings.sqlite.
+    ratings.sqlite. ``config["image_roots"]``: each site's copy of the images
+    (:meth:`ProjectConfig.image_root`); the manifest must lie in this site's, and is recorded
+    relative to it.
 
     ``manifest``: what :func:`~napari_deep_prl.data.cohort.open_cohort` opens, or the cohort it
     opened (e.g. a BIDS dataset with options). The subjects found in a BIDS dataset are written
@@ -218,6 +262,14 @@ def create_project(root: str | Path, manifest: str | Path | Cohort,
     if cohort.bids is not None and (root / BIDS_MANIFEST_NAME).exists() and not resumed:
         raise InputError(f"{root}: already holds a {BIDS_MANIFEST_NAME}, where the project would list the "
                          "subjects found in the BIDS dataset. Choose an empty folder.")
+    site = ProjectConfig(manifest=str(cohort.source),
+                         image_roots=(config or {}).get("image_roots")).image_root()
+    if site is not None and (cohort.bids is not None or not Path(cohort.source).resolve().is_relative_to(
+            site[1].resolve())):
+        raise InputError(f"{cohort.source}: with image_roots the project finds its manifest in each "
+                         f"site's image folder, and this one is not inside {site[1]} (site "
+                         f"'{site[0]}'{', and a BIDS dataset is listed in the project' if cohort.bids else ''}); "
+                         "give a manifest inside the image folder, or fix image_roots.")
     problems = [problem for paths in cohort for problem in header_problems(paths)]
     if problems:
         raise InputError(f"{cohort.source}: {len(problems)} problem(s) in the subjects' "
@@ -230,7 +282,7 @@ def create_project(root: str | Path, manifest: str | Path | Cohort,
         except OSError as err:
             raise write_error(folder, err) from err
     source = cohort.source if cohort.bids is None else cohort.bids.write_manifest(root / BIDS_MANIFEST_NAME)
-    reference = os.path.relpath(Path(source).resolve(), root.resolve())
+    reference = os.path.relpath(Path(source).resolve(), (root if site is None else site[1]).resolve())
     data = {**json.loads(ProjectConfig(manifest=reference).to_json()), **(config or {})}
     staged = root / f"{CONFIG_NAME}.new"
     write_text(staged, json.dumps(data, indent=2) + "\n")
@@ -290,7 +342,14 @@ class Project:
         checked by ``project init``; a project made before ids were checked keeps opening."""
         from napari_deep_prl.data.cohort import open_cohort
 
-        return open_cohort(self.root / self.config.manifest, check_ids=False)
+        site = self.config.image_root()
+        try:
+            return open_cohort(self.config.manifest_path(self.root), check_ids=False)
+        except InputError as err:
+            if site is None:
+                raise
+            raise InputError(f"at site '{site[0]}' (image root {site[1]}, from image_roots in "
+                             f"{self.root / CONFIG_NAME}): {err}") from err
 
     @property
     def models_dir(self) -> Path:
@@ -529,6 +588,16 @@ class Project:
         if kind == "consensus_history":
             return export.consensus_history_table(self.store.consensus_history())
         raise InputError(f"export kind '{kind}' is not one of {', '.join(EXPORT_KINDS)}.")
+
+    def export_history(self, path: str | Path) -> dict[str, int]:
+        """Write every row of every table to a history file for another site's store
+        (:mod:`napari_deep_prl.ratings.exchange`); returns the rows written per table."""
+        return exchange.export_history(self.store, path, name=self.root.resolve().name)
+
+    def import_history(self, path: str | Path) -> exchange.ImportSummary:
+        """Merge another site's history file into this project's store, losslessly: rows
+        already there are skipped; conflicts and files of other projects are refused."""
+        return exchange.import_history(self.store, path)
 
     def export_masks(self, folder: str | Path) -> ProgressGenerator[pd.DataFrame]:
         """Write binary PRL masks as NIfTI on each subject's lesion-mask grid (same shape and
