@@ -258,8 +258,8 @@ def test_a_subject_folder_whose_name_is_not_an_id_is_refused(write_subject, tmp_
 
 
 def test_an_older_store_with_formula_ids_still_exports_neutralised(project, tmp_path):
-    register_legacy_ids(project.store.path, ["=1+1", "@SUM(A1)", "a\tb"])
-    register_legacy_ids(project.store.path, ["-truth"], kind="reference")
+    register_legacy_ids(project.store.address, ["=1+1", "@SUM(A1)", "a\tb"])
+    register_legacy_ids(project.store.address, ["-truth"], kind="reference")
     project.store.add_ratings([Rating(rater, "sub-01", 1, "prl", comment='=HYPERLINK("http://evil","x")')
                                for rater in ("=1+1", "@SUM(A1)", "a\tb")])
     project.store.add_ratings([Rating("-truth", "sub-01", 1, "prl")], kind="reference")
