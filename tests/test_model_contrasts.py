@@ -218,7 +218,8 @@ def test_scoring_reads_only_the_models_contrasts(tmp_path, write_subject):
 def test_cli_trains_on_the_cohorts_contrasts_or_those_asked_for(tmp_path, write_subject, capsys):
     manifest = write_manifest(_clinical_cohort(tmp_path, write_subject), tmp_path / "manifest.csv")
     common = ["--epochs", "1", "--samples-per-epoch", "16", "--batch-size", "8", "--models", "1",
-              "--patch-size", "8", "--quiet", "--no-tta", "--device", "cpu"]
+              "--patch-size", "8", "--quiet", "--no-tta", "--device", "cpu", "--precision", "float32"]
+    # float32: with 8-voxel patches and one epoch, bfloat16 training can diverge (train refuses it)
     assert main(["train", str(manifest), "-o", str(tmp_path / "all.pt"), *common]) == 0
     assert load_checkpoint(tmp_path / "all.pt").contrasts == CLINICAL
     assert "training on t1w, flair, phase" in capsys.readouterr().err
@@ -227,3 +228,13 @@ def test_cli_trains_on_the_cohorts_contrasts_or_those_asked_for(tmp_path, write_
     assert main(["train", str(manifest), "-o", str(tmp_path / "ft.pt"), "--init", str(tmp_path / "two.pt"),
                  "--contrasts", "t1w,phase", "--accept-worse", *common]) == 2
     assert "--contrasts t1w,phase (the model's: flair,phase)" in capsys.readouterr().err
+
+
+def test_a_diverged_training_is_refused_with_what_to_do(monkeypatch):
+    """Non-finite outputs on the validation lesions stop training with a message, not a NaN model."""
+    import napari_deep_prl.model.train as training
+
+    monkeypatch.setattr(training, "predict_views", lambda *a, **k: torch.full((1, 3), float("nan")))
+    validation = type("V", (), {"x": np.zeros((3, 3, SIZE, SIZE, SIZE), np.float32), "y": np.array([1, 0, 0])})()
+    with pytest.raises(InputError, match="training diverged.*--precision float32"):
+        training._validate(DeepPRL(TINY, SIZE).eval(), validation, TINY_TRAIN, torch.device("cpu"))

@@ -288,6 +288,11 @@ def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device:
     (``views`` averaged), and the operating point behind them (:func:`operating_point`)."""
     logits = predict_views(inference_copy(model, device), validation.x, device, views)
     raw = torch.sigmoid(logits.double())
+    if not torch.isfinite(raw).all():
+        raise InputError(f"training diverged: the network's outputs on the validation lesions are not finite "
+                         f"(precision {config.precision}, learning rate {config.lr}). Train again with "
+                         "--precision float32 or a lower --lr, and with patches that hold the lesions "
+                         "(--patch-size).")
     truth = torch.from_numpy(validation.y.astype(np.float32))
     # the loss of the raw probability (of its mean over views), as the network is trained
     mean_logit = logits[0] if len(views) == 1 else torch.logit(raw.mean(0), eps=1e-12).float()
