@@ -218,7 +218,7 @@ def test_scoring_reads_only_the_models_contrasts(tmp_path, write_subject):
 def test_cli_trains_on_the_cohorts_contrasts_or_those_asked_for(tmp_path, write_subject, capsys):
     manifest = write_manifest(_clinical_cohort(tmp_path, write_subject), tmp_path / "manifest.csv")
     common = ["--epochs", "1", "--samples-per-epoch", "16", "--batch-size", "8", "--models", "1",
-              "--patch-size", "8", "--quiet", "--no-tta", "--device", "cpu", "--precision", "float32"]
+              "--patch-size", "8", "--no-tta", "--device", "cpu", "--precision", "float32"]
     # float32: with 8-voxel patches and one epoch, bfloat16 training can diverge (train refuses it)
     assert main(["train", str(manifest), "-o", str(tmp_path / "all.pt"), *common]) == 0
     assert load_checkpoint(tmp_path / "all.pt").contrasts == CLINICAL

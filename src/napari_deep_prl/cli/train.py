@@ -125,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, threshold_rule=args.threshold_rule, model=network,
         augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
     )
-    print(f"training on {', '.join(patch_config.contrasts)} (patch channels: {', '.join(patch_config.channels)})",
-          file=sys.stderr)
+    if not args.quiet:
+        print(f"training on {', '.join(patch_config.contrasts)} (patch channels: {', '.join(patch_config.channels)})",
+              file=sys.stderr)
     patches = run_with_tqdm(build_patchset(cohort, patch_config, exclude_confluent=args.exclude_confluent,
                                            flip_phase=args.flip_phase), desc="patches", disable=args.quiet)
     stop = threading.Event()
