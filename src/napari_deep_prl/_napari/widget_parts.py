@@ -4,9 +4,11 @@ a scrolling column."""
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
+    QComboBox,
     QFileDialog,
     QFrame,
     QLabel,
@@ -18,6 +20,9 @@ from qtpy.QtWidgets import (
 )
 
 from napari_deep_prl._napari.keybindings import KeyAction, key_table
+
+if TYPE_CHECKING:
+    from napari_deep_prl.ratings.project import Project
 
 #: How labels read in the widgets.
 LABEL_NAMES = {"prl": "PRL", "not_prl": "not PRL", "unsure": "unsure"}
@@ -62,3 +67,10 @@ def buttons_without_focus(widget: QWidget) -> None:
     """Buttons take no keyboard focus, so Space or Enter never presses one by accident."""
     for button in widget.findChildren(QPushButton):
         button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+
+
+def fill_label_sources(combo: QComboBox, project: Project | None) -> None:
+    """List a project's label sources in ``combo``: consensus, each rater and each reference."""
+    combo.clear()
+    if project is not None:
+        combo.addItems(project.label_sources())

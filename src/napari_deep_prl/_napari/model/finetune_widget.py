@@ -46,6 +46,7 @@ from qtpy.QtWidgets import (
 from napari_deep_prl._napari.jobs import Job
 from napari_deep_prl._napari.messages import TOOLTIPS, WORSE_MODEL
 from napari_deep_prl._napari.model.model_state import ModelState
+from napari_deep_prl._napari.widget_parts import fill_label_sources
 from napari_deep_prl.active.finetune import (
     FinetuneResult,
     check_labels,
@@ -197,9 +198,7 @@ class FinetuneBox(QGroupBox):
 
     def list_sources(self) -> None:
         """List the label sources of the project: consensus, each rater and each reference."""
-        self.source.clear()
-        if self.state.project is not None:
-            self.source.addItems(self.state.project.label_sources())
+        fill_label_sources(self.source, self.state.project)
         self._enable()
 
     def config(self) -> TrainConfig:

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QLabe
 from napari_deep_prl._napari.jobs import Job
 from napari_deep_prl._napari.messages import TOOLTIPS
 from napari_deep_prl._napari.model.model_state import ModelState
+from napari_deep_prl._napari.widget_parts import fill_label_sources
 from napari_deep_prl.active.finetune import recalibrate_project
 from napari_deep_prl.base.errors import DeepPRLError
 from napari_deep_prl.base.progress import Progress
@@ -58,9 +59,7 @@ class RecalibrateBox(QGroupBox):
 
     def list_sources(self) -> None:
         """The project's label sources: consensus, each rater and each reference."""
-        self.source.clear()
-        if self.state.project is not None:
-            self.source.addItems(self.state.project.label_sources())
+        fill_label_sources(self.source, self.state.project)
         self._enable()
 
     def default_path(self) -> Path:
