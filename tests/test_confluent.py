@@ -6,14 +6,18 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from model_support import TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
+from model_support import SIZE, TINY, TINY_TRAIN, one_torch_thread, toy_patches  # noqa: F401
 from scipy import ndimage
 
 from napari_deep_prl.base.errors import InputWarning
 from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.cli import main
 from napari_deep_prl.data.confluent import MIN_PART_MM3, split_component
-from napari_deep_prl.data.lesions import find_lesions, lesions_in_mask
+from napari_deep_prl.data.lesions import find_lesions, lesion_kinds, lesions_in_mask
 from napari_deep_prl.data.masks import label_lesions
+from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.network import DeepPRL
 from napari_deep_prl.model.train import train
 from napari_deep_prl.scoring.score import warn_if_parts_unseen
 from napari_deep_prl.simulate.params import SubjectParams
@@ -79,6 +83,22 @@ def test_pieces_too_small_to_judge_keep_the_component_whole_and_flagged():
     table = lesions_in_mask(mask, fine, "s").table
     assert table["lesion"].tolist() == [1] and table["split_from"].tolist() == [0]
     assert table["confluent"].tolist() == [True] and table["component"].tolist() == [1]
+
+
+def test_lesion_kinds_tell_parts_from_components_kept_whole():
+    table = lesions_in_mask(confluent_mask(), np.eye(4), "sub-01").table
+    assert lesion_kinds(table).tolist() == ["non_confluent", "non_confluent"] + ["confluent_part"] * 3
+    shape = (40, 40, 40)
+    mask = (ball(shape, (20, 12, 20), 6) | ball(shape, (20, 21, 20), 4)).astype(np.uint8)
+    whole = lesions_in_mask(mask, np.diag([0.25, 0.25, 0.25, 1.0]), "s").table  # too small to split
+    assert lesion_kinds(whole).tolist() == ["confluent_whole"]
+    instances = np.zeros(shape, np.uint8)
+    instances[ball(shape, (20, 12, 20), 6)] = 3
+    instances[ball(shape, (20, 21, 20), 4) & (instances == 0)] = 7  # touching lesion 3
+    instances[ball(shape, (5, 5, 5), 2)] = 9
+    table = lesions_in_mask(instances, np.eye(4), "s").table
+    assert dict(zip(table["lesion"], lesion_kinds(table))) == {3: "confluent_part", 7: "confluent_part",
+                                                               9: "non_confluent"}
 
 
 def test_a_component_without_two_distance_maxima_is_not_split():
@@ -166,3 +186,17 @@ def test_a_project_registered_before_the_split_keeps_its_components_and_ratings(
         nib.save(nib.Nifti1Image(edited, nib.load(paths.mask).affine), str(paths.mask))
         with pytest.raises(DeepPRLError, match="sub-01"):
             project.load_subject("sub-01")
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch", "ignore:lesions split from confluent")
+def test_score_prints_the_metrics_of_each_lesion_kind(write_subject, tmp_path, capsys):
+    paths = write_subject("sub-01", mask=confluent_mask(), prl_lesions=(0, 1))  # a lone PRL, the component's parts
+    model = Checkpoint(DeepPRL(TINY, SIZE).eval(), 0.5, PatchConfig(size=SIZE)).save(tmp_path / "model.pt")
+    assert main(["score", "--phase", str(paths.image("phase")), "--mp2rage", str(paths.image("mp2rage")),
+                 "--mask", str(paths.mask), "--prl-mask", str(paths.prl_mask), "--model", str(model),
+                 "-o", str(tmp_path / "scores.tsv"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "against the ground truth (1 PRLs of 2 labelled non-confluent lesions)" in err
+    assert "against the ground truth (3 PRLs of 3 labelled confluent lesions, parts)" in err
+    assert "against the ground truth (4 PRLs of 5 labelled lesions, every kind)" in err
+    assert "kept whole" not in err  # no lesion of that kind: no line

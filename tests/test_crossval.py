@@ -6,10 +6,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from test_confluent import confluent_mask
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress, run_to_end
 from napari_deep_prl.evaluation.crossval import (
+    TRUTH_COLUMNS,
     CVConfig,
     lesion_truth,
     merge,
@@ -31,7 +33,7 @@ def _truth(n_subjects=20, seed=0):
         n_prl = int(rng.choice([0, 1, 2, 5, 9]))
         for lesion in range(1, n_prl + rng.integers(5, 12) + 1):
             rows.append((f"sub-{s:02d}", lesion, lesion <= n_prl))
-    truth = pd.DataFrame(rows, columns=["subject", "lesion", "prl"])
+    truth = pd.DataFrame(rows, columns=["subject", "lesion", "prl"]).assign(kind="non_confluent", tested=True)
     truth["score"] = np.clip(truth["prl"] * 0.4 + rng.random(len(truth)) * 0.6, 0, 1)
     return truth
 
@@ -237,11 +239,53 @@ def test_finished_folds_are_skipped_and_mismatches_refused(tmp_path):
         merge(tmp_path / "empty")
 
 
-def test_lesion_truth_reads_prl_masks_and_drops_confluent(write_subject):
-    cohort = [write_subject("sub-01", prl_lesions=(0,)), write_subject("sub-02", prl_lesions=())]
+def test_lesion_truth_keeps_confluent_lesions_untested_unless_asked(write_subject):
+    cohort = [write_subject("sub-01", mask=confluent_mask(), prl_lesions=(1,)),  # the confluent component
+              write_subject("sub-02", prl_lesions=())]
     truth = run_to_end(lesion_truth(cohort))
-    assert truth.columns.tolist() == ["subject", "lesion", "prl"]
-    assert truth.groupby("subject")["prl"].sum().to_dict() == {"sub-01": 1, "sub-02": 0}
+    assert tuple(truth.columns) == TRUTH_COLUMNS
+    first = truth[truth["subject"] == "sub-01"].set_index("lesion")
+    assert first["kind"].to_dict() == {1: "non_confluent", 3: "non_confluent", 4: "confluent_part",
+                                       5: "confluent_part", 6: "confluent_part"}
+    assert first["prl"].tolist() == [False, False, True, True, True]
+    assert truth.loc[truth["tested"], "kind"].eq("non_confluent").all()  # the paper's protocol
+    assert run_to_end(lesion_truth(cohort, exclude_confluent=False))["tested"].all()
+    assert truth.groupby("subject")["prl"].sum().to_dict() == {"sub-01": 3, "sub-02": 0}
+
+
+def _with_confluent_parts(truth):
+    """Every fourth lesion made a confluent part, left untested (the paper's protocol)."""
+    part = truth["lesion"] % 4 == 0
+    return truth.assign(kind=np.where(part, "confluent_part", "non_confluent"), tested=~part)
+
+
+def test_the_report_counts_confluent_prls_left_untested_as_missed(tmp_path):
+    truth = _with_confluent_parts(_truth(seed=5))
+    config = CVConfig(outer=3, inner=2, seed=1)
+    run_to_end(run_cv([ScoreMethod(truth)], truth, tmp_path / "before", config))
+    run_to_end(run_cv([ScoreMethod(truth)], truth.assign(tested=True), tmp_path / "after", config))
+    merge(tmp_path / "before")
+    merge(tmp_path / "after")
+    assert (tmp_path / "before" / "splits.tsv").read_text() == (tmp_path / "after" / "splits.tsv").read_text()
+    before = pd.read_csv(tmp_path / "before" / "score" / "kinds.csv", index_col="kind")
+    after = pd.read_csv(tmp_path / "after" / "score" / "kinds.csv", index_col="kind")
+    parts = truth[truth["kind"] == "confluent_part"]
+    assert before.at["confluent_part", "lesions"] == after.at["confluent_part", "lesions"] == len(parts)
+    assert before.at["confluent_part", "prls"] == parts["prl"].sum() > 0
+    # before: none scored, every confluent PRL missed; after: all scored
+    assert before.loc["confluent_part", ["scored", "tp", "fp", "sensitivity"]].tolist() == [0, 0, 0, 0.0]
+    assert np.isnan(before.at["confluent_part", "roc_auc"])
+    assert after.at["confluent_part", "scored"] == len(parts) and after.at["confluent_part", "tp"] > 0
+    assert before.at["all", "fn"] == before.at["non_confluent", "fn"] + parts["prl"].sum()
+    # the non-confluent row pools the paper-layout folds
+    report = pd.read_csv(tmp_path / "before" / "score" / "report.csv", index_col="metric")
+    assert before.at["non_confluent", "tp"] == report.loc["TP", "Fold 1":"Fold 3"].sum()
+    assert before.at["non_confluent", "scored"] == len(truth) - len(parts)
+    table = (tmp_path / "before" / "kinds.md").read_text()
+    assert "| score | confluent, parts |" in table and "PRLs found" in table
+    # a run testing other lesions does not share the folder
+    with pytest.raises(InputError, match="tested on other lesions"):
+        run_to_end(run_cv([ScoreMethod(truth)], truth.assign(tested=True), tmp_path / "before", config))
 
 
 @pytest.fixture
@@ -287,6 +331,9 @@ def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, t
     assert not (out / "comparison.md").exists()
     assert main(["cv", *common]) == 0
     assert (out / "radiomics" / "report.md").exists()
+    kinds = pd.read_csv(out / "radiomics" / "kinds.csv", index_col="kind")
+    assert kinds.at["non_confluent", "lesions"] == kinds.at["all", "lesions"] == 3 * len(prl_sets)
+    assert "| radiomics | non-confluent |" in (out / "kinds.md").read_text()
     predictions = pd.read_csv(out / "radiomics" / "predictions.tsv", sep="\t")
     assert len(predictions) == 3 * len(prl_sets)
     assert predictions["prl_truth"].sum() == sum(map(len, prl_sets))

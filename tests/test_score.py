@@ -28,6 +28,7 @@ from napari_deep_prl.scoring.score import (
     SUBJECT_COLUMNS,
     score_cohort,
     score_subject,
+    truth_by_kind,
     truth_metrics,
 )
 
@@ -150,22 +151,29 @@ def test_ground_truth_column_only_with_a_prl_mask(manifest):
     assert tuple(without.columns) == SCORE_COLUMNS and truth_metrics(without) is None
 
 
-def test_truth_metrics_against_hand_counts():
+def test_truth_metrics_against_hand_counts_by_lesion_kind():
     scores = pd.DataFrame({
-        "prl_truth": [1, 1, 0, 0, 0, 1, np.nan],
-        "prl": [1, 0, 1, 0, 0, 1, 1],
-        "prl_probability": [0.9, 0.2, 0.6, 0.1, 0.3, 0.95, 0.99],
-        "confluent": [False, False, False, False, False, True, False],
-    })  # the confluent lesion and the one without truth are not counted
+        "subject": "sub-01",
+        "prl_truth": [1, 1, 0, 0, 0, 1, 0, 1, np.nan],
+        "prl": [1, 0, 1, 0, 0, 1, 1, 0, 1],
+        "prl_probability": [0.9, 0.2, 0.6, 0.1, 0.3, 0.95, 0.7, 0.4, 0.99],
+        "confluent": [False] * 5 + [True] * 3 + [False],
+        "component": [1, 2, 3, 4, 5, 6, 6, 7, 8],  # 6: a split component's two parts; 7: kept whole
+    })  # the lesion without truth is not counted
     metrics = truth_metrics(scores)
     assert (metrics["tp"], metrics["fp"], metrics["fn"], metrics["tn"]) == (1, 1, 1, 2)
     assert metrics["f1"] == pytest.approx(0.5) and metrics["specificity"] == pytest.approx(2 / 3)
     assert metrics["roc_auc"] == pytest.approx(4 / 6)  # 0.9 beats all 3 negatives, 0.2 beats 1
-    assert truth_metrics(scores, lesions="all")["tp"] == 2
-    alone = truth_metrics(scores, lesions="confluent")  # the confluent lesion on its own
-    assert (alone["tp"], alone["fp"], alone["fn"], alone["tn"]) == (1, 0, 0, 0)
-    assert truth_metrics(scores.assign(confluent=False), lesions="confluent") is None
-    with pytest.raises(InputError, match="confluent"):
+    kinds = truth_by_kind(scores)
+    assert kinds.index.tolist() == ["non_confluent", "confluent_part", "confluent_whole", "all"]
+    assert kinds.loc["confluent_part", ["lesions", "prls", "tp", "fp", "fn", "tn"]].tolist() == [2, 1, 1, 1, 0, 0]
+    assert kinds.at["confluent_part", "roc_auc"] == 1.0 and kinds.at["confluent_part", "ppv"] == 0.5
+    assert kinds.loc["confluent_whole", ["lesions", "prls", "tp", "fn"]].tolist() == [1, 1, 0, 1]
+    assert np.isnan(kinds.at["confluent_whole", "roc_auc"])  # one class: undefined
+    assert kinds.loc["all", ["lesions", "tp", "fp", "fn", "tn"]].tolist() == [8, 2, 2, 2, 2]
+    assert truth_metrics(scores, lesions="confluent_part")["ppv"] == 0.5
+    assert truth_metrics(scores.assign(confluent=False), lesions="confluent_part") is None
+    with pytest.raises(InputError, match="confluent_part"):
         truth_metrics(scores, lesions="merged")
 
 

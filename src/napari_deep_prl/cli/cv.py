@@ -42,7 +42,9 @@ def register(p: argparse.ArgumentParser) -> None:
                      ">7); inside each, inner folds train models and the best validation F1 is "
                      "tested on the outer fold. Writes per method report.md/.csv (TP, FP, FN, "
                      "TN, F1, specificity, sensitivity, PPV, ROC AUC per fold, average, sample "
-                     "SD), roc.png, predictions.tsv and metrics.json, plus comparison.md.")
+                     "SD), roc.png, predictions.tsv, metrics.json and kinds.md (the metrics by lesion kind: "
+                     "non-confluent, confluent parts, confluent components kept whole, all), plus comparison.md "
+                     "and kinds.md of every method.")
     p.epilog = CLUSTER_HOWTO
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("manifest", nargs="?", metavar="MANIFEST",
@@ -68,7 +70,8 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="network arithmetic in training and testing: auto (default: bfloat16 where the hardware "
                         "computes it natively), float32 or bfloat16")
     p.add_argument("--keep-confluent", action="store_true",
-                   help="also test confluent lesions (the paper excluded them)")
+                   help="also train on and test confluent lesions (the paper left them out; kinds.md reports "
+                        "the metrics by lesion kind either way)")
     p.add_argument("--ensemble", action="store_true",
                    help="also report each method's inner models averaged (as METHOD_ensemble)")
     p.add_argument("--cohort-decision", action="store_true",
@@ -158,5 +161,7 @@ def _merge(report_dir: Path, cohort: Cohort | None = None, *, errors: int, quiet
             print(f"note: {method} has {table.shape[1] - 2} of {outer} folds so far",
                   file=sys.stderr)
     print((report_dir / "comparison.md").read_text())
+    if (report_dir / "kinds.md").exists():
+        print((report_dir / "kinds.md").read_text())
     print(f"report written to {report_dir}", file=sys.stderr)
     return 0

@@ -7,6 +7,7 @@ import dataclasses
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
@@ -22,7 +23,10 @@ from napari_deep_prl.data.images import Subject, SubjectPaths
 from napari_deep_prl.model.backend import load_model
 from napari_deep_prl.model.inference import INFERENCE_BATCH, PRECISIONS
 from napari_deep_prl.model.metrics import format_metric
-from napari_deep_prl.scoring.score import score_cohort, truth_metrics
+from napari_deep_prl.scoring.score import score_cohort, truth_by_kind
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -111,22 +115,34 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     else:
         print_table(scores.lesions, sys.stdout, na_rep="n/a")
-    for kind, label in (("non_confluent", "non-confluent lesions"), ("confluent", "confluent lesions, apart")):
-        metrics = truth_metrics(scores.lesions, lesions=kind)
-        if metrics is None:
-            continue
-        shown = ", ".join(f"{name} {format_metric(metrics, key)}" for name, key in (
-            ("F1", "f1"), ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("PPV", "ppv"),
-            ("ROC AUC", "roc_auc")))
-        print(f"against the ground truth ({metrics['tp'] + metrics['fn']} PRLs of "
-              f"{sum(metrics[k] for k in ('tp', 'fp', 'fn', 'tn'))} labelled {label}): {shown}",
-              file=sys.stderr)
+    _print_truth(scores.lesions)
     if scores.unreadable:
         print(f"{len(scores.unreadable)} of {len(cohort)} subject(s) left out, their files could not be read: "
               f"{', '.join(scores.unreadable)}. Fix them (see the warnings above) and score them on their own "
               "(--phase/--mp2rage/--mask, or a manifest of just them).", file=sys.stderr)
         return 1
     return 0
+
+
+#: How each row of the metrics by lesion kind is named on the command line.
+KIND_LABELS = {"non_confluent": "non-confluent lesions", "confluent_part": "confluent lesions, parts",
+               "confluent_whole": "confluent components kept whole", "all": "lesions, every kind"}
+
+
+def _print_truth(lesions: pd.DataFrame) -> None:
+    """One line per lesion kind present (and every kind together when there are several) of the
+    metrics against the ground truth, non-confluent first: the paper's protocol tests those."""
+    table = truth_by_kind(lesions)
+    if table is None:
+        return
+    present = [kind for kind in table.index[:-1] if table.at[kind, "lesions"]]
+    for kind in present + (["all"] if len(present) > 1 else []):
+        metrics = table.loc[kind]
+        shown = ", ".join(f"{name} {format_metric(metrics, key)}" for name, key in (
+            ("F1", "f1"), ("sensitivity", "sensitivity"), ("specificity", "specificity"), ("PPV", "ppv"),
+            ("ROC AUC", "roc_auc")))
+        print(f"against the ground truth ({int(metrics['prls'])} PRLs of {int(metrics['lesions'])} labelled "
+              f"{KIND_LABELS[kind]}): {shown}", file=sys.stderr)
 
 
 def point_mm(text: str) -> tuple[float, float, float]:

@@ -16,6 +16,11 @@ component a part was split from (0 for a lesion that was not split).
 raters often set aside: in an instance mask, a lesion touching another one; in a binary mask, a
 part of a split component, or a necked component kept whole because its parts would be too
 small to judge.
+
+Evaluation reports lesions apart by *kind* (:func:`lesion_kinds`): ``non_confluent``;
+``confluent_part``, a confluent lesion that shares its mask component with other lesions (a part
+split from a confluent component, or an instance touching another); ``confluent_whole``, a
+confluent component kept whole (its parts would be too small to judge).
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ TABLE_COLUMNS = (
     "subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "volume_voxels", "volume_mm3",
     "confluent", "component", "split_from", "bbox_x0", "bbox_y0", "bbox_z0", "bbox_x1", "bbox_y1", "bbox_z1",
 )
+
+#: The kinds of lesion evaluation reports apart (:func:`lesion_kinds`).
+LESION_KINDS = ("non_confluent", "confluent_part", "confluent_whole")
 
 
 @dataclass
@@ -142,6 +150,15 @@ def lesion_table_from_labels(
         "bbox_x1": hi[:, 0], "bbox_y1": hi[:, 1], "bbox_z1": hi[:, 2],
     })
     return table if prl_mask is None else with_prl_truth(table, labels, prl_mask)
+
+
+def lesion_kinds(table: pd.DataFrame) -> np.ndarray:
+    """Each lesion's kind (:data:`LESION_KINDS`) from a lesion or score table's ``subject``,
+    ``confluent`` and ``component`` columns: confluent results are read apart from the others,
+    which the paper's protocol alone tests."""
+    confluent = table["confluent"].to_numpy(bool)
+    shared = table.groupby(["subject", "component"], sort=False)["component"].transform("size").to_numpy() > 1
+    return np.where(~confluent, LESION_KINDS[0], np.where(shared, LESION_KINDS[1], LESION_KINDS[2]))
 
 
 def with_prl_labels(table: pd.DataFrame, prl_labels: pd.Series) -> pd.DataFrame:

@@ -51,7 +51,10 @@ from napari_deep_prl.base.tables import write_or_rescue, write_table, write_text
 from napari_deep_prl.data.splits import fold_subjects, nested_splits
 from napari_deep_prl.evaluation.report import (
     json_ready,
+    kind_table,
     write_comparison,
+    write_kind_comparison,
+    write_kind_report,
     write_method_report,
 )
 from napari_deep_prl.model.metrics import (
@@ -107,30 +110,38 @@ class CVConfig:
     ensemble: bool = False
 
 
+#: Columns of the lesion truth (:func:`lesion_truth`), kept in the report folder as ``lesions.tsv``.
+TRUTH_COLUMNS = ("subject", "lesion", "prl", "kind", "tested")
+
+
 def lesion_truth(cohort: Sequence, *, exclude_confluent: bool = True
                  ) -> Generator[Progress, None, pd.DataFrame]:
-    """``subject, lesion, prl`` of every labelled lesion of a cohort with ground truth: what is tested.
+    """Every labelled lesion of a cohort with ground truth (:data:`TRUTH_COLUMNS`): its PRL
+    truth, its kind (:func:`~napari_deep_prl.data.lesions.lesion_kinds`) and whether it is tested.
 
-    Confluent lesions are left out by default, as in the paper (a lesion mask defines each
-    target; grown-together lesions have no single answer).
+    Confluent lesions are not tested by default, as in the paper (a lesion mask defines each
+    target; grown-together lesions have no single answer); they stay in the table so that the
+    patients are split by all their PRLs (a run with and one without them share the split) and
+    the report counts the confluent PRLs left unscored.
     """
     from napari_deep_prl.data.cohort import require_truth
-    from napari_deep_prl.data.lesions import lesion_table
+    from napari_deep_prl.data.lesions import lesion_kinds, lesion_table
 
     require_truth(cohort, "cross-validation")
     tables = []
     for step, paths in enumerate(cohort, start=1):
         table = lesion_table(paths.load())
         table = table[table["prl"].notna()]  # lesions a label table leaves out are not tested
-        if exclude_confluent:
-            table = table[~table["confluent"]]
-        tables.append(table[["subject", "lesion", "prl"]])
+        table = table.assign(prl=table["prl"].astype(bool), kind=lesion_kinds(table))
+        table["tested"] = (table["kind"] == "non_confluent") | (not exclude_confluent)
+        tables.append(table[list(TRUTH_COLUMNS)])
         yield Progress(step, len(cohort), "subject", paths.subject)
     return pd.concat(tables, ignore_index=True)
 
 
 def plan(truth: pd.DataFrame, config: CVConfig = CVConfig()) -> pd.DataFrame:
-    """The nested split of the patients in ``truth`` (see :func:`splits.nested_splits`)."""
+    """The nested split of the patients in ``truth`` by all their PRLs, tested or not (see
+    :func:`splits.nested_splits`)."""
     counts = truth.groupby("subject", sort=False)["prl"].sum()
     return nested_splits(counts.index, counts.to_numpy(), outer=config.outer,
                          inner=config.inner, seed=config.seed)
@@ -152,6 +163,7 @@ def run_fold(method: Method, truth: pd.DataFrame, splits: pd.DataFrame, fold: in
     columns; ``part`` is ``validation`` or ``test``).
     """
     start = time.perf_counter()
+    truth = truth[truth["tested"]]
     inner_folds = sorted(set(splits[f"inner_{fold}"]) - {0})
     _, test = fold_subjects(splits, fold)
     records, fits, members = [], [], []
@@ -237,8 +249,28 @@ def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
     computed different splits (another seed, other labels) exactly one writes it and the others
     stop here, before any training.
     """
-    path = Path(out_dir) / "splits.tsv"
-    text = splits.to_csv(sep="\t", index=False)
+    return _write_once(Path(out_dir) / "splits.tsv", splits, "folds of another split (other subjects, labels, "
+                       "fold counts or seed). Use a new report folder, or give every task the same cohort, "
+                       "--outer, --inner and --seed.")
+
+
+def save_lesions(out_dir: Path, truth: pd.DataFrame) -> Path:
+    """Write ``lesions.tsv`` (:data:`TRUTH_COLUMNS`: what the report counts by lesion kind), or
+    check that the one already there is the same, as :func:`save_splits` does."""
+    return _write_once(lesions_path(out_dir), truth[list(TRUTH_COLUMNS)], "folds tested on other lesions (another "
+                       "cohort or labels, or confluent lesions tested in one run and not in the other). Use a new "
+                       "report folder, or give every task the same cohort and --keep-confluent setting.")
+
+
+def lesions_path(out_dir: Path) -> Path:
+    """Every labelled lesion of a report's cohort, its kind and whether it was tested."""
+    return Path(out_dir) / "lesions.tsv"
+
+
+def _write_once(path: Path, table: pd.DataFrame, holds: str) -> Path:
+    """``table`` written at ``path`` where there is none yet, else checked equal to it: an
+    InputError saying the folder ``holds`` something else."""
+    text = table.to_csv(sep="\t", index=False)
     try:
         if not path.exists():
             write_text(path, text, exclusive=True)
@@ -246,9 +278,7 @@ def save_splits(out_dir: Path, splits: pd.DataFrame) -> Path:
     except FileExistsError:
         pass  # another task wrote it between the look and the write
     if path.read_text() != text:
-        raise InputError(f"{path}: this report folder holds folds of another split (other "
-                         "subjects, labels, fold counts or seed). Use a new report folder, or "
-                         "give every task the same cohort, --outer, --inner and --seed.")
+        raise InputError(f"{path}: this report folder holds {holds}")
     return path
 
 
@@ -278,6 +308,7 @@ def run_cv(methods: Sequence[Method], truth: pd.DataFrame, out_dir: str | Path,
     out_dir = Path(out_dir)
     splits = plan(truth, config)
     save_splits(out_dir, splits)
+    save_lesions(out_dir, truth)
     folds = list(range(1, config.outer + 1)) if folds is None else list(folds)
     bad = [f for f in folds if not 1 <= f <= config.outer]
     if bad:
@@ -323,9 +354,14 @@ def merge(out_dir: str | Path, *, cohort_decision: bool = False) -> dict[str, pd
     ``<name>_cohort``: the same predictions, each outer fold decided as a cohort
     (:func:`decided_by_cohort`). Methods under the ``best_f1`` rule (e.g. the radiomics
     baseline's class-balanced regression) output raw scores, whose expected F1 means nothing.
+
+    With the folder's ``lesions.tsv`` (:func:`save_lesions`; folders written before it have
+    none), each method's results by lesion kind are written too (:func:`~napari_deep_prl.evaluation.report.kind_table`).
     """
     out_dir = Path(out_dir)
-    tables = {}
+    lesions = (pd.read_csv(lesions_path(out_dir), sep="\t", dtype={"subject": str})
+               if lesions_path(out_dir).exists() else None)
+    tables, kinds = {}, {}
     for method_dir in sorted((out_dir / "folds").glob("*")):
         records = sorted((read_record(p) for p in method_dir.glob("fold-*.json")), key=lambda r: r["fold"])
         if not records:
@@ -336,14 +372,19 @@ def merge(out_dir: str | Path, *, cohort_decision: bool = False) -> dict[str, pd
         predictions = pd.concat(
             [pd.read_csv(fold_paths(out_dir, method_dir.name, r["fold"])[1], sep="\t",
                          dtype={"subject": str}) for r in records], ignore_index=True)
-        tables[method_dir.name] = write_method_report(out_dir, method_dir.name, records,
-                                                      predictions)
+        variants = [(method_dir.name, records, predictions)]
         if cohort_decision and _threshold_rule(records[0]) == "calibrated":
-            tables[method_dir.name + COHORT] = write_method_report(
-                out_dir, method_dir.name + COHORT, *decided_by_cohort(records, predictions))
+            variants.append((method_dir.name + COHORT, *decided_by_cohort(records, predictions)))
+        for name, folds, predicted in variants:
+            tables[name] = write_method_report(out_dir, name, folds, predicted)
+            if lesions is not None:
+                kinds[name] = kind_table(lesions, folds, predicted)
+                write_kind_report(out_dir, name, kinds[name])
     if not tables:
         raise InputError(f"{out_dir}: no fold results to merge; run `deep-prl cv` first")
     write_comparison(out_dir, tables)
+    if kinds:
+        write_kind_comparison(out_dir, kinds)
     return tables
 
 

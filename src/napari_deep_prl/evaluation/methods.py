@@ -170,13 +170,15 @@ CNN_VARIANTS: dict[str, tuple[dict, str, bool]] = {
 
 def build_methods(names: Sequence[str], cohort: Sequence, settings: MethodSettings,
                   lesions: pd.DataFrame) -> Generator[Progress, None, list[Method]]:
-    """The named methods, ready to fit on the cohort's ``lesions`` (``subject, lesion``: those
-    the harness tests); patch sets are built once per configuration."""
+    """The named methods, ready to fit on the cohort's ``lesions`` that the harness tests (the
+    ``tested`` rows of :func:`~napari_deep_prl.evaluation.crossval.lesion_truth`); patch sets
+    are built once per configuration."""
     from napari_deep_prl.evaluation.baselines import RadiomicsMethod
 
     unknown = [n for n in names if n not in METHOD_NAMES]
     if unknown:
         raise InputError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHOD_NAMES)}")
+    lesions = lesions[lesions["tested"]]
     patch_sets: dict[str, object] = {}
     methods: list[Method] = []
     for name in names:

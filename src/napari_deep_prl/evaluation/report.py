@@ -7,9 +7,14 @@ Per method, one folder holding:
 - ``roc.png``: the ROC curve of every outer test fold.
 - ``predictions.tsv``: the out-of-fold prediction of every lesion (each lesion is tested once).
 - ``metrics.json``: every fold's metrics, inner-fold selection and the summary.
+- ``kinds.md`` / ``kinds.csv``: the metrics per lesion kind (non-confluent, confluent parts,
+  confluent components kept whole, all), pooled over the outer test folds
+  (:func:`~napari_deep_prl.model.metrics.metrics_by_kind`); confluent lesions a run did not test
+  count as unscored, their PRLs as missed.
 
 and, next to those folders, ``comparison.md`` / ``comparison.csv`` with one row per method
-(mean ± SD), so Deep-PRL, its ablation and the baselines read side by side.
+(mean ± SD), so Deep-PRL, its ablation and the baselines read side by side, and ``kinds.md`` /
+``kinds.csv`` with every method's rows by lesion kind.
 """
 
 from __future__ import annotations
@@ -23,13 +28,24 @@ import numpy as np
 import pandas as pd
 
 from napari_deep_prl.base.tables import write_atomic, write_text
-from napari_deep_prl.model.metrics import COUNT_KEYS, REPORT_KEYS, summarise
+from napari_deep_prl.model.metrics import COUNT_KEYS, REPORT_KEYS, metrics_by_kind, summarise
 
 #: Row labels of the paper's table, keyed by metric.
 ROW_LABELS = {
     "tp": "TP", "fp": "FP", "fn": "FN", "tn": "TN", "f1": "F1", "specificity": "Specificity",
     "sensitivity": "Sensitivity", "ppv": "PPV", "roc_auc": "ROC AUC",
 }
+
+#: Column labels of a table by lesion kind (:func:`kind_table`), keyed by its column.
+KIND_LABELS = {"lesions": "Lesions", "prls": "PRLs", "scored": "Scored", "tp": "PRLs found", "fp": "FP",
+               "sensitivity": "Sensitivity", "ppv": "PPV", "specificity": "Specificity", "f1": "F1",
+               "roc_auc": "ROC AUC"}
+#: Row labels of a table by lesion kind.
+KIND_NAMES = {"non_confluent": "non-confluent", "confluent_part": "confluent, parts",
+              "confluent_whole": "confluent, kept whole", "all": "all"}
+#: Heading of the tables by lesion kind.
+KIND_HEADING = ("by lesion kind, pooled over the outer test folds (sensitivity over every PRL of the kind, "
+                "a PRL left unscored counting as missed; ROC AUC over the scored lesions)")
 
 
 def fold_table(fold_metrics: Sequence[Mapping[str, float]],
@@ -114,6 +130,45 @@ def write_method_report(out_dir: Path, method: str, folds: Sequence[Mapping],
     write_text(folder / "metrics.json", json.dumps(
         json_ready({"method": method, "folds": list(folds), "summary": summarise(metrics)}),
         indent=2))
+    return table
+
+
+def kind_table(lesions: pd.DataFrame, folds: Sequence[Mapping], predictions: pd.DataFrame) -> pd.DataFrame:
+    """A method's metrics by lesion kind (:func:`~napari_deep_prl.model.metrics.metrics_by_kind`)
+    over the patients of its outer test ``folds``: ``lesions`` (the report's ``lesions.tsv``)
+    joined with their out-of-fold ``predictions``; a lesion without one was not tested."""
+    tested = {subject for fold in folds for subject in fold["test_subjects"]}
+    these = lesions[lesions["subject"].isin(tested)]
+    joined = these.merge(predictions[["subject", "lesion", "prl_probability", "prl_prediction"]],
+                         on=["subject", "lesion"], how="left", validate="one_to_one")
+    return metrics_by_kind(joined.assign(prl_truth=joined["prl"].astype(int), prl=joined["prl_prediction"]))
+
+
+def kind_markdown(table: pd.DataFrame) -> str:
+    """A table by lesion kind as Markdown (counts as integers); rows named by kind, or by method
+    with a kind column when the table has a ``method`` level (:func:`write_kind_comparison`)."""
+    kinds = [KIND_NAMES[kind] for kind in table.index.get_level_values("kind")]
+    counts = ("lesions", "prls", "scored", *COUNT_KEYS)
+    cells = pd.DataFrame({label: [_cell(float(v), key in counts) for v in table[key]]
+                          for key, label in KIND_LABELS.items()}, index=kinds)
+    if "method" in table.index.names:
+        cells.insert(0, "Kind", kinds)
+        cells.index = table.index.get_level_values("method")
+    return to_markdown(cells)
+
+
+def write_kind_report(out_dir: Path, method: str, table: pd.DataFrame) -> None:
+    """Write one method's ``kinds.md`` and ``kinds.csv`` (a :func:`kind_table`)."""
+    folder = Path(out_dir) / method
+    write_atomic(folder / "kinds.csv", lambda fh: table.to_csv(fh))
+    write_text(folder / "kinds.md", f"# {method}: {KIND_HEADING}\n\n" + kind_markdown(table))
+
+
+def write_kind_comparison(out_dir: Path, tables: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
+    """Write ``kinds.md`` and ``kinds.csv`` with every method's :func:`kind_table`."""
+    table = pd.concat(tables, names=["method"])
+    write_atomic(Path(out_dir) / "kinds.csv", lambda fh: table.to_csv(fh))
+    write_text(Path(out_dir) / "kinds.md", f"# Methods {KIND_HEADING}\n\n" + kind_markdown(table))
     return table
 
 

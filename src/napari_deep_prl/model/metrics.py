@@ -25,11 +25,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.special import expit, logit
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
 from napari_deep_prl.base.errors import InputError
+from napari_deep_prl.data.lesions import LESION_KINDS
 
 #: Probabilities are clipped this far from 0 and 1 before taking logits.
 _EPS = 1e-6
@@ -273,6 +275,40 @@ def expected_f1_threshold(probability: Sequence[float] | np.ndarray) -> tuple[fl
     best = int(np.argmax(expected))
     lower = cuts[best + 1] if best + 1 < cuts.size else cuts[best]
     return float((cuts[best] + lower) / 2), float(expected[best])
+
+
+#: Rows of :func:`metrics_by_kind`: each lesion kind, then every lesion.
+KIND_ROWS = (*LESION_KINDS, "all")
+#: Columns of :func:`metrics_by_kind`: counts of lesions, PRLs (truth) and lesions scored, then
+#: :data:`REPORT_KEYS`.
+KIND_COLUMNS = ("lesions", "prls", "scored", *REPORT_KEYS)
+
+
+def metrics_by_kind(lesions: pd.DataFrame) -> pd.DataFrame:
+    """The report metrics of each lesion kind (:data:`KIND_ROWS` × :data:`KIND_COLUMNS`), so
+    that confluent lesions found and non-confluent results read off one table.
+
+    ``lesions``: one row per labelled lesion, with ``kind``
+    (:data:`~napari_deep_prl.data.lesions.LESION_KINDS`), ``prl_truth`` (0/1), ``prl`` (the
+    decision, 1 for a PRL call) and ``prl_probability``, empty for a lesion left unscored (as the
+    paper left confluent lesions): it counts as not called, so a PRL among them is missed
+    (sensitivity is over every PRL of the kind) and the ROC AUC is over the scored lesions only.
+    """
+    unknown = sorted(set(lesions["kind"]) - set(LESION_KINDS))
+    if unknown:
+        raise InputError(f"unknown lesion kind '{unknown[0]}'; kinds are {', '.join(LESION_KINDS)}")
+    rows = []
+    for kind in KIND_ROWS:
+        these = lesions if kind == "all" else lesions[lesions["kind"] == kind]
+        truth = these["prl_truth"].to_numpy(bool)
+        probability = these["prl_probability"].to_numpy(float)
+        scored = ~np.isnan(probability)
+        called = scored & (these["prl"].fillna(0).to_numpy(float) > 0)
+        counts = {"tp": int((truth & called).sum()), "fp": int((~truth & called).sum()),
+                  "fn": int((truth & ~called).sum()), "tn": int((~truth & ~called).sum())}
+        rows.append({"lesions": len(these), "prls": int(truth.sum()), "scored": int(scored.sum()), **counts,
+                     **metrics_from_counts(**counts), "roc_auc": roc_auc(truth[scored], probability[scored])})
+    return pd.DataFrame(rows, index=pd.Index(KIND_ROWS, name="kind"), columns=list(KIND_COLUMNS))
 
 
 def summarise(folds: Sequence[Mapping[str, float]],

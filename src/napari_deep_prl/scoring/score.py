@@ -35,8 +35,9 @@ model calibrated on the flips was not chosen on that.
 
 When a subject comes with ground truth (a PRL mask or a lesion label table), its rows also
 carry ``prl_truth`` (:func:`napari_deep_prl.data.lesions.lesion_table`'s ``prl``; blank for lesions a
-label table leaves out) and :func:`truth_metrics` scores the decisions against it: an
-independent test set is scored and evaluated in one call.
+label table leaves out) and :func:`truth_by_kind` scores the decisions against it per lesion
+kind (:func:`truth_metrics`: one kind): an independent test set is scored and evaluated in one
+call.
 
 Each row also carries what a rater can check without the model: the lesion's size
 (``volume_voxels``, ``diameter_mm``) and its rim evidence (``rim_coverage``, ``rim_slices``),
@@ -74,6 +75,7 @@ from napari_deep_prl.data.images import Subject, SubjectPaths
 from napari_deep_prl.data.lesions import (
     Lesions,
     find_lesions,
+    lesion_kinds,
     lesions_in_mask,
     with_truth,
 )
@@ -94,9 +96,11 @@ from napari_deep_prl.model.inference import (
     uncalibrated,
 )
 from napari_deep_prl.model.metrics import (
+    COUNT_KEYS,
+    KIND_ROWS,
+    REPORT_KEYS,
     expected_f1_threshold,
-    metrics_from_predictions,
-    roc_auc,
+    metrics_by_kind,
 )
 
 #: Columns of a scored lesion table, wherever it was scored (:func:`score_subject`); the last
@@ -106,10 +110,6 @@ SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "vo
                  "volume_voxels", *EVIDENCE_COLUMNS)
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
-
-#: Which lesions :func:`truth_metrics` counts.
-LESION_KINDS = ("non_confluent", "confluent", "all")
-LesionKind = Literal["non_confluent", "confluent", "all"]
 
 #: How lesions are called PRL (see :func:`score_cohort`).
 DECISIONS = ("validation", "expected_f1")
@@ -366,28 +366,29 @@ def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.n
     return write_nifti(image, path)
 
 
-def truth_metrics(scores: pd.DataFrame, *, lesions: LesionKind = "non_confluent") -> dict[str, float] | None:
-    """F1, sensitivity, specificity, PPV, ROC AUC and counts of the lesions with ground truth
-    (``prl_truth``), at the decision ``prl``; ``None`` when no lesion has any. ``lesions``
-    chooses which are counted: the non-confluent ones by default, as in the cross-validation,
-    the confluent ones (parts of split components and components kept whole) to see how those
-    fare on their own, or all."""
-    if lesions not in LESION_KINDS:
-        raise InputError(f"unknown lesion kind '{lesions}'; use {', '.join(LESION_KINDS)}")
+def truth_by_kind(scores: pd.DataFrame) -> pd.DataFrame | None:
+    """The metrics of the lesions with ground truth (``prl_truth``) at the decision ``prl``, per
+    lesion kind (:func:`~napari_deep_prl.model.metrics.metrics_by_kind`: non-confluent, confluent
+    parts, confluent components kept whole, all); ``None`` when no lesion has any."""
     if "prl_truth" not in scores:
         return None
     known = scores[scores["prl_truth"].notna()]
-    if lesions != "all":
-        confluent = known["confluent"].astype(bool)
-        known = known[confluent if lesions == "confluent" else ~confluent]
     if known.empty:
         return None
-    # ``prl`` is already the decision at the models' threshold: score it at 0.5 and take the
-    # ROC AUC from the probabilities.
-    truth = known["prl_truth"].astype(int)
-    metrics = metrics_from_predictions(truth, known["prl"].astype(float))
-    metrics["roc_auc"] = roc_auc(truth, known["prl_probability"])
-    return metrics
+    return metrics_by_kind(known.assign(kind=lesion_kinds(known), prl_truth=known["prl_truth"].astype(int)))
+
+
+def truth_metrics(scores: pd.DataFrame, *, lesions: str = "non_confluent") -> dict[str, float] | None:
+    """F1, sensitivity, specificity, PPV, ROC AUC and counts of one kind of lesion with ground
+    truth (a row of :func:`truth_by_kind`): the non-confluent ones by default, as the paper's
+    protocol tests; ``None`` when no lesion of the kind has any."""
+    if lesions not in KIND_ROWS:
+        raise InputError(f"unknown lesion kind '{lesions}'; use {', '.join(KIND_ROWS)}")
+    table = truth_by_kind(scores)
+    if table is None or not table.at[lesions, "lesions"]:
+        return None
+    return {key: int(table.at[lesions, key]) if key in COUNT_KEYS else float(table.at[lesions, key])
+            for key in REPORT_KEYS}
 
 
 def _empty_scores() -> pd.DataFrame:
