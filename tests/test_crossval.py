@@ -354,6 +354,26 @@ def test_cli_runs_the_radiomics_baseline_fold_by_fold(tmp_path, write_subject, t
     assert main(["cv", str(manifest), "-o", str(out), "--methods", "nope"]) == 2
 
 
+def test_cli_keeps_confluent_lesions_out_of_the_test_unless_asked(tmp_path, write_subject, threads_restored):
+    from napari_deep_prl.cli import main
+    from napari_deep_prl.data.cohort import write_manifest
+
+    prl_sets = [(0,), (1,), (0, 2), (), (1, 2), (2,), (0, 1), ()]  # component 1 splits into 3 parts
+    subjects = [write_subject(f"sub-{i:02d}", mask=confluent_mask(), prl_lesions=prl, seed=i)
+                for i, prl in enumerate(prl_sets)]
+    manifest = write_manifest(subjects, tmp_path / "cohort.csv")
+    common = [str(manifest), "--outer", "2", "--inner", "2", "--methods", "radiomics", "--errors", "0",
+              "--threads", "1", "--quiet"]
+    assert main(["cv", *common, "-o", str(tmp_path / "paper")]) == 0
+    assert main(["cv", *common, "-o", str(tmp_path / "kept"), "--keep-confluent"]) == 0
+    paper = pd.read_csv(tmp_path / "paper" / "radiomics" / "kinds.csv", index_col="kind")
+    kept = pd.read_csv(tmp_path / "kept" / "radiomics" / "kinds.csv", index_col="kind")
+    assert paper.at["confluent_part", "lesions"] == kept.at["confluent_part", "scored"] == 3 * len(prl_sets)
+    assert paper.at["confluent_part", "scored"] == 0 and paper.at["non_confluent", "scored"] == 2 * len(prl_sets)
+    assert len(pd.read_csv(tmp_path / "paper" / "radiomics" / "predictions.tsv", sep="\t")) == 2 * len(prl_sets)
+    assert (tmp_path / "paper" / "splits.tsv").read_text() == (tmp_path / "kept" / "splits.tsv").read_text()
+
+
 def test_cnn_methods_record_settings_not_seed_or_device_and_rimnet_blanks_the_mask():
     from napari_deep_prl.data.patches import PatchConfig
     from napari_deep_prl.evaluation.methods import (
