@@ -7,10 +7,12 @@ import dataclasses
 import pandas as pd
 import pytest
 from conftest import blob_mask
+from ratings_support import store_content
 
 import napari_deep_prl.cli as cli
 from napari_deep_prl.base.errors import InputError, StoreError
 from napari_deep_prl.data.cohort import write_manifest
+from napari_deep_prl.ratings import exchange
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.training import Feedback, Practice, PracticeRound, reference_sets
 
@@ -207,3 +209,73 @@ def test_cli_practice_round(project, tmp_path, capsys, practice_manifest):
     assert ("reference: prl (rim)" if lesion == "1" else "reference: not_prl") in err
     assert cli.main(["ratings", "train-rater", study, "--rater", "new", "--set", "expert"]) == 0
     assert "1 of 2 lesions" in capsys.readouterr().err
+
+
+def _practise_all(practice, rater, reference, wrong=0):
+    """``rater`` answers every lesion of the set, the first ``wrong`` ones wrongly."""
+    truth = practice.reference(reference).set_index(["subject", "lesion"])["label"]
+    for i, (subject, lesion) in enumerate(practice.remaining(rater, reference)):
+        label = truth[(subject, lesion)]
+        practice.answer(rater, reference, subject, lesion,
+                        ("not_prl" if label == "prl" else "prl") if i < wrong else label)
+
+
+def test_practice_and_trained_raters_travel_between_sites(tmp_path, manifest, practice_manifest,
+                                                          capsys):
+    sites = {name: Project.init(tmp_path / f"site-{name}", manifest) for name in "ab"}
+    try:
+        practices = {name: Practice(project) for name, project in sites.items()}
+        for practice in practices.values():
+            practice.add_cohort(practice_manifest)
+        a, b = practices["a"], practices["b"]
+        a.hold_reference("expert", _expert(a))
+        _practise_all(a, "new", "expert")
+        assert a.record_trained("new", "expert", n_boot=50)["trained"]
+        a.export_history(tmp_path / "a.jsonl")
+        first = b.import_history(tmp_path / "a.jsonl")  # the set, new's answers, new trained
+        assert first.added["trained"] == 1 and first.added["ratings"] == 2 * len(_expert(a))
+        b.answer("bob", "expert", *b.remaining("bob", "expert")[0], "prl")  # practice at B
+        b.export_history(tmp_path / "b.jsonl")
+        back = a.import_history(tmp_path / "b.jsonl")
+        assert back.added["ratings"] == 1 and back.known["trained"] == 1
+        # merged both ways, the two sites hold the same practice store and trained raters
+        assert store_content(a.store) == store_content(b.store)
+        pd.testing.assert_frame_equal(a.trained(), b.trained())
+        assert b.trained()["rater"].tolist() == ["new"]
+        assert PracticeRound(b, "new", "expert").finish()["trained"]  # known as trained at B
+        again = b.import_history(tmp_path / "a.jsonl")
+        assert sum(again.added.values()) == 0 and "trained: 0 added, 1 already there" in str(again)
+        # a record edited at one site conflicts; nothing is imported
+        record = a.trained()
+        record.assign(cohen_kappa=0.5).to_csv(a.folder / "trained.tsv", sep="\t", index=False)
+        a.export_history(tmp_path / "edited.jsonl")
+        with pytest.raises(InputError, match="1 trained record.*new on 'expert'"):
+            b.import_history(tmp_path / "edited.jsonl")
+        record.to_csv(a.folder / "trained.tsv", sep="\t", index=False)
+        # the two kinds of history file never mix
+        sites["a"].export_history(tmp_path / "study.jsonl")
+        with pytest.raises(InputError, match="a rating history file, which goes to a project's "
+                                             "study store"):
+            b.import_history(tmp_path / "study.jsonl")
+        with pytest.raises(InputError, match="a practice history file"):
+            sites["b"].import_history(tmp_path / "a.jsonl")
+        # a set on study lesions (a pilot's) is refused on import unless allowed
+        a.hold_reference("pilot", pd.DataFrame({"subject": ["sub-01"], "lesion": [1],
+                                                "label": ["prl"]}), allow_study_lesions=True)
+        a.export_history(tmp_path / "pilot.jsonl")
+    finally:
+        for practice in practices.values():
+            practice.close()
+        for project in sites.values():
+            project.close()
+    root_b = str(tmp_path / "site-b")
+    assert cli.main(["ratings", "import", root_b, "--history", str(tmp_path / "pilot.jsonl")]) == 2
+    assert "'pilot' holds 1 lesion(s) the study rates" in capsys.readouterr().err
+    assert cli.main(["ratings", "import", root_b, "--history", str(tmp_path / "pilot.jsonl"),
+                     "--allow-study-lesions"]) == 0
+    assert "into the practice store of" in capsys.readouterr().err
+    assert cli.main(["ratings", "export", root_b, "--history", "--practice", "-o",
+                     str(tmp_path / "b2.jsonl")]) == 0
+    assert "practice history written" in capsys.readouterr().err
+    assert exchange.is_practice_history(tmp_path / "b2.jsonl")
+    assert not exchange.is_practice_history(tmp_path / "study.jsonl")

@@ -74,6 +74,9 @@ def register(p: argparse.ArgumentParser) -> None:
                           "prl_mask)")
     who.add_argument("--rater", help="with --from-prl-mask: store the mask's labels as this "
                                      "rater, who votes (a person's read)")
+    imp.add_argument(ALLOW_STUDY, action="store_true",
+                     help="with a practice history file: accept reference sets on lesions the "
+                          "study rates (see `ratings practice-set`)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=run_import)
 
@@ -248,6 +251,10 @@ def register(p: argparse.ArgumentParser) -> None:
     exp.add_argument("--nifti-dir", metavar="DIR",
                      help="write binary PRL masks (NIfTI) of the consensus, each rater and each "
                           "reference into DIR")
+    exp.add_argument("--practice", action="store_true",
+                     help="with --history -o FILE.jsonl: the practice store's history file "
+                          "instead (reference sets, practice answers, trained raters; "
+                          "docs/rater_training.md)")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
     exp.set_defaults(func=run_export, kind=None)
 
@@ -267,9 +274,23 @@ def run_import(args: argparse.Namespace) -> int:
         if args.file or args.from_prl_mask or args.reference or args.rater:
             raise InputError("--history FILE imports one history file, without a ratings "
                              "table, --from-prl-mask, --reference or --rater.")
+        from napari_deep_prl.ratings.exchange import is_practice_history
+        from napari_deep_prl.ratings.training import Practice
+
+        practice = is_practice_history(args.history)
+        if args.allow_study_lesions and not practice:
+            raise InputError(f"{ALLOW_STUDY} applies to a practice history file, and "
+                             f"{args.history} is not one.")
         with Project.open(args.project) as project:
-            summary = project.import_history(args.history)
-        print(f"imported {args.history} into {args.project}: {summary}", file=sys.stderr)
+            if practice:
+                with Practice(project) as store:
+                    summary = store.import_history(args.history,
+                                                   allow_study_lesions=args.allow_study_lesions)
+            else:
+                summary = project.import_history(args.history)
+        where = "practice store of " if practice else ""
+        print(f"imported {args.history} into the {where}{args.project}: {summary}",
+              file=sys.stderr)
         return 0
     with Project.open(args.project) as project:
         if args.from_prl_mask:
@@ -470,6 +491,18 @@ def run_export(args: argparse.Namespace) -> int:
                          "give -o.")
     check_output(args.output)
     check_output(args.nifti_dir, folder=True)
+    if args.practice:
+        from napari_deep_prl.ratings.training import Practice
+
+        if args.kind != "history" or not args.output or Path(args.output).suffix != ".jsonl" \
+                or args.nifti_dir:
+            raise InputError("--practice writes the practice store's history file: give "
+                             "--history -o FILE.jsonl, and no --nifti-dir.")
+        with Project.open(args.project, readonly=True) as project, Practice(project) as practice:
+            counts = practice.export_history(args.output)
+        print(f"practice history written to {args.output} ("
+              f"{', '.join(f'{n} {table}' for table, n in counts.items())})", file=sys.stderr)
+        return 0
     with Project.open(args.project, readonly=True) as project:
         if args.output and args.kind == "history" and Path(args.output).suffix == ".jsonl":
             counts = project.export_history(args.output)

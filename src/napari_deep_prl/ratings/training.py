@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from napari_deep_prl.base.errors import InputError
-from napari_deep_prl.base.tables import write_text
+from napari_deep_prl.base.tables import write_table, write_text
+from napari_deep_prl.ratings import exchange
 from napari_deep_prl.ratings.queue import QueueItem
 from napari_deep_prl.ratings.store import Rating, RatingStore, utc_now
 
@@ -284,8 +285,62 @@ class Practice:
         import pandas as pd
 
         path: Path = self.folder / TRAINED_FILE
-        return pd.read_csv(path, sep="\t") if path.exists() else pd.DataFrame(
-            columns=["rater", "reference", "trained_at"])
+        return pd.read_csv(path, sep="\t") if path.exists() \
+            else pd.DataFrame(columns=list(exchange.TRAINED_KEY))
+
+    # -- exchange between sites --------------------------------------------------------------
+
+    def export_history(self, path: str | Path) -> dict[str, int]:
+        """Write the practice store's every row and the trained raters to a practice history
+        file (:mod:`.exchange`); returns the rows written per table."""
+        return exchange.export_history(self.store, path, name=self.project.root.resolve().name,
+                                       trained=_records(self.trained()))
+
+    def import_history(self, path: str | Path, *,
+                       allow_study_lesions: bool = False) -> exchange.ImportSummary:
+        """Merge another site's practice history file: its reference sets, practice answers
+        and trained raters, losslessly and idempotently as a study's history.
+
+        Refused, nothing written, when a set in it holds study lesions (unless
+        ``allow_study_lesions``), when it names practice subjects not registered here, or when
+        a row conflicts (a trained record of the same rater, set and time with another score).
+        """
+        header, tables = exchange.load_history(path, practice=True)
+        missing = sorted({row["subject"] for row in tables["subjects"]}
+                         - set(self.store.fingerprints()))
+        if missing:
+            raise InputError(f"{path}: names practice subject(s) {', '.join(missing[:5])}, not "
+                             "registered here; register the practice cohort's images first "
+                             "(`deep-prl ratings practice-cohort PROJECT MANIFEST`), then import "
+                             "again.")
+        if not allow_study_lesions:
+            kinds = {row["rater"]: row["kind"] for row in tables["raters"]}
+            for name in sorted(n for n, kind in kinds.items() if kind == "reference"):
+                self.refuse_study_lesions(name, [(r["subject"], r["lesion"])
+                                                 for r in tables["ratings"]
+                                                 if r["rater"] == name], str(path))
+        held = _records(self.trained())
+        known = {_key(row): row for row in held}
+        new, conflicts = [], []
+        for row in tables[exchange.TRAINED]:
+            old = known.get(_key(row))
+            if old is None:
+                known[_key(row)] = row
+                new.append(row)
+            elif old != row:
+                conflicts.append(f"{row['rater']} on '{row['reference']}' at {row['trained_at']}")
+        if conflicts:
+            raise InputError(f"{path}: {len(conflicts)} trained record(s) differ from the ones "
+                             f"here with the same rater, set and time ({'; '.join(conflicts[:5])}), "
+                             "so nothing was imported. Check practice/trained.tsv at both sites.")
+        summary = exchange.merge_history(self.store, header, tables, str(path))
+        if new:
+            import pandas as pd
+
+            write_table(pd.DataFrame(held + new), self.folder / TRAINED_FILE, float_format=None)
+        summary.added[exchange.TRAINED] = len(new)
+        summary.known[exchange.TRAINED] = len(tables[exchange.TRAINED]) - len(new)
+        return summary
 
 
 class PracticeRound:
@@ -378,6 +433,16 @@ def describe_score(rater: str, reference: str, score: dict[str, object],
              f"not trained yet (needs every lesion answered and kappa >= {min_kappa})")
     return (f"{rater} on '{reference}': {score['n']} of {score['of']} lesions, agreement "
             f"{score['percent_agreement']:.0%}, kappa {kappa}; {state}")
+
+
+def _records(table: pd.DataFrame) -> list[dict[str, object]]:
+    """Rows of a table as plain values (a blank cell as ``None``), as a history file holds them."""
+    rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    return [{k: v.item() if hasattr(v, "item") else v for k, v in row.items()} for row in rows]
+
+
+def _key(row: dict[str, object]) -> tuple:
+    return tuple(row.get(c) for c in exchange.TRAINED_KEY)
 
 
 def _files(paths: SubjectPaths) -> list[Path]:
