@@ -241,8 +241,8 @@ class PostgresEngine(Engine):
         if self._unsettled is not None:
             self._settle_earlier(conn)
         conn.execute("BEGIN")
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (schema.APPLICATION_ID,))
-        self._xid = conn.execute("SELECT pg_current_xact_id()::text").fetchone()[0]
+        self._xid = conn.execute("SELECT pg_current_xact_id()::text, pg_advisory_xact_lock(?)",
+                                 (schema.APPLICATION_ID,)).fetchone()[0]
 
     def commit(self, conn: Connection) -> None:
         try:
