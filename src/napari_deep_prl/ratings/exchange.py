@@ -178,8 +178,8 @@ def is_practice_history(path: str | Path) -> bool:
         return False
 
 
-def load_history(path: str | Path, *, practice: bool = False,
-                 ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+def load_history(path: str | Path, *,
+                 practice: bool = False) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
     """The header and rows of a history file (``practice``: of a practice history file);
     :class:`InputError` for a file that is not one, is damaged or truncated, or comes from a
     newer schema."""
