@@ -14,6 +14,7 @@ them otherwise takes minutes on a busy disk). Benchmarks ask for ``fsync=True``.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import itertools
 import os
@@ -22,6 +23,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -112,3 +116,54 @@ class PostgresServer:
         with self.admin() as conn:
             conn.execute(f"CREATE DATABASE {name} OWNER {owner}{locale}")
         return self.url(name, owner)
+
+    @contextlib.contextmanager
+    def commits_hang(self) -> Iterator[None]:
+        """While inside: every commit waits for a synchronous standby that never comes, after
+        the server has written it; ending its backend then cuts the client off during COMMIT
+        with the change stored (:func:`backend_in_commit` finds it)."""
+        with self.admin() as admin:
+            admin.execute("CREATE TABLE IF NOT EXISTS commit_probe (n int)")
+            admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+            admin.execute("SELECT pg_reload_conf()")
+            while not self._a_commit_hangs(admin):  # the reload reaches every process in time
+                pass
+        try:
+            yield
+        finally:
+            self.release_commits(reload=True)
+
+    def release_commits(self, reload: bool) -> None:
+        """Commits no longer wait (from the next start of the server, or now with ``reload``;
+        a reload also lets a hanging commit return)."""
+        with self.admin() as admin:
+            admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            if reload:
+                admin.execute("SELECT pg_reload_conf()")
+
+    def _a_commit_hangs(self, admin: psycopg.Connection) -> bool:
+        """Whether a probe's commit waits for the standby (then it is cancelled: a cancelled
+        wait keeps the commit). The probe writes to a table of its own: a temporary table would
+        be dropped, and that committed, when the probe disconnects, hanging its backend."""
+        with psycopg.connect(self.url(), autocommit=True, application_name="probe") as probe:
+            worker = threading.Thread(target=probe.execute, args=("INSERT INTO commit_probe VALUES (1)",))
+            worker.start()
+            pid = backend_in_commit(admin, "probe", timeout_s=1.0)
+            if pid is not None:
+                admin.execute("SELECT pg_cancel_backend(%s)", (pid,))
+            worker.join()
+            return pid is not None
+
+
+def backend_in_commit(admin: psycopg.Connection, application: str = "napari-deep-prl",
+                      timeout_s: float = 60.0) -> int | None:
+    """The process id of the backend of ``application`` that waits in COMMIT for a standby
+    (see :meth:`PostgresServer.commits_hang`); ``None`` if none does within ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        found = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+                              "AND wait_event = 'SyncRep'", (application,)).fetchone()
+        if found is not None:
+            return int(found[0])
+        time.sleep(0.02)
+    return None

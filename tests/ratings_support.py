@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
 
+from napari_deep_prl.ratings import exchange
 from napari_deep_prl.ratings.store import RatingStore
 
 
@@ -34,3 +36,18 @@ def make_store(path: Path, subjects: int = 3, lesions: int = 4, **kwargs) -> Rat
     for s in range(subjects):
         store.register_subject(f"sub-{s:02d}", f"fingerprint-{s}", lesion_rows(lesions))
     return store
+
+
+def store_content(store) -> dict[str, list]:
+    """What a store records, without its own ids: each table's rows (a retraction names the row
+    it retracts by content) in a canonical order."""
+    tables = exchange.read_history(store)
+    for name in ("ratings", "consensus"):
+        by_id = {row["id"]: row for row in tables[name]}
+        for row in tables[name]:
+            if row["retracts"] is not None:
+                row["retracts"] = {k: v for k, v in by_id[row["retracts"]].items() if k != "id"}
+        for row in tables[name]:
+            del row["id"]
+    return {name: sorted(tables[name], key=lambda r: json.dumps(r, sort_keys=True))
+            for name in ("raters", "ratings", "consensus", "predictions", "lesions")}

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 import pytest
-from ratings_support import lesion_rows, make_store
+from ratings_support import lesion_rows, make_store, store_content
 
 import napari_deep_prl.cli as cli
 from napari_deep_prl.base.errors import InputError
@@ -83,26 +83,11 @@ def _run(actions, stores, clock) -> None:
 def _assert_same(store, expected) -> None:
     """``store`` records what ``expected`` does, ids aside: the same rows of every table and
     the same current ratings, decisions and predictions."""
-    assert _content(store) == _content(expected)
+    assert store_content(store) == store_content(expected)
     for read in (lambda s: s.current(repeat=None, kind=None).drop(columns=["id", "lesion_key"]),
                  lambda s: s.consensus_decisions().drop(columns="lesion_key"),
                  lambda s: s.predictions().drop(columns="lesion_key")):
         pd.testing.assert_frame_equal(read(store), read(expected))
-
-
-def _content(store) -> dict[str, list]:
-    """What a store records, without its own ids: each table's rows (a retraction names the row
-    it retracts by content) in a canonical order."""
-    tables = exchange.read_history(store)
-    for name in ("ratings", "consensus"):
-        by_id = {row["id"]: row for row in tables[name]}
-        for row in tables[name]:
-            if row["retracts"] is not None:
-                row["retracts"] = {k: v for k, v in by_id[row["retracts"]].items() if k != "id"}
-        for row in tables[name]:
-            del row["id"]
-    return {name: sorted(tables[name], key=lambda r: json.dumps(r, sort_keys=True))
-            for name in ("raters", "ratings", "consensus", "predictions", "lesions")}
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import pytest
-from postgres_server import PASSWORD, PASSWORD_ROLE
+from postgres_server import PASSWORD, PASSWORD_ROLE, backend_in_commit
 from ratings_support import make_store
 
 from napari_deep_prl.base.errors import InputError, StoreError
@@ -82,6 +83,94 @@ def test_a_server_down_keeps_the_pending_label_and_a_retry_stores_it(postgres_se
         history = project.store.history()
     assert history[["rater", "subject", "lesion", "label", "confidence"]].values.tolist() == [
         ["ann", shown.subject, shown.lesion, "prl", 4]]
+
+
+def _record_in_background(session, label):
+    """Start ``session.record(label)`` in a thread; returns the thread and what it gives back
+    (``{"id": ...}`` or ``{"error": ...}``)."""
+    outcome = {}
+
+    def record():
+        try:
+            outcome["id"] = session.record(label)
+        except StoreError as err:
+            outcome["error"] = err
+
+    thread = threading.Thread(target=record)
+    thread.start()
+    return thread, outcome
+
+
+def _labels(project):
+    return project.store.history()[["rater", "subject", "lesion", "label"]].values.tolist()
+
+
+def test_a_connection_cut_during_the_commit_of_a_stored_label_reports_it_saved_once(
+        postgres_server, tmp_path, manifest):
+    with Project.init(tmp_path / "study", manifest, {"store": postgres_server.new_database()}) \
+            as project:
+        session = ReviewSession(project, "ann")
+        shown = session.start()
+        with postgres_server.commits_hang(), postgres_server.admin() as admin:
+            thread, outcome = _record_in_background(session, "prl")
+            pid = backend_in_commit(admin)
+            assert pid is not None, "the rating's commit never waited"
+            admin.execute("SELECT pg_terminate_backend(%s)", (pid,))  # the link goes mid-COMMIT
+            thread.join()
+        assert "error" not in outcome  # the server is asked: it wrote the label, so it is saved
+        assert _labels(project) == [["ann", shown.subject, shown.lesion, "prl"]]
+        following = session.advance()
+        session.record("not_prl")  # the store goes on over its new connection
+        assert _labels(project)[1:] == [["ann", following.subject, following.lesion, "not_prl"]]
+
+
+def test_a_commit_cut_off_while_the_server_goes_down_is_unsettled_and_never_stored_twice(
+        postgres_server, tmp_path, manifest):
+    url = postgres_server.new_database()
+    with Project.init(tmp_path / "study", manifest, {"store": url}) as project:
+        session = ReviewSession(project, "ann")
+        shown = session.start()
+        with postgres_server.commits_hang(), postgres_server.admin() as admin:
+            thread, outcome = _record_in_background(session, "prl")
+            assert backend_in_commit(admin) is not None, "the rating's commit never waited"
+            postgres_server.release_commits(reload=False)  # from the restart on
+            postgres_server.stop()
+            try:
+                thread.join()
+                assert "cannot be asked whether it wrote the change" in str(outcome["error"])
+                assert session.current == shown  # the label stays on screen, to send again
+            finally:
+                postgres_server.start()
+        with pytest.raises(StoreError, match="stored by the server after all, so this one was "
+                                             "not written"):
+            session.record("prl")  # the rater sends it again: it was stored, it stays once
+        assert _labels(project) == [["ann", shown.subject, shown.lesion, "prl"]]
+        assert session.own_label(shown) == "prl"
+        session.record("not_prl")  # a change after that is written as usual
+        assert [row[3] for row in _labels(project)] == ["prl", "not_prl"]
+
+
+def test_a_label_whose_write_is_cut_off_before_its_commit_is_unsaved_and_stored_once_on_retry(
+        postgres_server, tmp_path, manifest):
+    url = postgres_server.new_database()
+    with Project.init(tmp_path / "study", manifest, {"store": url}) as project:
+        session = ReviewSession(project, "ann")
+        shown = session.start()
+        with postgres_server.admin(url.rsplit("/", 1)[1]) as admin:
+            with admin.transaction():
+                admin.execute("LOCK TABLE ratings IN SHARE MODE")  # the INSERT waits for it
+                thread, outcome = _record_in_background(session, "prl")
+                pid = None
+                while pid is None:
+                    pid = admin.execute("SELECT pid FROM pg_stat_activity WHERE application_name "
+                                        "= 'napari-deep-prl' AND wait_event_type = 'Lock'"
+                                        ).fetchone()
+                admin.execute("SELECT pg_terminate_backend(%s)", (pid[0],))
+                thread.join()
+        assert "the change was not written" in str(outcome["error"])
+        assert session.current == shown and _labels(project) == []
+        session.record("prl")  # the retry reconnects
+        assert _labels(project) == [["ann", shown.subject, shown.lesion, "prl"]]
 
 
 def test_a_missing_database_and_a_foreign_one_are_refused_and_left_untouched(postgres_server):

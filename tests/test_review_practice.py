@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from conftest import blob_mask
 from review_support import all_text, burst, current_ratings, press, queue_keys, shown_after
 
 from napari_deep_prl._napari import messages
 from napari_deep_prl._napari.review.review_widget import ReviewWidget
+from napari_deep_prl.data.cohort import write_manifest
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.training import Practice
 
@@ -21,7 +23,7 @@ KEY = {"prl": "P", "not_prl": "N", "unsure": "U"}
 @pytest.fixture
 def project_dir(tmp_path, manifest):
     """A project with another rater's label and model scores (which practice must not show) and
-    a three-lesion reference set 'experts' with a note on its PRLs."""
+    a three-lesion reference set 'experts' on study lesions with a note on its PRLs."""
     root = tmp_path / "project"
     with Project.init(root, manifest) as project:
         chosen = project.lesions().head(3)
@@ -34,7 +36,8 @@ def project_dir(tmp_path, manifest):
             practice.hold_reference("experts", pd.DataFrame({
                 "subject": chosen["subject"], "lesion": chosen["lesion"],
                 "label": prl.map({True: "prl", False: "not_prl"}),
-                "comment": prl.map({True: "rim on 3 slices", False: ""})}))
+                "comment": prl.map({True: "rim on 3 slices", False: ""})}),
+                allow_study_lesions=True)  # a pilot: study lesions, which practice must not unblind
     return root
 
 
@@ -141,3 +144,35 @@ def test_cli_opens_practice(make_napari_viewer, qtbot, project_dir, monkeypatch,
 
     assert main(["review", str(project_dir), "--rater", "trainee", "--practice", "nope"]) == 2
     assert "no reference set 'nope'" in capsys.readouterr().err and len(viewers) == 1
+
+
+def test_practice_subjects_load_from_their_manifest_under_pseudonyms(
+        make_napari_viewer, qtbot, tmp_path, manifest, write_subject):
+    folder = tmp_path / "practice-images"
+    practice_manifest = write_manifest(
+        [write_subject(name, folder=folder, seed=seed, mask=blob_mask(centres=((9, 9, 9), (21, 19, 13))))
+         for name, seed in (("sub-91", 11), ("sub-92", 12))], folder / "practice.csv")
+    root = tmp_path / "blind"
+    with Project.init(root, manifest, {"blinding": {"pseudonymise_subjects": True}}) as project, \
+            Practice(project) as practice:
+        practice.add_cohort(practice_manifest)
+        practice.hold_reference("cases", pd.DataFrame({
+            "subject": ["sub-91", "sub-92"], "lesion": [1, 2], "label": ["prl", "not_prl"]}))
+    viewer = make_napari_viewer(show=True)
+    widget = ReviewWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="review")
+    widget.project_path.setText(str(root))
+    widget.rater.setCurrentText("trainee")
+    widget.practice_set.setCurrentText("cases")
+    subject, lesion = shown_after(qtbot, widget, widget.open_button.click)
+    assert (subject, lesion) in {("sub-91", 1), ("sub-92", 2)}  # from the practice manifest
+    assert widget.pseudonyms.isChecked()
+    assert widget.practice.name(subject) in widget.where.text()
+    assert widget.practice.name(subject).startswith("S-") and "sub-" not in all_text(widget)
+    press(viewer, "P")
+    qtbot.waitUntil(lambda: widget.feedback.painted)
+    assert "sub-" not in all_text(widget)
+    with Project.open(root) as project, Practice(project) as practice:
+        assert practice.store.current(rater="trainee")[["subject", "lesion"]].values.tolist() == [
+            [subject, lesion]]
+    qtbot.waitUntil(lambda: not widget.display.busy, timeout=20000)

@@ -19,7 +19,7 @@ from napari_deep_prl.base.tables import (
 from napari_deep_prl.ratings.project import MASK_INDEX, Project
 from napari_deep_prl.ratings.schema import LABELS, UNSURE_MODES
 from napari_deep_prl.ratings.second_reads import DEFAULT_MODEL_GAP
-from napari_deep_prl.ratings.training import DEFAULT_MIN_KAPPA
+from napari_deep_prl.ratings.training import ALLOW_STUDY, DEFAULT_MIN_KAPPA
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -74,6 +74,9 @@ def register(p: argparse.ArgumentParser) -> None:
                           "prl_mask)")
     who.add_argument("--rater", help="with --from-prl-mask: store the mask's labels as this "
                                      "rater, who votes (a person's read)")
+    imp.add_argument(ALLOW_STUDY, action="store_true",
+                     help="with a practice history file: accept reference sets on lesions the "
+                          "study rates (see `ratings practice-set`)")
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(func=run_import)
 
@@ -125,18 +128,35 @@ def register(p: argparse.ArgumentParser) -> None:
                                      "newest)")
     sec.set_defaults(func=run_second_reads)
 
+    coh = actions.add_parser(
+        "practice-cohort", help="register practice subjects: images the study does not rate",
+        description="Registers the subjects of MANIFEST (a cohort manifest, as for `project "
+                    "init`) in the project's practice store, for reference sets apart from the "
+                    "study. Subjects that are the study's (same id, an image file the study "
+                    "reads, or the same lesion mask) are refused. Run it again at another site "
+                    "with that site's copy of the manifest. See docs/rater_training.md.")
+    coh.add_argument("project", help="project folder")
+    coh.add_argument("manifest", help="manifest of the practice subjects")
+    coh.set_defaults(func=run_practice_cohort)
+
     pset = actions.add_parser(
         "practice-set", help="hold a reference set raters practise on",
         description="Stores a reference set in the project's practice store "
                     "(practice/practice.sqlite), apart from the study's ratings: from FILE (TSV "
                     "or CSV: subject, lesion, label and optionally comment, shown as the "
                     "experts' note) or from the project's consensus of the lesions listed in "
-                    "--from-consensus (subject, lesion). See docs/rater_training.md.")
+                    "--from-consensus (subject, lesion). Lesions the study rates are refused "
+                    f"unless {ALLOW_STUDY}: hold the set on practice subjects (`ratings "
+                    "practice-cohort`). See docs/rater_training.md.")
     pset.add_argument("project", help="project folder")
     pset.add_argument("name", help="the reference set's id")
     pset.add_argument("file", nargs="?", help="reference labels table")
     pset.add_argument("--from-consensus", metavar="LESIONS",
                       help="table of the lesions (subject, lesion) whose consensus to use")
+    pset.add_argument(ALLOW_STUDY, action="store_true",
+                      help="allow lesions the study rates, for trainees who will not rate the "
+                           "study (a pilot): a trainee who practised on a lesion has seen its "
+                           "expert answer, so their study label of it is not independent")
     pset.set_defaults(func=run_practice_set)
 
     prac = actions.add_parser(
@@ -231,6 +251,10 @@ def register(p: argparse.ArgumentParser) -> None:
     exp.add_argument("--nifti-dir", metavar="DIR",
                      help="write binary PRL masks (NIfTI) of the consensus, each rater and each "
                           "reference into DIR")
+    exp.add_argument("--practice", action="store_true",
+                     help="with --history -o FILE.jsonl: the practice store's history file "
+                          "instead (reference sets, practice answers, trained raters; "
+                          "docs/rater_training.md)")
     exp.add_argument("--quiet", action="store_true", help="no progress bar")
     exp.set_defaults(func=run_export, kind=None)
 
@@ -250,9 +274,23 @@ def run_import(args: argparse.Namespace) -> int:
         if args.file or args.from_prl_mask or args.reference or args.rater:
             raise InputError("--history FILE imports one history file, without a ratings "
                              "table, --from-prl-mask, --reference or --rater.")
+        from napari_deep_prl.ratings.exchange import is_practice_history
+        from napari_deep_prl.ratings.training import Practice
+
+        practice = is_practice_history(args.history)
+        if args.allow_study_lesions and not practice:
+            raise InputError(f"{ALLOW_STUDY} applies to a practice history file, and "
+                             f"{args.history} is not one.")
         with Project.open(args.project) as project:
-            summary = project.import_history(args.history)
-        print(f"imported {args.history} into {args.project}: {summary}", file=sys.stderr)
+            if practice:
+                with Practice(project) as store:
+                    summary = store.import_history(args.history,
+                                                   allow_study_lesions=args.allow_study_lesions)
+            else:
+                summary = project.import_history(args.history)
+        where = "practice store of " if practice else ""
+        print(f"imported {args.history} into the {where}{args.project}: {summary}",
+              file=sys.stderr)
         return 0
     with Project.open(args.project) as project:
         if args.from_prl_mask:
@@ -341,11 +379,22 @@ def run_practice_set(args: argparse.Namespace) -> int:
         raise InputError("give either a reference labels FILE or --from-consensus LESIONS.")
     with Project.open(args.project) as project, Practice(project) as practice:
         if args.file:
-            count = practice.hold_reference(args.name, _read_table(Path(args.file)))
+            count = practice.hold_reference(args.name, _read_table(Path(args.file)),
+                                            allow_study_lesions=args.allow_study_lesions)
         else:
             count = practice.reference_from_consensus(
-                args.name, _read_table(Path(args.from_consensus)))
+                args.name, _read_table(Path(args.from_consensus)),
+                allow_study_lesions=args.allow_study_lesions)
     print(f"reference set '{args.name}' holds {count} new label(s)", file=sys.stderr)
+    return 0
+
+
+def run_practice_cohort(args: argparse.Namespace) -> int:
+    from napari_deep_prl.ratings.training import Practice
+
+    with Project.open(args.project) as project, Practice(project) as practice:
+        subjects = practice.add_cohort(args.manifest)
+    print(f"{len(subjects)} practice subject(s) registered from {args.manifest}", file=sys.stderr)
     return 0
 
 
@@ -442,6 +491,18 @@ def run_export(args: argparse.Namespace) -> int:
                          "give -o.")
     check_output(args.output)
     check_output(args.nifti_dir, folder=True)
+    if args.practice:
+        from napari_deep_prl.ratings.training import Practice
+
+        if args.kind != "history" or not args.output or Path(args.output).suffix != ".jsonl" \
+                or args.nifti_dir:
+            raise InputError("--practice writes the practice store's history file: give "
+                             "--history -o FILE.jsonl, and no --nifti-dir.")
+        with Project.open(args.project, readonly=True) as project, Practice(project) as practice:
+            counts = practice.export_history(args.output)
+        print(f"practice history written to {args.output} ("
+              f"{', '.join(f'{n} {table}' for table, n in counts.items())})", file=sys.stderr)
+        return 0
     with Project.open(args.project, readonly=True) as project:
         if args.output and args.kind == "history" and Path(args.output).suffix == ".jsonl":
             counts = project.export_history(args.output)

@@ -76,7 +76,8 @@ def run_review(args: argparse.Namespace) -> int:
         viewer.window.add_dock_widget(widget, name="Deep-PRL review", area="right")
         widget.axis.setCurrentText(args.axis)
         if args.practice:
-            widget.open_practice(args.project, args.rater, args.practice)
+            widget.open_practice(args.project, args.rater, args.practice,
+                                 pseudonymise=args.pseudonyms)
         else:
                 widget.open_project(args.project, args.rater, strategy=strategy,
                                 pseudonymise=args.pseudonyms, order=args.order)

@@ -15,6 +15,12 @@ key. A rating or consensus row keeps its ``id`` in the sending store only so tha
 retraction can name the row it ``retracts``; ids are never imported (each store numbers its own
 rows, and PostgreSQL's identity counters stay right).
 
+A project's practice store (:mod:`.training`: reference sets and trainees' practice answers)
+travels the same way, as a **practice history file**: its header names the format
+``"napari-deep-prl practice history"`` (so it can never be merged into a study's store, nor a
+study's file into a practice store), and it carries one more table, ``trained``: the raters
+recorded as trained, with the set, the time and the score.
+
 Why importing is safe to repeat and to merge:
 
 * **The project is checked.** A project's identity is its registered subjects and their mask
@@ -47,6 +53,11 @@ from napari_deep_prl.ratings.engine import Connection
 from napari_deep_prl.ratings.store import RatingStore, utc_now
 
 FORMAT = "napari-deep-prl rating history"
+#: The format of a practice store's history file (with the ``trained`` table).
+PRACTICE_FORMAT = "napari-deep-prl practice history"
+#: The table of trained raters a practice history file adds; its rows are keyed by these.
+TRAINED = "trained"
+TRAINED_KEY = ("rater", "reference", "trained_at")
 #: Version of the history file's layout (not of the store's schema).
 VERSION = 1
 #: Conflicts listed in a refusal (the rest are counted).
@@ -108,8 +119,9 @@ class ImportSummary:
     known: dict[str, int] = field(default_factory=dict)
 
     def __str__(self) -> str:
+        shown = ("raters", *TABLES[3:], *([TRAINED] if TRAINED in self.added else []))
         return "; ".join(f"{table}: {self.added.get(table, 0)} added, {self.known.get(table, 0)} "
-                         "already there" for table in ("raters", *TABLES[3:]))
+                         "already there" for table in shown)
 
 
 def read_history(store: RatingStore) -> dict[str, list[dict[str, Any]]]:
@@ -136,24 +148,41 @@ def project_identity(subjects: Iterable[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
-def export_history(store: RatingStore, path: str | Path, *, name: str = "") -> dict[str, int]:
+def export_history(store: RatingStore, path: str | Path, *, name: str = "",
+                   trained: list[dict[str, Any]] | None = None) -> dict[str, int]:
     """Write the store's whole history to the history file ``path`` (atomically); returns the
-    rows written per table. ``name``: the project's name, for people reading the header."""
+    rows written per table. ``name``: the project's name, for people reading the header.
+    ``trained`` (a practice store's trained raters) makes it a practice history file."""
     tables = read_history(store)
-    header = {"format": FORMAT, "version": VERSION, "schema_version": schema.SCHEMA_VERSION,
+    if trained is not None:
+        tables[TRAINED] = trained
+    header = {"format": FORMAT if trained is None else PRACTICE_FORMAT, "version": VERSION,
+              "schema_version": schema.SCHEMA_VERSION,
               "project": {"name": name, "subjects_sha256": project_identity(tables["subjects"])},
               "exported_at": utc_now(), "package_version": __version__,
               "counts": {table: len(rows) for table, rows in tables.items()}}
     lines = [json.dumps(header, ensure_ascii=False)]
     lines += [json.dumps({"table": table, **row}, ensure_ascii=False)
-              for table in TABLES for row in tables[table]]
+              for table in tables for row in tables[table]]
     write_text(path, "\n".join(lines) + "\n")
     return header["counts"]
 
 
-def load_history(path: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
-    """The header and rows of a history file; :class:`InputError` for a file that is not one,
-    is damaged or truncated, or comes from a newer schema."""
+def is_practice_history(path: str | Path) -> bool:
+    """Whether ``path`` names a practice history file (read from its header; any other file,
+    readable or not, says ``False`` and is told apart by :func:`load_history`)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.loads(fh.readline()).get("format") == PRACTICE_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def load_history(path: str | Path, *,
+                 practice: bool = False) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """The header and rows of a history file (``practice``: of a practice history file);
+    :class:`InputError` for a file that is not one, is damaged or truncated, or comes from a
+    newer schema."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -168,9 +197,15 @@ def load_history(path: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[
         raise InputError(f"{path}: not a history file (a line is not JSON: {err}). Export it "
                          "again with `deep-prl ratings export --history -o FILE.jsonl`.") from err
     header = records[0] if records else None
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
+    expected, other = (PRACTICE_FORMAT, FORMAT) if practice else (FORMAT, PRACTICE_FORMAT)
+    if isinstance(header, dict) and header.get("format") == other:
+        raise InputError(f"{path}: a {other.removeprefix('napari-deep-prl ')} file, which "
+                         f"goes to a project's {'study' if practice else 'practice'} store, "
+                         "not this one; `deep-prl ratings import --history` puts each file "
+                         "where it belongs.")
+    if not isinstance(header, dict) or header.get("format") != expected:
         raise InputError(f"{path}: not a napari-deep-prl history file (its first line must name "
-                         f"the format '{FORMAT}').")
+                         f"the format '{expected}').")
     if header.get("version") != VERSION:
         raise InputError(f"{path}: history file version {header.get('version')} is not "
                          f"{VERSION}. Use the napari-deep-prl version that wrote it, or upgrade.")
@@ -180,11 +215,17 @@ def load_history(path: str | Path) -> tuple[dict[str, Any], dict[str, list[dict[
                          f"{header.get('schema_version')}, newer than this napari-deep-prl's "
                          f"{schema.SCHEMA_VERSION}. Upgrade napari-deep-prl.")
     tables: dict[str, list[dict[str, Any]]] = {table: [] for table in TABLES}
+    if practice:
+        tables[TRAINED] = []
     for line, record in enumerate(records[1:], 2):
         if not isinstance(record, dict) or record.get("table") not in tables:
-            raise InputError(f"{path}, line {line}: not a row of a known table ({', '.join(TABLES)}).")
+            raise InputError(f"{path}, line {line}: not a row of a known table ({', '.join(tables)}).")
         table = record.pop("table")
-        if set(record) != set(_COLUMNS[table]):
+        if table == TRAINED:
+            if not set(TRAINED_KEY) <= set(record):
+                raise InputError(f"{path}, line {line}: a trained row must have the columns "
+                                 f"{', '.join(TRAINED_KEY)}. Export the file again.")
+        elif set(record) != set(_COLUMNS[table]):
             raise InputError(f"{path}, line {line}: a {table} row must have the columns "
                              f"{', '.join(_COLUMNS[table])} (it has {', '.join(record)}). Export "
                              "the file again.")
@@ -203,8 +244,13 @@ def import_history(store: RatingStore, path: str | Path) -> ImportSummary:
     any row conflicts with the store (see the module's notes).
     """
     header, tables = load_history(path)
-    where = str(path)
+    return merge_history(store, header, tables, str(path))
 
+
+def merge_history(store: RatingStore, header: dict[str, Any],
+                  tables: dict[str, list[dict[str, Any]]], where: str) -> ImportSummary:
+    """Add the rows of a loaded history file (:func:`load_history`) that the store lacks, in
+    one transaction (see :func:`import_history`); ``where`` names the file in messages."""
     def merge(conn: Connection) -> ImportSummary:
         _check_project(conn, header, tables, where, store.address)
         summary, conflicts = ImportSummary(), []

@@ -14,6 +14,12 @@
 * **Faults said as such.** A server that is down, a lost connection, a refused login, a missing
   database, a missing privilege are each named, with what to do; the next call reconnects, so a
   rater retries without closing the review.
+* **A commit cut off is settled, never guessed.** When the connection drops during ``COMMIT``
+  the client cannot tell whether the server wrote the transaction, so it reconnects and asks the
+  server (``pg_xact_status`` of the transaction's id): a committed change is reported saved, an
+  aborted one unsaved (the rater tries again). When the server cannot be asked, the next write
+  asks first, and refuses to run if the earlier change was stored after all, so a label the
+  rater sends again is never stored twice.
 * **Reading** (``readonly``) is one ``REPEATABLE READ READ ONLY`` transaction: a snapshot taken
   when the store is opened, as SQLite's read-only store is.
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -133,6 +140,10 @@ class PostgresEngine(Engine):
         self.url = url
         self.busy_timeout_s = busy_timeout_s
         self.conn: _Connection | None = None
+        #: The id of the open write transaction (what is asked when its commit is cut off).
+        self._xid: str | None = None
+        #: A transaction whose commit was cut off while the server could not be asked.
+        self._unsettled: str | None = None
 
     @classmethod
     def open(cls, url: str, *, create: bool, readonly: bool,
@@ -227,8 +238,11 @@ class PostgresEngine(Engine):
         return self.conn
 
     def begin(self, conn: Connection) -> None:
+        if self._unsettled is not None:
+            self._settle_earlier(conn)
         conn.execute("BEGIN")
-        conn.execute("SELECT pg_advisory_xact_lock(?)", (schema.APPLICATION_ID,))
+        self._xid = conn.execute("SELECT pg_current_xact_id()::text, pg_advisory_xact_lock(?)",
+                                 (schema.APPLICATION_ID,)).fetchone()[0]
 
     def commit(self, conn: Connection) -> None:
         try:
@@ -236,11 +250,53 @@ class PostgresEngine(Engine):
         except self._psycopg.OperationalError as err:
             if self.conn is None or self.conn.alive:
                 raise
+            outcome = self._outcome(self._xid)
+            if outcome == "committed":
+                return  # the server wrote it before the link went: saved, once
+            if outcome == "aborted":
+                raise StoreError(
+                    f"{self.address}: the connection to the PostgreSQL server was lost during the "
+                    f"commit ({_detail(err)}); the server rolled the change back, so it was not "
+                    "written. Try again: the next attempt reconnects.") from err
+            self._unsettled = self._xid
             raise StoreError(
                 f"{self.address}: the connection to the PostgreSQL server was lost during the "
-                f"commit ({_detail(err)}), so whether the change was written is not known. Check "
-                "the server, then try again: a label stored twice counts once (the latest is "
-                "current).") from err
+                f"commit ({_detail(err)}) and the server cannot be asked whether it wrote the "
+                "change. Check the server, then try again: the next attempt first asks the server, "
+                "and a change it stored already is not stored twice.") from err
+
+    def _outcome(self, xid: str | None) -> str | None:
+        """What became of transaction ``xid`` ("committed" or "aborted"), asked on a new
+        connection; ``None`` when the server cannot be reached or does not know yet."""
+        if xid is None:
+            return None
+        try:
+            self.conn = self._connect()
+            deadline = time.monotonic() + 10.0
+            while True:  # "in progress": the cut-off backend has not finished exiting yet
+                status = self.conn.execute("SELECT pg_xact_status(?::xid8)", (xid,)).fetchone()[0]
+                if status != "in progress" or time.monotonic() > deadline:
+                    return status if status in ("committed", "aborted") else None
+                time.sleep(0.05)
+        except self._psycopg.Error:
+            return None
+
+    def _settle_earlier(self, conn: Connection) -> None:
+        """Before writing again: ask whether the change whose commit was cut off was stored, and
+        refuse this write if it was (it is most likely the same label, sent again)."""
+        xid = self._unsettled
+        status = conn.execute("SELECT pg_xact_status(?::xid8)", (xid,)).fetchone()[0]
+        if status == "in progress":
+            raise StoreError(f"{self.address}: the change whose commit was cut off earlier is still "
+                             "being finished by the server; nothing more was written. Try again "
+                             "in a moment.")
+        self._unsettled = None
+        if status == "committed":
+            raise StoreError(
+                f"{self.address}: the change whose commit was cut off earlier had been stored by "
+                "the server after all, so this one was not written: a label sent again would be "
+                "stored twice. Check what is saved (the review shows your label) and, if this was "
+                "another change, make it again.")
 
     def rollback(self, conn: Connection) -> None:
         if self.conn is None or not self.conn.alive:

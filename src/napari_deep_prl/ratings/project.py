@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from napari_deep_prl.data.cohort import Cohort
-    from napari_deep_prl.data.images import LesionMask, Subject
+    from napari_deep_prl.data.images import LesionMask, Subject, SubjectPaths
     from napari_deep_prl.ratings.agreement import AgreementSummary
     from napari_deep_prl.ratings.reliability import Reliability
 
@@ -225,6 +225,19 @@ def mask_fingerprint(labels: np.ndarray, affine: np.ndarray) -> str:
     return digest.hexdigest()
 
 
+def register_lesions(store: RatingStore, paths: SubjectPaths) -> str:
+    """Register the lesions of a subject's mask in ``store`` (loading the mask only); returns
+    the mask's fingerprint (:func:`mask_fingerprint`)."""
+    from napari_deep_prl.data.lesions import lesions_in_mask
+
+    lesion_mask = paths.load_mask()
+    lesions = lesions_in_mask(lesion_mask.mask, lesion_mask.affine, paths.subject,
+                              labels=lesion_mask.labels)
+    fingerprint = mask_fingerprint(lesions.labels, lesion_mask.affine)
+    store.register_subject(paths.subject, fingerprint, lesions.table)
+    return fingerprint
+
+
 def create_project(root: str | Path, manifest: str | Path | Cohort,
                    config: dict[str, Any] | None = None) -> ProgressGenerator[Project]:
     """Create a project: register every subject's lesions (one mask loaded at a time).
@@ -245,7 +258,6 @@ def create_project(root: str | Path, manifest: str | Path | Cohort,
     """
     from napari_deep_prl.data.cohort import Cohort, open_cohort
     from napari_deep_prl.data.images import header_problems
-    from napari_deep_prl.data.lesions import lesions_in_mask
 
     if (config or {}).get("store") is not None:  # before a password could reach a file
         postgres.check_url(config["store"])
@@ -290,9 +302,7 @@ def create_project(root: str | Path, manifest: str | Path | Cohort,
     with RatingStore.open(settings.store_address(root), create=True,
                           exclusion_reasons=settings.exclusion_reasons) as store:
         for i, paths in enumerate(cohort):
-            lesion_mask = paths.load_mask()
-            lesions = lesions_in_mask(lesion_mask.mask, lesion_mask.affine, paths.subject, labels=lesion_mask.labels)
-            store.register_subject(paths.subject, mask_fingerprint(lesions.labels, lesion_mask.affine), lesions.table)
+            register_lesions(store, paths)
             yield Progress(i + 1, len(cohort), "subjects", paths.subject)
     os.replace(staged, config_path)
     return Project.open(root)

@@ -49,6 +49,8 @@ class LesionDisplay(QObject):
         self._generation = 0
         self.target: tuple[str, int, tuple[float, float, float]] | None = None
         self.failed: set[str] = set()
+        #: How a subject is named on the canvas and in messages (its pseudonym in a blind session).
+        self.name: Callable[[str], str] = str
         self._closed = False
 
     @property
@@ -72,7 +74,7 @@ class LesionDisplay(QObject):
         if subject in self.cache:
             self._display()
         else:
-            self.canvas.clear(messages.LOADING.format(subject=subject))
+            self.canvas.clear(messages.LOADING.format(subject=self.name(subject)))
             self._load(subject)
 
     def prefetch(self, subject: str) -> None:
@@ -113,8 +115,8 @@ class LesionDisplay(QObject):
         self.workers.pop(subject, None)
         self.failed.add(subject)
         if not self._closed and self.target is not None and self.target[0] == subject:
-            self.canvas.clear(messages.LOAD_FAILED_SHORT.format(subject=subject))
-            show_error(messages.LOAD_FAILED.format(subject=subject, cause=error))
+            self.canvas.clear(messages.LOAD_FAILED_SHORT.format(subject=self.name(subject)))
+            show_error(messages.LOAD_FAILED.format(subject=self.name(subject), cause=error))
 
     def _finished(self, worker: FunctionWorker) -> None:
         self._running.discard(worker)
@@ -135,6 +137,7 @@ class LesionDisplay(QObject):
         self.failed.clear()
         self.canvas.clear()
         self.target = None
+        self.name = str
 
     def close(self) -> None:
         """Stop reacting to workers (they finish on their own: loads are short)."""

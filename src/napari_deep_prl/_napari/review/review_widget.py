@@ -30,6 +30,7 @@ from qtpy.QtWidgets import (
 from napari_deep_prl._napari import messages
 from napari_deep_prl._napari.keybindings import REVIEW_KEYS
 from napari_deep_prl._napari.review.lesion_widget import LesionWidget
+from napari_deep_prl._napari.review.subject_images import SubjectImages, prepare_subject
 from napari_deep_prl._napari.widget_parts import LABEL_NAMES
 from napari_deep_prl.active import MODEL_STRATEGIES, STRATEGIES
 from napari_deep_prl.base.errors import DeepPRLError
@@ -156,7 +157,8 @@ class ReviewWidget(LesionWidget):
             return
         if self.practice_set.currentText():
             self.open_practice(self.project_path.text(), self.rater.currentText(),
-                               self.practice_set.currentText())
+                               self.practice_set.currentText(),
+                               pseudonymise=self.pseudonyms.isChecked())
             return
         name = list(STRATEGIES)[self.order.currentIndex()]
         try:
@@ -187,6 +189,7 @@ class ReviewWidget(LesionWidget):
             return False
         self.order_name = order or (strategy.name if strategy else "subject_order")
         self.rater.setCurrentText(rater)
+        self.display.name = self.session.name
         self.pseudonyms.setChecked(self.session.names != {s: s for s in self.session.subjects})
         self.subject.clear()
         self.subject.addItems([self.session.name(s) for s in self.session.subjects])
@@ -204,16 +207,20 @@ class ReviewWidget(LesionWidget):
         self._show(self.session.start())
         return True
 
-    def open_practice(self, path: str | Path, rater: str, reference: str) -> bool:
+    def open_practice(self, path: str | Path, rater: str, reference: str, *,
+                      pseudonymise: bool = False) -> bool:
         """Practise reference set ``reference`` as ``rater``: its lesions one by one, blind, the
-        answers to the practice store (never the study's)."""
+        answers to the practice store (never the study's); subjects go by their pseudonyms with
+        ``pseudonymise`` or when the project hides subject ids."""
         project = self.open_folder(path, rater)
         if project is None:
             return False
         practice = None
         try:
             practice = Practice(project)
-            self.practice = PracticeRound(practice, rater, reference)
+            self.practice = PracticeRound(
+                practice, rater, reference,
+                pseudonymise=pseudonymise or project.config.blinding.pseudonymise_subjects)
         except DeepPRLError as err:
             if practice is not None:
                 practice.close()
@@ -221,6 +228,8 @@ class ReviewWidget(LesionWidget):
             show_error(messages.OPEN_FAILED.format(path=path, cause=err))
             return False
         self.rater.setCurrentText(rater)
+        self.display.name = self.practice.name
+        self.pseudonyms.setChecked(bool(self.practice.names))
         self.blind.setVisible(True)
         self.others.setText("")
         self.subject.clear()
@@ -229,6 +238,11 @@ class ReviewWidget(LesionWidget):
         self.start_session(project, path, f"{rater} · practice '{reference}' · {project.root.name}")
         self._show_practice(self.practice.current)
         return True
+
+    def _load(self, subject: str) -> SubjectImages:  # runs in a worker thread
+        if self.practice is not None:  # practice subjects load from their own manifest
+            return prepare_subject(self.practice.practice, subject)
+        return super()._load(subject)
 
     def close_project(self) -> None:
         super().close_project()
@@ -257,7 +271,7 @@ class ReviewWidget(LesionWidget):
                 score=describe_score(round_.rater, round_.reference, score)))
             return
         self.feedback.setText("")
-        self.where.setText(f"practice {round_.done + 1} of {round_.of} · {item.subject} · "
+        self.where.setText(f"practice {round_.done + 1} of {round_.of} · {round_.name(item.subject)} · "
                            f"lesion {item.lesion} · {item.volume_mm3:.0f} mm³")
         self.display.request(item.subject, item.lesion, (item.x, item.y, item.z))
 

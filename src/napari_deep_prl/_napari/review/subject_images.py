@@ -11,6 +11,7 @@ from scipy import ndimage
 from napari_deep_prl._napari.slices import Orientation, default_window
 from napari_deep_prl.data.evidence import EVIDENCE_COLUMNS, evidence_table
 from napari_deep_prl.ratings.project import Project
+from napari_deep_prl.ratings.training import Practice
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,10 @@ class SubjectImages:
         return Target(self.key, int(lesion), self.orientation.voxel(voxel), extent)
 
 
-def prepare_subject(project: Project, subject: str) -> SubjectImages:
-    """Load a subject with every contrast it has and prepare it for the canvas (worker thread)."""
+def prepare_subject(project: Project | Practice, subject: str) -> SubjectImages:
+    """Load a subject with every contrast it has and prepare it for the canvas (worker thread):
+    a study subject from the project, or from the practice store (which also knows the practice
+    subjects)."""
     loaded = project.load_subject(subject, extra=True)
     orientation = Orientation.of(loaded.shape, loaded.affine)
     volumes = {name: orientation.volume(data) for name, data in loaded.images.items()}
