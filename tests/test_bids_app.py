@@ -261,6 +261,25 @@ def test_group_merges_the_participants_and_decides_the_cohort(dataset, tmp_path,
         group_level(bids, out, cohort_decision=True)
 
 
+def test_an_onnx_model_writes_the_checkpoints_derivatives(dataset, tmp_path, capsys):
+    """`deep-prl bids ... --model MODEL.onnx`: the same folder, ids, calls and probabilities (to 1e-4)."""
+    from napari_deep_prl.model.export import export_onnx
+
+    bids, model = dataset
+    onnx = export_onnx(load_models(model), tmp_path / "model.onnx").graph
+    tables = []
+    for given, out in ((model, tmp_path / "torch"), (onnx, tmp_path / "onnx")):
+        assert main(["bids", str(bids), str(out), "participant", "--model", str(given), "--precision", "float32",
+                     "--device", "cpu", "--nthreads", "1", "--quiet"]) == 0
+        assert main(["bids", str(bids), str(out), "group", "--model", str(given), "--cohort-decision"]) == 0
+        tables.append(pd.read_csv(out / "group" / "group_desc-lesions_prl.tsv", sep="\t", na_values="n/a"))
+        assert json.loads((out / "dataset_description.json").read_text())["ModelIds"] == [load_models(model)[0].id]
+    pd.testing.assert_frame_equal(tables[1], tables[0], atol=1e-4, check_exact=False)
+    # one model, two files: the ONNX run may add to the checkpoint's output folder
+    assert main(["bids", str(bids), str(tmp_path / "torch"), "participant", "--model", str(onnx), "--quiet"]) == 0
+    assert "0 written, 4 already done" in capsys.readouterr().err
+
+
 def test_bad_input_is_refused_with_what_to_do(dataset, tmp_path, capsys):
     bids, model = dataset
     with pytest.raises(InputError, match="outside its derivatives/ folder"):
