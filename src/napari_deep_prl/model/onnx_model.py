@@ -133,7 +133,8 @@ class OnnxModel:
             picked += [start + network.views.index(v) for v in views]
             start += len(network.views)
         options = {"batch_size": batch_size, "device": device}
-        if screen is None or len(picked) == len(first):
+        one_each = len(picked) == len(first)  # --no-tta, or networks of one view
+        if screen is None and not one_each:
             return self.outputs(x, **options)[1][picked]
         whole = None
         if [v[0] for v in wanted] == [n.views[0] for n in self.networks] and self._first_views_ready(device):
@@ -141,6 +142,8 @@ class OnnxModel:
         else:
             whole = self.outputs(x, **options)[1][picked]
             looks = whole[first]
+        if one_each:
+            return looks
         rows = np.full((len(picked), len(x)), np.nan)
         rows[first] = looks
         rest = np.flatnonzero(looks.mean(0) >= screen)
