@@ -18,9 +18,9 @@ A row's outputs are written into a folder of the work directory and moved into p
 folder (a rename), so a failed or killed task leaves nothing of its row in ``OUTPUT_DIR``, and of
 two tasks writing the same row one folder wins whole. A work directory on another file system is
 copied beside the row's folder under a hidden name first; such copies and work folders left by
-killed tasks of this machine are removed by the next run (:func:`_remove_dead_folders`). A row whose folder exists is done: it is
-skipped unless ``overwrite``. ``dataset_description.json`` is written before any row, and
-discovery leaves out derivative folders this package wrote
+killed tasks of this machine are removed by the next run (:func:`_remove_dead_folders`). A row
+whose folder exists is done: it is skipped unless ``overwrite``. ``dataset_description.json`` is
+written before any row, and discovery leaves out derivative folders this package wrote
 (:func:`~napari_deep_prl.data.bids.generated_here`), so an OUTPUT_DIR in ``BIDS_DIR/derivatives/``
 is never read back: its PRL masks are the model's calls, not ground truth.
 
