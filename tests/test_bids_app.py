@@ -19,6 +19,7 @@ from model_support import one_torch_thread  # noqa: F401
 from napari_deep_prl import __version__
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.base.tables import HOST
 from napari_deep_prl.cli import main
 from napari_deep_prl.data.bids import find_bids_subjects
 from napari_deep_prl.data.cohort import bids_subject_paths
@@ -130,6 +131,52 @@ def test_a_killed_participant_leaves_nothing_in_the_outputs(dataset, tmp_path):
     assert len(list((out / "sub-03" / "anat").iterdir())) == 6 and not list((out / ".work").iterdir())
 
 
+KILLED_COPYING = """\
+import shutil, sys, time
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.model.checkpoint import load_models
+from napari_deep_prl.scoring import bids_app
+
+copytree = shutil.copytree
+
+def stall(source, target, **options):  # the work folder on another disk: killed half-way through the copy
+    copytree(source, target, **options)
+    print("copied", flush=True)
+    time.sleep(600)
+
+bids_app._same_file_system = lambda a, b: False
+bids_app.shutil.copytree = stall
+run_to_end(bids_app.participant_level(sys.argv[1], sys.argv[2], load_models(sys.argv[3]), participant_label=["03"]))
+"""
+
+
+def test_a_killed_cross_disk_copy_is_cleared_at_the_next_run_and_only_it(dataset, tmp_path):
+    bids, model = dataset
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    task = subprocess.Popen([sys.executable, "-c", KILLED_COPYING, str(bids), str(out), str(model)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert task.stdout.readline() == "copied\n"
+    finally:
+        task.send_signal(signal.SIGKILL)
+        task.wait()
+    [copy] = (out / "sub-03").iterdir()  # the hidden half-published copy, and no participant folder
+    assert copy.name.startswith(f".anat.{HOST}-{task.pid}-") and copy.name.endswith(".tmp")
+    # beside it: one of a running task, one of another machine, and a folder that is not ours
+    kept = [out / "sub-03" / f".anat.{HOST}-{os.getpid()}-0a1b2c3d.tmp",
+            out / "sub-03" / f".anat.{HOST}x-{task.pid}-0a1b2c3d.tmp", out / "sub-03" / ".anat.backup"]
+    for folder in kept:
+        folder.mkdir()
+    assert participant(bids, out, model, participant_label=["03"]).written == ["sub-03"]
+    assert sorted(p.name for p in (out / "sub-03").iterdir()) == sorted(["anat", *(k.name for k in kept)])
+    assert len(list((out / "sub-03" / "anat").iterdir())) == 6
+    # a participant already done is skipped, and still its stale copies are cleared
+    (out / "sub-03" / copy.name).mkdir()
+    assert participant(bids, out, model, participant_label=["03"]).done == ["sub-03"]
+    assert not (out / "sub-03" / copy.name).exists()
+
+
 def test_a_failed_participant_leaves_nothing_and_the_others_are_written(dataset, tmp_path, monkeypatch):
     from napari_deep_prl.scoring import bids_app
 
@@ -212,6 +259,25 @@ def test_group_merges_the_participants_and_decides_the_cohort(dataset, tmp_path,
     assert decided.lesions["prl"].tolist() == (merged["prl_probability"] >= cut).astype(int).tolist()
     with pytest.raises(InputError, match="needs the models"):
         group_level(bids, out, cohort_decision=True)
+
+
+def test_an_onnx_model_writes_the_checkpoints_derivatives(dataset, tmp_path, capsys):
+    """`deep-prl bids ... --model MODEL.onnx`: the same folder, ids, calls and probabilities (to 1e-4)."""
+    from napari_deep_prl.model.export import export_onnx
+
+    bids, model = dataset
+    onnx = export_onnx(load_models(model), tmp_path / "model.onnx").graph
+    tables = []
+    for given, out in ((model, tmp_path / "torch"), (onnx, tmp_path / "onnx")):
+        assert main(["bids", str(bids), str(out), "participant", "--model", str(given), "--precision", "float32",
+                     "--device", "cpu", "--nthreads", "1", "--quiet"]) == 0
+        assert main(["bids", str(bids), str(out), "group", "--model", str(given), "--cohort-decision"]) == 0
+        tables.append(pd.read_csv(out / "group" / "group_desc-lesions_prl.tsv", sep="\t", na_values="n/a"))
+        assert json.loads((out / "dataset_description.json").read_text())["ModelIds"] == [load_models(model)[0].id]
+    pd.testing.assert_frame_equal(tables[1], tables[0], atol=1e-4, check_exact=False)
+    # one model, two files: the ONNX run may add to the checkpoint's output folder
+    assert main(["bids", str(bids), str(tmp_path / "torch"), "participant", "--model", str(onnx), "--quiet"]) == 0
+    assert "0 written, 4 already done" in capsys.readouterr().err
 
 
 def test_bad_input_is_refused_with_what_to_do(dataset, tmp_path, capsys):

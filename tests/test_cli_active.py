@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from active_support import (  # noqa: F401
@@ -20,6 +21,7 @@ from active_support import (  # noqa: F401
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.cli import active as active_cli
 from napari_deep_prl.cli import main
+from napari_deep_prl.data.cohort import read_manifest
 from napari_deep_prl.model.checkpoint import load_checkpoint, load_models
 from napari_deep_prl.model.train import TrainConfig
 from napari_deep_prl.ratings.project import Project
@@ -71,6 +73,35 @@ def test_score_prints_and_writes_the_project_counts(tmp_path, manifest, capsys):
                  "--cohort-decision", "--quiet"]) == 2
     assert "calibrated" in capsys.readouterr().err
 
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+def test_score_and_rank_take_an_onnx_model_and_the_rest_asks_for_the_checkpoint(tmp_path, manifest, capsys):
+    from napari_deep_prl.model.export import export_onnx
+    from napari_deep_prl.scoring.project import model_version
+    from napari_deep_prl.scoring.score import score_cohort
+
+    tiny_project(tmp_path / "project", manifest).close()
+    checkpoint = tiny_checkpoint()
+    model = checkpoint.save(tmp_path / "tiny.pt")
+    onnx = str(export_onnx([checkpoint], tmp_path / "tiny.onnx").graph)
+    root = str(tmp_path / "project")
+    assert main(["active", "score", root, "--model", onnx, "--quiet"]) == 0
+    assert "9 lesions scored by model version" in capsys.readouterr().err
+    with Project.open(root) as project:  # stored under the checkpoint's version, with its float32 scores
+        stored = project.store.predictions(model_version([checkpoint])).sort_values(["subject", "lesion"])
+    expected = run_to_end(score_cohort(read_manifest(manifest), [checkpoint], device="cpu", precision="float32"))
+    assert len(stored) == 9
+    np.testing.assert_allclose(stored["probability"], expected.lesions["prl_probability"], atol=1e-4)
+    assert main(["active", "rank", root, "--model", onnx, "-o", str(tmp_path / "queue.tsv"), "--quiet"]) == 0
+    assert len(pd.read_csv(tmp_path / "queue.tsv", sep="\t")) == 9
+    for command in (["active", "calibrate", root, "--model", onnx, "-o", str(tmp_path / "site.pt")],
+                    ["active", "finetune", root, "--model", onnx], ["export", onnx, "-o", str(tmp_path / "b.onnx")]):
+        assert main([*command, "--quiet"] if command[0] == "active" else command) == 2
+        error = capsys.readouterr().err
+        assert "an exported ONNX model, which only scores lesions" in error
+        assert "use the PyTorch checkpoint (.pt) it was exported from" in error
+    assert main(["active", "score", root, "--model", str(model), "--quiet"]) == 0  # the same model: nothing to do
 
 
 def test_finetune_refuses_one_class_labels_before_any_work(root, capsys):

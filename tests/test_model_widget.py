@@ -18,6 +18,7 @@ from napari_deep_prl._napari.model.model_widget import (
     ModelPanel,
 )
 from napari_deep_prl._napari.model.scoring_table import POINTS_NAME
+from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.cli import main
 from napari_deep_prl.model.checkpoint import save_ensemble
 from napari_deep_prl.model.metrics import PlattFit
@@ -267,3 +268,48 @@ def test_saliency_button_overlays_the_selected_lesions_patch_unless_blind(panel,
     assert not any("saliency" in layer.metadata for layer in panel.viewer.layers)
     assert panel.show_saliency() is None
     panel.set_blind(False)
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+def test_an_onnx_model_loaded_from_the_file_field_scores_the_project_and_nothing_else(
+        make_napari_viewer, setup, manifest, tmp_path, qtbot, monkeypatch):
+    from napari_deep_prl._napari.model import finetune_widget, recalibrate_box
+    from napari_deep_prl.data.cohort import read_manifest
+    from napari_deep_prl.model.export import export_onnx
+    from napari_deep_prl.scoring.score import score_cohort
+
+    project, checkpoint, _ = setup
+    onnx = export_onnx([checkpoint], tmp_path / "tiny.onnx").graph
+    panel = ModelPanel(make_napari_viewer(show=True))
+    qtbot.addWidget(panel)
+    panel.open_project(project.root)
+    offered = []
+
+    def answer(parent, caption, folder, filters):
+        offered.append(filters)
+        return str(onnx), filters
+
+    monkeypatch.setattr(model_widget.QFileDialog, "getOpenFileName", answer)
+    qtbot.mouseClick(panel.load_button, Qt.MouseButton.LeftButton)
+    assert "*.onnx" in offered[0] and "ONNX export" in panel.model_info.text()
+    assert checkpoint.id in panel.model_info.text()
+    qtbot.mouseClick(panel.score_all_button, Qt.MouseButton.LeftButton)
+    run_job(qtbot, panel.state.job, timeout=60_000)
+    stored = project.store.predictions(model_version([checkpoint])).sort_values(["subject", "lesion"])
+    expected = run_to_end(score_cohort(read_manifest(manifest), [checkpoint], device="cpu",
+                                       precision="float32")).lesions
+    np.testing.assert_allclose(stored["probability"], expected["prl_probability"], atol=1e-4)
+    assert panel.table.rowCount() == 3 and "PRL(s) of 3 lesions" in panel.count.text()
+    # what needs the PyTorch checkpoint says so
+    errors = []
+    for module in (model_widget, recalibrate_box, finetune_widget):
+        monkeypatch.setattr(module, "show_error", errors.append)
+    panel.table.setCurrentCell(0, 0)
+    qtbot.mouseClick(panel.saliency_button, Qt.MouseButton.LeftButton)
+    qtbot.mouseClick(panel.recalibrate.button, Qt.MouseButton.LeftButton)
+    panel.finetune.from_model.setChecked(True)
+    qtbot.mouseClick(panel.finetune.start_button, Qt.MouseButton.LeftButton)
+    assert len(errors) == 3 and not panel.state.busy
+    for error, what in zip(errors, ("saliency maps", "recalibration", "fine-tuning from the model")):
+        assert "tiny.onnx: an exported ONNX model, which only scores lesions" in error
+        assert f"For {what}, use the PyTorch checkpoint (.pt) it was exported from" in error

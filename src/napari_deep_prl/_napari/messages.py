@@ -62,7 +62,9 @@ TOOLTIPS = {
     # the model panel and its fine-tuning box
     "open": "A project folder (made with `deep-prl project init`): its subjects can be scored "
             "and the scores are stored as predictions.",
-    "load": "A Deep-PRL checkpoint (.pt). It is loaded with weights only: it cannot run code.",
+    "load": "A Deep-PRL checkpoint (.pt), loaded with weights only: it cannot run code. Or an ONNX "
+            "model written by `deep-prl export` (.onnx), which scores alike but cannot be fine-tuned, "
+            "recalibrated or show saliency.",
     "click_mode": "On: a left click in the viewer outlines the lesion under it from the structural images "
                   "(layer 'clicked outlines'; correct it with the brush) and scores it at once.",
     "score_outlines": "Score the lesions of the 'clicked outlines' layer as they are now (after painting).",

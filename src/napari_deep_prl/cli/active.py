@@ -18,7 +18,8 @@ from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, print_table, write_table
 from napari_deep_prl.cli.calibrate import save_site_model
 from napari_deep_prl.cli.train import add_accept_worse, network_count, report_comparison
-from napari_deep_prl.model.checkpoint import Checkpoint, load_models
+from napari_deep_prl.model.backend import Model, load_model
+from napari_deep_prl.model.checkpoint import load_models
 from napari_deep_prl.model.crossfit import DEFAULT_MODELS
 from napari_deep_prl.model.train import TrainConfig
 from napari_deep_prl.ratings.project import Project
@@ -33,7 +34,8 @@ def register(p: argparse.ArgumentParser) -> None:
     def common(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("project", help="project folder")
         parser.add_argument("--model", action="append", required=True,
-                            help="checkpoint (.pt); repeat for an ensemble")
+                            help="checkpoint (.pt); repeat for an ensemble; score and rank also take one ONNX file "
+                                 "written by `deep-prl export`")
         parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
         parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -89,8 +91,7 @@ def register(p: argparse.ArgumentParser) -> None:
     site.set_defaults(func=run_calibrate)
 
 
-def _scores(args: argparse.Namespace, project: Project,
-            checkpoints: list[Checkpoint]) -> tuple[str, object]:
+def _scores(args: argparse.Namespace, project: Project, checkpoints: Model) -> tuple[str, object]:
     from napari_deep_prl.scoring.project import model_version, score_project
 
     scores = run_with_tqdm(score_project(project, checkpoints, device=args.device), desc="scoring",
@@ -102,7 +103,7 @@ def run_score(args: argparse.Namespace) -> int:
     from napari_deep_prl.scoring.project import project_scores
 
     check_output(args.output)
-    checkpoints = load_models(*args.model)
+    checkpoints = load_model(*args.model)
     decision = "expected_f1" if args.cohort_decision else "validation"
     checked_decision(checkpoints, None, decision)  # before the work, not after it
     with Project.open(args.project) as project:
@@ -123,7 +124,7 @@ def run_rank(args: argparse.Namespace) -> int:
 
     check_output(args.output)
     with Project.open(args.project) as project:
-        version, scores = _scores(args, project, load_models(*args.model))
+        version, scores = _scores(args, project, load_model(*args.model))
         strategy = active.make_strategy(args.strategy, scores, version=version, seed=args.seed)
         order = strategy.rank(project.lesions())
     table = scores.set_index("lesion_key").loc[order].reset_index()

@@ -42,8 +42,9 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("--session-label", nargs="+", metavar="LABEL",
                    help="the sessions to do (with or without ses-; default all)")
     p.add_argument("--model", action="append", metavar="MODEL.pt",
-                   help="checkpoint; repeat for an ensemble (needed by participant, and by group with "
-                        "--cohort-decision)")
+                   help="checkpoint; repeat for an ensemble; or one ONNX file written by `deep-prl export` (run in "
+                        "onnxruntime: the onnx extra), which scores as its checkpoints (needed by participant, and "
+                        "by group with --cohort-decision)")
     p.add_argument("--derivatives", nargs="+", type=Path, metavar="DIR",
                    help="pipeline folder(s) holding the lesion masks (default: every folder in BIDS_DIR/derivatives "
                         "except this package's outputs)")
@@ -64,7 +65,7 @@ def register(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from napari_deep_prl.base.progress import run_with_tqdm
-    from napari_deep_prl.model.checkpoint import load_models
+    from napari_deep_prl.model.backend import load_model
     from napari_deep_prl.scoring.bids_app import group_level, participant_level
 
     set_threads(args.threads)
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     if args.analysis_level == "group":
         if args.overwrite or args.work_dir:
             raise InputError("--overwrite and --work-dir belong to the participant level")
-        checkpoints = load_models(*args.model) if args.model else []
+        checkpoints = load_model(*args.model) if args.model else []
         group = group_level(args.bids_dir, args.output_dir, checkpoints, cohort_decision=args.cohort_decision,
                             **labels)
         print(f"group: {len(group.subjects)} subject(s), {len(group.lesions)} lesions, "
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--cohort-decision belongs to the group level")
     if not args.model:
         raise InputError("the participant level needs the model: --model MODEL.pt")
-    checkpoints = load_models(*args.model)
+    checkpoints = load_model(*args.model)
     done = run_with_tqdm(participant_level(args.bids_dir, args.output_dir, checkpoints, work_dir=args.work_dir,
                                            overwrite=args.overwrite, device=args.device, precision=args.precision,
                                            **labels),

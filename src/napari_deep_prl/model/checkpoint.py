@@ -197,7 +197,20 @@ def common_contrasts(checkpoints: Sequence[Checkpoint], where: str = "the models
     return next(iter(kinds), ())
 
 
+#: What only a model's PyTorch checkpoint does: its ONNX export scores, and nothing else.
+NEEDS_CHECKPOINT = "training, fine-tuning, recalibration, saliency maps and export"
+
+
+def onnx_scores_only(path: str | Path, what: str = NEEDS_CHECKPOINT) -> CheckpointError:
+    """The error for an exported ONNX model given where the PyTorch checkpoint is needed."""
+    return CheckpointError(f"{path}: an exported ONNX model, which only scores lesions (deep-prl score, deep-prl "
+                           "bids, deep-prl active score and rank, the model panel's scoring). For "
+                           f"{what}, use the PyTorch checkpoint (.pt) it was exported from")
+
+
 def _load_file(path: Path, device: str | torch.device) -> list[Checkpoint]:
+    if path.suffix.lower() == ".onnx":
+        raise onnx_scores_only(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such model file. Train one with `deep-prl train` "
                               "or give the path of an existing .pt checkpoint")

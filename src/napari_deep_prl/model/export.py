@@ -10,6 +10,16 @@ with every view scored, and ``view_probabilities`` ``(samples, n)``, one row per
 (networks in order, each one's views in order), from which the uncertainty columns are computed
 and the scoring screen is applied (:class:`~napari_deep_prl.model.onnx_model.OnnxModel`).
 
+Scoring screens lesions (:data:`~napari_deep_prl.model.inference.SCREEN_SHARE`): each network's
+first view (the patch as cut) of every lesion, its other views only for lesions whose first looks
+reach the screen. One ONNX graph computes all of its outputs whatever is asked of it, so the
+screen needs a graph of its own: when a network has more than one view, ``MODEL.first.onnx``
+(:func:`~napari_deep_prl.model.onnx_model.first_views_file`) beside ``MODEL.onnx`` is the same
+head on each network's first view alone (same input and output names; ``view_probabilities``
+then has one row per network). ``MODEL.onnx`` names it and its SHA-256 in its metadata
+(``first_views``, ``first_views_sha256``) and stays the whole model: every tool can score with it
+alone, and this package's scoring runs the screen on it when the first-view file is absent.
+
 What a user elsewhere needs to feed it travels inside the file as ONNX ``metadata_props``
 (:func:`export_spec`): the patch settings (size, normalisation, mask dilation, other lesions,
 phase centre), the channels and their sign conventions, the decision threshold, each network's id,
@@ -32,7 +42,7 @@ import json
 import logging
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +60,15 @@ from napari_deep_prl.model.inference import SCREEN_SHARE, checkpoint_views, unca
 from napari_deep_prl.model.metrics import _EPS as PROBABILITY_FLOOR
 from napari_deep_prl.model.network import inference_copy
 from napari_deep_prl.model.onnx_model import (
+    FIRST_VIEWS,
     FORMAT,
     FORMAT_VERSION,
     INPUT,
     OUTPUTS,
     SPEC_KEY,
     TEST_TOLERANCE,
+    WHOLE,
+    first_views_file,
     reproduces,
     session,
     vectors_file,
@@ -85,13 +98,15 @@ class ScoringHead(nn.Module):
     the graph computes that function in float32.
     """
 
-    def __init__(self, checkpoints: Sequence[Checkpoint]) -> None:
+    def __init__(self, checkpoints: Sequence[Checkpoint], *, first_views: bool = False) -> None:
         super().__init__()
         cpu = torch.device("cpu")
         # the inference copy (batch norms folded) in the default layout: no channels-last copies in the graph
         self.networks = nn.ModuleList(inference_copy(c.model, cpu).to(memory_format=torch.contiguous_format)
                                       for c in checkpoints)
-        self.views: list[tuple[View, ...]] = [checkpoint_views(c) for c in checkpoints]
+        # first_views: each network's first view alone, the screen of scoring
+        self.views: list[tuple[View, ...]] = [checkpoint_views(c)[:1] if first_views else checkpoint_views(c)
+                                              for c in checkpoints]
         bound = float(logit(1 - PROBABILITY_FLOOR))
         self.calibrations = [None if c.calibration is None else (asdict(c.calibration), bound) for c in checkpoints]
 
@@ -188,10 +203,21 @@ def synthetic_patches(channels: int, size: int, n: int = TEST_PATCHES, seed: int
     return x.astype(np.float32)
 
 
-def export_onnx(checkpoints: Sequence[Checkpoint], path: str | Path) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class ExportedFiles:
+    """What :func:`export_onnx` wrote: the graph, its first-view graph (``None`` when every
+    network has one view: the graph itself is then the screen) and the test vectors."""
+
+    graph: Path
+    first_views: Path | None
+    vectors: Path
+
+
+def export_onnx(checkpoints: Sequence[Checkpoint], path: str | Path) -> ExportedFiles:
     """Write the scoring head of ``checkpoints`` (one model: an ensemble's networks) as an ONNX
-    graph at ``path``, with its spec as metadata and its test vectors beside it; each file is
-    written atomically. Returns the graph's and the test vectors' paths."""
+    graph at ``path``, with its spec as metadata, its first-view graph
+    (:func:`~napari_deep_prl.model.onnx_model.first_views_file`, see the module doc) and its test
+    vectors beside it; each file is written atomically, the graph last."""
     checked_ensemble(checkpoints)
     onnx = _import_onnx()
     path = Path(path)
@@ -199,20 +225,42 @@ def export_onnx(checkpoints: Sequence[Checkpoint], path: str | Path) -> tuple[Pa
     x = synthetic_patches(len(spec["channels"]), spec["patch_size"])
     # the reference: the PyTorch scoring path itself, in float32 on the CPU
     expected = view_probabilities(checkpoints, x, device="cpu", precision="float32").astype(np.float32)
+    vectors = {"patches": x, "probability": expected.mean(0), "view_probabilities": expected}
     head = ScoringHead(checkpoints).eval()
     model = _traced(head, torch.from_numpy(x[:2]))
-    model.producer_name, model.producer_version = "napari-deep-prl", __version__
-    model.doc_string = "PRL probability of lesion-centred patches (napari-deep-prl); see the metadata."
-    onnx.helper.set_model_props(model, metadata_props(spec))
-    vectors = {"patches": x, "probability": expected.mean(0), "view_probabilities": expected}
     _check_runs(model.SerializeToString(), vectors, path)
+    first_path, first_bytes, props = None, b"", {}
+    if any(len(views) > 1 for views in head.views):
+        first_path = first_views_file(path)
+        starts = np.cumsum([0] + [len(views) for views in head.views[:-1]])
+        vectors["first_view_probabilities"] = expected[starts]
+        first = _traced(ScoringHead(checkpoints, first_views=True).eval(), torch.from_numpy(x[:2]))
+        part = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "package_version": __version__,
+                "part": FIRST_VIEWS, "whole": path.name, "model_ids": ",".join(c.id for c in checkpoints)}
+        _describe(onnx, first, part,
+                  f"The first view of each network of {path.name}: the screen of its scoring (napari-deep-prl).")
+        first_bytes = first.SerializeToString()
+        _check_runs(first_bytes, vectors, first_path, part=FIRST_VIEWS)
+        props = {"first_views": first_path.name, "first_views_sha256": hashlib.sha256(first_bytes).hexdigest()}
+    # every graph checked: now the files, the graph that names the others last
+    if first_path is not None:
+        write_atomic(first_path, lambda fh: fh.write(first_bytes), binary=True)
+    spec["first_views"] = None if first_path is None else first_path.name
     vectors_path = vectors_file(path)
     write_atomic(vectors_path, lambda fh: np.savez_compressed(fh, **vectors), binary=True)
     digest = hashlib.sha256(vectors_path.read_bytes()).hexdigest()
-    onnx.helper.set_model_props(model, {**metadata_props(spec), "test_vectors": vectors_path.name,
-                                        "test_vectors_sha256": digest})
+    _describe(onnx, model, {**metadata_props(spec), **props, "test_vectors": vectors_path.name,
+                            "test_vectors_sha256": digest},
+              "PRL probability of lesion-centred patches (napari-deep-prl); see the metadata.")
     write_atomic(path, lambda fh: fh.write(model.SerializeToString()), binary=True)
-    return path, vectors_path
+    return ExportedFiles(path, first_path, vectors_path)
+
+
+def _describe(onnx: Any, model: Any, props: dict[str, str], doc: str) -> None:
+    """Name the producer of an exported ``model``, its doc string and metadata."""
+    model.producer_name, model.producer_version = "napari-deep-prl", __version__
+    model.doc_string = doc
+    onnx.helper.set_model_props(model, props)
 
 
 def _traced(head: ScoringHead, example: torch.Tensor) -> Any:
@@ -234,9 +282,9 @@ def _traced(head: ScoringHead, example: torch.Tensor) -> Any:
     return program.model_proto
 
 
-def _check_runs(graph: bytes, vectors: dict[str, np.ndarray], path: Path) -> None:
+def _check_runs(graph: bytes, vectors: dict[str, np.ndarray], path: Path, part: str = WHOLE) -> None:
     """Refuse a graph whose outputs in onnxruntime differ from the PyTorch path's."""
-    worst = reproduces(session(graph, "cpu"), vectors)
+    worst = reproduces(session(graph, "cpu"), vectors, part)
     if not worst <= TEST_TOLERANCE:
         raise CheckpointError(f"{path}: the exported graph gives probabilities {worst:.2g} away from PyTorch's in "
                               f"onnxruntime (more than {TEST_TOLERANCE:g}); nothing was written. Report this "

@@ -4,22 +4,26 @@
 it reads the networks' settings from the graph's metadata (patch settings, thresholds,
 calibrations, views) and gives the same rows as
 :func:`~napari_deep_prl.model.inference.view_probabilities` gives for the checkpoints it was
-exported from. The graph scores every view of every patch; the screen of scoring is applied to its
-rows afterwards (a view's probability does not depend on the others scored), so the probabilities
-and calls are those of the PyTorch path, while the cost is that of scoring every view (as
-``--tta``). onnxruntime comes with the ``onnx`` extra (``pip install napari-deep-prl[onnx]``).
+exported from. The screen of scoring runs as in PyTorch: the first-view graph beside the file
+(:func:`first_views_file`) scores each network's first view of every patch, and the graph the
+other views of the patches whose first looks reach the screen; without that file the graph
+scores every view and the screen is applied to its rows (a view's probability does not depend
+on the others scored): the same probabilities at the cost of ``--tta``. onnxruntime comes with
+the ``onnx`` extra (``pip install napari-deep-prl[onnx]``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from napari_deep_prl.base.errors import CheckpointError, InputError
+from napari_deep_prl.base.errors import CheckpointError, InputError, InputWarning
 from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.model.dataset import Patches
 from napari_deep_prl.model.inference import INFERENCE_BATCH
@@ -32,6 +36,9 @@ FORMAT_VERSION = 1
 #: The graph's input and outputs.
 INPUT = "patches"
 OUTPUTS = ("probability", "view_probabilities")
+#: The graphs of an export (``metadata_props["part"]`` of the first-view graph): the whole head,
+#: and each network's first view alone (the screen of scoring).
+WHOLE, FIRST_VIEWS = "whole", "first_views"
 #: The metadata key of the whole spec (JSON).
 SPEC_KEY = "napari_deep_prl"
 #: Largest difference from the test vectors' outputs that a runtime may show.
@@ -58,7 +65,10 @@ class OnnxModel:
     path: Path
     spec: dict[str, Any]
     networks: list[Network]
-    _sessions: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    #: The first-view graph the file names, and its SHA-256 (``None``: every network has one view).
+    first_views: Path | None = None
+    first_views_sha256: str | None = None
+    _sessions: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def load(cls, path: str | Path) -> OnnxModel:
@@ -67,7 +77,8 @@ class OnnxModel:
         if not path.is_file():
             raise CheckpointError(f"{path}: no such ONNX model; export one with `deep-prl export MODEL.pt -o {path}`")
         cpu = session(path, "cpu")
-        spec = _spec(cpu.get_modelmeta().custom_metadata_map, path)
+        metadata = cpu.get_modelmeta().custom_metadata_map
+        spec = _spec(metadata, path)
         try:
             networks = [Network(str(n["id"]), float(n["threshold"]), PatchConfig.from_dict(spec["patch"]),
                                 None if n["calibration"] is None else PlattFit(**n["calibration"]),
@@ -77,8 +88,10 @@ class OnnxModel:
                                   "damaged or was edited: export the model again") from err
         if not networks:
             raise CheckpointError(f"{path}: the metadata lists no network; export the model again")
-        model = cls(path, spec, networks)
-        model._sessions["cpu"] = cpu
+        first = metadata.get("first_views")
+        model = cls(path, spec, networks, None if first is None else path.with_name(first),
+                    metadata.get("first_views_sha256"))
+        model._sessions[WHOLE, "cpu"] = cpu
         return model
 
     @property
@@ -86,12 +99,14 @@ class OnnxModel:
         """The decision threshold: the mean of the networks' validation thresholds."""
         return float(np.mean([n.threshold for n in self.networks]))
 
-    def outputs(self, x: np.ndarray | Patches, *, batch_size: int = INFERENCE_BATCH,
-                device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
-        """The graph's outputs for patches ``x``: ``probability`` (n,) and ``view_probabilities``
-        (networks × views, n), float64, ``batch_size`` patches per run."""
-        run = self.session(device)
-        rows = [np.zeros((0,)), np.zeros((sum(len(n.views) for n in self.networks), 0))]
+    def outputs(self, x: np.ndarray | Patches, *, batch_size: int = INFERENCE_BATCH, device: str = "auto",
+                part: str = WHOLE) -> tuple[np.ndarray, np.ndarray]:
+        """The outputs of the graph (``part``: :data:`WHOLE`, or the first-view graph) for patches
+        ``x``: ``probability`` (n,) and ``view_probabilities`` (networks × views, or networks,
+        n), float64, ``batch_size`` patches per run."""
+        run = self.session(device, part)
+        samples = len(self.networks) if part == FIRST_VIEWS else sum(len(n.views) for n in self.networks)
+        rows = [np.zeros((0,)), np.zeros((samples, 0))]
         for start in range(0, len(x), batch_size):
             got = run.run(list(OUTPUTS), {INPUT: np.ascontiguousarray(x[start:start + batch_size], np.float32)})
             rows = [np.concatenate([done, new.astype(np.float64)], axis=-1) for done, new in zip(rows, got)]
@@ -101,42 +116,94 @@ class OnnxModel:
                            batch_size: int = INFERENCE_BATCH, device: str = "auto", precision: str = "auto",
                            screen: float | None = None) -> np.ndarray:
         """Rows as :func:`~napari_deep_prl.model.inference.view_probabilities` gives them for the
-        exported checkpoints (``tta`` picks the views alike, ``screen`` leaves NaN where that
-        path does not score a view). The graph computes in float32: ``precision`` bfloat16 is refused."""
+        exported checkpoints (``tta`` picks the views alike; ``screen`` scores the other views only
+        of the patches whose first looks reach it, and leaves NaN in the others). The graph
+        computes in float32: ``precision`` bfloat16 is refused."""
         if precision == "bfloat16":
             raise InputError("an ONNX model computes in float32; use --precision float32 or auto with it")
-        rows = self.outputs(x, batch_size=batch_size, device=device)[1]
+        wanted = [network.views if tta is None else TTA_VIEWS if tta else ((),) for network in self.networks]
         picked, first, start = [], [], 0
-        for network in self.networks:
-            wanted = network.views if tta is None else TTA_VIEWS if tta else ((),)
-            missing = [list(v) for v in wanted if v not in network.views]
+        for network, views in zip(self.networks, wanted):
+            missing = [list(v) for v in views if v not in network.views]
             if missing:
                 raise InputError(f"{self.path}: network {network.id} was exported with the views "
                                  f"{[list(v) for v in network.views]}, not {missing}; score it without "
                                  "--tta/--no-tta, or export the model from a checkpoint that records them")
             first.append(len(picked))
-            picked += [start + network.views.index(v) for v in wanted]
+            picked += [start + network.views.index(v) for v in views]
             start += len(network.views)
-        rows = rows[picked]
-        if screen is not None:
-            below = rows[first].mean(0) < screen
-            rows[np.setdiff1d(np.arange(len(rows)), first)[:, None], below] = np.nan
+        options = {"batch_size": batch_size, "device": device}
+        one_each = len(picked) == len(first)  # --no-tta, or networks of one view
+        if screen is None and not one_each:
+            return self.outputs(x, **options)[1][picked]
+        whole = None
+        if [v[0] for v in wanted] == [n.views[0] for n in self.networks] and self._first_views_ready(device):
+            looks = self.outputs(x, **options, part=FIRST_VIEWS)[1]
+        else:
+            whole = self.outputs(x, **options)[1][picked]
+            looks = whole[first]
+        if one_each:
+            return looks
+        rows = np.full((len(picked), len(x)), np.nan)
+        rows[first] = looks
+        rest = np.flatnonzero(looks.mean(0) >= screen)
+        if rest.size:
+            others = np.setdiff1d(np.arange(len(picked)), first)
+            scored = whole[:, rest] if whole is not None else self.outputs(x[rest], **options)[1][picked]
+            rows[np.ix_(others, rest)] = scored[others]
         return rows
 
-    def session(self, device: str = "auto") -> Any:
-        """The onnxruntime session on ``device`` (auto: CUDA when onnxruntime has it), cached."""
-        if device not in self._sessions:
-            self._sessions[device] = session(self.path, device)
-        return self._sessions[device]
+    def session(self, device: str = "auto", part: str = WHOLE) -> Any:
+        """The onnxruntime session of the graph or its first-view graph (``part``) on ``device``
+        (auto: CUDA when onnxruntime has it), cached. The first-view graph is refused unless it is
+        the one the graph names (its SHA-256)."""
+        if (part, device) not in self._sessions:
+            if part == WHOLE:
+                self._sessions[part, device] = session(self.path, device)
+            else:
+                if self.first_views is None:
+                    raise InputError(f"{self.path}: exported without a first-view graph (every network has one view)")
+                graph = self.first_views.read_bytes()
+                if hashlib.sha256(graph).hexdigest() != self.first_views_sha256:
+                    raise CheckpointError(
+                        f"{self.first_views}: not the first-view graph of {self.path} (its SHA-256 differs from "
+                        f"the one {self.path.name} records): the two files come from different exports. Copy both "
+                        "files of one `deep-prl export`, or export the model again")
+                self._sessions[part, device] = session(graph, device)
+        return self._sessions[part, device]
+
+    def _first_views_ready(self, device: str) -> bool:
+        """Whether the first-view graph can run the screen; its absence is warned about (the
+        graph then scores every view: the same probabilities, slower)."""
+        if self.first_views is None:
+            return False
+        if (FIRST_VIEWS, device) not in self._sessions and not self.first_views.is_file():
+            warnings.warn(InputWarning(
+                f"{self.first_views} is missing: {self.path.name} scores every view of every lesion (the same "
+                "probabilities, the work of --tta). Keep the first-view file beside the model, as `deep-prl "
+                "export` writes it, to screen lesions on their first views"), stacklevel=3)
+            return False
+        return True
 
     def check_test_vectors(self, vectors: str | Path | None = None) -> float:
-        """The largest difference between the graph's outputs here and the test vectors' (by
-        default the file beside the graph, :func:`vectors_file`)."""
+        """The largest difference between the graphs' outputs here (the graph's, and the
+        first-view graph's when the file is present) and the test vectors' (by default the file
+        beside the graph, :func:`vectors_file`)."""
         vectors = vectors_file(self.path) if vectors is None else Path(vectors)
         if not vectors.is_file():
             raise InputError(f"{vectors}: no test vectors; they are written beside the graph by `deep-prl export`")
         with np.load(vectors, allow_pickle=False) as data:
-            return reproduces(self.session("cpu"), dict(data))
+            data = dict(data)
+        worst = reproduces(self.session("cpu"), data)
+        if "first_view_probabilities" in data and self.first_views is not None and self.first_views.is_file():
+            worst = max(worst, reproduces(self.session("cpu", FIRST_VIEWS), data, FIRST_VIEWS))
+        return worst
+
+
+def first_views_file(path: str | Path) -> Path:
+    """Where the first-view graph of the graph at ``path`` is: ``MODEL.onnx`` → ``MODEL.first.onnx``."""
+    path = Path(path)
+    return path.with_name(path.stem + ".first.onnx")
 
 
 def vectors_file(path: str | Path) -> Path:
@@ -145,9 +212,13 @@ def vectors_file(path: str | Path) -> Path:
     return path.with_name(path.stem + ".test.npz")
 
 
-def reproduces(run: Any, vectors: dict[str, np.ndarray]) -> float:
+def reproduces(run: Any, vectors: dict[str, np.ndarray], part: str = WHOLE) -> float:
     """The largest absolute difference between a session's outputs for ``vectors["patches"]``
-    and the outputs the vectors hold."""
+    and the outputs the vectors hold for its graph (``part``: the whole head, or the first-view
+    graph, whose rows are ``first_view_probabilities``)."""
+    if part == FIRST_VIEWS:
+        first = vectors["first_view_probabilities"]
+        vectors = {"probability": first.mean(0), "view_probabilities": first, "patches": vectors["patches"]}
     got = run.run(list(OUTPUTS), {INPUT: vectors["patches"]})
     return float(max(np.abs(g.astype(np.float64) - vectors[name]).max() for g, name in zip(got, OUTPUTS)))
 
@@ -180,6 +251,10 @@ def _spec(metadata: dict[str, str], path: Path) -> dict[str, Any]:
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a napari-deep-prl ONNX model (no '{FORMAT}' format in its metadata); "
                               "only graphs written by `deep-prl export` can be scored")
+    if metadata.get("part") == FIRST_VIEWS:
+        whole = path.with_name(metadata.get("whole", "MODEL.onnx"))
+        raise CheckpointError(f"{path}: the first-view graph of {whole.name} (the screen of its scoring), not a "
+                              f"whole model; score {whole}")
     if metadata.get("format_version") != str(FORMAT_VERSION):
         raise CheckpointError(f"{path}: exported model format version {metadata.get('format_version')!r}; this "
                               f"napari-deep-prl reads version {FORMAT_VERSION}: use a matching napari-deep-prl")

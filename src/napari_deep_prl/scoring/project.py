@@ -5,7 +5,8 @@ The model panel's *Score project*, ``deep-prl active score`` / ``rank`` and fine
 re-score run :func:`score_project`; it scores each subject exactly as ``deep-prl score`` does
 (the same function, the checkpoints' own views, the default precision), so a lesion's
 probability, call and uncertainty are the same on the command line, in the panel and in the
-review queue.
+review queue. The model may be checkpoints or an exported ONNX file
+(:mod:`napari_deep_prl.model.backend`).
 
 The scores are stored in the rating store's predictions (probability, ``uncertainty_sd``,
 ``bald``) under a *model version* naming the checkpoints and the way they were scored:
@@ -31,7 +32,7 @@ import pandas as pd
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
-from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.backend import Model, networks
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.scoring.score import (
     Decision,
@@ -47,14 +48,15 @@ from napari_deep_prl.scoring.score import (
 SCORED_ON = "views"
 
 
-def model_version(checkpoints: Sequence[Checkpoint]) -> str:
-    """The key a model's scores are stored under: its checkpoints' ids and :data:`SCORED_ON`."""
-    if not checkpoints:
+def model_version(checkpoints: Model) -> str:
+    """The key a model's scores are stored under: its networks' ids and :data:`SCORED_ON` (an
+    ONNX model exported from checkpoints stores its scores under theirs: they are the same)."""
+    if not networks(checkpoints):
         raise InputError("no model given: load a checkpoint first")
-    return "+".join(c.id for c in checkpoints) + "/" + SCORED_ON
+    return "+".join(c.id for c in networks(checkpoints)) + "/" + SCORED_ON
 
 
-def score_project(project: Project, checkpoints: Sequence[Checkpoint], *, subjects: Sequence[str] | None = None,
+def score_project(project: Project, checkpoints: Model, *, subjects: Sequence[str] | None = None,
                   device: str = "auto", stop: threading.Event | None = None) -> Generator[Progress, None, pd.DataFrame]:
     """Score the project's lesions (or those of ``subjects``) and store the predictions.
 
@@ -90,7 +92,7 @@ def latest_scored_version(project: Project) -> str | None:
     return None if stored.empty else str(stored.sort_values("created_at")["model_id"].iloc[-1])
 
 
-def project_scores(project: Project, checkpoints: Sequence[Checkpoint], version: str,
+def project_scores(project: Project, checkpoints: Model, version: str,
                    decision: Decision = "validation") -> Scores:
     """The project's stored scores of a model version, decided, and counted per subject.
 

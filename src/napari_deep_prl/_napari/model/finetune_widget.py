@@ -215,8 +215,13 @@ class FinetuneBox(QGroupBox):
             show_error("Open a project first: fine-tuning learns from its labels.")
             return None
         project, config, source = state.project, self.config(), self.source.currentText()
-        init = state.checkpoints if self.from_model.isChecked() else None
         models = self.networks.value()
+        try:
+            init = state.pytorch("fine-tuning from the model") if self.from_model.isChecked() else None
+        except DeepPRLError as err:  # an ONNX model: no weights to start from
+            self.status.setText(f"Cannot fine-tune: {err}")
+            show_error(f"Cannot fine-tune: {err}")
+            return None
         try:
             check_labels(project, len(init or []) or models, config, source)
         except DeepPRLError as err:

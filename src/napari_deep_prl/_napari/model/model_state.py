@@ -17,7 +17,9 @@ from pathlib import Path
 from psygnal import Signal
 
 from napari_deep_prl._napari.jobs import Job
-from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.backend import Model, networks
+from napari_deep_prl.model.checkpoint import Checkpoint, onnx_scores_only
+from napari_deep_prl.model.onnx_model import OnnxModel
 from napari_deep_prl.ratings.project import Project
 
 
@@ -26,7 +28,7 @@ class ModelState:
 
     #: Another project was opened: read :attr:`project`.
     project_changed = Signal()
-    #: Another model is in use: read :attr:`checkpoints` and :attr:`path`.
+    #: Another model is in use: read :attr:`model` and :attr:`path`.
     model_changed = Signal()
     #: A job started (``True``) or finished (``False``): one job runs at a time.
     busy_changed = Signal(bool)
@@ -35,16 +37,35 @@ class ModelState:
 
     def __init__(self) -> None:
         self.project: Project | None = None
-        #: The model in use: one network, or the members of an ensemble file (scored together).
-        self.checkpoints: list[Checkpoint] = []
+        #: The model in use: one network or the members of an ensemble file (scored together), or
+        #: an exported ONNX model (which only scores).
+        self.model: Model = []
         #: The file the model came from (``None``: made in this session and not saved, or unknown).
         self.path: Path | None = None
         self.job: Job | None = None
 
     @property
+    def loaded(self) -> bool:
+        """Whether a model is in use."""
+        return bool(networks(self.model))
+
+    @property
+    def checkpoints(self) -> list[Checkpoint]:
+        """The model's PyTorch networks (none for an ONNX model)."""
+        return [] if isinstance(self.model, OnnxModel) else list(self.model)
+
+    @property
     def checkpoint(self) -> Checkpoint | None:
         """The model's network, or an ensemble's first member (whose label record all share)."""
         return self.checkpoints[0] if self.checkpoints else None
+
+    def pytorch(self, what: str) -> list[Checkpoint]:
+        """The model's PyTorch networks, for ``what`` (fine-tuning, recalibration, saliency); an
+        ONNX model, which only scores, is a :class:`~napari_deep_prl.base.errors.CheckpointError`
+        naming ``what``."""
+        if isinstance(self.model, OnnxModel):
+            raise onnx_scores_only(self.model.path, what)
+        return self.checkpoints
 
     @property
     def busy(self) -> bool:
@@ -57,9 +78,11 @@ class ModelState:
         self.project = project
         self.project_changed.emit()
 
-    def use_model(self, checkpoints: Checkpoint | Sequence[Checkpoint], path: Path | None = None) -> None:
-        """Score with ``checkpoints`` (a network or an ensemble's members) from now on."""
-        self.checkpoints = [checkpoints] if isinstance(checkpoints, Checkpoint) else list(checkpoints)
+    def use_model(self, model: Checkpoint | Sequence[Checkpoint] | OnnxModel, path: Path | None = None) -> None:
+        """Score with ``model`` (a network, an ensemble's members, or an ONNX model) from now on."""
+        if isinstance(model, Checkpoint):
+            model = [model]
+        self.model = model if isinstance(model, OnnxModel) else list(model)
         self.path = path
         self.model_changed.emit()
 

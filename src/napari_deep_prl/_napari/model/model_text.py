@@ -9,14 +9,36 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from napari_deep_prl.model.checkpoint import Checkpoint
+from napari_deep_prl.model.backend import Model
+from napari_deep_prl.model.checkpoint import NEEDS_CHECKPOINT, Checkpoint
 from napari_deep_prl.model.crossfit import ensemble_info
+from napari_deep_prl.model.onnx_model import OnnxModel
 from napari_deep_prl.scoring.score import decision_threshold
 
 
 def _metric(values: dict, key: str) -> str:
     value = values.get(key)
     return f"{value:.3f}" if isinstance(value, (int, float)) else "n/a"
+
+
+def describe_model(model: Model, path: Path | None = None) -> str:
+    """What the panel says of the model in use: :func:`describe_checkpoint`, or for an ONNX
+    model what its metadata records (:func:`describe_onnx`)."""
+    return describe_onnx(model) if isinstance(model, OnnxModel) else describe_checkpoint(model, path)
+
+
+def describe_onnx(model: OnnxModel) -> str:
+    """An exported model: its networks, threshold and patches, and that it only scores."""
+    spec, first = model.spec, model.networks[0]
+    ids = ", ".join(n.id for n in model.networks)
+    calibrated = " (calibrated probability)" if all(n.calibration for n in model.networks) else ""
+    return "<br>".join([
+        f"<b>{model.path.name}</b> · ONNX export of {len(model.networks)} network(s) · ids {ids}",
+        (f"threshold {model.threshold:.2f}{calibrated}; patches {first.patch_config.size}³, "
+         f"{first.patch_config.normalisation} normalisation"),
+        f"exported by napari-deep-prl {spec.get('package_version', '?')}; scores in onnxruntime",
+        f"only scores: {NEEDS_CHECKPOINT} need the .pt checkpoint",
+    ])
 
 
 def describe_checkpoint(checkpoints: Checkpoint | Sequence[Checkpoint], path: Path | None = None) -> str:

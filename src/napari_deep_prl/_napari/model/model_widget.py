@@ -1,4 +1,8 @@
-"""The model panel: load a checkpoint, score a subject or a whole project, see the scores.
+"""The model panel: load a model, score a subject or a whole project, see the scores.
+
+The model is a checkpoint (an ensemble file) or an ONNX file written by ``deep-prl export``,
+which scores alike (:mod:`napari_deep_prl.model.backend`); saliency, fine-tuning and
+recalibration need the checkpoint, and say so when an ONNX model is loaded.
 
 Scoring runs in a worker thread (:class:`~.jobs.Job`) with a progress bar and Cancel. A project's
 scores are stored as predictions under the model version (so nothing is scored twice); a
@@ -47,7 +51,7 @@ from napari_deep_prl._napari.messages import SALIENCY_NEEDS, SCORES_HIDDEN, TOOL
 from napari_deep_prl._napari.model.click_box import ClickBox
 from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
 from napari_deep_prl._napari.model.model_state import ModelState
-from napari_deep_prl._napari.model.model_text import describe_checkpoint
+from napari_deep_prl._napari.model.model_text import describe_model
 from napari_deep_prl._napari.model.recalibrate_box import RecalibrateBox
 from napari_deep_prl._napari.model.scoring_table import (
     ColourBar,
@@ -65,7 +69,8 @@ from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
 from napari_deep_prl.data.evidence import rim_evidence
 from napari_deep_prl.data.images import Subject
 from napari_deep_prl.data.lesions import find_lesions
-from napari_deep_prl.model.checkpoint import Checkpoint, load_models
+from napari_deep_prl.model.backend import Model
+from napari_deep_prl.model.backend import load_model as load_model_file
 from napari_deep_prl.model.saliency import Saliency, lesion_saliency
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.scoring.project import model_version, project_scores, score_project
@@ -104,7 +109,7 @@ def subject_from_layers(viewer: napari.Viewer, subject: str | None = None, *, le
     return Subject(str(first.metadata["subject"]), images, mask, first.affine.affine_matrix)
 
 
-def score_loaded(subject: Subject, checkpoints: list[Checkpoint]) -> Generator[Progress, None, pd.DataFrame]:
+def score_loaded(subject: Subject, checkpoints: Model) -> Generator[Progress, None, pd.DataFrame]:
     """Score a subject already in memory, as a (one-step) progress generator for a worker."""
     yield Progress(0, 1, "subject", subject.subject)
     table = score_subject(subject, checkpoints)
@@ -207,7 +212,8 @@ class ModelPanel(QWidget):
 
     def _choose_model(self) -> None:
         start = str(self.state.project.models_dir) if self.state.project else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Load a Deep-PRL model", start, "*.pt")
+        path, _ = QFileDialog.getOpenFileName(self, "Load a Deep-PRL model", start,
+                                              "Deep-PRL models (*.pt *.onnx)")
         if path:
             self.load_model(path)
 
@@ -228,14 +234,15 @@ class ModelPanel(QWidget):
         self._enable()
 
     def load_model(self, path: str | Path) -> None:
-        """Load a checkpoint or ensemble (safely, weights only) and show what it was trained on."""
+        """Load a checkpoint or ensemble (safely, weights only) or an exported ONNX model, and show
+        what it was trained on."""
         try:
-            self.state.use_model(load_models(path), Path(path))
+            self.state.use_model(load_model_file(path), Path(path))
         except DeepPRLError as err:
             show_error(str(err))
 
     def _show_model(self) -> None:
-        self.model_info.setText(describe_checkpoint(self.state.checkpoints, self.state.path))
+        self.model_info.setText(describe_model(self.state.model, self.state.path))
         self._forget_project_scores()
         self._enable()
 
@@ -264,7 +271,7 @@ class ModelPanel(QWidget):
             show_error("Wait for the running job to finish (or cancel it), then score again.")
             return None
         self._affines[subject.subject] = subject.affine
-        checkpoints = self.state.checkpoints
+        checkpoints = self.state.model
         return self._start(lambda stop: score_loaded(subject, checkpoints),
                            f"Scoring {subject.subject}", self._show_loaded_scores)
 
@@ -276,7 +283,7 @@ class ModelPanel(QWidget):
         return self._score_stored(None, "Scoring the project")
 
     def _score_stored(self, subjects: list[str] | None, description: str) -> Job | None:
-        project, checkpoints = self.state.project, self.state.checkpoints
+        project, checkpoints = self.state.project, self.state.model
 
         def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, pd.DataFrame, str]]:
             stored = yield from score_project(project, checkpoints, subjects=subjects, stop=stop)
@@ -291,7 +298,7 @@ class ModelPanel(QWidget):
 
     def _start(self, make: Callable[[threading.Event], Generator[Progress, None, Any]],
                description: str, on_result: Callable[[Any], None]) -> Job | None:
-        if not self.state.checkpoints:
+        if not self.state.loaded:
             show_error("Load a model first (Load model…).")
             return None
         return self.state.run(Job(make, description=description, bar=self.bar,
@@ -321,7 +328,7 @@ class ModelPanel(QWidget):
         if project is None or self._version is None:
             return
         try:
-            decided = project_scores(project, self.state.checkpoints, self._version, self.decision_name)
+            decided = project_scores(project, self.state.model, self._version, self.decision_name)
         except DeepPRLError as err:
             show_error(str(err))
             self.decision.setCurrentIndex(0)  # re-enters with the model's threshold
@@ -353,11 +360,11 @@ class ModelPanel(QWidget):
             return None
         name, lesion = self._selected
         try:
+            checkpoints = self.state.pytorch("saliency maps")
             subject = subject_from_layers(self.viewer, name)
         except DeepPRLError as err:
             show_error(str(err))
             return None
-        checkpoints = self.state.checkpoints
 
         def run(stop: threading.Event) -> Generator[Progress, None, tuple[Subject, int, Saliency]]:
             yield Progress(0, 1, "subject", name)
@@ -409,7 +416,7 @@ class ModelPanel(QWidget):
     def _enable(self) -> None:
         """Buttons follow the state: one job at a time, Cancel only while one runs."""
         busy, project = self.state.busy, self.state.project
-        ready = bool(self.state.checkpoints) and not busy
+        ready = self.state.loaded and not busy
         self.score_button.setEnabled(ready)
         self.score_all_button.setEnabled(ready and project is not None)
         self.saliency_button.setEnabled(ready)

@@ -71,8 +71,13 @@ class RecalibrateBox(QGroupBox):
     def start(self) -> Job | None:
         """Ask where to save the site model, then recalibrate in a worker."""
         state = self.state
-        if state.project is None or not state.checkpoints:
+        if state.project is None or not state.loaded:
             show_error("Open a project and load a model first: the project's labels recalibrate the model.")
+            return None
+        try:
+            checkpoints = state.pytorch("recalibration")
+        except DeepPRLError as err:
+            show_error(str(err))
             return None
         chosen, _ = QFileDialog.getSaveFileName(self, "Save the site model", str(self.default_path()), "*.pt")
         if not chosen:
@@ -83,7 +88,7 @@ class RecalibrateBox(QGroupBox):
         except DeepPRLError as err:
             show_error(str(err))
             return None
-        project, checkpoints, source = state.project, state.checkpoints, self.source.currentText()
+        project, source = state.project, self.source.currentText()
 
         def run(stop: threading.Event) -> Generator[Progress, None, tuple[Recalibration, Path] | None]:
             result = yield from recalibrate_project(project, checkpoints, source, stop=stop)
@@ -113,6 +118,6 @@ class RecalibrateBox(QGroupBox):
         self.status.setText(f"Recalibration failed: {error}")
 
     def _enable(self) -> None:
-        ready = not self.state.busy and self.state.project is not None and bool(self.state.checkpoints)
+        ready = not self.state.busy and self.state.project is not None and self.state.loaded
         self.button.setEnabled(ready)
         self.source.setEnabled(ready)
