@@ -85,7 +85,8 @@ def test_four_d_single_volume_accepted_multi_volume_refused(write_subject, tmp_p
     assert load_subject(phase=one, mp2rage=paths.image("mp2rage"), mask=paths.mask).phase.shape == phase.shape
     two = save_nifti(tmp_path / "two_phase.nii.gz", np.stack([phase, phase], -1).astype(np.float32),
                      nib.load(paths.image("phase")).affine)
-    with pytest.raises(InputError, match="2 volumes, not one"):
+    with pytest.raises(InputError, match=r"two_phase.nii.gz.*2 volumes, not one \(the echoes of a multi-echo scan\?\)"
+                                         r".*one echo, or the echoes combined into one phase image"):
         load_subject(phase=two, mp2rage=paths.image("mp2rage"), mask=paths.mask)
 
 

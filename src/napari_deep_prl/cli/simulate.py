@@ -41,9 +41,6 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", metavar="OUT", help="folder to write the cohort into")
     p.add_argument("--subjects", type=int, default=10, metavar="N", help="number of subjects (10)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed, same cohort (0)")
-    p.add_argument("--site", choices=SITES, default="research",
-                   help="research: phase, MP2RAGE and masks on one grid (default); clinical: a "
-                        "clinical site's scans, each on its own grid")
     p.add_argument("--voxel-size", type=float, nargs="+", metavar="MM",
                    help="voxel size in mm, one value (isotropic) or three (default: varied; with "
                         "--site clinical the structural grid's, default 1)")
@@ -57,6 +54,18 @@ def register(p: argparse.ArgumentParser) -> None:
                    help="expected fraction of lesions that are PRLs (0.08)")
     p.add_argument("--confluent-prl-rate", type=float, metavar="F",
                    help="share of PRLs drawn touching a plain lesion: confluent PRLs (default: 0)")
+    add_site_arguments(p)
+    p.add_argument("--overwrite", action="store_true", help="replace a cohort already in OUT")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def add_site_arguments(p: argparse.ArgumentParser) -> None:
+    """The options that say which site's scans the simulator makes (``simulate``, ``demo``);
+    read back with :func:`site_from_args` and :func:`contrasts_from_args`."""
+    p.add_argument("--site", choices=SITES, default="research",
+                   help="research: phase, MP2RAGE and masks on one grid (default); clinical: a "
+                        "clinical site's scans, each on its own grid")
     p.add_argument("--contrasts", nargs="+", metavar="NAME",
                    choices=(*dict.fromkeys((*SIMULATED_CONTRASTS, *CLINICAL_CONTRASTS)), "none"),
                    help="research site: extra images written for display (manifest columns of the "
@@ -77,21 +86,13 @@ def register(p: argparse.ArgumentParser) -> None:
     site.add_argument("--susceptibility-voxel-size", type=float, nargs="+", metavar="MM",
                       help="the susceptibility slab's voxel size in mm, one value or three "
                            "(default 0.6 0.6 2)")
-    p.add_argument("--overwrite", action="store_true", help="replace a cohort already in OUT")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.voxel_size is not None and len(args.voxel_size) not in (1, 3):
         raise InputError(f"--voxel-size takes one or three values, got {len(args.voxel_size)}")
-    contrasts = args.contrasts
-    if contrasts is not None and "none" in contrasts:
-        if len(contrasts) > 1:
-            raise InputError(f"--contrasts {' '.join(contrasts)}: 'none' cannot be combined with contrasts. "
-                             "Give contrast names, or none alone")
-        contrasts = []
-    site = _site(args)
+    contrasts = contrasts_from_args(args)
+    site = site_from_args(args)
     check_output(args.out, folder=True)
     options = {"voxel_size": args.voxel_size, "fov_mm": args.fov,
                "field_strength_t": args.field_strength, "te_ms": args.te, "noise": args.noise,
@@ -103,7 +104,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _site(args: argparse.Namespace) -> str | ClinicalSite:
+def contrasts_from_args(args: argparse.Namespace) -> list[str] | None:
+    """The images asked for by ``--contrasts`` (``None``: the site's default; ``none``: no extra)."""
+    contrasts = args.contrasts
+    if contrasts is not None and "none" in contrasts:
+        if len(contrasts) > 1:
+            raise InputError(f"--contrasts {' '.join(contrasts)}: 'none' cannot be combined with contrasts. "
+                             "Give contrast names, or none alone")
+        contrasts = []
+    return contrasts
+
+
+def site_from_args(args: argparse.Namespace) -> str | ClinicalSite:
     """The site asked for; the clinical options checked against it."""
     given = [flag for name, flag in CLINICAL_OPTIONS.items() if getattr(args, name) is not None]
     if args.site == "research":

@@ -238,11 +238,13 @@ def _necked_ids(labels: np.ndarray, ids: np.ndarray, lo: np.ndarray, hi: np.ndar
     return np.asarray(necked, dtype=ids.dtype)
 
 
-def cohort_lesion_table(cohort: Sequence[SubjectPaths]) -> Generator[Progress, None, pd.DataFrame]:
-    """Lesion tables of every subject, loading one subject at a time (a progress generator)."""
+def cohort_lesion_table(cohort: Sequence[SubjectPaths], *, flip_phase: bool = False
+                        ) -> Generator[Progress, None, pd.DataFrame]:
+    """Lesion tables of every subject, loading one subject at a time (a progress generator);
+    ``flip_phase`` as :meth:`SubjectPaths.load`."""
     tables = []
     for i, paths in enumerate(cohort):
-        tables.append(lesion_table(paths.load()))
+        tables.append(lesion_table(paths.load(flip_phase=flip_phase)))
         yield Progress(i + 1, len(cohort), "subjects", paths.subject)
     non_empty = [t for t in tables if len(t)]
     return pd.concat(non_empty, ignore_index=True) if non_empty else tables[0]

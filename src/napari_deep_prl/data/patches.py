@@ -249,6 +249,15 @@ def _susceptibility(subject: Subject, config: PatchConfig, index: tuple[np.ndarr
     return values
 
 
+def image_patches(volume: np.ndarray, lesions: Lesions, size: int, *, ids: np.ndarray | None = None) -> np.ndarray:
+    """The voxels of ``volume`` (an image on the lesions' grid) in each lesion's patch ``(n, s, s,
+    s)``, as the image reads them — no scaling, no sign change, zero outside the volume: for
+    pictures in an image's own units (the network's channels are :func:`extract_patches`')."""
+    ids = _checked_ids(lesions, ids)
+    index, inside = _patch_index(_centres(lesions, ids, (0, 0, 0)), size, volume.shape)
+    return _gather(volume, index, inside).astype(np.float32, copy=False)
+
+
 def mask_patches(lesions: Lesions, config: PatchConfig = PatchConfig(), *, ids: np.ndarray | None = None,
                  shift: np.ndarray | tuple[int, int, int] = (0, 0, 0)) -> np.ndarray:
     """The mask channel ``(n, s, s, s)`` of :func:`extract_patches` (this lesion dilated, the

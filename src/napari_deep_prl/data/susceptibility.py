@@ -19,9 +19,12 @@ each subject's susceptibility image is checked when it is loaded, where the data
   :data:`CHECK_VOXEL_MM` first, which keeps veins' asymmetry and costs a few tens of
   milliseconds on a brain. An image whose tails are not heavier than noise's, or whose brain is
   too small to tell (:data:`MIN_BRAIN_ML`), is not judged.
-* **QSM units.** Brain susceptibility lies within about ±0.5 ppm (veins, iron-rich nuclei);
-  when more than :data:`PPM_OUTLIER_SHARE` of the brain reads beyond ±:data:`PLAUSIBLE_PPM` ppm
-  the QSM is probably stored in ppb (or scaled), which :func:`qsm_units_problem` says.
+* **QSM units.** Brain susceptibility lies within about ±0.5 ppm (veins, iron-rich nuclei),
+  most of it within ±0.1 ppm; when more than :data:`PPM_OUTLIER_SHARE` of the brain reads
+  beyond ±:data:`PLAUSIBLE_PPM` ppm, or its median magnitude is above
+  :data:`PLAUSIBLE_MEDIAN_PPM`, the QSM is probably stored in ppb, in Hz or scaled, which
+  :func:`qsm_units_problem` says (a map in Hz at 1.5 T reads about 64 times its ppm: its tail
+  stays within ±10 but its median does not).
 
 Both warn (:class:`~napari_deep_prl.base.errors.InputWarning`) naming the file; nothing is
 changed: ``flip_phase`` (``--flip-phase``) stays the user's decision. Checked on the simulator's
@@ -54,6 +57,9 @@ TKD_THRESHOLD = 0.2
 #: A QSM beyond this many ppm over more than :data:`PPM_OUTLIER_SHARE` of the brain is implausible.
 PLAUSIBLE_PPM = 10.0
 PPM_OUTLIER_SHARE = 0.05
+#: A QSM whose non-zero voxels' median magnitude is above this many ppm is implausible (a
+#: brain's is a few hundredths of a ppm; the simulator's about 0.01).
+PLAUSIBLE_MEDIAN_PPM = 0.3
 #: Where B0 points in world (scanner) coordinates.
 B0_WORLD = (0.0, 0.0, 1.0)
 
@@ -119,17 +125,22 @@ def check_susceptibility(image: np.ndarray, affine: np.ndarray, contrast: str, p
 
 def qsm_units_problem(qsm: np.ndarray) -> str | None:
     """What is implausible about a QSM's values as ppm, or ``None``: more than
-    :data:`PPM_OUTLIER_SHARE` of its non-zero voxels beyond ±:data:`PLAUSIBLE_PPM`."""
-    values = qsm[qsm != 0]
+    :data:`PPM_OUTLIER_SHARE` of its non-zero voxels beyond ±:data:`PLAUSIBLE_PPM`, or their
+    median magnitude above :data:`PLAUSIBLE_MEDIAN_PPM`."""
+    values = np.abs(qsm[qsm != 0])
     if values.size == 0:
         return None
-    share = float(np.mean(np.abs(values) > PLAUSIBLE_PPM))
-    if share <= PPM_OUTLIER_SHARE:
+    share = float(np.mean(values > PLAUSIBLE_PPM))
+    median = float(np.median(values))
+    if share <= PPM_OUTLIER_SHARE and median <= PLAUSIBLE_MEDIAN_PPM:
         return None
-    return (f"the QSM reads beyond ±{PLAUSIBLE_PPM:g} ppm over {share:.0%} of its non-zero voxels (median "
-            f"|value| {float(np.median(np.abs(values))):.3g}), while the brain's susceptibility lies within "
-            "about ±0.5 ppm: it is probably stored in ppb or scaled. Give it in ppm (a map in ppb divided by "
-            "1000, e.g. fslmaths qsm -div 1000 qsm_ppm)")
+    reads = (f"reads beyond ±{PLAUSIBLE_PPM:g} ppm over {share:.0%} of its non-zero voxels (median |value| "
+             f"{median:.3g})" if share > PPM_OUTLIER_SHARE else
+             f"has a median |value| of {median:.3g} over its non-zero voxels")
+    return (f"the QSM {reads}, while the brain's susceptibility lies within about ±0.5 ppm, most of it within "
+            "±0.1: it is probably stored in ppb or Hz, or scaled. Give it in ppm: a map in ppb divided by 1000 "
+            "(e.g. fslmaths qsm -div 1000 qsm_ppm), one in Hz divided by 42.58 times B0 in tesla (a local field "
+            "map in Hz is no QSM: it needs a dipole inversion first)")
 
 
 def paramagnetic_sign(image: np.ndarray, affine: np.ndarray, contrast: str) -> float | None:

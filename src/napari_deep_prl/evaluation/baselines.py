@@ -1,11 +1,12 @@
 """Baselines of the comparison, as methods of the cross-validation harness.
 
-- **APRL-like** (:class:`RadiomicsMethod`): first-order radiomics of the phase in the lesion
-  core, its inner rim band and an outer shell, plus T1 contrast and volume
-  (:mod:`napari_deep_prl.evaluation.radiomics`), into a class-balanced logistic regression. Its threshold
-  is the best-F1 cut on the inner validation fold, as for the networks.
-- **RimNet-like** (:func:`rimnet_patches`): a plain CNN on the two image contrasts (phase and
-  T1) of the lesion-centred patch, with no lesion mask and no mask attention. It is the Deep-PRL
+- **APRL-like** (:class:`RadiomicsMethod`): first-order radiomics of the susceptibility image
+  (phase or QSM) in the lesion core, its inner rim band and an outer shell, plus each structural
+  image's contrast and the volume (:mod:`napari_deep_prl.evaluation.radiomics`), into a
+  class-balanced logistic regression. It takes the cohort's contrasts, as the networks do. Its
+  threshold is the best-F1 cut on the inner validation fold, as for the networks.
+- **RimNet-like** (:func:`rimnet_patches`): a plain CNN on the image contrasts (e.g. phase and
+  MP2RAGE) of the lesion-centred patch, with no lesion mask and no mask attention. It is the Deep-PRL
   network with ``fusion="none"`` fed patches whose mask channel is zero, so that branch carries
   no information and the comparison changes nothing else (same training, same patches).
 """
@@ -40,6 +41,9 @@ class RadiomicsMethod:
     """APRL-like radiomics + logistic regression on the lesions the harness tests."""
 
     features: pd.DataFrame
+    #: The images the features come from: a model's contrasts (the structural ones, then the
+    #: susceptibility image), as the cohort's networks take them.
+    contrasts: tuple[str, ...]
     c: float = 1.0
     name: str = "radiomics"
     #: The validation argmax: a logistic regression's own probabilities, recalibrated on a few
@@ -47,20 +51,21 @@ class RadiomicsMethod:
     threshold_rule: str = "best_f1"
 
     @classmethod
-    def build(cls, cohort: Sequence, lesions: pd.DataFrame
+    def build(cls, cohort: Sequence, lesions: pd.DataFrame, contrasts: Sequence[str]
               ) -> Generator[Progress, None, RadiomicsMethod]:
-        """Features of the cohort's lesions, restricted to ``lesions`` (``subject, lesion``)."""
+        """Features of the cohort's lesions from ``contrasts``, restricted to ``lesions``
+        (``subject, lesion``)."""
         from napari_deep_prl.evaluation.radiomics import cohort_features
 
-        features = yield from cohort_features(cohort)
+        features = yield from cohort_features(cohort, contrasts)
         keep = lesions[["subject", "lesion"]]
-        return cls(features.merge(keep, on=["subject", "lesion"], how="inner"))
+        return cls(features.merge(keep, on=["subject", "lesion"], how="inner"), tuple(contrasts))
 
     def options(self) -> dict:
         from napari_deep_prl.evaluation.radiomics import feature_names
 
-        return {"kind": "radiomics", "c": self.c, "features": feature_names(),
-                "threshold_rule": self.threshold_rule}
+        return {"kind": "radiomics", "c": self.c, "contrasts": list(self.contrasts),
+                "features": feature_names(self.contrasts), "threshold_rule": self.threshold_rule}
 
     def fit(self, train: Sequence[str], val: Sequence[str], *, seed: int
             ) -> Generator[Progress, None, _FittedRadiomics]:
@@ -71,7 +76,7 @@ class RadiomicsMethod:
             radiomics_classifier,
         )
 
-        columns = feature_names()
+        columns = feature_names(self.contrasts)
         rows = self.features[self.features["subject"].isin(train)]
         model = radiomics_classifier(self.c).fit(rows[columns].to_numpy(float),
                                                  rows["prl"].to_numpy(bool))

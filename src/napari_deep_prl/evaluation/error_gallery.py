@@ -3,8 +3,10 @@
 A fold table says how often a method fails; looking at its failures says why: a weak rim, a rim
 under a large vein's dipole, a partial rim that reads as a dark blob, a vein grazing a plain
 lesion. For every method in a report this draws the PRLs it missed with the lowest probability
-(``missed.png``) and the non-PRLs it called PRL with the highest (``false_positives.png``),
-central axial slices of phase and MP2RAGE with the lesion outline, each subject loaded once.
+(``missed.png``) and the non-PRLs it called PRL with the highest (``false_positives.png``):
+central axial slices of the subject's susceptibility image (phase or QSM) and of each structural
+image it has, one row per contrast labelled by name, with the lesion outline
+(:func:`~napari_deep_prl.evaluation.figures.display_patches`), each subject loaded once.
 """
 
 from __future__ import annotations
@@ -19,8 +21,7 @@ from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress, ProgressGenerator
 from napari_deep_prl.data.cohort import Cohort
 from napari_deep_prl.data.lesions import find_lesions
-from napari_deep_prl.data.patches import extract_patches
-from napari_deep_prl.evaluation.figures import patch_gallery
+from napari_deep_prl.evaluation.figures import display_patches, gallery_channels, patch_gallery
 
 #: Gallery files in each method's report folder, and which errors they show.
 GALLERIES = {"missed.png": "PRLs missed", "false_positives.png": "non-PRLs called PRL"}
@@ -60,7 +61,7 @@ def draw_error_galleries(report_dir: str | Path, cohort: Cohort, *, n: int = 8,
     chosen = {m: worst_errors(_predictions(report_dir, m), n) for m in methods}
     wanted = pd.concat([rows for galleries in chosen.values() for rows in galleries.values()])
     by_subject = wanted.groupby("subject")["lesion"].unique()
-    patches: dict[tuple[str, int], np.ndarray] = {}
+    patches: dict[tuple[str, int], dict[str, np.ndarray]] = {}  # each lesion's patch, by channel
     for step, (subject_id, ids) in enumerate(by_subject.items()):
         yield Progress(step, len(by_subject), "subject", subject_id)
         if subject_id not in cohort.ids:
@@ -72,9 +73,10 @@ def draw_error_galleries(report_dir: str | Path, cohort: Cohort, *, n: int = 8,
         if unknown:
             raise InputError(f"{subject_id}: lesion {unknown[0]} of {report_dir} is not in its "
                              "mask; give the manifest the report was made from")
-        cut = extract_patches(subject, lesions, ids=np.asarray(ids))
-        patches.update({(subject_id, int(i)): p for i, p in zip(ids, cut)})
+        cut, layout = display_patches(subject, lesions, ids)
+        patches.update({(subject_id, int(i)): dict(zip(layout, p)) for i, p in zip(ids, cut)})
     yield Progress(len(by_subject), len(by_subject), "subject")
+    layout = gallery_channels([list(p) for p in patches.values()])
     written = []
     for method, galleries in chosen.items():
         for name, rows in galleries.items():
@@ -85,10 +87,16 @@ def draw_error_galleries(report_dir: str | Path, cohort: Cohort, *, n: int = 8,
             titles = [f"{r.subject} #{r.lesion}\np = {r.prl_probability:.2f}, fold {r.fold}"
                       for r in rows.itertuples()]
             written.append(patch_gallery(
-                np.stack([patches[(r.subject, int(r.lesion))] for r in rows.itertuples()]),
-                titles, path,
+                np.stack([_channels(patches[(r.subject, int(r.lesion))], layout) for r in rows.itertuples()]),
+                titles, path, channels=layout[:-1], layout=layout,
                 suptitle=f"{method}: {GALLERIES[name]}, most confident first"))
     return written
+
+
+def _channels(patch: dict[str, np.ndarray], layout: Sequence[str]) -> np.ndarray:
+    """A lesion's patch with the gallery's channels: NaN (left blank) for a contrast its subject lacks."""
+    blank = np.full_like(patch["mask"], np.nan)
+    return np.stack([patch.get(channel, blank) for channel in layout])
 
 
 def _predictions(report_dir: Path, method: str) -> pd.DataFrame:

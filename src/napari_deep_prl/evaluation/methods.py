@@ -179,15 +179,16 @@ def build_methods(names: Sequence[str], cohort: Sequence, settings: MethodSettin
     if unknown:
         raise InputError(f"unknown method {unknown[0]!r}; choose from {', '.join(METHOD_NAMES)}")
     lesions = lesions[lesions["tested"]]
+    # Every method sees the same images: the contrasts a model trained on the cohort takes.
+    contrasts = cohort_contrasts(((p.subject, (c for c, _ in p.images)) for p in cohort), "the cohort")
     patch_sets: dict[str, object] = {}
     methods: list[Method] = []
     for name in names:
         if name == "radiomics":
-            methods.append((yield from RadiomicsMethod.build(cohort, lesions)))
+            methods.append((yield from RadiomicsMethod.build(cohort, lesions, contrasts)))
             continue
         normalisation = CNN_VARIANTS[name][1]
         if normalisation not in patch_sets:
-            contrasts = cohort_contrasts(((p.subject, (c for c, _ in p.images)) for p in cohort), "the cohort")
             patch_sets[normalisation] = yield from patch_set(
                 cohort, PatchConfig(size=settings.patch_size, normalisation=normalisation, contrasts=contrasts),
                 settings)

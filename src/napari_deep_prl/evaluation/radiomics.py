@@ -1,13 +1,20 @@
-"""An APRL-like radiomics baseline: first-order phase statistics per lesion + logistic regression.
+"""An APRL-like radiomics baseline: first-order susceptibility statistics per lesion + logistic regression.
 
 APRL (Lou et al.) classifies lesions from first-order radiomic features of the phase in the
-lesion and around it. This module computes such features in three regions of every lesion —
-the **core** (lesion voxels deeper than ``rim_mm`` from its edge), the inner **rim** band (lesion
-voxels within ``rim_mm`` of the edge) and the outer **shell** (non-lesion voxels within
-``shell_mm`` outside the edge, other lesions left out) — plus the MP2RAGE contrast of the lesion
-against its shell and the lesion volume. Phase is divided by the subject's robust phase scale
-(1.4826 x median absolute value within the brain), so features compare across field strengths
-and echo times.
+lesion and around it. This module computes such features of the subject's susceptibility image
+(phase or QSM) in three regions of every lesion — the **core** (lesion voxels deeper than
+``rim_mm`` from its edge), the inner **rim** band (lesion voxels within ``rim_mm`` of the edge)
+and the outer **shell** (non-lesion voxels within ``shell_mm`` outside the edge, other lesions
+left out) — plus the contrast of the lesion and of its rim band against its shell on each
+structural image (``<contrast>_lesion_ratio``, ``<contrast>_rim_ratio``) and the lesion volume.
+The contrasts are a model's (:func:`~napari_deep_prl.data.contrasts.cohort_contrasts` of the
+cohort unless given: MP2RAGE and phase for the research protocol, e.g. T1w, FLAIR and a QSM for
+a clinical site), so the baseline and the networks of one cross-validation see the same images.
+
+The susceptibility image enters **paramagnetic-dark** whatever its contrast, as in patches (a
+QSM negated, :data:`~napari_deep_prl.data.contrasts.SIGNS`), so a feature means the same on a
+phase and on a QSM; it is divided by the subject's robust scale (1.4826 x median absolute value
+within the brain), so features compare across field strengths, echo times and units.
 
 It serves two purposes: a baseline that Deep-PRL must beat, and a check that the synthetic
 cohort is hard enough (first-order statistics ignore where in the rim the signal lies).
@@ -29,20 +36,29 @@ from sklearn.preprocessing import StandardScaler
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.data.contrasts import SIGNS, cohort_contrasts, model_contrasts, require_contrasts
 from napari_deep_prl.data.images import Subject, SubjectPaths
 from napari_deep_prl.data.lesions import Lesions, find_lesions
 
 REGIONS = ("core", "rim", "shell")
+#: Statistics of the susceptibility image in each region.
 PHASE_STATS = ("mean", "sd", "p10", "p50", "p90", "skew")
 #: Columns identifying a lesion rather than describing it.
 ID_COLUMNS = ("subject", "lesion")
 
 
-def radiomics_features(subject: Subject, lesions: Lesions, *, rim_mm: float = 1.5,
-                       shell_mm: float = 3.0) -> pd.DataFrame:
-    """One row per lesion: ``subject, lesion`` then the feature columns (see module doc)."""
+def radiomics_features(subject: Subject, lesions: Lesions, *, contrasts: Sequence[str] | None = None,
+                       rim_mm: float = 1.5, shell_mm: float = 3.0) -> pd.DataFrame:
+    """One row per lesion: ``subject, lesion`` then the feature columns of ``contrasts`` (a
+    model's contrasts, see the module doc; ``None``: those :func:`cohort_contrasts` gives this
+    subject alone)."""
+    contrasts = _contrasts(subject, contrasts)
+    require_contrasts([(subject.subject, subject.images)], contrasts, "the radiomics features")
+    susceptibility, structural = contrasts[-1], contrasts[:-1]
     zooms = subject.zooms
-    scale = _phase_scale(subject.phase)
+    image = subject.images[susceptibility]
+    dark = -image if SIGNS[susceptibility][1] else image  # paramagnetic-dark, as patches
+    scale = _phase_scale(dark)
     pad = int(np.ceil(shell_mm / min(zooms))) + 1
     rows = []
     for row in lesions.table.itertuples(index=False):
@@ -53,7 +69,7 @@ def radiomics_features(subject: Subject, lesions: Lesions, *, rim_mm: float = 1.
         lesion = labels == row.lesion
         depth = ndimage.distance_transform_edt(lesion, sampling=zooms)
         outside = ndimage.distance_transform_edt(~lesion, sampling=zooms)
-        phase = subject.phase[box] / scale
+        phase = dark[box] / scale
         rim = lesion & (depth <= rim_mm)
         core = lesion & (depth > rim_mm)
         shell = (labels == 0) & (outside <= shell_mm) & (phase != 0)
@@ -63,21 +79,31 @@ def radiomics_features(subject: Subject, lesions: Lesions, *, rim_mm: float = 1.
             features.update(_phase_stats(phase[region], name))
         features["rim_minus_shell"] = features["rim_mean"] - features["shell_mean"]
         features["core_minus_rim"] = features["core_mean"] - features["rim_mean"]
-        t1 = subject.mp2rage[box]
-        shell_t1 = float(np.mean(t1[shell])) if shell.any() else np.nan
-        features["t1_lesion_ratio"] = float(np.mean(t1[lesion])) / (shell_t1 + 1e-6)
-        features["t1_rim_ratio"] = float(np.mean(t1[rim])) / (shell_t1 + 1e-6)
+        for contrast in structural:
+            values = subject.images[contrast][box]
+            around = float(np.mean(values[shell])) if shell.any() else np.nan
+            features[f"{contrast}_lesion_ratio"] = float(np.mean(values[lesion])) / (around + 1e-6)
+            features[f"{contrast}_rim_ratio"] = float(np.mean(values[rim])) / (around + 1e-6)
         features["log_volume_mm3"] = float(np.log(row.volume_mm3))
         rows.append(features)
-    table = pd.DataFrame(rows, columns=[*ID_COLUMNS, *feature_names()])
-    return table.fillna({c: 0.0 for c in feature_names()})
+    names = feature_names(contrasts)
+    table = pd.DataFrame(rows, columns=[*ID_COLUMNS, *names])
+    return table.fillna({c: 0.0 for c in names})
 
 
-def feature_names() -> list[str]:
-    """The feature columns of :func:`radiomics_features`, in order."""
+def feature_names(contrasts: Sequence[str]) -> list[str]:
+    """The feature columns of :func:`radiomics_features` for a model's ``contrasts``, in order."""
+    structural = model_contrasts(contrasts, "the radiomics contrasts")[:-1]
     names = [f"{region}_{stat}" for region in REGIONS for stat in PHASE_STATS]
-    return names + ["rim_minus_shell", "core_minus_rim", "t1_lesion_ratio", "t1_rim_ratio",
-                    "log_volume_mm3"]
+    names += ["rim_minus_shell", "core_minus_rim"]
+    names += [f"{contrast}_{ratio}" for contrast in structural for ratio in ("lesion_ratio", "rim_ratio")]
+    return names + ["log_volume_mm3"]
+
+
+def _contrasts(subject: Subject, contrasts: Sequence[str] | None) -> tuple[str, ...]:
+    if contrasts is None:
+        return cohort_contrasts([(subject.subject, subject.images)], f"subject {subject.subject}")
+    return model_contrasts(contrasts, "the radiomics contrasts")
 
 
 def _phase_scale(phase: np.ndarray) -> float:
@@ -95,14 +121,19 @@ def _phase_stats(values: np.ndarray, prefix: str) -> dict[str, float]:
             f"{prefix}_skew": skew}
 
 
-def cohort_features(cohort: Sequence[SubjectPaths]) -> Generator[Progress, None, pd.DataFrame]:
-    """Features of every lesion of a cohort (one subject in memory at a time), with ``prl``
-    truth when the subjects have a PRL mask."""
+def cohort_features(cohort: Sequence[SubjectPaths], contrasts: Sequence[str] | None = None
+                    ) -> Generator[Progress, None, pd.DataFrame]:
+    """Features of every lesion of a cohort (one subject in memory at a time, only the images of
+    ``contrasts`` read; ``None``: the cohort's, :func:`cohort_contrasts`), with ``prl`` truth
+    when the subjects have a PRL mask."""
+    if contrasts is None:
+        contrasts = cohort_contrasts(((p.subject, (c for c, _ in p.images)) for p in cohort), "the cohort")
+    contrasts = model_contrasts(contrasts, "the radiomics contrasts")
     tables = []
     for i, paths in enumerate(cohort):
-        subject = paths.load()
+        subject = paths.load(contrasts=contrasts)
         lesions = find_lesions(subject)
-        table = radiomics_features(subject, lesions)
+        table = radiomics_features(subject, lesions, contrasts=contrasts)
         if "prl" in lesions.table:
             table["prl"] = lesions.table["prl"].to_numpy()
         tables.append(table)
