@@ -38,7 +38,7 @@ convention, and a QSM for its units, on its own grid (:mod:`napari_deep_prl.data
 ``Subject.phase``, ``Subject.mp2rage``
     ``images["phase"]`` and ``images["mp2rage"]``; an ``InputError`` naming the subject and
     the images it has when it has no such image.
-``Subject.grids``, ``Subject.reference``
+``Subject.grids``, ``Subject.reference``, ``Subject.space``
     each image's own grid and how it came onto the reference grid
     (:class:`~napari_deep_prl.data.resample.ImageGrid` by image: its contrast, ``mask``,
     ``prl_mask``; ``ImageGrid.as_dict()`` for outputs and checkpoints; the reference image's
@@ -309,6 +309,13 @@ class Subject:
         if contrast not in self.images:
             raise InputError(_absent(self.subject, [contrast], self.images))
         return self.images[contrast]
+
+    @property
+    def space(self) -> str:
+        """The BIDS ``space-`` label of maps on the reference grid: the reference image's
+        contrast (``mask`` for the mask's grid; the susceptibility image's for a subject made
+        in memory), so a map says which grid it lies on."""
+        return self.reference or self.susceptibility
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -292,7 +292,7 @@ def _write_row(row: Row, checkpoints: Sequence[Checkpoint], bids_dir: Path, work
     _remove_stale_stages(work, subject.id)
     stage = work / f"{subject.id}.{_tag()}"
     staged = Row(subject, stage)
-    space = f"space-{loaded.reference or loaded.susceptibility}"
+    space = f"space-{loaded.space}"
     sources = [Path(os.path.relpath(p, bids_dir)).as_posix() if Path(p).is_relative_to(bids_dir) else str(p)
                for p in subject.images.values()]
     try:

@@ -46,7 +46,8 @@ Per subject: the number of lesions, the PRL count, and the ``prl_ge1`` / ``prl_g
 least one / at least four PRLs) used as diagnostic and prognostic markers in the literature.
 
 Outputs follow BIDS derivative conventions: one TSV row per lesion (:data:`SCORE_COLUMNS`),
-and on request ``<subject>_space-phase_desc-PRL_probseg.nii.gz`` in the phase grid, each
+and on request ``<subject>_space-<reference>_desc-PRL_probseg.nii.gz`` on the subject's reference
+grid (named by its image, :attr:`~napari_deep_prl.data.images.Subject.space`), each
 lesion's voxels holding its PRL probability (the subject id made a safe file name by
 :func:`~napari_deep_prl.base.filenames.file_components`, so the map always lands in its folder).
 """
@@ -249,7 +250,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Model, *
                                   batch_size=batch_size, device=device, precision=precision, first_masks=masks)
             if nifti_dir is not None:
                 write_probability_map(lesions.labels, table, subject.affine, output_path(
-                    nifti_dir, f"{names[subject.subject]}_space-phase_desc-PRL_probseg.nii.gz"))
+                    nifti_dir, f"{names[subject.subject]}_space-{subject.space}_desc-PRL_probseg.nii.gz"))
             tables.append(table)
             found.append(lesions.table)
             # under the cohort's decision a subject's count is known only at the end
@@ -359,7 +360,7 @@ def probability_volume(labels: np.ndarray, scores: pd.DataFrame, column: str = "
 
 
 def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.ndarray, path: Path) -> Path:
-    """Save :func:`probability_volume` as NIfTI in the phase grid (atomically: a failed write
+    """Save :func:`probability_volume` as NIfTI on the subject's reference grid (atomically: a failed write
     leaves no partial map under the name)."""
     image = nib.Nifti1Image(probability_volume(labels, scores), affine)
     image.header.set_intent("estimate", name="PRL probability")
