@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -93,7 +94,7 @@ def test_noise_and_small_images_are_not_judged(scans):
 def test_loading_a_bright_phase_warns_naming_the_file_and_flip_phase_silences_it(tmp_path):
     manifest = run_to_end(simulate_cohort(tmp_path / "bright", 1, 5, prl_fraction=0.5, contrasts=("t1w",),
                                           site=ClinicalSite(phase_sign="bright"), **MEDIUM))
-    paths = read_manifest(manifest)[0]
+    paths = replace(read_manifest(manifest)[0], reference="phase")  # loaded on the phase's own grid
     with warnings.catch_warnings(record=True) as caught:  # lost lesions may be reported too
         warnings.simplefilter("always")
         paths.load()
