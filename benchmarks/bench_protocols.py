@@ -1,31 +1,41 @@
 """What each scan protocol gets: models trained through the command line on three protocols.
 
-A site asks what the model gets from the scans it has (issue 33). For each protocol this
+A site asks what the model gets from the scans it has (issue 33). For each protocol and seed this
 simulates a training cohort and a held-out test cohort, trains one network on the first and scores
 the second, each step a ``deep-prl`` subprocess as a user would run it:
 
 (a) ``research``: phase and MP2RAGE on one 1 mm grid (``deep-prl simulate --voxel-size 1
     --contrasts none``), the paper's protocol;
 (b) ``clinical``: a vendor filtered phase on a tilted 0.6 × 0.6 × 2 mm slab, a T1w and a FLAIR at
-    1 mm (``--site clinical``), the reference grid the phase's (the default);
+    1 mm (``--site clinical``);
 (c) ``qsm``: a QSM on that slab and a FLAIR at 1 mm (``--site clinical --susceptibility qsm
     --contrasts flair``).
+
+``--reference`` chooses the grid the clinical protocols' images are put on and their patches cut
+on, one or more of: ``default`` (the manifest as simulated: the package's default reference),
+``susceptibility`` (the slab: the manifest's ``reference`` column names the phase or QSM) and
+``structural`` (the 1 mm structural grid: the column names the FLAIR). Each reference trains its
+own network on the same simulated cohorts.
 
 The cohorts of one seed have the same anatomy and lesions at either site (the simulator draws the
 phantom on the 1 mm structural grid, :mod:`napari_deep_prl.simulate.clinical`); the script checks
 that the three test cohorts list the same lesions and PRLs, so the protocols differ only in their
 scans. ``deep-prl train`` takes the contrasts each cohort has. The figures are ROC AUC and F1 of
-the held-out lesions (confluent ones left out, as ``deep-prl score`` reports them), and their
-differences to (a). Target (issue 33): (b) and (c) within 0.02 AUC of (a).
+the held-out lesions (confluent ones left out, as ``deep-prl score`` reports them) and their
+differences to (a) of the same seed; over several ``--seeds`` (seed ``s`` simulates its training
+cohort with seed ``2s`` and its test cohort with ``2s + 1``, and seeds the training ``s``) the
+summary gives each difference's mean ± sample SD, paired by seed. Target (issue 33): (b) and (c)
+within 0.02 AUC of (a).
 
-Sized for a shared 2-core machine (about half an hour): few subjects, few epochs, one network
-per protocol (``--models 1``); with so few PRLs one lesion moves F1 by several hundredths, so
-read differences below that as noise. More subjects and epochs: ``--train-subjects``,
-``--test-subjects``, ``--epochs``.
+Training runs in float32 by default (``--precision``): bfloat16 rounds differently with each
+thread count, which moves a small run's AUC by several hundredths; ``--threads 1`` makes a run
+independent of the machine's other jobs too. Sized for a shared 2-core machine: few subjects,
+few epochs, one network per protocol (``--models 1``); with so few PRLs one lesion moves F1 by
+several hundredths, so read differences below that as noise.
 
-Run: ``python benchmarks/bench_protocols.py [--out DIR]``; ``--protocols`` runs some of them,
-``--resume`` reads a protocol already scored in ``--out`` instead of running it again (its times
-then read n/a).
+Run: ``python benchmarks/bench_protocols.py [--out DIR] [--seeds 0 1] [--reference susceptibility
+structural] [--threads 1]``; ``--protocols`` runs some of them, ``--resume`` reads a run already
+scored in ``--out`` instead of running it again (its times then read n/a).
 """
 
 from __future__ import annotations
@@ -41,12 +51,19 @@ import pandas as pd
 
 from napari_deep_prl.scoring.score import truth_metrics
 
-#: name → (what it is, ``deep-prl simulate`` options).
+#: name → (what it is, ``deep-prl simulate`` options, whether its images come on several grids).
 PROTOCOLS = {
-    "research": ("(a) phase + MP2RAGE, one 1 mm grid", ["--voxel-size", "1", "--contrasts", "none"]),
-    "clinical": ("(b) phase slab + T1w + FLAIR, own grids", ["--site", "clinical", "--contrasts", "t1w", "flair"]),
+    "research": ("(a) phase + MP2RAGE, one 1 mm grid", ["--voxel-size", "1", "--contrasts", "none"], False),
+    "clinical": ("(b) phase slab + T1w + FLAIR, own grids", ["--site", "clinical", "--contrasts", "t1w", "flair"],
+                 True),
     "qsm": ("(c) QSM slab + FLAIR, own grids", ["--site", "clinical", "--susceptibility", "qsm",
-                                               "--contrasts", "flair"]),
+                                               "--contrasts", "flair"], True),
+}
+#: ``--reference`` → the manifest's ``reference`` column given a manifest (``None``: as simulated).
+REFERENCES = {
+    "default": None,
+    "susceptibility": lambda manifest: "qsm" if "qsm" in manifest.columns else "phase",
+    "structural": lambda manifest: "flair",
 }
 #: Columns that must agree between the protocols' test cohorts: the same lesions and PRLs.
 SAME_LESIONS = ["subject", "lesion", "kind", "prl", "volume_voxels"]
@@ -62,39 +79,71 @@ def deep_prl(*args: str) -> None:
             print(f"    {line}", flush=True)
 
 
-def run_protocol(name: str, options: list[str], out: Path, args: argparse.Namespace) -> dict[str, object]:
-    """Simulate, train and score one protocol; its figures on the held-out subjects."""
-    folder = out / name
-    scores = folder / "scores.tsv"
-    if args.resume and scores.exists():
-        return figures(name, scores, {})
+def simulate(name: str, folder: Path, seed: int, args: argparse.Namespace) -> float:
+    """Simulate a protocol's training and test cohorts of one seed (unless there); the minutes it took."""
     started = time.perf_counter()
-    for part, subjects, seed in (("train", args.train_subjects, args.seed), ("test", args.test_subjects,
-                                                                             args.seed + 1)):
-        deep_prl("simulate", str(folder / part), "--subjects", str(subjects), "--seed", str(seed),
-                 "--overwrite", "--quiet", *options)
-    simulated = time.perf_counter()
-    model = folder / "model.pt"
-    deep_prl("train", str(folder / "train" / "manifest.csv"), "-o", str(model), "--epochs", str(args.epochs),
-             "--models", "1", "--seed", "0", "--quiet", *(["--threads", str(args.threads)] if args.threads else []))
+    for part, subjects, cohort_seed in (("train", args.train_subjects, 2 * seed),
+                                        ("test", args.test_subjects, 2 * seed + 1)):
+        if not (args.resume and (folder / part / "manifest.csv").exists()):
+            deep_prl("simulate", str(folder / part), "--subjects", str(subjects), "--seed", str(cohort_seed),
+                     "--overwrite", "--quiet", *PROTOCOLS[name][1])
+    return (time.perf_counter() - started) / 60
+
+
+def manifest(folder: Path, reference: str) -> Path:
+    """The cohort's manifest with its reference grid as ``--reference`` asks (written beside it)."""
+    simulated = folder / "manifest.csv"
+    if REFERENCES[reference] is None:
+        return simulated
+    table = pd.read_csv(simulated, dtype=str, keep_default_na=False)
+    table["reference"] = REFERENCES[reference](table)
+    path = folder / f"manifest_ref-{reference}.csv"
+    table.to_csv(path, index=False)
+    return path
+
+
+def run(folder: Path, reference: str, seed: int, args: argparse.Namespace) -> tuple[Path, dict[str, float]]:
+    """Train on a protocol's training cohort and score its test cohort; the scores and minutes."""
+    run_folder = folder / f"ref-{reference}"
+    scores = run_folder / "scores.tsv"
+    if args.resume and scores.exists():
+        return scores, {}
+    run_folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    model = run_folder / "model.pt"
+    deep_prl("train", str(manifest(folder / "train", reference)), "-o", str(model), "--epochs", str(args.epochs),
+             "--models", "1", "--seed", str(seed), "--precision", args.precision, "--quiet",
+             *(["--threads", str(args.threads)] if args.threads else []),
+             *(["--patch-size", str(args.patch_size)] if args.patch_size else []))
     trained = time.perf_counter()
-    deep_prl("score", str(folder / "test" / "manifest.csv"), "--model", str(model), "-o", str(scores), "--quiet")
-    return figures(name, scores, {"simulate_min": (simulated - started) / 60, "train_min": (trained - simulated) / 60,
-                                  "score_min": (time.perf_counter() - trained) / 60})
+    deep_prl("score", str(manifest(folder / "test", reference)), "--model", str(model), "-o", str(scores), "--quiet",
+             *(["--threads", str(args.threads)] if args.threads else []))
+    return scores, {"train_min": (trained - started) / 60, "score_min": (time.perf_counter() - trained) / 60}
 
 
-def figures(name: str, scores: Path, minutes: dict[str, float]) -> dict[str, object]:
-    """A protocol's row: its held-out lesions, PRLs, ROC AUC and F1, and the minutes each step took."""
+def figures(scores: Path) -> dict[str, float]:
+    """A run's held-out lesions, PRLs, ROC AUC and F1."""
     metrics = truth_metrics(pd.read_csv(scores, sep="\t", na_values="n/a"))
-    return {"protocol": PROTOCOLS[name][0], "lesions": metrics["tp"] + metrics["fp"] + metrics["fn"] + metrics["tn"],
-            "prls": metrics["tp"] + metrics["fn"], "roc_auc": metrics["roc_auc"], "f1": metrics["f1"],
-            **{key: minutes.get(key, float("nan")) for key in ("simulate_min", "train_min", "score_min")}}
+    return {"lesions": metrics["tp"] + metrics["fp"] + metrics["fn"] + metrics["tn"],
+            "prls": metrics["tp"] + metrics["fn"], "roc_auc": metrics["roc_auc"], "f1": metrics["f1"]}
 
 
-def same_lesions(out: Path) -> bool:
+def same_lesions(folders: list[Path]) -> bool:
     """Whether the protocols' test cohorts list the same lesions with the same truth."""
-    tables = [pd.read_csv(out / name / "test" / "lesions_truth.tsv", sep="\t")[SAME_LESIONS] for name in PROTOCOLS]
+    tables = [pd.read_csv(folder / "test" / "lesions_truth.tsv", sep="\t")[SAME_LESIONS] for folder in folders]
     return all(t.equals(tables[0]) for t in tables[1:])
+
+
+def summary(table: pd.DataFrame) -> pd.DataFrame:
+    """Per protocol and reference: mean AUC and F1, and the differences to (a) as mean ± SD over seeds."""
+    def mean_sd(values: pd.Series) -> str:
+        sd = values.std() if len(values) > 1 else float("nan")
+        return f"{values.mean():+.3f} ± {sd:.3f}" if len(values) > 1 else f"{values.mean():+.3f}"
+
+    return (table.groupby(["protocol", "reference"], sort=False)
+            .agg(seeds=("seed", "size"), roc_auc=("roc_auc", "mean"), f1=("f1", "mean"),
+                 d_auc=("d_auc", mean_sd), d_f1=("d_f1", mean_sd), train_min=("train_min", "mean"))
+            .reset_index())
 
 
 def main() -> None:
@@ -103,28 +152,46 @@ def main() -> None:
     parser.add_argument("--train-subjects", type=int, default=16)
     parser.add_argument("--test-subjects", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, help="CPU threads of training (default: one per core)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="simulation and training seeds (0)")
+    parser.add_argument("--reference", nargs="+", choices=tuple(REFERENCES), default=["default"],
+                        help="reference grids of the clinical protocols (default: the package's)")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="float32",
+                        help="training arithmetic (float32: the same figures at any thread count)")
+    parser.add_argument("--patch-size", type=int, help="patch side in voxels (default: deep-prl train's)")
+    parser.add_argument("--threads", type=int, help="CPU threads of training and scoring (default: one per core)")
     parser.add_argument("--protocols", nargs="+", choices=tuple(PROTOCOLS), default=list(PROTOCOLS))
-    parser.add_argument("--resume", action="store_true", help="read protocols already scored in --out")
+    parser.add_argument("--resume", action="store_true", help="read cohorts and runs already in --out")
     args = parser.parse_args()
+    rows = []
     with tempfile.TemporaryDirectory() as temporary:
         out = args.out or Path(temporary)
-        rows = []
-        for name in args.protocols:
-            title, options = PROTOCOLS[name]
-            print(f"{title}: simulate {args.train_subjects} + {args.test_subjects} subjects, train {args.epochs} "
-                  "epochs, score", flush=True)
-            rows.append(run_protocol(name, options, out, args))
-        if len(args.protocols) == len(PROTOCOLS):
-            print(f"same lesions and PRLs in the three test cohorts: {'yes' if same_lesions(out) else 'NO'}")
+        for seed in args.seeds:
+            for name in args.protocols:
+                title, _, own_grids = PROTOCOLS[name]
+                folder = out / f"seed-{seed}" / name
+                print(f"seed {seed}, {title}: simulate {args.train_subjects} + {args.test_subjects} subjects",
+                      flush=True)
+                simulate_min = simulate(name, folder, seed, args)
+                for reference in (args.reference if own_grids else ["default"]):
+                    print(f"  reference {reference}: train {args.epochs} epochs, score", flush=True)
+                    scores, minutes = run(folder, reference, seed, args)
+                    rows.append({"seed": seed, "protocol": title, "reference": reference if own_grids else "-",
+                                 **figures(scores), "simulate_min": simulate_min if minutes else float("nan"),
+                                 **{key: minutes.get(key, float("nan")) for key in ("train_min", "score_min")}})
+                    print(f"    ROC AUC {rows[-1]['roc_auc']:.3f}, F1 {rows[-1]['f1']:.3f}", flush=True)
+            if len(args.protocols) == len(PROTOCOLS):
+                same = same_lesions([out / f"seed-{seed}" / name for name in PROTOCOLS])
+                print(f"seed {seed}: same lesions and PRLs in the three test cohorts: {'yes' if same else 'NO'}")
     table = pd.DataFrame(rows)
-    table["d_auc"] = table["roc_auc"] - table["roc_auc"].iloc[0]
-    table["d_f1"] = table["f1"] - table["f1"].iloc[0]
-    print(f"\n{args.train_subjects} training subjects (seed {args.seed}), {args.test_subjects} held-out test "
-          f"subjects (seed {args.seed + 1}), {args.epochs} epochs, one network each; held-out, confluent lesions "
-          "left out:")
+    research = table[table["protocol"] == PROTOCOLS["research"][0]].set_index("seed")
+    for column in ("roc_auc", "f1"):
+        table[f"d_{column.split('_')[-1]}"] = table[column] - table["seed"].map(research[column])
+    print(f"\n{args.train_subjects} training subjects, {args.test_subjects} held-out test subjects per seed, "
+          f"{args.epochs} epochs, {args.precision}, one network each; held-out, confluent lesions left out:")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    if len(args.seeds) > 1:
+        print(f"\nover seeds {' '.join(map(str, args.seeds))} (differences to (a) paired by seed):")
+        print(summary(table).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 
 if __name__ == "__main__":

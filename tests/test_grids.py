@@ -11,22 +11,30 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import save_nifti
+from model_support import SIZE, TINY, one_torch_thread  # noqa: F401
 from scipy import ndimage
 
 from napari_deep_prl.base.errors import InputError, InputWarning
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.data.cohort import open_cohort, read_manifest, write_manifest
-from napari_deep_prl.data.images import SubjectPaths, header_problems
+from napari_deep_prl.data.images import Subject, SubjectPaths, header_problems
 from napari_deep_prl.data.lesions import find_lesions, lesion_table_from_labels
 from napari_deep_prl.data.masks import label_lesions
+from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.data.resample import (
     Grid,
+    default_reference,
+    grids_record,
     lesion_changes,
     overlap,
     resample_image,
     resample_labels,
 )
+from napari_deep_prl.model.checkpoint import Checkpoint, load_checkpoint
+from napari_deep_prl.model.network import DeepPRL
+from napari_deep_prl.scoring.score import score_subject
 from napari_deep_prl.simulate import simulate_cohort
 
 SMALL = {"fov_mm": (80.0, 96.0, 80.0)}
@@ -68,8 +76,9 @@ def spheres(grid: Grid, lesions: dict[int, tuple[float, float, float]], radius: 
 
 
 def clinical_subject(folder, *, mask: np.ndarray | None = None, t1w: Grid = ONE_MM, mask_grid: Grid = ONE_MM,
-                     reference: str | None = None) -> SubjectPaths:
-    """A phase on the tilted slab, a T1w (a linear field) and a mask on 1 mm grids."""
+                     reference: str | None = "phase") -> SubjectPaths:
+    """A phase on the tilted slab, a T1w (a linear field) and a mask on 1 mm grids; the phase's
+    grid the reference unless ``reference`` names another (``None``: the default's choice)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     phase = save_nifti(folder / "sub-01_phase.nii.gz", field(voxel_world(SLAB)) + rng.normal(0, 0.01, SLAB.shape)
@@ -167,6 +176,30 @@ def test_reference_grid_chosen_in_the_manifest(tmp_path):
     assert list(only_phase.images) == ["phase"] and only_phase.grids["t1w"].grid.shape == ONE_MM.shape
 
 
+def test_an_anisotropic_slab_takes_the_finest_structural_grid_as_the_reference_by_default(tmp_path):
+    subject = clinical_subject(tmp_path, reference=None).load()
+    assert subject.reference == "t1w" and subject.shape == ONE_MM.shape and np.allclose(subject.affine, ONE_MM.affine)
+    assert {name: grid.resampling for name, grid in subject.grids.items()} == {
+        "t1w": "reference", "phase": "linear", "mask": "none"}
+    assert set(np.unique(subject.labels)) == {0, *LESIONS} and not subject.lesion_changes
+    assert subject.space == "t1w"
+    # Only the mask, as registering lesions reads it, comes on the same grid.
+    assert clinical_subject(tmp_path, reference=None).load_mask().mask.shape == ONE_MM.shape
+
+
+def test_the_default_reference_rule():
+    iso = {"t1w": ONE_MM}
+    assert default_reference(SLAB, iso) == "t1w"
+    assert default_reference(ONE_MM, {"t1w": SLAB}) is None  # an isotropic susceptibility grid stays
+    fine = Grid.of((60, 60, 60), tilted_affine((60, 60, 60), (0.8, 0.8, 0.8), 0.0))
+    assert default_reference(SLAB, {"t1w": ONE_MM, "flair": fine}) == "flair"  # the finest one
+    assert default_reference(SLAB, {"t1w": ONE_MM, "flair": ONE_MM}) == "t1w"  # the first on a tie
+    thick = Grid.of((48, 48, 16), tilted_affine((48, 48, 16), (0.9, 0.9, 3.0), 0.0))
+    assert default_reference(SLAB, {"flair": thick}) is None  # a 2D FLAIR is no finer
+    coarse = Grid.of((20, 20, 20), tilted_affine((20, 20, 20), (2.0, 2.0, 2.0), 0.0))
+    assert default_reference(SLAB, {"t1w": coarse}) is None  # not finer than the slab's 2 mm
+
+
 @pytest.mark.parametrize("shift, message", [(300.0, "do not overlap in world space"),
                                             (34.0, r"overlap by only 2\d% of the smaller one")])
 def test_images_not_co_registered_are_refused_with_their_extents(tmp_path, shift, message):
@@ -219,11 +252,16 @@ def test_overlap_is_the_share_of_the_smaller_grid():
 
 # --------------------------------------------------------------------------- simulated cohorts
 
-def test_a_clinical_cohort_opens_and_loads_on_the_phase_grid_with_its_lesion_ids(tmp_path):
+def test_a_clinical_cohort_loads_on_the_structural_grid_or_the_phase_slab_with_its_lesion_ids(tmp_path):
     run_to_end(simulate_cohort(tmp_path / "clinical", 1, 3, prl_fraction=0.5, site="clinical",
                                contrasts=("t1w", "flair", "magnitude"), **SMALL))
-    paths = open_cohort(tmp_path / "clinical")[0]
-    assert paths.susceptibility == "phase" and paths.structural == ("t1w", "flair")
+    default = open_cohort(tmp_path / "clinical")[0]
+    assert default.susceptibility == "phase" and default.structural == ("t1w", "flair")
+    # By default on the 1 mm structural grid, the mask's own: every lesion whole.
+    on_t1w = default.load()
+    assert on_t1w.reference == "t1w" and on_t1w.grids["mask"].resampling == "none"
+    assert not on_t1w.lesion_changes
+    paths = replace(default, reference="phase")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         subject = paths.load(extra=True)
@@ -259,3 +297,24 @@ def test_a_simulated_research_cohort_loads_as_nibabel_reads_it(tmp_path):
     assert np.array_equal(subject.mask, np.asanyarray(nib.load(paths.mask).dataobj))
     assert np.array_equal(subject.prl_mask, np.asanyarray(nib.load(paths.prl_mask).dataobj) > 0)
     assert {grid.resampling for grid in subject.grids.values()} == {"reference", "none"}
+
+
+# --------------------------------------------------------------------------- scoring on the model's grid
+
+def test_scoring_refuses_a_subject_whose_patches_would_be_cut_on_other_voxels_than_the_models(tmp_path):
+    slab = clinical_subject(tmp_path)
+    on_slab = slab.load()
+    torch.manual_seed(0)
+    contrasts = ("t1w", "phase")
+    trained = Checkpoint(DeepPRL(TINY, SIZE, contrasts).eval(), 0.5, PatchConfig(size=SIZE, contrasts=contrasts),
+                         {"grids": grids_record([(on_slab.reference, on_slab.grids)])})
+    model = load_checkpoint(trained.save(tmp_path / "model.pt"))
+    assert model.reference_grid == ("phase", pytest.approx((0.8, 0.8, 2.0)))
+    assert len(score_subject(on_slab, [model])) == len(LESIONS)
+    on_t1w = replace(slab, reference=None).load()  # the default: the 1 mm T1w grid
+    with pytest.raises(InputError, match=rf"subject sub-01: its patches would be cut on the grid of its t1w image "
+                                         rf"\(1 × 1 × 1 mm voxels\), but model {model.id} learnt on the grid of the "
+                                         r"phase image \(0.8 × 0.8 × 2 mm voxels\).*manifest column reference: phase"):
+        score_subject(on_t1w, [model])
+    in_memory = Subject("sub-01", dict(on_t1w.images), on_t1w.mask, on_t1w.affine)  # no grid known: not checked
+    assert len(score_subject(in_memory, [model])) == len(LESIONS)

@@ -116,20 +116,23 @@ def test_a_cross_fitted_ensemble_keeps_one_shared_threshold(toy_model, tmp_path)
 # --------------------------------------------------------------------------- a shifted site
 
 SMALL = {"fov_mm": (80.0, 96.0, 80.0), "voxel_size": (1.25, 1.25, 1.25), "prl_rate": 0.25, "prl_fraction": 0.25}
+#: Site A's PRL share: twice site B's.
+PREVALENT = {"prl_rate": 0.5, "prl_fraction": 0.5}
 #: Fitted on the first subjects of site B, tested on the others.
 FIT_SUBJECTS = 6
 
 
 @pytest.fixture(scope="module")
 def two_sites(tmp_path_factory):
-    """A tiny model trained on a research site (phase and MP2RAGE on one grid); a clinical site
-    (a vendor-filtered phase on a tilted slab, MP2RAGE at 1 mm) with manifests of the subjects
-    to recalibrate on and of the others."""
+    """A tiny model trained on a research site (phase and MP2RAGE on one grid, half the lesions
+    PRLs); a clinical site (a vendor-filtered phase on a tilted slab, MP2RAGE on the structural
+    grid its patches are cut on, a quarter of the lesions PRLs, so the model over-calls there)
+    with manifests of the subjects to recalibrate on and of the others."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("sites")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", InputWarning)  # lesions larger than the small patches
-        research = run_to_end(simulate_cohort(root / "a", 8, 1, contrasts=(), **SMALL))
+        research = run_to_end(simulate_cohort(root / "a", 8, 1, contrasts=(), **{**SMALL, **PREVALENT}))
         clinical = open_cohort(run_to_end(simulate_cohort(root / "b", 16, 4, site="clinical",
                                                           contrasts=("mp2rage",), **SMALL)))
         patches = run_to_end(build_patchset(open_cohort(research), PatchConfig(size=16)))

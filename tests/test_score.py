@@ -12,6 +12,7 @@ from napari_deep_prl.base.errors import InputError, InputWarning
 from napari_deep_prl.base.progress import run_to_end
 from napari_deep_prl.cli import main
 from napari_deep_prl.data.cohort import read_manifest, write_manifest
+from napari_deep_prl.data.images import SubjectPaths
 from napari_deep_prl.data.lesions import find_lesions
 from napari_deep_prl.data.patches import PatchConfig, extract_patches
 from napari_deep_prl.model.checkpoint import Checkpoint, load_checkpoint
@@ -56,6 +57,18 @@ def test_cohort_scores_columns_counts_and_probability_maps(manifest, tmp_path):
     rows = table[table["subject"] == "sub-01"]
     for lesion, probability in zip(rows["lesion"], rows["prl_probability"]):
         assert np.allclose(np.asanyarray(image.dataobj)[labels == lesion], probability, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")
+@pytest.mark.parametrize("reference, space", [(None, "qsm"), ("mp2rage", "mp2rage"), ("mask", "mask")])
+def test_a_probability_map_is_named_after_its_reference_grid(write_subject, tmp_path, reference, space):
+    research = write_subject("sub-01")
+    qsm = SubjectPaths("sub-01", (("qsm", research.image("phase")), ("mp2rage", research.image("mp2rage"))),
+                       research.mask, reference=reference)
+    model = Checkpoint(DeepPRL(TINY, SIZE, ("mp2rage", "qsm")).eval(), 0.5,
+                       PatchConfig(size=SIZE, contrasts=("mp2rage", "qsm")))
+    run_to_end(score_cohort([qsm], [model], tta=False, nifti_dir=tmp_path / "maps"))
+    assert [p.name for p in (tmp_path / "maps").iterdir()] == [f"sub-01_space-{space}_desc-PRL_probseg.nii.gz"]
 
 
 @pytest.mark.filterwarnings("ignore:.*too large for the 8-voxel patch")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from dataclasses import replace
 
 import nibabel as nib
 import numpy as np
@@ -113,7 +114,7 @@ def bright_manifest(tmp_path_factory) -> Path:
 
 
 def test_loading_a_bright_phase_warns_naming_the_file_and_flip_phase_silences_it(bright_manifest):
-    paths = read_manifest(bright_manifest)[0]
+    paths = replace(read_manifest(bright_manifest)[0], reference="phase")  # loaded on the phase's own grid
     with warnings.catch_warnings(record=True) as caught:  # lost lesions may be reported too
         warnings.simplefilter("always")
         paths.load()

@@ -47,8 +47,8 @@ def register(p: argparse.ArgumentParser) -> None:
                              "outlined from the structural images and scored; repeat for more lesions; write "
                              "--at=-12.5,8,20 when X is negative")
     clicks.add_argument("--outline-mask", metavar="MASK.nii.gz",
-                        help="where the outlined lesions are written (instance mask on the phase's grid; default: "
-                             "beside -o, SCORES_mask.nii.gz)")
+                        help="where the outlined lesions are written (instance mask on the subject's reference "
+                             "grid; default: beside -o, SCORES_mask.nii.gz)")
     p.add_argument("--model", action="append", required=True, metavar="MODEL.pt",
                    help="checkpoint; repeat for an ensemble (probabilities averaged); or one ONNX file written by "
                         "`deep-prl export` (run in onnxruntime: the onnx extra), which scores as its checkpoints")
@@ -191,7 +191,8 @@ def clicked_subject(args: argparse.Namespace, outline: Path) -> Subject:
         raise file_error(images[susceptibility], f"cannot be read as a NIfTI image ({describe(err)})",
                          "Check that it is a .nii/.nii.gz file and re-export it if it is damaged.") from err
     with tempfile.TemporaryDirectory(prefix="deep-prl-click-") as folder:
-        # an empty lesion mask on the susceptibility image's grid: the images are read as for any subject
+        # an empty lesion mask on the susceptibility image's grid: the images are read as for any subject (onto its
+        # reference grid, where the clicks are outlined)
         empty = Path(folder, "empty_mask.nii.gz")
         nib.save(nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine), empty)
         subject = SubjectPaths.from_files(mask=empty, prl_mask=args.prl_mask, subject=args.subject,

@@ -12,9 +12,11 @@ named by its contrast (:mod:`napari_deep_prl.data.contrasts`); cohorts of subjec
 :mod:`napari_deep_prl.data.cohort`.
 
 **Grids.** Each image may come on its own grid (shape and affine), as long as all are
-co-registered in world space. They are put on the subject's *reference grid* — the
-susceptibility image's, unless :attr:`SubjectPaths.reference` (a manifest's ``reference``
-column) names another of its images or ``mask`` — by :mod:`napari_deep_prl.data.resample`:
+co-registered in world space. They are put on the subject's *reference grid*: the
+susceptibility image's, or, when that grid is anisotropic (an SWI slab of 0.6 × 0.6 × 2 mm), the
+finest isotropic structural grid (:func:`~napari_deep_prl.data.resample.default_reference`);
+:attr:`SubjectPaths.reference` (a manifest's ``reference`` column) may name another of its
+images or ``mask`` instead. :mod:`napari_deep_prl.data.resample` puts them there:
 images linearly, masks by nearest neighbour with the lesion ids of the mask's own grid. An image
 already on the reference grid (same shape, affine within 0.001 mm) is read as it is, bit for bit.
 Images that do not overlap enough are refused; lesions that resampling loses or splits are
@@ -38,7 +40,7 @@ convention, and a QSM for its units, on its own grid (:mod:`napari_deep_prl.data
 ``Subject.phase``, ``Subject.mp2rage``
     ``images["phase"]`` and ``images["mp2rage"]``; an ``InputError`` naming the subject and
     the images it has when it has no such image.
-``Subject.grids``, ``Subject.reference``
+``Subject.grids``, ``Subject.reference``, ``Subject.space``
     each image's own grid and how it came onto the reference grid
     (:class:`~napari_deep_prl.data.resample.ImageGrid` by image: its contrast, ``mask``,
     ``prl_mask``; ``ImageGrid.as_dict()`` for outputs and checkpoints; the reference image's
@@ -81,8 +83,10 @@ from napari_deep_prl.data.resample import (
     Grid,
     ImageGrid,
     LesionChanges,
+    anisotropic,
     check_lesions_inside,
     check_overlap,
+    default_reference,
     lesion_changes,
     resample_image,
     resample_labels,
@@ -145,7 +149,7 @@ class SubjectPaths:
     #: The column of ``prl_labels`` holding the label (``None``: see :func:`read_prl_labels`).
     prl_labels_column: str | None = None
     #: The image whose grid the others are put on: a contrast of ``images``, or ``"mask"``
-    #: (``None``: the susceptibility image).
+    #: (``None``: the default, :func:`~napari_deep_prl.data.resample.default_reference`).
     reference: str | None = None
 
     def __post_init__(self) -> None:
@@ -163,8 +167,8 @@ class SubjectPaths:
                 object.__setattr__(self, name, Path(getattr(self, name)))
         if self.reference is not None and self.reference not in (*order, "mask"):
             raise InputError(f"subject {self.subject}: the reference grid '{self.reference}' is none of its images "
-                             f"({', '.join(order)}, mask). Name one of them, or none for the "
-                             f"{self.susceptibility} image's grid.")
+                             f"({', '.join(order)}, mask). Name one of them, or none for the default "
+                             "(the susceptibility image's grid; on an anisotropic slab the finest structural one).")
 
     @classmethod
     def from_files(cls, *, mask: str | Path, prl_mask: str | Path | None = None, subject: str | None = None,
@@ -311,6 +315,13 @@ class Subject:
         return self.images[contrast]
 
     @property
+    def space(self) -> str:
+        """The BIDS ``space-`` label of maps on the reference grid: the reference image's
+        contrast (``mask`` for the mask's grid; the susceptibility image's for a subject made
+        in memory), so a map says which grid it lies on."""
+        return self.reference or self.susceptibility
+
+    @property
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.mask.shape)  # type: ignore[return-value]
 
@@ -348,7 +359,20 @@ class _Reference:
 
 
 def _reference(paths: SubjectPaths) -> _Reference:
-    role = paths.reference or paths.susceptibility
+    """The image named as the reference, else the susceptibility image unless its grid is
+    anisotropic and a structural image's is finer (:func:`~napari_deep_prl.data.resample.default_reference`)."""
+    if paths.reference is not None:
+        return _header_grid(paths, paths.reference)
+    susceptibility = _header_grid(paths, paths.susceptibility)
+    if not anisotropic(susceptibility.grid):
+        return susceptibility
+    structural = {name: _header_grid(paths, name) for name in paths.structural}
+    finer = default_reference(susceptibility.grid, {name: ref.grid for name, ref in structural.items()})
+    return susceptibility if finer is None else structural[finer]
+
+
+def _header_grid(paths: SubjectPaths, role: str) -> _Reference:
+    """The grid of a subject's image (a contrast or ``mask``) from its header."""
     path = paths.mask if role == "mask" else paths.image(role)
     img, spatial = _read_header(path, role)
     return _Reference(role, path, Grid.of(spatial, img.affine))
@@ -481,7 +505,7 @@ def header_problems(paths: SubjectPaths) -> list[str]:
         problems.append(str(err))
         reference = None
     for role, path in [*paths.images, ("mask", paths.mask), ("prl_mask", paths.prl_mask)]:
-        if path is None or (reference is None and role == (paths.reference or paths.susceptibility)):
+        if path is None:
             continue
         try:
             img, spatial = _read_header(path, role)
@@ -489,7 +513,7 @@ def header_problems(paths: SubjectPaths) -> list[str]:
                 _placement(reference, Grid.of(spatial, img.affine), path, role)
         except InputError as err:
             problems.append(str(err))
-    return problems
+    return list(dict.fromkeys(problems))  # a header the reference's choice read fails once
 
 
 def _read_header(path: Path, role: str) -> tuple[nib.Nifti1Image, tuple[int, int, int]]:

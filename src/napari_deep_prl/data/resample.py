@@ -2,9 +2,10 @@
 
 A clinical site reconstructs each scan on its own grid (an SWI slab of 0.6 × 0.6 × 2 mm tilted
 to the brain, a T1 at 1 mm isotropic, lesion masks on the FLAIR's or T1's grid), all
-co-registered in world (scanner) space. A subject's images are put on its *reference grid* (the
-susceptibility image's unless another is chosen, see :mod:`napari_deep_prl.data.images`) by
-their affines, in memory; nothing is written.
+co-registered in world (scanner) space. A subject's images are put on its *reference grid* by
+their affines, in memory; nothing is written. The reference is the susceptibility image's grid,
+unless that grid is anisotropic and a structural image has a finer isotropic one
+(:func:`default_reference`), or the manifest names another (see :mod:`napari_deep_prl.data.images`).
 
 * Images are interpolated **linearly** (trilinear, :func:`resample_image`): it never overshoots,
   so no dark or bright band appears along a vein or a lesion's edge (a cubic spline rings there,
@@ -40,6 +41,9 @@ MIN_OVERLAP = 0.5
 MIN_LESIONS_INSIDE = 0.5
 #: Points per axis sampled to measure an overlap.
 OVERLAP_SAMPLES = 24
+#: A grid is anisotropic when its longest voxel side is at least this many times its shortest
+#: (an SWI slab of 0.6 × 0.6 × 2 mm: 3.3; a research 3D EPI phase of 1 × 1 × 1.2 mm: 1.2).
+ANISOTROPY = 2.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,6 +99,29 @@ class Grid:
         """Voxel coordinates (n³ × 3) of an even lattice filling the field of view."""
         axes = [(np.arange(n) + 0.5) / n * s - 0.5 for s in self.shape]
         return np.array(np.meshgrid(*axes, indexing="ij")).reshape(3, -1).T
+
+
+def anisotropic(grid: Grid) -> bool:
+    """Whether the grid's longest voxel side is at least :data:`ANISOTROPY` times its shortest."""
+    return max(grid.zooms) >= ANISOTROPY * min(grid.zooms)
+
+
+def default_reference(susceptibility: Grid, structural: Mapping[str, Grid]) -> str | None:
+    """The structural image whose grid is a subject's reference by default, or ``None`` for the
+    susceptibility image's own grid.
+
+    A patch is a fixed number of voxels: on an anisotropic susceptibility slab (0.6 × 0.6 × 2 mm)
+    it spans a small extent in plane and sees a rim through thick slices, and lesions outgrow it.
+    So when the susceptibility grid is :func:`anisotropic`, the reference is the structural
+    image (in ``structural``'s order on a tie) whose grid is isotropic and whose longest voxel
+    side is the shortest, if that is shorter than the susceptibility grid's longest side. A mask
+    drawn on that grid then keeps every lesion (docs/benchmarks.md, "Protocols", compares both).
+    """
+    if not anisotropic(susceptibility):
+        return None
+    longest = {name: max(grid.zooms) for name, grid in structural.items()
+               if not anisotropic(grid) and max(grid.zooms) < max(susceptibility.zooms)}
+    return min(longest, key=longest.__getitem__) if longest else None
 
 
 def overlap(a: Grid, b: Grid) -> float:

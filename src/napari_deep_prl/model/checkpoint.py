@@ -81,6 +81,19 @@ class Checkpoint:
         """The image contrasts the network takes, in channel order."""
         return self.patch_config.contrasts
 
+    @property
+    def reference_grid(self) -> tuple[str, tuple[float, ...]] | None:
+        """The reference grid most of its training subjects' patches were cut on: the image
+        (a contrast or ``mask``) and its median voxel size (mm); ``None`` when not recorded
+        (subjects made in memory, checkpoints of older versions)."""
+        record = self.metadata.get("grids") or {}
+        references = record.get("reference") or {}
+        if not references:
+            return None
+        role = max(references, key=references.__getitem__)
+        voxel = (record.get("images") or {}).get(role, {}).get("voxel_mm")
+        return (role, tuple(float(v) for v in voxel)) if voxel else None
+
     def describe_contrasts(self) -> str:
         """``model <id> (t1w, flair, phase)``: how messages name a model and what it needs."""
         return f"model {self.id} ({', '.join(self.contrasts)})"

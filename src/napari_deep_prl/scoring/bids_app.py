@@ -5,8 +5,9 @@ The participant level scores each subject (or session) of a BIDS dataset found b
 the one scoring path, and writes into ``OUTPUT_DIR/sub-X/[ses-Y/]anat/``:
 
 * ``sub-X[_ses-Y]_space-<ref>_desc-prl_probseg.nii.gz``: each lesion's voxels hold its PRL
-  probability, on the reference grid (``<ref>``: the image whose grid it is, the susceptibility
-  image's by default: ``phase`` or ``qsm``);
+  probability, on the reference grid (``<ref>``: the image whose grid it is, by default the
+  susceptibility image's, ``phase`` or ``qsm``, or on an anisotropic slab the finest structural
+  one's, e.g. ``t1w``);
 * ``sub-X[_ses-Y]_space-<ref>_desc-prl_mask.nii.gz``: the voxels of the lesions called PRL;
 * ``sub-X[_ses-Y]_desc-lesions_prl.tsv``: one row per lesion (:data:`~napari_deep_prl.scoring.score.SCORE_COLUMNS`),
   with a JSON sidecar describing every column (:data:`COLUMNS`);
@@ -298,7 +299,7 @@ def _write_row(row: Row, checkpoints: Model, bids_dir: Path, work: Path, *, over
     _remove_dead_folders(work, f"{subject.id}.")
     stage = work / f"{subject.id}.{_tag()}"
     staged = Row(subject, stage)
-    space = f"space-{loaded.reference or loaded.susceptibility}"
+    space = f"space-{loaded.space}"
     ids = [c.id for c in networks(checkpoints)]
     sources = [Path(os.path.relpath(p, bids_dir)).as_posix() if Path(p).is_relative_to(bids_dir) else str(p)
                for p in subject.images.values()]

@@ -47,7 +47,8 @@ Per subject: the number of lesions, the PRL count, and the ``prl_ge1`` / ``prl_g
 least one / at least four PRLs) used as diagnostic and prognostic markers in the literature.
 
 Outputs follow BIDS derivative conventions: one TSV row per lesion (:data:`SCORE_COLUMNS`),
-and on request ``<subject>_space-phase_desc-PRL_probseg.nii.gz`` in the phase grid, each
+and on request ``<subject>_space-<reference>_desc-PRL_probseg.nii.gz`` on the subject's reference
+grid (named by its image, :attr:`~napari_deep_prl.data.images.Subject.space`), each
 lesion's voxels holding its PRL probability (the subject id made a safe file name by
 :func:`~napari_deep_prl.base.filenames.file_components`, so the map always lands in its folder).
 """
@@ -87,7 +88,7 @@ from napari_deep_prl.data.patches import (
     warn_if_outgrown,
 )
 from napari_deep_prl.model.backend import Model, networks, view_scorers
-from napari_deep_prl.model.checkpoint import common_contrasts
+from napari_deep_prl.model.checkpoint import Checkpoint, common_contrasts
 from napari_deep_prl.model.inference import (
     INFERENCE_BATCH,
     SCREEN_SHARE,
@@ -110,6 +111,11 @@ SCORE_COLUMNS = ("subject", "lesion", "x", "y", "z", "x_mm", "y_mm", "z_mm", "vo
                  "volume_voxels", *EVIDENCE_COLUMNS)
 SUBJECT_COLUMNS = ("subject", "lesions", "prl_count", "prl_ge1", "prl_ge4")
 
+
+#: Largest factor by which a subject's reference voxels may differ from those a model's patches
+#: were cut on, along any axis (sorted by size): beyond it a patch of the same voxels covers
+#: another extent of tissue than the model learnt from.
+VOXEL_TOLERANCE = 1.5
 
 #: How lesions are called PRL (see :func:`score_cohort`).
 DECISIONS = ("validation", "expected_f1")
@@ -145,6 +151,7 @@ def score_subject(subject: Subject, checkpoints: Model, *, lesions: Lesions | No
     """
     threshold = decision_threshold(checkpoints, threshold)
     require_model_contrasts([subject], checkpoints)
+    require_model_grid(subject, checkpoints)
     lesions = find_lesions(subject) if lesions is None else lesions
     table = lesions.table
     if len(table) == 0:
@@ -184,6 +191,33 @@ def require_model_contrasts(cohort: Sequence[SubjectPaths | Subject], checkpoint
              f"the ensemble of {len(members)} networks ({', '.join(contrasts)})")
     require_contrasts(((item.subject, _contrasts_of(item)) for item in cohort), contrasts, model)
     return contrasts
+
+
+def require_model_grid(subject: Subject, checkpoints: Model) -> None:
+    """Refuse a subject whose patches would be cut on voxels unlike those the model learnt on
+    (:attr:`~napari_deep_prl.model.checkpoint.Checkpoint.reference_grid`; differing by more than
+    :data:`VOXEL_TOLERANCE` along an axis): an InputError naming both grids and the manifest's
+    ``reference`` column that puts the subject on a grid like the model's. Subjects made in
+    memory and models that record no grid are not checked."""
+    trained = next((c.reference_grid for c in networks(checkpoints) if isinstance(c, Checkpoint) and c.reference_grid),
+                   None)
+    if trained is None or subject.reference is None:
+        return
+    role, voxel = trained
+    ratio = np.asarray(sorted(subject.zooms)) / np.asarray(sorted(voxel))
+    if np.all((ratio <= VOXEL_TOLERANCE) & (ratio >= 1 / VOXEL_TOLERANCE)):
+        return
+    member = networks(checkpoints)[0]
+
+    def shown(zooms: Sequence[float]) -> str:
+        return " × ".join(f"{z:.3g}" for z in zooms) + " mm"
+
+    raise InputError(
+        f"subject {subject.subject}: its patches would be cut on the grid of its {subject.reference} image "
+        f"({shown(subject.zooms)} voxels), but model {member.id} learnt on the grid of the {role} image "
+        f"({shown(voxel)} voxels): {member.patch_config.size}-voxel patches would cover another extent of "
+        f"tissue than the model saw. Put the subject on a grid like the model's (manifest column reference: "
+        f"{role}), or score it with a model trained on subjects like it.")
 
 
 def _contrasts_of(item: SubjectPaths | Subject) -> list[str]:
@@ -249,7 +283,7 @@ def score_cohort(cohort: Sequence[SubjectPaths | Subject], checkpoints: Model, *
                                   batch_size=batch_size, device=device, precision=precision, first_masks=masks)
             if nifti_dir is not None:
                 write_probability_map(lesions.labels, table, subject.affine, output_path(
-                    nifti_dir, f"{names[subject.subject]}_space-phase_desc-PRL_probseg.nii.gz"))
+                    nifti_dir, f"{names[subject.subject]}_space-{subject.space}_desc-PRL_probseg.nii.gz"))
             tables.append(table)
             found.append(lesions.table)
             # under the cohort's decision a subject's count is known only at the end
@@ -359,7 +393,7 @@ def probability_volume(labels: np.ndarray, scores: pd.DataFrame, column: str = "
 
 
 def write_probability_map(labels: np.ndarray, scores: pd.DataFrame, affine: np.ndarray, path: Path) -> Path:
-    """Save :func:`probability_volume` as NIfTI in the phase grid (atomically: a failed write
+    """Save :func:`probability_volume` as NIfTI on the subject's reference grid (atomically: a failed write
     leaves no partial map under the name)."""
     image = nib.Nifti1Image(probability_volume(labels, scores), affine)
     image.header.set_intent("estimate", name="PRL probability")
