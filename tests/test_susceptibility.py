@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import re
 import warnings
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
