@@ -43,7 +43,7 @@ from qtpy.QtWidgets import (
 from napari_deep_prl._napari.board import board
 from napari_deep_prl._napari.jobs import Job
 from napari_deep_prl._napari.layers import subject_layers
-from napari_deep_prl._napari.messages import SALIENCY_NEEDS, SCORES_HIDDEN, TOOLTIPS
+from napari_deep_prl._napari.messages import NO_LESIONS, SALIENCY_NEEDS, SCORES_HIDDEN, TOOLTIPS
 from napari_deep_prl._napari.model.click_box import ClickBox
 from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
 from napari_deep_prl._napari.model.model_state import ModelState
@@ -254,6 +254,9 @@ class ModelPanel(QWidget):
                 subject = subject_from_layers(self.viewer)
             except DeepPRLError as err:
                 show_error(str(err))
+                return None
+            if not subject.mask.any():
+                show_error(NO_LESIONS.format(subject=subject.subject))
                 return None
             return self.score_in_memory(subject)
         return self._score_stored([name], f"Scoring {name}")
