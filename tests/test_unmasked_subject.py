@@ -15,6 +15,7 @@ from napari_deep_prl._napari import messages, reader
 from napari_deep_prl._napari.model import click_box, model_widget
 from napari_deep_prl._napari.model.click_box import OUTLINE_LAYER
 from napari_deep_prl._napari.model.model_widget import ModelPanel
+from napari_deep_prl._napari.model.scoring_table import COLUMNS
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.simulate import SubjectParams, simulate_subject
 from napari_deep_prl.simulate.cohort import write_subject
@@ -72,7 +73,10 @@ def test_a_subject_without_a_mask_opens_and_its_clicked_lesions_are_scored(make_
     outline = np.asarray(viewer.layers[OUTLINE_LAYER].data)
     assert dice(outline == 1, sim.subject.labels == lesion) >= 0.7
     assert panel.scores["subject"].tolist() == [name] and panel.table.rowCount() == 1
-    assert 0.0 <= panel.scores["prl_probability"].iloc[0] <= 1.0
+    probability = panel.scores["prl_probability"].iloc[0]
+    assert 0.0 <= probability <= 1.0
+    decided = "yes" if probability >= checkpoint.threshold else "no"  # as a project's lesions read
+    assert panel.table.item(0, [h for _, h, _ in COLUMNS].index("PRL")).text() == decided
 
 
 def test_a_folder_without_a_mask_or_a_structural_image_says_what_it_lacks(tmp_path, images_only):

@@ -342,6 +342,7 @@ class ModelPanel(QWidget):
         self.summary.setText("")
 
     def _show_subject_scores(self, table: pd.DataFrame) -> None:
+        table = table.assign(prl=table["prl"].astype(bool))  # the table says yes / no, however decided
         self.scores = table
         subject = str(table["subject"].iloc[0]) if len(table) else ""
         self.table.set_scores(table)
