@@ -7,7 +7,8 @@ docs/make_model_screenshots.py --model MODEL.pt`` (a default-preset checkpoint, 
 
 * ``model_panel.png`` — the project scored in the model panel, its lesions decided together
   (the model must be calibrated, as default training makes it), the most likely PRL selected;
-* ``model_saliency.png`` — that lesion's saliency overlay, the table's rim evidence beside it;
+* ``model_saliency.png`` — that lesion's saliency overlay over the phase, its edge faint yellow, the
+  table's rim evidence beside it;
 * ``click_scored.png`` — that subject's images opened from a folder without its lesion mask
   (File > Open), the same lesion clicked with **Score a clicked lesion**: its outline and score;
 * ``finetune_box.png`` — two short fine-tuning epochs (not with ``--no-finetune``).
@@ -60,6 +61,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import napari
+    from napari.utils.colormaps import DirectLabelColormap
     from qtpy.QtCore import Qt
     from qtpy.QtWidgets import QApplication
 
@@ -100,8 +102,9 @@ def main() -> None:
     shown, selected = str(panel.scores["subject"].iloc[0]), panel.scores.loc[
         panel.scores["lesion"] == int(table.item(0, 1).text())].iloc[0]
     wait(app, panel.show_saliency())
-    edges = viewer.layers[f"{shown} lesions"]
-    edges.contour, edges.opacity = 1, 1.0  # the lesions' edges under the map
+    edges = viewer.layers[f"{shown} lesions"]  # the lesion's edge in yellow under the map
+    edges.colormap = DirectLabelColormap(color_dict={None: "transparent", int(selected["lesion"]): "yellow"})
+    edges.contour, edges.opacity = 1, 0.35  # faint: the map on the edge stays visible
     zoom_on(app, viewer, selected)
     screenshot(app, viewer, "model_saliency.png")
 
