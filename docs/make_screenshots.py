@@ -2,15 +2,19 @@
 
 Run under a display: ``xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshots.py``.
 It simulates (or reuses, under ``--work``) three 1 mm brain-sized subjects with FLAIR and
-magnitude images, trains a small model on two of them (or uses ``--model``), makes a project
-where two raters disagree on some lesions, and saves in ``docs/images/``:
+magnitude images and confluent PRLs, trains a small model on two of them (or uses ``--model``),
+makes a project where two raters disagree on some lesions, and saves in ``docs/images/``:
 
 * ``review_view.png`` — the whole window: the review docked on the right on a PRL with a clear
   rim, the model panel docked on the left after scoring the project (its scores hidden while the
   blind review is open);
 * ``review_full_rim.png``, ``review_partial_rim.png`` — the review's canvas on a full-rim and a
-  partial-rim PRL (panels, outline between voxels, slice strip);
+  partial-rim PRL (the rims standing out most from the phase around them, of lesions without a
+  vein beside or inside them; panels, outline between voxels, slice strip);
 * ``review_contrasts.png`` — three contrasts side by side (phase, MP2RAGE, FLAIR);
+* ``review_confluent.png`` — the review widget on a PRL that is one part of a confluent
+  component split into lesions (the largest whose centre slice shows another part): the part
+  outlined, the rest of the component faint;
 * ``adjudication_view.png`` — the adjudication widget on a disagreement.
 """
 
@@ -87,15 +91,26 @@ def main() -> None:
     if not (cohort / "manifest.csv").exists():
         run_with_tqdm(simulate_cohort(cohort, 3, seed=3, voxel_size=(1.0, 1.0, 1.0),
                                       n_lesions=40, prl_fraction=0.3, noise=0.03,
-                                      overwrite=True), desc="simulating")
+                                      confluent_prl_rate=0.3, overwrite=True), desc="simulating")
     model = args.model or args.work / "model.pt"
     if not model.exists():
         assert cli(["train", str(cohort / "manifest.csv"), "-o", str(model), "--epochs", "8",
                     "--models", "1", "--quiet"]) == 0
     truth = pd.read_csv(cohort / "lesions_truth.tsv", sep="\t", dtype={"subject": str})
     ranked = rim_contrast(cohort / "manifest.csv", truth)
-    full = truth.loc[next(i for i in ranked.index if truth.loc[i, "kind"] == "full_rim")]
-    partial = truth.loc[next(i for i in ranked.index if truth.loc[i, "kind"] == "partial_rim")]
+    veinless = ~truth["adjacent_vein"] & ~truth["central_vein"]  # a rim, not a vein beside it
+    full, partial = (truth.loc[next(i for i in ranked.index if truth.loc[i, "kind"] == kind and veinless[i])]
+                     for kind in ("full_rim", "partial_rim"))
+    split = truth[truth["split_from"] > 0]
+
+    def beside(row: pd.Series) -> bool:
+        """Another part of the component lies on the part's centre axial slice."""
+        others = split[(split["subject"] == row["subject"]) & (split["split_from"] == row["split_from"])
+                       & (split["lesion"] != row["lesion"])]
+        z = round(row["z"])
+        return bool(((others["bbox_z0"] <= z) & (z < others["bbox_z1"])).any())
+
+    part = split[split["prl"] & split.apply(beside, axis=1)].sort_values("volume_mm3").iloc[-1]  # the largest
     root = args.work / "project"
     shutil.rmtree(root, ignore_errors=True)
     with Project.init(root, cohort / "manifest.csv") as project:
@@ -139,6 +154,10 @@ def main() -> None:
     IMAGES.mkdir(exist_ok=True)
     viewer.screenshot(str(IMAGES / "review_view.png"), canvas_only=False)
 
+    review.jump(f"{part['subject']}:{int(part['lesion'])}")
+    wait_shown(app, review, str(part["subject"]), int(part["lesion"]))
+    review.grab().save(str(IMAGES / "review_confluent.png"))
+
     for row, name in ((full, "review_full_rim.png"), (partial, "review_partial_rim.png")):
         images = prepare_subject(review.project, str(row["subject"]))
         target = images.target(int(row["lesion"]), (row["x"], row["y"], row["z"]))
@@ -167,7 +186,8 @@ def main() -> None:
     print(f"wrote the screenshots to {IMAGES}: full rim {full['subject']}:{int(full['lesion'])} "
           f"({full['volume_mm3']:.0f} mm³), partial rim {partial['subject']}:"
           f"{int(partial['lesion'])} (coverage {partial['rim_coverage']:.2f}, "
-          f"{partial['volume_mm3']:.0f} mm³); {np.count_nonzero(keys)} disagreements")
+          f"{partial['volume_mm3']:.0f} mm³), confluent part {part['subject']}:{int(part['lesion'])} "
+          f"(component {int(part['split_from'])}); {np.count_nonzero(keys)} disagreements")
     adjudication.close()
     viewer.close()
 

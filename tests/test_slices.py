@@ -105,7 +105,8 @@ def test_the_drawn_outline_leaves_every_voxel_centre_visible(qtbot):
     mask = np.zeros((9, 9), bool)
     mask[3:6, 3:6] = True
     pixels = np.full((9, 9), 128, np.uint8)
-    tile = Tile(pixels, (1.0, 1.0), outline_segments(mask), outline_segments(np.zeros_like(mask)))
+    none = outline_segments(np.zeros_like(mask))
+    tile = Tile(pixels, (1.0, 1.0), outline_segments(mask), none, none)
     canvas = LesionCanvas()
     qtbot.addWidget(canvas)
     image = QImage(90, 90, QImage.Format.Format_RGB32)

@@ -55,6 +55,8 @@ TOOLTIPS = {
     "report": "Write the reliability report (one HTML file: kappa, Gwet's AC1, PABAK, "
               "Krippendorff's alpha, sensitivity and specificity, the PRL count ICC, with "
               "patient-bootstrap CIs and a methods paragraph), as `deep-prl ratings report` does.",
+    "part": "The lesion under review was split from a confluent component (lesions grown together in the "
+            "mask): its other parts have a faint yellow outline. Judge this part on its own.",
     "evidence": "Measured on the susceptibility image, without the model (NAIMS's criteria as numbers): "
                 "the share of the lesion's edge, on the axial slices, with a band more paramagnetic than "
                 "the tissue just outside; the longest run of slices with a rim on at least two thirds of "
@@ -131,6 +133,11 @@ LABELS_HIDDEN = ("Raters' labels and agreement are hidden while a blind rater se
 BLIND = "Blind mode: other raters' labels, model scores and rim evidence are hidden."
 EVIDENCE = "Rim on {coverage} of the edge, on {slices} consecutive slice(s) · {diameter:.1f} mm across"
 EVIDENCE_NONE = "too small to judge"
+NO_MASK = ("{subject} has no lesion mask: its lesion layer is empty. Score its lesions by clicking them: "
+           "Plugins > Deep-PRL model, Load model…, 'Score a clicked lesion', then click on a lesion.")
+NO_LESIONS = ("{subject}'s lesion layer is empty (a subject without a lesion mask). Click on its lesions with "
+              "'Score a clicked lesion' on, or paint them into the lesion layer, then score.")
+PART = "part {index} of component {component} ({count} parts)"
 SALIENCY_NEEDS = ("Select a lesion in the table first; saliency maps are model output, so they are not "
                   "shown in blind mode.")
 LOADING = "Loading {subject} ..."

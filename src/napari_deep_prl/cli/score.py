@@ -5,21 +5,19 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nibabel as nib
 import numpy as np
 
-from napari_deep_prl.base.errors import InputError, describe, file_error
+from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import run_with_tqdm
 from napari_deep_prl.base.tables import check_output, print_table, write_nifti, write_table
 from napari_deep_prl.cli._subjects import add_subject_arguments, subject_images, subjects_from_args
 from napari_deep_prl.cli._threads import add_threads_argument, set_threads
-from napari_deep_prl.data.click import mask_from_clicks
-from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
-from napari_deep_prl.data.images import Subject, SubjectPaths
+from napari_deep_prl.data.click import load_unmasked, mask_from_clicks
+from napari_deep_prl.data.images import Subject
 from napari_deep_prl.model.backend import load_model
 from napari_deep_prl.model.inference import INFERENCE_BATCH, PRECISIONS
 from napari_deep_prl.model.metrics import format_metric
@@ -181,22 +179,7 @@ def outline_path(args: argparse.Namespace) -> Path | None:
 def clicked_subject(args: argparse.Namespace, outline: Path) -> Subject:
     """The subject of the command line, its lesions outlined from ``--at`` (written to ``outline``)."""
     images = subject_images(args)
-    if not any(c in images for c in SUSCEPTIBILITY) or not any(c in images for c in STRUCTURAL):
-        raise InputError("--at needs one subject's images: --phase (or --qsm) and one or more of --mp2rage, --t1w "
-                         "and --flair (the lesion is outlined from them).")
-    susceptibility = next(c for c in SUSCEPTIBILITY if c in images)
-    try:
-        reference = nib.load(images[susceptibility])
-    except Exception as err:  # nibabel raises many types for unreadable files
-        raise file_error(images[susceptibility], f"cannot be read as a NIfTI image ({describe(err)})",
-                         "Check that it is a .nii/.nii.gz file and re-export it if it is damaged.") from err
-    with tempfile.TemporaryDirectory(prefix="deep-prl-click-") as folder:
-        # an empty lesion mask on the susceptibility image's grid: the images are read as for any subject (onto its
-        # reference grid, where the clicks are outlined)
-        empty = Path(folder, "empty_mask.nii.gz")
-        nib.save(nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine), empty)
-        subject = SubjectPaths.from_files(mask=empty, prl_mask=args.prl_mask, subject=args.subject,
-                                          **images).load(flip_phase=args.flip_phase)
+    subject = load_unmasked(images, subject=args.subject, prl_mask=args.prl_mask, flip_phase=args.flip_phase)
     mask = mask_from_clicks(subject, args.at)
     write_nifti(nib.Nifti1Image(mask, subject.affine), outline)
     print(f"{int(mask.max())} lesion(s) outlined from {len(args.at)} click(s); mask {outline}", file=sys.stderr)

@@ -26,13 +26,17 @@ outline to accept or correct before it is scored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
-from napari_deep_prl.base.errors import InputError
-from napari_deep_prl.data.images import Subject
+from napari_deep_prl.base.errors import InputError, describe, file_error
+from napari_deep_prl.data.contrasts import STRUCTURAL, SUSCEPTIBILITY
+from napari_deep_prl.data.images import Subject, SubjectPaths
 
 #: The window around a click the lesion is looked for in (mm): larger than most WM lesions.
 RADIUS_MM = 15.0
@@ -121,6 +125,31 @@ def mask_from_clicks(subject: Subject, points_mm: Sequence[Sequence[float]], **o
         if region.any():
             mask[region] = mask.max() + 1
     return mask
+
+
+def load_unmasked(images: Mapping[str, str | Path], *, subject: str | None = None,
+                  prl_mask: str | Path | None = None, flip_phase: bool = False, extra: bool = False) -> Subject:
+    """A subject that has no lesion mask, its lesions to be clicked: ``images`` (by contrast: a
+    susceptibility image and one or more structural ones) read, checked and put on the
+    subject's reference grid as for any subject (:meth:`SubjectPaths.load`, ``flip_phase`` and
+    ``extra`` as there), with an empty lesion mask."""
+    susceptibility = next((c for c in SUSCEPTIBILITY if c in images), None)
+    if susceptibility is None or not any(c in images for c in STRUCTURAL):
+        raise InputError(f"subject {subject or '?'} has {', '.join(images) or 'no images'}: clicking lesions needs a "
+                         f"susceptibility image ({' or '.join(SUSCEPTIBILITY)}) and one or more structural ones "
+                         f"({', '.join(STRUCTURAL)}), the lesion being outlined from them.")
+    try:
+        reference = nib.load(images[susceptibility])
+    except Exception as err:  # nibabel raises many types for unreadable files
+        raise file_error(images[susceptibility], f"cannot be read as a NIfTI image ({describe(err)})",
+                         "Check that it is a .nii/.nii.gz file and re-export it if it is damaged.") from err
+    with tempfile.TemporaryDirectory(prefix="deep-prl-click-") as folder:
+        # an empty lesion mask on the susceptibility image's grid: the images are read as for any subject (onto its
+        # reference grid, where the clicks are outlined)
+        empty = Path(folder, "empty_mask.nii.gz")
+        nib.save(nib.Nifti1Image(np.zeros(reference.shape[:3], np.uint8), reference.affine), empty)
+        return SubjectPaths.from_files(mask=empty, prl_mask=prl_mask, subject=subject,
+                                       **images).load(flip_phase=flip_phase, extra=extra)
 
 
 def _grow(maps: np.ndarray, seed: tuple[int, ...], inside: np.ndarray) -> np.ndarray | None:

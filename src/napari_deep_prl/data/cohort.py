@@ -294,6 +294,21 @@ def discover(folder: str | Path, *, check_ids: bool = True) -> Cohort:
 def discover_subject(sub_dir: str | Path, *, check_ids: bool = True) -> SubjectPaths:
     """One ``sub-<label>`` folder of the documented layout (see :func:`discover`)."""
     sub_dir = Path(sub_dir)
+    found = subject_files(sub_dir, check_ids=check_ids)
+    missing = [what for what, names in (("phase or qsm", SUSCEPTIBILITY), ("structural", STRUCTURAL),
+                                        ("mask", ("mask",))) if not any(n in found for n in names)]
+    if missing:
+        raise file_error(sub_dir, f"no {', no '.join(missing)} image found",
+                         "Name the files *_phase.nii.gz (or *_qsm), *_mp2rage.nii.gz (or *_T1w, *_FLAIR) and "
+                         "*_mask.nii.gz (docs/data.md).")
+    return SubjectPaths(sub_dir.name, tuple((name, found[name]) for name in CONTRASTS if name in found),
+                        found["mask"], found.get("prl_mask"))
+
+
+def subject_files(sub_dir: str | Path, *, check_ids: bool = True) -> dict[str, Path]:
+    """The files of a ``sub-<label>`` folder by role (:func:`classify_file`), one per role and
+    one susceptibility image; what the folder lacks is not checked (:func:`discover_subject` does)."""
+    sub_dir = Path(sub_dir)
     problem = id_problem(sub_dir.name) if check_ids else None
     if problem is not None:
         raise file_error(sub_dir, f"the folder's name, the subject id, {problem}",
@@ -311,14 +326,7 @@ def discover_subject(sub_dir: str | Path, *, check_ids: bool = True) -> SubjectP
     if len(susceptibility) > 1:
         raise file_error(sub_dir, f"two susceptibility images: {' and '.join(susceptibility)}",
                          "Keep one, the phase or the QSM, or list the subject in a manifest CSV instead.")
-    missing = [what for what, names in (("phase or qsm", SUSCEPTIBILITY), ("structural", STRUCTURAL),
-                                        ("mask", ("mask",))) if not any(n in found for n in names)]
-    if missing:
-        raise file_error(sub_dir, f"no {', no '.join(missing)} image found",
-                         "Name the files *_phase.nii.gz (or *_qsm), *_mp2rage.nii.gz (or *_T1w, *_FLAIR) and "
-                         "*_mask.nii.gz (docs/data.md).")
-    return SubjectPaths(sub_dir.name, tuple((name, found[name]) for name in CONTRASTS if name in found),
-                        found["mask"], found.get("prl_mask"))
+    return found
 
 
 def open_cohort(path: str | Path, *, check_ids: bool = True, bids: Mapping[str, Any] | None = None) -> Cohort:

@@ -47,7 +47,7 @@ from qtpy.QtWidgets import (
 from napari_deep_prl._napari.board import board
 from napari_deep_prl._napari.jobs import Job
 from napari_deep_prl._napari.layers import subject_layers
-from napari_deep_prl._napari.messages import SALIENCY_NEEDS, SCORES_HIDDEN, TOOLTIPS
+from napari_deep_prl._napari.messages import NO_LESIONS, SALIENCY_NEEDS, SCORES_HIDDEN, TOOLTIPS
 from napari_deep_prl._napari.model.click_box import ClickBox
 from napari_deep_prl._napari.model.finetune_widget import FinetuneBox
 from napari_deep_prl._napari.model.model_state import ModelState
@@ -262,6 +262,9 @@ class ModelPanel(QWidget):
             except DeepPRLError as err:
                 show_error(str(err))
                 return None
+            if not subject.mask.any():
+                show_error(NO_LESIONS.format(subject=subject.subject))
+                return None
             return self.score_in_memory(subject)
         return self._score_stored([name], f"Scoring {name}")
 
@@ -346,6 +349,7 @@ class ModelPanel(QWidget):
         self.summary.setText("")
 
     def _show_subject_scores(self, table: pd.DataFrame) -> None:
+        table = table.assign(prl=table["prl"].astype(bool))  # the table says yes / no, however decided
         self.scores = table
         subject = str(table["subject"].iloc[0]) if len(table) else ""
         self.table.set_scores(table)

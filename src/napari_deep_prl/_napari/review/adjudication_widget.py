@@ -90,7 +90,8 @@ class AdjudicationWidget(LesionWidget):
         view_form = QFormLayout()
         self.view_rows(view_form)
         lesion = self.lesion_group("Disagreement", (
-            self.where, self.remaining, self.all_decided, self.decision, self.ratings, self.hidden, self.evidence,
+            self.where, self.part, self.remaining, self.all_decided, self.decision, self.ratings, self.hidden,
+            self.evidence,
             view_form,
             self.note, self.label_buttons(QPushButton("take back (⌫)", clicked=self.retract)), self.move_buttons(),
             self.saved))

@@ -1,6 +1,10 @@
 """The review's own picture of one lesion: a panel per contrast side by side, and a strip of
 consecutive slices through the lesion below them.
 
+The lesion under review is outlined in yellow and other lesions in cyan; when the lesion is a
+part of a confluent component split into lesions, the component's other parts get a faint
+yellow outline, so the rater sees the part and the component it came from.
+
 The review draws here, not in napari's canvas, so what a rater judges is owned by the review:
 layers that other widgets, sample data or the user add to the viewer never change it, and
 docking a review changes nothing in the viewer. Planes are cut with numpy
@@ -43,8 +47,10 @@ from napari_deep_prl._napari.slices import (
     title,
 )
 
-#: Outline colours: the lesion under review, and its neighbours.
+#: Outline colours: the lesion under review, the other parts of its confluent component (faint),
+#: and its neighbours.
 CURRENT_COLOUR = QColor(255, 212, 0, 235)
+COMPONENT_COLOUR = QColor(255, 212, 0, 90)
 OTHERS_COLOUR = QColor(0, 200, 255, 140)
 #: The field of view never goes below this (mm), so tiny lesions keep some context.
 MIN_FOV_MM = 20.0
@@ -58,11 +64,13 @@ CAPTION_PX = 16
 
 @dataclass
 class Tile:
-    """One rendered plane: grey pixels, their size in mm, and the outlines to draw over them."""
+    """One rendered plane: grey pixels, their size in mm, and the outlines to draw over them
+    (segments: the lesion, the rest of its confluent component, the other lesions)."""
 
     pixels: np.ndarray
     voxel_mm: tuple[float, float]
     current: np.ndarray
+    component: np.ndarray
     others: np.ndarray
 
     def image(self) -> QImage:
@@ -203,13 +211,16 @@ class LesionCanvas(QWidget):
         _, row, col = PLANES[self.plane]
         voxel_mm = (float(zooms[row]), float(zooms[col]))
         index = self.slice_index
+        part = images.parts.get(target.lesion)
+        siblings = [] if part is None else [p for p in part.parts if p != target.lesion]
 
         def tile(contrast: str, at: int) -> Tile:
             labels = crop(images.labels, self.plane, at, target.centre, half)
             current = labels == target.lesion
+            component = np.isin(labels, siblings)
             return Tile(grey(crop(images.volumes[contrast], self.plane, at, target.centre, half),
                              self.window(contrast)), voxel_mm, outline_segments(current),
-                        outline_segments((labels > 0) & ~current))
+                        outline_segments(component), outline_segments((labels > 0) & ~current & ~component))
 
         for contrast in self.contrasts:
             self._tiles[contrast] = tile(contrast, index)
@@ -225,6 +236,11 @@ class LesionCanvas(QWidget):
     def rendered(self) -> dict[str, np.ndarray]:
         """The grey pixels of each panel as last rendered (what the rater sees, before scaling)."""
         return {contrast: t.pixels for contrast, t in self._tiles.items()}
+
+    @property
+    def tiles(self) -> dict[str, Tile]:
+        """Each panel as last rendered: its pixels and outlines."""
+        return dict(self._tiles)
 
     @property
     def strip_slices(self) -> list[int]:
@@ -314,7 +330,8 @@ class LesionCanvas(QWidget):
         if not self.outlines:
             return
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, False)
-        for segments, colour in ((tile.others, OTHERS_COLOUR), (tile.current, CURRENT_COLOUR)):
+        for segments, colour in ((tile.others, OTHERS_COLOUR), (tile.component, COMPONENT_COLOUR),
+                                 (tile.current, CURRENT_COLOUR)):
             if not len(segments):
                 continue
             painter.setPen(QPen(colour, width))

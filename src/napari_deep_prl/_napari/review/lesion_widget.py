@@ -78,6 +78,9 @@ class LesionWidget(QWidget):
         #: What the last action did (saved, undone, ignored ...).
         self.saved = QLabel("")
         self.saved.setWordWrap(True)
+        #: Which part of a split confluent component the lesion on screen is (hidden otherwise).
+        self.part = QLabel("", toolTip=tips["part"], visible=False)
+        self.display.shown.connect(self.show_part)
         #: The rim evidence of the lesion on screen, unless a blind session hides it.
         self.evidence = QLabel("", toolTip=tips["evidence"], wordWrap=True, visible=False)
         self.display.shown.connect(self.show_evidence)
@@ -221,6 +224,15 @@ class LesionWidget(QWidget):
             return True
         self.saved.setText(messages.NOT_ON_SCREEN)
         return False
+
+    def show_part(self) -> None:
+        """Say which part of its confluent component the lesion on screen is, if it is one."""
+        target = self.display.target
+        images = None if target is None else self.display.cache.get(target[0])
+        part = None if images is None else images.parts.get(target[1])
+        self.part.setVisible(part is not None)
+        self.part.setText("" if part is None else messages.PART.format(
+            index=part.index, component=part.component, count=len(part.parts)))
 
     def show_evidence(self) -> None:
         """The rim evidence of the lesion on screen (:mod:`napari_deep_prl.data.evidence`; measured

@@ -119,7 +119,8 @@ class ReviewWidget(LesionWidget):
         moves = self.move_buttons(QPushButton("later (L)", clicked=self.review_later),
                                   QPushButton("undo (Z)", clicked=self.undo))
         lesion = self.lesion_group("Lesion", (
-            self.where, self.feedback, self.own, self.subject_bar, self.overall_bar, self.left_out, self.saved,
+            self.where, self.part, self.feedback, self.own, self.subject_bar, self.overall_bar, self.left_out,
+            self.saved,
             self.confidence_label, self.label_buttons(), reason_form, self.comment, moves, self.jump_box,
             self.blind, self.others, self.evidence, view_form))
         self.assemble((self.session_bar(self.open_box), self.open_box, lesion))

@@ -1,15 +1,18 @@
 """A subject as the review's canvas shows it: every contrast and the lesion labels in RAS order,
-grey windows and each lesion's box, prepared off the main thread (numpy only, no Qt)."""
+grey windows, each lesion's box and the parts of split confluent components, prepared off the
+main thread (numpy only, no Qt)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from scipy import ndimage
 
 from napari_deep_prl._napari.slices import Orientation, default_window
 from napari_deep_prl.data.evidence import EVIDENCE_COLUMNS, evidence_table
+from napari_deep_prl.data.lesions import lesions_in_mask
 from napari_deep_prl.ratings.project import Project
 from napari_deep_prl.ratings.training import Practice
 
@@ -25,6 +28,29 @@ class Target:
 
 
 @dataclass(frozen=True)
+class Part:
+    """A lesion that is one part of a confluent component split into lesions
+    (:mod:`napari_deep_prl.data.confluent`): the component's id (``split_from`` in the lesion
+    table) and every part of it, in id order (raster order within the component)."""
+
+    lesion: int
+    component: int
+    parts: tuple[int, ...]
+
+    @property
+    def index(self) -> int:
+        """Which part the lesion is, counting from 1."""
+        return self.parts.index(self.lesion) + 1
+
+
+def split_parts(table: pd.DataFrame) -> dict[int, Part]:
+    """The parts of split components in a lesion table (``lesion``, ``split_from``), by lesion."""
+    split = table[table["split_from"] > 0].sort_values("lesion")
+    return {int(lesion): Part(int(lesion), int(component), tuple(int(p) for p in group))
+            for component, group in split.groupby("split_from")["lesion"] for lesion in group}
+
+
+@dataclass(frozen=True)
 class SubjectImages:
     """What the canvas needs of a subject, prepared off the main thread: every contrast and the
     lesion labels viewed in RAS order, grey windows, and each lesion's bounding box."""
@@ -35,6 +61,8 @@ class SubjectImages:
     orientation: Orientation
     windows: dict[str, tuple[float, float]]
     boxes: dict[int, tuple[slice, ...]]
+    #: The lesions that are parts of a split confluent component, by lesion id.
+    parts: dict[int, Part] = field(default_factory=dict)
 
     @property
     def zooms(self) -> np.ndarray:
@@ -65,10 +93,11 @@ def prepare_subject(project: Project | Practice, subject: str) -> SubjectImages:
     a study subject from the project, or from the practice store (which also knows the practice
     subjects)."""
     loaded = project.load_subject(subject, extra=True)
+    table = lesions_in_mask(loaded.mask, loaded.affine, subject, labels=loaded.labels).table
     orientation = Orientation.of(loaded.shape, loaded.affine)
     volumes = {name: orientation.volume(data) for name, data in loaded.images.items()}
     labels = orientation.volume(loaded.labels)
     boxes = {index + 1: box for index, box in enumerate(ndimage.find_objects(labels))
              if box is not None}
     windows = {name: default_window(name, data) for name, data in volumes.items()}
-    return SubjectImages(subject, volumes, labels, orientation, windows, boxes)
+    return SubjectImages(subject, volumes, labels, orientation, windows, boxes, split_parts(table))
