@@ -87,6 +87,8 @@ def test_an_ensemble_trains_stacked_where_asked_and_a_stop_keeps_every_network()
                                   [None, None]))
     with pytest.raises(InputError, match="stack"):
         replace(TINY_TRAIN, stack="yes")
+    # one draw per training patch: each network its own number of steps, so one after another
+    assert not stacks(replace(TINY_TRAIN, stack="on", samples_per_epoch=None), torch.device("cuda"))
 
 
 def test_the_loss_is_read_every_few_steps_and_shown_as_the_epoch_mean():

@@ -47,9 +47,16 @@ beat it, so a loop of fine-tunes (e.g. active learning) would stop moving.
 
 Reproducible: the seed fixes the initial weights, the batches and the augmentation (random
 numbers drawn on the CPU), so the same seed gives the same model on the same machine and thread
-count. Stopping (``stop.set()``, e.g. a GUI's cancel button or Ctrl-C in the CLI) ends training
-after the current step; the partial epoch is validated and the best model so far (by validation
-F1) returned, whatever ``keep`` says: a stopped run's last weights are not converged.
+count, trained the same way: several networks trained stacked (:func:`train_together`, on a GPU
+by default) each come out as trained alone up to float32 rounding.
+
+Stopping (``stop.set()``, e.g. a GUI's cancel button or Ctrl-C in the CLI) ends training after
+the current step; the partial epoch is validated and the best model so far (by validation F1)
+returned, whatever ``keep`` says: a stopped run's last weights are not converged.
+
+On a GPU the host should queue steps ahead of the device: the loss is read once per
+:data:`LOSS_READ_STEPS` steps, batches are copied through pinned memory (the patch set staged on
+the device when it fits), and ``batch_size`` may be raised (:func:`auto_batch_size`).
 """
 
 from __future__ import annotations
@@ -203,12 +210,16 @@ def train_together(patches: PatchSet, configs: Sequence[TrainConfig],
     members = [_Member(patches, c, val, init, device) for c, val, init in zip(configs, val_subjects, inits)]
     stepper: _Steps = (_Stacked(members, config, device) if len(members) > 1 and stacks(config, device)
                        else _Separate(members, config, device))
-    steps_per_epoch = max(1, -(-(config.samples_per_epoch or len(members[0].training)) // config.batch_size))
+    per_epoch = {max(1, -(-(config.samples_per_epoch or len(m.training)) // config.batch_size)) for m in members}
+    if len(per_epoch) > 1:
+        raise InputError("networks trained together take the same steps: give samples_per_epoch (one draw "
+                         "per training patch gives each network its own number)")
+    steps_per_epoch = per_epoch.pop()
     total_steps = config.epochs * steps_per_epoch
     for optimiser in stepper.optimisers:  # one per network, or one over the stacked weights
         stepper.schedulers.append(torch.optim.lr_scheduler.LambdaLR(
             optimiser, lambda t: max(0.0, 1 - t / max(total_steps, 1)) ** config.poly_power))
-    batches = _Batches(patches, device, len(members))
+    batches = _Batches(patches, device)
 
     for member in members:
         member.validate(0, float("nan"), stopped=False)
@@ -243,8 +254,11 @@ def train_together(patches: PatchSet, configs: Sequence[TrainConfig],
 
 
 def stacks(config: TrainConfig, device: torch.device) -> bool:
-    """Whether an ensemble's networks train stacked (``config.stack``; ``auto``: on CUDA)."""
-    return config.stack == "on" or (config.stack == "auto" and device.type == "cuda")
+    """Whether an ensemble's networks train stacked (``config.stack``; ``auto``: on CUDA), which
+    needs epochs of a fixed number of draws (``samples_per_epoch``: without it each network takes
+    as many steps as it has training patches)."""
+    wanted = config.stack == "on" or (config.stack == "auto" and device.type == "cuda")
+    return wanted and config.samples_per_epoch is not None
 
 
 def auto_batch_size(config: TrainConfig, patch_config: PatchConfig, networks: int = 1) -> int:
@@ -264,8 +278,9 @@ def auto_batch_size(config: TrainConfig, patch_config: PatchConfig, networks: in
         logits = model(x)
     logits.float().sum().backward()
     per_patch = (torch.cuda.max_memory_allocated(device) - before) / probe
-    free, _ = torch.cuda.mem_get_info(device)
     del model, x, logits
+    torch.cuda.empty_cache()  # the probe's blocks count as free again
+    free, _ = torch.cuda.mem_get_info(device)
     return batch_that_fits(free / 2, per_patch * networks)
 
 
@@ -372,7 +387,7 @@ class _Batches:
     waiting for the GPU (:func:`~napari_deep_prl.model.inference.to_device`).
     """
 
-    def __init__(self, patches: PatchSet, device: torch.device, networks: int) -> None:
+    def __init__(self, patches: PatchSet, device: torch.device) -> None:
         self.patches, self.device, self.staged = patches, device, None
         if device.type == "cuda":
             size = len(patches) * int(np.prod(patches.x.shape[1:])) * 4
