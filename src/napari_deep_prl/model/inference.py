@@ -56,7 +56,7 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 #: 328 vs 419 lesions/s, idle, 2 threads).
 INFERENCE_BATCH = 8
 #: Patches per forward pass at inference on a GPU, where a pass of 8 leaves it idle (training's
-#: validation passes use it; not measured here: no GPU was available).
+#: validation passes use it; its speed is not measured: no GPU is available to the project's tests).
 GPU_INFERENCE_BATCH = 256
 
 #: The screen of scoring, as a share of the decision threshold: a lesion whose networks' first
@@ -129,7 +129,7 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``x`` copied to ``device``; to a GPU through pinned memory, without waiting for it.
 
     A copy from ordinary (pageable) host memory makes CUDA finish the work queued before it, so
-    a training step that copied its batch that way waited for the previous step; from pinned
+    a training step that copies its batch that way waits for the previous step; from pinned
     memory the copy is queued like a kernel (PyTorch keeps the pinned block until it is done).
     """
     if device.type != "cuda":
