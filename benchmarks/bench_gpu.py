@@ -14,7 +14,12 @@ Printed for each run: the command's wall time (process start and patch extractio
 the training seconds the checkpoints record (steps and validation: one network's after another
 summed, or the stacked run's), patches/s (patches trained, networks × epochs × steps × batch,
 over those seconds), and the ratios of patches/s and wall time to the baseline of the same preset,
-measured in the same run of this script. The device, GPU name and torch version come first.
+measured in the same run of this script. The device, GPU name and torch version come first,
+then a check that stacking trains as one network alone does on this device (two networks on
+random patches, float32: the largest weight and output differences, from rounding only; on a
+CPU 2026-12-06 1.5e-3 and 1e-5, as Adam's first steps move a weight whose gradient is rounding
+noise by about the learning rate either way), which also runs the GPU-only paths (the patch set
+staged on the device, pinned copies).
 
 Run on a GPU machine: ``python benchmarks/bench_gpu.py`` (10 subjects, 3 networks, 10 epochs:
 a few minutes on one GPU; ``--epochs``, ``--models``, ``--subjects`` change it). On a CPU, to check
@@ -31,11 +36,18 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from napari_deep_prl.base.progress import run_to_end
+from napari_deep_prl.data.patches import PatchConfig
 from napari_deep_prl.model.checkpoint import load_models
+from napari_deep_prl.model.dataset import PatchSet
+from napari_deep_prl.model.inference import network_probabilities
+from napari_deep_prl.model.train import TrainConfig, train, train_together
 
 VARIANTS = {
     "one by one": ["--stack", "off", "--batch-size", "32"],
@@ -59,6 +71,29 @@ def trained(model: Path, stacked: bool) -> tuple[int, float, int]:
     return patches, max(seconds) if stacked else sum(seconds), records[0]["config"]["batch_size"]
 
 
+def equivalence(device: str) -> str:
+    """Two default-preset networks trained stacked and each alone, float32, on ``device``: the
+    largest weight and output differences (float32 rounding; cuDNN's algorithms may add some)."""
+    rng = np.random.default_rng(0)
+    n, size = 64, 16
+    x = rng.random((n, 3, size, size, size), dtype=np.float32)
+    y = (np.arange(n) % 4 == 0).astype(np.int8)
+    subject = np.array([f"sub-{i % 8}" for i in range(n)], dtype=object)
+    patches = PatchSet(x, y, subject, np.arange(n), np.zeros(n, bool), PatchConfig(size=size))
+    config = TrainConfig(epochs=2, samples_per_epoch=64, device=device, precision="float32", stack="on")
+    configs, val = [replace(config, seed=seed) for seed in (0, 1)], [["sub-0", "sub-1"], ["sub-2", "sub-3"]]
+    stacked = run_to_end(train_together(patches, configs, val, [None, None]))
+    weights = outputs = 0.0
+    for c, v, run in zip(configs, val, stacked):
+        alone = run_to_end(train(patches, replace(c, stack="off"), val_subjects=v)).checkpoint
+        mine, theirs = run.checkpoint.model.state_dict(), alone.model.state_dict()
+        weights = max(weights, *(float((mine[k].double() - theirs[k].double()).abs().max()) for k in mine))
+        scored = [network_probabilities(c, x, ((),), device=device, precision="float32")
+                  for c in (run.checkpoint, alone)]
+        outputs = max(outputs, float(np.abs(scored[0] - scored[1]).max()))
+    return f"stacked against alone, 2 networks, float32: weights within {weights:.1e}, outputs within {outputs:.1e}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes, to check the script on a CPU")
@@ -78,6 +113,7 @@ def main() -> None:
     print(f"device {device} ({name}), torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"{subjects} subjects, {models} networks x {epochs} epochs", flush=True)
 
+    print(equivalence(device), flush=True)
     cohort = args.work / "cohort"
     size = ["--fov", "96", "96", "96", "--lesions", "12", "--prl-fraction", "0.4"] if quick else []
     start = time.perf_counter()

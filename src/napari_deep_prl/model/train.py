@@ -73,7 +73,7 @@ import torch
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
-from napari_deep_prl.data.patches import PatchConfig
+from napari_deep_prl.data.patches import PatchConfig, chunks
 from napari_deep_prl.data.splits import validation_shares
 from napari_deep_prl.model.augment import AugmentConfig, augment_batch
 from napari_deep_prl.model.checkpoint import Checkpoint
@@ -389,10 +389,11 @@ class _Batches:
 
     def __init__(self, patches: PatchSet, device: torch.device) -> None:
         self.patches, self.device, self.staged = patches, device, None
-        if device.type == "cuda":
-            size = len(patches) * int(np.prod(patches.x.shape[1:])) * 4
-            if size <= torch.cuda.mem_get_info(device)[0] / 4:
-                self.staged = to_device(torch.from_numpy(patches.x[np.arange(len(patches))]), device)
+        shape = (len(patches), *patches.x.shape[1:])
+        if device.type == "cuda" and int(np.prod(shape)) * 4 <= torch.cuda.mem_get_info(device)[0] / 4:
+            self.staged = torch.empty(shape, dtype=torch.float32, device=device)
+            for run in chunks(len(patches), patches.config.size):  # a run at a time: bounded host memory
+                self.staged[run] = to_device(torch.from_numpy(np.asarray(patches.x[run], np.float32)), device)
 
     def __call__(self, member: _Member, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
         rows = member.rows()
