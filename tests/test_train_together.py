@@ -30,9 +30,11 @@ EXACT = replace(TINY_TRAIN, lr=1e-3, keep="best", precision="float32")
 VALIDATED_ON = [["sub-0", "sub-1"], ["sub-2", "sub-3"]]
 
 
-def _largest_difference(a: torch.nn.Module, b: torch.nn.Module) -> float:
+def _differences(a: torch.nn.Module, b: torch.nn.Module) -> np.ndarray:
+    """Every weight's (and batch-norm statistic's) absolute difference."""
     sa, sb = a.state_dict(), b.state_dict()
-    return max(float((sa[k].double() - sb[k].double()).abs().max()) for k in sa if sa[k].is_floating_point())
+    return np.concatenate([(sa[k].double() - sb[k].double()).abs().flatten().numpy()
+                           for k in sa if sa[k].is_floating_point()])
 
 
 def test_stacked_networks_come_out_as_each_trained_alone():
@@ -40,9 +42,10 @@ def test_stacked_networks_come_out_as_each_trained_alone():
     ones, the single network's channels-last ones, so float32 sums round differently (losses
     agree to about 1e-7). Adam divides each gradient by its running size, so a weight whose
     gradient is about zero (the mask branch sees the same mask in every toy patch) can move by
-    a fraction of the step size (lr 1e-3) on rounding alone: weights are compared to 2e-4, a
-    fifth of one step, and outputs to 1e-5. Networks from other seeds, batches or shared
-    batch-norm statistics differ by whole steps (the two members here: by more than 1e-2)."""
+    up to about the step size (lr 1e-3) either way on rounding alone: 99 % of the weights must
+    agree to 1e-6 (here: 4e-8) and none may differ by more than the 12 steps could move it;
+    outputs to 1e-5. Other batches, seeds or shared batch-norm statistics move most weights by
+    whole steps (the two members here differ by more than 1e-2)."""
     patches = toy_patches()
     configs = [replace(EXACT, seed=seed, stack="on") for seed in (0, 1)]
     together = run_to_end(train_together(patches, configs, VALIDATED_ON, [None, None]))
@@ -54,7 +57,8 @@ def test_stacked_networks_come_out_as_each_trained_alone():
             assert mine["loss"] == pytest.approx(theirs["loss"], rel=1e-5, nan_ok=True)
             assert mine["val_loss"] == pytest.approx(theirs["val_loss"], rel=1e-5)
         assert stacked.kept_epoch == alone.kept_epoch
-        assert _largest_difference(stacked.checkpoint.model, alone.checkpoint.model) < 2e-4
+        differences = _differences(stacked.checkpoint.model, alone.checkpoint.model)
+        assert np.quantile(differences, 0.99) < 1e-6 and differences.max() < 12 * EXACT.lr
         assert stacked.checkpoint.threshold == pytest.approx(alone.checkpoint.threshold, abs=1e-5)
         assert stacked.checkpoint.metadata["training"]["val_subjects"] == val
         # ... and they score alike: the calibrated outputs scoring averages, on every flip
@@ -63,7 +67,7 @@ def test_stacked_networks_come_out_as_each_trained_alone():
         np.testing.assert_allclose(*scored, atol=1e-5)
         calibrated = [run.checkpoint.calibrate(p) for run, p in zip((stacked, alone), scored)]
         np.testing.assert_allclose(*calibrated, atol=1e-4)
-    assert _largest_difference(together[0].checkpoint.model, together[1].checkpoint.model) > 1e-2
+    assert np.quantile(_differences(together[0].checkpoint.model, together[1].checkpoint.model), 0.5) > 1e-2
 
 
 def test_an_ensemble_trains_stacked_where_asked_and_a_stop_keeps_every_network():
