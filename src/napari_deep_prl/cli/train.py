@@ -30,10 +30,19 @@ from napari_deep_prl.model.crossfit import (
     train_crossfitted,
 )
 from napari_deep_prl.model.dataset import build_patchset
-from napari_deep_prl.model.inference import PRECISIONS
+from napari_deep_prl.model.inference import PRECISIONS, resolve_device
 from napari_deep_prl.model.metrics import THRESHOLD_RULES
 from napari_deep_prl.model.network import FUSIONS, PRESETS, ModelConfig, model_config
-from napari_deep_prl.model.train import TrainConfig, TrainResult, train
+from napari_deep_prl.model.train import (
+    BATCH_SIZE,
+    MAX_AUTO_BATCH,
+    STACK_CHOICES,
+    TrainConfig,
+    TrainResult,
+    auto_batch_size,
+    stacks,
+    train,
+)
 
 
 def register(p: argparse.ArgumentParser) -> None:
@@ -75,7 +84,10 @@ def register(p: argparse.ArgumentParser) -> None:
                         f"network){fixed}")
     p.add_argument("--patch-size", type=int, metavar="VOXELS",
                    help=f"patch side in voxels ({PatchConfig.size}; at most {MAX_PATCH_SIZE}){fixed}")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"batch size ({d.batch_size})")
+    p.add_argument("--batch-size", type=_batch_size, default=d.batch_size, metavar="N|auto",
+                   help=f"patches per step and network ({d.batch_size}, the paper's); auto: {d.batch_size} on a CPU, "
+                        f"on a GPU the largest power of two up to {MAX_AUTO_BATCH} that fits in half its free memory. "
+                        "The learning rate is per step and not scaled: a larger batch takes fewer steps per epoch")
     p.add_argument("--lr", type=float, default=d.lr, help=f"Adam learning rate ({d.lr:g})")
     p.add_argument("--samples-per-epoch", type=int, default=d.samples_per_epoch, metavar="N",
                    help=f"class-balanced samples per epoch ({d.samples_per_epoch})")
@@ -95,6 +107,9 @@ def register(p: argparse.ArgumentParser) -> None:
                         "by default: 8x faster, less accurate) instead of the 8-flip average")
     p.add_argument("--exclude-confluent", action="store_true", help="leave confluent lesions out (as the paper)")
     p.add_argument("--flip-phase", action="store_true", help="negate the phase (when paramagnetic is bright)")
+    p.add_argument("--stack", default=d.stack, choices=STACK_CHOICES,
+                   help="train the ensemble's networks stacked, in one forward and backward pass per step, each as "
+                        "it would train alone: auto (default) on a GPU only, on, off (one after another)")
     add_threads_argument(p)
     p.add_argument("--models", type=int, metavar="K",
                    help=f"networks in the cross-fitted ensemble ({DEFAULT_MODELS}, or as many as --init holds; "
@@ -120,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
     cohort = cohort_from_args(args.manifest, args)
     patch_config, network = network_settings(args, init, args.init, cohort)
     config = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, samples_per_epoch=args.samples_per_epoch,
+        epochs=args.epochs, batch_size=BATCH_SIZE if args.batch_size == "auto" else args.batch_size, lr=args.lr,
+        stack=args.stack, samples_per_epoch=args.samples_per_epoch,
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, tta=not args.no_tta, keep=args.keep,
         precision=args.precision, threshold_rule=args.threshold_rule, model=network,
         augment=replace(AugmentConfig(), p=0.0) if args.no_augment else AugmentConfig(),
@@ -130,6 +146,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
     patches = run_with_tqdm(build_patchset(cohort, patch_config, exclude_confluent=args.exclude_confluent,
                                            flip_phase=args.flip_phase), desc="patches", disable=args.quiet)
+    if args.batch_size == "auto":
+        together = models if models > 1 and stacks(config, resolve_device(config.device)) else 1
+        config = replace(config, batch_size=auto_batch_size(config, patches.config, together))
+        if not args.quiet:
+            print(f"batch size {config.batch_size} (auto)", file=sys.stderr)
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, _stop_on_first_interrupt(stop))
     try:
@@ -204,6 +225,16 @@ def network_settings(args: argparse.Namespace, init: list[Checkpoint], init_path
         raise InputError(f"{'; '.join(conflicts)}: {init_path} fixes these, and fine-tuning keeps them. Leave "
                          "the flags out to fine-tune it, or train a new model without --init to change them")
     return start.patch_config, own
+
+
+def _batch_size(value: str) -> int | str:
+    """``--batch-size``: a positive number of patches, or ``auto``."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number of patches nor 'auto'") from None
 
 
 def network_count(requested: int | None, init: list[Checkpoint], init_path: str | None) -> int:

@@ -93,7 +93,7 @@ class CNNMethod:
 
     def options(self) -> dict:
         config = asdict(self.train_config)
-        for key in ("seed", "device"):  # chosen per fit / per machine, not a method setting
+        for key in ("seed", "device", "stack"):  # chosen per fit / per machine, not a method setting
             config.pop(key, None)
         return {"kind": "cnn", "train": config, "patch": self.patches.config.to_dict(),
                 "blank_mask": self.blank_mask}

@@ -14,7 +14,9 @@ The paper's recipe, each transform drawn independently per patch with probabilit
   normalised, so both are in normalised units).
 
 Labels are never changed: every transform keeps a PRL a PRL. Random numbers come from the
-caller's CPU :class:`torch.Generator`, so a seeded run gives the same batches on any device.
+caller's CPU :class:`torch.Generator`, so a seeded run gives the same batches on any device;
+they reach a GPU through pinned memory (:func:`~napari_deep_prl.model.inference.to_device`),
+without waiting for the work queued there.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from napari_deep_prl.model.inference import to_device
 from napari_deep_prl.model.network import SUSCEPTIBILITY_CHANNEL
 
 #: Spatial dimension pairs of a (n, c, x, y, z) tensor that 90° rotations turn in.
@@ -58,11 +61,11 @@ def augment_batch(x: torch.Tensor, config: AugmentConfig, generator: torch.Gener
     phase = out[:, SUSCEPTIBILITY_CHANNEL]
     if config.intensity_shift > 0:
         shift = _uniform(n, config.intensity_shift, generator) * _chosen(n, config.p, generator)
-        phase += shift.to(device=x.device, dtype=x.dtype)[:, None, None, None]
+        phase += to_device(shift.to(x.dtype), x.device)[:, None, None, None]
     if config.noise_sigma > 0:
         rows = torch.nonzero(_chosen(n, config.p, generator)).flatten()
         noise = torch.randn((rows.numel(), *phase.shape[1:]), generator=generator) * config.noise_sigma
-        phase[rows.to(x.device)] += noise.to(x.device)
+        phase[to_device(rows, x.device)] += to_device(noise, x.device)
     return out
 
 
@@ -101,8 +104,9 @@ def _symmetry(x: torch.Tensor, config: AugmentConfig, generator: torch.Generator
     source = perm.argsort(dim=1)  # (n, 3): the input axis each output axis reads
     axis = torch.arange(s)
     steps = torch.where(flip.gather(1, source)[..., None], s - 1 - axis, axis) * (s ** (2 - source))[..., None]
+    steps = to_device(steps, x.device)  # (n, 3, s): the (n, s³) index is built where it is used
     index = steps[:, 0, :, None, None] + steps[:, 1, None, :, None] + steps[:, 2, None, None, :]
-    index = index.reshape(n, 1, -1).to(x.device).expand(n, x.shape[1], -1)
+    index = index.reshape(n, 1, -1).expand(n, x.shape[1], -1)
     return x.reshape(n, x.shape[1], -1).gather(2, index).reshape(x.shape)
 
 
@@ -119,8 +123,8 @@ def _small_affine(x: torch.Tensor, config: AugmentConfig, generator: torch.Gener
     for axis in range(3):
         # affine_grid's output coordinates are ordered (x=W, y=H, z=D), the reverse of the dims.
         theta[:, axis, 3] = _uniform(m, config.max_translation, generator) * 2 / size[2 - axis]
-    theta = theta.to(device=x.device, dtype=x.dtype)
-    rows = rows.to(x.device)
+    theta = to_device(theta.to(x.dtype), x.device)
+    rows = to_device(rows, x.device)
     grid = F.affine_grid(theta, [m, x.shape[1], *size], align_corners=False)
     x[rows] = F.grid_sample(x[rows], grid, mode="bilinear", padding_mode="border", align_corners=False)
     return x

@@ -10,7 +10,8 @@ validation (30 epochs, the inner models as the ensemble) this raised the test F1
 0.103 to 0.793 ± 0.051 and the ROC AUC from 0.980 to 0.985 (CHANGELOG.md); trained on 28
 patients and tested on 30 others, three cross-fitted networks ranked like the best of three
 single ones (ROC AUC 0.983–0.984) without a higher F1 (docs/model.md, "Cross-fitted ensembles").
-It costs K trainings.
+It costs K trainings: one after another on a CPU, stacked into one pass per step on a GPU
+(:func:`~napari_deep_prl.model.train.train_together`).
 
 The threshold is chosen on single networks' outputs and applied to their average, as in the
 cross-validation's ensemble rows (the average of K networks is not available for a patient that
@@ -34,7 +35,8 @@ from napari_deep_prl.data.splits import validation_shares
 from napari_deep_prl.model.checkpoint import Checkpoint
 from napari_deep_prl.model.comparison import held_out_validation
 from napari_deep_prl.model.dataset import PatchSet
-from napari_deep_prl.model.train import TrainConfig, TrainResult, train
+from napari_deep_prl.model.inference import resolve_device
+from napari_deep_prl.model.train import TrainConfig, TrainResult, stacks, train, train_together
 
 #: Networks trained by default (``deep-prl train``, training from scratch in the app): under the
 #: calibrated rule a cross-fitted three beat one network in every comparison measured (nested CV
@@ -67,6 +69,8 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
     subjects than networks (a project's first labels) there are as many folds as subjects and
     member ``i`` is validated on fold ``i`` modulo their number, so the ensemble keeps its size.
     A stop keeps the members finished so far (the interrupted one too when none has finished).
+    Stacked (:func:`~napari_deep_prl.model.train.stacks`: on CUDA by default) the members train
+    together, each as it would alone, and a stop keeps every one of them, interrupted alike.
     """
     counts = patches.prl_counts()
     if models < 2:
@@ -79,16 +83,13 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
         raise InputError(f"{len(counts)} subject(s): a cross-fitted ensemble validates each network on "
                          "subjects it does not train on, so it needs at least 2; add subjects")
     shares = validation_shares(counts, models, config.val_fraction, config.seed)
-    runs: list[TrainResult] = []
-    for member, val in enumerate(shares):
-        yield Progress(member, models, "model", f"model {member + 1}/{models}")
-        run = yield from train(patches, replace(config, seed=config.seed + member), val_subjects=val,
-                               init=init[member] if init else None, stop=stop)
-        if run.stopped and runs:
-            break
-        runs.append(run)
-        if run.stopped:
-            break
+    configs = [replace(config, seed=config.seed + member) for member in range(models)]
+    inits = list(init) if init else [None] * models
+    if stacks(config, resolve_device(config.device)):
+        yield Progress(0, models, "model", f"{models} models together")
+        runs = yield from train_together(patches, configs, shares, inits, stop=stop)
+    else:
+        runs = yield from _one_after_another(patches, configs, shares, inits, stop)
     stopped = len(runs) < models or runs[-1].stopped
     yield Progress(len(runs), models, "model", "stopped" if stopped else "done")
 
@@ -99,6 +100,22 @@ def train_crossfitted(patches: PatchSet, config: TrainConfig = TrainConfig(), mo
                 "stopped": stopped}
     checkpoints = [_as_member(run.checkpoint, i, ensemble) for i, run in enumerate(runs)]
     return EnsembleResult(checkpoints, runs, threshold, out_of_fold, validation, stopped)
+
+
+def _one_after_another(patches: PatchSet, configs: Sequence[TrainConfig], shares: Sequence[Sequence[str]],
+                       inits: Sequence[Checkpoint | None], stop: threading.Event | None
+                       ) -> Generator[Progress, None, list[TrainResult]]:
+    """The members trained in turn; a stop keeps those finished (the interrupted one if none is)."""
+    runs: list[TrainResult] = []
+    for member, (config, val, init) in enumerate(zip(configs, shares, inits)):
+        yield Progress(member, len(configs), "model", f"model {member + 1}/{len(configs)}")
+        run = yield from train(patches, config, val_subjects=val, init=init, stop=stop)
+        if run.stopped and runs:
+            break
+        runs.append(run)
+        if run.stopped:
+            break
+    return runs
 
 
 def _as_member(checkpoint: Checkpoint, index: int, ensemble: dict[str, Any]) -> Checkpoint:

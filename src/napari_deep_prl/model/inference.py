@@ -55,6 +55,9 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 #: channels of 28³ float32, 8.4 MB a layer) stay in the cache; 16 ran 1.28× slower (median
 #: 328 vs 419 lesions/s, idle, 2 threads).
 INFERENCE_BATCH = 8
+#: Patches per forward pass at inference on a GPU, where a pass of 8 leaves it idle (training's
+#: validation passes use it; its speed is not measured: no GPU is available to the project's tests).
+GPU_INFERENCE_BATCH = 256
 
 #: The screen of scoring, as a share of the decision threshold: a lesion whose networks' first
 #: views (the patch as cut) average below it is not scored on its other views, as it would need
@@ -118,23 +121,37 @@ def _native_bfloat16(device: torch.device) -> bool:
 
 def for_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``x`` on ``device``; channels-last on the CPU, where oneDNN's 3D convolutions want it."""
-    x = x.to(device)
+    x = to_device(x, device)
     return x.contiguous(memory_format=torch.channels_last_3d) if device.type == "cpu" else x
+
+
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` copied to ``device``; to a GPU through pinned memory, without waiting for it.
+
+    A copy from ordinary (pageable) host memory makes CUDA finish the work queued before it, so
+    a training step that copies its batch that way waits for the previous step; from pinned
+    memory the copy is queued like a kernel (PyTorch keeps the pinned block until it is done).
+    """
+    if device.type != "cuda":
+        return x.to(device)
+    return x.pin_memory().to(device, non_blocking=True)
 
 
 @torch.inference_mode()
 def predict_views(fast: DeepPRL, x: np.ndarray | Patches, device: torch.device,
-                  views: Sequence[View], batch_size: int = INFERENCE_BATCH,
+                  views: Sequence[View], batch_size: int | None = None,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Logits ``(len(views), n)`` of an inference copy (:func:`model.inference_copy`) on ``device``.
 
-    One row per view; small batches keep the full-resolution maps in cache
-    (:data:`INFERENCE_BATCH`). ``dtype`` bfloat16 runs the convolutions in it (see
-    :func:`resolve_precision`); the head stays float32. ``x`` is read a run of about
-    :func:`~napari_deep_prl.data.patches.chunk_length` patches at a time (a
+    One row per view; on a CPU small batches keep the full-resolution maps in cache
+    (:data:`INFERENCE_BATCH`, the default there), on a GPU :data:`GPU_INFERENCE_BATCH` keep it
+    busy, and the logits stay on it until all are computed. ``dtype`` bfloat16 runs the
+    convolutions in it (see :func:`resolve_precision`); the head stays float32. ``x`` is read a
+    run of about :func:`~napari_deep_prl.data.patches.chunk_length` patches at a time (a
     :class:`~napari_deep_prl.model.dataset.PatchSet`'s patches are cut there when it keeps volumes).
     """
-    out = torch.zeros(len(views), len(x))
+    batch_size = batch_size or (GPU_INFERENCE_BATCH if device.type == "cuda" else INFERENCE_BATCH)
+    out = torch.zeros(len(views), len(x), device=device)
     run = max(1, chunk_length(x.shape[-1]) // batch_size) * batch_size
     with autocast(device, dtype):
         for start in range(0, len(x), run):
@@ -143,8 +160,8 @@ def predict_views(fast: DeepPRL, x: np.ndarray | Patches, device: torch.device,
                 batch = for_device(torch.from_numpy(patches[i:i + batch_size]), device)
                 at = slice(start + i, start + i + len(batch))
                 for v, dims in enumerate(views):
-                    out[v, at] = fast(batch.flip(dims) if dims else batch).float().cpu()
-    return out
+                    out[v, at] = fast(batch.flip(dims) if dims else batch).float()
+    return out.cpu()
 
 
 def checkpoint_views(checkpoint: Checkpoint, tta: bool | None = None) -> tuple[View, ...]:

@@ -134,7 +134,8 @@ class Conv3d(nn.Conv3d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.weight
-        if w.is_contiguous(memory_format=torch.channels_last_3d) and not w.is_contiguous():
+        # contiguous first: under vmap (stacked training) only that layout may be queried
+        if not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last_3d):
             x = _ToChannelsLast.apply(x)
         return super().forward(x)
 

@@ -47,9 +47,16 @@ beat it, so a loop of fine-tunes (e.g. active learning) would stop moving.
 
 Reproducible: the seed fixes the initial weights, the batches and the augmentation (random
 numbers drawn on the CPU), so the same seed gives the same model on the same machine and thread
-count. Stopping (``stop.set()``, e.g. a GUI's cancel button or Ctrl-C in the CLI) ends training
-after the current step; the partial epoch is validated and the best model so far (by validation
-F1) returned, whatever ``keep`` says: a stopped run's last weights are not converged.
+count, trained the same way: several networks trained stacked (:func:`train_together`, on a GPU
+by default) each come out as trained alone up to float32 rounding.
+
+Stopping (``stop.set()``, e.g. a GUI's cancel button or Ctrl-C in the CLI) ends training after
+the current step; the partial epoch is validated and the best model so far (by validation F1)
+returned, whatever ``keep`` says: a stopped run's last weights are not converged.
+
+On a GPU the host should queue steps ahead of the device: the loss is read once per
+:data:`LOSS_READ_STEPS` steps, batches are copied through pinned memory (the patch set staged on
+the device when it fits), and ``batch_size`` may be raised (:func:`auto_batch_size`).
 """
 
 from __future__ import annotations
@@ -58,7 +65,7 @@ import copy
 import threading
 import time
 from collections.abc import Generator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
@@ -66,6 +73,7 @@ import torch
 
 from napari_deep_prl.base.errors import InputError
 from napari_deep_prl.base.progress import Progress
+from napari_deep_prl.data.patches import PatchConfig, chunks
 from napari_deep_prl.data.splits import validation_shares
 from napari_deep_prl.model.augment import AugmentConfig, augment_batch
 from napari_deep_prl.model.checkpoint import Checkpoint
@@ -78,6 +86,7 @@ from napari_deep_prl.model.inference import (
     predict_views,
     resolve_device,
     resolve_precision,
+    to_device,
 )
 from napari_deep_prl.model.losses import focal_loss
 from napari_deep_prl.model.metrics import (
@@ -89,13 +98,25 @@ from napari_deep_prl.model.metrics import (
 )
 from napari_deep_prl.model.network import PRESETS, DeepPRL, ModelConfig, inference_copy
 
+#: The paper's batch size, the default (``--batch-size auto`` on a CPU).
+BATCH_SIZE = 32
+#: The largest batch ``--batch-size auto`` picks on a GPU: with the default 640 samples per epoch,
+#: 256 leaves 3 steps an epoch.
+MAX_AUTO_BATCH = 256
+#: The training loss is read from the device (a host round-trip that waits for the GPU) every
+#: this many steps and at the end of each epoch; the batch progress shows the epoch's mean so far.
+LOSS_READ_STEPS = 10
+STACK_CHOICES = ("auto", "on", "off")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Training hyper-parameters (the paper's, except ``lr`` and ``samples_per_epoch``: CPU budget)."""
 
     epochs: int = 100
-    batch_size: int = 32
+    #: Patches per step (and per network). The learning rate is per step and not scaled with it: a
+    #: larger batch takes fewer, less noisy steps per epoch (:func:`auto_batch_size`).
+    batch_size: int = BATCH_SIZE
     lr: float = 1e-3
     weight_decay: float = 3e-5
     poly_power: float = 0.9
@@ -120,6 +141,9 @@ class TrainConfig:
     precision: Literal["auto", "float32", "bfloat16"] = "auto"
     #: How the kept model's decision threshold is chosen on validation (see the module doc).
     threshold_rule: Literal["calibrated", "best_f1"] = "calibrated"
+    #: An ensemble's networks trained stacked, in one forward and backward pass per step
+    #: (:func:`train_together`): ``"auto"`` on CUDA only, ``"on"``, ``"off"`` (one after another).
+    stack: Literal["auto", "on", "off"] = "auto"
 
     def __post_init__(self) -> None:
         if self.epochs < 0 or self.batch_size < 1 or not 0 < self.val_fraction < 1:
@@ -129,6 +153,8 @@ class TrainConfig:
         if self.threshold_rule not in THRESHOLD_RULES:
             raise InputError(f"unknown threshold rule '{self.threshold_rule}'; use one of "
                              f"{', '.join(THRESHOLD_RULES)}")
+        if self.stack not in STACK_CHOICES:
+            raise InputError(f"unknown stack setting '{self.stack}'; use one of {', '.join(STACK_CHOICES)}")
         resolve_precision(self.precision, torch.device("cpu"))  # refuses unknown names
 
 
@@ -159,96 +185,318 @@ def train(patches: PatchSet, config: TrainConfig = TrainConfig(), *,
     ``init`` fine-tunes an existing checkpoint (its architecture and patch settings are kept;
     ``config.model`` is then ignored).
     """
+    runs = yield from train_together(patches, [config], [val_subjects], [init], stop=stop)
+    return runs[0]
+
+
+def train_together(patches: PatchSet, configs: Sequence[TrainConfig],
+                   val_subjects: Sequence[Sequence[str] | None], inits: Sequence[Checkpoint | None], *,
+                   stop: threading.Event | None = None) -> Generator[Progress, None, list[TrainResult]]:
+    """Train one network per config in one loop of steps, each as :func:`train` would alone.
+
+    Each network keeps its own seed (initial weights, batches, augmentation), validation
+    patients, history, kept epoch and calibration. With one network, or ``stack`` off, the
+    networks are :class:`DeepPRL` modules stepped in turn; stacked (:func:`stacks`), their
+    weights are stacked and one ``vmap``-ed forward and backward pass steps them all, so that a
+    GPU runs K networks' small kernels as one launch each. The configs may differ only in
+    ``seed`` (the steps, learning rate and device are shared). A stop stops every network.
+    """
     started = time.perf_counter()
+    config = configs[0]
+    if any(replace(c, seed=config.seed) != config for c in configs):
+        raise InputError("networks trained together may differ in their seed only")
     device = resolve_device(config.device)
     dtype = resolve_precision(config.precision, device)
-    if val_subjects is None:
-        val_subjects = split_validation(patches, config.val_fraction, config.seed)
-    train_ids = [s for s in patches.subjects if s not in set(val_subjects)]
-    if not train_ids:
-        raise InputError("every subject is in the validation set; nothing is left to train on")
-    # the training patches are drawn from ``patches`` by row, not copied: the set is held once
-    validation = patches.select(val_subjects).originals()
-    training = np.flatnonzero(np.isin(patches.subject, train_ids))
-    positives, negatives = training[patches.y[training] == 1], training[patches.y[training] == 0]
-    if positives.size == 0 or negatives.size == 0:
-        raise InputError(f"the training subjects have {positives.size} PRL and {negatives.size} "
-                         "non-PRL lesions; both classes are needed")
-
-    torch.manual_seed(config.seed)
-    model = _initial_model(patches, config, init).to(device)
-    if device.type == "cpu":  # as the batches (see for_device)
-        model = model.to(memory_format=torch.channels_last_3d)
-    optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps_per_epoch = max(1, -(-(config.samples_per_epoch or len(training)) // config.batch_size))
+    members = [_Member(patches, c, val, init, device) for c, val, init in zip(configs, val_subjects, inits)]
+    stepper: _Steps = (_Stacked(members, config, device) if len(members) > 1 and stacks(config, device)
+                       else _Separate(members, config, device))
+    per_epoch = {max(1, -(-(config.samples_per_epoch or len(m.training)) // config.batch_size)) for m in members}
+    if len(per_epoch) > 1:
+        raise InputError("networks trained together take the same steps: give samples_per_epoch (one draw "
+                         "per training patch gives each network its own number)")
+    steps_per_epoch = per_epoch.pop()
     total_steps = config.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda t: max(0.0, 1 - t / max(total_steps, 1)) ** config.poly_power)
-    rng = np.random.default_rng(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    for optimiser in stepper.optimisers:  # one per network, or one over the stacked weights
+        stepper.schedulers.append(torch.optim.lr_scheduler.LambdaLR(
+            optimiser, lambda t: max(0.0, 1 - t / max(total_steps, 1)) ** config.poly_power))
+    batches = _Batches(patches, device)
 
-    scores, point = _validate(model, validation, config, device)
-    history = [{"epoch": 0, "loss": float("nan"), **scores}]
-    start = _Best(history[0], model, point)
-    best = start if config.keep_start else None
-    yield Progress(0, config.epochs, "epoch", "before training", _shown(history[0]))
+    for member in members:
+        member.validate(0, float("nan"), stopped=False)
+    yield Progress(0, config.epochs, "epoch", "before training", _shown(members, 0))
     stopped = False
     for epoch in range(1, config.epochs + 1):
-        model.train()
-        losses: list[float] = []
+        stepper.train()
+        loss_sum = torch.zeros(len(members), dtype=torch.float64, device=device)
+        shown: dict[str, float] = {}
+        steps = 0
         for step in range(steps_per_epoch):
             if stop is not None and stop.is_set():
                 stopped = True
                 break
-            rows = _balanced_rows(rng, positives, negatives, config.batch_size)
-            losses.append(_step(model, optimiser, patches, rows, config, generator, device, dtype))
-            scheduler.step()
-            yield Progress(step + 1, steps_per_epoch, "batch", f"epoch {epoch}", {"loss": losses[-1]})
-        if not losses:
+            xs, ys = zip(*(batches(member, config) for member in members))
+            loss_sum += stepper.step(xs, ys, dtype).double()
+            steps += 1
+            if steps % LOSS_READ_STEPS == 0 or steps == steps_per_epoch:
+                shown = {"loss": float(loss_sum.mean()) / steps}  # the one host round-trip
+            yield Progress(step + 1, steps_per_epoch, "batch", f"epoch {epoch}", shown)
+        if not steps:
             break
-        scores, point = _validate(model, validation, config, device)
-        record = {"epoch": epoch, "loss": float(np.mean(losses)), **scores}
-        if stopped:
-            record["partial"] = True
-        history.append(record)
-        if best is None or _rank(record) > _rank(best.record):
-            best = _Best(record, model, point)
-        yield Progress(epoch, config.epochs, "epoch", "stopped" if stopped else "", _shown(record))
+        stepper.sync()
+        for member, loss in zip(members, (loss_sum / steps).tolist()):
+            member.validate(epoch, loss, stopped)
+        yield Progress(epoch, config.epochs, "epoch", "stopped" if stopped else "", _shown(members, -1))
         if stopped:
             break
 
-    if config.keep == "last" and not stopped and len(history) > 1:
-        last = _Best(history[-1], model, point)
-        best = start if config.keep_start and _rank(start.record) > _rank(last.record) else last
-    best = best or start  # stopped before the first step, with keep_start=False
-    model.load_state_dict(best.state)
-    model.eval()
-    views = TTA_VIEWS if config.tta else ((),)
-    kept, point = _validate(model, validation, config, device, views) if config.tta else (best.record, best.point)
-    summary = {
-        "train_subjects": train_ids, "val_subjects": list(val_subjects),
-        "train_patches": len(training), "train_prl_patches": int(positives.size),
-        "train_lesions": int((~patches.shifted[training]).sum()), "val_lesions": len(validation),
-        "train_confluent_parts": None if patches.part is None
-        else int((patches.part[training] & ~patches.shifted[training]).sum()),
-        "val_prl_lesions": int(validation.y.sum()), "epochs_run": len(history) - 1,
-        "steps_per_epoch": steps_per_epoch, "kept_epoch": best.record["epoch"], "keep": config.keep,
-        "stopped": stopped,
-        "seconds": round(time.perf_counter() - started, 1), "device": str(device),
-        "precision": precision_name(dtype),
-        "config": _jsonable(asdict(config)),
-    }
-    metadata: dict[str, Any] = {"training": summary, "validation": best.record, "tta": config.tta,
-                                "views": [list(view) for view in views]}
-    if config.tta:
-        metadata["validation_tta"] = kept
-    if init is not None:
-        metadata["parent"] = init.id
-    if patches.grids:  # the grids the training subjects' images came on
-        metadata["grids"] = patches.grids
-    checkpoint = Checkpoint(model.to(memory_format=torch.contiguous_format),
-                            point.threshold, patches.config, metadata, point.calibration)
-    return TrainResult(checkpoint, history, best.record["epoch"], stopped)
+    seconds = time.perf_counter() - started
+    return [member.finish(patches, stopped, steps_per_epoch, seconds, device, dtype) for member in members]
+
+
+def stacks(config: TrainConfig, device: torch.device) -> bool:
+    """Whether an ensemble's networks train stacked (``config.stack``; ``auto``: on CUDA), which
+    needs epochs of a fixed number of draws (``samples_per_epoch``: without it each network takes
+    as many steps as it has training patches)."""
+    wanted = config.stack == "on" or (config.stack == "auto" and device.type == "cuda")
+    return wanted and config.samples_per_epoch is not None
+
+
+def auto_batch_size(config: TrainConfig, patch_config: PatchConfig, networks: int = 1) -> int:
+    """The batch size ``--batch-size auto`` means: :data:`BATCH_SIZE` on a CPU; on CUDA the largest
+    power of two up to :data:`MAX_AUTO_BATCH` whose training step for ``networks`` stacked networks
+    takes at most half the free GPU memory (probed with one step of a few patches)."""
+    device = resolve_device(config.device)
+    if device.type != "cuda":
+        return BATCH_SIZE
+    probe = 4
+    model = DeepPRL(config.model, patch_config.size, patch_config.contrasts).to(device)
+    x = torch.rand(probe, len(patch_config.channels), *(patch_config.size,) * 3, device=device)
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with autocast(device, resolve_precision(config.precision, device)):
+        logits = model(x)
+    logits.float().sum().backward()
+    per_patch = (torch.cuda.max_memory_allocated(device) - before) / probe
+    del model, x, logits
+    torch.cuda.empty_cache()  # the probe's blocks count as free again
+    free, _ = torch.cuda.mem_get_info(device)
+    return batch_that_fits(free / 2, per_patch * networks)
+
+
+def batch_that_fits(room: float, per_patch: float) -> int:
+    """The largest power of two up to :data:`MAX_AUTO_BATCH` patches of ``per_patch`` bytes in
+    ``room`` bytes (at least 1)."""
+    fits = max(1, int(room // max(per_patch, 1.0)))
+    return min(MAX_AUTO_BATCH, 1 << (fits.bit_length() - 1))
+
+
+class _Member:
+    """One network's run: its training rows, seeded draws, validation history and kept model."""
+
+    def __init__(self, patches: PatchSet, config: TrainConfig, val_subjects: Sequence[str] | None,
+                 init: Checkpoint | None, device: torch.device) -> None:
+        if val_subjects is None:
+            val_subjects = split_validation(patches, config.val_fraction, config.seed)
+        self.config, self.init, self.val_subjects = config, init, list(val_subjects)
+        self.train_ids = [s for s in patches.subjects if s not in set(val_subjects)]
+        if not self.train_ids:
+            raise InputError("every subject is in the validation set; nothing is left to train on")
+        # the training patches are drawn from ``patches`` by row, not copied: the set is held once
+        self.validation = patches.select(val_subjects).originals()
+        self.training = np.flatnonzero(np.isin(patches.subject, self.train_ids))
+        labels = patches.y[self.training]
+        self.positives, self.negatives = self.training[labels == 1], self.training[labels == 0]
+        if self.positives.size == 0 or self.negatives.size == 0:
+            raise InputError(f"the training subjects have {self.positives.size} PRL and {self.negatives.size} "
+                             "non-PRL lesions; both classes are needed")
+        torch.manual_seed(config.seed)
+        self.model = _initial_model(patches, config, init).to(device)
+        self.rng = np.random.default_rng(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.device = device
+        self.history: list[dict[str, Any]] = []
+        self.start: _Best | None = None
+        self.best: _Best | None = None
+        self.point: OperatingPoint | None = None
+
+    def rows(self) -> np.ndarray:
+        return _balanced_rows(self.rng, self.positives, self.negatives, self.config.batch_size)
+
+    def validate(self, epoch: int, loss: float, stopped: bool) -> None:
+        """Score the model after ``epoch`` (0: before training) and keep it if it ranks best."""
+        scores, self.point = _validate(self.model, self.validation, self.config, self.device)
+        record: dict[str, Any] = {"epoch": epoch, "loss": loss, **scores}
+        if stopped:
+            record["partial"] = True
+        self.history.append(record)
+        if epoch == 0:
+            self.start = _Best(record, self.model, self.point)
+            self.best = self.start if self.config.keep_start else None
+        elif self.best is None or _rank(record) > _rank(self.best.record):
+            self.best = _Best(record, self.model, self.point)
+
+    def finish(self, patches: PatchSet, stopped: bool, steps_per_epoch: int, seconds: float,
+               device: torch.device, dtype: torch.dtype) -> TrainResult:
+        """The kept model as a checkpoint (see the module doc for which one)."""
+        config, model, start, history = self.config, self.model, self.start, self.history
+        assert start is not None and self.point is not None
+        best = self.best
+        if config.keep == "last" and not stopped and len(history) > 1:
+            last = _Best(history[-1], model, self.point)
+            best = start if config.keep_start and _rank(start.record) > _rank(last.record) else last
+        best = best or start  # stopped before the first step, with keep_start=False
+        model.load_state_dict(best.state)
+        model.eval()
+        views = TTA_VIEWS if config.tta else ((),)
+        validation = self.validation
+        kept, point = _validate(model, validation, config, device, views) if config.tta else (best.record, best.point)
+        training, positives = self.training, self.positives
+        summary = {
+            "train_subjects": self.train_ids, "val_subjects": self.val_subjects,
+            "train_patches": len(training), "train_prl_patches": int(positives.size),
+            "train_lesions": int((~patches.shifted[training]).sum()), "val_lesions": len(validation),
+            "train_confluent_parts": None if patches.part is None
+            else int((patches.part[training] & ~patches.shifted[training]).sum()),
+            "val_prl_lesions": int(validation.y.sum()), "epochs_run": len(history) - 1,
+            "steps_per_epoch": steps_per_epoch, "kept_epoch": best.record["epoch"], "keep": config.keep,
+            "stopped": stopped,
+            "seconds": round(seconds, 1), "device": str(device),
+            "precision": precision_name(dtype),
+            "config": _jsonable(asdict(config)),
+        }
+        metadata: dict[str, Any] = {"training": summary, "validation": best.record, "tta": config.tta,
+                                    "views": [list(view) for view in views]}
+        if config.tta:
+            metadata["validation_tta"] = kept
+        if self.init is not None:
+            metadata["parent"] = self.init.id
+        if patches.grids:  # the grids the training subjects' images came on
+            metadata["grids"] = patches.grids
+        checkpoint = Checkpoint(model.to(memory_format=torch.contiguous_format),
+                                point.threshold, patches.config, metadata, point.calibration)
+        return TrainResult(checkpoint, history, best.record["epoch"], stopped)
+
+
+class _Batches:
+    """The training batches: rows drawn, patches read, augmented, on the device.
+
+    On CUDA the whole patch set is staged in GPU memory once when it takes at most a quarter of
+    the free memory (a default cohort's few thousand patches of 3 × 28³: a few hundred MB), so a
+    step copies only its row numbers to the device; copies go through pinned memory without
+    waiting for the GPU (:func:`~napari_deep_prl.model.inference.to_device`).
+    """
+
+    def __init__(self, patches: PatchSet, device: torch.device) -> None:
+        self.patches, self.device, self.staged = patches, device, None
+        shape = (len(patches), *patches.x.shape[1:])
+        if device.type == "cuda" and int(np.prod(shape)) * 4 <= torch.cuda.mem_get_info(device)[0] / 4:
+            self.staged = torch.empty(shape, dtype=torch.float32, device=device)
+            for run in chunks(len(patches), patches.config.size):  # a run at a time: bounded host memory
+                self.staged[run] = to_device(torch.from_numpy(np.asarray(patches.x[run], np.float32)), device)
+
+    def __call__(self, member: _Member, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = member.rows()
+        if self.staged is not None:
+            x = self.staged.index_select(0, to_device(torch.from_numpy(rows), self.device))
+        else:
+            x = to_device(torch.from_numpy(self.patches.x[rows]), self.device)
+        y = to_device(torch.from_numpy(self.patches.y[rows]), self.device)
+        return augment_batch(x, config.augment, member.generator), y
+
+
+class _Steps:
+    """Training steps over the members' networks; ``sync`` puts the weights in their modules."""
+
+    optimisers: list[torch.optim.Optimizer]
+    schedulers: list[torch.optim.lr_scheduler.LRScheduler]
+
+    def train(self) -> None:
+        raise NotImplementedError
+
+    def step(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        """One step of every network on its batch; their losses ``(K,)``, on the device."""
+        raise NotImplementedError
+
+    def sync(self) -> None:
+        """Nothing to do where the members' modules are the ones trained."""
+
+
+class _Separate(_Steps):
+    """Each network a module with its own optimiser, stepped in turn."""
+
+    def __init__(self, members: Sequence[_Member], config: TrainConfig, device: torch.device) -> None:
+        self.models = [m.model for m in members]
+        if device.type == "cpu":  # as the batches (see for_device)
+            for model in self.models:
+                model.to(memory_format=torch.channels_last_3d)
+        self.device, self.config = device, config
+        self.optimisers = [torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+                           for model in self.models]
+        self.schedulers = []
+
+    def train(self) -> None:
+        for model in self.models:
+            model.train()
+
+    def step(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        losses = []
+        for model, optimiser, scheduler, x, y in zip(self.models, self.optimisers, self.schedulers, xs, ys):
+            with autocast(self.device, dtype):
+                logits = model(for_device(x, self.device))
+            loss = focal_loss(logits.float(), y, gamma=self.config.gamma, alpha=self.config.alpha)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)
+
+
+class _Stacked(_Steps):
+    """The networks' weights stacked along a first axis, one ``vmap``-ed pass stepping them all.
+
+    The stacked forward pass computes each network's logits on its own batch (convolutions of
+    stacked weights become grouped convolutions, batch norms keep each network's statistics);
+    the loss is the sum of the networks' losses, so each gets its own gradient, and Adam, which
+    works element by element, steps the stacked weights as it would each network's. Each
+    network's module gets its weights back (``sync``) before it is validated.
+    """
+
+    def __init__(self, members: Sequence[_Member], config: TrainConfig, device: torch.device) -> None:
+        self.models = [m.model for m in members]
+        self.params, self.buffers = torch.func.stack_module_state(self.models)
+        template = copy.deepcopy(self.models[0]).to("meta")
+
+        def forward(params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor],
+                    x: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(template, (params, buffers), (x,))
+
+        self.forward = torch.func.vmap(forward, randomness="different")  # dropout: own masks
+        self.device, self.config, self.template = device, config, template
+        self.optimisers = [torch.optim.Adam(self.params.values(), lr=config.lr, weight_decay=config.weight_decay)]
+        self.schedulers = []
+
+    def train(self) -> None:
+        self.template.train()
+
+    def step(self, xs: Sequence[torch.Tensor], ys: Sequence[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+        with autocast(self.device, dtype):
+            logits = self.forward(self.params, self.buffers, torch.stack(xs)).float()
+        losses = torch.stack([focal_loss(out, y, gamma=self.config.gamma, alpha=self.config.alpha)
+                              for out, y in zip(logits, ys)])
+        (optimiser,), (scheduler,) = self.optimisers, self.schedulers
+        optimiser.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        optimiser.step()
+        scheduler.step()
+        return losses.detach()
+
+    def sync(self) -> None:
+        with torch.no_grad():
+            for i, model in enumerate(self.models):
+                model.load_state_dict({name: value[i] for name, value in (*self.params.items(),
+                                                                           *self.buffers.items())})
 
 
 def _initial_model(patches: PatchSet, config: TrainConfig, init: Checkpoint | None) -> DeepPRL:
@@ -267,19 +515,6 @@ def _balanced_rows(rng: np.random.Generator, positives: np.ndarray, negatives: n
     rows = negatives[rng.integers(negatives.size, size=n)]
     rows[is_positive] = positives[rng.integers(positives.size, size=int(is_positive.sum()))]
     return np.sort(rows)  # sorted rows read the patch array in order
-
-
-def _step(model: DeepPRL, optimiser: torch.optim.Optimizer, patches: PatchSet, rows: np.ndarray,
-          config: TrainConfig, generator: torch.Generator, device: torch.device, dtype: torch.dtype) -> float:
-    x = for_device(augment_batch(torch.from_numpy(patches.x[rows]).to(device), config.augment, generator), device)
-    y = torch.from_numpy(patches.y[rows]).to(device)
-    with autocast(device, dtype):
-        logits = model(x)
-    loss = focal_loss(logits.float(), y, gamma=config.gamma, alpha=config.alpha)
-    optimiser.zero_grad(set_to_none=True)
-    loss.backward()
-    optimiser.step()
-    return float(loss.detach())
 
 
 def _validate(model: DeepPRL, validation: PatchSet, config: TrainConfig, device: torch.device,
@@ -321,8 +556,11 @@ def _copy_state(model: DeepPRL) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def _shown(record: dict[str, float]) -> dict[str, float]:
-    return {k: record[k] for k in ("loss", "val_loss", "val_f1", "val_auc") if np.isfinite(record[k])}
+def _shown(members: Sequence[_Member], epoch: int) -> dict[str, float]:
+    """The epoch's scores worth showing live: a network's, or the mean of the networks'."""
+    shown = {k: float(np.mean([m.history[epoch][k] for m in members]))
+             for k in ("loss", "val_loss", "val_f1", "val_auc")}
+    return {k: v for k, v in shown.items() if np.isfinite(v)}
 
 
 def _jsonable(value: Any) -> Any:

@@ -259,9 +259,9 @@ class FinetuneBox(QGroupBox):
     def _progress(self, event: Progress) -> None:
         if self.job is None or self.job.delivered:  # a late event must not hide the result
             return
-        if event.stage == "model" and event.step < event.total:  # an ensemble's next network
+        if event.stage == "model" and event.step < event.total:  # an ensemble's next network (or all, stacked)
             self.curve.reset()
-            self.status.setText(f"training network {event.step + 1} of {event.total}…")
+            self.status.setText(f"training {event.message}…")
         elif event.stage == "epoch":
             self.curve.add(event.metrics, event.step)
             self.status.setText(f"epoch {event.step}/{event.total} {event.message}".strip())
