@@ -112,19 +112,29 @@ run_to_end(bids_app.participant_level(sys.argv[1], sys.argv[2], load_models(sys.
 """
 
 
-def test_a_killed_participant_leaves_nothing_in_the_outputs(dataset, tmp_path):
-    bids, model = dataset
-    out = tmp_path / "out"
+def kill_when(script: str, line: str, bids: Path, out: Path, model: Path, check=lambda: None) -> int:
+    """Run ``script`` (a participant level that stalls) on ``bids``; SIGKILL it once it prints
+    ``line`` and ``check()`` has run; its process id."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    task = subprocess.Popen([sys.executable, "-c", KILLED_MIDWAY, str(bids), str(out), str(model)],
+    task = subprocess.Popen([sys.executable, "-c", script, str(bids), str(out), str(model)],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
-        assert task.stdout.readline() == "writing\n"
-        staged = list((out / ".work").rglob("*.nii.gz"))
-        assert len(staged) == 2  # the images were written, in the work folder
+        assert task.stdout.readline() == f"{line}\n"
+        check()
     finally:
         task.send_signal(signal.SIGKILL)
         task.wait()
+    return task.pid
+
+
+def test_a_killed_participant_leaves_nothing_in_the_outputs(dataset, tmp_path):
+    bids, model = dataset
+    out = tmp_path / "out"
+
+    def images_staged() -> None:  # the images were written, in the work folder
+        assert len(list((out / ".work").rglob("*.nii.gz"))) == 2
+
+    kill_when(KILLED_MIDWAY, "writing", bids, out, model, images_staged)
     assert sorted(p.name for p in out.iterdir()) == [".work", "dataset_description.json"]
     # The next run of that participant writes it whole and clears the killed task's work.
     assert participant(bids, out, model, participant_label=["03"]).written == ["sub-03"]
@@ -153,19 +163,12 @@ run_to_end(bids_app.participant_level(sys.argv[1], sys.argv[2], load_models(sys.
 def test_a_killed_cross_disk_copy_is_cleared_at_the_next_run_and_only_it(dataset, tmp_path):
     bids, model = dataset
     out = tmp_path / "out"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    task = subprocess.Popen([sys.executable, "-c", KILLED_COPYING, str(bids), str(out), str(model)],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    try:
-        assert task.stdout.readline() == "copied\n"
-    finally:
-        task.send_signal(signal.SIGKILL)
-        task.wait()
+    pid = kill_when(KILLED_COPYING, "copied", bids, out, model)
     [copy] = (out / "sub-03").iterdir()  # the hidden half-published copy, and no participant folder
-    assert copy.name.startswith(f".anat.{HOST}-{task.pid}-") and copy.name.endswith(".tmp")
+    assert copy.name.startswith(f".anat.{HOST}-{pid}-") and copy.name.endswith(".tmp")
     # beside it: one of a running task, one of another machine, and a folder that is not ours
     kept = [out / "sub-03" / f".anat.{HOST}-{os.getpid()}-0a1b2c3d.tmp",
-            out / "sub-03" / f".anat.{HOST}x-{task.pid}-0a1b2c3d.tmp", out / "sub-03" / ".anat.backup"]
+            out / "sub-03" / f".anat.{HOST}x-{pid}-0a1b2c3d.tmp", out / "sub-03" / ".anat.backup"]
     for folder in kept:
         folder.mkdir()
     assert participant(bids, out, model, participant_label=["03"]).written == ["sub-03"]
