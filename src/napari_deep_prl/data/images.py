@@ -88,6 +88,7 @@ from napari_deep_prl.data.resample import (
     check_overlap,
     default_reference,
     lesion_changes,
+    lesions_outside,
     resample_image,
     resample_labels,
 )
@@ -423,7 +424,7 @@ def _load(paths: SubjectPaths, *, flip_phase: bool, extra: bool, contrasts: Sequ
         prl = _as_label_mask(data, paths.prl_mask) > 0
         if grids["prl_mask"].resampling == "nearest":
             prl = resample_labels(prl.view(np.uint8), grid, reference.grid) > 0
-    return Subject(
+    subject = Subject(
         subject=paths.subject,
         images=images,
         mask=lesions.mask,
@@ -437,6 +438,24 @@ def _load(paths: SubjectPaths, *, flip_phase: bool, extra: bool, contrasts: Sequ
         resampled_labels=lesions.resampled_labels,
         reference=reference.role,
     )
+    _warn_lesions_outside(subject)
+    return subject
+
+
+def _warn_lesions_outside(subject: Subject) -> None:
+    """Warn of lesions that reach beyond a resampled image's field of view (e.g. a susceptibility
+    slab narrower than the 1 mm structural reference): the image reads 0 there, so the network
+    sees no rim where there may be one."""
+    for contrast, record in subject.grids.items():
+        if record.resampling != "linear" or contrast not in subject.images:
+            continue
+        outside = lesions_outside(subject.labels, Grid.of(subject.shape, subject.affine), record.grid)
+        if outside:
+            shown = ", ".join(map(str, outside[:10])) + (f" and {len(outside) - 10} more" if len(outside) > 10 else "")
+            warnings.warn(f"subject {subject.subject}: lesion(s) {shown} reach beyond the field of view of the "
+                          f"{contrast} image {record.file} ({record.grid.describe()}); it reads 0 there, so their "
+                          "scores and rim evidence miss part of the lesion. Acquire or reconstruct that image over "
+                          "the whole brain, or judge these lesions yourself.", InputWarning, stacklevel=3)
 
 
 def _wanted(paths: SubjectPaths, extra: bool, contrasts: Sequence[str] | None) -> list[tuple[str, Path]]:

@@ -205,6 +205,17 @@ def check_lesions_inside(labels: np.ndarray, grid: Grid, file: Path, reference: 
         "on), then give the registered files (docs/data.md, 'Images on their own grids').")
 
 
+def lesions_outside(labels: np.ndarray, target: Grid, source: Grid) -> list[int]:
+    """The ids of the lesions (``labels`` on ``target``) with voxels beyond ``source``'s outer
+    voxel centres, where :func:`resample_image` of a ``source`` image reads 0."""
+    index = np.argwhere(labels > 0)
+    if index.size == 0:
+        return []
+    reach = source.to_index(target.to_world(index))
+    beyond = ~np.all((reach >= 0) & (reach <= np.array(source.shape) - 1), axis=1)
+    return [int(i) for i in np.unique(labels[tuple(index[beyond].T)])]
+
+
 def lesion_centres(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The lesion ids of a label volume and their centres of mass (N × 3 voxel coordinates)."""
     box = bounding_box(labels > 0)
