@@ -190,7 +190,8 @@ def test_an_anisotropic_slab_takes_the_finest_structural_grid_as_the_reference_b
 def test_a_lesion_beyond_the_slab_on_the_structural_grid_is_named_in_a_warning(tmp_path):
     beyond = {**LESIONS, 20: (0.0, 0.0, 20.0)}  # past the slab's last slice, inside the 1 mm grid
     paths = clinical_subject(tmp_path, mask=spheres(ONE_MM, beyond), reference=None)
-    with pytest.warns(InputWarning, match=r"lesion\(s\) 20 reach beyond the field of view of the phase image") as caught:
+    expected = r"lesion\(s\) 20 reach beyond the field of view of the phase image"
+    with pytest.warns(InputWarning, match=expected) as caught:
         subject = paths.load()
     assert str(paths.image("phase")) in str(caught[0].message) and len(caught) == 1
     assert set(np.unique(subject.labels)) == {0, *beyond}  # kept and scored, with the warning
