@@ -438,18 +438,18 @@ def _load(paths: SubjectPaths, *, flip_phase: bool, extra: bool, contrasts: Sequ
         resampled_labels=lesions.resampled_labels,
         reference=reference.role,
     )
-    _warn_lesions_outside(subject)
+    _warn_lesions_outside(subject, reference.grid)
     return subject
 
 
-def _warn_lesions_outside(subject: Subject) -> None:
+def _warn_lesions_outside(subject: Subject, reference: Grid) -> None:
     """Warn of lesions that reach beyond a resampled image's field of view (e.g. a susceptibility
     slab narrower than the 1 mm structural reference): the image reads 0 there, so the network
     sees no rim where there may be one."""
     for contrast, record in subject.grids.items():
         if record.resampling != "linear" or contrast not in subject.images:
             continue
-        outside = lesions_outside(subject.labels, Grid.of(subject.shape, subject.affine), record.grid)
+        outside = lesions_outside(subject.labels, reference, record.grid)
         if outside:
             shown = ", ".join(map(str, outside[:10])) + (f" and {len(outside) - 10} more" if len(outside) > 10 else "")
             warnings.warn(f"subject {subject.subject}: lesion(s) {shown} reach beyond the field of view of the "
